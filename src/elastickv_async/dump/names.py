@@ -1,0 +1,131 @@
+"""Filename segment encoding for the dump tree (one user key segment -> one file name).
+
+Bytes in ``[A-Za-z0-9._-]`` pass through, every other byte becomes ``%HH`` (uppercase).
+A segment whose encoding would exceed :data:`SEGMENT_MAX_BYTES`, or that could be confused
+with the two special shapes (SHA fallback, ``b64.`` binary), takes the SHA-256 fallback,
+which is not reversible without a KEYMAP record.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from typing import Final
+
+from ..errors import InvalidEncodedSegment, ShaFallbackNeedsKeymap
+
+__all__ = [
+    "BINARY_PREFIX",
+    "SEGMENT_MAX_BYTES",
+    "b64url_decode",
+    "b64url_encode",
+    "decode_segment",
+    "encode_binary_segment",
+    "encode_segment",
+    "is_binary_segment",
+    "is_sha_fallback",
+    "sha_fallback",
+]
+
+SEGMENT_MAX_BYTES: Final = 240
+BINARY_PREFIX: Final = "b64."
+_SHA_HEX_CHARS: Final = 32
+_SHA_SUFFIX_RAW_BYTES: Final = 64
+
+_UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+_ENCODE_TABLE: Final = tuple(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in range(256))
+_SHA_SHAPE: Final = re.compile(r"[0-9a-fA-F]{32}__")
+_PERCENT_DECODABLE: Final = re.compile(r"(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})*")
+
+
+def _percent_encode(raw: bytes) -> str:
+    return "".join([_ENCODE_TABLE[b] for b in raw])
+
+
+def sha_fallback(raw: bytes) -> str:
+    """The SHA-256 fallback name: 32 hex chars, ``__``, then the first 64 bytes percent-encoded."""
+    digest = hashlib.sha256(raw).hexdigest()[:_SHA_HEX_CHARS]
+    return f"{digest}__{_percent_encode(raw[:_SHA_SUFFIX_RAW_BYTES])}"
+
+
+def is_sha_fallback(segment: str) -> bool:
+    """Whether ``segment`` has the SHA-fallback shape (hex in either case, then ``__``)."""
+    return _SHA_SHAPE.match(segment) is not None
+
+
+def is_binary_segment(segment: str) -> bool:
+    """Whether ``segment`` is a ``b64.`` binary segment."""
+    return segment.startswith(BINARY_PREFIX)
+
+
+def encode_segment(raw: bytes) -> str:
+    """Encode one key segment as a file name exactly like the reference's ``EncodeSegment``."""
+    if len(raw) > SEGMENT_MAX_BYTES:
+        return sha_fallback(raw)
+    # Every escaped byte triples, so the bound can be checked before building the string.
+    escaped = len(raw) - sum(1 for b in raw if b in _UNRESERVED)
+    if len(raw) + 2 * escaped > SEGMENT_MAX_BYTES:
+        return sha_fallback(raw)
+    encoded = _percent_encode(raw)
+    if is_sha_fallback(encoded) or encoded.startswith(BINARY_PREFIX):
+        return sha_fallback(raw)
+    return encoded
+
+
+def b64url_encode(raw: bytes) -> str:
+    """Base64url without padding (Go ``base64.RawURLEncoding``)."""
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str | bytes) -> bytes:
+    """Decode base64url without padding like Go's non-strict ``RawURLEncoding``.
+
+    Raises ``ValueError`` on characters outside the alphabet, padding or an impossible length.
+    """
+    data = text.encode("ascii") if isinstance(text, str) else text
+    if len(data) % 4 == 1 or b"=" in data:
+        raise ValueError("invalid base64url length or padding")
+    try:
+        decoded = base64.b64decode(data + b"=" * (-len(data) % 4), altchars=b"-_", validate=True)
+    except binascii.Error as exc:
+        raise ValueError(str(exc)) from None
+    return decoded
+
+
+def encode_binary_segment(raw: bytes) -> str:
+    """Encode a binary key (DynamoDB ``B``) as ``b64.<base64url>``, or the SHA fallback."""
+    if (len(raw) * 4 + 2) // 3 + len(BINARY_PREFIX) > SEGMENT_MAX_BYTES:
+        return sha_fallback(raw)
+    return BINARY_PREFIX + b64url_encode(raw)
+
+
+def decode_segment(segment: str) -> bytes:
+    """Invert :func:`encode_segment` / :func:`encode_binary_segment`.
+
+    Raises :class:`ShaFallbackNeedsKeymap` for SHA-fallback names and
+    :class:`InvalidEncodedSegment` for anything that is not a valid encoding.
+    """
+    if len(segment.encode("utf-8", "surrogatepass")) > SEGMENT_MAX_BYTES:
+        raise InvalidEncodedSegment(f"segment longer than {SEGMENT_MAX_BYTES} bytes")
+    if is_sha_fallback(segment):
+        raise ShaFallbackNeedsKeymap(f"segment {segment!r} is a SHA fallback; KEYMAP required")
+    if is_binary_segment(segment):
+        try:
+            return b64url_decode(segment[len(BINARY_PREFIX) :])
+        except ValueError as exc:
+            raise InvalidEncodedSegment(f"bad binary segment {segment!r}: {exc}") from None
+    if _PERCENT_DECODABLE.fullmatch(segment) is None:
+        raise InvalidEncodedSegment(f"segment {segment!r} is not percent-encoded")
+    out = bytearray()
+    i = 0
+    while i < len(segment):
+        ch = segment[i]
+        if ch == "%":
+            out.append(int(segment[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(ord(ch))
+            i += 1
+    return bytes(out)

@@ -1,0 +1,272 @@
+"""The only code that writes into an output root.
+
+Every file is written atomically (a temp file in the target directory, then ``rename``), is
+created 0600 inside 0755 directories, and is reached through directory file descriptors
+opened with ``O_NOFOLLOW``, so a symlink planted anywhere under the root is refused instead
+of followed. One whole file is handed to a worker thread in a single call; the number of
+concurrent calls is bounded by a :class:`anyio.CapacityLimiter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Final
+
+import anyio
+import anyio.to_thread
+
+from ..errors import OutputError
+
+__all__ = ["AtomicFile", "DumpWriter", "check_relpath"]
+
+FILE_MODE: Final = 0o600
+DIR_MODE: Final = 0o755
+_NAME_MAX: Final = 255
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_TMP_FLAGS: Final = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def check_relpath(rel: str) -> tuple[str, ...]:
+    """Split a slash-separated path relative to the root and refuse anything unsafe."""
+    parts = tuple(rel.split("/"))
+    for part in parts:
+        if part in ("", ".", "..") or "\x00" in part:
+            raise OutputError(f"unsafe output path {rel!r}")
+        if len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX:
+            raise OutputError(f"output path segment longer than {_NAME_MAX} bytes in {rel!r}")
+    return parts
+
+
+def _tmp_name() -> str:
+    # Independent of the final name, so a 255-byte final name still has a valid temp name.
+    return f".tmp-{secrets.token_hex(8)}"
+
+
+class DumpWriter:
+    """Writes files under ``root`` safely; share one per run between all adapters."""
+
+    def __init__(self, root: Path, *, jobs: int = 8, fsync: bool = False) -> None:
+        self.root = root
+        self._fsync = fsync
+        self._limiter = anyio.CapacityLimiter(max(1, jobs))
+        self._made_dirs: set[tuple[str, ...]] = set()
+        self.files_written = 0
+        self.bytes_written = 0
+
+    # --- synchronous primitives (worker threads only) ---------------------------------------
+
+    def _open_dir(self, parts: Sequence[str], *, create: bool) -> int:
+        """Open the directory ``root/parts`` without following symlinks, creating it if asked."""
+        try:
+            fd = os.open(self.root, _DIR_FLAGS)
+        except OSError as exc:
+            raise OutputError(f"cannot open output root {self.root}: {exc.strerror}") from None
+        known = tuple(parts) in self._made_dirs
+        try:
+            for i, part in enumerate(parts):
+                if create and not known:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, DIR_MODE, dir_fd=fd)
+                try:
+                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    where = "/".join(parts[: i + 1])
+                    raise OutputError(
+                        f"refusing output directory {where!r}: not a plain directory "
+                        f"({exc.strerror})"
+                    ) from None
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        if create:
+            self._made_dirs.add(tuple(parts))
+        return fd
+
+    def _check_target(self, dir_fd: int, name: str, rel: str) -> None:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputError(f"refusing to replace {rel!r}: not a regular file")
+
+    def _write_sync(self, rel: str, chunks: Iterable[bytes]) -> int:
+        parts = check_relpath(rel)
+        dir_fd = self._open_dir(parts[:-1], create=True)
+        try:
+            name = parts[-1]
+            self._check_target(dir_fd, name, rel)
+            tmp = _tmp_name()
+            size = 0
+            fd = os.open(tmp, _TMP_FLAGS, FILE_MODE, dir_fd=dir_fd)
+            try:
+                with open(fd, "wb", buffering=0, closefd=True) as fh:
+                    for chunk in chunks:
+                        fh.write(chunk)
+                        size += len(chunk)
+                    if self._fsync:
+                        os.fsync(fh.fileno())
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise
+        finally:
+            os.close(dir_fd)
+        return size
+
+    def _write_many_sync(self, files: Sequence[tuple[str, bytes]]) -> int:
+        total = 0
+        for rel, data in files:
+            total += self._write_sync(rel, (data,))
+        return total
+
+    def _install_sync(self, rel: str, src: Path) -> int:
+        """Move a finished scratch file into place, copying when it is on another filesystem."""
+        parts = check_relpath(rel)
+        dir_fd = self._open_dir(parts[:-1], create=True)
+        try:
+            name = parts[-1]
+            self._check_target(dir_fd, name, rel)
+            size = os.stat(src, follow_symlinks=False).st_size
+            try:
+                os.chmod(src, FILE_MODE)
+                if self._fsync:
+                    fd = os.open(src, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                os.rename(src, name, dst_dir_fd=dir_fd)
+                return size
+            except OSError as exc:
+                if exc.errno != 18:  # EXDEV: copy instead
+                    raise
+        finally:
+            os.close(dir_fd)
+
+        def chunks() -> Iterable[bytes]:
+            with open(src, "rb") as fh:
+                while block := fh.read(4 << 20):
+                    yield block
+
+        written = self._write_sync(rel, chunks())
+        os.unlink(src)
+        return written
+
+    # --- async API -------------------------------------------------------------------------
+
+    async def _run(self, func: Callable[..., int], *args: object) -> int:
+        try:
+            result = await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+        except OSError as exc:
+            raise OutputError(f"cannot write output: {exc}") from None
+        return result
+
+    async def write(self, rel: str, data: bytes) -> None:
+        """Write one whole file at ``rel`` (slash-separated, relative to the root) atomically."""
+        self.bytes_written += await self._run(self._write_sync, rel, (data,))
+        self.files_written += 1
+
+    async def write_many(self, files: Sequence[tuple[str, bytes]]) -> None:
+        """Write several small files in one worker-thread call (each still atomic)."""
+        if files:
+            self.bytes_written += await self._run(self._write_many_sync, files)
+            self.files_written += len(files)
+
+    async def install(self, rel: str, src: Path) -> None:
+        """Move the finished file ``src`` (e.g. built in scratch) to ``rel`` atomically."""
+        self.bytes_written += await self._run(self._install_sync, rel, src)
+        self.files_written += 1
+
+    @contextlib.asynccontextmanager
+    async def open(self, rel: str) -> AsyncIterator[AtomicFile]:
+        """Stream a large file: chunks go to a temp file that is renamed into place on success.
+
+        On an exception or cancellation the temp file is removed and nothing appears at ``rel``.
+        """
+        atomic = AtomicFile(self, rel)
+        await atomic._open()
+        try:
+            yield atomic
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await atomic._abort()
+            raise
+        with anyio.CancelScope(shield=True):
+            await atomic._commit()
+
+
+class AtomicFile:
+    """A file being streamed by :meth:`DumpWriter.open`; call :meth:`write` with big chunks."""
+
+    def __init__(self, writer: DumpWriter, rel: str) -> None:
+        self._writer = writer
+        self._rel = rel
+        self._parts = check_relpath(rel)
+        self._dir_fd = -1
+        self._fd = -1
+        self._tmp = _tmp_name()
+        self.size = 0
+
+    def _open_sync(self) -> int:
+        self._dir_fd = self._writer._open_dir(self._parts[:-1], create=True)
+        self._writer._check_target(self._dir_fd, self._parts[-1], self._rel)
+        self._fd = os.open(self._tmp, _TMP_FLAGS, FILE_MODE, dir_fd=self._dir_fd)
+        return 0
+
+    async def _open(self) -> None:
+        await self._writer._run(self._open_sync)
+
+    def _write_sync(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        return len(data)
+
+    async def write(self, data: bytes) -> None:
+        """Append ``data`` (prefer MiB-sized chunks: each call is one worker-thread hop)."""
+        self.size += await self._writer._run(self._write_sync, data)
+
+    def _commit_sync(self) -> int:
+        try:
+            if self._writer._fsync:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            self._writer._check_target(self._dir_fd, self._parts[-1], self._rel)
+            os.rename(self._tmp, self._parts[-1], src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        except BaseException:
+            self._abort_sync()
+            raise
+        os.close(self._dir_fd)
+        self._dir_fd = -1
+        return self.size
+
+    async def _commit(self) -> None:
+        self._writer.bytes_written += await self._writer._run(self._commit_sync)
+        self._writer.files_written += 1
+
+    def _abort_sync(self) -> int:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._dir_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp, dir_fd=self._dir_fd)
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+        return 0
+
+    async def _abort(self) -> None:
+        await anyio.to_thread.run_sync(self._abort_sync)

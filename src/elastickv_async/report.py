@@ -1,0 +1,136 @@
+"""One report per run: every warning, the counters and what the snapshot said about itself.
+
+Adapters log through structlog (``ctx.log.warning("event_name", field=...)``). The run's
+logger carries :meth:`Report.collect` as a processor, so each warning lands in the report
+exactly once, and is also rendered (console key=value or one JSON object per line) when the
+caller asked for log output. No global structlog configuration is touched: two runs in one
+process keep separate reports.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import IO, Any, Final
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+__all__ = ["Report", "WarningSummary", "make_logger"]
+
+_WARNING_LEVELS: Final = frozenset({"warning", "warn", "error", "critical"})
+
+
+@dataclass(slots=True)
+class WarningSummary:
+    """All occurrences of one warning event: how many, and the fields of the first few."""
+
+    event: str
+    count: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Report:
+    """What a decode or encode run found worth telling, gathered in one place."""
+
+    max_examples: int = 20
+    warnings: dict[str, WarningSummary] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    snapshot: dict[str, Any] = field(default_factory=dict)
+
+    def collect(self, _logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        """structlog processor: record warnings, pass every event on unchanged."""
+        level = str(event_dict.get("level", method)).lower()
+        if level in _WARNING_LEVELS:
+            name = str(event_dict.get("event", "warning"))
+            summary = self.warnings.get(name)
+            if summary is None:
+                summary = self.warnings[name] = WarningSummary(name)
+            summary.count += 1
+            if len(summary.examples) < self.max_examples:
+                summary.examples.append(
+                    {k: _plain(v) for k, v in event_dict.items() if k not in ("event", "level")}
+                )
+        return event_dict
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name``."""
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    @property
+    def warning_count(self) -> int:
+        """Total number of warning events."""
+        return sum(w.count for w in self.warnings.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (what ``--report FILE`` writes)."""
+        return {
+            "snapshot": {k: _plain(v) for k, v in self.snapshot.items()},
+            "counters": dict(sorted(self.counters.items())),
+            "warnings": [
+                {"event": w.event, "count": w.count, "examples": w.examples}
+                for w in sorted(self.warnings.values(), key=lambda w: w.event)
+            ],
+        }
+
+    def summary_lines(self) -> list[str]:
+        """Human-readable end-of-run summary."""
+        lines = []
+        if self.counters:
+            lines.append(
+                "counters: " + " ".join(f"{k}={v}" for k, v in sorted(self.counters.items()))
+            )
+        if not self.warnings:
+            lines.append("warnings: none")
+        for w in sorted(self.warnings.values(), key=lambda w: w.event):
+            first = w.examples[0] if w.examples else {}
+            detail = " ".join(f"{k}={v}" for k, v in first.items() if k != "adapter")
+            lines.append(f"warning {w.event} x{w.count}" + (f" (first: {detail})" if detail else ""))
+        return lines
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, MutableMapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def make_logger(
+    report: Report, *, log_format: str | None = None, stream: IO[str] | None = None
+) -> structlog.typing.FilteringBoundLogger:
+    """Build a run's logger: collect into ``report``; render to ``stream`` if ``log_format`` is set.
+
+    ``log_format`` is ``"console"``, ``"json"`` or ``None`` (collect only, print nothing).
+    """
+    processors: list[Processor] = [
+        structlog.processors.add_log_level,
+        report.collect,
+    ]
+    if log_format is None:
+        processors.append(_drop)
+        factory: Any = structlog.ReturnLoggerFactory()
+    else:
+        processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
+        if log_format == "json":
+            processors.append(structlog.processors.JSONRenderer(default=_plain))
+        else:
+            processors.append(structlog.processors.KeyValueRenderer(key_order=["level", "event"]))
+        factory = structlog.PrintLoggerFactory(file=stream or sys.stderr)
+    logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
+        factory(),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(0),
+    )
+    return logger
+
+
+def _drop(_logger: WrappedLogger, _method: str, _event_dict: EventDict) -> EventDict:
+    raise structlog.DropEvent
