@@ -10,10 +10,17 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-__all__ = ["CHECKSUMS_NAME", "checksum_line", "compute_checksums", "sha256_file"]
+__all__ = [
+    "CHECKSUMS_NAME",
+    "checksum_line",
+    "compute_checksums",
+    "format_checksums",
+    "sha256_file",
+]
 
 CHECKSUMS_NAME: Final = "CHECKSUMS"
 _BLOCK: Final = 1 << 20
@@ -64,3 +71,9 @@ def compute_checksums(root: Path) -> bytes:
         if rel != CHECKSUMS_NAME.encode()
     ]
     return b"".join(lines)
+
+
+def format_checksums(digests: Mapping[str, str]) -> bytes:
+    """CHECKSUMS content for ``{relative slash path: hex sha256}``, sorted bytewise by path."""
+    rows = sorted((rel.encode("utf-8", "surrogateescape"), digest) for rel, digest in digests.items())
+    return b"".join(checksum_line(digest, rel) for rel, digest in rows if rel != CHECKSUMS_NAME.encode())

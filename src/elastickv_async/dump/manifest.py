@@ -6,13 +6,16 @@ file a decode writes, so a tree without it is recognisably incomplete.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from .. import gojson
-from ..options import DecodeOptions
+from ..errors import ManifestError
+from ..options import ADAPTER_NAMES, DecodeOptions
 
 __all__ = [
     "CHECKSUM_ALGORITHM",
@@ -25,6 +28,10 @@ __all__ = [
     "S3_COLLISION_STRATEGY",
     "S3_META_SUFFIX",
     "DecodeManifest",
+    "Manifest",
+    "ManifestExclusions",
+    "UnsupportedFormatVersion",
+    "read_manifest",
     "rfc3339nano",
 ]
 
@@ -105,3 +112,259 @@ class DecodeManifest:
         doc["s3_collision_strategy"] = S3_COLLISION_STRATEGY
         doc["dynamodb_layout"] = self.options.dynamodb_layout
         return gojson.encoder_indent(doc, escape_html=False)
+
+
+# --- reading (the encoder's input gate) ------------------------------------------------------
+
+#: The four exclusions a reader must find spelled out: their default cannot be inferred.
+EXCLUSIONS_REQUIRED: Final = (
+    "include_incomplete_uploads",
+    "include_orphans",
+    "preserve_sqs_visibility",
+    "include_sqs_side_records",
+)
+EXCLUSION_RENAME_S3_COLLISIONS: Final = "rename_s3_collisions"
+_PHASES: Final = (PHASE_SNAPSHOT, PHASE_LIVE)
+_UINT32_MAX: Final = (1 << 32) - 1
+_UINT64_MAX: Final = (1 << 64) - 1
+#: Go's ``time.RFC3339Nano`` as ``time.Parse`` accepts it (any number of fraction digits).
+_RFC3339_RE: Final = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:Z|[+-](\d{2}):(\d{2}))",
+    re.ASCII,
+)
+
+
+class UnsupportedFormatVersion(ManifestError):
+    """MANIFEST.json declares a ``format_version`` this build does not read (0 or newer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestExclusions:
+    """The decode-time policy flags recorded in MANIFEST ``exclusions``."""
+
+    include_incomplete_uploads: bool = False
+    include_orphans: bool = False
+    preserve_sqs_visibility: bool = False
+    include_sqs_side_records: bool = False
+    rename_s3_collisions: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A validated MANIFEST.json as the encoder sees it.
+
+    ``adapters`` holds only the adapters the producer listed with a non-null scope (Go's nil
+    pointer test); ``raw`` is the whole parsed document for consumers that need more.
+    """
+
+    format_version: int
+    phase: str
+    wall_time_iso: str
+    adapters: Mapping[str, Mapping[str, Any]]
+    exclusions: ManifestExclusions
+    checksum_algorithm: str
+    checksum_format: str
+    encoded_filename_charset: str
+    key_segment_max_bytes: int
+    s3_meta_suffix: str
+    s3_collision_strategy: str
+    dynamodb_layout: str
+    elastickv_version: str = ""
+    cluster_id: str = ""
+    snapshot_index: int = 0
+    last_commit_ts: int = 0
+    source: Mapping[str, Any] | None = None
+    live: Mapping[str, Any] | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"invalid JSON literal {name}")
+
+
+def _parse_json(payload: bytes) -> Any:
+    # Go reads invalid UTF-8 inside strings as U+FFFD and rejects NaN/Infinity literals.
+    try:
+        return json.loads(payload.decode("utf-8", "replace"), parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise ManifestError(f"MANIFEST.json is not valid JSON: {exc}") from None
+
+
+def _uint(value: Any, where: str, limit: int) -> int:
+    """Go's ``json.Unmarshal`` into an unsigned field: ``null`` = 0, else an in-range integer."""
+    if value is None:
+        return 0
+    if type(value) is not int or not 0 <= value <= limit:
+        raise ManifestError(f"MANIFEST.json {where}: want an unsigned integer, got {value!r}")
+    return value
+
+
+def _string(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ManifestError(f"MANIFEST.json {where}: want a string, got {value!r}")
+    return value
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ManifestError(f"MANIFEST.json {where}: want a boolean, got {value!r}")
+    return value
+
+
+def _object(value: Any, where: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ManifestError(f"MANIFEST.json {where}: want an object, got {type(value).__name__}")
+    return value
+
+
+def _check_list(value: Any, where: str, item: Callable[[Any, str], object]) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise ManifestError(f"MANIFEST.json {where}: want an array")
+    for i, elem in enumerate(value):
+        item(elem, f"{where}[{i}]")
+
+
+def _check_scope(scope: dict[str, Any], where: str) -> None:
+    for key in ("tables", "buckets", "queues"):
+        _check_list(scope.get(key), f"{where}.{key}", _string)
+    _check_list(
+        scope.get("databases"), f"{where}.databases", lambda v, w: _uint(v, w, _UINT32_MAX)
+    )
+
+
+def _check_wall_time(text: str) -> None:
+    match = _RFC3339_RE.fullmatch(text)
+    if match is None:
+        raise ManifestError(f"MANIFEST.json wall_time_iso {text!r} is not RFC 3339")
+    year, month, day, hour, minute, second, off_h, off_m = match.groups()
+    try:
+        datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+    except ValueError:
+        raise ManifestError(f"MANIFEST.json wall_time_iso {text!r} is out of range") from None
+    if off_h is not None and (int(off_h) > 23 or int(off_m) > 59):
+        raise ManifestError(f"MANIFEST.json wall_time_iso {text!r} has a bad zone offset")
+
+
+def _check_format_version(top: dict[str, Any]) -> None:
+    # Checked before the field-by-field decode so that a newer producer whose other fields
+    # changed type still reports "unsupported version", not "invalid".
+    if top.get("format_version") is None:
+        raise ManifestError("MANIFEST.json format_version is missing or null")
+    version = _uint(top["format_version"], "format_version", _UINT32_MAX)
+    if version == 0:
+        raise UnsupportedFormatVersion("MANIFEST.json format_version is zero")
+    if version > CURRENT_FORMAT_VERSION:
+        raise UnsupportedFormatVersion(
+            f"MANIFEST.json format_version {version} > current {CURRENT_FORMAT_VERSION} "
+            "(newer producer)"
+        )
+
+
+def _read_exclusions(raw: Any) -> ManifestExclusions:
+    section = _object(raw, "exclusions")
+    if section is None:
+        raise ManifestError("MANIFEST.json exclusions section missing")
+    for name in EXCLUSIONS_REQUIRED:
+        if section.get(name) is None:
+            raise ManifestError(
+                f"MANIFEST.json exclusions.{name} missing or null "
+                "(cannot infer the producer's default)"
+            )
+    flags = {
+        name: _boolean(section.get(name), f"exclusions.{name}")
+        for name in (*EXCLUSIONS_REQUIRED, EXCLUSION_RENAME_S3_COLLISIONS)
+    }
+    return ManifestExclusions(**flags)
+
+
+def _read_adapters(raw: Any) -> dict[str, Mapping[str, Any]]:
+    section = _object(raw, "adapters")
+    if section is None:
+        raise ManifestError("MANIFEST.json adapters section missing")
+    scopes: dict[str, Mapping[str, Any]] = {}
+    for name in ADAPTER_NAMES:
+        scope = _object(section.get(name), f"adapters.{name}")
+        if scope is not None:
+            _check_scope(scope, f"adapters.{name}")
+            scopes[name] = scope
+    return scopes
+
+
+def _required_string(top: dict[str, Any], key: str) -> str:
+    value = _string(top.get(key), key)
+    if not value:
+        raise ManifestError(f"MANIFEST.json {key} missing")
+    return value
+
+
+def read_manifest(payload: bytes) -> Manifest:
+    """Parse and validate MANIFEST.json bytes the way the reference's ``ReadManifest`` does.
+
+    Unknown fields are tolerated. Raises :class:`UnsupportedFormatVersion` for a version of 0
+    or above :data:`CURRENT_FORMAT_VERSION`, :class:`~elastickv_async.errors.ManifestError`
+    for anything else that is malformed (both exit 2).
+    """
+    top = _parse_json(payload)
+    if not isinstance(top, dict):
+        raise ManifestError("MANIFEST.json is not a JSON object")
+    _check_format_version(top)
+    phase = _string(top.get("phase"), "phase")
+    if phase not in _PHASES:
+        raise ManifestError(f"MANIFEST.json unknown phase {phase!r}")
+    source = _object(top.get("source"), "source")
+    if source is not None:
+        _string(source.get("fsm_path"), "source.fsm_path")
+        _string(source.get("fsm_crc32c"), "source.fsm_crc32c")
+    live = _object(top.get("live"), "live")
+    if live is not None:
+        _uint(live.get("read_ts"), "live.read_ts", _UINT64_MAX)
+        _string(live.get("pin_token_sha256"), "live.pin_token_sha256")
+    wall_time = _string(top.get("wall_time_iso"), "wall_time_iso")
+    if not wall_time:
+        raise ManifestError("MANIFEST.json wall_time_iso missing")
+    _check_wall_time(wall_time)
+    manifest = Manifest(
+        format_version=top["format_version"],
+        phase=phase,
+        wall_time_iso=wall_time,
+        adapters=_read_adapters(top.get("adapters")),
+        exclusions=_read_exclusions(top.get("exclusions")),
+        checksum_algorithm=_required_string(top, "checksum_algorithm"),
+        checksum_format=_required_string(top, "checksum_format"),
+        encoded_filename_charset=_required_string(top, "encoded_filename_charset"),
+        key_segment_max_bytes=_uint(
+            top.get("key_segment_max_bytes"), "key_segment_max_bytes", _UINT32_MAX
+        ),
+        s3_meta_suffix=_required_string(top, "s3_meta_suffix"),
+        s3_collision_strategy=_required_string(top, "s3_collision_strategy"),
+        dynamodb_layout=_string(top.get("dynamodb_layout"), "dynamodb_layout"),
+        elastickv_version=_string(top.get("elastickv_version"), "elastickv_version"),
+        cluster_id=_string(top.get("cluster_id"), "cluster_id"),
+        snapshot_index=_uint(top.get("snapshot_index"), "snapshot_index", _UINT64_MAX),
+        last_commit_ts=_uint(top.get("last_commit_ts"), "last_commit_ts", _UINT64_MAX),
+        source=source,
+        live=live,
+        raw=top,
+    )
+    if manifest.key_segment_max_bytes == 0:
+        raise ManifestError("MANIFEST.json key_segment_max_bytes is zero")
+    if manifest.dynamodb_layout not in DYNAMODB_LAYOUTS:
+        raise ManifestError(
+            f"MANIFEST.json dynamodb_layout {manifest.dynamodb_layout!r} unsupported"
+        )
+    if phase == PHASE_SNAPSHOT and live is not None:
+        raise ManifestError("MANIFEST.json phase0 must not set live")
+    if phase == PHASE_LIVE:
+        if source is not None:
+            raise ManifestError("MANIFEST.json phase1 must not set source")
+        if live is None or not live.get("read_ts"):
+            raise ManifestError("MANIFEST.json phase1 must set live with a non-zero read_ts")
+    return manifest

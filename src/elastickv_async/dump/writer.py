@@ -10,6 +10,7 @@ concurrent calls is bounded by a :class:`anyio.CapacityLimiter`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import stat
@@ -21,6 +22,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import OutputError
+from .checksums import sha256_file
 
 __all__ = ["AtomicFile", "DumpWriter", "check_relpath"]
 
@@ -59,6 +61,8 @@ class DumpWriter:
         self._made_dirs: set[tuple[str, ...]] = set()
         self.files_written = 0
         self.bytes_written = 0
+        #: SHA-256 of every file written, by relative path: CHECKSUMS without re-reading the tree.
+        self.digests: dict[str, str] = {}
 
     # --- synchronous primitives (worker threads only) ---------------------------------------
 
@@ -107,15 +111,18 @@ class DumpWriter:
             self._check_target(dir_fd, name, rel)
             tmp = _tmp_name()
             size = 0
+            digest = hashlib.sha256()
             fd = os.open(tmp, _TMP_FLAGS, FILE_MODE, dir_fd=dir_fd)
             try:
                 with open(fd, "wb", buffering=0, closefd=True) as fh:
                     for chunk in chunks:
                         fh.write(chunk)
+                        digest.update(chunk)
                         size += len(chunk)
                     if self._fsync:
                         os.fsync(fh.fileno())
                 os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                self.digests[rel] = digest.hexdigest()
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=dir_fd)
@@ -139,6 +146,7 @@ class DumpWriter:
             self._check_target(dir_fd, name, rel)
             size = os.stat(src, follow_symlinks=False).st_size
             try:
+                digest = sha256_file(src)
                 os.chmod(src, FILE_MODE)
                 if self._fsync:
                     fd = os.open(src, os.O_RDONLY)
@@ -147,6 +155,7 @@ class DumpWriter:
                     finally:
                         os.close(fd)
                 os.rename(src, name, dst_dir_fd=dir_fd)
+                self.digests[rel] = digest
                 return size
             except OSError as exc:
                 if exc.errno != 18:  # EXDEV: copy instead
@@ -216,6 +225,7 @@ class AtomicFile:
         self._dir_fd = -1
         self._fd = -1
         self._tmp = _tmp_name()
+        self._digest = hashlib.sha256()
         self.size = 0
 
     def _open_sync(self) -> int:
@@ -228,6 +238,7 @@ class AtomicFile:
         await self._writer._run(self._open_sync)
 
     def _write_sync(self, data: bytes) -> int:
+        self._digest.update(data)
         view = memoryview(data)
         while view:
             n = os.write(self._fd, view)
@@ -246,6 +257,7 @@ class AtomicFile:
             self._fd = -1
             self._writer._check_target(self._dir_fd, self._parts[-1], self._rel)
             os.rename(self._tmp, self._parts[-1], src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+            self._writer.digests[self._rel] = self._digest.hexdigest()
         except BaseException:
             self._abort_sync()
             raise

@@ -1,0 +1,64 @@
+"""elastickv-async: elastickv Raft snapshots (.fsm) <-> a vendor-independent backup tree.
+
+The library API is asynchronous and runs under asyncio (uvloop when installed) or trio::
+
+    report = await decode_snapshot("0000000000000064.fsm", "dump/")
+    result = await encode_snapshot(Path("dump/"), Path("restored.fsm"), EncodeOptions())
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import (
+    DataError,
+    ElasticKVError,
+    OutputError,
+    SelfTestMismatch,
+    SnapshotFormatError,
+    UsageError,
+)
+from .options import ADAPTER_NAMES, DecodeOptions, EncodeOptions
+from .report import Report
+
+if TYPE_CHECKING:
+    from .encode.api import EncodeResult, encode_snapshot
+    from .pipeline import Progress, decode_snapshot
+
+__all__ = [
+    "ADAPTER_NAMES",
+    "DataError",
+    "DecodeOptions",
+    "ElasticKVError",
+    "EncodeOptions",
+    "EncodeResult",
+    "OutputError",
+    "Progress",
+    "Report",
+    "SelfTestMismatch",
+    "SnapshotFormatError",
+    "UsageError",
+    "__version__",
+    "decode_snapshot",
+    "encode_snapshot",
+]
+
+
+_LAZY = {
+    "decode_snapshot": "pipeline",
+    "Progress": "pipeline",
+    "encode_snapshot": "encode.api",
+    "EncodeResult": "encode.api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The engines import every adapter; load them on first use so that importing the
+    # package (errors, options) stays cheap.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -1,0 +1,5 @@
+"""``python -m elastickv_async``."""
+
+from .cli import main
+
+raise SystemExit(main())

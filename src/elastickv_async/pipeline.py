@@ -1,0 +1,266 @@
+"""The decode engine: reader -> resolver -> router -> bounded channels -> adapter tasks -> writer.
+
+One task group owns everything. The producer task reads the snapshot, keeps the visible
+version of each key, routes it by prefix and sends batches over small bounded anyio memory
+object streams, one per enabled adapter, so a slow adapter holds the reader back. Each
+adapter task consumes its channel and then finalises (adapters finalise concurrently). The
+tree's CHECKSUMS and, last of all, MANIFEST.json are written only after every adapter
+succeeded: a tree without MANIFEST.json is an incomplete run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Final
+
+import anyio
+import anyio.to_thread
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from ._version import __version__
+from .adapters.base import DecodeAdapter, DecodeContext, Routed
+from .adapters.registry import adapter_specs
+from .dump.checksums import CHECKSUMS_NAME, format_checksums
+from .dump.manifest import DYNAMODB_LAYOUTS, MANIFEST_NAME, DecodeManifest
+from .dump.writer import DumpWriter
+from .errors import UsageError
+from .options import ADAPTER_NAMES, DecodeOptions
+from .report import Report, make_logger
+from .routing import INTERNAL, Router, prefix_family
+from .snapshot.mvcc import VisibilityResolver
+from .snapshot.reader import open_snapshot, snapshot_index_from_path
+
+__all__ = ["Progress", "ProgressCallback", "decode_snapshot"]
+
+_HLC_LOGICAL_BITS: Final = 16
+_PROGRESS_INTERVAL_S: Final = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A progress sample: bytes of the input consumed so far, and entries read."""
+
+    bytes_read: int
+    total_bytes: int
+    entries: int
+    done: bool = False
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def _prepare_output(output: Path) -> None:
+    if output.is_symlink():
+        raise UsageError(f"output {output} is a symlink; refusing to write through it")
+    if output.exists():
+        if not output.is_dir():
+            raise UsageError(f"output {output} exists and is not a directory")
+        if any(output.iterdir()):
+            raise UsageError(f"output directory {output} is not empty")
+    output.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def _prepare_scratch(options: DecodeOptions, output: Path) -> Path:
+    if options.scratch_root is None:
+        scratch = output / f".scratch-{secrets.token_hex(4)}"
+    else:
+        # The run's scratch is always a fresh subdirectory, removed at the end; refusing the
+        # output itself as the base keeps that removal away from the user's data.
+        base = options.scratch_root.resolve()
+        if base == output.resolve():
+            raise UsageError("--scratch-root must not be the output directory")
+        scratch = base / f"elastickv-async-scratch-{secrets.token_hex(4)}"
+    scratch.mkdir(mode=0o700, parents=True)
+    return scratch
+
+
+def _validate(options: DecodeOptions) -> None:
+    unknown = [a for a in options.adapters if a not in ADAPTER_NAMES]
+    if unknown:
+        raise UsageError(f"unknown adapter(s): {', '.join(unknown)}")
+    if not options.adapters:
+        raise UsageError("zero adapters selected")
+    if options.dynamodb_layout not in DYNAMODB_LAYOUTS:
+        raise UsageError(f"unknown DynamoDB layout {options.dynamodb_layout!r}")
+
+
+async def decode_snapshot(
+    input_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    options: DecodeOptions | None = None,
+    *,
+    log_format: str | None = None,
+    log_stream: IO[str] | None = None,
+    progress: ProgressCallback | None = None,
+    report: Report | None = None,
+) -> Report:
+    """Decode the snapshot at ``input_path`` into a dump tree at ``output``.
+
+    ``output`` must be absent or an empty directory. Returns the run's :class:`Report`
+    (counters, warnings, what the snapshot said about itself); pass ``report`` to keep it
+    even when the run fails. Raises an :class:`~elastickv_async.errors.ElasticKVError`
+    subclass on bad input; the partial tree then has no MANIFEST.json.
+    """
+    options = options or DecodeOptions()
+    _validate(options)
+    source = Path(input_path)
+    out = Path(output)
+    if not source.is_file():
+        raise UsageError(f"input {source} is not a readable file")
+    await anyio.to_thread.run_sync(_prepare_output, out)
+    scratch = await anyio.to_thread.run_sync(_prepare_scratch, options, out)
+    report = report if report is not None else Report()
+    log = make_logger(report, log_format=log_format, stream=log_stream)
+    try:
+        return await _run(source, str(input_path), out, scratch, options, report, log, progress)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+
+
+async def _run(
+    source: Path,
+    source_label: str,
+    out: Path,
+    scratch: Path,
+    options: DecodeOptions,
+    report: Report,
+    log: Any,
+    progress: ProgressCallback | None,
+) -> Report:
+    specs = adapter_specs()
+    missing = [a for a in options.adapters if a not in specs]
+    if missing:
+        raise UsageError(f"adapter(s) not available in this build: {', '.join(missing)}")
+    router = Router(specs, options.adapters)
+    writer = DumpWriter(out, jobs=options.jobs, fsync=options.fsync)
+    scopes: dict[str, dict[str, Any]] = {}
+
+    async with open_snapshot(source) as snap:
+        header = snap.header
+        now_ms = header.hlc_ceiling_ms or (header.last_commit_ts >> _HLC_LOGICAL_BITS)
+        resolver = VisibilityResolver(header.last_commit_ts)
+        adapters: dict[str, DecodeAdapter] = {}
+        for name in options.adapters:
+            adapter_scratch = scratch / name
+            adapter_scratch.mkdir(mode=0o700)
+            ctx = DecodeContext(
+                options=options,
+                writer=writer,
+                log=log.bind(adapter=name),
+                report=report,
+                header=header,
+                scratch=adapter_scratch,
+                now_ms=now_ms,
+                input_path=source,
+            )
+            adapters[name] = specs[name].decoder(ctx)
+
+        counters = {"total": 0, "internal": 0, "unknown": 0} | {n: 0 for n in options.adapters}
+        unknown_families: dict[bytes, int] = {}
+
+        async def consume(
+            name: str, adapter: DecodeAdapter, receive: ObjectReceiveStream[list[Routed]]
+        ) -> None:
+            async with receive:
+                async for batch in receive:
+                    await adapter.handle(batch)
+            scopes[name] = await adapter.finalize()
+
+        async def produce(sends: dict[str, ObjectSendStream[list[Routed]]]) -> None:
+            pending: dict[str, list[Routed]] = {name: [] for name in sends}
+            batch_size = options.batch_size
+            last_tick = time.monotonic()
+            try:
+                async for raw_batch in snap.batches(max_entries=batch_size):
+                    counters["total"] += len(raw_batch)
+                    for entry in resolver.filter(raw_batch):
+                        target, prefix = router.route(entry.key)
+                        if target is None:
+                            counters["unknown"] += 1
+                            family = prefix_family(entry.key)
+                            unknown_families[family] = unknown_families.get(family, 0) + 1
+                        elif target == INTERNAL:
+                            counters["internal"] += 1
+                        else:
+                            counters[target] += 1
+                            bucket = pending[target]
+                            bucket.append((prefix, entry))
+                            if len(bucket) >= batch_size:
+                                await sends[target].send(bucket)
+                                pending[target] = []
+                    if progress is not None and time.monotonic() - last_tick >= _PROGRESS_INTERVAL_S:
+                        last_tick = time.monotonic()
+                        progress(Progress(snap.stats.bytes_read, snap.stats.total_bytes, counters["total"]))
+                for name, bucket in pending.items():
+                    if bucket:
+                        await sends[name].send(bucket)
+            finally:
+                for send in sends.values():
+                    await send.aclose()
+
+        async with anyio.create_task_group() as tg:
+            sends: dict[str, ObjectSendStream[list[Routed]]] = {}
+            for name, adapter in adapters.items():
+                send, receive = anyio.create_memory_object_stream[list[Routed]](
+                    options.channel_buffer
+                )
+                sends[name] = send
+                tg.start_soon(consume, name, adapter, receive)
+            tg.start_soon(produce, sends)
+
+        stats = snap.stats
+
+    for family, count in sorted(unknown_families.items()):
+        log.warning(
+            "unknown_prefix_entries",
+            prefix=family.decode("utf-8", "backslashreplace"),
+            count=count,
+            hint="keys matched no known prefix and were not decoded; check for corruption "
+            "or a newer elastickv keyspace",
+        )
+    for name, value in counters.items():
+        report.count(name if name in ("total", "internal", "unknown") else f"adapter.{name}", value)
+    for name, value in resolver.counters().items():
+        report.count(f"mvcc.{name}", value)
+    report.snapshot.update(
+        header_kind=header.kind,
+        last_commit_ts=header.last_commit_ts,
+        hlc_ceiling_ms=header.hlc_ceiling_ms,
+        footer=stats.footer,
+        payload_crc32c=f"{stats.payload_crc32c:08x}",
+        meta_keys=dict(stats.meta),
+        encryption_writer_rows=stats.encryption_writer_rows,
+        size_bytes=stats.total_bytes,
+    )
+    if progress is not None:
+        progress(Progress(stats.total_bytes, stats.total_bytes, counters["total"], done=True))
+
+    await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+    snapshot_index = snapshot_index_from_path(source) or stats.meta.get("_meta_applied_index")
+    manifest = DecodeManifest(
+        options=options,
+        fsm_path=source_label,
+        last_commit_ts=header.last_commit_ts,
+        elastickv_version=f"elastickv-async {__version__}",
+        wall_time=datetime.now(UTC),
+        snapshot_index=snapshot_index,
+        fsm_crc32c=stats.payload_crc32c,
+        hlc_ceiling_ms=header.hlc_ceiling_ms,
+        scopes=scopes,
+    ).to_json()
+    digests = dict(writer.digests)
+    digests[MANIFEST_NAME] = hashlib.sha256(manifest).hexdigest()
+    await writer.write(CHECKSUMS_NAME, format_checksums(digests))
+    await writer.write(MANIFEST_NAME, manifest)
+    report.count("files_written", writer.files_written)
+    report.count("bytes_written", writer.bytes_written)
+    return report

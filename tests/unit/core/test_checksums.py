@@ -1,0 +1,88 @@
+"""CHECKSUMS format (GNU sha256sum) and tree verification."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from elastickv_async.dump.checksums import checksum_line, compute_checksums, format_checksums
+from elastickv_async.dump.verify import ChecksumMismatch, verify_tree
+
+
+def _tree(root: Path) -> None:
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "MANIFEST.json").write_bytes(b"{}\n")
+    (root / "a" / "b" / "x.json").write_bytes(b"x")
+    (root / "a" / "Z").write_bytes(b"z")
+    (root / ".hidden").write_bytes(b"h")
+
+
+def test_lines_are_sorted_bytewise_and_skip_symlinks(tmp_path: Path) -> None:
+    """Every regular file (hidden ones too) is listed, sorted by path bytes; links skipped."""
+    _tree(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "Z")
+    listing = compute_checksums(tmp_path).decode().splitlines()
+    assert [line.split("  ", 1)[1] for line in listing] == [
+        ".hidden",
+        "MANIFEST.json",
+        "a/Z",
+        "a/b/x.json",
+    ]
+    assert listing[2] == hashlib.sha256(b"z").hexdigest() + "  a/Z"
+
+
+def test_escaped_form_for_newline_and_backslash() -> None:
+    """Names with newline or backslash take GNU's leading-backslash form."""
+    digest = "0" * 64
+    assert checksum_line(digest, b"a\nb\\c") == b"\\" + b"0" * 64 + b"  a\\nb\\\\c\n"
+
+
+def test_format_matches_walk(tmp_path: Path) -> None:
+    """Formatting recorded digests gives the same bytes as hashing the tree."""
+    _tree(tmp_path)
+    digests = {
+        rel: hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest()
+        for rel in (".hidden", "MANIFEST.json", "a/Z", "a/b/x.json")
+    }
+    assert format_checksums(digests) == compute_checksums(tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("sha256sum") is None, reason="sha256sum not installed")
+def test_sha256sum_accepts_it(tmp_path: Path) -> None:
+    """`sha256sum -c CHECKSUMS` passes in the tree root."""
+    _tree(tmp_path)
+    (tmp_path / "CHECKSUMS").write_bytes(compute_checksums(tmp_path))
+    subprocess.run(["sha256sum", "--quiet", "-c", "CHECKSUMS"], cwd=tmp_path, check=True)
+
+
+@pytest.mark.anyio
+async def test_verify_detects_tampering_and_strays(tmp_path: Path) -> None:
+    """verify passes on an intact tree, fails on a changed, missing or unlisted file."""
+    _tree(tmp_path)
+    (tmp_path / "CHECKSUMS").write_bytes(compute_checksums(tmp_path))
+    report = await verify_tree(tmp_path)
+    assert report.counters["files_verified"] == 4
+    (tmp_path / "a" / "Z").write_bytes(b"tampered")
+    with pytest.raises(ChecksumMismatch, match="a/Z: sha256 differs"):
+        await verify_tree(tmp_path)
+    (tmp_path / "a" / "Z").write_bytes(b"z")
+    (tmp_path / "stray").write_bytes(b"s")
+    with pytest.raises(ChecksumMismatch, match="stray: not listed"):
+        await verify_tree(tmp_path)
+    (tmp_path / "stray").unlink()
+    (tmp_path / ".hidden").unlink()
+    with pytest.raises(ChecksumMismatch, match=".hidden: missing"):
+        await verify_tree(tmp_path)
+
+
+@pytest.mark.anyio
+async def test_verify_requires_manifest(tmp_path: Path) -> None:
+    """A tree without MANIFEST.json is an incomplete run."""
+    (tmp_path / "f").write_bytes(b"f")
+    (tmp_path / "CHECKSUMS").write_bytes(compute_checksums(tmp_path))
+    with pytest.raises(ChecksumMismatch, match="incomplete"):
+        await verify_tree(tmp_path)

@@ -1,0 +1,41 @@
+"""Longest-prefix routing."""
+
+from __future__ import annotations
+
+from elastickv_async.adapters.base import AdapterSpec, DecodeAdapter, DecodeContext
+from elastickv_async.routing import INTERNAL, Router, prefix_family
+
+
+def _never(ctx: DecodeContext) -> DecodeAdapter:
+    raise AssertionError("not used")
+
+
+SPECS = {
+    "redis": AdapterSpec("redis", (b"!hs|meta|", b"!hs|meta|d|", b"!hs|fld|"), (b"!redis|txn-",), _never),
+    "s3": AdapterSpec("s3", (b"!s3|blob|",), (b"!s3|bucket|gen|",), _never),
+}
+
+
+def test_longest_prefix_wins() -> None:
+    """!hs|meta|d| beats !hs|meta| for delta keys."""
+    router = Router(SPECS, ["redis", "s3"])
+    assert router.route(b"!hs|meta|d|\x00\x00\x00\x01k") == ("redis", b"!hs|meta|d|")
+    assert router.route(b"!hs|meta|\x00\x00\x00\x01k") == ("redis", b"!hs|meta|")
+
+
+def test_disabled_adapter_and_internal_prefixes() -> None:
+    """Routed prefixes of disabled adapters and internal prefixes go to INTERNAL."""
+    router = Router(SPECS, ["redis"])
+    assert router.route(b"!s3|blob|x")[0] == INTERNAL
+    assert router.route(b"!s3|bucket|gen|x")[0] == INTERNAL
+    assert router.route(b"!redis|txn-wide-hash|x")[0] == INTERNAL
+    assert router.route(b"!txn|lock|x")[0] == INTERNAL
+
+
+def test_unknown_keys() -> None:
+    """Keys matching nothing (even shorter than every prefix) are unknown."""
+    router = Router(SPECS, ["redis", "s3"])
+    assert router.route(b"!zz|x") == (None, b"")
+    assert router.route(b"!") == (None, b"")
+    assert prefix_family(b"!zz|family|rest") == b"!zz|family|"
+    assert prefix_family(b"plainkey") == b"plainkey"

@@ -1,0 +1,140 @@
+"""The atomic, symlink-refusing dump writer."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import anyio
+import pytest
+
+from elastickv_async.dump.writer import DumpWriter
+from elastickv_async.errors import OutputError
+
+pytestmark = pytest.mark.anyio
+
+
+def _leftovers(root: Path) -> list[str]:
+    return sorted(p.name for p in root.rglob(".tmp-*"))
+
+
+async def test_write_creates_dirs_and_0600_files(tmp_path: Path) -> None:
+    """Files land 0600 inside 0755 directories, with their SHA-256 recorded."""
+    writer = DumpWriter(tmp_path)
+    await writer.write("a/b/c.json", b"{}")
+    target = tmp_path / "a" / "b" / "c.json"
+    assert target.read_bytes() == b"{}"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o755
+    assert writer.digests == {"a/b/c.json": hashlib.sha256(b"{}").hexdigest()}
+    assert writer.files_written == 1
+
+
+async def test_overwrite_replaces_atomically(tmp_path: Path) -> None:
+    """A second write of the same path replaces the content; no temp files remain."""
+    writer = DumpWriter(tmp_path)
+    await writer.write("x.bin", b"old")
+    await writer.write("x.bin", b"new")
+    assert (tmp_path / "x.bin").read_bytes() == b"new"
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("rel", ["../escape", "a/../b", "/abs", "a//b", "./a", "a/\x00b", "x" * 256])
+async def test_unsafe_paths_refused(tmp_path: Path, rel: str) -> None:
+    """Traversal, empty or dot segments, NUL and over-long names are refused."""
+    with pytest.raises(OutputError):
+        await DumpWriter(tmp_path).write(rel, b"x")
+
+
+async def test_symlinked_directory_is_not_followed(tmp_path: Path) -> None:
+    """A symlink planted where a directory is expected is refused, not written through."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "sub").symlink_to(outside)
+    with pytest.raises(OutputError):
+        await DumpWriter(root).write("sub/file", b"x")
+    assert list(outside.iterdir()) == []
+
+
+async def test_symlinked_target_is_not_replaced(tmp_path: Path) -> None:
+    """An existing symlink at the target path is refused and left alone."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f").symlink_to(victim)
+    with pytest.raises(OutputError):
+        await DumpWriter(root).write("f", b"x")
+    assert victim.read_bytes() == b"keep"
+    assert (root / "f").is_symlink()
+
+
+async def test_streamed_file_commits_on_success(tmp_path: Path) -> None:
+    """Chunks streamed through open() become one file, hashed incrementally."""
+    writer = DumpWriter(tmp_path)
+    async with writer.open("big/body") as f:
+        for _ in range(3):
+            await f.write(b"abc" * 1000)
+    assert (tmp_path / "big" / "body").read_bytes() == b"abc" * 3000
+    assert writer.digests["big/body"] == hashlib.sha256(b"abc" * 3000).hexdigest()
+
+
+async def test_streamed_file_aborts_on_error(tmp_path: Path) -> None:
+    """An exception inside open() leaves neither the file nor its temp file."""
+    writer = DumpWriter(tmp_path)
+    with pytest.raises(RuntimeError):
+        async with writer.open("d/body") as f:
+            await f.write(b"partial")
+            raise RuntimeError("boom")
+    assert not (tmp_path / "d" / "body").exists()
+    assert _leftovers(tmp_path) == []
+
+
+async def test_streamed_file_aborts_on_cancellation(tmp_path: Path) -> None:
+    """Cancelling a streaming write removes its temp file."""
+    writer = DumpWriter(tmp_path)
+    started = anyio.Event()
+
+    async def stream_forever() -> None:
+        async with writer.open("c/body") as f:
+            await f.write(b"x")
+            started.set()
+            await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream_forever)
+        await started.wait()
+        tg.cancel_scope.cancel()
+    assert not (tmp_path / "c" / "body").exists()
+    assert _leftovers(tmp_path) == []
+
+
+async def test_install_moves_scratch_file(tmp_path: Path) -> None:
+    """install() moves a finished scratch file into place with mode 0600."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    src = scratch / "obj"
+    src.write_bytes(b"body")
+    os.chmod(src, 0o644)
+    root = tmp_path / "root"
+    root.mkdir()
+    writer = DumpWriter(root)
+    await writer.install("bucket/obj", src)
+    assert (root / "bucket" / "obj").read_bytes() == b"body"
+    assert stat.S_IMODE((root / "bucket" / "obj").stat().st_mode) == 0o600
+    assert not src.exists()
+    assert writer.digests["bucket/obj"] == hashlib.sha256(b"body").hexdigest()
+
+
+async def test_write_many_writes_each_file(tmp_path: Path) -> None:
+    """A batch of small files is written in one call, each one atomically."""
+    writer = DumpWriter(tmp_path)
+    await writer.write_many([(f"items/{i}.json", str(i).encode()) for i in range(50)])
+    assert sorted(p.name for p in (tmp_path / "items").iterdir()) == sorted(
+        f"{i}.json" for i in range(50)
+    )
+    assert writer.files_written == 50
