@@ -10,6 +10,7 @@ succeeded: a tree without MANIFEST.json is an incomplete run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import secrets
@@ -36,7 +37,8 @@ from .options import ADAPTER_NAMES, DecodeOptions
 from .report import Report, make_logger
 from .routing import INTERNAL, Router, prefix_family
 from .snapshot.mvcc import VisibilityResolver
-from .snapshot.reader import open_snapshot, snapshot_index_from_path
+from .snapshot.reader import open_snapshot
+from .snapshot.source import snapshot_index_from_path
 
 __all__ = ["Progress", "ProgressCallback", "decode_snapshot"]
 
@@ -182,7 +184,7 @@ async def _run(
             try:
                 async for raw_batch in snap.batches(max_entries=batch_size):
                     counters["total"] += len(raw_batch)
-                    for entry in resolver.filter(raw_batch):
+                    for entry in resolver.resolve(raw_batch):
                         target, prefix = router.route(entry.key)
                         if target is None:
                             counters["unknown"] += 1
@@ -229,7 +231,7 @@ async def _run(
         )
     for name, value in counters.items():
         report.count(name if name in ("total", "internal", "unknown") else f"adapter.{name}", value)
-    for name, value in resolver.counters().items():
+    for name, value in dataclasses.asdict(resolver.stats).items():
         report.count(f"mvcc.{name}", value)
     report.snapshot.update(
         header_kind=header.kind,

@@ -1,0 +1,68 @@
+"""CLI parsing, exit codes and error reporting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from elastickv_async.cli import _normalise_go_flags, main
+
+
+def test_go_flag_spellings_are_accepted() -> None:
+    """-name, --name=value and --bool=true/false spellings map onto argparse's."""
+    known = {"input", "include-orphans", "cluster-id"}
+    assert _normalise_go_flags(
+        ["decode", "-input", "a.fsm", "--include-orphans=true", "-cluster-id=c"], known
+    ) == ["decode", "--input", "a.fsm", "--include-orphans", "--cluster-id=c"]
+    assert _normalise_go_flags(["--include-orphans=false"], known) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["decode", "--output", "x"],
+        ["decode", "--input", "a", "--output", "b", "--adapter", "redis,mongodb"],
+        ["decode", "--input", "a", "--output", "b", "--dynamodb-bundle-mode", "csv"],
+        ["decode", "--input", "a", "--output", "b", "--include-orphans=maybe"],
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_1_with_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Usage errors exit 1 and print exactly one line, no traceback."""
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("elastickv-async: ")
+
+
+def test_missing_input_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing .fsm exits 1 and creates no output."""
+    out = tmp_path / "out"
+    assert main(["decode", "--input", str(tmp_path / "nope.fsm"), "--output", str(out)]) == 1
+    assert not out.exists()
+    assert "not a readable file" in capsys.readouterr().err
+
+
+def test_bad_snapshot_is_a_data_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file with the wrong magic exits 2 and leaves no MANIFEST.json behind."""
+    bad = tmp_path / "bad.fsm"
+    bad.write_bytes(b"NOTMAGIC" + bytes(8))
+    out = tmp_path / "out"
+    assert main(["decode", "--input", str(bad), "--output", str(out), "--adapter", "redis"]) == 2
+    assert not (out / "MANIFEST.json").exists()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_non_empty_output_is_refused(tmp_path: Path) -> None:
+    """Decoding into a directory that already holds files is refused (exit 1)."""
+    fsm = tmp_path / "in.fsm"
+    fsm.write_bytes(b"EKVPBBL1" + bytes(8))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old").write_bytes(b"x")
+    assert main(["decode", "--input", str(fsm), "--output", str(out)]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["old"]
