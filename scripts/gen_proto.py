@@ -49,7 +49,8 @@ def main() -> int:
         stale = [
             p.name
             for p in fresh
-            if not (OUT_DIR / p.name).exists() or not filecmp.cmp(p, OUT_DIR / p.name, shallow=False)
+            if not (OUT_DIR / p.name).exists()
+            or not filecmp.cmp(p, OUT_DIR / p.name, shallow=False)
         ]
     if stale:
         print("generated protobuf modules are out of date: " + ", ".join(stale), file=sys.stderr)

@@ -72,26 +72,42 @@ def _normalise_go_flags(argv: Sequence[str], known: set[str]) -> list[str]:
 
 
 def _build_parser() -> _Parser:
-    parser = _Parser(prog=PROG, description="Decode elastickv .fsm snapshots into a backup tree and back.")
+    parser = _Parser(
+        prog=PROG, description="Decode elastickv .fsm snapshots into a backup tree and back."
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     common = _Parser(add_help=False)
-    common.add_argument("--log-format", choices=("console", "json"), default=None,
-                        help="print log events (console key=value, or one JSON object per line)")
-    common.add_argument("--report", metavar="FILE", type=Path, help="write the run's report as JSON")
+    common.add_argument(
+        "--log-format",
+        choices=("console", "json"),
+        default=None,
+        help="print log events (console key=value, or one JSON object per line)",
+    )
+    common.add_argument(
+        "--report", metavar="FILE", type=Path, help="write the run's report as JSON"
+    )
     common.add_argument("--quiet", action="store_true", help="no summary on stderr")
     common.add_argument("--no-progress", action="store_true", help="no progress display")
-    common.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio",
-                        help="async backend (asyncio uses uvloop when installed)")
+    common.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="async backend (asyncio uses uvloop when installed)",
+    )
 
     dec = sub.add_parser("decode", parents=[common], help="decode a .fsm snapshot into a dump tree")
     dec.add_argument("--input", required=True, help="the .fsm snapshot file")
     dec.add_argument("--output", required=True, help="output directory (absent or empty)")
-    dec.add_argument("--adapter", default="dynamodb,s3,redis,sqs",
-                     help="comma-separated adapters (dynamodb,s3,redis,sqs; 'all')")
-    dec.add_argument("--dynamodb-bundle-mode", default="per-item",
-                     help="DynamoDB item layout: per-item or jsonl")
+    dec.add_argument(
+        "--adapter",
+        default="dynamodb,s3,redis,sqs",
+        help="comma-separated adapters (dynamodb,s3,redis,sqs; 'all')",
+    )
+    dec.add_argument(
+        "--dynamodb-bundle-mode", default="per-item", help="DynamoDB item layout: per-item or jsonl"
+    )
     dec.add_argument("--cluster-id", default="", help="recorded as MANIFEST cluster_id")
     dec.add_argument("--include-incomplete-uploads", action="store_true")
     dec.add_argument("--include-orphans", action="store_true")
@@ -99,8 +115,11 @@ def _build_parser() -> _Parser:
     dec.add_argument("--include-sqs-side-records", action="store_true")
     dec.add_argument("--rename-collisions", action="store_true")
     dec.add_argument("--scratch-root", type=Path, help="where to spill data that must wait")
-    dec.add_argument("--keep-expired", action="store_true",
-                     help="keep Redis keys whose TTL had passed when the snapshot was taken")
+    dec.add_argument(
+        "--keep-expired",
+        action="store_true",
+        help="keep Redis keys whose TTL had passed when the snapshot was taken",
+    )
     dec.add_argument("--jobs", type=int, default=8, help="concurrent file writes")
     dec.add_argument("--fsync", action="store_true", help="fsync every written file")
 
@@ -109,8 +128,11 @@ def _build_parser() -> _Parser:
     enc.add_argument("--output", required=True, help="the .fsm file to write")
     enc.add_argument("--adapter", default="dynamodb,s3,redis,sqs")
     enc.add_argument("--last-commit-ts", default="", help="decimal or 0x-hex; >= the manifest's")
-    enc.add_argument("--self-test", action="store_true",
-                     help="decode the output and compare it with the input before publishing")
+    enc.add_argument(
+        "--self-test",
+        action="store_true",
+        help="decode the output and compare it with the input before publishing",
+    )
     enc.add_argument("--scratch-root", type=Path, help="base directory for self-test scratch")
 
     ver = sub.add_parser("verify", parents=[common], help="check a dump tree against its CHECKSUMS")

@@ -10,13 +10,14 @@ succeeded: a tree without MANIFEST.json is an incomplete run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from .adapters.registry import adapter_specs
 from .dump.checksums import CHECKSUMS_NAME, format_checksums
 from .dump.manifest import DYNAMODB_LAYOUTS, MANIFEST_NAME, DecodeManifest
 from .dump.writer import DumpWriter
-from .errors import UsageError
+from .errors import ElasticKVError, UsageError
 from .options import ADAPTER_NAMES, DecodeOptions
 from .report import Report, make_logger
 from .routing import INTERNAL, Router, prefix_family
@@ -59,7 +60,9 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def _prepare_output(output: Path) -> None:
+def _prepare_output(source: Path, output: Path) -> None:
+    if not source.is_file():
+        raise UsageError(f"input {source} is not a readable file")
     if output.is_symlink():
         raise UsageError(f"output {output} is a symlink; refusing to write through it")
     if output.exists():
@@ -115,17 +118,71 @@ async def decode_snapshot(
     _validate(options)
     source = Path(input_path)
     out = Path(output)
-    if not source.is_file():
-        raise UsageError(f"input {source} is not a readable file")
-    await anyio.to_thread.run_sync(_prepare_output, out)
+    await anyio.to_thread.run_sync(_prepare_output, source, out)
     scratch = await anyio.to_thread.run_sync(_prepare_scratch, options, out)
     report = report if report is not None else Report()
     log = make_logger(report, log_format=log_format, stream=log_stream)
     try:
-        return await _run(source, str(input_path), out, scratch, options, report, log, progress)
+        try:
+            return await _run(
+                source, str(input_path), out, scratch, options, report, log, progress, True
+            )
+        except _HeaderBelowData:
+            pass
+        # Start over: the first pass's files and counts describe the wrong state.
+        report.counters.clear()
+        report.warnings.clear()
+        await anyio.to_thread.run_sync(_reset_output, out, scratch)
+        log.warning(
+            "mvcc_header_below_data",
+            hint="versions newer than the header's last_commit_ts exist but no key has "
+            "versions on both sides of it, so the header does not describe the data; "
+            "decoded again with the newest version of each key deciding",
+        )
+        return await _run(
+            source, str(input_path), out, scratch, options, report, log, progress, False
+        )
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+
+
+@contextlib.asynccontextmanager
+async def _first_error() -> AsyncIterator[None]:
+    """Re-raise the most telling leaf of a task group's exception group.
+
+    Callers get one typed error (the CLI maps it to an exit code), not a group: the first of
+    our own errors if any task raised one, else the first leaf.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        ours = [exc for exc in leaves if isinstance(exc, ElasticKVError)]
+        raise (ours or leaves)[0] from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+class _HeaderBelowData(Exception):
+    """Raised by a strict pass whose snapshot header is below all of its history."""
+
+
+def _reset_output(out: Path, scratch: Path) -> None:
+    """Empty the output (it was empty when the run began) and give the run a fresh scratch."""
+    for child in out.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(mode=0o700, parents=True)
 
 
 async def _run(
@@ -137,6 +194,7 @@ async def _run(
     report: Report,
     log: Any,
     progress: ProgressCallback | None,
+    ignore_future_versions: bool,
 ) -> Report:
     specs = adapter_specs()
     missing = [a for a in options.adapters if a not in specs]
@@ -149,11 +207,13 @@ async def _run(
     async with open_snapshot(source) as snap:
         header = snap.header
         now_ms = header.hlc_ceiling_ms or (header.last_commit_ts >> _HLC_LOGICAL_BITS)
-        resolver = VisibilityResolver(header.last_commit_ts)
+        resolver = VisibilityResolver(
+            header.last_commit_ts, ignore_future_versions=ignore_future_versions
+        )
         adapters: dict[str, DecodeAdapter] = {}
         for name in options.adapters:
             adapter_scratch = scratch / name
-            adapter_scratch.mkdir(mode=0o700)
+            adapter_scratch.mkdir(mode=0o700, exist_ok=True)
             ctx = DecodeContext(
                 options=options,
                 writer=writer,
@@ -199,9 +259,16 @@ async def _run(
                             if len(bucket) >= batch_size:
                                 await sends[target].send(bucket)
                                 pending[target] = []
-                    if progress is not None and time.monotonic() - last_tick >= _PROGRESS_INTERVAL_S:
+                    if (
+                        progress is not None
+                        and time.monotonic() - last_tick >= _PROGRESS_INTERVAL_S
+                    ):
                         last_tick = time.monotonic()
-                        progress(Progress(snap.stats.bytes_read, snap.stats.total_bytes, counters["total"]))
+                        progress(
+                            Progress(
+                                snap.stats.bytes_read, snap.stats.total_bytes, counters["total"]
+                            )
+                        )
                 for name, bucket in pending.items():
                     if bucket:
                         await sends[name].send(bucket)
@@ -209,7 +276,7 @@ async def _run(
                 for send in sends.values():
                     await send.aclose()
 
-        async with anyio.create_task_group() as tg:
+        async with _first_error(), anyio.create_task_group() as tg:
             sends: dict[str, ObjectSendStream[list[Routed]]] = {}
             for name, adapter in adapters.items():
                 send, receive = anyio.create_memory_object_stream[list[Routed]](
@@ -221,6 +288,12 @@ async def _run(
 
         stats = snap.stats
 
+    if (
+        ignore_future_versions
+        and resolver.stats.future_versions
+        and not resolver.stats.straddling_keys
+    ):
+        raise _HeaderBelowData
     for family, count in sorted(unknown_families.items()):
         log.warning(
             "unknown_prefix_entries",

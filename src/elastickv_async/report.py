@@ -87,7 +87,9 @@ class Report:
         for w in sorted(self.warnings.values(), key=lambda w: w.event):
             first = w.examples[0] if w.examples else {}
             detail = " ".join(f"{k}={v}" for k, v in first.items() if k != "adapter")
-            lines.append(f"warning {w.event} x{w.count}" + (f" (first: {detail})" if detail else ""))
+            lines.append(
+                f"warning {w.event} x{w.count}" + (f" (first: {detail})" if detail else "")
+            )
         return lines
 
 

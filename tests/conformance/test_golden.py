@@ -38,9 +38,11 @@ def _cases() -> list[Any]:
 
 
 def _needed_adapters(case: Path, spec: dict[str, Any]) -> set[str]:
-    needed = {d.name for d in (case / "expected").iterdir() if d.name in _ADAPTER_DIRS} if (
-        case / "expected"
-    ).is_dir() else set()
+    needed = (
+        {d.name for d in (case / "expected").iterdir() if d.name in _ADAPTER_DIRS}
+        if (case / "expected").is_dir()
+        else set()
+    )
     if (case / "input").is_dir():
         needed |= {d.name for d in (case / "input").iterdir() if d.name in _ADAPTER_DIRS}
     for prefix, adapter in _CASE_ADAPTER_PREFIX.items():
@@ -50,7 +52,11 @@ def _needed_adapters(case: Path, spec: dict[str, Any]) -> set[str]:
 
 
 def _regular_files(root: Path) -> dict[str, Path]:
-    return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
+    return {
+        p.relative_to(root).as_posix(): p
+        for p in root.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 def _manifest_view(data: bytes) -> dict[str, Any]:
@@ -93,13 +99,17 @@ def test_golden_case(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     expected_exit = spec.get("project_exit", spec["expect_exit"])
     if spec["direction"] == "decode":
         out = tmp_path / "OUT"
-        code = main(["decode", "--input", "input.fsm", "--output", str(out), "--quiet", *spec["args"]])
+        code = main(
+            ["decode", "--input", "input.fsm", "--output", str(out), "--quiet", *spec["args"]]
+        )
         assert code == expected_exit
         if code == 0 and spec.get("compare_tree", True):
             _compare_trees(case / "expected", out)
     else:
         out_fsm = tmp_path / "OUT.fsm"
-        code = main(["encode", "--input", "input", "--output", str(out_fsm), "--quiet", *spec["args"]])
+        code = main(
+            ["encode", "--input", "input", "--output", str(out_fsm), "--quiet", *spec["args"]]
+        )
         assert code == expected_exit
         if code == 0 and spec.get("compare_tree", True):
             assert out_fsm.read_bytes() == (case / "expected.fsm").read_bytes()

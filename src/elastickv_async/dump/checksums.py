@@ -75,5 +75,9 @@ def compute_checksums(root: Path) -> bytes:
 
 def format_checksums(digests: Mapping[str, str]) -> bytes:
     """CHECKSUMS content for ``{relative slash path: hex sha256}``, sorted bytewise by path."""
-    rows = sorted((rel.encode("utf-8", "surrogateescape"), digest) for rel, digest in digests.items())
-    return b"".join(checksum_line(digest, rel) for rel, digest in rows if rel != CHECKSUMS_NAME.encode())
+    rows = sorted(
+        (rel.encode("utf-8", "surrogateescape"), digest) for rel, digest in digests.items()
+    )
+    return b"".join(
+        checksum_line(digest, rel) for rel, digest in rows if rel != CHECKSUMS_NAME.encode()
+    )

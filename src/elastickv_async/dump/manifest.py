@@ -86,15 +86,15 @@ class DecodeManifest:
         if self.last_commit_ts:
             doc["last_commit_ts"] = self.last_commit_ts
         doc["wall_time_iso"] = rfc3339nano(self.wall_time)
-        source: dict[str, Any] = {"fsm_path": gojson.go_str(self.fsm_path.encode(errors="surrogateescape"))}
+        source: dict[str, Any] = {
+            "fsm_path": gojson.go_str(self.fsm_path.encode(errors="surrogateescape"))
+        }
         if self.fsm_crc32c is not None:
             source["fsm_crc32c"] = f"{self.fsm_crc32c:08x}"
         if self.hlc_ceiling_ms is not None:
             source["hlc_ceiling_ms"] = self.hlc_ceiling_ms
         doc["source"] = source
-        doc["adapters"] = {
-            name: dict(self.scopes.get(name, {})) for name in self.options.adapters
-        }
+        doc["adapters"] = {name: dict(self.scopes.get(name, {})) for name in self.options.adapters}
         exclusions: dict[str, Any] = {
             "include_incomplete_uploads": self.options.include_incomplete_uploads,
             "include_orphans": self.options.include_orphans,
@@ -235,9 +235,7 @@ def _check_list(value: Any, where: str, item: Callable[[Any, str], object]) -> N
 def _check_scope(scope: dict[str, Any], where: str) -> None:
     for key in ("tables", "buckets", "queues"):
         _check_list(scope.get(key), f"{where}.{key}", _string)
-    _check_list(
-        scope.get("databases"), f"{where}.databases", lambda v, w: _uint(v, w, _UINT32_MAX)
-    )
+    _check_list(scope.get("databases"), f"{where}.databases", lambda v, w: _uint(v, w, _UINT32_MAX))
 
 
 def _check_wall_time(text: str) -> None:

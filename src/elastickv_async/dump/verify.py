@@ -56,7 +56,17 @@ def _parse(listing: bytes) -> dict[bytes, str]:
     return rows
 
 
+def _problem(path: bytes, listed: dict[bytes, str], actual: dict[bytes, str]) -> str:
+    if path not in actual:
+        return "missing"
+    if path not in listed:
+        return "not listed"
+    return "sha256 differs"
+
+
 def _verify_sync(root: Path) -> int:
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory")
     if not (root / MANIFEST_NAME).is_file():
         raise ChecksumMismatch(f"{root} has no {MANIFEST_NAME}: the dump is incomplete")
     try:
@@ -65,20 +75,20 @@ def _verify_sync(root: Path) -> int:
         raise ChecksumMismatch(f"{root} has no {CHECKSUMS_NAME}") from None
     actual = _parse(compute_checksums(root))
     problems = [
-        f"{os.fsdecode(p)}: {'missing' if p not in actual else 'not listed' if p not in listed else 'sha256 differs'}"
+        f"{os.fsdecode(p)}: {_problem(p, listed, actual)}"
         for p in sorted(listed.keys() | actual.keys())
         if listed.get(p) != actual.get(p)
     ]
     if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
         raise ChecksumMismatch(f"{len(problems)} file(s) differ from CHECKSUMS: {shown}")
     return len(listed)
 
 
 async def verify_tree(root: Path, report: Report | None = None) -> Report:
     """Verify the dump tree at ``root``; raise :class:`ChecksumMismatch` when it is not intact."""
-    if not root.is_dir():
-        raise UsageError(f"{root} is not a directory")
     report = report if report is not None else Report()
     report.count("files_verified", await anyio.to_thread.run_sync(_verify_sync, root))
     return report

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 __all__ = ["Entry", "SnapshotHeader"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
-    """One MVCC version of one user key.
+    """One MVCC version of one user key; treat it as read-only.
 
     ``key`` is the user key (the 8-byte inverted timestamp suffix removed), ``value`` the body
-    after the 9-byte value header. Raw store meta keys are never turned into entries.
+    after the 9-byte value header. Raw store meta keys are never turned into entries. Not
+    frozen only because a frozen dataclass costs a third of the reader's time to construct.
     """
 
     key: bytes

@@ -75,7 +75,7 @@ async def test_verify_detects_tampering_and_strays(tmp_path: Path) -> None:
         await verify_tree(tmp_path)
     (tmp_path / "stray").unlink()
     (tmp_path / ".hidden").unlink()
-    with pytest.raises(ChecksumMismatch, match=".hidden: missing"):
+    with pytest.raises(ChecksumMismatch, match=r"\.hidden: missing"):
         await verify_tree(tmp_path)
 
 

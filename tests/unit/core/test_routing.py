@@ -11,7 +11,9 @@ def _never(ctx: DecodeContext) -> DecodeAdapter:
 
 
 SPECS = {
-    "redis": AdapterSpec("redis", (b"!hs|meta|", b"!hs|meta|d|", b"!hs|fld|"), (b"!redis|txn-",), _never),
+    "redis": AdapterSpec(
+        "redis", (b"!hs|meta|", b"!hs|meta|d|", b"!hs|fld|"), (b"!redis|txn-",), _never
+    ),
     "s3": AdapterSpec("s3", (b"!s3|blob|",), (b"!s3|bucket|gen|",), _never),
 }
 

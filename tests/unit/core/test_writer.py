@@ -41,7 +41,9 @@ async def test_overwrite_replaces_atomically(tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("rel", ["../escape", "a/../b", "/abs", "a//b", "./a", "a/\x00b", "x" * 256])
+@pytest.mark.parametrize(
+    "rel", ["../escape", "a/../b", "/abs", "a//b", "./a", "a/\x00b", "x" * 256]
+)
 async def test_unsafe_paths_refused(tmp_path: Path, rel: str) -> None:
     """Traversal, empty or dot segments, NUL and over-long names are refused."""
     with pytest.raises(OutputError):
