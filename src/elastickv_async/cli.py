@@ -1,4 +1,4 @@
-"""Command line: ``elastickv-async {decode,encode,verify}``.
+"""Command line: ``elastickv-async {decode,encode,inspect,verify}``.
 
 ``decode`` accepts every flag of the reference ``elastickv-snapshot-decode`` (Go's flag
 syntax too: ``-input x``, ``--flag=value``, ``--bool=true``), ``encode`` every flag of
@@ -40,6 +40,7 @@ _BOOL_FLAGS: Final = frozenset(
         "fsync",
         "quiet",
         "no-progress",
+        "json",
     }
 )
 
@@ -134,6 +135,13 @@ def _build_parser() -> _Parser:
         help="decode the output and compare it with the input before publishing",
     )
     enc.add_argument("--scratch-root", type=Path, help="base directory for self-test scratch")
+
+    ins = sub.add_parser(
+        "inspect", parents=[common], help="summarise a .fsm (header, footer, meta keys, prefixes)"
+    )
+    ins.add_argument("--input", required=True, help="the .fsm snapshot file")
+    ins.add_argument("--depth", type=int, default=2, help="'|'-separated prefix depth")
+    ins.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     ver = sub.add_parser("verify", parents=[common], help="check a dump tree against its CHECKSUMS")
     ver.add_argument("--input", required=True, help="the dump tree root")
@@ -255,7 +263,18 @@ async def _verify(args: argparse.Namespace, report: Report) -> None:
     await verify_tree(Path(args.input), report)
 
 
-_COMMANDS: Final = {"decode": _decode, "encode": _encode, "verify": _verify}
+async def _inspect(args: argparse.Namespace, report: Report) -> None:
+    from .inspection import inspect_snapshot
+
+    found = await inspect_snapshot(args.input, depth=args.depth)
+    report.snapshot.update(found.to_dict())
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=2))
+    else:
+        print("\n".join(found.lines()))
+
+
+_COMMANDS: Final = {"decode": _decode, "encode": _encode, "inspect": _inspect, "verify": _verify}
 
 
 def _run(args: argparse.Namespace, report: Report) -> None:
@@ -312,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     if args.report is not None:
         _write_report(args.report, report, args.command, code)
-    if not args.quiet and code == 0:
+    if not args.quiet and code == 0 and args.command != "inspect":
         for line in report.summary_lines():
             print(f"{PROG}: {line}", file=sys.stderr)
     return code

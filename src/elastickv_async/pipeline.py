@@ -222,7 +222,6 @@ async def _run(
                 header=header,
                 scratch=adapter_scratch,
                 now_ms=now_ms,
-                input_path=source,
             )
             adapters[name] = specs[name].decoder(ctx)
 

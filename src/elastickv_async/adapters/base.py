@@ -47,8 +47,6 @@ class DecodeContext:
     scratch: Path
     #: "Now" in Unix ms as the snapshot saw it (HLC ceiling, else physical part of last_commit_ts).
     now_ms: int
-    #: The .fsm being decoded, when it is a seekable file (adapters may re-read byte ranges).
-    input_path: Path | None = None
 
 
 class DecodeAdapter(Protocol):
