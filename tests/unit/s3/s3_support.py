@@ -1,0 +1,175 @@
+"""Helpers for the S3 adapter tests: hand-built keys, a decoder harness, an encode context.
+
+Keys are built here from the layout in REFERENCE_NOTES §3.2 (not with the adapter's own
+``keys`` module), so the tests check the parser against an independent construction.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from elastickv_async.adapters.base import DecodeContext, EncodeContext, Routed
+from elastickv_async.adapters.s3.decode import S3Decoder
+from elastickv_async.adapters.s3.encode import S3Encoder
+from elastickv_async.dump.writer import DumpWriter
+from elastickv_async.options import DecodeOptions
+from elastickv_async.report import Report, make_logger
+from elastickv_async.snapshot.entry import Entry, SnapshotHeader
+
+PREFIXES = (
+    b"!s3|bucket|meta|",
+    b"!s3|obj|head|",
+    b"!s3|upload|meta|",
+    b"!s3|upload|part|",
+    b"!s3|blob|",
+    b"!s3|chunkref|",
+    b"!s3|chunkblob|",
+)
+
+
+def seg(raw: bytes) -> bytes:
+    """An ordered key segment: ``00`` -> ``00 FF``, then ``00 01``."""
+    return raw.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
+
+
+def u64(n: int) -> bytes:
+    return struct.pack(">Q", n)
+
+
+def bucket_meta(bucket: bytes, generation: int = 1, **fields: Any) -> tuple[bytes, bytes]:
+    doc = {"bucket_name": bucket.decode(), "generation": generation, **fields}
+    return b"!s3|bucket|meta|" + seg(bucket), json.dumps(doc).encode()
+
+
+def blob(
+    bucket: bytes,
+    obj: bytes,
+    data: bytes,
+    *,
+    gen: int = 1,
+    upload: bytes = b"u1",
+    part: int = 1,
+    chunk: int = 0,
+    version: int | None = None,
+) -> tuple[bytes, bytes]:
+    key = b"!s3|blob|" + seg(bucket) + u64(gen) + seg(obj) + seg(upload) + u64(part) + u64(chunk)
+    if version is not None:
+        key += u64(version)
+    return key, data
+
+
+def manifest(
+    bucket: bytes,
+    obj: bytes,
+    parts: list[dict[str, Any]] | None,
+    *,
+    gen: int = 1,
+    upload: str = "u1",
+    **fields: Any,
+) -> tuple[bytes, bytes]:
+    doc = {"upload_id": upload, "parts": parts, **fields}
+    key = b"!s3|obj|head|" + seg(bucket) + u64(gen) + seg(obj)
+    return key, json.dumps(doc).encode()
+
+
+def part(no: int, sizes: list[int], *, version: int = 0, **fields: Any) -> dict[str, Any]:
+    return {
+        "part_no": no,
+        "chunk_count": len(sizes),
+        "chunk_sizes": sizes,
+        "part_version": version,
+        "size_bytes": sum(sizes),
+        **fields,
+    }
+
+
+def simple_object(
+    bucket: bytes, obj: bytes, body: bytes, **fields: Any
+) -> list[tuple[bytes, bytes]]:
+    """One single-chunk object (an empty body has no chunk and no part)."""
+    if not body:
+        return [manifest(bucket, obj, None, size_bytes=0, **fields)]
+    return [
+        blob(bucket, obj, body),
+        manifest(bucket, obj, [part(1, [len(body)])], size_bytes=len(body), **fields),
+    ]
+
+
+def routed(records: Iterable[tuple[bytes, bytes]]) -> list[Routed]:
+    """Sort records into snapshot key order and attach their routing prefix."""
+    out: list[Routed] = []
+    for key, value in sorted(records):
+        prefix = max((p for p in PREFIXES if key.startswith(p)), key=len)
+        out.append((prefix, Entry(key, value, commit_ts=1, expire_at=0, tombstone=False)))
+    return out
+
+
+@dataclass
+class Harness:
+    """A decoder wired to a real DumpWriter under ``root``."""
+
+    root: Path
+    scratch: Path
+    report: Report
+    decoder: S3Decoder
+
+    async def run(self, records: Iterable[tuple[bytes, bytes]], batch: int = 3) -> dict[str, Any]:
+        entries = routed(records)
+        for i in range(0, len(entries), batch):
+            await self.decoder.handle(entries[i : i + batch])
+        return await self.decoder.finalize()
+
+    def files(self) -> dict[str, bytes]:
+        """Every regular file written, by slash path (``os.fsdecode`` of raw names)."""
+        return {
+            p.relative_to(self.root).as_posix(): p.read_bytes()
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file()
+        }
+
+    def warnings(self, event: str) -> list[dict[str, Any]]:
+        summary = self.report.warnings.get(event)
+        return summary.examples if summary else []
+
+
+def harness(tmp_path: Path, **options: Any) -> Harness:
+    root = tmp_path / "out"
+    scratch = tmp_path / "scratch"
+    root.mkdir(parents=True)
+    scratch.mkdir()
+    report = Report()
+    ctx = DecodeContext(
+        options=DecodeOptions(**options),
+        writer=DumpWriter(root),
+        log=make_logger(report).bind(adapter="s3"),
+        report=report,
+        header=SnapshotHeader(last_commit_ts=1),
+        scratch=scratch,
+        now_ms=0,
+    )
+    return Harness(root, scratch, report, S3Decoder(ctx))
+
+
+def encoder(root: Path, scratch: Path) -> S3Encoder:
+    report = Report()
+    ctx = EncodeContext(
+        input_root=root,
+        log=make_logger(report).bind(adapter="s3"),
+        report=report,
+        scratch=scratch,
+    )
+    return S3Encoder(ctx)
+
+
+async def encode_all(root: Path, scratch: Path) -> dict[bytes, bytes]:
+    """All records of the tree at ``root``; duplicate keys fail the test."""
+    out: dict[bytes, bytes] = {}
+    async for key, value in encoder(root, scratch).records():
+        assert key not in out, key
+        out[key] = value
+    return out

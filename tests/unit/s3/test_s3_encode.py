@@ -1,0 +1,268 @@
+"""The S3 encoder: dump tree -> records, validation failures, and decode/encode round trips."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from s3_support import bucket_meta, encode_all, harness, seg, simple_object, u64
+
+from elastickv_async.adapters.s3.errors import (
+    S3EncodeInvalidBucket,
+    S3EncodeInvalidManifest,
+    S3EncodeNotRegular,
+    S3EncodeReservedPrefixCollision,
+)
+from elastickv_async.adapters.s3.treeread import TreeReader
+from elastickv_async.errors import InvalidKeymapRecord
+
+pytestmark = pytest.mark.anyio
+
+MIB = 1 << 20
+
+
+def _sidecar(size: int, **fields: Any) -> bytes:
+    return json.dumps({"format_version": 1, "size_bytes": size, **fields}).encode()
+
+
+def _tree(
+    tmp_path: Path, objects: dict[str, bytes], *, bucket: str = "b", **bucket_fields: Any
+) -> Path:
+    root = tmp_path / "dump"
+    bdir = root / "s3" / bucket
+    bdir.mkdir(parents=True)
+    (bdir / "_bucket.json").write_bytes(
+        json.dumps({"format_version": 1, "name": bucket, **bucket_fields}).encode()
+    )
+    for rel, body in objects.items():
+        path = bdir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        (bdir / (rel + ".elastickv-meta.json")).write_bytes(_sidecar(len(body), etag="e"))
+    return root
+
+
+def _blob_key(bucket: bytes, obj: bytes, chunk: int) -> bytes:
+    return (
+        b"!s3|blob|"
+        + seg(bucket)
+        + u64(1)
+        + seg(obj)
+        + seg(b"elastickv-restore")
+        + u64(1)
+        + u64(chunk)
+    )
+
+
+def _manifest_key(bucket: bytes, obj: bytes) -> bytes:
+    return b"!s3|obj|head|" + seg(bucket) + u64(1) + seg(obj)
+
+
+async def test_bucket_records_and_rechunked_body(tmp_path: Path) -> None:
+    body = bytes(range(256)) * (10 * 1024) + b"tail"  # 2.5 MiB + 4 bytes
+    root = _tree(tmp_path, {"dir/big.bin": body, "empty": b""}, owner="alice", acl="private")
+    records = await encode_all(root, tmp_path / "scratch")
+    assert records[b"!s3|bucket|meta|b\x00\x01"] == (
+        b'{"bucket_name":"b","generation":1,"created_at_hlc":0,"owner":"alice","region":"",'
+        b'"acl":"private"}'
+    )
+    assert records[b"!s3|bucket|gen|b\x00\x01"] == b"\x00\x00\x00\x00\x00\x00\x00\x01"
+    chunks = [records[_blob_key(b"b", b"dir/big.bin", i)] for i in range(3)]
+    assert [len(c) for c in chunks] == [MIB, MIB, len(body) - 2 * MIB]
+    assert b"".join(chunks) == body
+    manifest = json.loads(records[_manifest_key(b"b", b"dir/big.bin")])
+    assert manifest["upload_id"] == "elastickv-restore"
+    assert manifest["parts"] == [
+        {
+            "part_no": 1,
+            "etag": "e",
+            "size_bytes": len(body),
+            "chunk_count": 3,
+            "chunk_sizes": [MIB, MIB, len(body) - 2 * MIB],
+            "part_version": 0,
+            "chunk_ref_version": 0,
+            "offloaded": False,
+        }
+    ]
+    assert json.loads(records[_manifest_key(b"b", b"empty")])["parts"] is None
+    assert len(records) == 2 + 3 + 1 + 1
+
+
+async def test_decode_then_encode_restores_every_original_key(tmp_path: Path) -> None:
+    keys = [
+        b"plain.txt", b"path/to", b"path/to/sub", b"folder/", b"folder/x", b"a//b", b"./dot",
+        b"x/../y", b"dir/" + b"L" * 304 + b"/leaf", b"_bucket.json", b"KEYMAP.jsonl",
+        b"_orphans/o", b"evil.elastickv-meta.json", "ünï/cödé".encode(), b"",
+    ]  # fmt: skip
+    records = [bucket_meta(b"bk")]
+    for key in keys:
+        records += simple_object(b"bk", key, b"body:" + key, etag="e")
+    h = harness(tmp_path / "decode", rename_collisions=True)
+    await h.run(records)
+    encoded = await encode_all(h.root, tmp_path / "scratch")
+    restored = {
+        k[len(_manifest_key(b"bk", b"")) - 2 : -2]
+        for k in encoded
+        if k.startswith(b"!s3|obj|head|")
+    }
+    assert restored == set(keys)
+    for key in keys:
+        assert encoded[_blob_key(b"bk", key, 0)] == b"body:" + key
+
+
+async def test_symlinked_object_file_is_refused(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {"real.txt": b"x"})
+    (root / "s3/b/link.txt").symlink_to(root / "s3/b/real.txt")
+    (root / "s3/b/link.txt.elastickv-meta.json").write_bytes(_sidecar(1))
+    with pytest.raises(S3EncodeNotRegular, match=r"link\.txt"):
+        await encode_all(root, tmp_path / "scratch")
+
+
+async def test_symlinked_sidecar_hard_link_and_fifo_are_refused(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "side", {"o": b"x"})
+    side = root / "s3/b/o.elastickv-meta.json"
+    (root / "s3/b/real.json").write_bytes(side.read_bytes())
+    side.unlink()
+    side.symlink_to(root / "s3/b/real.json")
+    with pytest.raises(S3EncodeNotRegular):
+        await encode_all(root, tmp_path / "scratch")
+
+    root = _tree(tmp_path / "hard", {"o": b"x"})
+    os.link(root / "s3/b/o", tmp_path / "outside")
+    with pytest.raises(S3EncodeNotRegular, match="hard link"):
+        await encode_all(root, tmp_path / "scratch")
+
+    root = _tree(tmp_path / "fifo", {})
+    os.mkfifo(root / "s3/b/pipe")
+    (root / "s3/b/pipe.elastickv-meta.json").write_bytes(_sidecar(0))
+    with pytest.raises(S3EncodeNotRegular):
+        await encode_all(root, tmp_path / "scratch")
+
+
+async def test_symlinked_bucket_directory_and_stray_files_are_refused(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {"o": b"x"})
+    (root / "s3/link").symlink_to(root / "s3/b")
+    with pytest.raises(S3EncodeNotRegular, match="s3/link"):
+        await encode_all(root, tmp_path / "scratch")
+    (root / "s3/link").unlink()
+    (root / "s3/_notes").write_bytes(b"ignored: names starting with _ are not buckets")
+    assert len(await encode_all(root, tmp_path / "scratch")) == 4
+
+
+def _write(name: str, data: bytes) -> Any:
+    return lambda bucket_dir: (bucket_dir / name).write_bytes(data)
+
+
+def _reserved_dir_with_sidecar(bucket_dir: Path) -> None:
+    (bucket_dir / "_orphans/x").mkdir(parents=True)
+    (bucket_dir / "_orphans/x/k.elastickv-meta.json").write_bytes(b"{}")
+
+
+_SIDE = "o.elastickv-meta.json"
+_BUCKET = "_bucket.json"
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (lambda b: (b / _SIDE).unlink(), S3EncodeInvalidManifest),
+        (_write(_SIDE, _sidecar(5)), S3EncodeInvalidManifest),
+        (_write(_SIDE, b'{"format_version":2,"size_bytes":1}'), S3EncodeInvalidManifest),
+        (_write(_SIDE, b"{"), S3EncodeInvalidManifest),
+        (lambda b: (b / _BUCKET).unlink(), S3EncodeInvalidBucket),
+        (_write(_BUCKET, b'{"format_version":1,"name":"c"}'), S3EncodeInvalidBucket),
+        (_write(_BUCKET, b'{"format_version":1,"name":""}'), S3EncodeInvalidBucket),
+        (_write(_BUCKET, b'{"format_version":0,"name":"b"}'), S3EncodeInvalidBucket),
+        (_reserved_dir_with_sidecar, S3EncodeReservedPrefixCollision),
+    ],
+)
+async def test_invalid_trees_are_typed_errors(
+    tmp_path: Path, change: Any, error: type[Exception]
+) -> None:
+    root = _tree(tmp_path, {"o": b"x"})
+    change(root / "s3/b")
+    with pytest.raises(error):
+        await encode_all(root, tmp_path / "scratch")
+
+
+async def test_decoder_payload_directories_are_skipped(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {"o": b"x"})
+    (root / "s3/b/_orphans/o/gen-1").mkdir(parents=True)
+    (root / "s3/b/_orphans/o/gen-1/u_1.bin").write_bytes(b"chunk")
+    (root / "s3/b/_incomplete_uploads").mkdir()
+    (root / "s3/b/_incomplete_uploads/records.jsonl").write_bytes(b"{}\n")
+    assert len(await encode_all(root, tmp_path / "scratch")) == 4
+
+
+def _keymap(root: Path, *records: dict[str, Any] | str) -> None:
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+    (root / "s3/b/KEYMAP.jsonl").write_text("".join(line + "\n" for line in lines))
+
+
+async def test_keymap_renames_are_reversed(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {"a.elastickv-leaf-data": b"leaf", "a/b": b"child"})
+    _keymap(root, {"encoded": "a.elastickv-leaf-data", "original": "YQ", "kind": "s3-leaf-data"})
+    records = await encode_all(root, tmp_path / "scratch")
+    assert records[_blob_key(b"b", b"a", 0)] == b"leaf"
+    assert _manifest_key(b"b", b"a.elastickv-leaf-data") not in records
+
+
+async def test_a_user_object_named_keymap_jsonl_is_an_object(tmp_path: Path) -> None:
+    # A reference-made tree keeps a user object KEYMAP.jsonl (it has a sidecar).
+    root = _tree(tmp_path, {"KEYMAP.jsonl": b"not a tracker"})
+    records = await encode_all(root, tmp_path / "scratch")
+    assert records[_blob_key(b"b", b"KEYMAP.jsonl", 0)] == b"not a tracker"
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        ({"encoded": "o", "original": "YQ", "kind": "s3-leaf-data"},),  # no leaf suffix
+        ({"encoded": "o", "original": "YQ", "kind": "sha-fallback"},) * 2,  # duplicate
+        ({"encoded": "o", "original": "YQ", "kind": "mystery"},),
+        ({"encoded": "o", "original": "YQ"},),
+        ({"encoded": "o", "original": None, "kind": "sha-fallback"},),
+        ({"encoded": "o", "original": "!!", "kind": "sha-fallback"},),
+        ({"encoded": "../o", "original": "YQ", "kind": "sha-fallback"},),
+        ({"encoded": "_orphans/o", "original": "YQ", "kind": "sha-fallback"},),
+        (
+            {"encoded": "o", "original": "YQ", "kind": "meta-suffix-rename"},
+        ),  # original lacks suffix
+        ({"encoded": "o", "original": "YS8", "kind": "s3-dir-marker"},),  # wrong marker name
+        ("",),
+        ("not json",),
+    ],
+)
+async def test_invalid_keymap_records_are_refused(tmp_path: Path, records: Any) -> None:
+    root = _tree(tmp_path, {"o": b"x"})
+    _keymap(root, *records)
+    with pytest.raises(InvalidKeymapRecord):
+        await encode_all(root, tmp_path / "scratch")
+
+
+async def test_keymap_naming_a_missing_object_is_refused(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {"o": b"x"})
+    _keymap(root, {"encoded": "gone", "original": "YQ", "kind": "sha-fallback"})
+    with pytest.raises(S3EncodeInvalidBucket, match="gone"):
+        await encode_all(root, tmp_path / "scratch")
+
+
+def test_a_file_replaced_between_reads_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    target = tmp_path / "b" / "o"
+    target.write_bytes(b"first")
+    reader = TreeReader(tmp_path)
+    st = os.stat(target)
+    identity = (st.st_dev, st.st_ino)
+    assert reader.read_block(("b", "o"), identity, 1, 3) == b"irs"
+    (tmp_path / "b" / "new").write_bytes(b"second")
+    os.replace(tmp_path / "b" / "new", target)
+    with pytest.raises(S3EncodeNotRegular, match="replaced"):
+        reader.read_block(("b", "o"), identity, 0, 3)
+
+
+async def test_missing_s3_directory_yields_nothing(tmp_path: Path) -> None:
+    assert await encode_all(tmp_path, tmp_path / "scratch") == {}

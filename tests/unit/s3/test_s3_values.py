@@ -1,0 +1,184 @@
+"""S3 value shapes: Go-compatible JSON reading, sidecar and bucket JSON bytes, HLC times."""
+
+from __future__ import annotations
+
+import pytest
+
+from elastickv_async.adapters.s3.gojsonread import Field, GoJSONError, decode_struct, parse_document
+from elastickv_async.adapters.s3.values import (
+    DeclaredPart,
+    LiveBucketMeta,
+    bucket_json,
+    format_hlc,
+    live_manifest_json,
+    parse_hlc_from_rfc3339,
+    parse_live_bucket_meta,
+    parse_live_manifest,
+)
+
+# Expected bytes below are copied from the golden corpus (public/s3_basic), i.e. written by
+# the Go reference from the manifest values given here.
+_UNICODE_MANIFEST = (
+    b'{"upload_id":"elastickv-restore","etag":"\\"2d711b09bd0db0ad240cc83b30dd8014\\"",'
+    b'"size_bytes":6,"last_modified_hlc":116487880704000000,'
+    b'"content_type":"text/plain; charset=utf-8","content_encoding":"","cache_control":"",'
+    b'"content_disposition":"","user_metadata":{"x-amz-meta-author":"\xc3\xbc"},'
+    b'"parts":[{"part_no":1,"etag":"x","size_bytes":6,"chunk_count":1,"chunk_sizes":[6],'
+    b'"part_version":0,"chunk_ref_version":0,"offloaded":false}]}'
+)
+_UNICODE_SIDECAR = (
+    b'{\n  "format_version": 1,\n  "etag": "\\"2d711b09bd0db0ad240cc83b30dd8014\\"",\n'
+    b'  "size_bytes": 6,\n  "last_modified": "2026-04-29T12:00:00Z",\n'
+    b'  "content_type": "text/plain; charset=utf-8",\n  "user_metadata": {\n'
+    b'    "x-amz-meta-author": "\xc3\xbc"\n  }\n}'
+)
+
+
+def test_manifest_sidecar_matches_the_reference() -> None:
+    manifest = parse_live_manifest(_UNICODE_MANIFEST)
+    assert manifest.sidecar == _UNICODE_SIDECAR
+    assert manifest.upload_id == b"elastickv-restore"
+    assert manifest.parts == {(1, 0, False): DeclaredPart(1, (6,))}
+
+
+def test_bucket_json_omits_empty_fields() -> None:
+    meta = parse_live_bucket_meta(
+        b'{"bucket_name":"photos","generation":1,"created_at_hlc":0,"owner":"alice",'
+        b'"region":"us-east-1","acl":""}'
+    )
+    assert meta == LiveBucketMeta(1, "alice", "us-east-1", "")
+    assert bucket_json(b"photos", meta) == (
+        b'{\n  "format_version": 1,\n  "name": "photos",\n  "owner": "alice",\n'
+        b'  "region": "us-east-1"\n}'
+    )
+
+
+def test_offloaded_parts_are_keyed_by_chunk_ref_version() -> None:
+    manifest = parse_live_manifest(
+        b'{"upload_id":"u","parts":[{"part_no":1,"chunk_count":2,"chunk_sizes":[3,4],'
+        b'"part_version":5,"chunk_ref_version":9,"offloaded":true}]}'
+    )
+    assert manifest.parts == {(1, 9, True): DeclaredPart(2, (3, 4))}
+    with pytest.raises(ValueError, match="declares 2 chunks"):
+        parse_live_manifest(
+            b'{"parts":[{"part_no":1,"chunk_count":2,"chunk_sizes":[3],"offloaded":true}]}'
+        )
+
+
+@pytest.mark.parametrize(
+    ("hlc", "text"),
+    [
+        (0, ""),
+        (1777464000000 << 16, "2026-04-29T12:00:00Z"),
+        ((1777464000120 << 16) | 0xFFFF, "2026-04-29T12:00:00.12Z"),  # logical bits dropped
+        (1 << 16, "1970-01-01T00:00:00.001Z"),
+        (253402300800000 << 16, "10000-01-01T00:00:00Z"),  # Go prints 5-digit years
+    ],
+)
+def test_format_hlc(hlc: int, text: str) -> None:
+    assert format_hlc(hlc) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("2026-04-29T12:00:00Z", 1777464000000),
+        ("2026-04-29T12:00:00.12Z", 1777464000120),
+        ("2026-04-29T12:00:00.1299999999Z", 1777464000129),  # digits past ns ignored
+        ("2026-04-29T21:00:00+09:00", 1777464000000),
+        ("2026-04-29T12:00:00,5Z", 1777464000500),
+        ("2026-04-29T2:00:00Z", 1777428000000),  # one-digit hour (Go's general parser)
+        ("", 0),
+        ("2026-02-30T00:00:00Z", 0),
+        ("1969-12-31T23:59:59Z", 0),  # negative milliseconds restore as 0
+        ("2026-04-29 12:00:00Z", 0),
+    ],
+)
+def test_parse_hlc_from_rfc3339(text: str, ms: int) -> None:
+    assert parse_hlc_from_rfc3339(text) == ms << 16
+
+
+def test_live_manifest_for_empty_and_chunked_bodies() -> None:
+    sidecar = {
+        "etag": "e",
+        "size_bytes": 0,
+        "last_modified": "",
+        "content_type": "a<b",
+        "content_encoding": "",
+        "cache_control": "",
+        "content_disposition": "",
+        "user_metadata": None,
+    }
+    assert live_manifest_json(sidecar, []) == (
+        b'{"upload_id":"elastickv-restore","etag":"e","size_bytes":0,"last_modified_hlc":0,'
+        b'"content_type":"a\\u003cb","content_encoding":"","cache_control":"",'
+        b'"content_disposition":"","user_metadata":null,"parts":null}'
+    )
+    sidecar["user_metadata"] = {"b": "2", "a": "1"}
+    assert b'"user_metadata":{"a":"1","b":"2"},"parts":[{"part_no":1,"etag":"e"' in (
+        live_manifest_json(sidecar, [1 << 20, 5])
+    )
+
+
+_SPEC = (
+    Field("name", "str"),
+    Field("size_bytes", "i64"),
+    Field("generation", "u64"),
+    Field("meta", "map_str"),
+    Field("flag", "bool"),
+)
+
+
+def _decode(raw: bytes) -> dict[str, object]:
+    return decode_struct(parse_document(raw), _SPEC)
+
+
+def test_go_matches_keys_case_insensitively_and_in_order() -> None:
+    doc = _decode(b'{"NAME":"a","name":"b","Size_Bytes":-3,"GENERATION":7,"\\u017fize_bytes":4}')
+    # U+017F (long s) folds to "s" in Go's EqualFold, so the last key also sets size_bytes.
+    assert doc == {"name": "b", "size_bytes": 4, "generation": 7, "meta": None, "flag": False}
+
+
+def test_go_null_semantics() -> None:
+    doc = _decode(b'{"name":"a","name":null,"meta":{"k":"v","k":null},"flag":null}')
+    assert doc["name"] == "a"  # null leaves a string untouched
+    assert doc["meta"] == {"k": ""}  # a null map element stores ""
+    assert _decode(b'{"meta":{"k":"v"},"meta":null}')["meta"] is None
+    assert _decode(b"null") == {
+        "name": "",
+        "size_bytes": 0,
+        "generation": 0,
+        "meta": None,
+        "flag": False,
+    }
+
+
+def test_invalid_utf8_and_lone_surrogates_become_replacement_characters() -> None:
+    assert _decode(b'{"name":"a\xffb\\ud800"}')["name"] == "a\ufffdb\ufffd"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"generation":-1}',
+        b'{"generation":1.0}',
+        b'{"generation":18446744073709551616}',
+        b'{"size_bytes":"5"}',
+        b'{"name":5}',
+        b'{"flag":"true"}',
+        b'{"meta":{"k":1}}',
+        b"[1]",
+        b'{"name":"a"} x',
+        b"",
+        b"NaN",
+    ],
+)
+def test_go_rejects(raw: bytes) -> None:
+    with pytest.raises(GoJSONError):
+        _decode(raw)
+
+
+def test_stream_mode_tolerates_a_trailing_closing_bracket_like_decoder_more() -> None:
+    assert decode_struct(parse_document(b'{"name":"a"} }', stream=True), _SPEC)["name"] == "a"
+    with pytest.raises(GoJSONError):
+        parse_document(b'{"name":"a"} {}', stream=True)
