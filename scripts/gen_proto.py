@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -19,6 +20,15 @@ PROTO_DIR = ROOT / "proto"
 OUT_DIR = ROOT / "src" / "elastickv_async" / "_proto"
 
 
+def _mypy_plugin() -> str:
+    """mypy-protobuf's plugin, found beside this interpreter even when no venv is active."""
+    beside = Path(sys.executable).parent / "protoc-gen-mypy"
+    found = str(beside) if beside.exists() else shutil.which("protoc-gen-mypy")
+    if found is None:
+        raise SystemExit("protoc-gen-mypy not found: pip install mypy-protobuf")
+    return found
+
+
 def generate(out_dir: Path) -> list[Path]:
     """Run protoc on every schema; return the generated files."""
     protos = sorted(PROTO_DIR.glob("*.proto"))
@@ -26,6 +36,7 @@ def generate(out_dir: Path) -> list[Path]:
     for proto in protos:
         args = [
             "protoc",
+            f"--plugin=protoc-gen-mypy={_mypy_plugin()}",
             f"-I{PROTO_DIR}",
             f"--python_out={out_dir}",
             f"--mypy_out={out_dir}",

@@ -58,8 +58,11 @@ class DecodeOptions:
     jobs: int = 8
     #: fsync every written file (slower; the rename is atomic either way).
     fsync: bool = False
-    #: Entries per batch on the adapter channels, and batches buffered per channel.
+    #: A batch on an adapter channel is sent at this many entries or value bytes, whichever
+    #: comes first; each channel buffers ``channel_buffer`` batches. Together they bound the
+    #: memory in flight (S3 chunks are up to 1 MiB each).
     batch_size: int = 512
+    batch_bytes: int = 8 << 20
     channel_buffer: int = 4
 
 

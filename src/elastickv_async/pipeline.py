@@ -238,10 +238,11 @@ async def _run(
 
         async def produce(sends: dict[str, ObjectSendStream[list[Routed]]]) -> None:
             pending: dict[str, list[Routed]] = {name: [] for name in sends}
-            batch_size = options.batch_size
+            pending_bytes: dict[str, int] = dict.fromkeys(sends, 0)
+            batch_size, batch_bytes = options.batch_size, options.batch_bytes
             last_tick = time.monotonic()
             try:
-                async for raw_batch in snap.batches(max_entries=batch_size):
+                async for raw_batch in snap.batches(batch_size, batch_bytes):
                     counters["total"] += len(raw_batch)
                     for entry in resolver.resolve(raw_batch):
                         target, prefix = router.route(entry.key)
@@ -255,9 +256,12 @@ async def _run(
                             counters[target] += 1
                             bucket = pending[target]
                             bucket.append((prefix, entry))
-                            if len(bucket) >= batch_size:
+                            size = pending_bytes[target] + len(entry.value)
+                            if len(bucket) >= batch_size or size >= batch_bytes:
                                 await sends[target].send(bucket)
                                 pending[target] = []
+                                size = 0
+                            pending_bytes[target] = size
                     if (
                         progress is not None
                         and time.monotonic() - last_tick >= _PROGRESS_INTERVAL_S

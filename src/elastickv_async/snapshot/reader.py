@@ -107,8 +107,13 @@ class Snapshot:
             await self._fill()
         self._header = header
 
-    async def batches(self, max_entries: int = 512) -> AsyncIterator[list[Entry]]:
+    async def batches(
+        self, max_entries: int = 512, max_bytes: int = 8 << 20
+    ) -> AsyncIterator[list[Entry]]:
         """Yield the raw entries in stream order, in lists of at most ``max_entries``.
+
+        A batch also stops growing once about ``max_bytes`` of the file were read for it, so
+        batches of large values (S3 chunks) stay small in memory.
 
         Every MVCC version is yielded (tombstones too); raw meta keys and writer-registry rows
         are not. At the end, the footer (if any) is verified and :attr:`stats` completed.
@@ -123,7 +128,8 @@ class Snapshot:
         decoder = self._decoder
         while not decoder.done:
             batch = decoder.decode(max_entries, at_eof=self._at_eof)
-            while len(batch) < max_entries and not decoder.done:
+            stop_at = self.stats.bytes_read + max_bytes
+            while len(batch) < max_entries and not decoder.done and self.stats.bytes_read < stop_at:
                 await self._fill()
                 batch += decoder.decode(max_entries - len(batch), at_eof=self._at_eof)
             self.stats.entries = decoder.entries
