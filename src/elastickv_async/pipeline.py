@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final, TextIO
 
 import anyio
 import anyio.to_thread
@@ -103,7 +103,7 @@ async def decode_snapshot(
     options: DecodeOptions | None = None,
     *,
     log_format: str | None = None,
-    log_stream: IO[str] | None = None,
+    log_stream: TextIO | None = None,
     progress: ProgressCallback | None = None,
     report: Report | None = None,
 ) -> Report:

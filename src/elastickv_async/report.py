@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import IO, Any, Final
+from typing import Any, Final, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -106,7 +106,7 @@ def _plain(value: Any) -> Any:
 
 
 def make_logger(
-    report: Report, *, log_format: str | None = None, stream: IO[str] | None = None
+    report: Report, *, log_format: str | None = None, stream: TextIO | None = None
 ) -> structlog.typing.FilteringBoundLogger:
     """Build a run's logger: collect into ``report``; render to ``stream`` if ``log_format`` is set.
 
