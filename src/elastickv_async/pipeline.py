@@ -37,13 +37,15 @@ from .errors import ElasticKVError, UsageError
 from .options import ADAPTER_NAMES, DecodeOptions
 from .report import Report, make_logger
 from .routing import INTERNAL, Router, prefix_family
+from .snapshot.entry import SnapshotHeader
 from .snapshot.mvcc import VisibilityResolver
-from .snapshot.reader import open_snapshot
+from .snapshot.reader import Snapshot, SnapshotStats, open_snapshot
 from .snapshot.source import snapshot_index_from_path
 
 __all__ = ["Progress", "ProgressCallback", "decode_snapshot"]
 
 _HLC_LOGICAL_BITS: Final = 16
+_PLAIN_COUNTERS: Final = ("total", "internal", "unknown")
 _PROGRESS_INTERVAL_S: Final = 0.25
 
 
@@ -122,11 +124,10 @@ async def decode_snapshot(
     scratch = await anyio.to_thread.run_sync(_prepare_scratch, options, out)
     report = report if report is not None else Report()
     log = make_logger(report, log_format=log_format, stream=log_stream)
+    run = _DecodeRun(source, str(input_path), out, scratch, options, report, log, progress)
     try:
         try:
-            return await _run(
-                source, str(input_path), out, scratch, options, report, log, progress, True
-            )
+            return await run.execute(ignore_future_versions=True)
         except _HeaderBelowData:
             pass
         # Start over: the first pass's files and counts describe the wrong state.
@@ -139,9 +140,7 @@ async def decode_snapshot(
             "versions on both sides of it, so the header does not describe the data; "
             "decoded again with the newest version of each key deciding",
         )
-        return await _run(
-            source, str(input_path), out, scratch, options, report, log, progress, False
-        )
+        return await run.execute(ignore_future_versions=False)
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
@@ -185,160 +184,181 @@ def _reset_output(out: Path, scratch: Path) -> None:
     scratch.mkdir(mode=0o700, parents=True)
 
 
-async def _run(
-    source: Path,
-    source_label: str,
-    out: Path,
-    scratch: Path,
-    options: DecodeOptions,
-    report: Report,
-    log: Any,
-    progress: ProgressCallback | None,
-    ignore_future_versions: bool,
-) -> Report:
-    specs = adapter_specs()
-    missing = [a for a in options.adapters if a not in specs]
-    if missing:
-        raise UsageError(f"adapter(s) not available in this build: {', '.join(missing)}")
-    router = Router(specs, options.adapters)
-    writer = DumpWriter(out, jobs=options.jobs, fsync=options.fsync)
-    scopes: dict[str, dict[str, Any]] = {}
+def _make_scratch_dirs(scratch: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        (scratch / name).mkdir(mode=0o700, exist_ok=True)
 
-    async with open_snapshot(source) as snap:
-        header = snap.header
-        now_ms = header.hlc_ceiling_ms or (header.last_commit_ts >> _HLC_LOGICAL_BITS)
-        resolver = VisibilityResolver(
-            header.last_commit_ts, ignore_future_versions=ignore_future_versions
+
+class _DecodeRun:
+    """One decode: adapters, the producer and consumers in one task group, then the tree's
+    CHECKSUMS and MANIFEST.json."""
+
+    def __init__(
+        self,
+        source: Path,
+        source_label: str,
+        out: Path,
+        scratch: Path,
+        options: DecodeOptions,
+        report: Report,
+        log: Any,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.source, self.source_label, self.out, self.scratch = source, source_label, out, scratch
+        self.options, self.report, self.log, self.progress = options, report, log, progress
+        self.specs = adapter_specs()
+        missing = [a for a in options.adapters if a not in self.specs]
+        if missing:
+            raise UsageError(f"adapter(s) not available in this build: {', '.join(missing)}")
+        self.router = Router(self.specs, options.adapters)
+
+    async def execute(self, *, ignore_future_versions: bool) -> Report:
+        """Decode the whole snapshot once; raise :class:`_HeaderBelowData` to ask for a rerun."""
+        options = self.options
+        self.writer = DumpWriter(self.out, jobs=options.jobs, fsync=options.fsync)
+        self.scopes: dict[str, dict[str, Any]] = {}
+        self.counters = {"total": 0, "internal": 0, "unknown": 0} | dict.fromkeys(
+            options.adapters, 0
         )
-        adapters: dict[str, DecodeAdapter] = {}
-        for name in options.adapters:
-            adapter_scratch = scratch / name
-            adapter_scratch.mkdir(mode=0o700, exist_ok=True)
-            ctx = DecodeContext(
-                options=options,
-                writer=writer,
-                log=log.bind(adapter=name),
-                report=report,
-                header=header,
-                scratch=adapter_scratch,
-                now_ms=now_ms,
+        self.unknown_families: dict[bytes, int] = {}
+        await anyio.to_thread.run_sync(_make_scratch_dirs, self.scratch, options.adapters)
+        async with open_snapshot(self.source) as snap:
+            header = snap.header
+            resolver = VisibilityResolver(
+                header.last_commit_ts, ignore_future_versions=ignore_future_versions
             )
-            adapters[name] = specs[name].decoder(ctx)
-
-        counters = {"total": 0, "internal": 0, "unknown": 0} | {n: 0 for n in options.adapters}
-        unknown_families: dict[bytes, int] = {}
-
-        async def consume(
-            name: str, adapter: DecodeAdapter, receive: ObjectReceiveStream[list[Routed]]
-        ) -> None:
-            async with receive:
-                async for batch in receive:
-                    await adapter.handle(batch)
-            scopes[name] = await adapter.finalize()
-
-        async def produce(sends: dict[str, ObjectSendStream[list[Routed]]]) -> None:
-            pending: dict[str, list[Routed]] = {name: [] for name in sends}
-            pending_bytes: dict[str, int] = dict.fromkeys(sends, 0)
-            batch_size, batch_bytes = options.batch_size, options.batch_bytes
-            last_tick = time.monotonic()
-            try:
-                async for raw_batch in snap.batches(batch_size, batch_bytes):
-                    counters["total"] += len(raw_batch)
-                    for entry in resolver.resolve(raw_batch):
-                        target, prefix = router.route(entry.key)
-                        if target is None:
-                            counters["unknown"] += 1
-                            family = prefix_family(entry.key)
-                            unknown_families[family] = unknown_families.get(family, 0) + 1
-                        elif target == INTERNAL:
-                            counters["internal"] += 1
-                        else:
-                            counters[target] += 1
-                            bucket = pending[target]
-                            bucket.append((prefix, entry))
-                            size = pending_bytes[target] + len(entry.value)
-                            if len(bucket) >= batch_size or size >= batch_bytes:
-                                await sends[target].send(bucket)
-                                pending[target] = []
-                                size = 0
-                            pending_bytes[target] = size
-                    if (
-                        progress is not None
-                        and time.monotonic() - last_tick >= _PROGRESS_INTERVAL_S
-                    ):
-                        last_tick = time.monotonic()
-                        progress(
-                            Progress(
-                                snap.stats.bytes_read, snap.stats.total_bytes, counters["total"]
-                            )
-                        )
-                for name, bucket in pending.items():
-                    if bucket:
-                        await sends[name].send(bucket)
-            finally:
-                for send in sends.values():
-                    await send.aclose()
-
-        async with _first_error(), anyio.create_task_group() as tg:
-            sends: dict[str, ObjectSendStream[list[Routed]]] = {}
-            for name, adapter in adapters.items():
-                send, receive = anyio.create_memory_object_stream[list[Routed]](
-                    options.channel_buffer
+            now_ms = header.hlc_ceiling_ms or (header.last_commit_ts >> _HLC_LOGICAL_BITS)
+            adapters = {
+                name: self.specs[name].decoder(
+                    DecodeContext(
+                        options=options,
+                        writer=self.writer,
+                        log=self.log.bind(adapter=name),
+                        report=self.report,
+                        header=header,
+                        scratch=self.scratch / name,
+                        now_ms=now_ms,
+                    )
                 )
-                sends[name] = send
-                tg.start_soon(consume, name, adapter, receive)
-            tg.start_soon(produce, sends)
+                for name in options.adapters
+            }
+            async with _first_error(), anyio.create_task_group() as tg:
+                sends: dict[str, ObjectSendStream[list[Routed]]] = {}
+                for name, adapter in adapters.items():
+                    send, receive = anyio.create_memory_object_stream[list[Routed]](
+                        options.channel_buffer
+                    )
+                    sends[name] = send
+                    tg.start_soon(self._consume, name, adapter, receive)
+                tg.start_soon(self._produce, snap, resolver, sends)
+        mvcc = resolver.stats
+        if ignore_future_versions and mvcc.future_versions and not mvcc.straddling_keys:
+            raise _HeaderBelowData
+        self._account(header, snap.stats, dataclasses.asdict(mvcc))
+        await self._finish(header, snap.stats)
+        return self.report
 
-        stats = snap.stats
+    async def _consume(
+        self, name: str, adapter: DecodeAdapter, receive: ObjectReceiveStream[list[Routed]]
+    ) -> None:
+        async with receive:
+            async for batch in receive:
+                await adapter.handle(batch)
+        self.scopes[name] = await adapter.finalize()
 
-    if (
-        ignore_future_versions
-        and resolver.stats.future_versions
-        and not resolver.stats.straddling_keys
-    ):
-        raise _HeaderBelowData
-    for family, count in sorted(unknown_families.items()):
-        log.warning(
-            "unknown_prefix_entries",
-            prefix=family.decode("utf-8", "backslashreplace"),
-            count=count,
-            hint="keys matched no known prefix and were not decoded; check for corruption "
-            "or a newer elastickv keyspace",
+    async def _produce(
+        self,
+        snap: Snapshot,
+        resolver: VisibilityResolver,
+        sends: dict[str, ObjectSendStream[list[Routed]]],
+    ) -> None:
+        """Read, resolve and route; batches go out at ``batch_size`` entries or bytes."""
+        counters, route, unknown = self.counters, self.router.route, self.unknown_families
+        pending: dict[str, list[Routed]] = {name: [] for name in sends}
+        pending_bytes = dict.fromkeys(sends, 0)
+        batch_size, batch_bytes = self.options.batch_size, self.options.batch_bytes
+        last_tick = time.monotonic()
+        try:
+            async for raw_batch in snap.batches(batch_size, batch_bytes):
+                counters["total"] += len(raw_batch)
+                for entry in resolver.resolve(raw_batch):
+                    target, prefix = route(entry.key)
+                    if target is None:
+                        counters["unknown"] += 1
+                        family = prefix_family(entry.key)
+                        unknown[family] = unknown.get(family, 0) + 1
+                    elif target == INTERNAL:
+                        counters["internal"] += 1
+                    else:
+                        counters[target] += 1
+                        bucket = pending[target]
+                        bucket.append((prefix, entry))
+                        size = pending_bytes[target] + len(entry.value)
+                        if len(bucket) >= batch_size or size >= batch_bytes:
+                            await sends[target].send(bucket)
+                            pending[target] = []
+                            size = 0
+                        pending_bytes[target] = size
+                now = time.monotonic()
+                if self.progress is not None and now - last_tick >= _PROGRESS_INTERVAL_S:
+                    last_tick = now
+                    stats = snap.stats
+                    self.progress(Progress(stats.bytes_read, stats.total_bytes, counters["total"]))
+            for name, bucket in pending.items():
+                if bucket:
+                    await sends[name].send(bucket)
+        finally:
+            for send in sends.values():
+                await send.aclose()
+
+    def _account(self, header: SnapshotHeader, stats: SnapshotStats, mvcc: dict[str, int]) -> None:
+        """Move the run's counts and snapshot facts into the report."""
+        report = self.report
+        for family, count in sorted(self.unknown_families.items()):
+            self.log.warning(
+                "unknown_prefix_entries",
+                prefix=family.decode("utf-8", "backslashreplace"),
+                count=count,
+                hint="keys matched no known prefix and were not decoded; check for corruption "
+                "or a newer elastickv keyspace",
+            )
+        for name, value in self.counters.items():
+            report.count(name if name in _PLAIN_COUNTERS else f"adapter.{name}", value)
+        for name, value in mvcc.items():
+            report.count(f"mvcc.{name}", value)
+        report.snapshot.update(
+            header_kind=header.kind,
+            last_commit_ts=header.last_commit_ts,
+            hlc_ceiling_ms=header.hlc_ceiling_ms,
+            footer=stats.footer,
+            payload_crc32c=f"{stats.payload_crc32c:08x}",
+            meta_keys=dict(stats.meta),
+            encryption_writer_rows=stats.encryption_writer_rows,
+            size_bytes=stats.total_bytes,
         )
-    for name, value in counters.items():
-        report.count(name if name in ("total", "internal", "unknown") else f"adapter.{name}", value)
-    for name, value in dataclasses.asdict(resolver.stats).items():
-        report.count(f"mvcc.{name}", value)
-    report.snapshot.update(
-        header_kind=header.kind,
-        last_commit_ts=header.last_commit_ts,
-        hlc_ceiling_ms=header.hlc_ceiling_ms,
-        footer=stats.footer,
-        payload_crc32c=f"{stats.payload_crc32c:08x}",
-        meta_keys=dict(stats.meta),
-        encryption_writer_rows=stats.encryption_writer_rows,
-        size_bytes=stats.total_bytes,
-    )
-    if progress is not None:
-        progress(Progress(stats.total_bytes, stats.total_bytes, counters["total"], done=True))
+        if self.progress is not None:
+            total = self.counters["total"]
+            self.progress(Progress(stats.total_bytes, stats.total_bytes, total, done=True))
 
-    await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
-    snapshot_index = snapshot_index_from_path(source) or stats.meta.get("_meta_applied_index")
-    manifest = DecodeManifest(
-        options=options,
-        fsm_path=source_label,
-        last_commit_ts=header.last_commit_ts,
-        elastickv_version=f"elastickv-async {__version__}",
-        wall_time=datetime.now(UTC),
-        snapshot_index=snapshot_index,
-        fsm_crc32c=stats.payload_crc32c,
-        hlc_ceiling_ms=header.hlc_ceiling_ms,
-        scopes=scopes,
-    ).to_json()
-    digests = dict(writer.digests)
-    digests[MANIFEST_NAME] = hashlib.sha256(manifest).hexdigest()
-    await writer.write(CHECKSUMS_NAME, format_checksums(digests))
-    await writer.write(MANIFEST_NAME, manifest)
-    report.count("files_written", writer.files_written)
-    report.count("bytes_written", writer.bytes_written)
-    return report
+    async def _finish(self, header: SnapshotHeader, stats: SnapshotStats) -> None:
+        """Remove scratch, then write CHECKSUMS and, last, MANIFEST.json."""
+        await anyio.to_thread.run_sync(shutil.rmtree, self.scratch, True)
+        index = snapshot_index_from_path(self.source) or stats.meta.get("_meta_applied_index")
+        manifest = DecodeManifest(
+            options=self.options,
+            fsm_path=self.source_label,
+            last_commit_ts=header.last_commit_ts,
+            elastickv_version=f"elastickv-async {__version__}",
+            wall_time=datetime.now(UTC),
+            snapshot_index=index,
+            fsm_crc32c=stats.payload_crc32c,
+            hlc_ceiling_ms=header.hlc_ceiling_ms,
+            scopes=self.scopes,
+        ).to_json()
+        writer = self.writer
+        digests = dict(writer.digests)
+        digests[MANIFEST_NAME] = hashlib.sha256(manifest).hexdigest()
+        await writer.write(CHECKSUMS_NAME, format_checksums(digests))
+        await writer.write(MANIFEST_NAME, manifest)
+        self.report.count("files_written", writer.files_written)
+        self.report.count("bytes_written", writer.bytes_written)

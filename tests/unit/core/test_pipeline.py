@@ -1,0 +1,189 @@
+"""The decode engine end to end: structure, safety and the report."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from blockbuster import blockbuster_ctx
+from support import REPO_ROOT
+
+from elastickv_async import DecodeOptions, Progress, decode_snapshot
+from elastickv_async.cli import main
+from elastickv_async.dump.checksums import compute_checksums
+from elastickv_async.dump.writer import DumpWriter
+from elastickv_async.errors import SnapshotChecksumMismatch
+
+pytestmark = pytest.mark.anyio
+SAMPLE = REPO_ROOT / "examples" / "sample.fsm"
+
+
+def _entry(key: bytes, ts: int, body: bytes, *, tombstone: bool = False) -> bytes:
+    encoded = key + struct.pack(">Q", ts ^ (2**64 - 1))
+    value = bytes([1 if tombstone else 0]) + struct.pack("<Q", 0) + body
+    return struct.pack("<Q", len(encoded)) + encoded + struct.pack("<Q", len(value)) + value
+
+
+def _snapshot(path: Path, last_commit_ts: int, entries: list[bytes]) -> Path:
+    path.write_bytes(b"EKVPBBL1" + struct.pack("<Q", last_commit_ts) + b"".join(entries))
+    return path
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+async def test_sample_decodes_without_blocking_the_loop(tmp_path: Path) -> None:
+    """A full decode makes no blocking call on the event loop and writes a verifiable tree."""
+    out = tmp_path / "out"
+    with blockbuster_ctx("elastickv_async"):
+        report = await decode_snapshot(SAMPLE, out)
+    assert (out / "CHECKSUMS").read_bytes() == compute_checksums(out)
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert manifest["adapters"]["sqs"] == {"queues": ["jobs"]}
+    assert manifest["source"]["hlc_ceiling_ms"] == 1_795_312_252_565
+    assert report.snapshot["footer"] == "valid"
+    assert report.counters["unknown"] == 0
+    assert not [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".scratch-"))]
+
+
+async def test_failure_leaves_no_manifest_and_no_scratch(tmp_path: Path) -> None:
+    """A corrupt footer fails the run: no MANIFEST.json, no scratch or temp files left."""
+    data = bytearray(SAMPLE.read_bytes())
+    data[-1] ^= 0xFF
+    bad = tmp_path / "bad.fsm"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    with pytest.raises(SnapshotChecksumMismatch):
+        await decode_snapshot(bad, out)
+    assert not (out / "MANIFEST.json").exists()
+    assert not [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".scratch-"))]
+
+
+@pytest.mark.parametrize("cancel_at", [1, 3, 8])
+async def test_cancellation_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cancel_at: int
+) -> None:
+    """Cancelling a decode at its Nth file operation leaves no manifest, scratch or temp file."""
+    original = DumpWriter._run
+    calls = 0
+    with anyio.CancelScope() as scope:
+
+        async def cancelling_run(self: DumpWriter, func: Any, *args: object) -> int:
+            nonlocal calls
+            calls += 1
+            if calls == cancel_at:
+                scope.cancel()
+            return await original(self, func, *args)
+
+        monkeypatch.setattr(DumpWriter, "_run", cancelling_run)
+        await decode_snapshot(SAMPLE, tmp_path / "out", DecodeOptions(scratch_root=tmp_path))
+    assert scope.cancelled_caught
+    out = tmp_path / "out"
+    assert not (out / "MANIFEST.json").exists()
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+async def test_scratch_root_outside_output(tmp_path: Path) -> None:
+    """--scratch-root puts scratch elsewhere and removes it; the output root is refused."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    out = tmp_path / "out"
+    await decode_snapshot(SAMPLE, out, DecodeOptions(scratch_root=scratch))
+    assert list(scratch.iterdir()) == []
+    assert "s3/photos/2026/04/pixels.bin" in _files(out)
+    with pytest.raises(Exception, match="scratch-root"):
+        await decode_snapshot(
+            SAMPLE, tmp_path / "out2", DecodeOptions(scratch_root=tmp_path / "out2")
+        )
+
+
+async def test_versions_newer_than_the_header_are_ignored(tmp_path: Path) -> None:
+    """With a key straddling last_commit_ts, newer versions are ignored, even a lone one."""
+    fsm = _snapshot(
+        tmp_path / "s.fsm",
+        5000,
+        [
+            _entry(b"!redis|str|config", 9000, b"\xff\x01\x00v3"),
+            _entry(b"!redis|str|config", 5000, b"\xff\x01\x00v2"),
+            _entry(b"!redis|str|temp", 9000, b"\xff\x01\x00later"),
+        ],
+    )
+    out = tmp_path / "out"
+    report = await decode_snapshot(fsm, out, DecodeOptions(adapters=("redis",)))
+    assert (out / "redis/db_0/strings/config.bin").read_bytes() == b"v2"
+    assert not (out / "redis/db_0/strings/temp.bin").exists()
+    assert report.counters["mvcc.future_versions"] == 2
+    assert "mvcc_header_below_data" not in report.warnings
+
+
+async def test_header_below_all_history_is_decoded_newest_wins(tmp_path: Path) -> None:
+    """When no key straddles the header's timestamp, the header is not trusted (and warned)."""
+    fsm = _snapshot(
+        tmp_path / "s.fsm",
+        60,
+        [
+            _entry(b"!redis|str|a", 7000, b"\xff\x01\x00A"),
+            _entry(b"!redis|str|b", 7000, b"\xff\x01\x00B"),
+        ],
+    )
+    out = tmp_path / "out"
+    report = await decode_snapshot(fsm, out, DecodeOptions(adapters=("redis",)))
+    assert _files(out / "redis/db_0/strings") == ["a.bin", "b.bin"]
+    assert report.warnings["mvcc_header_below_data"].count == 1
+    assert report.counters["total"] == 2
+
+
+async def test_unknown_prefixes_are_warned_once_per_family(tmp_path: Path) -> None:
+    """Keys matching no route are counted and reported per prefix family."""
+    fsm = _snapshot(
+        tmp_path / "s.fsm",
+        100,
+        [_entry(b"!mystery|x|" + bytes([i]), 50, b"") for i in range(5)],
+    )
+    report = await decode_snapshot(fsm, tmp_path / "out")
+    warning = report.warnings["unknown_prefix_entries"]
+    assert warning.count == 1
+    assert warning.examples[0]["prefix"] == "!mystery|x|"
+    assert warning.examples[0]["count"] == 5
+
+
+async def test_progress_reaches_the_end(tmp_path: Path) -> None:
+    """The progress callback ends with a 'done' sample covering the whole file."""
+    samples: list[Progress] = []
+    await decode_snapshot(SAMPLE, tmp_path / "out", progress=samples.append)
+    assert samples[-1].done
+    assert samples[-1].bytes_read == samples[-1].total_bytes == SAMPLE.stat().st_size
+
+
+def test_cli_report_and_json_logs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--report writes the run's JSON report; --log-format json prints JSON lines on stderr."""
+    fsm = _snapshot(tmp_path / "s.fsm", 100, [_entry(b"!mystery|x|1", 50, b"")])
+    report_path = tmp_path / "report.json"
+    code = main(
+        [
+            "decode",
+            "--input",
+            str(fsm),
+            "--output",
+            str(tmp_path / "out"),
+            "--report",
+            str(report_path),
+            "--log-format",
+            "json",
+        ]
+    )
+    assert code == 0
+    report: dict[str, Any] = json.loads(report_path.read_text())
+    assert report["exit_code"] == 0
+    assert [w["event"] for w in report["warnings"]] == ["unknown_prefix_entries"]
+    events = [
+        json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")
+    ]
+    assert any(e["event"] == "unknown_prefix_entries" for e in events)
+    assert any(e["event"] == "progress" and e["done"] for e in events)
