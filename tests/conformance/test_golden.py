@@ -112,19 +112,23 @@ def _compare_trees(expected: Path, actual: Path, applied_index: int | None = Non
 
 
 def _restore_symlinks(tree: Path) -> None:
-    """Turn plain files that hold a relative path to a file of the tree back into symlinks."""
+    """Turn plain files that hold a link target back into symlinks.
+
+    A file qualifies when its whole content is one relative path that leaves its directory
+    (``../...``, dangling or not) or names a sibling file.
+    """
     for path in sorted(tree.rglob("*")):
         if not path.is_file() or path.stat().st_size > 256:
             continue
         try:
-            target = path.read_text(encoding="ascii").strip()
+            target = path.read_text(encoding="ascii")
         except UnicodeDecodeError:
             continue
-        if target and not target.startswith("/") and "\n" not in target:
-            resolved = (path.parent / target).resolve()
-            if resolved.is_file() and resolved.is_relative_to(tree.resolve()) and resolved != path:
-                path.unlink()
-                path.symlink_to(target)
+        if not target or target.startswith("/") or any(c.isspace() for c in target):
+            continue
+        if target.startswith("../") or (path.parent / target).is_file():
+            path.unlink()
+            path.symlink_to(target)
 
 
 _SIDECAR_IGNORED = ("wall_time_iso", "encoder_version", "input_root", "output_fsm_path")

@@ -56,7 +56,7 @@ class DecodeAdapter(Protocol):
         """Consume a batch of visible entries, in snapshot key order."""
 
     async def finalize(self) -> dict[str, Any]:
-        """Write everything still buffered; return the MANIFEST scope (e.g. ``{"tables": [...]}``)."""
+        """Write what is still buffered; return the MANIFEST scope, e.g. ``{"tables": [...]}``."""
 
 
 @dataclass(slots=True)

@@ -38,6 +38,7 @@ _UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu
 _ENCODE_TABLE: Final = tuple(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in range(256))
 _SHA_SHAPE: Final = re.compile(r"[0-9a-fA-F]{32}__")
 _PERCENT_DECODABLE: Final = re.compile(r"(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})*")
+_B64URL: Final = re.compile(rb"[A-Za-z0-9_-]*")
 
 
 def _percent_encode(raw: bytes) -> str:
@@ -85,8 +86,9 @@ def b64url_decode(text: str | bytes) -> bytes:
     Raises ``ValueError`` on characters outside the alphabet, padding or an impossible length.
     """
     data = text.encode("ascii") if isinstance(text, str) else text
-    if len(data) % 4 == 1 or b"=" in data:
-        raise ValueError("invalid base64url length or padding")
+    # b64decode maps the URL alphabet onto the standard one first, so '+' and '/' would pass.
+    if _B64URL.fullmatch(data) is None or len(data) % 4 == 1:
+        raise ValueError("invalid base64url text")
     try:
         decoded = base64.b64decode(data + b"=" * (-len(data) % 4), altchars=b"-_", validate=True)
     except binascii.Error as exc:

@@ -83,6 +83,13 @@ def test_decode_rejects_malformed(bad: str) -> None:
         decode_segment(bad)
 
 
+@pytest.mark.parametrize("bad", ["a+b/", "ab==", "a", "ab c"])
+def test_b64url_decode_rejects_other_alphabets(bad: str) -> None:
+    """Only the URL alphabet without padding is accepted, as with Go's RawURLEncoding."""
+    with pytest.raises(ValueError):
+        b64url_decode(bad)
+
+
 def test_decode_accepts_lowercase_hex() -> None:
     """Lowercase escapes are accepted on input, as the reference does."""
     assert decode_segment("%2f%7e") == b"/~"
