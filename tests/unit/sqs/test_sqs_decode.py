@@ -1,0 +1,507 @@
+"""SQS decoder behaviour, fed with hand-built records (expected output written by hand).
+
+Field order, omitempty rules, warning names and hints follow REFERENCE_NOTES §3.4 and the
+golden corpus (sqs_* cases).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from blockbuster import blockbuster_ctx
+
+from elastickv_async.adapters.base import DecodeContext
+from elastickv_async.adapters.sqs import keys
+from elastickv_async.adapters.sqs.decode import SQSDecoder
+from elastickv_async.adapters.sqs.errors import (
+    SQSInvalidMessage,
+    SQSInvalidQueueGen,
+    SQSInvalidQueueMeta,
+    SQSMalformedKey,
+)
+from elastickv_async.dump.writer import DumpWriter
+from elastickv_async.options import DecodeOptions
+from elastickv_async.report import Report, make_logger
+from elastickv_async.snapshot.entry import Entry, SnapshotHeader
+
+pytestmark = pytest.mark.anyio
+
+ORPHAN_HINT = (
+    "no !sqs|queue|meta record matched this encoded prefix; messages dropped from the dump"
+)
+STALE_HINT = (
+    "messages with mismatched queue_generation suppressed; "
+    "reaper had not finished cleanup at snapshot time"
+)
+
+
+def b64(raw: bytes) -> bytes:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+
+def u64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+def meta(queue: bytes, **fields: Any) -> tuple[bytes, bytes]:
+    return b"!sqs|queue|meta|" + b64(queue), b"\x00SQ\x01" + json.dumps(fields).encode()
+
+
+def gen(queue: bytes, value: bytes) -> tuple[bytes, bytes]:
+    return b"!sqs|queue|gen|" + b64(queue), value
+
+
+def message(
+    queue: bytes, msg_id: str, *, body: bytes = b"x", g: int = 1, part: int | None = None, **f: Any
+) -> tuple[bytes, bytes]:
+    record = {"message_id": msg_id, "body": base64.b64encode(body).decode(), "queue_generation": g}
+    record.update(f)
+    if part is None:
+        key = b"!sqs|msg|data|" + b64(queue) + u64(g) + b64(msg_id.encode())
+    else:
+        key = b"!sqs|msg|data|p|" + b64(queue) + b"|" + part.to_bytes(4, "big") + u64(g)
+        key += b64(msg_id.encode())
+    return key, b"\x00SM\x01" + json.dumps(record).encode()
+
+
+def raw_message(queue: bytes, msg_id: bytes, json_text: bytes) -> tuple[bytes, bytes]:
+    return b"!sqs|msg|data|" + b64(queue) + u64(1) + b64(msg_id), b"\x00SM\x01" + json_text
+
+
+class Run:
+    """One decode of hand-built records into ``tmp_path/out``."""
+
+    def __init__(self, tmp_path: Path, **options: Any) -> None:
+        tmp_path.mkdir(exist_ok=True)
+        self.out = tmp_path / "out"
+        self.scratch = tmp_path / "scratch"
+        self.scratch.mkdir()
+        self.out.mkdir()
+        self.report = Report()
+        ctx = DecodeContext(
+            options=DecodeOptions(**options),
+            writer=DumpWriter(self.out),
+            log=make_logger(self.report),
+            report=self.report,
+            header=SnapshotHeader(1),
+            scratch=self.scratch,
+            now_ms=0,
+        )
+        self.ctx = ctx
+        self.scope: dict[str, Any] = {}
+
+    async def decode(
+        self, records: list[tuple[bytes, bytes]], *, budget: int | None = None, batch: int = 3
+    ) -> SQSDecoder:
+        decoder = SQSDecoder(self.ctx, spill_budget=budget) if budget else SQSDecoder(self.ctx)
+        routed = []
+        by_length = sorted(keys.ROUTED_PREFIXES, key=len, reverse=True)
+        for key, value in sorted(records):  # snapshot key order
+            prefix = next(p for p in by_length if key.startswith(p))
+            routed.append((prefix, Entry(key, value, 1, 0, False)))
+        for i in range(0, len(routed), batch):
+            await decoder.handle(routed[i : i + batch])
+        return decoder
+
+    async def __call__(self, records: list[tuple[bytes, bytes]], **kw: Any) -> None:
+        decoder = await self.decode(records, **kw)
+        self.scope = await decoder.finalize()
+
+    def files(self) -> list[str]:
+        return sorted(
+            p.relative_to(self.out).as_posix() for p in self.out.rglob("*") if p.is_file()
+        )
+
+    def text(self, rel: str) -> str:
+        return (self.out / rel).read_text()
+
+    def warnings(self, event: str) -> list[dict[str, Any]]:
+        summary = self.report.warnings.get(event)
+        return [] if summary is None else summary.examples
+
+
+async def test_standard_queue(tmp_path: Path) -> None:
+    """_queue.json (MarshalIndent, no newline) and messages.jsonl for a standard queue."""
+    run = Run(tmp_path)
+    await run(
+        [
+            meta(
+                b"jobs",
+                name="jobs",
+                generation=3,
+                incarnation=1,
+                visibility_timeout_seconds=30,
+                message_retention_seconds=345600,
+                delay_seconds=0,
+                receive_message_wait_seconds=0,
+                maximum_message_size=262144,
+                tags={"a": "b"},
+                throttle={"send_capacity": 1.5},
+            ),
+            gen(b"jobs", b"1"),
+            message(b"jobs", "m2", body=b"two", send_timestamp_millis=20, md5_of_body="d2"),
+            message(b"jobs", "m1", body=b"", send_timestamp_millis=10, sender_id="S"),
+        ]
+    )
+    assert run.files() == ["sqs/jobs/_queue.json", "sqs/jobs/messages.jsonl"]
+    assert run.text("sqs/jobs/_queue.json") == (
+        '{\n  "format_version": 1,\n  "name": "jobs",\n  "visibility_timeout_seconds": 30,\n'
+        '  "message_retention_seconds": 345600,\n  "delay_seconds": 0,\n'
+        '  "maximum_message_size": 262144\n}'
+    )
+    assert run.text("sqs/jobs/messages.jsonl") == (
+        '{"message_id":"m1","body":"","sender_id":"S","send_timestamp_millis":10,'
+        '"available_at_millis":0,"visible_at_millis":0,"receive_count":0,"queue_generation":1}\n'
+        '{"message_id":"m2","body":"two","md5_of_body":"d2","send_timestamp_millis":20,'
+        '"available_at_millis":0,"visible_at_millis":0,"receive_count":0,"queue_generation":1}\n'
+    )
+    assert run.scope == {"queues": ["jobs"]}
+    assert run.report.warnings == {}
+
+
+async def test_htfifo_queue_and_partitioned_keys(tmp_path: Path) -> None:
+    """Partitioned keys add ``partition``; the HT-FIFO attributes reach _queue.json."""
+    run = Run(tmp_path)
+    await run(
+        [
+            meta(
+                b"ht.fifo",
+                name="ht.fifo",
+                is_fifo=True,
+                content_based_dedup=True,
+                visibility_timeout_seconds=30,
+                message_retention_seconds=60,
+                delay_seconds=2,
+                redrive_policy='{"maxReceiveCount":3}',
+                partition_count=4,
+                fifo_throughput_limit="perMessageGroupId",
+                deduplication_scope="messageGroup",
+            ),
+            message(b"ht.fifo", "h1", part=2, send_timestamp_millis=1, sequence_number=2),
+            message(b"ht.fifo", "h0", part=1, send_timestamp_millis=1, sequence_number=1),
+            message(b"ht.fifo", "c0", send_timestamp_millis=0, message_group_id="g"),
+        ]
+    )
+    assert run.text("sqs/ht.fifo/_queue.json") == (
+        '{\n  "format_version": 1,\n  "name": "ht.fifo",\n  "fifo": true,\n'
+        '  "content_based_deduplication": true,\n  "visibility_timeout_seconds": 30,\n'
+        '  "message_retention_seconds": 60,\n  "delay_seconds": 2,\n'
+        '  "redrive_policy": "{\\"maxReceiveCount\\":3}",\n  "partition_count": 4,\n'
+        '  "fifo_throughput_limit": "perMessageGroupId",\n'
+        '  "deduplication_scope": "messageGroup"\n}'
+    )
+    lines = run.text("sqs/ht.fifo/messages.jsonl").splitlines()
+    assert [json.loads(line).get("partition") for line in lines] == [None, 1, 2]
+    assert lines[1] == (
+        '{"message_id":"h0","body":"x","send_timestamp_millis":1,"available_at_millis":0,'
+        '"visible_at_millis":0,"receive_count":0,"queue_generation":1,"sequence_number":1,'
+        '"partition":1}'
+    )
+
+
+async def test_ordering_ties(tmp_path: Path) -> None:
+    """Sort by (send ts, sequence number, message id); full ties keep key order."""
+    q = b"q"
+    run = Run(tmp_path)
+    await run(
+        [
+            meta(q, name="q"),
+            message(q, "b", send_timestamp_millis=5),
+            message(q, "a", send_timestamp_millis=5),
+            message(q, "z", send_timestamp_millis=4, sequence_number=9),
+            message(q, "0", send_timestamp_millis=5, sequence_number=1),
+            message(q, "dup", body=b"gen2", g=2, send_timestamp_millis=6),
+            message(q, "dup", body=b"gen1", g=1, send_timestamp_millis=6),
+        ]
+    )
+    got = [json.loads(line) for line in run.text("sqs/q/messages.jsonl").splitlines()]
+    assert [(m["message_id"], m["body"]) for m in got] == [
+        ("z", "x"),
+        ("a", "x"),
+        ("b", "x"),
+        ("0", "x"),
+        ("dup", "gen1"),  # the generation-1 key sorts first
+        ("dup", "gen2"),
+    ]
+
+
+async def test_bodies(tmp_path: Path) -> None:
+    """UTF-8 bodies are strings (HTML-escaped as json.Marshal does); others use base64url."""
+    q = b"q"
+    run = Run(tmp_path)
+    bodies = [b"\xff\xfe\x00binary", "<a&b> \u2028 ✓".encode(), b'quote " back \\']
+    await run(
+        [meta(q, name="q")]
+        + [message(q, f"m{i}", body=b, send_timestamp_millis=i) for i, b in enumerate(bodies)]
+    )
+    got = [
+        line.split(',"send_timestamp_millis"')[0]
+        for line in run.text("sqs/q/messages.jsonl").splitlines()
+    ]
+    assert got == [
+        '{"message_id":"m0","body":{"base64":"__4AYmluYXJ5"}',
+        '{"message_id":"m1","body":"\\u003ca\\u0026b\\u003e \\u2028 ✓"',
+        '{"message_id":"m2","body":"quote \\" back \\\\"',
+    ]
+
+
+async def test_message_attributes_keep_their_source_text(tmp_path: Path) -> None:
+    """Attributes are raw JSON: compacted, escapes kept as written, keys sorted, no HTML pass."""
+    source = (
+        b'{"message_id":"m","body":"","queue_generation":1,"md5_of_message_attributes":"x",'
+        b'"message_attributes":{"z<": {"DataType" : "String",'
+        b' "StringValue":"a\\u003cb <c> \\u00e9"},'
+        b' "a":{"DataType":"Number","StringValue":"1.50"}},"send_timestamp_millis":3}'
+    )
+    run = Run(tmp_path)
+    await run([meta(b"q", name="q"), raw_message(b"q", b"m", source)])
+    assert run.text("sqs/q/messages.jsonl") == (
+        '{"message_id":"m","body":"","md5_of_message_attributes":"x","message_attributes":'
+        '{"a":{"DataType":"Number","StringValue":"1.50"},'
+        '"z<":{"DataType":"String","StringValue":"a\\u003cb <c> \\u00e9"}},'
+        '"send_timestamp_millis":3,"available_at_millis":0,"visible_at_millis":0,'
+        '"receive_count":0,"queue_generation":1}\n'
+    )
+
+
+IN_FLIGHT: dict[str, Any] = {
+    "send_timestamp_millis": 1,
+    "available_at_millis": 1,
+    "visible_at_millis": 99,
+    "receive_count": 3,
+    "first_receive_millis": 50,
+    "current_receipt_token": base64.b64encode(b"\x01\x02\x03\x04").decode(),
+}
+
+
+@pytest.mark.parametrize("preserve", [False, True])
+async def test_visibility_state(tmp_path: Path, preserve: bool) -> None:
+    """Visibility fields are zeroed unless --preserve-sqs-visibility."""
+    run = Run(tmp_path, preserve_sqs_visibility=preserve)
+    await run([meta(b"w", name="w"), message(b"w", "m", **IN_FLIGHT)])
+    tail = (
+        '"visible_at_millis":99,"receive_count":3,"first_receive_millis":50,'
+        '"current_receipt_token":"AQIDBA==",'
+        if preserve
+        else '"visible_at_millis":0,"receive_count":0,'
+    )
+    assert run.text("sqs/w/messages.jsonl") == (
+        '{"message_id":"m","body":"x","send_timestamp_millis":1,"available_at_millis":1,'
+        + tail
+        + '"queue_generation":1}\n'
+    )
+
+
+async def test_stale_generations_dropped(tmp_path: Path) -> None:
+    """Messages of another generation than the gen record are dropped with a warning."""
+    run = Run(tmp_path)
+    await run(
+        [
+            meta(b"q", name="q"),
+            gen(b"q", b" 7\n"),
+            message(b"q", "old1", g=6),
+            message(b"q", "live", g=7),
+            message(b"q", "old2", g=1),
+        ]
+    )
+    lines = run.text("sqs/q/messages.jsonl").splitlines()
+    assert [json.loads(line)["message_id"] for line in lines] == ["live"]
+    assert run.warnings("sqs_stale_generation_messages_dropped") == [
+        {"queue": "q", "active_gen": 7, "dropped": 2, "hint": STALE_HINT}
+    ]
+
+
+async def test_every_message_stale_writes_no_messages_file(tmp_path: Path) -> None:
+    """A queue whose messages are all stale keeps its _queue.json only."""
+    run = Run(tmp_path)
+    await run([meta(b"q", name="q"), gen(b"q", b"2"), message(b"q", "old", g=1)])
+    assert run.files() == ["sqs/q/_queue.json"]
+
+
+async def test_no_gen_record_means_no_filter(tmp_path: Path) -> None:
+    """Without a gen record every generation is kept."""
+    run = Run(tmp_path)
+    await run([meta(b"q", name="q"), message(b"q", "a", g=3), message(b"q", "b", g=4)])
+    assert len(run.text("sqs/q/messages.jsonl").splitlines()) == 2
+    assert run.report.warnings == {}
+
+
+async def test_orphan_messages_dropped(tmp_path: Path) -> None:
+    """Messages whose queue has no meta are dropped with the reference's warning."""
+    run = Run(tmp_path)
+    await run([meta(b"present", name="present"), message(b"gone", "a"), message(b"gone", "b")])
+    assert run.files() == ["sqs/present/_queue.json"]
+    assert run.warnings("sqs_orphan_messages") == [
+        {
+            "encoded_queue": "Z29uZQ",
+            "buffered_messages": 2,
+            "buffered_side_records": 0,
+            "hint": ORPHAN_HINT,
+        }
+    ]
+    assert run.scope == {"queues": ["present"]}
+
+
+async def test_generation_counter_alone_is_not_an_orphan(tmp_path: Path) -> None:
+    """A deleted queue leaves its gen counter behind on purpose: nothing to report."""
+    run = Run(tmp_path)
+    await run([gen(b"deleted", b"4")])
+    assert run.files() == []
+    assert run.report.warnings == {}
+
+
+def side_rows(queue: bytes) -> list[tuple[bytes, bytes]]:
+    enc = b64(queue)
+    trailer = u64(1) + u64(1700000000000) + b64(b"m")
+    return [
+        (b"!sqs|msg|vis|" + enc + trailer, b"m"),
+        (b"!sqs|msg|byage|" + enc + trailer, b"m"),
+        (b"!sqs|msg|dedup|" + enc + u64(1) + b64(b"d"), b'{"message_id":"m"}'),
+        (b"!sqs|msg|group|" + enc + u64(1) + b64(b"g"), b"{}"),
+        (b"!sqs|queue|seq|" + enc, b"5"),  # the live shape: no trailer
+        (b"!sqs|queue|tombstone|" + enc + u64(1), b"\x01"),
+    ]
+
+
+def side_line(prefix: str, key: bytes, value: bytes) -> str:
+    value_b64 = base64.urlsafe_b64encode(value).rstrip(b"=").decode()
+    return f'{{"prefix":"{prefix}","key_hex":"{key.hex()}","value_b64":"{value_b64}"}}\n'
+
+
+async def test_side_records_with_flag(tmp_path: Path) -> None:
+    """Every side family (seq key included) goes to _internals, in key order, even with no
+    messages."""
+    run = Run(tmp_path, include_sqs_side_records=True)
+    rows = side_rows(b"q.fifo")
+    await run([meta(b"q.fifo", name="q.fifo", is_fifo=True), *rows])
+    assert run.files() == ["sqs/q.fifo/_internals/side_records.jsonl", "sqs/q.fifo/_queue.json"]
+    prefixes = {
+        b"!sqs|msg|vis|": "!sqs|msg|vis|",
+        b"!sqs|msg|byage|": "!sqs|msg|byage|",
+        b"!sqs|msg|dedup|": "!sqs|msg|dedup|",
+        b"!sqs|msg|group|": "!sqs|msg|group|",
+        b"!sqs|queue|seq|": "!sqs|queue|seq|",
+        b"!sqs|queue|tombstone|": "!sqs|queue|tombstone|",
+    }
+    expected = ""
+    for key, value in sorted(rows):
+        prefix = next(v for k, v in prefixes.items() if key.startswith(k))
+        expected += side_line(prefix, key, value)
+    assert run.text("sqs/q.fifo/_internals/side_records.jsonl") == expected
+
+
+async def test_side_records_ignored_without_flag(tmp_path: Path) -> None:
+    """Without the flag side records are not exported, and not even parsed."""
+    run = Run(tmp_path)
+    await run([meta(b"q", name="q"), *side_rows(b"q"), (b"!sqs|msg|vis|" + b"\x00", b"")])
+    assert run.files() == ["sqs/q/_queue.json"]
+
+
+async def test_orphan_side_records_with_flag(tmp_path: Path) -> None:
+    """Side records of a queue without meta go to sqs/<b64>.orphan/_internals/."""
+    run = Run(tmp_path, include_sqs_side_records=True)
+    rows = side_rows(b"deleted")[4:]
+    await run([*rows, message(b"deleted", "m")])
+    assert run.files() == ["sqs/ZGVsZXRlZA.orphan/_internals/side_records.jsonl"]
+    assert run.text("sqs/ZGVsZXRlZA.orphan/_internals/side_records.jsonl") == (
+        side_line("!sqs|queue|seq|", *rows[0]) + side_line("!sqs|queue|tombstone|", *rows[1])
+    )
+    assert run.warnings("sqs_orphan_messages")[0]["buffered_side_records"] == 2
+    assert run.warnings("sqs_orphan_messages")[0]["buffered_messages"] == 1
+
+
+async def test_external_sort_path(tmp_path: Path) -> None:
+    """With a tiny budget every batch is spilled to run files and merged back in order."""
+    rng = random.Random(7)
+    msgs = []
+    for i in range(60):
+        send, seq = rng.randrange(5), rng.randrange(3)
+        msgs.append((send, seq, f"id{rng.randrange(20):02d}-{i}"))
+    records = [meta(b"q", name="q"), *side_rows(b"q")]
+    records += [message(b"q", m, send_timestamp_millis=s, sequence_number=n) for s, n, m in msgs]
+
+    small = Run(tmp_path / "small", include_sqs_side_records=True)
+    decoder = await small.decode(records, budget=1, batch=4)
+    runs = sorted(p.name for p in small.scratch.iterdir())
+    assert len(runs) > 10 and all(name.startswith("sqs-run-") for name in runs)
+    small.scope = await decoder.finalize()
+
+    order = [m for _, _, m in sorted(msgs)]  # ids are unique, so no stability question
+    got = [json.loads(x)["message_id"] for x in small.text("sqs/q/messages.jsonl").splitlines()]
+    assert got == order
+
+    big = Run(tmp_path / "big", include_sqs_side_records=True)
+    await big(records)
+    assert not list(big.scratch.glob("sqs-run-*"))
+    for rel in big.files():
+        assert small.text(rel) == big.text(rel)
+
+
+async def test_invalid_utf8_in_a_value_becomes_replacement_characters(tmp_path: Path) -> None:
+    """Go's decoder turns each invalid byte inside a JSON string into U+FFFD."""
+    source = b'{"message_id":"m","body":"","message_group_id":"g\xff\xfeh","queue_generation":1}'
+    run = Run(tmp_path)
+    await run([meta(b"q", name="q"), raw_message(b"q", b"m", source)])
+    assert '"message_group_id":"g\ufffd\ufffdh"' in run.text("sqs/q/messages.jsonl")
+
+
+async def test_meta_without_name_uses_the_key(tmp_path: Path) -> None:
+    """An empty live name falls back to the name in the key."""
+    run = Run(tmp_path)
+    await run([meta(b"k-name", visibility_timeout_seconds=1)])
+    assert json.loads(run.text("sqs/k-name/_queue.json"))["name"] == "k-name"
+
+
+@pytest.mark.parametrize(
+    ("record", "error", "match"),
+    [
+        ((b"!sqs|msg|data|cQ" + u64(1) + b"bQ", b"{}"), SQSInvalidMessage, "magic"),
+        (message(b"q", "m", send_timestamp_millis="5"), SQSInvalidMessage, "integer"),
+        (message(b"q", "m", send_timestamp_millis=1.5), SQSInvalidMessage, "integer"),
+        (message(b"q", "m", queue_generation=-1), SQSInvalidMessage, "out of range"),
+        (message(b"q", "m", current_receipt_token="@@"), SQSInvalidMessage, "base64"),
+        (message(b"q", "m", message_attributes=[1]), SQSInvalidMessage, "object"),
+        (raw_message(b"q", b"m", b'{"message_id":'), SQSInvalidMessage, "key"),
+        ((b"!sqs|queue|meta|cQ", b"\x00SQ\x01{"), SQSInvalidQueueMeta, "queue meta"),
+        (meta(b"q", is_fifo="yes"), SQSInvalidQueueMeta, "boolean"),
+        (meta(b"q", partition_count=-1), SQSInvalidQueueMeta, "out of range"),
+        (gen(b"q", b"seven"), SQSInvalidQueueGen, "uint64"),
+        (gen(b"q", b"18446744073709551616"), SQSInvalidQueueGen, "uint64"),
+        (meta(b".", name="."), SQSMalformedKey, "directory"),
+        ((b"!sqs|msg|data|" + u64(1) + b"bQ", b""), SQSMalformedKey, "empty queue"),
+    ],
+)
+async def test_malformed_records_are_typed_errors(
+    tmp_path: Path, record: tuple[bytes, bytes], error: type[Exception], match: str
+) -> None:
+    """Bad keys and values raise the adapter's typed errors, naming the key."""
+    run = Run(tmp_path)
+    with pytest.raises(error, match=match) as info:
+        await run.decode([record])
+    assert "key" in str(info.value)
+
+
+async def test_no_blocking_calls_on_the_event_loop(tmp_path: Path) -> None:
+    """Spilling, merging and writing all happen in worker threads."""
+    records = [meta(b"q", name="q"), *side_rows(b"q")]
+    records += [message(b"q", f"m{i}", send_timestamp_millis=-i) for i in range(20)]
+    run = Run(tmp_path, include_sqs_side_records=True)
+    with blockbuster_ctx("elastickv_async"):
+        await run(records, budget=1)
+    got = [json.loads(x)["message_id"] for x in run.text("sqs/q/messages.jsonl").splitlines()]
+    assert got == [f"m{i}" for i in range(19, -1, -1)]
+
+
+async def test_many_queues_flushed_by_a_bounded_pool(tmp_path: Path) -> None:
+    """Every queue is written once, whatever the number of flush workers."""
+    names = [f"q{i:02d}".encode() for i in range(25)]
+    records = [meta(n, name=n.decode()) for n in names] + [message(n, "m") for n in names]
+    run = Run(tmp_path, jobs=3)
+    await run(records)
+    assert run.scope == {"queues": [n.decode() for n in names]}
+    assert len(run.files()) == 50
