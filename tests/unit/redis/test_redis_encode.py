@@ -1,0 +1,349 @@
+"""The Redis encoder: dump tree -> store records (REFERENCE_NOTES §6.2, §6.3)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from redis_support import U32, U64, decode_rows, encode_tree, list_seq, wide
+
+from elastickv_async.adapters.redis import errors
+from elastickv_async.errors import DumpTreeError, InvalidEncodedSegment, InvalidKeymapRecord
+
+pytestmark = pytest.mark.anyio
+
+
+def tree(root: Path, files: dict[str, bytes | str]) -> Path:
+    """Write ``files`` (paths relative to ``redis/db_0``) under ``root``."""
+    for rel, data in files.items():
+        path = root / "redis" / "db_0" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return root
+
+
+async def test_missing_redis_dir_yields_nothing(tmp_path: Path) -> None:
+    """No ``redis/`` (or no ``db_<n>``) is not an error."""
+    assert await encode_tree(tmp_path) == []
+    (tmp_path / "redis" / "other").mkdir(parents=True)
+    assert await encode_tree(tmp_path) == []
+
+
+async def test_strings_inline_ttl_and_no_index_row(tmp_path: Path) -> None:
+    """Strings become FF 01 flags [ttl] body; a TTL is never also written to !redis|ttl|."""
+    tree(
+        tmp_path,
+        {
+            "strings/a.bin": b"plain",
+            "strings/b%00.bin": b"\x00\xff",
+            "strings/t.bin": b"expiring",
+            "strings/zero.bin": b"z",
+            "strings/ignored.txt": b"not a value file",
+            "strings_ttl.jsonl": '{"key":"t","expire_at_ms":1800000000000}\n'
+            '{"key":"zero","expire_at_ms":0}\n{"key":"no-such-file","expire_at_ms":5}\n',
+        },
+    )
+    assert await encode_tree(tmp_path) == [
+        (b"!redis|str|a", b"\xff\x01\x00plain"),
+        (b"!redis|str|b\x00", b"\xff\x01\x00\x00\xff"),
+        (b"!redis|str|t", b"\xff\x01\x01" + U64(1_800_000_000_000) + b"expiring"),
+        (b"!redis|str|zero", b"\xff\x01\x00z"),
+    ]
+
+
+async def test_hll_raw_or_enveloped_with_index_row(tmp_path: Path) -> None:
+    """HLLs stay raw without a TTL; with one they get FF 02 01 <ms> and a !redis|ttl| row."""
+    tree(
+        tmp_path,
+        {
+            "hll/raw.bin": b"sketch1",
+            "hll/ttl.bin": b"sketch2",
+            "hll_ttl.jsonl": '{"key":"ttl","expire_at_ms":42}\n',
+        },
+    )
+    assert await encode_tree(tmp_path) == [
+        (b"!redis|hll|raw", b"sketch1"),
+        (b"!redis|hll|ttl", b"\xff\x02\x01" + U64(42) + b"sketch2"),
+        (b"!redis|ttl|ttl", U64(42)),
+    ]
+
+
+async def test_collections(tmp_path: Path) -> None:
+    """Hash, set and list rows with count/list metas; the TTL is inline and indexed."""
+    tree(
+        tmp_path,
+        {
+            "hashes/h.json": '{"format_version":1,"fields":[{"name":"f","value":{"base64":"_w"}},'
+            '{"name":"","value":"v"}],"expire_at_ms":7}',
+            "sets/s.json": '{"format_version":1,"members":["m",{"base64":"AP8"}],'
+            '"expire_at_ms":null}',
+            "lists/l.json": '{"format_version":1,"items":["x","y"],"expire_at_ms":9}',
+            "lists/empty.json": '{"format_version":1,"items":[]}',
+        },
+    )
+    assert await encode_tree(tmp_path) == sorted(
+        [
+            (wide(b"!hs|meta|", b"h"), U64(2) + U64(7)),
+            (wide(b"!hs|fld|", b"h", b"f"), b"\xff"),
+            (wide(b"!hs|fld|", b"h"), b"v"),
+            (b"!redis|ttl|h", U64(7)),
+            (wide(b"!st|meta|", b"s"), U64(2)),
+            (wide(b"!st|mem|", b"s", b"m"), b""),
+            (wide(b"!st|mem|", b"s", b"\x00\xff"), b""),
+            (b"!lst|meta|l", U64(0) + U64(2) + U64(2) + U64(9)),
+            (b"!lst|itm|l" + list_seq(0), b"x"),
+            (b"!lst|itm|l" + list_seq(1), b"y"),
+            (b"!redis|ttl|l", U64(9)),
+            (b"!lst|meta|empty", U64(0) * 3),
+        ]
+    )
+
+
+async def test_zset_member_and_score_index_rows(tmp_path: Path) -> None:
+    """Each member gets its 8-byte score and an order-preserving ``!zs|scr|`` index row."""
+    tree(
+        tmp_path,
+        {
+            "zsets/z.json": '{"format_version":1,"members":['
+            '{"member":"neg","score":-2.5},{"member":"negzero","score":-0.0},'
+            '{"member":"one","score":1},{"member":"inf","score":"+inf"},'
+            '{"member":"ninf","score":"-inf"}],"expire_at_ms":0}'
+        },
+    )
+
+    def bits(value: float) -> int:
+        return int(struct.unpack(">Q", struct.pack(">d", value))[0])
+
+    index = {
+        "neg": U64(bits(-2.5) ^ 0xFFFF_FFFF_FFFF_FFFF),
+        "negzero": U64(1 << 63),  # -0 sorts as +0
+        "one": U64(bits(1.0) | 1 << 63),
+        "inf": U64(bits(float("inf")) | 1 << 63),
+        "ninf": U64(bits(float("-inf")) ^ 0xFFFF_FFFF_FFFF_FFFF),
+    }
+    scores = {"neg": -2.5, "negzero": -0.0, "one": 1.0, "inf": float("inf"), "ninf": -float("inf")}
+    expected = [(wide(b"!zs|meta|", b"z"), U64(5))]
+    for member, value in scores.items():
+        name = member.encode()
+        expected.append((wide(b"!zs|mem|", b"z", name), struct.pack(">d", value)))
+        expected.append((wide(b"!zs|scr|", b"z", index[member] + name), b""))
+    assert await encode_tree(tmp_path) == sorted(expected)
+
+
+async def test_stream_rows(tmp_path: Path) -> None:
+    """Entries keep the ID text as written in their proto; the meta carries a non-zero TTL."""
+    tree(
+        tmp_path,
+        {
+            "streams/s.jsonl": '{"_meta":true,"length":2,"last_ms":9,"last_seq":0,'
+            '"expire_at_ms":5}\n'
+            '{"id":"007-1","fields":[{"name":"k","value":"v"},{"name":"k","value":""}]}\n'
+            '{"id":"8-0","fields":[]}\n'
+        },
+    )
+    entry1 = b"\x00RXE\x01" + b"\x0a\x05007-1" + b"\x12\x01k\x12\x01v\x12\x01k\x12\x00"
+    entry2 = b"\x00RXE\x01" + b"\x0a\x038-0"
+    assert await encode_tree(tmp_path) == sorted(
+        [
+            (wide(b"!stream|entry|", b"s", U64(7) + U64(1)), entry1),
+            (wide(b"!stream|entry|", b"s", U64(8) + U64(0)), entry2),
+            (wide(b"!stream|meta|", b"s"), U64(2) + U64(9) + U64(0) + U64(5)),
+            (b"!redis|ttl|s", U64(5)),
+        ]
+    )
+
+
+async def test_sha_fallback_names_resolve_through_keymap(tmp_path: Path) -> None:
+    """A SHA-fallback name needs its KEYMAP record (the last one per name wins)."""
+    key = b"K" * 300
+    name = hashlib.sha256(key).hexdigest()[:32] + "__" + "K" * 64
+    original = base64.urlsafe_b64encode(key).rstrip(b"=").decode()
+    tree(
+        tmp_path,
+        {
+            f"strings/{name}.bin": b"v",
+            "KEYMAP.jsonl": f'{{"encoded":"{name}","original":"AA","kind":"sha-fallback"}}\n'
+            f'{{"encoded":"{name}","original":"{original}","kind":"sha-fallback"}}\n',
+        },
+    )
+    assert await encode_tree(tmp_path) == [(b"!redis|str|" + key, b"\xff\x01\x00v")]
+    (tmp_path / "redis/db_0/KEYMAP.jsonl").unlink()
+    with pytest.raises(errors.RedisEncodeMissingKeymap):
+        await encode_tree(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "keymap",
+    [
+        "\n",
+        '{"encoded":"x","original":"AA"}\n',
+        '{"encoded":"x","original":null,"kind":"k"}\n',
+        '{"encoded":"","original":"AA","kind":"k"}\n',
+        '{"encoded":"x","original":"A=","kind":"k"}\n',
+        "[1]\n",
+    ],
+)
+async def test_bad_keymap_lines(tmp_path: Path, keymap: str) -> None:
+    """Blank lines, missing/null fields, empty names and bad base64 are refused."""
+    tree(tmp_path, {"KEYMAP.jsonl": keymap})
+    with pytest.raises(InvalidKeymapRecord):
+        await encode_tree(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("rel", "data"),
+    [
+        ("hashes/h.json", '{"format_version":2,"fields":[]}'),
+        ("hashes/h.json", '{"format_version":1.0,"fields":[]}'),
+        ("hashes/h.json", '{"format_version":1,"fields":[]} {}'),
+        ("hashes/h.json", '{"format_version":1,"fields":[{"name":"a"}]}'),
+        ("sets/s.json", '{"format_version":1,"members":[{"b64":"AA"}]}'),
+        ("sets/s.json", '{"format_version":1,"members":[],"expire_at_ms":-1}'),
+        ("lists/l.json", '{"format_version":1,"items":[1]}'),
+        ("zsets/z.json", '{"format_version":1,"members":[{"member":"m","score":"inf"}]}'),
+        ("zsets/z.json", '{"format_version":1,"members":[{"member":"m","score":NaN}]}'),
+        ("streams/s.jsonl", '{"id":"1-0","fields":[]}\n'),
+        ("streams/s.jsonl", '{"_meta":true,"length":1,"last_ms":0,"last_seq":0}\n'),
+        ("streams/s.jsonl", '{"_meta":true,"length":0}\n{"_meta":true,"length":0}\n'),
+        ("streams/s.jsonl", '{"id":"5-0","fields":[]}\n{"_meta":true,"length":1,"last_ms":4}\n'),
+        ("streams/s.jsonl", '{"id":"+5-0","fields":[]}\n{"_meta":true,"length":1,"last_ms":9}\n'),
+        ("streams/s.jsonl", '{"_meta":true,"length":-1}\n'),
+        (
+            "streams/s.jsonl",
+            '{"id":"1-0","fields":[{"name":{"base64":"_w"},"value":""}]}\n'
+            '{"_meta":true,"length":1,"last_ms":1}\n',
+        ),
+        ("strings_ttl.jsonl", '{"key":"k","expire_at_ms":"soon"}\n'),
+    ],
+)
+async def test_invalid_json_refused(tmp_path: Path, rel: str, data: str) -> None:
+    """Bad versions, trailing data, envelopes, scores, stream metas and IDs are refused."""
+    tree(tmp_path, {rel: data, "strings/k.bin": b"v"})
+    with pytest.raises(errors.RedisEncodeInvalidJSON):
+        await encode_tree(tmp_path)
+
+
+async def test_bad_segment_refused(tmp_path: Path) -> None:
+    """A file name that is not a valid encoded segment is a data error."""
+    tree(tmp_path, {"strings/bad%zz.bin": b"v"})
+    with pytest.raises(InvalidEncodedSegment):
+        await encode_tree(tmp_path)
+
+
+async def test_symlinked_value_file_refused(tmp_path: Path) -> None:
+    """The reference skips a symlinked value file; we refuse it (enc_symlink_redis_skipped)."""
+    tree(tmp_path, {"strings/a.bin": b"v"})
+    (tmp_path / "secret").write_bytes(b"outside data")
+    (tmp_path / "redis/db_0/strings/evil.bin").symlink_to(tmp_path / "secret")
+    with pytest.raises(errors.RedisEncodeNotRegular) as caught:
+        await encode_tree(tmp_path)
+    assert isinstance(caught.value, DumpTreeError)
+    (tmp_path / "redis/db_0/strings/evil.bin").unlink()
+    (tmp_path / "redis/db_0/strings/dangling.bin").symlink_to("../../../../nowhere")
+    with pytest.raises(errors.RedisEncodeNotRegular):
+        await encode_tree(tmp_path)
+
+
+async def test_hard_linked_files_refused(tmp_path: Path) -> None:
+    """A value file or sidecar with a second hard link is refused."""
+    tree(tmp_path, {"hashes/h.json": '{"format_version":1}'})
+    os.link(tmp_path / "redis/db_0/hashes/h.json", tmp_path / "elsewhere")
+    with pytest.raises(errors.RedisEncodeHardLink):
+        await encode_tree(tmp_path)
+
+
+async def test_fifo_sidecar_refused(tmp_path: Path) -> None:
+    """A FIFO where a sidecar belongs is refused without being opened."""
+    tree(tmp_path, {"strings/a.bin": b"v"})
+    os.mkfifo(tmp_path / "redis/db_0/strings_ttl.jsonl")
+    with pytest.raises(errors.RedisEncodeNotRegular):
+        await encode_tree(tmp_path)
+
+
+@pytest.mark.parametrize("link", ["redis", "redis/db_0", "redis/db_0/strings"])
+async def test_symlinked_directories_refused(tmp_path: Path, link: str) -> None:
+    """``redis/``, ``db_0`` and type directories must be real directories."""
+    real = tmp_path / "real"
+    tree(real, {"strings/a.bin": b"v"})
+    target = real / link
+    (tmp_path / "in" / link).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "in" / link).symlink_to(target)
+    with pytest.raises(errors.RedisEncodeNotDir):
+        await encode_tree(tmp_path / "in")
+
+
+@pytest.mark.parametrize(
+    ("dbs", "error"),
+    [
+        (["db_1"], errors.RedisEncodeMultiDBUnsupported),
+        (["db_0", "db_2"], errors.RedisEncodeMultiDBUnsupported),
+    ],
+)
+async def test_other_databases_refused(
+    tmp_path: Path, dbs: list[str], error: type[Exception]
+) -> None:
+    """Only ``db_0`` can be encoded; ``db_01`` and other names are ignored."""
+    for db in [*dbs, "db_01", "db_x"]:
+        (tmp_path / "redis" / db).mkdir(parents=True)
+    with pytest.raises(error):
+        await encode_tree(tmp_path)
+
+
+async def test_db_entry_that_is_a_file_refused(tmp_path: Path) -> None:
+    """``redis/db_0`` as a regular file is refused."""
+    (tmp_path / "redis").mkdir()
+    (tmp_path / "redis" / "db_0").write_bytes(b"")
+    with pytest.raises(errors.RedisEncodeNotDir):
+        await encode_tree(tmp_path)
+
+
+async def test_round_trip_reproduces_the_tree(tmp_path: Path) -> None:
+    """Decoding the encoder's records gives back the tree it read, byte for byte."""
+    long_key = b"L" * 250
+    long_name = hashlib.sha256(long_key).hexdigest()[:32] + "__" + "L" * 64
+    original = base64.urlsafe_b64encode(long_key).rstrip(b"=").decode()
+    files: dict[str, bytes | str] = {
+        "strings/s.bin": b"\x00\x01",
+        f"strings/{long_name}.bin": b"long",
+        "strings_ttl.jsonl": f'{{"key":"{long_name}","expire_at_ms":12}}\n',
+        "hll/h.bin": b"sketch",
+        "hll_ttl.jsonl": '{"key":"h","expire_at_ms":34}\n',
+        "KEYMAP.jsonl": 2
+        * f'{{"encoded":"{long_name}","original":"{original}","kind":"sha-fallback"}}\n',
+        "hashes/hash.json": '{\n  "format_version": 1,\n  "fields": [\n    {\n      "name": "a",\n'
+        '      "value": "b"\n    }\n  ],\n  "expire_at_ms": 56\n}',
+        "lists/list.json": '{\n  "format_version": 1,\n  "items": [\n    "x"\n  ],\n'
+        '  "expire_at_ms": null\n}',
+        "sets/set.json": '{\n  "format_version": 1,\n  "members": [],\n  "expire_at_ms": 78\n}',
+        "zsets/zset.json": '{\n  "format_version": 1,\n  "members": [\n    {\n'
+        '      "member": "m",\n      "score": "-inf"\n    }\n  ],\n  "expire_at_ms": null\n}',
+        "streams/st.jsonl": '{"id":"1-1","fields":[{"name":"k","value":"v"}]}\n'
+        '{"_meta":true,"length":1,"last_ms":3,"last_seq":4,"expire_at_ms":90}\n',
+    }
+    tree(tmp_path / "in", files)
+    records = await encode_tree(tmp_path / "in")
+    out = await decode_rows(tmp_path / "dec", records, batch=4)
+    assert out.files == {
+        f"redis/db_0/{rel}": data.encode() if isinstance(data, str) else data
+        for rel, data in files.items()
+    }
+
+
+async def test_length_prefix_is_big_endian_u32(tmp_path: Path) -> None:
+    """Wide-column keys carry the user key length as a 4-byte big-endian prefix."""
+    key = b"k" * 300
+    name = hashlib.sha256(key).hexdigest()[:32] + "__" + "k" * 64
+    original = base64.urlsafe_b64encode(key).rstrip(b"=").decode()
+    tree(
+        tmp_path,
+        {
+            f"sets/{name}.json": '{"format_version":1,"members":[]}',
+            "KEYMAP.jsonl": f'{{"encoded":"{name}","original":"{original}","kind":"x"}}\n',
+        },
+    )
+    [(meta_key, _value)] = await encode_tree(tmp_path)
+    assert meta_key == b"!st|meta|" + U32(300) + key
