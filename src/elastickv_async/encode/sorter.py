@@ -1,0 +1,127 @@
+"""Sorting the encoder's records by key with bounded memory (an external merge sort).
+
+Records are buffered until their estimated footprint exceeds a budget; the buffer is then
+sorted and spilled to a run file under the scratch directory. The final order is a k-way
+``heapq.merge`` of the runs plus the last in-memory buffer; when there are more runs than
+:data:`MERGE_FAN_IN`, the oldest runs are merged into bigger ones first, so the number of open
+files and of entries held at once stays bounded too. Everything here is synchronous: callers
+run :meth:`ExternalSorter.spill` and iterate :meth:`ExternalSorter.merged` in worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from operator import itemgetter
+from pathlib import Path
+from typing import Final
+
+__all__ = ["DEFAULT_SORT_BUDGET", "MERGE_FAN_IN", "ExternalSorter"]
+
+#: In-memory budget for buffered records before a run is spilled.
+DEFAULT_SORT_BUDGET: Final = 64 << 20
+#: Runs merged at once (open files, and entries held during a merge).
+MERGE_FAN_IN: Final = 64
+#: Rough per-record cost of the Python objects around the key and value bytes.
+ENTRY_OVERHEAD: Final = 160
+_RUN_BUFFER: Final = 256 << 10
+_LEN: Final = struct.Struct("<Q")
+_by_key = itemgetter(0)
+
+Record = tuple[bytes, bytes]
+
+
+def _write_run(path: Path, records: Iterable[Record]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with open(fd, "wb", buffering=_RUN_BUFFER) as fh:
+        for key, value in records:
+            fh.write(_LEN.pack(len(key)))
+            fh.write(key)
+            fh.write(_LEN.pack(len(value)))
+            fh.write(value)
+
+
+def _read_run(path: Path) -> Iterator[Record]:
+    with open(path, "rb", buffering=_RUN_BUFFER) as fh:
+        while head := fh.read(8):
+            key = fh.read(_LEN.unpack(head)[0])
+            (value_len,) = _LEN.unpack(fh.read(8))
+            yield key, fh.read(value_len)
+
+
+class ExternalSorter:
+    """Collects ``(key, value)`` records and yields them sorted by key, spilling to ``spill_dir``.
+
+    Equal keys are all kept (in an unspecified order); the caller decides what a duplicate
+    means. Single use: :meth:`merged` may be iterated once; :meth:`close` removes the runs.
+    """
+
+    def __init__(self, spill_dir: Path, budget: int = DEFAULT_SORT_BUDGET) -> None:
+        self._dir = spill_dir
+        self._budget = max(1, budget)
+        self._buffer: list[Record] = []
+        self._buffered = 0
+        self._runs: list[Path] = []
+        self._next_run = 0
+        #: Records added so far, and how many runs were spilled (for the report).
+        self.records = 0
+        self.spills = 0
+
+    @property
+    def over_budget(self) -> bool:
+        """True when the buffer should be spilled before more records are added."""
+        return self._buffered >= self._budget
+
+    def add(self, key: bytes, value: bytes) -> None:
+        """Buffer one record (cheap: call from the event loop, spill in a thread)."""
+        self._buffer.append((key, value))
+        self._buffered += len(key) + len(value) + ENTRY_OVERHEAD
+        self.records += 1
+
+    def _new_run_path(self) -> Path:
+        path = self._dir / f"run-{self._next_run:06d}"
+        self._next_run += 1
+        return path
+
+    def spill(self) -> None:
+        """Sort the buffer and write it as one run file (blocking)."""
+        if not self._buffer:
+            return
+        buffer, self._buffer, self._buffered = self._buffer, [], 0
+        buffer.sort(key=_by_key)
+        path = self._new_run_path()
+        self._runs.append(path)
+        _write_run(path, buffer)
+        self.spills += 1
+
+    def _compact(self) -> None:
+        # Keep one slot for the in-memory tail, so the last merge opens at most MERGE_FAN_IN runs.
+        while len(self._runs) >= MERGE_FAN_IN:
+            group, self._runs = self._runs[:MERGE_FAN_IN], self._runs[MERGE_FAN_IN:]
+            path = self._new_run_path()
+            self._runs.append(path)
+            _write_run(path, heapq.merge(*map(_read_run, group), key=_by_key))
+            for old in group:
+                old.unlink()
+
+    def merged(self) -> Iterator[Record]:
+        """Every record, sorted by key (blocking: iterate in a worker thread)."""
+        tail, self._buffer, self._buffered = self._buffer, [], 0
+        tail.sort(key=_by_key)
+        if not self._runs:
+            yield from tail
+            return
+        self._compact()
+        yield from heapq.merge(*map(_read_run, self._runs), tail, key=_by_key)
+
+    def close(self) -> None:
+        """Drop the buffer and remove every run file (blocking)."""
+        self._buffer = []
+        self._buffered = 0
+        for path in self._runs:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._runs = []

@@ -1,0 +1,64 @@
+"""Framing the sorted records into the output stream."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+
+from elastickv_async.encode.errors import EncodeDuplicateKey
+from elastickv_async.encode.output import SnapshotStream
+
+
+def test_exact_bytes_for_one_entry() -> None:
+    """Header, then keyLen/key/valLen/value; bytes written out by hand (no footer)."""
+    sink = io.BytesIO()
+    key = b"k" + bytes.fromhex("fefdfcfbfaf9f8f7")
+    stream = SnapshotStream(sink, iter([(key, b"v")]), 0x0102030405060708)
+    assert stream.write_some()
+    expected = (
+        b"EKVPBBL1"
+        + bytes.fromhex("0807060504030201")
+        + bytes.fromhex("0900000000000000")
+        + b"k"
+        + bytes.fromhex("fefdfcfbfaf9f8f7")
+        + bytes.fromhex("0a00000000000000")
+        + b"\x00"
+        + b"\x00" * 8
+        + b"v"
+    )
+    assert sink.getvalue() == expected
+    assert stream.bytes_written == len(expected) and stream.entries == 1
+    assert stream.sha256 == hashlib.sha256(expected).hexdigest()
+
+
+def test_header_only_stream() -> None:
+    """No records: just the 16-byte header (the golden enc_empty .fsm)."""
+    sink = io.BytesIO()
+    stream = SnapshotStream(sink, iter([]), 1234)
+    assert stream.write_some()
+    assert sink.getvalue() == b"EKVPBBL1\xd2\x04" + bytes(6)
+    assert stream.sha256 == "ec7730b5cbdb0e484d33ce411b85ce55936252184b7ff93801fa919775d3bbcc"
+
+
+def test_slices_produce_the_same_bytes() -> None:
+    """Writing in many small slices gives the same stream as one pass."""
+    recs = [(bytes([i]) + b"\xff" * 8, bytes([i]) * 700_000) for i in range(6)]
+    whole, sliced = io.BytesIO(), io.BytesIO()
+    assert SnapshotStream(whole, iter(recs), 9).write_some()
+    stream = SnapshotStream(sliced, iter(recs), 9)
+    slices = 1
+    while not stream.write_some(budget=1):
+        slices += 1
+    assert slices > 3
+    assert sliced.getvalue() == whole.getvalue()
+
+
+def test_adjacent_duplicate_keys_are_refused() -> None:
+    """Two equal encoded keys are a data error naming the user key (timestamp suffix cut)."""
+    key = b"dup" + b"\xff" * 8
+    stream = SnapshotStream(io.BytesIO(), iter([(key, b"1"), (key, b"2")]), 0)
+    with pytest.raises(EncodeDuplicateKey, match="b'dup'") as info:
+        stream.write_some()
+    assert info.value.exit_code == 2
