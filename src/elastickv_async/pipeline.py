@@ -357,7 +357,7 @@ class _DecodeRun:
         ).to_json()
         writer = self.writer
         digests = dict(writer.digests)
-        digests[MANIFEST_NAME] = hashlib.sha256(manifest).hexdigest()
+        digests[MANIFEST_NAME] = hashlib.sha256(manifest).digest()
         await writer.write(CHECKSUMS_NAME, format_checksums(digests))
         await writer.write(MANIFEST_NAME, manifest)
         self.report.count("files_written", writer.files_written)

@@ -73,10 +73,10 @@ def compute_checksums(root: Path) -> bytes:
     return b"".join(lines)
 
 
-def format_checksums(digests: Mapping[str, str]) -> bytes:
-    """CHECKSUMS content for ``{relative slash path: hex sha256}``, sorted bytewise by path."""
+def format_checksums(digests: Mapping[str, bytes]) -> bytes:
+    """CHECKSUMS content for ``{relative slash path: raw sha256}``, sorted bytewise by path."""
     rows = sorted(
-        (rel.encode("utf-8", "surrogateescape"), digest) for rel, digest in digests.items()
+        (rel.encode("utf-8", "surrogateescape"), digest.hex()) for rel, digest in digests.items()
     )
     return b"".join(
         checksum_line(digest, rel) for rel, digest in rows if rel != CHECKSUMS_NAME.encode()

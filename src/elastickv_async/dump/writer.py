@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import secrets
 import stat
@@ -46,11 +47,6 @@ def check_relpath(rel: str) -> tuple[str, ...]:
     return parts
 
 
-def _tmp_name() -> str:
-    # Independent of the final name, so a 255-byte final name still has a valid temp name.
-    return f".tmp-{secrets.token_hex(8)}"
-
-
 class DumpWriter:
     """Writes files under ``root`` safely; share one per run between all adapters."""
 
@@ -59,10 +55,15 @@ class DumpWriter:
         self._fsync = fsync
         self._limiter = anyio.CapacityLimiter(max(1, jobs))
         self._made_dirs: set[tuple[str, ...]] = set()
+        # Temp names: a per-writer token plus a counter. Random names per file cost a lot on
+        # ext4 (hashed directory inserts); O_EXCL still guards against any collision.
+        self._tmp_prefix = f".tmp-{secrets.token_hex(4)}-"
+        self._tmp_counter = itertools.count()
         self.files_written = 0
         self.bytes_written = 0
-        #: SHA-256 of every file written, by relative path: CHECKSUMS without re-reading the tree.
-        self.digests: dict[str, str] = {}
+        #: Raw SHA-256 of every file written, by relative path: CHECKSUMS without re-reading
+        #: the tree (32-byte digests keep this small for millions of files).
+        self.digests: dict[str, bytes] = {}
 
     # --- synchronous primitives (worker threads only) ---------------------------------------
 
@@ -103,38 +104,62 @@ class DumpWriter:
         if not stat.S_ISREG(st.st_mode):
             raise OutputError(f"refusing to replace {rel!r}: not a regular file")
 
+    def _tmp_name(self) -> str:
+        return f"{self._tmp_prefix}{next(self._tmp_counter)}"
+
+    def _write_at(self, dir_fd: int, name: str, rel: str, chunks: Iterable[bytes]) -> int:
+        """Write ``name`` in the open directory ``dir_fd`` via a temp file and a rename."""
+        self._check_target(dir_fd, name, rel)
+        tmp = self._tmp_name()
+        size = 0
+        digest = hashlib.sha256()
+        fd = os.open(tmp, _TMP_FLAGS, FILE_MODE, dir_fd=dir_fd)
+        try:
+            try:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    digest.update(chunk)
+                    size += len(chunk)
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        self.digests[rel] = digest.digest()
+        return size
+
     def _write_sync(self, rel: str, chunks: Iterable[bytes]) -> int:
         parts = check_relpath(rel)
         dir_fd = self._open_dir(parts[:-1], create=True)
         try:
-            name = parts[-1]
-            self._check_target(dir_fd, name, rel)
-            tmp = _tmp_name()
-            size = 0
-            digest = hashlib.sha256()
-            fd = os.open(tmp, _TMP_FLAGS, FILE_MODE, dir_fd=dir_fd)
-            try:
-                with open(fd, "wb", buffering=0, closefd=True) as fh:
-                    for chunk in chunks:
-                        fh.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                    if self._fsync:
-                        os.fsync(fh.fileno())
-                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-                self.digests[rel] = digest.hexdigest()
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=dir_fd)
-                raise
+            return self._write_at(dir_fd, parts[-1], rel, chunks)
         finally:
             os.close(dir_fd)
-        return size
 
     def _write_many_sync(self, files: Sequence[tuple[str, bytes]]) -> int:
+        # Consecutive files in one directory share one directory descriptor.
         total = 0
-        for rel, data in files:
-            total += self._write_sync(rel, (data,))
+        dir_parts: tuple[str, ...] | None = None
+        dir_fd = -1
+        try:
+            for rel, data in files:
+                parts = check_relpath(rel)
+                if parts[:-1] != dir_parts:
+                    if dir_fd >= 0:
+                        os.close(dir_fd)
+                        dir_fd = -1
+                    dir_fd = self._open_dir(parts[:-1], create=True)
+                    dir_parts = parts[:-1]
+                total += self._write_at(dir_fd, parts[-1], rel, (data,))
+        finally:
+            if dir_fd >= 0:
+                os.close(dir_fd)
         return total
 
     def _install_sync(self, rel: str, src: Path) -> int:
@@ -146,7 +171,7 @@ class DumpWriter:
             self._check_target(dir_fd, name, rel)
             size = os.stat(src, follow_symlinks=False).st_size
             try:
-                digest = sha256_file(src)
+                digest = bytes.fromhex(sha256_file(src))
                 os.chmod(src, FILE_MODE)
                 if self._fsync:
                     fd = os.open(src, os.O_RDONLY)
@@ -224,7 +249,7 @@ class AtomicFile:
         self._parts = check_relpath(rel)
         self._dir_fd = -1
         self._fd = -1
-        self._tmp = _tmp_name()
+        self._tmp = writer._tmp_name()
         self._digest = hashlib.sha256()
         self.size = 0
 
@@ -257,7 +282,7 @@ class AtomicFile:
             self._fd = -1
             self._writer._check_target(self._dir_fd, self._parts[-1], self._rel)
             os.rename(self._tmp, self._parts[-1], src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
-            self._writer.digests[self._rel] = self._digest.hexdigest()
+            self._writer.digests[self._rel] = self._digest.digest()
         except BaseException:
             self._abort_sync()
             raise

@@ -45,7 +45,7 @@ def test_format_matches_walk(tmp_path: Path) -> None:
     """Formatting recorded digests gives the same bytes as hashing the tree."""
     _tree(tmp_path)
     digests = {
-        rel: hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest()
+        rel: hashlib.sha256((tmp_path / rel).read_bytes()).digest()
         for rel in (".hidden", "MANIFEST.json", "a/Z", "a/b/x.json")
     }
     assert format_checksums(digests) == compute_checksums(tmp_path)
