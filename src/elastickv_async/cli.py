@@ -254,6 +254,7 @@ async def _encode(args: argparse.Namespace, report: Report) -> None:
         report=report,
         input_arg=args.input,
         output_arg=args.output,
+        log_format=args.log_format,
     )
 
 
