@@ -1,0 +1,18 @@
+"""The DynamoDB adapter: tables, items and (on encode) GSI rows under ``!ddb|``."""
+
+from __future__ import annotations
+
+from ..base import AdapterSpec
+from .decode import DynamoDBDecoder
+from .encode import DynamoDBEncoder
+from .keys import GSI_PREFIX, ITEM_PREFIX, ROUTE_PREFIX, TABLE_GEN_PREFIX, TABLE_META_PREFIX
+
+__all__ = ["SPEC"]
+
+SPEC = AdapterSpec(
+    name="dynamodb",
+    routed_prefixes=(TABLE_META_PREFIX, TABLE_GEN_PREFIX, ITEM_PREFIX, GSI_PREFIX),
+    internal_prefixes=(ROUTE_PREFIX,),
+    decoder=DynamoDBDecoder,
+    encoder=DynamoDBEncoder,
+)

@@ -1,0 +1,115 @@
+"""Stored DynamoDB values: a 4-byte magic, then a protobuf message (REFERENCE_NOTES §3.1).
+
+Encoding must give the bytes of Go's ``proto.MarshalOptions{Deterministic: true}``: fields in
+number order and map entries sorted by key bytes, each entry with both its key and value
+written. The Python runtime's deterministic mode orders string map keys differently, so the
+messages that hold maps (schema, item, attribute maps) are framed here; map-free messages
+(key schemas, GSIs, scalars, sets) still come from ``SerializeToString``, whose layout for
+them is the same as Go's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from google.protobuf.message import DecodeError
+
+from ..._proto.dynamodb_internal_pb2 import DynamoAttributeValue, DynamoItem, DynamoTableSchema
+from .errors import DynamoDBInvalidItem, DynamoDBInvalidSchema
+from .keys import ITEM_MAGIC, SCHEMA_MAGIC
+
+__all__ = ["decode_item", "decode_schema", "encode_item", "encode_schema", "item_body"]
+
+
+def decode_schema(value: bytes) -> DynamoTableSchema:
+    """Parse a ``!ddb|meta|table|`` value; :class:`DynamoDBInvalidSchema` if it is not one."""
+    if not value.startswith(SCHEMA_MAGIC):
+        raise DynamoDBInvalidSchema(f"schema value lacks its magic (starts {value[:8]!r})")
+    schema = DynamoTableSchema()
+    try:
+        schema.ParseFromString(value[len(SCHEMA_MAGIC) :])
+    except DecodeError as exc:
+        raise DynamoDBInvalidSchema(f"schema value is not a DynamoTableSchema: {exc}") from None
+    return schema
+
+
+def item_body(value: bytes) -> bytes:
+    """Check a ``!ddb|item|`` value and return its protobuf body (without the magic).
+
+    The body is parsed once here so a corrupt item fails where it is met; callers that keep
+    the body for later parse it again with :func:`decode_item`.
+    """
+    if not value.startswith(ITEM_MAGIC):
+        raise DynamoDBInvalidItem(f"item value lacks its magic (starts {value[:8]!r})")
+    body = value[len(ITEM_MAGIC) :]
+    decode_item(body)
+    return body
+
+
+def decode_item(body: bytes) -> DynamoItem:
+    """Parse an item body (the bytes after the magic)."""
+    item = DynamoItem()
+    try:
+        item.ParseFromString(body)
+    except DecodeError as exc:
+        raise DynamoDBInvalidItem(f"item value is not a DynamoItem: {exc}") from None
+    return item
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _map_field(number: int, entries: Iterable[tuple[str, bytes]]) -> bytes:
+    """A map field: one entry per key, in key-byte order (str order is UTF-8 byte order)."""
+    return b"".join(
+        _length_delimited(number, _length_delimited(1, key.encode()) + _length_delimited(2, value))
+        for key, value in sorted(entries)
+    )
+
+
+def _attribute_value_bytes(av: DynamoAttributeValue) -> bytes:
+    kind = av.WhichOneof("value")
+    if kind == "m":
+        values = av.m.values
+        body = _map_field(1, ((k, _attribute_value_bytes(values[k])) for k in values))
+        return _length_delimited(10, body)
+    if kind == "l":
+        body = b"".join(_length_delimited(1, _attribute_value_bytes(v)) for v in av.l.values)
+        return _length_delimited(9, body)
+    return av.SerializeToString()
+
+
+def encode_schema(schema: DynamoTableSchema) -> bytes:
+    """The stored schema value: magic + Go-deterministic protobuf."""
+    body = b""
+    if schema.table_name:
+        body += _length_delimited(1, schema.table_name.encode())
+    body += _map_field(2, ((k, v.encode()) for k, v in schema.attribute_definitions.items()))
+    if schema.HasField("primary_key"):
+        body += _length_delimited(3, schema.primary_key.SerializeToString())
+    indexes = schema.global_secondary_indexes
+    body += _map_field(4, ((k, indexes[k].SerializeToString()) for k in indexes))
+    for number, value in (
+        (5, schema.key_encoding_version),
+        (6, schema.migrating_from_generation),
+        (7, schema.generation),
+    ):
+        if value:
+            body += _varint(number << 3) + _varint(value)
+    return SCHEMA_MAGIC + body
+
+
+def encode_item(item: DynamoItem) -> bytes:
+    """The stored item value: magic + Go-deterministic protobuf."""
+    attrs = item.attributes
+    return ITEM_MAGIC + _map_field(1, ((k, _attribute_value_bytes(attrs[k])) for k in attrs))

@@ -1,0 +1,115 @@
+"""Helpers for the DynamoDB adapter tests: contexts, a tiny .fsm reader, golden case paths."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import shared_dir
+
+from elastickv_async.adapters.base import DecodeContext, EncodeContext, Routed
+from elastickv_async.adapters.dynamodb.decode import DynamoDBDecoder
+from elastickv_async.dump.writer import DumpWriter
+from elastickv_async.options import DecodeOptions
+from elastickv_async.report import Report, make_logger
+from elastickv_async.snapshot.entry import Entry, SnapshotHeader
+
+GOLDEN = (shared_dir() or Path("/nonexistent")) / "golden" / "public"
+DDB_PREFIXES = (b"!ddb|meta|table|", b"!ddb|meta|gen|", b"!ddb|item|", b"!ddb|gsi|")
+
+
+def golden_case(name: str) -> Path:
+    """The public golden case ``name``; skips the test when the corpus is absent."""
+    case = GOLDEN / name
+    if not (case / "case.json").is_file():
+        pytest.skip(f"golden case {name} is absent")
+    return case
+
+
+def read_fsm(path: Path) -> list[tuple[bytes, bytes]]:
+    """``(user key, value body)`` of a clean EKVPBBL1 stream (one live version per key)."""
+    data = path.read_bytes()
+    assert data[:8] == b"EKVPBBL1"
+    pos, out = 16, []
+    while pos < len(data):
+        (klen,) = struct.unpack_from("<Q", data, pos)
+        key = data[pos + 8 : pos + 8 + klen]
+        pos += 8 + klen
+        (vlen,) = struct.unpack_from("<Q", data, pos)
+        value = data[pos + 8 : pos + 8 + vlen]
+        pos += 8 + vlen
+        assert value[0] == 0, "tests only read live cleartext entries"
+        out.append((key[:-8], value[9:]))
+    return out
+
+
+def routed(records: Iterable[tuple[bytes, bytes]]) -> list[Routed]:
+    """Route ``(key, value)`` pairs to their ``!ddb|`` prefix the way the pipeline does."""
+    out: list[Routed] = []
+    for key, value in records:
+        prefix = next(p for p in DDB_PREFIXES if key.startswith(p))
+        out.append((prefix, Entry(key, value, commit_ts=1, expire_at=0, tombstone=False)))
+    return out
+
+
+@dataclass
+class Harness:
+    """A decoder wired to a real DumpWriter under ``root`` and its report."""
+
+    root: Path
+    report: Report
+    decoder: DynamoDBDecoder
+
+    def files(self) -> dict[str, bytes]:
+        """Every regular file written, by slash path."""
+        return {
+            p.relative_to(self.root).as_posix(): p.read_bytes()
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file()
+        }
+
+    def warnings(self, event: str) -> list[dict[str, Any]]:
+        """The fields of every ``event`` warning."""
+        summary = self.report.warnings.get(event)
+        return summary.examples if summary else []
+
+
+def harness(tmp_path: Path, **options: Any) -> Harness:
+    """A fresh decoder with an output root and a scratch directory under ``tmp_path``."""
+    root = tmp_path / "out"
+    scratch = tmp_path / "scratch"
+    root.mkdir()
+    scratch.mkdir()
+    report = Report()
+    ctx = DecodeContext(
+        options=DecodeOptions(**options),
+        writer=DumpWriter(root),
+        log=make_logger(report).bind(adapter="dynamodb"),
+        report=report,
+        header=SnapshotHeader(last_commit_ts=1),
+        scratch=scratch,
+        now_ms=0,
+    )
+    return Harness(root, report, DynamoDBDecoder(ctx))
+
+
+def encode_context(root: Path, scratch: Path, **manifest: Any) -> EncodeContext:
+    """An encode context for the dump tree at ``root``."""
+    report = Report()
+    return EncodeContext(
+        input_root=root,
+        log=make_logger(report).bind(adapter="dynamodb"),
+        report=report,
+        scratch=scratch,
+        manifest=dict(manifest),
+    )
+
+
+def b64(text: str) -> str:
+    """base64url without padding of a UTF-8 string (table names in keys)."""
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()

@@ -1,0 +1,264 @@
+"""The DynamoDB decoder driven directly: golden inputs, warnings, errors, spill and jsonl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from ddb_support import Harness, b64, golden_case, harness, read_fsm, routed
+
+from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
+from elastickv_async.adapters.dynamodb import SPEC, decode
+from elastickv_async.adapters.dynamodb.errors import (
+    DynamoDBInvalidItem,
+    DynamoDBInvalidSchema,
+    DynamoDBMalformedKey,
+    DynamoDBUnsafeTableName,
+)
+from elastickv_async.adapters.dynamodb.values import encode_item, encode_schema
+
+pytestmark = pytest.mark.anyio
+
+CLEAN_CASES = [
+    "ddb_all_kinds",
+    "ddb_binary_keys",
+    "ddb_composite",
+    "ddb_gsi",
+    "ddb_hash_only",
+    "ddb_long_keys",
+    "ddb_migrating",
+    "ddb_multi_tables",
+    "ddb_number_keys",
+    "ddb_orphan_items",
+    "ddb_pct_names",
+    "ddb_stale_gen",
+]
+
+
+async def _decode(
+    h: Harness, records: list[tuple[bytes, bytes]], batch: int = 3
+) -> dict[str, object]:
+    entries = routed(records)
+    for start in range(0, len(entries), batch):
+        await h.decoder.handle(entries[start : start + batch])
+    return await h.decoder.finalize()
+
+
+def _expected_ddb(case: Path) -> dict[str, bytes]:
+    root = case / "expected"
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted((root / "dynamodb").rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_spec_routes() -> None:
+    assert SPEC.name == "dynamodb"
+    assert set(SPEC.routed_prefixes) == {
+        b"!ddb|meta|table|",
+        b"!ddb|meta|gen|",
+        b"!ddb|item|",
+        b"!ddb|gsi|",
+    }
+    assert SPEC.internal_prefixes == (b"!ddb|route|",)
+    assert SPEC.encoder is not None
+
+
+@pytest.mark.parametrize("case", CLEAN_CASES)
+async def test_golden_case_decodes_byte_identical(case: str, tmp_path: Path) -> None:
+    path = golden_case(case)
+    records = [(k, v) for k, v in read_fsm(path / "input.fsm") if k.startswith(b"!ddb|")]
+    h = harness(tmp_path)
+    scope = await _decode(h, records)
+    expected = _expected_ddb(path)
+    assert h.files() == expected
+    tables = {rel.split("/")[1] for rel in expected if rel.endswith("/_schema.json")}
+    schema_names = sorted(
+        json.loads(expected[f"dynamodb/{t}/_schema.json"])["table_name"] for t in tables
+    )
+    assert scope == {"tables": schema_names}
+
+
+async def test_stale_generation_warning(tmp_path: Path) -> None:
+    records = read_fsm(golden_case("ddb_stale_gen") / "input.fsm")
+    h = harness(tmp_path)
+    await _decode(h, [r for r in records if r[0].startswith(b"!ddb|")])
+    # Items in generations 1 and 2 while the schema says generation 3 (see the input keys).
+    assert h.warnings("ddb_stale_generation_items") == [
+        {
+            "adapter": "dynamodb",
+            "table": "inventory",
+            "active_generation": 3,
+            "migration_source_generation": 0,
+            "stale_count": 2,
+            "hint": "stale-gen rows excluded; restore would otherwise emit them under the new "
+            "schema",
+        }
+    ]
+
+
+async def test_orphan_items_warning(tmp_path: Path) -> None:
+    records = read_fsm(golden_case("ddb_orphan_items") / "input.fsm")
+    h = harness(tmp_path)
+    scope = await _decode(h, [r for r in records if r[0].startswith(b"!ddb|")])
+    assert h.warnings("ddb_orphan_items") == [
+        {"adapter": "dynamodb", "encoded_table": b64("ghost-table"), "buffered_items": 2}
+    ]
+    assert scope == {"tables": ["kept"]}
+
+
+async def test_dot_segment_is_a_typed_error(tmp_path: Path) -> None:
+    records = read_fsm(golden_case("ddb_dot_segment") / "input.fsm")
+    h = harness(tmp_path)
+    with pytest.raises(DynamoDBInvalidItem):
+        await _decode(h, [r for r in records if r[0].startswith(b"!ddb|")])
+
+
+# --- hand-built records ----------------------------------------------------------------------
+
+
+def _schema(name: str, hash_key: str, range_key: str = "", generation: int = 1) -> bytes:
+    schema = DynamoTableSchema(table_name=name, generation=generation)
+    schema.primary_key.hash_key = hash_key
+    schema.primary_key.range_key = range_key
+    schema.attribute_definitions[hash_key] = "S"
+    return encode_schema(schema)
+
+
+def _item(**attrs: str) -> bytes:
+    item = DynamoItem()
+    for name, value in attrs.items():
+        item.attributes[name].s = value
+    return encode_item(item)
+
+
+def _item_key(table: str, tail: str, generation: int = 1) -> bytes:
+    return f"!ddb|item|{b64(table)}|{generation}|{tail}".encode()
+
+
+async def test_unsafe_table_name_is_rejected_at_the_schema(tmp_path: Path) -> None:
+    h = harness(tmp_path)
+    with pytest.raises(DynamoDBUnsafeTableName):
+        await _decode(h, [(b"!ddb|meta|table|" + b64("..").encode(), _schema("..", "id"))])
+
+
+@pytest.mark.parametrize(
+    ("record", "error"),
+    [
+        ((b"!ddb|meta|table|dA", b"\x00DI\x01"), DynamoDBInvalidSchema),
+        ((b"!ddb|item|dA|1|k", b"\x00DS\x01"), DynamoDBInvalidItem),
+        ((b"!ddb|item|dA|1|k", b"\x00DI\x01\xff"), DynamoDBInvalidItem),
+        ((b"!ddb|item|dA|x|k", b"\x00DI\x01"), DynamoDBMalformedKey),
+        ((b"!ddb|meta|table|", b"\x00DS\x01"), DynamoDBMalformedKey),
+    ],
+)
+async def test_bad_records_fail_where_they_are_met(
+    record: tuple[bytes, bytes], error: type[Exception], tmp_path: Path
+) -> None:
+    h = harness(tmp_path)
+    with pytest.raises(error):
+        await h.decoder.handle(routed([record]))
+
+
+async def test_generation_and_gsi_rows_are_ignored(tmp_path: Path) -> None:
+    h = harness(tmp_path)
+    scope = await _decode(
+        h,
+        [
+            (b"!ddb|gsi|" + b64("t").encode() + b"|1|garbage", b"not a key"),
+            (b"!ddb|meta|gen|" + b64("t").encode(), b"anything"),
+        ],
+    )
+    assert scope == {"tables": []}
+    assert h.files() == {}
+
+
+async def test_empty_hash_segment_lands_where_go_puts_it(tmp_path: Path) -> None:
+    h = harness(tmp_path)
+    await _decode(
+        h,
+        [
+            (_item_key("t", "x"), _item(h="", r="r1")),
+            (b"!ddb|meta|table|" + b64("t").encode(), _schema("t", "h", "r")),
+        ],
+    )
+    # filepath.Join drops the empty hash directory.
+    assert sorted(h.files()) == ["dynamodb/t/_schema.json", "dynamodb/t/items/r1.json"]
+
+
+async def test_items_wait_on_disk_and_come_back_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decode, "CHUNK_BYTES", 64)
+    h = harness(tmp_path, jobs=2)
+    items = [(_item_key("t", f"k{i:04d}"), _item(id=f"k{i:04d}", pad="x" * 50)) for i in range(300)]
+    for start in range(0, len(items), 50):
+        await h.decoder.handle(routed(items[start : start + 50]))
+    spilled = sorted((tmp_path / "scratch").rglob("*.rec"))
+    assert len(spilled) == 1 and spilled[0].stat().st_size > 300 * 60
+    await h.decoder.handle(routed([(b"!ddb|meta|table|" + b64("t").encode(), _schema("t", "id"))]))
+    await h.decoder.finalize()
+    files = h.files()
+    assert len(files) == 301
+    assert json.loads(files["dynamodb/t/items/k0299.json"]) == {
+        "id": {"S": "k0299"},
+        "pad": {"S": "x" * 50},
+    }
+    assert h.report.counters["dynamodb.items"] == 300
+
+
+async def test_same_path_in_one_generation_keeps_the_later_key(tmp_path: Path) -> None:
+    """N keys 1 and 1.0 name the same file; the later record (key order) wins, as in Go."""
+    h = harness(tmp_path)
+    first, second = DynamoItem(), DynamoItem()
+    first.attributes["n"].n = "1"
+    first.attributes["v"].s = "first"
+    second.attributes["n"].n = "1.0"
+    second.attributes["v"].s = "second"
+    schema = DynamoTableSchema(table_name="t", generation=1)
+    schema.primary_key.hash_key = "n"
+    await _decode(
+        h,
+        [
+            (_item_key("t", "a"), encode_item(first)),
+            (_item_key("t", "b"), encode_item(second)),
+            (b"!ddb|meta|table|" + b64("t").encode(), encode_schema(schema)),
+        ],
+    )
+    assert json.loads(h.files()["dynamodb/t/items/1.json"])["v"] == {"S": "second"}
+
+
+# --- jsonl bundle layout ---------------------------------------------------------------------
+
+
+def _compact(data: bytes) -> bytes:
+    text = json.dumps(json.loads(data), separators=(",", ":"), ensure_ascii=False)
+    assert not set("<>&\u2028\u2029") & set(text), "Go would escape these"
+    return text.encode() + b"\n"
+
+
+@pytest.mark.parametrize("case", ["ddb_composite", "ddb_migrating", "ddb_number_keys"])
+async def test_jsonl_layout_holds_the_per_item_documents_in_key_order(
+    case: str, tmp_path: Path
+) -> None:
+    path = golden_case(case)
+    records = [(k, v) for k, v in read_fsm(path / "input.fsm") if k.startswith(b"!ddb|")]
+    h = harness(tmp_path, dynamodb_layout="jsonl")
+    await _decode(h, records)
+    expected = _expected_ddb(path)
+    files = h.files()
+    schemas = {rel: data for rel, data in expected.items() if rel.endswith("/_schema.json")}
+    assert {rel: data for rel, data in files.items() if rel.endswith("/_schema.json")} == schemas
+    for schema_rel in schemas:
+        table_dir = schema_rel.rsplit("/", 1)[0]
+        items = sorted(
+            (tuple(rel[len(table_dir) + len("/items/") :].removesuffix(".json").split("/")), data)
+            for rel, data in expected.items()
+            if rel.startswith(table_dir + "/items/")
+        )
+        assert files[f"{table_dir}/items/data-00000.jsonl"] == b"".join(
+            _compact(data) for _, data in items
+        )
+    assert not [rel for rel in files if rel.endswith(".json") and "/items/" in rel]

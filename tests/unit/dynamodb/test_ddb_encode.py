@@ -1,0 +1,281 @@
+"""The DynamoDB encoder driven directly: golden trees, GSI rows, refusals, jsonl input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ddb_support import encode_context, golden_case, harness, read_fsm, routed
+
+from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
+from elastickv_async.adapters.dynamodb import encode
+from elastickv_async.adapters.dynamodb.encode import DynamoDBEncoder, gsi_rows, item_key
+from elastickv_async.adapters.dynamodb.errors import (
+    DynamoDBEncodeHardLink,
+    DynamoDBEncodeInvalidItem,
+    DynamoDBEncodeInvalidSchema,
+    DynamoDBEncodeNotRegular,
+)
+from elastickv_async.errors import DumpTreeError
+
+pytestmark = pytest.mark.anyio
+
+ENCODE_CASES = [
+    "enc_ddb",
+    "enc_ddb_binary",
+    "enc_ddb_gsi",
+    "enc_ddb_hash_only",
+    "enc_ddb_kinds_numbers",
+    "enc_ddb_long_bin",
+    "enc_ddb_migrating",
+    "enc_ddb_pct_names",
+]
+
+
+async def _records(root: Path, tmp_path: Path, **manifest: Any) -> list[tuple[bytes, bytes]]:
+    encoder = DynamoDBEncoder(encode_context(root, tmp_path / "scratch", **manifest))
+    return sorted([record async for record in encoder.records()])
+
+
+@pytest.mark.parametrize("case", ENCODE_CASES)
+async def test_golden_tree_encodes_to_the_reference_records(case: str, tmp_path: Path) -> None:
+    path = golden_case(case)
+    expected = sorted(read_fsm(path / "expected.fsm"))
+    assert await _records(path / "input", tmp_path) == expected
+
+
+async def test_missing_dynamodb_dir_yields_nothing(tmp_path: Path) -> None:
+    assert await _records(tmp_path, tmp_path) == []
+
+
+def _tree(tmp_path: Path, case: str = "enc_ddb_gsi") -> Path:
+    root = tmp_path / "tree"
+    shutil.copytree(golden_case(case) / "input", root)
+    return root
+
+
+def _users(root: Path) -> Path:
+    return root / "dynamodb" / "users"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error"),
+    [
+        (lambda t: (t / "items/u9.json").symlink_to(t / "items/u1.json"), DynamoDBEncodeNotRegular),
+        (lambda t: (t / "items/u9.txt").symlink_to("/etc/passwd"), DynamoDBEncodeNotRegular),
+        (lambda t: os.mkfifo(t / "items/u9.json"), DynamoDBEncodeNotRegular),
+        (lambda t: os.link(t / "items/u1.json", t / "items/u9.json"), DynamoDBEncodeHardLink),
+        (lambda t: (t / "items/u1/deeper").mkdir(parents=True), DynamoDBEncodeInvalidItem),
+        (lambda t: (t / "items/u1.json").write_text("{"), DynamoDBEncodeInvalidItem),
+        (
+            lambda t: (t / "items/u1.json").write_text('{"team": {"S": "x"}}'),
+            DynamoDBEncodeInvalidItem,
+        ),
+        (lambda t: (t / "_schema.json").unlink(), DynamoDBEncodeInvalidSchema),
+        (lambda t: (t / "_schema.json").write_text("[]"), DynamoDBEncodeInvalidSchema),
+    ],
+)
+async def test_refusals(mutate: Any, error: type[Exception], tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    mutate(_users(root))
+    with pytest.raises(error) as info:
+        await _records(root, tmp_path)
+    assert isinstance(info.value, DumpTreeError) and info.value.exit_code == 2
+
+
+async def test_symlinked_directories_are_refused(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    (root / "dynamodb" / "alias").symlink_to(_users(root))
+    with pytest.raises(DynamoDBEncodeNotRegular):
+        await _records(root, tmp_path)
+    (root / "dynamodb" / "alias").unlink()
+    items = _users(root) / "items"
+    items.rename(tmp_path / "elsewhere")
+    items.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(DynamoDBEncodeNotRegular):
+        await _records(root, tmp_path)
+
+
+async def test_items_must_be_a_directory_and_other_files_are_ignored(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    baseline = await _records(root, tmp_path)
+    (_users(root) / "items" / "README.txt").write_text("not an item")
+    (root / "dynamodb" / "notes.txt").write_text("not a table")
+    assert await _records(root, tmp_path) == baseline
+    shutil.rmtree(_users(root) / "items")
+    (_users(root) / "items").write_text("")
+    with pytest.raises(DynamoDBEncodeInvalidItem):
+        await _records(root, tmp_path)
+
+
+def _write_schema(root: Path, directory: str, **changes: Any) -> None:
+    doc: dict[str, Any] = {
+        "format_version": 1,
+        "table_name": "t",
+        "primary_key": {"hash_key": {"name": "id", "type": "S"}, "range_key": {}},
+        "attribute_definitions": [{"name": "id", "type": "S"}],
+    }
+    doc.update(changes)
+    (root / "dynamodb" / directory).mkdir(parents=True)
+    (root / "dynamodb" / directory / "_schema.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    ("directory", "changes"),
+    [
+        ("other", {}),  # table_name "t" belongs in directory "t"
+        ("t", {"table_name": ""}),
+        ("t", {"primary_key": {"hash_key": {}, "range_key": {}}}),
+        ("t", {"format_version": 2}),
+    ],
+)
+async def test_schema_consistency_checks(
+    directory: str, changes: dict[str, Any], tmp_path: Path
+) -> None:
+    _write_schema(tmp_path, directory, **changes)
+    with pytest.raises(DynamoDBEncodeInvalidSchema):
+        await _records(tmp_path, tmp_path)
+
+
+async def test_schema_only_table(tmp_path: Path) -> None:
+    _write_schema(tmp_path, "t")
+    records = await _records(tmp_path, tmp_path)
+    # base64url("t") = "dA"; generation counter "1"; schema with generation 1, key encoding 2.
+    assert [key for key, _ in records] == [b"!ddb|meta|gen|dA", b"!ddb|meta|table|dA"]
+    assert records[0][1] == b"1"
+    assert records[1][1] == (
+        b"\x00DS\x01\x0a\x01t\x12\x07\x0a\x02id\x12\x01S\x1a\x04\x0a\x02id\x28\x02\x38\x01"
+    )
+
+
+def _gsi_schema() -> DynamoTableSchema:
+    schema = DynamoTableSchema(table_name="t", generation=1)
+    schema.primary_key.hash_key = "pk"
+    schema.primary_key.range_key = "sk"
+    by_a = schema.global_secondary_indexes["by_a"].key_schema
+    by_a.hash_key = "a"
+    by_ab = schema.global_secondary_indexes["by_ab"].key_schema
+    by_ab.hash_key = "a"
+    by_ab.range_key = "b"
+    return schema
+
+
+def _item(**attrs: Any) -> DynamoItem:
+    item = DynamoItem()
+    for name, value in attrs.items():
+        av = item.attributes[name]
+        if isinstance(value, bytes):
+            av.b = value
+        elif isinstance(value, bool):
+            av.bool_value = value
+        elif isinstance(value, int):
+            av.n = str(value)
+        else:
+            av.s = value
+    return item
+
+
+def test_item_key_and_gsi_rows_by_hand() -> None:
+    schema = _gsi_schema()
+    item = _item(pk="p\x00", sk=b"\x01", a="x", b=-0)
+    key = item_key(schema, item, "i")
+    # "dA" = base64url("t"); S bytes with 00 escaped; B raw; segments end in 00 01.
+    assert key == b"!ddb|item|dA|1|p\x00\xff\x00\x01\x01\x00\x01"
+    rows = gsi_rows(schema, item, key, "i")
+    # by_a: only the index hash; by_ab: index hash + range (N zero = 01), then the primary key.
+    assert rows == [
+        (b"!ddb|gsi|dA|1|YnlfYQ|x\x00\x01p\x00\xff\x00\x01\x01\x00\x01", key),
+        (b"!ddb|gsi|dA|1|YnlfYWI|x\x00\x01\x01\x00\x01p\x00\xff\x00\x01\x01\x00\x01", key),
+    ]
+
+
+def test_gsi_rows_are_sparse() -> None:
+    schema = _gsi_schema()
+    item = _item(pk="p", sk="s", a="x")  # no "b": not in by_ab
+    assert [row[0].split(b"|")[4] for row in gsi_rows(schema, item, b"k", "i")] == [b"YnlfYQ"]
+    assert gsi_rows(schema, _item(pk="p", sk="s"), b"k", "i") == []
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        _item(sk="s"),  # no hash key
+        _item(pk="p"),  # no range key
+        _item(pk=True, sk="s"),  # BOOL key
+    ],
+)
+def test_item_key_rejects(item: DynamoItem) -> None:
+    with pytest.raises(DynamoDBEncodeInvalidItem):
+        item_key(_gsi_schema(), item, "i")
+
+
+def test_gsi_index_attribute_of_wrong_kind_is_rejected() -> None:
+    with pytest.raises(DynamoDBEncodeInvalidItem):
+        gsi_rows(_gsi_schema(), _item(pk="p", sk="s", a=True), b"k", "i")
+
+
+async def test_jsonl_tree_encodes_like_the_per_item_tree(tmp_path: Path) -> None:
+    """Decoding golden ddb_composite in jsonl layout and encoding it back gives the records
+    the reference encoder wrote for the same table (golden enc_ddb)."""
+    decoded = golden_case("ddb_composite")
+    records = [(k, v) for k, v in read_fsm(decoded / "input.fsm") if k.startswith(b"!ddb|")]
+    h = harness(tmp_path, dynamodb_layout="jsonl")
+    await h.decoder.handle(routed(records))
+    await h.decoder.finalize()
+    assert (h.root / "dynamodb/orders/items/data-00000.jsonl").is_file()
+    encoded = await _records(h.root, tmp_path, dynamodb_layout="jsonl")
+    assert encoded == sorted(read_fsm(golden_case("enc_ddb") / "expected.fsm"))
+
+
+async def test_jsonl_tree_rejects_bad_lines_and_directories(tmp_path: Path) -> None:
+    _write_schema(tmp_path, "t")
+    items = tmp_path / "dynamodb/t/items"
+    items.mkdir()
+    (items / "data-00000.jsonl").write_text('{"id": {"S": "a"}}\n\n')
+    with pytest.raises(DynamoDBEncodeInvalidItem):
+        await _records(tmp_path, tmp_path, dynamodb_layout="jsonl")
+    (items / "data-00000.jsonl").write_text('{"id": {"S": "a"}}\n')
+    (items / "sub").mkdir()
+    with pytest.raises(DynamoDBEncodeInvalidItem):
+        await _records(tmp_path, tmp_path, dynamodb_layout="jsonl")
+    (items / "sub").rmdir()
+    assert len(await _records(tmp_path, tmp_path, dynamodb_layout="jsonl")) == 3
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+async def test_small_chunks_give_the_same_records_and_leak_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = golden_case("enc_ddb") / "input"
+    baseline = await _records(root, tmp_path)
+    monkeypatch.setattr(encode, "CHUNK_UNITS", 2)
+    monkeypatch.setattr(encode, "READ_LANES", 3)
+    before = _open_fds()
+    assert await _records(root, tmp_path) == baseline
+    assert _open_fds() == before
+    # Stopping early closes the walk and every opened item file.
+    stream = DynamoDBEncoder(encode_context(root, tmp_path / "scratch")).records()
+    await stream.__anext__()
+    await stream.aclose()
+    assert _open_fds() == before
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+async def test_errors_in_later_chunks_leak_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _tree(tmp_path, "enc_ddb")
+    (root / "dynamodb/orders/items/customer-1/zzz.json").write_text("[")
+    monkeypatch.setattr(encode, "CHUNK_UNITS", 2)
+    before = _open_fds()
+    with pytest.raises(DynamoDBEncodeInvalidItem):
+        await _records(root, tmp_path)
+    assert _open_fds() == before
