@@ -10,14 +10,13 @@ succeeded: a tree without MANIFEST.json is an incomplete run.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,10 +29,11 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from ._version import __version__
 from .adapters.base import DecodeAdapter, DecodeContext, Routed
 from .adapters.registry import adapter_specs
+from .concurrency import task_group
 from .dump.checksums import CHECKSUMS_NAME, format_checksums
 from .dump.manifest import DYNAMODB_LAYOUTS, MANIFEST_NAME, DecodeManifest
 from .dump.writer import DumpWriter
-from .errors import ElasticKVError, UsageError
+from .errors import UsageError
 from .options import ADAPTER_NAMES, DecodeOptions
 from .report import Report, make_logger
 from .routing import INTERNAL, Router, prefix_family
@@ -146,29 +146,6 @@ async def decode_snapshot(
             await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
 
 
-@contextlib.asynccontextmanager
-async def _first_error() -> AsyncIterator[None]:
-    """Re-raise the most telling leaf of a task group's exception group.
-
-    Callers get one typed error (the CLI maps it to an exit code), not a group: the first of
-    our own errors if any task raised one, else the first leaf.
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaves = list(_leaves(group))
-        ours = [exc for exc in leaves if isinstance(exc, ElasticKVError)]
-        raise (ours or leaves)[0] from None
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
-
-
 class _HeaderBelowData(Exception):
     """Raised by a strict pass whose snapshot header is below all of its history."""
 
@@ -242,7 +219,7 @@ class _DecodeRun:
                 )
                 for name in options.adapters
             }
-            async with _first_error(), anyio.create_task_group() as tg:
+            async with task_group() as tg:
                 sends: dict[str, ObjectSendStream[list[Routed]]] = {}
                 for name, adapter in adapters.items():
                     send, receive = anyio.create_memory_object_stream[list[Routed]](

@@ -17,11 +17,12 @@ import anyio.to_thread
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from ..adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
-from ..errors import DumpTreeError, ElasticKVError, UsageError
+from ..concurrency import task_group
+from ..errors import DumpTreeError, UsageError
 from .framing import check_record
 from .sorter import ExternalSorter
 
-__all__ = ["collect_records", "first_error"]
+__all__ = ["collect_records"]
 
 Batch = list[tuple[bytes, bytes]]
 
@@ -36,24 +37,6 @@ CHANNEL_BUFFER: Final = 4
 class _Job:
     name: str
     encoder: EncodeAdapter
-
-
-def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The exception to report for a failed task group: our own errors first."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for exc in leaves:
-        if isinstance(exc, ElasticKVError):
-            return exc
-    return leaves[0] if leaves else group
 
 
 async def _produce(job: _Job, send: ObjectSendStream[Batch]) -> None:
@@ -110,11 +93,8 @@ async def collect_records(
             raise UsageError(f"adapter {spec.name!r} has no encoder in this build")
         jobs.append(_Job(spec.name, spec.encoder(make_context(spec))))
     send, receive = anyio.create_memory_object_stream[Batch](CHANNEL_BUFFER)
-    try:
-        async with anyio.create_task_group() as tg:
-            async with send:
-                for job in jobs:
-                    tg.start_soon(_produce, job, send.clone())
-            tg.start_soon(_consume, receive, sorter, suffix)
-    except BaseExceptionGroup as group:
-        raise first_error(group) from None
+    async with task_group() as tg:
+        async with send:
+            for job in jobs:
+                tg.start_soon(_produce, job, send.clone())
+        tg.start_soon(_consume, receive, sorter, suffix)

@@ -64,7 +64,7 @@ async def test_failure_leaves_no_manifest_and_no_scratch(tmp_path: Path) -> None
     assert not [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".scratch-"))]
 
 
-@pytest.mark.parametrize("cancel_at", [1, 3, 8])
+@pytest.mark.parametrize("cancel_at", [1, 2, 3, 5, 8])
 async def test_cancellation_cleans_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cancel_at: int
 ) -> None:

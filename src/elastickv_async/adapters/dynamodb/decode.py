@@ -21,10 +21,10 @@ import anyio.to_thread
 
 from ... import gojson
 from ..._proto.dynamodb_internal_pb2 import DynamoTableSchema
+from ...concurrency import task_group
 from ...dump.names import encode_segment
 from ..base import DecodeContext, Routed
 from .bundle import JsonlTable, part_name
-from .concurrency import first_error
 from .keys import ITEM_PREFIX, TABLE_META_PREFIX, parse_item_key, parse_table_meta_key
 from .public import item_key_segments, item_public, schema_json
 from .spill import RecordReader, SpillFiles
@@ -101,13 +101,9 @@ class DynamoDBDecoder:
             table = self._schemas[encoded]
             by_directory.setdefault(table.directory, []).append(table)
         limiter = anyio.CapacityLimiter(max(1, self._ctx.options.jobs))
-        try:
-            async with anyio.create_task_group() as tg:
-                for tables in by_directory.values():
-                    tg.start_soon(self._flush_tables, tables, counts, limiter)
-        except BaseExceptionGroup as group:
-            # Callers map our typed errors to exit codes; do not hide them in a group.
-            raise first_error(group) from None
+        async with task_group() as tg:
+            for tables in by_directory.values():
+                tg.start_soon(self._flush_tables, tables, counts, limiter)
         names = {gojson.go_str(t.name) for t in self._schemas.values()}
         return {"tables": sorted(names)}
 

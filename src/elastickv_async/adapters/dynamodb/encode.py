@@ -24,9 +24,9 @@ import anyio
 import anyio.to_thread
 
 from ..._proto.dynamodb_internal_pb2 import DynamoAttributeValue, DynamoItem, DynamoTableSchema
+from ...concurrency import first_error
 from ...dump.names import encode_segment
 from ..base import EncodeContext
-from .concurrency import first_error
 from .errors import (
     DynamoDBEncodeHardLink,
     DynamoDBEncodeInvalidItem,
