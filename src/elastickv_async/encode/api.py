@@ -24,7 +24,7 @@ import structlog
 
 from ..adapters.base import AdapterSpec, EncodeContext
 from ..adapters.registry import adapter_specs
-from ..dump.manifest import DYNAMODB_LAYOUTS, MANIFEST_NAME, Manifest, read_manifest
+from ..dump.manifest import MANIFEST_NAME, Manifest, read_manifest
 from ..errors import OutputError, SelfTestMismatch, UsageError
 from ..options import ADAPTER_NAMES, DecodeOptions, EncodeOptions
 from ..report import Report, make_logger
@@ -144,9 +144,7 @@ def _check_against_manifest(selected: tuple[str, ...], manifest: Manifest) -> No
             )
     # Fail closed on trees the encoders cannot reverse yet, before any bytes are written.
     excl = manifest.exclusions
-    per_item = DYNAMODB_LAYOUTS[0]  # the only DynamoDB layout the encoder reads
     unsupported = (
-        ("dynamodb", manifest.dynamodb_layout != per_item, "DynamoDB jsonl layout"),
         ("s3", excl.include_incomplete_uploads, "S3 include_incomplete_uploads"),
         ("s3", excl.include_orphans, "S3 include_orphans"),
         ("sqs", excl.preserve_sqs_visibility, "SQS preserve_sqs_visibility"),

@@ -187,3 +187,17 @@ def test_cli_report_and_json_logs(tmp_path: Path, capsys: pytest.CaptureFixture[
     ]
     assert any(e["event"] == "unknown_prefix_entries" for e in events)
     assert any(e["event"] == "progress" and e["done"] for e in events)
+
+
+async def test_jsonl_layout_round_trips(tmp_path: Path) -> None:
+    """A DynamoDB JSONL dump encodes back to the same snapshot as its per-item twin."""
+    from elastickv_async import EncodeOptions, encode_snapshot
+
+    per_item, jsonl = tmp_path / "per-item", tmp_path / "jsonl"
+    await decode_snapshot(SAMPLE, per_item)
+    await decode_snapshot(SAMPLE, jsonl, DecodeOptions(dynamodb_layout="jsonl"))
+    assert any(p.suffix == ".jsonl" for p in (jsonl / "dynamodb").rglob("*"))
+    a, b = tmp_path / "a.fsm", tmp_path / "b.fsm"
+    await encode_snapshot(per_item, a, EncodeOptions(self_test=True))
+    await encode_snapshot(jsonl, b, EncodeOptions(self_test=True))
+    assert a.read_bytes() == b.read_bytes()

@@ -234,7 +234,6 @@ async def test_zero_or_unknown_adapters(tree: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "adapter"),
     [
-        ({"dynamodb_layout": "jsonl"}, "dynamodb"),
         ({"exclusions": {"include_incomplete_uploads": True}}, "s3"),
         ({"exclusions": {"include_orphans": True}}, "s3"),
         ({"exclusions": {"preserve_sqs_visibility": True}}, "sqs"),
