@@ -3,7 +3,9 @@
 The library API is asynchronous and runs under asyncio (uvloop when installed) or trio::
 
     report = await decode_snapshot("0000000000000064.fsm", "dump/")
+    await verify_tree(Path("dump/"))
     result = await encode_snapshot(Path("dump/"), Path("restored.fsm"), EncodeOptions())
+    summary = await inspect_snapshot("0000000000000064.fsm")
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from .options import ADAPTER_NAMES, DecodeOptions, EncodeOptions
 from .report import Report
 
 if TYPE_CHECKING:
+    from .dump.verify import verify_tree
     from .encode.api import EncodeResult, encode_snapshot
+    from .inspection import SnapshotInspection, inspect_snapshot
     from .pipeline import Progress, decode_snapshot
 
 __all__ = [
@@ -38,10 +42,13 @@ __all__ = [
     "Report",
     "SelfTestMismatch",
     "SnapshotFormatError",
+    "SnapshotInspection",
     "UsageError",
     "__version__",
     "decode_snapshot",
     "encode_snapshot",
+    "inspect_snapshot",
+    "verify_tree",
 ]
 
 
@@ -50,6 +57,9 @@ _LAZY = {
     "Progress": "pipeline",
     "encode_snapshot": "encode.api",
     "EncodeResult": "encode.api",
+    "inspect_snapshot": "inspection",
+    "SnapshotInspection": "inspection",
+    "verify_tree": "dump.verify",
 }
 
 

@@ -31,3 +31,11 @@ def test_generated_protobuf_modules_are_current() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_public_api_resolves() -> None:
+    """Every name in elastickv_async.__all__ is importable (lazy ones included)."""
+    import elastickv_async
+
+    for name in elastickv_async.__all__:
+        assert getattr(elastickv_async, name) is not None, name
