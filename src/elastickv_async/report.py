@@ -76,12 +76,12 @@ class Report:
         }
 
     def summary_lines(self) -> list[str]:
-        """Human-readable end-of-run summary."""
-        lines = []
-        if self.counters:
-            lines.append(
-                "counters: " + " ".join(f"{k}={v}" for k, v in sorted(self.counters.items()))
-            )
+        """Human-readable end-of-run summary: counters grouped by prefix, then warnings."""
+        groups: dict[str, list[str]] = {}
+        for name, value in sorted(self.counters.items()):
+            group, _, short = name.rpartition(".")
+            groups.setdefault(group or "counts", []).append(f"{short}={value}")
+        lines = [f"{group}: {' '.join(items)}" for group, items in groups.items()]
         if not self.warnings:
             lines.append("warnings: none")
         for w in sorted(self.warnings.values(), key=lambda w: w.event):

@@ -52,13 +52,15 @@ def test_report_views() -> None:
     report = Report()
     report.count("total", 5)
     report.count("total", 2)
+    report.count("mvcc.tombstones", 1)
+    report.count("mvcc.expired", 0)
     report.snapshot["footer"] = "valid"
     make_logger(report).warning("b_event", n=1)
     make_logger(report).warning("a_event")
     doc = report.to_dict()
-    assert doc["counters"] == {"total": 7}
+    assert doc["counters"] == {"mvcc.expired": 0, "mvcc.tombstones": 1, "total": 7}
     assert [w["event"] for w in doc["warnings"]] == ["a_event", "b_event"]
     json.dumps(doc)
     lines = report.summary_lines()
-    assert lines[0] == "counters: total=7"
+    assert lines[:2] == ["mvcc: expired=0 tombstones=1", "counts: total=7"]
     assert lines[-1] == "warning b_event x1 (first: n=1)"
