@@ -6,15 +6,25 @@ file a decode writes, so a tree without it is recognisably incomplete.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from .. import gojson
 from ..errors import ManifestError
+from ..gojson_read import (
+    GoJSONError,
+    as_bool,
+    as_int,
+    as_object,
+    as_str,
+    get_int,
+    get_list,
+    get_str,
+    loads,
+)
 from ..options import ADAPTER_NAMES, DecodeOptions
 
 __all__ = [
@@ -125,8 +135,6 @@ EXCLUSIONS_REQUIRED: Final = (
 )
 EXCLUSION_RENAME_S3_COLLISIONS: Final = "rename_s3_collisions"
 _PHASES: Final = (PHASE_SNAPSHOT, PHASE_LIVE)
-_UINT32_MAX: Final = (1 << 32) - 1
-_UINT64_MAX: Final = (1 << 64) - 1
 #: Go's ``time.RFC3339Nano`` as ``time.Parse`` accepts it (any number of fraction digits).
 _RFC3339_RE: Final = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:Z|[+-](\d{2}):(\d{2}))",
@@ -178,64 +186,18 @@ class Manifest:
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"invalid JSON literal {name}")
-
-
-def _parse_json(payload: bytes) -> Any:
-    # Go reads invalid UTF-8 inside strings as U+FFFD and rejects NaN/Infinity literals.
-    try:
-        return json.loads(payload.decode("utf-8", "replace"), parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise ManifestError(f"MANIFEST.json is not valid JSON: {exc}") from None
-
-
-def _uint(value: Any, where: str, limit: int) -> int:
-    """Go's ``json.Unmarshal`` into an unsigned field: ``null`` = 0, else an in-range integer."""
-    if value is None:
-        return 0
-    if type(value) is not int or not 0 <= value <= limit:
-        raise ManifestError(f"MANIFEST.json {where}: want an unsigned integer, got {value!r}")
-    return value
-
-
-def _string(value: Any, where: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ManifestError(f"MANIFEST.json {where}: want a string, got {value!r}")
-    return value
-
-
-def _boolean(value: Any, where: str) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise ManifestError(f"MANIFEST.json {where}: want a boolean, got {value!r}")
-    return value
-
-
-def _object(value: Any, where: str) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise ManifestError(f"MANIFEST.json {where}: want an object, got {type(value).__name__}")
-    return value
-
-
-def _check_list(value: Any, where: str, item: Callable[[Any, str], object]) -> None:
-    if value is None:
-        return
-    if not isinstance(value, list):
-        raise ManifestError(f"MANIFEST.json {where}: want an array")
-    for i, elem in enumerate(value):
-        item(elem, f"{where}[{i}]")
+def _section(obj: dict[str, Any], name: str, parent: str = "") -> dict[str, Any] | None:
+    """An optional object (a Go pointer to a struct): ``None`` when absent or ``null``."""
+    value = obj.get(name)
+    return None if value is None else as_object(value, parent + name)
 
 
 def _check_scope(scope: dict[str, Any], where: str) -> None:
     for key in ("tables", "buckets", "queues"):
-        _check_list(scope.get(key), f"{where}.{key}", _string)
-    _check_list(scope.get("databases"), f"{where}.databases", lambda v, w: _uint(v, w, _UINT32_MAX))
+        for i, item in enumerate(get_list(scope, key)):
+            as_str(item, f"{where}.{key}[{i}]")
+    for i, item in enumerate(get_list(scope, "databases")):
+        as_int(item, f"{where}.databases[{i}]", "u32")
 
 
 def _check_wall_time(text: str) -> None:
@@ -256,7 +218,7 @@ def _check_format_version(top: dict[str, Any]) -> None:
     # changed type still reports "unsupported version", not "invalid".
     if top.get("format_version") is None:
         raise ManifestError("MANIFEST.json format_version is missing or null")
-    version = _uint(top["format_version"], "format_version", _UINT32_MAX)
+    version = get_int(top, "format_version", "u32")
     if version == 0:
         raise UnsupportedFormatVersion("MANIFEST.json format_version is zero")
     if version > CURRENT_FORMAT_VERSION:
@@ -266,8 +228,8 @@ def _check_format_version(top: dict[str, Any]) -> None:
         )
 
 
-def _read_exclusions(raw: Any) -> ManifestExclusions:
-    section = _object(raw, "exclusions")
+def _read_exclusions(top: dict[str, Any]) -> ManifestExclusions:
+    section = _section(top, "exclusions")
     if section is None:
         raise ManifestError("MANIFEST.json exclusions section missing")
     for name in EXCLUSIONS_REQUIRED:
@@ -277,19 +239,19 @@ def _read_exclusions(raw: Any) -> ManifestExclusions:
                 "(cannot infer the producer's default)"
             )
     flags = {
-        name: _boolean(section.get(name), f"exclusions.{name}")
+        name: as_bool(section.get(name), f"exclusions.{name}")
         for name in (*EXCLUSIONS_REQUIRED, EXCLUSION_RENAME_S3_COLLISIONS)
     }
     return ManifestExclusions(**flags)
 
 
-def _read_adapters(raw: Any) -> dict[str, Mapping[str, Any]]:
-    section = _object(raw, "adapters")
+def _read_adapters(top: dict[str, Any]) -> dict[str, Mapping[str, Any]]:
+    section = _section(top, "adapters")
     if section is None:
         raise ManifestError("MANIFEST.json adapters section missing")
     scopes: dict[str, Mapping[str, Any]] = {}
     for name in ADAPTER_NAMES:
-        scope = _object(section.get(name), f"adapters.{name}")
+        scope = _section(section, name, "adapters.")
         if scope is not None:
             _check_scope(scope, f"adapters.{name}")
             scopes[name] = scope
@@ -297,7 +259,7 @@ def _read_adapters(raw: Any) -> dict[str, Mapping[str, Any]]:
 
 
 def _required_string(top: dict[str, Any], key: str) -> str:
-    value = _string(top.get(key), key)
+    value = get_str(top, key)
     if not value:
         raise ManifestError(f"MANIFEST.json {key} missing")
     return value
@@ -310,22 +272,34 @@ def read_manifest(payload: bytes) -> Manifest:
     or above :data:`CURRENT_FORMAT_VERSION`, :class:`~elastickv_async.errors.ManifestError`
     for anything else that is malformed (both exit 2).
     """
-    top = _parse_json(payload)
+    try:
+        top = loads(payload)
+    except GoJSONError as exc:
+        raise ManifestError(f"MANIFEST.json is not valid JSON: {exc}") from None
     if not isinstance(top, dict):
         raise ManifestError("MANIFEST.json is not a JSON object")
+    try:
+        return _read_fields(top)
+    except GoJSONError as exc:
+        raise ManifestError(f"MANIFEST.json {exc}") from None
+
+
+def _read_fields(top: dict[str, Any]) -> Manifest:
+    """The checks and fields of :func:`read_manifest`; a field of the wrong type raises
+    :class:`~elastickv_async.gojson_read.GoJSONError`."""
     _check_format_version(top)
-    phase = _string(top.get("phase"), "phase")
+    phase = get_str(top, "phase")
     if phase not in _PHASES:
         raise ManifestError(f"MANIFEST.json unknown phase {phase!r}")
-    source = _object(top.get("source"), "source")
+    source = _section(top, "source")
     if source is not None:
-        _string(source.get("fsm_path"), "source.fsm_path")
-        _string(source.get("fsm_crc32c"), "source.fsm_crc32c")
-    live = _object(top.get("live"), "live")
+        as_str(source.get("fsm_path"), "source.fsm_path")
+        as_str(source.get("fsm_crc32c"), "source.fsm_crc32c")
+    live = _section(top, "live")
     if live is not None:
-        _uint(live.get("read_ts"), "live.read_ts", _UINT64_MAX)
-        _string(live.get("pin_token_sha256"), "live.pin_token_sha256")
-    wall_time = _string(top.get("wall_time_iso"), "wall_time_iso")
+        as_int(live.get("read_ts"), "live.read_ts", "u64")
+        as_str(live.get("pin_token_sha256"), "live.pin_token_sha256")
+    wall_time = get_str(top, "wall_time_iso")
     if not wall_time:
         raise ManifestError("MANIFEST.json wall_time_iso missing")
     _check_wall_time(wall_time)
@@ -333,21 +307,19 @@ def read_manifest(payload: bytes) -> Manifest:
         format_version=top["format_version"],
         phase=phase,
         wall_time_iso=wall_time,
-        adapters=_read_adapters(top.get("adapters")),
-        exclusions=_read_exclusions(top.get("exclusions")),
+        adapters=_read_adapters(top),
+        exclusions=_read_exclusions(top),
         checksum_algorithm=_required_string(top, "checksum_algorithm"),
         checksum_format=_required_string(top, "checksum_format"),
         encoded_filename_charset=_required_string(top, "encoded_filename_charset"),
-        key_segment_max_bytes=_uint(
-            top.get("key_segment_max_bytes"), "key_segment_max_bytes", _UINT32_MAX
-        ),
+        key_segment_max_bytes=get_int(top, "key_segment_max_bytes", "u32"),
         s3_meta_suffix=_required_string(top, "s3_meta_suffix"),
         s3_collision_strategy=_required_string(top, "s3_collision_strategy"),
-        dynamodb_layout=_string(top.get("dynamodb_layout"), "dynamodb_layout"),
-        elastickv_version=_string(top.get("elastickv_version"), "elastickv_version"),
-        cluster_id=_string(top.get("cluster_id"), "cluster_id"),
-        snapshot_index=_uint(top.get("snapshot_index"), "snapshot_index", _UINT64_MAX),
-        last_commit_ts=_uint(top.get("last_commit_ts"), "last_commit_ts", _UINT64_MAX),
+        dynamodb_layout=get_str(top, "dynamodb_layout"),
+        elastickv_version=get_str(top, "elastickv_version"),
+        cluster_id=get_str(top, "cluster_id"),
+        snapshot_index=get_int(top, "snapshot_index", "u64"),
+        last_commit_ts=get_int(top, "last_commit_ts", "u64"),
         source=source,
         live=live,
         raw=top,

@@ -26,6 +26,7 @@ from ..adapters.base import AdapterSpec, EncodeContext
 from ..adapters.registry import adapter_specs
 from ..dump.manifest import MANIFEST_NAME, Manifest, read_manifest
 from ..errors import OutputError, SelfTestMismatch, UsageError
+from ..extsort import DEFAULT_SORT_BUDGET, ExternalSorter
 from ..options import ADAPTER_NAMES, DecodeOptions, EncodeOptions
 from ..report import Report, make_logger
 from . import publish as disk
@@ -35,7 +36,6 @@ from .framing import ts_suffix
 from .info import EncodeInfo
 from .output import SnapshotStream
 from .selftest import SelfTestOutcome, run_self_test
-from .sorter import DEFAULT_SORT_BUDGET, ExternalSorter
 
 __all__ = ["ENCODE_ORDER", "EncodeResult", "encode_snapshot", "parse_last_commit_ts"]
 

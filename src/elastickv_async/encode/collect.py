@@ -2,8 +2,9 @@
 
 Each adapter runs in its own task of one task group and sends batches of records over a
 bounded channel; a single consumer stamps each key with the snapshot timestamp, checks the
-reader's size limits and buffers the record in the :class:`~.sorter.ExternalSorter`. A spill
-runs in a worker thread while the producers wait on the full channel (backpressure).
+reader's size limits and buffers the record in the
+:class:`~elastickv_async.extsort.ExternalSorter`. A spill runs in a worker thread while the
+producers wait on the full channel (backpressure).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from ..adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
 from ..concurrency import task_group
 from ..errors import DumpTreeError, UsageError
+from ..extsort import ExternalSorter
 from .framing import check_record
-from .sorter import ExternalSorter
 
 __all__ = ["collect_records"]
 

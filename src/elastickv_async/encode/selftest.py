@@ -43,14 +43,14 @@ import anyio.to_thread
 import orjson
 
 from ..adapters.redis import dumpfmt as redis_layout
-from ..adapters.s3 import layout as s3_layout
 from ..adapters.sqs import layout as sqs_layout
 from ..adapters.sqs.encode import RESTORE_GENERATION
+from ..dump.keymap import KEYMAP_FILE
 from ..errors import DataError, DumpTreeError
+from ..extsort import ExternalSorter
 from ..options import DecodeOptions
 from ..pipeline import decode_snapshot
 from ..report import Report
-from .sorter import ExternalSorter
 
 __all__ = ["MAX_MISMATCH_LINES", "SelfTestOutcome", "diff_trees", "run_self_test"]
 
@@ -70,9 +70,8 @@ _GENERATION_FIELD: Final = b'"queue_generation":'
 _BYTES, _SQS_MESSAGES, _LINE_SET = "bytes", "sqs-messages", "line-set"
 _REDIS_KEYED: Final = frozenset(
     f"{redis_layout.DB_DIR}/{name}"
-    for name in (redis_layout.STRINGS_TTL, redis_layout.HLL_TTL, redis_layout.KEYMAP)
+    for name in (redis_layout.STRINGS_TTL, redis_layout.HLL_TTL, KEYMAP_FILE)
 )
-_S3_KEYMAP: Final = os.fsdecode(s3_layout.KEYMAP_FILE)
 
 
 def _compare_mode(path: str) -> str:
@@ -80,7 +79,7 @@ def _compare_mode(path: str) -> str:
     if path in _REDIS_KEYED:
         return _LINE_SET
     parts = path.split("/")
-    if len(parts) == 3 and parts[0] == "s3" and parts[2] == _S3_KEYMAP:
+    if len(parts) == 3 and parts[0] == "s3" and parts[2] == KEYMAP_FILE:
         return _LINE_SET
     if len(parts) == 3 and parts[0] == sqs_layout.ROOT and parts[2] == sqs_layout.MESSAGES_FILE:
         return _SQS_MESSAGES

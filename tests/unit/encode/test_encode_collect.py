@@ -15,8 +15,8 @@ import structlog
 from elastickv_async.adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
 from elastickv_async.encode.collect import collect_records
 from elastickv_async.encode.errors import EncodeValueTooLarge
-from elastickv_async.encode.sorter import ExternalSorter
 from elastickv_async.errors import DumpTreeError
+from elastickv_async.extsort import ExternalSorter
 from elastickv_async.report import Report
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,6 @@ from elastickv_async.adapters.s3.errors import S3MetaSuffixCollision
 from elastickv_async.adapters.s3.layout import (
     Placement,
     blob_file_name,
-    keymap_line,
     orphan_dir_name,
     plan_objects,
 )
@@ -130,12 +129,6 @@ def test_no_two_paths_collide_and_no_file_is_a_directory() -> None:
             b"_orphans",
             b"_incomplete_uploads",
         )
-
-
-def test_keymap_line_shape() -> None:
-    assert keymap_line(b"path/to.elastickv-leaf-data", b"path/to", "s3-leaf-data") == (
-        b'{"encoded":"path/to.elastickv-leaf-data","original":"cGF0aC90bw","kind":"s3-leaf-data"}\n'
-    )
 
 
 def test_orphan_directory_names() -> None:

@@ -1,10 +1,9 @@
-"""S3 value shapes: Go-compatible JSON reading, sidecar and bucket JSON bytes, HLC times."""
+"""S3 value shapes: live records, sidecar and bucket JSON bytes, HLC times."""
 
 from __future__ import annotations
 
 import pytest
 
-from elastickv_async.adapters.s3.gojsonread import Field, GoJSONError, decode_struct, parse_document
 from elastickv_async.adapters.s3.values import (
     DeclaredPart,
     LiveBucketMeta,
@@ -118,67 +117,3 @@ def test_live_manifest_for_empty_and_chunked_bodies() -> None:
     assert b'"user_metadata":{"a":"1","b":"2"},"parts":[{"part_no":1,"etag":"e"' in (
         live_manifest_json(sidecar, [1 << 20, 5])
     )
-
-
-_SPEC = (
-    Field("name", "str"),
-    Field("size_bytes", "i64"),
-    Field("generation", "u64"),
-    Field("meta", "map_str"),
-    Field("flag", "bool"),
-)
-
-
-def _decode(raw: bytes) -> dict[str, object]:
-    return decode_struct(parse_document(raw), _SPEC)
-
-
-def test_go_matches_keys_case_insensitively_and_in_order() -> None:
-    doc = _decode(b'{"NAME":"a","name":"b","Size_Bytes":-3,"GENERATION":7,"\\u017fize_bytes":4}')
-    # U+017F (long s) folds to "s" in Go's EqualFold, so the last key also sets size_bytes.
-    assert doc == {"name": "b", "size_bytes": 4, "generation": 7, "meta": None, "flag": False}
-
-
-def test_go_null_semantics() -> None:
-    doc = _decode(b'{"name":"a","name":null,"meta":{"k":"v","k":null},"flag":null}')
-    assert doc["name"] == "a"  # null leaves a string untouched
-    assert doc["meta"] == {"k": ""}  # a null map element stores ""
-    assert _decode(b'{"meta":{"k":"v"},"meta":null}')["meta"] is None
-    assert _decode(b"null") == {
-        "name": "",
-        "size_bytes": 0,
-        "generation": 0,
-        "meta": None,
-        "flag": False,
-    }
-
-
-def test_invalid_utf8_and_lone_surrogates_become_replacement_characters() -> None:
-    assert _decode(b'{"name":"a\xffb\\ud800"}')["name"] == "a\ufffdb\ufffd"
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b'{"generation":-1}',
-        b'{"generation":1.0}',
-        b'{"generation":18446744073709551616}',
-        b'{"size_bytes":"5"}',
-        b'{"name":5}',
-        b'{"flag":"true"}',
-        b'{"meta":{"k":1}}',
-        b"[1]",
-        b'{"name":"a"} x',
-        b"",
-        b"NaN",
-    ],
-)
-def test_go_rejects(raw: bytes) -> None:
-    with pytest.raises(GoJSONError):
-        _decode(raw)
-
-
-def test_stream_mode_tolerates_a_trailing_closing_bracket_like_decoder_more() -> None:
-    assert decode_struct(parse_document(b'{"name":"a"} }', stream=True), _SPEC)["name"] == "a"
-    with pytest.raises(GoJSONError):
-        parse_document(b'{"name":"a"} {}', stream=True)

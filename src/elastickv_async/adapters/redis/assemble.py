@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+from ...dump.keymap import KIND_SHA_FALLBACK, keymap_line
 from ...dump.names import encode_segment, is_sha_fallback
 from . import dumpfmt
 from .facts import (
@@ -164,7 +165,9 @@ class _Key:
 
     def keymap(self, tag: bytes) -> None:
         if is_sha_fallback(self.segment):
-            self.out.keymap.append((tag, dumpfmt.keymap_line(self.segment, self.user_key)))
+            self.out.keymap.append(
+                (tag, keymap_line(self.segment, self.user_key, KIND_SHA_FALLBACK))
+            )
 
     def owned_ttl(self, kind: Kind) -> int | None:
         return self.ttl if self.owner == kind else None

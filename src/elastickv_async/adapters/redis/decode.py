@@ -23,8 +23,9 @@ import anyio
 import anyio.to_thread
 
 from ...adapters.base import DecodeContext, Routed
+from ...dump.keymap import KEYMAP_FILE, KIND_SHA_FALLBACK, keymap_line
 from ...dump.names import encode_segment, is_sha_fallback
-from ...encode.sorter import ExternalSorter
+from ...extsort import ExternalSorter
 from ...snapshot.entry import Entry
 from . import dumpfmt, keys
 from .assemble import SUB_BLOB, SUB_TTL, KeyOutput, arrival_tag, assemble_key
@@ -236,7 +237,7 @@ class RedisDecoder:
 
     def _keymap_line(self, user_key: bytes, segment: str, tag: bytes) -> None:
         if is_sha_fallback(segment):
-            self._keymap.add(tag, dumpfmt.keymap_line(segment, user_key))
+            self._keymap.add(tag, keymap_line(segment, user_key, KIND_SHA_FALLBACK))
 
     def _run_for(self, row: Row, user_key: bytes) -> _Run:
         run = self._run
@@ -356,9 +357,9 @@ class RedisDecoder:
     async def _install_keymap(self) -> None:
         if not self._keymap.records:
             return
-        path = self._ctx.scratch / dumpfmt.KEYMAP
+        path = self._ctx.scratch / KEYMAP_FILE
         await anyio.to_thread.run_sync(_write_merged, path, self._keymap.merged())
-        await self._ctx.writer.install(f"{dumpfmt.DB_DIR}/{dumpfmt.KEYMAP}", path)
+        await self._ctx.writer.install(f"{dumpfmt.DB_DIR}/{KEYMAP_FILE}", path)
         self._written += 1
 
     # --- strings and HLLs --------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Final
 import anyio.to_thread
 
 from ...adapters.base import EncodeContext
+from ...dump.keymap import KEYMAP_FILE, load_keymap
 from ...dump.names import decode_segment
 from ...errors import ShaFallbackNeedsKeymap
 from . import dumpfmt, keys
@@ -160,8 +161,9 @@ def _scan(root: str) -> _Tree | None:
     if db_fd is None:
         return None
     try:
-        raw = _read_file(db_fd, dumpfmt.KEYMAP, f"{dumpfmt.DB_DIR}/{dumpfmt.KEYMAP}")
-        keymap = {} if raw is None else dumpfmt.parse_keymap(raw, dumpfmt.KEYMAP)
+        where = f"{dumpfmt.DB_DIR}/{KEYMAP_FILE}"
+        raw = _read_file(db_fd, KEYMAP_FILE, where)
+        keymap = {} if raw is None else load_keymap(raw, where)
         tree = _Tree(db_fd, keymap)
     except BaseException:
         os.close(db_fd)

@@ -26,9 +26,11 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
+from ...dump.keymap import keymap_line
 from ...dump.names import encode_segment
 from ...errors import ElasticKVError
 from ...gojson import encoder_line, go_str
+from ...gojson_read import GoJSONError
 from ..base import DecodeContext, Routed
 from . import keys
 from .errors import (
@@ -39,7 +41,6 @@ from .errors import (
     S3InvalidManifest,
     S3MalformedKey,
 )
-from .gojsonread import GoJSONError
 from .keys import ChunkKey, ChunkRef
 from .layout import (
     BUCKET_FILE,
@@ -50,7 +51,6 @@ from .layout import (
     ORPHANS_DIR,
     Placement,
     blob_file_name,
-    keymap_line,
     orphan_dir_name,
     plan_objects,
 )
@@ -309,7 +309,7 @@ class _BucketFlush:
             [o.key for o in active if o.manifest is not None],
             rename_collisions=options.rename_collisions,
         )
-        renamed: list[tuple[bytes, Placement]] = []
+        renamed: list[tuple[bytes, bytes, str]] = []  # (key, path, kind)
         for obj in active:
             if obj.manifest is None:
                 await self._flush_orphan(obj)
@@ -317,7 +317,7 @@ class _BucketFlush:
             placement = plan[obj.key]
             await self._flush_object(obj, obj.manifest, placement)
             if placement.kind is not None:
-                renamed.append((obj.key, placement))
+                renamed.append((obj.key, placement.path, placement.kind))
         for obj in stale:
             if options.include_orphans:
                 await self._flush_orphan(obj)
@@ -334,8 +334,8 @@ class _BucketFlush:
             )
         if renamed:
             lines = b"".join(
-                keymap_line(p.path, key, p.kind or "")
-                for key, p in sorted(renamed, key=lambda r: r[0])
+                keymap_line(path.decode("utf-8"), key, kind)
+                for key, path, kind in sorted(renamed, key=lambda r: r[0])
             )
             self._small.ready.append((f"{self._dir}/{KEYMAP_FILE.decode()}", lines))
             self._ctx.report.count("s3.renamed_keys", len(renamed))

@@ -21,6 +21,7 @@ from typing import Any, Final
 import anyio.to_thread
 
 from ...dump.names import encode_segment
+from ...gojson_read import GoJSONError
 from ..base import EncodeContext
 from . import keys
 from .errors import (
@@ -29,7 +30,6 @@ from .errors import (
     S3EncodeNotRegular,
     S3EncodeReservedPrefixCollision,
 )
-from .gojsonread import GoJSONError
 from .keymap import parse_keymap
 from .layout import BUCKET_FILE, INCOMPLETE_DIR, KEYMAP_FILE, META_SUFFIX, ORPHANS_DIR
 from .treeread import FileIdentity, TreeReader
@@ -226,7 +226,7 @@ class _BucketScan:
             return {}  # a user object literally named KEYMAP.jsonl (reference-made trees)
         parts = (self._dir, _KEYMAP_NAME)
         self._tree.check_regular(st, parts)
-        return parse_keymap(self._tree.read_file(fd, parts))
+        return parse_keymap(self._tree.read_file(fd, parts), f"s3/{self._dir}/{_KEYMAP_NAME}")
 
     def _walk_dir(self, fd: int, parts: tuple[str, ...]) -> Generator[_Object, None, None]:
         top = len(parts) == 1

@@ -1,29 +1,30 @@
-"""Reading a bucket's ``KEYMAP.jsonl`` back (the encoder's side of :mod:`.layout`).
+"""A bucket's ``KEYMAP.jsonl`` as the encoder's rename tracker (the reverse of :mod:`.layout`).
 
-Lines are ``{"encoded", "original", "kind"}`` objects. Like the reference's strict tracker
-reader, every key must be present and non-null, ``encoded`` must be unique, and each record
-must be something the decoder could have written, so a hand-edited or corrupt KEYMAP fails
-closed instead of silently restoring wrong keys. The checks follow the reference's, widened
-to the kinds and keys that only this project writes (see :mod:`.layout`).
+:func:`~elastickv_async.dump.keymap.read_keymap` applies the reference's per-line rules; on
+top of them, like the reference's strict tracker reader, ``encoded`` must be unique and each
+record must be something the decoder could have written, so a hand-edited or corrupt KEYMAP
+fails closed instead of silently restoring wrong keys. The checks follow the reference's,
+widened to the kinds and keys that only this project writes (see :mod:`.layout`).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from ...dump.names import b64url_decode
+from ...dump.keymap import (
+    KIND_DIR_MARKER,
+    KIND_LEAF_DATA,
+    KIND_META_RENAME,
+    KIND_RESERVED_NAME,
+    KIND_SHA_FALLBACK,
+    read_keymap,
+)
 from ...errors import InvalidKeymapRecord
-from .gojsonread import Field, GoJSONError, decode_struct, object_items, parse_document
 from .layout import (
     BUCKET_FILE,
     DIR_MARKER_NAME,
     INCOMPLETE_DIR,
     KEYMAP_FILE,
-    KIND_DIR_MARKER,
-    KIND_LEAF_DATA,
-    KIND_META_RENAME,
-    KIND_RESERVED_NAME,
-    KINDS,
     LEAF_SUFFIX,
     META_SUFFIX,
     ORPHANS_DIR,
@@ -33,10 +34,10 @@ from .layout import (
 
 __all__ = ["parse_keymap"]
 
-_RECORD: Final = (Field("encoded", "str"), Field("original", "str"), Field("kind", "str"))
-_REQUIRED: Final = ("encoded", "original", "kind")
-#: The reference reads KEYMAP lines with a 4 MiB scanner buffer.
-_MAX_LINE: Final = 4 << 20
+#: The kinds the S3 decoder writes.
+_KINDS: Final = frozenset(
+    {KIND_SHA_FALLBACK, KIND_LEAF_DATA, KIND_META_RENAME, KIND_RESERVED_NAME, KIND_DIR_MARKER}
+)
 
 
 def _plain_key(key: bytes) -> bool:
@@ -80,44 +81,17 @@ def _check_kind(encoded: str, original: bytes, kind: str) -> None:
         )
 
 
-def _parse_line(line: bytes) -> tuple[str, bytes, str]:
-    try:
-        doc = parse_document(line)
-        present = dict(object_items(doc))
-        for name in _REQUIRED:
-            if name not in present:
-                raise GoJSONError(f"missing field {name!r}")
-            if present[name] is None:
-                raise GoJSONError(f"field {name!r} is null")
-        record = decode_struct(doc, _RECORD)
-    except GoJSONError as exc:
-        raise InvalidKeymapRecord(f"invalid KEYMAP.jsonl line: {exc}") from None
-    if not record["encoded"] or not record["kind"]:
-        raise InvalidKeymapRecord("KEYMAP.jsonl record without encoded or kind")
-    try:
-        original = b64url_decode(record["original"])
-    except ValueError as exc:
-        raise InvalidKeymapRecord(f"KEYMAP original of {record['encoded']!r}: {exc}") from None
-    return record["encoded"], original, record["kind"]
-
-
-def parse_keymap(raw: bytes) -> dict[str, bytes]:
-    """Parse and check a bucket's KEYMAP.jsonl: ``{encoded path: original key}``.
+def parse_keymap(raw: bytes, where: str) -> dict[str, bytes]:
+    """Parse and check a bucket's KEYMAP.jsonl (``where`` names it): ``{encoded path: key}``.
 
     Raises :class:`~elastickv_async.errors.InvalidKeymapRecord`.
     """
     out: dict[str, bytes] = {}
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the newline that ends the last line
-    for line in lines:
-        line = line.removesuffix(b"\r")
-        if len(line) > _MAX_LINE:
-            raise InvalidKeymapRecord("KEYMAP.jsonl line longer than 4 MiB")
-        encoded, original, kind = _parse_line(line)
+    for record in read_keymap(raw, where):
+        encoded, original, kind = record.encoded, record.original, record.kind
         if encoded in out:
-            raise InvalidKeymapRecord(f"KEYMAP.jsonl records {encoded!r} twice")
-        if kind not in KINDS:
+            raise InvalidKeymapRecord(f"{where} records {encoded!r} twice")
+        if kind not in _KINDS:
             raise InvalidKeymapRecord(f"KEYMAP record {encoded!r} has unknown kind {kind!r}")
         _check_encoded(encoded)
         _check_kind(encoded, original, kind)

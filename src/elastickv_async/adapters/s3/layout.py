@@ -33,8 +33,15 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from ...dump.names import b64url_encode, encode_segment, sha_fallback
-from ...gojson import encoder_line
+from ...dump.keymap import KEYMAP_FILE as KEYMAP_NAME
+from ...dump.keymap import (
+    KIND_DIR_MARKER,
+    KIND_LEAF_DATA,
+    KIND_META_RENAME,
+    KIND_RESERVED_NAME,
+    KIND_SHA_FALLBACK,
+)
+from ...dump.names import encode_segment, sha_fallback
 from .errors import S3MetaSuffixCollision
 
 __all__ = [
@@ -43,12 +50,6 @@ __all__ = [
     "INCOMPLETE_DIR",
     "INCOMPLETE_RECORDS",
     "KEYMAP_FILE",
-    "KINDS",
-    "KIND_DIR_MARKER",
-    "KIND_LEAF_DATA",
-    "KIND_META_RENAME",
-    "KIND_RESERVED_NAME",
-    "KIND_SHA_FALLBACK",
     "LEAF_SUFFIX",
     "META_SUFFIX",
     "ORPHANS_DIR",
@@ -56,7 +57,6 @@ __all__ = [
     "USER_DATA_SUFFIX",
     "Placement",
     "blob_file_name",
-    "keymap_line",
     "orphan_dir_name",
     "plan_objects",
 ]
@@ -66,21 +66,12 @@ LEAF_SUFFIX: Final = b".elastickv-leaf-data"
 USER_DATA_SUFFIX: Final = b".user-data"
 DIR_MARKER_NAME: Final = b".elastickv-dir-marker"
 BUCKET_FILE: Final = b"_bucket.json"
-KEYMAP_FILE: Final = b"KEYMAP.jsonl"
+KEYMAP_FILE: Final = KEYMAP_NAME.encode()
 ORPHANS_DIR: Final = b"_orphans"
 INCOMPLETE_DIR: Final = b"_incomplete_uploads"
 INCOMPLETE_RECORDS: Final = b"records.jsonl"
 #: First path segments at the bucket root that belong to the dump, not to user objects.
 RESERVED_ROOT: Final = frozenset({BUCKET_FILE, KEYMAP_FILE, ORPHANS_DIR, INCOMPLETE_DIR})
-
-KIND_SHA_FALLBACK: Final = "sha-fallback"
-KIND_LEAF_DATA: Final = "s3-leaf-data"
-KIND_META_RENAME: Final = "meta-suffix-rename"
-KIND_RESERVED_NAME: Final = "s3-reserved-name"
-KIND_DIR_MARKER: Final = "s3-dir-marker"
-KINDS: Final = frozenset(
-    {KIND_SHA_FALLBACK, KIND_LEAF_DATA, KIND_META_RENAME, KIND_RESERVED_NAME, KIND_DIR_MARKER}
-)
 
 #: The filesystem's limit for one name; a body's name leaves room for the sidecar suffix.
 NAME_MAX: Final = 255
@@ -252,13 +243,6 @@ def _candidates(key: bytes, preferred: Placement | None) -> Iterator[Placement]:
         yield preferred
     for path in _fallbacks(key, _map_reserved(key)):
         yield Placement(path, KIND_SHA_FALLBACK)
-
-
-def keymap_line(path: bytes, original: bytes, kind: str) -> bytes:
-    """One ``KEYMAP.jsonl`` line (``json.Encoder`` without HTML escaping, trailing newline)."""
-    return encoder_line(
-        {"encoded": path.decode("utf-8"), "original": b64url_encode(original), "kind": kind}
-    )
 
 
 def orphan_dir_name(obj: bytes) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ...gojson import go_str, marshal, marshal_indent, sorted_map
-from .gojsonread import Field, decode_struct, parse_document
+from ...gojson_read import Field, decode_struct, parse_tree
 
 __all__ = [
     "FORMAT_VERSION",
@@ -120,7 +120,7 @@ class LiveBucketMeta:
 
 def parse_live_bucket_meta(value: bytes) -> LiveBucketMeta:
     """Decode a ``!s3|bucket|meta|`` value; raises ``GoJSONError``."""
-    doc = decode_struct(parse_document(value), _LIVE_BUCKET)
+    doc = decode_struct(parse_tree(value), _LIVE_BUCKET)
     return LiveBucketMeta(doc["generation"], doc["owner"], doc["region"], doc["acl"])
 
 
@@ -160,7 +160,7 @@ def parse_live_manifest(value: bytes) -> LiveManifest:
     Raises ``GoJSONError`` for bad JSON and ``ValueError`` for an offloaded part whose
     ``chunk_sizes`` do not match its ``chunk_count``.
     """
-    doc = decode_struct(parse_document(value), _LIVE_MANIFEST)
+    doc = decode_struct(parse_tree(value), _LIVE_MANIFEST)
     parts: dict[PartKey, DeclaredPart] = {}
     for part in doc["parts"] or ():
         sizes = tuple(part["chunk_sizes"] or ())
@@ -236,12 +236,12 @@ def format_hlc(hlc: int) -> str:
 
 def parse_public_bucket(raw: bytes) -> dict[str, Any]:
     """Decode ``_bucket.json`` like the reference encoder (one value; trailing data refused)."""
-    return decode_struct(parse_document(raw, stream=True), _PUBLIC_BUCKET)
+    return decode_struct(parse_tree(raw, more=True), _PUBLIC_BUCKET)
 
 
 def parse_public_manifest(raw: bytes) -> dict[str, Any]:
     """Decode an object sidecar like the reference encoder."""
-    return decode_struct(parse_document(raw, stream=True), _PUBLIC_MANIFEST)
+    return decode_struct(parse_tree(raw, more=True), _PUBLIC_MANIFEST)
 
 
 def live_bucket_meta_json(bucket: dict[str, Any]) -> bytes:

@@ -21,10 +21,10 @@ import anyio.to_thread
 from ... import gojson
 from ...dump.names import b64url_encode, encode_segment
 from ...gojson import go_str
+from ...gojson_read import GoJSONError
 from ..base import DecodeContext, Routed
 from . import keys, layout
 from .errors import SQSInvalidMessage, SQSInvalidQueueGen, SQSInvalidQueueMeta, SQSMalformedKey
-from .jsonread import GoJSONError
 from .message import decode_stored_message, dump_line
 from .queue import QueueConfig, decode_stored_meta, queue_json
 from .spool import DEFAULT_BUDGET, MessageSpool

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import stat
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +25,7 @@ import anyio
 import anyio.to_thread
 
 from ... import gojson
-from ...gojson import go_str
+from ...gojson_read import GoJSONError, iter_values, loads
 from ..base import EncodeContext
 from . import keys, layout
 from .errors import (
@@ -38,7 +37,6 @@ from .errors import (
     SQSEncodePartitionHashMismatch,
     SQSEncodePartitionRoutingMismatch,
 )
-from .jsonread import GoJSONError, parse_document
 from .message import Message, parse_dump_message, stored_value
 from .queue import FORMAT_VERSION, QueueConfig, parse_queue_json, stored_meta_value
 
@@ -202,27 +200,16 @@ class _MessageReader:
             if not line.strip():
                 continue
             try:
-                yield parse_document(line), line
+                yield loads(line), line
             except GoJSONError:
                 yield from self._stream(line + self._fh.read())
                 return
 
     def _stream(self, data: bytes) -> Iterator[tuple[Any, str]]:
-        text = go_str(data)
-        decoder = json.JSONDecoder()
-        pos = 0
-        while True:
-            while pos < len(text) and text[pos] in " \t\n\r":
-                pos += 1
-            if pos == len(text):
-                return
-            try:
-                _, end = decoder.raw_decode(text, pos)
-                value = parse_document(text[pos:end])
-            except (ValueError, RecursionError) as exc:
-                raise SQSEncodeInvalidMessage(f"{self._rel}: {exc}") from None
-            yield value, text[pos:end]
-            pos = end
+        try:
+            yield from iter_values(data)
+        except GoJSONError as exc:
+            raise SQSEncodeInvalidMessage(f"{self._rel}: {exc}") from None
 
 
 # --- per-queue encoding -------------------------------------------------------------------------

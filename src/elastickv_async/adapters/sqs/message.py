@@ -16,14 +16,13 @@ from typing import Any, Final
 from ... import gojson
 from ...dump.names import b64url_decode, b64url_encode
 from ...gojson import go_str
-from .jsonread import (
-    UINT32,
-    UINT64,
+from ...gojson_read import (
     GoJSONError,
+    as_object,
     get_bytes,
     get_int,
     get_str,
-    parse_document,
+    loads,
     raw_member,
     raw_object_members,
 )
@@ -65,9 +64,7 @@ def _attributes(obj: dict[str, Any], document: bytes | str) -> dict[str, str] | 
     value = obj.get(_ATTRIBUTES)
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise GoJSONError(f"field {_ATTRIBUTES!r}: expected an object")
-    if not value:
+    if not as_object(value, _ATTRIBUTES):
         return {}
     # The parsed values lose their source text; fetch it (only for messages that have any).
     text = go_str(document) if isinstance(document, bytes) else document
@@ -90,20 +87,12 @@ def _message(obj: dict[str, Any], document: bytes | str, body: bytes | None) -> 
         receive_count=get_int(obj, "receive_count"),
         first_receive_millis=get_int(obj, "first_receive_millis"),
         current_receipt_token=get_bytes(obj, "current_receipt_token"),
-        queue_generation=get_int(obj, "queue_generation", UINT64),
+        queue_generation=get_int(obj, "queue_generation", "u64"),
         message_group_id=get_str(obj, "message_group_id"),
         message_deduplication_id=get_str(obj, "message_deduplication_id"),
-        sequence_number=get_int(obj, "sequence_number", UINT64),
+        sequence_number=get_int(obj, "sequence_number", "u64"),
         dead_letter_source_arn=get_str(obj, "dead_letter_source_arn"),
     )
-
-
-def _as_object(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}  # Go: null into a struct leaves it zero
-    if not isinstance(value, dict):
-        raise GoJSONError(f"expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def decode_stored_message(value: bytes) -> Message:
@@ -111,7 +100,7 @@ def decode_stored_message(value: bytes) -> Message:
     if not value.startswith(MESSAGE_MAGIC):
         raise GoJSONError("missing magic prefix")
     document = value[len(MESSAGE_MAGIC) :]
-    obj = _as_object(parse_document(document))
+    obj = as_object(loads(document))
     return _message(obj, document, get_bytes(obj, "body"))
 
 
@@ -195,11 +184,11 @@ def _dump_body(value: Any) -> bytes:
 
 def parse_dump_message(value: Any, document: bytes | str) -> Message:
     """Decode one ``messages.jsonl`` record (``value`` parsed from the text ``document``)."""
-    obj = _as_object(value)
+    obj = as_object(value)
     body = _dump_body(obj["body"]) if "body" in obj else None
     msg = _message(obj, document, body)
     if obj.get("partition") is not None:
-        msg.partition = get_int(obj, "partition", UINT32)
+        msg.partition = get_int(obj, "partition", "u32")
     return msg
 
 

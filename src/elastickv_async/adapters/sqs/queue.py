@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ... import gojson
-from .jsonread import UINT32, GoJSONError, get_bool, get_int, get_str, parse_document
+from ...gojson_read import GoJSONError, as_object, get_bool, get_int, get_str, loads
 from .keys import QUEUE_META_MAGIC
 
 __all__ = [
@@ -68,26 +68,17 @@ def _common(obj: dict[str, Any]) -> dict[str, Any]:
         "maximum_message_size": get_int(obj, "maximum_message_size"),
         "redrive_policy": get_str(obj, "redrive_policy"),
         "redrive_allow_policy": get_str(obj, "redrive_allow_policy"),
-        "partition_count": get_int(obj, "partition_count", UINT32),
+        "partition_count": get_int(obj, "partition_count", "u32"),
         "fifo_throughput_limit": get_str(obj, "fifo_throughput_limit"),
         "deduplication_scope": get_str(obj, "deduplication_scope"),
     }
-
-
-def _object(data: bytes) -> dict[str, Any]:
-    obj = parse_document(data)
-    if obj is None:
-        return {}  # Go: null into a struct leaves it zero
-    if not isinstance(obj, dict):
-        raise GoJSONError(f"expected a JSON object, got {type(obj).__name__}")
-    return obj
 
 
 def decode_stored_meta(value: bytes) -> QueueConfig:
     """Decode a live queue-meta value; raises :class:`GoJSONError` when it is not one."""
     if not value.startswith(QUEUE_META_MAGIC):
         raise GoJSONError("missing magic prefix")
-    obj = _object(value[len(QUEUE_META_MAGIC) :])
+    obj = as_object(loads(value[len(QUEUE_META_MAGIC) :]))
     return QueueConfig(
         name=get_str(obj, "name"),
         fifo=get_bool(obj, "is_fifo"),
@@ -119,8 +110,8 @@ def _put_nonzero(out: dict[str, Any], cfg: QueueConfig, names: tuple[str, ...]) 
 
 def parse_queue_json(data: bytes) -> tuple[int, QueueConfig]:
     """Parse ``_queue.json``: its ``format_version`` and configuration (not yet validated)."""
-    obj = _object(data)
-    version = get_int(obj, "format_version", UINT32)
+    obj = as_object(loads(data))
+    version = get_int(obj, "format_version", "u32")
     return version, QueueConfig(
         name=get_str(obj, "name"),
         fifo=get_bool(obj, "fifo"),

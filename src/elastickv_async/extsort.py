@@ -1,4 +1,8 @@
-"""Sorting the encoder's records by key with bounded memory (an external merge sort).
+"""Sorting ``(key, value)`` records by key with bounded memory (an external merge sort).
+
+Shared by both directions: the encoder sorts every adapter's records before writing the
+snapshot, the Redis decoder sorts its facts and its KEYMAP and sidecar lines, the self-test
+sorts the lines of files it compares as sets.
 
 Records are buffered until their estimated footprint exceeds a budget; the buffer is then
 sorted and spilled to a run file under the scratch directory. The final order is a k-way

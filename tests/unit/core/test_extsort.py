@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from elastickv_async.encode import sorter as sorter_module
-from elastickv_async.encode.sorter import ExternalSorter
+from elastickv_async import extsort
+from elastickv_async.extsort import ExternalSorter
 
 
 def _records(n: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
@@ -52,7 +52,7 @@ def test_more_runs_than_fan_in_are_compacted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With more runs than the fan-in, runs are pre-merged; duplicates survive for the caller."""
-    monkeypatch.setattr(sorter_module, "MERGE_FAN_IN", 3)
+    monkeypatch.setattr(extsort, "MERGE_FAN_IN", 3)
     recs = [*_records(40, seed=3), (b"dup", b"x"), (b"dup", b"x")]
     s = ExternalSorter(tmp_path, budget=1)
     for k, v in recs:

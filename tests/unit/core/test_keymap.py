@@ -1,0 +1,84 @@
+"""KEYMAP.jsonl records (REFERENCE_NOTES §4.5): the line writer and the reference's reader rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from elastickv_async.dump.keymap import KeymapRecord, keymap_line, load_keymap, read_keymap
+from elastickv_async.errors import InvalidKeymapRecord
+
+
+def test_line_shape() -> None:
+    """Field order encoded/original/kind, unpadded base64url, no HTML escaping, newline."""
+    assert keymap_line("path/to.elastickv-leaf-data", b"path/to", "s3-leaf-data") == (
+        b'{"encoded":"path/to.elastickv-leaf-data","original":"cGF0aC90bw","kind":"s3-leaf-data"}\n'
+    )
+    assert keymap_line("a<b>&", b"\xff\xfe", "sha-fallback") == (
+        b'{"encoded":"a<b>&","original":"__4","kind":"sha-fallback"}\n'
+    )
+
+
+@pytest.mark.parametrize(("encoded", "kind"), [("", "sha-fallback"), ("x", "")])
+def test_writer_refuses_empty_encoded_or_kind(encoded: str, kind: str) -> None:
+    with pytest.raises(ValueError):
+        keymap_line(encoded, b"k", kind)
+
+
+def test_reader_round_trips_the_writer_in_file_order() -> None:
+    data = keymap_line("b", b"\x00", "k1") + keymap_line("a", b"", "k2")
+    assert list(read_keymap(data, "KEYMAP.jsonl")) == [
+        KeymapRecord("b", b"\x00", "k1"),
+        KeymapRecord("a", b"", "k2"),
+    ]
+
+
+def test_line_endings() -> None:
+    """CRLF is accepted and the last line may lack its newline, like bufio.ScanLines."""
+    data = (
+        b'{"encoded":"a","original":"YQ","kind":"k"}\r\n{"encoded":"b","original":"Yg","kind":"k"}'
+    )
+    assert load_keymap(data, "KEYMAP.jsonl") == {"a": b"a", "b": b"b"}
+    assert load_keymap(b"", "KEYMAP.jsonl") == {}
+
+
+def test_load_keeps_the_last_record_per_name() -> None:
+    data = keymap_line("a", b"first", "k") + keymap_line("a", b"second", "k")
+    assert load_keymap(data, "KEYMAP.jsonl") == {"a": b"second"}
+
+
+def test_struct_pass_matches_keys_case_insensitively() -> None:
+    """The three exact keys must be present; a later differently-cased key still overrides."""
+    line = b'{"encoded":"a","original":"YQ","kind":"k","ENCODED":"b"}\n'
+    assert list(read_keymap(line, "KEYMAP.jsonl")) == [KeymapRecord("b", b"a", "k")]
+    with pytest.raises(InvalidKeymapRecord, match="missing field 'encoded'"):
+        list(read_keymap(b'{"ENCODED":"a","original":"YQ","kind":"k"}\n', "KEYMAP.jsonl"))
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b"", "invalid JSON"),
+        (b"[1]", "expected a JSON object"),
+        (b'{"encoded":"x","original":"AA"}', "missing field 'kind'"),
+        (b'{"encoded":"x","original":null,"kind":"k"}', "field 'original' is null"),
+        (b'{"encoded":"","original":"AA","kind":"k"}', "missing encoded or kind"),
+        (b'{"encoded":"x","original":"AA","kind":""}', "missing encoded or kind"),
+        (b'{"encoded":"x","original":"AA==","kind":"k"}', "bad original"),
+        (b'{"encoded":"x","original":"A+","kind":"k"}', "bad original"),
+        (b'{"encoded":1,"original":"AA","kind":"k"}', "string"),
+        (b'{"encoded":"x","original":"AA","kind":"k"} {}', "invalid JSON"),
+    ],
+)
+def test_bad_lines_name_the_file_and_line(line: bytes, problem: str) -> None:
+    data = keymap_line("ok", b"k", "sha-fallback") + line + b"\n"
+    with pytest.raises(InvalidKeymapRecord, match=f"^redis/db_0/KEYMAP.jsonl line 2: .*{problem}"):
+        list(read_keymap(data, "redis/db_0/KEYMAP.jsonl"))
+
+
+def test_line_length_limit_is_4_mib() -> None:
+    """The reference's scanner holds lines of up to 4 MiB."""
+    filler = 4 * 1024 * 1024 - len(b'{"encoded":"x","original":"","kind":"k","pad":""}')
+    line = b'{"encoded":"x","original":"","kind":"k","pad":"' + b"p" * filler + b'"}'
+    assert load_keymap(line + b"\n", "K") == {"x": b""}
+    with pytest.raises(InvalidKeymapRecord, match="longer than 4 MiB"):
+        load_keymap(line[:-2] + b'p"}\n', "K")
