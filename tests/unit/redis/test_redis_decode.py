@@ -628,9 +628,11 @@ EXPIRY_ROWS = [
 ]
 
 
-async def test_expired_keys_omitted_for_node_snapshots(tmp_path: Path) -> None:
-    """With a kv header, keys whose TTL is not after "now" are omitted and counted."""
-    out = await decode_rows(tmp_path, EXPIRY_ROWS, header_kind="EKVTHLC1", now_ms=NOW)
+@pytest.mark.parametrize("header_kind", ["EKVTHLC1", "none"])
+async def test_expired_keys_omitted(tmp_path: Path, header_kind: str) -> None:
+    """Keys whose TTL is not after "now" are omitted and counted, with or without a kv header
+    (the pipeline takes "now" from the HLC ceiling, else from last_commit_ts)."""
+    out = await decode_rows(tmp_path, EXPIRY_ROWS, header_kind=header_kind, now_ms=NOW)
     assert sorted(out.files) == [
         DB + "sets/s.json",
         DB + "strings/live.bin",
@@ -644,13 +646,10 @@ async def test_expired_keys_omitted_for_node_snapshots(tmp_path: Path) -> None:
     assert out.report.counters["redis_expired_keys_omitted"] == 3
 
 
-@pytest.mark.parametrize(("header_kind", "keep"), [("none", False), ("EKVTHLC1", True)])
-async def test_expired_keys_kept_for_encoder_streams_or_on_request(
-    tmp_path: Path, header_kind: str, keep: bool
-) -> None:
-    """A bare stream (encoder output) or ``keep_expired`` keeps every key, like the reference."""
+async def test_expired_keys_kept_on_request(tmp_path: Path) -> None:
+    """``keep_expired`` keeps every key, like the reference."""
     out = await decode_rows(
-        tmp_path, EXPIRY_ROWS, now_ms=NOW, header_kind=header_kind, keep_expired=keep
+        tmp_path, EXPIRY_ROWS, now_ms=NOW, header_kind="EKVTHLC1", keep_expired=True
     )
     assert DB + "strings/gone.bin" in out.files
     assert DB + "strings/old-legacy.bin" in out.files

@@ -7,9 +7,10 @@ key's rows, never the keyspace; :meth:`RedisDecoder.finalize` merges the facts k
 writes each collection once all its rows, TTL and legacy blob are known (:mod:`.assemble`).
 Sidecar lines and KEYMAP records go through scratch files and are installed at the end.
 
-Expired keys (issue #6): for a snapshot written by a node (it has a kv header) a key whose TTL
-is not after the snapshot's "now" is omitted and counted, unless ``keep_expired`` is set. A bare
-``EKVPBBL1`` stream is what encoders write; its TTLs are data to round-trip, so it keeps them.
+Expired keys (issue #6): a key whose TTL is not after the snapshot's "now" (``ctx.now_ms``: the
+header's HLC ceiling, else the physical part of ``last_commit_ts``) is gone for every client,
+so it is omitted and counted, unless ``keep_expired`` is set. A decoded tree holds no such key,
+and re-encoding it at the same ``last_commit_ts`` keeps every TTL in the future.
 """
 
 from __future__ import annotations
@@ -147,8 +148,7 @@ class RedisDecoder:
 
     def __init__(self, ctx: DecodeContext) -> None:
         self._ctx = ctx
-        expiring = ctx.header.kind != "none" and not ctx.options.keep_expired
-        self._cutoff: int | None = ctx.now_ms if expiring else None
+        self._cutoff: int | None = None if ctx.options.keep_expired else ctx.now_ms
         # Each sort spills into its own scratch subdirectory, created by its first spill.
         self._facts = ExternalSorter(ctx.scratch / "facts", SORT_BUDGET)
         self._keymap = ExternalSorter(ctx.scratch / "keymap", SORT_BUDGET)

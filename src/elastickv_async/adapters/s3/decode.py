@@ -26,9 +26,9 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
+from ...concurrency import task_group
 from ...dump.keymap import keymap_line
 from ...dump.names import encode_segment
-from ...errors import ElasticKVError
 from ...gojson import encoder_line, go_str
 from ...gojson_read import GoJSONError
 from ..base import DecodeContext, Routed
@@ -162,18 +162,6 @@ def _check_bucket(name: bytes) -> bytes:
     return name
 
 
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """Our own error first, so a failed bucket reports its typed error, not a group."""
-    leaves = list(_leaves(group))
-    return next((e for e in leaves if isinstance(e, ElasticKVError)), leaves[0])
-
-
-def _leaves(exc: BaseException) -> Sequence[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
 class S3Decoder:
     """The S3 adapter's :class:`~elastickv_async.adapters.base.DecodeAdapter`."""
 
@@ -264,12 +252,9 @@ class S3Decoder:
         """Write every bucket (concurrently), then drop the spill files; return the scope."""
         try:
             limiter = anyio.CapacityLimiter(max(1, self._ctx.options.jobs))
-            try:
-                async with anyio.create_task_group() as tg:
-                    for name in sorted(self._buckets):
-                        tg.start_soon(self._flush_bucket, self._buckets[name], limiter)
-            except BaseExceptionGroup as group:
-                raise _first_error(group) from None
+            async with task_group() as tg:
+                for name in sorted(self._buckets):
+                    tg.start_soon(self._flush_bucket, self._buckets[name], limiter)
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(shutil.rmtree, self._spill.root, True)
