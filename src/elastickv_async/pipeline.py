@@ -30,7 +30,7 @@ from ._version import __version__
 from .adapters.base import DecodeAdapter, DecodeContext, Routed
 from .adapters.registry import adapter_specs
 from .concurrency import task_group
-from .dump.checksums import CHECKSUMS_NAME, format_checksums
+from .dump.checksums import CHECKSUMS_NAME, ChecksumLedger
 from .dump.manifest import DYNAMODB_LAYOUTS, MANIFEST_NAME, DecodeManifest
 from .dump.writer import DumpWriter
 from .errors import UsageError
@@ -192,7 +192,10 @@ class _DecodeRun:
     async def execute(self, *, ignore_future_versions: bool) -> Report:
         """Decode the whole snapshot once; raise :class:`_HeaderBelowData` to ask for a rerun."""
         options = self.options
-        self.writer = DumpWriter(self.out, jobs=options.jobs, fsync=options.fsync)
+        self.ledger = ChecksumLedger(self.scratch / ".checksums")
+        self.writer = DumpWriter(
+            self.out, jobs=options.jobs, fsync=options.fsync, ledger=self.ledger
+        )
         self.scopes: dict[str, dict[str, Any]] = {}
         self.counters = {"total": 0, "internal": 0, "unknown": 0} | dict.fromkeys(
             options.adapters, 0
@@ -318,8 +321,7 @@ class _DecodeRun:
             self.progress(Progress(stats.total_bytes, stats.total_bytes, total, done=True))
 
     async def _finish(self, header: SnapshotHeader, stats: SnapshotStats) -> None:
-        """Remove scratch, then write CHECKSUMS and, last, MANIFEST.json."""
-        await anyio.to_thread.run_sync(shutil.rmtree, self.scratch, True)
+        """Write CHECKSUMS and, last, MANIFEST.json; remove scratch."""
         index = snapshot_index_from_path(self.source) or stats.meta.get("_meta_applied_index")
         manifest = DecodeManifest(
             options=self.options,
@@ -333,9 +335,9 @@ class _DecodeRun:
             scopes=self.scopes,
         ).to_json()
         writer = self.writer
-        digests = dict(writer.digests)
-        digests[MANIFEST_NAME] = hashlib.sha256(manifest).digest()
-        await writer.write(CHECKSUMS_NAME, format_checksums(digests))
+        listing = self.ledger.listing({MANIFEST_NAME: hashlib.sha256(manifest).digest()})
+        await writer.write_chunks(CHECKSUMS_NAME, listing)
+        await anyio.to_thread.run_sync(shutil.rmtree, self.scratch, True)
         await writer.write(MANIFEST_NAME, manifest)
         self.report.count("files_written", writer.files_written)
         self.report.count("bytes_written", writer.bytes_written)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from elastickv_async.dump.checksums import checksum_line, compute_checksums, format_checksums
+from elastickv_async.dump.checksums import ChecksumLedger, checksum_line, compute_checksums
 from elastickv_async.dump.verify import ChecksumMismatch, verify_tree
 
 
@@ -41,14 +41,23 @@ def test_escaped_form_for_newline_and_backslash() -> None:
     assert checksum_line(digest, b"a\nb\\c") == b"\\" + b"0" * 64 + b"  a\\nb\\\\c\n"
 
 
-def test_format_matches_walk(tmp_path: Path) -> None:
-    """Formatting recorded digests gives the same bytes as hashing the tree."""
-    _tree(tmp_path)
-    digests = {
-        rel: hashlib.sha256((tmp_path / rel).read_bytes()).digest()
-        for rel in (".hidden", "MANIFEST.json", "a/Z", "a/b/x.json")
-    }
-    assert format_checksums(digests) == compute_checksums(tmp_path)
+@pytest.mark.parametrize("limit", [1, 2, 1000])
+def test_ledger_listing_matches_walk(tmp_path: Path, limit: int) -> None:
+    """The ledger (spilling after `limit` paths) lists exactly what hashing the tree gives,
+    with the last digest of a path written twice."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    _tree(tree)
+    ledger = ChecksumLedger(tmp_path / "spill", limit=limit)
+    ledger.record("a/Z", hashlib.sha256(b"an older version").digest())
+    for rel in (".hidden", "a/Z", "a/b/x.json"):
+        ledger.record(rel, hashlib.sha256((tree / rel).read_bytes()).digest())
+    ledger.record("CHECKSUMS", hashlib.sha256(b"never listed").digest())
+    manifest = {"MANIFEST.json": hashlib.sha256(b"{}\n").digest()}
+    assert b"".join(ledger.listing(manifest)) == compute_checksums(tree)
+    ledger.close()
+    if limit < 1000:  # runs were spilled, and close() removed them
+        assert list((tmp_path / "spill").iterdir()) == []
 
 
 @pytest.mark.skipif(shutil.which("sha256sum") is None, reason="sha256sum not installed")

@@ -28,7 +28,7 @@ async def test_write_creates_dirs_and_0600_files(tmp_path: Path) -> None:
     assert target.read_bytes() == b"{}"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o755
-    assert writer.digests == {"a/b/c.json": hashlib.sha256(b"{}").digest()}
+    assert writer.ledger.get("a/b/c.json") == hashlib.sha256(b"{}").digest()
     assert writer.files_written == 1
 
 
@@ -82,7 +82,7 @@ async def test_streamed_file_commits_on_success(tmp_path: Path) -> None:
         for _ in range(3):
             await f.write(b"abc" * 1000)
     assert (tmp_path / "big" / "body").read_bytes() == b"abc" * 3000
-    assert writer.digests["big/body"] == hashlib.sha256(b"abc" * 3000).digest()
+    assert writer.ledger.get("big/body") == hashlib.sha256(b"abc" * 3000).digest()
 
 
 async def test_streamed_file_aborts_on_error(tmp_path: Path) -> None:
@@ -129,7 +129,7 @@ async def test_install_moves_scratch_file(tmp_path: Path) -> None:
     assert (root / "bucket" / "obj").read_bytes() == b"body"
     assert stat.S_IMODE((root / "bucket" / "obj").stat().st_mode) == 0o600
     assert not src.exists()
-    assert writer.digests["bucket/obj"] == hashlib.sha256(b"body").digest()
+    assert writer.ledger.get("bucket/obj") == hashlib.sha256(b"body").digest()
 
 
 async def test_write_many_writes_each_file(tmp_path: Path) -> None:
