@@ -1,18 +1,17 @@
-"""Benchmark the S3 decoder: throughput and peak RSS on ~2 GB of objects incl. a 1 GB object.
+"""Measure the S3 decoder: MB/s and peak RSS on ~2 GiB of objects including a 1 GiB object.
 
-Two modes:
+One bucket holds a ``--big-mib`` object and ``--medium-mib`` objects up to ``--total-mib``,
+stored as 1 MiB chunks (keys from ``adapters/s3/keys.py``). Bodies are pseudo-random (one
+seeded MiB, each chunk stamped with its object and position), so ``--verify`` can check every
+output file by SHA-256 afterwards.
 
-``adapter`` (default)
-    feeds generated ``!s3|...`` records straight into :class:`S3Decoder` in batches of at
-    most ``--batch-mib`` MiB, as the pipeline's channel would, and times handle + finalize.
-``pipeline``
-    writes the same records into a ``.fsm`` file first, then times
-    ``decode_snapshot(adapters=("s3",))`` end to end (reader, resolver, router, adapter).
+``--mode pipeline`` (default) writes the records into a ``.fsm`` and measures
+``decode_snapshot(adapters=("s3",))`` end to end (reader, resolver, router, adapter);
+``--mode adapter`` feeds the records straight to the S3 decoder (``benchlib.feed_adapter``,
+generated lazily inside the measured child).
 
-Bodies are pseudo-random (one random MiB, each chunk stamped with its position), so the
-script can verify every output file by SHA-256 afterwards (``--verify``).
-
-    .venv/bin/python scripts/bench_s3.py --dir /tmp/bench --total-gib 2 --big-gib 1 --verify
+Usage: ``python scripts/bench_s3.py [--total-mib N] [--big-mib N] [--medium-mib N]
+[--mode pipeline|adapter] [--verify] [--json FILE] [--workdir DIR] [--backend asyncio|trio]``.
 """
 
 from __future__ import annotations
@@ -21,193 +20,156 @@ import argparse
 import hashlib
 import json
 import os
-import resource
-import shutil
+import random
 import struct
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Final
 
-import anyio
+import benchlib
 
-from elastickv_async.adapters.base import DecodeContext, Routed
-from elastickv_async.adapters.s3 import keys
-from elastickv_async.adapters.s3.decode import S3Decoder
-from elastickv_async.dump.writer import DumpWriter
+from elastickv_async.adapters.s3.keys import blob_key, bucket_meta_key, manifest_key
 from elastickv_async.options import DecodeOptions
 from elastickv_async.pipeline import decode_snapshot
-from elastickv_async.report import Report, make_logger
-from elastickv_async.snapshot.entry import Entry, SnapshotHeader
 
-MIB = 1 << 20
-BUCKET = b"bench"
-UPLOAD = b"bench-upload"
-
-
-@dataclass(frozen=True)
-class ObjectSpec:
-    """One generated object: its key and body size."""
-
-    key: bytes
-    size: int
+MIB: Final = benchlib.MIB
+BUCKET: Final = b"bench"
+UPLOAD: Final = b"bench-upload"
+GENERATION: Final = 1
+PART_NO: Final = 1
+_STAMP: Final = struct.Struct(">II")
 
 
-def _objects(total: int, big: int, medium: int) -> list[ObjectSpec]:
-    specs = [ObjectSpec(b"big/one-gib.bin", big)]
-    left = total - big
-    n = 0
+def objects(total: int, big: int, medium: int) -> list[tuple[bytes, int]]:
+    """``(object key, size)`` of every object: the big one, then mediums up to ``total``."""
+    specs = [(b"big/one.bin", big)]
+    left, n = total - big, 0
     while left > 0:
         size = min(medium, left)
-        specs.append(ObjectSpec(b"medium/obj-%05d.bin" % n, size))
+        specs.append((b"medium/obj-%05d.bin" % n, size))
         left -= size
         n += 1
     return specs
 
 
-def _chunk(seed: bytes, obj: int, index: int, length: int) -> bytes:
-    return struct.pack(">II", obj, index) + seed[8:length]
+def _seed_block(seed: int) -> bytes:
+    return random.Random(seed).randbytes(MIB)
 
 
-def _records(specs: list[ObjectSpec], seed: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
-    """``(prefix, key, value)`` in snapshot key order: blobs, bucket meta, manifests."""
-    ordered = sorted(enumerate(specs), key=lambda item: item[1].key)
-    for n, spec in ordered:
-        for i in range((spec.size + MIB - 1) // MIB):
-            length = min(MIB, spec.size - i * MIB)
-            key = keys.BLOB_PREFIX + keys.encode_ordered_segment(BUCKET) + struct.pack(">Q", 1)
-            key += keys.encode_ordered_segment(spec.key) + keys.encode_ordered_segment(UPLOAD)
-            key += struct.pack(">QQ", 1, i)
-            yield keys.BLOB_PREFIX, key, _chunk(seed, n, i, length)
-    meta = {"bucket_name": BUCKET.decode(), "generation": 1, "owner": "bench"}
-    yield keys.BUCKET_META_PREFIX, keys.bucket_meta_key(BUCKET), json.dumps(meta).encode()
-    for _n, spec in ordered:
-        count = (spec.size + MIB - 1) // MIB
-        sizes = [min(MIB, spec.size - i * MIB) for i in range(count)]
+def _chunks(block: bytes, obj: int, size: int) -> Iterator[bytes]:
+    for i in range((size + MIB - 1) // MIB):
+        yield _STAMP.pack(obj, i) + block[_STAMP.size : min(MIB, size - i * MIB)]
+
+
+def records(total: int, big: int, medium: int, seed: int) -> Iterator[benchlib.Record]:
+    """``!s3|blob|`` chunks, the bucket meta, then the manifests: snapshot order."""
+    specs = objects(total, big, medium)
+    ordered = sorted(enumerate(specs), key=lambda item: item[1][0])
+    block = _seed_block(seed)
+    for n, (key, size) in ordered:
+        for i, chunk in enumerate(_chunks(block, n, size)):
+            yield blob_key(BUCKET, GENERATION, key, UPLOAD, PART_NO, i), chunk
+    meta = {"bucket_name": BUCKET.decode(), "generation": GENERATION, "owner": "bench"}
+    yield bucket_meta_key(BUCKET), json.dumps(meta).encode()
+    for _n, (key, size) in ordered:
+        sizes = [min(MIB, size - i * MIB) for i in range((size + MIB - 1) // MIB)]
         doc = {
             "upload_id": UPLOAD.decode(),
             "etag": "bench",
-            "size_bytes": spec.size,
-            "parts": [{"part_no": 1, "chunk_count": count, "chunk_sizes": sizes}],
+            "size_bytes": size,
+            "parts": [{"part_no": PART_NO, "chunk_count": len(sizes), "chunk_sizes": sizes}],
         }
-        yield keys.MANIFEST_PREFIX, keys.manifest_key(BUCKET, 1, spec.key), json.dumps(doc).encode()
+        yield manifest_key(BUCKET, GENERATION, key), json.dumps(doc).encode()
 
 
-def _expected_digest(specs: list[ObjectSpec], n: int, seed: bytes) -> str:
-    digest = hashlib.sha256()
-    size = specs[n].size
-    for i in range((size + MIB - 1) // MIB):
-        digest.update(_chunk(seed, n, i, min(MIB, size - i * MIB)))
-    return digest.hexdigest()
+def prepare(fsm: str, total: int, big: int, medium: int, seed: int) -> dict[str, int]:
+    """Write the synthetic snapshot; return its entry count and size."""
+    return benchlib.write_fsm(Path(fsm), records(total, big, medium, seed))
 
 
-async def _run_adapter(
-    specs: list[ObjectSpec], seed: bytes, out: Path, scratch: Path, batch_bytes: int
+async def decode(fsm: str, out: str, scratch: str) -> dict[str, Any]:
+    """The whole decode (scratch outside the output); return the report's counters."""
+    options = DecodeOptions(adapters=("s3",), scratch_root=Path(scratch))
+    report = await decode_snapshot(fsm, out, options)
+    return report.counters
+
+
+async def feed(out: str, total: int, big: int, medium: int, seed: int) -> dict[str, Any]:
+    """Generate the records and feed them to the S3 decoder alone."""
+    report = await benchlib.feed_adapter("s3", Path(out), records(total, big, medium, seed))
+    return report.counters
+
+
+def verify(out: str, total: int, big: int, medium: int, seed: int) -> None:
+    """Check every object file's SHA-256 against the generated bodies."""
+    block = _seed_block(seed)
+    for n, (key, size) in enumerate(objects(total, big, medium)):
+        expected = hashlib.sha256()
+        for chunk in _chunks(block, n, size):
+            expected.update(chunk)
+        with (Path(out) / "s3" / BUCKET.decode() / key.decode()).open("rb") as fh:
+            actual = hashlib.file_digest(fh, "sha256")
+        if actual.digest() != expected.digest():
+            raise SystemExit(f"verification failed for {key!r}")
+
+
+def run(
+    bench: benchlib.Bench,
+    *,
+    total_mib: int,
+    big_mib: int,
+    medium_mib: int = 10,
+    mode: str = "pipeline",
+    check: bool = False,
+    seed: int = 1,
 ) -> None:
-    report = Report()
-    ctx = DecodeContext(
-        options=DecodeOptions(adapters=("s3",)),
-        writer=DumpWriter(out),
-        log=make_logger(report).bind(adapter="s3"),
-        report=report,
-        header=SnapshotHeader(last_commit_ts=1),
-        scratch=scratch,
-        now_ms=0,
-    )
-    decoder = S3Decoder(ctx)
-    batch: list[Routed] = []
-    size = 0
-    for prefix, key, value in _records(specs, seed):
-        batch.append((prefix, Entry(key, value, commit_ts=1, expire_at=0, tombstone=False)))
-        size += len(value)
-        if size >= batch_bytes:
-            await decoder.handle(batch)
-            batch, size = [], 0
-    if batch:
-        await decoder.handle(batch)
-    await decoder.finalize()
-
-
-def _write_fsm(path: Path, specs: list[ObjectSpec], seed: bytes) -> None:
-    suffix = struct.pack(">Q", ~1 & (1 << 64) - 1)
-    with open(path, "wb", buffering=16 * MIB) as fh:
-        fh.write(b"EKVPBBL1" + struct.pack("<Q", 1))
-        for _prefix, key, value in _records(specs, seed):
-            fh.write(struct.pack("<Q", len(key) + 8) + key + suffix)
-            fh.write(struct.pack("<Q", len(value) + 9) + b"\x00" + bytes(8) + value)
-
-
-def _verify(out: Path, specs: list[ObjectSpec], seed: bytes) -> None:
-    for n, spec in enumerate(specs):
-        path = out / "s3" / BUCKET.decode() / spec.key.decode()
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while block := fh.read(8 * MIB):
-                digest.update(block)
-        if digest.hexdigest() != _expected_digest(specs, n, seed):
-            raise SystemExit(f"verification failed for {spec.key!r}")
+    """Generate the bucket, measure one decode, optionally verify the output."""
+    shape = {"total": total_mib * MIB, "big": big_mib * MIB, "medium": medium_mib * MIB}
+    shape_seed = {**shape, "seed": seed}
+    count = len(objects(**shape))
+    with bench.workspace("s3") as work:
+        # Adapter mode reads no file: the stream is only sized (written to /dev/null).
+        fsm = str(work / "bench.fsm") if mode == "pipeline" else os.devnull
+        made = bench.prepare(
+            f"{total_mib:,} MiB in {count} objects", prepare, fsm=fsm, **shape_seed
+        )
+        out = str(work / "out")
+        label = f"s3 {total_mib} MiB" + (" (adapter)" if mode == "adapter" else "")
+        sizes = {"items": count, "entries": made["entries"], "input_bytes": made["bytes"]}
+        if mode == "pipeline":
+            kwargs = {"fsm": fsm, "out": out, "scratch": str(work / "scratch")}
+            bench.measure(label, decode, kwargs, **sizes)
+        else:
+            bench.measure(label, feed, {"out": out, **shape_seed}, **sizes)
+        if check:
+            verify(out, **shape_seed)
+            print("  verified every object's SHA-256", flush=True)
 
 
 def main() -> None:
-    """Parse flags, run the benchmark, print one JSON line of results."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--dir", type=Path, required=True, help="work directory (removed first)")
-    parser.add_argument("--mode", choices=("adapter", "pipeline"), default="adapter")
-    parser.add_argument("--total-gib", type=float, default=2.0)
-    parser.add_argument("--big-gib", type=float, default=1.0)
+    """Parse the flags and run."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--total-mib", type=int, default=2048)
+    parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--medium-mib", type=int, default=10, help="size of the other objects")
-    parser.add_argument(
-        "--batch-mib", type=int, default=32, help="adapter mode: bytes per handle()"
-    )
+    parser.add_argument("--mode", choices=("pipeline", "adapter"), default="pipeline")
     parser.add_argument(
         "--verify", action="store_true", help="check every body's SHA-256 afterwards"
     )
+    parser.add_argument("--seed", type=int, default=1)
+    benchlib.add_common_arguments(parser)
     args = parser.parse_args()
-
-    shutil.rmtree(args.dir, ignore_errors=True)
-    args.dir.mkdir(parents=True)
-    out, scratch = args.dir / "out", args.dir / "scratch"
-    specs = _objects(
-        int(args.total_gib * 1024) * MIB, int(args.big_gib * 1024) * MIB, args.medium_mib * MIB
+    bench = benchlib.bench_from_args(args)
+    run(
+        bench,
+        total_mib=args.total_mib,
+        big_mib=args.big_mib,
+        medium_mib=args.medium_mib,
+        mode=args.mode,
+        check=args.verify,
+        seed=args.seed,
     )
-    seed = os.urandom(MIB)
-    total = sum(s.size for s in specs)
-
-    if args.mode == "pipeline":
-        fsm = args.dir / "input.fsm"
-        _write_fsm(fsm, specs, seed)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
-    if args.mode == "adapter":
-        out.mkdir()
-        scratch.mkdir()
-        anyio.run(_run_adapter, specs, seed, out, scratch, args.batch_mib * MIB)
-    else:
-        options = DecodeOptions(adapters=("s3",), scratch_root=scratch)
-        anyio.run(decode_snapshot, fsm, out, options)
-    elapsed = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if args.verify:
-        _verify(out, specs, seed)
-    leftover = [p for p in scratch.rglob("*") if p.is_file()] if scratch.exists() else []
-    print(
-        json.dumps(
-            {
-                "mode": args.mode,
-                "objects": len(specs),
-                "body_bytes": total,
-                "seconds": round(elapsed, 2),
-                "mb_per_s": round(total / MIB / elapsed, 1),
-                "peak_rss_mib": round(peak / 1024, 1),
-                "peak_rss_before_run_mib": round(baseline / 1024, 1),
-                "verified": args.verify,
-                "scratch_files_left": len(leftover),
-            }
-        )
-    )
-    shutil.rmtree(args.dir, ignore_errors=True)
+    bench.finish()
 
 
 if __name__ == "__main__":

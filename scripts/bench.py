@@ -1,0 +1,115 @@
+"""Run the benchmark suite: the one entry point for the speed and memory figures.
+
+    python scripts/bench.py [--quick] [--json FILE] [--workdir DIR] [--backend asyncio|trio]
+        [WORKLOAD ...]
+
+Workloads (default: all, in this order; full size, or about 20x smaller with ``--quick``):
+
+    reader          1M small entries: the reader alone, then reader + MVCC resolver
+    dynamodb        100k items of one table, decoded per-item and as jsonl
+    sqs             1M messages in one queue
+    redis-strings   1M string keys (half with TTLs)
+    redis-hashes    100k hashes x 10 fields
+    s3              2 GiB in one bucket, one object of 1 GiB
+    encode          a tree of 100k DynamoDB items and 64 x 4 MiB S3 objects, encoded
+                    without and with --self-test
+
+Each workload generates its input in a child process under its own temporary directory
+(below ``--workdir``, removed afterwards), then measures every run in a fresh child: wall time
+of the work itself and the child's peak RSS. Rows print as they finish: items, entries,
+seconds, items/s, MB/s of input (10^6 bytes), peak RSS (MiB) and the 1-minute load average
+before and after (the figures are only comparable on a quiet machine). ``--json`` keeps them.
+Finer modes (adapter-only runs, other sizes, --verify) are in the per-area ``bench_*.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import bench_dynamodb
+import bench_encode
+import bench_redis
+import bench_s3
+import bench_snapshot_reader
+import bench_sqs
+import benchlib
+
+#: ``--quick`` divides every size by this.
+QUICK_FACTOR: Final = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A named suite entry: what it measures and how to run it at a given scale."""
+
+    summary: str
+    run: Callable[[benchlib.Bench, Callable[[int], int]], None]
+
+
+def _scaled(factor: int) -> Callable[[int], int]:
+    return lambda full: max(1, full // factor)
+
+
+WORKLOADS: Final = {
+    "reader": Workload(
+        "1M small entries, reader and reader+resolver",
+        lambda bench, n: bench_snapshot_reader.run(bench, entries=n(1_000_000)),
+    ),
+    "dynamodb": Workload(
+        "100k items, per-item and jsonl layouts",
+        lambda bench, n: bench_dynamodb.run(bench, items=n(100_000)),
+    ),
+    "sqs": Workload(
+        "1M messages in one queue",
+        lambda bench, n: bench_sqs.run(bench, messages=n(1_000_000)),
+    ),
+    "redis-strings": Workload(
+        "1M string keys",
+        lambda bench, n: bench_redis.run(bench, workload="strings", count=n(1_000_000)),
+    ),
+    "redis-hashes": Workload(
+        "100k hashes x 10 fields",
+        lambda bench, n: bench_redis.run(bench, workload="hashes", count=n(100_000), fields=10),
+    ),
+    "s3": Workload(
+        "2 GiB including a 1 GiB object",
+        lambda bench, n: bench_s3.run(bench, total_mib=n(2048), big_mib=n(1024)),
+    ),
+    "encode": Workload(
+        "100k DynamoDB items + 64 x 4 MiB objects, with and without --self-test",
+        lambda bench, n: bench_encode.run(bench, items=n(100_000), objects=n(64)),
+    ),
+}
+
+
+def main() -> None:
+    """Parse the flags and run the chosen workloads one after the other."""
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        epilog="\n".join(f"{name:<14} {w.summary}" for name, w in WORKLOADS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "workloads", nargs="*", metavar="WORKLOAD", help="workloads to run (default: all)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"every size divided by {QUICK_FACTOR}"
+    )
+    benchlib.add_common_arguments(parser)
+    args = parser.parse_args()
+    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload(s): {', '.join(unknown)} (known: {', '.join(WORKLOADS)})")
+    bench = benchlib.bench_from_args(args)
+    scale = _scaled(QUICK_FACTOR if args.quick else 1)
+    for name in args.workloads or WORKLOADS:
+        print(f"== {name}: {WORKLOADS[name].summary}" + (" (quick)" if args.quick else ""))
+        WORKLOADS[name].run(bench, scale)
+    bench.finish()
+
+
+if __name__ == "__main__":
+    main()
