@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+from elastickv_async.adapters.base import DecodeContext, EncodeContext
+from elastickv_async.dump.writer import DumpWriter
+from elastickv_async.options import DecodeOptions
+from elastickv_async.report import Report, make_logger
+from elastickv_async.snapshot.entry import SnapshotHeader
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -13,3 +20,47 @@ def shared_dir() -> Path | None:
     override = os.environ.get("ELASTICKV_SHARED")
     candidate = Path(override) if override else REPO_ROOT.parent / "shared"
     return candidate if candidate.is_dir() else None
+
+
+def decode_context(
+    base: Path,
+    adapter: str,
+    *,
+    header: SnapshotHeader | None = None,
+    now_ms: int = 0,
+    **options: Any,
+) -> DecodeContext:
+    """An adapter's decode context writing to ``base/out``, scratch in ``base/scratch``."""
+    (base / "out").mkdir(parents=True, exist_ok=True)
+    (base / "scratch").mkdir(exist_ok=True)
+    report = Report()
+    return DecodeContext(
+        options=DecodeOptions(**options),
+        writer=DumpWriter(base / "out"),
+        log=make_logger(report).bind(adapter=adapter),
+        report=report,
+        header=header if header is not None else SnapshotHeader(last_commit_ts=1),
+        scratch=base / "scratch",
+        now_ms=now_ms,
+    )
+
+
+def encode_context(root: Path, scratch: Path, adapter: str, **manifest: Any) -> EncodeContext:
+    """An adapter's encode context for the dump tree at ``root``."""
+    report = Report()
+    return EncodeContext(
+        input_root=root,
+        log=make_logger(report).bind(adapter=adapter),
+        report=report,
+        scratch=scratch,
+        manifest=dict(manifest),
+    )
+
+
+def tree_files(root: Path) -> dict[str, bytes]:
+    """Every regular file under ``root`` by slash path, with its bytes."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }

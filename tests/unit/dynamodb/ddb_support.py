@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import shared_dir
+from support import decode_context, shared_dir, tree_files
+from support import encode_context as shared_encode_context
 
-from elastickv_async.adapters.base import DecodeContext, EncodeContext, Routed
+from elastickv_async.adapters.base import EncodeContext, Routed
 from elastickv_async.adapters.dynamodb.decode import DynamoDBDecoder
-from elastickv_async.dump.writer import DumpWriter
-from elastickv_async.options import DecodeOptions
-from elastickv_async.report import Report, make_logger
-from elastickv_async.snapshot.entry import Entry, SnapshotHeader
+from elastickv_async.report import Report
+from elastickv_async.snapshot.entry import Entry
 
 GOLDEN = (shared_dir() or Path("/nonexistent")) / "golden" / "public"
 DDB_PREFIXES = (b"!ddb|meta|table|", b"!ddb|meta|gen|", b"!ddb|item|", b"!ddb|gsi|")
@@ -67,11 +66,7 @@ class Harness:
 
     def files(self) -> dict[str, bytes]:
         """Every regular file written, by slash path."""
-        return {
-            p.relative_to(self.root).as_posix(): p.read_bytes()
-            for p in sorted(self.root.rglob("*"))
-            if p.is_file()
-        }
+        return tree_files(self.root)
 
     def warnings(self, event: str) -> list[dict[str, Any]]:
         """The fields of every ``event`` warning."""
@@ -81,33 +76,13 @@ class Harness:
 
 def harness(tmp_path: Path, **options: Any) -> Harness:
     """A fresh decoder with an output root and a scratch directory under ``tmp_path``."""
-    root = tmp_path / "out"
-    scratch = tmp_path / "scratch"
-    root.mkdir()
-    scratch.mkdir()
-    report = Report()
-    ctx = DecodeContext(
-        options=DecodeOptions(**options),
-        writer=DumpWriter(root),
-        log=make_logger(report).bind(adapter="dynamodb"),
-        report=report,
-        header=SnapshotHeader(last_commit_ts=1),
-        scratch=scratch,
-        now_ms=0,
-    )
-    return Harness(root, report, DynamoDBDecoder(ctx))
+    ctx = decode_context(tmp_path, "dynamodb", **options)
+    return Harness(tmp_path / "out", ctx.report, DynamoDBDecoder(ctx))
 
 
 def encode_context(root: Path, scratch: Path, **manifest: Any) -> EncodeContext:
     """An encode context for the dump tree at ``root``."""
-    report = Report()
-    return EncodeContext(
-        input_root=root,
-        log=make_logger(report).bind(adapter="dynamodb"),
-        report=report,
-        scratch=scratch,
-        manifest=dict(manifest),
-    )
+    return shared_encode_context(root, scratch, "dynamodb", **manifest)
 
 
 def b64(text: str) -> str:

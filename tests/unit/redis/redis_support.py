@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from support import decode_context
+
 from elastickv_async.adapters.base import DecodeContext, EncodeContext, Routed
 from elastickv_async.adapters.redis import SPEC
 from elastickv_async.adapters.redis.decode import RedisDecoder
 from elastickv_async.adapters.redis.encode import RedisEncoder
-from elastickv_async.dump.writer import DumpWriter
-from elastickv_async.options import DecodeOptions
 from elastickv_async.report import Report, make_logger
 from elastickv_async.snapshot.entry import Entry, SnapshotHeader
 
@@ -71,18 +71,13 @@ def make_context(
     keep_expired: bool = False,
 ) -> DecodeContext:
     """A decode context writing under ``root/out`` with its scratch in ``root/scratch``."""
-    report = Report()
-    scratch = root / "scratch"
-    scratch.mkdir(parents=True, exist_ok=True)
-    (root / "out").mkdir(exist_ok=True)
-    return DecodeContext(
-        options=DecodeOptions(adapters=("redis",), keep_expired=keep_expired),
-        writer=DumpWriter(root / "out"),
-        log=make_logger(report).bind(adapter="redis"),
-        report=report,
+    return decode_context(
+        root,
+        "redis",
         header=SnapshotHeader(COMMIT_TS << 16, kind=header_kind),
-        scratch=scratch,
         now_ms=now_ms,
+        adapters=("redis",),
+        keep_expired=keep_expired,
     )
 
 

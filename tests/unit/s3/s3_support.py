@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from elastickv_async.adapters.base import DecodeContext, EncodeContext, Routed
+from support import decode_context, encode_context, tree_files
+
+from elastickv_async.adapters.base import Routed
 from elastickv_async.adapters.s3.decode import S3Decoder
 from elastickv_async.adapters.s3.encode import S3Encoder
-from elastickv_async.dump.writer import DumpWriter
-from elastickv_async.options import DecodeOptions
-from elastickv_async.report import Report, make_logger
-from elastickv_async.snapshot.entry import Entry, SnapshotHeader
+from elastickv_async.report import Report
+from elastickv_async.snapshot.entry import Entry
 
 PREFIXES = (
     b"!s3|bucket|meta|",
@@ -126,11 +126,7 @@ class Harness:
 
     def files(self) -> dict[str, bytes]:
         """Every regular file written, by slash path (``os.fsdecode`` of raw names)."""
-        return {
-            p.relative_to(self.root).as_posix(): p.read_bytes()
-            for p in sorted(self.root.rglob("*"))
-            if p.is_file()
-        }
+        return tree_files(self.root)
 
     def warnings(self, event: str) -> list[dict[str, Any]]:
         summary = self.report.warnings.get(event)
@@ -138,32 +134,12 @@ class Harness:
 
 
 def harness(tmp_path: Path, **options: Any) -> Harness:
-    root = tmp_path / "out"
-    scratch = tmp_path / "scratch"
-    root.mkdir(parents=True)
-    scratch.mkdir()
-    report = Report()
-    ctx = DecodeContext(
-        options=DecodeOptions(**options),
-        writer=DumpWriter(root),
-        log=make_logger(report).bind(adapter="s3"),
-        report=report,
-        header=SnapshotHeader(last_commit_ts=1),
-        scratch=scratch,
-        now_ms=0,
-    )
-    return Harness(root, scratch, report, S3Decoder(ctx))
+    ctx = decode_context(tmp_path, "s3", **options)
+    return Harness(tmp_path / "out", tmp_path / "scratch", ctx.report, S3Decoder(ctx))
 
 
 def encoder(root: Path, scratch: Path) -> S3Encoder:
-    report = Report()
-    ctx = EncodeContext(
-        input_root=root,
-        log=make_logger(report).bind(adapter="s3"),
-        report=report,
-        scratch=scratch,
-    )
-    return S3Encoder(ctx)
+    return S3Encoder(encode_context(root, scratch, "s3"))
 
 
 async def encode_all(root: Path, scratch: Path) -> dict[bytes, bytes]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from blockbuster import blockbuster_ctx
+from support import decode_context
 
-from elastickv_async.adapters.base import DecodeContext
 from elastickv_async.adapters.sqs import keys
 from elastickv_async.adapters.sqs.decode import SQSDecoder
 from elastickv_async.adapters.sqs.errors import (
@@ -24,10 +24,7 @@ from elastickv_async.adapters.sqs.errors import (
     SQSInvalidQueueMeta,
     SQSMalformedKey,
 )
-from elastickv_async.dump.writer import DumpWriter
-from elastickv_async.options import DecodeOptions
-from elastickv_async.report import Report, make_logger
-from elastickv_async.snapshot.entry import Entry, SnapshotHeader
+from elastickv_async.snapshot.entry import Entry
 
 pytestmark = pytest.mark.anyio
 
@@ -77,22 +74,10 @@ class Run:
     """One decode of hand-built records into ``tmp_path/out``."""
 
     def __init__(self, tmp_path: Path, **options: Any) -> None:
-        tmp_path.mkdir(exist_ok=True)
         self.out = tmp_path / "out"
         self.scratch = tmp_path / "scratch"
-        self.scratch.mkdir()
-        self.out.mkdir()
-        self.report = Report()
-        ctx = DecodeContext(
-            options=DecodeOptions(**options),
-            writer=DumpWriter(self.out),
-            log=make_logger(self.report),
-            report=self.report,
-            header=SnapshotHeader(1),
-            scratch=self.scratch,
-            now_ms=0,
-        )
-        self.ctx = ctx
+        self.ctx = decode_context(tmp_path, "sqs", **options)
+        self.report = self.ctx.report
         self.scope: dict[str, Any] = {}
 
     async def decode(
@@ -121,8 +106,10 @@ class Run:
         return (self.out / rel).read_text()
 
     def warnings(self, event: str) -> list[dict[str, Any]]:
+        """The fields of each ``event`` warning, without the bound ``adapter`` name."""
         summary = self.report.warnings.get(event)
-        return [] if summary is None else summary.examples
+        examples = [] if summary is None else summary.examples
+        return [{k: v for k, v in e.items() if k != "adapter"} for e in examples]
 
 
 async def test_standard_queue(tmp_path: Path) -> None:
