@@ -44,6 +44,7 @@ __all__ = [
     "GoJSONError",
     "IntKind",
     "as_bool",
+    "as_float",
     "as_int",
     "as_object",
     "as_str",
@@ -73,6 +74,8 @@ _INT_RANGES: Final[Mapping[str, tuple[int, int]]] = {
     "u64": (0, (1 << 64) - 1),
 }
 _INT_LITERAL: Final = re.compile(r"-?[0-9]+")
+# Possibly a "-0" number (or text inside a string, which only costs the slower exact path).
+_NEG_ZERO: Final = re.compile(rb"-0(?![0-9.eE])")
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _STRING_OR_WS: Final = re.compile(r'("(?:[^"\\]|\\.)*")|[ \t\n\r]+', re.DOTALL)
 _WHITESPACE: Final = " \t\n\r"
@@ -90,6 +93,12 @@ class _Number(str):
     __slots__ = ()
 
 
+class _NegZero(int):
+    """The literal ``-0`` of a plain value: 0 as an integer, but Go's float64 keeps the sign."""
+
+    __slots__ = ()
+
+
 class _Object(list[tuple[str, Any]]):
     """A JSON object of a tree: its ordered ``(key, value)`` pairs, duplicates kept."""
 
@@ -100,7 +109,11 @@ def _reject_constant(name: str) -> Any:
     raise GoJSONError(f"invalid JSON literal {name}")
 
 
-_PLAIN: Final = json.JSONDecoder(parse_constant=_reject_constant)
+def _parse_int(literal: str) -> int:
+    return _NegZero(0) if literal == "-0" else int(literal)
+
+
+_PLAIN: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int)
 _TREE: Final = json.JSONDecoder(
     object_pairs_hook=_Object,
     parse_int=_Number,
@@ -151,11 +164,18 @@ def _decode_one(decoder: json.JSONDecoder, text: str, *, more: bool = False) -> 
 
 
 def loads(data: bytes) -> Any:
-    """``json.Unmarshal`` into ``any``: exactly one value as plain Python values."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
+    """``json.Unmarshal`` into ``any``: exactly one value as plain Python values.
+
+    Numbers stay ``int`` or ``float``; read them through :func:`as_int` / :func:`as_float`,
+    which also know the sign of a literal ``-0``.
+    """
+    if _NEG_ZERO.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    else:
+        return _decode_one(_PLAIN, go_str(data))
     # Slow path, only for input orjson refuses: Go accepts bad UTF-8 and lone surrogates.
     text = go_str(data)
     try:
@@ -234,6 +254,8 @@ def as_int(value: Any, name: str, kind: IntKind = "i64") -> int:
     low, high = _INT_RANGES[kind]
     if type(value) is int:
         number = value
+    elif type(value) is _NegZero:
+        number = 0 if low < 0 else -1  # strconv.ParseUint refuses any sign, "-0" included
     elif isinstance(value, _Number) and _INT_LITERAL.fullmatch(value):
         number = int(value)
         if value[0] == "-" and low == 0:
@@ -245,6 +267,18 @@ def as_int(value: Any, name: str, kind: IntKind = "i64") -> int:
     if not low <= number <= high:
         raise GoJSONError(f"field {name!r}: {value} out of range for {kind}")
     return number
+
+
+def as_float(value: Any, name: str) -> float:
+    """A Go float64 from a plain number (``-0`` keeps its sign); anything else is an error."""
+    if type(value) is _NegZero:
+        return -0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _wrong(name, "a number", value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise GoJSONError(f"field {name!r}: {value} out of range for float64") from None
 
 
 def as_object(value: Any, name: str = "") -> dict[str, Any]:

@@ -541,10 +541,8 @@ _REDIS_KEYS: Final = st.one_of(
 )
 _REDIS_TYPES: Final = ("string", "hll", "hash", "list", "set", "zset", "stream")
 _SCORES: Final = st.one_of(
-    # BUG (reported): a score of -0 comes back as 0 (redis/dumpfmt.py parses the JSON number
-    # "-0" as the integer 0); -0.0 is mapped to 0.0 until that is fixed.
-    st.floats(allow_nan=False).map(lambda f: f + 0.0),
-    st.sampled_from([0.0, 1.5, -2.25, 1e21, 1e-7, 123456789.0, 2.0**53 + 2]),
+    st.floats(allow_nan=False),
+    st.sampled_from([0.0, -0.0, 1.5, -2.25, 1e21, 1e-7, 123456789.0, 2.0**53 + 2]),
 )
 
 

@@ -4,6 +4,7 @@ lone surrogates become U+FFFD, struct keys match case-insensitively)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -235,3 +236,17 @@ def test_raw_members() -> None:
         "k\u00e9": '"v"',
         "e": "{}",
     }
+
+
+def test_negative_zero_keeps_its_sign_as_a_float() -> None:
+    """Go's float64 keeps the sign of the literal -0; as an integer it is 0 (unsigned: error)."""
+    doc = gojson_read.loads(b'{"score": -0, "n": -0, "f": -0.0, "s": "-0"}')
+    assert math.copysign(1.0, gojson_read.as_float(doc["score"], "score")) == -1.0
+    assert gojson_read.as_int(doc["n"], "n") == 0
+    with pytest.raises(gojson_read.GoJSONError):
+        gojson_read.as_int(doc["n"], "n", "u64")
+    assert math.copysign(1.0, gojson_read.as_float(doc["f"], "f")) == -1.0
+    assert doc["s"] == "-0"
+    assert gojson_read.as_float(gojson_read.loads(b"7"), "x") == 7.0
+    with pytest.raises(gojson_read.GoJSONError):
+        gojson_read.as_float(gojson_read.loads(b"true"), "x")

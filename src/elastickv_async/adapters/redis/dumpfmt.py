@@ -20,6 +20,7 @@ from ... import gojson
 from ...dump.names import b64url_decode, b64url_encode
 from ...gojson_read import (
     GoJSONError,
+    as_float,
     as_object,
     get_bool,
     get_int,
@@ -186,9 +187,10 @@ def _parse_score(value: Any, where: str) -> float:
         return math.inf
     if value == _NEG_INF:
         return -math.inf
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _invalid(where, 'score must be a number, "+inf" or "-inf"')
-    score = float(value)
+    try:
+        score = as_float(value, "score")
+    except GoJSONError:
+        raise _invalid(where, 'score must be a number, "+inf" or "-inf"') from None
     if math.isinf(score):
         raise _invalid(where, "score out of range")
     return score
