@@ -1,0 +1,1 @@
+"""Adapters: one package per keyspace (DynamoDB, Redis, S3, SQS), each exporting ``SPEC``."""

@@ -7,7 +7,7 @@ key's rows, never the keyspace; :meth:`RedisDecoder.finalize` merges the facts k
 writes each collection once all its rows, TTL and legacy blob are known (:mod:`.assemble`).
 Sidecar lines and KEYMAP records go through scratch files and are installed at the end.
 
-Expired keys (issue #6): a key whose TTL is not after the snapshot's "now" (``ctx.now_ms``: the
+Expired keys: a key whose TTL is not after the snapshot's "now" (``ctx.now_ms``: the
 header's HLC ceiling, else the physical part of ``last_commit_ts``) is gone for every client,
 so it is omitted and counted, unless ``keep_expired`` is set. A decoded tree holds no such key,
 and re-encoding it at the same ``last_commit_ts`` keeps every TTL in the future.
@@ -301,7 +301,7 @@ class RedisDecoder:
             for tag, line in self._late.merged():
                 name = _SIDECARS[tag[0]]
                 if name not in handles:
-                    handles[name] = open(self._sidecar_paths[name], "ab")  # noqa: SIM115
+                    handles[name] = open(self._sidecar_paths[name], "ab")  # noqa: SIM115 - closed below
                     self._sidecar_used.add(name)
                 handles[name].write(line)
         finally:

@@ -1,4 +1,4 @@
-"""Decoding S3 records into ``s3/<bucket>/`` (REFERENCE_NOTES §3.2, issue #7).
+"""Decoding S3 records into ``s3/<bucket>/`` (REFERENCE_NOTES §3.2).
 
 Records arrive in key order: blob chunks, bucket metas, chunkblobs, chunkrefs, manifests,
 upload records. Payloads are appended to scratch spill files as they come (one file per

@@ -1,4 +1,4 @@
-"""Encoding ``s3/<bucket>/`` back into S3 records (REFERENCE_NOTES §6.5, issue #5).
+"""Encoding ``s3/<bucket>/`` back into S3 records (REFERENCE_NOTES §6.5).
 
 Per bucket directory: ``_bucket.json`` gives the ``!s3|bucket|meta|`` record and the
 ``!s3|bucket|gen|`` counter (generation 1); every other regular file with a sidecar is an

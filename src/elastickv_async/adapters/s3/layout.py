@@ -76,7 +76,6 @@ RESERVED_ROOT: Final = frozenset({BUCKET_FILE, KEYMAP_FILE, ORPHANS_DIR, INCOMPL
 #: The filesystem's limit for one name; a body's name leaves room for the sidecar suffix.
 NAME_MAX: Final = 255
 _LEAF_MAX: Final = NAME_MAX - len(META_SUFFIX)
-_SLASH: Final = 0x2F
 
 
 @dataclass(frozen=True, slots=True)
