@@ -27,6 +27,7 @@ from ..adapters.registry import adapter_specs
 from ..dump.manifest import MANIFEST_NAME, Manifest, read_manifest
 from ..errors import OutputError, SelfTestMismatch, UsageError
 from ..extsort import DEFAULT_SORT_BUDGET, ExternalSorter
+from ..gocompat import go_trim_space
 from ..options import ADAPTER_NAMES, DecodeOptions, EncodeOptions
 from ..report import Report, make_logger
 from . import publish as disk
@@ -42,11 +43,6 @@ __all__ = ["ENCODE_ORDER", "EncodeResult", "encode_snapshot", "parse_last_commit
 #: The reference runs (and lists) the adapter encoders in this order.
 ENCODE_ORDER: Final = ("redis", "dynamodb", "s3", "sqs")
 _UINT64_MAX: Final = (1 << 64) - 1
-#: Go's ``unicode.IsSpace`` (what ``strings.TrimSpace`` strips); Python's set is larger.
-_GO_SPACE: Final = (
-    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
-    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-)
 _DECIMAL: Final = re.compile(r"[0-9]+")
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")
 
@@ -72,7 +68,7 @@ def parse_last_commit_ts(text: str) -> int:
     Surrounding whitespace is ignored (as Go's ``strings.TrimSpace``); signs, underscores,
     trailing junk and values above 2**64-1 raise :class:`~elastickv_async.errors.UsageError`.
     """
-    digits = text.strip(_GO_SPACE)
+    digits = go_trim_space(text)
     if not digits:
         raise UsageError("--last-commit-ts is empty")
     if digits[:2] in ("0x", "0X"):

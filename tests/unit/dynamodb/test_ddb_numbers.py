@@ -13,11 +13,8 @@ from hypothesis import strategies as st
 
 from elastickv_async.adapters.dynamodb.errors import DynamoDBEncodeInvalidItem
 from elastickv_async.adapters.dynamodb.keys import ordered_segment
-from elastickv_async.adapters.dynamodb.numbers import (
-    canonical_number,
-    go_trim_space,
-    numeric_key_bytes,
-)
+from elastickv_async.adapters.dynamodb.numbers import canonical_number, numeric_key_bytes
+from elastickv_async.gocompat import go_trim_space
 
 # Literal -> big.Rat.RatString, worked out by hand from the Rat.SetString grammar.
 CANONICAL = [

@@ -14,16 +14,11 @@ from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, Rou
 from fractions import Fraction
 from typing import Final
 
+from ...gocompat import go_trim_space
 from .errors import DynamoDBEncodeInvalidItem
 
-__all__ = ["canonical_number", "go_trim_space", "numeric_key_bytes"]
+__all__ = ["canonical_number", "numeric_key_bytes"]
 
-#: Characters Go's ``unicode.IsSpace`` accepts (``strings.TrimSpace``); Python's ``str.strip``
-#: also strips U+001C..U+001F, which Go keeps.
-_GO_SPACE: Final = (
-    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
-    "\u200a\u2028\u2029\u202f\u205f\u3000"
-)
 _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1
 #: ``Rat.SetString`` gives up on larger decimal (5**n) and binary (2**n) exponents.
@@ -34,11 +29,6 @@ _STR_SAFE_BITS: Final = 14000
 _STR_SAFE_DIGITS: Final = 4000
 #: Exact integer arithmetic for huge powers (never rounds: inexact results would raise).
 _EXACT: Final = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[Inexact, Rounded])
-
-
-def go_trim_space(text: str) -> str:
-    """Go's ``strings.TrimSpace``."""
-    return text.strip(_GO_SPACE)
 
 
 class _Syntax(Exception):
