@@ -33,7 +33,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -41,10 +41,12 @@ from typing import Final
 import anyio
 import anyio.to_thread
 import orjson
+from anyio.abc import ObjectReceiveStream
 
 from ..adapters.redis import dumpfmt as redis_layout
 from ..adapters.sqs import layout as sqs_layout
 from ..adapters.sqs.encode import RESTORE_GENERATION
+from ..concurrency import task_group
 from ..dump.keymap import KEYMAP_FILE
 from ..errors import DataError, DumpTreeError
 from ..extsort import ExternalSorter
@@ -189,7 +191,9 @@ def _compare_batch(pairs: Sequence[tuple[str, str, str]], spill_dir: Path) -> li
 
 @dataclass(slots=True)
 class _Listing:
-    files: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # Names only (paths are rebuilt when needed): a directory of a million item files is the
+    # largest thing the comparison holds.
+    files: dict[str, int] = field(default_factory=dict)
     dirs: dict[str, str] = field(default_factory=dict)
 
 
@@ -204,7 +208,7 @@ def _list_dir(path: str | None) -> _Listing:
                 if stat.S_ISDIR(st.st_mode):
                     listing.dirs[entry.name] = entry.path
                 elif stat.S_ISREG(st.st_mode):
-                    listing.files[entry.name] = (entry.path, st.st_size)
+                    listing.files[entry.name] = st.st_size
     except FileNotFoundError:
         pass
     return listing
@@ -254,6 +258,46 @@ class _Walk:
     spill_dir: Path
 
 
+def _batches(
+    prefix: str, a_dir: str, b_dir: str, names: Iterable[str], sizes: dict[str, int]
+) -> Iterator[list[tuple[str, str, str]]]:
+    batch: list[tuple[str, str, str]] = []
+    batch_bytes = 0
+    for name in names:
+        batch.append((f"{prefix}/{name}", os.path.join(a_dir, name), os.path.join(b_dir, name)))
+        batch_bytes += sizes[name]
+        if len(batch) >= _FILES_PER_CALL or batch_bytes >= _BYTES_PER_CALL:
+            yield batch
+            batch, batch_bytes = [], 0
+    if batch:
+        yield batch
+
+
+async def _compare_common(
+    walk: _Walk, prefix: str, a_dir: str, b_dir: str, names: set[str], a: _Listing
+) -> None:
+    """Compare the files both directories hold, a batch per thread call, batches made lazily."""
+    workers = max(1, int(walk.limiter.total_tokens))
+    send, receive = anyio.create_memory_object_stream[list[tuple[str, str, str]]](workers)
+
+    async def compare(batches: ObjectReceiveStream[list[tuple[str, str, str]]]) -> None:
+        async with batches:
+            async for batch in batches:
+                differ = await anyio.to_thread.run_sync(
+                    _compare_batch, batch, walk.spill_dir, limiter=walk.limiter
+                )
+                for path in differ:
+                    walk.out.add(f"{path} (bytes differ)")
+
+    async with task_group() as tg:
+        for _ in range(workers):
+            tg.start_soon(compare, receive.clone())
+        receive.close()
+        async with send:
+            for batch in _batches(prefix, a_dir, b_dir, names, a.files):
+                await send.send(batch)
+
+
 async def _diff_dir(walk: _Walk, rel: str, a_dir: str | None, b_dir: str | None) -> None:
     a = await anyio.to_thread.run_sync(_list_dir, a_dir, limiter=walk.limiter)
     b = await anyio.to_thread.run_sync(_list_dir, b_dir, limiter=walk.limiter)
@@ -262,27 +306,8 @@ async def _diff_dir(walk: _Walk, rel: str, a_dir: str | None, b_dir: str | None)
         walk.out.add(f"{prefix}/{name} (missing in input)")
     for name in a.files.keys() - b.files.keys():
         walk.out.add(f"{prefix}/{name} (missing in scratch)")
-    batches: list[list[tuple[str, str, str]]] = [[]]
-    batch_bytes = 0
-    for name in a.files.keys() & b.files.keys():
-        (a_path, size), (b_path, _) = a.files[name], b.files[name]
-        if len(batches[-1]) >= _FILES_PER_CALL or batch_bytes >= _BYTES_PER_CALL:
-            batches.append([])
-            batch_bytes = 0
-        batches[-1].append((f"{prefix}/{name}", a_path, b_path))
-        batch_bytes += size
-
-    async def compare(batch: list[tuple[str, str, str]]) -> None:
-        differ = await anyio.to_thread.run_sync(
-            _compare_batch, batch, walk.spill_dir, limiter=walk.limiter
-        )
-        for path in differ:
-            walk.out.add(f"{path} (bytes differ)")
-
-    async with anyio.create_task_group() as tg:
-        for batch in batches:
-            if batch:
-                tg.start_soon(compare, batch)
+    if a_dir is not None and b_dir is not None:
+        await _compare_common(walk, prefix, a_dir, b_dir, a.files.keys() & b.files.keys(), a)
     for name in sorted(a.dirs.keys() | b.dirs.keys()):
         child = f"{rel}/{name}" if rel else name
         await _diff_dir(walk, child, a.dirs.get(name), b.dirs.get(name))

@@ -208,3 +208,15 @@ async def test_line_set_spills_for_large_files(
     _put(a, "redis/db_0/strings_ttl.jsonl", b"".join(lines))
     _put(b, "redis/db_0/strings_ttl.jsonl", b"".join(reversed(lines)))
     assert await _diff(a, b, ["redis"]) == []
+
+
+async def test_many_files_in_one_directory(tmp_path: Path) -> None:
+    """Differences in any batch of a large directory are found, each reported once."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i in range(300):
+        _put(a, f"dynamodb/t/items/{i:04d}.json", b"same")
+        _put(b, f"dynamodb/t/items/{i:04d}.json", b"diff" if i in (7, 250) else b"same")
+    assert await _diff(a, b, ["dynamodb"]) == [
+        "dynamodb/t/items/0007.json (bytes differ)",
+        "dynamodb/t/items/0250.json (bytes differ)",
+    ]
