@@ -14,13 +14,14 @@ import itertools
 import os
 import stat
 import struct
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio.to_thread
 
 from ...dump.names import encode_segment
+from ...errors import DumpTreeError
 from ...gojson_read import GoJSONError
 from ..base import EncodeContext
 from . import keys
@@ -193,20 +194,13 @@ class _BucketScan:
 
     def _read_bucket_json(self, fd: int) -> dict[str, Any]:
         dir_name = self._dir
-        parts = (dir_name, _BUCKET_NAME)
-        st = self._tree.lstat(fd, _BUCKET_NAME)
-        if st is None:
-            raise S3EncodeInvalidBucket(f"s3/{dir_name} has no {_BUCKET_NAME}")
-        self._tree.check_regular(st, parts)
-        try:
-            bucket = parse_public_bucket(self._tree.read_file(fd, parts))
-        except GoJSONError as exc:
-            raise S3EncodeInvalidBucket(f"s3/{dir_name}/{_BUCKET_NAME}: {exc}") from None
-        if bucket["format_version"] != FORMAT_VERSION:
-            raise S3EncodeInvalidBucket(
-                f"s3/{dir_name}/{_BUCKET_NAME}: unsupported format_version "
-                f"{bucket['format_version']}"
-            )
+        bucket = self._read_versioned(
+            fd,
+            (dir_name, _BUCKET_NAME),
+            parse_public_bucket,
+            S3EncodeInvalidBucket,
+            f"s3/{dir_name} has no {_BUCKET_NAME}",
+        )
         if not bucket["name"]:
             raise S3EncodeInvalidBucket(f"s3/{dir_name}/{_BUCKET_NAME}: empty bucket name")
         if encode_segment(bucket["name"].encode("utf-8")) != dir_name:
@@ -269,22 +263,37 @@ class _BucketScan:
         finally:
             os.close(sub)
 
+    def _read_versioned(
+        self,
+        fd: int,
+        parts: tuple[str, ...],
+        parse: Callable[[bytes], dict[str, Any]],
+        error: type[DumpTreeError],
+        missing: str,
+    ) -> dict[str, Any]:
+        """Read a required regular JSON file in ``fd`` and check its ``format_version``."""
+        st = self._tree.lstat(fd, parts[-1])
+        if st is None:
+            raise error(missing)
+        self._tree.check_regular(st, parts)
+        where = "s3/" + "/".join(parts)
+        try:
+            doc = parse(self._tree.read_file(fd, parts))
+        except GoJSONError as exc:
+            raise error(f"{where}: {exc}") from None
+        if doc["format_version"] != FORMAT_VERSION:
+            raise error(f"{where}: unsupported format_version {doc['format_version']}")
+        return doc
+
     def _object(self, fd: int, parts: tuple[str, ...], st: os.stat_result) -> _Object:
         rel = "/".join(parts[1:])
-        sidecar_parts = (*parts[:-1], parts[-1] + _META)
-        sidecar_st = self._tree.lstat(fd, sidecar_parts[-1])
-        if sidecar_st is None:
-            raise S3EncodeInvalidManifest(f"s3/{'/'.join(parts)} has no {_META} sidecar")
-        self._tree.check_regular(sidecar_st, sidecar_parts)
-        try:
-            sidecar = parse_public_manifest(self._tree.read_file(fd, sidecar_parts))
-        except GoJSONError as exc:
-            raise S3EncodeInvalidManifest(f"s3/{'/'.join(sidecar_parts)}: {exc}") from None
-        if sidecar["format_version"] != FORMAT_VERSION:
-            raise S3EncodeInvalidManifest(
-                f"s3/{'/'.join(sidecar_parts)}: unsupported format_version "
-                f"{sidecar['format_version']}"
-            )
+        sidecar = self._read_versioned(
+            fd,
+            (*parts[:-1], parts[-1] + _META),
+            parse_public_manifest,
+            S3EncodeInvalidManifest,
+            f"s3/{'/'.join(parts)} has no {_META} sidecar",
+        )
         identity = self._tree.check_regular(st, parts)
         if sidecar["size_bytes"] != st.st_size:
             raise S3EncodeInvalidManifest(
