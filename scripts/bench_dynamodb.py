@@ -23,12 +23,16 @@ from typing import Any, Final
 
 import benchlib
 
-from elastickv_async.adapters.dynamodb.encode import item_key
-from elastickv_async.adapters.dynamodb.keys import RESTORE_GENERATION, table_gen_key, table_meta_key
-from elastickv_async.adapters.dynamodb.public import public_to_item, public_to_schema
-from elastickv_async.adapters.dynamodb.values import encode_item, encode_schema
-from elastickv_async.options import DecodeOptions
-from elastickv_async.pipeline import decode_snapshot
+from elastickv_async._adapters.dynamodb.encode import item_key
+from elastickv_async._adapters.dynamodb.keys import (
+    RESTORE_GENERATION,
+    table_gen_key,
+    table_meta_key,
+)
+from elastickv_async._adapters.dynamodb.layout import public_to_item, public_to_schema
+from elastickv_async._adapters.dynamodb.values import encode_item, encode_schema
+from elastickv_async._core.options import DecodeOptions
+from elastickv_async._core.pipeline import decode_snapshot
 
 TABLE: Final = "orders"
 ORDERS_PER_CUSTOMER: Final = 10

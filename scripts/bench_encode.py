@@ -28,9 +28,9 @@ import anyio.to_thread
 import benchlib
 
 from elastickv_async import encode_snapshot
-from elastickv_async.dump.manifest import DecodeManifest
-from elastickv_async.options import DecodeOptions, EncodeOptions
-from elastickv_async.pipeline import decode_snapshot
+from elastickv_async._core.dump.manifest import DecodeManifest
+from elastickv_async._core.options import DecodeOptions, EncodeOptions
+from elastickv_async._core.pipeline import decode_snapshot
 
 ADAPTERS: Final = ("dynamodb", "s3")
 TABLE: Final = "bench"

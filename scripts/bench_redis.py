@@ -27,14 +27,14 @@ from typing import Any, Final
 
 import benchlib
 
-from elastickv_async.adapters.redis.keys import HASH_FIELD, HASH_META, STRING, TTL, wide_key
-from elastickv_async.adapters.redis.values import (
+from elastickv_async._adapters.redis.keys import HASH_FIELD, HASH_META, STRING, TTL, wide_key
+from elastickv_async._adapters.redis.values import (
     encode_count_meta,
     encode_string_value,
     encode_ttl_value,
 )
-from elastickv_async.options import DecodeOptions
-from elastickv_async.pipeline import decode_snapshot
+from elastickv_async._core.options import DecodeOptions
+from elastickv_async._core.pipeline import decode_snapshot
 
 WORKLOADS: Final = ("strings", "hashes")
 _TTL_MS: Final = 4_102_444_800_000  # 2100-01-01: never expired

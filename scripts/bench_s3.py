@@ -28,9 +28,9 @@ from typing import Any, Final
 
 import benchlib
 
-from elastickv_async.adapters.s3.keys import blob_key, bucket_meta_key, manifest_key
-from elastickv_async.options import DecodeOptions
-from elastickv_async.pipeline import decode_snapshot
+from elastickv_async._adapters.s3.keys import blob_key, bucket_meta_key, manifest_key
+from elastickv_async._core.options import DecodeOptions
+from elastickv_async._core.pipeline import decode_snapshot
 
 MIB: Final = benchlib.MIB
 BUCKET: Final = b"bench"

@@ -18,8 +18,8 @@ from typing import Final
 
 import benchlib
 
-from elastickv_async.snapshot.mvcc import VisibilityResolver
-from elastickv_async.snapshot.reader import DEFAULT_CHUNK_SIZE, open_snapshot
+from elastickv_async._core.snapshot.mvcc import VisibilityResolver
+from elastickv_async._core.snapshot.reader import DEFAULT_CHUNK_SIZE, open_snapshot
 
 LAST_COMMIT_TS: Final = 10_000
 #: (commit_ts, tombstone) of each user key's versions, newest first, chosen by key index.

@@ -27,9 +27,9 @@ from typing import Any, Final
 import benchlib
 import orjson
 
-from elastickv_async.adapters.base import DecodeContext
-from elastickv_async.adapters.sqs.decode import SQSDecoder
-from elastickv_async.adapters.sqs.keys import (
+from elastickv_async._adapters.base import DecodeContext
+from elastickv_async._adapters.sqs.decode import SQSDecoder
+from elastickv_async._adapters.sqs.keys import (
     MESSAGE_MAGIC,
     QUEUE_META_MAGIC,
     message_byage_key,
@@ -38,8 +38,8 @@ from elastickv_async.adapters.sqs.keys import (
     queue_gen_key,
     queue_meta_key,
 )
-from elastickv_async.options import DecodeOptions
-from elastickv_async.pipeline import decode_snapshot
+from elastickv_async._core.options import DecodeOptions
+from elastickv_async._core.pipeline import decode_snapshot
 
 QUEUE: Final = b"bench-queue"
 GENERATION: Final = 1

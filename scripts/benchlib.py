@@ -1,7 +1,7 @@
 """Shared mechanics of the benchmark scripts (``bench.py`` and the per-area ``bench_*.py``).
 
 * Synthetic snapshots: :class:`FsmWriter` / :func:`write_fsm` frame ``(user_key, body)``
-  records with the encoder's own helpers (:mod:`elastickv_async.encode.framing`), so the byte
+  records with the encoder's own helpers (:mod:`elastickv_async._core.encode.framing`), so the byte
   layout lives in the product only. Keys must come in snapshot (encoded-key) order; the writer
   checks it.
 * Measurement: :meth:`Bench.measure` runs one workload function in a fresh interpreter and
@@ -43,15 +43,15 @@ from typing import IO, Any, ClassVar, Final
 import anyio
 import anyio.to_thread
 
-from elastickv_async.adapters.base import DecodeAdapter, DecodeContext, Routed
-from elastickv_async.adapters.registry import adapter_specs
-from elastickv_async.dump.writer import DumpWriter
-from elastickv_async.encode.framing import frame_entry, header, ts_suffix
-from elastickv_async.options import DecodeOptions
-from elastickv_async.report import Report, make_logger
-from elastickv_async.routing import Router
-from elastickv_async.snapshot.entry import Entry, SnapshotHeader
-from elastickv_async.snapshot.framing import TOMBSTONE_FLAG, VALUE_HEADER_SIZE
+from elastickv_async._adapters.base import DecodeAdapter, DecodeContext, Routed
+from elastickv_async._adapters.registry import adapter_specs
+from elastickv_async._core.dump.writer import DumpWriter
+from elastickv_async._core.encode.framing import frame_entry, header, ts_suffix
+from elastickv_async._core.options import DecodeOptions
+from elastickv_async._core.report import Report, make_logger
+from elastickv_async._core.routing import Router
+from elastickv_async._core.snapshot.entry import Entry, SnapshotHeader
+from elastickv_async._core.snapshot.framing import TOMBSTONE_FLAG, VALUE_HEADER_SIZE
 
 __all__ = [
     "COMMIT_TS",

@@ -19,9 +19,10 @@ from pathlib import Path
 import anyio
 import crc32c
 
-from elastickv_async import EncodeOptions, encode_snapshot, gojson
-from elastickv_async.dump.manifest import DecodeManifest
-from elastickv_async.options import DecodeOptions
+from elastickv_async import EncodeOptions, encode_snapshot
+from elastickv_async._core import gojson
+from elastickv_async._core.dump.manifest import DecodeManifest
+from elastickv_async._core.options import DecodeOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 LAST_COMMIT_TS = 1_795_312_252_565 << 16

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from elastickv_async.adapters.base import DecodeContext, EncodeContext
-from elastickv_async.dump.writer import DumpWriter
-from elastickv_async.options import DecodeOptions
-from elastickv_async.report import Report, make_logger
-from elastickv_async.snapshot.entry import SnapshotHeader
+from elastickv_async._adapters.base import DecodeContext, EncodeContext
+from elastickv_async._core.dump.writer import DumpWriter
+from elastickv_async._core.options import DecodeOptions
+from elastickv_async._core.report import Report, make_logger
+from elastickv_async._core.snapshot.entry import SnapshotHeader
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

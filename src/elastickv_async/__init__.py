@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
-from .errors import (
+from ._core.errors import (
     DataError,
     ElasticKVError,
     OutputError,
@@ -21,14 +20,15 @@ from .errors import (
     SnapshotFormatError,
     UsageError,
 )
-from .options import ADAPTER_NAMES, DecodeOptions, EncodeOptions
-from .report import Report
+from ._core.options import ADAPTER_NAMES, DecodeOptions, EncodeOptions
+from ._core.report import Report
+from ._version import __version__
 
 if TYPE_CHECKING:
-    from .dump.verify import verify_tree
-    from .encode.api import EncodeResult, encode_snapshot
-    from .inspection import SnapshotInspection, inspect_snapshot
-    from .pipeline import Progress, decode_snapshot
+    from ._core.dump.verify import verify_tree
+    from ._core.encode.api import EncodeResult, encode_snapshot
+    from ._core.inspection import SnapshotInspection, inspect_snapshot
+    from ._core.pipeline import Progress, decode_snapshot
 
 __all__ = [
     "ADAPTER_NAMES",
@@ -53,13 +53,13 @@ __all__ = [
 
 
 _LAZY = {
-    "decode_snapshot": "pipeline",
-    "Progress": "pipeline",
-    "encode_snapshot": "encode.api",
-    "EncodeResult": "encode.api",
-    "inspect_snapshot": "inspection",
-    "SnapshotInspection": "inspection",
-    "verify_tree": "dump.verify",
+    "decode_snapshot": "_core.pipeline",
+    "Progress": "_core.pipeline",
+    "encode_snapshot": "_core.encode.api",
+    "EncodeResult": "_core.encode.api",
+    "inspect_snapshot": "_core.inspection",
+    "SnapshotInspection": "_core.inspection",
+    "verify_tree": "_core.dump.verify",
 }
 
 

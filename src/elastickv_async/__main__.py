@@ -1,5 +1,5 @@
 """``python -m elastickv_async``."""
 
-from .cli import main
+from ._core.cli import main
 
 raise SystemExit(main())

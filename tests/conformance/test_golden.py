@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from support import shared_dir
 
-from elastickv_async.adapters.registry import adapter_specs
-from elastickv_async.cli import main
+from elastickv_async._adapters.registry import adapter_specs
+from elastickv_async._core.cli import main
 
 SHARED = shared_dir()
 GOLDEN = SHARED / "golden" if SHARED else None

@@ -50,7 +50,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-from elastickv_async.dump.names import decode_segment
+from elastickv_async._core.dump.names import decode_segment
 
 __all__ = [
     "TTL_TOLERANCE_MS",

@@ -16,9 +16,9 @@ import pytest
 from statecompare import compare, load_expected, load_tree
 from support import shared_dir
 
-from elastickv_async.cli import main
-from elastickv_async.options import DecodeOptions
-from elastickv_async.pipeline import decode_snapshot
+from elastickv_async._core.cli import main
+from elastickv_async._core.options import DecodeOptions
+from elastickv_async._core.pipeline import decode_snapshot
 
 REALNODE = (shared_dir() or Path("/nonexistent")) / "realnode"
 SNAPSHOTS = sorted(p for p in REALNODE.glob("*.fsm") if p.with_suffix(".expected.json").is_file())

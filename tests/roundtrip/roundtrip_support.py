@@ -12,11 +12,11 @@ from typing import Any, Final
 
 import anyio.to_thread
 
-from elastickv_async.encode.api import encode_snapshot
-from elastickv_async.extsort import DEFAULT_SORT_BUDGET
-from elastickv_async.options import DecodeOptions, EncodeOptions
-from elastickv_async.pipeline import decode_snapshot
-from elastickv_async.report import Report
+from elastickv_async._core.encode.api import encode_snapshot
+from elastickv_async._core.extsort import DEFAULT_SORT_BUDGET
+from elastickv_async._core.options import DecodeOptions, EncodeOptions
+from elastickv_async._core.pipeline import decode_snapshot
+from elastickv_async._core.report import Report
 
 __all__ = [
     "RUN_SHAPES",
@@ -112,7 +112,7 @@ async def encode(tree: Path, output: Path, shape: RunShape = RUN_SHAPES[-1]) -> 
     """Encode ``tree`` into ``output`` (all adapters); return the run's report.
 
     With the shape's self-test the encoder decodes its output and compares it with ``tree``
-    (a mismatch raises :class:`~elastickv_async.errors.SelfTestMismatch`).
+    (a mismatch raises :class:`~elastickv_async._core.errors.SelfTestMismatch`).
     """
     report = Report()
     result = await encode_snapshot(

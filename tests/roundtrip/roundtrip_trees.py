@@ -15,7 +15,7 @@ REFERENCE_NOTES §3-§6 and the golden ``enc_*`` inputs rather than taken from t
 * SQS: ``_queue.json`` and ``messages.jsonl`` as a restore decodes it (generation 1,
   visibility state zeroed), sorted by send time, sequence number, message id.
 
-Only JSON byte rendering goes through :mod:`elastickv_async.gojson` (the project's one
+Only JSON byte rendering goes through :mod:`elastickv_async._core.gojson` (the project's one
 Go-compatible JSON writer), as every canonical file is Go JSON.
 """
 
@@ -35,7 +35,7 @@ from typing import Any, Final, TypeVar
 
 from hypothesis import strategies as st
 
-from elastickv_async import gojson
+from elastickv_async._core import gojson
 
 __all__ = [
     "LAST_COMMIT_MS",

@@ -48,7 +48,7 @@ from roundtrip_support import (
 )
 from roundtrip_trees import TTL_FLOOR_MS, DumpTree, dump_trees, manifest_json, segment
 
-from elastickv_async.options import ADAPTER_NAMES
+from elastickv_async._core.options import ADAPTER_NAMES
 
 pytestmark = pytest.mark.anyio
 

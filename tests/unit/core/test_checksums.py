@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from elastickv_async.dump.checksums import ChecksumLedger, checksum_line, compute_checksums
-from elastickv_async.dump.verify import ChecksumMismatch, verify_tree
+from elastickv_async._core.dump.checksums import ChecksumLedger, checksum_line, compute_checksums
+from elastickv_async._core.dump.verify import ChecksumMismatch, verify_tree
 
 
 def _tree(root: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from elastickv_async.cli import _normalise_go_flags, main
+from elastickv_async._core.cli import _normalise_go_flags, main
 
 
 def test_go_flag_spellings_are_accepted() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from elastickv_async import extsort
-from elastickv_async.extsort import ExternalSorter
+from elastickv_async._core import extsort
+from elastickv_async._core.extsort import ExternalSorter
 
 
 def _records(n: int, seed: int = 7) -> list[tuple[bytes, bytes]]:

@@ -7,7 +7,7 @@ import json
 import pytest
 from support import shared_dir
 
-from elastickv_async import gojson
+from elastickv_async._core import gojson
 
 GOLDEN = shared_dir()
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from elastickv_async import gojson_read
-from elastickv_async.gojson_read import Field, GoJSONError, decode_struct, parse_tree
+from elastickv_async._core import gojson_read
+from elastickv_async._core.gojson_read import Field, GoJSONError, decode_struct, parse_tree
 
 # --- parsing ---------------------------------------------------------------------------------
 

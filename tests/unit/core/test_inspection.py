@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from elastickv_async.inspection import inspect_snapshot, key_prefix
+from elastickv_async._core.inspection import inspect_snapshot, key_prefix
 
 pytestmark = pytest.mark.anyio
 

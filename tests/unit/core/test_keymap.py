@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from elastickv_async.dump.keymap import KeymapRecord, keymap_line, load_keymap, read_keymap
-from elastickv_async.errors import InvalidKeymapRecord
+from elastickv_async._core.dump.keymap import KeymapRecord, keymap_line, load_keymap, read_keymap
+from elastickv_async._core.errors import InvalidKeymapRecord
 
 
 def test_line_shape() -> None:

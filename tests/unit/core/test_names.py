@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support import shared_dir
 
-from elastickv_async.dump.names import (
+from elastickv_async._core.dump.names import (
     SEGMENT_MAX_BYTES,
     b64url_decode,
     b64url_encode,
@@ -18,7 +18,7 @@ from elastickv_async.dump.names import (
     encode_segment,
     is_sha_fallback,
 )
-from elastickv_async.errors import InvalidEncodedSegment, ShaFallbackNeedsKeymap
+from elastickv_async._core.errors import InvalidEncodedSegment, ShaFallbackNeedsKeymap
 
 SHARED = shared_dir()
 

@@ -13,10 +13,10 @@ from blockbuster import blockbuster_ctx
 from support import REPO_ROOT
 
 from elastickv_async import DecodeOptions, Progress, decode_snapshot
-from elastickv_async.cli import main
-from elastickv_async.dump.checksums import compute_checksums
-from elastickv_async.dump.writer import DumpWriter
-from elastickv_async.errors import SnapshotChecksumMismatch
+from elastickv_async._core.cli import main
+from elastickv_async._core.dump.checksums import compute_checksums
+from elastickv_async._core.dump.writer import DumpWriter
+from elastickv_async._core.errors import SnapshotChecksumMismatch
 
 pytestmark = pytest.mark.anyio
 SAMPLE = REPO_ROOT / "examples" / "sample.fsm"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from elastickv_async.report import Report, make_logger
+from elastickv_async._core.report import Report, make_logger
 
 
 def test_each_warning_is_collected_once_with_its_fields() -> None:

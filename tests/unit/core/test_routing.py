@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from elastickv_async.adapters.base import AdapterSpec, DecodeAdapter, DecodeContext
-from elastickv_async.routing import INTERNAL, Router, prefix_family
+from elastickv_async._adapters.base import AdapterSpec, DecodeAdapter, DecodeContext
+from elastickv_async._core.routing import INTERNAL, Router, prefix_family
 
 
 def _never(ctx: DecodeContext) -> DecodeAdapter:

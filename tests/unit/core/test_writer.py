@@ -10,8 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from elastickv_async.dump.writer import DumpWriter
-from elastickv_async.errors import OutputError
+from elastickv_async._core.dump.writer import DumpWriter
+from elastickv_async._core.errors import OutputError
 
 pytestmark = pytest.mark.anyio
 

@@ -13,10 +13,10 @@ import pytest
 from support import decode_context, shared_dir, tree_files
 from support import encode_context as shared_encode_context
 
-from elastickv_async.adapters.base import EncodeContext, Routed
-from elastickv_async.adapters.dynamodb.decode import DynamoDBDecoder
-from elastickv_async.report import Report
-from elastickv_async.snapshot.entry import Entry
+from elastickv_async._adapters.base import EncodeContext, Routed
+from elastickv_async._adapters.dynamodb.decode import DynamoDBDecoder
+from elastickv_async._core.report import Report
+from elastickv_async._core.snapshot.entry import Entry
 
 GOLDEN = (shared_dir() or Path("/nonexistent")) / "golden" / "public"
 DDB_PREFIXES = (b"!ddb|meta|table|", b"!ddb|meta|gen|", b"!ddb|item|", b"!ddb|gsi|")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from elastickv_async.adapters.dynamodb.bundle import JsonlTable, part_name
+from elastickv_async._adapters.dynamodb.bundle import JsonlTable, part_name
 
 
 def _read(parts: list[Path]) -> list[bytes]:

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from ddb_support import Harness, b64, golden_case, harness, read_fsm, routed
 
-from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
-from elastickv_async.adapters.dynamodb import SPEC, decode
-from elastickv_async.adapters.dynamodb.errors import (
+from elastickv_async._adapters.dynamodb import SPEC, decode
+from elastickv_async._adapters.dynamodb.errors import (
     DynamoDBInvalidItem,
     DynamoDBInvalidSchema,
     DynamoDBMalformedKey,
     DynamoDBUnsafeTableName,
 )
-from elastickv_async.adapters.dynamodb.values import encode_item, encode_schema
+from elastickv_async._adapters.dynamodb.values import encode_item, encode_schema
+from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 
 pytestmark = pytest.mark.anyio
 

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 from ddb_support import encode_context, golden_case, harness, read_fsm, routed
 
-from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
-from elastickv_async.adapters.dynamodb import encode
-from elastickv_async.adapters.dynamodb.encode import DynamoDBEncoder, gsi_rows, item_key
-from elastickv_async.adapters.dynamodb.errors import (
+from elastickv_async._adapters.dynamodb import encode
+from elastickv_async._adapters.dynamodb.encode import DynamoDBEncoder, gsi_rows, item_key
+from elastickv_async._adapters.dynamodb.errors import (
     DynamoDBEncodeHardLink,
     DynamoDBEncodeInvalidItem,
     DynamoDBEncodeInvalidSchema,
     DynamoDBEncodeNotRegular,
 )
-from elastickv_async.errors import DumpTreeError
+from elastickv_async._core.errors import DumpTreeError
+from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 
 pytestmark = pytest.mark.anyio
 

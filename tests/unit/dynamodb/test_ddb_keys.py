@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from elastickv_async.adapters.dynamodb.errors import (
+from elastickv_async._adapters.dynamodb.errors import (
     DynamoDBMalformedKey,
     DynamoDBUnsafeTableName,
 )
-from elastickv_async.adapters.dynamodb.keys import (
+from elastickv_async._adapters.dynamodb.keys import (
     ItemKey,
     TableKey,
     gsi_key_prefix,
@@ -19,7 +19,7 @@ from elastickv_async.adapters.dynamodb.keys import (
     table_gen_key,
     table_meta_key,
 )
-from elastickv_async.errors import AdapterRecordError
+from elastickv_async._core.errors import AdapterRecordError
 
 
 def test_table_meta_key_round_trip() -> None:

@@ -11,10 +11,10 @@ from ddb_support import golden_case
 from hypothesis import given
 from hypothesis import strategies as st
 
-from elastickv_async.adapters.dynamodb.errors import DynamoDBEncodeInvalidItem
-from elastickv_async.adapters.dynamodb.keys import ordered_segment
-from elastickv_async.adapters.dynamodb.numbers import canonical_number, numeric_key_bytes
-from elastickv_async.gocompat import go_trim_space
+from elastickv_async._adapters.dynamodb.errors import DynamoDBEncodeInvalidItem
+from elastickv_async._adapters.dynamodb.keys import ordered_segment
+from elastickv_async._adapters.dynamodb.numbers import canonical_number, numeric_key_bytes
+from elastickv_async._core.gocompat import go_trim_space
 
 # Literal -> big.Rat.RatString, worked out by hand from the Rat.SetString grammar.
 CANONICAL = [

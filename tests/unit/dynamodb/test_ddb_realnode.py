@@ -9,17 +9,17 @@ from typing import Any
 import pytest
 from support import shared_dir
 
-from elastickv_async.adapters.dynamodb.encode import gsi_rows, item_key
-from elastickv_async.adapters.dynamodb.keys import (
+from elastickv_async._adapters.dynamodb.encode import gsi_rows, item_key
+from elastickv_async._adapters.dynamodb.keys import (
     item_key_prefix,
     parse_item_key,
     parse_table_meta_key,
 )
-from elastickv_async.adapters.dynamodb.values import decode_item, decode_schema, item_body
-from elastickv_async.options import DecodeOptions
-from elastickv_async.pipeline import decode_snapshot
-from elastickv_async.snapshot.mvcc import VisibilityResolver
-from elastickv_async.snapshot.reader import open_snapshot
+from elastickv_async._adapters.dynamodb.values import decode_item, decode_schema, item_body
+from elastickv_async._core.options import DecodeOptions
+from elastickv_async._core.pipeline import decode_snapshot
+from elastickv_async._core.snapshot.mvcc import VisibilityResolver
+from elastickv_async._core.snapshot.reader import open_snapshot
 
 pytestmark = pytest.mark.anyio
 

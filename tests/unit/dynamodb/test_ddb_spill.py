@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from elastickv_async.adapters.dynamodb.spill import SpillFiles
-from elastickv_async.errors import OutputError
+from elastickv_async._adapters.dynamodb.spill import SpillFiles
+from elastickv_async._core.errors import OutputError
 
 
 def test_records_come_back_per_key_in_order(tmp_path: Path) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from ddb_support import golden_case, read_fsm
 
-from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
-from elastickv_async.adapters.dynamodb.errors import DynamoDBInvalidItem, DynamoDBInvalidSchema
-from elastickv_async.adapters.dynamodb.values import (
+from elastickv_async._adapters.dynamodb.errors import DynamoDBInvalidItem, DynamoDBInvalidSchema
+from elastickv_async._adapters.dynamodb.values import (
     decode_item,
     decode_schema,
     encode_item,
     encode_schema,
     item_body,
 )
+from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 
 
 @pytest.mark.parametrize(

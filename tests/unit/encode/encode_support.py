@@ -11,8 +11,8 @@ from typing import Any
 import anyio.lowlevel
 import pytest
 
-from elastickv_async.adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
-from elastickv_async.encode import api
+from elastickv_async._adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
+from elastickv_async._core.encode import api
 
 ALL = ("dynamodb", "s3", "redis", "sqs")
 

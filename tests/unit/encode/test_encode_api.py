@@ -13,26 +13,26 @@ import pytest
 from encode_support import fake_specs, hand_built_fsm, make_tree, use_specs
 from support import shared_dir
 
-from elastickv_async.adapters.base import EncodeContext
-from elastickv_async.dump.manifest import UnsupportedFormatVersion
-from elastickv_async.encode import api, selftest
-from elastickv_async.encode.api import encode_snapshot, parse_last_commit_ts
-from elastickv_async.encode.errors import (
+from elastickv_async._adapters.base import EncodeContext
+from elastickv_async._core.dump.manifest import UnsupportedFormatVersion
+from elastickv_async._core.encode import api, selftest
+from elastickv_async._core.encode.api import encode_snapshot, parse_last_commit_ts
+from elastickv_async._core.encode.errors import (
     AdapterNotInManifest,
     EncodeDuplicateKey,
     EncodeKeyTooLarge,
     LastCommitTSRegression,
     UnsupportedEncodeFeature,
 )
-from elastickv_async.errors import (
+from elastickv_async._core.errors import (
     DumpTreeError,
     ElasticKVError,
     OutputError,
     SelfTestMismatch,
     UsageError,
 )
-from elastickv_async.options import DecodeOptions, EncodeOptions
-from elastickv_async.report import Report
+from elastickv_async._core.options import DecodeOptions, EncodeOptions
+from elastickv_async._core.report import Report
 
 pytestmark = pytest.mark.anyio
 
@@ -508,7 +508,7 @@ async def test_self_test_rejected_fsm_and_header(
     tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A decoder data error or a wrong header timestamp is a mismatch with the reference's text."""
-    from elastickv_async.errors import SnapshotTruncated
+    from elastickv_async._core.errors import SnapshotTruncated
 
     _fake_decoder(monkeypatch, {}, error=SnapshotTruncated("cut"))
     with pytest.raises(SelfTestMismatch):
@@ -565,7 +565,7 @@ async def test_mismatch_keeps_symlinked_sidecar(
 def test_api_reexported() -> None:
     """The package and the encode subpackage expose the same callable."""
     import elastickv_async
-    import elastickv_async.encode as encode_pkg
+    import elastickv_async._core.encode as encode_pkg
 
     assert elastickv_async.encode_snapshot is api.encode_snapshot is encode_pkg.encode_snapshot
 

@@ -12,12 +12,12 @@ import anyio.lowlevel
 import pytest
 import structlog
 
-from elastickv_async.adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
-from elastickv_async.encode.collect import collect_records
-from elastickv_async.encode.errors import EncodeValueTooLarge
-from elastickv_async.errors import DumpTreeError
-from elastickv_async.extsort import ExternalSorter
-from elastickv_async.report import Report
+from elastickv_async._adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
+from elastickv_async._core.encode.collect import collect_records
+from elastickv_async._core.encode.errors import EncodeValueTooLarge
+from elastickv_async._core.errors import DumpTreeError
+from elastickv_async._core.extsort import ExternalSorter
+from elastickv_async._core.report import Report
 
 pytestmark = pytest.mark.anyio
 

@@ -7,8 +7,8 @@ from typing import cast
 
 import pytest
 
-from elastickv_async.encode.errors import EncodeKeyTooLarge, EncodeValueTooLarge
-from elastickv_async.encode.framing import check_record, frame_entry, header, ts_suffix
+from elastickv_async._core.encode.errors import EncodeKeyTooLarge, EncodeValueTooLarge
+from elastickv_async._core.encode.framing import check_record, frame_entry, header, ts_suffix
 
 
 def test_header_is_magic_and_le_timestamp() -> None:

@@ -9,8 +9,8 @@ import pytest
 from encode_support import manifest_doc
 from support import shared_dir
 
-from elastickv_async.dump.manifest import UnsupportedFormatVersion, read_manifest
-from elastickv_async.errors import ManifestError
+from elastickv_async._core.dump.manifest import UnsupportedFormatVersion, read_manifest
+from elastickv_async._core.errors import ManifestError
 
 SHARED = shared_dir()
 

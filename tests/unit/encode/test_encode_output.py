@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from elastickv_async.encode.errors import EncodeDuplicateKey
-from elastickv_async.encode.output import SnapshotStream
+from elastickv_async._core.encode.errors import EncodeDuplicateKey
+from elastickv_async._core.encode.output import SnapshotStream
 
 
 def test_exact_bytes_for_one_entry() -> None:

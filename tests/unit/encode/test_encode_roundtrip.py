@@ -9,9 +9,9 @@ import pytest
 from blockbuster import blockbuster_ctx
 from support import REPO_ROOT
 
-from elastickv_async.encode.api import encode_snapshot
-from elastickv_async.options import EncodeOptions
-from elastickv_async.pipeline import decode_snapshot
+from elastickv_async._core.encode.api import encode_snapshot
+from elastickv_async._core.options import EncodeOptions
+from elastickv_async._core.pipeline import decode_snapshot
 
 pytestmark = pytest.mark.anyio
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from elastickv_async.encode import selftest
-from elastickv_async.encode.selftest import diff_trees
+from elastickv_async._core.encode import selftest
+from elastickv_async._core.encode.selftest import diff_trees
 
 pytestmark = pytest.mark.anyio
 

@@ -10,12 +10,12 @@ from typing import Any
 
 from support import decode_context
 
-from elastickv_async.adapters.base import DecodeContext, EncodeContext, Routed
-from elastickv_async.adapters.redis import SPEC
-from elastickv_async.adapters.redis.decode import RedisDecoder
-from elastickv_async.adapters.redis.encode import RedisEncoder
-from elastickv_async.report import Report, make_logger
-from elastickv_async.snapshot.entry import Entry, SnapshotHeader
+from elastickv_async._adapters.base import DecodeContext, EncodeContext, Routed
+from elastickv_async._adapters.redis import SPEC
+from elastickv_async._adapters.redis.decode import RedisDecoder
+from elastickv_async._adapters.redis.encode import RedisEncoder
+from elastickv_async._core.report import Report, make_logger
+from elastickv_async._core.snapshot.entry import Entry, SnapshotHeader
 
 COMMIT_TS = 5000
 #: The MVCC suffix every key carries in a snapshot: it takes part in the key order.

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from redis_support import DB, U32, U64, decode_rows, list_seq, snapshot_order, wide
 
-from elastickv_async.adapters.redis import decode as decode_module
-from elastickv_async.adapters.redis import errors
-from elastickv_async.errors import AdapterRecordError
+from elastickv_async._adapters.redis import decode as decode_module
+from elastickv_async._adapters.redis import errors
+from elastickv_async._core.errors import AdapterRecordError
 
 pytestmark = pytest.mark.anyio
 

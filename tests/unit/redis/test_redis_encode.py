@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from redis_support import U32, U64, decode_rows, encode_tree, list_seq, wide
 
-from elastickv_async.adapters.redis import errors
-from elastickv_async.errors import DumpTreeError, InvalidEncodedSegment, InvalidKeymapRecord
+from elastickv_async._adapters.redis import errors
+from elastickv_async._core.errors import DumpTreeError, InvalidEncodedSegment, InvalidKeymapRecord
 
 pytestmark = pytest.mark.anyio
 

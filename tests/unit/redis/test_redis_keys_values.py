@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from elastickv_async.adapters.redis import SPEC, errors, keys, values
-from elastickv_async.adapters.redis.assemble import ttl_owner
-from elastickv_async.adapters.redis.facts import Kind, Row, fact_key, split_fact_key, user_key_of
+from elastickv_async._adapters.redis import SPEC, errors, keys, values
+from elastickv_async._adapters.redis.assemble import ttl_owner
+from elastickv_async._adapters.redis.facts import Kind, Row, fact_key, split_fact_key, user_key_of
 
 
 @given(st.lists(st.integers(-(1 << 63), (1 << 63) - 1), min_size=2, max_size=20))

@@ -15,11 +15,11 @@ from typing import Any
 
 from support import decode_context, encode_context, tree_files
 
-from elastickv_async.adapters.base import Routed
-from elastickv_async.adapters.s3.decode import S3Decoder
-from elastickv_async.adapters.s3.encode import S3Encoder
-from elastickv_async.report import Report
-from elastickv_async.snapshot.entry import Entry
+from elastickv_async._adapters.base import Routed
+from elastickv_async._adapters.s3.decode import S3Decoder
+from elastickv_async._adapters.s3.encode import S3Encoder
+from elastickv_async._core.report import Report
+from elastickv_async._core.snapshot.entry import Entry
 
 PREFIXES = (
     b"!s3|bucket|meta|",

@@ -13,7 +13,7 @@ import anyio
 import pytest
 from s3_support import Harness, blob, bucket_meta, harness, manifest, part, seg, simple_object, u64
 
-from elastickv_async.adapters.s3.errors import (
+from elastickv_async._adapters.s3.errors import (
     S3ChunkBlobHashMismatch,
     S3IncompleteBlobChunks,
     S3InvalidChunkRef,
@@ -21,7 +21,7 @@ from elastickv_async.adapters.s3.errors import (
     S3MalformedKey,
     S3MetaSuffixCollision,
 )
-from elastickv_async.errors import OutputError
+from elastickv_async._core.errors import OutputError
 
 pytestmark = pytest.mark.anyio
 

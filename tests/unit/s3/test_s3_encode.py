@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from s3_support import bucket_meta, encode_all, harness, seg, simple_object, u64
 
-from elastickv_async.adapters.s3.errors import (
+from elastickv_async._adapters.s3.errors import (
     S3EncodeInvalidBucket,
     S3EncodeInvalidManifest,
     S3EncodeNotRegular,
     S3EncodeReservedPrefixCollision,
 )
-from elastickv_async.adapters.s3.treeread import TreeReader
-from elastickv_async.errors import InvalidKeymapRecord
+from elastickv_async._adapters.s3.treeread import TreeReader
+from elastickv_async._core.errors import InvalidKeymapRecord
 
 pytestmark = pytest.mark.anyio
 

@@ -8,9 +8,9 @@ import struct
 import pytest
 from s3_support import blob, seg, u64
 
-from elastickv_async.adapters.s3 import keys
-from elastickv_async.adapters.s3.errors import S3InvalidChunkRef, S3MalformedKey
-from elastickv_async.adapters.s3.keys import ChunkKey
+from elastickv_async._adapters.s3 import keys
+from elastickv_async._adapters.s3.errors import S3InvalidChunkRef, S3MalformedKey
+from elastickv_async._adapters.s3.keys import ChunkKey
 
 
 def test_blob_key_without_and_with_part_version() -> None:

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from elastickv_async.adapters.s3.errors import S3MetaSuffixCollision
-from elastickv_async.adapters.s3.layout import (
+from elastickv_async._adapters.s3.errors import S3MetaSuffixCollision
+from elastickv_async._adapters.s3.layout import (
     Placement,
     blob_file_name,
     orphan_dir_name,

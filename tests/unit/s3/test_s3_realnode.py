@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from support import shared_dir
 
-from elastickv_async.options import DecodeOptions
-from elastickv_async.pipeline import decode_snapshot
+from elastickv_async._core.options import DecodeOptions
+from elastickv_async._core.pipeline import decode_snapshot
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from elastickv_async.adapters.s3.values import (
+from elastickv_async._adapters.s3.values import (
     DeclaredPart,
     LiveBucketMeta,
     bucket_json,

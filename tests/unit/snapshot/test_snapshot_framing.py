@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from snapshot_streams import frame, hlc_v1, hlc_v2, stream, u64le, version, with_footer
 
-from elastickv_async.errors import SnapshotChecksumMismatch, SnapshotShortValue
-from elastickv_async.snapshot.entry import Entry, SnapshotHeader
-from elastickv_async.snapshot.footer import RunningCrc32c
-from elastickv_async.snapshot.framing import FrameDecoder
+from elastickv_async._core.errors import SnapshotChecksumMismatch, SnapshotShortValue
+from elastickv_async._core.snapshot.entry import Entry, SnapshotHeader
+from elastickv_async._core.snapshot.footer import RunningCrc32c
+from elastickv_async._core.snapshot.framing import FrameDecoder
 
 
 def pieces(data: bytes, sizes: list[int]) -> Iterator[bytes]:

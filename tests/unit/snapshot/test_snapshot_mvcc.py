@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from snapshot_streams import mvcc_key
 
-from elastickv_async.snapshot.entry import Entry
-from elastickv_async.snapshot.mvcc import ResolverStats, VisibilityResolver
+from elastickv_async._core.snapshot.entry import Entry
+from elastickv_async._core.snapshot.mvcc import ResolverStats, VisibilityResolver
 
 
 def live(key: bytes, ts: int, value: bytes = b"v", expire_at: int = 0) -> Entry:

@@ -21,7 +21,7 @@ from snapshot_streams import (
     with_footer,
 )
 
-from elastickv_async.errors import (
+from elastickv_async._core.errors import (
     SnapshotBadMagic,
     SnapshotChecksumMismatch,
     SnapshotEncryptedEntry,
@@ -36,8 +36,8 @@ from elastickv_async.errors import (
     SnapshotValueTooLarge,
     UsageError,
 )
-from elastickv_async.snapshot.entry import Entry, SnapshotHeader
-from elastickv_async.snapshot.reader import SnapshotStats, open_snapshot
+from elastickv_async._core.snapshot.entry import Entry, SnapshotHeader
+from elastickv_async._core.snapshot.reader import SnapshotStats, open_snapshot
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import crc32c
 import pytest
 from support import shared_dir
 
-from elastickv_async.errors import (
+from elastickv_async._core.errors import (
     SnapshotBadMagic,
     SnapshotChecksumMismatch,
     SnapshotEncryptedEntry,
@@ -21,9 +21,9 @@ from elastickv_async.errors import (
     SnapshotShortValue,
     SnapshotTruncated,
 )
-from elastickv_async.snapshot.entry import Entry
-from elastickv_async.snapshot.mvcc import VisibilityResolver
-from elastickv_async.snapshot.reader import SnapshotStats, open_snapshot
+from elastickv_async._core.snapshot.entry import Entry
+from elastickv_async._core.snapshot.mvcc import VisibilityResolver
+from elastickv_async._core.snapshot.reader import SnapshotStats, open_snapshot
 
 pytestmark = pytest.mark.anyio
 

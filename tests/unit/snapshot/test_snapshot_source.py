@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from elastickv_async.snapshot.source import snapshot_index_from_path
+from elastickv_async._core.snapshot.source import snapshot_index_from_path
 
 
 @pytest.mark.parametrize(

@@ -16,15 +16,15 @@ import pytest
 from blockbuster import blockbuster_ctx
 from support import decode_context
 
-from elastickv_async.adapters.sqs import keys
-from elastickv_async.adapters.sqs.decode import SQSDecoder
-from elastickv_async.adapters.sqs.errors import (
+from elastickv_async._adapters.sqs import keys
+from elastickv_async._adapters.sqs.decode import SQSDecoder
+from elastickv_async._adapters.sqs.errors import (
     SQSInvalidMessage,
     SQSInvalidQueueGen,
     SQSInvalidQueueMeta,
     SQSMalformedKey,
 )
-from elastickv_async.snapshot.entry import Entry
+from elastickv_async._core.snapshot.entry import Entry
 
 pytestmark = pytest.mark.anyio
 

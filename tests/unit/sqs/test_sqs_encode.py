@@ -18,9 +18,9 @@ import pytest
 from blockbuster import blockbuster_ctx
 from support import shared_dir
 
-from elastickv_async.adapters.base import EncodeContext
-from elastickv_async.adapters.sqs.encode import SQSEncoder
-from elastickv_async.adapters.sqs.errors import (
+from elastickv_async._adapters.base import EncodeContext
+from elastickv_async._adapters.sqs.encode import SQSEncoder
+from elastickv_async._adapters.sqs.errors import (
     SQSEncodeInvalidMessage,
     SQSEncodeInvalidQueue,
     SQSEncodeMissingPartition,
@@ -29,7 +29,7 @@ from elastickv_async.adapters.sqs.errors import (
     SQSEncodePartitionHashMismatch,
     SQSEncodePartitionRoutingMismatch,
 )
-from elastickv_async.report import Report, make_logger
+from elastickv_async._core.report import Report, make_logger
 
 pytestmark = pytest.mark.anyio
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from elastickv_async.adapters.sqs import keys
-from elastickv_async.adapters.sqs.errors import SQSMalformedKey
+from elastickv_async._adapters.sqs import keys
+from elastickv_async._adapters.sqs.errors import SQSMalformedKey
 
 GEN1 = b"\x00" * 7 + b"\x01"
 

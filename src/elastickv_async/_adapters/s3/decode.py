@@ -1,0 +1,494 @@
+"""Decoding S3 records into ``s3/<bucket>/`` (REFERENCE_NOTES §3.2).
+
+Records arrive in key order: blob chunks, bucket metas, chunkblobs, chunkrefs, manifests,
+upload records. Payloads are appended to scratch spill files as they come (one file per
+object, one for all chunkblobs); only their offsets, the parsed manifests and bucket metas
+stay in memory. :meth:`S3Decoder.finalize` then lays out each bucket (see
+:mod:`.layout`), assembles every body in part/chunk order and writes it, one task per bucket.
+A body whose chunks already sit in its spill file in final order is moved into place without
+being copied.
+
+Like the reference, a blob chunk is identified by ``(bucket, object, upload, part, chunk,
+part version)`` *without* the generation (the reference's scratch file name): when two
+generations of one key hold the same chunk identity, every reader gets the payload that
+arrived last. The golden corpus pins this (``s3_orphans_flag``), so it is reproduced here.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import anyio
+import anyio.to_thread
+
+from ..._core.concurrency import task_group
+from ..._core.dump.keymap import keymap_line
+from ..._core.dump.names import encode_segment
+from ..._core.gojson import encoder_line, go_str
+from ..._core.gojson_read import GoJSONError
+from ..base import DecodeContext, Routed
+from . import keys
+from .errors import (
+    S3ChunkBlobHashMismatch,
+    S3IncompleteBlobChunks,
+    S3InvalidBucketMeta,
+    S3InvalidChunkRef,
+    S3InvalidManifest,
+    S3MalformedKey,
+)
+from .keys import ChunkKey, ChunkRef
+from .layout import (
+    BUCKET_FILE,
+    INCOMPLETE_DIR,
+    INCOMPLETE_RECORDS,
+    KEYMAP_FILE,
+    META_SUFFIX,
+    ORPHANS_DIR,
+    Placement,
+    blob_file_name,
+    orphan_dir_name,
+    plan_objects,
+)
+from .spill import Range, SpillStore
+from .values import (
+    LiveBucketMeta,
+    LiveManifest,
+    bucket_json,
+    parse_live_bucket_meta,
+    parse_live_manifest,
+)
+
+__all__ = ["S3Decoder"]
+
+#: Bodies up to this size are read and written in batches; larger ones are moved or copied
+#: file to file in a worker thread.
+_SMALL_BODY: Final = 1 << 20
+#: A batch of small files is written once it holds this many files or bytes.
+_BATCH_FILES: Final = 256
+_BATCH_BYTES: Final = 8 << 20
+_ORPHAN_HINT: Final = "blob chunks present but no !s3|obj|head record matched"
+_STALE_HINT: Final = (
+    "stale-gen objects excluded; restore would otherwise emit them under the new bucket"
+)
+
+
+@dataclass(slots=True)
+class _Object:
+    """Everything seen for one ``(bucket, generation, object key)``."""
+
+    key: bytes
+    gen: int
+    fid: int | None = None
+    #: Blob chunks seen for this object (their payloads are found through :class:`_Payloads`).
+    chunks: set[ChunkKey] = field(default_factory=set)
+    refs: dict[ChunkKey, ChunkRef] = field(default_factory=dict)
+    manifest: LiveManifest | None = None
+
+
+@dataclass(slots=True)
+class _Bucket:
+    name: bytes
+    meta: LiveBucketMeta | None = None
+    objects: dict[tuple[bytes, int], _Object] = field(default_factory=dict)
+    uploads_fid: int | None = None
+    uploads: int = 0
+
+
+@dataclass(slots=True)
+class _SmallFiles:
+    """Small output files (sidecars, small bodies, orphan chunks) waiting for one batched write."""
+
+    ready: list[tuple[str, bytes]] = field(default_factory=list)
+    #: Files whose bytes are still in spill files: ``(path, ranges)``.
+    spilled: list[tuple[str, list[Range]]] = field(default_factory=list)
+    consumed: list[int] = field(default_factory=list)
+    size: int = 0
+
+    def full(self) -> bool:
+        return len(self.ready) + len(self.spilled) >= _BATCH_FILES or self.size >= _BATCH_BYTES
+
+
+class _Payloads:
+    """Where every payload sits in the spill files."""
+
+    def __init__(self, spill: SpillStore) -> None:
+        self.spill = spill
+        self._blobs: dict[tuple[bytes, bytes, ChunkKey], Range] = {}
+        #: Spill files that other objects read from too: never moved or deleted early.
+        self._pinned: set[int] = set()
+        self.chunkblob_fid: int | None = None
+        self.chunkblobs: dict[bytes, Range] = {}
+
+    def add_blob(self, bucket: bytes, obj: _Object, chunk: ChunkKey, length: int) -> int:
+        """Account for a blob payload of ``obj``; return the spill file it is appended to."""
+        if obj.fid is None:
+            obj.fid = self.spill.new_file()
+        where = (bucket, obj.key, chunk)
+        previous = self._blobs.get(where)
+        if previous is not None and previous[0] != obj.fid:
+            self._pinned.update((previous[0], obj.fid))
+        self._blobs[where] = (obj.fid, self.spill.reserve(obj.fid, length), length)
+        obj.chunks.add(chunk)
+        return obj.fid
+
+    def add_chunkblob(self, digest: bytes, length: int) -> int:
+        """Account for a chunkblob payload; return the spill file it is appended to."""
+        if self.chunkblob_fid is None:
+            self.chunkblob_fid = self.spill.new_file()
+        self.chunkblobs[digest] = (
+            self.chunkblob_fid,
+            self.spill.reserve(self.chunkblob_fid, length),
+            length,
+        )
+        return self.chunkblob_fid
+
+    def blob(self, bucket: bytes, obj: _Object, chunk: ChunkKey) -> Range:
+        """The payload a blob chunk of ``obj`` reads (the last one stored under its identity)."""
+        return self._blobs[(bucket, obj.key, chunk)]
+
+    def movable(self, fid: int) -> bool:
+        """Whether the spill file belongs to one object only (so it may be moved or deleted)."""
+        return fid not in self._pinned
+
+
+def _check_bucket(name: bytes) -> bytes:
+    if name in (b"", b".", b".."):
+        raise S3MalformedKey(f"S3 bucket name {name!r} is empty or a dot segment")
+    return name
+
+
+class S3Decoder:
+    """The S3 adapter's :class:`~elastickv_async._adapters.base.DecodeAdapter`."""
+
+    def __init__(self, ctx: DecodeContext) -> None:
+        self._ctx = ctx
+        self._spill = SpillStore(ctx.scratch / "s3-spill")
+        self._payloads = _Payloads(self._spill)
+        self._buckets: dict[bytes, _Bucket] = {}
+
+    # --- handle --------------------------------------------------------------------------------
+
+    def _bucket(self, name: bytes) -> _Bucket:
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            bucket = self._buckets[name] = _Bucket(_check_bucket(name))
+        return bucket
+
+    def _object(self, bucket: bytes, gen: int, key: bytes) -> _Object:
+        objects = self._bucket(bucket).objects
+        obj = objects.get((key, gen))
+        if obj is None:
+            obj = objects[(key, gen)] = _Object(key, gen)
+        return obj
+
+    async def handle(self, batch: Sequence[Routed]) -> None:
+        """Index the batch's records and append its payloads to the spill files."""
+        writes: list[tuple[int, bytes]] = []
+        digests: list[tuple[bytes, bytes]] = []
+        for prefix, entry in batch:
+            key, value = entry.key, entry.value
+            if prefix == keys.BLOB_PREFIX:
+                bucket, gen, obj_key, chunk = keys.parse_blob_key(key)
+                obj = self._object(bucket, gen, obj_key)
+                writes.append((self._payloads.add_blob(bucket, obj, chunk, len(value)), value))
+            elif prefix == keys.BUCKET_META_PREFIX:
+                name = keys.parse_bucket_meta_key(key)
+                try:
+                    meta = parse_live_bucket_meta(value)
+                except GoJSONError as exc:
+                    raise S3InvalidBucketMeta(f"bucket {name[:100]!r}: {exc}") from None
+                self._bucket(name).meta = meta
+            elif prefix == keys.CHUNKBLOB_PREFIX:
+                digest = keys.parse_chunkblob_key(key)
+                writes.append((self._payloads.add_chunkblob(digest, len(value)), value))
+                digests.append((digest, value))
+            elif prefix == keys.CHUNKREF_PREFIX:
+                bucket, gen, obj_key, chunk = keys.parse_chunkref_key(key)
+                self._object(bucket, gen, obj_key).refs[chunk] = keys.parse_chunkref_value(
+                    value, key
+                )
+            elif prefix == keys.MANIFEST_PREFIX:
+                bucket, gen, obj_key = keys.parse_manifest_key(key)
+                try:
+                    manifest = parse_live_manifest(value)
+                except ValueError as exc:  # GoJSONError included
+                    raise S3InvalidManifest(f"manifest {key[:100]!r}: {exc}") from None
+                self._object(bucket, gen, obj_key).manifest = manifest
+            elif prefix in (keys.UPLOAD_META_PREFIX, keys.UPLOAD_PART_PREFIX):
+                self._handle_upload(prefix, key, value, writes)
+        if writes:
+            await anyio.to_thread.run_sync(self._spill.append, writes)
+        if digests:
+            mismatch = await anyio.to_thread.run_sync(self._spill.first_digest_mismatch, digests)
+            if mismatch is not None:
+                raise S3ChunkBlobHashMismatch(
+                    f"chunkblob {mismatch[0].hex()} hashes to {mismatch[1].hex()}"
+                )
+
+    def _handle_upload(
+        self, prefix: bytes, key: bytes, value: bytes, writes: list[tuple[int, bytes]]
+    ) -> None:
+        if not self._ctx.options.include_incomplete_uploads:
+            self._ctx.report.count("s3.incomplete_upload_records_excluded")
+            return
+        bucket = self._bucket(keys.parse_upload_key_bucket(prefix, key))
+        if bucket.uploads_fid is None:
+            bucket.uploads_fid = self._spill.new_file()
+        line = encoder_line(
+            {"prefix": prefix.decode("ascii"), "key": _std_b64(key), "value": _std_b64(value)}
+        )
+        self._spill.reserve(bucket.uploads_fid, len(line))
+        bucket.uploads += 1
+        writes.append((bucket.uploads_fid, line))
+
+    # --- finalize ------------------------------------------------------------------------------
+
+    async def finalize(self) -> dict[str, Any]:
+        """Write every bucket (concurrently), then drop the spill files; return the scope."""
+        try:
+            limiter = anyio.CapacityLimiter(max(1, self._ctx.options.jobs))
+            async with task_group() as tg:
+                for name in sorted(self._buckets):
+                    tg.start_soon(self._flush_bucket, self._buckets[name], limiter)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(shutil.rmtree, self._spill.root, True)
+        return {"buckets": [go_str(name) for name in sorted(self._buckets)]}
+
+    async def _flush_bucket(self, bucket: _Bucket, limiter: anyio.CapacityLimiter) -> None:
+        async with limiter:
+            await _BucketFlush(self, bucket).run()
+
+
+def _std_b64(raw: bytes) -> str:
+    """Go's ``[]byte`` in JSON: standard base64 with padding."""
+    return base64.b64encode(raw).decode("ascii")
+
+
+class _BucketFlush:
+    """Writes one bucket directory."""
+
+    def __init__(self, decoder: S3Decoder, bucket: _Bucket) -> None:
+        self._ctx = decoder._ctx
+        self._spill = decoder._spill
+        self._payloads = decoder._payloads
+        self._bucket = bucket
+        self._dir = f"s3/{encode_segment(bucket.name)}"
+        self._small = _SmallFiles()
+        self._name = go_str(bucket.name)
+
+    async def run(self) -> None:
+        bucket, options = self._bucket, self._ctx.options
+        if bucket.meta is not None:
+            self._small.ready.append(
+                (f"{self._dir}/{BUCKET_FILE.decode()}", bucket_json(bucket.name, bucket.meta))
+            )
+        active, stale = self._split_generations()
+        plan = plan_objects(
+            {o.key for o in active},
+            [o.key for o in active if o.manifest is not None],
+            rename_collisions=options.rename_collisions,
+        )
+        renamed: list[tuple[bytes, bytes, str]] = []  # (key, path, kind)
+        for obj in active:
+            if obj.manifest is None:
+                await self._flush_orphan(obj)
+                continue
+            placement = plan[obj.key]
+            await self._flush_object(obj, obj.manifest, placement)
+            if placement.kind is not None:
+                renamed.append((obj.key, placement.path, placement.kind))
+        for obj in stale:
+            if options.include_orphans:
+                await self._flush_orphan(obj)
+                self._ctx.report.count("s3.stale_objects_orphaned")
+            else:
+                self._ctx.report.count("s3.stale_objects_excluded")
+        if stale:
+            self._ctx.log.warning(
+                "s3_stale_generation_objects",
+                bucket=self._name,
+                active_generation=bucket.meta.generation if bucket.meta else 0,
+                stale_count=len(stale),
+                hint=_STALE_HINT,
+            )
+        if renamed:
+            lines = b"".join(
+                keymap_line(path.decode("utf-8"), key, kind)
+                for key, path, kind in sorted(renamed, key=lambda r: r[0])
+            )
+            self._small.ready.append((f"{self._dir}/{KEYMAP_FILE.decode()}", lines))
+            self._ctx.report.count("s3.renamed_keys", len(renamed))
+        await self._write_small()
+        if bucket.uploads_fid is not None:
+            rel = f"{self._dir}/{INCOMPLETE_DIR.decode()}/{INCOMPLETE_RECORDS.decode()}"
+            await self._ctx.writer.install(rel, self._spill.path(bucket.uploads_fid))
+            self._ctx.report.count("s3.incomplete_upload_records", bucket.uploads)
+
+    def _split_generations(self) -> tuple[list[_Object], list[_Object]]:
+        """Active and stale objects, each sorted by key then generation.
+
+        With a bucket meta only its generation is active. Without one (generation 0) every
+        generation is; where one key has manifests in several generations the newest wins
+        and the others count as stale (the reference lets them race for one path).
+        """
+        objects = sorted(self._bucket.objects.values(), key=lambda o: (o.key, o.gen))
+        meta = self._bucket.meta
+        if meta is not None and meta.generation != 0:
+            return (
+                [o for o in objects if o.gen == meta.generation],
+                [o for o in objects if o.gen != meta.generation],
+            )
+        newest: dict[bytes, int] = {}
+        for obj in objects:
+            if obj.manifest is not None:
+                newest[obj.key] = obj.gen
+        active = [o for o in objects if o.manifest is None or newest[o.key] == o.gen]
+        stale = [o for o in objects if o.manifest is not None and newest[o.key] != o.gen]
+        return active, stale
+
+    async def _flush_object(
+        self, obj: _Object, manifest: LiveManifest, placement: Placement
+    ) -> None:
+        ranges = self._body_ranges(obj, manifest)
+        rel = f"{self._dir}/{os.fsdecode(placement.path)}"
+        self._small.ready.append((rel + META_SUFFIX.decode(), manifest.sidecar))
+        self._small.size += len(manifest.sidecar)
+        size = sum(r[2] for r in ranges)
+        self._ctx.report.count("s3.objects")
+        self._ctx.report.count("s3.body_bytes", size)
+        if size <= _SMALL_BODY:
+            self._small.spilled.append((rel, ranges))
+            self._small.size += size
+            self._consume(obj)
+            if self._small.full():
+                await self._write_small()
+            return
+        if obj.fid is not None and self._is_whole_spill_file(obj.fid, ranges):
+            await self._ctx.writer.install(rel, self._spill.path(obj.fid))
+            return
+        body = await anyio.to_thread.run_sync(self._spill.assemble, ranges)
+        await self._ctx.writer.install(rel, body)
+        if obj.fid is not None and self._payloads.movable(obj.fid):
+            await anyio.to_thread.run_sync(self._spill.discard, [obj.fid])
+
+    def _consume(self, obj: _Object) -> None:
+        """Delete the object's spill file after the next batched write, unless shared."""
+        if obj.fid is not None and self._payloads.movable(obj.fid):
+            self._small.consumed.append(obj.fid)
+
+    def _is_whole_spill_file(self, own: int, ranges: list[Range]) -> bool:
+        """Whether ``ranges`` are exactly the object's own spill file, start to end, in order."""
+        if not self._payloads.movable(own):
+            return False
+        expected = 0
+        for fid, offset, length in ranges:
+            if fid != own or offset != expected:
+                return False
+            expected += length
+        return expected == self._spill.size(own)
+
+    def _body_ranges(self, obj: _Object, manifest: LiveManifest) -> list[Range]:
+        """The body's payload ranges in assembly order, as the reference selects them.
+
+        Offloaded chunks are resolved through their chunkref to the chunkblob payload; only
+        chunks of the manifest's upload and declared parts count; every declared part must
+        have exactly chunks ``0..chunk_count-1``.
+        """
+        bucket = self._bucket.name
+        located = {ck: self._payloads.blob(bucket, obj, ck) for ck in obj.chunks}
+        for ck in sorted(obj.refs):
+            if ck.upload_id != manifest.upload_id:
+                continue
+            declared = manifest.parts.get((ck.part_no, ck.part_version, True))
+            payload = self._payloads.chunkblobs.get(obj.refs[ck].sha256)
+            if declared is None or payload is None:
+                continue
+            ref_size = obj.refs[ck].size
+            if payload[2] != ref_size:
+                raise S3InvalidChunkRef(
+                    f"{self._where(obj)}: part {ck.part_no} chunk {ck.chunk_no}: chunkref size "
+                    f"{ref_size} != chunkblob size {payload[2]}"
+                )
+            if (
+                ck.chunk_no >= len(declared.chunk_sizes)
+                or declared.chunk_sizes[ck.chunk_no] != ref_size
+            ):
+                raise S3InvalidChunkRef(
+                    f"{self._where(obj)}: part {ck.part_no} chunk {ck.chunk_no}: chunkref size "
+                    f"{ref_size} does not match the manifest"
+                )
+            located[ck] = payload
+        selected = []
+        seen: dict[tuple[int, int, bool], set[int]] = {}
+        for ck in located:
+            if manifest.upload_id and ck.upload_id != manifest.upload_id:
+                continue
+            part = (ck.part_no, ck.part_version, ck.offloaded)
+            declared = manifest.parts.get(part)
+            if declared is None or declared.chunk_count == 0:
+                continue
+            selected.append(ck)
+            seen.setdefault(part, set()).add(ck.chunk_no)
+        for part, declared in manifest.parts.items():
+            if declared.chunk_count == 0:
+                continue
+            got = seen.get(part, set())
+            if len(got) != declared.chunk_count or max(got) != declared.chunk_count - 1:
+                raise S3IncompleteBlobChunks(
+                    f"{self._where(obj)}: part {part[0]} (version {part[1]}, offloaded "
+                    f"{str(part[2]).lower()}) declares {declared.chunk_count} chunks, "
+                    f"the snapshot holds {len(got)} of them"
+                )
+        selected.sort()
+        return [located[ck] for ck in selected]
+
+    def _where(self, obj: _Object) -> str:
+        return f"bucket {self._name!r} object {go_str(obj.key)[:200]!r} generation {obj.gen}"
+
+    async def _flush_orphan(self, obj: _Object) -> None:
+        """Chunks without a manifest: a warning, and with ``--include-orphans`` one file each."""
+        self._ctx.log.warning(
+            "s3_orphan_chunks",
+            bucket=self._name,
+            object=go_str(obj.key),
+            chunks=len(obj.chunks),
+            hint=_ORPHAN_HINT,
+        )
+        if not self._ctx.options.include_orphans or not obj.chunks:
+            self._ctx.report.count("s3.orphan_objects_excluded")
+            return
+        self._ctx.report.count("s3.orphan_objects_written")
+        base = f"{self._dir}/{ORPHANS_DIR.decode()}/{orphan_dir_name(obj.key)}/gen-{obj.gen}"
+        for ck in sorted(obj.chunks):
+            payload = self._payloads.blob(self._bucket.name, obj, ck)
+            name = blob_file_name(ck.upload_id, ck.part_no, ck.chunk_no, ck.part_version)
+            if payload[2] > _SMALL_BODY:
+                copy = await anyio.to_thread.run_sync(self._spill.assemble, [payload])
+                await self._ctx.writer.install(f"{base}/{name}", copy)
+                continue
+            self._small.spilled.append((f"{base}/{name}", [payload]))
+            self._small.size += payload[2]
+            if self._small.full():
+                await self._write_small()
+        self._consume(obj)
+
+    async def _write_small(self) -> None:
+        """Read the pending small files' bytes in one thread hop and write them in another."""
+        small = self._small
+        if small.spilled:
+            bodies = await anyio.to_thread.run_sync(self._read_bodies, small.spilled)
+            small.ready.extend(zip((rel for rel, _ in small.spilled), bodies, strict=True))
+        if small.ready:
+            await self._ctx.writer.write_many(small.ready)
+        if small.consumed:
+            await anyio.to_thread.run_sync(self._spill.discard, small.consumed)
+        self._small = _SmallFiles()
+
+    def _read_bodies(self, files: Sequence[tuple[str, list[Range]]]) -> list[bytes]:
+        return [self._spill.read(ranges) for _, ranges in files]

@@ -1,0 +1,384 @@
+"""SQS encoder: ``sqs/<queue>/`` -> ``!sqs|`` records (REFERENCE_NOTES §6.6).
+
+Per queue directory: the queue meta and its generation counter, then for every message of
+``messages.jsonl`` its data record and the ``vis``/``byage`` index rows, the FIFO ``dedup``
+row of the latest send per dedup tuple, and the FIFO sequence counter (the highest sequence
+number). Everything is restored at generation 1 with visibility state zeroed.
+
+``messages.jsonl`` is read twice, in batches in worker threads: a first pass validates the
+partitioning and picks the dedup winners, a second one yields the records; only the winners'
+tuples are held in memory. Symlinks and hard links anywhere under ``sqs/`` are refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final
+
+import anyio
+import anyio.to_thread
+
+from ..._core import gojson
+from ..._core.gojson_read import GoJSONError, iter_values, loads
+from ..base import EncodeContext
+from . import keys, layout
+from .errors import (
+    SQSEncodeInvalidMessage,
+    SQSEncodeInvalidQueue,
+    SQSEncodeMissingPartition,
+    SQSEncodeNotRegular,
+    SQSEncodeOutOfRangePartition,
+    SQSEncodePartitionHashMismatch,
+    SQSEncodePartitionRoutingMismatch,
+)
+from .message import Message, parse_dump_message, stored_value
+from .queue import FORMAT_VERSION, QueueConfig, parse_queue_json, stored_meta_value
+
+__all__ = ["SQSEncoder"]
+
+#: Generation stamped on every restored queue, message key and message.
+RESTORE_GENERATION: Final = 1
+#: The live FIFO dedup window.
+DEDUP_WINDOW_MS: Final = 300_000
+#: The live HT-FIFO partition ceiling.
+MAX_PARTITIONS: Final = 32
+PER_MESSAGE_GROUP_ID: Final = "perMessageGroupId"
+PER_QUEUE: Final = "perQueue"
+SCOPE_MESSAGE_GROUP: Final = "messageGroup"
+SCOPE_QUEUE: Final = "queue"
+
+_BATCH: Final = 2048
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+
+
+def _wrap_int64(value: int) -> int:
+    """Go's int64 addition wraps around."""
+    return ((value + (1 << 63)) % (1 << 64)) - (1 << 63)
+
+
+# --- file access (worker threads) ---------------------------------------------------------------
+
+
+def _check_regular(st: os.stat_result, rel: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise SQSEncodeNotRegular(f"{rel} is not a regular file")
+    if st.st_nlink > 1:
+        raise SQSEncodeNotRegular(f"{rel} is hard-linked (nlink={st.st_nlink})")
+
+
+def _open_dump_file(root: Path, dirname: str, filename: str) -> IO[bytes] | None:
+    """Open ``sqs/<dirname>/<filename>`` without following any symlink below ``sqs/``.
+
+    FIFOs, devices and hard links are refused too. Returns None when the file is absent.
+    """
+    rel = f"{layout.ROOT}/{dirname}/{filename}"
+    try:
+        root_fd = os.open(root, _DIR_FLAGS)
+        try:
+            dir_fd = os.open(dirname, _DIR_FLAGS, dir_fd=root_fd)
+        finally:
+            os.close(root_fd)
+    except OSError as exc:
+        raise SQSEncodeNotRegular(f"cannot open {rel}: {exc.strerror}") from None
+    try:
+        _check_regular(os.stat(filename, dir_fd=dir_fd, follow_symlinks=False), rel)
+        fd = os.open(filename, _OPEN_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SQSEncodeNotRegular(f"cannot open {rel}: {exc.strerror}") from None
+    finally:
+        os.close(dir_fd)
+    try:
+        _check_regular(os.fstat(fd), rel)  # the descriptor is authoritative (no TOCTOU)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _queue_dirs(root: Path) -> list[str]:
+    """The queue directories under ``sqs/`` in name order (no ``sqs/``: none)."""
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        return []
+    if not stat.S_ISDIR(st.st_mode):
+        raise SQSEncodeNotRegular(f"{layout.ROOT} is not a plain directory")
+    names = []
+    with os.scandir(root) as it:
+        for entry in it:
+            if entry.is_symlink():
+                raise SQSEncodeNotRegular(f"{layout.ROOT}/{entry.name} is a symlink")
+            if entry.is_dir(follow_symlinks=False):
+                names.append(entry.name)
+    return sorted(names)
+
+
+def _read_queue(root: Path, dirname: str) -> QueueConfig:
+    rel = f"{layout.ROOT}/{dirname}/{layout.QUEUE_FILE}"
+    fh = _open_dump_file(root, dirname, layout.QUEUE_FILE)
+    if fh is None:
+        raise SQSEncodeInvalidQueue(f"{rel}: missing")
+    with fh:
+        data = fh.read()
+    try:
+        version, cfg = parse_queue_json(data)
+    except GoJSONError as exc:
+        raise SQSEncodeInvalidQueue(f"{rel}: {exc}") from None
+    _validate_queue(version, cfg, rel)
+    if not cfg.name:
+        raise SQSEncodeInvalidQueue(f"{rel}: empty queue name")
+    return cfg
+
+
+def _validate_queue(version: int, cfg: QueueConfig, rel: str) -> None:
+    """The reference's queue gates: format version, HT-FIFO enums and combinations."""
+    problem = None
+    count = cfg.partition_count
+    if version != FORMAT_VERSION:
+        problem = f"unsupported format_version {version}"
+    elif cfg.fifo_throughput_limit not in ("", PER_MESSAGE_GROUP_ID, PER_QUEUE):
+        problem = f"unsupported fifo_throughput_limit {cfg.fifo_throughput_limit!r}"
+    elif cfg.deduplication_scope not in ("", SCOPE_MESSAGE_GROUP, SCOPE_QUEUE):
+        problem = f"unsupported deduplication_scope {cfg.deduplication_scope!r}"
+    elif count & (count - 1):
+        problem = f"partition_count {count} must be a power of two"
+    elif count > MAX_PARTITIONS:
+        problem = f"partition_count {count} exceeds max {MAX_PARTITIONS}"
+    elif not cfg.fifo and (count > 1 or cfg.fifo_throughput_limit or cfg.deduplication_scope):
+        problem = "partition_count, fifo_throughput_limit and deduplication_scope need a FIFO queue"
+    elif cfg.fifo and count > 1 and cfg.deduplication_scope == SCOPE_QUEUE:
+        problem = (
+            f"deduplication_scope={SCOPE_QUEUE!r} is incompatible with partition_count {count}"
+        )
+    elif cfg.fifo_throughput_limit == PER_MESSAGE_GROUP_ID and count <= 1:
+        problem = f"fifo_throughput_limit={PER_MESSAGE_GROUP_ID!r} requires partition_count > 1"
+    if problem:
+        raise SQSEncodeInvalidQueue(f"{rel}: {problem}")
+
+
+class _MessageReader:
+    """The records of one ``messages.jsonl``, parsed like Go's ``json.Decoder`` stream.
+
+    One object per line is the fast path; anything else (an object spread over several lines,
+    several values on one line) switches to a whole-remainder stream parse.
+    """
+
+    def __init__(self, fh: IO[bytes], rel: str) -> None:
+        self._fh = fh
+        self._rel = rel
+        self._values: Iterator[tuple[Any, bytes | str]] = self._lines()
+
+    def rewind(self) -> None:
+        """Start over from the first record."""
+        self._fh.seek(0)
+        self._values = self._lines()
+
+    def batch(self) -> list[Message]:
+        """Up to ``_BATCH`` records; an empty list at the end."""
+        out = []
+        for value, document in self._values:
+            try:
+                out.append(parse_dump_message(value, document))
+            except GoJSONError as exc:
+                raise SQSEncodeInvalidMessage(f"{self._rel}: {exc}") from None
+            if len(out) >= _BATCH:
+                break
+        return out
+
+    def _lines(self) -> Iterator[tuple[Any, bytes | str]]:
+        for line in self._fh:
+            if not line.strip():
+                continue
+            try:
+                yield loads(line), line
+            except GoJSONError:
+                yield from self._stream(line + self._fh.read())
+                return
+
+    def _stream(self, data: bytes) -> Iterator[tuple[Any, str]]:
+        try:
+            yield from iter_values(data)
+        except GoJSONError as exc:
+            raise SQSEncodeInvalidMessage(f"{self._rel}: {exc}") from None
+
+
+# --- per-queue encoding -------------------------------------------------------------------------
+
+
+def _dedup_id(msg: Message, cfg: QueueConfig) -> bytes:
+    """The live dedup id: explicit, else sha256(body) hex on content-based queues, else none."""
+    if msg.message_deduplication_id:
+        return msg.message_deduplication_id.encode()
+    if cfg.content_based_deduplication:
+        return hashlib.sha256(msg.body or b"").hexdigest().encode()
+    return b""
+
+
+@dataclass(slots=True)
+class _Winner:
+    send_ms: int
+    rank: tuple[int, bytes]
+    index: int
+
+
+class _QueuePlan:
+    """First-pass state of one queue: message gates, dedup winners, highest sequence number."""
+
+    def __init__(self, cfg: QueueConfig, rel: str) -> None:
+        self.cfg = cfg
+        self.rel = rel
+        self.partitioned = cfg.partition_count > 1
+        self.max_sequence = 0
+        self._winners: dict[tuple[int, bytes, bytes], _Winner] = {}
+
+    def check(self, index: int, msg: Message) -> None:
+        """Apply the partition gates to one message and track its dedup claim."""
+        self._check_partition(msg)
+        self.max_sequence = max(self.max_sequence, msg.sequence_number)
+        if not self.cfg.fifo:
+            return
+        dedup = _dedup_id(msg, self.cfg)
+        if not dedup:
+            return
+        if self.partitioned:
+            tuple_key = (msg.partition or 0, msg.message_group_id.encode(), dedup)
+            # The reference sorts partitioned queues first: ties go to the lowest (seq, id).
+            rank = (msg.sequence_number, msg.message_id.encode())
+        else:
+            tuple_key = (0, b"", dedup)
+            rank = (0, b"")  # classic queues: ties go to the first line
+        best = self._winners.get(tuple_key)
+        if (
+            best is None
+            or msg.send_timestamp_millis > best.send_ms
+            or (msg.send_timestamp_millis == best.send_ms and rank < best.rank)
+        ):
+            self._winners[tuple_key] = _Winner(msg.send_timestamp_millis, rank, index)
+
+    def winners(self) -> set[int]:
+        """Indexes of the messages that own their dedup row."""
+        return {w.index for w in self._winners.values()}
+
+    def _check_partition(self, msg: Message) -> None:
+        cfg, part = self.cfg, msg.partition
+        where = f"{self.rel}: message {msg.message_id!r}"
+        if not self.partitioned:
+            if part:
+                raise SQSEncodeInvalidMessage(f"{where} has partition {part} on a classic queue")
+            return
+        if part is None:
+            raise SQSEncodeMissingPartition(f"{where} has no partition (partitioned queue)")
+        if part >= cfg.partition_count:
+            raise SQSEncodeOutOfRangePartition(
+                f"{where}: partition {part} >= partition_count {cfg.partition_count}"
+            )
+        per_queue = cfg.fifo_throughput_limit == PER_QUEUE
+        if per_queue and part != 0:
+            raise SQSEncodePartitionRoutingMismatch(
+                f"{where}: partition {part}, but {PER_QUEUE} queues use partition 0 only"
+            )
+        want = keys.partition_for_group(
+            cfg.partition_count, per_queue, msg.message_group_id.encode()
+        )
+        if part != want:
+            raise SQSEncodePartitionHashMismatch(
+                f"{where}: partition {part}, but group {msg.message_group_id!r} hashes to {want}"
+            )
+
+
+def _message_records(
+    cfg: QueueConfig, partitioned: bool, msg: Message, owns_dedup: bool
+) -> list[tuple[bytes, bytes]]:
+    """Data, vis and byage rows of one message, plus its dedup row when it owns one."""
+    name = cfg.name.encode()
+    part = (msg.partition or 0) if partitioned else None
+    gen = RESTORE_GENERATION
+    msg_id = msg.message_id.encode()
+    out = [
+        (keys.message_data_key(name, part, gen, msg_id), stored_value(msg, gen)),
+        (keys.message_vis_key(name, part, gen, msg.available_at_millis, msg_id), msg_id),
+        (keys.message_byage_key(name, part, gen, msg.send_timestamp_millis, msg_id), msg_id),
+    ]
+    dedup = _dedup_id(msg, cfg) if owns_dedup else b""
+    if dedup:
+        value: dict[str, Any] = {
+            "message_id": msg.message_id,
+            "send_timestamp_ms": msg.send_timestamp_millis,
+            "expires_at_millis": _wrap_int64(msg.send_timestamp_millis + DEDUP_WINDOW_MS),
+        }
+        if msg.sequence_number:
+            value["original_sequence"] = msg.sequence_number
+        group = msg.message_group_id.encode()
+        out.append((keys.message_dedup_key(name, part, gen, group, dedup), gojson.marshal(value)))
+    return out
+
+
+class SQSEncoder:
+    """Encode adapter for ``sqs/``: yields ``(user_key, user_value)`` records."""
+
+    def __init__(self, ctx: EncodeContext) -> None:
+        self._ctx = ctx
+        self._root = ctx.input_root / layout.ROOT
+
+    async def records(self) -> AsyncIterator[tuple[bytes, bytes]]:
+        """Every record of every queue directory, queue by queue."""
+        for name in await anyio.to_thread.run_sync(_queue_dirs, self._root):
+            async for record in self._queue_records(name):
+                yield record
+
+    async def _queue_records(self, dirname: str) -> AsyncIterator[tuple[bytes, bytes]]:
+        cfg = await anyio.to_thread.run_sync(_read_queue, self._root, dirname)
+        name = cfg.name.encode()
+        yield keys.queue_meta_key(name), stored_meta_value(cfg, RESTORE_GENERATION)
+        yield keys.queue_gen_key(name), str(RESTORE_GENERATION).encode()
+        messages_rel = f"{layout.ROOT}/{dirname}/{layout.MESSAGES_FILE}"
+        plan = _QueuePlan(cfg, messages_rel)
+        fh = await anyio.to_thread.run_sync(
+            _open_dump_file, self._root, dirname, layout.MESSAGES_FILE
+        )
+        if fh is not None:
+            # Closing a read-only descriptor does not block; no thread hop needed.
+            with contextlib.closing(fh):
+                reader = _MessageReader(fh, messages_rel)
+                await self._check_messages(reader, plan)
+                async for record in self._emit_messages(reader, plan):
+                    yield record
+        if cfg.fifo and plan.max_sequence > 0:
+            # The live sender reads this as the last issued number and adds one.
+            yield keys.queue_seq_key(name), str(plan.max_sequence).encode()
+        self._ctx.report.count("sqs_queues_encoded")
+
+    @staticmethod
+    async def _check_messages(reader: _MessageReader, plan: _QueuePlan) -> None:
+        """First pass: every gate on every message before any message record is emitted."""
+        index = 0
+        while batch := await anyio.to_thread.run_sync(reader.batch):
+            for msg in batch:
+                plan.check(index, msg)
+                index += 1
+        await anyio.to_thread.run_sync(reader.rewind)
+
+    async def _emit_messages(
+        self, reader: _MessageReader, plan: _QueuePlan
+    ) -> AsyncIterator[tuple[bytes, bytes]]:
+        """Second pass: the records of every message."""
+        winners = plan.winners()
+        index = 0
+        while batch := await anyio.to_thread.run_sync(reader.batch):
+            for msg in batch:
+                if not msg.message_id:
+                    raise SQSEncodeInvalidMessage(f"{plan.rel}: message without message_id")
+                for record in _message_records(plan.cfg, plan.partitioned, msg, index in winners):
+                    yield record
+                index += 1
+        self._ctx.report.count("sqs_messages_encoded", index)

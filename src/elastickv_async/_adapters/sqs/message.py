@@ -1,0 +1,216 @@
+"""SQS messages: the live ``!sqs|msg|data|`` value and the dump's ``messages.jsonl`` line.
+
+Both carry the same JSON field names. They differ in the body (the live value stores padded
+standard base64; the dump stores a plain string when the body is valid UTF-8, else a
+``{"base64": <base64url>}`` envelope) and in ``partition``, which only the dump has (it comes
+from a partitioned key). Message attributes are Go ``json.RawMessage`` values and keep their
+source text.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..._core import gojson
+from ..._core.dump.names import b64url_decode, b64url_encode
+from ..._core.gojson import go_str
+from ..._core.gojson_read import (
+    GoJSONError,
+    as_object,
+    get_bytes,
+    get_int,
+    get_str,
+    loads,
+    raw_member,
+    raw_object_members,
+)
+from .keys import MESSAGE_MAGIC
+
+__all__ = ["Message", "decode_stored_message", "dump_line", "parse_dump_message", "stored_value"]
+
+_ATTRIBUTES: Final = "message_attributes"
+_ENVELOPE_KEY: Final = "base64"
+
+
+@dataclass(slots=True)
+class Message:
+    """One message, in the fields both formats share (plus the dump-only partition)."""
+
+    message_id: str
+    #: ``None`` is Go's nil slice (field absent or ``null``), distinct from ``b""``.
+    body: bytes | None
+    md5_of_body: str
+    md5_of_message_attributes: str
+    #: Attribute name -> compacted raw JSON text of its value; ``None`` when absent.
+    message_attributes: dict[str, str] | None
+    sender_id: str
+    send_timestamp_millis: int
+    available_at_millis: int
+    visible_at_millis: int
+    receive_count: int
+    first_receive_millis: int
+    current_receipt_token: bytes | None
+    queue_generation: int
+    message_group_id: str
+    message_deduplication_id: str
+    sequence_number: int
+    dead_letter_source_arn: str
+    partition: int | None = None
+
+
+def _attributes(obj: dict[str, Any], document: bytes | str) -> dict[str, str] | None:
+    value = obj.get(_ATTRIBUTES)
+    if value is None:
+        return None
+    if not as_object(value, _ATTRIBUTES):
+        return {}
+    # The parsed values lose their source text; fetch it (only for messages that have any).
+    text = go_str(document) if isinstance(document, bytes) else document
+    raw = raw_member(text, _ATTRIBUTES)
+    assert raw is not None
+    return raw_object_members(raw)
+
+
+def _message(obj: dict[str, Any], document: bytes | str, body: bytes | None) -> Message:
+    return Message(
+        message_id=get_str(obj, "message_id"),
+        body=body,
+        md5_of_body=get_str(obj, "md5_of_body"),
+        md5_of_message_attributes=get_str(obj, "md5_of_message_attributes"),
+        message_attributes=_attributes(obj, document),
+        sender_id=get_str(obj, "sender_id"),
+        send_timestamp_millis=get_int(obj, "send_timestamp_millis"),
+        available_at_millis=get_int(obj, "available_at_millis"),
+        visible_at_millis=get_int(obj, "visible_at_millis"),
+        receive_count=get_int(obj, "receive_count"),
+        first_receive_millis=get_int(obj, "first_receive_millis"),
+        current_receipt_token=get_bytes(obj, "current_receipt_token"),
+        queue_generation=get_int(obj, "queue_generation", "u64"),
+        message_group_id=get_str(obj, "message_group_id"),
+        message_deduplication_id=get_str(obj, "message_deduplication_id"),
+        sequence_number=get_int(obj, "sequence_number", "u64"),
+        dead_letter_source_arn=get_str(obj, "dead_letter_source_arn"),
+    )
+
+
+def decode_stored_message(value: bytes) -> Message:
+    """Decode a live message value; raises :class:`GoJSONError` when it is not one."""
+    if not value.startswith(MESSAGE_MAGIC):
+        raise GoJSONError("missing magic prefix")
+    document = value[len(MESSAGE_MAGIC) :]
+    obj = as_object(loads(document))
+    return _message(obj, document, get_bytes(obj, "body"))
+
+
+def _raw_map(attrs: dict[str, str]) -> bytes:
+    """A ``map[string]json.RawMessage`` as Go's encoder writes it: sorted keys, raw values."""
+    members = [gojson.encoder_line(k)[:-1] + b":" + attrs[k].encode() for k in sorted(attrs)]
+    return b"{" + b",".join(members) + b"}"
+
+
+def _body_json(body: bytes | None) -> Any:
+    raw = body or b""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return {_ENVELOPE_KEY: b64url_encode(raw)}
+    # Produced by json.Marshal, so HTML-escaped even inside the non-escaping JSONL encoder.
+    return gojson.Fragment(gojson.marshal(text))
+
+
+def dump_line(msg: Message) -> bytes:
+    """One ``messages.jsonl`` line (``json.Encoder`` without HTML escaping, newline ended)."""
+    head: dict[str, Any] = {"message_id": msg.message_id, "body": _body_json(msg.body)}
+    if msg.md5_of_body:
+        head["md5_of_body"] = msg.md5_of_body
+    if msg.md5_of_message_attributes:
+        head["md5_of_message_attributes"] = msg.md5_of_message_attributes
+    tail: dict[str, Any] = {}
+    if msg.sender_id:
+        tail["sender_id"] = msg.sender_id
+    tail["send_timestamp_millis"] = msg.send_timestamp_millis
+    tail["available_at_millis"] = msg.available_at_millis
+    tail["visible_at_millis"] = msg.visible_at_millis
+    tail["receive_count"] = msg.receive_count
+    if msg.first_receive_millis:
+        tail["first_receive_millis"] = msg.first_receive_millis
+    if msg.current_receipt_token:
+        tail["current_receipt_token"] = base64.b64encode(msg.current_receipt_token).decode()
+    tail["queue_generation"] = msg.queue_generation
+    _put_fifo_fields(tail, msg)
+    if msg.partition is not None:
+        tail["partition"] = msg.partition
+    if not msg.message_attributes:
+        return gojson.encoder_line(head | tail)
+    # Raw attribute text must not pass through the encoder's escaping: splice it in.
+    return (
+        gojson.encoder_line(head)[:-2]
+        + b',"message_attributes":'
+        + _raw_map(msg.message_attributes)
+        + b","
+        + gojson.encoder_line(tail)[1:]
+    )
+
+
+def _put_fifo_fields(out: dict[str, Any], msg: Message) -> None:
+    if msg.message_group_id:
+        out["message_group_id"] = msg.message_group_id
+    if msg.message_deduplication_id:
+        out["message_deduplication_id"] = msg.message_deduplication_id
+    if msg.sequence_number:
+        out["sequence_number"] = msg.sequence_number
+    if msg.dead_letter_source_arn:
+        out["dead_letter_source_arn"] = msg.dead_letter_source_arn
+
+
+def _dump_body(value: Any) -> bytes:
+    """The dump body: a string, or exactly ``{"base64": <base64url>}``."""
+    if value is None:
+        return b""  # Go hands null to the string branch: an empty, non-nil body
+    if isinstance(value, str):
+        return value.encode()
+    if not isinstance(value, dict) or set(value) - {_ENVELOPE_KEY}:
+        raise GoJSONError('field "body": expected a string or a {"base64": ...} envelope')
+    encoded = value.get(_ENVELOPE_KEY)
+    if not isinstance(encoded, str):
+        raise GoJSONError('field "body": envelope missing its "base64" string')
+    try:
+        return b64url_decode(encoded)
+    except ValueError as exc:
+        raise GoJSONError(f'field "body": bad base64url ({exc})') from None
+
+
+def parse_dump_message(value: Any, document: bytes | str) -> Message:
+    """Decode one ``messages.jsonl`` record (``value`` parsed from the text ``document``)."""
+    obj = as_object(value)
+    body = _dump_body(obj["body"]) if "body" in obj else None
+    msg = _message(obj, document, body)
+    if obj.get("partition") is not None:
+        msg.partition = get_int(obj, "partition", "u32")
+    return msg
+
+
+def stored_value(msg: Message, generation: int) -> bytes:
+    """The live value a restore writes: visibility state zeroed, generation replaced."""
+    out: dict[str, Any] = {
+        "message_id": msg.message_id,
+        "body": None if msg.body is None else base64.b64encode(msg.body).decode(),
+        "md5_of_body": msg.md5_of_body,
+    }
+    if msg.md5_of_message_attributes:
+        out["md5_of_message_attributes"] = msg.md5_of_message_attributes
+    if msg.message_attributes:
+        # json.Marshal HTML-escapes keys and raw values alike; gojson.marshal does that pass.
+        out["message_attributes"] = gojson.Fragment(_raw_map(msg.message_attributes))
+    if msg.sender_id:
+        out["sender_id"] = msg.sender_id
+    out["send_timestamp_millis"] = msg.send_timestamp_millis
+    out["available_at_millis"] = msg.available_at_millis
+    out["visible_at_millis"] = 0
+    out["receive_count"] = 0
+    out["current_receipt_token"] = None
+    out["queue_generation"] = generation
+    _put_fifo_fields(out, msg)
+    return MESSAGE_MAGIC + gojson.marshal(out)

@@ -1,0 +1,338 @@
+"""Command line: ``elastickv-async {decode,encode,inspect,verify}``.
+
+``decode`` accepts every flag of the reference ``elastickv-snapshot-decode`` (Go's flag
+syntax too: ``-input x``, ``--flag=value``, ``--bool=true``), ``encode`` every flag of
+``elastickv-snapshot-encode``. Exit codes: 0 success, 1 usage or environment errors, 2 data
+errors (bad snapshot, bad dump tree, self-test mismatch). Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any, Final, NoReturn
+
+import anyio
+
+from .._version import __version__
+from .errors import ElasticKVError, UsageError
+from .options import DecodeOptions, EncodeOptions, parse_adapter_list
+from .pipeline import Progress
+from .report import Report
+
+__all__ = ["main"]
+
+PROG: Final = "elastickv-async"
+_BOOL_FLAGS: Final = frozenset(
+    {
+        "include-incomplete-uploads",
+        "include-orphans",
+        "preserve-sqs-visibility",
+        "include-sqs-side-records",
+        "rename-collisions",
+        "self-test",
+        "keep-expired",
+        "fsync",
+        "quiet",
+        "no-progress",
+        "json",
+    }
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _normalise_go_flags(argv: Sequence[str], known: set[str]) -> list[str]:
+    """Rewrite Go ``flag`` spellings (``-name``, ``--bool=true``) into argparse's."""
+    out: list[str] = []
+    for arg in argv:
+        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
+            name = arg[1:].split("=", 1)[0]
+            if name in known:
+                arg = "-" + arg
+        if arg.startswith("--") and "=" in arg:
+            name, value = arg[2:].split("=", 1)
+            if name in _BOOL_FLAGS:
+                lowered = value.lower()
+                if lowered in ("1", "t", "true"):
+                    arg = "--" + name
+                elif lowered in ("0", "f", "false"):
+                    continue
+                else:
+                    raise UsageError(f"invalid boolean value {value!r} for --{name}")
+        out.append(arg)
+    return out
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(
+        prog=PROG, description="Decode elastickv .fsm snapshots into a backup tree and back."
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--log-format",
+        choices=("console", "json"),
+        default=None,
+        help="print log events (console key=value, or one JSON object per line)",
+    )
+    common.add_argument(
+        "--report", metavar="FILE", type=Path, help="write the run's report as JSON"
+    )
+    common.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    common.add_argument("--no-progress", action="store_true", help="no progress display")
+    common.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="async backend (asyncio uses uvloop when installed)",
+    )
+
+    dec = sub.add_parser("decode", parents=[common], help="decode a .fsm snapshot into a dump tree")
+    dec.add_argument("--input", required=True, help="the .fsm snapshot file")
+    dec.add_argument("--output", required=True, help="output directory (absent or empty)")
+    dec.add_argument(
+        "--adapter",
+        default="dynamodb,s3,redis,sqs",
+        help="comma-separated adapters (dynamodb,s3,redis,sqs; 'all')",
+    )
+    dec.add_argument(
+        "--dynamodb-bundle-mode", default="per-item", help="DynamoDB item layout: per-item or jsonl"
+    )
+    dec.add_argument("--cluster-id", default="", help="recorded as MANIFEST cluster_id")
+    dec.add_argument("--include-incomplete-uploads", action="store_true")
+    dec.add_argument("--include-orphans", action="store_true")
+    dec.add_argument("--preserve-sqs-visibility", action="store_true")
+    dec.add_argument("--include-sqs-side-records", action="store_true")
+    dec.add_argument("--rename-collisions", action="store_true")
+    dec.add_argument("--scratch-root", type=Path, help="where to spill data that must wait")
+    dec.add_argument(
+        "--keep-expired",
+        action="store_true",
+        help="keep Redis keys whose TTL had passed when the snapshot was taken",
+    )
+    dec.add_argument("--jobs", type=int, default=8, help="concurrent file writes")
+    dec.add_argument("--fsync", action="store_true", help="fsync every written file")
+
+    enc = sub.add_parser("encode", parents=[common], help="encode a dump tree into a .fsm snapshot")
+    enc.add_argument("--input", required=True, help="the dump tree root (holds MANIFEST.json)")
+    enc.add_argument("--output", required=True, help="the .fsm file to write")
+    enc.add_argument("--adapter", default="dynamodb,s3,redis,sqs")
+    enc.add_argument("--last-commit-ts", default="", help="decimal or 0x-hex; >= the manifest's")
+    enc.add_argument(
+        "--self-test",
+        action="store_true",
+        help="decode the output and compare it with the input before publishing",
+    )
+    enc.add_argument("--scratch-root", type=Path, help="base directory for self-test scratch")
+
+    ins = sub.add_parser(
+        "inspect", parents=[common], help="summarise a .fsm (header, footer, meta keys, prefixes)"
+    )
+    ins.add_argument("--input", required=True, help="the .fsm snapshot file")
+    ins.add_argument("--depth", type=int, default=2, help="'|'-separated prefix depth")
+    ins.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    ver = sub.add_parser("verify", parents=[common], help="check a dump tree against its CHECKSUMS")
+    ver.add_argument("--input", required=True, help="the dump tree root")
+    return parser
+
+
+def _known_long_flags(parser: argparse.ArgumentParser) -> set[str]:
+    names: set[str] = set()
+    for action in parser._actions:
+        names.update(o[2:] for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                names |= _known_long_flags(subparser)
+    return names
+
+
+class _ProgressDisplay:
+    """A one-line bar on a terminal, or JSON progress events in JSON log mode."""
+
+    def __init__(self, stream: IO[str], *, json_events: bool) -> None:
+        self._stream = stream
+        self._json = json_events
+        self._start = time.monotonic()
+
+    def __call__(self, sample: Progress) -> None:
+        elapsed = max(time.monotonic() - self._start, 1e-9)
+        if self._json:
+            event = {
+                "event": "progress",
+                "level": "info",
+                "bytes_read": sample.bytes_read,
+                "total_bytes": sample.total_bytes,
+                "entries": sample.entries,
+                "done": sample.done,
+            }
+            self._stream.write(json.dumps(event) + "\n")
+            return
+        frac = sample.bytes_read / sample.total_bytes if sample.total_bytes else 1.0
+        width = 30
+        filled = int(frac * width)
+        rate = sample.bytes_read / elapsed / 1e6
+        self._stream.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {frac * 100:5.1f}% "
+            f"{sample.bytes_read / 1e6:,.1f}/{sample.total_bytes / 1e6:,.1f} MB "
+            f"{sample.entries:,} entries {rate:,.1f} MB/s"
+        )
+        if sample.done:
+            self._stream.write("\n")
+        self._stream.flush()
+
+
+def _progress_for(args: argparse.Namespace) -> _ProgressDisplay | None:
+    if args.no_progress:
+        return None
+    if args.log_format == "json":
+        return _ProgressDisplay(sys.stderr, json_events=True)
+    if sys.stderr.isatty() and not args.quiet:
+        return _ProgressDisplay(sys.stderr, json_events=False)
+    return None
+
+
+def _decode_options(args: argparse.Namespace) -> DecodeOptions:
+    mode = args.dynamodb_bundle_mode or "per-item"
+    if mode not in ("per-item", "jsonl"):
+        raise UsageError(f"--dynamodb-bundle-mode must be per-item or jsonl, not {mode!r}")
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    return DecodeOptions(
+        adapters=parse_adapter_list(args.adapter),
+        cluster_id=args.cluster_id,
+        include_incomplete_uploads=args.include_incomplete_uploads,
+        include_orphans=args.include_orphans,
+        preserve_sqs_visibility=args.preserve_sqs_visibility,
+        include_sqs_side_records=args.include_sqs_side_records,
+        rename_collisions=args.rename_collisions,
+        dynamodb_layout=mode,
+        scratch_root=args.scratch_root,
+        keep_expired=args.keep_expired,
+        jobs=args.jobs,
+        fsync=args.fsync,
+    )
+
+
+async def _decode(args: argparse.Namespace, report: Report) -> None:
+    from .pipeline import decode_snapshot
+
+    await decode_snapshot(
+        args.input,
+        args.output,
+        _decode_options(args),
+        log_format=args.log_format,
+        progress=_progress_for(args),
+        report=report,
+    )
+
+
+async def _encode(args: argparse.Namespace, report: Report) -> None:
+    from .encode.api import encode_snapshot, parse_last_commit_ts
+
+    options = EncodeOptions(
+        adapters=parse_adapter_list(args.adapter, lower=True),
+        last_commit_ts=parse_last_commit_ts(args.last_commit_ts) if args.last_commit_ts else None,
+        self_test=args.self_test,
+        scratch_root=args.scratch_root,
+    )
+    await encode_snapshot(
+        Path(args.input),
+        Path(args.output),
+        options,
+        report=report,
+        input_arg=args.input,
+        output_arg=args.output,
+        log_format=args.log_format,
+    )
+
+
+async def _verify(args: argparse.Namespace, report: Report) -> None:
+    from .dump.verify import verify_tree
+
+    await verify_tree(Path(args.input), report)
+
+
+async def _inspect(args: argparse.Namespace, report: Report) -> None:
+    from .inspection import inspect_snapshot
+
+    found = await inspect_snapshot(args.input, depth=args.depth)
+    report.snapshot.update(found.to_dict())
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=2))
+    else:
+        print("\n".join(found.lines()))
+
+
+_COMMANDS: Final = {"decode": _decode, "encode": _encode, "inspect": _inspect, "verify": _verify}
+
+
+def _run(args: argparse.Namespace, report: Report) -> None:
+    command = _COMMANDS[args.command]
+
+    async def runner() -> None:
+        await command(args, report)
+
+    if args.backend == "trio":
+        anyio.run(runner, backend="trio")
+        return
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        anyio.run(runner)
+        return
+    anyio.run(runner, backend_options={"use_uvloop": True})
+
+
+def _write_report(path: Path, report: Report, command: str, exit_code: int) -> None:
+    doc: dict[str, Any] = {
+        "tool": PROG,
+        "version": __version__,
+        "command": command,
+        "exit_code": exit_code,
+    }
+    doc |= report.to_dict()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``elastickv-async`` command; returns the exit code."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(_normalise_go_flags(raw, _known_long_flags(parser)))
+    except UsageError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    report = Report()
+    code = 0
+    try:
+        _run(args, report)
+    except ElasticKVError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    except OSError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    if args.report is not None:
+        _write_report(args.report, report, args.command, code)
+    if not args.quiet and code == 0 and args.command != "inspect":
+        for line in report.summary_lines():
+            print(f"{PROG}: {line}", file=sys.stderr)
+    return code

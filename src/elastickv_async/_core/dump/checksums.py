@@ -1,0 +1,161 @@
+"""CHECKSUMS: a ``sha256sum``-format listing of every regular file in a dump tree.
+
+``sha256sum -c CHECKSUMS`` run in the root verifies the tree. Paths are sorted bytewise by
+their slash-separated relative path; names containing a newline, carriage return or backslash
+use GNU's escaped form (a leading ``\\`` on the line).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import os
+import stat
+import struct
+import threading
+from collections.abc import Iterator, Mapping
+from operator import itemgetter
+from pathlib import Path
+from typing import Final
+
+from ..extsort import ExternalSorter
+
+__all__ = [
+    "CHECKSUMS_NAME",
+    "ChecksumLedger",
+    "checksum_line",
+    "compute_checksums",
+    "sha256_file",
+]
+
+CHECKSUMS_NAME: Final = "CHECKSUMS"
+_BLOCK: Final = 1 << 20
+_GENERATION: Final = struct.Struct(">Q")
+
+
+def sha256_file(path: str | bytes | os.PathLike[str], *, dir_fd: int | None = None) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks without following a final symlink."""
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    with open(fd, "rb", buffering=0) as fh:
+        while block := fh.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_line(hexdigest: str, relpath: bytes) -> bytes:
+    """One CHECKSUMS line for ``relpath`` (raw bytes of the slash path), GNU-escaped if needed."""
+    if any(c in relpath for c in b"\n\r\\"):
+        escaped = relpath.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+        return b"\\" + hexdigest.encode() + b"  " + escaped + b"\n"
+    return hexdigest.encode() + b"  " + relpath + b"\n"
+
+
+def _walk(root: bytes, rel: bytes, out: list[bytes]) -> None:
+    with os.scandir(os.path.join(root, rel) if rel else root) as it:
+        entries = list(it)
+    for entry in entries:
+        child = rel + b"/" + entry.name if rel else entry.name
+        mode = entry.stat(follow_symlinks=False).st_mode
+        if stat.S_ISDIR(mode):
+            _walk(root, child, out)
+        elif stat.S_ISREG(mode):
+            out.append(child)
+
+
+def compute_checksums(root: Path) -> bytes:
+    """Hash every regular file under ``root`` except CHECKSUMS itself; return the file's bytes.
+
+    Symlinks and special files are skipped, never followed.
+    """
+    raw_root = os.fsencode(root)
+    files: list[bytes] = []
+    _walk(raw_root, b"", files)
+    files.sort()
+    lines = [
+        checksum_line(sha256_file(os.path.join(raw_root, rel)), rel)
+        for rel in files
+        if rel != CHECKSUMS_NAME.encode()
+    ]
+    return b"".join(lines)
+
+
+class ChecksumLedger:
+    """The SHA-256 of every file a run wrote, by relative path, in bounded memory.
+
+    Recent digests live in a dict; past ``limit`` entries they are spilled as a sorted run
+    (:class:`~elastickv_async._core.extsort.ExternalSorter`) under ``spill_dir``, so millions
+    of files cost a few MiB instead of ~200 bytes each. A path written twice keeps its last digest.
+    Thread-safe: the writer records from its worker threads.
+    """
+
+    def __init__(self, spill_dir: Path | None = None, *, limit: int = 100_000) -> None:
+        self._recent: dict[str, bytes] = {}
+        self._limit = limit
+        self._spill_dir = spill_dir
+        self._sorter = ExternalSorter(spill_dir) if spill_dir is not None else None
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def record(self, rel: str, digest: bytes) -> None:
+        """Remember ``digest`` (32 raw bytes) as the content of ``rel``."""
+        with self._lock:
+            self._recent[rel] = digest
+            if self._sorter is not None and len(self._recent) >= self._limit:
+                self._spill()
+
+    def _spill(self) -> None:
+        assert self._sorter is not None and self._spill_dir is not None
+        self._spill_dir.mkdir(mode=0o700, exist_ok=True)
+        generation = _GENERATION.pack(self._generation)
+        for rel, digest in self._recent.items():
+            self._sorter.add(rel.encode("utf-8", "surrogateescape"), generation + digest)
+        self._sorter.spill()
+        self._recent.clear()
+        self._generation += 1
+
+    def get(self, rel: str) -> bytes | None:
+        """The digest recorded for ``rel`` if it is still in memory (for tests and tools)."""
+        with self._lock:
+            return self._recent.get(rel)
+
+    def listing(self, extra: Mapping[str, bytes]) -> Iterator[bytes]:
+        """CHECKSUMS content for every recorded path plus ``extra``, in ~1 MiB blocks.
+
+        Lines are sorted bytewise by path. Blocking: iterate in a worker thread.
+        """
+        block: list[bytes] = []
+        size = 0
+        for line in self._lines(extra):
+            block.append(line)
+            size += len(line)
+            if size >= _BLOCK:
+                yield b"".join(block)
+                block, size = [], 0
+        if block:
+            yield b"".join(block)
+
+    def _lines(self, extra: Mapping[str, bytes]) -> Iterator[bytes]:
+        with self._lock:
+            recent = {**self._recent, **extra}
+            self._recent = {}
+        generation = _GENERATION.pack(self._generation)
+        tail = sorted(
+            (rel.encode("utf-8", "surrogateescape"), generation + digest)
+            for rel, digest in recent.items()
+        )
+        spilled = self._sorter.merged() if self._sorter is not None else iter(())
+        skip = CHECKSUMS_NAME.encode()
+        current: tuple[bytes, bytes] | None = None
+        for rel, tagged in heapq.merge(spilled, tail, key=itemgetter(0)):
+            if current is not None and current[0] != rel and current[0] != skip:
+                yield checksum_line(current[1][8:].hex(), current[0])
+            if current is None or current[0] != rel or tagged > current[1]:
+                current = (rel, tagged)
+        if current is not None and current[0] != skip:
+            yield checksum_line(current[1][8:].hex(), current[0])
+
+    def close(self) -> None:
+        """Remove spilled runs (blocking)."""
+        if self._sorter is not None:
+            self._sorter.close()

@@ -1,0 +1,115 @@
+"""KEYMAP.jsonl: the records that give a renamed dump file its original key (REFERENCE_NOTES §4.5).
+
+One ``{"encoded", "original", "kind"}`` object per line, in that field order, written like Go's
+``json.Encoder`` without HTML escaping; ``original`` is the key in unpadded base64url. Redis
+writes ``redis/db_0/KEYMAP.jsonl`` (SHA-fallback file names), S3 ``s3/<bucket>/KEYMAP.jsonl``
+(renamed object paths). :func:`read_keymap` applies the reference reader's rules to every
+line; which records make sense for an adapter (S3's tracker rules) is that adapter's check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from ..errors import InvalidKeymapRecord
+from ..gojson import encoder_line
+from ..gojson_read import Field, GoJSONError, decode_struct, object_items, parse_tree
+from .names import b64url_decode, b64url_encode
+
+__all__ = [
+    "KEYMAP_FILE",
+    "KIND_DIR_MARKER",
+    "KIND_LEAF_DATA",
+    "KIND_META_RENAME",
+    "KIND_RESERVED_NAME",
+    "KIND_SHA_FALLBACK",
+    "MAX_LINE",
+    "KeymapRecord",
+    "keymap_line",
+    "load_keymap",
+    "read_keymap",
+]
+
+KEYMAP_FILE: Final = "KEYMAP.jsonl"
+
+#: The reference's kinds.
+KIND_SHA_FALLBACK: Final = "sha-fallback"
+KIND_LEAF_DATA: Final = "s3-leaf-data"
+KIND_META_RENAME: Final = "meta-suffix-rename"
+#: Kinds only this project writes (S3 keys the reference refuses; see ``adapters/s3/layout``).
+KIND_RESERVED_NAME: Final = "s3-reserved-name"
+KIND_DIR_MARKER: Final = "s3-dir-marker"
+
+#: The reference reads KEYMAP lines with a 4 MiB scanner buffer.
+MAX_LINE: Final = 4 << 20
+
+_FIELDS: Final = (Field("encoded", "str"), Field("original", "str"), Field("kind", "str"))
+
+
+@dataclass(frozen=True, slots=True)
+class KeymapRecord:
+    """One KEYMAP line: the name in the dump tree, the original key bytes and the kind."""
+
+    encoded: str
+    original: bytes
+    kind: str
+
+
+def keymap_line(encoded: str, original: bytes, kind: str) -> bytes:
+    """One ``KEYMAP.jsonl`` line, trailing newline included.
+
+    Like the reference's writer, an empty ``encoded`` or ``kind`` is refused (``ValueError``):
+    no reader would accept the line.
+    """
+    if not encoded or not kind:
+        raise ValueError("a KEYMAP record needs a non-empty encoded name and kind")
+    return encoder_line({"encoded": encoded, "original": b64url_encode(original), "kind": kind})
+
+
+def _record(line: bytes) -> KeymapRecord:
+    """Parse one line; raises :class:`GoJSONError` or ``ValueError`` naming the problem."""
+    tree = parse_tree(line)
+    # The three keys must be spelled exactly and be non-null (last duplicate wins), then the
+    # line is read as a struct (exact-or-case-insensitive keys): the reference's two passes.
+    present = dict(object_items(tree))
+    for name in ("encoded", "original", "kind"):
+        if name not in present:
+            raise GoJSONError(f"missing field {name!r}")
+        if present[name] is None:
+            raise GoJSONError(f"field {name!r} is null")
+    doc = decode_struct(tree, _FIELDS)
+    if not doc["encoded"] or not doc["kind"]:
+        raise GoJSONError("missing encoded or kind")
+    try:
+        original = b64url_decode(doc["original"])
+    except ValueError as exc:
+        raise ValueError(f"bad original of {doc['encoded']!r}: {exc}") from None
+    return KeymapRecord(doc["encoded"], original, doc["kind"])
+
+
+def read_keymap(data: bytes, where: str) -> Iterator[KeymapRecord]:
+    """Every record of a KEYMAP.jsonl file, in file order.
+
+    Lines end in LF (a CR before it is dropped, and the last line may lack it); a blank line,
+    a line over :data:`MAX_LINE` bytes or a malformed record raises
+    :class:`~elastickv_async._core.errors.InvalidKeymapRecord` naming ``where`` and the line number.
+    """
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # the newline that ends the last line
+    for number, raw in enumerate(lines, 1):
+        line = raw.removesuffix(b"\r")
+        try:
+            if len(line) > MAX_LINE:
+                raise ValueError("line longer than 4 MiB")
+            record = _record(line)
+        except ValueError as exc:
+            raise InvalidKeymapRecord(f"{where} line {number}: {exc}") from None
+        yield record
+
+
+def load_keymap(data: bytes, where: str) -> dict[str, bytes]:
+    """The reference's ``LoadKeymap``: encoded name -> original key, the last record winning."""
+    return {record.encoded: record.original for record in read_keymap(data, where)}

@@ -1,0 +1,340 @@
+"""MANIFEST.json: the dump tree's self-description (REFERENCE_NOTES §5.1).
+
+Field names, order and policy constants live here and nowhere else. The manifest is the last
+file a decode writes, so a tree without it is recognisably incomplete.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from .. import gojson
+from ..errors import ManifestError
+from ..gojson_read import (
+    GoJSONError,
+    as_bool,
+    as_int,
+    as_object,
+    as_str,
+    get_int,
+    get_list,
+    get_str,
+    loads,
+)
+from ..options import ADAPTER_NAMES, DecodeOptions
+
+__all__ = [
+    "CHECKSUM_ALGORITHM",
+    "CHECKSUM_FORMAT",
+    "CURRENT_FORMAT_VERSION",
+    "ENCODED_FILENAME_CHARSET",
+    "MANIFEST_NAME",
+    "PHASE_LIVE",
+    "PHASE_SNAPSHOT",
+    "S3_COLLISION_STRATEGY",
+    "S3_META_SUFFIX",
+    "DecodeManifest",
+    "Manifest",
+    "ManifestExclusions",
+    "UnsupportedFormatVersion",
+    "read_manifest",
+    "rfc3339nano",
+]
+
+MANIFEST_NAME: Final = "MANIFEST.json"
+CURRENT_FORMAT_VERSION: Final = 1
+PHASE_SNAPSHOT: Final = "phase0-snapshot-decode"
+PHASE_LIVE: Final = "phase1-live-pinned"
+CHECKSUM_ALGORITHM: Final = "sha256"
+CHECKSUM_FORMAT: Final = "sha256sum"
+ENCODED_FILENAME_CHARSET: Final = "rfc3986-unreserved-plus-percent"
+KEY_SEGMENT_MAX_BYTES: Final = 240
+S3_META_SUFFIX: Final = ".elastickv-meta.json"
+S3_COLLISION_STRATEGY: Final = "leaf-data-suffix"
+DYNAMODB_LAYOUTS: Final = ("per-item", "jsonl")
+
+
+def rfc3339nano(moment: datetime) -> str:
+    """Go's ``time.RFC3339Nano`` in UTC: fractional seconds with trailing zeros trimmed."""
+    moment = moment.astimezone(UTC)
+    base = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        base += "." + f"{moment.microsecond:06d}".rstrip("0")
+    return base + "Z"
+
+
+@dataclass(slots=True)
+class DecodeManifest:
+    """The facts a decode run records in MANIFEST.json."""
+
+    options: DecodeOptions
+    fsm_path: str
+    last_commit_ts: int
+    elastickv_version: str
+    wall_time: datetime
+    snapshot_index: int | None = None
+    fsm_crc32c: int | None = None
+    hlc_ceiling_ms: int | None = None
+    scopes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        """Serialise exactly like the reference (2-space indent, no HTML escaping, newline)."""
+        doc: dict[str, Any] = {
+            "format_version": CURRENT_FORMAT_VERSION,
+            "phase": PHASE_SNAPSHOT,
+        }
+        if self.elastickv_version:
+            doc["elastickv_version"] = self.elastickv_version
+        if self.options.cluster_id:
+            doc["cluster_id"] = self.options.cluster_id
+        if self.snapshot_index:
+            doc["snapshot_index"] = self.snapshot_index
+        if self.last_commit_ts:
+            doc["last_commit_ts"] = self.last_commit_ts
+        doc["wall_time_iso"] = rfc3339nano(self.wall_time)
+        source: dict[str, Any] = {
+            "fsm_path": gojson.go_str(self.fsm_path.encode(errors="surrogateescape"))
+        }
+        if self.fsm_crc32c is not None:
+            source["fsm_crc32c"] = f"{self.fsm_crc32c:08x}"
+        if self.hlc_ceiling_ms is not None:
+            source["hlc_ceiling_ms"] = self.hlc_ceiling_ms
+        doc["source"] = source
+        doc["adapters"] = {name: dict(self.scopes.get(name, {})) for name in self.options.adapters}
+        exclusions: dict[str, Any] = {
+            "include_incomplete_uploads": self.options.include_incomplete_uploads,
+            "include_orphans": self.options.include_orphans,
+            "preserve_sqs_visibility": self.options.preserve_sqs_visibility,
+            "include_sqs_side_records": self.options.include_sqs_side_records,
+        }
+        if self.options.rename_collisions:
+            exclusions["rename_s3_collisions"] = True
+        doc["exclusions"] = exclusions
+        doc["checksum_algorithm"] = CHECKSUM_ALGORITHM
+        doc["checksum_format"] = CHECKSUM_FORMAT
+        doc["encoded_filename_charset"] = ENCODED_FILENAME_CHARSET
+        doc["key_segment_max_bytes"] = KEY_SEGMENT_MAX_BYTES
+        doc["s3_meta_suffix"] = S3_META_SUFFIX
+        doc["s3_collision_strategy"] = S3_COLLISION_STRATEGY
+        doc["dynamodb_layout"] = self.options.dynamodb_layout
+        return gojson.encoder_indent(doc, escape_html=False)
+
+
+# --- reading (the encoder's input gate) ------------------------------------------------------
+
+#: The four exclusions a reader must find spelled out: their default cannot be inferred.
+EXCLUSIONS_REQUIRED: Final = (
+    "include_incomplete_uploads",
+    "include_orphans",
+    "preserve_sqs_visibility",
+    "include_sqs_side_records",
+)
+EXCLUSION_RENAME_S3_COLLISIONS: Final = "rename_s3_collisions"
+_PHASES: Final = (PHASE_SNAPSHOT, PHASE_LIVE)
+#: Go's ``time.RFC3339Nano`` as ``time.Parse`` accepts it (any number of fraction digits).
+_RFC3339_RE: Final = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:Z|[+-](\d{2}):(\d{2}))",
+    re.ASCII,
+)
+
+
+class UnsupportedFormatVersion(ManifestError):
+    """MANIFEST.json declares a ``format_version`` this build does not read (0 or newer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestExclusions:
+    """The decode-time policy flags recorded in MANIFEST ``exclusions``."""
+
+    include_incomplete_uploads: bool = False
+    include_orphans: bool = False
+    preserve_sqs_visibility: bool = False
+    include_sqs_side_records: bool = False
+    rename_s3_collisions: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A validated MANIFEST.json as the encoder sees it.
+
+    ``adapters`` holds only the adapters the producer listed with a non-null scope (Go's nil
+    pointer test); ``raw`` is the whole parsed document for consumers that need more.
+    """
+
+    format_version: int
+    phase: str
+    wall_time_iso: str
+    adapters: Mapping[str, Mapping[str, Any]]
+    exclusions: ManifestExclusions
+    checksum_algorithm: str
+    checksum_format: str
+    encoded_filename_charset: str
+    key_segment_max_bytes: int
+    s3_meta_suffix: str
+    s3_collision_strategy: str
+    dynamodb_layout: str
+    elastickv_version: str = ""
+    cluster_id: str = ""
+    snapshot_index: int = 0
+    last_commit_ts: int = 0
+    source: Mapping[str, Any] | None = None
+    live: Mapping[str, Any] | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _section(obj: dict[str, Any], name: str, parent: str = "") -> dict[str, Any] | None:
+    """An optional object (a Go pointer to a struct): ``None`` when absent or ``null``."""
+    value = obj.get(name)
+    return None if value is None else as_object(value, parent + name)
+
+
+def _check_scope(scope: dict[str, Any], where: str) -> None:
+    for key in ("tables", "buckets", "queues"):
+        for i, item in enumerate(get_list(scope, key)):
+            as_str(item, f"{where}.{key}[{i}]")
+    for i, item in enumerate(get_list(scope, "databases")):
+        as_int(item, f"{where}.databases[{i}]", "u32")
+
+
+def _check_wall_time(text: str) -> None:
+    match = _RFC3339_RE.fullmatch(text)
+    if match is None:
+        raise ManifestError(f"MANIFEST.json wall_time_iso {text!r} is not RFC 3339")
+    year, month, day, hour, minute, second, off_h, off_m = match.groups()
+    try:
+        datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+    except ValueError:
+        raise ManifestError(f"MANIFEST.json wall_time_iso {text!r} is out of range") from None
+    if off_h is not None and (int(off_h) > 23 or int(off_m) > 59):
+        raise ManifestError(f"MANIFEST.json wall_time_iso {text!r} has a bad zone offset")
+
+
+def _check_format_version(top: dict[str, Any]) -> None:
+    # Checked before the field-by-field decode so that a newer producer whose other fields
+    # changed type still reports "unsupported version", not "invalid".
+    if top.get("format_version") is None:
+        raise ManifestError("MANIFEST.json format_version is missing or null")
+    version = get_int(top, "format_version", "u32")
+    if version == 0:
+        raise UnsupportedFormatVersion("MANIFEST.json format_version is zero")
+    if version > CURRENT_FORMAT_VERSION:
+        raise UnsupportedFormatVersion(
+            f"MANIFEST.json format_version {version} > current {CURRENT_FORMAT_VERSION} "
+            "(newer producer)"
+        )
+
+
+def _read_exclusions(top: dict[str, Any]) -> ManifestExclusions:
+    section = _section(top, "exclusions")
+    if section is None:
+        raise ManifestError("MANIFEST.json exclusions section missing")
+    for name in EXCLUSIONS_REQUIRED:
+        if section.get(name) is None:
+            raise ManifestError(
+                f"MANIFEST.json exclusions.{name} missing or null "
+                "(cannot infer the producer's default)"
+            )
+    flags = {
+        name: as_bool(section.get(name), f"exclusions.{name}")
+        for name in (*EXCLUSIONS_REQUIRED, EXCLUSION_RENAME_S3_COLLISIONS)
+    }
+    return ManifestExclusions(**flags)
+
+
+def _read_adapters(top: dict[str, Any]) -> dict[str, Mapping[str, Any]]:
+    section = _section(top, "adapters")
+    if section is None:
+        raise ManifestError("MANIFEST.json adapters section missing")
+    scopes: dict[str, Mapping[str, Any]] = {}
+    for name in ADAPTER_NAMES:
+        scope = _section(section, name, "adapters.")
+        if scope is not None:
+            _check_scope(scope, f"adapters.{name}")
+            scopes[name] = scope
+    return scopes
+
+
+def _required_string(top: dict[str, Any], key: str) -> str:
+    value = get_str(top, key)
+    if not value:
+        raise ManifestError(f"MANIFEST.json {key} missing")
+    return value
+
+
+def read_manifest(payload: bytes) -> Manifest:
+    """Parse and validate MANIFEST.json bytes the way the reference's ``ReadManifest`` does.
+
+    Unknown fields are tolerated. Raises :class:`UnsupportedFormatVersion` for a version of 0
+    or above :data:`CURRENT_FORMAT_VERSION`, :class:`~elastickv_async._core.errors.ManifestError`
+    for anything else that is malformed (both exit 2).
+    """
+    try:
+        top = loads(payload)
+    except GoJSONError as exc:
+        raise ManifestError(f"MANIFEST.json is not valid JSON: {exc}") from None
+    if not isinstance(top, dict):
+        raise ManifestError("MANIFEST.json is not a JSON object")
+    try:
+        return _read_fields(top)
+    except GoJSONError as exc:
+        raise ManifestError(f"MANIFEST.json {exc}") from None
+
+
+def _read_fields(top: dict[str, Any]) -> Manifest:
+    """The checks and fields of :func:`read_manifest`; a field of the wrong type raises
+    :class:`~elastickv_async._core.gojson_read.GoJSONError`."""
+    _check_format_version(top)
+    phase = get_str(top, "phase")
+    if phase not in _PHASES:
+        raise ManifestError(f"MANIFEST.json unknown phase {phase!r}")
+    source = _section(top, "source")
+    if source is not None:
+        as_str(source.get("fsm_path"), "source.fsm_path")
+        as_str(source.get("fsm_crc32c"), "source.fsm_crc32c")
+    live = _section(top, "live")
+    if live is not None:
+        as_int(live.get("read_ts"), "live.read_ts", "u64")
+        as_str(live.get("pin_token_sha256"), "live.pin_token_sha256")
+    wall_time = get_str(top, "wall_time_iso")
+    if not wall_time:
+        raise ManifestError("MANIFEST.json wall_time_iso missing")
+    _check_wall_time(wall_time)
+    manifest = Manifest(
+        format_version=top["format_version"],
+        phase=phase,
+        wall_time_iso=wall_time,
+        adapters=_read_adapters(top),
+        exclusions=_read_exclusions(top),
+        checksum_algorithm=_required_string(top, "checksum_algorithm"),
+        checksum_format=_required_string(top, "checksum_format"),
+        encoded_filename_charset=_required_string(top, "encoded_filename_charset"),
+        key_segment_max_bytes=get_int(top, "key_segment_max_bytes", "u32"),
+        s3_meta_suffix=_required_string(top, "s3_meta_suffix"),
+        s3_collision_strategy=_required_string(top, "s3_collision_strategy"),
+        dynamodb_layout=get_str(top, "dynamodb_layout"),
+        elastickv_version=get_str(top, "elastickv_version"),
+        cluster_id=get_str(top, "cluster_id"),
+        snapshot_index=get_int(top, "snapshot_index", "u64"),
+        last_commit_ts=get_int(top, "last_commit_ts", "u64"),
+        source=source,
+        live=live,
+        raw=top,
+    )
+    if manifest.key_segment_max_bytes == 0:
+        raise ManifestError("MANIFEST.json key_segment_max_bytes is zero")
+    if manifest.dynamodb_layout not in DYNAMODB_LAYOUTS:
+        raise ManifestError(
+            f"MANIFEST.json dynamodb_layout {manifest.dynamodb_layout!r} unsupported"
+        )
+    if phase == PHASE_SNAPSHOT and live is not None:
+        raise ManifestError("MANIFEST.json phase0 must not set live")
+    if phase == PHASE_LIVE:
+        if source is not None:
+            raise ManifestError("MANIFEST.json phase1 must not set source")
+        if live is None or not live.get("read_ts"):
+            raise ManifestError("MANIFEST.json phase1 must set live with a non-zero read_ts")
+    return manifest

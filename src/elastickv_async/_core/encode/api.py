@@ -1,0 +1,386 @@
+"""``encode_snapshot``: a dump tree in, a byte-exact ``.fsm`` out (REFERENCE_NOTES §6.2, §6.7).
+
+Order of a run, following the reference CLI: read and gate MANIFEST.json, check the selected
+adapters and the effective ``last_commit_ts`` against it, refuse layouts the encoders cannot
+reverse, remove a stale ``<output>.mismatch.txt``, collect every adapter's records into a
+bounded-memory external sort, stream the sorted snapshot into ``<output>.tmp-<hex>``,
+optionally self-test it, publish it atomically, and write ``<output>.encode_info.json``.
+Nothing is published unless every step before the sidecar succeeded, and a failure after the
+rename removes the published file again.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, TextIO
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from ..._adapters.base import AdapterSpec, EncodeContext
+from ..._adapters.registry import adapter_specs
+from ..dump.manifest import MANIFEST_NAME, Manifest, read_manifest
+from ..errors import OutputError, SelfTestMismatch, UsageError
+from ..extsort import DEFAULT_SORT_BUDGET, ExternalSorter
+from ..gocompat import go_trim_space
+from ..options import ADAPTER_NAMES, DecodeOptions, EncodeOptions
+from ..report import Report, make_logger
+from . import publish as disk
+from .collect import collect_records
+from .errors import AdapterNotInManifest, LastCommitTSRegression, UnsupportedEncodeFeature
+from .framing import ts_suffix
+from .info import EncodeInfo
+from .output import SnapshotStream
+from .selftest import SelfTestOutcome, run_self_test
+
+__all__ = ["ENCODE_ORDER", "EncodeResult", "encode_snapshot", "parse_last_commit_ts"]
+
+#: The reference runs (and lists) the adapter encoders in this order.
+ENCODE_ORDER: Final = ("redis", "dynamodb", "s3", "sqs")
+_UINT64_MAX: Final = (1 << 64) - 1
+_DECIMAL: Final = re.compile(r"[0-9]+")
+_HEX: Final = re.compile(r"[0-9a-fA-F]+")
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeResult:
+    """What an encode run produced."""
+
+    #: Lowercase hex SHA-256 of the .fsm bytes.
+    sha256: str
+    bytes_written: int
+    entries: int
+    last_commit_ts: int
+    adapters_enabled: tuple[str, ...]
+    self_test_ran: bool
+    self_test_matched: bool
+    report: Report
+
+
+def parse_last_commit_ts(text: str) -> int:
+    """Parse ``--last-commit-ts``: unsigned 64-bit, decimal or ``0x``/``0X`` hex, nothing else.
+
+    Surrounding whitespace is ignored (as Go's ``strings.TrimSpace``); signs, underscores,
+    trailing junk and values above 2**64-1 raise :class:`~elastickv_async._core.errors.UsageError`.
+    """
+    digits = go_trim_space(text)
+    if not digits:
+        raise UsageError("--last-commit-ts is empty")
+    if digits[:2] in ("0x", "0X"):
+        digits, base, pattern = digits[2:], 16, _HEX
+    else:
+        base, pattern = 10, _DECIMAL
+    if not pattern.fullmatch(digits):
+        raise UsageError(f"--last-commit-ts {text!r} is not an unsigned integer")
+    value = int(digits, base)
+    if value > _UINT64_MAX:
+        raise UsageError(f"--last-commit-ts {text!r} is out of range for uint64")
+    return value
+
+
+def _load_manifest(input_root: Path) -> Manifest:
+    path = input_root / MANIFEST_NAME
+    try:
+        payload = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path} not found: --input must be a dump tree root") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    return read_manifest(payload)
+
+
+def _check_options(options: EncodeOptions) -> None:
+    if not options.adapters:
+        raise UsageError("--adapter selected zero adapters")
+    unknown = [name for name in options.adapters if name not in ADAPTER_NAMES]
+    if unknown:
+        raise UsageError(f"unknown adapter(s): {', '.join(unknown)}")
+    ts = options.last_commit_ts
+    if ts is not None and not 0 <= ts <= _UINT64_MAX:
+        raise UsageError(f"last_commit_ts {ts} is out of range for uint64")
+    if options.jobs < 1:
+        raise UsageError("jobs must be at least 1")
+
+
+def _check_placement(input_root: Path, output: Path, options: EncodeOptions) -> None:
+    # The adapters walk their subtrees (and the self-test compares them) while the run
+    # creates its temp, work and scratch directories: those must not appear inside.
+    subtrees = [(input_root / name).resolve() for name in options.adapters]
+    places = [("--output", output.parent.resolve())]
+    if options.scratch_root is not None:
+        places.append(("--scratch-root", options.scratch_root.resolve()))
+    for flag, place in places:
+        for subtree in subtrees:
+            if place.is_relative_to(subtree):
+                raise UsageError(f"{flag} must not be inside the input's {subtree.name}/ subtree")
+
+
+def _effective_ts(options: EncodeOptions, manifest: Manifest) -> tuple[int, bool]:
+    if options.last_commit_ts is None:
+        return manifest.last_commit_ts, False
+    if options.last_commit_ts < manifest.last_commit_ts:
+        raise LastCommitTSRegression(
+            f"--last-commit-ts {options.last_commit_ts} < manifest last_commit_ts "
+            f"{manifest.last_commit_ts} (the HLC ceiling may only rise)"
+        )
+    return options.last_commit_ts, True
+
+
+def _check_against_manifest(selected: tuple[str, ...], manifest: Manifest) -> None:
+    for name in selected:
+        if name not in manifest.adapters:
+            raise AdapterNotInManifest(
+                f"adapter {name!r} selected but MANIFEST.json has no scope for it "
+                "(use --adapter to restrict, or re-dump including this adapter)"
+            )
+    # Fail closed on trees the encoders cannot reverse yet, before any bytes are written.
+    excl = manifest.exclusions
+    unsupported = (
+        ("s3", excl.include_incomplete_uploads, "S3 include_incomplete_uploads"),
+        ("s3", excl.include_orphans, "S3 include_orphans"),
+        ("sqs", excl.preserve_sqs_visibility, "SQS preserve_sqs_visibility"),
+        ("sqs", excl.include_sqs_side_records, "SQS include_sqs_side_records"),
+    )
+    for adapter, present, what in unsupported:
+        if present and adapter in selected:
+            raise UnsupportedEncodeFeature(
+                f"the dump tree was decoded with {what}, which the encoder cannot restore"
+            )
+
+
+def _self_test_options(options: EncodeOptions, manifest: Manifest) -> DecodeOptions:
+    # Decode with the tree producer's options, so the scratch tree is comparable; keep
+    # expired Redis keys, because the self-test checks what the .fsm holds, not its age.
+    excl = manifest.exclusions
+    return DecodeOptions(
+        adapters=options.adapters,
+        include_incomplete_uploads=excl.include_incomplete_uploads,
+        include_orphans=excl.include_orphans,
+        preserve_sqs_visibility=excl.preserve_sqs_visibility,
+        include_sqs_side_records=excl.include_sqs_side_records,
+        rename_collisions=excl.rename_s3_collisions,
+        dynamodb_layout=manifest.dynamodb_layout,
+        keep_expired=True,
+        jobs=options.jobs,
+    )
+
+
+def _make_workdir(base: Path, names: tuple[str, ...]) -> Path:
+    work = Path(tempfile.mkdtemp(prefix=".elastickv-encode-", dir=base))
+    for name in (*names, "sort"):
+        (work / name).mkdir(mode=0o700)
+    return work
+
+
+class _Run:
+    """One encode run: the state shared by its steps."""
+
+    def __init__(
+        self,
+        input_root: Path,
+        output: Path,
+        options: EncodeOptions,
+        report: Report,
+        log: structlog.typing.FilteringBoundLogger,
+        sort_budget: int,
+    ) -> None:
+        self.input_root = input_root
+        self.output = output
+        self.options = options
+        self.report = report
+        self.log = log
+        self.sort_budget = sort_budget
+        self.enabled = tuple(n for n in ENCODE_ORDER if n in options.adapters)
+
+    async def write_temp(
+        self, temp: Path, manifest: Manifest, ts: int, specs: dict[str, AdapterSpec]
+    ) -> SnapshotStream:
+        """Collect, sort and write the snapshot into ``temp`` (created here, fsync'd)."""
+        base = self.options.scratch_root or self.output.parent
+        try:
+            work = await anyio.to_thread.run_sync(_make_workdir, base, self.enabled)
+        except OSError as exc:
+            raise OutputError(f"cannot create a work directory in {base}: {exc}") from None
+        sorter = ExternalSorter(work / "sort", self.sort_budget)
+
+        def context(spec: AdapterSpec) -> EncodeContext:
+            return EncodeContext(
+                input_root=self.input_root,
+                log=self.log.bind(adapter=spec.name),
+                report=self.report,
+                scratch=work / spec.name,
+                manifest=dict(manifest.raw),
+            )
+
+        try:
+            await collect_records([specs[n] for n in self.enabled], context, sorter, ts_suffix(ts))
+            fh = await anyio.to_thread.run_sync(disk.create_temp, temp)
+            try:
+                stream = SnapshotStream(fh, sorter.merged(), ts)
+                while not await anyio.to_thread.run_sync(stream.write_some):
+                    pass
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(disk.close_quietly, fh)
+                raise
+            await anyio.to_thread.run_sync(disk.finish_temp, fh)
+        except OSError as exc:
+            # Adapters' own read errors were already turned into dump-tree errors.
+            raise OutputError(f"cannot write {temp} or its sort scratch: {exc}") from None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(sorter.close)
+                await anyio.to_thread.run_sync(shutil.rmtree, work, True)
+        self.report.count("encode.sort_spills", sorter.spills)
+        return stream
+
+    async def write_sidecar(self, data: bytes) -> None:
+        """Write ``<output>.encode_info.json``; roll the published .fsm back on failure."""
+        path = disk.sidecar_path(self.output)
+        try:
+            fd = await anyio.to_thread.run_sync(disk.open_sidecar, path)
+        except OutputError:
+            # Whatever is at the sidecar path is not ours (symlink, hard link, special file).
+            await self._remove_output()
+            raise
+        try:
+            await anyio.to_thread.run_sync(lambda: disk.write_fd(fd, data, sync=True))
+            await anyio.to_thread.run_sync(disk.fsync_dir, path.parent)
+        except OSError as exc:
+            await self._remove_output()
+            await anyio.to_thread.run_sync(disk.remove_path, path)
+            raise OutputError(f"cannot write {path}: {exc}") from None
+
+    async def _remove_output(self) -> None:
+        with anyio.CancelScope(shield=True):
+            if not await anyio.to_thread.run_sync(disk.remove_path, self.output):
+                self.log.warning("encode_rollback_failed", path=str(self.output))
+
+    async def mismatch(self, outcome: SelfTestOutcome, info: bytes) -> None:
+        """Record a self-test mismatch: mismatch.txt, no stale output, the sidecar."""
+        path = disk.mismatch_path(self.output)
+        try:
+            fd = await anyio.to_thread.run_sync(disk.open_sidecar, path)
+            await anyio.to_thread.run_sync(lambda: disk.write_fd(fd, outcome.mismatch, sync=False))
+        except (OutputError, OSError) as exc:
+            self.log.warning("encode_mismatch_txt_failed", path=str(path), error=str(exc))
+        if not await anyio.to_thread.run_sync(disk.remove_stale_output, self.output):
+            self.log.warning(
+                "encode_stale_output_kept",
+                path=str(self.output),
+                hint="not a regular file or symlink, or it could not be removed",
+            )
+        sidecar = disk.sidecar_path(self.output)
+        try:
+            fd = await anyio.to_thread.run_sync(disk.open_sidecar, sidecar)
+            await anyio.to_thread.run_sync(lambda: disk.write_fd(fd, info, sync=True))
+        except (OutputError, OSError) as exc:
+            self.log.warning("encode_sidecar_failed", path=str(sidecar), error=str(exc))
+
+
+async def encode_snapshot(
+    input_root: Path,
+    output: Path,
+    options: EncodeOptions | None = None,
+    *,
+    report: Report | None = None,
+    input_arg: str | None = None,
+    output_arg: str | None = None,
+    log_format: str | None = None,
+    log_stream: TextIO | None = None,
+    sort_budget: int = DEFAULT_SORT_BUDGET,
+) -> EncodeResult:
+    """Encode the dump tree at ``input_root`` into the snapshot file ``output``.
+
+    ``input_arg``/``output_arg`` are recorded verbatim in the sidecar (default: the paths).
+    ``sort_budget`` bounds the bytes of records held in memory before a sorted run is spilled
+    (under ``options.scratch_root``, else next to the output). Raises
+    :class:`~elastickv_async._core.errors.UsageError` (exit 1) for bad options or a tree without
+    MANIFEST.json, a :class:`~elastickv_async._core.errors.DataError` (exit 2) for a bad or
+    unsupported tree, :class:`~elastickv_async._core.errors.SelfTestMismatch` (exit 2) when the
+    self-test finds a difference (nothing is published then), and
+    :class:`~elastickv_async._core.errors.OutputError` (exit 1) when the output cannot be written.
+    """
+    options = options or EncodeOptions()
+    report = report if report is not None else Report()
+    log = make_logger(report, log_format=log_format, stream=log_stream)
+    input_root, output = Path(input_root), Path(output)
+    _check_options(options)
+    manifest = await anyio.to_thread.run_sync(_load_manifest, input_root)
+    await anyio.to_thread.run_sync(_check_placement, input_root, output, options)
+    _check_against_manifest(options.adapters, manifest)
+    ts, overridden = _effective_ts(options, manifest)
+    specs = adapter_specs()
+    missing = [n for n in options.adapters if n not in specs or specs[n].encoder is None]
+    if missing:
+        raise UsageError(f"adapter(s) without an encoder in this build: {', '.join(missing)}")
+
+    run = _Run(input_root, output, options, report, log, sort_budget)
+    await anyio.to_thread.run_sync(disk.remove_stale_mismatch, disk.mismatch_path(output))
+    temp = disk.temp_path(output)
+    published = False
+    try:
+        stream = await run.write_temp(temp, manifest, ts, specs)
+        outcome = None
+        if options.self_test:
+            outcome = await run_self_test(
+                temp,
+                input_root,
+                run.enabled,
+                _self_test_options(options, manifest),
+                ts,
+                options.scratch_root,
+            )
+            # Warnings of the scratch decode mean the tree would not decode cleanly either.
+            report.count("self_test.decode_warnings", outcome.decode_report.warning_count)
+        info = EncodeInfo(
+            input_root=input_arg if input_arg is not None else str(input_root),
+            output_fsm_path=output_arg if output_arg is not None else str(output),
+            output_fsm_sha256=stream.sha256,
+            last_commit_ts=ts,
+            last_commit_ts_overridden=overridden,
+            manifest_last_commit_ts=manifest.last_commit_ts,
+            manifest_cluster_id=manifest.cluster_id,
+            adapters_enabled=run.enabled,
+            self_test_ran=outcome is not None,
+            self_test_matched=outcome is not None and outcome.matched,
+        ).to_json()
+        if outcome is not None and not outcome.matched:
+            await run.mismatch(outcome, info)
+            raise SelfTestMismatch(
+                f"self-test: the decoded snapshot differs from the input "
+                f"(see {disk.mismatch_path(output)})"
+            )
+        await anyio.to_thread.run_sync(disk.publish, temp, output)
+        published = True
+    finally:
+        if not published:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(disk.remove_path, temp)
+    await run.write_sidecar(info)
+
+    report.count("encode.entries", stream.entries)
+    report.count("encode.bytes_written", stream.bytes_written)
+    report.snapshot.update(last_commit_ts=ts, sha256=stream.sha256, size_bytes=stream.bytes_written)
+    log.info(
+        "encode_complete",
+        output=str(output),
+        bytes=stream.bytes_written,
+        self_test=options.self_test,
+        adapters=",".join(run.enabled),
+    )
+    return EncodeResult(
+        sha256=stream.sha256,
+        bytes_written=stream.bytes_written,
+        entries=stream.entries,
+        last_commit_ts=ts,
+        adapters_enabled=run.enabled,
+        self_test_ran=outcome is not None,
+        self_test_matched=outcome is not None and outcome.matched,
+        report=report,
+    )

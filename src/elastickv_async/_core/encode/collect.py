@@ -1,0 +1,101 @@
+"""Running the selected adapter encoders concurrently and feeding their records to the sorter.
+
+Each adapter runs in its own task of one task group and sends batches of records over a
+bounded channel; a single consumer stamps each key with the snapshot timestamp, checks the
+reader's size limits and buffers the record in the
+:class:`~elastickv_async._core.extsort.ExternalSorter`. A spill runs in a worker thread while the
+producers wait on the full channel (backpressure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import anyio
+import anyio.to_thread
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from ..._adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
+from ..concurrency import task_group
+from ..errors import DumpTreeError, UsageError
+from ..extsort import ExternalSorter
+from .framing import check_record
+
+__all__ = ["collect_records"]
+
+Batch = list[tuple[bytes, bytes]]
+
+#: A batch is sent when it holds this many records or this many bytes.
+BATCH_RECORDS: Final = 512
+BATCH_BYTES: Final = 4 << 20
+#: Batches buffered in the channel.
+CHANNEL_BUFFER: Final = 4
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    name: str
+    encoder: EncodeAdapter
+
+
+async def _produce(job: _Job, send: ObjectSendStream[Batch]) -> None:
+    batch: Batch = []
+    size = 0
+    records = job.encoder.records()
+    async with send:
+        try:
+            async for key, value in records:
+                batch.append((key, value))
+                size += len(key) + len(value)
+                if len(batch) >= BATCH_RECORDS or size >= BATCH_BYTES:
+                    await send.send(batch)
+                    batch, size = [], 0
+        except OSError as exc:
+            # An unreadable input file is a problem with the dump tree, as in the reference.
+            raise DumpTreeError(f"{job.name} encoder: {exc}") from exc
+        finally:
+            # Close an abandoned async generator now (its cleanup may need the event loop).
+            aclose = getattr(records, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+        if batch:
+            await send.send(batch)
+
+
+async def _consume(
+    receive: ObjectReceiveStream[Batch], sorter: ExternalSorter, suffix: bytes
+) -> None:
+    async with receive:
+        async for batch in receive:
+            for key, value in batch:
+                check_record(key, value)
+                sorter.add(key + suffix, value)
+            if sorter.over_budget:
+                await anyio.to_thread.run_sync(sorter.spill)
+
+
+async def collect_records(
+    specs: Sequence[AdapterSpec],
+    make_context: Callable[[AdapterSpec], EncodeContext],
+    sorter: ExternalSorter,
+    suffix: bytes,
+) -> None:
+    """Run every adapter encoder in ``specs`` and add all their records to ``sorter``.
+
+    ``suffix`` is appended to every user key (the MVCC timestamp suffix). The first error of
+    any adapter cancels the others and is raised as itself (not as an exception group).
+    """
+    jobs = []
+    for spec in specs:
+        if spec.encoder is None:
+            raise UsageError(f"adapter {spec.name!r} has no encoder in this build")
+        jobs.append(_Job(spec.name, spec.encoder(make_context(spec))))
+    send, receive = anyio.create_memory_object_stream[Batch](CHANNEL_BUFFER)
+    async with task_group() as tg:
+        async with send:
+            for job in jobs:
+                tg.start_soon(_produce, job, send.clone())
+        tg.start_soon(_consume, receive, sorter, suffix)

@@ -1,0 +1,390 @@
+"""``--self-test``: decode the produced .fsm into scratch and compare it with the input tree.
+
+The comparison follows the reference (REFERENCE_NOTES §6.2 step 4): for every enabled
+adapter subdirectory, regular files only, a path is reported ``(missing in input)``,
+``(bytes differ)`` or ``(missing in scratch)``; each subdirectory's lines are sorted, and the
+list stops at 64 lines plus a truncation note. Directories are walked one level at a time and
+files are compared in bounded blocks, so memory does not grow with file sizes; only the 64
+smallest lines are kept.
+
+Two deliberate differences, both false mismatches of the reference:
+
+* SQS (REFERENCE_NOTES §9.2 item 8): the encoder restores every queue at generation 1, so a
+  decoded message's ``queue_generation`` legitimately changes from the dump's value to 1,
+  and the reference reports every queue whose generation was not 1 as "bytes differ". Here
+  a ``messages.jsonl`` line that differs is compared again with exactly one token of the
+  input line (the top-level ``"queue_generation":N``) replaced by ``"queue_generation":1``;
+  every other byte must still match.
+* Line order of keyed sidecars: Redis ``strings_ttl.jsonl``, ``hll_ttl.jsonl`` and
+  ``KEYMAP.jsonl``, and S3 ``<bucket>/KEYMAP.jsonl``, are sets of records keyed by name
+  (readers look records up; none depends on line order). Their order follows the order in
+  which the decoder met the records: a tree decoded from legacy Redis values (TTL found in a
+  later ``!redis|ttl|`` row) or an S3 KEYMAP written in Go map order comes back in another
+  order after a round trip. These files match when they hold the same lines, compared
+  sorted (an external sort, so memory stays bounded).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import itertools
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import anyio
+import anyio.to_thread
+import orjson
+from anyio.abc import ObjectReceiveStream
+
+from ..._adapters.redis import layout as redis_layout
+from ..._adapters.sqs import layout as sqs_layout
+from ..._adapters.sqs.encode import RESTORE_GENERATION
+from ..concurrency import task_group
+from ..dump.keymap import KEYMAP_FILE
+from ..errors import DataError, DumpTreeError
+from ..extsort import ExternalSorter
+from ..options import DecodeOptions
+from ..pipeline import decode_snapshot
+from ..report import Report
+
+__all__ = ["MAX_MISMATCH_LINES", "SelfTestOutcome", "diff_trees", "run_self_test"]
+
+MAX_MISMATCH_LINES: Final = 64
+_CMP_BLOCK: Final = 1 << 20
+#: Files compared per worker-thread call (small files are many; one hop each would dominate).
+_FILES_PER_CALL: Final = 64
+_BYTES_PER_CALL: Final = 64 << 20
+
+#: Memory for sorting the lines of one keyed sidecar before it spills.
+_LINES_BUDGET: Final = 16 << 20
+
+#: The top-level field of a ``messages.jsonl`` line that a restore rewrites.
+_GENERATION_FIELD: Final = b'"queue_generation":'
+
+#: How a file is compared: bytes, SQS messages (generation rebased), or as a set of lines.
+_BYTES, _SQS_MESSAGES, _LINE_SET = "bytes", "sqs-messages", "line-set"
+_REDIS_KEYED: Final = frozenset(
+    f"{redis_layout.DB_DIR}/{name}"
+    for name in (redis_layout.STRINGS_TTL, redis_layout.HLL_TTL, KEYMAP_FILE)
+)
+
+
+def _compare_mode(path: str) -> str:
+    """How to compare the file at slash path ``path`` (relative to the tree root)."""
+    if path in _REDIS_KEYED:
+        return _LINE_SET
+    parts = path.split("/")
+    if len(parts) == 3 and parts[0] == "s3" and parts[2] == KEYMAP_FILE:
+        return _LINE_SET
+    if len(parts) == 3 and parts[0] == sqs_layout.ROOT and parts[2] == sqs_layout.MESSAGES_FILE:
+        return _SQS_MESSAGES
+    return _BYTES
+
+
+@dataclass(slots=True)
+class SelfTestOutcome:
+    """The verdict: ``mismatch`` is the text of ``<output>.mismatch.txt`` (empty when matched)."""
+
+    matched: bool
+    mismatch: bytes = b""
+    decode_report: Report = field(default_factory=Report)
+
+
+# --- file comparison (worker threads) --------------------------------------------------------
+
+
+def _streams_equal(a_path: str, b_path: str) -> bool:
+    # Buffered reads return whole blocks until EOF, so the two sides stay aligned.
+    with open(a_path, "rb") as fa, open(b_path, "rb") as fb:
+        if os.fstat(fa.fileno()).st_size != os.fstat(fb.fileno()).st_size:
+            return False
+        while True:
+            block_a = fa.read(_CMP_BLOCK)
+            if block_a != fb.read(_CMP_BLOCK):
+                return False
+            if not block_a:
+                return True
+
+
+def _restore_generation(line: bytes) -> bytes | None:
+    """``line`` with its top-level ``queue_generation`` value set to the restore generation."""
+    try:
+        generation = orjson.loads(line).get("queue_generation")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if type(generation) is not int:
+        return None
+    token = _GENERATION_FIELD + str(generation).encode()
+    # The top-level field follows every field that can hold nested keys (message_attributes),
+    # and inside strings a quote is always escaped, so its last occurrence is the field itself.
+    at = line.rfind(token)
+    end = at + len(token)
+    if at < 0 or line[end : end + 1] not in (b",", b"}"):
+        return None
+    return line[:at] + _GENERATION_FIELD + str(RESTORE_GENERATION).encode() + line[end:]
+
+
+def _messages_equal(a_path: str, b_path: str) -> bool:
+    with open(a_path, "rb") as fa, open(b_path, "rb") as fb:
+        for line_a in fa:
+            line_b = fb.readline()
+            if line_a != line_b and _restore_generation(line_a) != line_b:
+                return False
+        return not fb.readline()
+
+
+def _sorted_lines(path: str, spill: Path) -> ExternalSorter:
+    lines = ExternalSorter(spill, _LINES_BUDGET)
+    with open(path, "rb") as fh:
+        for line in fh:
+            lines.add(line, b"")
+            if lines.over_budget:
+                lines.spill()
+    return lines
+
+
+def _line_sets_equal(a_path: str, b_path: str, spill_dir: Path) -> bool:
+    if _streams_equal(a_path, b_path):
+        return True
+    if os.stat(a_path).st_size != os.stat(b_path).st_size:
+        return False  # the same lines in another order have the same size
+    spill = Path(tempfile.mkdtemp(prefix="lines-", dir=spill_dir))
+    sorters: list[ExternalSorter] = []
+    try:
+        for side, path in (("a", a_path), ("b", b_path)):
+            (spill / side).mkdir()
+            sorters.append(_sorted_lines(path, spill / side))
+        end = object()
+        pairs = itertools.zip_longest(sorters[0].merged(), sorters[1].merged(), fillvalue=end)
+        return all(x == y for x, y in pairs)
+    finally:
+        for sorter in sorters:
+            sorter.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _compare_batch(pairs: Sequence[tuple[str, str, str]], spill_dir: Path) -> list[str]:
+    """The relative paths (first item) of the pairs whose files differ."""
+    differ = []
+    for rel, a_path, b_path in pairs:
+        mode = _compare_mode(rel)
+        if mode == _SQS_MESSAGES:
+            same = _messages_equal(a_path, b_path)
+        elif mode == _LINE_SET:
+            same = _line_sets_equal(a_path, b_path, spill_dir)
+        else:
+            same = _streams_equal(a_path, b_path)
+        if not same:
+            differ.append(rel)
+    return differ
+
+
+# --- tree walk ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Listing:
+    # Names only (paths are rebuilt when needed): a directory of a million item files is the
+    # largest thing the comparison holds.
+    files: dict[str, int] = field(default_factory=dict)
+    dirs: dict[str, str] = field(default_factory=dict)
+
+
+def _list_dir(path: str | None) -> _Listing:
+    listing = _Listing()
+    if path is None:
+        return listing
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    listing.dirs[entry.name] = entry.path
+                elif stat.S_ISREG(st.st_mode):
+                    listing.files[entry.name] = st.st_size
+    except FileNotFoundError:
+        pass
+    return listing
+
+
+def _root_dir(path: Path) -> str | None:
+    """An adapter subtree root to walk, or None when there is nothing to walk."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(mode):
+        return None  # a directory walk does not enter a symlinked root
+    if not stat.S_ISDIR(mode):
+        raise DumpTreeError(f"self-test: {path} is not a directory")
+    return str(path)
+
+
+def _sort_key(line: str) -> bytes:
+    return line.encode("utf-8", "surrogateescape")
+
+
+class _Smallest:
+    """The ``limit`` smallest mismatch lines (Go byte order) and how many there were in all."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lines: list[str] = []
+        self.total = 0
+
+    def add(self, line: str) -> None:
+        self.total += 1
+        if self.limit <= 0:
+            return
+        bisect.insort(self.lines, line, key=_sort_key)
+        if len(self.lines) > self.limit:
+            self.lines.pop()
+
+
+@dataclass(slots=True)
+class _Walk:
+    """What every directory of one comparison shares."""
+
+    sub: str
+    out: _Smallest
+    limiter: anyio.CapacityLimiter
+    spill_dir: Path
+
+
+def _batches(
+    prefix: str, a_dir: str, b_dir: str, names: Iterable[str], sizes: dict[str, int]
+) -> Iterator[list[tuple[str, str, str]]]:
+    batch: list[tuple[str, str, str]] = []
+    batch_bytes = 0
+    for name in names:
+        batch.append((f"{prefix}/{name}", os.path.join(a_dir, name), os.path.join(b_dir, name)))
+        batch_bytes += sizes[name]
+        if len(batch) >= _FILES_PER_CALL or batch_bytes >= _BYTES_PER_CALL:
+            yield batch
+            batch, batch_bytes = [], 0
+    if batch:
+        yield batch
+
+
+async def _compare_common(
+    walk: _Walk, prefix: str, a_dir: str, b_dir: str, names: set[str], a: _Listing
+) -> None:
+    """Compare the files both directories hold, a batch per thread call, batches made lazily."""
+    workers = max(1, int(walk.limiter.total_tokens))
+    send, receive = anyio.create_memory_object_stream[list[tuple[str, str, str]]](workers)
+
+    async def compare(batches: ObjectReceiveStream[list[tuple[str, str, str]]]) -> None:
+        async with batches:
+            async for batch in batches:
+                differ = await anyio.to_thread.run_sync(
+                    _compare_batch, batch, walk.spill_dir, limiter=walk.limiter
+                )
+                for path in differ:
+                    walk.out.add(f"{path} (bytes differ)")
+
+    async with task_group() as tg:
+        for _ in range(workers):
+            tg.start_soon(compare, receive.clone())
+        receive.close()
+        async with send:
+            for batch in _batches(prefix, a_dir, b_dir, names, a.files):
+                await send.send(batch)
+
+
+async def _diff_dir(walk: _Walk, rel: str, a_dir: str | None, b_dir: str | None) -> None:
+    a = await anyio.to_thread.run_sync(_list_dir, a_dir, limiter=walk.limiter)
+    b = await anyio.to_thread.run_sync(_list_dir, b_dir, limiter=walk.limiter)
+    prefix = f"{walk.sub}/{rel}" if rel else walk.sub
+    for name in b.files.keys() - a.files.keys():
+        walk.out.add(f"{prefix}/{name} (missing in input)")
+    for name in a.files.keys() - b.files.keys():
+        walk.out.add(f"{prefix}/{name} (missing in scratch)")
+    if a_dir is not None and b_dir is not None:
+        await _compare_common(walk, prefix, a_dir, b_dir, a.files.keys() & b.files.keys(), a)
+    for name in sorted(a.dirs.keys() | b.dirs.keys()):
+        child = f"{rel}/{name}" if rel else name
+        await _diff_dir(walk, child, a.dirs.get(name), b.dirs.get(name))
+
+
+async def diff_trees(
+    input_root: Path,
+    scratch_root: Path,
+    subdirs: Sequence[str],
+    spill_dir: Path,
+    *,
+    jobs: int = 8,
+) -> list[str]:
+    """The self-test's mismatch lines for ``subdirs`` (in that order), capped like the reference.
+
+    ``spill_dir`` is an existing directory for sorting the lines of keyed sidecars.
+    """
+    limiter = anyio.CapacityLimiter(max(1, jobs))
+    lines: list[str] = []
+    for sub in subdirs:
+        a_root = await anyio.to_thread.run_sync(_root_dir, input_root / sub)
+        b_root = await anyio.to_thread.run_sync(_root_dir, scratch_root / sub)
+        found = _Smallest(MAX_MISMATCH_LINES - len(lines))
+        await _diff_dir(_Walk(sub, found, limiter, spill_dir), "", a_root, b_root)
+        lines.extend(found.lines)
+        if len(lines) + found.total - len(found.lines) >= MAX_MISMATCH_LINES:
+            del lines[MAX_MISMATCH_LINES:]
+            lines.append(f"... (truncated; first {MAX_MISMATCH_LINES} paths shown)")
+            break
+    return lines
+
+
+# --- the whole self-test -----------------------------------------------------------------------
+
+
+async def run_self_test(
+    fsm: Path,
+    input_root: Path,
+    subdirs: Sequence[str],
+    decode_options: DecodeOptions,
+    last_commit_ts: int,
+    scratch_base: Path | None,
+) -> SelfTestOutcome:
+    """Decode ``fsm`` into a fresh directory under ``scratch_base`` and compare with the input.
+
+    ``subdirs`` are the adapter subdirectories to compare, in the reference's order. A
+    produced .fsm that the decoder rejects as data is a mismatch, as in the reference; usage
+    and I/O problems of the scratch area propagate. The scratch is always removed.
+    """
+    base = None if scratch_base is None else str(scratch_base)
+    made = await anyio.to_thread.run_sync(
+        lambda: tempfile.mkdtemp(prefix="encode-self-test-", dir=base)
+    )
+    scratch = Path(made)
+    try:
+        tree = scratch / "tree"
+        report = Report()
+        options = dataclasses.replace(decode_options, scratch_root=scratch)
+        try:
+            await decode_snapshot(fsm, tree, options, report=report)
+        except DataError as exc:
+            text = f"self-test failed: DecodeSnapshot rejected the produced .fsm: {exc}"
+            return SelfTestOutcome(False, text.encode(), report)
+        got = report.snapshot.get("last_commit_ts")
+        if got != last_commit_ts:
+            text = (
+                "self-test failed: header.LastCommitTS mismatch "
+                f"(want {last_commit_ts}, got {got})\n"
+            )
+            return SelfTestOutcome(False, text.encode(), report)
+        spill = scratch / "compare"
+        await anyio.to_thread.run_sync(spill.mkdir)
+        lines = await diff_trees(input_root, tree, subdirs, spill, jobs=decode_options.jobs)
+        if lines:
+            text = "\n".join(lines) + "\n"
+            return SelfTestOutcome(False, text.encode("utf-8", "surrogateescape"), report)
+        return SelfTestOutcome(True, b"", report)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)

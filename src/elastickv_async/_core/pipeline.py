@@ -1,0 +1,343 @@
+"""The decode engine: reader -> resolver -> router -> bounded channels -> adapter tasks -> writer.
+
+One task group owns everything. The producer task reads the snapshot, keeps the visible
+version of each key, routes it by prefix and sends batches over small bounded anyio memory
+object streams, one per enabled adapter, so a slow adapter holds the reader back. Each
+adapter task consumes its channel and then finalises (adapters finalise concurrently). The
+tree's CHECKSUMS and, last of all, MANIFEST.json are written only after every adapter
+succeeded: a tree without MANIFEST.json is an incomplete run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import anyio
+import anyio.to_thread
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from .._adapters.base import DecodeAdapter, DecodeContext, Routed
+from .._adapters.registry import adapter_specs
+from .._version import __version__
+from .concurrency import task_group
+from .dump.checksums import CHECKSUMS_NAME, ChecksumLedger
+from .dump.manifest import DYNAMODB_LAYOUTS, MANIFEST_NAME, DecodeManifest
+from .dump.writer import DumpWriter
+from .errors import UsageError
+from .options import ADAPTER_NAMES, DecodeOptions
+from .report import Report, make_logger
+from .routing import INTERNAL, Router, prefix_family
+from .snapshot.entry import SnapshotHeader
+from .snapshot.mvcc import VisibilityResolver
+from .snapshot.reader import Snapshot, SnapshotStats, open_snapshot
+from .snapshot.source import snapshot_index_from_path
+
+__all__ = ["Progress", "ProgressCallback", "decode_snapshot"]
+
+_HLC_LOGICAL_BITS: Final = 16
+_PLAIN_COUNTERS: Final = ("total", "internal", "unknown")
+_PROGRESS_INTERVAL_S: Final = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A progress sample: bytes of the input consumed so far, and entries read."""
+
+    bytes_read: int
+    total_bytes: int
+    entries: int
+    done: bool = False
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def _prepare_output(source: Path, output: Path) -> None:
+    if not source.is_file():
+        raise UsageError(f"input {source} is not a readable file")
+    if output.is_symlink():
+        raise UsageError(f"output {output} is a symlink; refusing to write through it")
+    if output.exists():
+        if not output.is_dir():
+            raise UsageError(f"output {output} exists and is not a directory")
+        if any(output.iterdir()):
+            raise UsageError(f"output directory {output} is not empty")
+    output.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def _prepare_scratch(options: DecodeOptions, output: Path) -> Path:
+    if options.scratch_root is None:
+        scratch = output / f".scratch-{secrets.token_hex(4)}"
+    else:
+        # The run's scratch is always a fresh subdirectory, removed at the end; refusing the
+        # output itself as the base keeps that removal away from the user's data.
+        base = options.scratch_root.resolve()
+        if base == output.resolve():
+            raise UsageError("--scratch-root must not be the output directory")
+        scratch = base / f"elastickv-async-scratch-{secrets.token_hex(4)}"
+    scratch.mkdir(mode=0o700, parents=True)
+    return scratch
+
+
+def _validate(options: DecodeOptions) -> None:
+    unknown = [a for a in options.adapters if a not in ADAPTER_NAMES]
+    if unknown:
+        raise UsageError(f"unknown adapter(s): {', '.join(unknown)}")
+    if not options.adapters:
+        raise UsageError("zero adapters selected")
+    if options.dynamodb_layout not in DYNAMODB_LAYOUTS:
+        raise UsageError(f"unknown DynamoDB layout {options.dynamodb_layout!r}")
+
+
+async def decode_snapshot(
+    input_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    options: DecodeOptions | None = None,
+    *,
+    log_format: str | None = None,
+    log_stream: TextIO | None = None,
+    progress: ProgressCallback | None = None,
+    report: Report | None = None,
+) -> Report:
+    """Decode the snapshot at ``input_path`` into a dump tree at ``output``.
+
+    ``output`` must be absent or an empty directory. Returns the run's :class:`Report`
+    (counters, warnings, what the snapshot said about itself); pass ``report`` to keep it
+    even when the run fails. Raises an :class:`~elastickv_async._core.errors.ElasticKVError`
+    subclass on bad input; the partial tree then has no MANIFEST.json.
+    """
+    options = options or DecodeOptions()
+    _validate(options)
+    source = Path(input_path)
+    out = Path(output)
+    await anyio.to_thread.run_sync(_prepare_output, source, out)
+    scratch = await anyio.to_thread.run_sync(_prepare_scratch, options, out)
+    report = report if report is not None else Report()
+    log = make_logger(report, log_format=log_format, stream=log_stream)
+    run = _DecodeRun(source, str(input_path), out, scratch, options, report, log, progress)
+    try:
+        try:
+            return await run.execute(ignore_future_versions=True)
+        except _HeaderBelowData:
+            pass
+        # Start over: the first pass's files and counts describe the wrong state.
+        report.counters.clear()
+        report.warnings.clear()
+        await anyio.to_thread.run_sync(_reset_output, out, scratch)
+        log.warning(
+            "mvcc_header_below_data",
+            hint="versions newer than the header's last_commit_ts exist but no key has "
+            "versions on both sides of it, so the header does not describe the data; "
+            "decoded again with the newest version of each key deciding",
+        )
+        return await run.execute(ignore_future_versions=False)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+
+
+class _HeaderBelowData(Exception):
+    """Raised by a strict pass whose snapshot header is below all of its history."""
+
+
+def _reset_output(out: Path, scratch: Path) -> None:
+    """Empty the output (it was empty when the run began) and give the run a fresh scratch."""
+    for child in out.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(mode=0o700, parents=True)
+
+
+def _make_scratch_dirs(scratch: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        (scratch / name).mkdir(mode=0o700, exist_ok=True)
+
+
+class _DecodeRun:
+    """One decode: adapters, the producer and consumers in one task group, then the tree's
+    CHECKSUMS and MANIFEST.json."""
+
+    def __init__(
+        self,
+        source: Path,
+        source_label: str,
+        out: Path,
+        scratch: Path,
+        options: DecodeOptions,
+        report: Report,
+        log: Any,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.source, self.source_label, self.out, self.scratch = source, source_label, out, scratch
+        self.options, self.report, self.log, self.progress = options, report, log, progress
+        self.specs = adapter_specs()
+        missing = [a for a in options.adapters if a not in self.specs]
+        if missing:
+            raise UsageError(f"adapter(s) not available in this build: {', '.join(missing)}")
+        self.router = Router(self.specs, options.adapters)
+
+    async def execute(self, *, ignore_future_versions: bool) -> Report:
+        """Decode the whole snapshot once; raise :class:`_HeaderBelowData` to ask for a rerun."""
+        options = self.options
+        self.ledger = ChecksumLedger(self.scratch / ".checksums")
+        self.writer = DumpWriter(
+            self.out, jobs=options.jobs, fsync=options.fsync, ledger=self.ledger
+        )
+        self.scopes: dict[str, dict[str, Any]] = {}
+        self.counters = {"total": 0, "internal": 0, "unknown": 0} | dict.fromkeys(
+            options.adapters, 0
+        )
+        self.unknown_families: dict[bytes, int] = {}
+        await anyio.to_thread.run_sync(_make_scratch_dirs, self.scratch, options.adapters)
+        async with open_snapshot(self.source) as snap:
+            header = snap.header
+            resolver = VisibilityResolver(
+                header.last_commit_ts, ignore_future_versions=ignore_future_versions
+            )
+            now_ms = header.hlc_ceiling_ms or (header.last_commit_ts >> _HLC_LOGICAL_BITS)
+            adapters = {
+                name: self.specs[name].decoder(
+                    DecodeContext(
+                        options=options,
+                        writer=self.writer,
+                        log=self.log.bind(adapter=name),
+                        report=self.report,
+                        header=header,
+                        scratch=self.scratch / name,
+                        now_ms=now_ms,
+                    )
+                )
+                for name in options.adapters
+            }
+            async with task_group() as tg:
+                sends: dict[str, ObjectSendStream[list[Routed]]] = {}
+                for name, adapter in adapters.items():
+                    send, receive = anyio.create_memory_object_stream[list[Routed]](
+                        options.channel_buffer
+                    )
+                    sends[name] = send
+                    tg.start_soon(self._consume, name, adapter, receive)
+                tg.start_soon(self._produce, snap, resolver, sends)
+        mvcc = resolver.stats
+        if ignore_future_versions and mvcc.future_versions and not mvcc.straddling_keys:
+            raise _HeaderBelowData
+        self._account(header, snap.stats, dataclasses.asdict(mvcc))
+        await self._finish(header, snap.stats)
+        return self.report
+
+    async def _consume(
+        self, name: str, adapter: DecodeAdapter, receive: ObjectReceiveStream[list[Routed]]
+    ) -> None:
+        async with receive:
+            async for batch in receive:
+                await adapter.handle(batch)
+        self.scopes[name] = await adapter.finalize()
+
+    async def _produce(
+        self,
+        snap: Snapshot,
+        resolver: VisibilityResolver,
+        sends: dict[str, ObjectSendStream[list[Routed]]],
+    ) -> None:
+        """Read, resolve and route; batches go out at ``batch_size`` entries or bytes."""
+        counters, route, unknown = self.counters, self.router.route, self.unknown_families
+        pending: dict[str, list[Routed]] = {name: [] for name in sends}
+        pending_bytes = dict.fromkeys(sends, 0)
+        batch_size, batch_bytes = self.options.batch_size, self.options.batch_bytes
+        last_tick = time.monotonic()
+        try:
+            async for raw_batch in snap.batches(batch_size, batch_bytes):
+                counters["total"] += len(raw_batch)
+                for entry in resolver.resolve(raw_batch):
+                    target, prefix = route(entry.key)
+                    if target is None:
+                        counters["unknown"] += 1
+                        family = prefix_family(entry.key)
+                        unknown[family] = unknown.get(family, 0) + 1
+                    elif target == INTERNAL:
+                        counters["internal"] += 1
+                    else:
+                        counters[target] += 1
+                        bucket = pending[target]
+                        bucket.append((prefix, entry))
+                        size = pending_bytes[target] + len(entry.value)
+                        if len(bucket) >= batch_size or size >= batch_bytes:
+                            await sends[target].send(bucket)
+                            pending[target] = []
+                            size = 0
+                        pending_bytes[target] = size
+                now = time.monotonic()
+                if self.progress is not None and now - last_tick >= _PROGRESS_INTERVAL_S:
+                    last_tick = now
+                    stats = snap.stats
+                    self.progress(Progress(stats.bytes_read, stats.total_bytes, counters["total"]))
+            for name, bucket in pending.items():
+                if bucket:
+                    await sends[name].send(bucket)
+        finally:
+            for send in sends.values():
+                await send.aclose()
+
+    def _account(self, header: SnapshotHeader, stats: SnapshotStats, mvcc: dict[str, int]) -> None:
+        """Move the run's counts and snapshot facts into the report."""
+        report = self.report
+        for family, count in sorted(self.unknown_families.items()):
+            self.log.warning(
+                "unknown_prefix_entries",
+                prefix=family.decode("utf-8", "backslashreplace"),
+                count=count,
+                hint="keys matched no known prefix and were not decoded; check for corruption "
+                "or a newer elastickv keyspace",
+            )
+        for name, value in self.counters.items():
+            report.count(name if name in _PLAIN_COUNTERS else f"adapter.{name}", value)
+        for name, value in mvcc.items():
+            report.count(f"mvcc.{name}", value)
+        report.snapshot.update(
+            header_kind=header.kind,
+            last_commit_ts=header.last_commit_ts,
+            hlc_ceiling_ms=header.hlc_ceiling_ms,
+            footer=stats.footer,
+            payload_crc32c=f"{stats.payload_crc32c:08x}",
+            meta_keys=dict(stats.meta),
+            encryption_writer_rows=stats.encryption_writer_rows,
+            size_bytes=stats.total_bytes,
+        )
+        if self.progress is not None:
+            total = self.counters["total"]
+            self.progress(Progress(stats.total_bytes, stats.total_bytes, total, done=True))
+
+    async def _finish(self, header: SnapshotHeader, stats: SnapshotStats) -> None:
+        """Write CHECKSUMS and, last, MANIFEST.json; remove scratch."""
+        index = snapshot_index_from_path(self.source) or stats.meta.get("_meta_applied_index")
+        manifest = DecodeManifest(
+            options=self.options,
+            fsm_path=self.source_label,
+            last_commit_ts=header.last_commit_ts,
+            elastickv_version=f"elastickv-async {__version__}",
+            wall_time=datetime.now(UTC),
+            snapshot_index=index,
+            fsm_crc32c=stats.payload_crc32c,
+            hlc_ceiling_ms=header.hlc_ceiling_ms,
+            scopes=self.scopes,
+        ).to_json()
+        writer = self.writer
+        listing = self.ledger.listing({MANIFEST_NAME: hashlib.sha256(manifest).digest()})
+        await writer.write_chunks(CHECKSUMS_NAME, listing)
+        await anyio.to_thread.run_sync(shutil.rmtree, self.scratch, True)
+        await writer.write(MANIFEST_NAME, manifest)
+        self.report.count("files_written", writer.files_written)
+        self.report.count("bytes_written", writer.bytes_written)

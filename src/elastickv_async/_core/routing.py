@@ -1,0 +1,55 @@
+"""Longest-prefix routing of user keys to adapters (REFERENCE_NOTES §2.3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from .._adapters.base import AdapterSpec
+
+__all__ = ["GLOBAL_INTERNAL_PREFIXES", "INTERNAL", "Router", "prefix_family"]
+
+#: Route target of keys that are dropped on purpose (counted as internal).
+INTERNAL: Final = "internal"
+
+#: Store-wide internal keyspaces that belong to no adapter: transactions, distribution
+#: metadata, encryption bookkeeping and the filesystem adapter, which has no dump format yet.
+GLOBAL_INTERNAL_PREFIXES: Final = (b"!txn|", b"!dist|", b"!encryption|", b"!fs|")
+
+
+def prefix_family(key: bytes) -> bytes:
+    """A short, stable label for an unknown key: up to its second ``|``, at most 24 bytes."""
+    first = key.find(b"|")
+    second = key.find(b"|", first + 1) if first >= 0 else -1
+    end = second + 1 if 0 <= second < 24 else min(len(key), 24)
+    return key[:end]
+
+
+class Router:
+    """Maps a user key to ``(target, prefix)``: an adapter name, :data:`INTERNAL`, or ``None``.
+
+    Prefixes of enabled adapters route to them; every adapter's internal prefixes, the routed
+    prefixes of disabled adapters and :data:`GLOBAL_INTERNAL_PREFIXES` route to
+    :data:`INTERNAL`. The longest matching prefix wins.
+    """
+
+    def __init__(self, specs: Mapping[str, AdapterSpec], enabled: Iterable[str]) -> None:
+        enabled_set = set(enabled)
+        table: dict[bytes, str] = {p: INTERNAL for p in GLOBAL_INTERNAL_PREFIXES}
+        for spec in specs.values():
+            for prefix in spec.routed_prefixes:
+                table[prefix] = spec.name if spec.name in enabled_set else INTERNAL
+            for prefix in spec.internal_prefixes:
+                table[prefix] = INTERNAL
+        self._by_length: list[tuple[int, dict[bytes, str]]] = []
+        for length in sorted({len(p) for p in table}, reverse=True):
+            self._by_length.append((length, {p: t for p, t in table.items() if len(p) == length}))
+
+    def route(self, key: bytes) -> tuple[str | None, bytes]:
+        """Return the target and the matched prefix (``(None, b"")`` when nothing matches)."""
+        for length, bucket in self._by_length:
+            prefix = key[:length]
+            target = bucket.get(prefix)
+            if target is not None:
+                return target, prefix
+        return None, b""
