@@ -140,3 +140,17 @@ async def test_write_many_writes_each_file(tmp_path: Path) -> None:
         f"{i}.json" for i in range(50)
     )
     assert writer.files_written == 50
+
+
+async def test_concurrent_writes_count_every_byte_and_file(tmp_path: Path) -> None:
+    """Counters add up exactly when many writes are in flight at once (no lost updates)."""
+    writer = DumpWriter(tmp_path, jobs=4)
+    bodies = [bytes([i]) * (i + 1) for i in range(40)]
+    async with anyio.create_task_group() as tg:
+        for i, body in enumerate(bodies):
+            tg.start_soon(writer.write, f"f/{i}", body)
+        tg.start_soon(writer.write_many, [("g/a", b"xy"), ("g/b", b"z")])
+        async with writer.open("h/big") as out:
+            await out.write(b"12345")
+    assert writer.files_written == len(bodies) + 3
+    assert writer.bytes_written == sum(map(len, bodies)) + 3 + 5
