@@ -269,7 +269,9 @@ async def test_incomplete_uploads_excluded_by_default_and_laid_out_with_the_flag
     await h.run(records)
     assert sorted(h.files()) == ["s3/up/_bucket.json"]
     assert h.report.counters["s3.incomplete_upload_records_excluded"] == 2
-    assert h.warnings("s3_orphan_chunks")[0]["object"] == "v.mp4"
+    # The upload is still in progress: its part's chunk is no orphan.
+    assert h.warnings("s3_orphan_chunks") == []
+    assert h.report.counters["s3.uploads_in_progress"] == 1
 
     h = harness(tmp_path / "flag", include_incomplete_uploads=True)
     await h.run(records)
@@ -282,6 +284,24 @@ async def test_incomplete_uploads_excluded_by_default_and_laid_out_with_the_flag
         },
         {"prefix": "!s3|upload|part|", "key": base64.b64encode(part_key).decode(), "value": "AP8Q"},
     ]
+
+
+async def test_chunks_of_an_upload_without_live_meta_are_still_orphans(tmp_path: Path) -> None:
+    """Only chunks whose every upload id has a live upload record count as in progress."""
+    live = b"!s3|upload|meta|" + seg(b"up") + u64(1) + seg(b"v.mp4") + seg(b"u-1")
+    other_object = b"!s3|upload|meta|" + seg(b"up") + u64(1) + seg(b"w.mp4") + seg(b"u-2")
+    records = [
+        bucket_meta(b"up"),
+        (live, b'{"upload_id":"u-1"}'),
+        (other_object, b'{"upload_id":"u-2"}'),
+        blob(b"up", b"v.mp4", b"part1", upload=b"u-1"),
+        blob(b"up", b"v.mp4", b"aborted", upload=b"u-0", part=2),  # u-0 has no live record
+        blob(b"up", b"x.mp4", b"part1", upload=b"u-2"),  # u-2 belongs to another object
+    ]
+    h = harness(tmp_path)
+    await h.run(records)
+    assert {w["object"] for w in h.warnings("s3_orphan_chunks")} == {"v.mp4", "x.mp4"}
+    assert "s3.uploads_in_progress" not in h.report.counters
 
 
 def _orphan_records() -> list[tuple[bytes, bytes]]:

@@ -170,6 +170,9 @@ class S3Decoder:
         self._spill = SpillStore(ctx.scratch / "s3-spill")
         self._payloads = _Payloads(self._spill)
         self._buckets: dict[bytes, _Bucket] = {}
+        #: ``(bucket, gen, object, upload id)`` of every multipart upload still in progress: its
+        #: parts' chunks have no manifest yet, and that is healthy, not an orphan.
+        self._live_uploads: set[tuple[bytes, int, bytes, bytes]] = set()
 
     # --- handle --------------------------------------------------------------------------------
 
@@ -233,6 +236,10 @@ class S3Decoder:
     def _handle_upload(
         self, prefix: bytes, key: bytes, value: bytes, writes: list[tuple[int, bytes]]
     ) -> None:
+        if prefix == keys.UPLOAD_META_PREFIX:
+            live = keys.parse_upload_meta_key(key)
+            if live is not None:
+                self._live_uploads.add(live)
         if not self._ctx.options.include_incomplete_uploads:
             self._ctx.report.count("s3.incomplete_upload_records_excluded")
             return
@@ -277,6 +284,7 @@ class _BucketFlush:
         self._ctx = decoder._ctx
         self._spill = decoder._spill
         self._payloads = decoder._payloads
+        self._live_uploads = decoder._live_uploads
         self._bucket = bucket
         self._dir = f"s3/{encode_segment(bucket.name)}"
         self._small = _SmallFiles()
@@ -452,14 +460,31 @@ class _BucketFlush:
         return f"bucket {self._name!r} object {go_str(obj.key)[:200]!r} generation {obj.gen}"
 
     async def _flush_orphan(self, obj: _Object) -> None:
-        """Chunks without a manifest: a warning, and with ``--include-orphans`` one file each."""
-        self._ctx.log.warning(
-            "s3_orphan_chunks",
-            bucket=self._name,
-            object=go_str(obj.key),
-            chunks=len(obj.chunks),
-            hint=_ORPHAN_HINT,
-        )
+        """Chunks without a manifest: a warning, and with ``--include-orphans`` one file each.
+
+        The parts of a multipart upload still in progress have no manifest either; they are
+        reported as information, so that alerting on warnings stays quiet on a healthy node.
+        """
+        uploads = {ck.upload_id for ck in obj.chunks} | {ck.upload_id for ck in obj.refs}
+        if uploads and all(
+            (self._bucket.name, obj.gen, obj.key, upload) in self._live_uploads
+            for upload in uploads
+        ):
+            self._ctx.report.count("s3.uploads_in_progress")
+            self._ctx.log.info(
+                "s3_upload_in_progress",
+                bucket=self._name,
+                object=go_str(obj.key),
+                chunks=len(obj.chunks) + len(obj.refs),
+            )
+        else:
+            self._ctx.log.warning(
+                "s3_orphan_chunks",
+                bucket=self._name,
+                object=go_str(obj.key),
+                chunks=len(obj.chunks),
+                hint=_ORPHAN_HINT,
+            )
         if not self._ctx.options.include_orphans or not obj.chunks:
             self._ctx.report.count("s3.orphan_objects_excluded")
             return

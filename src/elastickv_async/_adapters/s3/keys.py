@@ -37,6 +37,7 @@ __all__ = [
     "parse_chunkref_value",
     "parse_manifest_key",
     "parse_upload_key_bucket",
+    "parse_upload_meta_key",
 ]
 
 BUCKET_META_PREFIX: Final = b"!s3|bucket|meta|"
@@ -174,6 +175,21 @@ def parse_chunkblob_key(key: bytes) -> bytes:
         return bytes.fromhex(text.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         raise _malformed("chunkblob", key) from None
+
+
+def parse_upload_meta_key(key: bytes) -> tuple[bytes, int, bytes, bytes] | None:
+    """``!s3|upload|meta|`` + bucket, gen, object, upload id: the four parts, or ``None``.
+
+    Strict, unlike :func:`parse_upload_key_bucket`'s routing cut: a key that does not fit
+    is simply not known as a live upload.
+    """
+    bucket = _segment(key, len(UPLOAD_META_PREFIX))
+    gen = bucket and _u64(key, bucket[1])
+    obj = gen and _segment(key, gen[1])
+    upload = obj and _segment(key, obj[1])
+    if not (bucket and gen and obj and upload) or upload[1] != len(key):
+        return None
+    return bucket[0], gen[0], obj[0], upload[0]
 
 
 def parse_upload_key_bucket(prefix: bytes, key: bytes) -> bytes:
