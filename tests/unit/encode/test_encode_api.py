@@ -156,10 +156,10 @@ async def test_last_commit_ts_override(tree: Path, tmp_path: Path) -> None:
 
 
 async def test_last_commit_ts_floor(tree: Path, tmp_path: Path) -> None:
-    """T below the manifest's is a data error (exit 2) and writes nothing."""
+    """T below the manifest's is a usage error (exit 1: a bad flag value) and writes nothing."""
     with pytest.raises(LastCommitTSRegression) as info:
         await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(last_commit_ts=1233))
-    assert info.value.exit_code == 2
+    assert info.value.exit_code == 1
     assert _names(tmp_path) == ["in"]
 
 

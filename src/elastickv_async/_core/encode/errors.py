@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import DataError, DumpTreeError
+from ..errors import DataError, DumpTreeError, UsageError
 
 __all__ = [
     "AdapterNotInManifest",
@@ -26,8 +26,11 @@ class EncodeValueTooLarge(DumpTreeError):
     """A record's value is over the snapshot reader's value-length limit."""
 
 
-class LastCommitTSRegression(DataError):
-    """The requested ``last_commit_ts`` is below the manifest's (the HLC ceiling may only rise)."""
+class LastCommitTSRegression(UsageError):
+    """The requested ``last_commit_ts`` is below the manifest's (the HLC ceiling may only rise).
+
+    A usage error: the flag's value is wrong for this tree, the tree itself is fine.
+    """
 
 
 class AdapterNotInManifest(DataError):
