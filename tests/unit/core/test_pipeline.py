@@ -69,7 +69,7 @@ async def test_cancellation_cleans_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cancel_at: int
 ) -> None:
     """Cancelling a decode at its Nth file operation leaves no manifest, scratch or temp file."""
-    original = DumpWriter._run
+    original = DumpWriter._call
     calls = 0
     with anyio.CancelScope() as scope:
 
@@ -80,7 +80,7 @@ async def test_cancellation_cleans_up(
                 scope.cancel()
             return await original(self, func, *args)
 
-        monkeypatch.setattr(DumpWriter, "_run", cancelling_run)
+        monkeypatch.setattr(DumpWriter, "_call", cancelling_run)
         await decode_snapshot(SAMPLE, tmp_path / "out", DecodeOptions(scratch_root=tmp_path))
     assert scope.cancelled_caught
     out = tmp_path / "out"
