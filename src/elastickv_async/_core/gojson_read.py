@@ -131,16 +131,40 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
-def _fix(value: Any) -> Any:
-    """Replace lone surrogates (from ``\\ud800``-style escapes) by U+FFFD, as Go does."""
+def _fix_text(value: Any) -> Any:
     if isinstance(value, str) and not isinstance(value, _Number):
         return _SURROGATE.sub("\ufffd", value)
-    if isinstance(value, _Object):
-        return _Object((_fix(k), _fix(v)) for k, v in value)
-    if isinstance(value, list):
-        return [_fix(v) for v in value]
-    if isinstance(value, dict):
-        return {_fix(k): _fix(v) for k, v in value.items()}
+    return value
+
+
+def _fix(value: Any) -> Any:
+    """Replace lone surrogates (from ``\\ud800``-style escapes) by U+FFFD, as Go does.
+
+    Freshly parsed containers are fixed in place with an explicit stack: a document nested
+    as deep as the parser allows must not exhaust Python's recursion limit here.
+    """
+    if not isinstance(value, (list, dict)):
+        return _fix_text(value)
+    pending: list[Any] = [value]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, _Object):
+            for i, (key, item) in enumerate(node):
+                node[i] = (_fix_text(key), _fix_text(item))
+                if isinstance(item, (list, dict)):
+                    pending.append(item)
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                node[i] = _fix_text(item)
+                if isinstance(item, (list, dict)):
+                    pending.append(item)
+        else:
+            members = list(node.items())
+            node.clear()
+            for key, item in members:
+                node[_fix_text(key)] = _fix_text(item)
+                if isinstance(item, (list, dict)):
+                    pending.append(item)
     return value
 
 
@@ -148,7 +172,9 @@ def _decode_at(decoder: json.JSONDecoder, text: str, pos: int) -> tuple[Any, int
     """The value starting at ``text[pos]`` (surrogates fixed) and the index after it."""
     try:
         value, end = decoder.raw_decode(text, pos)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise GoJSONError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:
         raise GoJSONError(f"invalid JSON: {exc}") from None
     if text.find("\\u", pos, end) >= 0:  # a lone surrogate can only come from an escape
         value = _fix(value)
