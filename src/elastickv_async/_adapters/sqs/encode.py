@@ -25,6 +25,7 @@ import anyio
 import anyio.to_thread
 
 from ..._core import gojson
+from ..._core.dump.names import encode_segment
 from ..._core.gojson_read import GoJSONError, iter_values, loads
 from ..base import EncodeContext
 from . import keys, layout
@@ -137,6 +138,9 @@ def _read_queue(root: Path, dirname: str) -> QueueConfig:
     _validate_queue(version, cfg, rel)
     if not cfg.name:
         raise SQSEncodeInvalidQueue(f"{rel}: empty queue name")
+    # The decoder cannot give such a queue a directory, so a .fsm holding it would not decode.
+    if encode_segment(cfg.name.encode()) in (".", ".."):
+        raise SQSEncodeInvalidQueue(f"{rel}: queue name {cfg.name!r} cannot be a directory name")
     return cfg
 
 
