@@ -365,9 +365,23 @@ class _BucketFlush:
     ) -> None:
         ranges = self._body_ranges(obj, manifest)
         rel = f"{self._dir}/{os.fsdecode(placement.path)}"
-        self._small.ready.append((rel + META_SUFFIX.decode(), manifest.sidecar))
-        self._small.size += len(manifest.sidecar)
         size = sum(r[2] for r in ranges)
+        sidecar = manifest.sidecar
+        if size != manifest.size_bytes:
+            # The encoder requires size_bytes == body length; a sidecar repeating a false
+            # claim would make the decoded tree impossible to encode.
+            self._ctx.log.warning(
+                "s3_size_mismatch",
+                bucket=self._name,
+                object=go_str(obj.key),
+                claimed=manifest.size_bytes,
+                actual=size,
+                hint="the object manifest's size_bytes differs from its assembled body; "
+                "the sidecar records the body's length",
+            )
+            sidecar = manifest.sidecar_with_size(size)
+        self._small.ready.append((rel + META_SUFFIX.decode(), sidecar))
+        self._small.size += len(sidecar)
         self._ctx.report.count("s3.objects")
         self._ctx.report.count("s3.body_bytes", size)
         if size <= _SMALL_BODY:

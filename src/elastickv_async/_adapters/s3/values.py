@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..._core.gojson import go_str, marshal, marshal_indent, sorted_map
-from ..._core.gojson_read import Field, decode_struct, parse_tree
+from ..._core.gojson_read import Field, decode_struct, loads, parse_tree
 
 __all__ = [
     "FORMAT_VERSION",
@@ -152,6 +152,16 @@ class LiveManifest:
     upload_id: bytes
     parts: dict[PartKey, DeclaredPart]
     sidecar: bytes
+    #: The manifest's claimed body size (the reference never checks it against the body).
+    size_bytes: int
+
+    def sidecar_with_size(self, size: int) -> bytes:
+        """The sidecar with ``size_bytes`` replaced by the body's real length."""
+        doc = {
+            key: size if key == "size_bytes" else value
+            for key, value in loads(self.sidecar).items()
+        }
+        return marshal_indent(doc)
 
 
 def parse_live_manifest(value: bytes) -> LiveManifest:
@@ -175,7 +185,9 @@ def parse_live_manifest(value: bytes) -> LiveManifest:
         parts[(part["part_no"], version, part["offloaded"])] = DeclaredPart(
             part["chunk_count"], sizes
         )
-    return LiveManifest(doc["upload_id"].encode("utf-8"), parts, _sidecar_json(doc))
+    return LiveManifest(
+        doc["upload_id"].encode("utf-8"), parts, _sidecar_json(doc), doc["size_bytes"]
+    )
 
 
 def _sidecar_json(doc: dict[str, Any]) -> bytes:
