@@ -20,6 +20,7 @@ from typing import IO, Any, Final, NoReturn
 import anyio
 
 from .._version import __version__
+from .completion import SHELLS, completion_script
 from .errors import ElasticKVError, UsageError
 from .options import DecodeOptions, EncodeOptions, parse_adapter_list
 from .pipeline import Progress
@@ -145,6 +146,14 @@ def _build_parser() -> _Parser:
 
     ver = sub.add_parser("verify", parents=[common], help="check a dump tree against its CHECKSUMS")
     ver.add_argument("--input", required=True, help="the dump tree root")
+
+    comp = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a completion script, e.g. `source <(elastickv-async completion bash)` "
+        "in ~/.bashrc, or `elastickv-async completion zsh > ~/.zfunc/_elastickv-async`.",
+    )
+    comp.add_argument("shell", choices=SHELLS, help="the shell to complete in")
     return parser
 
 
@@ -317,6 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.exit_code
+    if args.command == "completion":
+        sys.stdout.write(completion_script(parser, args.shell))
+        return 0
     report = Report()
     code = 0
     try:
