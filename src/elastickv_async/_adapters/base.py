@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from .._core.dump.tree import DumpTree
 from .._core.dump.writer import DumpWriter
 from .._core.options import DecodeOptions
 from .._core.report import Report
@@ -68,6 +69,11 @@ class EncodeContext:
     report: Report
     scratch: Path
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: Safe read access to ``input_root``: the only way an encoder reads the tree.
+    tree: DumpTree = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tree = DumpTree(self.input_root)
 
 
 class EncodeAdapter(Protocol):

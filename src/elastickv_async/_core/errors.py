@@ -96,6 +96,11 @@ class DumpTreeError(DataError):
     """A dump tree (encoder input) is malformed."""
 
 
+class UnsafeDumpEntry(DumpTreeError):
+    """A dump tree entry that must not be read: a symlink, a special file, a hard link, or
+    a file replaced while the tree was read. The message names its path."""
+
+
 class ManifestError(DumpTreeError):
     """MANIFEST.json is missing fields, malformed or of an unsupported version."""
 

@@ -14,12 +14,10 @@ from ddb_support import encode_context, golden_case, harness, read_fsm, routed
 from elastickv_async._adapters.dynamodb import encode
 from elastickv_async._adapters.dynamodb.encode import DynamoDBEncoder, gsi_rows, item_key
 from elastickv_async._adapters.dynamodb.errors import (
-    DynamoDBEncodeHardLink,
     DynamoDBEncodeInvalidItem,
     DynamoDBEncodeInvalidSchema,
-    DynamoDBEncodeNotRegular,
 )
-from elastickv_async._core.errors import DumpTreeError
+from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 
 pytestmark = pytest.mark.anyio
@@ -65,10 +63,10 @@ def _users(root: Path) -> Path:
 @pytest.mark.parametrize(
     ("mutate", "error"),
     [
-        (lambda t: (t / "items/u9.json").symlink_to(t / "items/u1.json"), DynamoDBEncodeNotRegular),
-        (lambda t: (t / "items/u9.txt").symlink_to("/etc/passwd"), DynamoDBEncodeNotRegular),
-        (lambda t: os.mkfifo(t / "items/u9.json"), DynamoDBEncodeNotRegular),
-        (lambda t: os.link(t / "items/u1.json", t / "items/u9.json"), DynamoDBEncodeHardLink),
+        (lambda t: (t / "items/u9.json").symlink_to(t / "items/u1.json"), UnsafeDumpEntry),
+        (lambda t: (t / "items/u9.txt").symlink_to("/etc/passwd"), UnsafeDumpEntry),
+        (lambda t: os.mkfifo(t / "items/u9.json"), UnsafeDumpEntry),
+        (lambda t: os.link(t / "items/u1.json", t / "items/u9.json"), UnsafeDumpEntry),
         (lambda t: (t / "items/u1/deeper").mkdir(parents=True), DynamoDBEncodeInvalidItem),
         (lambda t: (t / "items/u1.json").write_text("{"), DynamoDBEncodeInvalidItem),
         (
@@ -90,13 +88,13 @@ async def test_refusals(mutate: Any, error: type[Exception], tmp_path: Path) -> 
 async def test_symlinked_directories_are_refused(tmp_path: Path) -> None:
     root = _tree(tmp_path)
     (root / "dynamodb" / "alias").symlink_to(_users(root))
-    with pytest.raises(DynamoDBEncodeNotRegular):
+    with pytest.raises(UnsafeDumpEntry):
         await _records(root, tmp_path)
     (root / "dynamodb" / "alias").unlink()
     items = _users(root) / "items"
     items.rename(tmp_path / "elsewhere")
     items.symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(DynamoDBEncodeNotRegular):
+    with pytest.raises(UnsafeDumpEntry):
         await _records(root, tmp_path)
 
 
@@ -108,7 +106,7 @@ async def test_items_must_be_a_directory_and_other_files_are_ignored(tmp_path: P
     assert await _records(root, tmp_path) == baseline
     shutil.rmtree(_users(root) / "items")
     (_users(root) / "items").write_text("")
-    with pytest.raises(DynamoDBEncodeInvalidItem):
+    with pytest.raises(DumpTreeError, match="expected a directory"):
         await _records(root, tmp_path)
 
 

@@ -12,7 +12,12 @@ import pytest
 from redis_support import U32, U64, decode_rows, encode_tree, list_seq, wide
 
 from elastickv_async._adapters.redis import errors
-from elastickv_async._core.errors import DumpTreeError, InvalidEncodedSegment, InvalidKeymapRecord
+from elastickv_async._core.errors import (
+    DumpTreeError,
+    InvalidEncodedSegment,
+    InvalidKeymapRecord,
+    UnsafeDumpEntry,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -239,12 +244,12 @@ async def test_symlinked_value_file_refused(tmp_path: Path) -> None:
     tree(tmp_path, {"strings/a.bin": b"v"})
     (tmp_path / "secret").write_bytes(b"outside data")
     (tmp_path / "redis/db_0/strings/evil.bin").symlink_to(tmp_path / "secret")
-    with pytest.raises(errors.RedisEncodeNotRegular) as caught:
+    with pytest.raises(UnsafeDumpEntry, match=r"evil\.bin") as caught:
         await encode_tree(tmp_path)
     assert isinstance(caught.value, DumpTreeError)
     (tmp_path / "redis/db_0/strings/evil.bin").unlink()
     (tmp_path / "redis/db_0/strings/dangling.bin").symlink_to("../../../../nowhere")
-    with pytest.raises(errors.RedisEncodeNotRegular):
+    with pytest.raises(UnsafeDumpEntry):
         await encode_tree(tmp_path)
 
 
@@ -252,7 +257,7 @@ async def test_hard_linked_files_refused(tmp_path: Path) -> None:
     """A value file or sidecar with a second hard link is refused."""
     tree(tmp_path, {"hashes/h.json": '{"format_version":1}'})
     os.link(tmp_path / "redis/db_0/hashes/h.json", tmp_path / "elsewhere")
-    with pytest.raises(errors.RedisEncodeHardLink):
+    with pytest.raises(UnsafeDumpEntry):
         await encode_tree(tmp_path)
 
 
@@ -260,7 +265,7 @@ async def test_fifo_sidecar_refused(tmp_path: Path) -> None:
     """A FIFO where a sidecar belongs is refused without being opened."""
     tree(tmp_path, {"strings/a.bin": b"v"})
     os.mkfifo(tmp_path / "redis/db_0/strings_ttl.jsonl")
-    with pytest.raises(errors.RedisEncodeNotRegular):
+    with pytest.raises(UnsafeDumpEntry):
         await encode_tree(tmp_path)
 
 
@@ -272,7 +277,7 @@ async def test_symlinked_directories_refused(tmp_path: Path, link: str) -> None:
     target = real / link
     (tmp_path / "in" / link).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / "in" / link).symlink_to(target)
-    with pytest.raises(errors.RedisEncodeNotDir):
+    with pytest.raises(UnsafeDumpEntry, match="symlink"):
         await encode_tree(tmp_path / "in")
 
 

@@ -24,11 +24,11 @@ from elastickv_async._adapters.sqs.errors import (
     SQSEncodeInvalidMessage,
     SQSEncodeInvalidQueue,
     SQSEncodeMissingPartition,
-    SQSEncodeNotRegular,
     SQSEncodeOutOfRangePartition,
     SQSEncodePartitionHashMismatch,
     SQSEncodePartitionRoutingMismatch,
 )
+from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 from elastickv_async._core.report import Report, make_logger
 
 pytestmark = pytest.mark.anyio
@@ -302,17 +302,17 @@ async def test_links_are_refused(tmp_path: Path) -> None:
     """Symlinked queue dirs or files and hard-linked files are refused."""
     d = queue_dir(tmp_path / "a", "q", {}, [])
     os.link(d / "messages.jsonl", tmp_path / "other")
-    with pytest.raises(SQSEncodeNotRegular, match="hard-linked"):
+    with pytest.raises(UnsafeDumpEntry, match="hard link"):
         await encode(tmp_path / "a")
 
     d = queue_dir(tmp_path / "b", "q", {}, None)
     (d / "messages.jsonl").symlink_to(tmp_path / "other")
-    with pytest.raises(SQSEncodeNotRegular, match="regular"):
+    with pytest.raises(UnsafeDumpEntry, match="symlink"):
         await encode(tmp_path / "b")
 
     queue_dir(tmp_path / "c", "q", {}, None)
     (tmp_path / "c" / "sqs" / "link").symlink_to(tmp_path / "c" / "sqs" / "q")
-    with pytest.raises(SQSEncodeNotRegular, match="symlink"):
+    with pytest.raises(UnsafeDumpEntry, match="symlink"):
         await encode(tmp_path / "c")
 
 
@@ -324,7 +324,7 @@ async def test_tree_shapes(tmp_path: Path) -> None:
     assert len(await encode(tmp_path)) == 2
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "sqs").write_text("")
-    with pytest.raises(SQSEncodeNotRegular):
+    with pytest.raises(DumpTreeError, match="expected a directory"):
         await encode(tmp_path / "x")
 
 

@@ -6,16 +6,14 @@ rows (index keys, then the primary key; the value points at the item key). Items
 ``items/<hash>.json`` and ``items/<hash>/<range>.json``, or from ``items/data-*.jsonl`` parts
 when the manifest says ``dynamodb_layout: "jsonl"``.
 
-The tree is read in worker threads through directory file descriptors opened with
-``O_NOFOLLOW``: symlinks, FIFOs, devices and hard-linked files are refused, never followed.
-Records are produced in chunks so memory stays bounded whatever the table size.
+The tree is read in worker threads through the context's
+:class:`~elastickv_async._core.dump.tree.DumpTree` (symlinks, special files and hard links are
+refused, never followed). Records are produced in chunks so memory stays bounded whatever the
+table size.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
 from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -25,14 +23,10 @@ import anyio.to_thread
 
 from ..._core.concurrency import first_error
 from ..._core.dump.names import encode_segment
+from ..._core.dump.tree import MAX_RECORD_FILE, DumpTree, TreeDir, TreeFile
 from ..._proto.dynamodb_internal_pb2 import DynamoAttributeValue, DynamoItem, DynamoTableSchema
 from ..base import EncodeContext
-from .errors import (
-    DynamoDBEncodeHardLink,
-    DynamoDBEncodeInvalidItem,
-    DynamoDBEncodeInvalidSchema,
-    DynamoDBEncodeNotRegular,
-)
+from .errors import DynamoDBEncodeInvalidItem, DynamoDBEncodeInvalidSchema
 from .keys import (
     RESTORE_GENERATION,
     gsi_key_prefix,
@@ -56,9 +50,6 @@ CHUNK_BYTES: Final = 4 << 20
 READ_LANES: Final = 4
 SCHEMA_FILE: Final = "_schema.json"
 ITEMS_DIR: Final = "items"
-_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-# O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
-_FILE_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
 # --- key derivation -------------------------------------------------------------------------
@@ -125,117 +116,34 @@ def _item_records(schema: DynamoTableSchema, item: DynamoItem, where: str) -> It
     yield from gsi_rows(schema, item, key, where)
 
 
-# --- safe tree access (worker threads only) -------------------------------------------------
-
-
-def _kind(dir_fd: int, name: str) -> int:
-    return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-
-
-def _open_dir(dir_fd: int, name: str, rel: str) -> int:
-    """Open a subdirectory without following a symlink; FileNotFoundError passes through."""
-    try:
-        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        raise
-    except NotADirectoryError:
-        if stat.S_ISLNK(_kind(dir_fd, name)):
-            raise DynamoDBEncodeNotRegular(f"{rel} is a symlink") from None
-        raise
-    except OSError as exc:
-        raise DynamoDBEncodeNotRegular(f"cannot open directory {rel}: {exc.strerror}") from None
-
-
-def _open_file(dir_fd: int, name: str, rel: str) -> int:
-    """Open a regular, singly linked file for reading; FileNotFoundError passes through."""
-    try:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        if stat.S_ISLNK(_kind(dir_fd, name)):
-            raise DynamoDBEncodeNotRegular(f"{rel} is a symlink") from None
-        raise DynamoDBEncodeNotRegular(f"cannot open {rel}: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise DynamoDBEncodeNotRegular(f"{rel} is not a regular file")
-        if st.st_nlink > 1:
-            raise DynamoDBEncodeHardLink(f"{rel} has {st.st_nlink} hard links")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _read_fd(fd: int) -> bytes:
-    """Read an open file to its end and close it."""
-    with open(fd, "rb", closefd=True) as fh:
-        return fh.read()
-
-
-def _read_file(dir_fd: int, name: str, rel: str) -> bytes:
-    """Read a regular, singly linked file; FileNotFoundError passes through."""
-    return _read_fd(_open_file(dir_fd, name, rel))
+# --- tree walk (worker threads only) ---------------------------------------------------------
 
 
 @dataclass(slots=True)
 class _ItemFile:
-    """An item file opened (and checked) by the walk, waiting to be read; ``fd`` is -1 once
-    it has been closed."""
+    """An item file opened (and checked) by the walk, waiting to be read."""
 
-    fd: int
-    rel: str
+    file: TreeFile
     schema: DynamoTableSchema
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            os.close(fd)
 
 
 def _load_items(files: Sequence[_ItemFile]) -> list[Record]:
     """Read, parse and encode opened item files (closing every one of them)."""
     records: list[Record] = []
     try:
-        for file in files:
-            fd, file.fd = file.fd, -1
-            doc = load_json(_read_fd(fd), file.rel, DynamoDBEncodeInvalidItem)
-            records.extend(_item_records(file.schema, public_to_item(doc, file.rel), file.rel))
+        for unit in files:
+            with unit.file as file:
+                doc = load_json(file.read_all(), file.rel, DynamoDBEncodeInvalidItem)
+            records.extend(_item_records(unit.schema, public_to_item(doc, file.rel), file.rel))
     finally:
-        for file in files:
-            file.close()
+        _close_files(files)
     return records
 
 
 def _close_files(units: Sequence[Record | _ItemFile]) -> None:
     for unit in units:
         if isinstance(unit, _ItemFile):
-            unit.close()
-
-
-class _Entries:
-    """The entries of one open directory, streamed; symlinks are refused."""
-
-    def __init__(self, dir_fd: int, rel: str) -> None:
-        self.fd = dir_fd
-        self.rel = rel
-
-    def __iter__(self) -> Iterator[tuple[str, bool]]:
-        """Yield ``(name, is_directory)`` for every entry."""
-        with os.scandir(self.fd) as it:
-            for entry in it:
-                if entry.is_symlink():
-                    raise DynamoDBEncodeNotRegular(f"{self.rel}/{entry.name} is a symlink")
-                yield entry.name, entry.is_dir(follow_symlinks=False)
-
-
-@contextlib.contextmanager
-def _closing(fd: int) -> Iterator[int]:
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+            unit.file.close()
 
 
 class _Walker:
@@ -243,7 +151,7 @@ class _Walker:
     time; :meth:`close` ends the walk, which closes the directories it holds open."""
 
     def __init__(self, ctx: EncodeContext) -> None:
-        self._ctx = ctx
+        self._tree = ctx.tree
         self._jsonl = ctx.manifest.get("dynamodb_layout") == "jsonl"
         self._units = self._walk()
 
@@ -267,30 +175,23 @@ class _Walker:
         self._units.close()
 
     def _walk(self) -> Generator[Record | _ItemFile, None, None]:
-        root = self._ctx.input_root
-        try:
-            root_fd = os.open(root, _DIR_FLAGS)
-        except OSError as exc:
-            raise DynamoDBEncodeNotRegular(f"cannot open input root: {exc.strerror}") from None
-        with _closing(root_fd):
-            try:
-                top = _open_dir(root_fd, "dynamodb", "dynamodb")
-            except FileNotFoundError:
-                return
-            except NotADirectoryError:
-                raise DynamoDBEncodeNotRegular("dynamodb is not a directory") from None
-        with _closing(top):
-            tables = sorted(name for name, is_dir in _Entries(top, "dynamodb") if is_dir)
-            for name in tables:
-                with _closing(_open_dir(top, name, f"dynamodb/{name}")) as table_fd:
-                    yield from self._table(table_fd, name)
+        top = self._tree.open_dir(("dynamodb",))
+        if top is None:
+            return
+        with top:
+            for entry in top.entries():
+                if not entry.is_dir:
+                    continue
+                table_dir = top.subdir(entry.name)
+                if table_dir is not None:
+                    with table_dir:
+                        yield from self._table(table_dir, entry.name)
 
-    def _table(self, table_fd: int, directory: str) -> Iterator[Record | _ItemFile]:
-        rel = f"dynamodb/{directory}/{SCHEMA_FILE}"
-        try:
-            raw = _read_file(table_fd, SCHEMA_FILE, rel)
-        except FileNotFoundError:
-            raise DynamoDBEncodeInvalidSchema(f"{rel} is missing") from None
+    def _table(self, table_dir: TreeDir, directory: str) -> Iterator[Record | _ItemFile]:
+        rel = table_dir.path(SCHEMA_FILE)
+        raw = table_dir.read(SCHEMA_FILE)
+        if raw is None:
+            raise DynamoDBEncodeInvalidSchema(f"{rel} is missing")
         schema = public_to_schema(load_json(raw, rel, DynamoDBEncodeInvalidSchema), rel)
         name = schema.table_name
         if not name:
@@ -304,60 +205,62 @@ class _Walker:
             raise DynamoDBEncodeInvalidSchema(f"{rel}: empty primary hash key")
         yield table_meta_key(name), encode_schema(schema)
         yield table_gen_key(name), str(RESTORE_GENERATION).encode("ascii")
-        items_rel = f"dynamodb/{directory}/{ITEMS_DIR}"
-        try:
-            items_fd = _open_dir(table_fd, ITEMS_DIR, items_rel)
-        except FileNotFoundError:
+        items = table_dir.subdir(ITEMS_DIR)
+        if items is None:
             return
-        except NotADirectoryError:
-            raise DynamoDBEncodeInvalidItem(f"{items_rel} is not a directory") from None
-        with _closing(items_fd):
+        with items:
             if self._jsonl:
-                yield from self._bundle_items(items_fd, items_rel, schema)
+                yield from self._bundle_items(items, schema)
             else:
-                yield from self._file_items(items_fd, items_rel, schema)
-
-    def _file_items(
-        self, items_fd: int, rel: str, schema: DynamoTableSchema
-    ) -> Iterator[_ItemFile]:
-        for name, is_dir in _Entries(items_fd, rel):
-            if not is_dir:
-                if name.endswith(".json"):
-                    item_rel = f"{rel}/{name}"
-                    yield _ItemFile(_open_file(items_fd, name, item_rel), item_rel, schema)
-                continue
-            with _closing(_open_dir(items_fd, name, f"{rel}/{name}")) as hash_fd:
-                for child, child_is_dir in _Entries(hash_fd, f"{rel}/{name}"):
-                    child_rel = f"{rel}/{name}/{child}"
-                    if child_is_dir:
-                        raise DynamoDBEncodeInvalidItem(
-                            f"{child_rel}: items are at most two directory levels deep"
-                        )
-                    if child.endswith(".json"):
-                        yield _ItemFile(_open_file(hash_fd, child, child_rel), child_rel, schema)
+                yield from self._file_items(items, schema)
 
     @staticmethod
-    def _bundle_items(items_fd: int, rel: str, schema: DynamoTableSchema) -> Iterator[Record]:
+    def _file_items(items: TreeDir, schema: DynamoTableSchema) -> Iterator[_ItemFile]:
+        for entry in items.entries():
+            if not entry.is_dir:
+                if entry.name.endswith(".json"):
+                    yield _ItemFile(items.open_file(entry), schema)
+                continue
+            hash_dir = items.subdir(entry.name)
+            if hash_dir is None:
+                continue
+            with hash_dir:
+                for child in hash_dir.entries():
+                    if child.is_dir:
+                        where = hash_dir.path(child.name)
+                        raise DynamoDBEncodeInvalidItem(
+                            f"{where}: items are at most two directory levels deep"
+                        )
+                    if child.name.endswith(".json"):
+                        yield _ItemFile(hash_dir.open_file(child), schema)
+
+    @staticmethod
+    def _bundle_items(items: TreeDir, schema: DynamoTableSchema) -> Iterator[Record]:
         parts = []
-        for name, is_dir in _Entries(items_fd, rel):
-            if is_dir:
+        for entry in items.entries():
+            if entry.is_dir:
                 raise DynamoDBEncodeInvalidItem(
-                    f"{rel}/{name}: jsonl layout has no item directories"
+                    f"{items.path(entry.name)}: jsonl layout has no item directories"
                 )
-            if name.endswith(".jsonl"):
-                parts.append(name)
-        for name in sorted(parts):
-            part_rel = f"{rel}/{name}"
-            data = _read_file(items_fd, name, part_rel)
-            lines = data.split(b"\n")
-            if lines[-1] == b"":
-                lines.pop()
-            for number, line in enumerate(lines, 1):
-                where = f"{part_rel}:{number}"
-                doc = load_json(line, where, DynamoDBEncodeInvalidItem)
-                if not isinstance(doc, dict):
-                    raise DynamoDBEncodeInvalidItem(f"{where}: a line must be one JSON object")
-                yield from _item_records(schema, public_to_item(doc, where), where)
+            if entry.name.endswith(".jsonl"):
+                parts.append(entry)
+        for entry in parts:
+            # A part is streamed line by line: only one item is held at a time.
+            with items.open_file(entry).stream() as fh:
+                number = 0
+                while line := fh.readline(MAX_RECORD_FILE + 1):
+                    number += 1
+                    where = f"{items.path(entry.name)}:{number}"
+                    if line.endswith(b"\n"):
+                        line = line[:-1]
+                    elif len(line) > MAX_RECORD_FILE:
+                        raise DynamoDBEncodeInvalidItem(
+                            f"{where}: a line is longer than {MAX_RECORD_FILE:,} bytes"
+                        )
+                    doc = load_json(line, where, DynamoDBEncodeInvalidItem)
+                    if not isinstance(doc, dict):
+                        raise DynamoDBEncodeInvalidItem(f"{where}: a line must be one JSON object")
+                    yield from _item_records(schema, public_to_item(doc, where), where)
 
 
 class DynamoDBEncoder:
@@ -368,30 +271,31 @@ class DynamoDBEncoder:
 
     async def records(self) -> AsyncGenerator[Record, None]:
         """Yield every record of the ``dynamodb/`` subtree (none when it is absent)."""
+        tree = self._ctx.tree
         walker = _Walker(self._ctx)
         try:
-            upcoming = await anyio.to_thread.run_sync(walker.next_chunk)
+            upcoming = await tree.run(walker.next_chunk)
             while upcoming:
                 chunk = upcoming
                 try:
-                    records, upcoming = await self._step(walker, chunk)
+                    records, upcoming = await self._step(tree, walker, chunk)
                 finally:
                     with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(_close_files, chunk)
+                        await tree.run(_close_files, chunk)
                 try:
                     for record in records:
                         yield record
                 except BaseException:
                     with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(_close_files, upcoming)
+                        await tree.run(_close_files, upcoming)
                     raise
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(walker.close)
+                await tree.run(walker.close)
 
     @staticmethod
     async def _step(
-        walker: _Walker, chunk: list[Record | _ItemFile]
+        tree: DumpTree, walker: _Walker, chunk: list[Record | _ItemFile]
     ) -> tuple[list[Record], list[Record | _ItemFile]]:
         """Resolve ``chunk`` (its item files read by several threads: per-file latency
         dominates) while the walk fetches the next chunk; return both."""
@@ -402,10 +306,10 @@ class DynamoDBEncoder:
         upcoming: list[Record | _ItemFile] = []
 
         async def load(index: int) -> None:
-            loaded[index] = await anyio.to_thread.run_sync(_load_items, lanes[index])
+            loaded[index] = await tree.run(_load_items, lanes[index])
 
         async def walk() -> None:
-            upcoming.extend(await anyio.to_thread.run_sync(walker.next_chunk))
+            upcoming.extend(await tree.run(walker.next_chunk))
 
         try:
             async with anyio.create_task_group() as tg:
@@ -414,7 +318,7 @@ class DynamoDBEncoder:
                     tg.start_soon(load, index)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_close_files, upcoming)
+                await tree.run(_close_files, upcoming)
             if isinstance(exc, BaseExceptionGroup):
                 raise first_error(exc) from None
             raise

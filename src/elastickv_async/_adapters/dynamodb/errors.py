@@ -10,10 +10,8 @@ from ..._core.errors import AdapterRecordError, DumpTreeError
 
 __all__ = [
     "DynamoDBEncodeError",
-    "DynamoDBEncodeHardLink",
     "DynamoDBEncodeInvalidItem",
     "DynamoDBEncodeInvalidSchema",
-    "DynamoDBEncodeNotRegular",
     "DynamoDBError",
     "DynamoDBInvalidItem",
     "DynamoDBInvalidSchema",
@@ -52,11 +50,3 @@ class DynamoDBEncodeInvalidSchema(DynamoDBEncodeError):
 
 class DynamoDBEncodeInvalidItem(DynamoDBEncodeError):
     """An item file is malformed or lacks its key attributes (``ErrDDBEncodeInvalidItem``)."""
-
-
-class DynamoDBEncodeNotRegular(DynamoDBEncodeError):
-    """A symlink, FIFO, device or directory where a plain file or directory belongs."""
-
-
-class DynamoDBEncodeHardLink(DynamoDBEncodeError):
-    """A dump file has more than one hard link (it may alias a file outside the tree)."""

@@ -5,38 +5,27 @@ Records are the reference encoder's, byte for byte: strings in the new inline-TT
 collections as wide-column rows with a count/list/stream meta that carries a non-zero TTL
 inline, plus a ``!redis|ttl|`` row. Legacy blob layouts are never written.
 
-Every file is opened through directory descriptors with ``O_NOFOLLOW`` and checked after the
-open: a symlink, a special file or a file with more than one hard link is refused with a typed
-error (the reference silently skips symlinked and special value files; refusing them keeps a
-planted link from pulling outside data into the snapshot). All file I/O runs in worker threads,
-a bounded slice at a time.
+The tree is read through the context's :class:`~elastickv_async._core.dump.tree.DumpTree`: a
+symlink, a special file or a hard-linked file is refused (the reference silently skips
+symlinked and special value files; refusing them keeps a planted link from pulling outside
+data into the snapshot). All file I/O runs in worker threads, a bounded slice at a time.
 """
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import stat
 import struct
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-import anyio.to_thread
-
 from ..._core.dump.keymap import KEYMAP_FILE, load_keymap
 from ..._core.dump.names import decode_segment
+from ..._core.dump.tree import MAX_BODY_FILE, MAX_RECORD_FILE, DumpTree, TreeDir, TreeEntry
 from ..._core.errors import ShaFallbackNeedsKeymap
 from ..base import EncodeContext
 from . import keys, layout
-from .errors import (
-    RedisEncodeHardLink,
-    RedisEncodeMissingKeymap,
-    RedisEncodeMultiDBUnsupported,
-    RedisEncodeNotDir,
-    RedisEncodeNotRegular,
-)
+from .errors import RedisEncodeMissingKeymap, RedisEncodeMultiDBUnsupported, RedisEncodeNotDir
 from .values import (
     encode_count_meta,
     encode_hll_value,
@@ -54,8 +43,6 @@ Record = tuple[bytes, bytes]
 
 _DB_NAME: Final = re.compile(r"db_(0|[1-9][0-9]*)")
 _REDIS_DIR: Final = "redis"
-_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_FILE_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 #: Value files read per worker-thread hop, and bytes read per hop.
 SLICE_FILES: Final = 256
 SLICE_BYTES: Final = 8 << 20
@@ -63,86 +50,42 @@ _F64_BITS: Final = struct.Struct(">d")
 _U64: Final = struct.Struct(">Q")
 
 
-def _open_dir(parent: int | None, name: str, where: str) -> int | None:
-    """Open a directory without following a symlink; ``None`` when it does not exist."""
-    try:
-        return os.open(name, _DIR_FLAGS, dir_fd=parent)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise RedisEncodeNotDir(f"{where} is a symlink or not a directory") from None
-        raise
-
-
-def _read_file(dir_fd: int, name: str, where: str) -> bytes | None:
-    """Read a regular, singly linked file; ``None`` when it does not exist.
-
-    The entry is checked before the open (so a device or FIFO is never opened) and the open
-    file again after it (so a swap in between is caught too).
-    """
-    try:
-        before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    if not stat.S_ISREG(before.st_mode):
-        raise RedisEncodeNotRegular(f"{where} is a symlink or not a regular file")
-    try:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
-            raise RedisEncodeNotRegular(f"{where} is a symlink or not a regular file") from None
-        raise
-    with open(fd, "rb", closefd=True) as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
-            raise RedisEncodeNotRegular(f"{where} changed into a non-regular file while opened")
-        if st.st_nlink > 1:
-            raise RedisEncodeHardLink(f"{where} has {st.st_nlink} hard links")
-        return fh.read()
-
-
 @dataclass(slots=True)
 class _Tree:
-    """What the scan of ``redis/db_0`` found: its directory fd, KEYMAP and per-type listings."""
+    """What the scan of ``redis/db_0`` found: the open directory, KEYMAP and type listings."""
 
-    db_fd: int
+    db: TreeDir
     keymap: dict[str, bytes]
-    listings: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
+    listings: dict[str, tuple[TreeDir, list[TreeEntry]]] = field(default_factory=dict)
 
     def close(self) -> None:
-        for fd, _names in self.listings.values():
-            os.close(fd)
-        os.close(self.db_fd)
+        for directory, _entries in self.listings.values():
+            directory.close()
+        self.db.close()
 
 
-def _db_fd(root: str) -> int | None:
+def _db_dir(tree: DumpTree) -> TreeDir | None:
     """Open ``redis/db_0`` after the reference's DB enumeration (``enumerateRedisDBs``)."""
-    root_fd = os.open(root, _DIR_FLAGS)
-    try:
-        redis_fd = _open_dir(root_fd, _REDIS_DIR, "redis/")
-    finally:
-        os.close(root_fd)
-    if redis_fd is None:
+    redis_dir = tree.open_dir((_REDIS_DIR,))
+    if redis_dir is None:
         return None
-    try:
+    with redis_dir:
         dbs: list[tuple[int, str]] = []
-        for name in os.listdir(redis_fd):
-            match = _DB_NAME.fullmatch(name)
+        for entry in redis_dir.entries():
+            match = _DB_NAME.fullmatch(entry.name)
             if match is None:
                 continue
-            st = os.stat(name, dir_fd=redis_fd, follow_symlinks=False)
-            if not stat.S_ISDIR(st.st_mode):
-                raise RedisEncodeNotDir(f"redis/{name} exists but is not a directory")
-            dbs.append((int(match.group(1)), name))
+            if not entry.is_dir:
+                raise RedisEncodeNotDir(
+                    f"{redis_dir.path(entry.name)} exists but is not a directory"
+                )
+            dbs.append((int(match.group(1)), entry.name))
         if not dbs:
             return None
         if len(dbs) > 1 or dbs[0][0] != 0:
             indices = sorted(i for i, _ in dbs)
             raise RedisEncodeMultiDBUnsupported(f"redis encoder enumerated db indices {indices}")
-        return _open_dir(redis_fd, dbs[0][1], f"redis/{dbs[0][1]}")
-    finally:
-        os.close(redis_fd)
+        return redis_dir.subdir(dbs[0][1])
 
 
 _TYPE_DIRS: Final = (
@@ -154,34 +97,39 @@ _TYPE_DIRS: Final = (
     (layout.ZSETS, layout.JSON_EXT),
     (layout.STREAMS, layout.JSONL_EXT),
 )
+#: Raw bodies may be as large as a snapshot value; parsed documents have the record cap.
+_LIMITS: Final = {layout.STRINGS: MAX_BODY_FILE, layout.HLL: MAX_BODY_FILE}
 
 
-def _scan(root: str) -> _Tree | None:
-    db_fd = _db_fd(root)
-    if db_fd is None:
+def _scan(tree: DumpTree) -> _Tree | None:
+    db = _db_dir(tree)
+    if db is None:
         return None
     try:
-        where = f"{layout.DB_DIR}/{KEYMAP_FILE}"
-        raw = _read_file(db_fd, KEYMAP_FILE, where)
-        keymap = {} if raw is None else load_keymap(raw, where)
-        tree = _Tree(db_fd, keymap)
+        # KEYMAP is an index of every key, not one key's records: read without the cap.
+        raw = db.read(KEYMAP_FILE, limit=None)
+        keymap = {} if raw is None else load_keymap(raw, db.path(KEYMAP_FILE))
+        found = _Tree(db, keymap)
     except BaseException:
-        os.close(db_fd)
+        db.close()
         raise
     try:
         for directory, ext in _TYPE_DIRS:
-            fd = _open_dir(db_fd, directory, f"{layout.DB_DIR}/{directory}")
-            if fd is not None:
-                names = sorted(n for n in os.listdir(fd) if n.endswith(ext))
-                tree.listings[directory] = (fd, names)
+            sub = db.subdir(directory)
+            if sub is not None:
+                found.listings[directory] = (sub, [])  # closed with the others from here on
+                found.listings[directory] = (
+                    sub,
+                    [e for e in sub.entries() if e.name.endswith(ext)],
+                )
     except BaseException:
-        tree.close()
+        found.close()
         raise
-    return tree
+    return found
 
 
 def _sidecar(tree: _Tree, name: str) -> dict[str, int]:
-    raw = _read_file(tree.db_fd, name, f"{layout.DB_DIR}/{name}")
+    raw = tree.db.read(name, limit=None)
     return {} if raw is None else layout.parse_ttl_sidecar(raw, name)
 
 
@@ -189,29 +137,29 @@ class RedisEncoder:
     """Yields the store records of ``redis/db_0/`` (an :class:`EncodeAdapter`)."""
 
     def __init__(self, ctx: EncodeContext) -> None:
-        self._root = str(ctx.input_root)
+        self._tree = ctx.tree
 
     async def records(self) -> AsyncIterator[Record]:
         """Every record of the Redis subtree, type by type in the reference's order."""
-        tree = await anyio.to_thread.run_sync(_scan, self._root)
-        if tree is None:
+        found = await self._tree.run(_scan, self._tree)
+        if found is None:
             return
         try:
             for directory, ext in _TYPE_DIRS:
-                builder = await anyio.to_thread.run_sync(self._builder, tree, directory)
-                if directory not in tree.listings:
+                builder = await self._tree.run(self._builder, found, directory)
+                if directory not in found.listings:
                     continue
-                fd, names = tree.listings[directory]
-                pending = iter(names)
-                while batch := await anyio.to_thread.run_sync(
-                    self._slice, tree, directory, ext, fd, pending, builder
+                sub, entries = found.listings[directory]
+                pending = iter(entries)
+                while batch := await self._tree.run(
+                    self._slice, found, directory, ext, sub, pending, builder
                 ):
                     for record in batch:
                         yield record
         finally:
             # Closing directory descriptors never blocks; doing it inline keeps the generator's
             # cleanup free of awaits when it is closed early.
-            tree.close()
+            found.close()
 
     # --- worker-thread side ------------------------------------------------------------------
 
@@ -232,21 +180,20 @@ class RedisEncoder:
         tree: _Tree,
         directory: str,
         ext: str,
-        fd: int,
-        names: Iterator[str],
+        sub: TreeDir,
+        entries: Iterator[TreeEntry],
         build: Callable[[bytes, bytes, str], list[Record]],
     ) -> list[Record]:
         out: list[Record] = []
-        size = files = 0
-        for name in names:
-            segment = name[: -len(ext)]
+        size = 0
+        limit = _LIMITS.get(directory, MAX_RECORD_FILE)
+        for files, entry in enumerate(entries, 1):
+            segment = entry.name[: -len(ext)]
             user_key = _resolve(tree.keymap, segment)
-            data = _read_file(fd, name, f"{layout.DB_DIR}/{directory}/{name}")
-            if data is None:
-                continue  # removed since the listing
+            with sub.open_file(entry) as file:
+                data = file.read_all(limit)
             out.extend(build(user_key, data, segment))
             size += len(data)
-            files += 1
             if files >= SLICE_FILES or size >= SLICE_BYTES:
                 break
         return out

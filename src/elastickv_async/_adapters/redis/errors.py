@@ -11,12 +11,10 @@ from ..._core.errors import AdapterRecordError, DumpTreeError
 
 __all__ = [
     "RedisEncodeError",
-    "RedisEncodeHardLink",
     "RedisEncodeInvalidJSON",
     "RedisEncodeMissingKeymap",
     "RedisEncodeMultiDBUnsupported",
     "RedisEncodeNotDir",
-    "RedisEncodeNotRegular",
     "RedisError",
     "RedisInvalidHLLValue",
     "RedisInvalidHashKey",
@@ -126,14 +124,6 @@ class RedisEncodeError(DumpTreeError):
 
 class RedisEncodeNotDir(RedisEncodeError):
     """``redis/``, ``redis/db_<n>`` or a type directory is a symlink or not a directory."""
-
-
-class RedisEncodeNotRegular(RedisEncodeError):
-    """A value file or sidecar is a symlink or not a regular file."""
-
-
-class RedisEncodeHardLink(RedisEncodeError):
-    """A value file or sidecar has more than one hard link."""
 
 
 class RedisEncodeMissingKeymap(RedisEncodeError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import stat
 import struct
 from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, Final
 import anyio.to_thread
 
 from ..._core.dump.names import encode_segment
+from ..._core.dump.tree import DumpTree, TreeDir, TreeEntry
 from ..._core.errors import DumpTreeError
 from ..._core.gojson_read import GoJSONError
 from ..base import EncodeContext
@@ -28,12 +28,10 @@ from . import keys
 from .errors import (
     S3EncodeInvalidBucket,
     S3EncodeInvalidManifest,
-    S3EncodeNotRegular,
     S3EncodeReservedPrefixCollision,
 )
 from .keymap import parse_keymap
 from .layout import BUCKET_FILE, INCOMPLETE_DIR, KEYMAP_FILE, META_SUFFIX, ORPHANS_DIR
-from .treeread import FileIdentity, TreeReader
 from .values import (
     FORMAT_VERSION,
     RESTORE_GENERATION,
@@ -53,6 +51,7 @@ CHUNK_SIZE: Final = 1 << 20
 _READ_BLOCK: Final = 8 * CHUNK_SIZE
 #: Objects found per worker-thread call of the walk.
 _SCAN_BATCH: Final = 256
+_ROOT: Final = "s3"
 _BUCKET_NAME: Final = os.fsdecode(BUCKET_FILE)
 _KEYMAP_NAME: Final = os.fsdecode(KEYMAP_FILE)
 _META: Final = os.fsdecode(META_SUFFIX)
@@ -61,11 +60,10 @@ _RESERVED_DIRS: Final = frozenset({os.fsdecode(ORPHANS_DIR), os.fsdecode(INCOMPL
 
 @dataclass(frozen=True, slots=True)
 class _Object:
-    parts: tuple[str, ...]  # bucket directory first, then the body's path
+    parts: tuple[str, ...]  # ``s3``, the bucket directory, then the body's path
     key: bytes
     manifest: bytes  # the restored manifest value (chunk sizes follow from the size)
-    identity: FileIdentity
-    size: int
+    entry: TreeEntry  # as listed: the body must still be this file when it is read
 
 
 def _chunk_sizes(size: int) -> list[int]:
@@ -78,7 +76,7 @@ class S3Encoder:
 
     def __init__(self, ctx: EncodeContext) -> None:
         self._ctx = ctx
-        self._tree = TreeReader(ctx.input_root / "s3")
+        self._tree = ctx.tree
 
     async def records(self) -> AsyncIterator[tuple[bytes, bytes]]:
         """Yield every S3 record of the tree, bucket by bucket.
@@ -86,34 +84,33 @@ class S3Encoder:
         A bucket is walked in batches of objects (one worker-thread call each), so memory
         stays bounded however many objects it holds.
         """
-        for dir_name in await anyio.to_thread.run_sync(self._bucket_dirs):
+        for dir_name in await self._tree.run(self._bucket_dirs):
             scan = _BucketScan(self._tree, dir_name)
             try:
-                name, meta_value = await anyio.to_thread.run_sync(scan.start)
+                name, meta_value = await self._tree.run(scan.start)
                 yield keys.bucket_meta_key(name), meta_value
                 yield keys.bucket_gen_key(name), struct.pack(">Q", RESTORE_GENERATION)
-                while batch := await anyio.to_thread.run_sync(scan.next_batch):
+                while batch := await self._tree.run(scan.next_batch):
                     for obj in batch:
                         async for record in self._object_records(name, obj):
                             yield record
                 scan.finish()
             finally:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(scan.close)
+                    await self._tree.run(scan.close)
             self._ctx.report.count("s3.buckets")
 
     async def _object_records(
         self, bucket: bytes, obj: _Object
     ) -> AsyncIterator[tuple[bytes, bytes]]:
         offset = chunk_no = 0
-        while offset < obj.size:
-            length = min(_READ_BLOCK, obj.size - offset)
-            block = await anyio.to_thread.run_sync(
-                self._tree.read_block, obj.parts, obj.identity, offset, length
-            )
+        size = obj.entry.size
+        while offset < size:
+            length = min(_READ_BLOCK, size - offset)
+            block = await self._tree.run(self._read_block, obj, offset, length)
             if len(block) != length:
                 raise S3EncodeInvalidManifest(
-                    f"s3/{'/'.join(obj.parts)} changed size while it was read"
+                    f"{'/'.join(obj.parts)} changed size while it was read"
                 )
             for start in range(0, length, CHUNK_SIZE):
                 key = keys.blob_key(
@@ -129,33 +126,37 @@ class S3Encoder:
             offset += length
         yield keys.manifest_key(bucket, RESTORE_GENERATION, obj.key), obj.manifest
         self._ctx.report.count("s3.objects")
-        self._ctx.report.count("s3.body_bytes", obj.size)
+        self._ctx.report.count("s3.body_bytes", size)
+
+    def _read_block(self, obj: _Object, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes of the body at ``offset``, re-opened and re-checked."""
+        with (
+            self._tree.directory(obj.parts[:-1]) as directory,
+            directory.open_file(obj.entry) as body,
+        ):
+            return body.pread(offset, length)
 
     def _bucket_dirs(self) -> list[str]:
         """The bucket directories under ``s3/`` (worker thread)."""
-        try:
-            st = os.stat(self._tree.root, follow_symlinks=False)
-        except FileNotFoundError:
+        top = self._tree.open_dir((_ROOT,))
+        if top is None:
             return []
-        if not stat.S_ISDIR(st.st_mode):
-            raise S3EncodeNotRegular("s3 is not a plain directory")
         out = []
-        with self._tree.directory(()) as fd:
-            for name in self._tree.names(fd):
-                entry = self._tree.lstat(fd, name)
-                if entry is not None and stat.S_ISDIR(entry.st_mode):
-                    out.append(name)
-                elif not name.startswith("_"):
+        with top:
+            for entry in top.entries():
+                if entry.is_dir:
+                    out.append(entry.name)
+                elif not entry.name.startswith("_"):
                     # A file here means a truncated or hand-made tree; skipping it would
                     # silently drop a bucket.
-                    raise S3EncodeNotRegular(f"s3/{name} is not a bucket directory")
+                    raise S3EncodeInvalidBucket(f"{top.path(entry.name)} is not a bucket directory")
         return out
 
 
 class _BucketScan:
     """Walks one bucket directory; every method runs in a worker thread."""
 
-    def __init__(self, tree: TreeReader, dir_name: str) -> None:
+    def __init__(self, tree: DumpTree, dir_name: str) -> None:
         self._tree = tree
         self._dir = dir_name
         self._keymap: dict[str, bytes] = {}
@@ -164,9 +165,9 @@ class _BucketScan:
 
     def start(self) -> tuple[bytes, bytes]:
         """Read ``_bucket.json`` and the KEYMAP; return the bucket name and its meta value."""
-        with self._tree.directory((self._dir,)) as fd:
-            bucket = self._read_bucket_json(fd)
-            self._keymap = self._read_keymap(fd)
+        with self._tree.directory((_ROOT, self._dir)) as bucket_dir:
+            bucket = self._read_bucket_json(bucket_dir)
+            self._keymap = self._read_keymap(bucket_dir)
         self._walk = self._objects()
         return bucket["name"].encode("utf-8"), live_bucket_meta_json(bucket)
 
@@ -189,55 +190,54 @@ class _BucketScan:
             self._walk.close()
 
     def _objects(self) -> Generator[_Object, None, None]:
-        with self._tree.directory((self._dir,)) as fd:
-            yield from self._walk_dir(fd, (self._dir,))
+        with self._tree.directory((_ROOT, self._dir)) as bucket_dir:
+            yield from self._walk_dir(bucket_dir, (_ROOT, self._dir))
 
-    def _read_bucket_json(self, fd: int) -> dict[str, Any]:
+    def _read_bucket_json(self, bucket_dir: TreeDir) -> dict[str, Any]:
         dir_name = self._dir
+        where = bucket_dir.path(_BUCKET_NAME)
         bucket = self._read_versioned(
-            fd,
-            (dir_name, _BUCKET_NAME),
+            bucket_dir,
+            _BUCKET_NAME,
             parse_public_bucket,
             S3EncodeInvalidBucket,
             f"s3/{dir_name} has no {_BUCKET_NAME}",
         )
         if not bucket["name"]:
-            raise S3EncodeInvalidBucket(f"s3/{dir_name}/{_BUCKET_NAME}: empty bucket name")
+            raise S3EncodeInvalidBucket(f"{where}: empty bucket name")
         if encode_segment(bucket["name"].encode("utf-8")) != dir_name:
             raise S3EncodeInvalidBucket(
-                f"s3/{dir_name}/{_BUCKET_NAME}: bucket {bucket['name']!r} does not belong "
-                "in this directory"
+                f"{where}: bucket {bucket['name']!r} does not belong in this directory"
             )
         return bucket
 
-    def _read_keymap(self, fd: int) -> dict[str, bytes]:
+    def _read_keymap(self, bucket_dir: TreeDir) -> dict[str, bytes]:
         """The rename tracker, if ``KEYMAP.jsonl`` is one (a regular file with no sidecar)."""
-        st = self._tree.lstat(fd, _KEYMAP_NAME)
-        if st is None or not stat.S_ISREG(st.st_mode):
+        entry = bucket_dir.lookup(_KEYMAP_NAME)
+        if entry is None or entry.is_dir:
             return {}
-        sidecar = self._tree.lstat(fd, _KEYMAP_NAME + _META)
-        if sidecar is not None and stat.S_ISREG(sidecar.st_mode):
+        if bucket_dir.lookup(_KEYMAP_NAME + _META) is not None:
             return {}  # a user object literally named KEYMAP.jsonl (reference-made trees)
-        parts = (self._dir, _KEYMAP_NAME)
-        self._tree.check_regular(st, parts)
-        return parse_keymap(self._tree.read_file(fd, parts), f"s3/{self._dir}/{_KEYMAP_NAME}")
+        with bucket_dir.open_file(entry) as file:
+            # An index of renamed keys, not one key's record: no per-file cap.
+            data = file.read_all(None)
+        return parse_keymap(data, bucket_dir.path(_KEYMAP_NAME))
 
-    def _walk_dir(self, fd: int, parts: tuple[str, ...]) -> Generator[_Object, None, None]:
-        top = len(parts) == 1
-        for name in self._tree.names(fd):
-            st = self._tree.lstat(fd, name)
-            if st is None:
-                continue
+    def _walk_dir(
+        self, directory: TreeDir, parts: tuple[str, ...]
+    ) -> Generator[_Object, None, None]:
+        top = len(parts) == 2
+        for entry in directory.entries():
+            name = entry.name
             child = (*parts, name)
-            if stat.S_ISDIR(st.st_mode):
+            if entry.is_dir:
                 if top and name in _RESERVED_DIRS:
-                    self._check_reserved_dir(fd, child)
+                    self._check_reserved_dir(directory, child)
                     continue
-                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-                try:
-                    yield from self._walk_dir(sub, child)
-                finally:
-                    os.close(sub)
+                sub = directory.subdir(name)
+                if sub is not None:
+                    with sub:
+                        yield from self._walk_dir(sub, child)
             elif (
                 (top and name == _BUCKET_NAME)
                 or (top and name == _KEYMAP_NAME and self._keymap)
@@ -245,62 +245,58 @@ class _BucketScan:
             ):
                 continue
             else:
-                yield self._object(fd, child, st)
+                yield self._object(directory, child, entry)
 
-    def _check_reserved_dir(self, fd: int, parts: tuple[str, ...]) -> None:
+    def _check_reserved_dir(self, parent: TreeDir, parts: tuple[str, ...]) -> None:
         """``_orphans/``/``_incomplete_uploads/`` are the decoder's; user objects there are not."""
-        sub = os.open(parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-        try:
-            for name in self._tree.names(sub):
-                st = self._tree.lstat(sub, name)
-                if st is not None and stat.S_ISDIR(st.st_mode):
-                    self._check_reserved_dir(sub, (*parts, name))
-                elif name.endswith(_META):
+        sub = parent.subdir(parts[-1])
+        if sub is None:
+            return
+        with sub:
+            for entry in sub.entries():
+                if entry.is_dir:
+                    self._check_reserved_dir(sub, (*parts, entry.name))
+                elif entry.name.endswith(_META):
                     raise S3EncodeReservedPrefixCollision(
-                        f"s3/{'/'.join(parts)} holds object sidecars: a user key collides with a "
+                        f"{'/'.join(parts)} holds object sidecars: a user key collides with a "
                         "reserved dump directory"
                     )
-        finally:
-            os.close(sub)
 
+    @staticmethod
     def _read_versioned(
-        self,
-        fd: int,
-        parts: tuple[str, ...],
+        directory: TreeDir,
+        name: str,
         parse: Callable[[bytes], dict[str, Any]],
         error: type[DumpTreeError],
         missing: str,
     ) -> dict[str, Any]:
-        """Read a required regular JSON file in ``fd`` and check its ``format_version``."""
-        st = self._tree.lstat(fd, parts[-1])
-        if st is None:
+        """Read a required JSON file of ``directory`` and check its ``format_version``."""
+        data = directory.read(name)
+        if data is None:
             raise error(missing)
-        self._tree.check_regular(st, parts)
-        where = "s3/" + "/".join(parts)
+        where = directory.path(name)
         try:
-            doc = parse(self._tree.read_file(fd, parts))
+            doc = parse(data)
         except GoJSONError as exc:
             raise error(f"{where}: {exc}") from None
         if doc["format_version"] != FORMAT_VERSION:
             raise error(f"{where}: unsupported format_version {doc['format_version']}")
         return doc
 
-    def _object(self, fd: int, parts: tuple[str, ...], st: os.stat_result) -> _Object:
-        rel = "/".join(parts[1:])
+    def _object(self, directory: TreeDir, parts: tuple[str, ...], entry: TreeEntry) -> _Object:
+        rel = "/".join(parts[2:])
         sidecar = self._read_versioned(
-            fd,
-            (*parts[:-1], parts[-1] + _META),
+            directory,
+            entry.name + _META,
             parse_public_manifest,
             S3EncodeInvalidManifest,
-            f"s3/{'/'.join(parts)} has no {_META} sidecar",
+            f"{'/'.join(parts)} has no {_META} sidecar",
         )
-        identity = self._tree.check_regular(st, parts)
-        if sidecar["size_bytes"] != st.st_size:
+        if sidecar["size_bytes"] != entry.size:
             raise S3EncodeInvalidManifest(
-                f"s3/{'/'.join(parts)}: size_bytes {sidecar['size_bytes']} != body length "
-                f"{st.st_size}"
+                f"{'/'.join(parts)}: size_bytes {sidecar['size_bytes']} != body length {entry.size}"
             )
         self._seen.add(rel)
         key = self._keymap.get(rel, os.fsencode(rel))
-        manifest = live_manifest_json(sidecar, _chunk_sizes(st.st_size))
-        return _Object(parts, key, manifest, identity, st.st_size)
+        manifest = live_manifest_json(sidecar, _chunk_sizes(entry.size))
+        return _Object(parts, key, manifest, entry)

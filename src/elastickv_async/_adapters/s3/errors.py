@@ -8,7 +8,6 @@ __all__ = [
     "S3ChunkBlobHashMismatch",
     "S3EncodeInvalidBucket",
     "S3EncodeInvalidManifest",
-    "S3EncodeNotRegular",
     "S3EncodeReservedPrefixCollision",
     "S3IncompleteBlobChunks",
     "S3InvalidBucketMeta",
@@ -55,10 +54,6 @@ class S3ChunkBlobHashMismatch(AdapterRecordError):
 
 class S3EncodeInvalidBucket(DumpTreeError):
     """A bucket directory's ``_bucket.json`` (or its KEYMAP.jsonl) is missing or invalid."""
-
-
-class S3EncodeNotRegular(DumpTreeError):
-    """A file of the S3 subtree is a symlink, a hard link, a device or not a plain file."""
 
 
 class S3EncodeInvalidManifest(DumpTreeError):

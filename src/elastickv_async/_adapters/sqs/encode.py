@@ -7,25 +7,20 @@ number). Everything is restored at generation 1 with visibility state zeroed.
 
 ``messages.jsonl`` is read twice, in batches in worker threads: a first pass validates the
 partitioning and picks the dedup winners, a second one yields the records; only the winners'
-tuples are held in memory. Symlinks and hard links anywhere under ``sqs/`` are refused.
+tuples are held in memory. The tree is read through the context's
+:class:`~elastickv_async._core.dump.tree.DumpTree` (no symlinks, special files or hard links).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import stat
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any, Final
-
-import anyio
-import anyio.to_thread
 
 from ..._core import gojson
 from ..._core.dump.names import encode_segment
+from ..._core.dump.tree import DumpTree
 from ..._core.gojson_read import GoJSONError, iter_values, loads
 from ..base import EncodeContext
 from . import keys, layout
@@ -33,7 +28,6 @@ from .errors import (
     SQSEncodeInvalidMessage,
     SQSEncodeInvalidQueue,
     SQSEncodeMissingPartition,
-    SQSEncodeNotRegular,
     SQSEncodeOutOfRangePartition,
     SQSEncodePartitionHashMismatch,
     SQSEncodePartitionRoutingMismatch,
@@ -55,9 +49,6 @@ SCOPE_MESSAGE_GROUP: Final = "messageGroup"
 SCOPE_QUEUE: Final = "queue"
 
 _BATCH: Final = 2048
-_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
-_OPEN_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
-_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
 
 
 def _wrap_int64(value: int) -> int:
@@ -68,80 +59,39 @@ def _wrap_int64(value: int) -> int:
 # --- file access (worker threads) ---------------------------------------------------------------
 
 
-def _check_regular(st: os.stat_result, rel: str) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise SQSEncodeNotRegular(f"{rel} is not a regular file")
-    if st.st_nlink > 1:
-        raise SQSEncodeNotRegular(f"{rel} is hard-linked (nlink={st.st_nlink})")
-
-
-def _open_dump_file(root: Path, dirname: str, filename: str) -> IO[bytes] | None:
-    """Open ``sqs/<dirname>/<filename>`` without following any symlink below ``sqs/``.
-
-    FIFOs, devices and hard links are refused too. Returns None when the file is absent.
-    """
-    rel = f"{layout.ROOT}/{dirname}/{filename}"
-    try:
-        root_fd = os.open(root, _DIR_FLAGS)
-        try:
-            dir_fd = os.open(dirname, _DIR_FLAGS, dir_fd=root_fd)
-        finally:
-            os.close(root_fd)
-    except OSError as exc:
-        raise SQSEncodeNotRegular(f"cannot open {rel}: {exc.strerror}") from None
-    try:
-        _check_regular(os.stat(filename, dir_fd=dir_fd, follow_symlinks=False), rel)
-        fd = os.open(filename, _OPEN_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise SQSEncodeNotRegular(f"cannot open {rel}: {exc.strerror}") from None
-    finally:
-        os.close(dir_fd)
-    try:
-        _check_regular(os.fstat(fd), rel)  # the descriptor is authoritative (no TOCTOU)
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "rb")
-
-
-def _queue_dirs(root: Path) -> list[str]:
+def _queue_dirs(tree: DumpTree) -> list[str]:
     """The queue directories under ``sqs/`` in name order (no ``sqs/``: none)."""
-    try:
-        st = os.lstat(root)
-    except FileNotFoundError:
+    top = tree.open_dir((layout.ROOT,))
+    if top is None:
         return []
-    if not stat.S_ISDIR(st.st_mode):
-        raise SQSEncodeNotRegular(f"{layout.ROOT} is not a plain directory")
-    names = []
-    with os.scandir(root) as it:
-        for entry in it:
-            if entry.is_symlink():
-                raise SQSEncodeNotRegular(f"{layout.ROOT}/{entry.name} is a symlink")
-            if entry.is_dir(follow_symlinks=False):
-                names.append(entry.name)
-    return sorted(names)
+    with top:
+        return [entry.name for entry in top.entries() if entry.is_dir]
 
 
-def _read_queue(root: Path, dirname: str) -> QueueConfig:
-    rel = f"{layout.ROOT}/{dirname}/{layout.QUEUE_FILE}"
-    fh = _open_dump_file(root, dirname, layout.QUEUE_FILE)
-    if fh is None:
-        raise SQSEncodeInvalidQueue(f"{rel}: missing")
-    with fh:
-        data = fh.read()
-    try:
-        version, cfg = parse_queue_json(data)
-    except GoJSONError as exc:
-        raise SQSEncodeInvalidQueue(f"{rel}: {exc}") from None
-    _validate_queue(version, cfg, rel)
-    if not cfg.name:
-        raise SQSEncodeInvalidQueue(f"{rel}: empty queue name")
-    # The decoder cannot give such a queue a directory, so a .fsm holding it would not decode.
-    if encode_segment(cfg.name.encode()) in (".", ".."):
-        raise SQSEncodeInvalidQueue(f"{rel}: queue name {cfg.name!r} cannot be a directory name")
-    return cfg
+def _open_queue(tree: DumpTree, dirname: str) -> tuple[QueueConfig, IO[bytes] | None]:
+    """Read ``sqs/<dirname>/_queue.json`` and open its ``messages.jsonl`` (None: absent)."""
+    queue_dir = tree.open_dir((layout.ROOT, dirname))
+    if queue_dir is None:
+        raise SQSEncodeInvalidQueue(f"{layout.ROOT}/{dirname} was removed while it was read")
+    with queue_dir:
+        rel = queue_dir.path(layout.QUEUE_FILE)
+        data = queue_dir.read(layout.QUEUE_FILE)
+        if data is None:
+            raise SQSEncodeInvalidQueue(f"{rel}: missing")
+        try:
+            version, cfg = parse_queue_json(data)
+        except GoJSONError as exc:
+            raise SQSEncodeInvalidQueue(f"{rel}: {exc}") from None
+        _validate_queue(version, cfg, rel)
+        if not cfg.name:
+            raise SQSEncodeInvalidQueue(f"{rel}: empty queue name")
+        # The decoder cannot give such a queue a directory, so a .fsm holding it would not decode.
+        if encode_segment(cfg.name.encode()) in (".", ".."):
+            raise SQSEncodeInvalidQueue(
+                f"{rel}: queue name {cfg.name!r} cannot be a directory name"
+            )
+        messages = queue_dir.open_name(layout.MESSAGES_FILE)
+    return cfg, None if messages is None else messages.stream()
 
 
 def _validate_queue(version: int, cfg: QueueConfig, rel: str) -> None:
@@ -332,45 +282,43 @@ class SQSEncoder:
 
     def __init__(self, ctx: EncodeContext) -> None:
         self._ctx = ctx
-        self._root = ctx.input_root / layout.ROOT
+        self._tree = ctx.tree
 
     async def records(self) -> AsyncIterator[tuple[bytes, bytes]]:
         """Every record of every queue directory, queue by queue."""
-        for name in await anyio.to_thread.run_sync(_queue_dirs, self._root):
+        for name in await self._tree.run(_queue_dirs, self._tree):
             async for record in self._queue_records(name):
                 yield record
 
     async def _queue_records(self, dirname: str) -> AsyncIterator[tuple[bytes, bytes]]:
-        cfg = await anyio.to_thread.run_sync(_read_queue, self._root, dirname)
+        cfg, fh = await self._tree.run(_open_queue, self._tree, dirname)
         name = cfg.name.encode()
-        yield keys.queue_meta_key(name), stored_meta_value(cfg, RESTORE_GENERATION)
-        yield keys.queue_gen_key(name), str(RESTORE_GENERATION).encode()
         messages_rel = f"{layout.ROOT}/{dirname}/{layout.MESSAGES_FILE}"
         plan = _QueuePlan(cfg, messages_rel)
-        fh = await anyio.to_thread.run_sync(
-            _open_dump_file, self._root, dirname, layout.MESSAGES_FILE
-        )
-        if fh is not None:
-            # Closing a read-only descriptor does not block; no thread hop needed.
-            with contextlib.closing(fh):
+        try:
+            yield keys.queue_meta_key(name), stored_meta_value(cfg, RESTORE_GENERATION)
+            yield keys.queue_gen_key(name), str(RESTORE_GENERATION).encode()
+            if fh is not None:
                 reader = _MessageReader(fh, messages_rel)
                 await self._check_messages(reader, plan)
                 async for record in self._emit_messages(reader, plan):
                     yield record
+        finally:
+            if fh is not None:
+                fh.close()  # a read-only descriptor: closing it does not block
         if cfg.fifo and plan.max_sequence > 0:
             # The live sender reads this as the last issued number and adds one.
             yield keys.queue_seq_key(name), str(plan.max_sequence).encode()
         self._ctx.report.count("sqs_queues_encoded")
 
-    @staticmethod
-    async def _check_messages(reader: _MessageReader, plan: _QueuePlan) -> None:
+    async def _check_messages(self, reader: _MessageReader, plan: _QueuePlan) -> None:
         """First pass: every gate on every message before any message record is emitted."""
         index = 0
-        while batch := await anyio.to_thread.run_sync(reader.batch):
+        while batch := await self._tree.run(reader.batch):
             for msg in batch:
                 plan.check(index, msg)
                 index += 1
-        await anyio.to_thread.run_sync(reader.rewind)
+        await self._tree.run(reader.rewind)
 
     async def _emit_messages(
         self, reader: _MessageReader, plan: _QueuePlan
@@ -378,7 +326,7 @@ class SQSEncoder:
         """Second pass: the records of every message."""
         winners = plan.winners()
         index = 0
-        while batch := await anyio.to_thread.run_sync(reader.batch):
+        while batch := await self._tree.run(reader.batch):
             for msg in batch:
                 if not msg.message_id:
                     raise SQSEncodeInvalidMessage(f"{plan.rel}: message without message_id")

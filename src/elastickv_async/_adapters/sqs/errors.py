@@ -13,7 +13,6 @@ __all__ = [
     "SQSEncodeInvalidMessage",
     "SQSEncodeInvalidQueue",
     "SQSEncodeMissingPartition",
-    "SQSEncodeNotRegular",
     "SQSEncodeOutOfRangePartition",
     "SQSEncodePartitionHashMismatch",
     "SQSEncodePartitionRoutingMismatch",
@@ -52,10 +51,6 @@ class SQSEncodeInvalidQueue(DumpTreeError):
 
 class SQSEncodeInvalidMessage(DumpTreeError):
     """A ``messages.jsonl`` record that cannot be parsed or restored."""
-
-
-class SQSEncodeNotRegular(DumpTreeError):
-    """A dump entry under ``sqs/`` is a symlink, hard link or other non-regular file."""
 
 
 class SQSEncodeMissingPartition(DumpTreeError):

@@ -1,0 +1,311 @@
+"""Reading a dump tree safely: the read-side twin of :class:`~.writer.DumpWriter`.
+
+One rule set for every encoder and for ``verify``:
+
+* directories are opened one component at a time, relative to their parent's descriptor,
+  with ``O_DIRECTORY | O_NOFOLLOW``: a symlinked directory is refused, never followed (the
+  root itself is the caller's choice and may be reached through a symlink);
+* a tree holds directories and regular files only: a listing refuses symlinks, FIFOs,
+  sockets, devices and hard-linked files (a second link may name an inode outside the tree);
+* a file is opened with ``O_NOFOLLOW | O_NONBLOCK`` (a FIFO swapped in after the listing
+  fails the checks instead of blocking the open), then checked again with ``fstat``: still a
+  regular file with one link, and the same ``(st_dev, st_ino)`` as the listing saw;
+* a file read whole is capped, so one hostile file cannot take the memory of the run:
+  :data:`MAX_RECORD_FILE` for a JSON document that becomes one key's records,
+  :data:`MAX_BODY_FILE` for a raw value body (the largest value a snapshot can hold).
+  Larger data (SQS message logs, S3 bodies, DynamoDB jsonl parts) is streamed.
+
+A violation of the first three raises :class:`~elastickv_async._core.errors.UnsafeDumpEntry`
+naming the path relative to the root. Everything but :meth:`DumpTree.run` is synchronous:
+hand a whole directory's or a whole file's work to :meth:`DumpTree.run`, which runs it in a
+worker thread under the tree's :class:`anyio.CapacityLimiter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final, TypeVar, TypeVarTuple
+
+import anyio
+import anyio.to_thread
+
+from ..errors import DumpTreeError, UnsafeDumpEntry, UsageError
+
+__all__ = ["MAX_BODY_FILE", "MAX_RECORD_FILE", "DumpTree", "TreeDir", "TreeEntry", "TreeFile"]
+
+#: Largest JSON document read whole (one DynamoDB item, Redis collection, sidecar...).
+#: Parsing costs about 25 times the file's size in Python objects, so this bounds one
+#: file's share of the run's memory to about 1.6 GiB.
+MAX_RECORD_FILE: Final = 64 << 20
+#: Largest raw value body read whole: the reference's 256 MiB snapshot value limit.
+MAX_BODY_FILE: Final = 256 << 20
+
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+_ROOT_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC
+_FILE_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+_READ_BLOCK: Final = 1 << 20
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+#: ``(st_dev, st_ino)``: what an open file must still be after the listing saw it.
+FileId = tuple[int, int]
+
+
+def _join(rel: str, name: str) -> str:
+    return f"{rel}/{name}" if rel else name
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return f"not a regular file (mode {stat.filemode(mode)})"
+
+
+def _check(st: os.stat_result, rel: str) -> None:
+    """Refuse anything but a directory or a singly linked regular file."""
+    if stat.S_ISDIR(st.st_mode):
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeDumpEntry(f"unsafe dump entry {rel!r}: {_kind(st.st_mode)}")
+    if st.st_nlink > 1:
+        raise UnsafeDumpEntry(f"unsafe dump entry {rel!r}: a hard link (nlink={st.st_nlink})")
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    """A checked entry of a listing: a directory or a singly linked regular file."""
+
+    name: str
+    is_dir: bool
+    size: int
+    #: ``(st_dev, st_ino)``: what the file must still be when it is opened.
+    identity: FileId
+
+
+class TreeFile:
+    """An open, checked regular file of the tree; close it (or use ``with``)."""
+
+    def __init__(self, fd: int, rel: str, size: int) -> None:
+        self.fd = fd
+        self.rel = rel
+        #: Size when it was opened.
+        self.size = size
+
+    def close(self) -> None:
+        """Release the descriptor (idempotent)."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> TreeFile:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def read_all(self, limit: int | None = MAX_RECORD_FILE) -> bytes:
+        """The whole content; a file over ``limit`` bytes (``None``: no limit) is refused."""
+        if limit is not None and self.size > limit:
+            self._too_big(limit)
+        chunks = []
+        total = 0
+        for block in self.blocks():
+            chunks.append(block)
+            total += len(block)
+            if limit is not None and total > limit:  # it grew since it was opened
+                self._too_big(limit)
+        return b"".join(chunks)
+
+    def blocks(self) -> Iterator[bytes]:
+        """The content from the current position, in blocks of up to 1 MiB."""
+        while block := os.read(self.fd, _READ_BLOCK):
+            yield block
+
+    def _too_big(self, limit: int) -> None:
+        raise DumpTreeError(
+            f"{self.rel!r} is larger than the {limit:,}-byte limit of a file read whole"
+        )
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` (fewer only at the end of the file)."""
+        out = bytearray()
+        while len(out) < length:
+            block = os.pread(self.fd, length - len(out), offset + len(out))
+            if not block:
+                break
+            out += block
+        return bytes(out)
+
+    def stream(self) -> io.BufferedReader:
+        """A buffered binary reader that takes over the descriptor (close the reader)."""
+        fd, self.fd = self.fd, -1
+        return open(fd, "rb", closefd=True)
+
+
+class TreeDir:
+    """An open directory of the tree; close it (or use ``with``)."""
+
+    def __init__(self, fd: int, rel: str) -> None:
+        self.fd = fd
+        #: Slash path relative to the tree root ("" for the root).
+        self.rel = rel
+
+    def close(self) -> None:
+        """Release the descriptor (idempotent)."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> TreeDir:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def path(self, name: str) -> str:
+        """The slash path of ``name`` in this directory, relative to the root."""
+        return _join(self.rel, name)
+
+    def entries(self) -> Iterator[TreeEntry]:
+        """Every entry, checked, in byte order of the names.
+
+        The names are listed at once; each is ``lstat``-ed as it is reached, so a huge
+        directory costs its names only.
+        """
+        for name in sorted(os.listdir(self.fd), key=os.fsencode):
+            entry = self.lookup(name)
+            if entry is not None:  # else removed since the listing
+                yield entry
+
+    def lookup(self, name: str) -> TreeEntry | None:
+        """The checked entry ``name``, or ``None`` when it does not exist."""
+        try:
+            st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        _check(st, self.path(name))
+        return TreeEntry(name, stat.S_ISDIR(st.st_mode), st.st_size, (st.st_dev, st.st_ino))
+
+    def subdir(self, name: str) -> TreeDir | None:
+        """Open the subdirectory ``name``; ``None`` when it does not exist."""
+        rel = self.path(name)
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=self.fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            entry = self.lookup(name)  # a symlink or a special file: refused by the check
+            if entry is None:
+                return None
+            if not entry.is_dir:
+                raise DumpTreeError(f"{rel!r} is a file, expected a directory") from None
+            raise DumpTreeError(f"cannot open directory {rel!r}: {exc.strerror}") from None
+        return TreeDir(fd, rel)
+
+    def open_file(self, entry: TreeEntry) -> TreeFile:
+        """Open the listed regular file ``entry``; it must not have changed since."""
+        rel = self.path(entry.name)
+        if entry.is_dir:
+            raise DumpTreeError(f"{rel!r} is a directory, expected a file")
+        try:
+            fd = os.open(entry.name, _FILE_FLAGS, dir_fd=self.fd)
+        except FileNotFoundError:
+            raise DumpTreeError(f"{rel!r} was removed while the tree was read") from None
+        except OSError as exc:
+            raise UnsafeDumpEntry(
+                f"unsafe dump entry {rel!r}: cannot be opened as a regular file ({exc.strerror})"
+            ) from None
+        try:
+            st = os.fstat(fd)
+            _check(st, rel)
+            if stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) != entry.identity:
+                raise UnsafeDumpEntry(
+                    f"unsafe dump entry {rel!r}: replaced while the tree was read"
+                )
+        except BaseException:
+            os.close(fd)
+            raise
+        return TreeFile(fd, rel, st.st_size)
+
+    def open_name(self, name: str) -> TreeFile | None:
+        """Look ``name`` up and open it as a regular file; ``None`` when it does not exist."""
+        entry = self.lookup(name)
+        return None if entry is None else self.open_file(entry)
+
+    def read(self, name: str, *, limit: int | None = MAX_RECORD_FILE) -> bytes | None:
+        """The whole regular file ``name`` (at most ``limit`` bytes); ``None`` when absent."""
+        file = self.open_name(name)
+        if file is None:
+            return None
+        with file:
+            return file.read_all(limit)
+
+
+class DumpTree:
+    """Safe read access to the dump tree at ``root`` (one per reader: an encoder, ``verify``).
+
+    ``jobs`` bounds the worker threads of :meth:`run`.
+    """
+
+    def __init__(self, root: Path, *, jobs: int = 8) -> None:
+        self.root = root
+        self._jobs = max(1, jobs)
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
+        """Run ``func(*args)`` (a whole directory's or file's work) in a worker thread."""
+        if self._limiter is None:
+            # Created on first use: a limiter belongs to the running event loop.
+            self._limiter = anyio.CapacityLimiter(self._jobs)
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+
+    def open_root(self) -> TreeDir:
+        """Open the root directory itself."""
+        try:
+            fd = os.open(self.root, _ROOT_FLAGS)
+        except OSError as exc:
+            raise UsageError(f"cannot open dump tree {self.root}: {exc.strerror}") from None
+        return TreeDir(fd, "")
+
+    def open_dir(self, parts: Sequence[str]) -> TreeDir | None:
+        """Open ``root/parts`` one component at a time; ``None`` when a component is missing."""
+        current = self.open_root()
+        try:
+            for part in parts:
+                child = current.subdir(part)
+                current.close()
+                if child is None:
+                    return None
+                current = child
+        except BaseException:
+            current.close()
+            raise
+        return current
+
+    @contextlib.contextmanager
+    def directory(self, parts: Sequence[str]) -> Iterator[TreeDir]:
+        """``root/parts`` as a context manager; a missing directory is an error."""
+        opened = self.open_dir(parts)
+        if opened is None:
+            raise DumpTreeError(f"{'/'.join(parts)!r} was removed while the tree was read")
+        with opened:
+            yield opened
