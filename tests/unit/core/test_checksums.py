@@ -11,6 +11,7 @@ import pytest
 
 from elastickv_async._core.dump.checksums import ChecksumLedger, checksum_line, compute_checksums
 from elastickv_async._core.dump.verify import ChecksumMismatch, verify_tree
+from elastickv_async._core.errors import UnsafeDumpEntry
 
 
 def _tree(root: Path) -> None:
@@ -21,10 +22,9 @@ def _tree(root: Path) -> None:
     (root / ".hidden").write_bytes(b"h")
 
 
-def test_lines_are_sorted_bytewise_and_skip_symlinks(tmp_path: Path) -> None:
-    """Every regular file (hidden ones too) is listed, sorted by path bytes; links skipped."""
+def test_lines_are_sorted_bytewise_and_refuse_symlinks(tmp_path: Path) -> None:
+    """Every regular file (hidden ones too) is listed, sorted by path bytes; a symlink fails."""
     _tree(tmp_path)
-    (tmp_path / "link").symlink_to(tmp_path / "a" / "Z")
     listing = compute_checksums(tmp_path).decode().splitlines()
     assert [line.split("  ", 1)[1] for line in listing] == [
         ".hidden",
@@ -33,6 +33,9 @@ def test_lines_are_sorted_bytewise_and_skip_symlinks(tmp_path: Path) -> None:
         "a/b/x.json",
     ]
     assert listing[2] == hashlib.sha256(b"z").hexdigest() + "  a/Z"
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "Z")
+    with pytest.raises(UnsafeDumpEntry, match="'link': a symlink"):
+        compute_checksums(tmp_path)
 
 
 def test_escaped_form_for_newline_and_backslash() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import os
-import stat
 import struct
 import threading
 from collections.abc import Iterator, Mapping
@@ -19,12 +18,14 @@ from pathlib import Path
 from typing import Final
 
 from ..extsort import ExternalSorter
+from .tree import DumpTree, TreeDir
 
 __all__ = [
     "CHECKSUMS_NAME",
     "ChecksumLedger",
     "checksum_line",
     "compute_checksums",
+    "hash_tree",
     "sha256_file",
 ]
 
@@ -51,33 +52,40 @@ def checksum_line(hexdigest: str, relpath: bytes) -> bytes:
     return hexdigest.encode() + b"  " + relpath + b"\n"
 
 
-def _walk(root: bytes, rel: bytes, out: list[bytes]) -> None:
-    with os.scandir(os.path.join(root, rel) if rel else root) as it:
-        entries = list(it)
-    for entry in entries:
-        child = rel + b"/" + entry.name if rel else entry.name
-        mode = entry.stat(follow_symlinks=False).st_mode
-        if stat.S_ISDIR(mode):
-            _walk(root, child, out)
-        elif stat.S_ISREG(mode):
-            out.append(child)
+def _hash_dir(directory: TreeDir, out: dict[bytes, str]) -> None:
+    for entry in directory.entries():
+        if entry.is_dir:
+            sub = directory.subdir(entry.name)
+            if sub is not None:
+                with sub:
+                    _hash_dir(sub, out)
+            continue
+        rel = directory.path(entry.name)
+        if rel == CHECKSUMS_NAME:
+            continue
+        digest = hashlib.sha256()
+        with directory.open_file(entry) as file:
+            for block in file.blocks():
+                digest.update(block)
+        out[os.fsencode(rel)] = digest.hexdigest()
+
+
+def hash_tree(tree: DumpTree) -> dict[bytes, str]:
+    """Hex SHA-256 of every regular file of ``tree`` except CHECKSUMS, by raw slash path.
+
+    The tree is read under its rules: a symlink, special file or hard link anywhere raises
+    :class:`~elastickv_async._core.errors.UnsafeDumpEntry`. Blocking: call from a worker thread.
+    """
+    out: dict[bytes, str] = {}
+    with tree.open_root() as root:
+        _hash_dir(root, out)
+    return out
 
 
 def compute_checksums(root: Path) -> bytes:
-    """Hash every regular file under ``root`` except CHECKSUMS itself; return the file's bytes.
-
-    Symlinks and special files are skipped, never followed.
-    """
-    raw_root = os.fsencode(root)
-    files: list[bytes] = []
-    _walk(raw_root, b"", files)
-    files.sort()
-    lines = [
-        checksum_line(sha256_file(os.path.join(raw_root, rel)), rel)
-        for rel in files
-        if rel != CHECKSUMS_NAME.encode()
-    ]
-    return b"".join(lines)
+    """The CHECKSUMS content for the tree at ``root`` as it is now (see :func:`hash_tree`)."""
+    digests = hash_tree(DumpTree(root))
+    return b"".join(checksum_line(digests[rel], rel) for rel in sorted(digests))
 
 
 class ChecksumLedger:

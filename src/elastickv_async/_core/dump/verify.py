@@ -1,8 +1,9 @@
 """``verify``: check that a dump tree is complete and unchanged.
 
 A tree is good when MANIFEST.json and CHECKSUMS exist, every CHECKSUMS line names a regular
-file (reached without following symlinks) whose SHA-256 matches, and no regular file is left
-out of CHECKSUMS.
+file whose SHA-256 matches, and no regular file is left out of CHECKSUMS. The tree is read
+under the encoder's rules (:mod:`~elastickv_async._core.dump.tree`): a tree holding a symlink,
+a FIFO, a device, a socket or a hard-linked file anywhere fails, since ``encode`` would refuse it.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import re
 from pathlib import Path
 from typing import Final
 
-import anyio.to_thread
-
 from ..errors import DataError, UsageError
 from ..report import Report
-from .checksums import CHECKSUMS_NAME, compute_checksums
+from .checksums import CHECKSUMS_NAME, hash_tree
 from .manifest import MANIFEST_NAME
+from .tree import DumpTree
 
 __all__ = ["ChecksumMismatch", "verify_tree"]
 
@@ -64,16 +64,19 @@ def _problem(path: bytes, listed: dict[bytes, str], actual: dict[bytes, str]) ->
     return "sha256 differs"
 
 
-def _verify_sync(root: Path) -> int:
-    if not root.is_dir():
-        raise UsageError(f"{root} is not a directory")
-    if not (root / MANIFEST_NAME).is_file():
-        raise ChecksumMismatch(f"{root} has no {MANIFEST_NAME}: the dump is incomplete")
-    try:
-        listed = _parse((root / CHECKSUMS_NAME).read_bytes())
-    except FileNotFoundError:
-        raise ChecksumMismatch(f"{root} has no {CHECKSUMS_NAME}") from None
-    actual = _parse(compute_checksums(root))
+def _verify_sync(tree: DumpTree) -> int:
+    if not tree.root.is_dir():
+        raise UsageError(f"{tree.root} is not a directory")
+    with tree.open_root() as root:
+        manifest = root.lookup(MANIFEST_NAME)
+        if manifest is None or manifest.is_dir:
+            raise ChecksumMismatch(f"{tree.root} has no {MANIFEST_NAME}: the dump is incomplete")
+        # CHECKSUMS lists every file of the tree: no per-file cap.
+        listing = root.read(CHECKSUMS_NAME, limit=None)
+        if listing is None:
+            raise ChecksumMismatch(f"{tree.root} has no {CHECKSUMS_NAME}")
+        listed = _parse(listing)
+    actual = hash_tree(tree)
     problems = [
         f"{os.fsdecode(p)}: {_problem(p, listed, actual)}"
         for p in sorted(listed.keys() | actual.keys())
@@ -88,7 +91,10 @@ def _verify_sync(root: Path) -> int:
 
 
 async def verify_tree(root: Path, report: Report | None = None) -> Report:
-    """Verify the dump tree at ``root``; raise :class:`ChecksumMismatch` when it is not intact."""
+    """Verify the dump tree at ``root``; raise :class:`ChecksumMismatch` when it is not intact,
+    :class:`~elastickv_async._core.errors.UnsafeDumpEntry` when it holds an entry that
+    ``encode`` would refuse."""
     report = report if report is not None else Report()
-    report.count("files_verified", await anyio.to_thread.run_sync(_verify_sync, root))
+    tree = DumpTree(root)
+    report.count("files_verified", await tree.run(_verify_sync, tree))
     return report

@@ -25,6 +25,7 @@ import structlog
 from ..._adapters.base import AdapterSpec, EncodeContext
 from ..._adapters.registry import adapter_specs
 from ..dump.manifest import MANIFEST_NAME, Manifest, read_manifest
+from ..dump.tree import DumpTree
 from ..errors import OutputError, SelfTestMismatch, UsageError
 from ..extsort import DEFAULT_SORT_BUDGET, ExternalSorter
 from ..gocompat import go_trim_space
@@ -84,13 +85,12 @@ def parse_last_commit_ts(text: str) -> int:
 
 
 def _load_manifest(input_root: Path) -> Manifest:
-    path = input_root / MANIFEST_NAME
-    try:
-        payload = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path} not found: --input must be a dump tree root") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    # Read under the tree's rules: a symlinked or special MANIFEST.json is refused unopened.
+    with DumpTree(input_root).open_root() as root:
+        payload = root.read(MANIFEST_NAME)
+    if payload is None:
+        path = input_root / MANIFEST_NAME
+        raise UsageError(f"{path} not found: --input must be a dump tree root")
     return read_manifest(payload)
 
 
