@@ -1,8 +1,9 @@
-"""Command line: ``elastickv-async {decode,encode,inspect,verify}``.
+"""Command line: ``elastickv-async {decode,encode,inspect,verify,prepare-restore}``.
 
 ``decode`` accepts every flag of the reference ``elastickv-snapshot-decode`` (Go's flag
 syntax too: ``-input x``, ``--flag=value``, ``--bool=true``), ``encode`` every flag of
-``elastickv-snapshot-encode``. Exit codes: 0 success, 1 usage or environment errors, 2 data
+``elastickv-snapshot-encode``, ``prepare-restore`` every flag of
+``elastickv-snapshot-prepare-restore``. Exit codes: 0 success, 1 usage or environment errors, 2 data
 errors (bad snapshot, bad dump tree, self-test mismatch). Errors are one line on stderr.
 """
 
@@ -25,6 +26,7 @@ from .errors import ElasticKVError, UsageError
 from .options import DecodeOptions, EncodeOptions, parse_adapter_list
 from .pipeline import Progress
 from .report import Report
+from .restore import command as restore_command
 
 __all__ = ["main"]
 
@@ -42,6 +44,7 @@ _BOOL_FLAGS: Final = frozenset(
         "quiet",
         "no-progress",
         "json",
+        *restore_command.BOOL_FLAGS,
     }
 )
 
@@ -154,6 +157,8 @@ def _build_parser() -> _Parser:
         "in ~/.bashrc, or `elastickv-async completion zsh > ~/.zfunc/_elastickv-async`.",
     )
     comp.add_argument("shell", choices=SHELLS, help="the shell to complete in")
+
+    restore_command.add_parser(sub, common)
     return parser
 
 
@@ -284,7 +289,13 @@ async def _inspect(args: argparse.Namespace, report: Report) -> None:
         print("\n".join(found.lines()))
 
 
-_COMMANDS: Final = {"decode": _decode, "encode": _encode, "inspect": _inspect, "verify": _verify}
+_COMMANDS: Final = {
+    "decode": _decode,
+    "encode": _encode,
+    "inspect": _inspect,
+    "verify": _verify,
+    "prepare-restore": restore_command.run,
+}
 
 
 def _run(args: argparse.Namespace, report: Report) -> None:
@@ -344,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     if args.report is not None:
         _write_report(args.report, report, args.command, code)
-    if not args.quiet and code == 0 and args.command != "inspect":
+    if not args.quiet and code == 0 and args.command not in ("inspect", "prepare-restore"):
         for line in report.summary_lines():
             print(f"{PROG}: {line}", file=sys.stderr)
     return code

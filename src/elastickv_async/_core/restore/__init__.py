@@ -1,0 +1,1 @@
+"""Restoring to a node: ``prepare-restore`` builds a Raft data directory from an encoded .fsm."""

@@ -1,0 +1,79 @@
+"""The ``prepare-restore`` subcommand: the reference helper's flags, our implementation."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+from ..report import Report
+from .prepare import PrepareRestoreOptions, describe, prepare_restore
+
+__all__ = ["BOOL_FLAGS", "add_parser", "run"]
+
+#: Flags that take Go's ``--flag=true/false`` spelling.
+BOOL_FLAGS: Final = frozenset(
+    {"fresh-cluster", "allow-missing-cluster-id", "allow-unverified-self-test"}
+)
+
+
+def add_parser(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
+    """Register ``prepare-restore`` with the flags of ``elastickv-snapshot-prepare-restore``."""
+    p = sub.add_parser(
+        "prepare-restore",
+        parents=[common],
+        help="turn an encoded .fsm + encode_info.json into a fresh Raft data directory",
+    )
+    p.add_argument("--input", required=True, help="encoded .fsm payload (from encode)")
+    p.add_argument(
+        "--encode-info",
+        type=Path,
+        help="the encode info sidecar (default <input>.encode_info.json)",
+    )
+    p.add_argument(
+        "--data-dir",
+        required=True,
+        type=Path,
+        help="the node's <raftDataDir>/<raftId> (or .../group-<g>) to create; must not exist",
+    )
+    p.add_argument("--index", type=int, required=True, help="Raft index of the snapshot (> 0)")
+    p.add_argument("--term", type=int, default=1, help="Raft term of the snapshot")
+    p.add_argument("--peers", required=True, help="Raft voters: id=host:port,...")
+    p.add_argument("--target-cluster-id", default="", help="cluster id the payload must come from")
+    p.add_argument(
+        "--fresh-cluster", action="store_true", help="restore into a new cluster (any cluster id)"
+    )
+    p.add_argument(
+        "--allow-missing-cluster-id",
+        action="store_true",
+        help="accept an encode info without manifest_cluster_id",
+    )
+    p.add_argument(
+        "--allow-unverified-self-test",
+        action="store_true",
+        help="accept an encode info whose self-test did not run or match",
+    )
+
+
+async def run(args: argparse.Namespace, report: Report) -> None:
+    """Prepare the data directory and record what was written in the report."""
+    result = await prepare_restore(
+        PrepareRestoreOptions(
+            input=Path(args.input),
+            data_dir=args.data_dir,
+            index=args.index,
+            term=args.term,
+            peers=args.peers,
+            encode_info=args.encode_info,
+            target_cluster_id=args.target_cluster_id,
+            fresh_cluster=args.fresh_cluster,
+            allow_missing_cluster_id=args.allow_missing_cluster_id,
+            allow_unverified_self_test=args.allow_unverified_self_test,
+        )
+    )
+    fields = describe(result)
+    report.snapshot.update(fields)
+    if not args.quiet:
+        detail = " ".join(f"{k}={v}" for k, v in fields.items())
+        print(f"elastickv-async: restore data directory prepared: {detail}", file=sys.stderr)
