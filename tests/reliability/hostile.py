@@ -31,11 +31,16 @@ def b64url(raw: bytes) -> bytes:
     return base64.urlsafe_b64encode(raw).rstrip(b"=")
 
 
-def snapshot(records: Iterable[tuple[bytes, bytes]], last_commit_ts: int = LAST_COMMIT_TS) -> bytes:
+def snapshot(
+    records: Iterable[tuple[bytes, bytes]],
+    last_commit_ts: int = LAST_COMMIT_TS,
+    *,
+    commit_ts: int = 1,
+) -> bytes:
     """An ``EKVPBBL1`` stream of one live version per ``(user key, body)``, in key order."""
     out = bytearray(b"EKVPBBL1" + struct.pack("<Q", last_commit_ts))
     for key, body in sorted(records):
-        raw_key = key + struct.pack(">Q", 1 ^ _TS_MASK)
+        raw_key = key + struct.pack(">Q", commit_ts ^ _TS_MASK)
         raw_value = b"\x00" + struct.pack("<Q", 0) + body
         out += struct.pack("<Q", len(raw_key)) + raw_key
         out += struct.pack("<Q", len(raw_value)) + raw_value
@@ -77,3 +82,43 @@ def cli_argv(*args: str | os.PathLike[str]) -> Sequence[str]:
 def listing(root: Path) -> list[str]:
     """Every path under ``root`` (files, directories, links), relative and sorted."""
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+#: A child process running the CLI that stops after its first written file (decode) or after
+#: collecting records (encode), prints READY and waits there until it is signalled.
+PAUSING_CLI = """
+import sys
+import anyio
+from elastickv_async._core.cli import main
+from elastickv_async._core.dump.writer import DumpWriter
+from elastickv_async._core.encode import api
+
+async def pause() -> None:
+    print("READY", flush=True)
+    await anyio.sleep_forever()
+
+write = DumpWriter._call
+async def write_then_pause(self, func, *args):
+    result = await write(self, func, *args)
+    await pause()
+    return result
+
+collect = api.collect_records
+async def collect_then_pause(*args, **kwargs):
+    await collect(*args, **kwargs)
+    await pause()
+
+DumpWriter._call = write_then_pause
+api.collect_records = collect_then_pause
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def pausing_cli(*args: str | os.PathLike[str]) -> subprocess.Popen[str]:
+    """Start :data:`PAUSING_CLI` with ``args``; read its first line before signalling it."""
+    return subprocess.Popen(
+        [sys.executable, "-c", PAUSING_CLI, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -33,16 +32,24 @@ from .concurrency import task_group
 from .dump.checksums import CHECKSUMS_NAME, ChecksumLedger
 from .dump.manifest import DYNAMODB_LAYOUTS, MANIFEST_NAME, DecodeManifest
 from .dump.writer import DumpWriter
-from .errors import UsageError
+from .errors import OutputError, UsageError
 from .options import ADAPTER_NAMES, DecodeOptions
 from .report import Report, make_logger
 from .routing import INTERNAL, Router, prefix_family
+from .runfiles import (
+    LockedDir,
+    clear_directory,
+    lock_directory,
+    make_locked_dir,
+    new_tag,
+    remove_leftovers,
+)
 from .snapshot.entry import SnapshotHeader
 from .snapshot.mvcc import VisibilityResolver
 from .snapshot.reader import Snapshot, SnapshotStats, open_snapshot
 from .snapshot.source import snapshot_index_from_path
 
-__all__ = ["Progress", "ProgressCallback", "decode_snapshot"]
+__all__ = ["INCOMPLETE_MARKER", "Progress", "ProgressCallback", "decode_snapshot"]
 
 _HLC_LOGICAL_BITS: Final = 16
 _PLAIN_COUNTERS: Final = ("total", "internal", "unknown")
@@ -62,31 +69,78 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def _prepare_output(source: Path, output: Path) -> None:
+#: Present in an output directory while a decode writes it; removed after MANIFEST.json.
+#: The run began with the directory empty, so everything beside it belongs to that run.
+INCOMPLETE_MARKER: Final = ".elastickv-async-incomplete"
+
+
+def _prepare_output(source: Path, output: Path, *, force: bool, tag: str) -> LockedDir:
+    """Lock the output directory (created if absent) and check that it may be written.
+
+    It must be empty, or, with ``force``, hold only the incomplete tree of an earlier decode
+    that is no longer running (its marker is there and the lock was free): that tree is
+    cleared. A complete tree or foreign files are never removed.
+    """
     if not source.is_file():
         raise UsageError(f"input {source} is not a readable file")
     if output.is_symlink():
         raise UsageError(f"output {output} is a symlink; refusing to write through it")
-    if output.exists():
-        if not output.is_dir():
-            raise UsageError(f"output {output} exists and is not a directory")
-        if any(output.iterdir()):
-            raise UsageError(f"output directory {output} is not empty")
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"output {output} exists and is not a directory")
     output.mkdir(mode=0o755, parents=True, exist_ok=True)
+    held = lock_directory(output, "output directory")
+    try:
+        names = set(os.listdir(held.fd))
+        if names and INCOMPLETE_MARKER in names and force:
+            clear_directory(held.fd)
+        elif INCOMPLETE_MARKER in names:
+            raise UsageError(
+                f"output directory {output} holds the incomplete tree of a decode that did not "
+                "finish; pass --force to replace it"
+            )
+        elif names:
+            more = " (--force replaces only an unfinished decode's tree)" if force else ""
+            raise UsageError(f"output directory {output} is not empty{more}")
+        marker = os.open(
+            INCOMPLETE_MARKER,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=held.fd,
+        )
+        try:
+            os.write(marker, f"{tag}\n".encode())
+        finally:
+            os.close(marker)
+    except BaseException:
+        held.close()
+        raise
+    return held
 
 
-def _prepare_scratch(options: DecodeOptions, output: Path) -> Path:
+def _check_scratch_root(options: DecodeOptions) -> None:
+    root = options.scratch_root
+    if root is not None and not root.is_dir():
+        raise UsageError(f"--scratch-root {root} is not an existing directory")
+
+
+def _prepare_scratch(options: DecodeOptions, output: Path, tag: str) -> LockedDir:
     if options.scratch_root is None:
-        scratch = output / f".scratch-{secrets.token_hex(4)}"
-    else:
-        # The run's scratch is always a fresh subdirectory, removed at the end; refusing the
-        # output itself as the base keeps that removal away from the user's data.
-        base = options.scratch_root.resolve()
-        if base == output.resolve():
-            raise UsageError("--scratch-root must not be the output directory")
-        scratch = base / f"elastickv-async-scratch-{secrets.token_hex(4)}"
-    scratch.mkdir(mode=0o700, parents=True)
-    return scratch
+        return make_locked_dir(output, f".{tag}.scratch")
+    # The run's scratch is always a fresh subdirectory, removed at the end; refusing the
+    # output itself as the base keeps that removal away from the user's data.
+    base = options.scratch_root.resolve()
+    if base == output.resolve():
+        raise UsageError("--scratch-root must not be the output directory")
+    remove_leftovers(base)
+    return make_locked_dir(base, f"{tag}.scratch")
+
+
+def _release(held: LockedDir | None, *, remove: bool) -> None:
+    if held is None:
+        return
+    if remove and held.still_here():
+        shutil.rmtree(held.path, ignore_errors=True)
+    held.close()
 
 
 def _validate(options: DecodeOptions) -> None:
@@ -108,24 +162,35 @@ async def decode_snapshot(
     log_stream: TextIO | None = None,
     progress: ProgressCallback | None = None,
     report: Report | None = None,
+    force: bool = False,
 ) -> Report:
     """Decode the snapshot at ``input_path`` into a dump tree at ``output``.
 
-    ``output`` must be absent or an empty directory. Returns the run's :class:`Report`
+    ``output`` must be absent or an empty directory; with ``force`` it may also hold the
+    incomplete tree of a decode that was killed, which is then replaced. The directory is
+    locked for the run: a second run on it fails at once with
+    :class:`~elastickv_async._core.errors.UsageError`. Returns the run's :class:`Report`
     (counters, warnings, what the snapshot said about itself); pass ``report`` to keep it
     even when the run fails. Raises an :class:`~elastickv_async._core.errors.ElasticKVError`
     subclass on bad input; the partial tree then has no MANIFEST.json.
     """
     options = options or DecodeOptions()
     _validate(options)
+    _check_scratch_root(options)
     source = Path(input_path)
     out = Path(output)
-    await anyio.to_thread.run_sync(_prepare_output, source, out)
-    scratch = await anyio.to_thread.run_sync(_prepare_scratch, options, out)
+    tag = new_tag()
     report = report if report is not None else Report()
     log = make_logger(report, log_format=log_format, stream=log_stream)
-    run = _DecodeRun(source, str(input_path), out, scratch, options, report, log, progress)
+    held = await anyio.to_thread.run_sync(
+        lambda: _prepare_output(source, out, force=force, tag=tag)
+    )
+    scratch: LockedDir | None = None
     try:
+        scratch = await anyio.to_thread.run_sync(_prepare_scratch, options, out, tag)
+        run = _DecodeRun(
+            source, str(input_path), held, scratch.path, options, report, log, progress
+        )
         try:
             return await run.execute(ignore_future_versions=True)
         except _HeaderBelowData:
@@ -133,7 +198,7 @@ async def decode_snapshot(
         # Start over: the first pass's files and counts describe the wrong state.
         report.counters.clear()
         report.warnings.clear()
-        await anyio.to_thread.run_sync(_reset_output, out, scratch)
+        await anyio.to_thread.run_sync(_reset_output, held, scratch)
         log.warning(
             "mvcc_header_below_data",
             hint="versions newer than the header's last_commit_ts exist but no key has "
@@ -143,22 +208,24 @@ async def decode_snapshot(
         return await run.execute(ignore_future_versions=False)
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+            await anyio.to_thread.run_sync(lambda: _release(scratch, remove=True))
+            await anyio.to_thread.run_sync(lambda: _release(held, remove=False))
 
 
 class _HeaderBelowData(Exception):
     """Raised by a strict pass whose snapshot header is below all of its history."""
 
 
-def _reset_output(out: Path, scratch: Path) -> None:
-    """Empty the output (it was empty when the run began) and give the run a fresh scratch."""
-    for child in out.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(mode=0o700, parents=True)
+def _reset_output(out: LockedDir, scratch: LockedDir) -> None:
+    """Empty the output (it was empty when the run began) and the run's scratch.
+
+    Everything goes through the descriptors opened at the start: if ``out`` no longer names
+    that directory (say a symlink was swapped in), the run stops instead of following it.
+    """
+    if not out.still_here():
+        raise OutputError(f"output directory {out.path} was replaced during the run")
+    clear_directory(out.fd, keep=frozenset({INCOMPLETE_MARKER, scratch.path.name}))
+    clear_directory(scratch.fd)
 
 
 def _make_scratch_dirs(scratch: Path, names: tuple[str, ...]) -> None:
@@ -174,14 +241,16 @@ class _DecodeRun:
         self,
         source: Path,
         source_label: str,
-        out: Path,
+        out: LockedDir,
         scratch: Path,
         options: DecodeOptions,
         report: Report,
         log: Any,
         progress: ProgressCallback | None,
     ) -> None:
-        self.source, self.source_label, self.out, self.scratch = source, source_label, out, scratch
+        self.source, self.source_label, self.scratch = source, source_label, scratch
+        self.out = out.path
+        self.held = out
         self.options, self.report, self.log, self.progress = options, report, log, progress
         self.specs = adapter_specs()
         missing = [a for a in options.adapters if a not in self.specs]
@@ -339,5 +408,6 @@ class _DecodeRun:
         await writer.write_chunks(CHECKSUMS_NAME, listing)
         await anyio.to_thread.run_sync(shutil.rmtree, self.scratch, True)
         await writer.write(MANIFEST_NAME, manifest)
+        await anyio.to_thread.run_sync(lambda: os.unlink(INCOMPLETE_MARKER, dir_fd=self.held.fd))
         self.report.count("files_written", writer.files_written)
         self.report.count("bytes_written", writer.bytes_written)

@@ -17,6 +17,7 @@ from elastickv_async._core.cli import main
 from elastickv_async._core.dump.checksums import compute_checksums
 from elastickv_async._core.dump.writer import DumpWriter
 from elastickv_async._core.errors import SnapshotChecksumMismatch
+from elastickv_async._core.runfiles import leftover_owner
 
 pytestmark = pytest.mark.anyio
 SAMPLE = REPO_ROOT / "examples" / "sample.fsm"
@@ -48,7 +49,7 @@ async def test_sample_decodes_without_blocking_the_loop(tmp_path: Path) -> None:
     assert manifest["source"]["hlc_ceiling_ms"] == 1_795_312_252_565
     assert report.snapshot["footer"] == "valid"
     assert report.counters["unknown"] == 0
-    assert not [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".scratch-"))]
+    assert not [p for p in out.rglob("*") if leftover_owner(p.name) is not None]
 
 
 async def test_failure_leaves_no_manifest_and_no_scratch(tmp_path: Path) -> None:
@@ -61,7 +62,7 @@ async def test_failure_leaves_no_manifest_and_no_scratch(tmp_path: Path) -> None
     with pytest.raises(SnapshotChecksumMismatch):
         await decode_snapshot(bad, out)
     assert not (out / "MANIFEST.json").exists()
-    assert not [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".scratch-"))]
+    assert not [p for p in out.rglob("*") if leftover_owner(p.name) is not None]
 
 
 @pytest.mark.parametrize("cancel_at", [1, 2, 3, 5, 8])
@@ -85,7 +86,7 @@ async def test_cancellation_cleans_up(
     assert scope.cancelled_caught
     out = tmp_path / "out"
     assert not (out / "MANIFEST.json").exists()
-    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+    assert not [p for p in out.rglob("*") if leftover_owner(p.name) is not None]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 

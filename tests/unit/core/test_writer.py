@@ -12,12 +12,13 @@ import pytest
 
 from elastickv_async._core.dump.writer import DumpWriter
 from elastickv_async._core.errors import OutputError
+from elastickv_async._core.runfiles import leftover_owner
 
 pytestmark = pytest.mark.anyio
 
 
 def _leftovers(root: Path) -> list[str]:
-    return sorted(p.name for p in root.rglob(".tmp-*"))
+    return sorted(p.name for p in root.rglob("*") if leftover_owner(p.name) is not None)
 
 
 async def test_write_creates_dirs_and_0600_files(tmp_path: Path) -> None:

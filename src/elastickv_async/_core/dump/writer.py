@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import itertools
 import os
-import secrets
 import stat
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
@@ -23,9 +22,10 @@ import anyio
 import anyio.to_thread
 
 from ..errors import OutputError
+from ..runfiles import new_tag
 from .checksums import ChecksumLedger, sha256_file
 
-__all__ = ["AtomicFile", "DumpWriter", "check_relpath"]
+__all__ = ["AtomicFile", "DumpWriter", "check_relpath", "write_file_atomic"]
 
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o755
@@ -62,9 +62,9 @@ class DumpWriter:
         self._fsync = fsync
         self._limiter = anyio.CapacityLimiter(max(1, jobs))
         self._made_dirs: set[tuple[str, ...]] = set()
-        # Temp names: a per-writer token plus a counter. Random names per file cost a lot on
+        # Temp names: the writer's run tag plus a counter. Random names per file cost a lot on
         # ext4 (hashed directory inserts); O_EXCL still guards against any collision.
-        self._tmp_prefix = f".tmp-{secrets.token_hex(4)}-"
+        self._tmp_prefix = f".{new_tag()}."
         self._tmp_counter = itertools.count()
         self.files_written = 0
         self.bytes_written = 0
@@ -111,7 +111,7 @@ class DumpWriter:
             raise OutputError(f"refusing to replace {rel!r}: not a regular file")
 
     def _tmp_name(self) -> str:
-        return f"{self._tmp_prefix}{next(self._tmp_counter)}"
+        return f"{self._tmp_prefix}{next(self._tmp_counter)}.tmp"
 
     def _write_at(self, dir_fd: int, name: str, rel: str, chunks: Iterable[bytes]) -> int:
         """Write ``name`` in the open directory ``dir_fd`` via a temp file and a rename."""
@@ -324,3 +324,45 @@ class AtomicFile:
 
     async def _abort(self) -> None:
         await anyio.to_thread.run_sync(self._abort_sync)
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` whole and atomically, outside any dump tree (blocking).
+
+    ``data`` goes to a fresh temp file beside ``path`` (named by a run tag, created with
+    ``O_EXCL`` and never through a symlink), is fsync'd and renamed over ``path``; the
+    directory is then fsync'd. Anything at ``path`` but a regular file is refused with
+    :class:`OutputError`, and no temp file survives a failure.
+    """
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise OutputError(f"cannot open directory {path.parent}: {exc.strerror}") from None
+    tmp = f".{path.name}.{new_tag()}.tmp"
+    try:
+        try:
+            st = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                raise OutputError(f"refusing to replace {path}: not a regular file")
+        fd = os.open(tmp, _TMP_FLAGS, FILE_MODE, dir_fd=dir_fd)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        os.fsync(dir_fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        os.close(dir_fd)
