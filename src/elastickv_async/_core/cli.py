@@ -3,8 +3,9 @@
 ``decode`` accepts every flag of the reference ``elastickv-snapshot-decode`` (Go's flag
 syntax too: ``-input x``, ``--flag=value``, ``--bool=true``), ``encode`` every flag of
 ``elastickv-snapshot-encode``, ``prepare-restore`` every flag of
-``elastickv-snapshot-prepare-restore``. Exit codes: 0 success, 1 usage or environment errors, 2 data
-errors (bad snapshot, bad dump tree, self-test mismatch). Errors are one line on stderr.
+``elastickv-snapshot-prepare-restore``. Exit codes: 0 success, 1 usage or environment errors,
+2 data errors (bad snapshot, bad dump tree, self-test mismatch), 130 after SIGINT and 143
+after SIGTERM (the run is cancelled and cleans up first). Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -22,6 +25,8 @@ import anyio
 
 from .._version import __version__
 from .completion import SHELLS, completion_script
+from .concurrency import task_group
+from .dump.writer import write_file_atomic
 from .errors import ElasticKVError, UsageError
 from .options import DecodeOptions, EncodeOptions, parse_adapter_list
 from .pipeline import Progress
@@ -40,6 +45,7 @@ _BOOL_FLAGS: Final = frozenset(
         "rename-collisions",
         "self-test",
         "keep-expired",
+        "force",
         "fsync",
         "quiet",
         "no-progress",
@@ -127,6 +133,12 @@ def _build_parser() -> _Parser:
     )
     dec.add_argument("--jobs", type=int, default=8, help="concurrent file writes")
     dec.add_argument("--fsync", action="store_true", help="fsync every written file")
+    dec.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the unfinished tree a killed decode left in --output "
+        "(a complete tree or other files are never removed)",
+    )
 
     enc = sub.add_parser("encode", parents=[common], help="encode a dump tree into a .fsm snapshot")
     enc.add_argument("--input", required=True, help="the dump tree root (holds MANIFEST.json)")
@@ -249,6 +261,7 @@ async def _decode(args: argparse.Namespace, report: Report) -> None:
         log_format=args.log_format,
         progress=_progress_for(args),
         report=report,
+        force=args.force,
     )
 
 
@@ -298,34 +311,92 @@ _COMMANDS: Final = {
 }
 
 
-def _run(args: argparse.Namespace, report: Report) -> None:
+_STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+
+
+def _run(args: argparse.Namespace, report: Report) -> int | None:
+    """Run the command; return the number of the signal that stopped it, if one did.
+
+    SIGINT and SIGTERM cancel the command, whose cleanup (scratch, temp files, locks) then
+    runs as it does for any cancellation.
+    """
     command = _COMMANDS[args.command]
+    stopped_by: list[int] = []
 
     async def runner() -> None:
-        await command(args, report)
+        async with task_group() as tg:
 
-    if args.backend == "trio":
-        anyio.run(runner, backend="trio")
-        return
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+                    async for signum in signals:
+                        stopped_by.append(signum)
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(stop_on_signal)
+            await command(args, report)
+            tg.cancel_scope.cancel()
+
     try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        anyio.run(runner)
-        return
-    anyio.run(runner, backend_options={"use_uvloop": True})
+        if args.backend == "trio":
+            anyio.run(runner, backend="trio")
+        else:
+            try:
+                import uvloop  # noqa: F401
+            except ImportError:
+                anyio.run(runner)
+            else:
+                anyio.run(runner, backend_options={"use_uvloop": True})
+    except Exception:
+        if not stopped_by:
+            raise
+    return stopped_by[0] if stopped_by else None
 
 
-def _write_report(path: Path, report: Report, command: str, exit_code: int) -> None:
+def _preflight(args: argparse.Namespace) -> None:
+    """Refuse, before any work, what would only fail at the end of a long run."""
+    if args.report is not None:
+        _check_report_path(args.report)
+    scratch_root = getattr(args, "scratch_root", None)
+    if scratch_root is not None and not scratch_root.is_dir():
+        raise UsageError(f"--scratch-root {scratch_root} is not an existing directory")
+    if args.backend == "trio":
+        try:
+            import trio  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                "--backend trio needs the trio package: pip install 'elastickv-async[trio]'"
+            ) from None
+
+
+def _check_report_path(path: Path) -> None:
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"--report {path}: directory {parent} does not exist")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise UsageError(f"--report {path} is a directory")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UsageError(f"--report {path} is not a regular file; refusing to replace it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--report {path}: directory {parent} is not writable")
+
+
+def _write_report(
+    path: Path, report: Report, command: str, exit_code: int, error: str | None
+) -> None:
     doc: dict[str, Any] = {
         "tool": PROG,
         "version": __version__,
         "command": command,
         "exit_code": exit_code,
+        "error": error,
     }
     doc |= report.to_dict()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_file_atomic(path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -340,21 +411,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "completion":
         sys.stdout.write(completion_script(parser, args.shell))
         return 0
+    try:
+        _preflight(args)
+    except UsageError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
     report = Report()
     code = 0
+    error: str | None = None
+    stopped_by: int | None = None
     try:
-        _run(args, report)
+        stopped_by = _run(args, report)
     except ElasticKVError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        code = exc.exit_code
+        error, code = str(exc), exc.exit_code
     except OSError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        code = 1
+        error, code = str(exc), 1
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        stopped_by = signal.SIGINT  # before or after the event loop ran
+    if stopped_by is not None:
+        error = f"interrupted by {signal.Signals(stopped_by).name}"
+        code = 128 + stopped_by
+    if error is not None:
+        print(f"{PROG}: {error}", file=sys.stderr)
     if args.report is not None:
-        _write_report(args.report, report, args.command, code)
+        try:
+            _write_report(args.report, report, args.command, code, error)
+        except ElasticKVError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            code = code or exc.exit_code
     if not args.quiet and code == 0 and args.command not in ("inspect", "prepare-restore"):
         for line in report.summary_lines():
             print(f"{PROG}: {line}", file=sys.stderr)
