@@ -176,7 +176,7 @@ async def decode_snapshot(
     """
     options = options or DecodeOptions()
     _validate(options)
-    _check_scratch_root(options)
+    await anyio.to_thread.run_sync(_check_scratch_root, options)
     source = Path(input_path)
     out = Path(output)
     tag = new_tag()
