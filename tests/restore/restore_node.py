@@ -62,6 +62,10 @@ class Node:
     raft_id: str
     raft_port: int
     log_path: Path
+    #: start a new one-node cluster instead of loading the data directory
+    bootstrap: bool = False
+    #: extra environment (e.g. ``ELASTICKV_RAFT_SNAPSHOT_COUNT``)
+    env: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
@@ -74,8 +78,13 @@ class Node:
         """``http://127.0.0.1:<port>`` of ``dynamo``, ``s3`` or ``sqs``."""
         return f"http://127.0.0.1:{self.ports[api]}"
 
+    @property
+    def data_dir(self) -> Path:
+        """``<raftDataDir>/<raftId>``."""
+        return self.raft_data_dir / self.raft_id
+
     def command(self) -> list[str]:
-        """The command line: no ``--raftBootstrap``, the data directory carries the state."""
+        """The command line; a restored node has no ``--raftBootstrap``: its directory decides."""
         redis_, dynamo, s3, sqs, metrics = free_ports(5)
         self.ports = {"redis": redis_, "dynamo": dynamo, "s3": s3, "sqs": sqs}
         return [
@@ -98,6 +107,7 @@ class Node:
             f"127.0.0.1:{metrics}",
             "--pprofAddress",
             "",
+            *(["--raftBootstrap"] if self.bootstrap else []),
         ]
 
     def redis(self) -> redis.Redis:
@@ -109,7 +119,11 @@ class Node:
     def __enter__(self) -> Node:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
             )
         try:
             self._wait_ready()

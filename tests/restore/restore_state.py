@@ -42,8 +42,10 @@ __all__ = [
     "Explained",
     "KnownDifference",
     "explain",
+    "read_doc",
     "read_node",
     "restore_expectation",
+    "state_of",
 ]
 
 _CREDENTIALS: Final = {
@@ -52,7 +54,7 @@ _CREDENTIALS: Final = {
     "aws_secret_access_key": "restore-test",
 }
 #: Visibility timeout for the test's own ReceiveMessage calls: long enough that nothing it
-#: received comes back while it is still reading.
+#: received comes back before it is deleted.
 _RECEIVE_VISIBILITY_S: Final = 600
 _MAX_RECEIVES: Final = 100
 
@@ -138,13 +140,11 @@ def _read_dynamodb(client: Any) -> dict[str, Any]:
     return {"tables": tables}
 
 
-def _read_s3(client: Any, expected: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The buckets (expected.json schema) and each bucket's creation time in Unix seconds."""
+def _read_s3(client: Any, expected: Mapping[str, Any]) -> dict[str, Any]:
+    """The buckets (expected.json schema, plus each bucket's creation time in Unix seconds)."""
     buckets: dict[str, Any] = {}
-    created: dict[str, Any] = {}
     for bucket in client.list_buckets()["Buckets"]:
         name = bucket["Name"]
-        created[name] = int(bucket["CreationDate"].timestamp())
         objects = {}
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
             for obj in page.get("Contents", ()):
@@ -174,8 +174,12 @@ def _read_s3(client: Any, expected: Mapping[str, Any]) -> tuple[dict[str, Any], 
                     },
                 }
             )
-        buckets[name] = {"objects": objects, "incomplete_multipart_uploads": uploads}
-    return {"buckets": buckets}, created
+        buckets[name] = {
+            "objects": objects,
+            "incomplete_multipart_uploads": uploads,
+            "creation_date_s": int(bucket["CreationDate"].timestamp()),
+        }
+    return {"buckets": buckets}
 
 
 def _message_attributes(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,7 +195,11 @@ def _message_attributes(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read_messages(client: Any, url: str, content_dedup: bool) -> list[dict[str, Any]]:
-    """Receive every visible message once (nothing is deleted; the node is thrown away)."""
+    """Receive every visible message once, deleting each (the node is thrown away).
+
+    Deleting is what lets a FIFO queue hand out the next message of a group; the receive
+    count is the one the receive reported.
+    """
     messages: list[dict[str, Any]] = []
     for _ in range(_MAX_RECEIVES):
         batch = client.receive_message(
@@ -222,6 +230,7 @@ def _read_messages(client: Any, url: str, content_dedup: bool) -> list[dict[str,
                     "state": "available",
                 }
             )
+            client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     raise AssertionError(f"{url}: still receiving messages after {_MAX_RECEIVES} calls")
 
 
@@ -247,10 +256,15 @@ class Endpoints:
     sqs: str
 
 
-def read_node(endpoints: Endpoints, expected_doc: Mapping[str, Any], now_ms: int) -> State:
-    """Everything the node serves that the expectation can name, normalised for comparison."""
-    redis_names = set(expected_doc.get("redis", {}).get("keys", {}))
-    redis_names.update(expected_doc.get("deleted_so_far", {}).get("redis_keys", ()))
+def read_doc(endpoints: Endpoints, names: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
+    """What the node serves, in expected.json's schema, for the names another doc holds.
+
+    ``names`` is such a doc: its Redis keys (live and deleted) are read by name and its
+    incomplete uploads looked up by upload id. Every queue's visible messages are received
+    and deleted, one by one.
+    """
+    redis_names = set(names.get("redis", {}).get("keys", {}))
+    redis_names.update(names.get("deleted_so_far", {}).get("redis_keys", ()))
     redis_names = {n.partition(" (")[0] for n in redis_names}
     s3_client = boto3.client(
         "s3",
@@ -258,27 +272,34 @@ def read_node(endpoints: Endpoints, expected_doc: Mapping[str, Any], now_ms: int
         config=Config(s3={"addressing_style": "path"}),
         **_CREDENTIALS,
     )
-    s3_doc, created = _read_s3(s3_client, expected_doc.get("s3", {}).get("buckets", {}))
-    sqs_doc = _read_sqs(boto3.client("sqs", endpoint_url=endpoints.sqs, **_CREDENTIALS))
-    doc = {
+    return {
         "redis": _read_redis(endpoints.redis, sorted(redis_names), now_ms),
         "dynamodb": _read_dynamodb(
             boto3.client("dynamodb", endpoint_url=endpoints.dynamo, **_CREDENTIALS)
         ),
-        "s3": s3_doc,
-        "sqs": sqs_doc,
+        "s3": _read_s3(s3_client, names.get("s3", {}).get("buckets", {})),
+        "sqs": _read_sqs(boto3.client("sqs", endpoint_url=endpoints.sqs, **_CREDENTIALS)),
     }
+
+
+def state_of(doc: Mapping[str, Any]) -> State:
+    """A node's :func:`read_doc` normalised for comparison, with what only a node shows."""
     state = expectation_from_json(doc, incomplete_uploads=True).state
     for record in state["redis"].values():
         expire = record["expire_at_ms"]
         record["expire_at_ms"] = expire.value if isinstance(expire, Near) else None
-    for bucket, seconds in created.items():
-        state["s3"][bucket]["creation_date"] = seconds
-    for queue, spec in sqs_doc["queues"].items():
+    for bucket, spec in doc["s3"]["buckets"].items():
+        state["s3"][bucket]["creation_date"] = spec["creation_date_s"]
+    for queue, spec in doc["sqs"]["queues"].items():
         state["sqs"][queue] |= _queue_timestamps(spec["attributes_at_readback"])
         for m in spec["messages"]:
             state["sqs"][f"{queue}/{m['message_id']}"]["receive_count"] = m["receive_count"]
     return state
+
+
+def read_node(endpoints: Endpoints, expected_doc: Mapping[str, Any], now_ms: int) -> State:
+    """Everything the node serves that the expectation can name, normalised for comparison."""
+    return state_of(read_doc(endpoints, expected_doc, now_ms))
 
 
 def _queue_timestamps(attrs: Mapping[str, str]) -> dict[str, int]:
