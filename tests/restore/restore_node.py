@@ -1,9 +1,10 @@
 """The reference binaries and a real elastickv node for the restore tests.
 
-:func:`unpack` decompresses the shipped ``*.xz`` binaries (never into the read-only shared
-folder). :class:`Node` starts ``elastickv`` on a prepared ``<raftDataDir>/<raftId>`` with
-every listener on a free loopback port, waits (bounded) until it serves reads, and stops it
-by its PID; use it as a context manager so the process never outlives the test.
+:func:`unpack` decompresses the shipped ``*.xz`` binaries once per test session (never into
+the read-only shared folder). :class:`Node` starts ``elastickv`` on a prepared
+``<raftDataDir>/<raftId>`` with every listener on a free loopback port, waits (bounded) until
+it serves reads, and stops it by its PID; use it as a context manager so the process never
+outlives the test.
 """
 
 from __future__ import annotations
@@ -32,15 +33,23 @@ STOP_TIMEOUT_S: Final = 15.0
 _POLL_S: Final = 0.1
 
 
-def unpack(bin_dir: Path, dest: Path) -> dict[str, Path]:
-    """Decompress each of :data:`BINARIES` from ``bin_dir/<name>.xz`` into ``dest``."""
-    out: dict[str, Path] = {}
-    for name in BINARIES:
-        target = dest / name
+def unpack(bin_dir: Path, base: Path) -> dict[str, Path]:
+    """Decompress each of :data:`BINARIES` from ``bin_dir/<name>.xz`` into ``base/elastickv-bin``.
+
+    Pass the test session's base temp directory: the binaries are unpacked once per session
+    and reused by every test module.
+    """
+    dest = base / "elastickv-bin"
+    out = {name: dest / name for name in BINARIES}
+    done = dest / ".complete"
+    if done.is_file():
+        return out
+    dest.mkdir(exist_ok=True)
+    for name, target in out.items():
         with lzma.open(bin_dir / f"{name}.xz") as src, target.open("wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         target.chmod(0o755)
-        out[name] = target
+    done.touch()
     return out
 
 

@@ -50,7 +50,7 @@ def _payload() -> bytes:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference helper, unpacked."""
     assert BIN_DIR is not None
-    return unpack(BIN_DIR, tmp_path_factory.mktemp("bin"))["elastickv-snapshot-prepare-restore"]
+    return unpack(BIN_DIR, tmp_path_factory.getbasetemp())["elastickv-snapshot-prepare-restore"]
 
 
 def _inputs(tmp_path: Path, **info: object) -> Path:

@@ -312,10 +312,12 @@ def _endpoints(node: Node, client: Any) -> Endpoints:
     return Endpoints(client, node.endpoint("dynamo"), node.endpoint("s3"), node.endpoint("sqs"))
 
 
-def test_a_fresh_backup_restores_everything_but_the_known_differences(tmp_path: Path) -> None:
+def test_a_fresh_backup_restores_everything_but_the_known_differences(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Every SQS message and TTL survives; only the four known kinds differ, each occurring."""
     assert BIN_DIR is not None
-    binaries = unpack(BIN_DIR, tmp_path)
+    binaries = unpack(BIN_DIR, tmp_path_factory.getbasetemp())
     doc: dict[str, Any] = {"deleted_so_far": {}}
     source = Node(
         binary=binaries["elastickv"],

@@ -70,7 +70,7 @@ def _elastickv_async(*args: str | Path) -> None:
 def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The node and the reference restore helper, unpacked once per module."""
     assert BIN_DIR is not None
-    return unpack(BIN_DIR, tmp_path_factory.mktemp("bin"))
+    return unpack(BIN_DIR, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")
