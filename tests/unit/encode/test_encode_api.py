@@ -33,6 +33,7 @@ from elastickv_async._core.errors import (
 )
 from elastickv_async._core.options import DecodeOptions, EncodeOptions
 from elastickv_async._core.report import Report
+from elastickv_async._core.runfiles import leftover_owner
 
 pytestmark = pytest.mark.anyio
 
@@ -53,7 +54,11 @@ def _names(directory: Path) -> list[str]:
 
 
 def _leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if ".tmp-" in p.name or ".encode-" in p.name)
+    return sorted(
+        p.name
+        for p in directory.iterdir()
+        if leftover_owner(p.name) is not None or p.name.endswith(".lock")
+    )
 
 
 @pytest.fixture
@@ -501,7 +506,7 @@ async def test_self_test_mismatch_publishes_nothing(
     info_doc = json.loads((tmp_path / "o.fsm.encode_info.json").read_text())
     assert info_doc["self_test"] == {"ran": True, "matched": False}
     assert len(info_doc["output_fsm_sha256"]) == 64
-    assert not any(n.startswith("encode-self-test-") for n in _names(tmp_path))
+    assert not any(n.endswith(".selftest") for n in _names(tmp_path))
 
 
 async def test_self_test_rejected_fsm_and_header(

@@ -2,15 +2,16 @@
 
 Order of a run, following the reference CLI: read and gate MANIFEST.json, check the selected
 adapters and the effective ``last_commit_ts`` against it, refuse layouts the encoders cannot
-reverse, remove a stale ``<output>.mismatch.txt``, collect every adapter's records into a
-bounded-memory external sort, stream the sorted snapshot into ``<output>.tmp-<hex>``,
-optionally self-test it, publish it atomically, and write ``<output>.encode_info.json``.
-Nothing is published unless every step before the sidecar succeeded, and a failure after the
-rename removes the published file again.
+reverse, lock the output path and remove dead runs' leftovers, remove a stale
+``<output>.mismatch.txt``, collect every adapter's records into a bounded-memory external
+sort, stream the sorted snapshot into ``<output>.<run tag>.tmp``, optionally self-test it,
+then publish it together with ``<output>.encode_info.json`` (see :mod:`.publish`): the
+previous pair stays in place until the new pair is durable, and is put back on failure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ from ..extsort import DEFAULT_SORT_BUDGET, ExternalSorter
 from ..gocompat import go_trim_space
 from ..options import ADAPTER_NAMES, DecodeOptions, EncodeOptions
 from ..report import Report, make_logger
+from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag, remove_leftovers
 from . import publish as disk
 from .collect import collect_records
 from .errors import AdapterNotInManifest, LastCommitTSRegression, UnsupportedEncodeFeature
@@ -170,11 +172,24 @@ def _self_test_options(options: EncodeOptions, manifest: Manifest) -> DecodeOpti
     )
 
 
-def _make_workdir(base: Path, names: tuple[str, ...]) -> Path:
-    work = Path(tempfile.mkdtemp(prefix=".elastickv-encode-", dir=base))
+def _make_workdir(base: Path, tag: str, names: tuple[str, ...]) -> LockedDir:
+    work = make_locked_dir(base, f".{tag}.work")
     for name in (*names, "sort"):
-        (work / name).mkdir(mode=0o700)
+        (work.path / name).mkdir(mode=0o700)
     return work
+
+
+def _remove_workdir(work: LockedDir) -> None:
+    if work.still_here():
+        shutil.rmtree(work.path, ignore_errors=True)
+    work.close()
+
+
+def _remove_leftovers(places: list[Path]) -> list[str]:
+    removed = []
+    for place in places:
+        removed += [str(place / name) for name in remove_leftovers(place)]
+    return removed
 
 
 class _Run:
@@ -188,7 +203,9 @@ class _Run:
         report: Report,
         log: structlog.typing.FilteringBoundLogger,
         sort_budget: int,
+        tag: str,
     ) -> None:
+        self.tag = tag
         self.input_root = input_root
         self.output = output
         self.options = options
@@ -203,9 +220,10 @@ class _Run:
         """Collect, sort and write the snapshot into ``temp`` (created here, fsync'd)."""
         base = self.options.scratch_root or self.output.parent
         try:
-            work = await anyio.to_thread.run_sync(_make_workdir, base, self.enabled)
+            held = await anyio.to_thread.run_sync(_make_workdir, base, self.tag, self.enabled)
         except OSError as exc:
             raise OutputError(f"cannot create a work directory in {base}: {exc}") from None
+        work = held.path
         sorter = ExternalSorter(work / "sort", self.sort_budget)
 
         def context(spec: AdapterSpec) -> EncodeContext:
@@ -235,39 +253,68 @@ class _Run:
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(sorter.close)
-                await anyio.to_thread.run_sync(shutil.rmtree, work, True)
+                await anyio.to_thread.run_sync(_remove_workdir, held)
         self.report.count("encode.sort_spills", sorter.spills)
         return stream
 
-    async def write_sidecar(self, data: bytes) -> None:
-        """Write ``<output>.encode_info.json``; roll the published .fsm back on failure."""
-        path = disk.sidecar_path(self.output)
+    async def execute(
+        self, manifest: Manifest, ts: int, specs: dict[str, AdapterSpec], info: EncodeInfo
+    ) -> tuple[SnapshotStream, SelfTestOutcome | None]:
+        """Write, optionally self-test, and publish the .fsm and its sidecar."""
+        options = self.options
+        await anyio.to_thread.run_sync(disk.remove_stale_mismatch, disk.mismatch_path(self.output))
+        temp = disk.temp_path(self.output, self.tag)
         try:
-            fd = await anyio.to_thread.run_sync(disk.open_sidecar, path)
-        except OutputError:
-            # Whatever is at the sidecar path is not ours (symlink, hard link, special file).
-            await self._remove_output()
-            raise
-        try:
-            await anyio.to_thread.run_sync(lambda: disk.write_fd(fd, data, sync=True))
-            await anyio.to_thread.run_sync(disk.fsync_dir, path.parent)
-        except OSError as exc:
-            await self._remove_output()
-            await anyio.to_thread.run_sync(disk.remove_path, path)
-            raise OutputError(f"cannot write {path}: {exc}") from None
+            stream = await self.write_temp(temp, manifest, ts, specs)
+            outcome = None
+            if options.self_test:
+                outcome = await run_self_test(
+                    temp,
+                    self.input_root,
+                    self.enabled,
+                    _self_test_options(options, manifest),
+                    ts,
+                    options.scratch_root,
+                )
+                # Warnings of the scratch decode mean the tree would not decode cleanly either.
+                self.report.count("self_test.decode_warnings", outcome.decode_report.warning_count)
+            data = dataclasses.replace(
+                info,
+                output_fsm_sha256=stream.sha256,
+                self_test_ran=outcome is not None,
+                self_test_matched=outcome is not None and outcome.matched,
+            ).to_json()
+            if outcome is not None and not outcome.matched:
+                await self.mismatch(outcome, data)
+                raise SelfTestMismatch(
+                    f"self-test: the decoded snapshot differs from the input "
+                    f"(see {disk.mismatch_path(self.output)})"
+                )
+            await self.publish(temp, data)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(disk.remove_path, temp)
+        return stream, outcome
 
-    async def _remove_output(self) -> None:
-        with anyio.CancelScope(shield=True):
-            if not await anyio.to_thread.run_sync(disk.remove_path, self.output):
-                self.log.warning("encode_rollback_failed", path=str(self.output))
+    async def publish(self, temp: Path, info: bytes) -> None:
+        """Write the sidecar beside ``temp`` and publish both, keeping the previous pair until
+        the new one is durable."""
+        sidecar_temp = disk.temp_path(disk.sidecar_path(self.output), self.tag)
+        try:
+            await anyio.to_thread.run_sync(disk.write_temp_file, sidecar_temp, info)
+            await anyio.to_thread.run_sync(
+                disk.publish_pair, temp, self.output, sidecar_temp, self.tag
+            )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(disk.remove_path, sidecar_temp)
 
     async def mismatch(self, outcome: SelfTestOutcome, info: bytes) -> None:
         """Record a self-test mismatch: mismatch.txt, no stale output, the sidecar."""
         path = disk.mismatch_path(self.output)
         try:
-            fd = await anyio.to_thread.run_sync(disk.open_sidecar, path)
-            await anyio.to_thread.run_sync(lambda: disk.write_fd(fd, outcome.mismatch, sync=False))
-        except (OutputError, OSError) as exc:
+            await anyio.to_thread.run_sync(disk.replace_small, path, outcome.mismatch, self.tag)
+        except OutputError as exc:
             self.log.warning("encode_mismatch_txt_failed", path=str(path), error=str(exc))
         if not await anyio.to_thread.run_sync(disk.remove_stale_output, self.output):
             self.log.warning(
@@ -277,9 +324,8 @@ class _Run:
             )
         sidecar = disk.sidecar_path(self.output)
         try:
-            fd = await anyio.to_thread.run_sync(disk.open_sidecar, sidecar)
-            await anyio.to_thread.run_sync(lambda: disk.write_fd(fd, info, sync=True))
-        except (OutputError, OSError) as exc:
+            await anyio.to_thread.run_sync(disk.replace_small, sidecar, info, self.tag)
+        except OutputError as exc:
             self.log.warning("encode_sidecar_failed", path=str(sidecar), error=str(exc))
 
 
@@ -298,6 +344,8 @@ async def encode_snapshot(
     """Encode the dump tree at ``input_root`` into the snapshot file ``output``.
 
     ``input_arg``/``output_arg`` are recorded verbatim in the sidecar (default: the paths).
+    The output path is locked for the run (``<output>.lock``): a second run on it fails at
+    once with :class:`~elastickv_async._core.errors.UsageError`.
     ``sort_budget`` bounds the bytes of records held in memory before a sorted run is spilled
     (under ``options.scratch_root``, else next to the output). Raises
     :class:`~elastickv_async._core.errors.UsageError` (exit 1) for bad options or a tree without
@@ -320,49 +368,35 @@ async def encode_snapshot(
     if missing:
         raise UsageError(f"adapter(s) without an encoder in this build: {', '.join(missing)}")
 
-    run = _Run(input_root, output, options, report, log, sort_budget)
-    await anyio.to_thread.run_sync(disk.remove_stale_mismatch, disk.mismatch_path(output))
-    temp = disk.temp_path(output)
-    published = False
+    run = _Run(input_root, output, options, report, log, sort_budget, new_tag())
+    lock = PathLock(output)
+    await anyio.to_thread.run_sync(lock.acquire)
     try:
-        stream = await run.write_temp(temp, manifest, ts, specs)
-        outcome = None
-        if options.self_test:
-            outcome = await run_self_test(
-                temp,
-                input_root,
-                run.enabled,
-                _self_test_options(options, manifest),
-                ts,
-                options.scratch_root,
-            )
-            # Warnings of the scratch decode mean the tree would not decode cleanly either.
-            report.count("self_test.decode_warnings", outcome.decode_report.warning_count)
+        places = [output.parent]
+        if options.scratch_root is not None:
+            places.append(options.scratch_root)
+        elif options.self_test:
+            places.append(Path(tempfile.gettempdir()))
+        removed = await anyio.to_thread.run_sync(_remove_leftovers, places)
+        if removed:
+            log.info("leftovers_removed", count=len(removed), paths=removed[:20])
+            report.count("encode.leftovers_removed", len(removed))
         info = EncodeInfo(
             input_root=input_arg if input_arg is not None else str(input_root),
             output_fsm_path=output_arg if output_arg is not None else str(output),
-            output_fsm_sha256=stream.sha256,
+            output_fsm_sha256="",
             last_commit_ts=ts,
             last_commit_ts_overridden=overridden,
             manifest_last_commit_ts=manifest.last_commit_ts,
             manifest_cluster_id=manifest.cluster_id,
             adapters_enabled=run.enabled,
-            self_test_ran=outcome is not None,
-            self_test_matched=outcome is not None and outcome.matched,
-        ).to_json()
-        if outcome is not None and not outcome.matched:
-            await run.mismatch(outcome, info)
-            raise SelfTestMismatch(
-                f"self-test: the decoded snapshot differs from the input "
-                f"(see {disk.mismatch_path(output)})"
-            )
-        await anyio.to_thread.run_sync(disk.publish, temp, output)
-        published = True
+            self_test_ran=False,
+            self_test_matched=False,
+        )
+        stream, outcome = await run.execute(manifest, ts, specs, info)
     finally:
-        if not published:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(disk.remove_path, temp)
-    await run.write_sidecar(info)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(lock.release)
 
     report.count("encode.entries", stream.entries)
     report.count("encode.bytes_written", stream.bytes_written)

@@ -1,10 +1,14 @@
 """Putting the encoder's outputs on disk safely (blocking helpers: call them in worker threads).
 
-The .fsm is written to ``<output>.tmp-<16 hex>`` (0600, ``O_EXCL``, fsync'd) and renamed over
-``<output>`` only once it is complete (and, with ``--self-test``, verified); the directory is
-then fsync'd so the rename is durable. The small sidecar files next to it are opened without
-following symlinks and are refused when they are hard-linked or not regular files, so a
-planted entry is never written through or clobbered. Every output ends up mode 0600.
+The .fsm is written to ``<output>.<run tag>.tmp`` and its sidecar to
+``<output>.encode_info.json.<run tag>.tmp`` (both 0600, ``O_EXCL``, never through a symlink,
+fsync'd). :func:`publish_pair` then renames the .fsm, then the sidecar, into place and fsyncs
+the directory. Until that is done the previous pair is kept under ``<name>.<run tag>.prev``
+hard links and is put back if any step fails, so a failure never leaves neither file; a kill
+between the two renames leaves the new .fsm beside the previous sidecar, whose
+``output_fsm_sha256`` then names another file (readers such as ``prepare-restore`` check it).
+Entries at the sidecar paths that are not plain files of ours (symlinks, hard links, FIFOs,
+directories) are refused before anything is renamed.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -21,28 +24,26 @@ from ..errors import OutputError
 
 __all__ = [
     "FILE_MODE",
+    "check_replaceable",
     "close_quietly",
     "create_temp",
     "finish_temp",
     "fsync_dir",
     "mismatch_path",
-    "open_sidecar",
-    "publish",
+    "publish_pair",
     "remove_path",
     "remove_stale_mismatch",
     "remove_stale_output",
+    "replace_small",
     "sidecar_path",
     "temp_path",
-    "write_fd",
+    "write_temp_file",
 ]
 
 FILE_MODE: Final = 0o600
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _TEMP_BUFFER: Final = 1 << 20
 _TEMP_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
-# No O_TRUNC: the file is truncated only after the link count and type were checked.
-# O_NONBLOCK keeps the open from hanging on a FIFO without a reader.
-_SIDECAR_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
 
 
 def sidecar_path(output: Path) -> Path:
@@ -55,13 +56,16 @@ def mismatch_path(output: Path) -> Path:
     return output.with_name(output.name + ".mismatch.txt")
 
 
-def temp_path(output: Path) -> Path:
-    """A fresh ``<output>.tmp-<16 hex>`` name in the output's directory."""
-    return output.with_name(f"{output.name}.tmp-{secrets.token_hex(8)}")
+def temp_path(path: Path, tag: str) -> Path:
+    """``<path>.<tag>.tmp``: the run's temporary twin of ``path``, in the same directory."""
+    return path.with_name(f"{path.name}.{tag}.tmp")
 
 
-def create_temp(path: Path) -> BinaryIO:
-    """Create ``path`` exclusively, mode 0600, and return it open for buffered writing."""
+def _prev_path(path: Path, tag: str) -> Path:
+    return path.with_name(f"{path.name}.{tag}.prev")
+
+
+def _create(path: Path) -> int:
     try:
         fd = os.open(path, _TEMP_FLAGS, FILE_MODE)
     except OSError as exc:
@@ -70,8 +74,14 @@ def create_temp(path: Path) -> BinaryIO:
         os.fchmod(fd, FILE_MODE)  # the umask may have narrowed it
     except OSError as exc:
         os.close(fd)
+        remove_path(path)
         raise OutputError(f"cannot chmod {path}: {exc.strerror}") from None
-    return os.fdopen(fd, "wb", buffering=_TEMP_BUFFER)
+    return fd
+
+
+def create_temp(path: Path) -> BinaryIO:
+    """Create ``path`` exclusively, mode 0600, and return it open for buffered writing."""
+    return os.fdopen(_create(path), "wb", buffering=_TEMP_BUFFER)
 
 
 def finish_temp(fh: BinaryIO) -> None:
@@ -89,49 +99,55 @@ def close_quietly(fh: BinaryIO) -> None:
         fh.close()
 
 
-def open_sidecar(path: Path) -> int:
-    """Open ``path`` for writing from scratch, refusing symlinks, hard links and non-files.
+def write_temp_file(path: Path, data: bytes) -> None:
+    """Create ``path`` exclusively (0600), write ``data``, fsync; remove it on any failure."""
+    fd = _create(path)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException as exc:
+        remove_path(path)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+        raise
 
-    On success the file is empty, mode 0600, and owned by this run (the caller may remove
-    it on a later failure); on refusal nothing at ``path`` was touched.
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace anything at ``path`` but a plain, singly linked regular file.
+
+    Only ``lstat`` is used: a FIFO is never opened, a symlink never followed.
     """
     try:
-        fd = os.open(path, _SIDECAR_FLAGS, FILE_MODE)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise OutputError(f"refusing to overwrite symlink at {path}") from None
-        if exc.errno == errno.ENXIO:
-            raise OutputError(f"refusing to write to FIFO at {path}") from None
-        raise OutputError(f"cannot open {path}: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OutputError(f"refusing to write to non-regular file at {path}")
-        if st.st_nlink > 1:
-            raise OutputError(
-                f"refusing to overwrite hard-linked file at {path} (nlink={st.st_nlink})"
-            )
-        os.ftruncate(fd, 0)
-        os.fchmod(fd, FILE_MODE)
-    except OSError as exc:
-        os.close(fd)
-        raise OutputError(f"cannot prepare {path}: {exc.strerror}") from None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+        raise OutputError(f"cannot inspect {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise OutputError(f"refusing to overwrite symlink at {path}")
+    if stat.S_ISFIFO(st.st_mode):
+        raise OutputError(f"refusing to write to FIFO at {path}")
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"refusing to write to non-regular file at {path}")
+    if st.st_nlink > 1:
+        raise OutputError(f"refusing to overwrite hard-linked file at {path} (nlink={st.st_nlink})")
 
 
-def write_fd(fd: int, data: bytes, *, sync: bool) -> None:
-    """Write all of ``data`` to ``fd``, optionally fsync, and close it (always)."""
+def replace_small(path: Path, data: bytes, tag: str) -> None:
+    """Atomically replace the small file ``path`` (refusals as :func:`check_replaceable`)."""
+    check_replaceable(path)
+    temp = temp_path(path, tag)
+    write_temp_file(temp, data)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+        os.rename(temp, path)
+    except OSError as exc:
+        remove_path(temp)
+        raise OutputError(f"cannot rename {temp} to {path}: {exc.strerror}") from None
 
 
 def fsync_dir(directory: Path) -> None:
@@ -143,18 +159,70 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def publish(temp: Path, output: Path) -> None:
-    """Rename ``temp`` over ``output`` and make it durable; leave no ``output`` on failure."""
+def _keep_previous(path: Path, tag: str) -> Path | None:
+    """Hard-link the current ``path`` (if any) to its ``.prev`` name; return that name."""
+    prev = _prev_path(path, tag)
     try:
-        os.rename(temp, output)
+        os.link(path, prev, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
-        raise OutputError(f"cannot rename {temp} to {output}: {exc.strerror}") from None
+        if exc.errno == errno.EISDIR or os.path.isdir(path):
+            raise OutputError(f"output {path} is a directory") from None
+        raise OutputError(
+            f"cannot keep the previous {path} while publishing (hard link: {exc.strerror})"
+        ) from None
+    return prev
+
+
+def publish_pair(fsm_temp: Path, output: Path, sidecar_temp: Path, tag: str) -> None:
+    """Rename both temp files into place, keeping the previous pair until both are durable.
+
+    On failure the previous ``output`` and sidecar are put back (or the new ones removed
+    when there were none) and :class:`OutputError` is raised; the temp files are the
+    caller's to remove.
+    """
+    sidecar = sidecar_path(output)
+    check_replaceable(sidecar)
+    kept: dict[Path, Path | None] = {}
     try:
+        for path in (output, sidecar):
+            kept[path] = _keep_previous(path, tag)
+    except OutputError:
+        _drop_kept(kept)
+        raise
+    renamed: list[Path] = []
+    try:
+        os.rename(fsm_temp, output)
+        renamed.append(output)
+        os.rename(sidecar_temp, sidecar)
+        renamed.append(sidecar)
         fsync_dir(output.parent)
     except OSError as exc:
-        # A published but not durable .fsm would look like a success: roll it back.
-        remove_path(output)
-        raise OutputError(f"cannot fsync {output.parent}: {exc.strerror}") from None
+        _roll_back(renamed, kept)
+        raise OutputError(f"cannot publish {output}: {exc.strerror}") from None
+    _drop_kept(kept)
+    with contextlib.suppress(OSError):
+        fsync_dir(output.parent)
+
+
+def _roll_back(renamed: list[Path], kept: dict[Path, Path | None]) -> None:
+    for path in reversed(renamed):
+        prev = kept.pop(path, None)
+        with contextlib.suppress(OSError):
+            if prev is None:
+                os.unlink(path)
+            else:
+                os.rename(prev, path)
+    _drop_kept(kept)
+    with contextlib.suppress(OSError):
+        fsync_dir(next(iter(renamed), Path(".")).parent)
+
+
+def _drop_kept(kept: dict[Path, Path | None]) -> None:
+    for prev in kept.values():
+        if prev is not None:
+            remove_path(prev)
 
 
 def remove_path(path: Path) -> bool:

@@ -53,6 +53,7 @@ from ..extsort import ExternalSorter
 from ..options import DecodeOptions
 from ..pipeline import decode_snapshot
 from ..report import Report
+from ..runfiles import make_locked_dir, new_tag
 
 __all__ = ["MAX_MISMATCH_LINES", "SelfTestOutcome", "diff_trees", "run_self_test"]
 
@@ -357,11 +358,9 @@ async def run_self_test(
     produced .fsm that the decoder rejects as data is a mismatch, as in the reference; usage
     and I/O problems of the scratch area propagate. The scratch is always removed.
     """
-    base = None if scratch_base is None else str(scratch_base)
-    made = await anyio.to_thread.run_sync(
-        lambda: tempfile.mkdtemp(prefix="encode-self-test-", dir=base)
-    )
-    scratch = Path(made)
+    base = Path(tempfile.gettempdir()) if scratch_base is None else scratch_base
+    held = await anyio.to_thread.run_sync(make_locked_dir, base, f"{new_tag()}.selftest")
+    scratch = held.path
     try:
         tree = scratch / "tree"
         report = Report()
@@ -388,3 +387,4 @@ async def run_self_test(
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+            await anyio.to_thread.run_sync(held.close)
