@@ -20,6 +20,7 @@ import pytest
 
 from elastickv_async._core.cli import main
 from elastickv_async._core.errors import OutputError, UsageError
+from elastickv_async._core.restore import prepare
 from elastickv_async._core.restore.prepare import (
     PrepareRestoreOptions,
     RestoreRefused,
@@ -352,3 +353,42 @@ def test_cli_flags_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main([*base, "--data-dir", str(tmp_path / "a"), "--fresh-cluster"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already exists" in err
+
+
+@pytest.mark.anyio
+async def test_a_write_failure_leaves_no_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error while seeding (here: the peers file) removes the staging directory."""
+    fsm, _ = _write_input(tmp_path)
+    real = prepare._write_file
+
+    def failing(path: Path, data: bytes, mode: int) -> None:
+        if path.name == "etcd-raft-peers.bin":
+            raise OSError(28, "No space left on device")
+        real(path, data, mode)
+
+    monkeypatch.setattr(prepare, "_write_file", failing)
+    with pytest.raises(OutputError, match="No space left"):
+        await prepare_restore(_options(fsm, tmp_path / "n1"))
+    assert not (tmp_path / "n1").exists()
+    assert not (tmp_path / "n1.restore-prep").exists()
+
+
+@pytest.mark.anyio
+async def test_an_unsynced_rename_is_rolled_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the parent directory cannot be fsynced after the rename, the data directory goes."""
+    fsm, _ = _write_input(tmp_path)
+    real = prepare._fsync_dir
+
+    def failing(path: Path) -> None:
+        if path == tmp_path:
+            raise OSError(5, "Input/output error")
+        real(path)
+
+    monkeypatch.setattr(prepare, "_fsync_dir", failing)
+    with pytest.raises(OutputError, match="cannot fsync"):
+        await prepare_restore(_options(fsm, tmp_path / "n1"))
+    assert not (tmp_path / "n1").exists()

@@ -19,7 +19,6 @@ The job of the reference's ``cmd/elastickv-snapshot-prepare-restore`` (checks) a
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
@@ -118,10 +117,6 @@ class _Payload:
 
 
 def _check_options(opts: PrepareRestoreOptions) -> list[Peer]:
-    if not str(opts.input):
-        raise UsageError("--input is required")
-    if not str(opts.data_dir):
-        raise UsageError("--data-dir is required")
     if opts.index <= 0:
         raise UsageError("--index must be > 0")
     if opts.term <= 0:
@@ -374,7 +369,9 @@ def _reserve(data_dir: Path) -> Path:
     try:
         prep.mkdir(0o755)
     except FileExistsError:
-        raise OutputError(f"staging directory {prep} already exists") from None
+        raise OutputError(
+            f"staging directory {prep} already exists (left by an interrupted run? remove it)"
+        ) from None
     return prep
 
 
@@ -390,15 +387,18 @@ def _prepare(opts: PrepareRestoreOptions) -> PrepareRestoreResult:
         if os.path.lexists(data_dir):
             raise OutputError(f"data directory {data_dir} appeared while it was being prepared")
         os.rename(prep, data_dir)
-        _fsync_dir(data_dir.parent)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(prep)
+        shutil.rmtree(prep, ignore_errors=True)
         raise OutputError(f"cannot prepare {data_dir}: {exc.strerror or exc}") from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(prep)
+        shutil.rmtree(prep, ignore_errors=True)
         raise
+    try:
+        _fsync_dir(data_dir.parent)
+    except OSError as exc:
+        # A data directory whose rename may not survive a crash must not look like a success.
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise OutputError(f"cannot fsync {data_dir.parent}: {exc.strerror or exc}") from None
     return PrepareRestoreResult(
         data_dir=data_dir,
         fsm_path=data_dir / "fsm-snap" / raftstate.fsm_snap_name(opts.index),
