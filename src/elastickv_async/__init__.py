@@ -3,6 +3,7 @@
 The library API is asynchronous and runs under asyncio (uvloop when installed) or trio::
 
     report = await decode_snapshot("0000000000000064.fsm", "dump/")
+    report = await decode_cluster(["1=g1.fsm", "2=g2.fsm"], "cluster-dump/")
     await verify_tree(Path("dump/"))
     result = await encode_snapshot(Path("dump/"), Path("restored.fsm"), EncodeOptions())
     summary = await inspect_snapshot("0000000000000064.fsm")
@@ -25,6 +26,7 @@ from ._core.report import Report
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._core.cluster.api import ClusterProgress, decode_cluster
     from ._core.dump.verify import verify_tree
     from ._core.encode.api import EncodeResult, encode_snapshot
     from ._core.inspection import SnapshotInspection, inspect_snapshot
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADAPTER_NAMES",
+    "ClusterProgress",
     "DataError",
     "DecodeOptions",
     "ElasticKVError",
@@ -45,6 +48,7 @@ __all__ = [
     "SnapshotInspection",
     "UsageError",
     "__version__",
+    "decode_cluster",
     "decode_snapshot",
     "encode_snapshot",
     "inspect_snapshot",
@@ -53,6 +57,8 @@ __all__ = [
 
 
 _LAZY = {
+    "decode_cluster": "_core.cluster.api",
+    "ClusterProgress": "_core.cluster.api",
     "decode_snapshot": "_core.pipeline",
     "Progress": "_core.pipeline",
     "encode_snapshot": "_core.encode.api",

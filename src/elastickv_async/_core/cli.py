@@ -1,4 +1,4 @@
-"""Command line: ``elastickv-async {decode,encode,inspect,verify,prepare-restore}``.
+"""Command line: ``elastickv-async {decode,decode-cluster,encode,inspect,verify,prepare-restore}``.
 
 ``decode`` accepts every flag of the reference ``elastickv-snapshot-decode`` (Go's flag
 syntax too: ``-input x``, ``--flag=value``, ``--bool=true``), ``encode`` every flag of
@@ -24,6 +24,7 @@ from typing import IO, Any, Final, NoReturn
 import anyio
 
 from .._version import __version__
+from .cluster.cli import add_decode_cluster, run_decode_cluster
 from .completion import SHELLS, completion_script
 from .concurrency import task_group
 from .dump.writer import write_file_atomic
@@ -139,6 +140,8 @@ def _build_parser() -> _Parser:
         help="replace the unfinished tree a killed decode left in --output "
         "(a complete tree or other files are never removed)",
     )
+
+    add_decode_cluster(sub, common, dec)
 
     enc = sub.add_parser("encode", parents=[common], help="encode a dump tree into a .fsm snapshot")
     enc.add_argument("--input", required=True, help="the dump tree root (holds MANIFEST.json)")
@@ -304,6 +307,7 @@ async def _inspect(args: argparse.Namespace, report: Report) -> None:
 
 _COMMANDS: Final = {
     "decode": _decode,
+    "decode-cluster": run_decode_cluster,
     "encode": _encode,
     "inspect": _inspect,
     "verify": _verify,

@@ -15,7 +15,7 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,12 +44,19 @@ from .runfiles import (
     new_tag,
     remove_leftovers,
 )
-from .snapshot.entry import SnapshotHeader
+from .snapshot.entry import Entry, SnapshotHeader
 from .snapshot.mvcc import VisibilityResolver
 from .snapshot.reader import Snapshot, SnapshotStats, open_snapshot
 from .snapshot.source import snapshot_index_from_path
 
-__all__ = ["INCOMPLETE_MARKER", "Progress", "ProgressCallback", "decode_snapshot"]
+__all__ = [
+    "INCOMPLETE_MARKER",
+    "Progress",
+    "ProgressCallback",
+    "StreamOutcome",
+    "decode_entries",
+    "decode_snapshot",
+]
 
 _HLC_LOGICAL_BITS: Final = 16
 _PLAIN_COUNTERS: Final = ("total", "internal", "unknown")
@@ -239,9 +246,9 @@ class _DecodeRun:
 
     def __init__(
         self,
-        source: Path,
+        source: Path | None,
         source_label: str,
-        out: LockedDir,
+        out: LockedDir | Path,
         scratch: Path,
         options: DecodeOptions,
         report: Report,
@@ -249,8 +256,9 @@ class _DecodeRun:
         progress: ProgressCallback | None,
     ) -> None:
         self.source, self.source_label, self.scratch = source, source_label, scratch
-        self.out = out.path
-        self.held = out
+        # A run without a locked output (decode_entries) leaves the tree's finish to its caller.
+        self.held = out if isinstance(out, LockedDir) else None
+        self.out = out.path if isinstance(out, LockedDir) else out
         self.options, self.report, self.log, self.progress = options, report, log, progress
         self.specs = adapter_specs()
         missing = [a for a in options.adapters if a not in self.specs]
@@ -258,8 +266,7 @@ class _DecodeRun:
             raise UsageError(f"adapter(s) not available in this build: {', '.join(missing)}")
         self.router = Router(self.specs, options.adapters)
 
-    async def execute(self, *, ignore_future_versions: bool) -> Report:
-        """Decode the whole snapshot once; raise :class:`_HeaderBelowData` to ask for a rerun."""
+    async def _setup(self) -> None:
         options = self.options
         self.ledger = ChecksumLedger(self.scratch / ".checksums")
         self.writer = DumpWriter(
@@ -271,41 +278,69 @@ class _DecodeRun:
         )
         self.unknown_families: dict[bytes, int] = {}
         await anyio.to_thread.run_sync(_make_scratch_dirs, self.scratch, options.adapters)
+
+    async def execute(self, *, ignore_future_versions: bool) -> Report:
+        """Decode the whole snapshot once; raise :class:`_HeaderBelowData` to ask for a rerun."""
+        assert self.source is not None, "a single-file run has a source"
+        await self._setup()
         async with open_snapshot(self.source) as snap:
             header = snap.header
             resolver = VisibilityResolver(
                 header.last_commit_ts, ignore_future_versions=ignore_future_versions
             )
             now_ms = header.hlc_ceiling_ms or (header.last_commit_ts >> _HLC_LOGICAL_BITS)
-            adapters = {
-                name: self.specs[name].decoder(
-                    DecodeContext(
-                        options=options,
-                        writer=self.writer,
-                        log=self.log.bind(adapter=name),
-                        report=self.report,
-                        header=header,
-                        scratch=self.scratch / name,
-                        now_ms=now_ms,
-                    )
-                )
-                for name in options.adapters
-            }
-            async with task_group() as tg:
-                sends: dict[str, ObjectSendStream[list[Routed]]] = {}
-                for name, adapter in adapters.items():
-                    send, receive = anyio.create_memory_object_stream[list[Routed]](
-                        options.channel_buffer
-                    )
-                    sends[name] = send
-                    tg.start_soon(self._consume, name, adapter, receive)
-                tg.start_soon(self._produce, snap, resolver, sends)
+            await self.decode_stream(header, now_ms, self._resolved(snap, resolver))
         mvcc = resolver.stats
         if ignore_future_versions and mvcc.future_versions and not mvcc.straddling_keys:
             raise _HeaderBelowData
         self._account(header, snap.stats, dataclasses.asdict(mvcc))
         await self._finish(header, snap.stats)
         return self.report
+
+    async def decode_stream(
+        self, header: SnapshotHeader, now_ms: int, batches: AsyncIterator[list[Entry]]
+    ) -> None:
+        """Route visible entries (in snapshot key order) to the adapters and finalise them."""
+        options = self.options
+        adapters = {
+            name: self.specs[name].decoder(
+                DecodeContext(
+                    options=options,
+                    writer=self.writer,
+                    log=self.log.bind(adapter=name),
+                    report=self.report,
+                    header=header,
+                    scratch=self.scratch / name,
+                    now_ms=now_ms,
+                )
+            )
+            for name in options.adapters
+        }
+        async with task_group() as tg:
+            sends: dict[str, ObjectSendStream[list[Routed]]] = {}
+            for name, adapter in adapters.items():
+                send, receive = anyio.create_memory_object_stream[list[Routed]](
+                    options.channel_buffer
+                )
+                sends[name] = send
+                tg.start_soon(self._consume, name, adapter, receive)
+            tg.start_soon(self._produce, batches, sends)
+
+    async def _resolved(
+        self, snap: Snapshot, resolver: VisibilityResolver
+    ) -> AsyncIterator[list[Entry]]:
+        """The snapshot's visible entries, batch by batch; counts raw entries, reports progress."""
+        counters = self.counters
+        last_tick = time.monotonic()
+        batch_size, batch_bytes = self.options.batch_size, self.options.batch_bytes
+        async for raw_batch in snap.batches(batch_size, batch_bytes):
+            counters["total"] += len(raw_batch)
+            yield resolver.resolve(raw_batch)
+            now = time.monotonic()
+            if self.progress is not None and now - last_tick >= _PROGRESS_INTERVAL_S:
+                last_tick = now
+                stats = snap.stats
+                self.progress(Progress(stats.bytes_read, stats.total_bytes, counters["total"]))
 
     async def _consume(
         self, name: str, adapter: DecodeAdapter, receive: ObjectReceiveStream[list[Routed]]
@@ -317,20 +352,17 @@ class _DecodeRun:
 
     async def _produce(
         self,
-        snap: Snapshot,
-        resolver: VisibilityResolver,
+        batches: AsyncIterator[list[Entry]],
         sends: dict[str, ObjectSendStream[list[Routed]]],
     ) -> None:
-        """Read, resolve and route; batches go out at ``batch_size`` entries or bytes."""
+        """Route; batches go out at ``batch_size`` entries or bytes."""
         counters, route, unknown = self.counters, self.router.route, self.unknown_families
         pending: dict[str, list[Routed]] = {name: [] for name in sends}
         pending_bytes = dict.fromkeys(sends, 0)
         batch_size, batch_bytes = self.options.batch_size, self.options.batch_bytes
-        last_tick = time.monotonic()
         try:
-            async for raw_batch in snap.batches(batch_size, batch_bytes):
-                counters["total"] += len(raw_batch)
-                for entry in resolver.resolve(raw_batch):
+            async for visible in batches:
+                for entry in visible:
                     target, prefix = route(entry.key)
                     if target is None:
                         counters["unknown"] += 1
@@ -348,11 +380,6 @@ class _DecodeRun:
                             pending[target] = []
                             size = 0
                         pending_bytes[target] = size
-                now = time.monotonic()
-                if self.progress is not None and now - last_tick >= _PROGRESS_INTERVAL_S:
-                    last_tick = now
-                    stats = snap.stats
-                    self.progress(Progress(stats.bytes_read, stats.total_bytes, counters["total"]))
             for name, bucket in pending.items():
                 if bucket:
                     await sends[name].send(bucket)
@@ -391,6 +418,8 @@ class _DecodeRun:
 
     async def _finish(self, header: SnapshotHeader, stats: SnapshotStats) -> None:
         """Write CHECKSUMS and, last, MANIFEST.json; remove scratch."""
+        held = self.held
+        assert self.source is not None and held is not None, "a single-file run finishes"
         index = snapshot_index_from_path(self.source) or stats.meta.get("_meta_applied_index")
         manifest = DecodeManifest(
             options=self.options,
@@ -408,6 +437,57 @@ class _DecodeRun:
         await writer.write_chunks(CHECKSUMS_NAME, listing)
         await anyio.to_thread.run_sync(shutil.rmtree, self.scratch, True)
         await writer.write(MANIFEST_NAME, manifest)
-        await anyio.to_thread.run_sync(lambda: os.unlink(INCOMPLETE_MARKER, dir_fd=self.held.fd))
+        await anyio.to_thread.run_sync(lambda: os.unlink(INCOMPLETE_MARKER, dir_fd=held.fd))
         self.report.count("files_written", writer.files_written)
         self.report.count("bytes_written", writer.bytes_written)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOutcome:
+    """What decoding a stream of visible entries into a shared tree produced.
+
+    ``checksums`` holds the CHECKSUMS lines of the files written, sorted by path.
+    """
+
+    scopes: dict[str, dict[str, Any]]
+    counters: dict[str, int]
+    unknown_families: dict[bytes, int]
+    checksums: bytes
+    files_written: int
+    bytes_written: int
+
+
+async def decode_entries(
+    batches: AsyncIterator[list[Entry]],
+    header: SnapshotHeader,
+    *,
+    now_ms: int,
+    output: Path,
+    scratch: Path,
+    options: DecodeOptions,
+    report: Report,
+    log: Any,
+) -> StreamOutcome:
+    """Decode visible entries (already resolved, in snapshot key order) into ``output``.
+
+    The seam for callers that assemble the stream themselves (a cluster's merged groups):
+    the adapters of ``options`` write their files, but neither CHECKSUMS nor MANIFEST.json;
+    the caller writes those once every stream of the tree is done. ``scratch`` must exist.
+    """
+    _validate(options)
+    run = _DecodeRun(None, "", output, scratch, options, report, log, None)
+    await run._setup()
+    try:
+        await run.decode_stream(header, now_ms, batches)
+        listing = await anyio.to_thread.run_sync(lambda: b"".join(run.ledger.listing({})))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(run.ledger.close)
+    return StreamOutcome(
+        scopes=run.scopes,
+        counters=run.counters,
+        unknown_families=run.unknown_families,
+        checksums=listing,
+        files_written=run.writer.files_written,
+        bytes_written=run.writer.bytes_written,
+    )

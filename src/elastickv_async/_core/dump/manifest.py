@@ -72,7 +72,8 @@ class DecodeManifest:
     """The facts a decode run records in MANIFEST.json."""
 
     options: DecodeOptions
-    fsm_path: str
+    #: ``None`` for a cluster dump: its sources are listed per group in ``cluster``.
+    fsm_path: str | None
     last_commit_ts: int
     elastickv_version: str
     wall_time: datetime
@@ -80,6 +81,8 @@ class DecodeManifest:
     fsm_crc32c: int | None = None
     hlc_ceiling_ms: int | None = None
     scopes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: A cluster dump's ``cluster`` section (its groups; not a cross-group point in time).
+    cluster: Mapping[str, Any] | None = None
 
     def to_json(self) -> bytes:
         """Serialise exactly like the reference (2-space indent, no HTML escaping, newline)."""
@@ -96,14 +99,17 @@ class DecodeManifest:
         if self.last_commit_ts:
             doc["last_commit_ts"] = self.last_commit_ts
         doc["wall_time_iso"] = rfc3339nano(self.wall_time)
-        source: dict[str, Any] = {
-            "fsm_path": gojson.go_str(self.fsm_path.encode(errors="surrogateescape"))
-        }
-        if self.fsm_crc32c is not None:
-            source["fsm_crc32c"] = f"{self.fsm_crc32c:08x}"
-        if self.hlc_ceiling_ms is not None:
-            source["hlc_ceiling_ms"] = self.hlc_ceiling_ms
-        doc["source"] = source
+        if self.fsm_path is not None:
+            source: dict[str, Any] = {
+                "fsm_path": gojson.go_str(self.fsm_path.encode(errors="surrogateescape"))
+            }
+            if self.fsm_crc32c is not None:
+                source["fsm_crc32c"] = f"{self.fsm_crc32c:08x}"
+            if self.hlc_ceiling_ms is not None:
+                source["hlc_ceiling_ms"] = self.hlc_ceiling_ms
+            doc["source"] = source
+        if self.cluster is not None:
+            doc["cluster"] = dict(self.cluster)
         doc["adapters"] = {name: dict(self.scopes.get(name, {})) for name in self.options.adapters}
         exclusions: dict[str, Any] = {
             "include_incomplete_uploads": self.options.include_incomplete_uploads,

@@ -1,0 +1,388 @@
+"""``decode_cluster``: every Raft group of a cluster into one dump tree.
+
+The tree equals a decode of the union of the groups' visible states: each group is resolved
+at its own ``last_commit_ts`` (groups snapshot independently, so the dump is *not* a
+cross-group point in time, and MANIFEST.json says so), then each partition merges the groups'
+sorted runs into one stream, so rows of one key found in different groups are joined.
+
+Work runs in this process (groups resolved concurrently into scratch runs, then partitions
+decoded concurrently), or on a Dask cluster (see :mod:`.dask_exec`). Either way the driver
+writes CHECKSUMS and, last, MANIFEST.json; while the run is incomplete the output holds a
+marker file, so a rerun into the same directory starts over instead of refusing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import anyio
+import anyio.to_thread
+
+from ..._version import __version__
+from ..concurrency import task_group
+from ..dump.checksums import CHECKSUMS_NAME, checksum_line
+from ..dump.manifest import MANIFEST_NAME, DecodeManifest
+from ..dump.writer import DumpWriter
+from ..errors import DataError, UsageError
+from ..options import DecodeOptions
+from ..pipeline import _validate
+from ..report import Report, make_logger
+from .inputs import GroupInput, discover_groups, parse_group_inputs
+from .routes import RouteCatalog
+from .work import (
+    GroupResult,
+    PartitionResult,
+    cluster_header,
+    decode_partition,
+    describe,
+    merge_report,
+    partition_runs,
+    resolve_group,
+)
+
+__all__ = ["INCOMPLETE_MARKER", "ClusterProgress", "decode_cluster"]
+
+#: Present in the output from the start of a run until just before MANIFEST.json is written.
+INCOMPLETE_MARKER: Final = ".elastickv-cluster-incomplete"
+_POINT_IN_TIME_NOTE: Final = (
+    "each group is resolved at its own last_commit_ts; the dump is not a cross-group point in time"
+)
+#: Groups resolved at once on one machine (each is mostly one core of framing work).
+_LOCAL_GROUP_CONCURRENCY: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterProgress:
+    """A progress sample of a cluster decode."""
+
+    groups_done: int
+    groups_total: int
+    partitions_done: int
+    partitions_total: int
+    bytes_read: int
+    done: bool = False
+
+
+ClusterProgressCallback = Callable[[ClusterProgress], None]
+
+
+class _Tracker:
+    def __init__(self, groups_total: int, callback: ClusterProgressCallback | None) -> None:
+        self.groups_total, self.callback = groups_total, callback
+        self.groups_done = self.partitions_done = self.partitions_total = self.bytes_read = 0
+
+    def group_done(self, result: GroupResult) -> None:
+        self.groups_done += 1
+        self.bytes_read += result.stats.total_bytes
+        self._emit()
+
+    def partition_done(self) -> None:
+        self.partitions_done += 1
+        self._emit()
+
+    def _emit(self, done: bool = False) -> None:
+        if self.callback is not None:
+            self.callback(
+                ClusterProgress(
+                    self.groups_done,
+                    self.groups_total,
+                    self.partitions_done,
+                    self.partitions_total,
+                    self.bytes_read,
+                    done,
+                )
+            )
+
+    def finish(self) -> None:
+        self._emit(done=True)
+
+
+def _prepare_output(output: Path) -> None:
+    """Create ``output``, or empty it when it holds an earlier incomplete cluster run."""
+    if output.is_symlink():
+        raise UsageError(f"output {output} is a symlink; refusing to write through it")
+    if output.exists():
+        if not output.is_dir():
+            raise UsageError(f"output {output} exists and is not a directory")
+        children = list(output.iterdir())
+        rerun = (output / INCOMPLETE_MARKER).is_file() and not (output / MANIFEST_NAME).exists()
+        if children and not rerun:
+            raise UsageError(f"output directory {output} is not empty")
+        for child in children:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    output.mkdir(mode=0o755, parents=True, exist_ok=True)
+    (output / INCOMPLETE_MARKER).write_bytes(b"")
+
+
+def _collect_groups(
+    inputs: Sequence[str | os.PathLike[str] | GroupInput],
+    data_dir: str | os.PathLike[str] | None,
+    pins: Mapping[int, str] | None,
+) -> list[GroupInput]:
+    found: list[str | os.PathLike[str] | GroupInput] = list(inputs)
+    if data_dir is not None:
+        found.extend(discover_groups(Path(data_dir)))
+    groups = parse_group_inputs(found, dict(pins or {}))
+    for group in groups:
+        if group.worker is None and not group.path.is_file():
+            raise UsageError(f"input {group.path} (group {group.group}) is not a readable file")
+    return groups
+
+
+def _catalog(
+    given: RouteCatalog | None, groups: Sequence[GroupResult], log: Any
+) -> RouteCatalog | None:
+    """``--routes`` if given, else the default group's catalog rows (lowest group holding any)."""
+    if given is not None:
+        return given
+    for result in sorted(groups, key=lambda g: g.group):
+        if result.catalog_rows:
+            return RouteCatalog.from_rows(result.catalog_rows)
+    log.warning(
+        "route_catalog_missing",
+        hint="no group holds !dist|route| rows and no --routes was given; a key found in "
+        "two groups keeps its newer copy",
+    )
+    return None
+
+
+def _checksum_path(line: bytes) -> bytes:
+    """The raw path of a CHECKSUMS line (as :func:`checksum_line` wrote it)."""
+    if line.startswith(b"\\"):
+        escaped = line[67:-1]
+        return escaped.replace(b"\\n", b"\n").replace(b"\\r", b"\r").replace(b"\\\\", b"\\")
+    return line[66:-1]
+
+
+def _listing(parts: Sequence[bytes], manifest: bytes) -> Iterator[bytes]:
+    """CHECKSUMS of the whole tree: the partitions' sorted listings and MANIFEST.json, merged."""
+    own = checksum_line(hashlib.sha256(manifest).hexdigest(), MANIFEST_NAME.encode())
+    streams = [part.splitlines(keepends=True) for part in parts]
+    yield from heapq.merge(*streams, [own], key=_checksum_path)
+
+
+async def _local_groups(
+    groups: Sequence[GroupInput],
+    adapters: Sequence[str],
+    scratch: Path,
+    options: DecodeOptions,
+    tracker: _Tracker,
+) -> list[GroupResult]:
+    run_dir = scratch / "runs"
+    await anyio.Path(run_dir).mkdir(mode=0o700)
+    limiter = anyio.CapacityLimiter(_LOCAL_GROUP_CONCURRENCY)
+    results: list[GroupResult] = []
+
+    async def one(group: GroupInput) -> None:
+        async with limiter:
+            try:
+                result = await resolve_group(group, adapters, run_dir, options)
+            except DataError as exc:
+                raise type(exc)(f"group {group.group} ({group.path}): {exc}") from exc
+        results.append(result)
+        tracker.group_done(result)
+
+    async with task_group() as tg:
+        for group in groups:
+            tg.start_soon(one, group)
+    return results
+
+
+async def _local_partitions(
+    parts: Mapping[str, list[tuple[int, bytes | Path]]],
+    catalog: RouteCatalog | None,
+    groups: Sequence[GroupResult],
+    output: Path,
+    scratch: Path,
+    options: DecodeOptions,
+    tracker: _Tracker,
+) -> list[PartitionResult]:
+    header, now_ms = cluster_header(groups)
+    results: list[PartitionResult] = []
+
+    async def one(adapter: str, runs: list[tuple[int, bytes | Path]]) -> None:
+        part_scratch = scratch / f"part-{adapter}"
+        try:
+            result = await decode_partition(
+                adapter, runs, catalog, header, now_ms, output, part_scratch, options
+            )
+        except DataError as exc:
+            raise type(exc)(f"partition {adapter}: {exc}") from exc
+        results.append(result)
+        tracker.partition_done()
+
+    async with task_group() as tg:
+        for adapter, runs in parts.items():
+            tg.start_soon(one, adapter, runs)
+    return results
+
+
+async def decode_cluster(
+    inputs: Sequence[str | os.PathLike[str] | GroupInput],
+    output: str | os.PathLike[str],
+    options: DecodeOptions | None = None,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    routes: str | os.PathLike[str] | None = None,
+    pins: Mapping[int, str] | None = None,
+    client: Any = None,
+    scheduler: str | None = None,
+    log_format: str | None = None,
+    log_stream: TextIO | None = None,
+    progress: ClusterProgressCallback | None = None,
+    report: Report | None = None,
+) -> Report:
+    """Decode the snapshots of every Raft group of a cluster into one dump tree at ``output``.
+
+    ``inputs`` are group snapshot files (``PATH``, ``"GROUP=PATH"`` or :class:`GroupInput`);
+    ``data_dir`` adds the newest snapshot of every ``group-<g>/fsm-snap/`` of a node's
+    ``<raftDataDir>/<raftId>``. A key visible in two groups is kept from the group owning its
+    route (``routes``, a ``routes.json`` file, else the default group's ``!dist|route|`` rows)
+    and reported as ``cross_group_duplicate``.
+
+    Runs in this process, or on Dask with ``client`` (a ``distributed.Client`` created with
+    ``asynchronous=True``) or ``scheduler`` (its address); ``pins`` maps a group to the Dask
+    worker that can read its file. ``output`` must be absent, empty, or an earlier incomplete
+    cluster run. Returns the merged report; raises an
+    :class:`~elastickv_async._core.errors.ElasticKVError` subclass on failure, and the tree
+    then has no MANIFEST.json.
+    """
+    options = options or DecodeOptions()
+    _validate(options)
+    if client is not None and scheduler is not None:
+        raise UsageError("give a Dask client or a scheduler address, not both")
+    out = Path(output)
+    groups = await anyio.to_thread.run_sync(_collect_groups, inputs, data_dir, pins)
+    given = None
+    if routes is not None:
+        given = await anyio.to_thread.run_sync(RouteCatalog.from_json_file, Path(routes))
+    base = out if options.scratch_root is None else options.scratch_root
+    if (
+        options.scratch_root is not None
+        and await anyio.Path(base).resolve() == await anyio.Path(out).resolve()
+    ):
+        raise UsageError("--scratch-root must not be the output directory")
+    await anyio.to_thread.run_sync(_prepare_output, out)
+    report = report if report is not None else Report()
+    log = make_logger(report, log_format=log_format, stream=log_stream)
+    tracker = _Tracker(len(groups), progress)
+    scratch = base / f".scratch-cluster-{secrets.token_hex(4)}"
+    await anyio.Path(scratch).mkdir(mode=0o700, parents=True)
+    try:
+        if client is None and scheduler is None:
+            group_results = await _local_groups(groups, options.adapters, scratch, options, tracker)
+            catalog = _catalog(given, group_results, log)
+            parts = partition_runs(options.adapters, group_results)
+            tracker.partitions_total = len(parts)
+            part_results = await _local_partitions(
+                parts, catalog, group_results, out, scratch, options, tracker
+            )
+        else:
+            from .dask_exec import run_on_dask
+
+            group_results, catalog, part_results = await run_on_dask(
+                client,
+                scheduler,
+                groups,
+                options,
+                out,
+                scratch,
+                tracker,
+                lambda results: _catalog(given, results, log),
+            )
+        await _finish(out, options, group_results, part_results, catalog, report, log)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+    tracker.finish()
+    return report
+
+
+async def _finish(
+    out: Path,
+    options: DecodeOptions,
+    groups: Sequence[GroupResult],
+    parts: Sequence[PartitionResult],
+    catalog: RouteCatalog | None,
+    report: Report,
+    log: Any,
+) -> None:
+    """Merge the report, then write CHECKSUMS and, last, MANIFEST.json."""
+    ordered = sorted(groups, key=lambda g: g.group)
+    unknown: dict[bytes, int] = {}
+    for result in ordered:
+        for name, value in result.counters.items():
+            report.count(name, value)
+        for name, value in result.mvcc.items():
+            report.count(f"mvcc.{name}", value)
+        for family, count in result.unknown_families.items():
+            unknown[family] = unknown.get(family, 0) + count
+        if result.relaxed:
+            log.warning(
+                "mvcc_header_below_data",
+                raft_group_id=result.group,
+                hint="the group's header last_commit_ts is below all of its versions; "
+                "the newest version of each key decided",
+            )
+    for family, count in sorted(unknown.items()):
+        log.warning(
+            "unknown_prefix_entries",
+            prefix=family.decode("utf-8", "backslashreplace"),
+            count=count,
+            hint="keys matched no known prefix and were not decoded",
+        )
+    scopes: dict[str, dict[str, Any]] = {}
+    for part in sorted(parts, key=lambda p: p.adapter):
+        merge_report(report, part.report)
+        scopes.update(part.outcome.scopes)
+        for name, value in part.outcome.counters.items():
+            if name == part.adapter:
+                report.count(f"adapter.{name}", value)
+    header, _ = cluster_header(ordered)
+    cluster_doc: dict[str, Any] = {
+        "point_in_time": False,
+        "note": _POINT_IN_TIME_NOTE,
+        "last_commit_ts_rule": "max",
+        "groups": [describe(g) for g in ordered],
+    }
+    if catalog is not None:
+        cluster_doc["routes"] = catalog.to_json()
+    report.snapshot.update(
+        header_kind="cluster",
+        last_commit_ts=header.last_commit_ts,
+        hlc_ceiling_ms=header.hlc_ceiling_ms,
+        groups=cluster_doc["groups"],
+        point_in_time=False,
+    )
+    manifest = DecodeManifest(
+        options=options,
+        fsm_path=None,
+        last_commit_ts=header.last_commit_ts,
+        elastickv_version=f"elastickv-async {__version__}",
+        wall_time=datetime.now(UTC),
+        hlc_ceiling_ms=header.hlc_ceiling_ms,
+        scopes=scopes,
+        cluster=cluster_doc,
+    ).to_json()
+    writer = DumpWriter(out, jobs=options.jobs, fsync=options.fsync)
+    listing = _listing([p.outcome.checksums for p in parts], manifest)
+    await writer.write_chunks(CHECKSUMS_NAME, listing)
+    await anyio.Path(out / INCOMPLETE_MARKER).unlink()
+    await writer.write(MANIFEST_NAME, manifest)
+    files = sum(p.outcome.files_written for p in parts) + writer.files_written
+    report.count("files_written", files)
+    report.count(
+        "bytes_written", sum(p.outcome.bytes_written for p in parts) + writer.bytes_written
+    )

@@ -1,0 +1,113 @@
+"""The ``decode-cluster`` subcommand (registered by the main CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import TYPE_CHECKING, Any, Final
+
+from ..errors import UsageError
+from ..report import Report
+
+if TYPE_CHECKING:
+    from .api import ClusterProgress
+
+__all__ = ["add_decode_cluster", "run_decode_cluster"]
+
+_OWN: Final = frozenset({"help", "input", "output"})
+
+
+def add_decode_cluster(sub: Any, common: argparse.ArgumentParser, decode: Any) -> None:
+    """Add ``decode-cluster``: its own flags plus every flag of ``decode`` but ``--input``."""
+    parser = sub.add_parser(
+        "decode-cluster",
+        parents=[common],
+        help="decode every Raft group's snapshot of a cluster into one dump tree",
+    )
+    parser.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="[GROUP=]PATH",
+        help="a group's .fsm (repeat per group); the group id defaults to a "
+        "group-<g>/fsm-snap/ parent, else the position",
+    )
+    parser.add_argument(
+        "--input-data-dir",
+        metavar="DIR",
+        help="a node's <raftDataDir>/<raftId>: the newest snapshot of every group-<g>/fsm-snap/",
+    )
+    parser.add_argument("--output", required=True, help="output directory (absent or empty)")
+    parser.add_argument(
+        "--routes", metavar="FILE", help="routes.json (default: the default group's catalog)"
+    )
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run on this Dask scheduler (tcp://HOST:8786)"
+    )
+    parser.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        metavar="GROUP=WORKER",
+        help="with --scheduler: the Dask worker (name, address or host) holding a group's file",
+    )
+    taken = set(parser._option_string_actions)
+    for action in decode._actions:
+        if action.dest not in _OWN and not taken & set(action.option_strings):
+            parser._add_action(action)
+
+
+def _pins(values: list[str]) -> dict[int, str]:
+    pins: dict[int, str] = {}
+    for value in values:
+        group, sep, worker = value.partition("=")
+        if not sep or not group.isdigit() or not worker:
+            raise UsageError(f"--pin wants GROUP=WORKER, not {value!r}")
+        pins[int(group)] = worker
+    return pins
+
+
+class _ProgressLines:
+    """One line per finished group or partition (JSON events in JSON log mode)."""
+
+    def __init__(self, *, json_events: bool) -> None:
+        self._json = json_events
+
+    def __call__(self, sample: ClusterProgress) -> None:
+        if self._json:
+            event = {"event": "progress", "level": "info"} | dataclasses.asdict(sample)
+            sys.stderr.write(json.dumps(event) + "\n")
+            return
+        sys.stderr.write(
+            f"groups {sample.groups_done}/{sample.groups_total} "
+            f"({sample.bytes_read / 1e6:,.1f} MB read), "
+            f"partitions {sample.partitions_done}/{sample.partitions_total}\n"
+        )
+
+
+async def run_decode_cluster(args: argparse.Namespace, report: Report) -> None:
+    """Run ``decode-cluster`` with the parsed ``args``."""
+    from ..cli import _decode_options
+    from .api import decode_cluster
+
+    if not args.input and not args.input_data_dir:
+        raise UsageError("decode-cluster needs --input (per group) or --input-data-dir")
+    if args.pin and not args.scheduler:
+        raise UsageError("--pin needs --scheduler")
+    progress = None
+    if not args.no_progress and (args.log_format == "json" or sys.stderr.isatty()):
+        progress = _ProgressLines(json_events=args.log_format == "json")
+    await decode_cluster(
+        args.input,
+        args.output,
+        _decode_options(args),
+        data_dir=args.input_data_dir,
+        routes=args.routes,
+        pins=_pins(args.pin),
+        scheduler=args.scheduler,
+        log_format=args.log_format,
+        progress=progress,
+        report=report,
+    )
