@@ -147,7 +147,8 @@ async def _run(
     choose_catalog: Callable[[list[GroupResult]], RouteCatalog | None],
 ) -> tuple[list[GroupResult], RouteCatalog | None, list[PartitionResult]]:
     token = secrets.token_hex(4)
-    workers = client.scheduler_info().get("workers", {})
+    identity = await client.scheduler.identity(n_workers=-1)
+    workers = identity.get("workers", {})
     submitted: list[Any] = []
 
     def submit(fn: Callable[..., Any], *args: Any, key: str, **kw: Any) -> Any:

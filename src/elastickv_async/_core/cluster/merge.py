@@ -111,7 +111,7 @@ async def merge_runs(
             log.warning(
                 "cross_group_duplicate",
                 key=entry.key,
-                groups=[earlier.group, cursor.group],
+                groups=sorted((earlier.group, cursor.group)),
                 kept_group=kept,
                 route_owner=catalog.owner(entry.key) if catalog is not None else None,
             )
