@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from snapshot_streams import hlc_v1, mvcc_key, stream, version, with_footer
+# The group files are built with the snapshot tests' stream builders.
+_STREAMS = str(Path(__file__).resolve().parents[1] / "unit" / "snapshot")
+if _STREAMS not in sys.path:
+    sys.path.append(_STREAMS)
+
+from snapshot_streams import hlc_v1, mvcc_key, stream, version, with_footer  # noqa: E402
 
 __all__ = [
     "CEILING_MS",
