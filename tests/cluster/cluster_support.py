@@ -7,10 +7,12 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-# The group files are built with the snapshot tests' stream builders.
-_STREAMS = str(Path(__file__).resolve().parents[1] / "unit" / "snapshot")
-if _STREAMS not in sys.path:
-    sys.path.append(_STREAMS)
+# The group files are built with the snapshot tests' stream builders; trees are compared
+# with the real-node tests' semantic comparison.
+for _helpers in ("unit/snapshot", "realnode"):
+    _path = str(Path(__file__).resolve().parents[1] / _helpers)
+    if _path not in sys.path:
+        sys.path.append(_path)
 
 from snapshot_streams import hlc_v1, mvcc_key, stream, version, with_footer  # noqa: E402
 

@@ -2,8 +2,8 @@
 
 The work is the same as on one machine (:mod:`.work`); Dask places, retries and moves it:
 
-- one task per group, restricted to the worker pinned for it (a worker name, address or
-  host: the machine holding the group's file), returning the group's runs in memory;
+- one task per group, placed on the worker pinned for it (a worker name, address or host:
+  the machine holding the group's file), returning the group's runs in memory;
 - small tasks that take one partition's run out of a group's result (they run where the
   result is) and one that returns the group's facts without runs to the driver;
 - one task per partition, anywhere: Dask transfers the runs it needs; it writes into the
@@ -93,10 +93,8 @@ async def _outcome(future: Any, what: str) -> Any:
         raise ClusterTaskFailed(f"{what} failed on Dask: {type(exc).__name__}: {exc}") from exc
 
 
-def _restriction(pin: str | None, workers: dict[str, Any]) -> list[str] | None:
+def _restriction(pin: str, workers: dict[str, Any]) -> list[str]:
     """A pin as Dask restriction: a worker name becomes its address; addresses and hosts pass."""
-    if pin is None:
-        return None
     for address, info in workers.items():
         if str(info.get("name")) == pin:
             return [address]
@@ -174,14 +172,18 @@ async def _run(
 
         jobs: list[tuple[Any, str, Callable[[Any], None]]] = []
         for group in groups:
-            pinned = _restriction(group.worker, workers)
+            placement: dict[str, Any] = {}
+            if group.worker is not None:
+                # Only while the pinned worker is gone may the group run elsewhere: a worker
+                # lost after its group finished then leads to a recompute that either finds
+                # the file (shared storage) or fails naming the group, instead of waiting
+                # forever for the dead worker's address.
+                placement = {
+                    "workers": _restriction(group.worker, workers),
+                    "allow_other_workers": True,
+                }
             results[group.group] = submit(
-                _group_task,
-                group,
-                options,
-                key=f"elastickv-group-{group.group}",
-                workers=pinned,
-                allow_other_workers=False,
+                _group_task, group, options, key=f"elastickv-group-{group.group}", **placement
             )
             what = f"group {group.group} ({group.path})"
             facts_future = submit(

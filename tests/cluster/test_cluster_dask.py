@@ -1,0 +1,147 @@
+"""decode_cluster on a Dask ``LocalCluster`` of worker processes (the ``dask`` extra).
+
+Group files are pinned to named workers; the tree must equal the one-machine decode. A worker
+killed while it decodes a partition fails the run naming the partition (when the scheduler
+allows no retry) or is retried by Dask; either way a MANIFEST only ever marks a complete tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_support import tree_without_manifest, two_group_cluster
+from statecompare import compare, load_expected, load_tree
+from support import shared_dir
+
+from elastickv_async._core.cluster.api import INCOMPLETE_MARKER, decode_cluster
+from elastickv_async._core.cluster.dask_exec import ClusterTaskFailed
+from elastickv_async._core.cluster.inputs import GroupInput
+from elastickv_async._core.dump.verify import verify_tree
+from elastickv_async._core.report import Report
+
+distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
+from distributed import WorkerPlugin  # noqa: E402 - only once the extra is known installed
+
+MULTIGROUP = (shared_dir() or Path("/nonexistent")) / "realnode-multigroup"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Dask's asynchronous client runs on asyncio only."""
+    return "asyncio"
+
+
+@asynccontextmanager
+async def local_cluster(workers: int = 3, **config: Any) -> AsyncIterator[Any]:
+    """A LocalCluster of ``workers`` single-threaded worker processes and a client to it."""
+    with dask.config.set(config):
+        async with (
+            distributed.LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                asynchronous=True,
+                dashboard_address=None,
+                worker_dashboard_address=None,
+            ) as cluster,
+            distributed.Client(cluster, asynchronous=True) as client,
+        ):
+            await client.wait_for_workers(workers)
+            yield client
+
+
+async def _names(client: Any) -> dict[str, str]:
+    """Worker name -> address."""
+    identity = await client.scheduler.identity(n_workers=-1)
+    return {str(info["name"]): address for address, info in identity["workers"].items()}
+
+
+def _corpora(tmp: Path) -> list[tuple[str, list[Path]]]:
+    corpora = [("synthetic", list(two_group_cluster(tmp / "synthetic")))]
+    if (MULTIGROUP / "routes.json").is_file():
+        corpora.append(("realnode", sorted(MULTIGROUP.glob("g*_n2_*.fsm"))))
+    return corpora
+
+
+@pytest.mark.anyio
+async def test_pinned_groups_on_three_workers_give_the_local_tree(tmp_path: Path) -> None:
+    """Each group runs on its pinned worker; the tree equals the in-process decode."""
+    async with local_cluster() as client:
+        names = await _names(client)
+        for corpus, (g1, g2) in _corpora(tmp_path):
+            local, remote = tmp_path / f"{corpus}-local", tmp_path / f"{corpus}-dask"
+            await decode_cluster([g1, g2], local)
+            inputs = [GroupInput(1, g1, "2"), GroupInput(2, g2, "0")]
+            async with distributed.get_task_stream(client) as stream:
+                report = await decode_cluster(inputs, remote, client=client)
+            placed = {
+                t["key"].split("-")[2]: t["worker"]
+                for t in stream.data
+                if t["key"].startswith("elastickv-group-")
+            }
+            assert placed == {"1": names["2"], "2": names["0"]}
+            assert tree_without_manifest(remote) == tree_without_manifest(local)
+            manifests = [json.loads((t / "MANIFEST.json").read_bytes()) for t in (local, remote)]
+            assert manifests[0]["cluster"] == manifests[1]["cluster"]
+            assert report.counters["adapter.redis"] > 0
+            await verify_tree(remote, Report())
+            if corpus == "realnode":
+                expected = load_expected(MULTIGROUP / "cluster.expected.json")
+                assert compare(load_tree(remote), expected) == []
+
+
+class KillPartitionWorker(WorkerPlugin):
+    """Kill the worker process that starts decoding a partition (once, when ``once``)."""
+
+    def __init__(self, marker: str, *, once: bool) -> None:
+        self.marker, self.once = marker, once
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if finish != "executing" or not str(key).startswith("elastickv-partition-"):
+            return
+        if self.once and os.path.exists(self.marker):
+            return
+        with open(self.marker, "a") as fh:
+            fh.write(f"{key}\n")
+        os._exit(1)
+
+
+@pytest.mark.anyio
+async def test_worker_killed_without_retries_fails_naming_the_partition(tmp_path: Path) -> None:
+    """No retry allowed: a clear error naming the partition, no MANIFEST; a rerun succeeds."""
+    g1, g2 = two_group_cluster(tmp_path)
+    out = tmp_path / "out"
+    marker = tmp_path / "killed"
+    async with local_cluster(**{"distributed.scheduler.allowed-failures": 0}) as client:
+        await client.register_plugin(KillPartitionWorker(str(marker), once=False), name="kill")
+        with pytest.raises(ClusterTaskFailed, match=r"partition \w+: its Dask worker died"):
+            await decode_cluster([g1, g2], out, client=client)
+        assert marker.read_text().startswith("elastickv-partition-")
+        assert not (out / "MANIFEST.json").exists()
+        assert (out / INCOMPLETE_MARKER).exists()
+        await client.unregister_worker_plugin("kill")
+        await client.wait_for_workers(3)
+        await decode_cluster([g1, g2], out, client=client)
+    assert (out / "MANIFEST.json").is_file()
+    await verify_tree(out, Report())
+
+
+@pytest.mark.anyio
+async def test_worker_killed_once_is_retried_by_dask(tmp_path: Path) -> None:
+    """With the scheduler's default retries, a partition whose worker died is run again."""
+    g1, g2 = two_group_cluster(tmp_path)
+    marker = tmp_path / "killed"
+    async with local_cluster() as client:
+        await client.register_plugin(KillPartitionWorker(str(marker), once=True), name="kill")
+        await decode_cluster([g1, g2], tmp_path / "dask", client=client)
+    await decode_cluster([g1, g2], tmp_path / "local")
+    assert len(marker.read_text().splitlines()) == 1
+    assert tree_without_manifest(tmp_path / "dask") == tree_without_manifest(tmp_path / "local")
+    await verify_tree(tmp_path / "dask", Report())
