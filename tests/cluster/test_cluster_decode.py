@@ -196,3 +196,24 @@ async def test_catalog_rows_of_a_non_default_layout(tmp_path: Path) -> None:
     )
     await decode_cluster([g1, g2], tmp_path / "out")
     assert _string(tmp_path / "out", "k") == b"from-1"
+
+
+@pytest.mark.anyio
+async def test_group_header_below_its_data_is_resolved_by_newest_version(tmp_path: Path) -> None:
+    """As for one file: a group stamped below all its versions is decoded newest-first, said."""
+    g1 = write_group(tmp_path / "a.fsm", 1, redis_strings(("k", 50, "new"), ("k", 40, "old")))
+    g2 = write_group(tmp_path / "b.fsm", 100, redis_strings(("other", 5, "x")))
+    report = await decode_cluster([g1, g2], tmp_path / "out")
+    assert _string(tmp_path / "out", "k") == b"new"
+    [example] = report.warnings["mvcc_header_below_data"].examples
+    assert example["raft_group_id"] == 1
+
+
+def test_dask_mode_refuses_trio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--scheduler`` under ``--backend trio`` is a usage error (Dask's client is asyncio)."""
+    g1, g2 = two_group_cluster(tmp_path)
+    argv = ["decode-cluster", "--input", str(g1), "--input", str(g2), "--output"]
+    argv += [str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:1", "--backend", "trio"]
+    assert main(argv) == 1
+    assert "asyncio" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

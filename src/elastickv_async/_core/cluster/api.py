@@ -263,6 +263,10 @@ async def decode_cluster(
     _validate(options)
     if client is not None and scheduler is not None:
         raise UsageError("give a Dask client or a scheduler address, not both")
+    if client is not None or scheduler is not None:
+        from .dask_exec import check_dask
+
+        check_dask(client)
     out = Path(output)
     groups = await anyio.to_thread.run_sync(_collect_groups, inputs, data_dir, pins)
     given = None

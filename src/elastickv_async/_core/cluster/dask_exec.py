@@ -40,7 +40,7 @@ from .work import (
     resolve_group,
 )
 
-__all__ = ["ClusterTaskFailed", "run_on_dask"]
+__all__ = ["ClusterTaskFailed", "check_dask", "run_on_dask"]
 
 
 class ClusterTaskFailed(ElasticKVError):
@@ -101,6 +101,20 @@ def _restriction(pin: str, workers: dict[str, Any]) -> list[str]:
     return [pin]
 
 
+def check_dask(client: Any) -> None:
+    """Raise :class:`UsageError` unless Dask mode can run here (extra, backend, client)."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "Dask mode needs the dask extra: pip install 'elastickv-async[dask]'"
+        ) from None
+    if sniffio.current_async_library() != "asyncio":
+        raise UsageError("Dask mode runs under the asyncio backend only")
+    if client is not None and not getattr(client, "asynchronous", False):
+        raise UsageError("decode_cluster needs a Client created with asynchronous=True")
+
+
 async def run_on_dask(
     client: Any,
     scheduler: str | None,
@@ -112,17 +126,10 @@ async def run_on_dask(
     choose_catalog: Callable[[list[GroupResult]], RouteCatalog | None],
 ) -> tuple[list[GroupResult], RouteCatalog | None, list[PartitionResult]]:
     """Run the groups and partitions as Dask tasks; return what the driver needs to finish."""
-    try:
-        from distributed import Client
-    except ImportError:
-        raise UsageError(
-            "Dask mode needs the dask extra: pip install 'elastickv-async[dask]'"
-        ) from None
-    if sniffio.current_async_library() != "asyncio":
-        raise UsageError("Dask mode runs under the asyncio backend only")
+    check_dask(client)
+    from distributed import Client
+
     if client is not None:
-        if not getattr(client, "asynchronous", False):
-            raise UsageError("decode_cluster needs a Client created with asynchronous=True")
         return await _run(client, groups, options, output, scratch, tracker, choose_catalog)
     try:
         own = await Client(scheduler, asynchronous=True, timeout=30)  # type: ignore[no-untyped-call]
