@@ -176,13 +176,16 @@ def test_cli_finds_groups_in_a_data_dir_and_the_tree_verifies(tmp_path: Path) ->
 
 
 def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """No input, or --pin without --scheduler: exit 1 with one line on stderr."""
+    """No input, --pin without --scheduler, a bad --pin: exit 1, one line on stderr each."""
     assert main(["decode-cluster", "--output", str(tmp_path / "o")]) == 1
     g1, _ = two_group_cluster(tmp_path)
     argv = ["decode-cluster", "--input", str(g1), "--output", str(tmp_path / "o"), "--pin", "1=w"]
     assert main(argv) == 1
+    assert main([*argv[:-2], "--scheduler", "tcp://127.0.0.1:1", "--pin", "one=w"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("elastickv-async: ") for line in err)
+    assert len(err) == 3 and all(line.startswith("elastickv-async: ") for line in err)
+    assert "GROUP=WORKER" in err[2]
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.anyio

@@ -189,9 +189,6 @@ class RouteCatalog:
                 raise DataError(f"routes {left.route_id} and {right.route_id} overlap")
         self._starts = [r.start for r in self.routes]
 
-    def __len__(self) -> int:
-        return len(self.routes)
-
     def owner(self, key: bytes) -> int | None:
         """The group whose route holds ``key``'s route key, or ``None`` outside every route."""
         rkey = route_key(key)
