@@ -19,10 +19,11 @@ from cluster_support import tree_without_manifest, two_group_cluster
 from statecompare import compare, load_expected, load_tree
 from support import shared_dir
 
-from elastickv_async._core.cluster.api import INCOMPLETE_MARKER, decode_cluster
+from elastickv_async._core.cluster.api import decode_cluster
 from elastickv_async._core.cluster.dask_exec import ClusterTaskFailed
 from elastickv_async._core.cluster.inputs import GroupInput
 from elastickv_async._core.dump.verify import verify_tree
+from elastickv_async._core.pipeline import INCOMPLETE_MARKER
 from elastickv_async._core.report import Report
 
 distributed = pytest.importorskip("distributed")
@@ -98,18 +99,24 @@ async def test_pinned_groups_on_three_workers_give_the_local_tree(tmp_path: Path
 
 
 class KillPartitionWorker(WorkerPlugin):
-    """Kill the worker process that starts decoding a partition (once, when ``once``)."""
+    """Kill the first worker process that starts decoding a partition (``marker`` says so).
 
-    def __init__(self, marker: str, *, once: bool) -> None:
-        self.marker, self.once = marker, once
+    Only once in the whole cluster, so the outcome does not depend on which other workers
+    are restarting at that moment.
+    """
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
         if finish != "executing" or not str(key).startswith("elastickv-partition-"):
             return
-        if self.once and os.path.exists(self.marker):
+        try:
+            fd = os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
             return
-        with open(self.marker, "a") as fh:
-            fh.write(f"{key}\n")
+        os.write(fd, f"{key}\n".encode())
+        os.close(fd)
         os._exit(1)
 
 
@@ -120,15 +127,14 @@ async def test_worker_killed_without_retries_fails_naming_the_partition(tmp_path
     out = tmp_path / "out"
     marker = tmp_path / "killed"
     async with local_cluster(**{"distributed.scheduler.allowed-failures": 0}) as client:
-        await client.register_plugin(KillPartitionWorker(str(marker), once=False), name="kill")
+        await client.register_plugin(KillPartitionWorker(str(marker)), name="kill")
         with pytest.raises(ClusterTaskFailed, match=r"partition \w+: its Dask worker died"):
             await decode_cluster([g1, g2], out, client=client)
         assert marker.read_text().startswith("elastickv-partition-")
         assert not (out / "MANIFEST.json").exists()
         assert (out / INCOMPLETE_MARKER).exists()
-        await client.unregister_worker_plugin("kill")
         await client.wait_for_workers(3)
-        await decode_cluster([g1, g2], out, client=client)
+        await decode_cluster([g1, g2], out, client=client, force=True)
     assert (out / "MANIFEST.json").is_file()
     await verify_tree(out, Report())
 
@@ -139,7 +145,7 @@ async def test_worker_killed_once_is_retried_by_dask(tmp_path: Path) -> None:
     g1, g2 = two_group_cluster(tmp_path)
     marker = tmp_path / "killed"
     async with local_cluster() as client:
-        await client.register_plugin(KillPartitionWorker(str(marker), once=True), name="kill")
+        await client.register_plugin(KillPartitionWorker(str(marker)), name="kill")
         await decode_cluster([g1, g2], tmp_path / "dask", client=client)
     await decode_cluster([g1, g2], tmp_path / "local")
     assert len(marker.read_text().splitlines()) == 1

@@ -16,9 +16,9 @@ from cluster_support import (
 )
 
 from elastickv_async._core.cli import main
-from elastickv_async._core.cluster.api import INCOMPLETE_MARKER, ClusterProgress, decode_cluster
+from elastickv_async._core.cluster.api import ClusterProgress, decode_cluster
 from elastickv_async._core.errors import SnapshotFormatError, UsageError
-from elastickv_async._core.pipeline import decode_snapshot
+from elastickv_async._core.pipeline import INCOMPLETE_MARKER, decode_snapshot
 
 STRINGS = "redis/db_0/strings"
 
@@ -122,7 +122,11 @@ async def test_manifest_records_every_group(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_a_bad_group_fails_naming_it_and_a_rerun_succeeds(tmp_path: Path) -> None:
-    """A corrupt group file: typed error naming the group, no MANIFEST; rerun in place works."""
+    """A corrupt group file: typed error naming the group, no MANIFEST; ``force`` reruns.
+
+    As for a single-file decode, the unfinished tree is replaced only when asked to, and a
+    complete tree never.
+    """
     g1, g2 = two_group_cluster(tmp_path)
     good = g2.read_bytes()
     g2.write_bytes(good[:-3])
@@ -132,10 +136,14 @@ async def test_a_bad_group_fails_naming_it_and_a_rerun_succeeds(tmp_path: Path) 
     assert not (out / "MANIFEST.json").exists()
     assert (out / INCOMPLETE_MARKER).exists()
     g2.write_bytes(good)
-    await decode_cluster([g1, g2], out)
-    assert (out / "MANIFEST.json").is_file()
-    with pytest.raises(UsageError, match="not empty"):
+    with pytest.raises(UsageError, match="--force"):
         await decode_cluster([g1, g2], out)
+    await decode_cluster([g1, g2], out, force=True)
+    assert (out / "MANIFEST.json").is_file()
+    assert not (out / INCOMPLETE_MARKER).exists()
+    assert sorted(p.name for p in out.iterdir()) == ["CHECKSUMS", "MANIFEST.json", "redis"]
+    with pytest.raises(UsageError, match="not empty"):
+        await decode_cluster([g1, g2], out, force=True)
 
 
 @pytest.mark.anyio

@@ -7,8 +7,9 @@ sorted runs into one stream, so rows of one key found in different groups are jo
 
 Work runs in this process (groups resolved concurrently into scratch runs, then partitions
 decoded concurrently), or on a Dask cluster (see :mod:`.dask_exec`). Either way the driver
-writes CHECKSUMS and, last, MANIFEST.json; while the run is incomplete the output holds a
-marker file, so a rerun into the same directory starts over instead of refusing it.
+writes CHECKSUMS and, last, MANIFEST.json. The output is handled like a single-file decode's:
+locked for the run, marked incomplete until MANIFEST.json is written, and replaced by a rerun
+only with ``force``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,8 +34,16 @@ from ..dump.manifest import MANIFEST_NAME, DecodeManifest
 from ..dump.writer import DumpWriter
 from ..errors import DataError, UsageError
 from ..options import DecodeOptions
-from ..pipeline import _validate
+from ..pipeline import INCOMPLETE_MARKER, _validate
 from ..report import Report, make_logger
+from ..runfiles import (
+    LockedDir,
+    clear_directory,
+    lock_directory,
+    make_locked_dir,
+    new_tag,
+    remove_leftovers,
+)
 from .inputs import GroupInput, discover_groups, parse_group_inputs
 from .routes import RouteCatalog
 from .work import (
@@ -49,10 +57,8 @@ from .work import (
     resolve_group,
 )
 
-__all__ = ["INCOMPLETE_MARKER", "ClusterProgress", "decode_cluster"]
+__all__ = ["ClusterProgress", "decode_cluster"]
 
-#: Present in the output from the start of a run until just before MANIFEST.json is written.
-INCOMPLETE_MARKER: Final = ".elastickv-cluster-incomplete"
 _POINT_IN_TIME_NOTE: Final = (
     "each group is resolved at its own last_commit_ts; the dump is not a cross-group point in time"
 )
@@ -106,24 +112,58 @@ class _Tracker:
         self._emit(done=True)
 
 
-def _prepare_output(output: Path) -> None:
-    """Create ``output``, or empty it when it holds an earlier incomplete cluster run."""
+def _prepare_output(output: Path, *, force: bool, tag: str) -> LockedDir:
+    """Lock ``output`` (created if absent); it must be empty, or an unfinished run's tree
+    when ``force`` is given (then cleared). Marks it incomplete until MANIFEST.json."""
     if output.is_symlink():
         raise UsageError(f"output {output} is a symlink; refusing to write through it")
-    if output.exists():
-        if not output.is_dir():
-            raise UsageError(f"output {output} exists and is not a directory")
-        children = list(output.iterdir())
-        rerun = (output / INCOMPLETE_MARKER).is_file() and not (output / MANIFEST_NAME).exists()
-        if children and not rerun:
-            raise UsageError(f"output directory {output} is not empty")
-        for child in children:
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
     output.mkdir(mode=0o755, parents=True, exist_ok=True)
-    (output / INCOMPLETE_MARKER).write_bytes(b"")
+    held = lock_directory(output, "output directory")
+    try:
+        names = set(os.listdir(held.fd))
+        if names and INCOMPLETE_MARKER in names and force:
+            clear_directory(held.fd)
+        elif INCOMPLETE_MARKER in names:
+            raise UsageError(
+                f"output directory {output} holds the incomplete tree of a decode that did not "
+                "finish; pass --force to replace it"
+            )
+        elif names:
+            raise UsageError(f"output directory {output} is not empty")
+        fd = os.open(
+            INCOMPLETE_MARKER,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=held.fd,
+        )
+        try:
+            os.write(fd, f"{tag}\n".encode())
+        finally:
+            os.close(fd)
+    except BaseException:
+        held.close()
+        raise
+    return held
+
+
+def _prepare_scratch(options: DecodeOptions, output: Path, tag: str) -> LockedDir:
+    if options.scratch_root is None:
+        return make_locked_dir(output, f".{tag}.scratch")
+    base = options.scratch_root.resolve()
+    if not base.is_dir():
+        raise UsageError(f"--scratch-root {base} is not an existing directory")
+    if base == output.resolve():
+        raise UsageError("--scratch-root must not be the output directory")
+    remove_leftovers(base)
+    return make_locked_dir(base, f"{tag}.scratch")
+
+
+def _release(held: LockedDir | None, *, remove: bool) -> None:
+    if held is None:
+        return
+    if remove and held.still_here():
+        shutil.rmtree(held.path, ignore_errors=True)
+    held.close()
 
 
 def _collect_groups(
@@ -243,6 +283,7 @@ async def decode_cluster(
     log_stream: TextIO | None = None,
     progress: ClusterProgressCallback | None = None,
     report: Report | None = None,
+    force: bool = False,
 ) -> Report:
     """Decode the snapshots of every Raft group of a cluster into one dump tree at ``output``.
 
@@ -254,8 +295,9 @@ async def decode_cluster(
 
     Runs in this process, or on Dask with ``client`` (a ``distributed.Client`` created with
     ``asynchronous=True``) or ``scheduler`` (its address); ``pins`` maps a group to the Dask
-    worker that can read its file. ``output`` must be absent, empty, or an earlier incomplete
-    cluster run. Returns the merged report; raises an
+    worker that can read its file. ``output`` must be absent or empty; with ``force`` it may
+    hold the incomplete tree of a run that did not finish, which is replaced. Returns the
+    merged report; raises an
     :class:`~elastickv_async._core.errors.ElasticKVError` subclass on failure, and the tree
     then has no MANIFEST.json.
     """
@@ -272,19 +314,15 @@ async def decode_cluster(
     given = None
     if routes is not None:
         given = await anyio.to_thread.run_sync(RouteCatalog.from_json_file, Path(routes))
-    base = out if options.scratch_root is None else options.scratch_root
-    if (
-        options.scratch_root is not None
-        and await anyio.Path(base).resolve() == await anyio.Path(out).resolve()
-    ):
-        raise UsageError("--scratch-root must not be the output directory")
-    await anyio.to_thread.run_sync(_prepare_output, out)
     report = report if report is not None else Report()
     log = make_logger(report, log_format=log_format, stream=log_stream)
     tracker = _Tracker(len(groups), progress)
-    scratch = base / f".scratch-cluster-{secrets.token_hex(4)}"
-    await anyio.Path(scratch).mkdir(mode=0o700, parents=True)
+    tag = new_tag()
+    held = await anyio.to_thread.run_sync(lambda: _prepare_output(out, force=force, tag=tag))
+    scratch_dir: LockedDir | None = None
     try:
+        scratch_dir = await anyio.to_thread.run_sync(_prepare_scratch, options, out, tag)
+        scratch = scratch_dir.path
         if client is None and scheduler is None:
             group_results = await _local_groups(groups, options.adapters, scratch, options, tracker)
             catalog = _catalog(given, group_results, log)
@@ -306,16 +344,20 @@ async def decode_cluster(
                 tracker,
                 lambda results: _catalog(given, results, log),
             )
-        await _finish(out, options, group_results, part_results, catalog, report, log)
+        # The tree is complete but for its CHECKSUMS and MANIFEST: drop the scratch first.
+        await anyio.to_thread.run_sync(lambda: _release(scratch_dir, remove=True))
+        scratch_dir = None
+        await _finish(held, options, group_results, part_results, catalog, report, log)
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+            await anyio.to_thread.run_sync(lambda: _release(scratch_dir, remove=True))
+            await anyio.to_thread.run_sync(lambda: _release(held, remove=False))
     tracker.finish()
     return report
 
 
 async def _finish(
-    out: Path,
+    held: LockedDir,
     options: DecodeOptions,
     groups: Sequence[GroupResult],
     parts: Sequence[PartitionResult],
@@ -380,11 +422,11 @@ async def _finish(
         scopes=scopes,
         cluster=cluster_doc,
     ).to_json()
-    writer = DumpWriter(out, jobs=options.jobs, fsync=options.fsync)
+    writer = DumpWriter(held.path, jobs=options.jobs, fsync=options.fsync)
     listing = _listing([p.outcome.checksums for p in parts], manifest)
     await writer.write_chunks(CHECKSUMS_NAME, listing)
-    await anyio.Path(out / INCOMPLETE_MARKER).unlink()
     await writer.write(MANIFEST_NAME, manifest)
+    await anyio.to_thread.run_sync(lambda: os.unlink(INCOMPLETE_MARKER, dir_fd=held.fd))
     files = sum(p.outcome.files_written for p in parts) + writer.files_written
     report.count("files_written", files)
     report.count(

@@ -110,4 +110,5 @@ async def run_decode_cluster(args: argparse.Namespace, report: Report) -> None:
         log_format=args.log_format,
         progress=progress,
         report=report,
+        force=args.force,
     )
