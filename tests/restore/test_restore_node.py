@@ -14,6 +14,7 @@ shared folder or its ``elastickv-bin/`` is absent.
 
 from __future__ import annotations
 
+import shutil
 import struct
 import subprocess
 import sys
@@ -195,6 +196,8 @@ def test_restored_node_serves_the_snapshot_state(
     assert found.known == known_occurrences(doc, may_expire)
     for line, reason in found.expired.items():
         assert line.startswith(("redis ", "sqs ")) and reason, line
+    # The node's WAL segments are preallocated (64 MB each): kept only when the test fails.
+    shutil.rmtree(raft_data_dir)
 
 
 def test_known_differences_have_reasons() -> None:
