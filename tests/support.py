@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import pytest
 
 from elastickv_async._adapters.base import DecodeContext, EncodeContext
 from elastickv_async._core.dump.writer import DumpWriter
+from elastickv_async._core.errors import ElasticKVError
 from elastickv_async._core.options import DecodeOptions
 from elastickv_async._core.report import Report, make_logger
 from elastickv_async._core.snapshot.entry import SnapshotHeader
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+E = TypeVar("E", bound=ElasticKVError)
+
+
+@contextlib.contextmanager
+def raises_code(
+    kind: type[E], code: str, *, match: str | None = None
+) -> Iterator[pytest.ExceptionInfo[E]]:
+    """``pytest.raises(kind, match=match)`` that also asserts the error's stable ``code``."""
+    with pytest.raises(kind, match=match) as info:
+        yield info
+    assert info.value.code == code, f"code {info.value.code!r}, expected {code!r}: {info.value}"
 
 
 def shared_dir() -> Path | None:

@@ -14,11 +14,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._core.errors import (
+    AdapterRecordError,
+    ChecksumMismatch,
     DataError,
+    DumpTreeError,
     ElasticKVError,
+    ExecutionError,
+    ManifestError,
     OutputError,
     SelfTestMismatch,
     SnapshotFormatError,
+    UnsafeDumpEntry,
     UsageError,
 )
 from ._core.options import ADAPTER_NAMES, DecodeOptions, EncodeOptions
@@ -34,18 +40,24 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADAPTER_NAMES",
+    "AdapterRecordError",
+    "ChecksumMismatch",
     "ClusterProgress",
     "DataError",
     "DecodeOptions",
+    "DumpTreeError",
     "ElasticKVError",
     "EncodeOptions",
     "EncodeResult",
+    "ExecutionError",
+    "ManifestError",
     "OutputError",
     "Progress",
     "Report",
     "SelfTestMismatch",
     "SnapshotFormatError",
     "SnapshotInspection",
+    "UnsafeDumpEntry",
     "UsageError",
     "__version__",
     "decode_cluster",

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from cluster_support import tree_without_manifest, two_group_cluster
 from statecompare import compare, load_expected, load_tree
-from support import shared_dir
+from support import raises_code, shared_dir
 
 from elastickv_async._core.cluster.api import decode_cluster
-from elastickv_async._core.cluster.dask_exec import ClusterTaskFailed
 from elastickv_async._core.cluster.inputs import GroupInput
 from elastickv_async._core.dump.verify import verify_tree
+from elastickv_async._core.errors import ExecutionError
 from elastickv_async._core.pipeline import INCOMPLETE_MARKER
 from elastickv_async._core.report import Report
 
@@ -128,7 +128,9 @@ async def test_worker_killed_without_retries_fails_naming_the_partition(tmp_path
     marker = tmp_path / "killed"
     async with local_cluster(**{"distributed.scheduler.allowed-failures": 0}) as client:
         await client.register_plugin(KillPartitionWorker(str(marker)), name="kill")
-        with pytest.raises(ClusterTaskFailed, match=r"partition \w+: its Dask worker died"):
+        with raises_code(
+            ExecutionError, "ErrClusterWorkerDied", match=r"partition \w+: its Dask worker died"
+        ):
             await decode_cluster([g1, g2], out, client=client)
         assert marker.read_text().startswith("elastickv-partition-")
         assert not (out / "MANIFEST.json").exists()

@@ -36,7 +36,7 @@ def test_bad_report_path_is_a_usage_error_before_any_work(
     code, err, out = _decode(tmp_path, "--report", tmp_path / where)
     assert code == 1
     assert err.count("\n") == 1
-    assert err.startswith("elastickv-async: --report")
+    assert err.startswith("elastickv-async: error: --report")
     assert re.search(message, err)
     assert not out.exists()
 
@@ -76,7 +76,8 @@ def test_report_after_a_failure_carries_the_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     doc = json.loads(report.read_text())
     assert doc["exit_code"] == 2
-    assert doc["error"] == done.stderr.removeprefix("elastickv-async: ").rstrip("\n")
+    prefix = "elastickv-async: error: [ErrSnapshotBadMagic] "
+    assert doc["error"] == done.stderr.removeprefix(prefix).rstrip("\n")
 
 
 @pytest.mark.parametrize("command", ["decode", "encode"])
@@ -91,7 +92,8 @@ def test_scratch_root_must_exist(tmp_path: Path, command: str) -> None:
                    "--scratch-root", missing)  # fmt: skip
     assert done.returncode == 1
     assert (
-        done.stderr == f"elastickv-async: --scratch-root {missing} is not an existing directory\n"
+        done.stderr
+        == f"elastickv-async: error: --scratch-root {missing} is not an existing directory\n"
     )
     assert not (tmp_path / "no").exists()
     assert not (tmp_path / "out").exists()
@@ -107,7 +109,7 @@ def test_backend_trio_without_trio_is_a_usage_error(tmp_path: Path) -> None:
     done = cli("decode", "--input", SAMPLE_FSM, "--output", out, "--backend", "trio", env=env)
     assert done.returncode == 1
     assert done.stderr == (
-        "elastickv-async: --backend trio needs the trio package: "
+        "elastickv-async: error: --backend trio needs the trio package: "
         "pip install 'elastickv-async[trio]'\n"
     )
     assert not out.exists()

@@ -403,6 +403,15 @@ def _write_report(
     write_file_atomic(path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode())
 
 
+def _error_line(exc: ElasticKVError, *, json_event: bool) -> str:
+    """The one stderr line for a failed run: ``prog: error: [code] text``, or a JSON event."""
+    if json_event:
+        event = {"level": "error", "event": "run_failed", "message": str(exc), **exc.fields()}
+        return json.dumps(event)
+    code = f"[{exc.code}] " if exc.code else ""
+    return f"{PROG}: error: {code}{exc}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``elastickv-async`` command; returns the exit code."""
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -410,15 +419,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(_normalise_go_flags(raw, _known_long_flags(parser)))
     except UsageError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(_error_line(exc, json_event=False), file=sys.stderr)
         return exc.exit_code
     if args.command == "completion":
         sys.stdout.write(completion_script(parser, args.shell))
         return 0
+    json_event = args.log_format == "json"
     try:
         _preflight(args)
     except UsageError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(_error_line(exc, json_event=json_event), file=sys.stderr)
         return exc.exit_code
     report = Report()
     code = 0
@@ -428,20 +438,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopped_by = _run(args, report)
     except ElasticKVError as exc:
         error, code = str(exc), exc.exit_code
+        print(_error_line(exc, json_event=json_event), file=sys.stderr)
     except OSError as exc:
         error, code = str(exc), 1
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         stopped_by = signal.SIGINT  # before or after the event loop ran
     if stopped_by is not None:
         error = f"interrupted by {signal.Signals(stopped_by).name}"
         code = 128 + stopped_by
-    if error is not None:
         print(f"{PROG}: {error}", file=sys.stderr)
     if args.report is not None:
         try:
             _write_report(args.report, report, args.command, code, error)
         except ElasticKVError as exc:
-            print(f"{PROG}: {exc}", file=sys.stderr)
+            print(_error_line(exc, json_event=json_event), file=sys.stderr)
             code = code or exc.exit_code
     if not args.quiet and code == 0 and args.command not in ("inspect", "prepare-restore"):
         for line in report.summary_lines():

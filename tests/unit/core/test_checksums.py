@@ -8,10 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import raises_code
 
 from elastickv_async._core.dump.checksums import ChecksumLedger, checksum_line, compute_checksums
-from elastickv_async._core.dump.verify import ChecksumMismatch, verify_tree
-from elastickv_async._core.errors import UnsafeDumpEntry
+from elastickv_async._core.dump.verify import verify_tree
+from elastickv_async._core.errors import ChecksumMismatch, UnsafeDumpEntry
 
 
 def _tree(root: Path) -> None:
@@ -34,7 +35,7 @@ def test_lines_are_sorted_bytewise_and_refuse_symlinks(tmp_path: Path) -> None:
     ]
     assert listing[2] == hashlib.sha256(b"z").hexdigest() + "  a/Z"
     (tmp_path / "link").symlink_to(tmp_path / "a" / "Z")
-    with pytest.raises(UnsafeDumpEntry, match="'link': a symlink"):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="'link': a symlink"):
         compute_checksums(tmp_path)
 
 

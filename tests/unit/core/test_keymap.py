@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from support import raises_code
 
 from elastickv_async._core.dump.keymap import KeymapRecord, keymap_line, load_keymap, read_keymap
-from elastickv_async._core.errors import InvalidKeymapRecord
+from elastickv_async._core.errors import DumpTreeError
 
 
 def test_line_shape() -> None:
@@ -50,7 +51,7 @@ def test_struct_pass_matches_keys_case_insensitively() -> None:
     """The three exact keys must be present; a later differently-cased key still overrides."""
     line = b'{"encoded":"a","original":"YQ","kind":"k","ENCODED":"b"}\n'
     assert list(read_keymap(line, "KEYMAP.jsonl")) == [KeymapRecord("b", b"a", "k")]
-    with pytest.raises(InvalidKeymapRecord, match="missing field 'encoded'"):
+    with raises_code(DumpTreeError, "ErrInvalidKeymapRecord", match="missing field 'encoded'"):
         list(read_keymap(b'{"ENCODED":"a","original":"YQ","kind":"k"}\n', "KEYMAP.jsonl"))
 
 
@@ -71,7 +72,11 @@ def test_struct_pass_matches_keys_case_insensitively() -> None:
 )
 def test_bad_lines_name_the_file_and_line(line: bytes, problem: str) -> None:
     data = keymap_line("ok", b"k", "sha-fallback") + line + b"\n"
-    with pytest.raises(InvalidKeymapRecord, match=f"^redis/db_0/KEYMAP.jsonl line 2: .*{problem}"):
+    with raises_code(
+        DumpTreeError,
+        "ErrInvalidKeymapRecord",
+        match=f"^redis/db_0/KEYMAP.jsonl line 2: .*{problem}",
+    ):
         list(read_keymap(data, "redis/db_0/KEYMAP.jsonl"))
 
 
@@ -80,5 +85,5 @@ def test_line_length_limit_is_4_mib() -> None:
     filler = 4 * 1024 * 1024 - len(b'{"encoded":"x","original":"","kind":"k","pad":""}')
     line = b'{"encoded":"x","original":"","kind":"k","pad":"' + b"p" * filler + b'"}'
     assert load_keymap(line + b"\n", "K") == {"x": b""}
-    with pytest.raises(InvalidKeymapRecord, match="longer than 4 MiB"):
+    with raises_code(DumpTreeError, "ErrInvalidKeymapRecord", match="longer than 4 MiB"):
         load_keymap(line[:-2] + b'p"}\n', "K")

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support import shared_dir
+from support import raises_code, shared_dir
 
 from elastickv_async._core.dump.names import (
     SEGMENT_MAX_BYTES,
@@ -18,7 +18,7 @@ from elastickv_async._core.dump.names import (
     encode_segment,
     is_sha_fallback,
 )
-from elastickv_async._core.errors import InvalidEncodedSegment, ShaFallbackNeedsKeymap
+from elastickv_async._core.errors import DumpTreeError
 
 SHARED = shared_dir()
 
@@ -62,7 +62,7 @@ def test_round_trip_when_not_fallback(raw: bytes) -> None:
     """decode_segment inverts encode_segment for every non-fallback name."""
     name = encode_segment(raw)
     if is_sha_fallback(name):
-        with pytest.raises(ShaFallbackNeedsKeymap):
+        with raises_code(DumpTreeError, "ErrShaFallbackNeedsKeymap"):
             decode_segment(name)
     else:
         assert decode_segment(name) == raw
@@ -79,7 +79,7 @@ def test_binary_round_trip(raw: bytes) -> None:
 @pytest.mark.parametrize("bad", ["%2", "%zz", "a b", "a/b", "b64.***"])
 def test_decode_rejects_malformed(bad: str) -> None:
     """Truncated or non-hex escapes and raw reserved characters are errors."""
-    with pytest.raises(InvalidEncodedSegment):
+    with raises_code(DumpTreeError, "ErrInvalidEncodedSegment"):
         decode_segment(bad)
 
 

@@ -10,13 +10,13 @@ from typing import Any
 import anyio
 import pytest
 from blockbuster import blockbuster_ctx
-from support import REPO_ROOT
+from support import REPO_ROOT, raises_code
 
 from elastickv_async import DecodeOptions, Progress, decode_snapshot
 from elastickv_async._core.cli import main
 from elastickv_async._core.dump.checksums import compute_checksums
 from elastickv_async._core.dump.writer import DumpWriter
-from elastickv_async._core.errors import SnapshotChecksumMismatch
+from elastickv_async._core.errors import SnapshotFormatError
 from elastickv_async._core.runfiles import leftover_owner
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +59,7 @@ async def test_failure_leaves_no_manifest_and_no_scratch(tmp_path: Path) -> None
     bad = tmp_path / "bad.fsm"
     bad.write_bytes(bytes(data))
     out = tmp_path / "out"
-    with pytest.raises(SnapshotChecksumMismatch):
+    with raises_code(SnapshotFormatError, "ErrSnapshotChecksumMismatch"):
         await decode_snapshot(bad, out)
     assert not (out / "MANIFEST.json").exists()
     assert not [p for p in out.rglob("*") if leftover_owner(p.name) is not None]

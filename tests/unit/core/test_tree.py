@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import raises_code
 
 from elastickv_async._core.dump.tree import MAX_RECORD_FILE, DumpTree
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry, UsageError
@@ -76,7 +77,7 @@ def test_listing_refuses_what_is_not_a_plain_file(
     """Symlinks (even dangling), FIFOs, sockets and hard links fail the listing, by path."""
     root = _tree(tmp_path)
     plant(root / "d")
-    with pytest.raises(UnsafeDumpEntry, match=words):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match=words):
         _names(DumpTree(root), ("d",))
 
 
@@ -84,7 +85,7 @@ def test_symlinked_directory_is_refused_not_followed(tmp_path: Path) -> None:
     """Opening a directory through a symlink fails, wherever the symlink is on the path."""
     root = _tree(tmp_path)
     (root / "alias").symlink_to(root / "d")
-    with pytest.raises(UnsafeDumpEntry, match="'alias': a symlink"):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="'alias': a symlink"):
         DumpTree(root).open_dir(("alias", "e"))
 
 
@@ -106,7 +107,7 @@ def test_a_file_replaced_after_the_listing_is_refused(tmp_path: Path) -> None:
             assert entry is not None
             (root / "d" / "new").write_bytes(b"{}")
             os.replace(root / "d" / "new", root / "d" / "a.json")
-            with pytest.raises(UnsafeDumpEntry, match=r"'d/a\.json': replaced"):
+            with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match=r"'d/a\.json': replaced"):
                 d.open_file(entry)
 
 
@@ -121,7 +122,7 @@ def test_a_fifo_swapped_in_after_the_listing_does_not_block(tmp_path: Path) -> N
             assert entry is not None
             os.unlink(root / "d" / "a.json")
             os.mkfifo(root / "d" / "a.json")
-            with pytest.raises(UnsafeDumpEntry, match=r"'d/a\.json': a FIFO"):
+            with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match=r"'d/a\.json': a FIFO"):
                 d.open_file(entry)
 
 

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import pytest
 from ddb_support import Harness, b64, golden_case, harness, read_fsm, routed
+from support import raises_code
 
 from elastickv_async._adapters.dynamodb import SPEC, decode
-from elastickv_async._adapters.dynamodb.errors import (
-    DynamoDBInvalidItem,
-    DynamoDBInvalidSchema,
-    DynamoDBMalformedKey,
-    DynamoDBUnsafeTableName,
-)
 from elastickv_async._adapters.dynamodb.values import encode_item, encode_schema
+from elastickv_async._core.errors import AdapterRecordError
 from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 
 pytestmark = pytest.mark.anyio
@@ -112,7 +108,7 @@ async def test_orphan_items_warning(tmp_path: Path) -> None:
 async def test_dot_segment_is_a_typed_error(tmp_path: Path) -> None:
     records = read_fsm(golden_case("ddb_dot_segment") / "input.fsm")
     h = harness(tmp_path)
-    with pytest.raises(DynamoDBInvalidItem):
+    with raises_code(AdapterRecordError, "ErrDDBInvalidItem"):
         await _decode(h, [r for r in records if r[0].startswith(b"!ddb|")])
 
 
@@ -140,25 +136,25 @@ def _item_key(table: str, tail: str, generation: int = 1) -> bytes:
 
 async def test_unsafe_table_name_is_rejected_at_the_schema(tmp_path: Path) -> None:
     h = harness(tmp_path)
-    with pytest.raises(DynamoDBUnsafeTableName):
+    with raises_code(AdapterRecordError, "ErrDDBMalformedKey"):
         await _decode(h, [(b"!ddb|meta|table|" + b64("..").encode(), _schema("..", "id"))])
 
 
 @pytest.mark.parametrize(
-    ("record", "error"),
+    ("record", "code"),
     [
-        ((b"!ddb|meta|table|dA", b"\x00DI\x01"), DynamoDBInvalidSchema),
-        ((b"!ddb|item|dA|1|k", b"\x00DS\x01"), DynamoDBInvalidItem),
-        ((b"!ddb|item|dA|1|k", b"\x00DI\x01\xff"), DynamoDBInvalidItem),
-        ((b"!ddb|item|dA|x|k", b"\x00DI\x01"), DynamoDBMalformedKey),
-        ((b"!ddb|meta|table|", b"\x00DS\x01"), DynamoDBMalformedKey),
+        ((b"!ddb|meta|table|dA", b"\x00DI\x01"), "ErrDDBInvalidSchema"),
+        ((b"!ddb|item|dA|1|k", b"\x00DS\x01"), "ErrDDBInvalidItem"),
+        ((b"!ddb|item|dA|1|k", b"\x00DI\x01\xff"), "ErrDDBInvalidItem"),
+        ((b"!ddb|item|dA|x|k", b"\x00DI\x01"), "ErrDDBMalformedKey"),
+        ((b"!ddb|meta|table|", b"\x00DS\x01"), "ErrDDBMalformedKey"),
     ],
 )
 async def test_bad_records_fail_where_they_are_met(
-    record: tuple[bytes, bytes], error: type[Exception], tmp_path: Path
+    record: tuple[bytes, bytes], code: str, tmp_path: Path
 ) -> None:
     h = harness(tmp_path)
-    with pytest.raises(error):
+    with raises_code(AdapterRecordError, code):
         await h.decoder.handle(routed([record]))
 
 

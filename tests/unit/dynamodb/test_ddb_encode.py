@@ -10,13 +10,10 @@ from typing import Any
 
 import pytest
 from ddb_support import encode_context, golden_case, harness, read_fsm, routed
+from support import raises_code
 
 from elastickv_async._adapters.dynamodb import encode
 from elastickv_async._adapters.dynamodb.encode import DynamoDBEncoder, gsi_rows, item_key
-from elastickv_async._adapters.dynamodb.errors import (
-    DynamoDBEncodeInvalidItem,
-    DynamoDBEncodeInvalidSchema,
-)
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 
@@ -61,26 +58,26 @@ def _users(root: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("mutate", "error"),
+    ("mutate", "code"),
     [
-        (lambda t: (t / "items/u9.json").symlink_to(t / "items/u1.json"), UnsafeDumpEntry),
-        (lambda t: (t / "items/u9.txt").symlink_to("/etc/passwd"), UnsafeDumpEntry),
-        (lambda t: os.mkfifo(t / "items/u9.json"), UnsafeDumpEntry),
-        (lambda t: os.link(t / "items/u1.json", t / "items/u9.json"), UnsafeDumpEntry),
-        (lambda t: (t / "items/u1/deeper").mkdir(parents=True), DynamoDBEncodeInvalidItem),
-        (lambda t: (t / "items/u1.json").write_text("{"), DynamoDBEncodeInvalidItem),
+        (lambda t: (t / "items/u9.json").symlink_to(t / "items/u1.json"), "ErrUnsafeDumpEntry"),
+        (lambda t: (t / "items/u9.txt").symlink_to("/etc/passwd"), "ErrUnsafeDumpEntry"),
+        (lambda t: os.mkfifo(t / "items/u9.json"), "ErrUnsafeDumpEntry"),
+        (lambda t: os.link(t / "items/u1.json", t / "items/u9.json"), "ErrUnsafeDumpEntry"),
+        (lambda t: (t / "items/u1/deeper").mkdir(parents=True), "ErrDDBEncodeInvalidItem"),
+        (lambda t: (t / "items/u1.json").write_text("{"), "ErrDDBEncodeInvalidItem"),
         (
             lambda t: (t / "items/u1.json").write_text('{"team": {"S": "x"}}'),
-            DynamoDBEncodeInvalidItem,
+            "ErrDDBEncodeInvalidItem",
         ),
-        (lambda t: (t / "_schema.json").unlink(), DynamoDBEncodeInvalidSchema),
-        (lambda t: (t / "_schema.json").write_text("[]"), DynamoDBEncodeInvalidSchema),
+        (lambda t: (t / "_schema.json").unlink(), "ErrDDBEncodeInvalidSchema"),
+        (lambda t: (t / "_schema.json").write_text("[]"), "ErrDDBEncodeInvalidSchema"),
     ],
 )
-async def test_refusals(mutate: Any, error: type[Exception], tmp_path: Path) -> None:
+async def test_refusals(mutate: Any, code: str, tmp_path: Path) -> None:
     root = _tree(tmp_path)
     mutate(_users(root))
-    with pytest.raises(error) as info:
+    with raises_code(DumpTreeError, code) as info:
         await _records(root, tmp_path)
     assert isinstance(info.value, DumpTreeError) and info.value.exit_code == 2
 
@@ -88,13 +85,13 @@ async def test_refusals(mutate: Any, error: type[Exception], tmp_path: Path) -> 
 async def test_symlinked_directories_are_refused(tmp_path: Path) -> None:
     root = _tree(tmp_path)
     (root / "dynamodb" / "alias").symlink_to(_users(root))
-    with pytest.raises(UnsafeDumpEntry):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry"):
         await _records(root, tmp_path)
     (root / "dynamodb" / "alias").unlink()
     items = _users(root) / "items"
     items.rename(tmp_path / "elsewhere")
     items.symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(UnsafeDumpEntry):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry"):
         await _records(root, tmp_path)
 
 
@@ -135,7 +132,7 @@ async def test_schema_consistency_checks(
     directory: str, changes: dict[str, Any], tmp_path: Path
 ) -> None:
     _write_schema(tmp_path, directory, **changes)
-    with pytest.raises(DynamoDBEncodeInvalidSchema):
+    with raises_code(DumpTreeError, "ErrDDBEncodeInvalidSchema"):
         await _records(tmp_path, tmp_path)
 
 
@@ -207,12 +204,12 @@ def test_gsi_rows_are_sparse() -> None:
     ],
 )
 def test_item_key_rejects(item: DynamoItem) -> None:
-    with pytest.raises(DynamoDBEncodeInvalidItem):
+    with raises_code(DumpTreeError, "ErrDDBEncodeInvalidItem"):
         item_key(_gsi_schema(), item, "i")
 
 
 def test_gsi_index_attribute_of_wrong_kind_is_rejected() -> None:
-    with pytest.raises(DynamoDBEncodeInvalidItem):
+    with raises_code(DumpTreeError, "ErrDDBEncodeInvalidItem"):
         gsi_rows(_gsi_schema(), _item(pk="p", sk="s", a=True), b"k", "i")
 
 
@@ -234,11 +231,11 @@ async def test_jsonl_tree_rejects_bad_lines_and_directories(tmp_path: Path) -> N
     items = tmp_path / "dynamodb/t/items"
     items.mkdir()
     (items / "data-00000.jsonl").write_text('{"id": {"S": "a"}}\n\n')
-    with pytest.raises(DynamoDBEncodeInvalidItem):
+    with raises_code(DumpTreeError, "ErrDDBEncodeInvalidItem"):
         await _records(tmp_path, tmp_path, dynamodb_layout="jsonl")
     (items / "data-00000.jsonl").write_text('{"id": {"S": "a"}}\n')
     (items / "sub").mkdir()
-    with pytest.raises(DynamoDBEncodeInvalidItem):
+    with raises_code(DumpTreeError, "ErrDDBEncodeInvalidItem"):
         await _records(tmp_path, tmp_path, dynamodb_layout="jsonl")
     (items / "sub").rmdir()
     assert len(await _records(tmp_path, tmp_path, dynamodb_layout="jsonl")) == 3
@@ -274,6 +271,6 @@ async def test_errors_in_later_chunks_leak_nothing(
     (root / "dynamodb/orders/items/customer-1/zzz.json").write_text("[")
     monkeypatch.setattr(encode, "CHUNK_UNITS", 2)
     before = _open_fds()
-    with pytest.raises(DynamoDBEncodeInvalidItem):
+    with raises_code(DumpTreeError, "ErrDDBEncodeInvalidItem"):
         await _records(root, tmp_path)
     assert _open_fds() == before

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from support import raises_code
 
-from elastickv_async._adapters.dynamodb.errors import (
-    DynamoDBMalformedKey,
-    DynamoDBUnsafeTableName,
-)
 from elastickv_async._adapters.dynamodb.keys import (
     ItemKey,
     TableKey,
@@ -45,14 +42,14 @@ def test_table_meta_key_tolerates_newlines_like_go() -> None:
     ],
 )
 def test_table_meta_key_rejects_malformed(key: bytes) -> None:
-    with pytest.raises(DynamoDBMalformedKey):
+    with raises_code(AdapterRecordError, "ErrDDBMalformedKey"):
         parse_table_meta_key(key)
 
 
 @pytest.mark.parametrize("segment", [b"Lg", b"Li4", b"\n"])
 def test_table_names_that_escape_are_rejected(segment: bytes) -> None:
     # "Lg" = ".", "Li4" = "..", "\n" decodes to the empty name.
-    with pytest.raises(DynamoDBUnsafeTableName) as info:
+    with raises_code(AdapterRecordError, "ErrDDBMalformedKey") as info:
         parse_table_meta_key(b"!ddb|meta|table|" + segment)
     assert isinstance(info.value, AdapterRecordError)
     assert info.value.exit_code == 2
@@ -81,7 +78,7 @@ def test_item_key_parses_table_and_generation() -> None:
     ],
 )
 def test_item_key_rejects_malformed(key: bytes) -> None:
-    with pytest.raises(DynamoDBMalformedKey):
+    with raises_code(AdapterRecordError, "ErrDDBMalformedKey"):
         parse_item_key(key)
 
 

@@ -7,12 +7,8 @@ from typing import Any
 
 import pytest
 from ddb_support import golden_case
+from support import raises_code
 
-from elastickv_async._adapters.dynamodb.errors import (
-    DynamoDBEncodeInvalidItem,
-    DynamoDBEncodeInvalidSchema,
-    DynamoDBInvalidItem,
-)
 from elastickv_async._adapters.dynamodb.layout import (
     item_key_segments,
     item_public,
@@ -21,6 +17,7 @@ from elastickv_async._adapters.dynamodb.layout import (
     public_to_schema,
     schema_json,
 )
+from elastickv_async._core.errors import AdapterRecordError, DumpTreeError
 from elastickv_async._proto.dynamodb_internal_pb2 import (
     DynamoAttributeValue,
     DynamoItem,
@@ -106,15 +103,15 @@ def test_public_to_schema_go_struct_rules() -> None:
     ],
 )
 def test_public_to_schema_rejects(changes: dict[str, Any]) -> None:
-    with pytest.raises(DynamoDBEncodeInvalidSchema):
+    with raises_code(DumpTreeError, "ErrDDBEncodeInvalidSchema"):
         public_to_schema(_schema_doc(**changes), "s")
 
 
 def test_load_json() -> None:
-    assert load_json(b' {"a": "\xff"} \n', "f", DynamoDBEncodeInvalidItem) == {"a": "\ufffd"}
+    assert load_json(b' {"a": "\xff"} \n', "f", "ErrDDBEncodeInvalidItem") == {"a": "\ufffd"}
     for bad in (b"{} {}", b"", b"{", b"NaN", b'"\\ud800"'):
-        with pytest.raises(DynamoDBEncodeInvalidItem):
-            load_json(bad, "f", DynamoDBEncodeInvalidItem)
+        with raises_code(DumpTreeError, "ErrDDBEncodeInvalidItem"):
+            load_json(bad, "f", "ErrDDBEncodeInvalidItem")
 
 
 def test_item_round_trip_all_kinds() -> None:
@@ -167,7 +164,7 @@ def test_item_public_edge_values() -> None:
     ],
 )
 def test_public_to_item_rejects(doc: Any) -> None:
-    with pytest.raises(DynamoDBEncodeInvalidItem):
+    with raises_code(DumpTreeError, "ErrDDBEncodeInvalidItem"):
         public_to_item(doc, "item")
 
 
@@ -205,5 +202,5 @@ def test_item_key_segments() -> None:
     ],
 )
 def test_item_key_segments_reject(attrs: dict[str, DynamoAttributeValue], range_key: str) -> None:
-    with pytest.raises(DynamoDBInvalidItem):
+    with raises_code(AdapterRecordError, "ErrDDBInvalidItem"):
         item_key_segments(_item(**attrs), "h", range_key)

@@ -10,10 +10,11 @@ import pytest
 from ddb_support import golden_case
 from hypothesis import given
 from hypothesis import strategies as st
+from support import raises_code
 
-from elastickv_async._adapters.dynamodb.errors import DynamoDBEncodeInvalidItem
 from elastickv_async._adapters.dynamodb.keys import ordered_segment
 from elastickv_async._adapters.dynamodb.numbers import canonical_number, numeric_key_bytes
+from elastickv_async._core.errors import DumpTreeError
 from elastickv_async._core.gocompat import go_trim_space
 
 # Literal -> big.Rat.RatString, worked out by hand from the Rat.SetString grammar.
@@ -192,7 +193,7 @@ def test_numeric_key_exponent_wraps_like_int64() -> None:
     ],
 )
 def test_numeric_key_rejects_malformed(literal: str) -> None:
-    with pytest.raises(DynamoDBEncodeInvalidItem):
+    with raises_code(DumpTreeError, "ErrDDBEncodeInvalidItem"):
         numeric_key_bytes(literal)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from ddb_support import golden_case, read_fsm
+from support import raises_code
 
-from elastickv_async._adapters.dynamodb.errors import DynamoDBInvalidItem, DynamoDBInvalidSchema
 from elastickv_async._adapters.dynamodb.values import (
     decode_item,
     decode_schema,
@@ -13,6 +13,7 @@ from elastickv_async._adapters.dynamodb.values import (
     encode_schema,
     item_body,
 )
+from elastickv_async._core.errors import AdapterRecordError
 from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 
 
@@ -62,20 +63,20 @@ def test_schema_fields_in_number_order_with_empty_map_values() -> None:
 
 
 def test_decode_schema_requires_magic_and_proto() -> None:
-    with pytest.raises(DynamoDBInvalidSchema):
+    with raises_code(AdapterRecordError, "ErrDDBInvalidSchema"):
         decode_schema(b"\x00DI\x01")  # the item magic
-    with pytest.raises(DynamoDBInvalidSchema):
+    with raises_code(AdapterRecordError, "ErrDDBInvalidSchema"):
         decode_schema(b"\x00DS\x01\x0a\x02\xff\xfe")  # table_name with invalid UTF-8
-    with pytest.raises(DynamoDBInvalidSchema):
+    with raises_code(AdapterRecordError, "ErrDDBInvalidSchema"):
         decode_schema(b"\x00DS\x01\x0a\x05ab")  # truncated
     assert decode_schema(b"\x00DS\x01").table_name == ""
 
 
 def test_item_body_requires_magic_and_proto() -> None:
-    with pytest.raises(DynamoDBInvalidItem):
+    with raises_code(AdapterRecordError, "ErrDDBInvalidItem"):
         item_body(b"\x00DS\x01")
-    with pytest.raises(DynamoDBInvalidItem):
+    with raises_code(AdapterRecordError, "ErrDDBInvalidItem"):
         item_body(b"")
-    with pytest.raises(DynamoDBInvalidItem):
+    with raises_code(AdapterRecordError, "ErrDDBInvalidItem"):
         item_body(b"\x00DI\x01\x0a\x03\x0a\x01")  # truncated map entry
     assert item_body(b"\x00DI\x01") == b""

@@ -11,24 +11,19 @@ from typing import Any
 
 import pytest
 from encode_support import fake_specs, hand_built_fsm, make_tree, use_specs
-from support import shared_dir
+from support import raises_code, shared_dir
 
 from elastickv_async._adapters.base import EncodeContext
-from elastickv_async._core.dump.manifest import UnsupportedFormatVersion
 from elastickv_async._core.encode import api, selftest
 from elastickv_async._core.encode.api import encode_snapshot, parse_last_commit_ts
-from elastickv_async._core.encode.errors import (
-    AdapterNotInManifest,
-    EncodeDuplicateKey,
-    EncodeKeyTooLarge,
-    LastCommitTSRegression,
-    UnsupportedEncodeFeature,
-)
 from elastickv_async._core.errors import (
+    DataError,
     DumpTreeError,
     ElasticKVError,
+    ManifestError,
     OutputError,
     SelfTestMismatch,
+    SnapshotFormatError,
     UsageError,
 )
 from elastickv_async._core.options import DecodeOptions, EncodeOptions
@@ -162,7 +157,7 @@ async def test_last_commit_ts_override(tree: Path, tmp_path: Path) -> None:
 
 async def test_last_commit_ts_floor(tree: Path, tmp_path: Path) -> None:
     """T below the manifest's is a usage error (exit 1: a bad flag value) and writes nothing."""
-    with pytest.raises(LastCommitTSRegression) as info:
+    with raises_code(UsageError, "ErrLastCommitTSRegression") as info:
         await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(last_commit_ts=1233))
     assert info.value.exit_code == 1
     assert _names(tmp_path) == ["in"]
@@ -209,7 +204,7 @@ async def test_golden_format_version_case(tmp_path: Path, monkeypatch: pytest.Mo
     use_specs(monkeypatch, fake_specs({}))
     shared = shared_dir()
     assert shared is not None
-    with pytest.raises(UnsupportedFormatVersion) as info:
+    with raises_code(ManifestError, "ErrUnsupportedFormatVersion") as info:
         await encode_snapshot(
             shared / "golden/public/enc_err_format_version/input", tmp_path / "o.fsm"
         )
@@ -221,10 +216,10 @@ async def test_adapter_not_in_manifest(tmp_path: Path, monkeypatch: pytest.Monke
     """Selecting an adapter the manifest lists as absent or null is exit 2; a subset is fine."""
     use_specs(monkeypatch, fake_specs({}))
     tree = make_tree(tmp_path / "in", adapters={"redis": {}, "sqs": None})
-    with pytest.raises(AdapterNotInManifest) as info:
+    with raises_code(DataError, "errAdapterNotInManifest") as info:
         await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions())
     assert info.value.exit_code == 2
-    with pytest.raises(AdapterNotInManifest):
+    with raises_code(DataError, "errAdapterNotInManifest"):
         await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(adapters=("sqs",)))
     await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(adapters=("redis",)))
 
@@ -237,16 +232,20 @@ async def test_zero_or_unknown_adapters(tree: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("changes", "adapter"),
+    ("changes", "adapter", "feature"),
     [
-        ({"exclusions": {"include_incomplete_uploads": True}}, "s3"),
-        ({"exclusions": {"include_orphans": True}}, "s3"),
-        ({"exclusions": {"preserve_sqs_visibility": True}}, "sqs"),
-        ({"exclusions": {"include_sqs_side_records": True}}, "sqs"),
+        ({"exclusions": {"include_incomplete_uploads": True}}, "s3", "S3IncompleteUploads"),
+        ({"exclusions": {"include_orphans": True}}, "s3", "S3Orphans"),
+        ({"exclusions": {"preserve_sqs_visibility": True}}, "sqs", "SQSPreserveVisibility"),
+        ({"exclusions": {"include_sqs_side_records": True}}, "sqs", "SQSSideRecords"),
     ],
 )
 async def test_unsupported_layouts_fail_closed(
-    changes: dict[str, Any], adapter: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    changes: dict[str, Any],
+    adapter: str,
+    feature: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Trees decoded with options the encoders cannot reverse are refused (exit 2) unless that
     adapter is deselected."""
@@ -256,7 +255,7 @@ async def test_unsupported_layouts_fail_closed(
     if "exclusions" in changes:
         changes = {"exclusions": excl | changes["exclusions"]}
     tree = make_tree(tmp_path / "in", **changes)
-    with pytest.raises(UnsupportedEncodeFeature) as info:
+    with raises_code(DumpTreeError, f"ErrEncodeUnsupported{feature}") as info:
         await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions())
     assert info.value.exit_code == 2
     others = tuple(n for n in ("dynamodb", "s3", "redis", "sqs") if n != adapter)
@@ -271,7 +270,7 @@ async def test_duplicate_key_across_adapters(
     tree = make_tree(tmp_path / "in")
     out = tmp_path / "o.fsm"
     out.write_bytes(b"previous")
-    with pytest.raises(EncodeDuplicateKey) as info:
+    with raises_code(DumpTreeError, "ErrEncodeDuplicateKey") as info:
         await encode_snapshot(tree, out, EncodeOptions(adapters=("redis", "s3")), sort_budget=1)
     assert info.value.exit_code == 2
     assert out.read_bytes() == b"previous"
@@ -282,7 +281,7 @@ async def test_key_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     """An over-limit key from an adapter aborts the run with exit 2."""
     use_specs(monkeypatch, fake_specs({"redis": [(b"k" * ((1 << 20) + 1), b"")]}))
     tree = make_tree(tmp_path / "in")
-    with pytest.raises(EncodeKeyTooLarge):
+    with raises_code(DumpTreeError, "ErrEncodeKeyTooLarge"):
         await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(adapters=("redis",)))
     assert not (tmp_path / "o.fsm").exists() and _leftovers(tmp_path) == []
 
@@ -298,9 +297,10 @@ async def test_adapter_errors_propagate_unwrapped(
     use_specs(
         monkeypatch, fake_specs(RECORDS, errors={"redis": PermissionError(errno.EACCES, "denied")})
     )
-    with pytest.raises(DumpTreeError, match="redis encoder") as info:
+    with raises_code(DumpTreeError, "ErrEncodeAdapterData", match="^redis: .*denied") as info:
         await encode_snapshot(tree, tmp_path / "o.fsm")
     assert info.value.exit_code == 2
+    assert info.value.adapter == "redis"
     assert _names(tmp_path) == ["in"]
 
 
@@ -513,9 +513,8 @@ async def test_self_test_rejected_fsm_and_header(
     tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A decoder data error or a wrong header timestamp is a mismatch with the reference's text."""
-    from elastickv_async._core.errors import SnapshotTruncated
 
-    _fake_decoder(monkeypatch, {}, error=SnapshotTruncated("cut"))
+    _fake_decoder(monkeypatch, {}, error=SnapshotFormatError("cut", code="ErrSnapshotTruncated"))
     with pytest.raises(SelfTestMismatch):
         await encode_snapshot(
             tree, tmp_path / "o.fsm", EncodeOptions(self_test=True, scratch_root=tmp_path)

@@ -11,10 +11,10 @@ import anyio
 import anyio.lowlevel
 import pytest
 import structlog
+from support import raises_code
 
 from elastickv_async._adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
 from elastickv_async._core.encode.collect import collect_records
-from elastickv_async._core.encode.errors import EncodeValueTooLarge
 from elastickv_async._core.errors import DumpTreeError
 from elastickv_async._core.extsort import ExternalSorter
 from elastickv_async._core.report import Report
@@ -97,6 +97,6 @@ async def test_limit_violation_in_the_consumer(tmp_path: Path) -> None:
     # Untouched anonymous pages: a 256 MiB value without using the memory.
     value = cast(bytes, memoryview(mmap.mmap(-1, (256 << 20) + 35)))
     specs = [_spec("redis", _Endless()), _spec("s3", _Fixed([(b"k", value)]))]
-    with pytest.raises(EncodeValueTooLarge):
+    with raises_code(DumpTreeError, "ErrEncodeValueTooLarge"):
         await collect_records(specs, _context(tmp_path), ExternalSorter(tmp_path), b"")
     assert _Endless.closed

@@ -5,10 +5,10 @@ from __future__ import annotations
 import mmap
 from typing import cast
 
-import pytest
+from support import raises_code
 
-from elastickv_async._core.encode.errors import EncodeKeyTooLarge, EncodeValueTooLarge
 from elastickv_async._core.encode.framing import check_record, frame_entry, header, ts_suffix
+from elastickv_async._core.errors import DumpTreeError
 
 
 def test_header_is_magic_and_le_timestamp() -> None:
@@ -33,7 +33,7 @@ def test_frame_entry_pieces() -> None:
 def test_key_limit_is_one_mib_user_key() -> None:
     """A 1 MiB user key fits (1,048,584 encoded); one byte more is refused (exit 2)."""
     check_record(b"k" * (1 << 20), b"")
-    with pytest.raises(EncodeKeyTooLarge) as info:
+    with raises_code(DumpTreeError, "ErrEncodeKeyTooLarge") as info:
         check_record(b"k" * ((1 << 20) + 1), b"")
     assert info.value.exit_code == 2
 
@@ -43,5 +43,5 @@ def test_value_limit_includes_envelope_slack() -> None:
     limit = (256 << 20) + 34
     with mmap.mmap(-1, limit + 1) as big:  # untouched anonymous pages: no real memory
         check_record(b"k", cast(bytes, memoryview(big)[:limit]))
-        with pytest.raises(EncodeValueTooLarge):
+        with raises_code(DumpTreeError, "ErrEncodeValueTooLarge"):
             check_record(b"k", cast(bytes, big))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 
-import pytest
+from support import raises_code
 
-from elastickv_async._core.encode.errors import EncodeDuplicateKey
 from elastickv_async._core.encode.output import SnapshotStream
+from elastickv_async._core.errors import DumpTreeError
 
 
 def test_exact_bytes_for_one_entry() -> None:
@@ -59,6 +59,6 @@ def test_adjacent_duplicate_keys_are_refused() -> None:
     """Two equal encoded keys are a data error naming the user key (timestamp suffix cut)."""
     key = b"dup" + b"\xff" * 8
     stream = SnapshotStream(io.BytesIO(), iter([(key, b"1"), (key, b"2")]), 0)
-    with pytest.raises(EncodeDuplicateKey, match="b'dup'") as info:
+    with raises_code(DumpTreeError, "ErrEncodeDuplicateKey", match="b'dup'") as info:
         stream.write_some()
     assert info.value.exit_code == 2

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from redis_support import DB, U32, U64, decode_rows, list_seq, snapshot_order, wide
+from support import raises_code
 
 from elastickv_async._adapters.redis import decode as decode_module
-from elastickv_async._adapters.redis import errors
 from elastickv_async._core.errors import AdapterRecordError
 
 pytestmark = pytest.mark.anyio
@@ -95,19 +95,17 @@ async def test_hll_formats(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("prefix", "value", "error"),
+    ("prefix", "value", "code"),
     [
-        (b"!redis|str|k", b"\xff\x01", errors.RedisInvalidStringValue),
-        (b"!redis|str|k", b"\xff\x01\x01\x00\x00", errors.RedisInvalidStringValue),
-        (b"!redis|hll|k", b"\xff\x02", errors.RedisInvalidHLLValue),
-        (b"!redis|ttl|k", b"\x00" * 7, errors.RedisInvalidTTLValue),
+        (b"!redis|str|k", b"\xff\x01", "ErrRedisInvalidStringValue"),
+        (b"!redis|str|k", b"\xff\x01\x01\x00\x00", "ErrRedisInvalidStringValue"),
+        (b"!redis|hll|k", b"\xff\x02", "ErrRedisInvalidHLLValue"),
+        (b"!redis|ttl|k", b"\x00" * 7, "ErrRedisInvalidTTLValue"),
     ],
 )
-async def test_simple_value_errors(
-    tmp_path: Path, prefix: bytes, value: bytes, error: type[Exception]
-) -> None:
+async def test_simple_value_errors(tmp_path: Path, prefix: bytes, value: bytes, code: str) -> None:
     """Truncated headers and TTL values are typed record errors."""
-    with pytest.raises(error) as caught:
+    with raises_code(AdapterRecordError, code) as caught:
         await decode_rows(tmp_path, [(prefix, value)])
     assert isinstance(caught.value, AdapterRecordError)
 
@@ -273,27 +271,25 @@ async def test_legacy_hash_blob(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("rows", "error"),
+    ("rows", "code"),
     [
-        ([(b"!hs|fld|\x00\x00", b"v")], errors.RedisInvalidHashKey),
-        ([(b"!hs|fld|\x00\x00\x00\x09short", b"v")], errors.RedisInvalidHashKey),
-        ([(wide(b"!hs|meta|", b"k", b"tail"), U64(1))], errors.RedisInvalidHashKey),
-        ([(wide(b"!hs|meta|", b"k"), b"\x00" * 9)], errors.RedisInvalidHashMeta),
-        ([(wide(b"!hs|meta|", b"k"), b"\x80" + b"\x00" * 7)], errors.RedisInvalidHashMeta),
-        ([(wide(b"!hs|meta|d|", b"k", b"\x00" * 11), U64(1))], errors.RedisInvalidHashKey),
-        ([(wide(b"!hs|meta|d|", b"k", b"\x00" * 12), b"\x00")], errors.RedisInvalidHashMeta),
-        ([(b"!redis|hash|k", b"\x00RZ\x01")], errors.RedisInvalidHashLegacyBlob),
+        ([(b"!hs|fld|\x00\x00", b"v")], "ErrRedisInvalidHashKey"),
+        ([(b"!hs|fld|\x00\x00\x00\x09short", b"v")], "ErrRedisInvalidHashKey"),
+        ([(wide(b"!hs|meta|", b"k", b"tail"), U64(1))], "ErrRedisInvalidHashKey"),
+        ([(wide(b"!hs|meta|", b"k"), b"\x00" * 9)], "ErrRedisInvalidHashMeta"),
+        ([(wide(b"!hs|meta|", b"k"), b"\x80" + b"\x00" * 7)], "ErrRedisInvalidHashMeta"),
+        ([(wide(b"!hs|meta|d|", b"k", b"\x00" * 11), U64(1))], "ErrRedisInvalidHashKey"),
+        ([(wide(b"!hs|meta|d|", b"k", b"\x00" * 12), b"\x00")], "ErrRedisInvalidHashMeta"),
+        ([(b"!redis|hash|k", b"\x00RZ\x01")], "ErrRedisInvalidHashLegacyBlob"),
         (
             [(b"!redis|hash|k", b"\x00RH\x01\x0a\x05\x0a\x03\xff\xfe\xfd")],
-            errors.RedisInvalidHashLegacyBlob,
+            "ErrRedisInvalidHashLegacyBlob",
         ),
     ],
 )
-async def test_hash_errors(
-    tmp_path: Path, rows: list[tuple[bytes, bytes]], error: type[Exception]
-) -> None:
+async def test_hash_errors(tmp_path: Path, rows: list[tuple[bytes, bytes]], code: str) -> None:
     """Malformed hash keys, metas, deltas and legacy blobs are typed errors."""
-    with pytest.raises(error):
+    with raises_code(AdapterRecordError, code):
         await decode_rows(tmp_path, rows)
 
 
@@ -364,20 +360,18 @@ async def test_list_meta_of_a_key_starting_with_d_pipe(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("rows", "error"),
+    ("rows", "code"),
     [
-        ([(b"!lst|itm|short", b"v")], errors.RedisInvalidListKey),
-        ([(b"!lst|meta|k", b"\x00" * 16)], errors.RedisInvalidListMeta),
-        ([(b"!lst|meta|k", b"\x00" * 16 + b"\xff" * 8)], errors.RedisInvalidListMeta),
-        ([(wide(b"!lst|meta|d|", b"k", b"\x00" * 12), b"\x00" * 8)], errors.RedisInvalidListMeta),
-        ([(b"!lst|meta|d|\x00", U64(0) * 2)], errors.RedisInvalidListKey),
+        ([(b"!lst|itm|short", b"v")], "ErrRedisInvalidListKey"),
+        ([(b"!lst|meta|k", b"\x00" * 16)], "ErrRedisInvalidListMeta"),
+        ([(b"!lst|meta|k", b"\x00" * 16 + b"\xff" * 8)], "ErrRedisInvalidListMeta"),
+        ([(wide(b"!lst|meta|d|", b"k", b"\x00" * 12), b"\x00" * 8)], "ErrRedisInvalidListMeta"),
+        ([(b"!lst|meta|d|\x00", U64(0) * 2)], "ErrRedisInvalidListKey"),
     ],
 )
-async def test_list_errors(
-    tmp_path: Path, rows: list[tuple[bytes, bytes]], error: type[Exception]
-) -> None:
+async def test_list_errors(tmp_path: Path, rows: list[tuple[bytes, bytes]], code: str) -> None:
     """Malformed list keys, metas and deltas are typed errors."""
-    with pytest.raises(error):
+    with raises_code(AdapterRecordError, code):
         await decode_rows(tmp_path, rows)
 
 
@@ -475,24 +469,22 @@ async def test_zset_legacy_blob_rules(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("rows", "error"),
+    ("rows", "code"),
     [
-        ([(wide(b"!zs|mem|", b"z", b"m"), b"\x00" * 7)], errors.RedisInvalidZSetMember),
-        ([(wide(b"!zs|mem|", b"z", b"m"), score(float("nan")))], errors.RedisInvalidZSetMember),
-        ([(wide(b"!zs|meta|", b"z"), b"\x00" * 4)], errors.RedisInvalidZSetMeta),
-        ([(b"!zs|mem|\x00", b"")], errors.RedisInvalidZSetKey),
-        ([(b"!redis|zset|z", b"")], errors.RedisInvalidZSetLegacyBlob),
+        ([(wide(b"!zs|mem|", b"z", b"m"), b"\x00" * 7)], "ErrRedisInvalidZSetMember"),
+        ([(wide(b"!zs|mem|", b"z", b"m"), score(float("nan")))], "ErrRedisInvalidZSetMember"),
+        ([(wide(b"!zs|meta|", b"z"), b"\x00" * 4)], "ErrRedisInvalidZSetMeta"),
+        ([(b"!zs|mem|\x00", b"")], "ErrRedisInvalidZSetKey"),
+        ([(b"!redis|zset|z", b"")], "ErrRedisInvalidZSetLegacyBlob"),
         (
             [(b"!redis|zset|z", b"\x00RZ\x01" + proto_str(1, b"\x11" + score(float("nan"))[::-1]))],
-            errors.RedisInvalidZSetLegacyBlob,
+            "ErrRedisInvalidZSetLegacyBlob",
         ),
     ],
 )
-async def test_zset_errors(
-    tmp_path: Path, rows: list[tuple[bytes, bytes]], error: type[Exception]
-) -> None:
+async def test_zset_errors(tmp_path: Path, rows: list[tuple[bytes, bytes]], code: str) -> None:
     """Bad scores, metas, keys and legacy blobs are typed errors."""
-    with pytest.raises(error):
+    with raises_code(AdapterRecordError, code):
         await decode_rows(tmp_path, rows)
 
 
@@ -573,23 +565,21 @@ async def test_legacy_stream_blob(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("rows", "error"),
+    ("rows", "code"),
     [
-        ([(stream_key(b"s", 1, 0), b"\x00RX\x01")], errors.RedisInvalidStreamEntry),
-        ([(stream_key(b"s", 1, 0), stream_entry(b"1-0", b"odd"))], errors.RedisInvalidStreamEntry),
-        ([(wide(b"!stream|entry|", b"s", b"\x00" * 15), b"")], errors.RedisInvalidStreamKey),
-        ([(wide(b"!stream|meta|", b"s"), b"\x00" * 40)], errors.RedisInvalidStreamMeta),
+        ([(stream_key(b"s", 1, 0), b"\x00RX\x01")], "ErrRedisInvalidStreamEntry"),
+        ([(stream_key(b"s", 1, 0), stream_entry(b"1-0", b"odd"))], "ErrRedisInvalidStreamEntry"),
+        ([(wide(b"!stream|entry|", b"s", b"\x00" * 15), b"")], "ErrRedisInvalidStreamKey"),
+        ([(wide(b"!stream|meta|", b"s"), b"\x00" * 40)], "ErrRedisInvalidStreamMeta"),
         (
             [(b"!redis|stream|s", b"\x00RX\x01" + proto_str(1, proto_str(1, b"1-2-3")))],
-            errors.RedisInvalidStreamLegacyBlob,
+            "ErrRedisInvalidStreamLegacyBlob",
         ),
     ],
 )
-async def test_stream_errors(
-    tmp_path: Path, rows: list[tuple[bytes, bytes]], error: type[Exception]
-) -> None:
+async def test_stream_errors(tmp_path: Path, rows: list[tuple[bytes, bytes]], code: str) -> None:
     """Malformed entries, keys, metas and legacy blobs are typed errors."""
-    with pytest.raises(error):
+    with raises_code(AdapterRecordError, code):
         await decode_rows(tmp_path, rows)
 
 

@@ -10,14 +10,9 @@ from pathlib import Path
 
 import pytest
 from redis_support import U32, U64, decode_rows, encode_tree, list_seq, wide
+from support import raises_code
 
-from elastickv_async._adapters.redis import errors
-from elastickv_async._core.errors import (
-    DumpTreeError,
-    InvalidEncodedSegment,
-    InvalidKeymapRecord,
-    UnsafeDumpEntry,
-)
+from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 
 pytestmark = pytest.mark.anyio
 
@@ -177,7 +172,7 @@ async def test_sha_fallback_names_resolve_through_keymap(tmp_path: Path) -> None
     )
     assert await encode_tree(tmp_path) == [(b"!redis|str|" + key, b"\xff\x01\x00v")]
     (tmp_path / "redis/db_0/KEYMAP.jsonl").unlink()
-    with pytest.raises(errors.RedisEncodeMissingKeymap):
+    with raises_code(DumpTreeError, "ErrRedisEncodeMissingKeymap"):
         await encode_tree(tmp_path)
 
 
@@ -195,7 +190,7 @@ async def test_sha_fallback_names_resolve_through_keymap(tmp_path: Path) -> None
 async def test_bad_keymap_lines(tmp_path: Path, keymap: str) -> None:
     """Blank lines, missing/null fields, empty names and bad base64 are refused."""
     tree(tmp_path, {"KEYMAP.jsonl": keymap})
-    with pytest.raises(InvalidKeymapRecord):
+    with raises_code(DumpTreeError, "ErrInvalidKeymapRecord"):
         await encode_tree(tmp_path)
 
 
@@ -228,14 +223,14 @@ async def test_bad_keymap_lines(tmp_path: Path, keymap: str) -> None:
 async def test_invalid_json_refused(tmp_path: Path, rel: str, data: str) -> None:
     """Bad versions, trailing data, envelopes, scores, stream metas and IDs are refused."""
     tree(tmp_path, {rel: data, "strings/k.bin": b"v"})
-    with pytest.raises(errors.RedisEncodeInvalidJSON):
+    with raises_code(DumpTreeError, "ErrRedisEncodeInvalidJSON"):
         await encode_tree(tmp_path)
 
 
 async def test_bad_segment_refused(tmp_path: Path) -> None:
     """A file name that is not a valid encoded segment is a data error."""
     tree(tmp_path, {"strings/bad%zz.bin": b"v"})
-    with pytest.raises(InvalidEncodedSegment):
+    with raises_code(DumpTreeError, "ErrInvalidEncodedSegment"):
         await encode_tree(tmp_path)
 
 
@@ -244,12 +239,12 @@ async def test_symlinked_value_file_refused(tmp_path: Path) -> None:
     tree(tmp_path, {"strings/a.bin": b"v"})
     (tmp_path / "secret").write_bytes(b"outside data")
     (tmp_path / "redis/db_0/strings/evil.bin").symlink_to(tmp_path / "secret")
-    with pytest.raises(UnsafeDumpEntry, match=r"evil\.bin") as caught:
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match=r"evil\.bin") as caught:
         await encode_tree(tmp_path)
     assert isinstance(caught.value, DumpTreeError)
     (tmp_path / "redis/db_0/strings/evil.bin").unlink()
     (tmp_path / "redis/db_0/strings/dangling.bin").symlink_to("../../../../nowhere")
-    with pytest.raises(UnsafeDumpEntry):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry"):
         await encode_tree(tmp_path)
 
 
@@ -257,7 +252,7 @@ async def test_hard_linked_files_refused(tmp_path: Path) -> None:
     """A value file or sidecar with a second hard link is refused."""
     tree(tmp_path, {"hashes/h.json": '{"format_version":1}'})
     os.link(tmp_path / "redis/db_0/hashes/h.json", tmp_path / "elsewhere")
-    with pytest.raises(UnsafeDumpEntry):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry"):
         await encode_tree(tmp_path)
 
 
@@ -265,7 +260,7 @@ async def test_fifo_sidecar_refused(tmp_path: Path) -> None:
     """A FIFO where a sidecar belongs is refused without being opened."""
     tree(tmp_path, {"strings/a.bin": b"v"})
     os.mkfifo(tmp_path / "redis/db_0/strings_ttl.jsonl")
-    with pytest.raises(UnsafeDumpEntry):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry"):
         await encode_tree(tmp_path)
 
 
@@ -277,24 +272,22 @@ async def test_symlinked_directories_refused(tmp_path: Path, link: str) -> None:
     target = real / link
     (tmp_path / "in" / link).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / "in" / link).symlink_to(target)
-    with pytest.raises(UnsafeDumpEntry, match="symlink"):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="symlink"):
         await encode_tree(tmp_path / "in")
 
 
 @pytest.mark.parametrize(
-    ("dbs", "error"),
+    ("dbs", "code"),
     [
-        (["db_1"], errors.RedisEncodeMultiDBUnsupported),
-        (["db_0", "db_2"], errors.RedisEncodeMultiDBUnsupported),
+        (["db_1"], "ErrRedisEncodeMultiDBUnsupported"),
+        (["db_0", "db_2"], "ErrRedisEncodeMultiDBUnsupported"),
     ],
 )
-async def test_other_databases_refused(
-    tmp_path: Path, dbs: list[str], error: type[Exception]
-) -> None:
+async def test_other_databases_refused(tmp_path: Path, dbs: list[str], code: str) -> None:
     """Only ``db_0`` can be encoded; ``db_01`` and other names are ignored."""
     for db in [*dbs, "db_01", "db_x"]:
         (tmp_path / "redis" / db).mkdir(parents=True)
-    with pytest.raises(error):
+    with raises_code(DumpTreeError, code):
         await encode_tree(tmp_path)
 
 
@@ -302,7 +295,7 @@ async def test_db_entry_that_is_a_file_refused(tmp_path: Path) -> None:
     """``redis/db_0`` as a regular file is refused."""
     (tmp_path / "redis").mkdir()
     (tmp_path / "redis" / "db_0").write_bytes(b"")
-    with pytest.raises(errors.RedisEncodeNotDir):
+    with raises_code(DumpTreeError, "ErrRedisEncodeNotDir"):
         await encode_tree(tmp_path)
 
 

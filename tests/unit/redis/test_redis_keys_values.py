@@ -8,10 +8,12 @@ import struct
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import raises_code
 
-from elastickv_async._adapters.redis import SPEC, errors, keys, values
+from elastickv_async._adapters.redis import SPEC, keys, values
 from elastickv_async._adapters.redis.assemble import ttl_owner
 from elastickv_async._adapters.redis.facts import Kind, Row, fact_key, split_fact_key, user_key_of
+from elastickv_async._core.errors import AdapterRecordError
 
 
 @given(st.lists(st.integers(-(1 << 63), (1 << 63) - 1), min_size=2, max_size=20))
@@ -47,14 +49,14 @@ def test_wide_key_parsing() -> None:
     """``<prefix><len u32><key><tail>`` splits at the declared length; short keys are errors."""
     key = keys.wide_key(b"!hs|fld|", b"user", b"field")
     assert key == b"!hs|fld|\x00\x00\x00\x04userfield"
-    assert keys.parse_wide_key(key, b"!hs|fld|", errors.RedisInvalidHashKey) == (
+    assert keys.parse_wide_key(key, b"!hs|fld|", "ErrRedisInvalidHashKey") == (
         b"user",
         b"field",
     )
-    with pytest.raises(errors.RedisInvalidSetKey):
-        keys.parse_wide_key(b"!st|mem|\x00\x00\x00\x05abc", b"!st|mem|", errors.RedisInvalidSetKey)
-    with pytest.raises(errors.RedisInvalidSetKey):
-        keys.parse_meta_key(b"!st|meta|\x00\x00\x00\x01ab", b"!st|meta|", errors.RedisInvalidSetKey)
+    with raises_code(AdapterRecordError, "ErrRedisInvalidSetKey"):
+        keys.parse_wide_key(b"!st|mem|\x00\x00\x00\x05abc", b"!st|mem|", "ErrRedisInvalidSetKey")
+    with raises_code(AdapterRecordError, "ErrRedisInvalidSetKey"):
+        keys.parse_meta_key(b"!st|meta|\x00\x00\x00\x01ab", b"!st|meta|", "ErrRedisInvalidSetKey")
 
 
 def test_stream_and_delta_keys() -> None:
@@ -63,9 +65,9 @@ def test_stream_and_delta_keys() -> None:
     assert entry == b"!stream|entry|\x00\x00\x00\x01s" + struct.pack(">QQ", 1700000000000, 3)
     assert keys.parse_stream_entry_key(entry) == (b"s", 1700000000000, 3)
     delta = b"!zs|meta|d|\x00\x00\x00\x02zz" + bytes(12)
-    assert keys.parse_delta_key(delta, b"!zs|meta|d|", errors.RedisInvalidZSetKey) == b"zz"
-    with pytest.raises(errors.RedisInvalidZSetKey):
-        keys.parse_delta_key(delta + b"x", b"!zs|meta|d|", errors.RedisInvalidZSetKey)
+    assert keys.parse_delta_key(delta, b"!zs|meta|d|", "ErrRedisInvalidZSetKey") == b"zz"
+    with raises_code(AdapterRecordError, "ErrRedisInvalidZSetKey"):
+        keys.parse_delta_key(delta + b"x", b"!zs|meta|d|", "ErrRedisInvalidZSetKey")
 
 
 @pytest.mark.parametrize(
@@ -102,11 +104,11 @@ def test_simple_value_headers() -> None:
 
 def test_metas() -> None:
     """Count, list and stream metas in every stored size."""
-    assert values.decode_count_meta(struct.pack(">Q", 3), errors.RedisInvalidSetMeta) == (
+    assert values.decode_count_meta(struct.pack(">Q", 3), "ErrRedisInvalidSetMeta") == (
         values.CountMeta(3, False, 0)
     )
     assert values.decode_count_meta(
-        struct.pack(">QQ", 3, 9), errors.RedisInvalidSetMeta
+        struct.pack(">QQ", 3, 9), "ErrRedisInvalidSetMeta"
     ) == values.CountMeta(3, True, 9)
     assert values.decode_list_meta(struct.pack(">qqQ", -2, 1, 3)) == values.ListMeta(3, False, 0)
     assert values.decode_list_meta(struct.pack(">qqQQ", 0, 3, 3, 8)) == values.ListMeta(3, True, 8)
@@ -115,14 +117,14 @@ def test_metas() -> None:
     assert values.encode_stream_meta(4, 10, 2, None) == struct.pack(">QQQ", 4, 10, 2)
     assert values.encode_list_meta(2, 0) == struct.pack(">qqQ", 0, 2, 2)
     assert values.decode_list_delta(struct.pack(">qq", 1, -3)) == -3
-    assert values.decode_count_delta(struct.pack(">q", -4), errors.RedisInvalidSetMeta) == -4
+    assert values.decode_count_delta(struct.pack(">q", -4), "ErrRedisInvalidSetMeta") == -4
 
 
 def test_scores() -> None:
     """Scores are 8-byte big-endian doubles; NaN and other sizes are refused."""
     assert values.decode_score(values.encode_score(-0.5)) == -0.5
     assert math.isinf(values.decode_score(struct.pack(">d", math.inf)))
-    with pytest.raises(errors.RedisInvalidZSetMember):
+    with raises_code(AdapterRecordError, "ErrRedisInvalidZSetMember"):
         values.decode_score(struct.pack(">d", math.nan))
 
 

@@ -17,13 +17,13 @@ from typing import Any
 
 import crc32c
 import pytest
+from support import raises_code
 
 from elastickv_async._core.cli import main
-from elastickv_async._core.errors import OutputError, UsageError
+from elastickv_async._core.errors import DataError, OutputError, UsageError
 from elastickv_async._core.restore import prepare
 from elastickv_async._core.restore.prepare import (
     PrepareRestoreOptions,
-    RestoreRefused,
     prepare_restore,
 )
 from elastickv_async._core.restore.raftstate import derive_node_id
@@ -236,9 +236,9 @@ def test_node_id_is_the_one_the_node_derives() -> None:
 async def test_sidecar_checks_refuse_and_leave_nothing(
     tmp_path: Path, overrides: dict[str, Any], options: dict[str, Any], message: str
 ) -> None:
-    """Each sidecar check fails with RestoreRefused (exit 2) and no directory is created."""
+    """Each sidecar check fails with ErrRestoreRefused (exit 2) and no directory is created."""
     fsm, _ = _write_input(tmp_path, **overrides)
-    with pytest.raises(RestoreRefused, match=message) as caught:
+    with raises_code(DataError, "ErrRestoreRefused", match=message) as caught:
         await prepare_restore(_options(fsm, tmp_path / "n1", **options))
     assert caught.value.exit_code == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -279,7 +279,7 @@ async def test_allowances_and_matching_cluster_id(
 async def test_payload_checks(tmp_path: Path, payload: bytes, message: str) -> None:
     """Only a well-framed bare encoder stream is accepted."""
     fsm, _ = _write_input(tmp_path, payload)
-    with pytest.raises(RestoreRefused, match=message):
+    with raises_code(DataError, "ErrRestoreRefused", match=message):
         await prepare_restore(_options(fsm, tmp_path / "n1"))
     assert not (tmp_path / "n1").exists()
     assert not (tmp_path / "n1.restore-prep").exists()

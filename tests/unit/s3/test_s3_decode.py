@@ -12,16 +12,9 @@ from typing import Any
 import anyio
 import pytest
 from s3_support import Harness, blob, bucket_meta, harness, manifest, part, seg, simple_object, u64
+from support import raises_code
 
-from elastickv_async._adapters.s3.errors import (
-    S3ChunkBlobHashMismatch,
-    S3IncompleteBlobChunks,
-    S3InvalidChunkRef,
-    S3InvalidManifest,
-    S3MalformedKey,
-    S3MetaSuffixCollision,
-)
-from elastickv_async._core.errors import OutputError
+from elastickv_async._core.errors import AdapterRecordError, OutputError
 
 pytestmark = pytest.mark.anyio
 
@@ -120,7 +113,7 @@ async def test_missing_or_extra_chunks_are_a_typed_error(tmp_path: Path, chunks:
     records = [blob(b"b", b"o", b"x", chunk=i) for i in chunks]
     records += [bucket_meta(b"b"), manifest(b"b", b"o", [part(1, [1, 1, 1])], size_bytes=3)]
     h = harness(tmp_path)
-    with pytest.raises(S3IncompleteBlobChunks):
+    with raises_code(AdapterRecordError, "ErrS3IncompleteBlobChunks"):
         await h.run(records)
     assert _spill_left(h) == []
 
@@ -168,20 +161,20 @@ async def test_offloaded_object_is_assembled_from_chunkblobs(tmp_path: Path) -> 
 async def test_offloaded_size_disagreement_is_a_typed_error(tmp_path: Path) -> None:
     records = _offloaded(b"cold", b"o", [b"abc"], sizes=[4])
     h = harness(tmp_path)
-    with pytest.raises(S3InvalidChunkRef):
+    with raises_code(AdapterRecordError, "ErrS3InvalidChunkRef"):
         await h.run([bucket_meta(b"cold", generation=2), *records])
 
 
 async def test_chunkblob_hash_mismatch_is_a_typed_error(tmp_path: Path) -> None:
     bad = (b"!s3|chunkblob|" + hashlib.sha256(b"good").hexdigest().encode(), b"evil")
-    with pytest.raises(S3ChunkBlobHashMismatch):
+    with raises_code(AdapterRecordError, "ErrS3ChunkBlobHashMismatch"):
         await harness(tmp_path).run([bad])
 
 
 async def test_bad_manifest_json_and_bad_bucket_names_are_typed_errors(tmp_path: Path) -> None:
-    with pytest.raises(S3InvalidManifest):
+    with raises_code(AdapterRecordError, "ErrS3InvalidManifest"):
         await harness(tmp_path / "a").run([(manifest(b"b", b"o", None)[0], b'{"size_bytes":"1"}')])
-    with pytest.raises(S3MalformedKey):
+    with raises_code(AdapterRecordError, "ErrS3MalformedKey"):
         await harness(tmp_path / "b").run(simple_object(b"..", b"o", b"x"))
 
 
@@ -204,7 +197,7 @@ async def test_path_collision_renames_and_keymap_is_sorted(tmp_path: Path) -> No
 
 async def test_reserved_suffix_error_and_rename(tmp_path: Path) -> None:
     records = [bucket_meta(b"b"), *simple_object(b"b", b"evil.elastickv-meta.json", b"x")]
-    with pytest.raises(S3MetaSuffixCollision):
+    with raises_code(AdapterRecordError, "ErrS3MetaSuffixCollision"):
         await harness(tmp_path / "plain").run(records)
     h = harness(tmp_path / "rename", rename_collisions=True)
     await h.run(records)

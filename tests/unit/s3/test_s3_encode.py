@@ -9,13 +9,9 @@ from typing import Any
 
 import pytest
 from s3_support import bucket_meta, encode_all, harness, seg, simple_object, u64
+from support import raises_code
 
-from elastickv_async._adapters.s3.errors import (
-    S3EncodeInvalidBucket,
-    S3EncodeInvalidManifest,
-    S3EncodeReservedPrefixCollision,
-)
-from elastickv_async._core.errors import InvalidKeymapRecord, UnsafeDumpEntry
+from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 
 pytestmark = pytest.mark.anyio
 
@@ -115,7 +111,7 @@ async def test_symlinked_object_file_is_refused(tmp_path: Path) -> None:
     root = _tree(tmp_path, {"real.txt": b"x"})
     (root / "s3/b/link.txt").symlink_to(root / "s3/b/real.txt")
     (root / "s3/b/link.txt.elastickv-meta.json").write_bytes(_sidecar(1))
-    with pytest.raises(UnsafeDumpEntry, match=r"link\.txt"):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match=r"link\.txt"):
         await encode_all(root, tmp_path / "scratch")
 
 
@@ -125,25 +121,25 @@ async def test_symlinked_sidecar_hard_link_and_fifo_are_refused(tmp_path: Path) 
     (root / "s3/b/real.json").write_bytes(side.read_bytes())
     side.unlink()
     side.symlink_to(root / "s3/b/real.json")
-    with pytest.raises(UnsafeDumpEntry):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry"):
         await encode_all(root, tmp_path / "scratch")
 
     root = _tree(tmp_path / "hard", {"o": b"x"})
     os.link(root / "s3/b/o", tmp_path / "outside")
-    with pytest.raises(UnsafeDumpEntry, match="hard link"):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="hard link"):
         await encode_all(root, tmp_path / "scratch")
 
     root = _tree(tmp_path / "fifo", {})
     os.mkfifo(root / "s3/b/pipe")
     (root / "s3/b/pipe.elastickv-meta.json").write_bytes(_sidecar(0))
-    with pytest.raises(UnsafeDumpEntry):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry"):
         await encode_all(root, tmp_path / "scratch")
 
 
 async def test_symlinked_bucket_directory_and_stray_files_are_refused(tmp_path: Path) -> None:
     root = _tree(tmp_path, {"o": b"x"})
     (root / "s3/link").symlink_to(root / "s3/b")
-    with pytest.raises(UnsafeDumpEntry, match="s3/link"):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="s3/link"):
         await encode_all(root, tmp_path / "scratch")
     (root / "s3/link").unlink()
     (root / "s3/_notes").write_bytes(b"ignored: names starting with _ are not buckets")
@@ -164,25 +160,23 @@ _BUCKET = "_bucket.json"
 
 
 @pytest.mark.parametrize(
-    ("change", "error"),
+    ("change", "code"),
     [
-        (lambda b: (b / _SIDE).unlink(), S3EncodeInvalidManifest),
-        (_write(_SIDE, _sidecar(5)), S3EncodeInvalidManifest),
-        (_write(_SIDE, b'{"format_version":2,"size_bytes":1}'), S3EncodeInvalidManifest),
-        (_write(_SIDE, b"{"), S3EncodeInvalidManifest),
-        (lambda b: (b / _BUCKET).unlink(), S3EncodeInvalidBucket),
-        (_write(_BUCKET, b'{"format_version":1,"name":"c"}'), S3EncodeInvalidBucket),
-        (_write(_BUCKET, b'{"format_version":1,"name":""}'), S3EncodeInvalidBucket),
-        (_write(_BUCKET, b'{"format_version":0,"name":"b"}'), S3EncodeInvalidBucket),
-        (_reserved_dir_with_sidecar, S3EncodeReservedPrefixCollision),
+        (lambda b: (b / _SIDE).unlink(), "ErrS3EncodeInvalidManifest"),
+        (_write(_SIDE, _sidecar(5)), "ErrS3EncodeInvalidManifest"),
+        (_write(_SIDE, b'{"format_version":2,"size_bytes":1}'), "ErrS3EncodeInvalidManifest"),
+        (_write(_SIDE, b"{"), "ErrS3EncodeInvalidManifest"),
+        (lambda b: (b / _BUCKET).unlink(), "ErrS3EncodeInvalidBucket"),
+        (_write(_BUCKET, b'{"format_version":1,"name":"c"}'), "ErrS3EncodeInvalidBucket"),
+        (_write(_BUCKET, b'{"format_version":1,"name":""}'), "ErrS3EncodeInvalidBucket"),
+        (_write(_BUCKET, b'{"format_version":0,"name":"b"}'), "ErrS3EncodeInvalidBucket"),
+        (_reserved_dir_with_sidecar, "ErrS3EncodeReservedPrefixCollision"),
     ],
 )
-async def test_invalid_trees_are_typed_errors(
-    tmp_path: Path, change: Any, error: type[Exception]
-) -> None:
+async def test_invalid_trees_are_typed_errors(tmp_path: Path, change: Any, code: str) -> None:
     root = _tree(tmp_path, {"o": b"x"})
     change(root / "s3/b")
-    with pytest.raises(error):
+    with raises_code(DumpTreeError, code):
         await encode_all(root, tmp_path / "scratch")
 
 
@@ -237,14 +231,14 @@ async def test_a_user_object_named_keymap_jsonl_is_an_object(tmp_path: Path) -> 
 async def test_invalid_keymap_records_are_refused(tmp_path: Path, records: Any) -> None:
     root = _tree(tmp_path, {"o": b"x"})
     _keymap(root, *records)
-    with pytest.raises(InvalidKeymapRecord):
+    with raises_code(DumpTreeError, "ErrInvalidKeymapRecord"):
         await encode_all(root, tmp_path / "scratch")
 
 
 async def test_keymap_naming_a_missing_object_is_refused(tmp_path: Path) -> None:
     root = _tree(tmp_path, {"o": b"x"})
     _keymap(root, {"encoded": "gone", "original": "YQ", "kind": "sha-fallback"})
-    with pytest.raises(S3EncodeInvalidBucket, match="gone"):
+    with raises_code(DumpTreeError, "ErrS3EncodeInvalidBucket", match="gone"):
         await encode_all(root, tmp_path / "scratch")
 
 

@@ -7,10 +7,11 @@ import struct
 
 import pytest
 from s3_support import blob, seg, u64
+from support import raises_code
 
 from elastickv_async._adapters.s3 import keys
-from elastickv_async._adapters.s3.errors import S3InvalidChunkRef, S3MalformedKey
 from elastickv_async._adapters.s3.keys import ChunkKey
+from elastickv_async._core.errors import AdapterRecordError
 
 
 def test_blob_key_without_and_with_part_version() -> None:
@@ -35,27 +36,27 @@ def test_segments_unescape_nul_bytes() -> None:
     ],
 )
 def test_malformed_blob_keys_are_typed_errors(key: bytes) -> None:
-    with pytest.raises(S3MalformedKey):
+    with raises_code(AdapterRecordError, "ErrS3MalformedKey"):
         keys.parse_blob_key(key)
 
 
 def test_manifest_key_must_end_after_the_object() -> None:
-    with pytest.raises(S3MalformedKey):
+    with raises_code(AdapterRecordError, "ErrS3MalformedKey"):
         keys.parse_manifest_key(b"!s3|obj|head|" + seg(b"b") + u64(1) + seg(b"o") + b"x")
 
 
 def test_bucket_meta_key() -> None:
     assert keys.parse_bucket_meta_key(b"!s3|bucket|meta|" + seg(b"photos")) == b"photos"
-    with pytest.raises(S3MalformedKey):
+    with raises_code(AdapterRecordError, "ErrS3MalformedKey"):
         keys.parse_bucket_meta_key(b"!s3|bucket|meta|" + seg(b"photos") + b"z")
 
 
 def test_chunkblob_key() -> None:
     digest = hashlib.sha256(b"payload").digest()
     assert keys.parse_chunkblob_key(b"!s3|chunkblob|" + digest.hex().encode()) == digest
-    with pytest.raises(S3MalformedKey):
+    with raises_code(AdapterRecordError, "ErrS3MalformedKey"):
         keys.parse_chunkblob_key(b"!s3|chunkblob|" + digest.hex().encode()[:-1])
-    with pytest.raises(S3MalformedKey):
+    with raises_code(AdapterRecordError, "ErrS3MalformedKey"):
         keys.parse_chunkblob_key(b"!s3|chunkblob|" + b"zz" * 32)
 
 
@@ -65,7 +66,7 @@ def test_upload_meta_bucket_is_cut_at_the_first_terminator_without_unescaping() 
     assert keys.parse_upload_key_bucket(keys.UPLOAD_META_PREFIX, key) == b"a\x00\xffb"
     part_key = b"!s3|upload|part|" + seg(b"a\x00b") + u64(1) + seg(b"o") + seg(b"u") + u64(2)
     assert keys.parse_upload_key_bucket(keys.UPLOAD_PART_PREFIX, part_key) == b"a\x00b"
-    with pytest.raises(S3MalformedKey):
+    with raises_code(AdapterRecordError, "ErrS3MalformedKey"):
         keys.parse_upload_key_bucket(keys.UPLOAD_PART_PREFIX, part_key + b"x")
 
 
@@ -98,7 +99,7 @@ def test_chunkref_values_v1_and_v2() -> None:
     ],
 )
 def test_bad_chunkref_values_are_typed_errors(value: bytes) -> None:
-    with pytest.raises(S3InvalidChunkRef):
+    with raises_code(AdapterRecordError, "ErrS3InvalidChunkRef"):
         keys.parse_chunkref_value(value, b"k")
 
 

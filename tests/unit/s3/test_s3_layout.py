@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
+from support import raises_code
 
-from elastickv_async._adapters.s3.errors import S3MetaSuffixCollision
 from elastickv_async._adapters.s3.layout import (
     Placement,
     blob_file_name,
     orphan_dir_name,
     plan_objects,
 )
+from elastickv_async._core.errors import AdapterRecordError
 
 
 def _plan(
@@ -44,7 +44,7 @@ def test_objects_without_manifest_still_claim_their_directories() -> None:
 
 
 def test_reserved_suffix_needs_rename_collisions() -> None:
-    with pytest.raises(S3MetaSuffixCollision):
+    with raises_code(AdapterRecordError, "ErrS3MetaSuffixCollision"):
         _plan([b"evil.elastickv-meta.json"])
     plan = _plan([b"evil.elastickv-meta.json"], rename=True)
     assert plan[b"evil.elastickv-meta.json"] == Placement(

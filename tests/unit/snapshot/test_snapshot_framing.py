@@ -6,12 +6,12 @@ import struct
 from collections.abc import Iterator
 
 import crc32c
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from snapshot_streams import frame, hlc_v1, hlc_v2, stream, u64le, version, with_footer
+from support import raises_code
 
-from elastickv_async._core.errors import SnapshotChecksumMismatch, SnapshotShortValue
+from elastickv_async._core.errors import SnapshotFormatError
 from elastickv_async._core.snapshot.entry import Entry, SnapshotHeader
 from elastickv_async._core.snapshot.footer import RunningCrc32c
 from elastickv_async._core.snapshot.framing import FrameDecoder
@@ -87,7 +87,7 @@ def test_footer_mismatch_message() -> None:
     """The mismatch error names both checksums on one line."""
     crc = RunningCrc32c()
     crc.update(b"payload" + b"\x00\x00\x00\x01")
-    with pytest.raises(SnapshotChecksumMismatch, match="0x00000001"):
+    with raises_code(SnapshotFormatError, "ErrSnapshotChecksumMismatch", match="0x00000001"):
         crc.verify_footer(b"\x00\x00\x00\x01")
 
 
@@ -162,7 +162,7 @@ def test_any_chunking_decodes_the_same(
 def test_errors_do_not_depend_on_chunking(sizes: list[int]) -> None:
     """A short value is reported as such however the bytes arrive."""
     data = stream(1, [version(b"ok", 1, b"v"), frame(b"key-with-ts", b"\x00" * 8)])
-    with pytest.raises(SnapshotShortValue):
+    with raises_code(SnapshotFormatError, "ErrSnapshotShortValue"):
         decode_pieces(data, sizes)
 
 

@@ -14,16 +14,11 @@ from typing import Any
 
 import pytest
 from blockbuster import blockbuster_ctx
-from support import decode_context
+from support import decode_context, raises_code
 
 from elastickv_async._adapters.sqs import keys
 from elastickv_async._adapters.sqs.decode import SQSDecoder
-from elastickv_async._adapters.sqs.errors import (
-    SQSInvalidMessage,
-    SQSInvalidQueueGen,
-    SQSInvalidQueueMeta,
-    SQSMalformedKey,
-)
+from elastickv_async._core.errors import AdapterRecordError
 from elastickv_async._core.snapshot.entry import Entry
 
 pytestmark = pytest.mark.anyio
@@ -445,30 +440,30 @@ async def test_meta_without_name_uses_the_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("record", "error", "match"),
+    ("record", "code", "match"),
     [
-        ((b"!sqs|msg|data|cQ" + u64(1) + b"bQ", b"{}"), SQSInvalidMessage, "magic"),
-        (message(b"q", "m", send_timestamp_millis="5"), SQSInvalidMessage, "integer"),
-        (message(b"q", "m", send_timestamp_millis=1.5), SQSInvalidMessage, "integer"),
-        (message(b"q", "m", queue_generation=-1), SQSInvalidMessage, "out of range"),
-        (message(b"q", "m", current_receipt_token="@@"), SQSInvalidMessage, "base64"),
-        (message(b"q", "m", message_attributes=[1]), SQSInvalidMessage, "object"),
-        (raw_message(b"q", b"m", b'{"message_id":'), SQSInvalidMessage, "key"),
-        ((b"!sqs|queue|meta|cQ", b"\x00SQ\x01{"), SQSInvalidQueueMeta, "queue meta"),
-        (meta(b"q", is_fifo="yes"), SQSInvalidQueueMeta, "boolean"),
-        (meta(b"q", partition_count=-1), SQSInvalidQueueMeta, "out of range"),
-        (gen(b"q", b"seven"), SQSInvalidQueueGen, "uint64"),
-        (gen(b"q", b"18446744073709551616"), SQSInvalidQueueGen, "uint64"),
-        (meta(b".", name="."), SQSMalformedKey, "directory"),
-        ((b"!sqs|msg|data|" + u64(1) + b"bQ", b""), SQSMalformedKey, "empty queue"),
+        ((b"!sqs|msg|data|cQ" + u64(1) + b"bQ", b"{}"), "ErrSQSInvalidMessage", "magic"),
+        (message(b"q", "m", send_timestamp_millis="5"), "ErrSQSInvalidMessage", "integer"),
+        (message(b"q", "m", send_timestamp_millis=1.5), "ErrSQSInvalidMessage", "integer"),
+        (message(b"q", "m", queue_generation=-1), "ErrSQSInvalidMessage", "out of range"),
+        (message(b"q", "m", current_receipt_token="@@"), "ErrSQSInvalidMessage", "base64"),
+        (message(b"q", "m", message_attributes=[1]), "ErrSQSInvalidMessage", "object"),
+        (raw_message(b"q", b"m", b'{"message_id":'), "ErrSQSInvalidMessage", "key"),
+        ((b"!sqs|queue|meta|cQ", b"\x00SQ\x01{"), "ErrSQSInvalidQueueMeta", "queue meta"),
+        (meta(b"q", is_fifo="yes"), "ErrSQSInvalidQueueMeta", "boolean"),
+        (meta(b"q", partition_count=-1), "ErrSQSInvalidQueueMeta", "out of range"),
+        (gen(b"q", b"seven"), "ErrSQSInvalidQueueGen", "uint64"),
+        (gen(b"q", b"18446744073709551616"), "ErrSQSInvalidQueueGen", "uint64"),
+        (meta(b".", name="."), "ErrSQSMalformedKey", "directory"),
+        ((b"!sqs|msg|data|" + u64(1) + b"bQ", b""), "ErrSQSMalformedKey", "empty queue"),
     ],
 )
 async def test_malformed_records_are_typed_errors(
-    tmp_path: Path, record: tuple[bytes, bytes], error: type[Exception], match: str
+    tmp_path: Path, record: tuple[bytes, bytes], code: str, match: str
 ) -> None:
     """Bad keys and values raise the adapter's typed errors, naming the key."""
     run = Run(tmp_path)
-    with pytest.raises(error, match=match) as info:
+    with raises_code(AdapterRecordError, code, match=match) as info:
         await run.decode([record])
     assert "key" in str(info.value)
 

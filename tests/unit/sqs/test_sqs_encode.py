@@ -16,18 +16,10 @@ from typing import Any
 
 import pytest
 from blockbuster import blockbuster_ctx
-from support import shared_dir
+from support import raises_code, shared_dir
 
 from elastickv_async._adapters.base import EncodeContext
 from elastickv_async._adapters.sqs.encode import SQSEncoder
-from elastickv_async._adapters.sqs.errors import (
-    SQSEncodeInvalidMessage,
-    SQSEncodeInvalidQueue,
-    SQSEncodeMissingPartition,
-    SQSEncodeOutOfRangePartition,
-    SQSEncodePartitionHashMismatch,
-    SQSEncodePartitionRoutingMismatch,
-)
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 from elastickv_async._core.report import Report, make_logger
 
@@ -246,16 +238,16 @@ async def test_stream_of_json_values(tmp_path: Path) -> None:
     ],
 )
 async def test_queue_gates(tmp_path: Path, queue: dict[str, Any], match: str) -> None:
-    """Every _queue.json gate is a typed SQSEncodeInvalidQueue."""
+    """Every _queue.json gate is a typed "ErrSQSEncodeInvalidQueue"."""
     queue_dir(tmp_path, "q", queue, [])
-    with pytest.raises(SQSEncodeInvalidQueue, match=match):
+    with raises_code(DumpTreeError, "ErrSQSEncodeInvalidQueue", match=match):
         await encode(tmp_path)
 
 
 async def test_missing_queue_json(tmp_path: Path) -> None:
     """A queue directory without _queue.json (e.g. a side-record orphan dir) is refused."""
     (tmp_path / "sqs" / "ZGVsZXRlZA.orphan").mkdir(parents=True)
-    with pytest.raises(SQSEncodeInvalidQueue, match="missing"):
+    with raises_code(DumpTreeError, "ErrSQSEncodeInvalidQueue", match="missing"):
         await encode(tmp_path)
 
 
@@ -264,37 +256,37 @@ def ht_msg(**fields: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("queue", "message", "error"),
+    ("queue", "message", "code"),
     [
-        (fifo(**HT), ht_msg(), SQSEncodeMissingPartition),
-        (fifo(**HT), ht_msg(partition=4), SQSEncodeOutOfRangePartition),
-        (fifo(**HT), ht_msg(partition=2), SQSEncodePartitionHashMismatch),
+        (fifo(**HT), ht_msg(), "ErrSQSEncodeMissingPartition"),
+        (fifo(**HT), ht_msg(partition=4), "ErrSQSEncodeOutOfRangePartition"),
+        (fifo(**HT), ht_msg(partition=2), "ErrSQSEncodePartitionHashMismatch"),
         (
             fifo(partition_count=4, fifo_throughput_limit="perQueue"),
             ht_msg(partition=1),
-            SQSEncodePartitionRoutingMismatch,
+            "ErrSQSEncodePartitionRoutingMismatch",
         ),
-        (fifo(), ht_msg(partition=1), SQSEncodeInvalidMessage),
-        ({}, {"message_id": ""}, SQSEncodeInvalidMessage),
-        ({}, {"message_id": "m", "body": {"base64": "", "x": 1}}, SQSEncodeInvalidMessage),
-        ({}, {"message_id": "m", "body": 5}, SQSEncodeInvalidMessage),
-        ({}, ["not", "an", "object"], SQSEncodeInvalidMessage),
-        ({}, '{"message_id": ', SQSEncodeInvalidMessage),
+        (fifo(), ht_msg(partition=1), "ErrSQSEncodeInvalidMessage"),
+        ({}, {"message_id": ""}, "ErrSQSEncodeInvalidMessage"),
+        ({}, {"message_id": "m", "body": {"base64": "", "x": 1}}, "ErrSQSEncodeInvalidMessage"),
+        ({}, {"message_id": "m", "body": 5}, "ErrSQSEncodeInvalidMessage"),
+        ({}, ["not", "an", "object"], "ErrSQSEncodeInvalidMessage"),
+        ({}, '{"message_id": ', "ErrSQSEncodeInvalidMessage"),
     ],
 )
 async def test_message_gates(
-    tmp_path: Path, queue: dict[str, Any], message: Any, error: type[Exception]
+    tmp_path: Path, queue: dict[str, Any], message: Any, code: str
 ) -> None:
     """Partition gates and malformed lines raise the reference's typed errors."""
     queue_dir(tmp_path, "q", queue, [message])
-    with pytest.raises(error):
+    with raises_code(DumpTreeError, code):
         await encode(tmp_path)
 
 
 async def test_gates_run_before_any_message_is_checked_for_an_id(tmp_path: Path) -> None:
     """The partition gates see every line before the per-message id check."""
     queue_dir(tmp_path, "q", fifo(**HT), [{"message_id": ""}, ht_msg(partition=4)])
-    with pytest.raises(SQSEncodeMissingPartition):
+    with raises_code(DumpTreeError, "ErrSQSEncodeMissingPartition"):
         await encode(tmp_path)
 
 
@@ -302,17 +294,17 @@ async def test_links_are_refused(tmp_path: Path) -> None:
     """Symlinked queue dirs or files and hard-linked files are refused."""
     d = queue_dir(tmp_path / "a", "q", {}, [])
     os.link(d / "messages.jsonl", tmp_path / "other")
-    with pytest.raises(UnsafeDumpEntry, match="hard link"):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="hard link"):
         await encode(tmp_path / "a")
 
     d = queue_dir(tmp_path / "b", "q", {}, None)
     (d / "messages.jsonl").symlink_to(tmp_path / "other")
-    with pytest.raises(UnsafeDumpEntry, match="symlink"):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="symlink"):
         await encode(tmp_path / "b")
 
     queue_dir(tmp_path / "c", "q", {}, None)
     (tmp_path / "c" / "sqs" / "link").symlink_to(tmp_path / "c" / "sqs" / "q")
-    with pytest.raises(UnsafeDumpEntry, match="symlink"):
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="symlink"):
         await encode(tmp_path / "c")
 
 

@@ -7,9 +7,10 @@ Expected bytes come from the golden corpus (``enc_sqs_htfifo``/``enc_sqs`` expec
 from __future__ import annotations
 
 import pytest
+from support import raises_code
 
 from elastickv_async._adapters.sqs import keys
-from elastickv_async._adapters.sqs.errors import SQSMalformedKey
+from elastickv_async._core.errors import AdapterRecordError
 
 GEN1 = b"\x00" * 7 + b"\x01"
 
@@ -50,7 +51,7 @@ def test_partition_bytes_may_contain_the_terminator() -> None:
 )
 def test_malformed_message_keys(key: bytes, why: str) -> None:
     """Every malformed data key is a typed error naming the key."""
-    with pytest.raises(SQSMalformedKey, match=why) as info:
+    with raises_code(AdapterRecordError, "ErrSQSMalformedKey", match=why) as info:
         keys.message_data_queue(key)
     assert repr(key[:20])[2:-1] in str(info.value)
 
@@ -86,7 +87,7 @@ def test_partitioned_side_record() -> None:
 )
 def test_malformed_side_record_keys(prefix: bytes, rest: bytes, why: str) -> None:
     """Side keys without a queue segment or trailer are typed errors."""
-    with pytest.raises(SQSMalformedKey, match=why):
+    with raises_code(AdapterRecordError, "ErrSQSMalformedKey", match=why):
         keys.side_record_queue(prefix + rest, prefix)
 
 
@@ -97,7 +98,7 @@ def test_queue_key_segment() -> None:
         b"q-purged",
     )
     for bad in (b"", b"cS1wd+JnZWQ", b"cS1wdXJnZWQ" + GEN1, b"abcde"):
-        with pytest.raises(SQSMalformedKey):
+        with raises_code(AdapterRecordError, "ErrSQSMalformedKey"):
             keys.queue_key_segment(keys.QUEUE_GEN_PREFIX + bad, keys.QUEUE_GEN_PREFIX)
 
 

@@ -26,7 +26,7 @@ from ..._core.dump.names import encode_segment
 from ..._core.dump.tree import MAX_RECORD_FILE, DumpTree, TreeDir, TreeFile
 from ..._proto.dynamodb_internal_pb2 import DynamoAttributeValue, DynamoItem, DynamoTableSchema
 from ..base import EncodeContext
-from .errors import DynamoDBEncodeInvalidItem, DynamoDBEncodeInvalidSchema
+from .errors import tree_error
 from .keys import (
     RESTORE_GENERATION,
     gsi_key_prefix,
@@ -63,7 +63,7 @@ def _key_bytes(av: DynamoAttributeValue, where: str) -> bytes:
         return av.b
     if kind == "n":
         return numeric_key_bytes(av.n)
-    raise DynamoDBEncodeInvalidItem(f"{where}: key attribute is not S, N or B")
+    raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: key attribute is not S, N or B")
 
 
 def _primary_segments(schema: DynamoTableSchema, item: DynamoItem, where: str) -> bytes:
@@ -76,7 +76,9 @@ def _primary_segments(schema: DynamoTableSchema, item: DynamoItem, where: str) -
         if role == "range" and not name:
             break
         if name not in attrs:
-            raise DynamoDBEncodeInvalidItem(f"{where}: item missing {role}-key attribute {name!r}")
+            raise tree_error(
+                "ErrDDBEncodeInvalidItem", f"{where}: item missing {role}-key attribute {name!r}"
+            )
         out += ordered_segment(_key_bytes(attrs[name], where))
     return out
 
@@ -133,7 +135,7 @@ def _load_items(files: Sequence[_ItemFile]) -> list[Record]:
     try:
         for unit in files:
             with unit.file as file:
-                doc = load_json(file.read_all(), file.rel, DynamoDBEncodeInvalidItem)
+                doc = load_json(file.read_all(), file.rel, "ErrDDBEncodeInvalidItem")
             records.extend(_item_records(unit.schema, public_to_item(doc, file.rel), file.rel))
     finally:
         _close_files(files)
@@ -191,18 +193,19 @@ class _Walker:
         rel = table_dir.path(SCHEMA_FILE)
         raw = table_dir.read(SCHEMA_FILE)
         if raw is None:
-            raise DynamoDBEncodeInvalidSchema(f"{rel} is missing")
-        schema = public_to_schema(load_json(raw, rel, DynamoDBEncodeInvalidSchema), rel)
+            raise tree_error("ErrDDBEncodeInvalidSchema", f"{rel} is missing")
+        schema = public_to_schema(load_json(raw, rel, "ErrDDBEncodeInvalidSchema"), rel)
         name = schema.table_name
         if not name:
-            raise DynamoDBEncodeInvalidSchema(f"{rel}: empty table_name")
+            raise tree_error("ErrDDBEncodeInvalidSchema", f"{rel}: empty table_name")
         expected = encode_segment(name.encode("utf-8"))
         if expected != directory:
-            raise DynamoDBEncodeInvalidSchema(
-                f"{rel}: table_name {name!r} belongs in directory {expected!r}"
+            raise tree_error(
+                "ErrDDBEncodeInvalidSchema",
+                f"{rel}: table_name {name!r} belongs in directory {expected!r}",
             )
         if not schema.primary_key.hash_key:
-            raise DynamoDBEncodeInvalidSchema(f"{rel}: empty primary hash key")
+            raise tree_error("ErrDDBEncodeInvalidSchema", f"{rel}: empty primary hash key")
         yield table_meta_key(name), encode_schema(schema)
         yield table_gen_key(name), str(RESTORE_GENERATION).encode("ascii")
         items = table_dir.subdir(ITEMS_DIR)
@@ -228,8 +231,9 @@ class _Walker:
                 for child in hash_dir.entries():
                     if child.is_dir:
                         where = hash_dir.path(child.name)
-                        raise DynamoDBEncodeInvalidItem(
-                            f"{where}: items are at most two directory levels deep"
+                        raise tree_error(
+                            "ErrDDBEncodeInvalidItem",
+                            f"{where}: items are at most two directory levels deep",
                         )
                     if child.name.endswith(".json"):
                         yield _ItemFile(hash_dir.open_file(child), schema)
@@ -239,8 +243,9 @@ class _Walker:
         parts = []
         for entry in items.entries():
             if entry.is_dir:
-                raise DynamoDBEncodeInvalidItem(
-                    f"{items.path(entry.name)}: jsonl layout has no item directories"
+                raise tree_error(
+                    "ErrDDBEncodeInvalidItem",
+                    f"{items.path(entry.name)}: jsonl layout has no item directories",
                 )
             if entry.name.endswith(".jsonl"):
                 parts.append(entry)
@@ -254,12 +259,15 @@ class _Walker:
                     if line.endswith(b"\n"):
                         line = line[:-1]
                     elif len(line) > MAX_RECORD_FILE:
-                        raise DynamoDBEncodeInvalidItem(
-                            f"{where}: a line is longer than {MAX_RECORD_FILE:,} bytes"
+                        raise tree_error(
+                            "ErrDDBEncodeInvalidItem",
+                            f"{where}: a line is longer than {MAX_RECORD_FILE:,} bytes",
                         )
-                    doc = load_json(line, where, DynamoDBEncodeInvalidItem)
+                    doc = load_json(line, where, "ErrDDBEncodeInvalidItem")
                     if not isinstance(doc, dict):
-                        raise DynamoDBEncodeInvalidItem(f"{where}: a line must be one JSON object")
+                        raise tree_error(
+                            "ErrDDBEncodeInvalidItem", f"{where}: a line must be one JSON object"
+                        )
                     yield from _item_records(schema, public_to_item(doc, where), where)
 
 

@@ -1,52 +1,36 @@
-"""Typed errors of the DynamoDB adapter (both directions).
+"""Errors of the DynamoDB adapter: one constructor per direction, the fault named by its code.
 
-Decode errors are :class:`AdapterRecordError` subclasses (bad data in the snapshot, exit 2);
-encode errors are :class:`DumpTreeError` subclasses (bad dump tree, exit 2).
+Decode faults are :class:`AdapterRecordError` (a malformed snapshot record), encode faults
+:class:`DumpTreeError` (a malformed dump tree); both exit 2. Codes are the reference's
+sentinel names; mypy checks every raise site's code against the lists below.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from ..._core.errors import AdapterRecordError, DumpTreeError
 
-__all__ = [
-    "DynamoDBEncodeError",
-    "DynamoDBEncodeInvalidItem",
-    "DynamoDBEncodeInvalidSchema",
-    "DynamoDBError",
-    "DynamoDBInvalidItem",
-    "DynamoDBInvalidSchema",
-    "DynamoDBMalformedKey",
-    "DynamoDBUnsafeTableName",
+__all__ = ["RecordCode", "TreeCode", "record_error", "tree_error"]
+
+ADAPTER = "dynamodb"
+
+RecordCode = Literal[
+    "ErrDDBMalformedKey",
+    "ErrDDBInvalidSchema",
+    "ErrDDBInvalidItem",
+]
+TreeCode = Literal[
+    "ErrDDBEncodeInvalidSchema",
+    "ErrDDBEncodeInvalidItem",
 ]
 
 
-class DynamoDBError(AdapterRecordError):
-    """A DynamoDB record in the snapshot cannot be decoded."""
+def record_error(code: RecordCode, message: str, *, key: bytes | None = None) -> AdapterRecordError:
+    """The error for a malformed DynamoDB record (``key`` is the snapshot key when known)."""
+    return AdapterRecordError(message, code=code, adapter=ADAPTER, key=key)
 
 
-class DynamoDBMalformedKey(DynamoDBError):
-    """A ``!ddb|`` key does not have the documented layout (reference: ``ErrDDBMalformedKey``)."""
-
-
-class DynamoDBUnsafeTableName(DynamoDBMalformedKey):
-    """A table is named ``.`` or ``..``; its directory would escape ``dynamodb/``."""
-
-
-class DynamoDBInvalidSchema(DynamoDBError):
-    """A ``!ddb|meta|table|`` value lacks its magic or is not a schema (``ErrDDBInvalidSchema``)."""
-
-
-class DynamoDBInvalidItem(DynamoDBError):
-    """An item value or its primary key cannot be turned into a file (``ErrDDBInvalidItem``)."""
-
-
-class DynamoDBEncodeError(DumpTreeError):
-    """The ``dynamodb/`` subtree of a dump cannot be encoded."""
-
-
-class DynamoDBEncodeInvalidSchema(DynamoDBEncodeError):
-    """A ``_schema.json`` is malformed or inconsistent (``ErrDDBEncodeInvalidSchema``)."""
-
-
-class DynamoDBEncodeInvalidItem(DynamoDBEncodeError):
-    """An item file is malformed or lacks its key attributes (``ErrDDBEncodeInvalidItem``)."""
+def tree_error(code: TreeCode, message: str, *, path: str | None = None) -> DumpTreeError:
+    """The error for a malformed ``dynamodb/`` subtree (``path`` relative to the tree's root)."""
+    return DumpTreeError(message, code=code, adapter=ADAPTER, path=path)

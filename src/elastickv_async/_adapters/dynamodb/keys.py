@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..._core.dump.names import b64url_decode, b64url_encode
-from .errors import DynamoDBMalformedKey, DynamoDBUnsafeTableName
+from .errors import record_error
 
 __all__ = [
     "GSI_PREFIX",
@@ -84,45 +84,63 @@ def _decode_table_segment(segment: bytes, key: bytes) -> bytes:
     # b64url_decode maps the URL alphabet onto the standard one, so it would also take "+"
     # and "/"; Go's RawURLEncoding rejects them.
     if _URL_ALPHABET.fullmatch(cleaned) is None:
-        raise DynamoDBMalformedKey(f"table segment of key {key[:64]!r} is not base64url")
+        raise record_error(
+            "ErrDDBMalformedKey", f"table segment of key {key[:64]!r} is not base64url"
+        )
     try:
         return b64url_decode(cleaned)
     except ValueError as exc:
-        raise DynamoDBMalformedKey(f"bad table segment in key {key[:64]!r}: {exc}") from None
+        raise record_error(
+            "ErrDDBMalformedKey", f"bad table segment in key {key[:64]!r}: {exc}"
+        ) from None
 
 
 def parse_table_meta_key(key: bytes) -> TableKey:
     """Parse ``!ddb|meta|table|<b64url(table)>``; the whole rest of the key is the segment."""
     if not key.startswith(TABLE_META_PREFIX):
-        raise DynamoDBMalformedKey(f"key {key[:64]!r} does not start with {TABLE_META_PREFIX!r}")
+        raise record_error(
+            "ErrDDBMalformedKey", f"key {key[:64]!r} does not start with {TABLE_META_PREFIX!r}"
+        )
     segment = key[len(TABLE_META_PREFIX) :]
     if not segment:
-        raise DynamoDBMalformedKey(f"empty table segment in key {key[:64]!r}")
+        raise record_error("ErrDDBMalformedKey", f"empty table segment in key {key[:64]!r}")
     name = _decode_table_segment(segment, key)
     if name in _UNSAFE_NAMES:
-        raise DynamoDBUnsafeTableName(f"table name {name!r} would escape dynamodb/ (key {key!r})")
+        raise record_error(
+            "ErrDDBMalformedKey", f"table name {name!r} would escape dynamodb/ (key {key!r})"
+        )
     return TableKey(segment.decode("ascii"), name)
 
 
 def parse_item_key(key: bytes) -> ItemKey:
     """Parse ``!ddb|item|<b64url(table)>|<generation>|<primary key>`` (key non-empty)."""
     if not key.startswith(ITEM_PREFIX):
-        raise DynamoDBMalformedKey(f"key {key[:64]!r} does not start with {ITEM_PREFIX!r}")
+        raise record_error(
+            "ErrDDBMalformedKey", f"key {key[:64]!r} does not start with {ITEM_PREFIX!r}"
+        )
     rest = key[len(ITEM_PREFIX) :]
     table_end = rest.find(b"|")
     if table_end <= 0:
-        raise DynamoDBMalformedKey(f"item key {key[:64]!r} lacks its table/generation separator")
+        raise record_error(
+            "ErrDDBMalformedKey", f"item key {key[:64]!r} lacks its table/generation separator"
+        )
     segment = rest[:table_end]
     _decode_table_segment(segment, key)
     after_table = rest[table_end + 1 :]
     gen_end = after_table.find(b"|")
     if gen_end <= 0:
-        raise DynamoDBMalformedKey(f"item key {key[:64]!r} lacks its generation/key separator")
+        raise record_error(
+            "ErrDDBMalformedKey", f"item key {key[:64]!r} lacks its generation/key separator"
+        )
     gen_text = after_table[:gen_end]
     if _DECIMAL.fullmatch(gen_text) is None or int(gen_text) >= _UINT64_LIMIT:
-        raise DynamoDBMalformedKey(f"item key {key[:64]!r} has a bad generation {gen_text!r}")
+        raise record_error(
+            "ErrDDBMalformedKey", f"item key {key[:64]!r} has a bad generation {gen_text!r}"
+        )
     if gen_end + 1 == len(after_table):
-        raise DynamoDBMalformedKey(f"item key {key[:64]!r} lacks its primary-key payload")
+        raise record_error(
+            "ErrDDBMalformedKey", f"item key {key[:64]!r} lacks its primary-key payload"
+        )
     return ItemKey(segment.decode("ascii"), int(gen_text))
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
@@ -28,7 +28,7 @@ from ..._proto.dynamodb_internal_pb2 import (
     DynamoKeySchema,
     DynamoTableSchema,
 )
-from .errors import DynamoDBEncodeInvalidItem, DynamoDBEncodeInvalidSchema, DynamoDBInvalidItem
+from .errors import TreeCode, record_error, tree_error
 from .keys import ORDERED_KEY_ENCODING, RESTORE_GENERATION
 from .numbers import canonical_number
 
@@ -137,7 +137,7 @@ def item_public(item: DynamoItem) -> dict[str, Any]:
 
 def _key_segment(item: DynamoItem, attribute: str, role: str) -> str:
     if attribute not in item.attributes:
-        raise DynamoDBInvalidItem(f"item missing {role}-key attribute {attribute!r}")
+        raise record_error("ErrDDBInvalidItem", f"item missing {role}-key attribute {attribute!r}")
     av = item.attributes[attribute]
     kind = av.WhichOneof("value")
     if kind == "s":
@@ -147,9 +147,11 @@ def _key_segment(item: DynamoItem, attribute: str, role: str) -> str:
     elif kind == "b":
         segment = encode_binary_segment(av.b)
     else:
-        raise DynamoDBInvalidItem(f"{role} key {attribute!r} has unsupported kind {kind!r}")
+        raise record_error(
+            "ErrDDBInvalidItem", f"{role} key {attribute!r} has unsupported kind {kind!r}"
+        )
     if segment in _DOT_SEGMENTS:
-        raise DynamoDBInvalidItem(f"{role}-key segment {segment!r} is a dot path")
+        raise record_error("ErrDDBInvalidItem", f"{role}-key segment {segment!r} is a dot path")
     return segment
 
 
@@ -157,7 +159,7 @@ def item_key_segments(item: DynamoItem, hash_key: str, range_key: str) -> tuple[
     """The file-name segments of the item's hash key and (composite tables) range key.
 
     Per-item files live at ``items/<hash>.json`` or ``items/<hash>/<range>.json``. Raises
-    :class:`DynamoDBInvalidItem` for a missing or non-S/N/B key and for ``.``/``..`` segments.
+    ``ErrDDBInvalidItem`` for a missing or non-S/N/B key and for ``.``/``..`` segments.
     """
     hash_segment = _key_segment(item, hash_key, "hash")
     if not range_key:
@@ -167,25 +169,21 @@ def item_key_segments(item: DynamoItem, hash_key: str, range_key: str) -> tuple[
 
 # --- encode: JSON -> protobuf ---------------------------------------------------------------
 
-ErrorFactory = Callable[[str], Exception]
 
-
-def load_json(raw: bytes, where: str, error: ErrorFactory) -> Any:
+def load_json(raw: bytes, where: str, code: TreeCode) -> Any:
     """Parse one JSON document; bytes that are not UTF-8 become U+FFFD like Go's decoder."""
     try:
         return orjson.loads(gojson.go_str(raw))
     except orjson.JSONDecodeError as exc:
-        raise error(f"{where}: not one JSON value: {exc}") from None
+        raise tree_error(code, f"{where}: not one JSON value: {exc}") from None
 
 
-def _go_struct(
-    obj: Any, fields: tuple[str, ...], where: str, error: ErrorFactory
-) -> dict[str, Any]:
+def _go_struct(obj: Any, fields: tuple[str, ...], where: str, code: TreeCode) -> dict[str, Any]:
     """The JSON object ``obj`` as Go would fill a struct with ``fields`` (json tags)."""
     if obj is None:
         return {}
     if not isinstance(obj, dict):
-        raise error(f"{where}: expected an object")
+        raise tree_error(code, f"{where}: expected an object")
     folded = {name.casefold(): name for name in fields}
     out: dict[str, Any] = {}
     for key, value in obj.items():
@@ -195,29 +193,29 @@ def _go_struct(
     return out
 
 
-def _go_string(value: Any, where: str, error: ErrorFactory) -> str:
+def _go_string(value: Any, where: str, code: TreeCode) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise error(f"{where}: expected a string")
+        raise tree_error(code, f"{where}: expected a string")
     return value
 
 
-def _go_list(value: Any, where: str, error: ErrorFactory) -> list[Any]:
+def _go_list(value: Any, where: str, code: TreeCode) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise error(f"{where}: expected an array")
+        raise tree_error(code, f"{where}: expected an array")
     return value
 
 
-def _key_names(obj: Any, where: str, error: ErrorFactory) -> tuple[str, str]:
-    keys = _go_struct(obj, ("hash_key", "range_key"), where, error)
+def _key_names(obj: Any, where: str, code: TreeCode) -> tuple[str, str]:
+    keys = _go_struct(obj, ("hash_key", "range_key"), where, code)
     names = []
     for role in ("hash_key", "range_key"):
-        attribute = _go_struct(keys.get(role), ("name", "type"), f"{where}.{role}", error)
-        _go_string(attribute.get("type"), f"{where}.{role}.type", error)
-        names.append(_go_string(attribute.get("name"), f"{where}.{role}.name", error))
+        attribute = _go_struct(keys.get(role), ("name", "type"), f"{where}.{role}", code)
+        _go_string(attribute.get("type"), f"{where}.{role}.type", code)
+        names.append(_go_string(attribute.get("name"), f"{where}.{role}.name", code))
     return names[0], names[1]
 
 
@@ -227,7 +225,7 @@ def public_to_schema(doc: Any, where: str) -> DynamoTableSchema:
     Checks the format version and duplicate attribute/GSI names; the caller checks the table
     name and hash key against the directory.
     """
-    error = DynamoDBEncodeInvalidSchema
+    code: TreeCode = "ErrDDBEncodeInvalidSchema"
     top = _go_struct(
         doc,
         (
@@ -238,7 +236,7 @@ def public_to_schema(doc: Any, where: str) -> DynamoTableSchema:
             "global_secondary_indexes",
         ),
         where,
-        error,
+        code,
     )
     version = top.get("format_version", 0)
     if (
@@ -246,45 +244,45 @@ def public_to_schema(doc: Any, where: str) -> DynamoTableSchema:
         or not isinstance(version, int)
         or not 0 <= version < _UINT32_LIMIT
     ):
-        raise error(f"{where}: format_version is not a uint32")
-    table_name = _go_string(top.get("table_name"), f"{where}: table_name", error)
-    hash_key, range_key = _key_names(top.get("primary_key"), f"{where}: primary_key", error)
+        raise tree_error(code, f"{where}: format_version is not a uint32")
+    table_name = _go_string(top.get("table_name"), f"{where}: table_name", code)
+    hash_key, range_key = _key_names(top.get("primary_key"), f"{where}: primary_key", code)
     definitions: list[tuple[str, str]] = []
     for entry in _go_list(
-        top.get("attribute_definitions"), f"{where}: attribute_definitions", error
+        top.get("attribute_definitions"), f"{where}: attribute_definitions", code
     ):
-        fields = _go_struct(entry, ("name", "type"), f"{where}: attribute_definitions", error)
+        fields = _go_struct(entry, ("name", "type"), f"{where}: attribute_definitions", code)
         definitions.append(
             (
-                _go_string(fields.get("name"), f"{where}: attribute name", error),
-                _go_string(fields.get("type"), f"{where}: attribute type", error),
+                _go_string(fields.get("name"), f"{where}: attribute name", code),
+                _go_string(fields.get("type"), f"{where}: attribute type", code),
             )
         )
     indexes: list[tuple[str, tuple[str, str], str, list[str]]] = []
     for entry in _go_list(
-        top.get("global_secondary_indexes"), f"{where}: global_secondary_indexes", error
+        top.get("global_secondary_indexes"), f"{where}: global_secondary_indexes", code
     ):
-        fields = _go_struct(entry, ("name", "key_schema", "projection"), f"{where}: GSI", error)
-        name = _go_string(fields.get("name"), f"{where}: GSI name", error)
-        keys = _key_names(fields.get("key_schema"), f"{where}: GSI {name!r} key_schema", error)
+        fields = _go_struct(entry, ("name", "key_schema", "projection"), f"{where}: GSI", code)
+        name = _go_string(fields.get("name"), f"{where}: GSI name", code)
+        keys = _key_names(fields.get("key_schema"), f"{where}: GSI {name!r} key_schema", code)
         projection = _go_struct(
-            fields.get("projection"), ("type", "non_key_attributes"), f"{where}: GSI", error
+            fields.get("projection"), ("type", "non_key_attributes"), f"{where}: GSI", code
         )
         attributes = [
-            _go_string(v, f"{where}: GSI {name!r} non_key_attributes", error)
-            for v in _go_list(projection.get("non_key_attributes"), f"{where}: GSI", error)
+            _go_string(v, f"{where}: GSI {name!r} non_key_attributes", code)
+            for v in _go_list(projection.get("non_key_attributes"), f"{where}: GSI", code)
         ]
-        kind = _go_string(projection.get("type"), f"{where}: GSI {name!r} projection type", error)
+        kind = _go_string(projection.get("type"), f"{where}: GSI {name!r} projection type", code)
         indexes.append((name, keys, kind, attributes))
     if version != FORMAT_VERSION:
-        raise error(f"{where}: unsupported format_version {version}")
+        raise tree_error(code, f"{where}: unsupported format_version {version}")
     for label, names in (
         ("attribute definition", [n for n, _ in definitions]),
         ("GSI name", [n for n, _, _, _ in indexes]),
     ):
         if len(set(names)) != len(names):
             duplicate = next(n for n in names if names.count(n) > 1)
-            raise error(f"{where}: duplicate {label} {duplicate!r}")
+            raise tree_error(code, f"{where}: duplicate {label} {duplicate!r}")
     schema = DynamoTableSchema(
         table_name=table_name,
         attribute_definitions=dict(definitions),
@@ -305,34 +303,36 @@ def public_to_schema(doc: Any, where: str) -> DynamoTableSchema:
 
 def _b64_std(value: Any, where: str) -> bytes:
     if not isinstance(value, str):
-        raise DynamoDBEncodeInvalidItem(f"{where}: binary value is not a base64 string")
+        raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: binary value is not a base64 string")
     # Go's decoder skips CR/LF and demands canonical padding.
     text = value.replace("\r", "").replace("\n", "")
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (UnicodeEncodeError, binascii.Error) as exc:
-        raise DynamoDBEncodeInvalidItem(
-            f"{where}: binary value is not valid base64: {exc}"
+        raise tree_error(
+            "ErrDDBEncodeInvalidItem", f"{where}: binary value is not valid base64: {exc}"
         ) from None
 
 
 def _string_list(value: Any, where: str) -> list[str]:
     if not isinstance(value, list):
-        raise DynamoDBEncodeInvalidItem(f"{where}: set value is not an array")
+        raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: set value is not an array")
     if not all(isinstance(v, str) for v in value):
-        raise DynamoDBEncodeInvalidItem(f"{where}: set element is not a string")
+        raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: set element is not a string")
     return value
 
 
 def _fill_value(av: DynamoAttributeValue, obj: Any, where: str) -> None:
     if not isinstance(obj, dict):
-        raise DynamoDBEncodeInvalidItem(f"{where}: attribute value is not an object")
+        raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: attribute value is not an object")
     if len(obj) != 1:
-        raise DynamoDBEncodeInvalidItem(f"{where}: attribute object must have one type key")
+        raise tree_error(
+            "ErrDDBEncodeInvalidItem", f"{where}: attribute object must have one type key"
+        )
     ((kind, value),) = obj.items()
     if kind in ("S", "N"):
         if not isinstance(value, str):
-            raise DynamoDBEncodeInvalidItem(f"{where}: {kind} value is not a string")
+            raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: {kind} value is not a string")
         if kind == "S":
             av.s = value
         else:
@@ -341,7 +341,7 @@ def _fill_value(av: DynamoAttributeValue, obj: Any, where: str) -> None:
         av.b = _b64_std(value, where)
     elif kind in ("BOOL", "NULL"):
         if not isinstance(value, bool):
-            raise DynamoDBEncodeInvalidItem(f"{where}: {kind} value is not a boolean")
+            raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: {kind} value is not a boolean")
         if kind == "BOOL":
             av.bool_value = value
         else:
@@ -354,23 +354,23 @@ def _fill_value(av: DynamoAttributeValue, obj: Any, where: str) -> None:
         av.ns.SetInParent()
     elif kind == "BS":
         if not isinstance(value, list):
-            raise DynamoDBEncodeInvalidItem(f"{where}: BS value is not an array")
+            raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: BS value is not an array")
         av.bs.values.extend(_b64_std(v, where) for v in value)
         av.bs.SetInParent()
     elif kind == "L":
         if not isinstance(value, list):
-            raise DynamoDBEncodeInvalidItem(f"{where}: L value is not an array")
+            raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: L value is not an array")
         for element in value:
             _fill_value(av.l.values.add(), element, f"{where}[]")
         av.l.SetInParent()
     elif kind == "M":
         if not isinstance(value, dict):
-            raise DynamoDBEncodeInvalidItem(f"{where}: M value is not an object")
+            raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: M value is not an object")
         for name, child in value.items():
             _fill_value(av.m.values[name], child, f"{where}.{name}")
         av.m.SetInParent()
     else:
-        raise DynamoDBEncodeInvalidItem(f"{where}: unknown attribute type {kind!r}")
+        raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: unknown attribute type {kind!r}")
 
 
 def public_to_item(doc: Any, where: str) -> DynamoItem:
@@ -379,7 +379,7 @@ def public_to_item(doc: Any, where: str) -> DynamoItem:
     if doc is None:
         return item
     if not isinstance(doc, dict):
-        raise DynamoDBEncodeInvalidItem(f"{where}: item is not a JSON object")
+        raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: item is not a JSON object")
     for name, value in doc.items():
         _fill_value(item.attributes[name], value, f"{where}: attribute {name!r}")
     return item

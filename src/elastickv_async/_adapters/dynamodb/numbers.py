@@ -14,8 +14,9 @@ from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, Rou
 from fractions import Fraction
 from typing import Final
 
+from ..._core.errors import DumpTreeError
 from ..._core.gocompat import go_trim_space
-from .errors import DynamoDBEncodeInvalidItem
+from .errors import tree_error
 
 __all__ = ["canonical_number", "numeric_key_bytes"]
 
@@ -299,8 +300,8 @@ def _ordered_int64(value: int) -> bytes:
     return bytes([_POSITIVE]) + _ordered_uint64(value)
 
 
-def _bad_number(literal: str, why: str) -> DynamoDBEncodeInvalidItem:
-    return DynamoDBEncodeInvalidItem(f"number {literal[:64]!r}: {why}")
+def _bad_number(literal: str, why: str) -> DumpTreeError:
+    return tree_error("ErrDDBEncodeInvalidItem", f"number {literal[:64]!r}: {why}")
 
 
 def numeric_key_bytes(literal: str) -> bytes:
@@ -309,7 +310,7 @@ def numeric_key_bytes(literal: str) -> bytes:
     Zero is ``01``. Otherwise the body is the ordered decimal exponent of the first
     significant digit, ``00``, then the significant digits in ASCII; positives are ``02`` +
     body, negatives ``00`` + the body with every bit inverted. Raises
-    :class:`DynamoDBEncodeInvalidItem` on a malformed literal.
+    ``ErrDDBEncodeInvalidItem`` on a malformed literal.
     """
     text = go_trim_space(literal)
     if not text:

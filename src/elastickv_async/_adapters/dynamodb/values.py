@@ -15,21 +15,25 @@ from collections.abc import Iterable
 from google.protobuf.message import DecodeError
 
 from ..._proto.dynamodb_internal_pb2 import DynamoAttributeValue, DynamoItem, DynamoTableSchema
-from .errors import DynamoDBInvalidItem, DynamoDBInvalidSchema
+from .errors import record_error
 from .keys import ITEM_MAGIC, SCHEMA_MAGIC
 
 __all__ = ["decode_item", "decode_schema", "encode_item", "encode_schema", "item_body"]
 
 
 def decode_schema(value: bytes) -> DynamoTableSchema:
-    """Parse a ``!ddb|meta|table|`` value; :class:`DynamoDBInvalidSchema` if it is not one."""
+    """Parse a ``!ddb|meta|table|`` value; ``ErrDDBInvalidSchema`` if it is not one."""
     if not value.startswith(SCHEMA_MAGIC):
-        raise DynamoDBInvalidSchema(f"schema value lacks its magic (starts {value[:8]!r})")
+        raise record_error(
+            "ErrDDBInvalidSchema", f"schema value lacks its magic (starts {value[:8]!r})"
+        )
     schema = DynamoTableSchema()
     try:
         schema.ParseFromString(value[len(SCHEMA_MAGIC) :])
     except DecodeError as exc:
-        raise DynamoDBInvalidSchema(f"schema value is not a DynamoTableSchema: {exc}") from None
+        raise record_error(
+            "ErrDDBInvalidSchema", f"schema value is not a DynamoTableSchema: {exc}"
+        ) from None
     return schema
 
 
@@ -40,7 +44,9 @@ def item_body(value: bytes) -> bytes:
     the body for later parse it again with :func:`decode_item`.
     """
     if not value.startswith(ITEM_MAGIC):
-        raise DynamoDBInvalidItem(f"item value lacks its magic (starts {value[:8]!r})")
+        raise record_error(
+            "ErrDDBInvalidItem", f"item value lacks its magic (starts {value[:8]!r})"
+        )
     body = value[len(ITEM_MAGIC) :]
     decode_item(body)
     return body
@@ -52,7 +58,7 @@ def decode_item(body: bytes) -> DynamoItem:
     try:
         item.ParseFromString(body)
     except DecodeError as exc:
-        raise DynamoDBInvalidItem(f"item value is not a DynamoItem: {exc}") from None
+        raise record_error("ErrDDBInvalidItem", f"item value is not a DynamoItem: {exc}") from None
     return item
 
 

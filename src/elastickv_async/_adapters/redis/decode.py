@@ -30,17 +30,7 @@ from ..._core.snapshot.entry import Entry
 from ..base import DecodeContext, Routed
 from . import keys, layout
 from .assemble import SUB_BLOB, SUB_TTL, KeyOutput, arrival_tag, assemble_key
-from .errors import (
-    RedisError,
-    RedisInvalidHashKey,
-    RedisInvalidHashMeta,
-    RedisInvalidListKey,
-    RedisInvalidSetKey,
-    RedisInvalidSetMeta,
-    RedisInvalidStreamKey,
-    RedisInvalidZSetKey,
-    RedisInvalidZSetMeta,
-)
+from .errors import RecordCode
 from .facts import (
     Kind,
     Row,
@@ -271,11 +261,11 @@ class RedisDecoder:
         entry: Entry,
         prefix: bytes,
         row: Row,
-        key_error: type[RedisError],
-        meta_error: type[RedisError],
+        key_code: RecordCode,
+        meta_code: RecordCode,
     ) -> None:
-        user_key = keys.parse_delta_key(entry.key, prefix, key_error)
-        self._add_delta(row, user_key, decode_count_delta(entry.value, meta_error))
+        user_key = keys.parse_delta_key(entry.key, prefix, key_code)
+        self._add_delta(row, user_key, decode_count_delta(entry.value, meta_code))
 
     async def _flush_io(self) -> None:
         if self._files:
@@ -425,17 +415,21 @@ class RedisDecoder:
     # --- hashes ------------------------------------------------------------------------------
 
     def _hash_field(self, entry: Entry) -> None:
-        user_key, name = keys.parse_wide_key(entry.key, keys.HASH_FIELD, RedisInvalidHashKey)
+        user_key, name = keys.parse_wide_key(entry.key, keys.HASH_FIELD, "ErrRedisInvalidHashKey")
         self._extend(Row.HASH_FIELD, user_key, name, entry.value)
 
     def _hash_meta(self, entry: Entry) -> None:
-        user_key = keys.parse_meta_key(entry.key, keys.HASH_META, RedisInvalidHashKey)
-        meta = decode_count_meta(entry.value, RedisInvalidHashMeta)
+        user_key = keys.parse_meta_key(entry.key, keys.HASH_META, "ErrRedisInvalidHashKey")
+        meta = decode_count_meta(entry.value, "ErrRedisInvalidHashMeta")
         self._fact(user_key, Row.HASH_META, pack_count_meta(meta))
 
     def _hash_delta(self, entry: Entry) -> None:
         self._count_delta(
-            entry, keys.HASH_DELTA, Row.HASH_DELTA, RedisInvalidHashKey, RedisInvalidHashMeta
+            entry,
+            keys.HASH_DELTA,
+            Row.HASH_DELTA,
+            "ErrRedisInvalidHashKey",
+            "ErrRedisInvalidHashMeta",
         )
 
     # --- lists -------------------------------------------------------------------------------
@@ -454,40 +448,46 @@ class RedisDecoder:
             # The meta of a list whose own name starts with "d|" (a delta value is 16 bytes).
             self._list_meta(entry)
             return
-        user_key = keys.parse_delta_key(entry.key, keys.LIST_DELTA, RedisInvalidListKey)
+        user_key = keys.parse_delta_key(entry.key, keys.LIST_DELTA, "ErrRedisInvalidListKey")
         self._add_delta(Row.LIST_DELTA, user_key, decode_list_delta(entry.value))
 
     # --- sets --------------------------------------------------------------------------------
 
     def _set_member(self, entry: Entry) -> None:
-        user_key, member = keys.parse_wide_key(entry.key, keys.SET_MEMBER, RedisInvalidSetKey)
+        user_key, member = keys.parse_wide_key(entry.key, keys.SET_MEMBER, "ErrRedisInvalidSetKey")
         self._extend(Row.SET_MEMBER, user_key, member)
 
     def _set_meta(self, entry: Entry) -> None:
-        user_key = keys.parse_meta_key(entry.key, keys.SET_META, RedisInvalidSetKey)
-        meta = decode_count_meta(entry.value, RedisInvalidSetMeta)
+        user_key = keys.parse_meta_key(entry.key, keys.SET_META, "ErrRedisInvalidSetKey")
+        meta = decode_count_meta(entry.value, "ErrRedisInvalidSetMeta")
         self._fact(user_key, Row.SET_META, pack_count_meta(meta))
 
     def _set_delta(self, entry: Entry) -> None:
         self._count_delta(
-            entry, keys.SET_DELTA, Row.SET_DELTA, RedisInvalidSetKey, RedisInvalidSetMeta
+            entry, keys.SET_DELTA, Row.SET_DELTA, "ErrRedisInvalidSetKey", "ErrRedisInvalidSetMeta"
         )
 
     # --- sorted sets -------------------------------------------------------------------------
 
     def _zset_member(self, entry: Entry) -> None:
-        user_key, member = keys.parse_wide_key(entry.key, keys.ZSET_MEMBER, RedisInvalidZSetKey)
+        user_key, member = keys.parse_wide_key(
+            entry.key, keys.ZSET_MEMBER, "ErrRedisInvalidZSetKey"
+        )
         decode_score(entry.value)  # validates: 8 bytes, not NaN
         self._extend(Row.ZSET_MEMBER, user_key, member, entry.value)
 
     def _zset_meta(self, entry: Entry) -> None:
-        user_key = keys.parse_meta_key(entry.key, keys.ZSET_META, RedisInvalidZSetKey)
-        meta = decode_count_meta(entry.value, RedisInvalidZSetMeta)
+        user_key = keys.parse_meta_key(entry.key, keys.ZSET_META, "ErrRedisInvalidZSetKey")
+        meta = decode_count_meta(entry.value, "ErrRedisInvalidZSetMeta")
         self._fact(user_key, Row.ZSET_META, pack_count_meta(meta))
 
     def _zset_delta(self, entry: Entry) -> None:
         self._count_delta(
-            entry, keys.ZSET_DELTA, Row.ZSET_DELTA, RedisInvalidZSetKey, RedisInvalidZSetMeta
+            entry,
+            keys.ZSET_DELTA,
+            Row.ZSET_DELTA,
+            "ErrRedisInvalidZSetKey",
+            "ErrRedisInvalidZSetMeta",
         )
 
     # --- streams -----------------------------------------------------------------------------
@@ -500,6 +500,6 @@ class RedisDecoder:
         run.size += len(entry.value) + 16
 
     def _stream_meta(self, entry: Entry) -> None:
-        user_key = keys.parse_meta_key(entry.key, keys.STREAM_META, RedisInvalidStreamKey)
+        user_key = keys.parse_meta_key(entry.key, keys.STREAM_META, "ErrRedisInvalidStreamKey")
         meta = decode_stream_meta(entry.value)
         self._fact(user_key, Row.STREAM_META, pack_stream_meta(meta))

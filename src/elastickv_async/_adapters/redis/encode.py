@@ -22,10 +22,10 @@ from typing import Final
 from ..._core.dump.keymap import KEYMAP_FILE, load_keymap
 from ..._core.dump.names import decode_segment
 from ..._core.dump.tree import MAX_BODY_FILE, MAX_RECORD_FILE, DumpTree, TreeDir, TreeEntry
-from ..._core.errors import ShaFallbackNeedsKeymap
+from ..._core.errors import DumpTreeError
 from ..base import EncodeContext
 from . import keys, layout
-from .errors import RedisEncodeMissingKeymap, RedisEncodeMultiDBUnsupported, RedisEncodeNotDir
+from .errors import tree_error
 from .values import (
     encode_count_meta,
     encode_hll_value,
@@ -76,15 +76,18 @@ def _db_dir(tree: DumpTree) -> TreeDir | None:
             if match is None:
                 continue
             if not entry.is_dir:
-                raise RedisEncodeNotDir(
-                    f"{redis_dir.path(entry.name)} exists but is not a directory"
+                raise tree_error(
+                    "ErrRedisEncodeNotDir",
+                    f"{redis_dir.path(entry.name)} exists but is not a directory",
                 )
             dbs.append((int(match.group(1)), entry.name))
         if not dbs:
             return None
         if len(dbs) > 1 or dbs[0][0] != 0:
             indices = sorted(i for i, _ in dbs)
-            raise RedisEncodeMultiDBUnsupported(f"redis encoder enumerated db indices {indices}")
+            raise tree_error(
+                "ErrRedisEncodeMultiDBUnsupported", f"redis encoder enumerated db indices {indices}"
+            )
         return redis_dir.subdir(dbs[0][1])
 
 
@@ -202,10 +205,14 @@ class RedisEncoder:
 def _resolve(keymap: dict[str, bytes], segment: str) -> bytes:
     try:
         return decode_segment(segment)
-    except ShaFallbackNeedsKeymap:
+    except DumpTreeError as exc:
+        if exc.code != "ErrShaFallbackNeedsKeymap":
+            raise
         original = keymap.get(segment)
         if original is None:
-            raise RedisEncodeMissingKeymap(f"no KEYMAP record for {segment!r}") from None
+            raise tree_error(
+                "ErrRedisEncodeMissingKeymap", f"no KEYMAP record for {segment!r}"
+            ) from None
         return original
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from .errors import RedisError, RedisInvalidListKey, RedisInvalidStreamKey
+from .errors import RecordCode, record_error
 
 __all__ = [
     "DELTA_SUFFIX_LEN",
@@ -135,31 +135,39 @@ def _short(key: bytes) -> str:
     return repr(key[:80]) + ("…" if len(key) > 80 else "")
 
 
-def parse_wide_key(key: bytes, prefix: bytes, error: type[RedisError]) -> tuple[bytes, bytes]:
+def parse_wide_key(key: bytes, prefix: bytes, code: RecordCode) -> tuple[bytes, bytes]:
     """Split ``<prefix><len u32><user key><tail>`` into ``(user key, tail)``."""
     rest = key[len(prefix) :]
     if len(rest) < _LEN_SIZE:
-        raise error(f"key {_short(key)} has no user-key length")
+        raise record_error(code, f"key {_short(key)} has no user-key length", key=key)
     (length,) = _U32.unpack_from(rest)
     end = _LEN_SIZE + length
     if len(rest) < end:
-        raise error(f"key {_short(key)} is shorter than its user-key length {length}")
+        raise record_error(
+            code, f"key {_short(key)} is shorter than its user-key length {length}", key=key
+        )
     return rest[_LEN_SIZE:end], rest[end:]
 
 
-def parse_meta_key(key: bytes, prefix: bytes, error: type[RedisError]) -> bytes:
+def parse_meta_key(key: bytes, prefix: bytes, code: RecordCode) -> bytes:
     """The user key of ``<prefix><len u32><user key>`` with nothing after it."""
-    user_key, tail = parse_wide_key(key, prefix, error)
+    user_key, tail = parse_wide_key(key, prefix, code)
     if tail:
-        raise error(f"meta key {_short(key)} has {len(tail)} bytes after its user key")
+        raise record_error(
+            code, f"meta key {_short(key)} has {len(tail)} bytes after its user key", key=key
+        )
     return user_key
 
 
-def parse_delta_key(key: bytes, prefix: bytes, error: type[RedisError]) -> bytes:
+def parse_delta_key(key: bytes, prefix: bytes, code: RecordCode) -> bytes:
     """The user key of a ``…|meta|d|<len><key><commitTS 8><seq 4>`` delta row."""
-    user_key, tail = parse_wide_key(key, prefix, error)
+    user_key, tail = parse_wide_key(key, prefix, code)
     if len(tail) != DELTA_SUFFIX_LEN:
-        raise error(f"delta key {_short(key)} does not end in a 12-byte commit/sequence suffix")
+        raise record_error(
+            code,
+            f"delta key {_short(key)} does not end in a 12-byte commit/sequence suffix",
+            key=key,
+        )
     return user_key
 
 
@@ -177,15 +185,19 @@ def parse_list_item_key(key: bytes) -> tuple[bytes, int]:
     """Split ``!lst|itm|<user key><seq 8>`` into ``(user key, seq)``."""
     rest = key[len(LIST_ITEM) :]
     if len(rest) < _SEQ_SIZE:
-        raise RedisInvalidListKey(f"item key {_short(key)} is shorter than its sequence number")
+        raise record_error(
+            "ErrRedisInvalidListKey", f"item key {_short(key)} is shorter than its sequence number"
+        )
     return rest[:-_SEQ_SIZE], decode_list_seq(rest[-_SEQ_SIZE:])
 
 
 def parse_stream_entry_key(key: bytes) -> tuple[bytes, int, int]:
     """Split ``!stream|entry|<len><user key><ms 8><seq 8>`` into ``(user key, ms, seq)``."""
-    user_key, tail = parse_wide_key(key, STREAM_ENTRY, RedisInvalidStreamKey)
+    user_key, tail = parse_wide_key(key, STREAM_ENTRY, "ErrRedisInvalidStreamKey")
     if len(tail) != _ID.size:
-        raise RedisInvalidStreamKey(f"entry key {_short(key)} does not end in a 16-byte ID")
+        raise record_error(
+            "ErrRedisInvalidStreamKey", f"entry key {_short(key)} does not end in a 16-byte ID"
+        )
     ms, seq = _ID.unpack(tail)
     return user_key, ms, seq
 

@@ -7,7 +7,7 @@ documents, stream files one ``json.Marshal`` line per entry plus a ``_meta`` lin
 Parsing follows the reference encoder's ``encoding/json`` rules (through
 :mod:`elastickv_async._core.gojson_read`) where a hand-edited tree could differ: unknown keys are
 ignored, ``null`` means absent, integers must be integral and in range, strings with invalid
-UTF-8 decode to U+FFFD. Malformed input raises :class:`RedisEncodeInvalidJSON`.
+UTF-8 decode to U+FFFD. Malformed input raises ``ErrRedisEncodeInvalidJSON``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from ..._core import gojson
 from ..._core.dump.names import b64url_decode, b64url_encode
+from ..._core.errors import DumpTreeError
 from ..._core.gojson_read import (
     GoJSONError,
     as_float,
@@ -30,7 +31,7 @@ from ..._core.gojson_read import (
     iter_values,
     loads,
 )
-from .errors import RedisEncodeInvalidJSON
+from .errors import tree_error
 from .values import StreamEntry, parse_stream_id
 
 __all__ = [
@@ -161,8 +162,8 @@ def ttl_line(encoded: str, expire_at_ms: int) -> bytes:
 # --- parsing (encode direction) ---------------------------------------------------------------
 
 
-def _invalid(where: str, problem: str) -> RedisEncodeInvalidJSON:
-    return RedisEncodeInvalidJSON(f"{where}: {problem}")
+def _invalid(where: str, problem: str) -> DumpTreeError:
+    return tree_error("ErrRedisEncodeInvalidJSON", f"{where}: {problem}")
 
 
 def _expire_at(doc: dict[str, Any]) -> int | None:

@@ -16,20 +16,7 @@ from typing import Final
 from google.protobuf.message import DecodeError, Message
 
 from ..._proto import redis_internal_pb2 as pb
-from .errors import (
-    RedisError,
-    RedisInvalidHashLegacyBlob,
-    RedisInvalidHLLValue,
-    RedisInvalidListMeta,
-    RedisInvalidSetLegacyBlob,
-    RedisInvalidStreamEntry,
-    RedisInvalidStreamLegacyBlob,
-    RedisInvalidStreamMeta,
-    RedisInvalidStringValue,
-    RedisInvalidTTLValue,
-    RedisInvalidZSetLegacyBlob,
-    RedisInvalidZSetMember,
-)
+from .errors import RecordCode, record_error
 
 __all__ = [
     "MAX_INT64",
@@ -108,28 +95,28 @@ class SimpleValue:
     ttl_ms: int
 
 
-def _decode_simple(value: bytes, version: int, error: type[RedisError]) -> SimpleValue:
+def _decode_simple(value: bytes, version: int, code: RecordCode) -> SimpleValue:
     if len(value) < 2 or value[0] != _HEADER_MAGIC or value[1] != version:
         return SimpleValue(value, False, False, 0)
     if len(value) < _BASE_HEADER:
-        raise error("new-format header truncated")
+        raise record_error(code, "new-format header truncated")
     if not value[2] & _HAS_TTL:
         return SimpleValue(value[_BASE_HEADER:], True, False, 0)
     end = _BASE_HEADER + _U64_SIZE
     if len(value) < end:
-        raise error("new-format TTL section truncated")
+        raise record_error(code, "new-format TTL section truncated")
     ttl = min(_U64.unpack_from(value, _BASE_HEADER)[0], MAX_INT64)
     return SimpleValue(value[end:], True, True, ttl)
 
 
 def decode_string_value(value: bytes) -> SimpleValue:
     """Decode a ``!redis|str|`` value (``FF 01 flags [ttl] body``, or legacy raw bytes)."""
-    return _decode_simple(value, _STRING_VERSION, RedisInvalidStringValue)
+    return _decode_simple(value, _STRING_VERSION, "ErrRedisInvalidStringValue")
 
 
 def decode_hll_value(value: bytes) -> SimpleValue:
     """Decode a ``!redis|hll|`` value (``FF 02 flags [ttl] sketch``, or a legacy raw sketch)."""
-    return _decode_simple(value, _HLL_VERSION, RedisInvalidHLLValue)
+    return _decode_simple(value, _HLL_VERSION, "ErrRedisInvalidHLLValue")
 
 
 def encode_string_value(body: bytes, ttl_ms: int) -> bytes:
@@ -149,7 +136,7 @@ def encode_hll_value(sketch: bytes, ttl_ms: int) -> bytes:
 def decode_ttl_value(value: bytes) -> int:
     """A ``!redis|ttl|`` value: exactly 8 bytes, clamped to ``MaxInt64``."""
     if len(value) != _U64_SIZE:
-        raise RedisInvalidTTLValue(f"length {len(value)} != 8")
+        raise record_error("ErrRedisInvalidTTLValue", f"length {len(value)} != 8")
     return min(int(_U64.unpack(value)[0]), MAX_INT64)
 
 
@@ -167,13 +154,13 @@ class CountMeta:
     ttl_ms: int
 
 
-def decode_count_meta(value: bytes, error: type[RedisError]) -> CountMeta:
+def decode_count_meta(value: bytes, code: RecordCode) -> CountMeta:
     """Decode ``count u64`` or ``count u64 ‖ expireAtMs u64``."""
     if len(value) not in _COUNT_META_SIZES:
-        raise error(f"meta length {len(value)} not in {{8,16}}")
+        raise record_error(code, f"meta length {len(value)} not in {{8,16}}")
     count = _U64.unpack_from(value)[0]
     if count > MAX_INT64:
-        raise error(f"declared len {count} overflows int64")
+        raise record_error(code, f"declared len {count} overflows int64")
     if len(value) == _U64_SIZE:
         return CountMeta(count, False, 0)
     return CountMeta(count, True, _U64.unpack_from(value, _U64_SIZE)[0])
@@ -186,10 +173,10 @@ def encode_count_meta(count: int, ttl_ms: int | None) -> bytes:
     return _U64.pack(count)
 
 
-def decode_count_delta(value: bytes, error: type[RedisError]) -> int:
+def decode_count_delta(value: bytes, code: RecordCode) -> int:
     """A hash/set/zset delta row: one signed length change."""
     if len(value) != _U64_SIZE:
-        raise error(f"delta length {len(value)} != 8")
+        raise record_error(code, f"delta length {len(value)} != 8")
     return int(_I64.unpack(value)[0])
 
 
@@ -210,10 +197,10 @@ def is_list_meta_value(value: bytes) -> bool:
 def decode_list_meta(value: bytes) -> ListMeta:
     """Decode a 24- or 32-byte list meta."""
     if len(value) not in _LIST_META_SIZES:
-        raise RedisInvalidListMeta(f"meta length {len(value)} not in {{24,32}}")
+        raise record_error("ErrRedisInvalidListMeta", f"meta length {len(value)} not in {{24,32}}")
     length = _U64.unpack_from(value, 16)[0]
     if length > MAX_INT64:
-        raise RedisInvalidListMeta(f"declared len {length} overflows int64")
+        raise record_error("ErrRedisInvalidListMeta", f"declared len {length} overflows int64")
     if len(value) == _LIST_META_SIZES[0]:
         return ListMeta(length, False, 0)
     return ListMeta(length, True, _U64.unpack_from(value, 24)[0])
@@ -229,7 +216,7 @@ def encode_list_meta(count: int, ttl_ms: int | None) -> bytes:
 def decode_list_delta(value: bytes) -> int:
     """A list delta row (``HeadDelta ‖ LenDelta``): its length change."""
     if len(value) != _LIST_DELTA.size:
-        raise RedisInvalidListMeta(f"delta length {len(value)} != 16")
+        raise record_error("ErrRedisInvalidListMeta", f"delta length {len(value)} != 16")
     return int(_LIST_DELTA.unpack(value)[1])
 
 
@@ -247,10 +234,12 @@ class StreamMeta:
 def decode_stream_meta(value: bytes) -> StreamMeta:
     """Decode a 24-, 32- or 48-byte stream meta."""
     if len(value) not in _STREAM_META_SIZES:
-        raise RedisInvalidStreamMeta(f"meta length {len(value)} not in {{24,32,48}}")
+        raise record_error(
+            "ErrRedisInvalidStreamMeta", f"meta length {len(value)} not in {{24,32,48}}"
+        )
     length, last_ms, last_seq = _STREAM_HEAD.unpack_from(value)
     if length > MAX_INT64:
-        raise RedisInvalidStreamMeta(f"declared length {length} overflows int64")
+        raise record_error("ErrRedisInvalidStreamMeta", f"declared length {length} overflows int64")
     if len(value) == _STREAM_META_SIZES[0]:
         return StreamMeta(length, last_ms, last_seq, False, 0)
     return StreamMeta(length, last_ms, last_seq, True, _U64.unpack_from(value, 24)[0])
@@ -266,10 +255,10 @@ def encode_stream_meta(length: int, last_ms: int, last_seq: int, ttl_ms: int | N
 def decode_score(value: bytes) -> float:
     """A ``!zs|mem|`` value: an 8-byte big-endian IEEE-754 score, never NaN."""
     if len(value) != _F64.size:
-        raise RedisInvalidZSetMember(f"score length {len(value)} != 8")
+        raise record_error("ErrRedisInvalidZSetMember", f"score length {len(value)} != 8")
     (score,) = _F64.unpack(value)
     if math.isnan(score):
-        raise RedisInvalidZSetMember("NaN score")
+        raise record_error("ErrRedisInvalidZSetMember", "NaN score")
     return float(score)
 
 
@@ -278,13 +267,13 @@ def encode_score(score: float) -> bytes:
     return _F64.pack(score)
 
 
-def _parse_blob(value: bytes, magic: bytes, message: Message, error: type[RedisError]) -> None:
+def _parse_blob(value: bytes, magic: bytes, message: Message, code: RecordCode) -> None:
     if not value.startswith(magic):
-        raise error(f"missing or corrupt magic prefix (len={len(value)})")
+        raise record_error(code, f"missing or corrupt magic prefix (len={len(value)})")
     try:
         message.ParseFromString(value[len(magic) :])
     except DecodeError as exc:
-        raise error(f"unmarshal: {exc}") from None
+        raise record_error(code, f"unmarshal: {exc}") from None
 
 
 def decode_legacy_hash(value: bytes) -> list[tuple[bytes, bytes]]:
@@ -295,7 +284,7 @@ def decode_legacy_hash(value: bytes) -> list[tuple[bytes, bytes]]:
     if not value:
         return []
     msg = pb.RedisHashValue()
-    _parse_blob(value, HASH_BLOB_MAGIC, msg, RedisInvalidHashLegacyBlob)
+    _parse_blob(value, HASH_BLOB_MAGIC, msg, "ErrRedisInvalidHashLegacyBlob")
     return sorted((k.encode(), v.encode()) for k, v in msg.entries.items())
 
 
@@ -304,7 +293,7 @@ def decode_legacy_set(value: bytes) -> list[bytes]:
     if not value:
         return []
     msg = pb.RedisSetValue()
-    _parse_blob(value, SET_BLOB_MAGIC, msg, RedisInvalidSetLegacyBlob)
+    _parse_blob(value, SET_BLOB_MAGIC, msg, "ErrRedisInvalidSetLegacyBlob")
     return sorted({m.encode() for m in msg.members})
 
 
@@ -312,11 +301,13 @@ def decode_legacy_zset(value: bytes) -> list[tuple[bytes, float]]:
     """A legacy ``!redis|zset|`` blob as ``(member, score)`` pairs; a repeated member keeps
     its last score, like the reference's map. NaN scores are rejected."""
     msg = pb.RedisZSetValue()
-    _parse_blob(value, ZSET_BLOB_MAGIC, msg, RedisInvalidZSetLegacyBlob)
+    _parse_blob(value, ZSET_BLOB_MAGIC, msg, "ErrRedisInvalidZSetLegacyBlob")
     members: dict[bytes, float] = {}
     for entry in msg.entries:
         if math.isnan(entry.score):
-            raise RedisInvalidZSetLegacyBlob(f"NaN score for member {entry.member[:80]!r}")
+            raise record_error(
+                "ErrRedisInvalidZSetLegacyBlob", f"NaN score for member {entry.member[:80]!r}"
+            )
         members[entry.member.encode()] = entry.score
     return list(members.items())
 
@@ -346,9 +337,9 @@ def parse_stream_id(text: str) -> tuple[int, int] | None:
 def decode_stream_entry(value: bytes) -> tuple[str, ...]:
     """A ``!stream|entry|`` value's interleaved fields (the ID comes from the key)."""
     msg = pb.RedisStreamEntry()
-    _parse_blob(value, STREAM_ENTRY_MAGIC, msg, RedisInvalidStreamEntry)
+    _parse_blob(value, STREAM_ENTRY_MAGIC, msg, "ErrRedisInvalidStreamEntry")
     if len(msg.fields) % 2:
-        raise RedisInvalidStreamEntry(f"odd field count {len(msg.fields)}")
+        raise record_error("ErrRedisInvalidStreamEntry", f"odd field count {len(msg.fields)}")
     return tuple(msg.fields)
 
 
@@ -363,14 +354,18 @@ def decode_legacy_stream(value: bytes) -> list[StreamEntry]:
     if not value:
         return []
     msg = pb.RedisStreamValue()
-    _parse_blob(value, STREAM_BLOB_MAGIC, msg, RedisInvalidStreamLegacyBlob)
+    _parse_blob(value, STREAM_BLOB_MAGIC, msg, "ErrRedisInvalidStreamLegacyBlob")
     entries = []
     for entry in msg.entries:
         parsed = parse_stream_id(entry.id)
         if parsed is None:
-            raise RedisInvalidStreamLegacyBlob(f"entry ID {entry.id[:40]!r} is not <ms>-<seq>")
+            raise record_error(
+                "ErrRedisInvalidStreamLegacyBlob", f"entry ID {entry.id[:40]!r} is not <ms>-<seq>"
+            )
         if len(entry.fields) % 2:
-            raise RedisInvalidStreamLegacyBlob(f"entry {entry.id!r} has an odd field count")
+            raise record_error(
+                "ErrRedisInvalidStreamLegacyBlob", f"entry {entry.id!r} has an odd field count"
+            )
         entries.append(StreamEntry(parsed[0], parsed[1], tuple(entry.fields)))
     entries.sort(key=lambda e: (e.ms, e.seq))
     return entries

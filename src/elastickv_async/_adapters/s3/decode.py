@@ -33,14 +33,7 @@ from ..._core.gojson import encoder_line, go_str
 from ..._core.gojson_read import GoJSONError
 from ..base import DecodeContext, Routed
 from . import keys
-from .errors import (
-    S3ChunkBlobHashMismatch,
-    S3IncompleteBlobChunks,
-    S3InvalidBucketMeta,
-    S3InvalidChunkRef,
-    S3InvalidManifest,
-    S3MalformedKey,
-)
+from .errors import record_error
 from .keys import ChunkKey, ChunkRef
 from .layout import (
     BUCKET_FILE,
@@ -158,7 +151,9 @@ class _Payloads:
 
 def _check_bucket(name: bytes) -> bytes:
     if name in (b"", b".", b".."):
-        raise S3MalformedKey(f"S3 bucket name {name!r} is empty or a dot segment")
+        raise record_error(
+            "ErrS3MalformedKey", f"S3 bucket name {name!r} is empty or a dot segment"
+        )
     return name
 
 
@@ -204,7 +199,9 @@ class S3Decoder:
                 try:
                     meta = parse_live_bucket_meta(value)
                 except GoJSONError as exc:
-                    raise S3InvalidBucketMeta(f"bucket {name[:100]!r}: {exc}") from None
+                    raise record_error(
+                        "ErrS3InvalidBucketMeta", f"bucket {name[:100]!r}: {exc}"
+                    ) from None
                 self._bucket(name).meta = meta
             elif prefix == keys.CHUNKBLOB_PREFIX:
                 digest = keys.parse_chunkblob_key(key)
@@ -220,7 +217,9 @@ class S3Decoder:
                 try:
                     manifest = parse_live_manifest(value)
                 except ValueError as exc:  # GoJSONError included
-                    raise S3InvalidManifest(f"manifest {key[:100]!r}: {exc}") from None
+                    raise record_error(
+                        "ErrS3InvalidManifest", f"manifest {key[:100]!r}: {exc}"
+                    ) from None
                 self._object(bucket, gen, obj_key).manifest = manifest
             elif prefix in (keys.UPLOAD_META_PREFIX, keys.UPLOAD_PART_PREFIX):
                 self._handle_upload(prefix, key, value, writes)
@@ -229,8 +228,9 @@ class S3Decoder:
         if digests:
             mismatch = await anyio.to_thread.run_sync(self._spill.first_digest_mismatch, digests)
             if mismatch is not None:
-                raise S3ChunkBlobHashMismatch(
-                    f"chunkblob {mismatch[0].hex()} hashes to {mismatch[1].hex()}"
+                raise record_error(
+                    "ErrS3ChunkBlobHashMismatch",
+                    f"chunkblob {mismatch[0].hex()} hashes to {mismatch[1].hex()}",
                 )
 
     def _handle_upload(
@@ -433,17 +433,19 @@ class _BucketFlush:
                 continue
             ref_size = obj.refs[ck].size
             if payload[2] != ref_size:
-                raise S3InvalidChunkRef(
+                raise record_error(
+                    "ErrS3InvalidChunkRef",
                     f"{self._where(obj)}: part {ck.part_no} chunk {ck.chunk_no}: chunkref size "
-                    f"{ref_size} != chunkblob size {payload[2]}"
+                    f"{ref_size} != chunkblob size {payload[2]}",
                 )
             if (
                 ck.chunk_no >= len(declared.chunk_sizes)
                 or declared.chunk_sizes[ck.chunk_no] != ref_size
             ):
-                raise S3InvalidChunkRef(
+                raise record_error(
+                    "ErrS3InvalidChunkRef",
                     f"{self._where(obj)}: part {ck.part_no} chunk {ck.chunk_no}: chunkref size "
-                    f"{ref_size} does not match the manifest"
+                    f"{ref_size} does not match the manifest",
                 )
             located[ck] = payload
         selected = []
@@ -462,10 +464,11 @@ class _BucketFlush:
                 continue
             got = seen.get(part, set())
             if len(got) != declared.chunk_count or max(got) != declared.chunk_count - 1:
-                raise S3IncompleteBlobChunks(
+                raise record_error(
+                    "ErrS3IncompleteBlobChunks",
                     f"{self._where(obj)}: part {part[0]} (version {part[1]}, offloaded "
                     f"{str(part[2]).lower()}) declares {declared.chunk_count} chunks, "
-                    f"the snapshot holds {len(got)} of them"
+                    f"the snapshot holds {len(got)} of them",
                 )
         selected.sort()
         return [located[ck] for ck in selected]

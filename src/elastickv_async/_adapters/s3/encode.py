@@ -21,15 +21,10 @@ import anyio.to_thread
 
 from ..._core.dump.names import encode_segment
 from ..._core.dump.tree import DumpTree, TreeDir, TreeEntry
-from ..._core.errors import DumpTreeError
 from ..._core.gojson_read import GoJSONError
 from ..base import EncodeContext
 from . import keys
-from .errors import (
-    S3EncodeInvalidBucket,
-    S3EncodeInvalidManifest,
-    S3EncodeReservedPrefixCollision,
-)
+from .errors import TreeCode, tree_error
 from .keymap import parse_keymap
 from .layout import BUCKET_FILE, INCOMPLETE_DIR, KEYMAP_FILE, META_SUFFIX, ORPHANS_DIR
 from .values import (
@@ -109,8 +104,9 @@ class S3Encoder:
             length = min(_READ_BLOCK, size - offset)
             block = await self._tree.run(self._read_block, obj, offset, length)
             if len(block) != length:
-                raise S3EncodeInvalidManifest(
-                    f"{'/'.join(obj.parts)} changed size while it was read"
+                raise tree_error(
+                    "ErrS3EncodeInvalidManifest",
+                    f"{'/'.join(obj.parts)} changed size while it was read",
                 )
             for start in range(0, length, CHUNK_SIZE):
                 key = keys.blob_key(
@@ -149,7 +145,10 @@ class S3Encoder:
                 elif not entry.name.startswith("_"):
                     # A file here means a truncated or hand-made tree; skipping it would
                     # silently drop a bucket.
-                    raise S3EncodeInvalidBucket(f"{top.path(entry.name)} is not a bucket directory")
+                    raise tree_error(
+                        "ErrS3EncodeInvalidBucket",
+                        f"{top.path(entry.name)} is not a bucket directory",
+                    )
         return out
 
 
@@ -180,8 +179,9 @@ class _BucketScan:
         """After the walk: every KEYMAP record must have named an object file."""
         missing = sorted(set(self._keymap) - self._seen)
         if missing:
-            raise S3EncodeInvalidBucket(
-                f"s3/{self._dir}/KEYMAP.jsonl names {missing[0]!r}, which is not an object file"
+            raise tree_error(
+                "ErrS3EncodeInvalidBucket",
+                f"s3/{self._dir}/KEYMAP.jsonl names {missing[0]!r}, which is not an object file",
             )
 
     def close(self) -> None:
@@ -200,14 +200,15 @@ class _BucketScan:
             bucket_dir,
             _BUCKET_NAME,
             parse_public_bucket,
-            S3EncodeInvalidBucket,
+            "ErrS3EncodeInvalidBucket",
             f"s3/{dir_name} has no {_BUCKET_NAME}",
         )
         if not bucket["name"]:
-            raise S3EncodeInvalidBucket(f"{where}: empty bucket name")
+            raise tree_error("ErrS3EncodeInvalidBucket", f"{where}: empty bucket name")
         if encode_segment(bucket["name"].encode("utf-8")) != dir_name:
-            raise S3EncodeInvalidBucket(
-                f"{where}: bucket {bucket['name']!r} does not belong in this directory"
+            raise tree_error(
+                "ErrS3EncodeInvalidBucket",
+                f"{where}: bucket {bucket['name']!r} does not belong in this directory",
             )
         return bucket
 
@@ -257,9 +258,10 @@ class _BucketScan:
                 if entry.is_dir:
                     self._check_reserved_dir(sub, (*parts, entry.name))
                 elif entry.name.endswith(_META):
-                    raise S3EncodeReservedPrefixCollision(
+                    raise tree_error(
+                        "ErrS3EncodeReservedPrefixCollision",
                         f"{'/'.join(parts)} holds object sidecars: a user key collides with a "
-                        "reserved dump directory"
+                        "reserved dump directory",
                     )
 
     @staticmethod
@@ -267,20 +269,21 @@ class _BucketScan:
         directory: TreeDir,
         name: str,
         parse: Callable[[bytes], dict[str, Any]],
-        error: type[DumpTreeError],
+        code: TreeCode,
         missing: str,
     ) -> dict[str, Any]:
         """Read a required JSON file of ``directory`` and check its ``format_version``."""
+        where = directory.path(name)
         data = directory.read(name)
         if data is None:
-            raise error(missing)
-        where = directory.path(name)
+            raise tree_error(code, missing, path=where)
         try:
             doc = parse(data)
         except GoJSONError as exc:
-            raise error(f"{where}: {exc}") from None
+            raise tree_error(code, f"{where}: {exc}", path=where) from None
         if doc["format_version"] != FORMAT_VERSION:
-            raise error(f"{where}: unsupported format_version {doc['format_version']}")
+            version = doc["format_version"]
+            raise tree_error(code, f"{where}: unsupported format_version {version}", path=where)
         return doc
 
     def _object(self, directory: TreeDir, parts: tuple[str, ...], entry: TreeEntry) -> _Object:
@@ -289,12 +292,15 @@ class _BucketScan:
             directory,
             entry.name + _META,
             parse_public_manifest,
-            S3EncodeInvalidManifest,
+            "ErrS3EncodeInvalidManifest",
             f"{'/'.join(parts)} has no {_META} sidecar",
         )
         if sidecar["size_bytes"] != entry.size:
-            raise S3EncodeInvalidManifest(
-                f"{'/'.join(parts)}: size_bytes {sidecar['size_bytes']} != body length {entry.size}"
+            where = "/".join(parts)
+            raise tree_error(
+                "ErrS3EncodeInvalidManifest",
+                f"{where}: size_bytes {sidecar['size_bytes']} != body length {entry.size}",
+                path=where,
             )
         self._seen.add(rel)
         key = self._keymap.get(rel, os.fsencode(rel))

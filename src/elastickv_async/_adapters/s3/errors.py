@@ -1,64 +1,41 @@
-"""Typed errors of the S3 adapter (the reference's sentinels, REFERENCE_NOTES Appendix A)."""
+"""Errors of the S3 adapter: one constructor per direction, the fault named by its code.
+
+Decode faults are :class:`AdapterRecordError` (a malformed snapshot record), encode faults
+:class:`DumpTreeError` (a malformed dump tree); both exit 2. Codes are the reference's
+sentinel names; mypy checks every raise site's code against the lists below.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from ..._core.errors import AdapterRecordError, DumpTreeError
 
-__all__ = [
-    "S3ChunkBlobHashMismatch",
-    "S3EncodeInvalidBucket",
-    "S3EncodeInvalidManifest",
-    "S3EncodeReservedPrefixCollision",
-    "S3IncompleteBlobChunks",
-    "S3InvalidBucketMeta",
-    "S3InvalidChunkRef",
-    "S3InvalidManifest",
-    "S3MalformedKey",
-    "S3MetaSuffixCollision",
+__all__ = ["RecordCode", "TreeCode", "record_error", "tree_error"]
+
+ADAPTER = "s3"
+
+RecordCode = Literal[
+    "ErrS3MalformedKey",
+    "ErrS3InvalidBucketMeta",
+    "ErrS3InvalidManifest",
+    "ErrS3MetaSuffixCollision",
+    "ErrS3IncompleteBlobChunks",
+    "ErrS3InvalidChunkRef",
+    "ErrS3ChunkBlobHashMismatch",
+]
+TreeCode = Literal[
+    "ErrS3EncodeInvalidBucket",
+    "ErrS3EncodeInvalidManifest",
+    "ErrS3EncodeReservedPrefixCollision",
 ]
 
 
-# --- decode (snapshot records) ---------------------------------------------------------------
+def record_error(code: RecordCode, message: str, *, key: bytes | None = None) -> AdapterRecordError:
+    """The error for a malformed S3 record (``key`` is the snapshot key when known)."""
+    return AdapterRecordError(message, code=code, adapter=ADAPTER, key=key)
 
 
-class S3InvalidBucketMeta(AdapterRecordError):
-    """A ``!s3|bucket|meta|`` value is not the JSON the live adapter writes."""
-
-
-class S3InvalidManifest(AdapterRecordError):
-    """A ``!s3|obj|head|`` value is not a valid object manifest."""
-
-
-class S3MalformedKey(AdapterRecordError):
-    """An S3 key cannot be split into its parts, or names an impossible bucket."""
-
-
-class S3MetaSuffixCollision(AdapterRecordError):
-    """An object key ends in the reserved sidecar suffix and ``--rename-collisions`` is off."""
-
-
-class S3IncompleteBlobChunks(AdapterRecordError):
-    """A manifest declares chunks the snapshot does not hold (the body would be truncated)."""
-
-
-class S3InvalidChunkRef(AdapterRecordError):
-    """A ``!s3|chunkref|`` value is malformed or disagrees with its payload or manifest."""
-
-
-class S3ChunkBlobHashMismatch(AdapterRecordError):
-    """A ``!s3|chunkblob|`` payload does not hash to the digest in its key."""
-
-
-# --- encode (dump tree) ----------------------------------------------------------------------
-
-
-class S3EncodeInvalidBucket(DumpTreeError):
-    """A bucket directory's ``_bucket.json`` (or its KEYMAP.jsonl) is missing or invalid."""
-
-
-class S3EncodeInvalidManifest(DumpTreeError):
-    """An object's ``.elastickv-meta.json`` sidecar is missing, invalid or contradicts the body."""
-
-
-class S3EncodeReservedPrefixCollision(DumpTreeError):
-    """A reserved dump directory (``_orphans``/``_incomplete_uploads``) holds user objects."""
+def tree_error(code: TreeCode, message: str, *, path: str | None = None) -> DumpTreeError:
+    """The error for a malformed ``s3/`` subtree (``path`` relative to the tree's root)."""
+    return DumpTreeError(message, code=code, adapter=ADAPTER, path=path)

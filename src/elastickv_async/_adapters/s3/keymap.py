@@ -19,7 +19,7 @@ from ..._core.dump.keymap import (
     KIND_SHA_FALLBACK,
     read_keymap,
 )
-from ..._core.errors import InvalidKeymapRecord
+from ..._core.errors import DumpTreeError
 from .layout import (
     BUCKET_FILE,
     DIR_MARKER_NAME,
@@ -48,15 +48,23 @@ def _plain_key(key: bytes) -> bool:
 def _check_encoded(encoded: str) -> None:
     segs = encoded.split("/")
     if any(s in ("", ".", "..") for s in segs):
-        raise InvalidKeymapRecord(f"KEYMAP encoded path {encoded!r} has an empty or dot segment")
+        raise DumpTreeError(
+            f"KEYMAP encoded path {encoded!r} has an empty or dot segment",
+            code="ErrInvalidKeymapRecord",
+        )
     if segs[-1].encode("utf-8").endswith(META_SUFFIX):
-        raise InvalidKeymapRecord(f"KEYMAP encoded path {encoded!r} is a sidecar name")
+        raise DumpTreeError(
+            f"KEYMAP encoded path {encoded!r} is a sidecar name", code="ErrInvalidKeymapRecord"
+        )
     first = segs[0].encode("utf-8")
     if (len(segs) == 1 and first in (BUCKET_FILE, KEYMAP_FILE)) or first in (
         ORPHANS_DIR,
         INCOMPLETE_DIR,
     ):
-        raise InvalidKeymapRecord(f"KEYMAP encoded path {encoded!r} names a dump control file")
+        raise DumpTreeError(
+            f"KEYMAP encoded path {encoded!r} names a dump control file",
+            code="ErrInvalidKeymapRecord",
+        )
 
 
 def _check_kind(encoded: str, original: bytes, kind: str) -> None:
@@ -75,24 +83,28 @@ def _check_kind(encoded: str, original: bytes, kind: str) -> None:
     else:  # sha-fallback: any key at all
         ok = True
     if not ok:
-        raise InvalidKeymapRecord(
+        raise DumpTreeError(
             f"KEYMAP record {encoded!r} of kind {kind!r} does not fit its original key "
-            f"{original[:200]!r}"
+            f"{original[:200]!r}",
+            code="ErrInvalidKeymapRecord",
         )
 
 
 def parse_keymap(raw: bytes, where: str) -> dict[str, bytes]:
     """Parse and check a bucket's KEYMAP.jsonl (``where`` names it): ``{encoded path: key}``.
 
-    Raises :class:`~elastickv_async._core.errors.InvalidKeymapRecord`.
+    Raises :class:`~elastickv_async._core.errors.DumpTreeError` (``ErrInvalidKeymapRecord``).
     """
     out: dict[str, bytes] = {}
     for record in read_keymap(raw, where):
         encoded, original, kind = record.encoded, record.original, record.kind
         if encoded in out:
-            raise InvalidKeymapRecord(f"{where} records {encoded!r} twice")
+            raise DumpTreeError(f"{where} records {encoded!r} twice", code="ErrInvalidKeymapRecord")
         if kind not in _KINDS:
-            raise InvalidKeymapRecord(f"KEYMAP record {encoded!r} has unknown kind {kind!r}")
+            raise DumpTreeError(
+                f"KEYMAP record {encoded!r} has unknown kind {kind!r}",
+                code="ErrInvalidKeymapRecord",
+            )
         _check_encoded(encoded)
         _check_kind(encoded, original, kind)
         out[encoded] = original

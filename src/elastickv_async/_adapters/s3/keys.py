@@ -10,7 +10,8 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from .errors import S3InvalidChunkRef, S3MalformedKey
+from ..._core.errors import AdapterRecordError
+from .errors import record_error
 
 __all__ = [
     "BLOB_PREFIX",
@@ -93,8 +94,8 @@ def _u64(key: bytes, offset: int) -> tuple[int, int] | None:
     return _U64.unpack_from(key, offset)[0], offset + _U64.size
 
 
-def _malformed(kind: str, key: bytes) -> S3MalformedKey:
-    return S3MalformedKey(f"malformed S3 {kind} key {key[:96]!r}")
+def _malformed(kind: str, key: bytes) -> AdapterRecordError:
+    return record_error("ErrS3MalformedKey", f"malformed S3 {kind} key {key[:96]!r}", key=key)
 
 
 def parse_bucket_meta_key(key: bytes) -> bytes:
@@ -225,7 +226,9 @@ class ChunkRef:
 
 def parse_chunkref_value(value: bytes, key: bytes) -> ChunkRef:
     """Decode a chunkref value (v1 or v2); the whole value must be consumed."""
-    bad = S3InvalidChunkRef(f"invalid chunkref value for key {key[:96]!r}")
+    bad = record_error(
+        "ErrS3InvalidChunkRef", f"invalid chunkref value for key {key[:96]!r}", key=key
+    )
     if len(value) < _CHUNKREF_FIXED or value[0] not in (_CHUNKREF_V1, _CHUNKREF_V2):
         raise bad
     digest = value[1:33]

@@ -42,7 +42,7 @@ from ..._core.dump.keymap import (
     KIND_SHA_FALLBACK,
 )
 from ..._core.dump.names import encode_segment, sha_fallback
-from .errors import S3MetaSuffixCollision
+from .errors import record_error
 
 __all__ = [
     "BUCKET_FILE",
@@ -172,7 +172,7 @@ def plan_objects(
     ``all_keys`` are all objects of the bucket's active generation, with or without a
     manifest: like the reference, every one of them claims its parent directories. Paths
     never collide with each other, with their sidecars or with the dump's own files.
-    Raises :class:`S3MetaSuffixCollision` for a reserved-suffix key without
+    Raises ``ErrS3MetaSuffixCollision`` for a reserved-suffix key without
     ``rename_collisions``.
     """
     mapped_all = {_map_reserved(k) for k in all_keys}
@@ -187,9 +187,10 @@ def plan_objects(
         reserved_kind = KIND_RESERVED_NAME if mapped != key else None
         if key.endswith(META_SUFFIX):
             if not rename_collisions:
-                raise S3MetaSuffixCollision(
+                raise record_error(
+                    "ErrS3MetaSuffixCollision",
                     f"object key {key[:200]!r} ends in the reserved suffix "
-                    f"{META_SUFFIX.decode()!r} (decode with --rename-collisions to rename it)"
+                    f"{META_SUFFIX.decode()!r} (decode with --rename-collisions to rename it)",
                 )
             choice = Placement(mapped + USER_DATA_SUFFIX, KIND_META_RENAME)
         elif _path_ok(mapped, recorded=False):

@@ -19,12 +19,13 @@ import anyio
 import anyio.to_thread
 
 from ..._core import gojson
+from ..._core.concurrency import task_group
 from ..._core.dump.names import b64url_encode, encode_segment
 from ..._core.gojson import go_str
 from ..._core.gojson_read import GoJSONError
 from ..base import DecodeContext, Routed
 from . import keys, layout
-from .errors import SQSInvalidMessage, SQSInvalidQueueGen, SQSInvalidQueueMeta, SQSMalformedKey
+from .errors import record_error
 from .message import decode_stored_message, dump_line
 from .queue import QueueConfig, decode_stored_meta, queue_json
 from .spool import DEFAULT_BUDGET, MessageSpool
@@ -99,8 +100,8 @@ class SQSDecoder:
         try:
             msg = decode_stored_message(value)
         except GoJSONError as exc:
-            raise SQSInvalidMessage(
-                f"invalid SQS message at key {keys.key_repr(key)}: {exc}"
+            raise record_error(
+                "ErrSQSInvalidMessage", f"invalid SQS message at key {keys.key_repr(key)}: {exc}"
             ) from None
         if not self._preserve_visibility:
             msg.visible_at_millis = 0
@@ -121,14 +122,16 @@ class SQSDecoder:
     def _on_meta(self, prefix: bytes, key: bytes, value: bytes) -> None:
         encoded, name = keys.queue_key_segment(key, prefix)
         if encode_segment(name) in (".", ".."):
-            raise SQSMalformedKey(
-                f"queue name {name!r} in key {keys.key_repr(key)} cannot be a directory name"
+            raise record_error(
+                "ErrSQSMalformedKey",
+                f"queue name {name!r} in key {keys.key_repr(key)} cannot be a directory name",
             )
         try:
             config = decode_stored_meta(value)
         except GoJSONError as exc:
-            raise SQSInvalidQueueMeta(
-                f"invalid SQS queue meta at key {keys.key_repr(key)}: {exc}"
+            raise record_error(
+                "ErrSQSInvalidQueueMeta",
+                f"invalid SQS queue meta at key {keys.key_repr(key)}: {exc}",
             ) from None
         if not config.name:
             config.name = go_str(name)
@@ -140,8 +143,9 @@ class SQSDecoder:
         encoded, _ = keys.queue_key_segment(key, prefix)
         text = value.strip()
         if not text.isdigit() or int(text) > _MAX_UINT64:
-            raise SQSInvalidQueueGen(
-                f"SQS queue generation {value[:32]!r} at key {keys.key_repr(key)} is not a uint64"
+            raise record_error(
+                "ErrSQSInvalidQueueGen",
+                f"SQS queue generation {value[:32]!r} at key {keys.key_repr(key)} is not a uint64",
             )
         self._queue(encoded).active_gen = int(text)
 
@@ -164,7 +168,7 @@ class SQSDecoder:
             for encoded in pending:  # shared by the workers: each queue is taken once
                 await self._flush(self._queues[encoded], names)
 
-        async with anyio.create_task_group() as tg:
+        async with task_group() as tg:
             for _ in range(max(1, self._ctx.options.jobs)):
                 tg.start_soon(worker)
         return {"queues": sorted(names)}

@@ -24,14 +24,7 @@ from ..._core.dump.tree import DumpTree
 from ..._core.gojson_read import GoJSONError, iter_values, loads
 from ..base import EncodeContext
 from . import keys, layout
-from .errors import (
-    SQSEncodeInvalidMessage,
-    SQSEncodeInvalidQueue,
-    SQSEncodeMissingPartition,
-    SQSEncodeOutOfRangePartition,
-    SQSEncodePartitionHashMismatch,
-    SQSEncodePartitionRoutingMismatch,
-)
+from .errors import tree_error
 from .message import Message, parse_dump_message, stored_value
 from .queue import FORMAT_VERSION, QueueConfig, parse_queue_json, stored_meta_value
 
@@ -72,23 +65,26 @@ def _open_queue(tree: DumpTree, dirname: str) -> tuple[QueueConfig, IO[bytes] | 
     """Read ``sqs/<dirname>/_queue.json`` and open its ``messages.jsonl`` (None: absent)."""
     queue_dir = tree.open_dir((layout.ROOT, dirname))
     if queue_dir is None:
-        raise SQSEncodeInvalidQueue(f"{layout.ROOT}/{dirname} was removed while it was read")
+        raise tree_error(
+            "ErrSQSEncodeInvalidQueue", f"{layout.ROOT}/{dirname} was removed while it was read"
+        )
     with queue_dir:
         rel = queue_dir.path(layout.QUEUE_FILE)
         data = queue_dir.read(layout.QUEUE_FILE)
         if data is None:
-            raise SQSEncodeInvalidQueue(f"{rel}: missing")
+            raise tree_error("ErrSQSEncodeInvalidQueue", f"{rel}: missing")
         try:
             version, cfg = parse_queue_json(data)
         except GoJSONError as exc:
-            raise SQSEncodeInvalidQueue(f"{rel}: {exc}") from None
+            raise tree_error("ErrSQSEncodeInvalidQueue", f"{rel}: {exc}") from None
         _validate_queue(version, cfg, rel)
         if not cfg.name:
-            raise SQSEncodeInvalidQueue(f"{rel}: empty queue name")
+            raise tree_error("ErrSQSEncodeInvalidQueue", f"{rel}: empty queue name")
         # The decoder cannot give such a queue a directory, so a .fsm holding it would not decode.
         if encode_segment(cfg.name.encode()) in (".", ".."):
-            raise SQSEncodeInvalidQueue(
-                f"{rel}: queue name {cfg.name!r} cannot be a directory name"
+            raise tree_error(
+                "ErrSQSEncodeInvalidQueue",
+                f"{rel}: queue name {cfg.name!r} cannot be a directory name",
             )
         messages = queue_dir.open_name(layout.MESSAGES_FILE)
     return cfg, None if messages is None else messages.stream()
@@ -117,7 +113,7 @@ def _validate_queue(version: int, cfg: QueueConfig, rel: str) -> None:
     elif cfg.fifo_throughput_limit == PER_MESSAGE_GROUP_ID and count <= 1:
         problem = f"fifo_throughput_limit={PER_MESSAGE_GROUP_ID!r} requires partition_count > 1"
     if problem:
-        raise SQSEncodeInvalidQueue(f"{rel}: {problem}")
+        raise tree_error("ErrSQSEncodeInvalidQueue", f"{rel}: {problem}")
 
 
 class _MessageReader:
@@ -144,7 +140,7 @@ class _MessageReader:
             try:
                 out.append(parse_dump_message(value, document))
             except GoJSONError as exc:
-                raise SQSEncodeInvalidMessage(f"{self._rel}: {exc}") from None
+                raise tree_error("ErrSQSEncodeInvalidMessage", f"{self._rel}: {exc}") from None
             if len(out) >= _BATCH:
                 break
         return out
@@ -163,7 +159,7 @@ class _MessageReader:
         try:
             yield from iter_values(data)
         except GoJSONError as exc:
-            raise SQSEncodeInvalidMessage(f"{self._rel}: {exc}") from None
+            raise tree_error("ErrSQSEncodeInvalidMessage", f"{self._rel}: {exc}") from None
 
 
 # --- per-queue encoding -------------------------------------------------------------------------
@@ -228,25 +224,32 @@ class _QueuePlan:
         where = f"{self.rel}: message {msg.message_id!r}"
         if not self.partitioned:
             if part:
-                raise SQSEncodeInvalidMessage(f"{where} has partition {part} on a classic queue")
+                raise tree_error(
+                    "ErrSQSEncodeInvalidMessage", f"{where} has partition {part} on a classic queue"
+                )
             return
         if part is None:
-            raise SQSEncodeMissingPartition(f"{where} has no partition (partitioned queue)")
+            raise tree_error(
+                "ErrSQSEncodeMissingPartition", f"{where} has no partition (partitioned queue)"
+            )
         if part >= cfg.partition_count:
-            raise SQSEncodeOutOfRangePartition(
-                f"{where}: partition {part} >= partition_count {cfg.partition_count}"
+            raise tree_error(
+                "ErrSQSEncodeOutOfRangePartition",
+                f"{where}: partition {part} >= partition_count {cfg.partition_count}",
             )
         per_queue = cfg.fifo_throughput_limit == PER_QUEUE
         if per_queue and part != 0:
-            raise SQSEncodePartitionRoutingMismatch(
-                f"{where}: partition {part}, but {PER_QUEUE} queues use partition 0 only"
+            raise tree_error(
+                "ErrSQSEncodePartitionRoutingMismatch",
+                f"{where}: partition {part}, but {PER_QUEUE} queues use partition 0 only",
             )
         want = keys.partition_for_group(
             cfg.partition_count, per_queue, msg.message_group_id.encode()
         )
         if part != want:
-            raise SQSEncodePartitionHashMismatch(
-                f"{where}: partition {part}, but group {msg.message_group_id!r} hashes to {want}"
+            raise tree_error(
+                "ErrSQSEncodePartitionHashMismatch",
+                f"{where}: partition {part}, but group {msg.message_group_id!r} hashes to {want}",
             )
 
 
@@ -329,7 +332,9 @@ class SQSEncoder:
         while batch := await self._tree.run(reader.batch):
             for msg in batch:
                 if not msg.message_id:
-                    raise SQSEncodeInvalidMessage(f"{plan.rel}: message without message_id")
+                    raise tree_error(
+                        "ErrSQSEncodeInvalidMessage", f"{plan.rel}: message without message_id"
+                    )
                 for record in _message_records(plan.cfg, plan.partitioned, msg, index in winners):
                     yield record
                 index += 1

@@ -1,69 +1,43 @@
-"""Typed errors of the SQS adapter (both directions).
+"""Errors of the SQS adapter: one constructor per direction, the fault named by its code.
 
-Decode errors are :class:`AdapterRecordError` (a malformed snapshot record); encode errors
-are :class:`DumpTreeError` (a malformed dump tree). Each name mirrors the reference's
-sentinel where one exists (REFERENCE_NOTES Appendix A).
+Decode faults are :class:`AdapterRecordError` (a malformed snapshot record), encode faults
+:class:`DumpTreeError` (a malformed dump tree); both exit 2. Codes are the reference's
+sentinel names; mypy checks every raise site's code against the lists below.
+
+``ErrSQSInvalidQueueGen`` is ours: the reference has no sentinel for a bad generation value.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from ..._core.errors import AdapterRecordError, DumpTreeError
 
-__all__ = [
-    "SQSEncodeInvalidMessage",
-    "SQSEncodeInvalidQueue",
-    "SQSEncodeMissingPartition",
-    "SQSEncodeOutOfRangePartition",
-    "SQSEncodePartitionHashMismatch",
-    "SQSEncodePartitionRoutingMismatch",
-    "SQSInvalidMessage",
-    "SQSInvalidQueueGen",
-    "SQSInvalidQueueMeta",
-    "SQSMalformedKey",
+__all__ = ["RecordCode", "TreeCode", "record_error", "tree_error"]
+
+ADAPTER = "sqs"
+
+RecordCode = Literal[
+    "ErrSQSMalformedKey",
+    "ErrSQSInvalidQueueMeta",
+    "ErrSQSInvalidQueueGen",
+    "ErrSQSInvalidMessage",
+]
+TreeCode = Literal[
+    "ErrSQSEncodeInvalidQueue",
+    "ErrSQSEncodeInvalidMessage",
+    "ErrSQSEncodeMissingPartition",
+    "ErrSQSEncodeOutOfRangePartition",
+    "ErrSQSEncodePartitionRoutingMismatch",
+    "ErrSQSEncodePartitionHashMismatch",
 ]
 
 
-# --- decode -----------------------------------------------------------------------------------
+def record_error(code: RecordCode, message: str, *, key: bytes | None = None) -> AdapterRecordError:
+    """The error for a malformed SQS record (``key`` is the snapshot key when known)."""
+    return AdapterRecordError(message, code=code, adapter=ADAPTER, key=key)
 
 
-class SQSMalformedKey(AdapterRecordError):
-    """An ``!sqs|`` key whose queue, trailer or message-id segment cannot be parsed."""
-
-
-class SQSInvalidQueueMeta(AdapterRecordError):
-    """A ``!sqs|queue|meta|`` value without its magic or with an undecodable JSON body."""
-
-
-class SQSInvalidQueueGen(AdapterRecordError):
-    """A ``!sqs|queue|gen|`` value that is not a decimal uint64."""
-
-
-class SQSInvalidMessage(AdapterRecordError):
-    """A ``!sqs|msg|data|`` value without its magic or with an undecodable JSON body."""
-
-
-# --- encode -----------------------------------------------------------------------------------
-
-
-class SQSEncodeInvalidQueue(DumpTreeError):
-    """A queue directory whose ``_queue.json`` is missing, malformed or inconsistent."""
-
-
-class SQSEncodeInvalidMessage(DumpTreeError):
-    """A ``messages.jsonl`` record that cannot be parsed or restored."""
-
-
-class SQSEncodeMissingPartition(DumpTreeError):
-    """A message of a partitioned (HT-FIFO) queue carries no ``partition``."""
-
-
-class SQSEncodeOutOfRangePartition(DumpTreeError):
-    """A message's ``partition`` is not below the queue's ``partition_count``."""
-
-
-class SQSEncodePartitionRoutingMismatch(DumpTreeError):
-    """A ``perQueue`` HT-FIFO queue has a message outside partition 0."""
-
-
-class SQSEncodePartitionHashMismatch(DumpTreeError):
-    """A ``perMessageGroupId`` message's partition disagrees with the group-id hash."""
+def tree_error(code: TreeCode, message: str, *, path: str | None = None) -> DumpTreeError:
+    """The error for a malformed ``sqs/`` subtree (``path`` relative to the tree's root)."""
+    return DumpTreeError(message, code=code, adapter=ADAPTER, path=path)

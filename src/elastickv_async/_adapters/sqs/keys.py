@@ -14,7 +14,8 @@ import struct
 from typing import Final
 
 from ..._core.dump.names import b64url_decode, b64url_encode
-from .errors import SQSMalformedKey
+from ..._core.errors import AdapterRecordError
+from .errors import record_error
 
 __all__ = [
     "INTERNAL_PREFIXES",
@@ -92,8 +93,8 @@ def key_repr(key: bytes) -> str:
     return repr(key[:96])
 
 
-def _malformed(key: bytes, why: str) -> SQSMalformedKey:
-    return SQSMalformedKey(f"malformed SQS key {key_repr(key)}: {why}")
+def _malformed(key: bytes, why: str) -> AdapterRecordError:
+    return record_error("ErrSQSMalformedKey", f"malformed SQS key {key_repr(key)}: {why}", key=key)
 
 
 def _b64url_run_end(data: bytes) -> int:

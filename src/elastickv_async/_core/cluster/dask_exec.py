@@ -27,7 +27,7 @@ import anyio
 import sniffio
 
 from ..concurrency import task_group
-from ..errors import ElasticKVError, UsageError
+from ..errors import ElasticKVError, ExecutionError, UsageError
 from ..options import DecodeOptions
 from ..snapshot.entry import SnapshotHeader
 from .inputs import GroupInput
@@ -40,15 +40,7 @@ from .work import (
     resolve_group,
 )
 
-__all__ = ["ClusterTaskFailed", "check_dask", "run_on_dask"]
-
-
-class ClusterTaskFailed(ElasticKVError):
-    """A group or partition task failed on Dask; the message names which and why."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+__all__ = ["check_dask", "run_on_dask"]
 
 
 def _group_task(group: GroupInput, options: DecodeOptions) -> GroupResult:
@@ -86,11 +78,18 @@ async def _outcome(future: Any, what: str) -> Any:
     try:
         return await future
     except ElasticKVError as exc:
-        raise ClusterTaskFailed(f"{what}: {exc}", exc.exit_code) from exc
+        # The same class and fault, the message naming the task that met it.
+        raise type(exc)(
+            f"{what}: {exc.message}", code=exc.code, adapter=exc.adapter, key=exc.key, path=exc.path
+        ) from exc
     except KilledWorker as exc:
-        raise ClusterTaskFailed(f"{what}: its Dask worker died ({exc})") from exc
+        raise ExecutionError(
+            f"{what}: its Dask worker died ({exc})", code="ErrClusterWorkerDied"
+        ) from exc
     except (OSError, RuntimeError, ValueError, MemoryError) as exc:
-        raise ClusterTaskFailed(f"{what} failed on Dask: {type(exc).__name__}: {exc}") from exc
+        raise ExecutionError(
+            f"{what} failed on Dask: {type(exc).__name__}: {exc}", code="ErrClusterTaskFailed"
+        ) from exc
 
 
 def _restriction(pin: str, workers: dict[str, Any]) -> list[str]:

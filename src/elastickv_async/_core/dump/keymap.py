@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from ..errors import InvalidKeymapRecord
+from ..errors import DumpTreeError
 from ..gojson import encoder_line
 from ..gojson_read import Field, GoJSONError, decode_struct, object_items, parse_tree
 from .names import b64url_decode, b64url_encode
@@ -94,7 +94,8 @@ def read_keymap(data: bytes, where: str) -> Iterator[KeymapRecord]:
 
     Lines end in LF (a CR before it is dropped, and the last line may lack it); a blank line,
     a line over :data:`MAX_LINE` bytes or a malformed record raises
-    :class:`~elastickv_async._core.errors.InvalidKeymapRecord` naming ``where`` and the line number.
+    :class:`~elastickv_async._core.errors.DumpTreeError` (``ErrInvalidKeymapRecord``) naming
+    ``where`` and the line number.
     """
     lines = data.split(b"\n")
     if lines[-1] == b"":
@@ -106,7 +107,9 @@ def read_keymap(data: bytes, where: str) -> Iterator[KeymapRecord]:
                 raise ValueError("line longer than 4 MiB")
             record = _record(line)
         except ValueError as exc:
-            raise InvalidKeymapRecord(f"{where} line {number}: {exc}") from None
+            raise DumpTreeError(
+                f"{where} line {number}: {exc}", code="ErrInvalidKeymapRecord"
+            ) from None
         yield record
 
 

@@ -40,7 +40,6 @@ __all__ = [
     "DecodeManifest",
     "Manifest",
     "ManifestExclusions",
-    "UnsupportedFormatVersion",
     "read_manifest",
     "rfc3339nano",
 ]
@@ -148,10 +147,6 @@ _RFC3339_RE: Final = re.compile(
 )
 
 
-class UnsupportedFormatVersion(ManifestError):
-    """MANIFEST.json declares a ``format_version`` this build does not read (0 or newer)."""
-
-
 @dataclass(frozen=True, slots=True)
 class ManifestExclusions:
     """The decode-time policy flags recorded in MANIFEST ``exclusions``."""
@@ -209,40 +204,52 @@ def _check_scope(scope: dict[str, Any], where: str) -> None:
 def _check_wall_time(text: str) -> None:
     match = _RFC3339_RE.fullmatch(text)
     if match is None:
-        raise ManifestError(f"MANIFEST.json wall_time_iso {text!r} is not RFC 3339")
+        raise ManifestError(
+            f"MANIFEST.json wall_time_iso {text!r} is not RFC 3339", code="ErrInvalidManifest"
+        )
     year, month, day, hour, minute, second, off_h, off_m = match.groups()
     try:
         datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
     except ValueError:
-        raise ManifestError(f"MANIFEST.json wall_time_iso {text!r} is out of range") from None
+        raise ManifestError(
+            f"MANIFEST.json wall_time_iso {text!r} is out of range", code="ErrInvalidManifest"
+        ) from None
     if off_h is not None and (int(off_h) > 23 or int(off_m) > 59):
-        raise ManifestError(f"MANIFEST.json wall_time_iso {text!r} has a bad zone offset")
+        raise ManifestError(
+            f"MANIFEST.json wall_time_iso {text!r} has a bad zone offset", code="ErrInvalidManifest"
+        )
 
 
 def _check_format_version(top: dict[str, Any]) -> None:
     # Checked before the field-by-field decode so that a newer producer whose other fields
     # changed type still reports "unsupported version", not "invalid".
     if top.get("format_version") is None:
-        raise ManifestError("MANIFEST.json format_version is missing or null")
+        raise ManifestError(
+            "MANIFEST.json format_version is missing or null", code="ErrInvalidManifest"
+        )
     version = get_int(top, "format_version", "u32")
     if version == 0:
-        raise UnsupportedFormatVersion("MANIFEST.json format_version is zero")
+        raise ManifestError(
+            "MANIFEST.json format_version is zero", code="ErrUnsupportedFormatVersion"
+        )
     if version > CURRENT_FORMAT_VERSION:
-        raise UnsupportedFormatVersion(
+        raise ManifestError(
             f"MANIFEST.json format_version {version} > current {CURRENT_FORMAT_VERSION} "
-            "(newer producer)"
+            "(newer producer)",
+            code="ErrUnsupportedFormatVersion",
         )
 
 
 def _read_exclusions(top: dict[str, Any]) -> ManifestExclusions:
     section = _section(top, "exclusions")
     if section is None:
-        raise ManifestError("MANIFEST.json exclusions section missing")
+        raise ManifestError("MANIFEST.json exclusions section missing", code="ErrInvalidManifest")
     for name in EXCLUSIONS_REQUIRED:
         if section.get(name) is None:
             raise ManifestError(
                 f"MANIFEST.json exclusions.{name} missing or null "
-                "(cannot infer the producer's default)"
+                "(cannot infer the producer's default)",
+                code="ErrInvalidManifest",
             )
     flags = {
         name: as_bool(section.get(name), f"exclusions.{name}")
@@ -254,7 +261,7 @@ def _read_exclusions(top: dict[str, Any]) -> ManifestExclusions:
 def _read_adapters(top: dict[str, Any]) -> dict[str, Mapping[str, Any]]:
     section = _section(top, "adapters")
     if section is None:
-        raise ManifestError("MANIFEST.json adapters section missing")
+        raise ManifestError("MANIFEST.json adapters section missing", code="ErrInvalidManifest")
     scopes: dict[str, Mapping[str, Any]] = {}
     for name in ADAPTER_NAMES:
         scope = _section(section, name, "adapters.")
@@ -267,27 +274,29 @@ def _read_adapters(top: dict[str, Any]) -> dict[str, Mapping[str, Any]]:
 def _required_string(top: dict[str, Any], key: str) -> str:
     value = get_str(top, key)
     if not value:
-        raise ManifestError(f"MANIFEST.json {key} missing")
+        raise ManifestError(f"MANIFEST.json {key} missing", code="ErrInvalidManifest")
     return value
 
 
 def read_manifest(payload: bytes) -> Manifest:
     """Parse and validate MANIFEST.json bytes the way the reference's ``ReadManifest`` does.
 
-    Unknown fields are tolerated. Raises :class:`UnsupportedFormatVersion` for a version of 0
-    or above :data:`CURRENT_FORMAT_VERSION`, :class:`~elastickv_async._core.errors.ManifestError`
-    for anything else that is malformed (both exit 2).
+    Unknown fields are tolerated. Raises :class:`~elastickv_async._core.errors.ManifestError`:
+    ``ErrUnsupportedFormatVersion`` for a version of 0 or above :data:`CURRENT_FORMAT_VERSION`,
+    ``ErrInvalidManifest`` for anything else that is malformed (exit 2).
     """
     try:
         top = loads(payload)
     except GoJSONError as exc:
-        raise ManifestError(f"MANIFEST.json is not valid JSON: {exc}") from None
+        raise ManifestError(
+            f"MANIFEST.json is not valid JSON: {exc}", code="ErrInvalidManifest"
+        ) from None
     if not isinstance(top, dict):
-        raise ManifestError("MANIFEST.json is not a JSON object")
+        raise ManifestError("MANIFEST.json is not a JSON object", code="ErrInvalidManifest")
     try:
         return _read_fields(top)
     except GoJSONError as exc:
-        raise ManifestError(f"MANIFEST.json {exc}") from None
+        raise ManifestError(f"MANIFEST.json {exc}", code="ErrInvalidManifest") from None
 
 
 def _read_fields(top: dict[str, Any]) -> Manifest:
@@ -296,7 +305,7 @@ def _read_fields(top: dict[str, Any]) -> Manifest:
     _check_format_version(top)
     phase = get_str(top, "phase")
     if phase not in _PHASES:
-        raise ManifestError(f"MANIFEST.json unknown phase {phase!r}")
+        raise ManifestError(f"MANIFEST.json unknown phase {phase!r}", code="ErrInvalidManifest")
     source = _section(top, "source")
     if source is not None:
         as_str(source.get("fsm_path"), "source.fsm_path")
@@ -307,7 +316,7 @@ def _read_fields(top: dict[str, Any]) -> Manifest:
         as_str(live.get("pin_token_sha256"), "live.pin_token_sha256")
     wall_time = get_str(top, "wall_time_iso")
     if not wall_time:
-        raise ManifestError("MANIFEST.json wall_time_iso missing")
+        raise ManifestError("MANIFEST.json wall_time_iso missing", code="ErrInvalidManifest")
     _check_wall_time(wall_time)
     manifest = Manifest(
         format_version=top["format_version"],
@@ -331,16 +340,24 @@ def _read_fields(top: dict[str, Any]) -> Manifest:
         raw=top,
     )
     if manifest.key_segment_max_bytes == 0:
-        raise ManifestError("MANIFEST.json key_segment_max_bytes is zero")
+        raise ManifestError(
+            "MANIFEST.json key_segment_max_bytes is zero", code="ErrInvalidManifest"
+        )
     if manifest.dynamodb_layout not in DYNAMODB_LAYOUTS:
         raise ManifestError(
-            f"MANIFEST.json dynamodb_layout {manifest.dynamodb_layout!r} unsupported"
+            f"MANIFEST.json dynamodb_layout {manifest.dynamodb_layout!r} unsupported",
+            code="ErrInvalidManifest",
         )
     if phase == PHASE_SNAPSHOT and live is not None:
-        raise ManifestError("MANIFEST.json phase0 must not set live")
+        raise ManifestError("MANIFEST.json phase0 must not set live", code="ErrInvalidManifest")
     if phase == PHASE_LIVE:
         if source is not None:
-            raise ManifestError("MANIFEST.json phase1 must not set source")
+            raise ManifestError(
+                "MANIFEST.json phase1 must not set source", code="ErrInvalidManifest"
+            )
         if live is None or not live.get("read_ts"):
-            raise ManifestError("MANIFEST.json phase1 must set live with a non-zero read_ts")
+            raise ManifestError(
+                "MANIFEST.json phase1 must set live with a non-zero read_ts",
+                code="ErrInvalidManifest",
+            )
     return manifest

@@ -14,7 +14,7 @@ import hashlib
 import re
 from typing import Final
 
-from ..errors import InvalidEncodedSegment, ShaFallbackNeedsKeymap
+from ..errors import DumpTreeError
 
 __all__ = [
     "BINARY_PREFIX",
@@ -106,20 +106,29 @@ def encode_binary_segment(raw: bytes) -> str:
 def decode_segment(segment: str) -> bytes:
     """Invert :func:`encode_segment` / :func:`encode_binary_segment`.
 
-    Raises :class:`ShaFallbackNeedsKeymap` for SHA-fallback names and
-    :class:`InvalidEncodedSegment` for anything that is not a valid encoding.
+    Raises :class:`DumpTreeError`: ``ErrShaFallbackNeedsKeymap`` for SHA-fallback names,
+    ``ErrInvalidEncodedSegment`` for anything that is not a valid encoding.
     """
     if len(segment.encode("utf-8", "surrogatepass")) > SEGMENT_MAX_BYTES:
-        raise InvalidEncodedSegment(f"segment longer than {SEGMENT_MAX_BYTES} bytes")
+        raise DumpTreeError(
+            f"segment longer than {SEGMENT_MAX_BYTES} bytes", code="ErrInvalidEncodedSegment"
+        )
     if is_sha_fallback(segment):
-        raise ShaFallbackNeedsKeymap(f"segment {segment!r} is a SHA fallback; KEYMAP required")
+        raise DumpTreeError(
+            f"segment {segment!r} is a SHA fallback; KEYMAP required",
+            code="ErrShaFallbackNeedsKeymap",
+        )
     if is_binary_segment(segment):
         try:
             return b64url_decode(segment[len(BINARY_PREFIX) :])
         except ValueError as exc:
-            raise InvalidEncodedSegment(f"bad binary segment {segment!r}: {exc}") from None
+            raise DumpTreeError(
+                f"bad binary segment {segment!r}: {exc}", code="ErrInvalidEncodedSegment"
+            ) from None
     if _PERCENT_DECODABLE.fullmatch(segment) is None:
-        raise InvalidEncodedSegment(f"segment {segment!r} is not percent-encoded")
+        raise DumpTreeError(
+            f"segment {segment!r} is not percent-encoded", code="ErrInvalidEncodedSegment"
+        )
     out = bytearray()
     i = 0
     while i < len(segment):

@@ -36,7 +36,7 @@ from typing import Final, TypeVar, TypeVarTuple
 import anyio
 import anyio.to_thread
 
-from ..errors import DumpTreeError, UnsafeDumpEntry, UsageError
+from ..errors import DumpTreeError, UnsafeDumpEntry, UsageError, map_os_errors
 
 __all__ = ["MAX_BODY_FILE", "MAX_RECORD_FILE", "DumpTree", "TreeDir", "TreeEntry", "TreeFile"]
 
@@ -81,9 +81,15 @@ def _check(st: os.stat_result, rel: str) -> None:
     if stat.S_ISDIR(st.st_mode):
         return
     if not stat.S_ISREG(st.st_mode):
-        raise UnsafeDumpEntry(f"unsafe dump entry {rel!r}: {_kind(st.st_mode)}")
+        raise UnsafeDumpEntry(
+            f"unsafe dump entry {rel!r}: {_kind(st.st_mode)}", code="ErrUnsafeDumpEntry", path=rel
+        )
     if st.st_nlink > 1:
-        raise UnsafeDumpEntry(f"unsafe dump entry {rel!r}: a hard link (nlink={st.st_nlink})")
+        raise UnsafeDumpEntry(
+            f"unsafe dump entry {rel!r}: a hard link (nlink={st.st_nlink})",
+            code="ErrUnsafeDumpEntry",
+            path=rel,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +146,9 @@ class TreeFile:
 
     def _too_big(self, limit: int) -> None:
         raise DumpTreeError(
-            f"{self.rel!r} is larger than the {limit:,}-byte limit of a file read whole"
+            f"{self.rel!r} is larger than the {limit:,}-byte limit of a file read whole",
+            code="ErrDumpFileTooLarge",
+            path=self.rel,
         )
 
     def pread(self, offset: int, length: int) -> bytes:
@@ -217,29 +225,43 @@ class TreeDir:
             if entry is None:
                 return None
             if not entry.is_dir:
-                raise DumpTreeError(f"{rel!r} is a file, expected a directory") from None
-            raise DumpTreeError(f"cannot open directory {rel!r}: {exc.strerror}") from None
+                raise DumpTreeError(
+                    f"{rel!r} is a file, expected a directory", code="ErrDumpEntryType", path=rel
+                ) from None
+            raise DumpTreeError(
+                f"cannot open directory {rel!r}: {exc.strerror}",
+                code="ErrDumpTreeUnreadable",
+                path=rel,
+            ) from exc
         return TreeDir(fd, rel)
 
     def open_file(self, entry: TreeEntry) -> TreeFile:
         """Open the listed regular file ``entry``; it must not have changed since."""
         rel = self.path(entry.name)
         if entry.is_dir:
-            raise DumpTreeError(f"{rel!r} is a directory, expected a file")
+            raise DumpTreeError(
+                f"{rel!r} is a directory, expected a file", code="ErrDumpEntryType", path=rel
+            )
         try:
             fd = os.open(entry.name, _FILE_FLAGS, dir_fd=self.fd)
         except FileNotFoundError:
-            raise DumpTreeError(f"{rel!r} was removed while the tree was read") from None
+            raise DumpTreeError(
+                f"{rel!r} was removed while the tree was read", code="ErrDumpTreeChanged", path=rel
+            ) from None
         except OSError as exc:
             raise UnsafeDumpEntry(
-                f"unsafe dump entry {rel!r}: cannot be opened as a regular file ({exc.strerror})"
-            ) from None
+                f"unsafe dump entry {rel!r}: cannot be opened as a regular file ({exc.strerror})",
+                code="ErrUnsafeDumpEntry",
+                path=rel,
+            ) from exc
         try:
             st = os.fstat(fd)
             _check(st, rel)
             if stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) != entry.identity:
                 raise UnsafeDumpEntry(
-                    f"unsafe dump entry {rel!r}: replaced while the tree was read"
+                    f"unsafe dump entry {rel!r}: replaced while the tree was read",
+                    code="ErrUnsafeDumpEntry",
+                    path=rel,
                 )
         except BaseException:
             os.close(fd)
@@ -280,10 +302,8 @@ class DumpTree:
 
     def open_root(self) -> TreeDir:
         """Open the root directory itself."""
-        try:
+        with map_os_errors(UsageError, f"cannot open dump tree {self.root}", path=self.root):
             fd = os.open(self.root, _ROOT_FLAGS)
-        except OSError as exc:
-            raise UsageError(f"cannot open dump tree {self.root}: {exc.strerror}") from None
         return TreeDir(fd, "")
 
     def open_dir(self, parts: Sequence[str]) -> TreeDir | None:
@@ -306,6 +326,9 @@ class DumpTree:
         """``root/parts`` as a context manager; a missing directory is an error."""
         opened = self.open_dir(parts)
         if opened is None:
-            raise DumpTreeError(f"{'/'.join(parts)!r} was removed while the tree was read")
+            rel = "/".join(parts)
+            raise DumpTreeError(
+                f"{rel!r} was removed while the tree was read", code="ErrDumpTreeChanged", path=rel
+            )
         with opened:
             yield opened

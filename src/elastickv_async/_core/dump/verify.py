@@ -13,19 +13,15 @@ import re
 from pathlib import Path
 from typing import Final
 
-from ..errors import DataError, UsageError
+from ..errors import ChecksumMismatch, UsageError
 from ..report import Report
 from .checksums import CHECKSUMS_NAME, hash_tree
 from .manifest import MANIFEST_NAME
 from .tree import DumpTree
 
-__all__ = ["ChecksumMismatch", "verify_tree"]
+__all__ = ["verify_tree"]
 
 _LINE: Final = re.compile(rb"(\\?)([0-9a-f]{64}) [ *](.+)")
-
-
-class ChecksumMismatch(DataError):
-    """The tree does not match its CHECKSUMS file."""
 
 
 def _unescape(path: bytes) -> bytes:
@@ -48,11 +44,13 @@ def _parse(listing: bytes) -> dict[bytes, str]:
             continue
         match = _LINE.fullmatch(line)
         if match is None:
-            raise ChecksumMismatch(f"CHECKSUMS line {number} is malformed")
+            raise ChecksumMismatch(
+                f"CHECKSUMS line {number} is malformed", code="ErrChecksumsMalformedLine"
+            )
         path = _unescape(match[3]) if match[1] else match[3]
         rows[path] = match[2].decode()
     if not rows:
-        raise ChecksumMismatch("CHECKSUMS lists no file")
+        raise ChecksumMismatch("CHECKSUMS lists no file", code="ErrChecksumsEmpty")
     return rows
 
 
@@ -70,11 +68,16 @@ def _verify_sync(tree: DumpTree) -> int:
     with tree.open_root() as root:
         manifest = root.lookup(MANIFEST_NAME)
         if manifest is None or manifest.is_dir:
-            raise ChecksumMismatch(f"{tree.root} has no {MANIFEST_NAME}: the dump is incomplete")
+            raise ChecksumMismatch(
+                f"{tree.root} has no {MANIFEST_NAME}: the dump is incomplete",
+                code="ErrChecksumsMissing",
+            )
         # CHECKSUMS lists every file of the tree: no per-file cap.
         listing = root.read(CHECKSUMS_NAME, limit=None)
         if listing is None:
-            raise ChecksumMismatch(f"{tree.root} has no {CHECKSUMS_NAME}")
+            raise ChecksumMismatch(
+                f"{tree.root} has no {CHECKSUMS_NAME}", code="ErrChecksumsMissing"
+            )
         listed = _parse(listing)
     actual = hash_tree(tree)
     problems = [
@@ -86,7 +89,9 @@ def _verify_sync(tree: DumpTree) -> int:
         shown = "; ".join(problems[:5]) + (
             f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
         )
-        raise ChecksumMismatch(f"{len(problems)} file(s) differ from CHECKSUMS: {shown}")
+        raise ChecksumMismatch(
+            f"{len(problems)} file(s) differ from CHECKSUMS: {shown}", code="ErrChecksumMismatch"
+        )
     return len(listed)
 
 

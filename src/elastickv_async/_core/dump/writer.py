@@ -21,7 +21,7 @@ from typing import Final
 import anyio
 import anyio.to_thread
 
-from ..errors import OutputError
+from ..errors import OutputError, map_os_errors
 from ..runfiles import new_tag
 from .checksums import ChecksumLedger, sha256_file
 
@@ -75,10 +75,8 @@ class DumpWriter:
 
     def _open_dir(self, parts: Sequence[str], *, create: bool) -> int:
         """Open the directory ``root/parts`` without following symlinks, creating it if asked."""
-        try:
+        with map_os_errors(OutputError, f"cannot open output root {self.root}", path=self.root):
             fd = os.open(self.root, _DIR_FLAGS)
-        except OSError as exc:
-            raise OutputError(f"cannot open output root {self.root}: {exc.strerror}") from None
         known = tuple(parts) in self._made_dirs
         try:
             for i, part in enumerate(parts):
@@ -206,10 +204,8 @@ class DumpWriter:
     # --- async API -------------------------------------------------------------------------
 
     async def _call(self, func: Callable[..., int], *args: object) -> int:
-        try:
+        with map_os_errors(OutputError, "cannot write output"):
             return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
-        except OSError as exc:
-            raise OutputError(f"cannot write output: {exc}") from None
 
     async def _run(self, files: int, func: Callable[..., int], *args: object) -> None:
         """Run ``func`` (which writes ``files`` files and returns their bytes) in a worker."""
@@ -334,35 +330,32 @@ def write_file_atomic(path: Path, data: bytes) -> None:
     directory is then fsync'd. Anything at ``path`` but a regular file is refused with
     :class:`OutputError`, and no temp file survives a failure.
     """
-    try:
+    with map_os_errors(OutputError, f"cannot open directory {path.parent}", path=path.parent):
         dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise OutputError(f"cannot open directory {path.parent}: {exc.strerror}") from None
     tmp = f".{path.name}.{new_tag()}.tmp"
     try:
-        try:
-            st = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISREG(st.st_mode):
-                raise OutputError(f"refusing to replace {path}: not a regular file")
-        fd = os.open(tmp, _TMP_FLAGS, FILE_MODE, dir_fd=dir_fd)
-        try:
+        with map_os_errors(OutputError, f"cannot write {path}", path=path):
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-            raise
-        os.fsync(dir_fd)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+                st = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                if not stat.S_ISREG(st.st_mode):
+                    raise OutputError(f"refusing to replace {path}: not a regular file")
+            fd = os.open(tmp, _TMP_FLAGS, FILE_MODE, dir_fd=dir_fd)
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise
+            os.fsync(dir_fd)
     finally:
         os.close(dir_fd)

@@ -27,7 +27,14 @@ from ..._adapters.base import AdapterSpec, EncodeContext
 from ..._adapters.registry import adapter_specs
 from ..dump.manifest import MANIFEST_NAME, Manifest, read_manifest
 from ..dump.tree import DumpTree
-from ..errors import OutputError, SelfTestMismatch, UsageError
+from ..errors import (
+    DataError,
+    DumpTreeError,
+    OutputError,
+    SelfTestMismatch,
+    UsageError,
+    map_os_errors,
+)
 from ..extsort import DEFAULT_SORT_BUDGET, ExternalSorter
 from ..gocompat import go_trim_space
 from ..options import ADAPTER_NAMES, DecodeOptions, EncodeOptions
@@ -35,7 +42,6 @@ from ..report import Report, make_logger
 from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag, remove_leftovers
 from . import publish as disk
 from .collect import collect_records
-from .errors import AdapterNotInManifest, LastCommitTSRegression, UnsupportedEncodeFeature
 from .framing import ts_suffix
 from .info import EncodeInfo
 from .output import SnapshotStream
@@ -126,9 +132,10 @@ def _effective_ts(options: EncodeOptions, manifest: Manifest) -> tuple[int, bool
     if options.last_commit_ts is None:
         return manifest.last_commit_ts, False
     if options.last_commit_ts < manifest.last_commit_ts:
-        raise LastCommitTSRegression(
+        raise UsageError(
             f"--last-commit-ts {options.last_commit_ts} < manifest last_commit_ts "
-            f"{manifest.last_commit_ts} (the HLC ceiling may only rise)"
+            f"{manifest.last_commit_ts} (the HLC ceiling may only rise)",
+            code="ErrLastCommitTSRegression",
         )
     return options.last_commit_ts, True
 
@@ -136,22 +143,34 @@ def _effective_ts(options: EncodeOptions, manifest: Manifest) -> tuple[int, bool
 def _check_against_manifest(selected: tuple[str, ...], manifest: Manifest) -> None:
     for name in selected:
         if name not in manifest.adapters:
-            raise AdapterNotInManifest(
+            raise DataError(
                 f"adapter {name!r} selected but MANIFEST.json has no scope for it "
-                "(use --adapter to restrict, or re-dump including this adapter)"
+                "(use --adapter to restrict, or re-dump including this adapter)",
+                code="errAdapterNotInManifest",
             )
     # Fail closed on trees the encoders cannot reverse yet, before any bytes are written.
     excl = manifest.exclusions
     unsupported = (
-        ("s3", excl.include_incomplete_uploads, "S3 include_incomplete_uploads"),
-        ("s3", excl.include_orphans, "S3 include_orphans"),
-        ("sqs", excl.preserve_sqs_visibility, "SQS preserve_sqs_visibility"),
-        ("sqs", excl.include_sqs_side_records, "SQS include_sqs_side_records"),
+        (
+            "s3",
+            excl.include_incomplete_uploads,
+            "S3 include_incomplete_uploads",
+            "S3IncompleteUploads",
+        ),
+        ("s3", excl.include_orphans, "S3 include_orphans", "S3Orphans"),
+        (
+            "sqs",
+            excl.preserve_sqs_visibility,
+            "SQS preserve_sqs_visibility",
+            "SQSPreserveVisibility",
+        ),
+        ("sqs", excl.include_sqs_side_records, "SQS include_sqs_side_records", "SQSSideRecords"),
     )
-    for adapter, present, what in unsupported:
+    for adapter, present, what, feature in unsupported:
         if present and adapter in selected:
-            raise UnsupportedEncodeFeature(
-                f"the dump tree was decoded with {what}, which the encoder cannot restore"
+            raise DumpTreeError(
+                f"the dump tree was decoded with {what}, which the encoder cannot restore",
+                code=f"ErrEncodeUnsupported{feature}",
             )
 
 
@@ -219,10 +238,8 @@ class _Run:
     ) -> SnapshotStream:
         """Collect, sort and write the snapshot into ``temp`` (created here, fsync'd)."""
         base = self.options.scratch_root or self.output.parent
-        try:
+        with map_os_errors(OutputError, f"cannot create a work directory in {base}"):
             held = await anyio.to_thread.run_sync(_make_workdir, base, self.tag, self.enabled)
-        except OSError as exc:
-            raise OutputError(f"cannot create a work directory in {base}: {exc}") from None
         work = held.path
         sorter = ExternalSorter(work / "sort", self.sort_budget)
 
@@ -288,7 +305,8 @@ class _Run:
                 await self.mismatch(outcome, data)
                 raise SelfTestMismatch(
                     f"self-test: the decoded snapshot differs from the input "
-                    f"(see {disk.mismatch_path(self.output)})"
+                    f"(see {disk.mismatch_path(self.output)})",
+                    code="errSelfTestMismatch",
                 )
             await self.publish(temp, data)
         finally:

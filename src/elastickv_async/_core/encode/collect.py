@@ -19,7 +19,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from ..._adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
 from ..concurrency import task_group
-from ..errors import DumpTreeError, UsageError
+from ..errors import DumpTreeError, UsageError, map_os_errors
 from ..extsort import ExternalSorter
 from .framing import check_record
 
@@ -45,16 +45,21 @@ async def _produce(job: _Job, send: ObjectSendStream[Batch]) -> None:
     size = 0
     records = job.encoder.records()
     async with send:
+        # An unreadable input file is a problem with the dump tree, as in the reference.
+        reading = map_os_errors(
+            DumpTreeError,
+            "cannot read the dump tree",
+            code="ErrEncodeAdapterData",
+            adapter=job.name,
+        )
         try:
-            async for key, value in records:
-                batch.append((key, value))
-                size += len(key) + len(value)
-                if len(batch) >= BATCH_RECORDS or size >= BATCH_BYTES:
-                    await send.send(batch)
-                    batch, size = [], 0
-        except OSError as exc:
-            # An unreadable input file is a problem with the dump tree, as in the reference.
-            raise DumpTreeError(f"{job.name} encoder: {exc}") from exc
+            with reading:
+                async for key, value in records:
+                    batch.append((key, value))
+                    size += len(key) + len(value)
+                    if len(batch) >= BATCH_RECORDS or size >= BATCH_BYTES:
+                        await send.send(batch)
+                        batch, size = [], 0
         finally:
             # Close an abandoned async generator now (its cleanup may need the event loop).
             aclose = getattr(records, "aclose", None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from ..errors import DumpTreeError
 from ..snapshot.framing import (
     MAX_ENCODED_KEY_SIZE,
     MAX_ENCODED_VALUE_SIZE,
@@ -19,7 +20,6 @@ from ..snapshot.framing import (
     TS_SIZE,
     VALUE_HEADER_SIZE,
 )
-from .errors import EncodeKeyTooLarge, EncodeValueTooLarge
 
 __all__ = ["VALUE_HEADER", "check_record", "frame_entry", "header", "ts_suffix"]
 
@@ -42,14 +42,16 @@ def ts_suffix(commit_ts: int) -> bytes:
 def check_record(user_key: bytes, user_value: bytes) -> None:
     """Refuse a record the snapshot reader would refuse (checked before anything is buffered)."""
     if len(user_key) + TS_SIZE > MAX_ENCODED_KEY_SIZE:
-        raise EncodeKeyTooLarge(
+        raise DumpTreeError(
             f"encoded key length {len(user_key) + TS_SIZE} > {MAX_ENCODED_KEY_SIZE} "
-            f"(key {user_key[:32]!r}...)"
+            f"(key {user_key[:32]!r}...)",
+            code="ErrEncodeKeyTooLarge",
         )
     if len(user_value) + VALUE_HEADER_SIZE > MAX_ENCODED_VALUE_SIZE:
-        raise EncodeValueTooLarge(
+        raise DumpTreeError(
             f"encoded value length {len(user_value) + VALUE_HEADER_SIZE} > "
-            f"{MAX_ENCODED_VALUE_SIZE} (key {user_key[:32]!r})"
+            f"{MAX_ENCODED_VALUE_SIZE} (key {user_key[:32]!r})",
+            code="ErrEncodeValueTooLarge",
         )
 
 

@@ -10,8 +10,8 @@ import hashlib
 from collections.abc import Iterator
 from typing import BinaryIO, Final
 
+from ..errors import DumpTreeError
 from ..snapshot.framing import TS_SIZE
-from .errors import EncodeDuplicateKey
 from .framing import frame_entry, header
 
 __all__ = ["SnapshotStream"]
@@ -56,7 +56,10 @@ class SnapshotStream:
         start = self.bytes_written + len(self._pending)
         for key, body in self._records:
             if key == self._previous:
-                raise EncodeDuplicateKey(f"duplicate key in the dump tree: {key[:-TS_SIZE][:64]!r}")
+                raise DumpTreeError(
+                    f"duplicate key in the dump tree: {key[:-TS_SIZE][:64]!r}",
+                    code="ErrEncodeDuplicateKey",
+                )
             self._previous = key
             key_part, value_head = frame_entry(key, body)
             self._put(key_part)

@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from ..errors import OutputError
+from ..errors import OutputError, map_os_errors
 
 __all__ = [
     "FILE_MODE",
@@ -66,10 +66,8 @@ def _prev_path(path: Path, tag: str) -> Path:
 
 
 def _create(path: Path) -> int:
-    try:
+    with map_os_errors(OutputError, f"cannot create {path}", path=path):
         fd = os.open(path, _TEMP_FLAGS, FILE_MODE)
-    except OSError as exc:
-        raise OutputError(f"cannot create {path}: {exc.strerror}") from None
     try:
         os.fchmod(fd, FILE_MODE)  # the umask may have narrowed it
     except OSError as exc:

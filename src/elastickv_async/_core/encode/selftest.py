@@ -224,7 +224,7 @@ def _root_dir(path: Path) -> str | None:
     if stat.S_ISLNK(mode):
         return None  # a directory walk does not enter a symlinked root
     if not stat.S_ISDIR(mode):
-        raise DumpTreeError(f"self-test: {path} is not a directory")
+        raise DumpTreeError(f"self-test: {path} is not a directory", code="errSelfTestMismatch")
     return str(path)
 
 

@@ -33,7 +33,7 @@ import crc32c
 
 from .. import gojson_read
 from ..dump.manifest import CURRENT_FORMAT_VERSION
-from ..errors import DataError, OutputError, SnapshotFormatError, SnapshotTruncated, UsageError
+from ..errors import DataError, OutputError, SnapshotFormatError, UsageError
 from ..snapshot.framing import FrameDecoder
 from . import raftstate
 from .raftstate import Peer, PeerSpecError
@@ -41,7 +41,6 @@ from .raftstate import Peer, PeerSpecError
 __all__ = [
     "PrepareRestoreOptions",
     "PrepareRestoreResult",
-    "RestoreRefused",
     "describe",
     "prepare_restore",
 ]
@@ -59,8 +58,9 @@ _CREATE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _C
 _PREP_SUFFIX: Final = ".restore-prep"
 
 
-class RestoreRefused(DataError):
-    """The payload or its sidecar fails a restore check; nothing was written."""
+def _refused(message: str) -> DataError:
+    """The error for a payload or sidecar that fails a restore check (nothing was written)."""
+    return DataError(message, code="ErrRestoreRefused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +153,7 @@ def _read_encode_info(path: Path) -> _EncodeInfo:
     with _open_regular(path, "encode info") as fh:
         body = fh.read(_MAX_ENCODE_INFO_BYTES + 1)
     if len(body) > _MAX_ENCODE_INFO_BYTES:
-        raise RestoreRefused(f"encode info {path} exceeds {_MAX_ENCODE_INFO_BYTES} bytes")
+        raise _refused(f"encode info {path} exceeds {_MAX_ENCODE_INFO_BYTES} bytes")
     try:
         tree = gojson_read.parse_tree(body)
         top = gojson_read.decode_struct(
@@ -166,13 +166,13 @@ def _read_encode_info(path: Path) -> _EncodeInfo:
             ),
         )
         if top["format_version"] != _ENCODE_INFO_FORMAT_VERSION:
-            raise RestoreRefused(
+            raise _refused(
                 f"encode info {path}: unsupported format_version {top['format_version']}, "
                 f"want {_ENCODE_INFO_FORMAT_VERSION}"
             )
         self_test = _self_test(tree)
     except gojson_read.GoJSONError as exc:
-        raise RestoreRefused(f"encode info {path} is malformed: {exc}") from None
+        raise _refused(f"encode info {path} is malformed: {exc}") from None
     return _EncodeInfo(
         sha256=top["output_fsm_sha256"],
         key_format_version=top["encoder_key_format_version"],
@@ -219,7 +219,7 @@ def _scan_payload(path: Path) -> _Payload:
             while (header := decoder.read_header(at_eof=at_eof)) is None:
                 fill()
             if header.kind != "none":
-                raise RestoreRefused(
+                raise _refused(
                     f"payload {path} starts with a {header.kind} header: it is a node's "
                     "fsm-snap file, not an encoder payload"
                 )
@@ -229,16 +229,18 @@ def _scan_payload(path: Path) -> _Payload:
                     max_commit_ts = max(max_commit_ts, entry.commit_ts)
                 if len(batch) < _DECODE_BATCH and not decoder.done:
                     if at_eof:
-                        raise SnapshotTruncated(f"payload {path} ends inside an entry")
+                        raise SnapshotFormatError(
+                            f"payload {path} ends inside an entry", code="ErrSnapshotTruncated"
+                        )
                     fill()
         except SnapshotFormatError as exc:
-            raise RestoreRefused(f"payload {path}: {exc}") from None
+            raise _refused(f"payload {path}: {exc}") from None
     if decoder.footer is not None or decoder.meta or decoder.writer_registry_rows:
-        raise RestoreRefused(
+        raise _refused(
             f"payload {path} carries a CRC footer or raw store keys: it is not an encoder payload"
         )
     if max_commit_ts > header.last_commit_ts:
-        raise RestoreRefused(
+        raise _refused(
             f"payload {path}: an entry's commit_ts {max_commit_ts} exceeds the header's "
             f"last_commit_ts {header.last_commit_ts}"
         )
@@ -247,36 +249,36 @@ def _scan_payload(path: Path) -> _Payload:
 
 def _check_encode_info(info: _EncodeInfo, payload: _Payload, opts: PrepareRestoreOptions) -> None:
     if not info.sha256:
-        raise RestoreRefused("encode info has no output_fsm_sha256")
+        raise _refused("encode info has no output_fsm_sha256")
     if info.sha256.lower() != payload.sha256:
-        raise RestoreRefused(
+        raise _refused(
             f"payload {opts.input} has SHA-256 {payload.sha256}, "
             f"its encode info records {info.sha256}"
         )
     if info.key_format_version != CURRENT_FORMAT_VERSION:
-        raise RestoreRefused(
+        raise _refused(
             f"encoder key format version {info.key_format_version}, "
             f"this restore supports {CURRENT_FORMAT_VERSION}"
         )
     if not opts.allow_unverified_self_test and not (info.self_test_ran and info.self_test_matched):
-        raise RestoreRefused(
+        raise _refused(
             "the encoder's self-test did not pass: re-encode with --self-test "
             "or pass --allow-unverified-self-test"
         )
     source = info.cluster_id
     if not source:
         if not opts.allow_missing_cluster_id:
-            raise RestoreRefused(
+            raise _refused(
                 "encode info has no manifest_cluster_id (pass --allow-missing-cluster-id)"
             )
     elif not opts.fresh_cluster:
         if not opts.target_cluster_id:
-            raise RestoreRefused(
+            raise _refused(
                 f"payload comes from cluster {source!r}: pass --target-cluster-id "
                 "or --fresh-cluster"
             )
         if source != opts.target_cluster_id:
-            raise RestoreRefused(
+            raise _refused(
                 f"payload comes from cluster {source!r}, target is {opts.target_cluster_id!r}"
             )
 
@@ -287,7 +289,7 @@ def _hlc_ceiling_ms(last_commit_ts: int) -> int:
         return 0
     physical = last_commit_ts >> _HLC_LOGICAL_BITS
     if physical == _MAX_HLC_PHYSICAL_MS:
-        raise RestoreRefused(f"last_commit_ts {last_commit_ts} leaves no HLC ceiling")
+        raise _refused(f"last_commit_ts {last_commit_ts} leaves no HLC ceiling")
     return physical + 1
 
 
@@ -337,7 +339,7 @@ def _seed(prep: Path, opts: PrepareRestoreOptions, peers: list[Peer], payload: _
     fsm_dir.mkdir(0o755)
     crc, copied_sha = _write_fsm(opts, payload, fsm_dir / raftstate.fsm_snap_name(opts.index))
     if copied_sha != payload.sha256:
-        raise RestoreRefused(f"payload {opts.input} changed while it was being copied")
+        raise _refused(f"payload {opts.input} changed while it was being copied")
     voters = [p.node_id for p in peers]
     token = raftstate.snapshot_token(opts.index, crc)
     snap_dir.mkdir(0o755)
@@ -415,7 +417,7 @@ async def prepare_restore(opts: PrepareRestoreOptions) -> PrepareRestoreResult:
     """Check an encoded payload and build a fresh Raft data directory for it at ``data_dir``.
 
     Raises :class:`~elastickv_async._core.errors.UsageError` for bad options or unreadable
-    inputs, :class:`RestoreRefused` when a check fails, and
+    inputs, :class:`DataError` (``ErrRestoreRefused``) when a check fails, and
     :class:`~elastickv_async._core.errors.OutputError` when the destination exists or cannot
     be written. On any failure no data directory (and no staging directory) is left behind.
     """

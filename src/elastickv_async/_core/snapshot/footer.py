@@ -11,7 +11,7 @@ from typing import Final
 
 import crc32c
 
-from ..errors import SnapshotChecksumMismatch
+from ..errors import SnapshotFormatError
 
 __all__ = ["RunningCrc32c"]
 
@@ -46,14 +46,15 @@ class RunningCrc32c:
     def verify_footer(self, footer: bytes) -> None:
         """Check that ``footer`` (the stream's last 4 bytes) is the CRC32C of what precedes it.
 
-        Raises :class:`SnapshotChecksumMismatch` otherwise.
+        Raises :class:`SnapshotFormatError` (``ErrSnapshotChecksumMismatch``) otherwise.
         """
         if footer != self._held or len(footer) != _HELD:
             raise RuntimeError("the footer must be the last 4 bytes given to update()")
         stored = int.from_bytes(footer, "big")
         if stored != self._crc:
-            raise SnapshotChecksumMismatch(
-                f"CRC32C footer {stored:#010x} does not match the payload's {self._crc:#010x}"
+            raise SnapshotFormatError(
+                f"CRC32C footer {stored:#010x} does not match the payload's {self._crc:#010x}",
+                code="ErrSnapshotChecksumMismatch",
             )
         self._footer_verified = True
 

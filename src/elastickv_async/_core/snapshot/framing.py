@@ -21,18 +21,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from ..errors import (
-    SnapshotBadMagic,
-    SnapshotEncryptedEntry,
-    SnapshotEncryptedReserved,
-    SnapshotKeyTooLarge,
-    SnapshotShortKey,
-    SnapshotShortValue,
-    SnapshotTruncated,
-    SnapshotUnknownHeader,
-    SnapshotUnsupportedFormat,
-    SnapshotValueTooLarge,
-)
+from ..errors import SnapshotFormatError
 from .entry import Entry, SnapshotHeader
 
 __all__ = [
@@ -167,9 +156,10 @@ class FrameDecoder:
                 return None
             (plen,) = _U16BE(buf, 8)
             if not HLC_V2_MIN_PAYLOAD <= plen <= HLC_V2_MAX_PAYLOAD:
-                raise SnapshotUnknownHeader(
+                raise SnapshotFormatError(
                     f"EKVTHLC2 header payload length {plen} outside "
-                    f"[{HLC_V2_MIN_PAYLOAD}, {HLC_V2_MAX_PAYLOAD}]"
+                    f"[{HLC_V2_MIN_PAYLOAD}, {HLC_V2_MAX_PAYLOAD}]",
+                    code="ErrSnapshotUnknownHeader",
                 )
             if n < 10 + plen:
                 self._short_header(10 + plen - n, at_eof, "EKVTHLC2 header")
@@ -177,17 +167,23 @@ class FrameDecoder:
             kind, off = "EKVTHLC2", 10 + plen
             ceiling, cutover = struct.unpack_from(">QQ", buf, 10)
         elif magic.startswith(HLC_MAGIC_PREFIX):
-            raise SnapshotUnknownHeader(f"unknown kv-FSM header version {magic!r}")
+            raise SnapshotFormatError(
+                f"unknown kv-FSM header version {magic!r}", code="ErrSnapshotUnknownHeader"
+            )
         if n < off + 8:
             self._short_header(off + 8 - n, at_eof, "store magic")
             return None
         magic = buf[off : off + 8]
         if magic == SST_INGEST_MAGIC:
-            raise SnapshotUnsupportedFormat(
-                f"store stream is an SST-ingest snapshot ({magic!r}), not {STREAM_MAGIC!r}"
+            raise SnapshotFormatError(
+                f"store stream is an SST-ingest snapshot ({magic!r}), not {STREAM_MAGIC!r}",
+                code="ErrSnapshotUnsupportedFormat",
             )
         if magic != STREAM_MAGIC:
-            raise SnapshotBadMagic(f"bad snapshot magic {magic!r} at offset {self._base + off}")
+            raise SnapshotFormatError(
+                f"bad snapshot magic {magic!r} at offset {self._base + off}",
+                code="ErrSnapshotBadMagic",
+            )
         if n < off + 16:
             self._short_header(off + 16 - n, at_eof, "last_commit_ts")
             return None
@@ -200,7 +196,10 @@ class FrameDecoder:
     def _short_header(self, missing: int, at_eof: bool, what: str) -> None:
         """Ask for ``missing`` more bytes, or fail when there are no more."""
         if at_eof:
-            raise SnapshotTruncated(f"snapshot ends inside the {what} ({len(self._buf)} bytes)")
+            raise SnapshotFormatError(
+                f"snapshot ends inside the {what} ({len(self._buf)} bytes)",
+                code="ErrSnapshotTruncated",
+            )
         self.need = missing
 
     # --- entries -------------------------------------------------------------------------
@@ -290,32 +289,40 @@ class FrameDecoder:
                     self._pos += FOOTER_SIZE
                     self.done = True
                     return None
-                raise SnapshotTruncated(f"snapshot ends inside a key length at offset {at}")
+                raise SnapshotFormatError(
+                    f"snapshot ends inside a key length at offset {at}", code="ErrSnapshotTruncated"
+                )
             self.need = 8 - avail
             return None
         (klen,) = _U64LE(buf, pos)
         if klen > MAX_ENCODED_KEY_SIZE:
-            raise SnapshotKeyTooLarge(
-                f"key length {klen} at offset {at} exceeds {MAX_ENCODED_KEY_SIZE}"
+            raise SnapshotFormatError(
+                f"key length {klen} at offset {at} exceeds {MAX_ENCODED_KEY_SIZE}",
+                code="ErrSnapshotKeyTooLarge",
             )
         kend = pos + 8 + klen
         if kend + 8 > len(buf):
             if at_eof:
                 what = "key" if kend > len(buf) else "value length"
-                raise SnapshotTruncated(f"snapshot ends inside the {what} of the entry at {at}")
+                raise SnapshotFormatError(
+                    f"snapshot ends inside the {what} of the entry at {at}",
+                    code="ErrSnapshotTruncated",
+                )
             self.need = kend + 8 - len(buf)
             return None
         (vlen,) = _U64LE(buf, kend)
         if vlen > MAX_ENCODED_VALUE_SIZE:
-            raise SnapshotValueTooLarge(
+            raise SnapshotFormatError(
                 f"value length {vlen} of key {_key_repr(buf[pos + 8 : kend])} exceeds "
-                f"{MAX_ENCODED_VALUE_SIZE}"
+                f"{MAX_ENCODED_VALUE_SIZE}",
+                code="ErrSnapshotValueTooLarge",
             )
         vend = kend + 8 + vlen
         if vend > len(buf):
             if at_eof:
-                raise SnapshotTruncated(
-                    f"snapshot ends inside the value of key {_key_repr(buf[pos + 8 : kend])}"
+                raise SnapshotFormatError(
+                    f"snapshot ends inside the value of key {_key_repr(buf[pos + 8 : kend])}",
+                    code="ErrSnapshotTruncated",
                 )
             self.need = vend - len(buf)
             return None
@@ -324,22 +331,30 @@ class FrameDecoder:
             self._pos = vend
             return None
         if klen < TS_SIZE:
-            raise SnapshotShortKey(f"encoded key {_key_repr(raw_key)} at offset {at} < 8 bytes")
+            raise SnapshotFormatError(
+                f"encoded key {_key_repr(raw_key)} at offset {at} < 8 bytes",
+                code="ErrSnapshotShortKey",
+            )
         if vlen < VALUE_HEADER_SIZE:
-            raise SnapshotShortValue(
-                f"value of key {_key_repr(raw_key)} has {vlen} bytes, < {VALUE_HEADER_SIZE}"
+            raise SnapshotFormatError(
+                f"value of key {_key_repr(raw_key)} has {vlen} bytes, < {VALUE_HEADER_SIZE}",
+                code="ErrSnapshotShortValue",
             )
         flags = buf[kend + 8]
         if flags & ENC_RESERVED_BITS:
-            raise SnapshotEncryptedReserved(
-                f"value flags {flags:#04x} of key {_key_repr(raw_key)} set reserved bits"
+            raise SnapshotFormatError(
+                f"value flags {flags:#04x} of key {_key_repr(raw_key)} set reserved bits",
+                code="ErrSnapshotEncryptedReserved",
             )
         enc_state = (flags & ENC_STATE_MASK) >> 1
         if enc_state == ENC_STATE_ENCRYPTED:
-            raise SnapshotEncryptedEntry(f"key {_key_repr(raw_key)} is encrypted")
+            raise SnapshotFormatError(
+                f"key {_key_repr(raw_key)} is encrypted", code="ErrSnapshotEncryptedEntry"
+            )
         if enc_state:
-            raise SnapshotEncryptedReserved(
-                f"key {_key_repr(raw_key)} uses reserved encryption state {enc_state}"
+            raise SnapshotFormatError(
+                f"key {_key_repr(raw_key)} uses reserved encryption state {enc_state}",
+                code="ErrSnapshotEncryptedReserved",
             )
         (expire_at,) = _U64LE(buf, kend + 9)
         self._pos = vend

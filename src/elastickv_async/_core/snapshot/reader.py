@@ -25,7 +25,7 @@ from typing import BinaryIO, Literal
 
 import anyio
 
-from ..errors import UsageError
+from ..errors import UsageError, map_os_errors
 from .entry import Entry, SnapshotHeader
 from .footer import RunningCrc32c
 from .framing import FrameDecoder
@@ -159,10 +159,8 @@ async def open_snapshot(
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    try:
+    with map_os_errors(UsageError, f"cannot open snapshot {str(path)!r}", path=path):
         source = await anyio.to_thread.run_sync(_ChunkSource, path)
-    except OSError as exc:
-        raise UsageError(f"cannot open snapshot {str(path)!r}: {exc.strerror or exc}") from exc
     try:
         snap = Snapshot(source, chunk_size)
         await snap._read_header()
