@@ -301,6 +301,7 @@ async def test_adapter_errors_propagate_unwrapped(
         await encode_snapshot(tree, tmp_path / "o.fsm")
     assert info.value.exit_code == 2
     assert info.value.adapter == "redis"
+    assert isinstance(info.value.__cause__, PermissionError)
     assert _names(tmp_path) == ["in"]
 
 

@@ -21,7 +21,7 @@ from typing import Final
 import anyio
 import anyio.to_thread
 
-from ..._core.concurrency import first_error
+from ..._core.concurrency import task_group
 from ..._core.dump.names import encode_segment
 from ..._core.dump.tree import MAX_RECORD_FILE, DumpTree, TreeDir, TreeFile
 from ..._proto.dynamodb_internal_pb2 import DynamoAttributeValue, DynamoItem, DynamoTableSchema
@@ -320,15 +320,13 @@ class DynamoDBEncoder:
             upcoming.extend(await tree.run(walker.next_chunk))
 
         try:
-            async with anyio.create_task_group() as tg:
+            async with task_group() as tg:
                 tg.start_soon(walk)
                 for index in range(len(lanes)):
                     tg.start_soon(load, index)
-        except BaseException as exc:
+        except BaseException:
             with anyio.CancelScope(shield=True):
                 await tree.run(_close_files, upcoming)
-            if isinstance(exc, BaseExceptionGroup):
-                raise first_error(exc) from None
             raise
         for index in range(len(lanes)):
             records.extend(loaded[index])
