@@ -7,12 +7,20 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import pytest
 from support import raises_code
 
 from elastickv_async._core.dump.checksums import ChecksumLedger, checksum_line, compute_checksums
 from elastickv_async._core.dump.verify import verify_tree
 from elastickv_async._core.errors import ChecksumMismatch, UnsafeDumpEntry
+
+
+async def _list(root: Path) -> None:
+    # Hashed in a worker thread: async tests fail on any blocking call of the package.
+    listing = await anyio.to_thread.run_sync(compute_checksums, root)
+    (root / "CHECKSUMS").write_bytes(listing)
 
 
 def _tree(root: Path) -> None:
@@ -76,11 +84,11 @@ def test_sha256sum_accepts_it(tmp_path: Path) -> None:
 async def test_verify_detects_tampering_and_strays(tmp_path: Path) -> None:
     """verify passes on an intact tree, fails on a changed, missing or unlisted file."""
     _tree(tmp_path)
-    (tmp_path / "CHECKSUMS").write_bytes(compute_checksums(tmp_path))
+    await _list(tmp_path)
     report = await verify_tree(tmp_path)
     assert report.counters["files_verified"] == 4
     (tmp_path / "a" / "Z").write_bytes(b"tampered")
-    with pytest.raises(ChecksumMismatch, match="a/Z: sha256 differs"):
+    with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match="a/Z: sha256 differs"):
         await verify_tree(tmp_path)
     (tmp_path / "a" / "Z").write_bytes(b"z")
     (tmp_path / "stray").write_bytes(b"s")
@@ -96,6 +104,6 @@ async def test_verify_detects_tampering_and_strays(tmp_path: Path) -> None:
 async def test_verify_requires_manifest(tmp_path: Path) -> None:
     """A tree without MANIFEST.json is an incomplete run."""
     (tmp_path / "f").write_bytes(b"f")
-    (tmp_path / "CHECKSUMS").write_bytes(compute_checksums(tmp_path))
-    with pytest.raises(ChecksumMismatch, match="incomplete"):
+    await _list(tmp_path)
+    with raises_code(ChecksumMismatch, "ErrChecksumsMissing", match="incomplete"):
         await verify_tree(tmp_path)

