@@ -5,23 +5,23 @@ snapshot, the Redis decoder sorts its facts and its KEYMAP and sidecar lines, th
 sorts the lines of files it compares as sets.
 
 Records are buffered until their estimated footprint exceeds a budget; the buffer is then
-sorted and spilled to a run file under the scratch directory. The final order is a k-way
-``heapq.merge`` of the runs plus the last in-memory buffer; when there are more runs than
-:data:`MERGE_FAN_IN`, the oldest runs are merged into bigger ones first, so the number of open
-files and of entries held at once stays bounded too. Everything here is synchronous: callers
-run :meth:`ExternalSorter.spill` and iterate :meth:`ExternalSorter.merged` in worker threads.
+sorted and spilled to a run (a :mod:`~elastickv_async._core.scratch` record file) under the
+scratch directory. The final order is the scratch module's k-way :func:`~.scratch.merge` of
+the runs plus the last in-memory buffer; when there are more runs than :data:`MERGE_FAN_IN`,
+the oldest runs are merged into one first, so the number of open files and of entries held
+at once stays bounded too. Everything here is synchronous: callers run
+:meth:`ExternalSorter.spill` and iterate :meth:`ExternalSorter.merged` in worker threads.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
-import os
-import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from operator import itemgetter
 from pathlib import Path
 from typing import Final
+
+from .scratch import Record, create_record_file, iter_records, merge
 
 __all__ = ["DEFAULT_SORT_BUDGET", "MERGE_FAN_IN", "ExternalSorter"]
 
@@ -31,36 +31,15 @@ DEFAULT_SORT_BUDGET: Final = 64 << 20
 MERGE_FAN_IN: Final = 64
 #: Rough per-record cost of the Python objects around the key and value bytes.
 ENTRY_OVERHEAD: Final = 160
-_RUN_BUFFER: Final = 256 << 10
-_LEN: Final = struct.Struct("<Q")
 _by_key = itemgetter(0)
-
-Record = tuple[bytes, bytes]
-
-
-def _write_run(path: Path, records: Iterable[Record]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with open(fd, "wb", buffering=_RUN_BUFFER) as fh:
-        for key, value in records:
-            fh.write(_LEN.pack(len(key)))
-            fh.write(key)
-            fh.write(_LEN.pack(len(value)))
-            fh.write(value)
-
-
-def _read_run(path: Path) -> Iterator[Record]:
-    with open(path, "rb", buffering=_RUN_BUFFER) as fh:
-        while head := fh.read(8):
-            key = fh.read(_LEN.unpack(head)[0])
-            (value_len,) = _LEN.unpack(fh.read(8))
-            yield key, fh.read(value_len)
 
 
 class ExternalSorter:
     """Collects ``(key, value)`` records and yields them sorted by key, spilling to ``spill_dir``.
 
-    Equal keys are all kept (in an unspecified order); the caller decides what a duplicate
-    means. Single use: :meth:`merged` may be iterated once; :meth:`close` removes the runs.
+    Equal keys are all kept, in the order they were added (the sort is stable); the caller
+    decides what a duplicate means. Single use: :meth:`merged` may be iterated once;
+    :meth:`close` removes the runs. ``spill_dir`` is created by the first spill.
     """
 
     def __init__(self, spill_dir: Path, budget: int = DEFAULT_SORT_BUDGET) -> None:
@@ -96,18 +75,20 @@ class ExternalSorter:
             return
         buffer, self._buffer, self._buffered = self._buffer, [], 0
         buffer.sort(key=_by_key)
+        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._new_run_path()
         self._runs.append(path)
-        _write_run(path, buffer)
+        create_record_file(path, buffer)
         self.spills += 1
 
     def _compact(self) -> None:
         # Keep one slot for the in-memory tail, so the last merge opens at most MERGE_FAN_IN runs.
+        # The merged run takes the place of the oldest runs it replaces, which keeps it stable.
         while len(self._runs) >= MERGE_FAN_IN:
-            group, self._runs = self._runs[:MERGE_FAN_IN], self._runs[MERGE_FAN_IN:]
+            group, rest = self._runs[:MERGE_FAN_IN], self._runs[MERGE_FAN_IN:]
             path = self._new_run_path()
-            self._runs.append(path)
-            _write_run(path, heapq.merge(*map(_read_run, group), key=_by_key))
+            self._runs = [path, *rest]
+            create_record_file(path, merge(map(iter_records, group)))
             for old in group:
                 old.unlink()
 
@@ -119,7 +100,7 @@ class ExternalSorter:
             yield from tail
             return
         self._compact()
-        yield from heapq.merge(*map(_read_run, self._runs), tail, key=_by_key)
+        yield from merge([*map(iter_records, self._runs), tail])
 
     def close(self) -> None:
         """Drop the buffer and remove every run file (blocking)."""

@@ -77,3 +77,19 @@ def test_large_values_round_trip_through_runs(tmp_path: Path) -> None:
     assert s.spills == 3
     assert list(s.merged()) == sorted(recs)
     s.close()
+
+
+def test_equal_keys_keep_insertion_order_through_compaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sort is stable even when runs are pre-merged (callers rely on last-wins)."""
+    monkeypatch.setattr(extsort, "MERGE_FAN_IN", 3)
+    s = ExternalSorter(tmp_path, budget=1)
+    values = [b"%02d" % i for i in range(10)]
+    for value in values:
+        s.add(b"k", value)
+        s.add(b"j", value)
+        s.spill()
+    s.add(b"k", b"tail")
+    assert list(s.merged()) == [(b"j", v) for v in values] + [(b"k", v) for v in [*values, b"tail"]]
+    s.close()

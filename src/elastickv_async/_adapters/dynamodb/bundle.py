@@ -15,18 +15,18 @@ default) but never implemented it. This project's shape:
   line that per-item mode leaves on disk is kept (the later one);
 * a part holds at most :data:`PART_BYTES` bytes (a single longer line gets its own part).
 
-Items are sorted with bounded memory: sorted runs of at most :data:`RUN_BYTES` are spilled
-to scratch files and merged. Everything here is synchronous (run it in worker threads).
+Items are sorted with bounded memory by the shared external sort (runs of about
+:data:`RUN_BYTES`), which is stable, so of two lines with one key the later one comes last.
+Everything here is synchronous (run it in worker threads).
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from .spill import read_records, write_record
+from ..._core.extsort import ExternalSorter
 
 __all__ = ["PART_BYTES", "RUN_BYTES", "JsonlTable", "part_name"]
 
@@ -42,10 +42,6 @@ def part_name(index: int) -> str:
     return f"data-{index:05d}.jsonl"
 
 
-def _sort_key(line: Line) -> bytes:
-    return line[0]
-
-
 def _last_per_key(lines: Iterable[Line]) -> Iterator[Line]:
     """Of consecutive lines with the same key keep the last one."""
     pending: Line | None = None
@@ -57,13 +53,6 @@ def _last_per_key(lines: Iterable[Line]) -> Iterator[Line]:
         yield pending
 
 
-def _read_run(path: Path) -> Iterator[Line]:
-    with open(path, "rb") as fh:
-        records = read_records(fh)
-        for key in records:
-            yield key, next(records)
-
-
 class JsonlTable:
     """Collects one table's lines in input order and writes the sorted parts."""
 
@@ -72,44 +61,22 @@ class JsonlTable:
     ) -> None:
         self._scratch = scratch
         self._part_bytes = part_bytes
-        self._run_bytes = run_bytes
-        self._run: list[Line] = []
-        self._run_size = 0
-        self._runs: list[Path] = []
+        self._sorter = ExternalSorter(scratch, run_bytes)
 
     def add(self, lines: Iterable[Line]) -> None:
         """Append lines (later lines win over earlier ones with the same key)."""
-        for line in lines:
-            self._run.append(line)
-            self._run_size += len(line[0]) + len(line[1])
-            if self._run_size >= self._run_bytes:
-                self._spill_run()
-
-    def _sorted_run(self) -> Iterator[Line]:
-        # sort() is stable, so equal keys stay in input order for _last_per_key.
-        run, self._run, self._run_size = self._run, [], 0
-        run.sort(key=_sort_key)
-        return _last_per_key(run)
-
-    def _spill_run(self) -> None:
-        self._scratch.mkdir(parents=True, exist_ok=True)
-        path = self._scratch / f"run-{len(self._runs)}.rec"
-        with open(path, "wb") as fh:
-            for key, text in self._sorted_run():
-                write_record(fh, key)
-                write_record(fh, text)
-        self._runs.append(path)
+        for key, text in lines:
+            self._sorter.add(key, text)
+            if self._sorter.over_budget:
+                self._sorter.spill()
 
     def finish(self) -> list[Path]:
         """Merge everything into part files under the scratch directory; return them in order."""
-        # heapq.merge breaks ties by source order, and runs are in input order.
-        sources: list[Iterable[Line]] = [_read_run(path) for path in self._runs]
-        sources.append(self._sorted_run())
         parts: list[Path] = []
         out: BinaryIO | None = None
         size = 0
         try:
-            for _, text in _last_per_key(heapq.merge(*sources, key=_sort_key)):
+            for _, text in _last_per_key(self._sorter.merged()):
                 if out is None or (size and size + len(text) > self._part_bytes):
                     if out is not None:
                         out.close()
@@ -123,6 +90,5 @@ class JsonlTable:
         finally:
             if out is not None:
                 out.close()
-        for path in self._runs:
-            path.unlink()
+            self._sorter.close()
         return parts

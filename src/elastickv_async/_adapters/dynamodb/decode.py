@@ -22,12 +22,12 @@ import anyio.to_thread
 from ..._core import gojson
 from ..._core.concurrency import task_group
 from ..._core.dump.names import encode_segment
+from ..._core.scratch import Record, RecordFiles, RecordReader
 from ..._proto.dynamodb_internal_pb2 import DynamoTableSchema
 from ..base import DecodeContext, Routed
 from .bundle import JsonlTable, part_name
 from .keys import ITEM_PREFIX, TABLE_META_PREFIX, parse_item_key, parse_table_meta_key
 from .layout import item_key_segments, item_public, schema_json
-from .spill import RecordReader, SpillFiles
 from .values import decode_item, decode_schema, item_body
 
 __all__ = ["DynamoDBDecoder"]
@@ -63,12 +63,12 @@ class DynamoDBDecoder:
         self._ctx = ctx
         self._schemas: dict[str, _Table] = {}
         self._index = itertools.count()
-        self._spill: SpillFiles[SpillKey] = SpillFiles(ctx.scratch / "items")
+        self._spill: RecordFiles[SpillKey] = RecordFiles(ctx.scratch / "items")
         self._jsonl = ctx.options.dynamodb_layout == "jsonl"
 
     async def handle(self, batch: Sequence[Routed]) -> None:
         """Keep schemas, spill item bodies; ignore generation counters and GSI rows."""
-        pending: list[tuple[SpillKey, bytes]] = []
+        pending: list[tuple[SpillKey, Record]] = []
         for prefix, entry in batch:
             if prefix == TABLE_META_PREFIX:
                 key = parse_table_meta_key(entry.key)
@@ -79,7 +79,7 @@ class DynamoDBDecoder:
             elif prefix == ITEM_PREFIX:
                 item_key = parse_item_key(entry.key)
                 spill_key = (item_key.encoded_table, item_key.generation)
-                pending.append((spill_key, item_body(entry.value)))
+                pending.append((spill_key, (b"", item_body(entry.value))))
         if pending:
             await anyio.to_thread.run_sync(self._spill.append, pending)
 
@@ -159,7 +159,7 @@ class DynamoDBDecoder:
     def _item_files(table: _Table, reader: RecordReader) -> list[tuple[str, bytes]]:
         keys = table.schema.primary_key
         files = []
-        for body in reader.next_chunk(CHUNK_BYTES):
+        for _, body in reader.next_chunk(CHUNK_BYTES):
             item = decode_item(body)
             hash_segment, range_segment = item_key_segments(item, keys.hash_key, keys.range_key)
             if range_segment is None:
@@ -180,7 +180,7 @@ class DynamoDBDecoder:
         """Add the next chunk of items to ``bundle``; return how many (0 when exhausted)."""
         keys = table.schema.primary_key
         lines = []
-        for body in reader.next_chunk(CHUNK_BYTES):
+        for _, body in reader.next_chunk(CHUNK_BYTES):
             item = decode_item(body)
             hash_segment, range_segment = item_key_segments(item, keys.hash_key, keys.range_key)
             sort_key = f"{hash_segment}\x00{range_segment or ''}".encode()

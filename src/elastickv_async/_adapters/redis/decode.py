@@ -105,11 +105,6 @@ def _merged(sorter: ExternalSorter) -> Generator[tuple[bytes, bytes], None, None
     yield from sorter.merged()
 
 
-def _spill(sorter: ExternalSorter, directory: Path) -> None:
-    directory.mkdir(mode=0o700, exist_ok=True)
-    sorter.spill()
-
-
 def _append(path: Path, data: bytes) -> None:
     with open(path, "ab") as fh:
         fh.write(data)
@@ -144,11 +139,7 @@ class RedisDecoder:
         self._keymap = ExternalSorter(ctx.scratch / "keymap", SORT_BUDGET)
         # Sidecar lines of !redis|ttl| rows, produced key by key but written in row order.
         self._late = ExternalSorter(ctx.scratch / "late", SORT_BUDGET)
-        self._sorters = (
-            (self._facts, ctx.scratch / "facts"),
-            (self._keymap, ctx.scratch / "keymap"),
-            (self._late, ctx.scratch / "late"),
-        )
+        self._sorters = (self._facts, self._keymap, self._late)
         self._sidecar_paths = {name: ctx.scratch / name for name in _SIDECARS}
         self._sidecar_lines: dict[str, list[bytes]] = {name: [] for name in self._sidecar_paths}
         self._sidecar_used: set[str] = set()
@@ -206,7 +197,7 @@ class RedisDecoder:
             await self._install_keymap()
         finally:
             await anyio.to_thread.run_sync(self._close_sorters)
-        spills = sum(sorter.spills for sorter, _directory in self._sorters)
+        spills = sum(sorter.spills for sorter in self._sorters)
         if spills:
             self._ctx.report.count("redis_sort_spills", spills)
         if self._orphan_ttl:
@@ -277,12 +268,12 @@ class RedisDecoder:
                 self._sidecar_lines[name] = []
                 self._sidecar_used.add(name)
                 await anyio.to_thread.run_sync(_append, self._sidecar_paths[name], b"".join(lines))
-        for sorter, directory in self._sorters:
+        for sorter in self._sorters:
             if sorter.over_budget:
-                await anyio.to_thread.run_sync(_spill, sorter, directory)
+                await anyio.to_thread.run_sync(sorter.spill)
 
     def _close_sorters(self) -> None:
-        for sorter, _directory in self._sorters:
+        for sorter in self._sorters:
             sorter.close()
 
     def _append_late(self) -> None:

@@ -1,12 +1,13 @@
 """Decoding S3 records into ``s3/<bucket>/`` (REFERENCE_NOTES §3.2).
 
 Records arrive in key order: blob chunks, bucket metas, chunkblobs, chunkrefs, manifests,
-upload records. Payloads are appended to scratch spill files as they come (one file per
-object, one for all chunkblobs); only their offsets, the parsed manifests and bucket metas
+upload records. Payloads are appended to scratch payload files
+(:class:`~elastickv_async._core.scratch.PayloadFiles`) as they come (one file per object,
+one for all chunkblobs); only their offsets, the parsed manifests and bucket metas
 stay in memory. :meth:`S3Decoder.finalize` then lays out each bucket (see
 :mod:`.layout`), assembles every body in part/chunk order and writes it, one task per bucket.
-A body whose chunks already sit in its spill file in final order is moved into place without
-being copied.
+A body whose chunks already sit in its payload file in final order is moved into place
+without being copied.
 
 Like the reference, a blob chunk is identified by ``(bucket, object, upload, part, chunk,
 part version)`` *without* the generation (the reference's scratch file name): when two
@@ -31,6 +32,7 @@ from ..._core.dump.keymap import keymap_line
 from ..._core.dump.names import encode_segment
 from ..._core.gojson import encoder_line, go_str
 from ..._core.gojson_read import GoJSONError
+from ..._core.scratch import PayloadFiles, Range
 from ..base import DecodeContext, Routed
 from . import keys
 from .errors import record_error
@@ -47,7 +49,6 @@ from .layout import (
     orphan_dir_name,
     plan_objects,
 )
-from .spill import Range, SpillStore
 from .values import (
     LiveBucketMeta,
     LiveManifest,
@@ -109,7 +110,7 @@ class _SmallFiles:
 class _Payloads:
     """Where every payload sits in the spill files."""
 
-    def __init__(self, spill: SpillStore) -> None:
+    def __init__(self, spill: PayloadFiles) -> None:
         self.spill = spill
         self._blobs: dict[tuple[bytes, bytes, ChunkKey], Range] = {}
         #: Spill files that other objects read from too: never moved or deleted early.
@@ -162,7 +163,7 @@ class S3Decoder:
 
     def __init__(self, ctx: DecodeContext) -> None:
         self._ctx = ctx
-        self._spill = SpillStore(ctx.scratch / "s3-spill")
+        self._spill = PayloadFiles(ctx.scratch / "s3-spill")
         self._payloads = _Payloads(self._spill)
         self._buckets: dict[bytes, _Bucket] = {}
         #: ``(bucket, gen, object, upload id)`` of every multipart upload still in progress: its

@@ -8,16 +8,15 @@ use GNU's escaped form (a leading ``\\`` on the line).
 from __future__ import annotations
 
 import hashlib
-import heapq
 import os
 import struct
 import threading
 from collections.abc import Iterator, Mapping
-from operator import itemgetter
 from pathlib import Path
 from typing import Final
 
 from ..extsort import ExternalSorter
+from ..scratch import merge
 from .tree import DumpTree, TreeDir
 
 __all__ = [
@@ -100,7 +99,6 @@ class ChecksumLedger:
     def __init__(self, spill_dir: Path | None = None, *, limit: int = 100_000) -> None:
         self._recent: dict[str, bytes] = {}
         self._limit = limit
-        self._spill_dir = spill_dir
         self._sorter = ExternalSorter(spill_dir) if spill_dir is not None else None
         self._generation = 0
         self._lock = threading.Lock()
@@ -113,8 +111,7 @@ class ChecksumLedger:
                 self._spill()
 
     def _spill(self) -> None:
-        assert self._sorter is not None and self._spill_dir is not None
-        self._spill_dir.mkdir(mode=0o700, exist_ok=True)
+        assert self._sorter is not None
         generation = _GENERATION.pack(self._generation)
         for rel, digest in self._recent.items():
             self._sorter.add(rel.encode("utf-8", "surrogateescape"), generation + digest)
@@ -155,7 +152,7 @@ class ChecksumLedger:
         spilled = self._sorter.merged() if self._sorter is not None else iter(())
         skip = CHECKSUMS_NAME.encode()
         current: tuple[bytes, bytes] | None = None
-        for rel, tagged in heapq.merge(spilled, tail, key=itemgetter(0)):
+        for rel, tagged in merge([spilled, tail]):
             if current is not None and current[0] != rel and current[0] != skip:
                 yield checksum_line(current[1][8:].hex(), current[0])
             if current is None or current[0] != rel or tagged > current[1]:
