@@ -4,7 +4,7 @@ Differences from the reference, on purpose: the FIFO sequence counter key (no tr
 exported like any side record instead of aborting the decode; every malformed key or value
 is a typed error naming the key; a queue known only from its surviving generation counter
 (the normal trace of a deleted queue) is not reported as an orphan; queue names ``.``/``..``
-are refused; messages wait in a bounded-memory spool instead of RAM.
+are refused; messages wait in a bounded-memory spill (:mod:`.spill`) instead of RAM.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from . import keys, layout
 from .errors import record_error
 from .message import decode_stored_message, dump_line
 from .queue import QueueConfig, decode_stored_meta, queue_json
-from .spool import DEFAULT_BUDGET, MessageSpool
+from .spill import DEFAULT_BUDGET, MessageSpill
 
 __all__ = ["SQSDecoder"]
 
@@ -66,7 +66,7 @@ class SQSDecoder:
         self._preserve_visibility = ctx.options.preserve_sqs_visibility
         self._side_records = ctx.options.include_sqs_side_records
         self._queues: dict[str, _Queue] = {}
-        self._spool = MessageSpool(ctx.scratch, spill_budget)
+        self._spill = MessageSpill(ctx.scratch, spill_budget)
         self._scratch_names = itertools.count()
         self._limiter = anyio.CapacityLimiter(max(1, ctx.options.jobs))
         handlers: dict[bytes, Callable[[bytes, bytes, bytes], None]] = {
@@ -90,8 +90,8 @@ class SQSDecoder:
         handlers = self._handlers
         for prefix, entry in batch:
             handlers[prefix](prefix, entry.key, entry.value)
-        if self._spool.over_budget:
-            await anyio.to_thread.run_sync(self._spool.spill, limiter=self._limiter)
+        if self._spill.over_budget:
+            await anyio.to_thread.run_sync(self._spill.spill, limiter=self._limiter)
 
     # --- per-family handlers ----------------------------------------------------------------
 
@@ -110,7 +110,7 @@ class SQSDecoder:
             msg.first_receive_millis = 0
         msg.partition = partition
         self._queue(encoded)
-        self._spool.add_message(
+        self._spill.add_message(
             encoded,
             msg.send_timestamp_millis,
             msg.sequence_number,
@@ -155,7 +155,7 @@ class SQSDecoder:
         line = gojson.encoder_line(
             {"prefix": prefix.decode(), "key_hex": key.hex(), "value_b64": b64url_encode(value)}
         )
-        self._spool.add_side(encoded, line)
+        self._spill.add_side(encoded, line)
 
     # --- output -----------------------------------------------------------------------------
 
@@ -179,15 +179,15 @@ class SQSDecoder:
             return
         directory = f"{layout.ROOT}/{encode_segment(q.name)}"
         await self._ctx.writer.write(f"{directory}/{layout.QUEUE_FILE}", queue_json(q.config))
-        if self._spool.message_count(q.encoded):
+        if self._spill.message_count(q.encoded):
             await self._flush_messages(q, q.name, directory)
         await self._flush_sides(q, directory)
         self._ctx.report.count("sqs_queues")
         names.append(go_str(q.name))
 
     async def _flush_orphan(self, q: _Queue) -> None:
-        messages = self._spool.message_count(q.encoded)
-        sides = self._spool.side_count(q.encoded)
+        messages = self._spill.message_count(q.encoded)
+        sides = self._spill.side_count(q.encoded)
         if not messages and not sides:
             return  # only a generation counter: what DeleteQueue leaves behind by design
         self._ctx.log.warning(
@@ -206,7 +206,7 @@ class SQSDecoder:
     async def _flush_messages(self, q: _Queue, name: bytes, directory: str) -> None:
         dest = self._scratch_file("messages")
         written, dropped = await anyio.to_thread.run_sync(
-            self._spool.write_messages, q.encoded, q.active_gen, dest, limiter=self._limiter
+            self._spill.write_messages, q.encoded, q.active_gen, dest, limiter=self._limiter
         )
         if dropped:
             self._ctx.log.warning(
@@ -224,12 +224,12 @@ class SQSDecoder:
             await anyio.to_thread.run_sync(dest.unlink)
 
     async def _flush_sides(self, q: _Queue, directory: str) -> None:
-        count = self._spool.side_count(q.encoded)
+        count = self._spill.side_count(q.encoded)
         if not count:
             return
         dest = self._scratch_file("sides")
         await anyio.to_thread.run_sync(
-            self._spool.write_sides, q.encoded, dest, limiter=self._limiter
+            self._spill.write_sides, q.encoded, dest, limiter=self._limiter
         )
         await self._ctx.writer.install(f"{directory}/{layout.SIDE_RECORDS_FILE}", dest)
         self._ctx.report.count("sqs_side_records", count)

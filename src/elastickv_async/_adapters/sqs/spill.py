@@ -4,38 +4,60 @@ Message keys (``!sqs|msg|``) sort before queue meta (``!sqs|queue|``), so every 
 read before the decoder knows whether its queue exists and which generation is active.
 Messages (already rendered as their ``messages.jsonl`` line) and side-record lines are
 buffered in memory up to a byte budget shared by all queues; past it, every buffer is
-spilled into one run file (messages sorted, side lines in arrival order). At the end each
-queue is produced by a k-way merge of its runs and what is still in memory, so memory stays
-bounded by the budget whatever the queue sizes.
+spilled into one scratch record file (:mod:`~elastickv_async._core.scratch`), one section per
+queue and kind: messages sorted, side lines in arrival order. At the end each queue is
+produced by the scratch module's k-way merge of its sections and what is still in memory, so
+memory stays bounded by the budget whatever the queue sizes. Queues are independent: callers
+may flush several at once.
+
+What is SQS's own here is the message order (the reference's send time, sequence number,
+message id, then arrival) as a byte key, and the generation carried with each line.
 
 The methods that touch files are synchronous: callers run them in a worker thread.
 """
 
 from __future__ import annotations
 
-import heapq
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Final
 
-__all__ = ["DEFAULT_BUDGET", "MessageSpool"]
+from ..._core.scratch import Record, iter_records, merge, write_records
+
+__all__ = ["DEFAULT_BUDGET", "MessageSpill"]
 
 #: Default byte budget of the in-memory buffers (all queues together).
 DEFAULT_BUDGET: Final = 64 << 20
 
-#: One buffered message: the reference's sort key (send time, sequence number, message id),
-#: the arrival index that keeps the sort stable, then the queue generation and the line.
-_Entry = tuple[int, int, bytes, int, int, bytes]
-
-# send ts (signed), sequence, arrival, generation, len(message id), len(line)
-_HEADER: Final = struct.Struct(">qQQQII")
-# Rough per-entry cost of the Python objects around the payload (tuple, ints, bytes headers).
-_ENTRY_OVERHEAD: Final = 224
-_SIDE_OVERHEAD: Final = 48
-_READ_BUFFER: Final = 256 << 10
+# Sort key: send time (signed, offset to sort unsigned), sequence, then the message id and the
+# arrival index (which keeps the sort stable and the keys unique).
+_ORDER: Final = struct.Struct(">QQ")
+_TAIL: Final = struct.Struct(">QQ")
+_GENERATION: Final = struct.Struct(">Q")
+_SIGN: Final = 1 << 63
+# Rough per-entry cost of the Python objects around the payload (tuple, bytes headers).
+_ENTRY_OVERHEAD: Final = 160
+_SIDE_OVERHEAD: Final = 96
 _WRITE_CHUNK: Final = 1 << 20
+
+
+def _message_key(
+    send_ms: int, sequence: int, message_id: bytes, arrival: int, gen: int = 0
+) -> bytes:
+    """A byte string that sorts like ``(send_ms, sequence, message_id, arrival)``.
+
+    The id is escaped (NUL as NUL 0xFF) and ends in NUL NUL, so a shorter id sorts first
+    whatever follows it, as in a tuple comparison. The generation rides at the end, after the
+    unique arrival index, where it cannot change the order.
+    """
+    return (
+        _ORDER.pack(send_ms + _SIGN, sequence)
+        + message_id.replace(b"\x00", b"\x00\xff")
+        + b"\x00\x00"
+        + _TAIL.pack(arrival, gen)
+    )
 
 
 @dataclass(slots=True)
@@ -47,15 +69,17 @@ class _Section:
 
 @dataclass(slots=True)
 class _QueueBuffer:
-    messages: list[_Entry] = field(default_factory=list)
+    #: ``(sort key ending in the generation, line)``.
+    messages: list[Record] = field(default_factory=list)
     message_runs: list[_Section] = field(default_factory=list)
     message_count: int = 0
-    sides: list[bytes] = field(default_factory=list)
+    #: ``(b"", line)`` in arrival order.
+    sides: list[Record] = field(default_factory=list)
     side_runs: list[_Section] = field(default_factory=list)
     side_count: int = 0
 
 
-class MessageSpool:
+class MessageSpill:
     """Per-queue message and side-record lines, held in memory up to ``budget`` bytes."""
 
     def __init__(self, scratch: Path, budget: int = DEFAULT_BUDGET) -> None:
@@ -77,17 +101,18 @@ class MessageSpool:
     ) -> None:
         """Buffer one rendered message line of ``queue``."""
         buf = self._queue(queue)
+        key = _message_key(send_ms, sequence, message_id, self._arrivals, gen)
         line = _right_sized(line)
-        buf.messages.append((send_ms, sequence, message_id, self._arrivals, gen, line))
+        buf.messages.append((key, line))
         buf.message_count += 1
         self._arrivals += 1
-        self._used += len(line) + len(message_id) + _ENTRY_OVERHEAD
+        self._used += len(key) + len(line) + _ENTRY_OVERHEAD
 
     def add_side(self, queue: str, line: bytes) -> None:
         """Buffer one rendered side-record line of ``queue`` (kept in arrival order)."""
         buf = self._queue(queue)
         line = _right_sized(line)
-        buf.sides.append(line)
+        buf.sides.append((b"", line))
         buf.side_count += 1
         self._used += len(line) + _SIDE_OVERHEAD
 
@@ -110,22 +135,19 @@ class MessageSpool:
 
     def spill(self) -> None:
         """Write every in-memory buffer into a new run file and empty the buffers."""
-        path = self._scratch / f"sqs-run-{self._runs}.bin"
+        path = self._scratch / f"sqs-run-{self._runs}.rec"
         self._runs += 1
-        with open(path, "xb") as out:
+        with open(path, "xb", buffering=_WRITE_CHUNK) as out:
             for buf in self._queues.values():
                 if buf.messages:
                     buf.messages.sort()
                     start = out.tell()
-                    for send_ms, seq, msg_id, arrival, gen, line in buf.messages:
-                        out.write(_HEADER.pack(send_ms, seq, arrival, gen, len(msg_id), len(line)))
-                        out.write(msg_id)
-                        out.write(line)
+                    write_records(out, buf.messages)
                     buf.message_runs.append(_Section(path, start, out.tell() - start))
                     buf.messages = []
                 if buf.sides:
                     start = out.tell()
-                    out.writelines(buf.sides)
+                    write_records(out, buf.sides)
                     buf.side_runs.append(_Section(path, start, out.tell() - start))
                     buf.sides = []
         self._used = 0
@@ -137,13 +159,14 @@ class MessageSpool:
         """
         buf = self._queues[queue]
         buf.messages.sort()
+        keep = None if not active_gen else _GENERATION.pack(active_gen)
         written = dropped = 0
         pending: list[bytes] = []
         pending_size = 0
+        sources = [_section_records(s) for s in buf.message_runs]
         with open(dest, "xb") as out:
-            sources = [_read_messages(s) for s in buf.message_runs] + [iter(buf.messages)]
-            for _, _, _, _, gen, line in heapq.merge(*sources):
-                if active_gen and gen != active_gen:
+            for key, line in merge([*sources, buf.messages]):
+                if keep is not None and not key.endswith(keep):
                     dropped += 1
                     continue
                 written += 1
@@ -158,12 +181,10 @@ class MessageSpool:
     def write_sides(self, queue: str, dest: Path) -> None:
         """Write ``queue``'s side-record lines to ``dest`` in arrival order."""
         buf = self._queues[queue]
-        with open(dest, "xb") as out:
+        with open(dest, "xb", buffering=_WRITE_CHUNK) as out:
             for section in buf.side_runs:
-                with open(section.path, "rb") as src:
-                    src.seek(section.offset)
-                    _copy(src, out, section.length)
-            out.writelines(buf.sides)
+                out.writelines(line for _, line in _section_records(section))
+            out.writelines(line for _, line in buf.sides)
 
 
 def _right_sized(data: bytes) -> bytes:
@@ -175,22 +196,5 @@ def _right_sized(data: bytes) -> bytes:
     return memoryview(data).tobytes()
 
 
-def _copy(src: BinaryIO, out: BinaryIO, length: int) -> None:
-    while length:
-        block = src.read(min(length, _WRITE_CHUNK))
-        if not block:
-            raise OSError(f"spill file {src.name} ended early")
-        out.write(block)
-        length -= len(block)
-
-
-def _read_messages(section: _Section) -> Iterator[_Entry]:
-    with open(section.path, "rb", buffering=_READ_BUFFER) as src:
-        src.seek(section.offset)
-        remaining = section.length
-        while remaining:
-            send_ms, seq, arrival, gen, id_len, line_len = _HEADER.unpack(src.read(_HEADER.size))
-            msg_id = src.read(id_len)
-            line = src.read(line_len)
-            remaining -= _HEADER.size + id_len + line_len
-            yield send_ms, seq, msg_id, arrival, gen, line
+def _section_records(section: _Section) -> Iterable[Record]:
+    return iter_records(section.path, section.offset, section.length)
