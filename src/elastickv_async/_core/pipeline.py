@@ -76,8 +76,8 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-#: Present in an output directory while a decode writes it; removed after MANIFEST.json.
-#: The run began with the directory empty, so everything beside it belongs to that run.
+#: Present in an output directory while a decode writes it; it becomes MANIFEST.json at the
+#: end. The run began with the directory empty, so everything beside it belongs to that run.
 INCOMPLETE_MARKER: Final = ".elastickv-async-incomplete"
 
 
@@ -233,6 +233,28 @@ def _reset_output(out: LockedDir, scratch: LockedDir) -> None:
         raise OutputError(f"output directory {out.path} was replaced during the run")
     clear_directory(out.fd, keep=frozenset({INCOMPLETE_MARKER, scratch.path.name}))
     clear_directory(scratch.fd)
+
+
+def seal_manifest(out_fd: int, manifest: bytes) -> None:
+    """Turn the marker into MANIFEST.json: write the manifest into it, then rename it.
+
+    One rename ends the run, so a kill leaves either the marker (an unfinished tree that
+    ``--force`` replaces) or MANIFEST.json on a complete tree, never both, never neither.
+    """
+    flags = os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(INCOMPLETE_MARKER, flags, dir_fd=out_fd)
+        try:
+            view = memoryview(manifest)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(INCOMPLETE_MARKER, MANIFEST_NAME, src_dir_fd=out_fd, dst_dir_fd=out_fd)
+        os.fsync(out_fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write {MANIFEST_NAME}: {exc}") from None
 
 
 def _make_scratch_dirs(scratch: Path, names: tuple[str, ...]) -> None:
@@ -436,10 +458,9 @@ class _DecodeRun:
         listing = self.ledger.listing({MANIFEST_NAME: hashlib.sha256(manifest).digest()})
         await writer.write_chunks(CHECKSUMS_NAME, listing)
         await anyio.to_thread.run_sync(shutil.rmtree, self.scratch, True)
-        await writer.write(MANIFEST_NAME, manifest)
-        await anyio.to_thread.run_sync(lambda: os.unlink(INCOMPLETE_MARKER, dir_fd=held.fd))
-        self.report.count("files_written", writer.files_written)
-        self.report.count("bytes_written", writer.bytes_written)
+        await anyio.to_thread.run_sync(seal_manifest, held.fd, manifest)
+        self.report.count("files_written", writer.files_written + 1)
+        self.report.count("bytes_written", writer.bytes_written + len(manifest))
 
 
 @dataclass(frozen=True, slots=True)

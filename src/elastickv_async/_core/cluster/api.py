@@ -34,7 +34,7 @@ from ..dump.manifest import MANIFEST_NAME, DecodeManifest
 from ..dump.writer import DumpWriter
 from ..errors import DataError, UsageError
 from ..options import DecodeOptions
-from ..pipeline import INCOMPLETE_MARKER, _validate
+from ..pipeline import INCOMPLETE_MARKER, _validate, seal_manifest
 from ..report import Report, make_logger
 from ..runfiles import (
     LockedDir,
@@ -425,10 +425,8 @@ async def _finish(
     writer = DumpWriter(held.path, jobs=options.jobs, fsync=options.fsync)
     listing = _listing([p.outcome.checksums for p in parts], manifest)
     await writer.write_chunks(CHECKSUMS_NAME, listing)
-    await writer.write(MANIFEST_NAME, manifest)
-    await anyio.to_thread.run_sync(lambda: os.unlink(INCOMPLETE_MARKER, dir_fd=held.fd))
-    files = sum(p.outcome.files_written for p in parts) + writer.files_written
+    await anyio.to_thread.run_sync(seal_manifest, held.fd, manifest)
+    files = sum(p.outcome.files_written for p in parts) + writer.files_written + 1
     report.count("files_written", files)
-    report.count(
-        "bytes_written", sum(p.outcome.bytes_written for p in parts) + writer.bytes_written
-    )
+    written = sum(p.outcome.bytes_written for p in parts) + writer.bytes_written
+    report.count("bytes_written", written + len(manifest))
