@@ -193,8 +193,12 @@ def _self_test_options(options: EncodeOptions, manifest: Manifest) -> DecodeOpti
 
 def _make_workdir(base: Path, tag: str, names: tuple[str, ...]) -> LockedDir:
     work = make_locked_dir(base, f".{tag}.work")
-    for name in (*names, "sort"):
-        (work.path / name).mkdir(mode=0o700)
+    try:
+        for name in (*names, "sort"):
+            (work.path / name).mkdir(mode=0o700)
+    except BaseException:
+        _remove_workdir(work)
+        raise
     return work
 
 
