@@ -76,7 +76,9 @@ def _vmhwm_kib() -> int:
 
 
 async def _local(inputs: list[str], out: str, layout: str) -> dict[str, Any]:
-    await decode_cluster(inputs, out, DecodeOptions(dynamodb_layout=layout))
+    await decode_cluster(
+        inputs, out, DecodeOptions(adapter_options={"dynamodb": {"layout": layout}})
+    )
     return {}
 
 
@@ -96,7 +98,12 @@ async def _dask(inputs: list[str], out: str, layout: str, workers: int) -> dict[
     ):
         await client.wait_for_workers(workers)
         start = time.perf_counter()
-        await decode_cluster(inputs, out, DecodeOptions(dynamodb_layout=layout), client=client)
+        await decode_cluster(
+            inputs,
+            out,
+            DecodeOptions(adapter_options={"dynamodb": {"layout": layout}}),
+            client=client,
+        )
         seconds = time.perf_counter() - start
         per_worker = await client.run(_vmhwm_kib)
     return {"decode_seconds": seconds, "worker_peak_rss_kib": sorted(per_worker.values())}

@@ -90,14 +90,14 @@ def prepare(fsm: str, items: int) -> dict[str, int]:
 
 async def decode(fsm: str, out: str, layout: str) -> dict[str, int]:
     """The whole decode of the table; return the report's counters."""
-    options = DecodeOptions(adapters=("dynamodb",), dynamodb_layout=layout)
+    options = DecodeOptions(adapters="dynamodb", adapter_options={"dynamodb": {"layout": layout}})
     report = await decode_snapshot(fsm, out, options)
     return report.counters
 
 
 async def feed(out: str, items: int, layout: str) -> dict[str, int]:
     """Generate the records and feed them to the DynamoDB decoder alone."""
-    options = DecodeOptions(adapters=("dynamodb",), dynamodb_layout=layout)
+    options = DecodeOptions(adapters="dynamodb", adapter_options={"dynamodb": {"layout": layout}})
     report = await benchlib.feed_adapter("dynamodb", Path(out), records(items), options=options)
     return report.counters
 

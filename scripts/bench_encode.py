@@ -28,6 +28,7 @@ import anyio.to_thread
 import benchlib
 
 from elastickv_async import encode_snapshot
+from elastickv_async._adapters.registry import REGISTRY
 from elastickv_async._core.dump.manifest import DecodeManifest
 from elastickv_async._core.options import DecodeOptions, EncodeOptions
 from elastickv_async._core.pipeline import decode_snapshot
@@ -51,7 +52,8 @@ def build_tree(root: Path, items: int, item_bytes: int, objects: int, object_byt
     """Write the (not yet canonical) dump tree."""
     root.mkdir(parents=True)
     manifest = DecodeManifest(
-        options=DecodeOptions(adapters=ADAPTERS),
+        adapters=ADAPTERS,
+        fields=REGISTRY.manifest_fields({}),
         fsm_path="bench.fsm",
         last_commit_ts=benchlib.COMMIT_TS,
         elastickv_version="bench",

@@ -105,7 +105,9 @@ def prepare(fsm: str, messages: int, side_records: bool, seed: int) -> dict[str,
 
 
 def _options(side_records: bool) -> DecodeOptions:
-    return DecodeOptions(adapters=("sqs",), include_sqs_side_records=side_records)
+    return DecodeOptions(
+        adapters="sqs", adapter_options={"sqs": {"include_side_records": side_records}}
+    )
 
 
 async def decode(fsm: str, out: str, side_records: bool) -> dict[str, Any]:

@@ -44,7 +44,7 @@ import anyio
 import anyio.to_thread
 
 from elastickv_async._adapters.base import DecodeAdapter, DecodeContext, Routed
-from elastickv_async._adapters.registry import adapter_specs
+from elastickv_async._adapters.registry import REGISTRY
 from elastickv_async._core.dump.writer import DumpWriter
 from elastickv_async._core.encode.framing import frame_entry, header, ts_suffix
 from elastickv_async._core.options import DecodeOptions
@@ -162,7 +162,7 @@ async def feed_adapter(
     (e.g. to pass a tuning argument). Returns the run's report.
     """
     options = options or DecodeOptions(adapters=(adapter,))
-    specs = adapter_specs()
+    specs = {spec.name: spec for spec in REGISTRY}
     router = Router(specs, (adapter,))
     report = Report()
     scratch = out / ".scratch"
@@ -175,6 +175,7 @@ async def feed_adapter(
         header=SnapshotHeader(COMMIT_TS),
         scratch=scratch,
         now_ms=COMMIT_TS >> _HLC_LOGICAL_BITS,
+        adapter_options=specs[adapter].resolve_options(options.adapter_options.get(adapter)),
     )
     sink = (decoder or specs[adapter].decoder)(ctx)
     batch: list[Routed] = []

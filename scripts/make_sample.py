@@ -20,9 +20,9 @@ import anyio
 import crc32c
 
 from elastickv_async import EncodeOptions, encode_snapshot
+from elastickv_async._adapters.registry import REGISTRY
 from elastickv_async._core import gojson
 from elastickv_async._core.dump.manifest import DecodeManifest
-from elastickv_async._core.options import DecodeOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 LAST_COMMIT_TS = 1_795_312_252_565 << 16
@@ -139,7 +139,8 @@ def _tree() -> dict[str, bytes]:
     )
 
     files["MANIFEST.json"] = DecodeManifest(
-        options=DecodeOptions(),
+        adapters=REGISTRY.names(),
+        fields=REGISTRY.manifest_fields({}),
         fsm_path="sample.fsm",
         last_commit_ts=LAST_COMMIT_TS,
         elastickv_version="make_sample",

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from elastickv_async._adapters.base import DecodeContext, EncodeContext
+from elastickv_async._adapters.registry import REGISTRY
 from elastickv_async._core.dump.writer import DumpWriter
 from elastickv_async._core.errors import ElasticKVError
 from elastickv_async._core.options import DecodeOptions
@@ -47,30 +49,41 @@ def decode_context(
     now_ms: int = 0,
     **options: Any,
 ) -> DecodeContext:
-    """An adapter's decode context writing to ``base/out``, scratch in ``base/scratch``."""
+    """An adapter's decode context writing to ``base/out``, scratch in ``base/scratch``.
+
+    ``options`` are :class:`DecodeOptions` fields or fields of the adapter's own options.
+    """
     (base / "out").mkdir(parents=True, exist_ok=True)
     (base / "scratch").mkdir(exist_ok=True)
     report = Report()
+    core = {f.name for f in dataclasses.fields(DecodeOptions)}
+    own = {k: v for k, v in options.items() if k not in core}
     return DecodeContext(
-        options=DecodeOptions(**options),
+        options=DecodeOptions(**{k: v for k, v in options.items() if k in core}),
         writer=DumpWriter(base / "out"),
         log=make_logger(report).bind(adapter=adapter),
         report=report,
         header=header if header is not None else SnapshotHeader(last_commit_ts=1),
         scratch=base / "scratch",
         now_ms=now_ms,
+        adapter_options=REGISTRY[adapter].resolve_options(own),
     )
 
 
-def encode_context(root: Path, scratch: Path, adapter: str, **manifest: Any) -> EncodeContext:
-    """An adapter's encode context for the dump tree at ``root``."""
+def encode_context(
+    root: Path, scratch: Path, adapter: str, decoded_with: Mapping[str, Any] | None = None
+) -> EncodeContext:
+    """An adapter's encode context for the dump tree at ``root``, decoded with the adapter's
+    options ``decoded_with`` (field names to values; default: the defaults)."""
     report = Report()
+    spec = REGISTRY[adapter]
     return EncodeContext(
         input_root=root,
         log=make_logger(report).bind(adapter=adapter),
         report=report,
         scratch=scratch,
-        manifest=dict(manifest),
+        adapter_options=spec.resolve_options(None, encode=True),
+        decoded_with=spec.resolve_options(decoded_with),
     )
 
 

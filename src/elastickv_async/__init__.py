@@ -4,9 +4,14 @@ The library API is asynchronous and runs under asyncio (uvloop when installed) o
 
     report = await decode_snapshot("0000000000000064.fsm", "dump/")
     report = await decode_cluster(["1=g1.fsm", "2=g2.fsm"], "cluster-dump/")
-    await verify_tree(Path("dump/"))
-    result = await encode_snapshot(Path("dump/"), Path("restored.fsm"), EncodeOptions())
+    await verify_tree("dump/")
+    result = await encode_snapshot("dump/", "restored.fsm", EncodeOptions())
     summary = await inspect_snapshot("0000000000000064.fsm")
+    async with open_snapshot("0000000000000064.fsm") as snap:
+        async for batch in snap.batches():
+            ...
+
+Everything else (the ``_core`` engine, the ``_adapters``) is private and may change.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from ._core.errors import (
     UnsafeDumpEntry,
     UsageError,
 )
-from ._core.options import ADAPTER_NAMES, DecodeOptions, EncodeOptions
+from ._core.options import DecodeOptions, EncodeOptions
 from ._core.report import Report
 from ._version import __version__
 
@@ -37,9 +42,10 @@ if TYPE_CHECKING:
     from ._core.encode.api import EncodeResult, encode_snapshot
     from ._core.inspection import SnapshotInspection, inspect_snapshot
     from ._core.pipeline import Progress, decode_snapshot
+    from ._core.snapshot.entry import Entry, SnapshotHeader
+    from ._core.snapshot.reader import Snapshot, open_snapshot
 
 __all__ = [
-    "ADAPTER_NAMES",
     "AdapterRecordError",
     "ChecksumMismatch",
     "ClusterProgress",
@@ -49,13 +55,16 @@ __all__ = [
     "ElasticKVError",
     "EncodeOptions",
     "EncodeResult",
+    "Entry",
     "ExecutionError",
     "ManifestError",
     "OutputError",
     "Progress",
     "Report",
     "SelfTestMismatch",
+    "Snapshot",
     "SnapshotFormatError",
+    "SnapshotHeader",
     "SnapshotInspection",
     "UnsafeDumpEntry",
     "UsageError",
@@ -64,6 +73,7 @@ __all__ = [
     "decode_snapshot",
     "encode_snapshot",
     "inspect_snapshot",
+    "open_snapshot",
     "verify_tree",
 ]
 
@@ -78,6 +88,10 @@ _LAZY = {
     "inspect_snapshot": "_core.inspection",
     "SnapshotInspection": "_core.inspection",
     "verify_tree": "_core.dump.verify",
+    "open_snapshot": "_core.snapshot.reader",
+    "Snapshot": "_core.snapshot.reader",
+    "Entry": "_core.snapshot.entry",
+    "SnapshotHeader": "_core.snapshot.entry",
 }
 
 
@@ -90,3 +104,7 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

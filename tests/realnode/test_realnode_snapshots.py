@@ -47,8 +47,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def _decode(snapshot: Path, out: Path, **options: Any) -> Path:
-    await decode_snapshot(snapshot, out, DecodeOptions(**options))
+async def _decode(snapshot: Path, out: Path, **s3_options: Any) -> Path:
+    await decode_snapshot(snapshot, out, DecodeOptions(adapter_options={"s3": s3_options}))
     return out
 
 

@@ -137,7 +137,7 @@ async def decode(
     """Decode ``snapshot`` into the new directory ``output``; return the run's report."""
     report = Report()
     options = DecodeOptions(
-        rename_collisions=rename_collisions,
+        adapter_options={"s3": {"rename_collisions": rename_collisions}},
         batch_size=shape.batch_size,
         channel_buffer=shape.channel_buffer,
         jobs=shape.jobs,

@@ -48,7 +48,7 @@ from roundtrip_support import (
 )
 from roundtrip_trees import TTL_FLOOR_MS, DumpTree, dump_trees, manifest_json, segment
 
-from elastickv_async._core.options import ADAPTER_NAMES
+from elastickv_async._adapters.registry import REGISTRY
 
 pytestmark = pytest.mark.anyio
 
@@ -91,7 +91,7 @@ async def test_tree_encode_decode_is_identity(tree: DumpTree, shape: RunShape) -
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         files = dict(tree.files) | {
-            "MANIFEST.json": manifest_json(tree.last_commit_ts, ADAPTER_NAMES)
+            "MANIFEST.json": manifest_json(tree.last_commit_ts, REGISTRY.names())
         }
         await write_tree(root / "in", files)
         encoded = await encode(root / "in", root / "out.fsm", shape)
@@ -100,7 +100,7 @@ async def test_tree_encode_decode_is_identity(tree: DumpTree, shape: RunShape) -
         _no_warnings(decoded.warnings, "decode")
         _assert_same(tree.files, await read_tree(root / "back"), tree.summary())
         assert await manifest_facts(root / "back") == (
-            tuple(sorted(ADAPTER_NAMES)),
+            tuple(sorted(REGISTRY.names())),
             tree.last_commit_ts,
             _EXCLUSIONS,
         )
@@ -163,7 +163,7 @@ async def test_noisy_snapshot_decode_encode_decode_is_fixpoint(
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         files = dict(tree.files) | {
-            "MANIFEST.json": manifest_json(tree.last_commit_ts, ADAPTER_NAMES)
+            "MANIFEST.json": manifest_json(tree.last_commit_ts, REGISTRY.names())
         }
         await write_tree(root / "tree", files)
         await encode(root / "tree", root / "clean.fsm")

@@ -1,37 +1,120 @@
-"""The contract between the pipeline and the adapters.
+"""The contract between the core and the adapters.
 
-The pipeline knows each adapter only through an :class:`AdapterSpec`: its name, the key
-prefixes it owns, the prefixes that belong to it but are dropped (internal), and the
+The core knows each adapter only through its :class:`AdapterSpec`: its name (also the name
+of its subtree in the dump), the key prefixes it owns, its options (a dataclass whose fields,
+declared with :func:`option`, become the CLI flags), the MANIFEST.json fields it writes and
+reads back, what its encoder can restore, how the self-test compares its files, and the
 factories of its decoder and encoder. Everything else about a format lives in the adapter's
-own package (``keys.py`` for layouts, ``decode.py``/``encode.py`` for the two directions).
+own package: ``keys.py`` (store keys), ``values.py`` (store values), ``layout.py`` (tree names,
+file render and parse), ``decode.py`` and ``encode.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import structlog
 
+from .._core.dump.manifest import ManifestField
 from .._core.dump.tree import DumpTree
 from .._core.dump.writer import DumpWriter
+from .._core.errors import DumpTreeError, UsageError
 from .._core.options import DecodeOptions
 from .._core.report import Report
 from .._core.snapshot.entry import Entry, SnapshotHeader
 
 __all__ = [
+    "BYTES",
+    "LINE_SET",
     "AdapterSpec",
     "DecodeAdapter",
     "DecodeContext",
     "EncodeAdapter",
     "EncodeContext",
+    "FileComparison",
+    "ManifestField",
+    "NoOptions",
+    "OptionField",
     "Routed",
+    "option",
+    "option_fields",
 ]
 
 #: One routed entry: the routing prefix that matched (longest wins) and the entry itself.
 Routed = tuple[bytes, Entry]
+
+T = TypeVar("T")
+
+_FLAG: Final = "elastickv_flag"
+_HELP: Final = "elastickv_help"
+_CHOICES: Final = "elastickv_choices"
+
+
+def option(default: T, *, flag: str, help: str, choices: tuple[T, ...] = ()) -> T:
+    """Declare one field of an adapter's options dataclass and the CLI flag that sets it.
+
+    ``flag`` is the long flag without dashes, spelled as the reference spells it. A ``bool``
+    field becomes a switch (``--flag``, ``--flag=true``, ``-flag``); any other field takes a
+    string value, limited to ``choices`` when given.
+    """
+    metadata = {_FLAG: flag, _HELP: help, _CHOICES: choices}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionField:
+    """One option as the CLI and the validation see it."""
+
+    name: str
+    flag: str
+    help: str
+    default: Any
+    choices: tuple[Any, ...]
+
+    @property
+    def is_switch(self) -> bool:
+        """Whether the option is a boolean switch."""
+        return isinstance(self.default, bool)
+
+
+def option_fields(options_type: type[Any]) -> tuple[OptionField, ...]:
+    """The fields of an options dataclass declared with :func:`option`, in declaration order."""
+    found = []
+    for f in dataclasses.fields(options_type):
+        if _FLAG not in f.metadata:
+            raise TypeError(f"{options_type.__name__}.{f.name} is not declared with option()")
+        found.append(
+            OptionField(
+                f.name, f.metadata[_FLAG], f.metadata[_HELP], f.default, f.metadata[_CHOICES]
+            )
+        )
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class NoOptions:
+    """The options of an adapter (or direction) that has none."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileComparison:
+    """How the self-test compares one file of the input tree with its re-decoded twin.
+
+    Byte for byte by default; ``line_set`` compares the sorted lines (files whose records are
+    keyed, so their order carries no meaning); ``lines_match`` compares line by line and calls
+    a differing pair ``(input line, decoded line)`` equal when it returns true.
+    """
+
+    line_set: bool = False
+    lines_match: Callable[[bytes, bytes], bool] | None = None
+
+
+BYTES: Final = FileComparison()
+LINE_SET: Final = FileComparison(line_set=True)
 
 
 @dataclass(slots=True)
@@ -48,6 +131,8 @@ class DecodeContext:
     scratch: Path
     #: "Now" in Unix ms as the snapshot saw it (HLC ceiling, else physical part of last_commit_ts).
     now_ms: int
+    #: This adapter's own options (an instance of its spec's ``decode_options``).
+    adapter_options: Any = None
 
 
 class DecodeAdapter(Protocol):
@@ -69,6 +154,10 @@ class EncodeContext:
     report: Report
     scratch: Path
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: This adapter's own encode options (an instance of its spec's ``encode_options``).
+    adapter_options: Any = None
+    #: The options the tree was decoded with, as MANIFEST.json records them (``decode_options``).
+    decoded_with: Any = None
     #: Safe read access to ``input_root``: the only way an encoder reads the tree.
     tree: DumpTree = field(init=False)
 
@@ -84,14 +173,89 @@ class EncodeAdapter(Protocol):
         ...
 
 
+def _no_manifest_fields(options: Any) -> Sequence[ManifestField]:
+    return ()
+
+
+def _bytes_everywhere(path: str) -> FileComparison:
+    return BYTES
+
+
+def _restores_everything(options: Any) -> DumpTreeError | None:
+    return None
+
+
+def _same_options(options: Any) -> Any:
+    return options
+
+
 @dataclass(frozen=True, slots=True)
 class AdapterSpec:
-    """How the pipeline sees one adapter."""
+    """How the core sees one adapter.
 
+    The hooks taking ``options`` receive an instance of :attr:`decode_options`. The defaults
+    describe an adapter without options, manifest fields or special comparisons.
+    """
+
+    #: The ``--adapter`` name, the MANIFEST ``adapters`` key and the dump subdirectory.
     name: str
     #: Prefixes routed to this adapter's decoder when the adapter is enabled.
     routed_prefixes: tuple[bytes, ...]
     #: Prefixes of this adapter's keyspace that are dropped and counted as internal.
     internal_prefixes: tuple[bytes, ...]
     decoder: Callable[[DecodeContext], DecodeAdapter]
-    encoder: Callable[[EncodeContext], EncodeAdapter] | None = None
+    encoder: Callable[[EncodeContext], EncodeAdapter]
+    #: Place among the encoders: the sidecar's ``adapters_enabled`` and the self-test report
+    #: follow the reference's encode order, which differs from the decode (registry) order.
+    encode_rank: int = 1000
+    #: The decode options dataclass; its :func:`option` fields are the decode CLI flags.
+    decode_options: type[Any] = NoOptions
+    #: The encode options dataclass; its :func:`option` fields are the encode CLI flags.
+    encode_options: type[Any] = NoOptions
+    #: The fields this adapter writes into MANIFEST.json for a decode run with ``options``.
+    manifest_fields: Callable[[Any], Sequence[ManifestField]] = _no_manifest_fields
+    #: Read this adapter's MANIFEST.json fields back from the parsed document: the decode
+    #: options the tree was produced with. Raises ``ManifestError`` (or ``GoJSONError`` for a
+    #: mistyped field). ``None``: the adapter wrote nothing, so the defaults apply.
+    read_manifest: Callable[[Mapping[str, Any]], Any] | None = None
+    #: The error to stop an encode with when the encoder cannot restore a tree decoded with
+    #: ``options`` (``None``: it can).
+    encode_refusal: Callable[[Any], DumpTreeError | None] = _restores_everything
+    #: The decode options the self-test uses to re-decode a tree decoded with ``options``.
+    self_test_options: Callable[[Any], Any] = _same_options
+    #: How the self-test compares a file, by its slash path inside the adapter's subtree.
+    compare: Callable[[str], FileComparison] = _bytes_everywhere
+
+    def resolve_options(self, given: Any, *, encode: bool = False) -> Any:
+        """An instance of this adapter's options from ``given``.
+
+        ``given`` is ``None`` (the defaults), an instance, or a mapping of field names to
+        values. Unknown names, wrong types and values outside a field's choices raise
+        :class:`~elastickv_async._core.errors.UsageError`.
+        """
+        options_type = self.encode_options if encode else self.decode_options
+        if given is None:
+            return options_type()
+        if isinstance(given, options_type):
+            values = {f.name: getattr(given, f.name) for f in option_fields(options_type)}
+        elif isinstance(given, Mapping):
+            values = dict(given)
+        else:
+            raise UsageError(f"{self.name} options must be a mapping, not {type(given).__name__}")
+        known = {f.name: f for f in option_fields(options_type)}
+        unknown = sorted(set(values) - known.keys())
+        if unknown:
+            raise UsageError(f"unknown {self.name} option(s): {', '.join(unknown)}")
+        for name, value in values.items():
+            spec = known[name]
+            if type(value) is not type(spec.default):
+                raise UsageError(
+                    f"{self.name} option {name} must be {type(spec.default).__name__}, "
+                    f"not {type(value).__name__}"
+                )
+            if spec.choices and value not in spec.choices:
+                raise UsageError(
+                    f"{self.name} option {name} must be one of "
+                    f"{', '.join(map(str, spec.choices))}, not {value!r}"
+                )
+        return options_type(**values)

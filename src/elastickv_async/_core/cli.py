@@ -23,13 +23,15 @@ from typing import IO, Any, Final, NoReturn
 
 import anyio
 
+from .._adapters.base import OptionField, option_fields
+from .._adapters.registry import REGISTRY
 from .._version import __version__
 from .cluster.cli import add_decode_cluster, run_decode_cluster
 from .completion import SHELLS, completion_script
 from .concurrency import task_group
 from .dump.writer import write_file_atomic
 from .errors import ElasticKVError, UsageError
-from .options import DecodeOptions, EncodeOptions, parse_adapter_list
+from .options import DecodeOptions, EncodeOptions
 from .pipeline import Progress
 from .report import Report
 from .restore import command as restore_command
@@ -37,23 +39,6 @@ from .restore import command as restore_command
 __all__ = ["main"]
 
 PROG: Final = "elastickv-async"
-_BOOL_FLAGS: Final = frozenset(
-    {
-        "include-incomplete-uploads",
-        "include-orphans",
-        "preserve-sqs-visibility",
-        "include-sqs-side-records",
-        "rename-collisions",
-        "self-test",
-        "keep-expired",
-        "force",
-        "fsync",
-        "quiet",
-        "no-progress",
-        "json",
-        *restore_command.BOOL_FLAGS,
-    }
-)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,8 +46,11 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _normalise_go_flags(argv: Sequence[str], known: set[str]) -> list[str]:
-    """Rewrite Go ``flag`` spellings (``-name``, ``--bool=true``) into argparse's."""
+def _normalise_go_flags(argv: Sequence[str], known: set[str], switches: set[str]) -> list[str]:
+    """Rewrite Go ``flag`` spellings (``-name``, ``--bool=true``) into argparse's.
+
+    ``known`` are the long flag names, ``switches`` those of them that take no value.
+    """
     out: list[str] = []
     for arg in argv:
         if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
@@ -71,7 +59,7 @@ def _normalise_go_flags(argv: Sequence[str], known: set[str]) -> list[str]:
                 arg = "-" + arg
         if arg.startswith("--") and "=" in arg:
             name, value = arg[2:].split("=", 1)
-            if name in _BOOL_FLAGS:
+            if name in switches:
                 lowered = value.lower()
                 if lowered in ("1", "t", "true"):
                     arg = "--" + name
@@ -109,29 +97,13 @@ def _build_parser() -> _Parser:
         help="async backend (asyncio uses uvloop when installed)",
     )
 
+    names = ",".join(REGISTRY.names())
     dec = sub.add_parser("decode", parents=[common], help="decode a .fsm snapshot into a dump tree")
     dec.add_argument("--input", required=True, help="the .fsm snapshot file")
     dec.add_argument("--output", required=True, help="output directory (absent or empty)")
-    dec.add_argument(
-        "--adapter",
-        default="dynamodb,s3,redis,sqs",
-        help="comma-separated adapters (dynamodb,s3,redis,sqs; 'all')",
-    )
-    dec.add_argument(
-        "--dynamodb-bundle-mode", default="per-item", help="DynamoDB item layout: per-item or jsonl"
-    )
+    dec.add_argument("--adapter", default=names, help=f"comma-separated adapters ({names}; 'all')")
     dec.add_argument("--cluster-id", default="", help="recorded as MANIFEST cluster_id")
-    dec.add_argument("--include-incomplete-uploads", action="store_true")
-    dec.add_argument("--include-orphans", action="store_true")
-    dec.add_argument("--preserve-sqs-visibility", action="store_true")
-    dec.add_argument("--include-sqs-side-records", action="store_true")
-    dec.add_argument("--rename-collisions", action="store_true")
     dec.add_argument("--scratch-root", type=Path, help="where to spill data that must wait")
-    dec.add_argument(
-        "--keep-expired",
-        action="store_true",
-        help="keep Redis keys whose TTL had passed when the snapshot was taken",
-    )
     dec.add_argument("--jobs", type=int, default=8, help="concurrent file writes")
     dec.add_argument("--fsync", action="store_true", help="fsync every written file")
     dec.add_argument(
@@ -140,13 +112,14 @@ def _build_parser() -> _Parser:
         help="replace the unfinished tree a killed decode left in --output "
         "(a complete tree or other files are never removed)",
     )
+    _add_adapter_flags(dec, encode=False)
 
     add_decode_cluster(sub, common, dec)
 
     enc = sub.add_parser("encode", parents=[common], help="encode a dump tree into a .fsm snapshot")
     enc.add_argument("--input", required=True, help="the dump tree root (holds MANIFEST.json)")
     enc.add_argument("--output", required=True, help="the .fsm file to write")
-    enc.add_argument("--adapter", default="dynamodb,s3,redis,sqs")
+    enc.add_argument("--adapter", default=names, help=f"comma-separated adapters ({names}; 'all')")
     enc.add_argument("--last-commit-ts", default="", help="decimal or 0x-hex; >= the manifest's")
     enc.add_argument(
         "--self-test",
@@ -154,6 +127,7 @@ def _build_parser() -> _Parser:
         help="decode the output and compare it with the input before publishing",
     )
     enc.add_argument("--scratch-root", type=Path, help="base directory for self-test scratch")
+    _add_adapter_flags(enc, encode=True)
 
     ins = sub.add_parser(
         "inspect", parents=[common], help="summarise a .fsm (header, footer, meta keys, prefixes)"
@@ -177,14 +151,59 @@ def _build_parser() -> _Parser:
     return parser
 
 
-def _known_long_flags(parser: argparse.ArgumentParser) -> set[str]:
+def _adapter_fields(*, encode: bool) -> list[tuple[str, OptionField]]:
+    """Every adapter option of one direction, as ``(adapter name, field)``."""
+    return [
+        (spec.name, f)
+        for spec in REGISTRY
+        for f in option_fields(spec.encode_options if encode else spec.decode_options)
+    ]
+
+
+def _dest(adapter: str, f: OptionField) -> str:
+    return f"adapter__{adapter}__{f.name}"
+
+
+def _add_adapter_flags(parser: argparse.ArgumentParser, *, encode: bool) -> None:
+    """One flag per field of every adapter's options dataclass (see ``option()``)."""
+    for adapter, f in _adapter_fields(encode=encode):
+        dest = _dest(adapter, f)
+        if f.is_switch:
+            parser.add_argument(f"--{f.flag}", dest=dest, action="store_true", help=f.help)
+        else:
+            parser.add_argument(f"--{f.flag}", dest=dest, default=f.default, help=f.help)
+
+
+def _adapter_options(args: argparse.Namespace, *, encode: bool) -> dict[str, dict[str, Any]]:
+    """The adapter flags given on the command line, as ``adapter_options``."""
+    found: dict[str, dict[str, Any]] = {}
+    for adapter, f in _adapter_fields(encode=encode):
+        value = getattr(args, _dest(adapter, f))
+        if f.choices:
+            # An empty value takes the default, as the reference's flag parsing does.
+            value = value or f.default
+            if value not in f.choices:
+                allowed = " or ".join(map(str, f.choices))
+                raise UsageError(f"--{f.flag} must be {allowed}, not {value!r}")
+        found.setdefault(adapter, {})[f.name] = value
+    return found
+
+
+def _long_flags(parser: argparse.ArgumentParser) -> tuple[set[str], set[str]]:
+    """Every long flag name of ``parser`` and its subcommands, and those that take no value."""
     names: set[str] = set()
+    switches: set[str] = set()
     for action in parser._actions:
-        names.update(o[2:] for o in action.option_strings if o.startswith("--"))
+        longs = {o[2:] for o in action.option_strings if o.startswith("--")}
+        names |= longs
+        if action.nargs == 0:
+            switches |= longs
         if isinstance(action, argparse._SubParsersAction):
             for subparser in action.choices.values():
-                names |= _known_long_flags(subparser)
-    return names
+                sub_names, sub_switches = _long_flags(subparser)
+                names |= sub_names
+                switches |= sub_switches
+    return names, switches
 
 
 class _ProgressDisplay:
@@ -233,22 +252,13 @@ def _progress_for(args: argparse.Namespace) -> _ProgressDisplay | None:
 
 
 def _decode_options(args: argparse.Namespace) -> DecodeOptions:
-    mode = args.dynamodb_bundle_mode or "per-item"
-    if mode not in ("per-item", "jsonl"):
-        raise UsageError(f"--dynamodb-bundle-mode must be per-item or jsonl, not {mode!r}")
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     return DecodeOptions(
-        adapters=parse_adapter_list(args.adapter),
+        adapters=REGISTRY.select(args.adapter),
+        adapter_options=_adapter_options(args, encode=False),
         cluster_id=args.cluster_id,
-        include_incomplete_uploads=args.include_incomplete_uploads,
-        include_orphans=args.include_orphans,
-        preserve_sqs_visibility=args.preserve_sqs_visibility,
-        include_sqs_side_records=args.include_sqs_side_records,
-        rename_collisions=args.rename_collisions,
-        dynamodb_layout=mode,
         scratch_root=args.scratch_root,
-        keep_expired=args.keep_expired,
         jobs=args.jobs,
         fsync=args.fsync,
     )
@@ -272,26 +282,21 @@ async def _encode(args: argparse.Namespace, report: Report) -> None:
     from .encode.api import encode_snapshot, parse_last_commit_ts
 
     options = EncodeOptions(
-        adapters=parse_adapter_list(args.adapter, lower=True),
+        adapters=REGISTRY.select(args.adapter, lower=True),
+        adapter_options=_adapter_options(args, encode=True),
         last_commit_ts=parse_last_commit_ts(args.last_commit_ts) if args.last_commit_ts else None,
         self_test=args.self_test,
         scratch_root=args.scratch_root,
     )
     await encode_snapshot(
-        Path(args.input),
-        Path(args.output),
-        options,
-        report=report,
-        input_arg=args.input,
-        output_arg=args.output,
-        log_format=args.log_format,
+        args.input, args.output, options, report=report, log_format=args.log_format
     )
 
 
 async def _verify(args: argparse.Namespace, report: Report) -> None:
     from .dump.verify import verify_tree
 
-    await verify_tree(Path(args.input), report)
+    await verify_tree(args.input, report)
 
 
 async def _inspect(args: argparse.Namespace, report: Report) -> None:
@@ -417,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser()
     try:
-        args = parser.parse_args(_normalise_go_flags(raw, _known_long_flags(parser)))
+        args = parser.parse_args(_normalise_go_flags(raw, *_long_flags(parser)))
     except UsageError as exc:
         print(_error_line(exc, json_event=False), file=sys.stderr)
         return exc.exit_code

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._adapters.registry import adapter_specs
-from .options import ADAPTER_NAMES
+from .._adapters.registry import REGISTRY
 from .routing import Router
 from .snapshot.entry import SnapshotHeader
 from .snapshot.mvcc import VisibilityResolver
@@ -103,7 +102,7 @@ class SnapshotInspection:
 
 async def inspect_snapshot(path: str | os.PathLike[str], *, depth: int = 2) -> SnapshotInspection:
     """Read the snapshot at ``path`` once and summarise it (nothing is written)."""
-    router = Router(adapter_specs(), ADAPTER_NAMES)
+    router = Router({spec.name: spec for spec in REGISTRY}, REGISTRY.names())
     prefixes: dict[bytes, PrefixCounts] = {}
 
     def bucket(key: bytes) -> PrefixCounts:

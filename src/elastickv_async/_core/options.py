@@ -1,66 +1,39 @@
-"""Options of the two public operations, shared by the library API and the CLI."""
+"""Options of the two public operations, shared by the library API and the CLI.
+
+Only what the core itself uses lives here. Each adapter's own options (its CLI flags) are a
+dataclass of that adapter, passed in ``adapter_options`` under the adapter's name, either as
+an instance or as a mapping of its field names, e.g.
+``DecodeOptions(adapter_options={"s3": {"include_orphans": True}})``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any
 
-from .errors import UsageError
-
-__all__ = ["ADAPTER_NAMES", "DecodeOptions", "EncodeOptions", "parse_adapter_list"]
-
-#: Canonical adapter order of the decoder (and of MANIFEST ``adapters``).
-ADAPTER_NAMES: Final = ("dynamodb", "s3", "redis", "sqs")
-
-
-def parse_adapter_list(text: str, *, lower: bool = False) -> tuple[str, ...]:
-    """Parse an ``--adapter`` CSV the way the reference does (``""``/``all`` = every adapter).
-
-    Returns the selected names in canonical order; unknown names raise :class:`UsageError`.
-    """
-    text = text.strip()
-    if text in ("", "all"):
-        return ADAPTER_NAMES
-    chosen: set[str] = set()
-    for raw in text.split(","):
-        name = raw.strip().lower() if lower else raw.strip()
-        if not name:
-            continue
-        if name == "all":
-            chosen.update(ADAPTER_NAMES)
-            continue
-        if name not in ADAPTER_NAMES:
-            raise UsageError(f"unknown adapter {name!r} (known: {', '.join(ADAPTER_NAMES)})")
-        chosen.add(name)
-    if not chosen:
-        raise UsageError("--adapter selected zero adapters")
-    return tuple(n for n in ADAPTER_NAMES if n in chosen)
+__all__ = ["DecodeOptions", "EncodeOptions"]
 
 
 @dataclass(frozen=True, slots=True)
 class DecodeOptions:
     """How to decode a snapshot; defaults match the reference decoder's defaults."""
 
-    adapters: tuple[str, ...] = ADAPTER_NAMES
+    #: The adapters to run: a name, a comma-separated list or ``"all"``, or a sequence of names.
+    adapters: str | Sequence[str] = "all"
+    #: Per-adapter options by adapter name (see the module docstring); absent: the defaults.
+    adapter_options: Mapping[str, Any] = field(default_factory=dict)
     cluster_id: str = ""
-    include_incomplete_uploads: bool = False
-    include_orphans: bool = False
-    preserve_sqs_visibility: bool = False
-    include_sqs_side_records: bool = False
-    rename_collisions: bool = False
-    dynamodb_layout: str = "per-item"
     #: Where adapters spill data that must wait (default: a hidden directory in the output root).
     scratch_root: Path | None = None
-    #: Keep Redis keys whose TTL had passed when the snapshot was taken.
-    keep_expired: bool = False
     #: Concurrent file writes.
     jobs: int = 8
     #: fsync every written file (slower; the rename is atomic either way).
     fsync: bool = False
     #: A batch on an adapter channel is sent at this many entries or value bytes, whichever
     #: comes first; each channel buffers ``channel_buffer`` batches. Together they bound the
-    #: memory in flight (S3 chunks are up to 1 MiB each).
+    #: memory in flight (large values are up to 1 MiB each).
     batch_size: int = 512
     batch_bytes: int = 8 << 20
     channel_buffer: int = 4
@@ -70,7 +43,10 @@ class DecodeOptions:
 class EncodeOptions:
     """How to encode a dump tree into a snapshot."""
 
-    adapters: tuple[str, ...] = ADAPTER_NAMES
+    #: The adapters to run, as for :class:`DecodeOptions` (names fold to lower case here).
+    adapters: str | Sequence[str] = "all"
+    #: Per-adapter encode options by adapter name; absent: the defaults.
+    adapter_options: Mapping[str, Any] = field(default_factory=dict)
     #: Effective ``last_commit_ts``; ``None`` takes the manifest's. Must not be below it.
     last_commit_ts: int | None = None
     #: Decode the produced .fsm into scratch and compare with the input before publishing.

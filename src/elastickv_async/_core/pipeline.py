@@ -26,14 +26,14 @@ import anyio.to_thread
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from .._adapters.base import DecodeAdapter, DecodeContext, Routed
-from .._adapters.registry import adapter_specs
+from .._adapters.registry import REGISTRY
 from .._version import __version__
 from .concurrency import task_group
 from .dump.checksums import CHECKSUMS_NAME, ChecksumLedger
-from .dump.manifest import DYNAMODB_LAYOUTS, MANIFEST_NAME, DecodeManifest
+from .dump.manifest import MANIFEST_NAME, DecodeManifest
 from .dump.writer import DumpWriter
 from .errors import OutputError, UsageError
-from .options import ADAPTER_NAMES, DecodeOptions
+from .options import DecodeOptions
 from .report import Report, make_logger
 from .routing import INTERNAL, Router, prefix_family
 from .runfiles import (
@@ -56,6 +56,7 @@ __all__ = [
     "StreamOutcome",
     "decode_entries",
     "decode_snapshot",
+    "normalise_options",
 ]
 
 _HLC_LOGICAL_BITS: Final = 16
@@ -150,14 +151,24 @@ def _release(held: LockedDir | None, *, remove: bool) -> None:
     held.close()
 
 
-def _validate(options: DecodeOptions) -> None:
-    unknown = [a for a in options.adapters if a not in ADAPTER_NAMES]
+def normalise_options(options: DecodeOptions) -> DecodeOptions:
+    """``options`` checked and made explicit: ``adapters`` the selected names in canonical
+    order, ``adapter_options`` every registered adapter's resolved options (enabled or not:
+    MANIFEST.json records them all). Raises :class:`~elastickv_async._core.errors.UsageError`.
+    """
+    if options.jobs < 1:
+        raise UsageError("jobs must be at least 1")
+    unknown = sorted(set(options.adapter_options) - set(REGISTRY.names()))
     if unknown:
-        raise UsageError(f"unknown adapter(s): {', '.join(unknown)}")
-    if not options.adapters:
-        raise UsageError("zero adapters selected")
-    if options.dynamodb_layout not in DYNAMODB_LAYOUTS:
-        raise UsageError(f"unknown DynamoDB layout {options.dynamodb_layout!r}")
+        raise UsageError(f"options for unknown adapter(s): {', '.join(unknown)}")
+    return dataclasses.replace(
+        options,
+        adapters=REGISTRY.select(options.adapters),
+        adapter_options={
+            spec.name: spec.resolve_options(options.adapter_options.get(spec.name))
+            for spec in REGISTRY
+        },
+    )
 
 
 async def decode_snapshot(
@@ -181,8 +192,7 @@ async def decode_snapshot(
     even when the run fails. Raises an :class:`~elastickv_async._core.errors.ElasticKVError`
     subclass on bad input; the partial tree then has no MANIFEST.json.
     """
-    options = options or DecodeOptions()
-    _validate(options)
+    options = normalise_options(options or DecodeOptions())
     await anyio.to_thread.run_sync(_check_scratch_root, options)
     source = Path(input_path)
     out = Path(output)
@@ -196,7 +206,7 @@ async def decode_snapshot(
     try:
         scratch = await anyio.to_thread.run_sync(_prepare_scratch, options, out, tag)
         run = _DecodeRun(
-            source, str(input_path), held, scratch.path, options, report, log, progress
+            source, os.fspath(input_path), held, scratch.path, options, report, log, progress
         )
         try:
             return await run.execute(ignore_future_versions=True)
@@ -281,12 +291,11 @@ class _DecodeRun:
         # A run without a locked output (decode_entries) leaves the tree's finish to its caller.
         self.held = out if isinstance(out, LockedDir) else None
         self.out = out.path if isinstance(out, LockedDir) else out
-        self.options, self.report, self.log, self.progress = options, report, log, progress
-        self.specs = adapter_specs()
-        missing = [a for a in options.adapters if a not in self.specs]
-        if missing:
-            raise UsageError(f"adapter(s) not available in this build: {', '.join(missing)}")
-        self.router = Router(self.specs, options.adapters)
+        self.options = normalise_options(options)
+        self.report, self.log, self.progress = report, log, progress
+        self.specs = {spec.name: spec for spec in REGISTRY}
+        self.enabled = REGISTRY.select(self.options.adapters)
+        self.router = Router(self.specs, self.enabled)
 
     async def _setup(self) -> None:
         options = self.options
@@ -295,11 +304,9 @@ class _DecodeRun:
             self.out, jobs=options.jobs, fsync=options.fsync, ledger=self.ledger
         )
         self.scopes: dict[str, dict[str, Any]] = {}
-        self.counters = {"total": 0, "internal": 0, "unknown": 0} | dict.fromkeys(
-            options.adapters, 0
-        )
+        self.counters = {"total": 0, "internal": 0, "unknown": 0} | dict.fromkeys(self.enabled, 0)
         self.unknown_families: dict[bytes, int] = {}
-        await anyio.to_thread.run_sync(_make_scratch_dirs, self.scratch, options.adapters)
+        await anyio.to_thread.run_sync(_make_scratch_dirs, self.scratch, self.enabled)
 
     async def execute(self, *, ignore_future_versions: bool) -> Report:
         """Decode the whole snapshot once; raise :class:`_HeaderBelowData` to ask for a rerun."""
@@ -334,9 +341,10 @@ class _DecodeRun:
                     header=header,
                     scratch=self.scratch / name,
                     now_ms=now_ms,
+                    adapter_options=options.adapter_options[name],
                 )
             )
-            for name in options.adapters
+            for name in self.enabled
         }
         async with task_group() as tg:
             sends: dict[str, ObjectSendStream[list[Routed]]] = {}
@@ -444,7 +452,9 @@ class _DecodeRun:
         assert self.source is not None and held is not None, "a single-file run finishes"
         index = snapshot_index_from_path(self.source) or stats.meta.get("_meta_applied_index")
         manifest = DecodeManifest(
-            options=self.options,
+            adapters=self.enabled,
+            cluster_id=self.options.cluster_id,
+            fields=REGISTRY.manifest_fields(self.options.adapter_options),
             fsm_path=self.source_label,
             last_commit_ts=header.last_commit_ts,
             elastickv_version=f"elastickv-async {__version__}",
@@ -495,7 +505,6 @@ async def decode_entries(
     the adapters of ``options`` write their files, but neither CHECKSUMS nor MANIFEST.json;
     the caller writes those once every stream of the tree is done. ``scratch`` must exist.
     """
-    _validate(options)
     run = _DecodeRun(None, "", output, scratch, options, report, log, None)
     await run._setup()
     try:

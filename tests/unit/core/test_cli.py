@@ -12,10 +12,11 @@ from elastickv_async._core.cli import _normalise_go_flags, main
 def test_go_flag_spellings_are_accepted() -> None:
     """-name, --name=value and --bool=true/false spellings map onto argparse's."""
     known = {"input", "include-orphans", "cluster-id"}
+    switches = {"include-orphans"}
     assert _normalise_go_flags(
-        ["decode", "-input", "a.fsm", "--include-orphans=true", "-cluster-id=c"], known
+        ["decode", "-input", "a.fsm", "--include-orphans=true", "-cluster-id=c"], known, switches
     ) == ["decode", "--input", "a.fsm", "--include-orphans", "--cluster-id=c"]
-    assert _normalise_go_flags(["--include-orphans=false"], known) == []
+    assert _normalise_go_flags(["--include-orphans=false"], known, switches) == []
 
 
 @pytest.mark.parametrize(

@@ -195,7 +195,9 @@ async def test_jsonl_layout_round_trips(tmp_path: Path) -> None:
 
     per_item, jsonl = tmp_path / "per-item", tmp_path / "jsonl"
     await decode_snapshot(SAMPLE, per_item)
-    await decode_snapshot(SAMPLE, jsonl, DecodeOptions(dynamodb_layout="jsonl"))
+    await decode_snapshot(
+        SAMPLE, jsonl, DecodeOptions(adapter_options={"dynamodb": {"layout": "jsonl"}})
+    )
     assert any(p.suffix == ".jsonl" for p in (jsonl / "dynamodb").rglob("*"))
     a, b = tmp_path / "a.fsm", tmp_path / "b.fsm"
     await encode_snapshot(per_item, a, EncodeOptions(self_test=True))

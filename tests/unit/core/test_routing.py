@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from elastickv_async._adapters.base import AdapterSpec, DecodeAdapter, DecodeContext
+from typing import Any
+
+from elastickv_async._adapters.base import AdapterSpec
 from elastickv_async._core.routing import INTERNAL, Router, prefix_family
 
 
-def _never(ctx: DecodeContext) -> DecodeAdapter:
+def _never(ctx: object) -> Any:
     raise AssertionError("not used")
 
 
 SPECS = {
     "redis": AdapterSpec(
-        "redis", (b"!hs|meta|", b"!hs|meta|d|", b"!hs|fld|"), (b"!redis|txn-",), _never
+        "redis", (b"!hs|meta|", b"!hs|meta|d|", b"!hs|fld|"), (b"!redis|txn-",), _never, _never
     ),
-    "s3": AdapterSpec("s3", (b"!s3|blob|",), (b"!s3|bucket|gen|",), _never),
+    "s3": AdapterSpec("s3", (b"!s3|blob|",), (b"!s3|bucket|gen|",), _never, _never),
 }
 
 

@@ -80,9 +80,9 @@ def harness(tmp_path: Path, **options: Any) -> Harness:
     return Harness(tmp_path / "out", ctx.report, DynamoDBDecoder(ctx))
 
 
-def encode_context(root: Path, scratch: Path, **manifest: Any) -> EncodeContext:
-    """An encode context for the dump tree at ``root``."""
-    return shared_encode_context(root, scratch, "dynamodb", **manifest)
+def encode_context(root: Path, scratch: Path, **decoded_with: Any) -> EncodeContext:
+    """An encode context for the dump tree at ``root`` decoded with ``decoded_with``."""
+    return shared_encode_context(root, scratch, "dynamodb", decoded_with)
 
 
 def b64(text: str) -> str:

@@ -241,7 +241,7 @@ async def test_jsonl_layout_holds_the_per_item_documents_in_key_order(
 ) -> None:
     path = golden_case(case)
     records = [(k, v) for k, v in read_fsm(path / "input.fsm") if k.startswith(b"!ddb|")]
-    h = harness(tmp_path, dynamodb_layout="jsonl")
+    h = harness(tmp_path, layout="jsonl")
     await _decode(h, records)
     expected = _expected_ddb(path)
     files = h.files()

@@ -31,8 +31,8 @@ ENCODE_CASES = [
 ]
 
 
-async def _records(root: Path, tmp_path: Path, **manifest: Any) -> list[tuple[bytes, bytes]]:
-    encoder = DynamoDBEncoder(encode_context(root, tmp_path / "scratch", **manifest))
+async def _records(root: Path, tmp_path: Path, **decoded_with: Any) -> list[tuple[bytes, bytes]]:
+    encoder = DynamoDBEncoder(encode_context(root, tmp_path / "scratch", **decoded_with))
     return sorted([record async for record in encoder.records()])
 
 
@@ -218,11 +218,11 @@ async def test_jsonl_tree_encodes_like_the_per_item_tree(tmp_path: Path) -> None
     the reference encoder wrote for the same table (golden enc_ddb)."""
     decoded = golden_case("ddb_composite")
     records = [(k, v) for k, v in read_fsm(decoded / "input.fsm") if k.startswith(b"!ddb|")]
-    h = harness(tmp_path, dynamodb_layout="jsonl")
+    h = harness(tmp_path, layout="jsonl")
     await h.decoder.handle(routed(records))
     await h.decoder.finalize()
     assert (h.root / "dynamodb/orders/items/data-00000.jsonl").is_file()
-    encoded = await _records(h.root, tmp_path, dynamodb_layout="jsonl")
+    encoded = await _records(h.root, tmp_path, layout="jsonl")
     assert encoded == sorted(read_fsm(golden_case("enc_ddb") / "expected.fsm"))
 
 
@@ -232,13 +232,13 @@ async def test_jsonl_tree_rejects_bad_lines_and_directories(tmp_path: Path) -> N
     items.mkdir()
     (items / "data-00000.jsonl").write_text('{"id": {"S": "a"}}\n\n')
     with raises_code(DumpTreeError, "ErrDDBEncodeInvalidItem"):
-        await _records(tmp_path, tmp_path, dynamodb_layout="jsonl")
+        await _records(tmp_path, tmp_path, layout="jsonl")
     (items / "data-00000.jsonl").write_text('{"id": {"S": "a"}}\n')
     (items / "sub").mkdir()
     with raises_code(DumpTreeError, "ErrDDBEncodeInvalidItem"):
-        await _records(tmp_path, tmp_path, dynamodb_layout="jsonl")
+        await _records(tmp_path, tmp_path, layout="jsonl")
     (items / "sub").rmdir()
-    assert len(await _records(tmp_path, tmp_path, dynamodb_layout="jsonl")) == 3
+    assert len(await _records(tmp_path, tmp_path, layout="jsonl")) == 3
 
 
 def _open_fds() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -12,6 +13,7 @@ import anyio.lowlevel
 import pytest
 
 from elastickv_async._adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
+from elastickv_async._adapters.registry import REGISTRY, AdapterRegistry
 from elastickv_async._core.encode import api
 
 ALL = ("dynamodb", "s3", "redis", "sqs")
@@ -73,7 +75,7 @@ def fake_specs(
     errors: Mapping[str, Exception] | None = None,
     seen: dict[str, EncodeContext] | None = None,
 ) -> dict[str, AdapterSpec]:
-    """An AdapterSpec per adapter whose encoder yields ``records[name]`` (default none)."""
+    """Each real adapter's spec with an encoder that yields ``records[name]`` (default none)."""
     specs = {}
     for name in ALL:
 
@@ -82,10 +84,8 @@ def fake_specs(
                 seen[name] = ctx
             return FakeEncoder(records.get(name, ()), (errors or {}).get(name))
 
-        specs[name] = AdapterSpec(
-            name=name,
-            routed_prefixes=(),
-            internal_prefixes=(),
+        specs[name] = dataclasses.replace(
+            REGISTRY[name],
             decoder=lambda ctx: pytest.fail("decoder not expected"),
             encoder=factory,
         )
@@ -94,7 +94,7 @@ def fake_specs(
 
 def use_specs(monkeypatch: pytest.MonkeyPatch, specs: dict[str, AdapterSpec]) -> None:
     """Make ``encode_snapshot`` see ``specs`` instead of the real adapters."""
-    monkeypatch.setattr(api, "adapter_specs", lambda: specs)
+    monkeypatch.setattr(api, "REGISTRY", AdapterRegistry(list(specs.values())))
 
 
 def hand_built_fsm(ts: int, records: Iterable[tuple[bytes, bytes]]) -> bytes:

@@ -65,10 +65,14 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return make_tree(tmp_path / "in")
 
 
-async def test_output_bytes_and_sidecar(tree: Path, tmp_path: Path) -> None:
-    """All adapters' records come out sorted and framed; the sidecar has the reference's fields."""
+async def test_output_bytes_and_sidecar(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All adapters' records come out sorted and framed; the sidecar has the reference's fields
+    and the two paths exactly as given."""
     out = tmp_path / "OUT.fsm"
-    result = await encode_snapshot(tree, out, EncodeOptions(), input_arg="in", output_arg="OUT.fsm")
+    monkeypatch.chdir(tmp_path)
+    result = await encode_snapshot("in", "OUT.fsm", EncodeOptions())
     expected = hand_built_fsm(1234, ALL_RECORDS)
     assert out.read_bytes() == expected
     assert (result.bytes_written, result.entries, result.last_commit_ts) == (len(expected), 5, 1234)
@@ -93,10 +97,9 @@ async def test_sidecar_cluster_id_and_html_escaping(
 ) -> None:
     """manifest_cluster_id appears when set; the sidecar escapes <, > and & like Go's Encoder."""
     use_specs(monkeypatch, fake_specs({}))
-    tree = make_tree(tmp_path / "in", cluster_id="c<1>&")
-    await encode_snapshot(
-        tree, tmp_path / "o.fsm", EncodeOptions(adapters=("redis",)), input_arg="a&b"
-    )
+    make_tree(tmp_path / "a&b", cluster_id="c<1>&")
+    monkeypatch.chdir(tmp_path)
+    await encode_snapshot(Path("a&b"), tmp_path / "o.fsm", EncodeOptions(adapters="redis"))
     text = (tmp_path / "o.fsm.encode_info.json").read_text()
     assert (
         '"manifest_cluster_id": "c\\u003c1\\u003e\\u0026",\n'
@@ -487,8 +490,10 @@ async def test_self_test_match_publishes(
     }
     assert (tmp_path / "o.fsm").read_bytes() == hand_built_fsm(1234, ALL_RECORDS)
     assert calls[0].adapters == ("dynamodb", "s3", "redis", "sqs")
-    assert not calls[0].rename_collisions and calls[0].dynamodb_layout == "per-item"
-    assert calls[0].keep_expired
+    adapter_options = calls[0].adapter_options
+    assert not adapter_options["s3"].rename_collisions
+    assert adapter_options["dynamodb"].layout == "per-item"
+    assert adapter_options["redis"].keep_expired
     assert list(scratch.iterdir()) == []
 
 
@@ -594,7 +599,8 @@ async def test_self_test_decodes_like_the_producer(
     calls = _fake_decoder(monkeypatch, {})
     opts = EncodeOptions(adapters=("s3", "redis"), self_test=True, scratch_root=tmp_path, jobs=3)
     await encode_snapshot(tree, tmp_path / "o.fsm", opts)
-    assert calls[0].adapters == ("s3", "redis") and calls[0].rename_collisions
+    assert calls[0].adapters == ("s3", "redis")
+    assert calls[0].adapter_options["s3"].rename_collisions
     assert calls[0].jobs == 3
 
 

@@ -9,10 +9,17 @@ import pytest
 from encode_support import manifest_doc
 from support import raises_code, shared_dir
 
-from elastickv_async._core.dump.manifest import read_manifest
+from elastickv_async._adapters.registry import REGISTRY
+from elastickv_async._core.dump.manifest import Manifest
+from elastickv_async._core.dump.manifest import read_manifest as read_with
 from elastickv_async._core.errors import ManifestError
 
 SHARED = shared_dir()
+
+
+def read_manifest(payload: bytes) -> Manifest:
+    """Read with every registered adapter's own fields."""
+    return read_with(payload, {spec.name: spec.read_manifest for spec in REGISTRY})
 
 
 def _read(**changes: Any) -> Any:
@@ -29,7 +36,9 @@ def test_valid_manifest_fields() -> None:
         7,
     )
     assert dict(m.adapters) == {"redis": {}}
-    assert not m.exclusions.rename_s3_collisions and m.dynamodb_layout == "per-item"
+    assert not m.adapter_options["s3"].rename_collisions
+    assert m.adapter_options["dynamodb"].layout == "per-item"
+    assert m.adapter_options["redis"] is None  # writes no fields of its own
 
 
 @pytest.mark.parametrize("version", [0, 2, 4294967295])
@@ -99,10 +108,10 @@ def test_required_exclusions(name: str) -> None:
 def test_rename_collisions_optional_and_typed() -> None:
     """rename_s3_collisions may be absent or null; when present it must be a boolean."""
     excl = manifest_doc()["exclusions"]
-    assert _read(exclusions=excl | {"rename_s3_collisions": True}).exclusions.rename_s3_collisions
-    assert not _read(
-        exclusions=excl | {"rename_s3_collisions": None}
-    ).exclusions.rename_s3_collisions
+    renamed = _read(exclusions=excl | {"rename_s3_collisions": True})
+    assert renamed.adapter_options["s3"].rename_collisions
+    unset = _read(exclusions=excl | {"rename_s3_collisions": None})
+    assert not unset.adapter_options["s3"].rename_collisions
     with pytest.raises(ManifestError):
         _read(exclusions=excl | {"rename_s3_collisions": "yes"})
 

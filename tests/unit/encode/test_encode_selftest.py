@@ -1,4 +1,5 @@
-"""The self-test's tree comparison (REFERENCE_NOTES §6.2 step 4) and its SQS generation rule."""
+"""The self-test's tree comparison (REFERENCE_NOTES §6.2 step 4) with the real adapters' rules
+(SQS generation rebase, Redis and S3 keyed sidecars as line sets)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from elastickv_async._adapters.registry import REGISTRY
 from elastickv_async._core.encode import selftest
 from elastickv_async._core.encode.selftest import diff_trees
 
@@ -16,7 +18,7 @@ pytestmark = pytest.mark.anyio
 async def _diff(a: Path, b: Path, subdirs: list[str]) -> list[str]:
     spill = a.parent / "spill"
     spill.mkdir(exist_ok=True)
-    lines = await diff_trees(a, b, subdirs, spill)
+    lines = await diff_trees(a, b, {name: REGISTRY[name].compare for name in subdirs}, spill)
     assert not any(spill.iterdir())  # sort scratch cleaned up
     return lines
 

@@ -38,7 +38,8 @@ def _expected(stem: str) -> dict[str, Any]:
 
 
 async def _decode(stem: str, out: Path, **options: Any) -> Path:
-    await decode_snapshot(REALNODE / f"{stem}.fsm", out, DecodeOptions(adapters=("s3",), **options))
+    opts = DecodeOptions(adapters="s3", adapter_options={"s3": options})
+    await decode_snapshot(REALNODE / f"{stem}.fsm", out, opts)
     return out / "s3"
 
 

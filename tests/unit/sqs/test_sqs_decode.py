@@ -263,7 +263,7 @@ IN_FLIGHT: dict[str, Any] = {
 @pytest.mark.parametrize("preserve", [False, True])
 async def test_visibility_state(tmp_path: Path, preserve: bool) -> None:
     """Visibility fields are zeroed unless --preserve-sqs-visibility."""
-    run = Run(tmp_path, preserve_sqs_visibility=preserve)
+    run = Run(tmp_path, preserve_visibility=preserve)
     await run([meta(b"w", name="w"), message(b"w", "m", **IN_FLIGHT)])
     tail = (
         '"visible_at_millis":99,"receive_count":3,"first_receive_millis":50,'
@@ -357,7 +357,7 @@ def side_line(prefix: str, key: bytes, value: bytes) -> str:
 async def test_side_records_with_flag(tmp_path: Path) -> None:
     """Every side family (seq key included) goes to _internals, in key order, even with no
     messages."""
-    run = Run(tmp_path, include_sqs_side_records=True)
+    run = Run(tmp_path, include_side_records=True)
     rows = side_rows(b"q.fifo")
     await run([meta(b"q.fifo", name="q.fifo", is_fifo=True), *rows])
     assert run.files() == ["sqs/q.fifo/_internals/side_records.jsonl", "sqs/q.fifo/_queue.json"]
@@ -385,7 +385,7 @@ async def test_side_records_ignored_without_flag(tmp_path: Path) -> None:
 
 async def test_orphan_side_records_with_flag(tmp_path: Path) -> None:
     """Side records of a queue without meta go to sqs/<b64>.orphan/_internals/."""
-    run = Run(tmp_path, include_sqs_side_records=True)
+    run = Run(tmp_path, include_side_records=True)
     rows = side_rows(b"deleted")[4:]
     await run([*rows, message(b"deleted", "m")])
     assert run.files() == ["sqs/ZGVsZXRlZA.orphan/_internals/side_records.jsonl"]
@@ -406,7 +406,7 @@ async def test_external_sort_path(tmp_path: Path) -> None:
     records = [meta(b"q", name="q"), *side_rows(b"q")]
     records += [message(b"q", m, send_timestamp_millis=s, sequence_number=n) for s, n, m in msgs]
 
-    small = Run(tmp_path / "small", include_sqs_side_records=True)
+    small = Run(tmp_path / "small", include_side_records=True)
     decoder = await small.decode(records, budget=1, batch=4)
     runs = sorted(p.name for p in small.scratch.iterdir())
     assert len(runs) > 10 and all(name.startswith("sqs-run-") for name in runs)
@@ -416,7 +416,7 @@ async def test_external_sort_path(tmp_path: Path) -> None:
     got = [json.loads(x)["message_id"] for x in small.text("sqs/q/messages.jsonl").splitlines()]
     assert got == order
 
-    big = Run(tmp_path / "big", include_sqs_side_records=True)
+    big = Run(tmp_path / "big", include_side_records=True)
     await big(records)
     assert not list(big.scratch.glob("sqs-run-*"))
     for rel in big.files():
@@ -471,7 +471,7 @@ async def test_no_blocking_calls_on_the_event_loop(tmp_path: Path) -> None:
     """Spilling, merging and writing all happen in worker threads."""
     records = [meta(b"q", name="q"), *side_rows(b"q")]
     records += [message(b"q", f"m{i}", send_timestamp_millis=-i) for i in range(20)]
-    run = Run(tmp_path, include_sqs_side_records=True)
+    run = Run(tmp_path, include_side_records=True)
     await run(records, budget=1)
     got = [json.loads(x)["message_id"] for x in run.text("sqs/q/messages.jsonl").splitlines()]
     assert got == [f"m{i}" for i in range(19, -1, -1)]

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from ..base import AdapterSpec
+from . import options
 from .decode import DynamoDBDecoder
 from .encode import DynamoDBEncoder
 from .keys import GSI_PREFIX, ITEM_PREFIX, ROUTE_PREFIX, TABLE_GEN_PREFIX, TABLE_META_PREFIX
+from .layout import ROOT
 
 __all__ = ["SPEC"]
 
 SPEC = AdapterSpec(
-    name="dynamodb",
+    name=ROOT,
     routed_prefixes=(TABLE_META_PREFIX, TABLE_GEN_PREFIX, ITEM_PREFIX, GSI_PREFIX),
     internal_prefixes=(ROUTE_PREFIX,),
     decoder=DynamoDBDecoder,
     encoder=DynamoDBEncoder,
+    encode_rank=2,
+    decode_options=options.DynamoDBOptions,
+    manifest_fields=options.manifest_fields,
+    read_manifest=options.read_manifest,
 )

@@ -27,7 +27,15 @@ from ..._proto.dynamodb_internal_pb2 import DynamoTableSchema
 from ..base import DecodeContext, Routed
 from .bundle import JsonlTable, part_name
 from .keys import ITEM_PREFIX, TABLE_META_PREFIX, parse_item_key, parse_table_meta_key
-from .layout import item_key_segments, item_public, schema_json
+from .layout import (
+    ITEMS_DIR,
+    LAYOUT_JSONL,
+    ROOT,
+    SCHEMA_FILE,
+    item_key_segments,
+    item_public,
+    schema_json,
+)
 from .values import decode_item, decode_schema, item_body
 
 __all__ = ["DynamoDBDecoder"]
@@ -53,7 +61,7 @@ class _Table:
 
     @property
     def directory(self) -> str:
-        return f"dynamodb/{encode_segment(self.name)}"
+        return f"{ROOT}/{encode_segment(self.name)}"
 
 
 class DynamoDBDecoder:
@@ -64,7 +72,7 @@ class DynamoDBDecoder:
         self._schemas: dict[str, _Table] = {}
         self._index = itertools.count()
         self._spill: RecordFiles[SpillKey] = RecordFiles(ctx.scratch / "items")
-        self._jsonl = ctx.options.dynamodb_layout == "jsonl"
+        self._jsonl = ctx.adapter_options.layout == LAYOUT_JSONL
 
     async def handle(self, batch: Sequence[Routed]) -> None:
         """Keep schemas, spill item bodies; ignore generation counters and GSI rows."""
@@ -116,7 +124,7 @@ class DynamoDBDecoder:
 
     async def _flush_table(self, table: _Table, counts: dict[SpillKey, int]) -> None:
         schema = table.schema
-        await self._ctx.writer.write(f"{table.directory}/_schema.json", schema_json(schema))
+        await self._ctx.writer.write(f"{table.directory}/{SCHEMA_FILE}", schema_json(schema))
         active = schema.generation
         source = schema.migrating_from_generation
         generations = [source] if source not in (0, active) else []
@@ -147,7 +155,9 @@ class DynamoDBDecoder:
                     written += n
             parts = await anyio.to_thread.run_sync(bundle.finish)
             for number, path in enumerate(parts):
-                await self._ctx.writer.install(f"{table.directory}/items/{part_name(number)}", path)
+                await self._ctx.writer.install(
+                    f"{table.directory}/{ITEMS_DIR}/{part_name(number)}", path
+                )
         else:
             for reader in present:
                 while files := await anyio.to_thread.run_sync(self._item_files, table, reader):
@@ -171,7 +181,10 @@ class DynamoDBDecoder:
                 # segment: the item lands at items/<range>.json. Keep that placement.
                 name = range_segment
             files.append(
-                (f"{table.directory}/items/{name}.json", gojson.marshal_indent(item_public(item)))
+                (
+                    f"{table.directory}/{ITEMS_DIR}/{name}.json",
+                    gojson.marshal_indent(item_public(item)),
+                )
             )
         return files
 

@@ -35,7 +35,15 @@ from .keys import (
     table_gen_key,
     table_meta_key,
 )
-from .layout import load_json, public_to_item, public_to_schema
+from .layout import (
+    ITEMS_DIR,
+    LAYOUT_JSONL,
+    ROOT,
+    SCHEMA_FILE,
+    load_json,
+    public_to_item,
+    public_to_schema,
+)
 from .numbers import numeric_key_bytes
 from .values import encode_item, encode_schema
 
@@ -48,8 +56,6 @@ CHUNK_UNITS: Final = 256
 CHUNK_BYTES: Final = 4 << 20
 #: Item files of a chunk are read by this many threads at once.
 READ_LANES: Final = 4
-SCHEMA_FILE: Final = "_schema.json"
-ITEMS_DIR: Final = "items"
 
 
 # --- key derivation -------------------------------------------------------------------------
@@ -154,7 +160,7 @@ class _Walker:
 
     def __init__(self, ctx: EncodeContext) -> None:
         self._tree = ctx.tree
-        self._jsonl = ctx.manifest.get("dynamodb_layout") == "jsonl"
+        self._jsonl = ctx.decoded_with.layout == LAYOUT_JSONL
         self._units = self._walk()
 
     def next_chunk(self) -> list[Record | _ItemFile]:
@@ -177,7 +183,7 @@ class _Walker:
         self._units.close()
 
     def _walk(self) -> Generator[Record | _ItemFile, None, None]:
-        top = self._tree.open_dir(("dynamodb",))
+        top = self._tree.open_dir((ROOT,))
         if top is None:
             return
         with top:

@@ -34,6 +34,12 @@ from .numbers import canonical_number
 
 __all__ = [
     "FORMAT_VERSION",
+    "ITEMS_DIR",
+    "LAYOUTS",
+    "LAYOUT_JSONL",
+    "LAYOUT_PER_ITEM",
+    "ROOT",
+    "SCHEMA_FILE",
     "item_key_segments",
     "item_public",
     "load_json",
@@ -42,6 +48,15 @@ __all__ = [
     "schema_json",
 ]
 
+#: The adapter's subtree of the dump.
+ROOT: Final = "dynamodb"
+#: A table directory holds its schema and its items.
+SCHEMA_FILE: Final = "_schema.json"
+ITEMS_DIR: Final = "items"
+#: Item layouts: one file per item, or bundles of JSON lines (MANIFEST ``dynamodb_layout``).
+LAYOUT_PER_ITEM: Final = "per-item"
+LAYOUT_JSONL: Final = "jsonl"
+LAYOUTS: Final = (LAYOUT_PER_ITEM, LAYOUT_JSONL)
 #: The only ``_schema.json`` format version.
 FORMAT_VERSION: Final = 1
 _UINT32_LIMIT: Final = 1 << 32

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from ..base import AdapterSpec
+from . import options
 from .decode import RedisDecoder
 from .encode import RedisEncoder
 from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES
+from .layout import ROOT, self_test_comparison
 
 __all__ = ["SPEC"]
 
 SPEC = AdapterSpec(
-    name="redis",
+    name=ROOT,
     routed_prefixes=ROUTED_PREFIXES,
     internal_prefixes=INTERNAL_PREFIXES,
     decoder=RedisDecoder,
     encoder=RedisEncoder,
+    encode_rank=1,
+    decode_options=options.RedisOptions,
+    self_test_options=options.self_test_options,
+    compare=self_test_comparison,
 )

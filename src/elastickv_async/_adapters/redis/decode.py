@@ -47,6 +47,7 @@ from .facts import (
     split_fact_key,
     user_key_of,
 )
+from .options import RedisOptions
 from .values import (
     SimpleValue,
     StreamEntry,
@@ -133,7 +134,8 @@ class RedisDecoder:
 
     def __init__(self, ctx: DecodeContext) -> None:
         self._ctx = ctx
-        self._cutoff: int | None = None if ctx.options.keep_expired else ctx.now_ms
+        options: RedisOptions = ctx.adapter_options
+        self._cutoff: int | None = None if options.keep_expired else ctx.now_ms
         # Each sort spills into its own scratch subdirectory, created by its first spill.
         self._facts = ExternalSorter(ctx.scratch / "facts", SORT_BUDGET)
         self._keymap = ExternalSorter(ctx.scratch / "keymap", SORT_BUDGET)

@@ -42,7 +42,6 @@ __all__ = ["RedisEncoder"]
 Record = tuple[bytes, bytes]
 
 _DB_NAME: Final = re.compile(r"db_(0|[1-9][0-9]*)")
-_REDIS_DIR: Final = "redis"
 #: Value files read per worker-thread hop, and bytes read per hop.
 SLICE_FILES: Final = 256
 SLICE_BYTES: Final = 8 << 20
@@ -66,7 +65,7 @@ class _Tree:
 
 def _db_dir(tree: DumpTree) -> TreeDir | None:
     """Open ``redis/db_0`` after the reference's DB enumeration (``enumerateRedisDBs``)."""
-    redis_dir = tree.open_dir((_REDIS_DIR,))
+    redis_dir = tree.open_dir((layout.ROOT,))
     if redis_dir is None:
         return None
     with redis_dir:

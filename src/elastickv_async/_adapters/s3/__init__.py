@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from ..base import AdapterSpec
-from . import keys
+from . import keys, options
 from .decode import S3Decoder
 from .encode import S3Encoder
+from .layout import ROOT, self_test_comparison
 
 __all__ = ["SPEC"]
 
 SPEC = AdapterSpec(
-    name="s3",
+    name=ROOT,
     routed_prefixes=(
         keys.BUCKET_META_PREFIX,
         keys.MANIFEST_PREFIX,
@@ -25,4 +26,10 @@ SPEC = AdapterSpec(
     internal_prefixes=(keys.BUCKET_GEN_PREFIX, keys.GC_UPLOAD_PREFIX, keys.ROUTE_PREFIX),
     decoder=S3Decoder,
     encoder=S3Encoder,
+    encode_rank=3,
+    decode_options=options.S3Options,
+    manifest_fields=options.manifest_fields,
+    read_manifest=options.read_manifest,
+    encode_refusal=options.encode_refusal,
+    compare=self_test_comparison,
 )

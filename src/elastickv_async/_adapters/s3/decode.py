@@ -44,11 +44,13 @@ from .layout import (
     KEYMAP_FILE,
     META_SUFFIX,
     ORPHANS_DIR,
+    ROOT,
     Placement,
     blob_file_name,
     orphan_dir_name,
     plan_objects,
 )
+from .options import S3Options
 from .values import (
     LiveBucketMeta,
     LiveManifest,
@@ -163,6 +165,7 @@ class S3Decoder:
 
     def __init__(self, ctx: DecodeContext) -> None:
         self._ctx = ctx
+        self._options: S3Options = ctx.adapter_options
         self._spill = PayloadFiles(ctx.scratch / "s3-spill")
         self._payloads = _Payloads(self._spill)
         self._buckets: dict[bytes, _Bucket] = {}
@@ -241,7 +244,7 @@ class S3Decoder:
             live = keys.parse_upload_meta_key(key)
             if live is not None:
                 self._live_uploads.add(live)
-        if not self._ctx.options.include_incomplete_uploads:
+        if not self._options.include_incomplete_uploads:
             self._ctx.report.count("s3.incomplete_upload_records_excluded")
             return
         bucket = self._bucket(keys.parse_upload_key_bucket(prefix, key))
@@ -283,16 +286,17 @@ class _BucketFlush:
 
     def __init__(self, decoder: S3Decoder, bucket: _Bucket) -> None:
         self._ctx = decoder._ctx
+        self._options = decoder._options
         self._spill = decoder._spill
         self._payloads = decoder._payloads
         self._live_uploads = decoder._live_uploads
         self._bucket = bucket
-        self._dir = f"s3/{encode_segment(bucket.name)}"
+        self._dir = f"{ROOT}/{encode_segment(bucket.name)}"
         self._small = _SmallFiles()
         self._name = go_str(bucket.name)
 
     async def run(self) -> None:
-        bucket, options = self._bucket, self._ctx.options
+        bucket, options = self._bucket, self._options
         if bucket.meta is not None:
             self._small.ready.append(
                 (f"{self._dir}/{BUCKET_FILE.decode()}", bucket_json(bucket.name, bucket.meta))
@@ -503,7 +507,7 @@ class _BucketFlush:
                 chunks=len(obj.chunks),
                 hint=_ORPHAN_HINT,
             )
-        if not self._ctx.options.include_orphans or not obj.chunks:
+        if not self._options.include_orphans or not obj.chunks:
             self._ctx.report.count("s3.orphan_objects_excluded")
             return
         self._ctx.report.count("s3.orphan_objects_written")

@@ -26,7 +26,7 @@ from ..base import EncodeContext
 from . import keys
 from .errors import TreeCode, tree_error
 from .keymap import parse_keymap
-from .layout import BUCKET_FILE, INCOMPLETE_DIR, KEYMAP_FILE, META_SUFFIX, ORPHANS_DIR
+from .layout import BUCKET_FILE, INCOMPLETE_DIR, KEYMAP_FILE, META_SUFFIX, ORPHANS_DIR, ROOT
 from .values import (
     FORMAT_VERSION,
     RESTORE_GENERATION,
@@ -46,7 +46,6 @@ CHUNK_SIZE: Final = 1 << 20
 _READ_BLOCK: Final = 8 * CHUNK_SIZE
 #: Objects found per worker-thread call of the walk.
 _SCAN_BATCH: Final = 256
-_ROOT: Final = "s3"
 _BUCKET_NAME: Final = os.fsdecode(BUCKET_FILE)
 _KEYMAP_NAME: Final = os.fsdecode(KEYMAP_FILE)
 _META: Final = os.fsdecode(META_SUFFIX)
@@ -134,7 +133,7 @@ class S3Encoder:
 
     def _bucket_dirs(self) -> list[str]:
         """The bucket directories under ``s3/`` (worker thread)."""
-        top = self._tree.open_dir((_ROOT,))
+        top = self._tree.open_dir((ROOT,))
         if top is None:
             return []
         out = []
@@ -164,7 +163,7 @@ class _BucketScan:
 
     def start(self) -> tuple[bytes, bytes]:
         """Read ``_bucket.json`` and the KEYMAP; return the bucket name and its meta value."""
-        with self._tree.directory((_ROOT, self._dir)) as bucket_dir:
+        with self._tree.directory((ROOT, self._dir)) as bucket_dir:
             bucket = self._read_bucket_json(bucket_dir)
             self._keymap = self._read_keymap(bucket_dir)
         self._walk = self._objects()
@@ -190,8 +189,8 @@ class _BucketScan:
             self._walk.close()
 
     def _objects(self) -> Generator[_Object, None, None]:
-        with self._tree.directory((_ROOT, self._dir)) as bucket_dir:
-            yield from self._walk_dir(bucket_dir, (_ROOT, self._dir))
+        with self._tree.directory((ROOT, self._dir)) as bucket_dir:
+            yield from self._walk_dir(bucket_dir, (ROOT, self._dir))
 
     def _read_bucket_json(self, bucket_dir: TreeDir) -> dict[str, Any]:
         dir_name = self._dir

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 from typing import Final
 
-from ..._core.dump.keymap import (
-    KIND_DIR_MARKER,
-    KIND_LEAF_DATA,
-    KIND_META_RENAME,
-    KIND_RESERVED_NAME,
-    KIND_SHA_FALLBACK,
-    read_keymap,
-)
+from ..._core.dump.keymap import KIND_SHA_FALLBACK, read_keymap
 from ..._core.errors import DumpTreeError
 from .layout import (
     BUCKET_FILE,
     DIR_MARKER_NAME,
     INCOMPLETE_DIR,
     KEYMAP_FILE,
+    KIND_DIR_MARKER,
+    KIND_LEAF_DATA,
+    KIND_META_RENAME,
+    KIND_RESERVED_NAME,
     LEAF_SUFFIX,
     META_SUFFIX,
     ORPHANS_DIR,

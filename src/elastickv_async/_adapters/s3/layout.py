@@ -34,14 +34,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..._core.dump.keymap import KEYMAP_FILE as KEYMAP_NAME
-from ..._core.dump.keymap import (
-    KIND_DIR_MARKER,
-    KIND_LEAF_DATA,
-    KIND_META_RENAME,
-    KIND_RESERVED_NAME,
-    KIND_SHA_FALLBACK,
-)
+from ..._core.dump.keymap import KIND_SHA_FALLBACK
 from ..._core.dump.names import encode_segment, sha_fallback
+from ..base import BYTES, LINE_SET, FileComparison
 from .errors import record_error
 
 __all__ = [
@@ -50,17 +45,25 @@ __all__ = [
     "INCOMPLETE_DIR",
     "INCOMPLETE_RECORDS",
     "KEYMAP_FILE",
+    "KIND_DIR_MARKER",
+    "KIND_LEAF_DATA",
+    "KIND_META_RENAME",
+    "KIND_RESERVED_NAME",
     "LEAF_SUFFIX",
     "META_SUFFIX",
     "ORPHANS_DIR",
     "RESERVED_ROOT",
+    "ROOT",
     "USER_DATA_SUFFIX",
     "Placement",
     "blob_file_name",
     "orphan_dir_name",
     "plan_objects",
+    "self_test_comparison",
 ]
 
+#: The adapter's subtree of the dump.
+ROOT: Final = "s3"
 META_SUFFIX: Final = b".elastickv-meta.json"
 LEAF_SUFFIX: Final = b".elastickv-leaf-data"
 USER_DATA_SUFFIX: Final = b".user-data"
@@ -72,6 +75,13 @@ INCOMPLETE_DIR: Final = b"_incomplete_uploads"
 INCOMPLETE_RECORDS: Final = b"records.jsonl"
 #: First path segments at the bucket root that belong to the dump, not to user objects.
 RESERVED_ROOT: Final = frozenset({BUCKET_FILE, KEYMAP_FILE, ORPHANS_DIR, INCOMPLETE_DIR})
+
+#: KEYMAP kinds of the reference (besides the shared SHA fallback).
+KIND_LEAF_DATA: Final = "s3-leaf-data"
+KIND_META_RENAME: Final = "meta-suffix-rename"
+#: KEYMAP kinds only this project writes, for keys the reference refuses.
+KIND_RESERVED_NAME: Final = "s3-reserved-name"
+KIND_DIR_MARKER: Final = "s3-dir-marker"
 
 #: The filesystem's limit for one name; a body's name leaves room for the sidecar suffix.
 NAME_MAX: Final = 255
@@ -264,3 +274,13 @@ def blob_file_name(upload_id: bytes, part_no: int, chunk_no: int, part_version: 
     if len(upload) + len(numbers) > NAME_MAX:
         upload = hashlib.sha256(upload_id).hexdigest()[:32]
     return upload + numbers
+
+
+def self_test_comparison(path: str) -> FileComparison:
+    """How the self-test compares ``path`` (inside ``s3/``).
+
+    A bucket's KEYMAP is a set of records keyed by name; a KEYMAP written in Go map order
+    comes back in another order after a round trip, so it is compared as a set of lines.
+    """
+    parts = path.split("/")
+    return LINE_SET if len(parts) == 2 and parts[1] == KEYMAP_NAME else BYTES

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from ..base import AdapterSpec
+from . import options
 from .decode import SQSDecoder
 from .encode import SQSEncoder
 from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES
+from .layout import ROOT, self_test_comparison
 
 __all__ = ["SPEC"]
 
 SPEC = AdapterSpec(
-    name="sqs",
+    name=ROOT,
     routed_prefixes=ROUTED_PREFIXES,
     internal_prefixes=INTERNAL_PREFIXES,
     decoder=SQSDecoder,
     encoder=SQSEncoder,
+    encode_rank=4,
+    decode_options=options.SQSOptions,
+    manifest_fields=options.manifest_fields,
+    read_manifest=options.read_manifest,
+    encode_refusal=options.encode_refusal,
+    compare=self_test_comparison,
 )

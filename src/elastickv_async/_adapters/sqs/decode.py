@@ -27,6 +27,7 @@ from ..base import DecodeContext, Routed
 from . import keys, layout
 from .errors import record_error
 from .message import decode_stored_message, dump_line
+from .options import SQSOptions
 from .queue import QueueConfig, decode_stored_meta, queue_json
 from .spill import DEFAULT_BUDGET, MessageSpill
 
@@ -63,8 +64,9 @@ class SQSDecoder:
 
     def __init__(self, ctx: DecodeContext, *, spill_budget: int = DEFAULT_BUDGET) -> None:
         self._ctx = ctx
-        self._preserve_visibility = ctx.options.preserve_sqs_visibility
-        self._side_records = ctx.options.include_sqs_side_records
+        options: SQSOptions = ctx.adapter_options
+        self._preserve_visibility = options.preserve_visibility
+        self._side_records = options.include_side_records
         self._queues: dict[str, _Queue] = {}
         self._spill = MessageSpill(ctx.scratch, spill_budget)
         self._scratch_names = itertools.count()

@@ -25,13 +25,12 @@ from ..._core.gojson_read import GoJSONError, iter_values, loads
 from ..base import EncodeContext
 from . import keys, layout
 from .errors import tree_error
+from .keys import RESTORE_GENERATION
 from .message import Message, parse_dump_message, stored_value
 from .queue import FORMAT_VERSION, QueueConfig, parse_queue_json, stored_meta_value
 
 __all__ = ["SQSEncoder"]
 
-#: Generation stamped on every restored queue, message key and message.
-RESTORE_GENERATION: Final = 1
 #: The live FIFO dedup window.
 DEDUP_WINDOW_MS: Final = 300_000
 #: The live HT-FIFO partition ceiling.

@@ -30,6 +30,7 @@ __all__ = [
     "QUEUE_META_PREFIX",
     "QUEUE_SEQ_PREFIX",
     "QUEUE_TOMBSTONE_PREFIX",
+    "RESTORE_GENERATION",
     "ROUTED_PREFIXES",
     "SIDE_RECORD_PREFIXES",
     "key_repr",
@@ -45,6 +46,9 @@ __all__ = [
     "queue_seq_key",
     "side_record_queue",
 ]
+
+#: Generation stamped on every restored queue, message key and message.
+RESTORE_GENERATION: Final = 1
 
 QUEUE_META_PREFIX: Final = b"!sqs|queue|meta|"
 QUEUE_GEN_PREFIX: Final = b"!sqs|queue|gen|"

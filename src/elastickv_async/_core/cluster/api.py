@@ -27,6 +27,7 @@ from typing import Any, Final, TextIO
 import anyio
 import anyio.to_thread
 
+from ..._adapters.registry import REGISTRY
 from ..._version import __version__
 from ..concurrency import task_group
 from ..dump.checksums import CHECKSUMS_NAME, checksum_line
@@ -34,7 +35,7 @@ from ..dump.manifest import MANIFEST_NAME, DecodeManifest
 from ..dump.writer import DumpWriter
 from ..errors import DataError, UsageError
 from ..options import DecodeOptions
-from ..pipeline import INCOMPLETE_MARKER, _validate, seal_manifest
+from ..pipeline import INCOMPLETE_MARKER, normalise_options, seal_manifest
 from ..report import Report, make_logger
 from ..runfiles import (
     LockedDir,
@@ -301,8 +302,7 @@ async def decode_cluster(
     :class:`~elastickv_async._core.errors.ElasticKVError` subclass on failure, and the tree
     then has no MANIFEST.json.
     """
-    options = options or DecodeOptions()
-    _validate(options)
+    options = normalise_options(options or DecodeOptions())
     if client is not None and scheduler is not None:
         raise UsageError("give a Dask client or a scheduler address, not both")
     if client is not None or scheduler is not None:
@@ -413,7 +413,9 @@ async def _finish(
         point_in_time=False,
     )
     manifest = DecodeManifest(
-        options=options,
+        adapters=REGISTRY.select(options.adapters),
+        cluster_id=options.cluster_id,
+        fields=REGISTRY.manifest_fields(options.adapter_options),
         fsm_path=None,
         last_commit_ts=header.last_commit_ts,
         elastickv_version=f"elastickv-async {__version__}",

@@ -25,7 +25,7 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
-from ..._adapters.registry import adapter_specs
+from ..._adapters.registry import REGISTRY
 from ..options import DecodeOptions
 from ..pipeline import StreamOutcome, decode_entries
 from ..report import Report, make_logger
@@ -89,7 +89,7 @@ async def _resolve_once(
     *,
     strict: bool,
 ) -> GroupResult:
-    router = Router(adapter_specs(), adapters)
+    router = Router({spec.name: spec for spec in REGISTRY}, adapters)
     writers = {
         name: RunWriter(None if run_dir is None else run_dir / f"g{group.group}-{name}.run")
         for name in adapters

@@ -1,10 +1,10 @@
 """KEYMAP.jsonl: the records that give a renamed dump file its original key (REFERENCE_NOTES §4.5).
 
 One ``{"encoded", "original", "kind"}`` object per line, in that field order, written like Go's
-``json.Encoder`` without HTML escaping; ``original`` is the key in unpadded base64url. Redis
-writes ``redis/db_0/KEYMAP.jsonl`` (SHA-fallback file names), S3 ``s3/<bucket>/KEYMAP.jsonl``
-(renamed object paths). :func:`read_keymap` applies the reference reader's rules to every
-line; which records make sense for an adapter (S3's tracker rules) is that adapter's check.
+``json.Encoder`` without HTML escaping; ``original`` is the key in unpadded base64url. An
+adapter writes one where its file names cannot be the keys themselves (SHA-fallback names,
+renamed paths). :func:`read_keymap` applies the reference reader's rules to every line;
+which records make sense for an adapter is that adapter's check.
 """
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ from .names import b64url_decode, b64url_encode
 
 __all__ = [
     "KEYMAP_FILE",
-    "KIND_DIR_MARKER",
-    "KIND_LEAF_DATA",
-    "KIND_META_RENAME",
-    "KIND_RESERVED_NAME",
     "KIND_SHA_FALLBACK",
     "MAX_LINE",
     "KeymapRecord",
@@ -34,13 +30,8 @@ __all__ = [
 
 KEYMAP_FILE: Final = "KEYMAP.jsonl"
 
-#: The reference's kinds.
+#: The kind of a name too long or unsafe for the filesystem; adapters define their other kinds.
 KIND_SHA_FALLBACK: Final = "sha-fallback"
-KIND_LEAF_DATA: Final = "s3-leaf-data"
-KIND_META_RENAME: Final = "meta-suffix-rename"
-#: Kinds only this project writes (S3 keys the reference refuses; see ``adapters/s3/layout``).
-KIND_RESERVED_NAME: Final = "s3-reserved-name"
-KIND_DIR_MARKER: Final = "s3-dir-marker"
 
 #: The reference reads KEYMAP lines with a 4 MiB scanner buffer.
 MAX_LINE: Final = 4 << 20

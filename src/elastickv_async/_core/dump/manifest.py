@@ -7,10 +7,10 @@ file a decode writes, so a tree without it is recognisably incomplete.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from .. import gojson
 from ..errors import ManifestError
@@ -25,7 +25,6 @@ from ..gojson_read import (
     get_str,
     loads,
 )
-from ..options import ADAPTER_NAMES, DecodeOptions
 
 __all__ = [
     "CHECKSUM_ALGORITHM",
@@ -35,12 +34,14 @@ __all__ = [
     "MANIFEST_NAME",
     "PHASE_LIVE",
     "PHASE_SNAPSHOT",
-    "S3_COLLISION_STRATEGY",
-    "S3_META_SUFFIX",
     "DecodeManifest",
     "Manifest",
-    "ManifestExclusions",
+    "ManifestField",
+    "ManifestReader",
+    "optional_exclusion",
     "read_manifest",
+    "required_exclusion",
+    "required_string",
     "rfc3339nano",
 ]
 
@@ -52,9 +53,26 @@ CHECKSUM_ALGORITHM: Final = "sha256"
 CHECKSUM_FORMAT: Final = "sha256sum"
 ENCODED_FILENAME_CHARSET: Final = "rfc3986-unreserved-plus-percent"
 KEY_SEGMENT_MAX_BYTES: Final = 240
-S3_META_SUFFIX: Final = ".elastickv-meta.json"
-S3_COLLISION_STRATEGY: Final = "leaf-data-suffix"
-DYNAMODB_LAYOUTS: Final = ("per-item", "jsonl")
+EXCLUSIONS: Final = "exclusions"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestField:
+    """A MANIFEST.json field an adapter writes.
+
+    ``order`` places the field among the other adapters' fields of the same ``section``: the
+    reference's ``Manifest`` and ``Exclusions`` structs interleave adapters, and the document
+    keeps their field order.
+    """
+
+    section: Literal["exclusions", "top"]
+    key: str
+    value: Any
+    order: int
+
+
+#: Reads one adapter's MANIFEST fields back into the options the tree was decoded with.
+ManifestReader = Callable[[Mapping[str, Any]], Any]
 
 
 def rfc3339nano(moment: datetime) -> str:
@@ -68,20 +86,26 @@ def rfc3339nano(moment: datetime) -> str:
 
 @dataclass(slots=True)
 class DecodeManifest:
-    """The facts a decode run records in MANIFEST.json."""
+    """The facts a decode run records in MANIFEST.json.
 
-    options: DecodeOptions
+    ``adapters`` are the adapters that ran (each gets its ``scopes`` entry); ``fields`` are
+    every registered adapter's own fields (exclusions and policy), placed by their order.
+    """
+
+    adapters: Sequence[str]
     #: ``None`` for a cluster dump: its sources are listed per group in ``cluster``.
     fsm_path: str | None
     last_commit_ts: int
     elastickv_version: str
     wall_time: datetime
+    cluster_id: str = ""
     snapshot_index: int | None = None
     fsm_crc32c: int | None = None
     hlc_ceiling_ms: int | None = None
     scopes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: A cluster dump's ``cluster`` section (its groups; not a cross-group point in time).
     cluster: Mapping[str, Any] | None = None
+    fields: Sequence[ManifestField] = ()
 
     def to_json(self) -> bytes:
         """Serialise exactly like the reference (2-space indent, no HTML escaping, newline)."""
@@ -91,8 +115,8 @@ class DecodeManifest:
         }
         if self.elastickv_version:
             doc["elastickv_version"] = self.elastickv_version
-        if self.options.cluster_id:
-            doc["cluster_id"] = self.options.cluster_id
+        if self.cluster_id:
+            doc["cluster_id"] = self.cluster_id
         if self.snapshot_index:
             doc["snapshot_index"] = self.snapshot_index
         if self.last_commit_ts:
@@ -109,36 +133,19 @@ class DecodeManifest:
             doc["source"] = source
         if self.cluster is not None:
             doc["cluster"] = dict(self.cluster)
-        doc["adapters"] = {name: dict(self.scopes.get(name, {})) for name in self.options.adapters}
-        exclusions: dict[str, Any] = {
-            "include_incomplete_uploads": self.options.include_incomplete_uploads,
-            "include_orphans": self.options.include_orphans,
-            "preserve_sqs_visibility": self.options.preserve_sqs_visibility,
-            "include_sqs_side_records": self.options.include_sqs_side_records,
-        }
-        if self.options.rename_collisions:
-            exclusions["rename_s3_collisions"] = True
-        doc["exclusions"] = exclusions
+        doc["adapters"] = {name: dict(self.scopes.get(name, {})) for name in self.adapters}
+        ordered = sorted(self.fields, key=lambda f: f.order)
+        doc[EXCLUSIONS] = {f.key: f.value for f in ordered if f.section == EXCLUSIONS}
         doc["checksum_algorithm"] = CHECKSUM_ALGORITHM
         doc["checksum_format"] = CHECKSUM_FORMAT
         doc["encoded_filename_charset"] = ENCODED_FILENAME_CHARSET
         doc["key_segment_max_bytes"] = KEY_SEGMENT_MAX_BYTES
-        doc["s3_meta_suffix"] = S3_META_SUFFIX
-        doc["s3_collision_strategy"] = S3_COLLISION_STRATEGY
-        doc["dynamodb_layout"] = self.options.dynamodb_layout
+        doc |= {f.key: f.value for f in ordered if f.section != EXCLUSIONS}
         return gojson.encoder_indent(doc, escape_html=False)
 
 
 # --- reading (the encoder's input gate) ------------------------------------------------------
 
-#: The four exclusions a reader must find spelled out: their default cannot be inferred.
-EXCLUSIONS_REQUIRED: Final = (
-    "include_incomplete_uploads",
-    "include_orphans",
-    "preserve_sqs_visibility",
-    "include_sqs_side_records",
-)
-EXCLUSION_RENAME_S3_COLLISIONS: Final = "rename_s3_collisions"
 _PHASES: Final = (PHASE_SNAPSHOT, PHASE_LIVE)
 #: Go's ``time.RFC3339Nano`` as ``time.Parse`` accepts it (any number of fraction digits).
 _RFC3339_RE: Final = re.compile(
@@ -148,36 +155,24 @@ _RFC3339_RE: Final = re.compile(
 
 
 @dataclass(frozen=True, slots=True)
-class ManifestExclusions:
-    """The decode-time policy flags recorded in MANIFEST ``exclusions``."""
-
-    include_incomplete_uploads: bool = False
-    include_orphans: bool = False
-    preserve_sqs_visibility: bool = False
-    include_sqs_side_records: bool = False
-    rename_s3_collisions: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class Manifest:
     """A validated MANIFEST.json as the encoder sees it.
 
     ``adapters`` holds only the adapters the producer listed with a non-null scope (Go's nil
-    pointer test); ``raw`` is the whole parsed document for consumers that need more.
+    pointer test); ``adapter_options`` holds, for every adapter known to the reader, the
+    decode options its own fields say the tree was produced with; ``raw`` is the whole
+    parsed document for consumers that need more.
     """
 
     format_version: int
     phase: str
     wall_time_iso: str
     adapters: Mapping[str, Mapping[str, Any]]
-    exclusions: ManifestExclusions
+    adapter_options: Mapping[str, Any]
     checksum_algorithm: str
     checksum_format: str
     encoded_filename_charset: str
     key_segment_max_bytes: int
-    s3_meta_suffix: str
-    s3_collision_strategy: str
-    dynamodb_layout: str
     elastickv_version: str = ""
     cluster_id: str = ""
     snapshot_index: int = 0
@@ -240,30 +235,37 @@ def _check_format_version(top: dict[str, Any]) -> None:
         )
 
 
-def _read_exclusions(top: dict[str, Any]) -> ManifestExclusions:
-    section = _section(top, "exclusions")
-    if section is None:
-        raise ManifestError("MANIFEST.json exclusions section missing", code="ErrInvalidManifest")
-    for name in EXCLUSIONS_REQUIRED:
-        if section.get(name) is None:
-            raise ManifestError(
-                f"MANIFEST.json exclusions.{name} missing or null "
-                "(cannot infer the producer's default)",
-                code="ErrInvalidManifest",
-            )
-    flags = {
-        name: as_bool(section.get(name), f"exclusions.{name}")
-        for name in (*EXCLUSIONS_REQUIRED, EXCLUSION_RENAME_S3_COLLISIONS)
-    }
-    return ManifestExclusions(**flags)
+def required_exclusion(doc: Mapping[str, Any], name: str) -> bool:
+    """An ``exclusions`` flag a reader must find spelled out: its default cannot be inferred."""
+    section = doc[EXCLUSIONS]
+    if section.get(name) is None:
+        raise ManifestError(
+            f"MANIFEST.json exclusions.{name} missing or null "
+            "(cannot infer the producer's default)",
+            code="ErrInvalidManifest",
+        )
+    return as_bool(section[name], f"exclusions.{name}")
 
 
-def _read_adapters(top: dict[str, Any]) -> dict[str, Mapping[str, Any]]:
+def optional_exclusion(doc: Mapping[str, Any], name: str) -> bool:
+    """An ``exclusions`` flag that older producers omit (absent or ``null``: false)."""
+    return as_bool(doc[EXCLUSIONS].get(name), f"exclusions.{name}")
+
+
+def required_string(doc: Mapping[str, Any], key: str) -> str:
+    """A top-level string field that must be present and non-empty."""
+    value = get_str(doc, key)
+    if not value:
+        raise ManifestError(f"MANIFEST.json {key} missing", code="ErrInvalidManifest")
+    return value
+
+
+def _read_adapters(top: dict[str, Any], names: Iterable[str]) -> dict[str, Mapping[str, Any]]:
     section = _section(top, "adapters")
     if section is None:
         raise ManifestError("MANIFEST.json adapters section missing", code="ErrInvalidManifest")
     scopes: dict[str, Mapping[str, Any]] = {}
-    for name in ADAPTER_NAMES:
+    for name in names:
         scope = _section(section, name, "adapters.")
         if scope is not None:
             _check_scope(scope, f"adapters.{name}")
@@ -271,19 +273,14 @@ def _read_adapters(top: dict[str, Any]) -> dict[str, Mapping[str, Any]]:
     return scopes
 
 
-def _required_string(top: dict[str, Any], key: str) -> str:
-    value = get_str(top, key)
-    if not value:
-        raise ManifestError(f"MANIFEST.json {key} missing", code="ErrInvalidManifest")
-    return value
-
-
-def read_manifest(payload: bytes) -> Manifest:
+def read_manifest(payload: bytes, readers: Mapping[str, ManifestReader | None]) -> Manifest:
     """Parse and validate MANIFEST.json bytes the way the reference's ``ReadManifest`` does.
 
-    Unknown fields are tolerated. Raises :class:`~elastickv_async._core.errors.ManifestError`:
-    ``ErrUnsupportedFormatVersion`` for a version of 0 or above :data:`CURRENT_FORMAT_VERSION`,
-    ``ErrInvalidManifest`` for anything else that is malformed (exit 2).
+    ``readers`` maps every known adapter to the reader of its own fields (``None``: it has
+    none); the core validates the rest. Unknown fields are tolerated. Raises
+    :class:`~elastickv_async._core.errors.ManifestError`: ``ErrUnsupportedFormatVersion`` for
+    a version of 0 or above :data:`CURRENT_FORMAT_VERSION`, ``ErrInvalidManifest`` for
+    anything else that is malformed (exit 2).
     """
     try:
         top = loads(payload)
@@ -294,12 +291,12 @@ def read_manifest(payload: bytes) -> Manifest:
     if not isinstance(top, dict):
         raise ManifestError("MANIFEST.json is not a JSON object", code="ErrInvalidManifest")
     try:
-        return _read_fields(top)
+        return _read_fields(top, readers)
     except GoJSONError as exc:
         raise ManifestError(f"MANIFEST.json {exc}", code="ErrInvalidManifest") from None
 
 
-def _read_fields(top: dict[str, Any]) -> Manifest:
+def _read_fields(top: dict[str, Any], readers: Mapping[str, ManifestReader | None]) -> Manifest:
     """The checks and fields of :func:`read_manifest`; a field of the wrong type raises
     :class:`~elastickv_async._core.gojson_read.GoJSONError`."""
     _check_format_version(top)
@@ -318,19 +315,20 @@ def _read_fields(top: dict[str, Any]) -> Manifest:
     if not wall_time:
         raise ManifestError("MANIFEST.json wall_time_iso missing", code="ErrInvalidManifest")
     _check_wall_time(wall_time)
+    adapters = _read_adapters(top, readers)
+    if _section(top, EXCLUSIONS) is None:
+        raise ManifestError("MANIFEST.json exclusions section missing", code="ErrInvalidManifest")
+    options = {name: None if read is None else read(top) for name, read in readers.items()}
     manifest = Manifest(
         format_version=top["format_version"],
         phase=phase,
         wall_time_iso=wall_time,
-        adapters=_read_adapters(top),
-        exclusions=_read_exclusions(top),
-        checksum_algorithm=_required_string(top, "checksum_algorithm"),
-        checksum_format=_required_string(top, "checksum_format"),
-        encoded_filename_charset=_required_string(top, "encoded_filename_charset"),
+        adapters=adapters,
+        adapter_options=options,
+        checksum_algorithm=required_string(top, "checksum_algorithm"),
+        checksum_format=required_string(top, "checksum_format"),
+        encoded_filename_charset=required_string(top, "encoded_filename_charset"),
         key_segment_max_bytes=get_int(top, "key_segment_max_bytes", "u32"),
-        s3_meta_suffix=_required_string(top, "s3_meta_suffix"),
-        s3_collision_strategy=_required_string(top, "s3_collision_strategy"),
-        dynamodb_layout=get_str(top, "dynamodb_layout"),
         elastickv_version=get_str(top, "elastickv_version"),
         cluster_id=get_str(top, "cluster_id"),
         snapshot_index=get_int(top, "snapshot_index", "u64"),
@@ -342,11 +340,6 @@ def _read_fields(top: dict[str, Any]) -> Manifest:
     if manifest.key_segment_max_bytes == 0:
         raise ManifestError(
             "MANIFEST.json key_segment_max_bytes is zero", code="ErrInvalidManifest"
-        )
-    if manifest.dynamodb_layout not in DYNAMODB_LAYOUTS:
-        raise ManifestError(
-            f"MANIFEST.json dynamodb_layout {manifest.dynamodb_layout!r} unsupported",
-            code="ErrInvalidManifest",
         )
     if phase == PHASE_SNAPSHOT and live is not None:
         raise ManifestError("MANIFEST.json phase0 must not set live", code="ErrInvalidManifest")

@@ -95,11 +95,11 @@ def _verify_sync(tree: DumpTree) -> int:
     return len(listed)
 
 
-async def verify_tree(root: Path, report: Report | None = None) -> Report:
+async def verify_tree(root: str | os.PathLike[str], report: Report | None = None) -> Report:
     """Verify the dump tree at ``root``; raise :class:`ChecksumMismatch` when it is not intact,
     :class:`~elastickv_async._core.errors.UnsafeDumpEntry` when it holds an entry that
     ``encode`` would refuse."""
     report = report if report is not None else Report()
-    tree = DumpTree(root)
+    tree = DumpTree(Path(root))
     report.count("files_verified", await tree.run(_verify_sync, tree))
     return report

@@ -12,24 +12,24 @@ previous pair stays in place until the new pair is durable, and is put back on f
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 import anyio
 import anyio.to_thread
 import structlog
 
 from ..._adapters.base import AdapterSpec, EncodeContext
-from ..._adapters.registry import adapter_specs
+from ..._adapters.registry import REGISTRY
 from ..dump.manifest import MANIFEST_NAME, Manifest, read_manifest
 from ..dump.tree import DumpTree
 from ..errors import (
     DataError,
-    DumpTreeError,
     OutputError,
     SelfTestMismatch,
     UsageError,
@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..extsort import DEFAULT_SORT_BUDGET, ExternalSorter
 from ..gocompat import go_trim_space
-from ..options import ADAPTER_NAMES, DecodeOptions, EncodeOptions
+from ..options import DecodeOptions, EncodeOptions
 from ..report import Report, make_logger
 from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag, remove_leftovers
 from . import publish as disk
@@ -47,10 +47,8 @@ from .info import EncodeInfo
 from .output import SnapshotStream
 from .selftest import SelfTestOutcome, run_self_test
 
-__all__ = ["ENCODE_ORDER", "EncodeResult", "encode_snapshot", "parse_last_commit_ts"]
+__all__ = ["EncodeResult", "encode_snapshot", "parse_last_commit_ts"]
 
-#: The reference runs (and lists) the adapter encoders in this order.
-ENCODE_ORDER: Final = ("redis", "dynamodb", "s3", "sqs")
 _UINT64_MAX: Final = (1 << 64) - 1
 _DECIMAL: Final = re.compile(r"[0-9]+")
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")
@@ -92,33 +90,38 @@ def parse_last_commit_ts(text: str) -> int:
     return value
 
 
-def _load_manifest(input_root: Path) -> Manifest:
+def _load_manifest(input_root: Path, specs: dict[str, AdapterSpec]) -> Manifest:
     # Read under the tree's rules: a symlinked or special MANIFEST.json is refused unopened.
     with DumpTree(input_root).open_root() as root:
         payload = root.read(MANIFEST_NAME)
     if payload is None:
         path = input_root / MANIFEST_NAME
         raise UsageError(f"{path} not found: --input must be a dump tree root")
-    return read_manifest(payload)
+    return read_manifest(payload, {name: spec.read_manifest for name, spec in specs.items()})
 
 
-def _check_options(options: EncodeOptions) -> None:
-    if not options.adapters:
-        raise UsageError("--adapter selected zero adapters")
-    unknown = [name for name in options.adapters if name not in ADAPTER_NAMES]
+def _check_options(options: EncodeOptions, specs: dict[str, AdapterSpec]) -> dict[str, Any]:
+    """Check the core options; return every adapter's resolved encode options."""
+    unknown = sorted(set(options.adapter_options) - specs.keys())
     if unknown:
-        raise UsageError(f"unknown adapter(s): {', '.join(unknown)}")
+        raise UsageError(f"options for unknown adapter(s): {', '.join(unknown)}")
     ts = options.last_commit_ts
     if ts is not None and not 0 <= ts <= _UINT64_MAX:
         raise UsageError(f"last_commit_ts {ts} is out of range for uint64")
     if options.jobs < 1:
         raise UsageError("jobs must be at least 1")
+    return {
+        name: spec.resolve_options(options.adapter_options.get(name), encode=True)
+        for name, spec in specs.items()
+    }
 
 
-def _check_placement(input_root: Path, output: Path, options: EncodeOptions) -> None:
+def _check_placement(
+    input_root: Path, output: Path, options: EncodeOptions, selected: tuple[str, ...]
+) -> None:
     # The adapters walk their subtrees (and the self-test compares them) while the run
     # creates its temp, work and scratch directories: those must not appear inside.
-    subtrees = [(input_root / name).resolve() for name in options.adapters]
+    subtrees = [(input_root / name).resolve() for name in selected]
     places = [("--output", output.parent.resolve())]
     if options.scratch_root is not None:
         places.append(("--scratch-root", options.scratch_root.resolve()))
@@ -140,7 +143,9 @@ def _effective_ts(options: EncodeOptions, manifest: Manifest) -> tuple[int, bool
     return options.last_commit_ts, True
 
 
-def _check_against_manifest(selected: tuple[str, ...], manifest: Manifest) -> None:
+def _check_against_manifest(
+    selected: tuple[str, ...], manifest: Manifest, specs: dict[str, AdapterSpec]
+) -> None:
     for name in selected:
         if name not in manifest.adapters:
             raise DataError(
@@ -149,44 +154,31 @@ def _check_against_manifest(selected: tuple[str, ...], manifest: Manifest) -> No
                 code="errAdapterNotInManifest",
             )
     # Fail closed on trees the encoders cannot reverse yet, before any bytes are written.
-    excl = manifest.exclusions
-    unsupported = (
-        (
-            "s3",
-            excl.include_incomplete_uploads,
-            "S3 include_incomplete_uploads",
-            "S3IncompleteUploads",
-        ),
-        ("s3", excl.include_orphans, "S3 include_orphans", "S3Orphans"),
-        (
-            "sqs",
-            excl.preserve_sqs_visibility,
-            "SQS preserve_sqs_visibility",
-            "SQSPreserveVisibility",
-        ),
-        ("sqs", excl.include_sqs_side_records, "SQS include_sqs_side_records", "SQSSideRecords"),
-    )
-    for adapter, present, what, feature in unsupported:
-        if present and adapter in selected:
-            raise DumpTreeError(
-                f"the dump tree was decoded with {what}, which the encoder cannot restore",
-                code=f"ErrEncodeUnsupported{feature}",
-            )
+    for name in selected:
+        refusal = specs[name].encode_refusal(_decoded_with(manifest, specs[name]))
+        if refusal is not None:
+            raise refusal
 
 
-def _self_test_options(options: EncodeOptions, manifest: Manifest) -> DecodeOptions:
-    # Decode with the tree producer's options, so the scratch tree is comparable; keep
-    # expired Redis keys, because the self-test checks what the .fsm holds, not its age.
-    excl = manifest.exclusions
+def _decoded_with(manifest: Manifest, spec: AdapterSpec) -> Any:
+    """The decode options of ``spec``'s adapter that produced the tree."""
+    recorded = manifest.adapter_options.get(spec.name)
+    return spec.resolve_options(None) if recorded is None else recorded
+
+
+def _self_test_options(
+    options: EncodeOptions,
+    manifest: Manifest,
+    specs: dict[str, AdapterSpec],
+    selected: tuple[str, ...],
+) -> DecodeOptions:
+    # Decode with the tree producer's options, so the scratch tree is comparable.
     return DecodeOptions(
-        adapters=options.adapters,
-        include_incomplete_uploads=excl.include_incomplete_uploads,
-        include_orphans=excl.include_orphans,
-        preserve_sqs_visibility=excl.preserve_sqs_visibility,
-        include_sqs_side_records=excl.include_sqs_side_records,
-        rename_collisions=excl.rename_s3_collisions,
-        dynamodb_layout=manifest.dynamodb_layout,
-        keep_expired=True,
+        adapters=selected,
+        adapter_options={
+            name: spec.self_test_options(_decoded_with(manifest, spec))
+            for name, spec in specs.items()
+        },
         jobs=options.jobs,
     )
 
@@ -223,6 +215,8 @@ class _Run:
         input_root: Path,
         output: Path,
         options: EncodeOptions,
+        selected: tuple[str, ...],
+        adapter_options: dict[str, Any],
         report: Report,
         log: structlog.typing.FilteringBoundLogger,
         sort_budget: int,
@@ -232,10 +226,13 @@ class _Run:
         self.input_root = input_root
         self.output = output
         self.options = options
+        #: The selected adapters in canonical order, and in the reference's encode order.
+        self.selected = selected
+        self.enabled = REGISTRY.encode_order(selected)
+        self.adapter_options = adapter_options
         self.report = report
         self.log = log
         self.sort_budget = sort_budget
-        self.enabled = tuple(n for n in ENCODE_ORDER if n in options.adapters)
 
     async def write_temp(
         self, temp: Path, manifest: Manifest, ts: int, specs: dict[str, AdapterSpec]
@@ -254,6 +251,8 @@ class _Run:
                 report=self.report,
                 scratch=work / spec.name,
                 manifest=dict(manifest.raw),
+                adapter_options=self.adapter_options[spec.name],
+                decoded_with=_decoded_with(manifest, spec),
             )
 
         try:
@@ -292,8 +291,8 @@ class _Run:
                 outcome = await run_self_test(
                     temp,
                     self.input_root,
-                    self.enabled,
-                    _self_test_options(options, manifest),
+                    {name: specs[name].compare for name in self.enabled},
+                    _self_test_options(options, manifest, specs, self.selected),
                     ts,
                     options.scratch_root,
                 )
@@ -352,24 +351,22 @@ class _Run:
 
 
 async def encode_snapshot(
-    input_root: Path,
-    output: Path,
+    input_root: str | os.PathLike[str],
+    output: str | os.PathLike[str],
     options: EncodeOptions | None = None,
     *,
     report: Report | None = None,
-    input_arg: str | None = None,
-    output_arg: str | None = None,
     log_format: str | None = None,
     log_stream: TextIO | None = None,
     sort_budget: int = DEFAULT_SORT_BUDGET,
 ) -> EncodeResult:
     """Encode the dump tree at ``input_root`` into the snapshot file ``output``.
 
-    ``input_arg``/``output_arg`` are recorded verbatim in the sidecar (default: the paths).
-    The output path is locked for the run (``<output>.lock``): a second run on it fails at
-    once with :class:`~elastickv_async._core.errors.UsageError`.
-    ``sort_budget`` bounds the bytes of records held in memory before a sorted run is spilled
-    (under ``options.scratch_root``, else next to the output). Raises
+    Both paths are recorded verbatim in ``<output>.encode_info.json``. The output path is
+    locked for the run (``<output>.lock``): a second run on it fails at once with
+    :class:`~elastickv_async._core.errors.UsageError`. ``sort_budget`` bounds the bytes of
+    records held in memory before a sorted run is spilled (under ``options.scratch_root``,
+    else next to the output). Raises
     :class:`~elastickv_async._core.errors.UsageError` (exit 1) for bad options or a tree without
     MANIFEST.json, a :class:`~elastickv_async._core.errors.DataError` (exit 2) for a bad or
     unsupported tree, :class:`~elastickv_async._core.errors.SelfTestMismatch` (exit 2) when the
@@ -379,22 +376,21 @@ async def encode_snapshot(
     options = options or EncodeOptions()
     report = report if report is not None else Report()
     log = make_logger(report, log_format=log_format, stream=log_stream)
-    input_root, output = Path(input_root), Path(output)
-    _check_options(options)
-    manifest = await anyio.to_thread.run_sync(_load_manifest, input_root)
-    await anyio.to_thread.run_sync(_check_placement, input_root, output, options)
-    _check_against_manifest(options.adapters, manifest)
+    input_label, output_label = os.fspath(input_root), os.fspath(output)
+    root, out = Path(input_label), Path(output_label)
+    specs = {spec.name: spec for spec in REGISTRY}
+    selected = REGISTRY.select(options.adapters, lower=True)
+    adapter_options = _check_options(options, specs)
+    manifest = await anyio.to_thread.run_sync(_load_manifest, root, specs)
+    await anyio.to_thread.run_sync(_check_placement, root, out, options, selected)
+    _check_against_manifest(selected, manifest, specs)
     ts, overridden = _effective_ts(options, manifest)
-    specs = adapter_specs()
-    missing = [n for n in options.adapters if n not in specs or specs[n].encoder is None]
-    if missing:
-        raise UsageError(f"adapter(s) without an encoder in this build: {', '.join(missing)}")
 
-    run = _Run(input_root, output, options, report, log, sort_budget, new_tag())
-    lock = PathLock(output)
+    run = _Run(root, out, options, selected, adapter_options, report, log, sort_budget, new_tag())
+    lock = PathLock(out)
     await anyio.to_thread.run_sync(lock.acquire)
     try:
-        places = [output.parent]
+        places = [out.parent]
         if options.scratch_root is not None:
             places.append(options.scratch_root)
         elif options.self_test:
@@ -404,8 +400,8 @@ async def encode_snapshot(
             log.info("leftovers_removed", count=len(removed), paths=removed[:20])
             report.count("encode.leftovers_removed", len(removed))
         info = EncodeInfo(
-            input_root=input_arg if input_arg is not None else str(input_root),
-            output_fsm_path=output_arg if output_arg is not None else str(output),
+            input_root=input_label,
+            output_fsm_path=output_label,
             output_fsm_sha256="",
             last_commit_ts=ts,
             last_commit_ts_overridden=overridden,
@@ -425,7 +421,7 @@ async def encode_snapshot(
     report.snapshot.update(last_commit_ts=ts, sha256=stream.sha256, size_bytes=stream.bytes_written)
     log.info(
         "encode_complete",
-        output=str(output),
+        output=str(out),
         bytes=stream.bytes_written,
         self_test=options.self_test,
         adapters=",".join(run.enabled),

@@ -7,21 +7,11 @@ list stops at 64 lines plus a truncation note. Directories are walked one level 
 files are compared in bounded blocks, so memory does not grow with file sizes; only the 64
 smallest lines are kept.
 
-Two deliberate differences, both false mismatches of the reference:
-
-* SQS (REFERENCE_NOTES §9.2 item 8): the encoder restores every queue at generation 1, so a
-  decoded message's ``queue_generation`` legitimately changes from the dump's value to 1,
-  and the reference reports every queue whose generation was not 1 as "bytes differ". Here
-  a ``messages.jsonl`` line that differs is compared again with exactly one token of the
-  input line (the top-level ``"queue_generation":N``) replaced by ``"queue_generation":1``;
-  every other byte must still match.
-* Line order of keyed sidecars: Redis ``strings_ttl.jsonl``, ``hll_ttl.jsonl`` and
-  ``KEYMAP.jsonl``, and S3 ``<bucket>/KEYMAP.jsonl``, are sets of records keyed by name
-  (readers look records up; none depends on line order). Their order follows the order in
-  which the decoder met the records: a tree decoded from legacy Redis values (TTL found in a
-  later ``!redis|ttl|`` row) or an S3 KEYMAP written in Go map order comes back in another
-  order after a round trip. These files match when they hold the same lines, compared
-  sorted (an external sort, so memory stays bounded).
+Each adapter decides how its files compare (``AdapterSpec.compare``): byte for byte, which
+is the reference's rule, or where the reference reports false mismatches, as a set of lines
+(records keyed by name, whose order follows the order the decoder met them) or line by line
+with an equivalence (a field the restore legitimately rewrites). Line sets are compared
+sorted, through an external sort, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -33,21 +23,17 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 import anyio
 import anyio.to_thread
-import orjson
 from anyio.abc import ObjectReceiveStream
 
-from ..._adapters.redis import layout as redis_layout
-from ..._adapters.sqs import layout as sqs_layout
-from ..._adapters.sqs.encode import RESTORE_GENERATION
+from ..._adapters.base import FileComparison
 from ..concurrency import task_group
-from ..dump.keymap import KEYMAP_FILE
 from ..errors import DataError, DumpTreeError
 from ..extsort import ExternalSorter
 from ..options import DecodeOptions
@@ -66,27 +52,8 @@ _BYTES_PER_CALL: Final = 64 << 20
 #: Memory for sorting the lines of one keyed sidecar before it spills.
 _LINES_BUDGET: Final = 16 << 20
 
-#: The top-level field of a ``messages.jsonl`` line that a restore rewrites.
-_GENERATION_FIELD: Final = b'"queue_generation":'
-
-#: How a file is compared: bytes, SQS messages (generation rebased), or as a set of lines.
-_BYTES, _SQS_MESSAGES, _LINE_SET = "bytes", "sqs-messages", "line-set"
-_REDIS_KEYED: Final = frozenset(
-    f"{redis_layout.DB_DIR}/{name}"
-    for name in (redis_layout.STRINGS_TTL, redis_layout.HLL_TTL, KEYMAP_FILE)
-)
-
-
-def _compare_mode(path: str) -> str:
-    """How to compare the file at slash path ``path`` (relative to the tree root)."""
-    if path in _REDIS_KEYED:
-        return _LINE_SET
-    parts = path.split("/")
-    if len(parts) == 3 and parts[0] == "s3" and parts[2] == KEYMAP_FILE:
-        return _LINE_SET
-    if len(parts) == 3 and parts[0] == sqs_layout.ROOT and parts[2] == sqs_layout.MESSAGES_FILE:
-        return _SQS_MESSAGES
-    return _BYTES
+#: How an adapter compares a file, given its slash path inside the adapter's subtree.
+Comparer = Callable[[str], FileComparison]
 
 
 @dataclass(slots=True)
@@ -114,29 +81,11 @@ def _streams_equal(a_path: str, b_path: str) -> bool:
                 return True
 
 
-def _restore_generation(line: bytes) -> bytes | None:
-    """``line`` with its top-level ``queue_generation`` value set to the restore generation."""
-    try:
-        generation = orjson.loads(line).get("queue_generation")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    if type(generation) is not int:
-        return None
-    token = _GENERATION_FIELD + str(generation).encode()
-    # The top-level field follows every field that can hold nested keys (message_attributes),
-    # and inside strings a quote is always escaped, so its last occurrence is the field itself.
-    at = line.rfind(token)
-    end = at + len(token)
-    if at < 0 or line[end : end + 1] not in (b",", b"}"):
-        return None
-    return line[:at] + _GENERATION_FIELD + str(RESTORE_GENERATION).encode() + line[end:]
-
-
-def _messages_equal(a_path: str, b_path: str) -> bool:
+def _lines_equal(a_path: str, b_path: str, match: Callable[[bytes, bytes], bool]) -> bool:
     with open(a_path, "rb") as fa, open(b_path, "rb") as fb:
         for line_a in fa:
             line_b = fb.readline()
-            if line_a != line_b and _restore_generation(line_a) != line_b:
+            if line_a != line_b and not match(line_a, line_b):
                 return False
         return not fb.readline()
 
@@ -171,14 +120,19 @@ def _line_sets_equal(a_path: str, b_path: str, spill_dir: Path) -> bool:
         shutil.rmtree(spill, ignore_errors=True)
 
 
-def _compare_batch(pairs: Sequence[tuple[str, str, str]], spill_dir: Path) -> list[str]:
-    """The relative paths (first item) of the pairs whose files differ."""
+def _compare_batch(
+    pairs: Sequence[tuple[str, str, str]], compare: Comparer, skip: int, spill_dir: Path
+) -> list[str]:
+    """The relative paths (first item) of the pairs whose files differ.
+
+    ``compare`` is given each path without its first ``skip`` characters (the subtree name).
+    """
     differ = []
     for rel, a_path, b_path in pairs:
-        mode = _compare_mode(rel)
-        if mode == _SQS_MESSAGES:
-            same = _messages_equal(a_path, b_path)
-        elif mode == _LINE_SET:
+        how = compare(rel[skip:])
+        if how.lines_match is not None:
+            same = _lines_equal(a_path, b_path, how.lines_match)
+        elif how.line_set:
             same = _line_sets_equal(a_path, b_path, spill_dir)
         else:
             same = _streams_equal(a_path, b_path)
@@ -254,6 +208,7 @@ class _Walk:
     """What every directory of one comparison shares."""
 
     sub: str
+    compare: Comparer
     out: _Smallest
     limiter: anyio.CapacityLimiter
     spill_dir: Path
@@ -285,7 +240,12 @@ async def _compare_common(
         async with batches:
             async for batch in batches:
                 differ = await anyio.to_thread.run_sync(
-                    _compare_batch, batch, walk.spill_dir, limiter=walk.limiter
+                    _compare_batch,
+                    batch,
+                    walk.compare,
+                    len(walk.sub) + 1,
+                    walk.spill_dir,
+                    limiter=walk.limiter,
                 )
                 for path in differ:
                     walk.out.add(f"{path} (bytes differ)")
@@ -317,22 +277,23 @@ async def _diff_dir(walk: _Walk, rel: str, a_dir: str | None, b_dir: str | None)
 async def diff_trees(
     input_root: Path,
     scratch_root: Path,
-    subdirs: Sequence[str],
+    subdirs: Mapping[str, Comparer],
     spill_dir: Path,
     *,
     jobs: int = 8,
 ) -> list[str]:
     """The self-test's mismatch lines for ``subdirs`` (in that order), capped like the reference.
 
-    ``spill_dir`` is an existing directory for sorting the lines of keyed sidecars.
+    ``subdirs`` maps each adapter subtree to compare to how that adapter compares its files.
+    ``spill_dir`` is an existing directory for sorting the lines of line-set files.
     """
     limiter = anyio.CapacityLimiter(max(1, jobs))
     lines: list[str] = []
-    for sub in subdirs:
+    for sub, compare in subdirs.items():
         a_root = await anyio.to_thread.run_sync(_root_dir, input_root / sub)
         b_root = await anyio.to_thread.run_sync(_root_dir, scratch_root / sub)
         found = _Smallest(MAX_MISMATCH_LINES - len(lines))
-        await _diff_dir(_Walk(sub, found, limiter, spill_dir), "", a_root, b_root)
+        await _diff_dir(_Walk(sub, compare, found, limiter, spill_dir), "", a_root, b_root)
         lines.extend(found.lines)
         if len(lines) + found.total - len(found.lines) >= MAX_MISMATCH_LINES:
             del lines[MAX_MISMATCH_LINES:]
@@ -347,14 +308,15 @@ async def diff_trees(
 async def run_self_test(
     fsm: Path,
     input_root: Path,
-    subdirs: Sequence[str],
+    subdirs: Mapping[str, Comparer],
     decode_options: DecodeOptions,
     last_commit_ts: int,
     scratch_base: Path | None,
 ) -> SelfTestOutcome:
     """Decode ``fsm`` into a fresh directory under ``scratch_base`` and compare with the input.
 
-    ``subdirs`` are the adapter subdirectories to compare, in the reference's order. A
+    ``subdirs`` are the adapter subdirectories to compare, in the reference's order, each
+    with its adapter's comparison rule (see :func:`diff_trees`). A
     produced .fsm that the decoder rejects as data is a mismatch, as in the reference; usage
     and I/O problems of the scratch area propagate. The scratch is always removed.
     """

@@ -5,17 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from ..report import Report
 from .prepare import PrepareRestoreOptions, describe, prepare_restore
 
-__all__ = ["BOOL_FLAGS", "add_parser", "run"]
-
-#: Flags that take Go's ``--flag=true/false`` spelling.
-BOOL_FLAGS: Final = frozenset(
-    {"fresh-cluster", "allow-missing-cluster-id", "allow-unverified-self-test"}
-)
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:

@@ -113,7 +113,7 @@ class Snapshot:
         """Yield the raw entries in stream order, in lists of at most ``max_entries``.
 
         A batch also stops growing once about ``max_bytes`` of the file were read for it, so
-        batches of large values (S3 chunks) stay small in memory.
+        batches of large values stay small in memory.
 
         Every MVCC version is yielded (tombstones too); raw meta keys and writer-registry rows
         are not. At the end, the footer (if any) is verified and :attr:`stats` completed.
@@ -150,7 +150,7 @@ class Snapshot:
 
 @asynccontextmanager
 async def open_snapshot(
-    path: Path, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> AsyncIterator[Snapshot]:
     """Open ``path`` and read its header; the file is closed when the block exits.
 
@@ -160,7 +160,7 @@ async def open_snapshot(
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     with map_os_errors(UsageError, f"cannot open snapshot {str(path)!r}", path=path):
-        source = await anyio.to_thread.run_sync(_ChunkSource, path)
+        source = await anyio.to_thread.run_sync(_ChunkSource, Path(path))
     try:
         snap = Snapshot(source, chunk_size)
         await snap._read_header()
