@@ -1,7 +1,9 @@
-"""Compile every ``proto/*.proto`` into ``src/elastickv_async/_proto/`` (modules + .pyi stubs).
+"""Compile every ``proto/<adapter>_*.proto`` into its adapter's package (modules + .pyi stubs).
 
-Run it after changing a schema: ``python scripts/gen_proto.py``. ``--check`` regenerates into a
-temporary directory and exits 1 if the committed modules differ (the test suite runs that).
+``proto/dynamodb_internal.proto`` becomes ``src/elastickv_async/_adapters/dynamodb/
+dynamodb_internal_pb2.py``: the schemas describe one adapter's stored values each. Run it after
+changing a schema: ``python scripts/gen_proto.py``. ``--check`` regenerates into a temporary
+directory and exits 1 if the committed modules differ (the test suite runs that).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
-OUT_DIR = ROOT / "src" / "elastickv_async" / "_proto"
+ADAPTERS_DIR = ROOT / "src" / "elastickv_async" / "_adapters"
 
 
 def _mypy_plugin() -> str:
@@ -29,40 +31,48 @@ def _mypy_plugin() -> str:
     return found
 
 
-def generate(out_dir: Path) -> list[Path]:
-    """Run protoc on every schema; return the generated files."""
-    protos = sorted(PROTO_DIR.glob("*.proto"))
+def _adapter(proto: Path) -> str:
+    """The adapter a schema belongs to: its file name up to the first ``_``."""
+    return proto.stem.split("_", 1)[0]
+
+
+def generate(proto: Path, out_dir: Path) -> list[Path]:
+    """Run protoc on one schema into ``out_dir``; return the generated files."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for proto in protos:
-        args = [
-            "protoc",
-            f"--plugin=protoc-gen-mypy={_mypy_plugin()}",
-            f"-I{PROTO_DIR}",
-            f"--python_out={out_dir}",
-            f"--mypy_out={out_dir}",
-            str(proto),
-        ]
-        if protoc.main(args) != 0:
-            raise SystemExit(f"protoc failed on {proto.name}")
-    return sorted(p for p in out_dir.iterdir() if p.name.endswith(("_pb2.py", "_pb2.pyi")))
+    args = [
+        "protoc",
+        f"--plugin=protoc-gen-mypy={_mypy_plugin()}",
+        f"-I{PROTO_DIR}",
+        f"--python_out={out_dir}",
+        f"--mypy_out={out_dir}",
+        str(proto),
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit(f"protoc failed on {proto.name}")
+    stem = f"{proto.stem}_pb2"
+    return sorted(p for p in out_dir.iterdir() if p.name in (f"{stem}.py", f"{stem}.pyi"))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="only compare with committed files")
     args = parser.parse_args()
+    protos = sorted(PROTO_DIR.glob("*.proto"))
     if not args.check:
-        for path in generate(OUT_DIR):
-            print(f"wrote {path.relative_to(ROOT)}")
+        for proto in protos:
+            for path in generate(proto, ADAPTERS_DIR / _adapter(proto)):
+                print(f"wrote {path.relative_to(ROOT)}")
         return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = generate(Path(tmp))
-        stale = [
-            p.name
-            for p in fresh
-            if not (OUT_DIR / p.name).exists()
-            or not filecmp.cmp(p, OUT_DIR / p.name, shallow=False)
-        ]
+    stale = []
+    for proto in protos:
+        committed = ADAPTERS_DIR / _adapter(proto)
+        with tempfile.TemporaryDirectory() as tmp:
+            stale += [
+                p.name
+                for p in generate(proto, Path(tmp))
+                if not (committed / p.name).exists()
+                or not filecmp.cmp(p, committed / p.name, shallow=False)
+            ]
     if stale:
         print("generated protobuf modules are out of date: " + ", ".join(stale), file=sys.stderr)
         return 1

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from roundtrip_trees import LAST_COMMIT_MS
 
-from elastickv_async._proto import dynamodb_internal_pb2 as pb
+from elastickv_async._adapters.dynamodb import dynamodb_internal_pb2 as pb
 
 __all__ = [
     "META_SUFFIX_KEYS",

@@ -10,9 +10,9 @@ from ddb_support import Harness, b64, golden_case, harness, read_fsm, routed
 from support import raises_code
 
 from elastickv_async._adapters.dynamodb import SPEC, decode
+from elastickv_async._adapters.dynamodb.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 from elastickv_async._adapters.dynamodb.values import encode_item, encode_schema
 from elastickv_async._core.errors import AdapterRecordError
-from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 
 pytestmark = pytest.mark.anyio
 

@@ -13,9 +13,9 @@ from ddb_support import encode_context, golden_case, harness, read_fsm, routed
 from support import raises_code
 
 from elastickv_async._adapters.dynamodb import encode
+from elastickv_async._adapters.dynamodb.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 from elastickv_async._adapters.dynamodb.encode import DynamoDBEncoder, gsi_rows, item_key
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
-from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 
 pytestmark = pytest.mark.anyio
 

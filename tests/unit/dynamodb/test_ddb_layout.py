@@ -9,6 +9,11 @@ import pytest
 from ddb_support import golden_case
 from support import raises_code
 
+from elastickv_async._adapters.dynamodb.dynamodb_internal_pb2 import (
+    DynamoAttributeValue,
+    DynamoItem,
+    DynamoTableSchema,
+)
 from elastickv_async._adapters.dynamodb.layout import (
     item_key_segments,
     item_public,
@@ -18,11 +23,6 @@ from elastickv_async._adapters.dynamodb.layout import (
     schema_json,
 )
 from elastickv_async._core.errors import AdapterRecordError, DumpTreeError
-from elastickv_async._proto.dynamodb_internal_pb2 import (
-    DynamoAttributeValue,
-    DynamoItem,
-    DynamoTableSchema,
-)
 
 
 def _schema_doc(**changes: Any) -> dict[str, Any]:

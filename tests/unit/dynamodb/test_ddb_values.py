@@ -6,6 +6,7 @@ import pytest
 from ddb_support import golden_case, read_fsm
 from support import raises_code
 
+from elastickv_async._adapters.dynamodb.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 from elastickv_async._adapters.dynamodb.values import (
     decode_item,
     decode_schema,
@@ -14,7 +15,6 @@ from elastickv_async._adapters.dynamodb.values import (
     item_body,
 )
 from elastickv_async._core.errors import AdapterRecordError
-from elastickv_async._proto.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,9 @@ from ..._core import gojson
 from ..._core.concurrency import task_group
 from ..._core.dump.names import encode_segment
 from ..._core.scratch import Record, RecordFiles, RecordReader
-from ..._proto.dynamodb_internal_pb2 import DynamoTableSchema
 from ..base import DecodeContext, Routed
 from .bundle import JsonlTable, part_name
+from .dynamodb_internal_pb2 import DynamoTableSchema
 from .keys import ITEM_PREFIX, TABLE_META_PREFIX, parse_item_key, parse_table_meta_key
 from .layout import (
     ITEMS_DIR,

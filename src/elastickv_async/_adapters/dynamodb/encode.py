@@ -24,8 +24,8 @@ import anyio.to_thread
 from ..._core.concurrency import task_group
 from ..._core.dump.names import encode_segment
 from ..._core.dump.tree import MAX_RECORD_FILE, DumpTree, TreeDir, TreeFile
-from ..._proto.dynamodb_internal_pb2 import DynamoAttributeValue, DynamoItem, DynamoTableSchema
 from ..base import EncodeContext
+from .dynamodb_internal_pb2 import DynamoAttributeValue, DynamoItem, DynamoTableSchema
 from .errors import tree_error
 from .keys import (
     RESTORE_GENERATION,

@@ -22,7 +22,7 @@ import orjson
 
 from ..._core import gojson
 from ..._core.dump.names import encode_binary_segment, encode_segment
-from ..._proto.dynamodb_internal_pb2 import (
+from .dynamodb_internal_pb2 import (
     DynamoAttributeValue,
     DynamoItem,
     DynamoKeySchema,

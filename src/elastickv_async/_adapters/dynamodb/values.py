@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from google.protobuf.message import DecodeError
 
-from ..._proto.dynamodb_internal_pb2 import DynamoAttributeValue, DynamoItem, DynamoTableSchema
+from .dynamodb_internal_pb2 import DynamoAttributeValue, DynamoItem, DynamoTableSchema
 from .errors import record_error
 from .keys import ITEM_MAGIC, SCHEMA_MAGIC
 

@@ -15,7 +15,7 @@ from typing import Final
 
 from google.protobuf.message import DecodeError, Message
 
-from ..._proto import redis_internal_pb2 as pb
+from . import redis_internal_pb2 as pb
 from .errors import RecordCode, record_error
 
 __all__ = [
