@@ -26,10 +26,15 @@ from ..._core.gojson_read import GoJSONError
 from ..base import DecodeContext, Routed
 from . import keys, layout
 from .errors import record_error
-from .message import decode_stored_message, dump_line
 from .options import SQSOptions
-from .queue import QueueConfig, decode_stored_meta, queue_json
 from .spill import DEFAULT_BUDGET, MessageSpill
+from .values import (
+    QueueConfig,
+    decode_stored_message,
+    decode_stored_meta,
+    dump_line,
+    queue_json,
+)
 
 __all__ = ["SQSDecoder"]
 

@@ -26,8 +26,15 @@ from ..base import EncodeContext
 from . import keys, layout
 from .errors import tree_error
 from .keys import RESTORE_GENERATION
-from .message import Message, parse_dump_message, stored_value
-from .queue import FORMAT_VERSION, QueueConfig, parse_queue_json, stored_meta_value
+from .values import (
+    FORMAT_VERSION,
+    Message,
+    QueueConfig,
+    parse_dump_message,
+    parse_queue_json,
+    stored_meta_value,
+    stored_value,
+)
 
 __all__ = ["SQSEncoder"]
 
