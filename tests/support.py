@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+import struct
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,3 +95,13 @@ def tree_files(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not p.is_symlink()
     }
+
+
+def hand_built_fsm(ts: int, records: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The snapshot bytes written out longhand from the format description (§1.1, §6.1)."""
+    out = b"EKVPBBL1" + struct.pack("<Q", ts)
+    suffix = struct.pack(">Q", (1 << 64) - 1 - ts)
+    entries = sorted((k + suffix, b"\x00" + b"\x00" * 8 + v) for k, v in records)
+    for key, value in entries:
+        out += struct.pack("<Q", len(key)) + key + struct.pack("<Q", len(value)) + value
+    return out

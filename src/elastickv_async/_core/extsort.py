@@ -1,8 +1,8 @@
 """Sorting ``(key, value)`` records by key with bounded memory (an external merge sort).
 
 Shared by both directions: the encoder sorts every adapter's records before writing the
-snapshot, the Redis decoder sorts its facts and its KEYMAP and sidecar lines, the self-test
-sorts the lines of files it compares as sets.
+snapshot, adapter decoders sort what they must regroup (facts, KEYMAP and sidecar lines),
+the self-test sorts the lines of files it compares as sets.
 
 Records are buffered until their estimated footprint exceeds a budget; the buffer is then
 sorted and spilled to a run (a :mod:`~elastickv_async._core.scratch` record file) under the

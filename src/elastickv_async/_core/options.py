@@ -2,8 +2,7 @@
 
 Only what the core itself uses lives here. Each adapter's own options (its CLI flags) are a
 dataclass of that adapter, passed in ``adapter_options`` under the adapter's name, either as
-an instance or as a mapping of its field names, e.g.
-``DecodeOptions(adapter_options={"s3": {"include_orphans": True}})``.
+an instance or as a mapping of its field names (``{"<adapter>": {"<field>": value}}``).
 """
 
 from __future__ import annotations

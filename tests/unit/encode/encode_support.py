@@ -1,20 +1,22 @@
-"""Helpers for the encoder tests: manifests, fake adapter encoders, hand-built snapshots."""
+"""Helpers for the encoder tests: manifests and fake adapter encoders."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import struct
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio.lowlevel
 import pytest
+from support import hand_built_fsm
 
 from elastickv_async._adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
 from elastickv_async._adapters.registry import REGISTRY, AdapterRegistry
 from elastickv_async._core.encode import api
+
+__all__ = ["ALL", "fake_specs", "hand_built_fsm", "make_tree", "manifest_doc", "use_specs"]
 
 ALL = ("dynamodb", "s3", "redis", "sqs")
 
@@ -95,13 +97,3 @@ def fake_specs(
 def use_specs(monkeypatch: pytest.MonkeyPatch, specs: dict[str, AdapterSpec]) -> None:
     """Make ``encode_snapshot`` see ``specs`` instead of the real adapters."""
     monkeypatch.setattr(api, "REGISTRY", AdapterRegistry(list(specs.values())))
-
-
-def hand_built_fsm(ts: int, records: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """The snapshot bytes written out longhand from the format description (§1.1, §6.1)."""
-    out = b"EKVPBBL1" + struct.pack("<Q", ts)
-    suffix = struct.pack(">Q", (1 << 64) - 1 - ts)
-    entries = sorted((k + suffix, b"\x00" + b"\x00" * 8 + v) for k, v in records)
-    for key, value in entries:
-        out += struct.pack("<Q", len(key)) + key + struct.pack("<Q", len(value)) + value
-    return out

@@ -97,7 +97,7 @@ def b64url_decode(text: str | bytes) -> bytes:
 
 
 def encode_binary_segment(raw: bytes) -> str:
-    """Encode a binary key (DynamoDB ``B``) as ``b64.<base64url>``, or the SHA fallback."""
+    """Encode a binary key as ``b64.<base64url>``, or the SHA fallback."""
     if (len(raw) * 4 + 2) // 3 + len(BINARY_PREFIX) > SEGMENT_MAX_BYTES:
         return sha_fallback(raw)
     return BINARY_PREFIX + b64url_encode(raw)
