@@ -13,7 +13,7 @@ One rule set for every encoder and for ``verify``:
 * a file read whole is capped, so one hostile file cannot take the memory of the run:
   :data:`MAX_RECORD_FILE` for a JSON document that becomes one key's records,
   :data:`MAX_BODY_FILE` for a raw value body (the largest value a snapshot can hold).
-  Larger data (SQS message logs, S3 bodies, DynamoDB jsonl parts) is streamed.
+  Larger data (message logs, object bodies, bundled item parts) is streamed.
 
 A violation of the first three raises :class:`~elastickv_async._core.errors.UnsafeDumpEntry`
 naming the path relative to the root. Everything but :meth:`DumpTree.run` is synchronous:
@@ -40,7 +40,7 @@ from ..errors import DumpTreeError, UnsafeDumpEntry, UsageError, map_os_errors
 
 __all__ = ["MAX_BODY_FILE", "MAX_RECORD_FILE", "DumpTree", "TreeDir", "TreeEntry", "TreeFile"]
 
-#: Largest JSON document read whole (one DynamoDB item, Redis collection, sidecar...).
+#: Largest JSON document read whole (one item, one collection, a sidecar...).
 #: Parsing costs about 25 times the file's size in Python objects, so this bounds one
 #: file's share of the run's memory to about 1.6 GiB.
 MAX_RECORD_FILE: Final = 64 << 20
