@@ -189,6 +189,10 @@ def _same_options(options: Any) -> Any:
     return options
 
 
+def _no_route_rule(key: bytes) -> bytes | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class AdapterSpec:
     """How the core sees one adapter.
@@ -225,6 +229,10 @@ class AdapterSpec:
     self_test_options: Callable[[Any], Any] = _same_options
     #: How the self-test compares a file, by its slash path inside the adapter's subtree.
     compare: Callable[[str], FileComparison] = _bytes_everywhere
+    #: The key elastickv's store shards a key of this keyspace by (``kv/shard_key.go``
+    #: ``routeKey``), or ``None`` when no rule of this adapter applies (the key routes as
+    #: itself). A cluster decode uses it to find each key's owning group.
+    route_key: Callable[[bytes], bytes | None] = _no_route_rule
 
     def resolve_options(self, given: Any, *, encode: bool = False) -> Any:
         """An instance of this adapter's options from ``given``.

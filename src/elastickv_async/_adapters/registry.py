@@ -97,6 +97,14 @@ class AdapterRegistry:
             for f in spec.manifest_fields(options.get(spec.name) or spec.resolve_options(None))
         ]
 
+    def route_key(self, key: bytes) -> bytes | None:
+        """The first adapter's route key for ``key`` (see ``AdapterSpec.route_key``)."""
+        for spec in self._specs.values():
+            routed = spec.route_key(key)
+            if routed is not None:
+                return routed
+        return None
+
     def encode_order(self, names: Sequence[str]) -> tuple[str, ...]:
         """``names`` in the order the encoders run and are listed."""
         ranked = sorted(enumerate(names), key=lambda item: (self[item[1]].encode_rank, item[0]))

@@ -11,6 +11,7 @@ import elastickv_async
 PUBLIC = [
     "AdapterRecordError",
     "ChecksumMismatch",
+    "ClusterProgress",
     "DataError",
     "DecodeOptions",
     "DumpTreeError",
@@ -29,6 +30,7 @@ PUBLIC = [
     "SnapshotInspection",
     "UsageError",
     "__version__",
+    "decode_cluster",
     "decode_snapshot",
     "encode_snapshot",
     "inspect_snapshot",

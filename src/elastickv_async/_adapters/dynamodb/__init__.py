@@ -6,7 +6,14 @@ from ..base import AdapterSpec
 from . import options
 from .decode import DynamoDBDecoder
 from .encode import DynamoDBEncoder
-from .keys import GSI_PREFIX, ITEM_PREFIX, ROUTE_PREFIX, TABLE_GEN_PREFIX, TABLE_META_PREFIX
+from .keys import (
+    GSI_PREFIX,
+    ITEM_PREFIX,
+    ROUTE_PREFIX,
+    TABLE_GEN_PREFIX,
+    TABLE_META_PREFIX,
+    route_key,
+)
 from .layout import ROOT
 
 __all__ = ["SPEC"]
@@ -18,6 +25,7 @@ SPEC = AdapterSpec(
     decoder=DynamoDBDecoder,
     encoder=DynamoDBEncoder,
     encode_rank=2,
+    route_key=route_key,
     decode_options=options.DynamoDBOptions,
     manifest_fields=options.manifest_fields,
     read_manifest=options.read_manifest,

@@ -31,6 +31,7 @@ __all__ = [
     "ordered_segment",
     "parse_item_key",
     "parse_table_meta_key",
+    "route_key",
     "table_gen_key",
     "table_meta_key",
 ]
@@ -172,3 +173,21 @@ def gsi_key_prefix(table: str, generation: int, index: str) -> bytes:
     """``!ddb|gsi|<b64url(table)>|<generation>|<b64url(index)>|``; ordered keys follow."""
     index_segment = b64url_encode(index.encode("utf-8")).encode("ascii")
     return b"%s%s|%d|%s|" % (GSI_PREFIX, _table_segment(table), generation, index_segment)
+
+
+#: The store routes every row of a table by ``!ddb|route|table|<table segment>``.
+_TABLE_ROUTE: Final = ROUTE_PREFIX + b"table|"
+
+
+def route_key(key: bytes) -> bytes | None:
+    """The key the store routes ``key`` by, or ``None`` when no DynamoDB rule applies."""
+    for prefix in (TABLE_META_PREFIX, TABLE_GEN_PREFIX):
+        if key.startswith(prefix):
+            table = key[len(prefix) :]
+            return _TABLE_ROUTE + table if table else key
+    for prefix in (ITEM_PREFIX, GSI_PREFIX):
+        if key.startswith(prefix):
+            rest = key[len(prefix) :]
+            sep = rest.find(b"|")
+            return _TABLE_ROUTE + rest[:sep] if sep > 0 else key
+    return None

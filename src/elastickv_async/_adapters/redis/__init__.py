@@ -6,7 +6,7 @@ from ..base import AdapterSpec
 from . import options
 from .decode import RedisDecoder
 from .encode import RedisEncoder
-from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES
+from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, route_key
 from .layout import ROOT, self_test_comparison
 
 __all__ = ["SPEC"]
@@ -18,6 +18,7 @@ SPEC = AdapterSpec(
     decoder=RedisDecoder,
     encoder=RedisEncoder,
     encode_rank=1,
+    route_key=route_key,
     decode_options=options.RedisOptions,
     self_test_options=options.self_test_options,
     compare=self_test_comparison,

@@ -48,6 +48,7 @@ __all__ = [
     "parse_meta_key",
     "parse_stream_entry_key",
     "parse_wide_key",
+    "route_key",
     "sortable_score",
     "stream_entry_key",
     "wide_key",
@@ -226,3 +227,39 @@ def sortable_score(score_bits: int) -> bytes:
     else:
         score_bits ^= _SIGN_BIT
     return _U64.pack(score_bits)
+
+
+#: The store routes a Redis key's rows by the user key (``kv/shard_key.go`` ``routeKey``):
+#: lists by the user key inside their meta, item, delta and claim keys, ``!redis|<kind>|``
+#: rows by what follows the kind. Wide-column hash, set and zset rows are not normalised.
+_ROUTE_DELTA_SUFFIX: Final = 8 + 4  # commit ts + sequence in the transaction
+_ROUTE_SEQ: Final = 8
+_REDIS_FAMILY: Final = b"!redis|"
+
+
+def _length_prefixed(rest: bytes, suffix: int) -> bytes | None:
+    """``<u32 BE length><user key>`` followed by ``suffix`` bytes (list deltas and claims)."""
+    if len(rest) < 4:
+        return None
+    (size,) = _U32.unpack_from(rest)
+    if len(rest) < 4 + size + suffix and len(rest) != 4 + size:
+        return None
+    return rest[4 : 4 + size]
+
+
+def route_key(key: bytes) -> bytes | None:
+    """The key the store routes ``key`` by, or ``None`` when no Redis rule applies."""
+    if key.startswith(LIST_DELTA):
+        return _length_prefixed(key[len(LIST_DELTA) :], _ROUTE_DELTA_SUFFIX) or key
+    if key.startswith(LIST_CLAIM):
+        return _length_prefixed(key[len(LIST_CLAIM) :], _ROUTE_SEQ) or key
+    if key.startswith(LIST_META):
+        return key[len(LIST_META) :]
+    if key.startswith(LIST_ITEM):
+        rest = key[len(LIST_ITEM) :]
+        return rest[:-_ROUTE_SEQ] if len(rest) >= _ROUTE_SEQ else key
+    if key.startswith(_REDIS_FAMILY):
+        rest = key[len(_REDIS_FAMILY) :]
+        sep = rest.find(b"|")
+        return rest[sep + 1 :] if sep > 0 else key
+    return None

@@ -27,6 +27,7 @@ SPEC = AdapterSpec(
     decoder=S3Decoder,
     encoder=S3Encoder,
     encode_rank=3,
+    route_key=keys.route_key,
     decode_options=options.S3Options,
     manifest_fields=options.manifest_fields,
     read_manifest=options.read_manifest,

@@ -39,6 +39,7 @@ __all__ = [
     "parse_manifest_key",
     "parse_upload_key_bucket",
     "parse_upload_meta_key",
+    "route_key",
 ]
 
 BUCKET_META_PREFIX: Final = b"!s3|bucket|meta|"
@@ -287,3 +288,43 @@ def blob_key(
         + _U64.pack(part_no)
         + _U64.pack(chunk_no)
     )
+
+
+#: Rows of one object route by ``!s3route|<bucket segment><generation><object segment>``.
+_OBJECT_ROUTED: Final = (
+    MANIFEST_PREFIX,
+    UPLOAD_META_PREFIX,
+    UPLOAD_PART_PREFIX,
+    BLOB_PREFIX,
+    CHUNKREF_PREFIX,
+    GC_UPLOAD_PREFIX,
+)
+
+
+def _segment_end(key: bytes, offset: int) -> int | None:
+    """End (after the ``00 01`` terminator) of an escaped key segment starting at ``offset``."""
+    i = offset
+    while True:
+        i = key.find(b"\x00", i)
+        if i < 0 or i + 1 >= len(key):
+            return None
+        follower = key[i + 1]
+        if follower == 0x01:
+            return i + 2
+        if follower != 0xFF:
+            return None
+        i += 2
+
+
+def route_key(key: bytes) -> bytes | None:
+    """The key the store routes ``key`` by, or ``None`` when no S3 rule applies."""
+    prefix = next((p for p in _OBJECT_ROUTED if key.startswith(p)), None)
+    if prefix is None:
+        return None
+    bucket_end = _segment_end(key, len(prefix))
+    if bucket_end is None or len(key) < bucket_end + 8:
+        return key
+    object_end = _segment_end(key, bucket_end + 8)
+    if object_end is None:
+        return key
+    return ROUTE_PREFIX + key[len(prefix) : object_end]

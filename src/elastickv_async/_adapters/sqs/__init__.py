@@ -6,7 +6,7 @@ from ..base import AdapterSpec
 from . import options
 from .decode import SQSDecoder
 from .encode import SQSEncoder
-from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES
+from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, route_key
 from .layout import ROOT, self_test_comparison
 
 __all__ = ["SPEC"]
@@ -18,6 +18,7 @@ SPEC = AdapterSpec(
     decoder=SQSDecoder,
     encoder=SQSEncoder,
     encode_rank=4,
+    route_key=route_key,
     decode_options=options.SQSOptions,
     manifest_fields=options.manifest_fields,
     read_manifest=options.read_manifest,

@@ -44,6 +44,7 @@ __all__ = [
     "queue_key_segment",
     "queue_meta_key",
     "queue_seq_key",
+    "route_key",
     "side_record_queue",
 ]
 
@@ -259,3 +260,13 @@ def partition_for_group(partition_count: int, per_queue: bool, group_id: bytes) 
     for byte in group_id:
         h = ((h ^ byte) * _FNV32_PRIME) & 0xFFFFFFFF
     return h & (partition_count - 1)
+
+
+#: Every SQS row routes by one global key.
+_FAMILY: Final = b"!sqs|"
+_GLOBAL_ROUTE: Final = b"!sqs|route|global"
+
+
+def route_key(key: bytes) -> bytes | None:
+    """The key the store routes ``key`` by, or ``None`` when no SQS rule applies."""
+    return _GLOBAL_ROUTE if key.startswith(_FAMILY) else None

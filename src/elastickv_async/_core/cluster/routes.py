@@ -6,8 +6,9 @@ catalog's ``[start, end)`` ranges. The catalog itself lives in the default group
 ``!dist|route|<routeID u64 BE>`` rows (``distribution/catalog.go``); ``routes.json`` (what
 ``elastickv-list-routes`` prints) carries the same ranges.
 
-A raw key that normalisation does not recognise routes as itself, which is why wide-column
-Redis rows (``!hs|``, ``!st|``, ``!zs|``...) can sit in another group than their user key.
+A raw key that normalisation does not recognise routes as itself, which is why some of an
+adapter's rows (wide-column collection rows, for one) can sit in another group than the
+logical key they belong to.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ..._adapters.registry import REGISTRY
 from ..errors import DataError, UsageError
 
 __all__ = [
@@ -37,94 +39,12 @@ _U32: Final = struct.Struct(">I")
 _ROUTE_CODEC_VERSIONS: Final = (1, 2)
 _ROUTE_STATES: Final = 4
 
-_REDIS: Final = b"!redis|"
-_LIST_DELTA: Final = b"!lst|meta|d|"
-_LIST_CLAIM: Final = b"!lst|claim|"
-_LIST_META: Final = b"!lst|meta|"
-_LIST_ITEM: Final = b"!lst|itm|"
-_LIST_DELTA_SUFFIX: Final = 8 + 4  # commit ts + sequence in the transaction
-_LIST_SEQ: Final = 8
-_DDB_ROUTE: Final = b"!ddb|route|table|"
-_DDB_TABLE_PREFIXES: Final = (b"!ddb|meta|table|", b"!ddb|meta|gen|")
-_DDB_ITEM_PREFIXES: Final = (b"!ddb|item|", b"!ddb|gsi|")
-_SQS: Final = b"!sqs|"
-_SQS_ROUTE: Final = b"!sqs|route|global"
-_S3_ROUTE: Final = b"!s3route|"
-_S3_OBJECT_PREFIXES: Final = (
-    b"!s3|obj|head|",
-    b"!s3|upload|meta|",
-    b"!s3|upload|part|",
-    b"!s3|blob|",
-    b"!s3|chunkref|",
-    b"!s3|gc|upload|",
-)
-
-
-def _len_prefixed(rest: bytes, suffix: int) -> bytes | None:
-    """``<u32 BE length><user key>`` followed by ``suffix`` bytes (list deltas and claims)."""
-    if len(rest) < 4:
-        return None
-    (size,) = _U32.unpack_from(rest)
-    if len(rest) < 4 + size + suffix and len(rest) != 4 + size:
-        return None
-    return rest[4 : 4 + size]
-
-
-def _s3_segment_end(key: bytes, offset: int) -> int | None:
-    """End (after the ``00 01`` terminator) of an escaped S3 key segment starting at ``offset``."""
-    i = offset
-    while True:
-        i = key.find(b"\x00", i)
-        if i < 0 or i + 1 >= len(key):
-            return None
-        follower = key[i + 1]
-        if follower == 0x01:
-            return i + 2
-        if follower != 0xFF:
-            return None
-        i += 2
-
-
-def _s3_route_key(key: bytes) -> bytes | None:
-    prefix = next((p for p in _S3_OBJECT_PREFIXES if key.startswith(p)), None)
-    if prefix is None:
-        return None
-    bucket_end = _s3_segment_end(key, len(prefix))
-    if bucket_end is None or len(key) < bucket_end + 8:
-        return None
-    object_end = _s3_segment_end(key, bucket_end + 8)
-    if object_end is None:
-        return None
-    return _S3_ROUTE + key[len(prefix) : object_end]
-
 
 def route_key(key: bytes) -> bytes:
-    """The key elastickv routes ``key`` by (the raw key when no rule normalises it)."""
-    if key.startswith(_LIST_DELTA):
-        return _len_prefixed(key[len(_LIST_DELTA) :], _LIST_DELTA_SUFFIX) or key
-    if key.startswith(_LIST_CLAIM):
-        return _len_prefixed(key[len(_LIST_CLAIM) :], _LIST_SEQ) or key
-    if key.startswith(_LIST_META):
-        return key[len(_LIST_META) :]
-    if key.startswith(_LIST_ITEM):
-        rest = key[len(_LIST_ITEM) :]
-        return rest[:-_LIST_SEQ] if len(rest) >= _LIST_SEQ else key
-    if key.startswith(_REDIS):
-        rest = key[len(_REDIS) :]
-        sep = rest.find(b"|")
-        return rest[sep + 1 :] if sep > 0 else key
-    for prefix in _DDB_TABLE_PREFIXES:
-        if key.startswith(prefix):
-            table = key[len(prefix) :]
-            return _DDB_ROUTE + table if table else key
-    for prefix in _DDB_ITEM_PREFIXES:
-        if key.startswith(prefix):
-            rest = key[len(prefix) :]
-            sep = rest.find(b"|")
-            return _DDB_ROUTE + rest[:sep] if sep > 0 else key
-    if key.startswith(_SQS):
-        return _SQS_ROUTE
-    return _s3_route_key(key) or key
+    """The key elastickv routes ``key`` by: the rule of the adapter whose keyspace holds it
+    (``AdapterSpec.route_key``), else the raw key."""
+    routed = REGISTRY.route_key(key)
+    return key if routed is None else routed
 
 
 @dataclass(frozen=True, slots=True)

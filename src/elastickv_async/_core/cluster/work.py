@@ -7,10 +7,10 @@
   partition and decode them with the single-file pipeline's adapters.
 
 **Partition rule.** A partition is one adapter's whole keyspace (every prefix the router sends
-to it). An adapter joins rows across its prefixes (a DynamoDB table's schema and items, a
-Redis key's rows and its ``!redis|ttl|`` row, an SQS queue's meta and messages, an S3 bucket's
-meta and objects) and writes files shared by many keys (``KEYMAP.jsonl``), so any cut inside
-it could split what must stay together; distinct adapters write disjoint subtrees.
+to it). An adapter joins rows across its prefixes (a table's schema and its items, a key's
+rows and its TTL row, a queue's meta and its messages, a bucket's meta and its objects) and
+writes files shared by many keys (``KEYMAP.jsonl``), so any cut inside it could split what
+must stay together; distinct adapters write disjoint subtrees.
 """
 
 from __future__ import annotations
