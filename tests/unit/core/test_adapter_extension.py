@@ -39,6 +39,7 @@ from elastickv_async._adapters.base import (
     Routed,
     option,
 )
+from elastickv_async._core.errors import DumpTreeError
 
 PREFIX = b"!toy|"
 FILE = "toy/values.txt"
@@ -83,8 +84,10 @@ def read_manifest(doc: Mapping[str, Any]) -> ToyOptions:
     return ToyOptions(shout=doc.get("toy_shout") is True)
 
 
-def encode_refusal(options: ToyOptions) -> str | None:
-    return "toy_shout" if options.shout else None
+def encode_refusal(options: ToyOptions) -> DumpTreeError | None:
+    if not options.shout:
+        return None
+    return DumpTreeError("decoded with toy_shout, which is lossy", code="ErrToyShout")
 
 
 SPEC = AdapterSpec(
