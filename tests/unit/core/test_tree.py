@@ -146,3 +146,26 @@ def test_a_missing_root_is_a_usage_error(tmp_path: Path) -> None:
     """The root is the caller's argument: not being able to open it is a usage error."""
     with pytest.raises(UsageError):
         DumpTree(tmp_path / "nope").open_root()
+
+
+def test_whole_reads_follow_the_file_past_its_opened_size(tmp_path: Path) -> None:
+    """Reads are sized from the size seen at the open, yet a file that grew is read to its
+    end (and still checked against the cap)."""
+    root = _tree(tmp_path)
+    with DumpTree(root).open_root() as top:
+        d = top.subdir("d")
+        assert d is not None
+        with d:
+            file = d.open_name("a.json")
+            assert file is not None
+            with file:
+                with open(root / "d" / "a.json", "ab") as fh:
+                    fh.write(b"x" * (3 << 20))
+                assert file.read_all() == b"{}" + b"x" * (3 << 20)
+            file = d.open_name("a.json")
+            assert file is not None
+            with file:
+                with open(root / "d" / "a.json", "ab") as fh:
+                    fh.write(b"y" * 10)
+                with pytest.raises(DumpTreeError, match="limit"):
+                    file.read_all(limit=(3 << 20) + 5)

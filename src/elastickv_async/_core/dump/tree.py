@@ -137,11 +137,19 @@ class TreeFile:
             total += len(block)
             if limit is not None and total > limit:  # it grew since it was opened
                 self._too_big(limit)
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def blocks(self) -> Iterator[bytes]:
-        """The content from the current position, in blocks of up to 1 MiB."""
-        while block := os.read(self.fd, _READ_BLOCK):
+        """The content from the start, in blocks of up to 1 MiB."""
+        # os.read allocates the whole requested size first: ask for what the file should
+        # still hold (plus one byte to see its end), not 1 MiB per small file.
+        expected = self.size
+        while True:
+            want = min(expected + 1, _READ_BLOCK) if expected >= 0 else _READ_BLOCK
+            block = os.read(self.fd, want)
+            if not block:
+                return
+            expected -= len(block)
             yield block
 
     def _too_big(self, limit: int) -> None:
