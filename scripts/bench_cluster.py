@@ -91,7 +91,7 @@ async def _dask(inputs: list[str], out: str, layout: str, workers: int) -> dict[
             threads_per_worker=1,
             processes=True,
             asynchronous=True,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # None still binds 8787
             worker_dashboard_address=None,
         ) as cluster,
         Client(cluster, asynchronous=True) as client,  # type: ignore[no-untyped-call]

@@ -49,7 +49,9 @@ async def local_cluster(workers: int = 3, **config: Any) -> AsyncIterator[Any]:
                 threads_per_worker=1,
                 processes=True,
                 asynchronous=True,
-                dashboard_address=None,
+                # None still binds the scheduler's HTTP server to 8787; a free loopback
+                # port keeps concurrent clusters (and CI neighbours) from colliding.
+                dashboard_address="127.0.0.1:0",
                 worker_dashboard_address=None,
             ) as cluster,
             distributed.Client(cluster, asynchronous=True) as client,
