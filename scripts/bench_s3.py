@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
+import anyio
 import benchlib
 
 from elastickv_async._adapters.s3.keys import blob_key, bucket_meta_key, manifest_key
@@ -89,6 +90,8 @@ def prepare(fsm: str, total: int, big: int, medium: int, seed: int) -> dict[str,
 
 async def decode(fsm: str, out: str, scratch: str) -> dict[str, Any]:
     """The whole decode (scratch outside the output); return the report's counters."""
+    # --scratch-root must exist (the decoder never creates it: a typo would go unnoticed).
+    await anyio.Path(scratch).mkdir(parents=True, exist_ok=True)
     options = DecodeOptions(adapters=("s3",), scratch_root=Path(scratch))
     report = await decode_snapshot(fsm, out, options)
     return report.counters
