@@ -158,6 +158,10 @@ class EncodeContext:
     adapter_options: Any = None
     #: The options the tree was decoded with, as MANIFEST.json records them (``decode_options``).
     decoded_with: Any = None
+    #: The tree was decoded in full-fidelity mode: restore the extra state it carries.
+    full_fidelity: bool = False
+    #: Milliseconds to add to every time the node keeps a deadline by (``--rebase-time``).
+    time_shift_ms: int = 0
     #: Safe read access to ``input_root``: the only way an encoder reads the tree.
     tree: DumpTree = field(init=False)
 
@@ -181,7 +185,7 @@ def _bytes_everywhere(path: str) -> FileComparison:
     return BYTES
 
 
-def _restores_everything(options: Any) -> DumpTreeError | None:
+def _restores_everything(options: Any, full_fidelity: bool) -> DumpTreeError | None:
     return None
 
 
@@ -223,8 +227,11 @@ class AdapterSpec:
     #: mistyped field). ``None``: the adapter wrote nothing, so the defaults apply.
     read_manifest: Callable[[Mapping[str, Any]], Any] | None = None
     #: The error to stop an encode with when the encoder cannot restore a tree decoded with
-    #: ``options`` (``None``: it can).
-    encode_refusal: Callable[[Any], DumpTreeError | None] = _restores_everything
+    #: ``options``, in full-fidelity mode or not (``None``: it can).
+    encode_refusal: Callable[[Any, bool], DumpTreeError | None] = _restores_everything
+    #: The decode options a full-fidelity decode uses instead of ``options``: the adapter's
+    #: part of that mode beyond what it reads from ``DecodeContext.options.full_fidelity``.
+    full_fidelity: Callable[[Any], Any] = _same_options
     #: The decode options the self-test uses to re-decode a tree decoded with ``options``.
     self_test_options: Callable[[Any], Any] = _same_options
     #: How the self-test compares a file, by its slash path inside the adapter's subtree.

@@ -115,6 +115,13 @@ def _build_parser() -> _Parser:
     _add_adapter_flags(dec, encode=False)
 
     add_decode_cluster(sub, common, dec)
+    # After decode-cluster copied decode's flags: a cluster dump has no full-fidelity mode.
+    dec.add_argument(
+        "--full-fidelity",
+        action="store_true",
+        help="also keep the live state the reference layout drops (bucket creation dates, "
+        "queue timestamps, in-flight messages, incomplete uploads) so a restore brings it back",
+    )
 
     enc = sub.add_parser("encode", parents=[common], help="encode a dump tree into a .fsm snapshot")
     enc.add_argument("--input", required=True, help="the dump tree root (holds MANIFEST.json)")
@@ -127,6 +134,12 @@ def _build_parser() -> _Parser:
         help="decode the output and compare it with the input before publishing",
     )
     enc.add_argument("--scratch-root", type=Path, help="base directory for self-test scratch")
+    enc.add_argument(
+        "--rebase-time",
+        action="store_true",
+        help="move message send/visibility times and key expiry forward by the time elapsed "
+        "since the snapshot",
+    )
     _add_adapter_flags(enc, encode=True)
 
     ins = sub.add_parser(
@@ -258,6 +271,7 @@ def _decode_options(args: argparse.Namespace) -> DecodeOptions:
         adapters=REGISTRY.select(args.adapter),
         adapter_options=_adapter_options(args, encode=False),
         cluster_id=args.cluster_id,
+        full_fidelity=getattr(args, "full_fidelity", False),
         scratch_root=args.scratch_root,
         jobs=args.jobs,
         fsync=args.fsync,
@@ -287,6 +301,7 @@ async def _encode(args: argparse.Namespace, report: Report) -> None:
         last_commit_ts=parse_last_commit_ts(args.last_commit_ts) if args.last_commit_ts else None,
         self_test=args.self_test,
         scratch_root=args.scratch_root,
+        rebase_time=args.rebase_time,
     )
     await encode_snapshot(
         args.input, args.output, options, report=report, log_format=args.log_format

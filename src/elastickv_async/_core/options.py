@@ -24,6 +24,12 @@ class DecodeOptions:
     #: Per-adapter options by adapter name (see the module docstring); absent: the defaults.
     adapter_options: Mapping[str, Any] = field(default_factory=dict)
     cluster_id: str = ""
+    #: Keep the live state the reference layout drops (each adapter's ``full_fidelity`` part),
+    #: so that a restore brings it back; recorded in MANIFEST.json.
+    full_fidelity: bool = False
+    #: Milliseconds to subtract from the times ``encode --rebase-time`` shifted forward (the
+    #: self-test's inverse of a rebase); 0 for a node's own snapshot.
+    time_shift_ms: int = 0
     #: Where adapters spill data that must wait (default: a hidden directory in the output root).
     scratch_root: Path | None = None
     #: Concurrent file writes.
@@ -54,3 +60,9 @@ class EncodeOptions:
     scratch_root: Path | None = None
     #: Concurrent file reads/writes.
     jobs: int = 8
+    #: Shift the times a node keeps deadlines by (message send and visibility times, key
+    #: expiry) forward by the time elapsed since the snapshot, so they keep their distance
+    #: to "now" when an old backup is restored.
+    rebase_time: bool = False
+    #: "Now" in Unix ms for ``rebase_time``; ``None``: the wall clock when the run starts.
+    now_ms: int | None = None

@@ -25,7 +25,7 @@ import anyio
 import anyio.to_thread
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from .._adapters.base import DecodeAdapter, DecodeContext, Routed
+from .._adapters.base import AdapterSpec, DecodeAdapter, DecodeContext, Routed
 from .._adapters.registry import REGISTRY
 from .._version import __version__
 from .concurrency import task_group
@@ -164,11 +164,14 @@ def normalise_options(options: DecodeOptions) -> DecodeOptions:
     return dataclasses.replace(
         options,
         adapters=REGISTRY.select(options.adapters),
-        adapter_options={
-            spec.name: spec.resolve_options(options.adapter_options.get(spec.name))
-            for spec in REGISTRY
-        },
+        adapter_options={spec.name: _fidelity(spec, options) for spec in REGISTRY},
     )
+
+
+def _fidelity(spec: AdapterSpec, options: DecodeOptions) -> Any:
+    """The adapter's resolved options, widened by its full-fidelity part when that is on."""
+    resolved = spec.resolve_options(options.adapter_options.get(spec.name))
+    return spec.full_fidelity(resolved) if options.full_fidelity else resolved
 
 
 async def decode_snapshot(
@@ -463,6 +466,7 @@ class _DecodeRun:
             fsm_crc32c=stats.payload_crc32c,
             hlc_ceiling_ms=header.hlc_ceiling_ms,
             scopes=self.scopes,
+            full_fidelity=self.options.full_fidelity,
         ).to_json()
         writer = self.writer
         listing = self.ledger.listing({MANIFEST_NAME: hashlib.sha256(manifest).digest()})

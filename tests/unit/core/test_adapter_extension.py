@@ -84,7 +84,7 @@ def read_manifest(doc: Mapping[str, Any]) -> ToyOptions:
     return ToyOptions(shout=doc.get("toy_shout") is True)
 
 
-def encode_refusal(options: ToyOptions) -> DumpTreeError | None:
+def encode_refusal(options: ToyOptions, full_fidelity: bool) -> DumpTreeError | None:
     if not options.shout:
         return None
     return DumpTreeError("decoded with toy_shout, which is lossy", code="ErrToyShout")

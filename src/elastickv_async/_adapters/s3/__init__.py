@@ -32,5 +32,6 @@ SPEC = AdapterSpec(
     manifest_fields=options.manifest_fields,
     read_manifest=options.read_manifest,
     encode_refusal=options.encode_refusal,
+    full_fidelity=options.full_fidelity,
     compare=self_test_comparison,
 )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -17,7 +18,7 @@ from ..._core.errors import DumpTreeError
 from ..base import option
 from .layout import META_SUFFIX
 
-__all__ = ["S3Options", "encode_refusal", "manifest_fields", "read_manifest"]
+__all__ = ["S3Options", "encode_refusal", "full_fidelity", "manifest_fields", "read_manifest"]
 
 #: The reference's only strategy for a key that is also a directory of longer keys.
 COLLISION_STRATEGY: Final = "leaf-data-suffix"
@@ -74,10 +75,16 @@ def read_manifest(doc: Mapping[str, Any]) -> S3Options:
     return options
 
 
-def encode_refusal(options: S3Options) -> DumpTreeError | None:
-    """Why the S3 encoder cannot restore a tree decoded with ``options`` (it writes live
-    objects only)."""
-    if options.include_incomplete_uploads:
+def full_fidelity(options: S3Options) -> S3Options:
+    """Full fidelity keeps incomplete multipart uploads (with their parts' chunks)."""
+    return dataclasses.replace(options, include_incomplete_uploads=True)
+
+
+def encode_refusal(options: S3Options, full_fidelity: bool) -> DumpTreeError | None:
+    """Why the S3 encoder cannot restore a tree decoded with ``options``: it writes live
+    objects, and incomplete uploads only from a full-fidelity tree (which holds their
+    chunks)."""
+    if options.include_incomplete_uploads and not full_fidelity:
         return _unsupported(_INCOMPLETE, "S3IncompleteUploads")
     if options.include_orphans:
         return _unsupported(_ORPHANS, "S3Orphans")

@@ -34,6 +34,7 @@ from .values import (
     decode_stored_meta,
     dump_line,
     queue_json,
+    shifted,
 )
 
 __all__ = ["SQSDecoder"]
@@ -71,6 +72,9 @@ class SQSDecoder:
         self._ctx = ctx
         options: SQSOptions = ctx.adapter_options
         self._preserve_visibility = options.preserve_visibility
+        self._full_fidelity = ctx.options.full_fidelity
+        # Undoes an encode --rebase-time (the self-test's decode); 0 otherwise.
+        self._unshift_ms = -ctx.options.time_shift_ms
         self._side_records = options.include_side_records
         self._queues: dict[str, _Queue] = {}
         self._spill = MessageSpill(ctx.scratch, spill_budget)
@@ -115,6 +119,7 @@ class SQSDecoder:
             msg.current_receipt_token = None
             msg.receive_count = 0
             msg.first_receive_millis = 0
+        msg = shifted(msg, self._unshift_ms)
         msg.partition = partition
         self._queue(encoded)
         self._spill.add_message(
@@ -185,7 +190,10 @@ class SQSDecoder:
             await self._flush_orphan(q)
             return
         directory = f"{layout.ROOT}/{encode_segment(q.name)}"
-        await self._ctx.writer.write(f"{directory}/{layout.QUEUE_FILE}", queue_json(q.config))
+        await self._ctx.writer.write(
+            f"{directory}/{layout.QUEUE_FILE}",
+            queue_json(q.config, full_fidelity=self._full_fidelity),
+        )
         if self._spill.message_count(q.encoded):
             await self._flush_messages(q, q.name, directory)
         await self._flush_sides(q, directory)

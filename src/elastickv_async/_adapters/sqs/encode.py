@@ -3,7 +3,9 @@
 Per queue directory: the queue meta and its generation counter, then for every message of
 ``messages.jsonl`` its data record and the ``vis``/``byage`` index rows, the FIFO ``dedup``
 row of the latest send per dedup tuple, and the FIFO sequence counter (the highest sequence
-number). Everything is restored at generation 1 with visibility state zeroed.
+number). Everything is restored at generation 1, with visibility state zeroed unless the
+tree is a full-fidelity one; ``--rebase-time`` moves every message time by the context's
+shift.
 
 ``messages.jsonl`` is read twice, in batches in worker threads: a first pass validates the
 partitioning and picks the dedup winners, a second one yields the records; only the winners'
@@ -32,6 +34,7 @@ from .values import (
     QueueConfig,
     parse_dump_message,
     parse_queue_json,
+    shifted,
     stored_meta_value,
     stored_value,
 )
@@ -260,16 +263,23 @@ class _QueuePlan:
 
 
 def _message_records(
-    cfg: QueueConfig, partitioned: bool, msg: Message, owns_dedup: bool
+    cfg: QueueConfig, partitioned: bool, msg: Message, owns_dedup: bool, keep_visibility: bool
 ) -> list[tuple[bytes, bytes]]:
-    """Data, vis and byage rows of one message, plus its dedup row when it owns one."""
+    """Data, vis and byage rows of one message, plus its dedup row when it owns one.
+
+    The vis row is ordered by the time the message is next visible: its visible-at when the
+    visibility state is kept (an in-flight message stays hidden until then), else its
+    available-at.
+    """
     name = cfg.name.encode()
     part = (msg.partition or 0) if partitioned else None
     gen = RESTORE_GENERATION
     msg_id = msg.message_id.encode()
+    visible = (msg.visible_at_millis if keep_visibility else 0) or msg.available_at_millis
+    data = stored_value(msg, gen, keep_visibility=keep_visibility)
     out = [
-        (keys.message_data_key(name, part, gen, msg_id), stored_value(msg, gen)),
-        (keys.message_vis_key(name, part, gen, msg.available_at_millis, msg_id), msg_id),
+        (keys.message_data_key(name, part, gen, msg_id), data),
+        (keys.message_vis_key(name, part, gen, visible, msg_id), msg_id),
         (keys.message_byage_key(name, part, gen, msg.send_timestamp_millis, msg_id), msg_id),
     ]
     dedup = _dedup_id(msg, cfg) if owns_dedup else b""
@@ -292,6 +302,10 @@ class SQSEncoder:
     def __init__(self, ctx: EncodeContext) -> None:
         self._ctx = ctx
         self._tree = ctx.tree
+        # A full-fidelity tree keeps each message's visibility state and its queue's
+        # timestamps; a default one has neither (they are zero, and restored as such).
+        self._keep_visibility = ctx.full_fidelity
+        self._shift_ms = ctx.time_shift_ms
 
     async def records(self) -> AsyncIterator[tuple[bytes, bytes]]:
         """Every record of every queue directory, queue by queue."""
@@ -325,7 +339,7 @@ class SQSEncoder:
         index = 0
         while batch := await self._tree.run(reader.batch):
             for msg in batch:
-                plan.check(index, msg)
+                plan.check(index, shifted(msg, self._shift_ms))
                 index += 1
         await self._tree.run(reader.rewind)
 
@@ -341,7 +355,14 @@ class SQSEncoder:
                     raise tree_error(
                         "ErrSQSEncodeInvalidMessage", f"{plan.rel}: message without message_id"
                     )
-                for record in _message_records(plan.cfg, plan.partitioned, msg, index in winners):
+                records = _message_records(
+                    plan.cfg,
+                    plan.partitioned,
+                    shifted(msg, self._shift_ms),
+                    index in winners,
+                    self._keep_visibility,
+                )
+                for record in records:
                     yield record
                 index += 1
         self._ctx.report.count("sqs_messages_encoded", index)

@@ -3,6 +3,7 @@ MANIFEST.json records them."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -11,7 +12,7 @@ from ..._core.dump.manifest import ManifestField, required_exclusion
 from ..._core.errors import DumpTreeError
 from ..base import option
 
-__all__ = ["SQSOptions", "encode_refusal", "manifest_fields", "read_manifest"]
+__all__ = ["SQSOptions", "encode_refusal", "full_fidelity", "manifest_fields", "read_manifest"]
 
 _VISIBILITY: Final = "preserve_sqs_visibility"
 _SIDE_RECORDS: Final = "include_sqs_side_records"
@@ -49,10 +50,15 @@ def read_manifest(doc: Mapping[str, Any]) -> SQSOptions:
     )
 
 
-def encode_refusal(options: SQSOptions) -> DumpTreeError | None:
-    """Why the SQS encoder cannot restore a tree decoded with ``options`` (it restores every
-    message visible, without side records)."""
-    if options.preserve_visibility:
+def full_fidelity(options: SQSOptions) -> SQSOptions:
+    """Full fidelity keeps every message's visibility state (in-flight messages stay so)."""
+    return dataclasses.replace(options, preserve_visibility=True)
+
+
+def encode_refusal(options: SQSOptions, full_fidelity: bool) -> DumpTreeError | None:
+    """Why the SQS encoder cannot restore a tree decoded with ``options``: it rebuilds the
+    side records itself, and restores visibility state only from a full-fidelity tree."""
+    if options.preserve_visibility and not full_fidelity:
         return _unsupported(_VISIBILITY, "SQSPreserveVisibility")
     if options.include_side_records:
         return _unsupported(_SIDE_RECORDS, "SQSSideRecords")

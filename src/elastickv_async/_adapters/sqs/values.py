@@ -16,6 +16,7 @@ source text.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -37,6 +38,7 @@ from .keys import MESSAGE_MAGIC, QUEUE_META_MAGIC
 
 __all__ = [
     "FORMAT_VERSION",
+    "TIMESTAMP_FIELDS",
     "Message",
     "QueueConfig",
     "decode_stored_message",
@@ -45,6 +47,7 @@ __all__ = [
     "parse_dump_message",
     "parse_queue_json",
     "queue_json",
+    "shifted",
     "stored_meta_value",
     "stored_value",
 ]
@@ -84,6 +87,20 @@ class QueueConfig:
     partition_count: int = 0
     fifo_throughput_limit: str = ""
     deduplication_scope: str = ""
+    #: Live-only wall-clock times (Unix ms; 0: unknown). Only a full-fidelity ``_queue.json``
+    #: carries them: the node reports the first two as CreatedTimestamp/LastModifiedTimestamp
+    #: and rate-limits PurgeQueue by the third.
+    created_at_millis: int = 0
+    last_modified_at_millis: int = 0
+    last_purged_at_millis: int = 0
+
+
+#: The full-fidelity fields of ``_queue.json``, spelled as in the live record.
+TIMESTAMP_FIELDS: Final = ("last_purged_at_millis", "created_at_millis", "last_modified_at_millis")
+
+
+def _timestamps(obj: dict[str, Any]) -> dict[str, Any]:
+    return {name: get_int(obj, name) for name in TIMESTAMP_FIELDS}
 
 
 def _common(obj: dict[str, Any]) -> dict[str, Any]:
@@ -112,11 +129,13 @@ def decode_stored_meta(value: bytes) -> QueueConfig:
         fifo=get_bool(obj, "is_fifo"),
         content_based_deduplication=get_bool(obj, "content_based_dedup"),
         **_common(obj),
+        **_timestamps(obj),
     )
 
 
-def queue_json(cfg: QueueConfig) -> bytes:
-    """``_queue.json``: ``json.MarshalIndent`` of the projection, empty optionals omitted."""
+def queue_json(cfg: QueueConfig, *, full_fidelity: bool = False) -> bytes:
+    """``_queue.json``: ``json.MarshalIndent`` of the projection, empty optionals omitted;
+    in full-fidelity mode followed by the queue's non-zero timestamps."""
     out: dict[str, Any] = {"format_version": FORMAT_VERSION, "name": cfg.name}
     if cfg.fifo:
         out["fifo"] = True
@@ -126,6 +145,8 @@ def queue_json(cfg: QueueConfig) -> bytes:
     out["message_retention_seconds"] = cfg.message_retention_seconds
     out["delay_seconds"] = cfg.delay_seconds
     _put_nonzero(out, cfg, _OPTIONAL_TAIL)
+    if full_fidelity:
+        _put_nonzero(out, cfg, TIMESTAMP_FIELDS)
     return gojson.marshal_indent(out)
 
 
@@ -145,6 +166,7 @@ def parse_queue_json(data: bytes) -> tuple[int, QueueConfig]:
         fifo=get_bool(obj, "fifo"),
         content_based_deduplication=get_bool(obj, "content_based_deduplication"),
         **_common(obj),
+        **_timestamps(obj),
     )
 
 
@@ -160,7 +182,10 @@ def stored_meta_value(cfg: QueueConfig, generation: int) -> bytes:
     out["delay_seconds"] = cfg.delay_seconds
     out["receive_message_wait_seconds"] = cfg.receive_message_wait_seconds
     out["maximum_message_size"] = cfg.maximum_message_size
-    _put_nonzero(out, cfg, _OPTIONAL_TAIL[2:])
+    # The live record's field order: redrive policies, the timestamps, then HT-FIFO fields.
+    _put_nonzero(out, cfg, _OPTIONAL_TAIL[2:4])
+    _put_nonzero(out, cfg, TIMESTAMP_FIELDS)
+    _put_nonzero(out, cfg, _OPTIONAL_TAIL[4:])
     return QUEUE_META_MAGIC + gojson.marshal(out)
 
 
@@ -328,8 +353,27 @@ def parse_dump_message(value: Any, document: bytes | str) -> Message:
     return msg
 
 
-def stored_value(msg: Message, generation: int) -> bytes:
-    """The live value a restore writes: visibility state zeroed, generation replaced."""
+def shifted(msg: Message, shift_ms: int) -> Message:
+    """``msg`` with every time the node keeps a deadline by moved by ``shift_ms`` (zero
+    times, meaning "never", stay zero)."""
+    if not shift_ms:
+        return msg
+
+    def move(ms: int) -> int:
+        return ms + shift_ms if ms else 0
+
+    return dataclasses.replace(
+        msg,
+        send_timestamp_millis=move(msg.send_timestamp_millis),
+        available_at_millis=move(msg.available_at_millis),
+        visible_at_millis=move(msg.visible_at_millis),
+        first_receive_millis=move(msg.first_receive_millis),
+    )
+
+
+def stored_value(msg: Message, generation: int, *, keep_visibility: bool = False) -> bytes:
+    """The live value a restore writes: generation replaced, visibility state (receive
+    count, visible-at, first receive, receipt token) kept or zeroed."""
     out: dict[str, Any] = {
         "message_id": msg.message_id,
         "body": None if msg.body is None else base64.b64encode(msg.body).decode(),
@@ -344,9 +388,17 @@ def stored_value(msg: Message, generation: int) -> bytes:
         out["sender_id"] = msg.sender_id
     out["send_timestamp_millis"] = msg.send_timestamp_millis
     out["available_at_millis"] = msg.available_at_millis
-    out["visible_at_millis"] = 0
-    out["receive_count"] = 0
-    out["current_receipt_token"] = None
+    if keep_visibility:
+        out["visible_at_millis"] = msg.visible_at_millis
+        out["receive_count"] = msg.receive_count
+        if msg.first_receive_millis:
+            out["first_receive_millis"] = msg.first_receive_millis
+        token = msg.current_receipt_token
+        out["current_receipt_token"] = None if token is None else base64.b64encode(token).decode()
+    else:
+        out["visible_at_millis"] = 0
+        out["receive_count"] = 0
+        out["current_receipt_token"] = None
     out["queue_generation"] = generation
     _put_fifo_fields(out, msg)
     return MESSAGE_MAGIC + gojson.marshal(out)

@@ -54,6 +54,7 @@ CHECKSUM_FORMAT: Final = "sha256sum"
 ENCODED_FILENAME_CHARSET: Final = "rfc3986-unreserved-plus-percent"
 KEY_SEGMENT_MAX_BYTES: Final = 240
 EXCLUSIONS: Final = "exclusions"
+FULL_FIDELITY: Final = "full_fidelity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,8 @@ class DecodeManifest:
     #: A cluster dump's ``cluster`` section (its groups; not a cross-group point in time).
     cluster: Mapping[str, Any] | None = None
     fields: Sequence[ManifestField] = ()
+    #: Written only when set, so a default decode stays byte-identical to the reference's.
+    full_fidelity: bool = False
 
     def to_json(self) -> bytes:
         """Serialise exactly like the reference (2-space indent, no HTML escaping, newline)."""
@@ -140,6 +143,8 @@ class DecodeManifest:
         doc["checksum_format"] = CHECKSUM_FORMAT
         doc["encoded_filename_charset"] = ENCODED_FILENAME_CHARSET
         doc["key_segment_max_bytes"] = KEY_SEGMENT_MAX_BYTES
+        if self.full_fidelity:
+            doc[FULL_FIDELITY] = True
         doc |= {f.key: f.value for f in ordered if f.section != EXCLUSIONS}
         return gojson.encoder_indent(doc, escape_html=False)
 
@@ -179,6 +184,8 @@ class Manifest:
     last_commit_ts: int = 0
     source: Mapping[str, Any] | None = None
     live: Mapping[str, Any] | None = None
+    #: The tree was decoded with ``full_fidelity`` (absent: false).
+    full_fidelity: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -335,6 +342,7 @@ def _read_fields(top: dict[str, Any], readers: Mapping[str, ManifestReader | Non
         last_commit_ts=get_int(top, "last_commit_ts", "u64"),
         source=source,
         live=live,
+        full_fidelity=as_bool(top.get(FULL_FIDELITY), FULL_FIDELITY),
         raw=top,
     )
     if manifest.key_segment_max_bytes == 0:

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -43,7 +44,7 @@ from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag, remove_lef
 from . import publish as disk
 from .collect import collect_records
 from .framing import ts_suffix
-from .info import EncodeInfo
+from .info import EncodeInfo, TimeRebase
 from .output import SnapshotStream
 from .selftest import SelfTestOutcome, run_self_test
 
@@ -52,6 +53,8 @@ __all__ = ["EncodeResult", "encode_snapshot", "parse_last_commit_ts"]
 _UINT64_MAX: Final = (1 << 64) - 1
 _DECIMAL: Final = re.compile(r"[0-9]+")
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")
+#: The lower 16 bits of an HLC timestamp are its logical counter; the rest is Unix ms.
+_HLC_LOGICAL_BITS: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +158,9 @@ def _check_against_manifest(
             )
     # Fail closed on trees the encoders cannot reverse yet, before any bytes are written.
     for name in selected:
-        refusal = specs[name].encode_refusal(_decoded_with(manifest, specs[name]))
+        refusal = specs[name].encode_refusal(
+            _decoded_with(manifest, specs[name]), manifest.full_fidelity
+        )
         if refusal is not None:
             raise refusal
 
@@ -166,14 +171,35 @@ def _decoded_with(manifest: Manifest, spec: AdapterSpec) -> Any:
     return spec.resolve_options(None) if recorded is None else recorded
 
 
+def _time_shift(options: EncodeOptions, manifest: Manifest) -> TimeRebase | None:
+    """The ``--rebase-time`` shift: from the snapshot's time to now (``None``: no rebase)."""
+    if not options.rebase_time:
+        return None
+    source = manifest.source or {}
+    ceiling = source.get("hlc_ceiling_ms")
+    snapshot_ms = ceiling if type(ceiling) is int else manifest.last_commit_ts >> _HLC_LOGICAL_BITS
+    if snapshot_ms <= 0:
+        raise DataError(
+            "--rebase-time: MANIFEST.json gives no snapshot time (no source.hlc_ceiling_ms "
+            "and a zero last_commit_ts)",
+            code="ErrInvalidManifest",
+        )
+    now_ms = options.now_ms if options.now_ms is not None else time.time_ns() // 1_000_000
+    return TimeRebase(snapshot_ms=snapshot_ms, now_ms=now_ms)
+
+
 def _self_test_options(
     options: EncodeOptions,
     manifest: Manifest,
     specs: dict[str, AdapterSpec],
     selected: tuple[str, ...],
+    shift_ms: int,
 ) -> DecodeOptions:
-    # Decode with the tree producer's options, so the scratch tree is comparable.
+    # Decode with the tree producer's options, and undo a rebase, so the scratch tree is
+    # comparable.
     return DecodeOptions(
+        full_fidelity=manifest.full_fidelity,
+        time_shift_ms=shift_ms,
         adapters=selected,
         adapter_options={
             name: spec.self_test_options(_decoded_with(manifest, spec))
@@ -221,8 +247,10 @@ class _Run:
         log: structlog.typing.FilteringBoundLogger,
         sort_budget: int,
         tag: str,
+        shift_ms: int = 0,
     ) -> None:
         self.tag = tag
+        self.shift_ms = shift_ms
         self.input_root = input_root
         self.output = output
         self.options = options
@@ -253,6 +281,8 @@ class _Run:
                 manifest=dict(manifest.raw),
                 adapter_options=self.adapter_options[spec.name],
                 decoded_with=_decoded_with(manifest, spec),
+                full_fidelity=manifest.full_fidelity,
+                time_shift_ms=self.shift_ms,
             )
 
         try:
@@ -292,7 +322,7 @@ class _Run:
                     temp,
                     self.input_root,
                     {name: specs[name].compare for name in self.enabled},
-                    _self_test_options(options, manifest, specs, self.selected),
+                    _self_test_options(options, manifest, specs, self.selected, self.shift_ms),
                     ts,
                     options.scratch_root,
                 )
@@ -385,8 +415,12 @@ async def encode_snapshot(
     await anyio.to_thread.run_sync(_check_placement, root, out, options, selected)
     _check_against_manifest(selected, manifest, specs)
     ts, overridden = _effective_ts(options, manifest)
+    rebase = _time_shift(options, manifest)
+    shift_ms = rebase.shift_ms if rebase is not None else 0
 
-    run = _Run(root, out, options, selected, adapter_options, report, log, sort_budget, new_tag())
+    run = _Run(
+        root, out, options, selected, adapter_options, report, log, sort_budget, new_tag(), shift_ms
+    )
     lock = PathLock(out)
     await anyio.to_thread.run_sync(lock.acquire)
     try:
@@ -410,6 +444,7 @@ async def encode_snapshot(
             adapters_enabled=run.enabled,
             self_test_ran=False,
             self_test_matched=False,
+            rebase=rebase,
         )
         stream, outcome = await run.execute(manifest, ts, specs, info)
     finally:

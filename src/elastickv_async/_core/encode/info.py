@@ -12,7 +12,7 @@ from ..._version import __version__
 from .. import gojson
 from ..dump.manifest import CURRENT_FORMAT_VERSION, rfc3339nano
 
-__all__ = ["ENCODE_INFO_FORMAT_VERSION", "EncodeInfo", "encoder_version"]
+__all__ = ["ENCODE_INFO_FORMAT_VERSION", "EncodeInfo", "TimeRebase", "encoder_version"]
 
 ENCODE_INFO_FORMAT_VERSION: Final = 1
 
@@ -24,6 +24,20 @@ def encoder_version() -> str:
 
 def _path_text(path: str) -> str:
     return gojson.go_str(os.fsencode(path))
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRebase:
+    """An ``--rebase-time`` run: deadlines moved forward by ``now_ms - snapshot_ms``."""
+
+    #: The snapshot's time (its HLC ceiling, else the physical part of ``last_commit_ts``).
+    snapshot_ms: int
+    now_ms: int
+
+    @property
+    def shift_ms(self) -> int:
+        """What was added to every rebased time."""
+        return self.now_ms - self.snapshot_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +54,8 @@ class EncodeInfo:
     adapters_enabled: Sequence[str]
     self_test_ran: bool
     self_test_matched: bool
+    #: Written only when set: the reference's sidecar has no such field.
+    rebase: TimeRebase | None = None
 
     def to_json(self, *, now: datetime | None = None) -> bytes:
         """Serialise in the reference's field order (2-space indent, HTML escaping on)."""
@@ -59,4 +75,10 @@ class EncodeInfo:
             doc["manifest_cluster_id"] = self.manifest_cluster_id
         doc["adapters_enabled"] = list(self.adapters_enabled)
         doc["self_test"] = {"ran": self.self_test_ran, "matched": self.self_test_matched}
+        if self.rebase is not None:
+            doc["time_rebase"] = {
+                "snapshot_ms": self.rebase.snapshot_ms,
+                "now_ms": self.rebase.now_ms,
+                "shift_ms": self.rebase.shift_ms,
+            }
         return gojson.encoder_indent(doc, escape_html=True)
