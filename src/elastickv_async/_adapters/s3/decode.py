@@ -17,7 +17,6 @@ arrived last. The golden corpus pins this (``s3_orphans_flag``), so it is reprod
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ import anyio.to_thread
 from ..._core.concurrency import task_group
 from ..._core.dump.keymap import keymap_line
 from ..._core.dump.names import encode_segment
-from ..._core.gojson import encoder_line, go_str
+from ..._core.gojson import go_str
 from ..._core.gojson_read import GoJSONError
 from ..._core.scratch import PayloadFiles, Range
 from ..base import DecodeContext, Routed
@@ -51,6 +50,7 @@ from .layout import (
     plan_objects,
 )
 from .options import S3Options
+from .uploads import record_line
 from .values import (
     LiveBucketMeta,
     LiveManifest,
@@ -84,6 +84,9 @@ class _Object:
     chunks: set[ChunkKey] = field(default_factory=set)
     refs: dict[ChunkKey, ChunkRef] = field(default_factory=dict)
     manifest: LiveManifest | None = None
+    #: The store key of each blob chunk, kept in full-fidelity mode only: the chunks of an
+    #: upload in progress are written as raw records.
+    blob_keys: dict[ChunkKey, bytes] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -166,6 +169,7 @@ class S3Decoder:
     def __init__(self, ctx: DecodeContext) -> None:
         self._ctx = ctx
         self._options: S3Options = ctx.adapter_options
+        self._full_fidelity = ctx.options.full_fidelity
         self._spill = PayloadFiles(ctx.scratch / "s3-spill")
         self._payloads = _Payloads(self._spill)
         self._buckets: dict[bytes, _Bucket] = {}
@@ -198,6 +202,8 @@ class S3Decoder:
                 bucket, gen, obj_key, chunk = keys.parse_blob_key(key)
                 obj = self._object(bucket, gen, obj_key)
                 writes.append((self._payloads.add_blob(bucket, obj, chunk, len(value)), value))
+                if self._full_fidelity:
+                    obj.blob_keys[chunk] = key
             elif prefix == keys.BUCKET_META_PREFIX:
                 name = keys.parse_bucket_meta_key(key)
                 try:
@@ -250,9 +256,7 @@ class S3Decoder:
         bucket = self._bucket(keys.parse_upload_key_bucket(prefix, key))
         if bucket.uploads_fid is None:
             bucket.uploads_fid = self._spill.new_file()
-        line = encoder_line(
-            {"prefix": prefix.decode("ascii"), "key": _std_b64(key), "value": _std_b64(value)}
-        )
+        line = record_line(prefix, key, value)
         self._spill.reserve(bucket.uploads_fid, len(line))
         bucket.uploads += 1
         writes.append((bucket.uploads_fid, line))
@@ -276,17 +280,13 @@ class S3Decoder:
             await _BucketFlush(self, bucket).run()
 
 
-def _std_b64(raw: bytes) -> str:
-    """Go's ``[]byte`` in JSON: standard base64 with padding."""
-    return base64.b64encode(raw).decode("ascii")
-
-
 class _BucketFlush:
     """Writes one bucket directory."""
 
     def __init__(self, decoder: S3Decoder, bucket: _Bucket) -> None:
         self._ctx = decoder._ctx
         self._options = decoder._options
+        self._full_fidelity = decoder._full_fidelity
         self._spill = decoder._spill
         self._payloads = decoder._payloads
         self._live_uploads = decoder._live_uploads
@@ -299,7 +299,10 @@ class _BucketFlush:
         bucket, options = self._bucket, self._options
         if bucket.meta is not None:
             self._small.ready.append(
-                (f"{self._dir}/{BUCKET_FILE.decode()}", bucket_json(bucket.name, bucket.meta))
+                (
+                    f"{self._dir}/{BUCKET_FILE.decode()}",
+                    bucket_json(bucket.name, bucket.meta, full_fidelity=self._full_fidelity),
+                )
             )
         active, stale = self._split_generations()
         plan = plan_objects(
@@ -499,6 +502,8 @@ class _BucketFlush:
                 object=go_str(obj.key),
                 chunks=len(obj.chunks) + len(obj.refs),
             )
+            if self._full_fidelity:
+                await self._record_upload_chunks(obj)
         else:
             self._ctx.log.warning(
                 "s3_orphan_chunks",
@@ -524,6 +529,27 @@ class _BucketFlush:
             if self._small.full():
                 await self._write_small()
         self._consume(obj)
+
+    async def _record_upload_chunks(self, obj: _Object) -> None:
+        """Append an in-progress upload's blob chunks to the bucket's ``records.jsonl``."""
+        fid = self._bucket.uploads_fid
+        if fid is None:  # chunks of an upload whose meta records are gone: not restorable
+            return
+        chunks = sorted(obj.chunks)
+        payloads = [self._payloads.blob(self._bucket.name, obj, ck) for ck in chunks]
+        bodies = await anyio.to_thread.run_sync(
+            lambda: [self._spill.read([payload]) for payload in payloads]
+        )
+        lines = [
+            record_line(keys.BLOB_PREFIX, obj.blob_keys[ck], body)
+            for ck, body in zip(chunks, bodies, strict=True)
+        ]
+        writes = [(fid, line) for line in lines]
+        for line in lines:
+            self._spill.reserve(fid, len(line))
+        await anyio.to_thread.run_sync(self._spill.append, writes)
+        self._bucket.uploads += len(lines)
+        self._ctx.report.count("s3.incomplete_upload_chunks", len(lines))
 
     async def _write_small(self) -> None:
         """Read the pending small files' bytes in one thread hop and write them in another."""

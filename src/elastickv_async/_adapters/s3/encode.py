@@ -5,7 +5,9 @@ Per bucket directory: ``_bucket.json`` gives the ``!s3|bucket|meta|`` record and
 object whose key is its bucket-relative path, or the original key its KEYMAP.jsonl record
 names. Bodies are re-chunked at 1 MiB into ``!s3|blob|`` records of one restored part,
 followed by the ``!s3|obj|head|`` manifest. Bodies are read in 8 MiB blocks in worker
-threads and handed on one 1 MiB chunk at a time, so no body is ever held whole.
+threads and handed on one 1 MiB chunk at a time, so no body is ever held whole. A
+full-fidelity tree's incomplete uploads are replayed from ``_incomplete_uploads/records.jsonl``
+(see :mod:`.uploads`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import struct
 from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import anyio.to_thread
 
@@ -26,7 +28,16 @@ from ..base import EncodeContext
 from . import keys
 from .errors import TreeCode, tree_error
 from .keymap import parse_keymap
-from .layout import BUCKET_FILE, INCOMPLETE_DIR, KEYMAP_FILE, META_SUFFIX, ORPHANS_DIR, ROOT
+from .layout import (
+    BUCKET_FILE,
+    INCOMPLETE_DIR,
+    INCOMPLETE_RECORDS,
+    KEYMAP_FILE,
+    META_SUFFIX,
+    ORPHANS_DIR,
+    ROOT,
+)
+from .uploads import parse_line, restore_records
 from .values import (
     FORMAT_VERSION,
     RESTORE_GENERATION,
@@ -60,6 +71,24 @@ class _Object:
     entry: TreeEntry  # as listed: the body must still be this file when it is read
 
 
+def _upload_batch(fh: IO[bytes], rel: str) -> list[tuple[bytes, bytes, bytes]]:
+    """The next records of an open ``records.jsonl`` (empty at its end; worker thread)."""
+    out = []
+    size = 0
+    for line in fh:
+        if not line.strip():
+            continue
+        try:
+            prefix, key, value = parse_line(line)
+        except GoJSONError as exc:
+            raise tree_error("ErrS3EncodeInvalidIncompleteUpload", f"{rel}: {exc}") from None
+        out.append((prefix, key, value))
+        size += len(line)
+        if size >= _READ_BLOCK:
+            break
+    return out
+
+
 def _chunk_sizes(size: int) -> list[int]:
     full, rest = divmod(size, CHUNK_SIZE)
     return [CHUNK_SIZE] * full + ([rest] if rest else [])
@@ -71,6 +100,8 @@ class S3Encoder:
     def __init__(self, ctx: EncodeContext) -> None:
         self._ctx = ctx
         self._tree = ctx.tree
+        # Only a full-fidelity tree's _incomplete_uploads/ holds the uploads' chunks too.
+        self._uploads = ctx.full_fidelity
 
     async def records(self) -> AsyncIterator[tuple[bytes, bytes]]:
         """Yield every S3 record of the tree, bucket by bucket.
@@ -92,7 +123,35 @@ class S3Encoder:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._tree.run(scan.close)
+            if self._uploads:
+                async for record in self._upload_records(dir_name):
+                    yield record
             self._ctx.report.count("s3.buckets")
+
+    async def _upload_records(self, dir_name: str) -> AsyncIterator[tuple[bytes, bytes]]:
+        """The records of ``<bucket>/_incomplete_uploads/records.jsonl``, at generation 1."""
+        rel = f"{ROOT}/{dir_name}/{INCOMPLETE_DIR.decode()}/{INCOMPLETE_RECORDS.decode()}"
+        fh = await self._tree.run(self._open_uploads, dir_name)
+        if fh is None:
+            return
+        count = 0
+        try:
+            while batch := await self._tree.run(_upload_batch, fh, rel):
+                for prefix, key, value in batch:
+                    for record in restore_records(prefix, key, value):
+                        yield record
+                    count += 1
+        finally:
+            fh.close()  # a read-only descriptor: closing it does not block
+        self._ctx.report.count("s3.incomplete_upload_records", count)
+
+    def _open_uploads(self, dir_name: str) -> IO[bytes] | None:
+        uploads = self._tree.open_dir((ROOT, dir_name, INCOMPLETE_DIR.decode()))
+        if uploads is None:
+            return None
+        with uploads:
+            file = uploads.open_name(INCOMPLETE_RECORDS.decode())
+        return None if file is None else file.stream()
 
     async def _object_records(
         self, bucket: bytes, obj: _Object

@@ -26,6 +26,7 @@ RecordCode = Literal[
 ]
 TreeCode = Literal[
     "ErrS3EncodeInvalidBucket",
+    "ErrS3EncodeInvalidIncompleteUpload",
     "ErrS3EncodeInvalidManifest",
     "ErrS3EncodeReservedPrefixCollision",
 ]

@@ -40,6 +40,7 @@ __all__ = [
     "parse_upload_key_bucket",
     "parse_upload_meta_key",
     "route_key",
+    "with_generation",
 ]
 
 BUCKET_META_PREFIX: Final = b"!s3|bucket|meta|"
@@ -253,6 +254,15 @@ def parse_chunkref_value(value: bytes, key: bytes) -> ChunkRef:
     if pos != len(value):
         raise bad
     return ChunkRef(digest, size)
+
+
+def with_generation(key: bytes, prefix: bytes, gen: int) -> bytes:
+    """``key`` (``prefix`` + seg(bucket) + u64(gen) + ...) with its generation replaced."""
+    bucket = _segment(key, len(prefix))
+    if bucket is None or _u64(key, bucket[1]) is None:
+        raise _malformed(prefix.decode("ascii").strip("!|"), key)
+    at = bucket[1]
+    return key[:at] + _U64.pack(gen) + key[at + 8 :]
 
 
 def bucket_meta_key(bucket: bytes) -> bytes:

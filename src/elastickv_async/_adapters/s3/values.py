@@ -17,6 +17,7 @@ from ..._core.gojson import go_str, marshal, marshal_indent, sorted_map
 from ..._core.gojson_read import Field, decode_struct, loads, parse_tree
 
 __all__ = [
+    "CREATED_AT_HLC",
     "FORMAT_VERSION",
     "RESTORE_GENERATION",
     "RESTORE_PART_NO",
@@ -42,6 +43,8 @@ FORMAT_VERSION: Final = 1
 RESTORE_GENERATION: Final = 1
 RESTORE_UPLOAD_ID: Final = b"elastickv-restore"
 RESTORE_PART_NO: Final = 1
+#: The full-fidelity field of ``_bucket.json``, spelled as in the live bucket meta.
+CREATED_AT_HLC: Final = "created_at_hlc"
 #: The lower 16 bits of an HLC are its logical counter; the rest is Unix milliseconds.
 HLC_LOGICAL_BITS: Final = 16
 
@@ -84,6 +87,7 @@ _PUBLIC_BUCKET: Final = (
     Field("acl", "str"),
     Field("versioning", "str"),
     Field("policy_json", "str"),
+    Field("created_at_hlc", "u64"),
 )
 _PUBLIC_MANIFEST: Final = (
     Field("format_version", "u32"),
@@ -116,19 +120,27 @@ class LiveBucketMeta:
     owner: str
     region: str
     acl: str
+    #: The HLC of the bucket's creation; the node reports its CreationDate from it.
+    created_at_hlc: int = 0
 
 
 def parse_live_bucket_meta(value: bytes) -> LiveBucketMeta:
     """Decode a ``!s3|bucket|meta|`` value; raises ``GoJSONError``."""
     doc = decode_struct(parse_tree(value), _LIVE_BUCKET)
-    return LiveBucketMeta(doc["generation"], doc["owner"], doc["region"], doc["acl"])
+    return LiveBucketMeta(
+        doc["generation"], doc["owner"], doc["region"], doc["acl"], doc["created_at_hlc"]
+    )
 
 
-def bucket_json(name: bytes, meta: LiveBucketMeta) -> bytes:
-    """``_bucket.json``: format version, the name from the key, then non-empty owner/region/acl."""
+def bucket_json(name: bytes, meta: LiveBucketMeta, *, full_fidelity: bool = False) -> bytes:
+    """``_bucket.json``: format version, the name from the key, then non-empty owner/region/acl;
+    in full-fidelity mode followed by a non-zero ``created_at_hlc`` (the exact HLC, where
+    the reference's declared ``creation_time_iso`` would keep only milliseconds)."""
     optional = {"owner": meta.owner, "region": meta.region, "acl": meta.acl}
-    doc = {"format_version": FORMAT_VERSION, "name": go_str(name)}
+    doc: dict[str, Any] = {"format_version": FORMAT_VERSION, "name": go_str(name)}
     doc.update({field: text for field, text in optional.items() if text})
+    if full_fidelity and meta.created_at_hlc:
+        doc[CREATED_AT_HLC] = meta.created_at_hlc
     return marshal_indent(doc)
 
 
@@ -257,12 +269,13 @@ def parse_public_manifest(raw: bytes) -> dict[str, Any]:
 
 
 def live_bucket_meta_json(bucket: dict[str, Any]) -> bytes:
-    """The restored ``!s3|bucket|meta|`` value (generation 1, creation HLC 0)."""
+    """The restored ``!s3|bucket|meta|`` value: generation 1, the creation HLC a full-fidelity
+    ``_bucket.json`` carries (else 0)."""
     return marshal(
         {
             "bucket_name": bucket["name"],
             "generation": RESTORE_GENERATION,
-            "created_at_hlc": 0,
+            "created_at_hlc": bucket[CREATED_AT_HLC],
             "owner": bucket["owner"],
             "region": bucket["region"],
             "acl": bucket["acl"],
