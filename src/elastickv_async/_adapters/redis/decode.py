@@ -15,10 +15,11 @@ and re-encoding it at the same ``last_commit_ts`` keeps every TTL in the future.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -49,8 +50,11 @@ from .facts import (
 )
 from .options import RedisOptions
 from .values import (
+    CountMeta,
+    ListMeta,
     SimpleValue,
     StreamEntry,
+    StreamMeta,
     decode_count_delta,
     decode_count_meta,
     decode_hll_value,
@@ -67,9 +71,13 @@ from .values import (
     decode_ttl_value,
     encode_score,
     is_list_meta_value,
+    shifted_ttl,
 )
 
 __all__ = ["RedisDecoder"]
+
+#: A decoded value or meta row carrying an expiry deadline (``ttl_ms``; 0: none).
+_WithTTL = TypeVar("_WithTTL", SimpleValue, CountMeta, ListMeta, StreamMeta)
 
 #: In-memory budget of each external sort before it spills a run to scratch.
 SORT_BUDGET: Final = 32 << 20
@@ -136,6 +144,8 @@ class RedisDecoder:
         self._ctx = ctx
         options: RedisOptions = ctx.adapter_options
         self._cutoff: int | None = None if options.keep_expired else ctx.now_ms
+        # Undoes an encode --rebase-time (the self-test's decode); 0 otherwise.
+        self._unshift_ms = -ctx.options.time_shift_ms
         # Each sort spills into its own scratch subdirectory, created by its first spill.
         self._facts = ExternalSorter(ctx.scratch / "facts", SORT_BUDGET)
         self._keymap = ExternalSorter(ctx.scratch / "keymap", SORT_BUDGET)
@@ -375,15 +385,20 @@ class RedisDecoder:
             self._keymap_line(user_key, segment, arrival_tag(arrival, SUB_TTL))
 
     def _string(self, entry: Entry) -> None:
-        value = decode_string_value(entry.value)
+        value = self._unshift(decode_string_value(entry.value))
         self._simple(entry, keys.STRING, Row.STRING, Kind.STRING, value)
 
     def _hll(self, entry: Entry) -> None:
-        value = decode_hll_value(entry.value)
+        value = self._unshift(decode_hll_value(entry.value))
         self._simple(entry, keys.HLL, Row.HLL, Kind.HLL, value)
 
+    def _unshift(self, value: _WithTTL) -> _WithTTL:
+        if not self._unshift_ms:
+            return value
+        return dataclasses.replace(value, ttl_ms=shifted_ttl(value.ttl_ms, self._unshift_ms) or 0)
+
     def _ttl(self, entry: Entry) -> None:
-        ttl = decode_ttl_value(entry.value)
+        ttl = shifted_ttl(decode_ttl_value(entry.value), self._unshift_ms) or 0
         self._fact(entry.key[len(keys.TTL) :], Row.TTL, pack_ttl(ttl))
 
     # --- legacy blobs ------------------------------------------------------------------------
@@ -413,7 +428,7 @@ class RedisDecoder:
 
     def _hash_meta(self, entry: Entry) -> None:
         user_key = keys.parse_meta_key(entry.key, keys.HASH_META, "ErrRedisInvalidHashKey")
-        meta = decode_count_meta(entry.value, "ErrRedisInvalidHashMeta")
+        meta = self._unshift(decode_count_meta(entry.value, "ErrRedisInvalidHashMeta"))
         self._fact(user_key, Row.HASH_META, pack_count_meta(meta))
 
     def _hash_delta(self, entry: Entry) -> None:
@@ -433,7 +448,7 @@ class RedisDecoder:
         self._extend(Row.LIST_ITEM, user_key, entry.value)
 
     def _list_meta(self, entry: Entry) -> None:
-        meta = decode_list_meta(entry.value)
+        meta = self._unshift(decode_list_meta(entry.value))
         self._fact(entry.key[len(keys.LIST_META) :], Row.LIST_META, pack_list_meta(meta))
 
     def _list_delta(self, entry: Entry) -> None:
@@ -452,7 +467,7 @@ class RedisDecoder:
 
     def _set_meta(self, entry: Entry) -> None:
         user_key = keys.parse_meta_key(entry.key, keys.SET_META, "ErrRedisInvalidSetKey")
-        meta = decode_count_meta(entry.value, "ErrRedisInvalidSetMeta")
+        meta = self._unshift(decode_count_meta(entry.value, "ErrRedisInvalidSetMeta"))
         self._fact(user_key, Row.SET_META, pack_count_meta(meta))
 
     def _set_delta(self, entry: Entry) -> None:
@@ -471,7 +486,7 @@ class RedisDecoder:
 
     def _zset_meta(self, entry: Entry) -> None:
         user_key = keys.parse_meta_key(entry.key, keys.ZSET_META, "ErrRedisInvalidZSetKey")
-        meta = decode_count_meta(entry.value, "ErrRedisInvalidZSetMeta")
+        meta = self._unshift(decode_count_meta(entry.value, "ErrRedisInvalidZSetMeta"))
         self._fact(user_key, Row.ZSET_META, pack_count_meta(meta))
 
     def _zset_delta(self, entry: Entry) -> None:
@@ -494,5 +509,5 @@ class RedisDecoder:
 
     def _stream_meta(self, entry: Entry) -> None:
         user_key = keys.parse_meta_key(entry.key, keys.STREAM_META, "ErrRedisInvalidStreamKey")
-        meta = decode_stream_meta(entry.value)
+        meta = self._unshift(decode_stream_meta(entry.value))
         self._fact(user_key, Row.STREAM_META, pack_stream_meta(meta))

@@ -35,6 +35,7 @@ from .values import (
     encode_stream_meta,
     encode_string_value,
     encode_ttl_value,
+    shifted_ttl,
 )
 
 __all__ = ["RedisEncoder"]
@@ -130,9 +131,10 @@ def _scan(tree: DumpTree) -> _Tree | None:
     return found
 
 
-def _sidecar(tree: _Tree, name: str) -> dict[str, int]:
+def _sidecar(tree: _Tree, name: str, shift_ms: int) -> dict[str, int]:
     raw = tree.db.read(name, limit=None)
-    return {} if raw is None else layout.parse_ttl_sidecar(raw, name)
+    ttls = {} if raw is None else layout.parse_ttl_sidecar(raw, name)
+    return {segment: shifted_ttl(ttl, shift_ms) or 0 for segment, ttl in ttls.items()}
 
 
 class RedisEncoder:
@@ -140,6 +142,7 @@ class RedisEncoder:
 
     def __init__(self, ctx: EncodeContext) -> None:
         self._tree = ctx.tree
+        self._shift_ms = ctx.time_shift_ms
 
     async def records(self) -> AsyncIterator[Record]:
         """Every record of the Redis subtree, type by type in the reference's order."""
@@ -167,15 +170,20 @@ class RedisEncoder:
 
     def _builder(self, tree: _Tree, directory: str) -> Callable[[bytes, bytes, str], list[Record]]:
         # The reference reads a TTL sidecar even when its value directory is absent.
+        shift = self._shift_ms
         if directory == layout.STRINGS:
-            ttls = _sidecar(tree, layout.STRINGS_TTL)
+            ttls = _sidecar(tree, layout.STRINGS_TTL, shift)
             return lambda user_key, data, segment: _string(user_key, data, ttls.get(segment, 0))
         if directory == layout.HLL:
-            hll_ttls = _sidecar(tree, layout.HLL_TTL)
+            hll_ttls = _sidecar(tree, layout.HLL_TTL, shift)
             return lambda user_key, data, segment: _hll(user_key, data, hll_ttls.get(segment, 0))
         if directory == layout.STREAMS:
-            return lambda user_key, data, segment: _stream(user_key, data, f"stream {segment}")
-        return lambda user_key, data, segment: _collection(directory, user_key, data, segment)
+            return lambda user_key, data, segment: _stream(
+                user_key, data, f"stream {segment}", shift
+            )
+        return lambda user_key, data, segment: _collection(
+            directory, user_key, data, segment, shift
+        )
 
     def _slice(
         self,
@@ -229,10 +237,12 @@ def _hll(user_key: bytes, sketch: bytes, ttl_ms: int) -> list[Record]:
     return [(keys.HLL + user_key, encode_hll_value(sketch, ttl_ms)), *_ttl_row(user_key, ttl_ms)]
 
 
-def _collection(directory: str, user_key: bytes, data: bytes, segment: str) -> list[Record]:
+def _collection(
+    directory: str, user_key: bytes, data: bytes, segment: str, shift_ms: int
+) -> list[Record]:
     where = f"{directory} {segment}"
     doc = layout.parse_collection(data, directory, where)
-    expire = doc.expire_at_ms
+    expire = shifted_ttl(doc.expire_at_ms, shift_ms)
     count = len(doc.elements)
     out: list[Record]
     if directory == layout.HASHES:
@@ -254,12 +264,13 @@ def _collection(directory: str, user_key: bytes, data: bytes, segment: str) -> l
     return out + _ttl_row(user_key, expire)
 
 
-def _stream(user_key: bytes, data: bytes, where: str) -> list[Record]:
+def _stream(user_key: bytes, data: bytes, where: str, shift_ms: int) -> list[Record]:
     doc = layout.parse_stream(data, where)
+    expire = shifted_ttl(doc.expire_at_ms, shift_ms)
     out = [
         (keys.stream_entry_key(user_key, e.ms, e.seq), encode_stream_entry(e.entry_id, e.fields))
         for e in doc.entries
     ]
-    meta = encode_stream_meta(doc.length, doc.last_ms, doc.last_seq, doc.expire_at_ms)
+    meta = encode_stream_meta(doc.length, doc.last_ms, doc.last_seq, expire)
     out.append((keys.wide_key(keys.STREAM_META, user_key), meta))
-    return out + _ttl_row(user_key, doc.expire_at_ms)
+    return out + _ttl_row(user_key, expire)

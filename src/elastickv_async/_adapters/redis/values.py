@@ -49,6 +49,7 @@ __all__ = [
     "encode_ttl_value",
     "is_list_meta_value",
     "parse_stream_id",
+    "shifted_ttl",
 ]
 
 MAX_INT64: Final = (1 << 63) - 1
@@ -79,6 +80,12 @@ _U64_SIZE: Final = 8
 _COUNT_META_SIZES: Final = (8, 16)
 _LIST_META_SIZES: Final = (24, 32)
 _STREAM_META_SIZES: Final = (24, 32, 48)
+
+
+def shifted_ttl(expire_at_ms: int | None, shift_ms: int) -> int | None:
+    """An expiry deadline moved by ``shift_ms`` (``encode --rebase-time``); no TTL (``None``
+    or 0) stays as it is."""
+    return expire_at_ms + shift_ms if expire_at_ms else expire_at_ms
 
 
 @dataclass(frozen=True, slots=True)
