@@ -41,6 +41,7 @@ __all__ = [
     "Clock",
     "Explained",
     "KnownDifference",
+    "Restore",
     "explain",
     "read_doc",
     "read_node",
@@ -282,8 +283,9 @@ def read_doc(endpoints: Endpoints, names: Mapping[str, Any], now_ms: int) -> dic
     }
 
 
-def state_of(doc: Mapping[str, Any]) -> State:
-    """A node's :func:`read_doc` normalised for comparison, with what only a node shows."""
+def state_of(doc: Mapping[str, Any], *, not_visible: bool = False) -> State:
+    """A node's :func:`read_doc` normalised for comparison, with what only a node shows
+    (and, with ``not_visible``, each queue's count of messages in flight)."""
     state = expectation_from_json(doc, incomplete_uploads=True).state
     for record in state["redis"].values():
         expire = record["expire_at_ms"]
@@ -291,15 +293,20 @@ def state_of(doc: Mapping[str, Any]) -> State:
     for bucket, spec in doc["s3"]["buckets"].items():
         state["s3"][bucket]["creation_date"] = spec["creation_date_s"]
     for queue, spec in doc["sqs"]["queues"].items():
-        state["sqs"][queue] |= _queue_timestamps(spec["attributes_at_readback"])
+        attrs = spec["attributes_at_readback"]
+        state["sqs"][queue] |= _queue_timestamps(attrs)
+        if not_visible:
+            state["sqs"][queue]["not_visible"] = int(attrs["ApproximateNumberOfMessagesNotVisible"])
         for m in spec["messages"]:
             state["sqs"][f"{queue}/{m['message_id']}"]["receive_count"] = m["receive_count"]
     return state
 
 
-def read_node(endpoints: Endpoints, expected_doc: Mapping[str, Any], now_ms: int) -> State:
+def read_node(
+    endpoints: Endpoints, expected_doc: Mapping[str, Any], now_ms: int, *, not_visible: bool = False
+) -> State:
     """Everything the node serves that the expectation can name, normalised for comparison."""
-    return state_of(read_doc(endpoints, expected_doc, now_ms))
+    return state_of(read_doc(endpoints, expected_doc, now_ms), not_visible=not_visible)
 
 
 def _queue_timestamps(attrs: Mapping[str, str]) -> dict[str, int]:
@@ -341,19 +348,52 @@ class Clock:
     read_ms: int
 
 
-def restore_expectation(doc: Mapping[str, Any], clock: Clock) -> tuple[Expectation, dict[str, str]]:
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """How the restored ``.fsm`` was made.
+
+    ``shift_ms``: what ``encode --rebase-time`` added to every send, visibility and expiry
+    time (its ``encode_info.json`` ``time_rebase.shift_ms``); ``full_fidelity``: the tree was
+    decoded with ``--full-fidelity``, so bucket creation dates, queue timestamps, in-flight
+    messages and incomplete uploads come back as they were.
+    """
+
+    shift_ms: int = 0
+    full_fidelity: bool = False
+
+
+def _in_flight_until_ms(state: str) -> int | None:
+    """When an ``in_flight(visibility Ns from T)`` message becomes visible again (Unix ms)."""
+    match = re.fullmatch(r"in_flight\(visibility (\d+)s from (\d+)\)", state)
+    return None if match is None else (int(match[1]) + int(match[2])) * 1000
+
+
+def restore_expectation(
+    doc: Mapping[str, Any], clock: Clock, restore: Restore | None = None
+) -> tuple[Expectation, dict[str, str]]:
     """The expectation for a restored node, and the names that may be missing by now.
 
     The second value maps "<adapter> <name>" of Redis keys whose TTL, and of SQS messages
     whose retention, may have passed by the node's clock (for sure or maybe, given when they
-    were written) to the reason. A name whose deadline certainly lies after the reads is
-    never in it.
+    were written and how far ``restore`` moved them) to the reason. A name whose deadline
+    certainly lies after the reads is never in it.
+
+    In full-fidelity mode an in-flight message stays hidden until its visibility deadline
+    (moved like every other time): it is expected in the queue's ``not_visible`` count, not
+    among the received messages, unless that deadline passed before the node started.
     """
+    restore = restore or Restore()
+    shift = restore.shift_ms
     exp = expectation_from_json(doc, incomplete_uploads=True)
     may_expire: dict[str, str] = {}
     for key, spec in doc.get("redis", {}).get("keys", {}).items():
         deadline = spec.get("client_expire_at_ms")
-        if deadline is not None and deadline <= clock.read_ms + TTL_TOLERANCE_MS:
+        if deadline is None:
+            continue
+        deadline += shift
+        if key in exp.state["redis"]:
+            exp.state["redis"][key]["expire_at_ms"] = Near(deadline, TTL_TOLERANCE_MS)
+        if deadline <= clock.read_ms + TTL_TOLERANCE_MS:
             may_expire[f"redis {key}"] = (
                 f"TTL deadline {_iso(deadline)} is not after the reads ({_iso(clock.read_ms)})"
             )
@@ -362,22 +402,34 @@ def restore_expectation(doc: Mapping[str, Any], clock: Clock) -> tuple[Expectati
     for queue, spec in doc.get("sqs", {}).get("queues", {}).items():
         attrs = spec["attributes_at_readback"]
         exp.state["sqs"][queue] |= _queue_timestamps(attrs)
-        created_ms = int(attrs["CreatedTimestamp"]) * 1000
+        created_ms = int(attrs["CreatedTimestamp"]) * 1000 + shift
         retention_ms = int(attrs["MessageRetentionPeriod"]) * 1000
+        hidden = 0
         for m in spec["messages"]:
             name = f"{queue}/{m['message_id']}"
             if name not in exp.state["sqs"]:
                 continue
-            # Our own ReceiveMessage is one more receive.
+            visible_ms = _in_flight_until_ms(m["state"])
+            kept = restore.full_fidelity and visible_ms is not None
+            if kept and visible_ms is not None and visible_ms + shift > clock.read_ms:
+                assert visible_ms + shift > clock.restored_ms + TTL_TOLERANCE_MS, (
+                    f"{name} becomes visible while the node is read: the test cannot tell"
+                )
+                del exp.state["sqs"][name]
+                hidden += 1
+                continue
+            # Our own ReceiveMessage is one more receive; a default restore counts from 0.
             exp.state["sqs"][name]["receive_count"] = m["receive_count"] + 1
             # Sent between the queue's creation and the snapshot: its retention ends in
-            # [created + retention, snapshot + retention].
+            # [created + retention, snapshot + retention] (both moved by the shift).
             if created_ms + retention_ms <= clock.read_ms:
                 may_expire[f"sqs {name}"] = (
                     f"retention of {retention_ms // 1000}s from a send between "
-                    f"{_iso(created_ms)} and {_iso(clock.snapshot_ms)} may end before the reads "
-                    f"({_iso(clock.read_ms)})"
+                    f"{_iso(created_ms)} and {_iso(clock.snapshot_ms + shift)} may end before "
+                    f"the reads ({_iso(clock.read_ms)})"
                 )
+        if restore.full_fidelity:
+            exp.state["sqs"][queue]["not_visible"] = hidden
     return exp, may_expire
 
 

@@ -14,6 +14,7 @@ shared folder or its ``elastickv-bin/`` is absent.
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import subprocess
@@ -31,6 +32,7 @@ from restore_state import (
     KNOWN,
     Clock,
     Endpoints,
+    Restore,
     explain,
     known_occurrences,
     load_doc,
@@ -43,6 +45,8 @@ SHARED: Final = shared_dir()
 BIN_DIR: Final = SHARED / "elastickv-bin" if SHARED else None
 SNAPSHOTS: Final = sorted((SHARED / "realnode").glob("*.fsm")) if SHARED else []
 CLUSTER_ID: Final = "restore-test"
+DEFAULT: Final = "default"
+FULL: Final = "full-fidelity"
 _CREDENTIALS: Final = {
     "region_name": "us-east-1",
     "aws_access_key_id": "restore-test",
@@ -75,20 +79,26 @@ def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def encoded(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
-    """Decode a node snapshot and encode it again with --self-test (once per snapshot)."""
-    cache: dict[Path, Path] = {}
+def encoded(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path, str], tuple[Path, int]]:
+    """Decode a node snapshot in a mode and encode it again with --self-test --rebase-time
+    (once per snapshot and mode); the .fsm and the shift its encode_info.json records."""
+    cache: dict[tuple[Path, str], tuple[Path, int]] = {}
 
-    def encode(snapshot: Path) -> Path:
-        if snapshot not in cache:
-            work = tmp_path_factory.mktemp(snapshot.stem)
+    def encode(snapshot: Path, mode: str) -> tuple[Path, int]:
+        if (snapshot, mode) not in cache:
+            work = tmp_path_factory.mktemp(f"{snapshot.stem}-{mode}")
             tree, fsm = work / "tree", work / "restore.fsm"
+            flags = ["--full-fidelity"] if mode == FULL else []
             _elastickv_async(
-                "decode", "--input", snapshot, "--output", tree, "--cluster-id", CLUSTER_ID
+                "decode", "--input", snapshot, "--output", tree, "--cluster-id", CLUSTER_ID, *flags
             )
-            _elastickv_async("encode", "--input", tree, "--output", fsm, "--self-test")
-            cache[snapshot] = fsm
-        return cache[snapshot]
+            _elastickv_async(
+                "encode", "--input", tree, "--output", fsm, "--self-test", "--rebase-time"
+            )
+            info = json.loads(fsm.with_name(fsm.name + ".encode_info.json").read_bytes())
+            assert info["self_test"] == {"ran": True, "matched": True}
+            cache[(snapshot, mode)] = fsm, info["time_rebase"]["shift_ms"]
+        return cache[(snapshot, mode)]
 
     return encode
 
@@ -156,17 +166,25 @@ def _probe_writes(node: Node) -> None:
     assert [m["Body"] for m in got] == ["probe message"]
 
 
+@pytest.mark.parametrize("mode", [DEFAULT, FULL])
 @pytest.mark.parametrize("helper", ["reference", "python"])
 @pytest.mark.parametrize("snapshot", SNAPSHOTS, ids=lambda p: p.stem)
 def test_restored_node_serves_the_snapshot_state(
     snapshot: Path,
     helper: str,
+    mode: str,
     binaries: dict[str, Path],
-    encoded: Callable[[Path], Path],
+    encoded: Callable[[Path, str], tuple[Path, int]],
     tmp_path: Path,
 ) -> None:
-    """The node serves exactly the expected state, but for named and time-dependent differences."""
-    fsm = encoded(snapshot)
+    """The node serves exactly the expected state: in default mode but for the named known
+    differences, each where it applies; in full-fidelity mode with none of them.
+
+    Times are rebased, so every SQS message and TTL key of the snapshot comes back and is
+    compared (the snapshots are older than any retention period or TTL in them).
+    """
+    fsm, shift_ms = encoded(snapshot, mode)
+    full = mode == FULL
     doc = load_doc(snapshot.with_suffix(".expected.json"))
     raft_data_dir = tmp_path / "raft"
     raft_data_dir.mkdir()
@@ -185,17 +203,20 @@ def test_restored_node_serves_the_snapshot_state(
             endpoints = Endpoints(
                 client, node.endpoint("dynamo"), node.endpoint("s3"), node.endpoint("sqs")
             )
-            state = read_node(endpoints, doc, time.time_ns() // 1_000_000)
+            state = read_node(endpoints, doc, time.time_ns() // 1_000_000, not_visible=full)
         read_ms = time.time_ns() // 1_000_000
         _probe_writes(node)
 
     clock = Clock(_hlc_ceiling_ms(snapshot), restored_ms, read_ms)
-    expectation, may_expire = restore_expectation(doc, clock)
+    expectation, may_expire = restore_expectation(doc, clock, Restore(shift_ms, full))
+    assert may_expire == {}, "rebased: no deadline may pass during the test"
     found = explain(state, expectation, may_expire)
     assert found.unexplained == [], "\n".join(found.unexplained)
-    assert found.known == known_occurrences(doc, may_expire)
-    for line, reason in found.expired.items():
-        assert line.startswith(("redis ", "sqs ")) and reason, line
+    if full:
+        assert all(not names for names in found.known.values()), found.known
+    else:
+        assert found.known == known_occurrences(doc, may_expire)
+    assert found.expired == {}
     # The node's WAL segments are preallocated (64 MB each): kept only when the test fails.
     shutil.rmtree(raft_data_dir)
 
