@@ -9,9 +9,10 @@ receive count, and incomplete multipart uploads (by ListParts on their upload id
 
 Every difference must then be explained: either it is one of :data:`KNOWN`, the things the
 default dump layout does not carry (each kind must occur exactly where the expectation says
-it will, so a later full-fidelity mode that fixes one shows up here), or it is
+it will; a full-fidelity restore, :class:`Restore`, has none of them), or it is
 time-dependent: the node drops SQS messages whose retention has passed and hides Redis keys
-whose TTL has passed, by its own clock (:class:`Clock`).
+whose TTL has passed, by its own clock (:class:`Clock`), unless the encode moved those
+deadlines (``--rebase-time``, :attr:`Restore.shift_ms`).
 
 Keys are read by name (this server's SCAN and KEYS crash it): every Redis key the
 expectation names, present or deleted. Multipart uploads are found by their upload id

@@ -1,12 +1,13 @@
 """End to end: real node snapshot -> decode -> encode --self-test -> prepare-restore -> a real node.
 
-For every snapshot in ``realnode/`` (written by a real node) and with both restore helpers
-(the reference ``elastickv-snapshot-prepare-restore`` and ``elastickv-async
-prepare-restore``), a fresh ``elastickv`` node is started on the prepared data directory and
-its whole state is read back with redis-py and boto3 and compared with the snapshot's
-``expected.json``. Every difference must be explained (``restore_state.KNOWN`` or
-time-dependent, each with its reason), and each known difference must occur exactly where
-it applies. Then a write through each API must work.
+For every snapshot in ``realnode/`` (written by a real node), in default and in
+full-fidelity mode, and with both restore helpers (the reference
+``elastickv-snapshot-prepare-restore`` and ``elastickv-async prepare-restore``), a fresh
+``elastickv`` node is started on the prepared data directory and its whole state is read
+back with redis-py and boto3 and compared with the snapshot's ``expected.json``. The encode
+rebases times (``--rebase-time``), so no message or TTL key may be missing. In default mode
+every difference must be one of ``restore_state.KNOWN``, each occurring exactly where it
+applies; in full-fidelity mode there must be none. Then a write through each API must work.
 
 The commands are the ones the README's "Restoring to a node" section shows. Skipped when the
 shared folder or its ``elastickv-bin/`` is absent.

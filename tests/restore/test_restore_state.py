@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from restore_state import Clock, explain, known_occurrences, restore_expectation
+from restore_state import Clock, Restore, explain, known_occurrences, restore_expectation
 from statecompare import State, expectation_from_json
 
 SNAPSHOT_MS = 1_795_312_289_900
@@ -134,3 +134,55 @@ def test_time_dependent_losses_need_a_passed_deadline() -> None:
     del state["sqs"]["q/m1"]
     found = explain(state, expected, may_expire)
     assert found.unexplained == ["sqs q/m1: missing"]
+
+
+def test_a_rebased_restore_moves_every_deadline() -> None:
+    """Two days later, rebased by those two days: nothing may be gone, and the TTL key's
+    deadline is expected moved by the shift (the unshifted one is a difference)."""
+    later = SNAPSHOT_MS + 2 * DAY_MS
+    clock = Clock(SNAPSHOT_MS, later, later + 1000)
+    expected, may_expire = restore_expectation(DOC, clock, Restore(shift_ms=2 * DAY_MS))
+    assert may_expire == {}
+    state = _restored(DOC)
+    state["redis"]["str:ttl"]["expire_at_ms"] = SNAPSHOT_MS + 60_000 + 2 * DAY_MS
+    assert explain(state, expected, may_expire).unexplained == []
+    state["redis"]["str:ttl"]["expire_at_ms"] = SNAPSHOT_MS + 60_000
+    assert explain(state, expected, may_expire).unexplained == [
+        f"redis str:ttl.expire_at_ms: expected {SNAPSHOT_MS + 60_000 + 2 * DAY_MS}±1000, "
+        f"got {SNAPSHOT_MS + 60_000}"
+    ]
+
+
+def _full_fidelity_restored(doc: dict[str, Any]) -> State:
+    """What a full-fidelity restore read back: dates, timestamps and the upload kept, the
+    in-flight message hidden."""
+    state = expectation_from_json(doc, incomplete_uploads=True).state
+    state["redis"]["str:ttl"]["expire_at_ms"] = SNAPSHOT_MS + 60_000
+    state["s3"]["b"]["creation_date"] = SNAPSHOT_MS // 1000 - 60
+    state["sqs"]["q"]["created_timestamp"] = SNAPSHOT_MS // 1000 - 60
+    state["sqs"]["q"]["last_modified_timestamp"] = SNAPSHOT_MS // 1000 - 60
+    del state["sqs"]["q/m1"]
+    state["sqs"]["q"]["not_visible"] = 1
+    return state
+
+
+def test_a_full_fidelity_restore_has_no_known_difference() -> None:
+    """Every known kind is gone; the in-flight message counts as not visible."""
+    clock = Clock(SNAPSHOT_MS, SNAPSHOT_MS + 1000, SNAPSHOT_MS + 2000)
+    expected, may_expire = restore_expectation(DOC, clock, Restore(full_fidelity=True))
+    found = explain(_full_fidelity_restored(DOC), expected, may_expire)
+    assert found.unexplained == []
+    assert all(not names for names in found.known.values())
+
+
+def test_a_full_fidelity_restore_must_keep_the_message_hidden() -> None:
+    """An in-flight message that comes back visible is a difference in full-fidelity mode."""
+    clock = Clock(SNAPSHOT_MS, SNAPSHOT_MS + 1000, SNAPSHOT_MS + 2000)
+    expected, may_expire = restore_expectation(DOC, clock, Restore(full_fidelity=True))
+    state = _full_fidelity_restored(DOC)
+    state["sqs"]["q"]["not_visible"] = 0
+    state["sqs"]["q/m1"] = _restored(DOC)["sqs"]["q/m1"]
+    assert explain(state, expected, may_expire).unexplained == [
+        "sqs q.not_visible: expected 1, got 0",
+        "sqs q/m1: unexpected (not in the expected state)",
+    ]
