@@ -3,6 +3,7 @@ reusable with ``--force`` only when it holds a killed decode's unfinished tree."
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from faultlib import failing_call
 from hostile import SAMPLE_FSM, cli, listing, snapshot
 
 from elastickv_async import DecodeOptions, OutputError, UsageError, decode_snapshot
@@ -149,3 +151,19 @@ def test_reset_after_header_below_data_never_follows_a_swapped_symlink(
         anyio.run(decode_snapshot, fsm, out, DecodeOptions(adapters=("redis",)))
     assert listing(victim) == ["precious.txt"]
     assert (victim / "precious.txt").read_text() == "keep me"
+
+
+def test_a_manifest_that_cannot_be_made_durable_is_taken_back(tmp_path: Path) -> None:
+    """The directory fsync after the marker became MANIFEST.json fails: the run fails and
+    leaves the marker, not MANIFEST.json (found by scripts/faults.py)."""
+    out = tmp_path / "out"
+    # Without --fsync the decode's fsyncs are the manifest's own, then the directory's.
+    with (
+        failing_call("fsync", 2, errno.ENOSPC),
+        pytest.raises(OutputError, match=r"MANIFEST\.json"),
+    ):
+        _decode(out)
+    assert not (out / "MANIFEST.json").exists()
+    assert (out / INCOMPLETE_MARKER).exists()
+    _decode(out, force=True)
+    assert (out / "CHECKSUMS").read_bytes() == compute_checksums(out)

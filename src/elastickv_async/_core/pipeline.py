@@ -10,6 +10,7 @@ succeeded: a tree without MANIFEST.json is an incomplete run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -265,7 +266,13 @@ def seal_manifest(out_fd: int, manifest: bytes) -> None:
         finally:
             os.close(fd)
         os.rename(INCOMPLETE_MARKER, MANIFEST_NAME, src_dir_fd=out_fd, dst_dir_fd=out_fd)
-        os.fsync(out_fd)
+        try:
+            os.fsync(out_fd)
+        except OSError:
+            # Not durable, so the run fails: it must not leave MANIFEST.json behind.
+            with contextlib.suppress(OSError):
+                os.rename(MANIFEST_NAME, INCOMPLETE_MARKER, src_dir_fd=out_fd, dst_dir_fd=out_fd)
+            raise
     except OSError as exc:
         raise OutputError(f"cannot write {MANIFEST_NAME}: {exc}") from None
 
