@@ -93,7 +93,7 @@ async def test_pinned_groups_on_three_workers_give_the_local_tree(tmp_path: Path
             assert tree_without_manifest(remote) == tree_without_manifest(local)
             manifests = [json.loads((t / "MANIFEST.json").read_bytes()) for t in (local, remote)]
             assert manifests[0]["cluster"] == manifests[1]["cluster"]
-            assert report.counters["adapter.redis"] > 0
+            assert report.counters["entries.redis"] > 0
             await verify_tree(remote, Report())
             if corpus == "realnode":
                 expected = load_expected(MULTIGROUP / "cluster.expected.json")

@@ -633,7 +633,7 @@ async def test_expired_keys_omitted(tmp_path: Path, header_kind: str) -> None:
         f'{{"key":"live","expire_at_ms":{NOW + 1}}}\n'
         f'{{"key":"new-legacy","expire_at_ms":{NOW + 5}}}\n'
     )
-    assert out.report.counters["redis_expired_keys_omitted"] == 3
+    assert out.report.counters["redis.expired_keys_omitted"] == 3
 
 
 async def test_expired_keys_kept_on_request(tmp_path: Path) -> None:
@@ -644,7 +644,7 @@ async def test_expired_keys_kept_on_request(tmp_path: Path) -> None:
     assert DB + "strings/gone.bin" in out.files
     assert DB + "strings/old-legacy.bin" in out.files
     assert DB + "hashes/h.json" in out.files
-    assert "redis_expired_keys_omitted" not in out.report.counters
+    assert "redis.expired_keys_omitted" not in out.report.counters
 
 
 # --- bounded memory ---------------------------------------------------------------------------
@@ -667,5 +667,5 @@ async def test_spills_and_split_runs_give_the_same_tree(
     constrained = await decode_rows(tmp_path / "b", rows, batch=64)
     assert constrained.files == reference.files
     assert len(reference.files) == 1 + 200 + 1 + 100
-    assert constrained.report.counters["redis_sort_spills"] > 0
-    assert "redis_sort_spills" not in reference.report.counters
+    assert constrained.report.counters["redis.sort_spills"] > 0
+    assert "redis.sort_spills" not in reference.report.counters

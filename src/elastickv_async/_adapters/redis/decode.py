@@ -211,11 +211,11 @@ class RedisDecoder:
             await anyio.to_thread.run_sync(self._close_sorters)
         spills = sum(sorter.spills for sorter in self._sorters)
         if spills:
-            self._ctx.report.count("redis_sort_spills", spills)
+            self._ctx.report.count("redis.sort_spills", spills)
         if self._orphan_ttl:
             self._ctx.log.warning("redis_orphan_ttl", count=self._orphan_ttl, hint=_ORPHAN_TTL_HINT)
         if self._expired:
-            self._ctx.report.count("redis_expired_keys_omitted", self._expired)
+            self._ctx.report.count("redis.expired_keys_omitted", self._expired)
         return {"databases": [0] if self._written else []}
 
     # --- plumbing ----------------------------------------------------------------------------

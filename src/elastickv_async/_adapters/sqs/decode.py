@@ -197,7 +197,7 @@ class SQSDecoder:
         if self._spill.message_count(q.encoded):
             await self._flush_messages(q, q.name, directory)
         await self._flush_sides(q, directory)
-        self._ctx.report.count("sqs_queues")
+        self._ctx.report.count("sqs.queues")
         names.append(go_str(q.name))
 
     async def _flush_orphan(self, q: _Queue) -> None:
@@ -212,7 +212,7 @@ class SQSDecoder:
             buffered_side_records=sides,
             hint=_ORPHAN_HINT,
         )
-        self._ctx.report.count("sqs_orphan_messages_dropped", messages)
+        self._ctx.report.count("sqs.orphan_messages_dropped", messages)
         await self._flush_sides(q, f"{layout.ROOT}/{q.encoded}{layout.ORPHAN_SUFFIX}")
 
     def _scratch_file(self, kind: str) -> Path:
@@ -231,10 +231,10 @@ class SQSDecoder:
                 dropped=dropped,
                 hint=_STALE_HINT,
             )
-            self._ctx.report.count("sqs_stale_messages_dropped", dropped)
+            self._ctx.report.count("sqs.stale_messages_dropped", dropped)
         if written:
             await self._ctx.writer.install(f"{directory}/{layout.MESSAGES_FILE}", dest)
-            self._ctx.report.count("sqs_messages", written)
+            self._ctx.report.count("sqs.messages", written)
         else:
             await anyio.to_thread.run_sync(dest.unlink)
 
@@ -247,7 +247,7 @@ class SQSDecoder:
             self._spill.write_sides, q.encoded, dest, limiter=self._limiter
         )
         await self._ctx.writer.install(f"{directory}/{layout.SIDE_RECORDS_FILE}", dest)
-        self._ctx.report.count("sqs_side_records", count)
+        self._ctx.report.count("sqs.side_records", count)
 
 
 def _ignore(_prefix: bytes, _key: bytes, _value: bytes) -> None:

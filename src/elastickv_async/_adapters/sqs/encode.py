@@ -332,7 +332,7 @@ class SQSEncoder:
         if cfg.fifo and plan.max_sequence > 0:
             # The live sender reads this as the last issued number and adds one.
             yield keys.queue_seq_key(name), str(plan.max_sequence).encode()
-        self._ctx.report.count("sqs_queues_encoded")
+        self._ctx.report.count("sqs.queues_encoded")
 
     async def _check_messages(self, reader: _MessageReader, plan: _QueuePlan) -> None:
         """First pass: every gate on every message before any message record is emitted."""
@@ -365,4 +365,4 @@ class SQSEncoder:
                 for record in records:
                     yield record
                 index += 1
-        self._ctx.report.count("sqs_messages_encoded", index)
+        self._ctx.report.count("sqs.messages_encoded", index)

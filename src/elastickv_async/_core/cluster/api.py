@@ -370,7 +370,7 @@ async def _finish(
     unknown: dict[bytes, int] = {}
     for result in ordered:
         for name, value in result.counters.items():
-            report.count(name, value)
+            report.count(f"entries.{name}", value)
         for name, value in result.mvcc.items():
             report.count(f"mvcc.{name}", value)
         for family, count in result.unknown_families.items():
@@ -395,7 +395,7 @@ async def _finish(
         scopes.update(part.outcome.scopes)
         for name, value in part.outcome.counters.items():
             if name == part.adapter:
-                report.count(f"adapter.{name}", value)
+                report.count(f"entries.{name}", value)
     header, _ = cluster_header(ordered)
     cluster_doc: dict[str, Any] = {
         "point_in_time": False,
@@ -429,6 +429,6 @@ async def _finish(
     await writer.write_chunks(CHECKSUMS_NAME, listing)
     await anyio.to_thread.run_sync(seal_manifest, held.fd, manifest)
     files = sum(p.outcome.files_written for p in parts) + writer.files_written + 1
-    report.count("files_written", files)
+    report.count("output.files_written", files)
     written = sum(p.outcome.bytes_written for p in parts) + writer.bytes_written
-    report.count("bytes_written", written + len(manifest))
+    report.count("output.bytes_written", written + len(manifest))
