@@ -33,7 +33,6 @@ from ._core.errors import (
     UsageError,
 )
 from ._core.options import DecodeOptions, EncodeOptions
-from ._core.report import Report
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -41,7 +40,9 @@ if TYPE_CHECKING:
     from ._core.dump.verify import verify_tree
     from ._core.encode.api import EncodeResult, encode_snapshot
     from ._core.inspection import SnapshotInspection, inspect_snapshot
-    from ._core.pipeline import Progress, decode_snapshot
+    from ._core.pipeline import decode_snapshot
+    from ._core.progress import Progress
+    from ._core.report import Report
     from ._core.snapshot.entry import Entry, SnapshotHeader
     from ._core.snapshot.reader import Snapshot, open_snapshot
 
@@ -82,7 +83,8 @@ _LAZY = {
     "decode_cluster": "_core.cluster.api",
     "ClusterProgress": "_core.cluster.api",
     "decode_snapshot": "_core.pipeline",
-    "Progress": "_core.pipeline",
+    "Progress": "_core.progress",
+    "Report": "_core.report",
     "encode_snapshot": "_core.encode.api",
     "EncodeResult": "_core.encode.api",
     "inspect_snapshot": "_core.inspection",
@@ -96,8 +98,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # The engines import every adapter; load them on first use so that importing the
-    # package (errors, options) stays cheap.
+    # The engines import every adapter, and the report structlog; load them on first use so
+    # that importing the package (errors, options) stays cheap.
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

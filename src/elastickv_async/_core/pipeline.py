@@ -15,8 +15,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from .dump.manifest import MANIFEST_NAME, DecodeManifest
 from .dump.writer import DumpWriter
 from .errors import OutputError, UsageError
 from .options import DecodeOptions
+from .progress import ProgressCallback, ProgressMeter
 from .report import Report, make_logger
 from .routing import INTERNAL, Router, prefix_family
 from .runfiles import (
@@ -52,8 +52,6 @@ from .snapshot.source import snapshot_index_from_path
 
 __all__ = [
     "INCOMPLETE_MARKER",
-    "Progress",
-    "ProgressCallback",
     "StreamOutcome",
     "decode_entries",
     "decode_snapshot",
@@ -61,21 +59,6 @@ __all__ = [
 ]
 
 _HLC_LOGICAL_BITS: Final = 16
-_PLAIN_COUNTERS: Final = ("total", "internal", "unknown")
-_PROGRESS_INTERVAL_S: Final = 0.25
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """A progress sample: bytes of the input consumed so far, and entries read."""
-
-    bytes_read: int
-    total_bytes: int
-    entries: int
-    done: bool = False
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 #: Present in an output directory while a decode writes it; it becomes MANIFEST.json at the
@@ -195,6 +178,11 @@ async def decode_snapshot(
     (counters, warnings, what the snapshot said about itself); pass ``report`` to keep it
     even when the run fails. Raises an :class:`~elastickv_async._core.errors.ElasticKVError`
     subclass on bad input; the partial tree then has no MANIFEST.json.
+
+    ``progress`` is called with a :class:`~elastickv_async.Progress` sample
+    about four times a second, from the event loop, through the stages ``read`` (input
+    bytes), ``flush`` (the adapters' remaining files) and ``checksums``; each stage ends with
+    a ``finished`` sample. It must return quickly.
     """
     options = normalise_options(options or DecodeOptions())
     await anyio.to_thread.run_sync(_check_scratch_root, options)
@@ -209,24 +197,26 @@ async def decode_snapshot(
     scratch: LockedDir | None = None
     try:
         scratch = await anyio.to_thread.run_sync(_prepare_scratch, options, out, tag)
+        meter = ProgressMeter(progress)
         run = _DecodeRun(
-            source, os.fspath(input_path), held, scratch.path, options, report, log, progress
+            source, os.fspath(input_path), held, scratch.path, options, report, log, meter
         )
-        try:
-            return await run.execute(ignore_future_versions=True)
-        except _HeaderBelowData:
-            pass
-        # Start over: the first pass's files and counts describe the wrong state.
-        report.counters.clear()
-        report.warnings.clear()
-        await anyio.to_thread.run_sync(_reset_output, held, scratch)
-        log.warning(
-            "mvcc_header_below_data",
-            hint="versions newer than the header's last_commit_ts exist but no key has "
-            "versions on both sides of it, so the header does not describe the data; "
-            "decoded again with the newest version of each key deciding",
-        )
-        return await run.execute(ignore_future_versions=False)
+        async with meter.running():
+            try:
+                return await run.execute(ignore_future_versions=True)
+            except _HeaderBelowData:
+                pass
+            # Start over: the first pass's files and counts describe the wrong state.
+            report.counters.clear()
+            report.warnings.clear()
+            await anyio.to_thread.run_sync(_reset_output, held, scratch)
+            log.warning(
+                "mvcc_header_below_data",
+                hint="versions newer than the header's last_commit_ts exist but no key has "
+                "versions on both sides of it, so the header does not describe the data; "
+                "decoded again with the newest version of each key deciding",
+            )
+            return await run.execute(ignore_future_versions=False)
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(lambda: _release(scratch, remove=True))
@@ -295,14 +285,14 @@ class _DecodeRun:
         options: DecodeOptions,
         report: Report,
         log: Any,
-        progress: ProgressCallback | None,
+        meter: ProgressMeter,
     ) -> None:
         self.source, self.source_label, self.scratch = source, source_label, scratch
         # A run without a locked output (decode_entries) leaves the tree's finish to its caller.
         self.held = out if isinstance(out, LockedDir) else None
         self.out = out.path if isinstance(out, LockedDir) else out
         self.options = normalise_options(options)
-        self.report, self.log, self.progress = report, log, progress
+        self.report, self.log, self.meter = report, log, meter
         self.specs = {spec.name: spec for spec in REGISTRY}
         self.enabled = REGISTRY.select(self.options.adapters)
         self.router = Router(self.specs, self.enabled)
@@ -324,6 +314,18 @@ class _DecodeRun:
         await self._setup()
         async with open_snapshot(self.source) as snap:
             header = snap.header
+            writer, counters = self.writer, self.counters
+            self.meter.output(
+                files=lambda: writer.files_written,
+                bytes_=lambda: writer.bytes_written,
+                entries=lambda: counters["total"],
+            )
+            self.meter.stage(
+                "read",
+                unit="bytes",
+                done=lambda: snap.stats.bytes_read,
+                total=snap.stats.total_bytes,
+            )
             resolver = VisibilityResolver(
                 header.last_commit_ts, ignore_future_versions=ignore_future_versions
             )
@@ -369,18 +371,12 @@ class _DecodeRun:
     async def _resolved(
         self, snap: Snapshot, resolver: VisibilityResolver
     ) -> AsyncIterator[list[Entry]]:
-        """The snapshot's visible entries, batch by batch; counts raw entries, reports progress."""
+        """The snapshot's visible entries, batch by batch; counts raw entries."""
         counters = self.counters
-        last_tick = time.monotonic()
         batch_size, batch_bytes = self.options.batch_size, self.options.batch_bytes
         async for raw_batch in snap.batches(batch_size, batch_bytes):
             counters["total"] += len(raw_batch)
             yield resolver.resolve(raw_batch)
-            now = time.monotonic()
-            if self.progress is not None and now - last_tick >= _PROGRESS_INTERVAL_S:
-                last_tick = now
-                stats = snap.stats
-                self.progress(Progress(stats.bytes_read, stats.total_bytes, counters["total"]))
 
     async def _consume(
         self, name: str, adapter: DecodeAdapter, receive: ObjectReceiveStream[list[Routed]]
@@ -423,6 +419,9 @@ class _DecodeRun:
             for name, bucket in pending.items():
                 if bucket:
                     await sends[name].send(bucket)
+            # The input is read; what the adapters still hold is written from here on.
+            writer = self.writer
+            self.meter.stage("flush", unit="files", done=lambda: writer.files_written)
         finally:
             for send in sends.values():
                 await send.aclose()
@@ -439,7 +438,7 @@ class _DecodeRun:
                 "or a newer elastickv keyspace",
             )
         for name, value in self.counters.items():
-            report.count(name if name in _PLAIN_COUNTERS else f"adapter.{name}", value)
+            report.count(f"entries.{name}", value)
         for name, value in mvcc.items():
             report.count(f"mvcc.{name}", value)
         report.snapshot.update(
@@ -452,9 +451,6 @@ class _DecodeRun:
             encryption_writer_rows=stats.encryption_writer_rows,
             size_bytes=stats.total_bytes,
         )
-        if self.progress is not None:
-            total = self.counters["total"]
-            self.progress(Progress(stats.total_bytes, stats.total_bytes, total, done=True))
 
     async def _finish(self, header: SnapshotHeader, stats: SnapshotStats) -> None:
         """Write CHECKSUMS and, last, MANIFEST.json; remove scratch."""
@@ -476,12 +472,13 @@ class _DecodeRun:
             full_fidelity=self.options.full_fidelity,
         ).to_json()
         writer = self.writer
+        self.meter.stage("checksums", unit="files", total=writer.files_written)
         listing = self.ledger.listing({MANIFEST_NAME: hashlib.sha256(manifest).digest()})
         await writer.write_chunks(CHECKSUMS_NAME, listing)
         await anyio.to_thread.run_sync(shutil.rmtree, self.scratch, True)
         await anyio.to_thread.run_sync(seal_manifest, held.fd, manifest)
-        self.report.count("files_written", writer.files_written + 1)
-        self.report.count("bytes_written", writer.bytes_written + len(manifest))
+        self.report.count("output.files_written", writer.files_written + 1)
+        self.report.count("output.bytes_written", writer.bytes_written + len(manifest))
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,7 +513,7 @@ async def decode_entries(
     the adapters of ``options`` write their files, but neither CHECKSUMS nor MANIFEST.json;
     the caller writes those once every stream of the tree is done. ``scratch`` must exist.
     """
-    run = _DecodeRun(None, "", output, scratch, options, report, log, None)
+    run = _DecodeRun(None, "", output, scratch, options, report, log, ProgressMeter(None))
     await run._setup()
     try:
         await run.decode_stream(header, now_ms, batches)

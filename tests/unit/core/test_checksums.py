@@ -86,7 +86,7 @@ async def test_verify_detects_tampering_and_strays(tmp_path: Path) -> None:
     _tree(tmp_path)
     await _list(tmp_path)
     report = await verify_tree(tmp_path)
-    assert report.counters["files_verified"] == 4
+    assert report.counters["verify.files"] == 4
     (tmp_path / "a" / "Z").write_bytes(b"tampered")
     with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match="a/Z: sha256 differs"):
         await verify_tree(tmp_path)

@@ -47,7 +47,7 @@ async def test_sample_decodes_without_blocking_the_loop(tmp_path: Path) -> None:
     assert manifest["adapters"]["sqs"] == {"queues": ["jobs"]}
     assert manifest["source"]["hlc_ceiling_ms"] == 1_795_312_252_565
     assert report.snapshot["footer"] == "valid"
-    assert report.counters["unknown"] == 0
+    assert report.counters["entries.unknown"] == 0
     assert not [p for p in out.rglob("*") if leftover_owner(p.name) is not None]
 
 
@@ -136,7 +136,7 @@ async def test_header_below_all_history_is_decoded_newest_wins(tmp_path: Path) -
     report = await decode_snapshot(fsm, out, DecodeOptions(adapters=("redis",)))
     assert _files(out / "redis/db_0/strings") == ["a.bin", "b.bin"]
     assert report.warnings["mvcc_header_below_data"].count == 1
-    assert report.counters["total"] == 2
+    assert report.counters["entries.total"] == 2
 
 
 async def test_unknown_prefixes_are_warned_once_per_family(tmp_path: Path) -> None:
@@ -153,12 +153,23 @@ async def test_unknown_prefixes_are_warned_once_per_family(tmp_path: Path) -> No
     assert warning.examples[0]["count"] == 5
 
 
-async def test_progress_reaches_the_end(tmp_path: Path) -> None:
-    """The progress callback ends with a 'done' sample covering the whole file."""
+async def test_progress_shows_every_stage(tmp_path: Path) -> None:
+    """Each stage (read, flush, checksums) starts and ends with a sample, in order; the read
+    stage ends at the file's size and the last sample counts every file the tree holds."""
     samples: list[Progress] = []
-    await decode_snapshot(SAMPLE, tmp_path / "out", progress=samples.append)
-    assert samples[-1].done
-    assert samples[-1].bytes_read == samples[-1].total_bytes == SAMPLE.stat().st_size
+    out = tmp_path / "out"
+    await decode_snapshot(SAMPLE, out, progress=samples.append)
+    finished = [s for s in samples if s.finished]
+    assert [s.stage for s in finished] == ["read", "flush", "checksums"]
+    assert samples[0].stage == "read" and not samples[0].finished
+    read = finished[0]
+    assert read.unit == "bytes" and read.done == read.total == SAMPLE.stat().st_size
+    assert read.entries > 0
+    # The last sample counts CHECKSUMS; the writer does not write MANIFEST.json.
+    files = [p for p in out.rglob("*") if p.is_file() and p.name != "MANIFEST.json"]
+    assert finished[-1].files_written == len(files)
+    assert finished[-1].bytes_written == sum(p.stat().st_size for p in files)
+    assert finished[-1].total == len(files) - 1  # the files CHECKSUMS lists
 
 
 def test_cli_report_and_json_logs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

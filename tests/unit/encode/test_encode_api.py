@@ -457,7 +457,9 @@ def _fake_decoder(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes], ts: 
     """Replace the self-test's decoder: it writes ``files`` and reports header ``ts``."""
     calls: list[DecodeOptions] = []
 
-    async def decode(fsm: Path, out: Path, options: DecodeOptions, *, report: Report) -> Report:
+    async def decode(
+        fsm: Path, out: Path, options: DecodeOptions, *, report: Report, progress: Any = None
+    ) -> Report:
         calls.append(options)
         # In a worker thread: the self-test calls this fake on the event loop.
         assert await anyio.to_thread.run_sync(_head, fsm) == b"EKVPBBL1"

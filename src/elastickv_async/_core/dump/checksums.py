@@ -12,6 +12,7 @@ import os
 import struct
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -51,13 +52,23 @@ def checksum_line(hexdigest: str, relpath: bytes) -> bytes:
     return hexdigest.encode() + b"  " + relpath + b"\n"
 
 
-def _hash_dir(directory: TreeDir, out: dict[bytes, str]) -> None:
+@dataclass(slots=True)
+class HashTally:
+    """What :func:`hash_tree` has read so far (read by a progress display from another thread)."""
+
+    files: int = 0
+    bytes: int = 0
+    #: Files expected, when the caller knows.
+    total: int | None = None
+
+
+def _hash_dir(directory: TreeDir, out: dict[bytes, str], tally: HashTally) -> None:
     for entry in directory.entries():
         if entry.is_dir:
             sub = directory.subdir(entry.name)
             if sub is not None:
                 with sub:
-                    _hash_dir(sub, out)
+                    _hash_dir(sub, out, tally)
             continue
         rel = directory.path(entry.name)
         if rel == CHECKSUMS_NAME:
@@ -66,18 +77,21 @@ def _hash_dir(directory: TreeDir, out: dict[bytes, str]) -> None:
         with directory.open_file(entry) as file:
             for block in file.blocks():
                 digest.update(block)
+                tally.bytes += len(block)
         out[os.fsencode(rel)] = digest.hexdigest()
+        tally.files += 1
 
 
-def hash_tree(tree: DumpTree) -> dict[bytes, str]:
+def hash_tree(tree: DumpTree, tally: HashTally | None = None) -> dict[bytes, str]:
     """Hex SHA-256 of every regular file of ``tree`` except CHECKSUMS, by raw slash path.
 
     The tree is read under its rules: a symlink, special file or hard link anywhere raises
     :class:`~elastickv_async._core.errors.UnsafeDumpEntry`. Blocking: call from a worker thread.
+    ``tally`` counts the files and bytes hashed as it goes.
     """
     out: dict[bytes, str] = {}
     with tree.open_root() as root:
-        _hash_dir(root, out)
+        _hash_dir(root, out, tally if tally is not None else HashTally())
     return out
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Final
 
 from ..errors import ChecksumMismatch, UsageError
+from ..progress import ProgressCallback, ProgressMeter
 from ..report import Report
-from .checksums import CHECKSUMS_NAME, hash_tree
+from .checksums import CHECKSUMS_NAME, HashTally, hash_tree
 from .manifest import MANIFEST_NAME
 from .tree import DumpTree
 
@@ -62,7 +63,7 @@ def _problem(path: bytes, listed: dict[bytes, str], actual: dict[bytes, str]) ->
     return "sha256 differs"
 
 
-def _verify_sync(tree: DumpTree) -> int:
+def _verify_sync(tree: DumpTree, tally: HashTally) -> int:
     if not tree.root.is_dir():
         raise UsageError(f"{tree.root} is not a directory")
     with tree.open_root() as root:
@@ -79,7 +80,9 @@ def _verify_sync(tree: DumpTree) -> int:
                 f"{tree.root} has no {CHECKSUMS_NAME}", code="ErrChecksumsMissing"
             )
         listed = _parse(listing)
-    actual = hash_tree(tree)
+    # CHECKSUMS lists every file but itself, and hash_tree skips it too.
+    tally.total = len(listed)
+    actual = hash_tree(tree, tally)
     problems = [
         f"{os.fsdecode(p)}: {_problem(p, listed, actual)}"
         for p in sorted(listed.keys() | actual.keys())
@@ -95,11 +98,25 @@ def _verify_sync(tree: DumpTree) -> int:
     return len(listed)
 
 
-async def verify_tree(root: str | os.PathLike[str], report: Report | None = None) -> Report:
+async def verify_tree(
+    root: str | os.PathLike[str],
+    report: Report | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+) -> Report:
     """Verify the dump tree at ``root``; raise :class:`ChecksumMismatch` when it is not intact,
     :class:`~elastickv_async._core.errors.UnsafeDumpEntry` when it holds an entry that
-    ``encode`` would refuse."""
+    ``encode`` would refuse.
+
+    ``progress`` receives :class:`~elastickv_async.Progress` samples of the one stage
+    ``verify`` (files hashed, out of those CHECKSUMS lists).
+    """
     report = report if report is not None else Report()
     tree = DumpTree(Path(root))
-    report.count("files_verified", await tree.run(_verify_sync, tree))
+    tally = HashTally()
+    meter = ProgressMeter(progress)
+    async with meter.running():
+        meter.stage("verify", unit="files", done=lambda: tally.files, total=lambda: tally.total)
+        report.count("verify.files", await tree.run(_verify_sync, tree, tally))
+    report.count("verify.bytes", tally.bytes)
     return report

@@ -39,6 +39,7 @@ from ..errors import (
 from ..extsort import DEFAULT_SORT_BUDGET, ExternalSorter
 from ..gocompat import go_trim_space
 from ..options import DecodeOptions, EncodeOptions
+from ..progress import Progress, ProgressCallback, ProgressMeter
 from ..report import Report, make_logger
 from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag, remove_leftovers
 from . import publish as disk
@@ -247,9 +248,11 @@ class _Run:
         log: structlog.typing.FilteringBoundLogger,
         sort_budget: int,
         tag: str,
+        meter: ProgressMeter,
         shift_ms: int = 0,
     ) -> None:
         self.tag = tag
+        self.meter = meter
         self.shift_ms = shift_ms
         self.input_root = input_root
         self.output = output
@@ -285,11 +288,16 @@ class _Run:
                 time_shift_ms=self.shift_ms,
             )
 
+        meter = self.meter
         try:
+            meter.stage("collect", unit="records", done=lambda: sorter.records)
             await collect_records([specs[n] for n in self.enabled], context, sorter, ts_suffix(ts))
             fh = await anyio.to_thread.run_sync(disk.create_temp, temp)
             try:
+                total = sorter.records
                 stream = SnapshotStream(fh, sorter.merged(), ts)
+                meter.output(files=lambda: 0, bytes_=lambda: stream.bytes_written)
+                meter.stage("write", unit="entries", done=lambda: stream.entries, total=total)
                 while not await anyio.to_thread.run_sync(stream.write_some):
                     pass
             except BaseException:
@@ -318,6 +326,16 @@ class _Run:
             stream = await self.write_temp(temp, manifest, ts, specs)
             outcome = None
             if options.self_test:
+                # The scratch decode reads the new file once: its read stage is this stage.
+                read = [0]
+
+                def decoded(sample: Progress) -> None:
+                    if sample.stage == "read":
+                        read[0] = sample.done
+
+                self.meter.stage(
+                    "self_test", unit="bytes", done=lambda: read[0], total=stream.bytes_written
+                )
                 outcome = await run_self_test(
                     temp,
                     self.input_root,
@@ -325,6 +343,7 @@ class _Run:
                     _self_test_options(options, manifest, specs, self.selected, self.shift_ms),
                     ts,
                     options.scratch_root,
+                    progress=decoded if self.meter.enabled else None,
                 )
                 # Warnings of the scratch decode mean the tree would not decode cleanly either.
                 self.report.count("self_test.decode_warnings", outcome.decode_report.warning_count)
@@ -389,6 +408,7 @@ async def encode_snapshot(
     log_format: str | None = None,
     log_stream: TextIO | None = None,
     sort_budget: int = DEFAULT_SORT_BUDGET,
+    progress: ProgressCallback | None = None,
 ) -> EncodeResult:
     """Encode the dump tree at ``input_root`` into the snapshot file ``output``.
 
@@ -402,6 +422,11 @@ async def encode_snapshot(
     unsupported tree, :class:`~elastickv_async._core.errors.SelfTestMismatch` (exit 2) when the
     self-test finds a difference (nothing is published then), and
     :class:`~elastickv_async._core.errors.OutputError` (exit 1) when the output cannot be written.
+
+    ``progress`` receives :class:`~elastickv_async.Progress` samples (see
+    :func:`~elastickv_async.decode_snapshot`) through the stages ``collect`` (records read
+    from the tree), ``write`` (entries framed into the .fsm, out of all collected) and, with
+    the self-test, ``self_test`` (bytes of the new .fsm decoded again).
     """
     options = options or EncodeOptions()
     report = report if report is not None else Report()
@@ -418,8 +443,19 @@ async def encode_snapshot(
     rebase = _time_shift(options, manifest)
     shift_ms = rebase.shift_ms if rebase is not None else 0
 
+    meter = ProgressMeter(progress)
     run = _Run(
-        root, out, options, selected, adapter_options, report, log, sort_budget, new_tag(), shift_ms
+        root,
+        out,
+        options,
+        selected,
+        adapter_options,
+        report,
+        log,
+        sort_budget,
+        new_tag(),
+        meter,
+        shift_ms,
     )
     lock = PathLock(out)
     await anyio.to_thread.run_sync(lock.acquire)
@@ -446,7 +482,8 @@ async def encode_snapshot(
             self_test_matched=False,
             rebase=rebase,
         )
-        stream, outcome = await run.execute(manifest, ts, specs, info)
+        async with meter.running():
+            stream, outcome = await run.execute(manifest, ts, specs, info)
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(lock.release)
@@ -454,13 +491,6 @@ async def encode_snapshot(
     report.count("encode.entries", stream.entries)
     report.count("encode.bytes_written", stream.bytes_written)
     report.snapshot.update(last_commit_ts=ts, sha256=stream.sha256, size_bytes=stream.bytes_written)
-    log.info(
-        "encode_complete",
-        output=str(out),
-        bytes=stream.bytes_written,
-        self_test=options.self_test,
-        adapters=",".join(run.enabled),
-    )
     return EncodeResult(
         sha256=stream.sha256,
         bytes_written=stream.bytes_written,

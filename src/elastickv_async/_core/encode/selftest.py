@@ -38,6 +38,7 @@ from ..errors import DataError, DumpTreeError
 from ..extsort import ExternalSorter
 from ..options import DecodeOptions
 from ..pipeline import decode_snapshot
+from ..progress import ProgressCallback
 from ..report import Report
 from ..runfiles import make_locked_dir, new_tag
 
@@ -312,6 +313,8 @@ async def run_self_test(
     decode_options: DecodeOptions,
     last_commit_ts: int,
     scratch_base: Path | None,
+    *,
+    progress: ProgressCallback | None = None,
 ) -> SelfTestOutcome:
     """Decode ``fsm`` into a fresh directory under ``scratch_base`` and compare with the input.
 
@@ -328,7 +331,7 @@ async def run_self_test(
         report = Report()
         options = dataclasses.replace(decode_options, scratch_root=scratch)
         try:
-            await decode_snapshot(fsm, tree, options, report=report)
+            await decode_snapshot(fsm, tree, options, report=report, progress=progress)
         except DataError as exc:
             text = f"self-test failed: DecodeSnapshot rejected the produced .fsm: {exc}"
             return SelfTestOutcome(False, text.encode(), report)
