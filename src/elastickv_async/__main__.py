@@ -1,5 +1,5 @@
 """``python -m elastickv_async``."""
 
-from ._core.cli import main
+from ._core.entry import main
 
 raise SystemExit(main())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,14 @@ def test_report_after_a_failure_carries_the_error(tmp_path: Path) -> None:
     doc = json.loads(report.read_text())
     assert doc["exit_code"] == 2
     prefix = "elastickv-async: error: [ErrSnapshotBadMagic] "
-    assert doc["error"] == done.stderr.removeprefix(prefix).rstrip("\n")
+    error = doc["error"]
+    assert error["message"] == done.stderr.removeprefix(prefix).rstrip("\n")
+    assert error["code"] == "ErrSnapshotBadMagic" and error["exit_code"] == 2
+    assert doc["input"] == str(bad) and doc["output"] == str(tmp_path / "out")
+    assert doc["options"]["report"] == str(report) and doc["options"]["jobs"] == 8
+    started = datetime.fromisoformat(doc["started_at"].replace("Z", "+00:00"))
+    assert abs((datetime.now(UTC) - started).total_seconds()) < 600
+    assert doc["duration_s"] >= 0
 
 
 @pytest.mark.parametrize("command", ["decode", "encode"])

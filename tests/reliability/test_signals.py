@@ -58,7 +58,7 @@ def test_decode_stopped_by_signal_cleans_up(tmp_path: Path, signum: int, backend
     assert (out / INCOMPLETE_MARKER).exists()  # what --force recognises
     doc = json.loads(report.read_text())
     assert doc["exit_code"] == 128 + signum
-    assert doc["error"] == f"interrupted by {name}"
+    assert doc["error"]["message"] == f"interrupted by {name}"
 
 
 @pytest.mark.parametrize("signum", SIGNALS)

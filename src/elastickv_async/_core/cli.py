@@ -6,6 +6,7 @@ syntax too: ``-input x``, ``--flag=value``, ``--bool=true``), ``encode`` every f
 ``elastickv-snapshot-prepare-restore``. Exit codes: 0 success, 1 usage or environment errors,
 2 data errors (bad snapshot, bad dump tree, self-test mismatch), 130 after SIGINT and 143
 after SIGTERM (the run is cancelled and cleans up first). Errors are one line on stderr.
+What is printed on stderr (progress, events, the summary) is :mod:`.console`'s business.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import os
 import signal
 import stat
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, Final, NoReturn
+from typing import Any, Final, NoReturn
 
 import anyio
 
@@ -29,19 +29,56 @@ from .._version import __version__
 from .cluster.cli import add_decode_cluster, run_decode_cluster
 from .completion import SHELLS, completion_script
 from .concurrency import task_group
+from .console import Console, human_bytes, human_duration, silence_stdout, warnings_phrase
 from .dump.writer import write_file_atomic
+from .entry import PROG
 from .errors import ElasticKVError, UsageError
 from .options import DecodeOptions, EncodeOptions
-from .pipeline import Progress
 from .report import Report
 from .restore import command as restore_command
 
 __all__ = ["main"]
 
-PROG: Final = "elastickv-async"
+_EXIT_CODES: Final = """exit codes:
+  0    success
+  1    usage or environment error (bad flag, unwritable output, missing file)
+  2    data error (bad snapshot, bad dump tree, checksum or self-test mismatch)
+  130  interrupted by SIGINT (Ctrl-C); 143 terminated by SIGTERM"""
+
+_EXAMPLES: Final = {
+    "decode": "elastickv-async decode --input fsm-snap/0000000000000064.fsm --output dump/",
+    "decode-cluster": "elastickv-async decode-cluster --input 1=g1.fsm --input 2=g2.fsm "
+    "--output cluster-dump/",
+    "encode": "elastickv-async encode --input dump/ --output restored.fsm --self-test",
+    "inspect": "elastickv-async inspect --input fsm-snap/0000000000000064.fsm --json",
+    "verify": "elastickv-async verify --input dump/",
+    "completion": "source <(elastickv-async completion bash)",
+    "prepare-restore": "elastickv-async prepare-restore --input restored.fsm --data-dir /var/lib/"
+    "elastickv/1 --index 100 --peers 1=10.0.0.1:50051",
+}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's layout and shows each flag's default when it has a telling one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or default in (None, False, "", [], argparse.SUPPRESS)
+            or action.nargs == 0
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
@@ -73,7 +110,10 @@ def _normalise_go_flags(argv: Sequence[str], known: set[str], switches: set[str]
 
 def _build_parser() -> _Parser:
     parser = _Parser(
-        prog=PROG, description="Decode elastickv .fsm snapshots into a backup tree and back."
+        prog=PROG,
+        description="Decode elastickv .fsm snapshots into a backup tree and back.",
+        epilog=f"{_EXIT_CODES}\n\nexample:\n  {_EXAMPLES['decode']}\n\n"
+        f"`{PROG} COMMAND --help` describes a command.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -88,8 +128,20 @@ def _build_parser() -> _Parser:
     common.add_argument(
         "--report", metavar="FILE", type=Path, help="write the run's report as JSON"
     )
-    common.add_argument("--quiet", action="store_true", help="no summary on stderr")
-    common.add_argument("--no-progress", action="store_true", help="no progress display")
+    common.add_argument(
+        "--quiet", action="store_true", help="no progress display and no summary line on stderr"
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print every counter of the report after the summary line",
+    )
+    common.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress display (shown on a terminal, or as events with --log-format json)",
+    )
     common.add_argument(
         "--backend",
         choices=("asyncio", "trio"),
@@ -161,6 +213,12 @@ def _build_parser() -> _Parser:
     comp.add_argument("shell", choices=SHELLS, help="the shell to complete in")
 
     restore_command.add_parser(sub, common)
+    for action in sub._choices_actions:
+        command = sub.choices[action.dest]
+        command.description = command.description or (action.help or "").capitalize() + "."
+        example = _EXAMPLES.get(action.dest)
+        if example and command.epilog is None:
+            command.epilog = f"{_EXIT_CODES}\n\nexample:\n  {example}"
     return parser
 
 
@@ -184,7 +242,10 @@ def _add_adapter_flags(parser: argparse.ArgumentParser, *, encode: bool) -> None
         if f.is_switch:
             parser.add_argument(f"--{f.flag}", dest=dest, action="store_true", help=f.help)
         else:
-            parser.add_argument(f"--{f.flag}", dest=dest, default=f.default, help=f.help)
+            metavar = f.flag.rsplit("-", 1)[-1].upper()
+            parser.add_argument(
+                f"--{f.flag}", dest=dest, default=f.default, metavar=metavar, help=f.help
+            )
 
 
 def _adapter_options(args: argparse.Namespace, *, encode: bool) -> dict[str, dict[str, Any]]:
@@ -219,51 +280,6 @@ def _long_flags(parser: argparse.ArgumentParser) -> tuple[set[str], set[str]]:
     return names, switches
 
 
-class _ProgressDisplay:
-    """A one-line bar on a terminal, or JSON progress events in JSON log mode."""
-
-    def __init__(self, stream: IO[str], *, json_events: bool) -> None:
-        self._stream = stream
-        self._json = json_events
-        self._start = time.monotonic()
-
-    def __call__(self, sample: Progress) -> None:
-        elapsed = max(time.monotonic() - self._start, 1e-9)
-        if self._json:
-            event = {
-                "event": "progress",
-                "level": "info",
-                "bytes_read": sample.bytes_read,
-                "total_bytes": sample.total_bytes,
-                "entries": sample.entries,
-                "done": sample.done,
-            }
-            self._stream.write(json.dumps(event) + "\n")
-            return
-        frac = sample.bytes_read / sample.total_bytes if sample.total_bytes else 1.0
-        width = 30
-        filled = int(frac * width)
-        rate = sample.bytes_read / elapsed / 1e6
-        self._stream.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {frac * 100:5.1f}% "
-            f"{sample.bytes_read / 1e6:,.1f}/{sample.total_bytes / 1e6:,.1f} MB "
-            f"{sample.entries:,} entries {rate:,.1f} MB/s"
-        )
-        if sample.done:
-            self._stream.write("\n")
-        self._stream.flush()
-
-
-def _progress_for(args: argparse.Namespace) -> _ProgressDisplay | None:
-    if args.no_progress:
-        return None
-    if args.log_format == "json":
-        return _ProgressDisplay(sys.stderr, json_events=True)
-    if sys.stderr.isatty() and not args.quiet:
-        return _ProgressDisplay(sys.stderr, json_events=False)
-    return None
-
-
 def _decode_options(args: argparse.Namespace) -> DecodeOptions:
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -286,7 +302,7 @@ async def _decode(args: argparse.Namespace, report: Report) -> None:
         args.output,
         _decode_options(args),
         log_format=args.log_format,
-        progress=_progress_for(args),
+        progress=args.progress_display,
         report=report,
         force=args.force,
     )
@@ -304,14 +320,19 @@ async def _encode(args: argparse.Namespace, report: Report) -> None:
         rebase_time=args.rebase_time,
     )
     await encode_snapshot(
-        args.input, args.output, options, report=report, log_format=args.log_format
+        args.input,
+        args.output,
+        options,
+        report=report,
+        log_format=args.log_format,
+        progress=args.progress_display,
     )
 
 
 async def _verify(args: argparse.Namespace, report: Report) -> None:
     from .dump.verify import verify_tree
 
-    await verify_tree(args.input, report)
+    await verify_tree(args.input, report, progress=args.progress_display)
 
 
 async def _inspect(args: argparse.Namespace, report: Report) -> None:
@@ -409,72 +430,155 @@ def _check_report_path(path: Path) -> None:
         raise UsageError(f"--report {path}: directory {parent} is not writable")
 
 
+def _error_doc(exc: BaseException, exit_code: int) -> dict[str, Any]:
+    """The report's ``error``: message, code, exit code, and where it happened when known."""
+    fields = exc.fields() if isinstance(exc, ElasticKVError) else {"error": type(exc).__name__}
+    return {"message": str(exc), "code": getattr(exc, "code", None), "exit_code": exit_code} | {
+        k: v for k, v in fields.items() if k != "code"
+    }
+
+
+def _options_doc(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed flags, as the report records them (adapter flags as ``adapter.field``)."""
+    doc: dict[str, Any] = {}
+    for name, value in sorted(vars(args).items()):
+        if name in ("command", "progress_display"):
+            continue
+        if name.startswith("adapter__"):
+            name = name.removeprefix("adapter__").replace("__", ".")
+        doc[name] = os.fspath(value) if isinstance(value, Path) else value
+    return doc
+
+
 def _write_report(
-    path: Path, report: Report, command: str, exit_code: int, error: str | None
+    path: Path,
+    report: Report,
+    args: argparse.Namespace,
+    console: Console,
+    exit_code: int,
+    error: dict[str, Any] | None,
 ) -> None:
     doc: dict[str, Any] = {
         "tool": PROG,
         "version": __version__,
-        "command": command,
+        "command": args.command,
         "exit_code": exit_code,
         "error": error,
+        "input": _plain_path(getattr(args, "input", None)),
+        "output": _plain_path(getattr(args, "output", None)),
+        "started_at": console.started_at,
+        "duration_s": round(console.duration, 3),
+        "options": _options_doc(args),
     }
     doc |= report.to_dict()
-    write_file_atomic(path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode())
+    write_file_atomic(path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
 
 
-def _error_line(exc: ElasticKVError, *, json_event: bool) -> str:
-    """The one stderr line for a failed run: ``prog: error: [code] text``, or a JSON event."""
-    if json_event:
-        event = {"level": "error", "event": "run_failed", "message": str(exc), **exc.fields()}
-        return json.dumps(event)
-    code = f"[{exc.code}] " if exc.code else ""
-    return f"{PROG}: error: {code}{exc}"
+def _plain_path(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain_path(v) for v in value]
+    return os.fspath(value) if isinstance(value, Path) else value
+
+
+def _summary(args: argparse.Namespace, report: Report, duration: float) -> str:
+    """The one human line that ends a successful run."""
+    counters = report.counters
+    took = human_duration(duration)
+    warned = warnings_phrase(report)
+    if args.command in ("decode", "decode-cluster"):
+        files = counters.get("output.files_written", 0)
+        size = human_bytes(counters.get("output.bytes_written", 0))
+        return f"Wrote {files:,} files ({size}) to {args.output} in {took}; {warned}"
+    if args.command == "encode":
+        entries = counters.get("encode.entries", 0)
+        size = human_bytes(counters.get("encode.bytes_written", 0))
+        tested = "; self-test passed" if args.self_test else ""
+        return f"Wrote {entries:,} entries ({size}) to {args.output} in {took}{tested}; {warned}"
+    if args.command == "verify":
+        files = counters.get("verify.files", 0)
+        return f"Verified {files:,} files of {args.input} in {took}: intact; {warned}"
+    return f"Done in {took}; {warned}"
+
+
+#: Commands whose result is their standard output: no summary line after it.
+_QUIET_COMMANDS: Final = frozenset({"inspect", "prepare-restore"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``elastickv-async`` command; returns the exit code."""
     raw = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(raw)
+    except BrokenPipeError:
+        # Our reader (``| head``) is gone: stop quietly, as coreutils do.
+        silence_stdout()
+        return 128 + signal.SIGPIPE
+
+
+def _main(raw: list[str]) -> int:
     parser = _build_parser()
+    if not raw:
+        # Like git: a bare command prints what it can do, on stderr, and fails.
+        parser.print_help(sys.stderr)
+        return 1
     try:
         args = parser.parse_args(_normalise_go_flags(raw, *_long_flags(parser)))
     except UsageError as exc:
-        print(_error_line(exc, json_event=False), file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     if args.command == "completion":
         sys.stdout.write(completion_script(parser, args.shell))
         return 0
-    json_event = args.log_format == "json"
+    console = Console(
+        args.command,
+        json_lines=args.log_format == "json",
+        quiet=args.quiet,
+        verbose=args.verbose,
+    )
     try:
         _preflight(args)
     except UsageError as exc:
-        print(_error_line(exc, json_event=json_event), file=sys.stderr)
+        console.failed(PROG, exc, exc.exit_code)
         return exc.exit_code
+    display = None if args.no_progress else console.progress()
+    args.progress_display = display
+    paths = {
+        "input": _plain_path(getattr(args, "input", None)),
+        "output": _plain_path(getattr(args, "output", None)),
+    }
+    console.started(**paths)
     report = Report()
     code = 0
-    error: str | None = None
+    error: dict[str, Any] | None = None
     stopped_by: int | None = None
     try:
         stopped_by = _run(args, report)
-    except ElasticKVError as exc:
-        error, code = str(exc), exc.exit_code
-        print(_error_line(exc, json_event=json_event), file=sys.stderr)
-    except OSError as exc:
-        error, code = str(exc), 1
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        raise
+    except (ElasticKVError, OSError) as exc:
+        code = exc.exit_code if isinstance(exc, ElasticKVError) else 1
+        error = _error_doc(exc, code)
+        if display is not None:
+            display.close()
+        console.failed(PROG, exc, code)
     except KeyboardInterrupt:
         stopped_by = signal.SIGINT  # before or after the event loop ran
     if stopped_by is not None:
-        error = f"interrupted by {signal.Signals(stopped_by).name}"
+        name = signal.Signals(stopped_by).name
         code = 128 + stopped_by
-        print(f"{PROG}: {error}", file=sys.stderr)
+        error = {"message": f"interrupted by {name}", "code": None, "exit_code": code}
+        if display is not None:
+            display.close()
+        console.interrupted(PROG, name, code)
     if args.report is not None:
         try:
-            _write_report(args.report, report, args.command, code, error)
+            _write_report(args.report, report, args, console, code, error)
         except ElasticKVError as exc:
-            print(_error_line(exc, json_event=json_event), file=sys.stderr)
+            console.failed(PROG, exc, exc.exit_code)
             code = code or exc.exit_code
-    if not args.quiet and code == 0 and args.command not in ("inspect", "prepare-restore"):
-        for line in report.summary_lines():
-            print(f"{PROG}: {line}", file=sys.stderr)
+    if code == 0 and args.command not in _QUIET_COMMANDS:
+        console.complete(report, _summary(args, report, console.duration), **paths)
+    elif code == 0 and console.json:
+        took = human_duration(console.duration)
+        console.complete(report, f"{args.command} done in {took}", **paths)
     return code

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import sys
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ..errors import UsageError
 from ..report import Report
-
-if TYPE_CHECKING:
-    from .api import ClusterProgress
 
 __all__ = ["add_decode_cluster", "run_decode_cluster"]
 
@@ -69,24 +63,6 @@ def _pins(values: list[str]) -> dict[int, str]:
     return pins
 
 
-class _ProgressLines:
-    """One line per finished group or partition (JSON events in JSON log mode)."""
-
-    def __init__(self, *, json_events: bool) -> None:
-        self._json = json_events
-
-    def __call__(self, sample: ClusterProgress) -> None:
-        if self._json:
-            event = {"event": "progress", "level": "info"} | dataclasses.asdict(sample)
-            sys.stderr.write(json.dumps(event) + "\n")
-            return
-        sys.stderr.write(
-            f"groups {sample.groups_done}/{sample.groups_total} "
-            f"({sample.bytes_read / 1e6:,.1f} MB read), "
-            f"partitions {sample.partitions_done}/{sample.partitions_total}\n"
-        )
-
-
 async def run_decode_cluster(args: argparse.Namespace, report: Report) -> None:
     """Run ``decode-cluster`` with the parsed ``args``."""
     from ..cli import _decode_options
@@ -96,9 +72,6 @@ async def run_decode_cluster(args: argparse.Namespace, report: Report) -> None:
         raise UsageError("decode-cluster needs --input (per group) or --input-data-dir")
     if args.pin and not args.scheduler:
         raise UsageError("--pin needs --scheduler")
-    progress = None
-    if not args.no_progress and (args.log_format == "json" or sys.stderr.isatty()):
-        progress = _ProgressLines(json_events=args.log_format == "json")
     await decode_cluster(
         args.input,
         args.output,
@@ -108,7 +81,7 @@ async def run_decode_cluster(args: argparse.Namespace, report: Report) -> None:
         pins=_pins(args.pin),
         scheduler=args.scheduler,
         log_format=args.log_format,
-        progress=progress,
+        progress=args.progress_display,
         report=report,
         force=args.force,
     )
