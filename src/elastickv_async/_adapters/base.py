@@ -40,8 +40,10 @@ __all__ = [
     "NoOptions",
     "OptionField",
     "Routed",
+    "joined_scopes",
     "option",
     "option_fields",
+    "sorted_scopes",
 ]
 
 #: One routed entry: the routing prefix that matched (longest wins) and the entry itself.
@@ -197,6 +199,24 @@ def _no_route_rule(key: bytes) -> bytes | None:
     return None
 
 
+def _never_cut(prefix: bytes, key: bytes) -> bytes | None:
+    return None
+
+
+def joined_scopes(scopes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Each list field of the partitions' MANIFEST scopes (given in unit order), concatenated."""
+    joined: dict[str, Any] = {}
+    for scope in scopes:
+        for name, values in scope.items():
+            joined.setdefault(name, []).extend(values)
+    return joined
+
+
+def sorted_scopes(scopes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Like :func:`joined_scopes`, each list sorted (for scopes that list names sorted)."""
+    return {name: sorted(values) for name, values in joined_scopes(scopes).items()}
+
+
 @dataclass(frozen=True, slots=True)
 class AdapterSpec:
     """How the core sees one adapter.
@@ -240,6 +260,15 @@ class AdapterSpec:
     #: ``routeKey``), or ``None`` when no rule of this adapter applies (the key routes as
     #: itself). A cluster decode uses it to find each key's owning group.
     route_key: Callable[[bytes], bytes | None] = _no_route_rule
+    #: The partition unit of a key routed here by ``prefix`` (``partition_unit(prefix, key)``):
+    #: a name whose rows the decoder turns into files without looking at any other unit's
+    #: rows, all under ``<name>/<encode_segment(unit)>``. A cluster decode may then decode
+    #: each unit on its own worker. ``None`` (also for a key the adapter would reject; never
+    #: raise): a row only the whole adapter may decode, so the adapter is not cut at all. The
+    #: default never cuts the adapter.
+    partition_unit: Callable[[bytes, bytes], bytes | None] = _never_cut
+    #: The adapter's MANIFEST scope from the scopes of its partitions, given in unit order.
+    merge_scopes: Callable[[Sequence[Mapping[str, Any]]], dict[str, Any]] = joined_scopes
 
     def resolve_options(self, given: Any, *, encode: bool = False) -> Any:
         """An instance of this adapter's options from ``given``.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..base import AdapterSpec
+from ..base import AdapterSpec, sorted_scopes
 from . import options
 from .decode import DynamoDBDecoder
 from .encode import DynamoDBEncoder
@@ -12,6 +12,7 @@ from .keys import (
     ROUTE_PREFIX,
     TABLE_GEN_PREFIX,
     TABLE_META_PREFIX,
+    partition_unit,
     route_key,
 )
 from .layout import ROOT
@@ -26,6 +27,8 @@ SPEC = AdapterSpec(
     encoder=DynamoDBEncoder,
     encode_rank=2,
     route_key=route_key,
+    partition_unit=partition_unit,
+    merge_scopes=sorted_scopes,
     decode_options=options.DynamoDBOptions,
     manifest_fields=options.manifest_fields,
     read_manifest=options.read_manifest,

@@ -7,11 +7,13 @@ segment with ``00`` escaped as ``00 FF`` and terminated by ``00 01``.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
 
 from ..._core.dump.names import b64url_decode, b64url_encode
+from ..._core.errors import AdapterRecordError
 from .errors import record_error
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "ordered_segment",
     "parse_item_key",
     "parse_table_meta_key",
+    "partition_unit",
     "route_key",
     "table_gen_key",
     "table_meta_key",
@@ -191,3 +194,26 @@ def route_key(key: bytes) -> bytes | None:
             sep = rest.find(b"|")
             return _TABLE_ROUTE + rest[:sep] if sep > 0 else key
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _table_name(segment: bytes) -> bytes:
+    # Cached: every item key of a table repeats its segment, and a group has millions.
+    return parse_table_meta_key(TABLE_META_PREFIX + segment).name
+
+
+def partition_unit(prefix: bytes, key: bytes) -> bytes | None:
+    """The table a row belongs to, by decoded name (``AdapterSpec.partition_unit``).
+
+    Schema, generation counter, items and GSI rows all name their table by its key segment;
+    decoding it joins every segment Go's lenient base64 reads as one name, as those tables
+    share a directory. ``None`` for a segment the decoder would reject.
+    """
+    segment = key[len(prefix) :]
+    if prefix in (ITEM_PREFIX, GSI_PREFIX):
+        end = segment.find(b"|")
+        segment = segment[:end] if end > 0 else b""
+    try:
+        return _table_name(segment)
+    except AdapterRecordError:
+        return None

@@ -28,6 +28,7 @@ SPEC = AdapterSpec(
     encoder=S3Encoder,
     encode_rank=3,
     route_key=keys.route_key,
+    partition_unit=keys.partition_unit,
     decode_options=options.S3Options,
     manifest_fields=options.manifest_fields,
     read_manifest=options.read_manifest,

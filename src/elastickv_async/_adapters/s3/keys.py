@@ -39,6 +39,7 @@ __all__ = [
     "parse_manifest_key",
     "parse_upload_key_bucket",
     "parse_upload_meta_key",
+    "partition_unit",
     "route_key",
     "with_generation",
 ]
@@ -338,3 +339,34 @@ def route_key(key: bytes) -> bytes | None:
     if object_end is None:
         return key
     return ROUTE_PREFIX + key[len(prefix) : object_end]
+
+
+def _unit(prefix: bytes, key: bytes) -> bytes | None:
+    if prefix == BLOB_PREFIX:
+        return parse_blob_key(key)[0]
+    if prefix == CHUNKREF_PREFIX:
+        return parse_chunkref_key(key)[0]
+    if prefix == MANIFEST_PREFIX:
+        return parse_manifest_key(key)[0]
+    if prefix == BUCKET_META_PREFIX:
+        return parse_bucket_meta_key(key)
+    if prefix in (UPLOAD_META_PREFIX, UPLOAD_PART_PREFIX):
+        bucket = parse_upload_key_bucket(prefix, key)
+        # The decoder files an upload record under its routing cut but remembers a live
+        # upload under the strictly parsed bucket; both must be in one partition.
+        live = parse_upload_meta_key(key) if prefix == UPLOAD_META_PREFIX else None
+        return bucket if live is None or live[0] == bucket else None
+    # Chunkblobs are content-addressed: any bucket's objects may reference one.
+    return None
+
+
+def partition_unit(prefix: bytes, key: bytes) -> bytes | None:
+    """The bucket a row belongs to (``AdapterSpec.partition_unit``), as the decoder parses it.
+
+    ``None`` for a ``!s3|chunkblob|`` payload, which objects of any bucket may share, and for
+    a key the decoder would reject.
+    """
+    try:
+        return _unit(prefix, key)
+    except AdapterRecordError:
+        return None

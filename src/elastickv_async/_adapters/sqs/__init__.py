@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..base import AdapterSpec
+from ..base import AdapterSpec, sorted_scopes
 from . import options
 from .decode import SQSDecoder
 from .encode import SQSEncoder
-from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, route_key
+from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, partition_unit, route_key
 from .layout import ROOT, self_test_comparison
 
 __all__ = ["SPEC"]
@@ -19,6 +19,8 @@ SPEC = AdapterSpec(
     encoder=SQSEncoder,
     encode_rank=4,
     route_key=route_key,
+    partition_unit=partition_unit,
+    merge_scopes=sorted_scopes,
     decode_options=options.SQSOptions,
     manifest_fields=options.manifest_fields,
     read_manifest=options.read_manifest,

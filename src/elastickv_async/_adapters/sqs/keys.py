@@ -40,6 +40,7 @@ __all__ = [
     "message_dedup_key",
     "message_vis_key",
     "partition_for_group",
+    "partition_unit",
     "queue_gen_key",
     "queue_key_segment",
     "queue_meta_key",
@@ -270,3 +271,19 @@ _GLOBAL_ROUTE: Final = b"!sqs|route|global"
 def route_key(key: bytes) -> bytes | None:
     """The key the store routes ``key`` by, or ``None`` when no SQS rule applies."""
     return _GLOBAL_ROUTE if key.startswith(_FAMILY) else None
+
+
+def partition_unit(prefix: bytes, key: bytes) -> bytes | None:
+    """The queue a row belongs to, by decoded name (``AdapterSpec.partition_unit``).
+
+    Meta, generation, messages and side records name their queue by its key segment,
+    parsed as the decoder parses it; ``None`` for a key the decoder would reject.
+    """
+    try:
+        if prefix in (QUEUE_META_PREFIX, QUEUE_GEN_PREFIX):
+            return queue_key_segment(key, prefix)[1]
+        if prefix == MSG_DATA_PREFIX:
+            return b64url_decode(message_data_queue(key)[0])
+        return b64url_decode(side_record_queue(key, prefix))
+    except (AdapterRecordError, ValueError):
+        return None
