@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import struct
 import sys
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
+
+from elastickv_async._core.snapshot.reader import open_snapshot
 
 # The group files are built with the snapshot tests' stream builders; trees are compared
 # with the real-node tests' semantic comparison.
@@ -21,6 +24,7 @@ __all__ = [
     "FAR_FUTURE_MS",
     "catalog_row",
     "redis_strings",
+    "split_snapshot",
     "tree_without_manifest",
     "two_group_cluster",
     "write_group",
@@ -46,10 +50,17 @@ def catalog_row(route_id: int, group: int, start: bytes, end: bytes | None) -> R
     return b"!dist|route|" + _u64(route_id), 1, value
 
 
-def write_group(path: Path, last_commit_ts: int, rows: Iterable[Row]) -> Path:
-    """A node-style group file (``EKVTHLC1`` header, footer) of ``(key, commit_ts, body)`` rows."""
-    ordered = sorted(rows, key=lambda row: mvcc_key(row[0], row[1]))
-    body = stream(last_commit_ts, (version(key, ts, value) for key, ts, value in ordered))
+def write_group(
+    path: Path,
+    last_commit_ts: int,
+    rows: Iterable[Row],
+    tombstones: Iterable[tuple[bytes, int]] = (),
+) -> Path:
+    """A node-style group file (``EKVTHLC1`` header, footer) of ``(key, commit_ts, body)`` rows
+    and ``(key, commit_ts)`` deletions."""
+    framed = [(mvcc_key(key, ts), version(key, ts, value)) for key, ts, value in rows]
+    framed += [(mvcc_key(key, ts), version(key, ts, tombstone=True)) for key, ts in tombstones]
+    body = stream(last_commit_ts, (frame for _, frame in sorted(framed)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(with_footer(hlc_v1(CEILING_MS) + body))
     return path
@@ -96,3 +107,36 @@ def tree_without_manifest(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name not in ("MANIFEST.json", "CHECKSUMS")
     }
+
+
+async def split_snapshot(source: Path, base: Path, groups: int = 3) -> list[Path]:
+    """Deal the raw versions of ``source`` over ``groups`` group files, no catalog rows.
+
+    Each version goes to a group chosen from its key and timestamp, so a key's versions, a
+    table's schema and items, a queue's meta and messages are spread over the groups. Every
+    group keeps ``source``'s header, so each resolves at the same ``last_commit_ts``; with no
+    catalog the newest copy of a key wins the merge, and the cluster decode must give the
+    tree of ``source`` itself.
+    """
+    frames: list[list[bytes]] = [[] for _ in range(groups)]
+    async with open_snapshot(source) as snap:
+        header = snap.header
+        async for batch in snap.batches(512, 1 << 20):
+            for e in batch:
+                if e.key.startswith(b"!dist|"):
+                    continue
+                target = zlib.crc32(e.key + e.commit_ts.to_bytes(8, "big")) % groups
+                frames[target].append(
+                    version(
+                        e.key, e.commit_ts, e.value, tombstone=e.tombstone, expire_at=e.expire_at
+                    )
+                )
+    assert header.hlc_ceiling_ms is not None
+    paths = []
+    for index, group_frames in enumerate(frames, start=1):
+        path = base / f"g{index}.fsm"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = stream(header.last_commit_ts, group_frames)
+        path.write_bytes(with_footer(hlc_v1(header.hlc_ceiling_ms) + body))
+        paths.append(path)
+    return paths

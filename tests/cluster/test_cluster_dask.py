@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_support import tree_without_manifest, two_group_cluster
+from cluster_support import split_snapshot, tree_without_manifest, two_group_cluster
 from statecompare import compare, load_expected, load_tree
 from support import raises_code, shared_dir
 
-from elastickv_async._core.cluster.api import decode_cluster
+from elastickv_async._core.cluster.api import ClusterProgress, decode_cluster
 from elastickv_async._core.cluster.inputs import GroupInput
 from elastickv_async._core.dump.verify import verify_tree
 from elastickv_async._core.errors import ExecutionError
-from elastickv_async._core.pipeline import INCOMPLETE_MARKER
+from elastickv_async._core.pipeline import INCOMPLETE_MARKER, decode_snapshot
 from elastickv_async._core.report import Report
 
 distributed = pytest.importorskip("distributed")
@@ -154,4 +154,28 @@ async def test_worker_killed_once_is_retried_by_dask(tmp_path: Path) -> None:
     await decode_cluster([g1, g2], tmp_path / "local")
     assert len(marker.read_text().splitlines()) == 1
     assert tree_without_manifest(tmp_path / "dask") == tree_without_manifest(tmp_path / "local")
+    await verify_tree(tmp_path / "dask", Report())
+
+
+MIXED = (shared_dir() or Path("/nonexistent")) / "realnode/p4_mixed_00000000000001f5.fsm"
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not MIXED.is_file(), reason=f"no snapshot {MIXED}")
+async def test_partitions_per_table_bucket_queue_on_dask_give_the_merged_tree(
+    tmp_path: Path,
+) -> None:
+    """A mixed snapshot dealt over three pinned groups decodes on Dask, one partition per
+    table, bucket and queue (one of them killed once and retried), to the single-file tree."""
+    groups = await split_snapshot(MIXED, tmp_path / "groups")
+    await decode_snapshot(MIXED, tmp_path / "single")
+    marker = tmp_path / "killed"
+    samples: list[ClusterProgress] = []
+    async with local_cluster() as client:
+        await client.register_plugin(KillPartitionWorker(str(marker)), name="kill")
+        inputs = [GroupInput(i, path, str(i - 1)) for i, path in enumerate(groups, start=1)]
+        await decode_cluster(inputs, tmp_path / "dask", client=client, progress=samples.append)
+    assert len(marker.read_text().splitlines()) == 1
+    assert samples[-1].partitions_done == 14
+    assert tree_without_manifest(tmp_path / "dask") == tree_without_manifest(tmp_path / "single")
     await verify_tree(tmp_path / "dask", Report())

@@ -14,6 +14,7 @@ from cluster_support import (
     two_group_cluster,
     write_group,
 )
+from support import raises_code
 
 from elastickv_async._core.cli import main
 from elastickv_async._core.cluster.api import ClusterProgress, decode_cluster
@@ -131,7 +132,7 @@ async def test_a_bad_group_fails_naming_it_and_a_rerun_succeeds(tmp_path: Path) 
     good = g2.read_bytes()
     g2.write_bytes(good[:-3])
     out = tmp_path / "out"
-    with pytest.raises(SnapshotFormatError, match="group 2"):
+    with raises_code(SnapshotFormatError, "ErrSnapshotTruncated", match="group 2"):
         await decode_cluster([g1, g2], out)
     assert not (out / "MANIFEST.json").exists()
     assert (out / INCOMPLETE_MARKER).exists()
@@ -228,3 +229,38 @@ def test_dask_mode_refuses_trio(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(argv) == 1
     assert "asyncio" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.anyio
+async def test_route_owner_deletion_beats_a_stale_live_copy(tmp_path: Path) -> None:
+    """Group 1 owns keys below ``m`` and deleted ``apple``; group 2 still holds it live.
+
+    The owner's deletion wins like its live version would: the key is absent and the dropped
+    stale copy is reported. The owner (group 2) of ``zebra`` holds it live while group 1
+    deleted it, and group 2 deleted ``lime``, which group 1 owns live: those deletions drop
+    nothing visible, so they are not reported.
+    """
+    catalog = [catalog_row(1, 1, b"", b"m"), catalog_row(2, 2, b"m", None)]
+    g1 = write_group(
+        tmp_path / "g1.fsm",
+        100,
+        [*catalog, *redis_strings(("apple", 20, "g1-apple"), ("lime", 5, "g1-lime"))],
+        tombstones=[(b"!redis|str|apple", 30), (b"!redis|str|zebra", 60)],
+    )
+    g2 = write_group(
+        tmp_path / "g2.fsm",
+        200,
+        redis_strings(("apple", 150, "g2-apple-stale"), ("zebra", 40, "g2-zebra")),
+        tombstones=[(b"!redis|str|lime", 150)],
+    )
+    report = await decode_cluster([g1, g2], tmp_path / "out")
+    out = tmp_path / "out"
+    assert not (out / STRINGS / "apple.bin").exists()
+    assert _string(out, "zebra") == b"g2-zebra"
+    assert _string(out, "lime") == b"g1-lime"
+    duplicates = report.warnings["cross_group_duplicate"]
+    assert duplicates.count == 1
+    assert [(e["key"], e["kept_group"], e["route_owner"]) for e in duplicates.examples] == [
+        ("!redis|str|apple", 1, 1)
+    ]
+    assert report.counters["entries.redis"] == 2

@@ -20,7 +20,7 @@ from elastickv_async._core.cluster.routes import (
     decode_route_descriptor,
     route_key,
 )
-from elastickv_async._core.cluster.runs import RunReader, RunWriter
+from elastickv_async._core.cluster.runs import RunFile, RunReader, RunWriter, Unit
 from elastickv_async._core.errors import DataError, UsageError
 from elastickv_async._core.snapshot.entry import Entry
 
@@ -100,11 +100,18 @@ def _entry(key: bytes, ts: int, value: bytes = b"") -> Entry:
     return Entry(key, value or key, ts, 0, False)
 
 
-async def _run(entries: list[Entry], path: Path | None) -> bytes | Path:
+async def _run(entries: list[Entry], path: Path, units: list[Unit] | None = None) -> RunFile:
     writer = RunWriter(path)
-    for entry in entries:
-        await writer.add(entry)
+    for entry, unit in zip(entries, units or [None] * len(entries), strict=True):
+        await writer.add(entry, unit)
     return await writer.finish()
+
+
+async def _read(reader: RunReader) -> list[Entry]:
+    got: list[Entry] = []
+    while batch := await reader.next_batch():
+        got.extend(batch)
+    return got
 
 
 async def _drain(readers: list[tuple[int, RunReader]], catalog: Any, log: Any) -> list[Entry]:
@@ -115,17 +122,24 @@ async def _drain(readers: list[tuple[int, RunReader]], catalog: Any, log: Any) -
 
 
 @pytest.mark.anyio
-async def test_runs_round_trip_in_memory_and_on_disk(tmp_path: Path) -> None:
-    """What a run writer frames, a run reader returns, from bytes or from a file."""
-    entries = [_entry(b"a", 3), Entry(b"b", b"v" * 10_000, 9, 77, False), _entry(b"c", 1)]
-    for target in (None, tmp_path / "r.run"):
-        run = await _run(entries, target)
-        reader = RunReader(run, batch_size=2)
-        got: list[Entry] = []
-        while batch := await reader.next_batch():
-            got.extend(batch)
-        await reader.aclose()
-        assert got == entries
+async def test_run_round_trip_and_unit_ranges(tmp_path: Path) -> None:
+    """A run reads back whole, or unit by unit from the sections the writer noted.
+
+    Unit ``a`` has two stretches (its entries are apart in key order): reading its ranges
+    gives exactly its entries, in order, as reading the whole run and filtering does.
+    """
+    big = Entry(b"b1", b"v" * 3_000_000, 9, 77, False)
+    marker = Entry(b"a3", b"", 4, 0, True)
+    entries = [_entry(b"a1", 3), _entry(b"a2", 1), big, _entry(b"b2", 2), marker, _entry(b"c", 5)]
+    units: list[Unit] = [b"a", b"a", b"b", b"b", b"a", None]
+    run = await _run(entries, tmp_path / "r.run", units)
+    assert run.entries == 6
+    assert await _read(RunReader(run.path)) == entries
+    assert len(run.segments[b"a"]) == 2 and len(run.segments[b"b"]) == 1
+    for unit in (b"a", b"b", None):
+        wanted = [e for e, u in zip(entries, units, strict=True) if u == unit]
+        reader = RunReader(run.path, run.segments[unit])
+        assert await _read(reader) == wanted
 
 
 @pytest.mark.anyio
@@ -135,7 +149,8 @@ async def test_merge_orders_by_encoded_key_and_meets_copies_kept_apart(tmp_path:
     group1 = [_entry(b"A", 1), _entry(b"K", 5, b"stale"), _entry(between, 2)]
     group2 = [_entry(b"K", 3, b"owned"), _entry(b"Z", 4)]
     catalog = RouteCatalog([Route(1, b"", b"K", 1), Route(2, b"K", None, 2)])
-    readers = [(1, RunReader(await _run(group1, None))), (2, RunReader(await _run(group2, None)))]
+    run1, run2 = await _run(group1, tmp_path / "1.run"), await _run(group2, tmp_path / "2.run")
+    readers = [(1, RunReader(run1.path)), (2, RunReader(run2.path))]
     with capture_logs() as logs:
         from structlog import get_logger
 
@@ -148,6 +163,26 @@ async def test_merge_orders_by_encoded_key_and_meets_copies_kept_apart(tmp_path:
     ]
     assert [log["event"] for log in logs] == ["cross_group_duplicate"]
     assert logs[0]["kept_group"] == 2 and logs[0]["groups"] == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_merge_arbitrates_deletion_markers_and_drops_them(tmp_path: Path) -> None:
+    """Markers never leave the merge; an owner's marker drops a newer stale live copy (said),
+    a stale group's marker loses to the owner's live copy (nothing to say)."""
+    deleted = Entry(b"D", b"", 3, 0, True)
+    group1 = [deleted, _entry(b"E", 2, b"owned"), Entry(b"F", b"", 9, 0, True)]
+    group2 = [_entry(b"D", 8, b"stale"), Entry(b"E", b"", 9, 0, True)]
+    catalog = RouteCatalog([Route(1, b"", None, 1)])
+    run1, run2 = await _run(group1, tmp_path / "1.run"), await _run(group2, tmp_path / "2.run")
+    readers = [(1, RunReader(run1.path)), (2, RunReader(run2.path))]
+    with capture_logs() as logs:
+        from structlog import get_logger
+
+        merged = await _drain(readers, catalog, get_logger())
+    assert [(e.key, e.value) for e in merged] == [(b"E", b"owned")]
+    assert [(log["event"], log["key"], log["kept_group"]) for log in logs] == [
+        ("cross_group_duplicate", b"D", 1)
+    ]
 
 
 def test_group_inputs_from_flags_and_layout(tmp_path: Path) -> None:

@@ -5,11 +5,11 @@ at its own ``last_commit_ts`` (groups snapshot independently, so the dump is *no
 cross-group point in time, and MANIFEST.json says so), then each partition merges the groups'
 sorted runs into one stream, so rows of one key found in different groups are joined.
 
-Work runs in this process (groups resolved concurrently into scratch runs, then partitions
-decoded concurrently), or on a Dask cluster (see :mod:`.dask_exec`). Either way the driver
-writes CHECKSUMS and, last, MANIFEST.json. The output is handled like a single-file decode's:
-locked for the run, marked incomplete until MANIFEST.json is written, and replaced by a rerun
-only with ``force``.
+Work runs in this process (groups resolved concurrently into run files in the scratch, then
+partitions decoded concurrently), or on a Dask cluster (see :mod:`.dask_exec`). Either way
+the driver writes CHECKSUMS and, last, MANIFEST.json. The output is handled like a single-file
+decode's: locked for the run, marked incomplete until MANIFEST.json is written, and replaced
+by a rerun only with ``force``.
 """
 
 from __future__ import annotations
@@ -46,15 +46,18 @@ from ..runfiles import (
     remove_leftovers,
 )
 from .inputs import GroupInput, discover_groups, parse_group_inputs
+from .partitions import merge_scopes
 from .routes import RouteCatalog
 from .work import (
     GroupResult,
+    Partition,
     PartitionResult,
     cluster_header,
     decode_partition,
     describe,
     merge_report,
-    partition_runs,
+    named,
+    plan_partitions,
     resolve_group,
 )
 
@@ -63,8 +66,10 @@ __all__ = ["ClusterProgress", "decode_cluster"]
 _POINT_IN_TIME_NOTE: Final = (
     "each group is resolved at its own last_commit_ts; the dump is not a cross-group point in time"
 )
-#: Groups resolved at once on one machine (each is mostly one core of framing work).
+#: Groups resolved, and partitions decoded, at once on one machine (each is mostly one core
+#: of framing and decoding work, and holds open files and buffers).
 _LOCAL_GROUP_CONCURRENCY: Final = 2
+_LOCAL_PARTITION_CONCURRENCY: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +236,7 @@ async def _local_groups(
             try:
                 result = await resolve_group(group, adapters, run_dir, options)
             except DataError as exc:
-                raise type(exc)(f"group {group.group} ({group.path}): {exc}") from exc
+                raise named(exc, f"group {group.group} ({group.path})") from exc
         results.append(result)
         tracker.group_done(result)
 
@@ -242,7 +247,7 @@ async def _local_groups(
 
 
 async def _local_partitions(
-    parts: Mapping[str, list[tuple[int, bytes | Path]]],
+    plan: Sequence[Partition],
     catalog: RouteCatalog | None,
     groups: Sequence[GroupResult],
     output: Path,
@@ -251,22 +256,24 @@ async def _local_partitions(
     tracker: _Tracker,
 ) -> list[PartitionResult]:
     header, now_ms = cluster_header(groups)
+    limiter = anyio.CapacityLimiter(_LOCAL_PARTITION_CONCURRENCY)
     results: list[PartitionResult] = []
 
-    async def one(adapter: str, runs: list[tuple[int, bytes | Path]]) -> None:
-        part_scratch = scratch / f"part-{adapter}"
-        try:
-            result = await decode_partition(
-                adapter, runs, catalog, header, now_ms, output, part_scratch, options
-            )
-        except DataError as exc:
-            raise type(exc)(f"partition {adapter}: {exc}") from exc
+    async def one(partition: Partition) -> None:
+        part_scratch = scratch / f"part-{partition.index}"
+        async with limiter:
+            try:
+                result = await decode_partition(
+                    partition, catalog, header, now_ms, output, part_scratch, options
+                )
+            except DataError as exc:
+                raise named(exc, f"partition {partition.label}") from exc
         results.append(result)
         tracker.partition_done()
 
     async with task_group() as tg:
-        for adapter, runs in parts.items():
-            tg.start_soon(one, adapter, runs)
+        for partition in plan:
+            tg.start_soon(one, partition)
     return results
 
 
@@ -326,10 +333,10 @@ async def decode_cluster(
         if client is None and scheduler is None:
             group_results = await _local_groups(groups, options.adapters, scratch, options, tracker)
             catalog = _catalog(given, group_results, log)
-            parts = partition_runs(options.adapters, group_results)
-            tracker.partitions_total = len(parts)
+            plan = plan_partitions(options.adapters, {g.group: g.runs for g in group_results})
+            tracker.partitions_total = len(plan)
             part_results = await _local_partitions(
-                parts, catalog, group_results, out, scratch, options, tracker
+                plan, catalog, group_results, out, scratch, options, tracker
             )
         else:
             from .dask_exec import run_on_dask
@@ -389,13 +396,15 @@ async def _finish(
             count=count,
             hint="keys matched no known prefix and were not decoded",
         )
-    scopes: dict[str, dict[str, Any]] = {}
-    for part in sorted(parts, key=lambda p: p.adapter):
+    by_adapter: dict[str, list[PartitionResult]] = {}
+    for part in sorted(parts, key=lambda p: (p.adapter, p.unit or b"")):
         merge_report(report, part.report)
-        scopes.update(part.outcome.scopes)
-        for name, value in part.outcome.counters.items():
-            if name == part.adapter:
-                report.count(f"entries.{name}", value)
+        by_adapter.setdefault(part.adapter, []).append(part)
+        report.count(f"entries.{part.adapter}", part.outcome.counters.get(part.adapter, 0))
+    scopes = {
+        adapter: merge_scopes(adapter, [p.outcome.scopes[adapter] for p in adapter_parts])
+        for adapter, adapter_parts in by_adapter.items()
+    }
     header, _ = cluster_header(ordered)
     cluster_doc: dict[str, Any] = {
         "point_in_time": False,

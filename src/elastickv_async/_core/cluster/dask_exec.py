@@ -1,13 +1,19 @@
 """Cluster decode on Dask distributed (the ``dask`` extra).
 
-The work is the same as on one machine (:mod:`.work`); Dask places, retries and moves it:
+The work is the same as on one machine (:mod:`.work`); Dask places and retries it:
 
 - one task per group, placed on the worker pinned for it (a worker name, address or host:
-  the machine holding the group's file), returning the group's runs in memory;
-- small tasks that take one partition's run out of a group's result (they run where the
-  result is) and one that returns the group's facts without runs to the driver;
-- one task per partition, anywhere: Dask transfers the runs it needs; it writes into the
-  output, which every worker must reach at the same path (a shared filesystem).
+  the machine holding the group's file); it writes the group's run files into the run's
+  scratch directory and returns their paths and unit ranges (a few KiB) to the driver;
+- one task per partition (a table, bucket, queue, or a whole adapter), anywhere; it streams
+  its ranges of the groups' run files through the merge into the adapter and writes into
+  the output.
+
+Run files go to the shared scratch rather than through Dask's transfer: the output must
+already be on a filesystem every worker reaches at the same path, and the scratch is by
+default inside it (or at ``--scratch-root``, which then must be shared too). A partition
+thus reads only the bytes it decodes, in bounded chunks, and no worker ever holds a group's
+runs in memory.
 
 A task that fails (or whose worker dies more often than the scheduler's
 ``allowed-failures``) fails the run with an error naming its group or partition; the driver
@@ -34,30 +40,25 @@ from .inputs import GroupInput
 from .routes import RouteCatalog
 from .work import (
     GroupResult,
+    Partition,
     PartitionResult,
     cluster_header,
     decode_partition,
+    named,
+    plan_partitions,
     resolve_group,
 )
 
 __all__ = ["check_dask", "run_on_dask"]
 
 
-def _group_task(group: GroupInput, options: DecodeOptions) -> GroupResult:
-    return anyio.run(resolve_group, group, options.adapters, None, options)
-
-
-def _group_facts(result: GroupResult) -> GroupResult:
-    return result.without_runs()
-
-
-def _group_run(result: GroupResult, adapter: str) -> bytes | Path:
-    return result.runs[adapter]
+def _group_task(group: GroupInput, run_dir: Path, options: DecodeOptions) -> GroupResult:
+    run_dir.mkdir(mode=0o700, exist_ok=True)
+    return anyio.run(resolve_group, group, options.adapters, run_dir, options)
 
 
 def _partition_task(
-    adapter: str,
-    runs: Sequence[tuple[int, bytes | Path]],
+    partition: Partition,
     catalog: RouteCatalog | None,
     header: SnapshotHeader,
     now_ms: int,
@@ -66,7 +67,7 @@ def _partition_task(
     options: DecodeOptions,
 ) -> PartitionResult:
     job = functools.partial(
-        decode_partition, adapter, runs, catalog, header, now_ms, output, scratch, options
+        decode_partition, partition, catalog, header, now_ms, output, scratch, options
     )
     return anyio.run(job)
 
@@ -78,10 +79,7 @@ async def _outcome(future: Any, what: str) -> Any:
     try:
         return await future
     except ElasticKVError as exc:
-        # The same class and fault, the message naming the task that met it.
-        raise type(exc)(
-            f"{what}: {exc.message}", code=exc.code, adapter=exc.adapter, key=exc.key, path=exc.path
-        ) from exc
+        raise named(exc, what) from exc
     except KilledWorker as exc:
         raise ExecutionError(
             f"{what}: its Dask worker died ({exc})", code="ErrClusterWorkerDied"
@@ -169,7 +167,6 @@ async def _run(
                 tg.start_soon(one, future, what, done)
 
     try:
-        results: dict[int, Any] = {}
         facts: list[GroupResult] = []
 
         def group_done(result: GroupResult) -> None:
@@ -181,50 +178,47 @@ async def _run(
             placement: dict[str, Any] = {}
             if group.worker is not None:
                 # Only while the pinned worker is gone may the group run elsewhere: a worker
-                # lost after its group finished then leads to a recompute that either finds
-                # the file (shared storage) or fails naming the group, instead of waiting
-                # forever for the dead worker's address.
+                # lost mid-run then leads to a retry that either finds the file (shared
+                # storage) or fails naming the group, instead of waiting forever for the
+                # dead worker's address.
                 placement = {
                     "workers": _restriction(group.worker, workers),
                     "allow_other_workers": True,
                 }
-            results[group.group] = submit(
-                _group_task, group, options, key=f"elastickv-group-{group.group}", **placement
+            future = submit(
+                _group_task,
+                group,
+                scratch / "runs",
+                options,
+                key=f"elastickv-group-{group.group}",
+                **placement,
             )
-            what = f"group {group.group} ({group.path})"
-            facts_future = submit(
-                _group_facts, results[group.group], key=f"elastickv-facts-{group.group}"
-            )
-            jobs.append((facts_future, what, group_done))
+            jobs.append((future, f"group {group.group} ({group.path})", group_done))
         await gather_all(jobs)
         catalog = choose_catalog(facts)
         header, now_ms = cluster_header(facts)
+        plan = plan_partitions(options.adapters, {g.group: g.runs for g in facts})
         parts: list[PartitionResult] = []
 
         def part_done(result: PartitionResult) -> None:
             parts.append(result)
             tracker.partition_done()
 
-        tracker.partitions_total = len(options.adapters)
+        tracker.partitions_total = len(plan)
         jobs = []
-        for adapter in options.adapters:
-            run_futures = [
-                (g, submit(_group_run, results[g], adapter, key=f"elastickv-run-{g}-{adapter}"))
-                for g in sorted(f.group for f in facts if adapter in f.run_entries)
-            ]
+        for partition in plan:
             future = submit(
                 _partition_task,
-                adapter,
-                run_futures,
+                partition,
                 catalog,
                 header,
                 now_ms,
                 output,
-                scratch / f"part-{adapter}",
+                scratch / f"part-{partition.index}",
                 options,
-                key=f"elastickv-partition-{adapter}",
+                key=f"elastickv-partition-{partition.index}",
             )
-            jobs.append((future, f"partition {adapter}", part_done))
+            jobs.append((future, f"partition {partition.label}", part_done))
         await gather_all(jobs)
         return facts, catalog, parts
     except BaseException:

@@ -11,6 +11,12 @@ sorts in ``[K ‖ 00×8, K ‖ FF×8]``. So an entry is held back until the merg
 ``K ‖ FF×8``; a second copy arriving meanwhile is arbitrated: the group owning the key's route
 keeps it, the other copy is reported as ``cross_group_duplicate``. Held entries are few: only
 keys sorting inside a held key's version range wait with it.
+
+Runs carry deletion markers (a group's tombstoned or expired deciding version), so a group's
+deletion takes part in that arbitration exactly like a live copy: when the route owner
+deleted a key that another group still holds (a moved range not yet cleaned up), the owner's
+marker wins and the stale copy is dropped and reported. Markers never leave the merge, and a
+dropped marker is not reported, as nothing visible was lost.
 """
 
 from __future__ import annotations
@@ -76,10 +82,11 @@ async def merge_runs(
     *,
     batch_size: int = 512,
 ) -> AsyncIterator[list[Entry]]:
-    """Yield the merged entries of ``runs`` (``(group, reader)`` pairs) in batches.
+    """Yield the merged visible entries of ``runs`` (``(group, reader)`` pairs) in batches.
 
-    Duplicates are arbitrated as the module describes and logged on ``log`` as
-    ``cross_group_duplicate`` (key, the groups holding it, the group kept, the route owner).
+    Duplicates are arbitrated as the module describes; a live copy that loses is logged on
+    ``log`` as ``cross_group_duplicate`` (key, the groups holding it, the group kept, the
+    route owner).
     """
     cursors = [_Cursor(group, reader) for group, reader in runs]
     heap: list[tuple[bytes, int]] = []
@@ -108,20 +115,23 @@ async def merge_runs(
             by_key[entry.key] = record
         else:
             kept = _winner(earlier, cursor.group, entry, catalog)
-            log.warning(
-                "cross_group_duplicate",
-                key=entry.key,
-                groups=sorted((earlier.group, cursor.group)),
-                kept_group=kept,
-                route_owner=catalog.owner(entry.key) if catalog is not None else None,
-            )
+            dropped = earlier.entry if kept == cursor.group else entry
+            if not dropped.tombstone:
+                log.warning(
+                    "cross_group_duplicate",
+                    key=entry.key,
+                    groups=sorted((earlier.group, cursor.group)),
+                    kept_group=kept,
+                    route_owner=catalog.owner(entry.key) if catalog is not None else None,
+                )
             if kept == cursor.group:
                 earlier.entry, earlier.group = entry, cursor.group
         frontier = heap[0][0] if heap else None
         while held and (frontier is None or frontier > held[0].limit):
             record = held.popleft()
             del by_key[record.entry.key]
-            out.append(record.entry)
+            if not record.entry.tombstone:
+                out.append(record.entry)
         if len(out) >= batch_size:
             yield out
             out = []

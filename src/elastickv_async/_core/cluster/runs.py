@@ -1,124 +1,157 @@
-"""Sorted runs: one group's visible entries of one partition, framed like a bare ``.fsm``.
+"""Sorted runs: one group's resolved entries of one adapter, as a scratch record file.
 
-A run is an ``EKVPBBL1`` stream holding exactly one (the visible) version per key, in the
-group's stream order, so the snapshot framing decoder reads it back unchanged and the merge
-can order runs of different groups by encoded key ``key ‖ BE(^commit_ts)``. A run lives in a
-scratch file (one machine) or in memory (returned to Dask, which moves it between workers).
+A run holds exactly one version per key (the visible one, or a deletion marker) in the
+group's stream order, as scratch records (:mod:`~elastickv_async._core.scratch`) whose key
+is the encoded key ``key ‖ BE(^commit_ts)`` and whose value is the snapshot's value header
+(flags, expiry) and body; so the merge orders runs of different groups by record key. Runs
+always live in files: memory stays bounded however large a group is, and a partition reads
+its runs back chunk by chunk.
+
+A run also records where each partition *unit* (a table, bucket or queue; ``None`` for rows
+that only the whole adapter may decode) has its entries: sections of whole records. A
+unit's entries form a few contiguous stretches of the run (one per key family), and any
+subsequence of a sorted run is sorted, so a partition reads just its units' sections, in
+file order, as one sorted stream.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final
 
 import anyio
 import anyio.to_thread
 
+from ..scratch import Record, RecordReader, write_records
 from ..snapshot.entry import Entry
-from ..snapshot.framing import STREAM_MAGIC, TOMBSTONE_FLAG, FrameDecoder
+from ..snapshot.framing import TOMBSTONE_FLAG
 
-__all__ = ["RunReader", "RunWriter"]
+__all__ = ["RunFile", "RunReader", "RunWriter", "Unit"]
 
-_LEN: Final = struct.Struct("<Q").pack
-_TS: Final = struct.Struct(">Q").pack
-_VALUE_HEAD: Final = struct.Struct("<BQ").pack
+#: A partition unit: a table, bucket or queue name; ``None``: the adapter's whole keyspace.
+Unit = bytes | None
+#: ``(offset, end)`` byte sections of a run file.
+Ranges = list[tuple[int, int]]
+
+_TS: Final = struct.Struct(">Q")
+_VALUE_HEAD: Final = struct.Struct("<BQ")
 _TS_MASK: Final = (1 << 64) - 1
-_FLUSH_AT: Final = 4 << 20
-_READ_CHUNK: Final = 4 << 20
+#: A record's framing: two 8-byte lengths.
+_RECORD_OVERHEAD: Final = 16
+_FLUSH_AT: Final = 1 << 20
+_READ_CHUNK: Final = 256 << 10
+
+
+def _record(entry: Entry) -> Record:
+    flags = TOMBSTONE_FLAG if entry.tombstone else 0
+    return (
+        entry.key + _TS.pack(entry.commit_ts ^ _TS_MASK),
+        _VALUE_HEAD.pack(flags, entry.expire_at) + entry.value,
+    )
+
+
+def _entry(record: Record) -> Entry:
+    key, value = record
+    flags, expire_at = _VALUE_HEAD.unpack_from(value)
+    commit_ts = _TS.unpack_from(key, len(key) - 8)[0] ^ _TS_MASK
+    return Entry(key[:-8], value[9:], commit_ts, expire_at, bool(flags & TOMBSTONE_FLAG))
+
+
+@dataclass(frozen=True, slots=True)
+class RunFile:
+    """A finished run: its file, entry count and each unit's byte ranges (file order)."""
+
+    path: Path
+    entries: int
+    segments: dict[Unit, Ranges] = field(default_factory=dict)
 
 
 class RunWriter:
-    """Frames entries into a run: to ``path`` (written by worker threads), else in memory."""
+    """Writes entries into the run file ``path`` (new; written by worker threads)."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self.entries = 0
         self._file: BinaryIO | None = None
-        self._buf = bytearray(STREAM_MAGIC + _LEN(0))
-        self._chunks: list[bytes] = []
+        self._pending: list[Record] = []
+        self._pending_bytes = 0
+        self._offset = 0
+        self._segments: dict[Unit, Ranges] = {}
+        self._unit: Unit = None
+        self._start: int | None = None
 
-    async def add(self, entry: Entry) -> None:
-        """Append one visible entry (callers add in stream order)."""
-        key = entry.key + _TS(entry.commit_ts ^ _TS_MASK)
-        flags = TOMBSTONE_FLAG if entry.tombstone else 0
-        value = _VALUE_HEAD(flags, entry.expire_at)
-        buf = self._buf
-        buf += _LEN(len(key))
-        buf += key
-        buf += _LEN(len(value) + len(entry.value))
-        buf += value
-        buf += entry.value
+    def _close_segment(self) -> None:
+        if self._start is None or self._start == self._offset:
+            return
+        ranges = self._segments.setdefault(self._unit, [])
+        if ranges and ranges[-1][1] == self._start:
+            ranges[-1] = (ranges[-1][0], self._offset)
+        else:
+            ranges.append((self._start, self._offset))
+
+    async def add(self, entry: Entry, unit: Unit) -> None:
+        """Append one resolved entry of ``unit`` (callers add in stream order)."""
+        if self._start is None or unit != self._unit:
+            self._close_segment()
+            self._unit, self._start = unit, self._offset
+        record = _record(entry)
+        size = _RECORD_OVERHEAD + len(record[0]) + len(record[1])
+        self._pending.append(record)
+        self._pending_bytes += size
+        self._offset += size
         self.entries += 1
-        if len(buf) >= _FLUSH_AT:
+        if self._pending_bytes >= _FLUSH_AT:
             await self._flush()
 
-    async def _flush(self) -> None:
-        data, self._buf = bytes(self._buf), bytearray()
-        if self.path is None:
-            self._chunks.append(data)
-            return
+    def _write(self, records: list[Record]) -> None:
         if self._file is None:
-            self._file = await anyio.to_thread.run_sync(_open_new, self.path)
-        await anyio.to_thread.run_sync(self._file.write, data)
+            self._file = open(self.path, "xb")  # noqa: SIM115 - closed by finish/aclose
+        write_records(self._file, records)
 
-    async def finish(self) -> bytes | Path:
-        """Flush and close; the run's bytes (in memory) or its path."""
+    async def _flush(self) -> None:
+        records, self._pending, self._pending_bytes = self._pending, [], 0
+        await anyio.to_thread.run_sync(self._write, records)
+
+    async def finish(self) -> RunFile:
+        """Flush and close the file; describe the run."""
+        self._close_segment()
         await self._flush()
-        if self.path is None:
-            return b"".join(self._chunks)
-        assert self._file is not None
-        await anyio.to_thread.run_sync(self._file.close)
-        return self.path
+        await self.aclose()
+        return RunFile(self.path, self.entries, self._segments)
 
     async def aclose(self) -> None:
-        """Close the file without finishing (after a failure)."""
+        """Close the file (also after a failure; closing twice is harmless)."""
         if self._file is not None:
+            # Forgotten only once closed: a cancelled close is retried by the next call.
             await anyio.to_thread.run_sync(self._file.close)
-
-
-def _open_new(path: Path) -> BinaryIO:
-    return open(path, "xb")
+            self._file = None
 
 
 class RunReader:
-    """Reads a run back batch by batch; ``await next_batch()`` returns ``[]`` at the end."""
+    """Reads a run back chunk by chunk; ``await next_batch()`` returns ``[]`` at the end.
 
-    def __init__(self, source: bytes | Path, batch_size: int = 512) -> None:
-        self._source = source
-        self._batch = batch_size
-        self._decoder = FrameDecoder()
-        self._file: BinaryIO | None = None
-        self._at_eof = False
-        if isinstance(source, bytes):
-            self._decoder.feed(source)
-            self._at_eof = True
+    ``ranges`` (``(offset, end)`` sections of whole records, in file order) restricts it to
+    those entries; ``None`` reads the whole run. No file stays open between calls.
+    """
 
-    async def _fill(self) -> None:
-        assert isinstance(self._source, Path)
-        if self._file is None:
-            self._file = await anyio.to_thread.run_sync(open, self._source, "rb")
-        size = max(_READ_CHUNK, self._decoder.need)
-        data = await anyio.to_thread.run_sync(self._file.read, size)
-        self._at_eof = len(data) < size
-        self._decoder.feed(data)
+    def __init__(self, path: Path, ranges: Sequence[tuple[int, int]] | None = None) -> None:
+        if ranges is None:
+            self._sections = [RecordReader(path)]
+        else:
+            self._sections = [RecordReader(path, start, end - start) for start, end in ranges]
+        self._next = 0
+
+    def _chunk(self) -> list[Entry]:
+        while self._next < len(self._sections):
+            records = self._sections[self._next].next_chunk(_READ_CHUNK)
+            if records:
+                return [_entry(record) for record in records]
+            self._next += 1
+        return []
 
     async def next_batch(self) -> list[Entry]:
-        """The next entries of the run (at most the batch size); ``[]`` once exhausted."""
-        decoder = self._decoder
-        while decoder.header is None:
-            if decoder.read_header(at_eof=self._at_eof) is None:
-                await self._fill()
-        batch: list[Entry] = []
-        while not batch and not decoder.done:
-            batch = decoder.decode(self._batch, at_eof=self._at_eof)
-            if not batch and not decoder.done:
-                await self._fill()
-        return batch
-
-    async def aclose(self) -> None:
-        """Close the run file, if one was opened."""
-        if self._file is not None:
-            file, self._file = self._file, None
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(file.close)
+        """The next entries of the run (about 256 KiB of them); ``[]`` once exhausted."""
+        return await anyio.to_thread.run_sync(self._chunk)

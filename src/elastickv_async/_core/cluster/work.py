@@ -1,23 +1,24 @@
 """The two kinds of work a cluster decode is made of, the same on one machine or on Dask.
 
 - :func:`resolve_group` (where the group's file is): read the file, verify its footer, keep
-  each key's visible version at the group's own ``last_commit_ts``, and cut the visible stream
-  into one sorted run per partition; also collect the route catalog rows.
-- :func:`decode_partition` (anywhere the output is reachable): merge the groups' runs of one
-  partition and decode them with the single-file pipeline's adapters.
+  each key's deciding version at the group's own ``last_commit_ts`` (visible, or a deletion
+  marker), and write one sorted run file per adapter, noting each partition unit's byte
+  ranges in it; also collect the route catalog rows.
+- :func:`decode_partition` (anywhere the output and the runs are reachable): stream and
+  merge the groups' runs of one partition and decode them with the single-file pipeline's
+  adapters.
 
-**Partition rule.** A partition is one adapter's whole keyspace (every prefix the router sends
-to it). An adapter joins rows across its prefixes (a table's schema and its items, a key's
-rows and its TTL row, a queue's meta and its messages, a bucket's meta and its objects) and
-writes files shared by many keys (``KEYMAP.jsonl``), so any cut inside it could split what
-must stay together; distinct adapters write disjoint subtrees.
+:func:`plan_partitions` cuts each adapter by the rule of :mod:`.partitions`: a partition per
+unit the adapter declares, or the whole adapter when it declares none or a row of it belongs
+to no single unit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -26,6 +27,7 @@ import anyio
 import anyio.to_thread
 
 from ..._adapters.registry import REGISTRY
+from ..errors import ElasticKVError
 from ..options import DecodeOptions
 from ..pipeline import StreamOutcome, decode_entries
 from ..report import Report, make_logger
@@ -36,17 +38,20 @@ from ..snapshot.reader import SnapshotStats, open_snapshot
 from ..snapshot.source import snapshot_index_from_path
 from .inputs import GroupInput
 from .merge import merge_runs
+from .partitions import subtree, unit_rules
 from .routes import CATALOG_ROUTE_PREFIX, RouteCatalog
-from .runs import RunReader, RunWriter
+from .runs import RunFile, RunReader, RunWriter, Unit
 
 __all__ = [
     "GroupResult",
+    "Partition",
     "PartitionResult",
     "cluster_header",
     "decode_partition",
     "describe",
     "merge_report",
-    "partition_runs",
+    "named",
+    "plan_partitions",
     "resolve_group",
 ]
 
@@ -55,15 +60,14 @@ _HLC_LOGICAL_BITS: Final = 16
 
 @dataclass(slots=True)
 class GroupResult:
-    """One group's resolved state: its runs by partition, and what its file said."""
+    """One group's resolved state: its run file per adapter, and what its file said."""
 
     group: int
     source: str
     header: SnapshotHeader
     stats: SnapshotStats
     snapshot_index: int | None
-    runs: dict[str, bytes | Path]
-    run_entries: dict[str, int]
+    runs: dict[str, RunFile]
     counters: dict[str, int]
     unknown_families: dict[bytes, int]
     mvcc: dict[str, int]
@@ -76,45 +80,47 @@ class GroupResult:
         """ "Now" as this group saw it (HLC ceiling, else the physical part of its commit ts)."""
         return self.header.hlc_ceiling_ms or (self.header.last_commit_ts >> _HLC_LOGICAL_BITS)
 
-    def without_runs(self) -> GroupResult:
-        """A copy without the run data (what the driver needs to see)."""
-        return dataclasses.replace(self, runs={})
-
 
 async def _resolve_once(
     group: GroupInput,
     adapters: Sequence[str],
-    run_dir: Path | None,
+    run_dir: Path,
     options: DecodeOptions,
     *,
     strict: bool,
 ) -> GroupResult:
     router = Router({spec.name: spec for spec in REGISTRY}, adapters)
+    # A fresh name per attempt: a retried task never meets a dead attempt's file.
+    attempt = secrets.token_hex(4)
     writers = {
-        name: RunWriter(None if run_dir is None else run_dir / f"g{group.group}-{name}.run")
-        for name in adapters
+        name: RunWriter(run_dir / f"g{group.group}-{name}-{attempt}.run") for name in adapters
     }
+    units = unit_rules(adapters)
     counters = {"total": 0, "internal": 0, "unknown": 0}
     unknown: dict[bytes, int] = {}
     catalog_rows: dict[bytes, bytes] = {}
     try:
         async with open_snapshot(group.path) as snap:
             header = snap.header
-            resolver = VisibilityResolver(header.last_commit_ts, ignore_future_versions=strict)
+            resolver = VisibilityResolver(
+                header.last_commit_ts, ignore_future_versions=strict, keep_deletions=True
+            )
             async for raw in snap.batches(options.batch_size, options.batch_bytes):
                 counters["total"] += len(raw)
                 for entry in resolver.resolve(raw):
-                    target, _ = router.route(entry.key)
-                    if target is None:
+                    target, prefix = router.route(entry.key)
+                    if target is not None and target != INTERNAL:
+                        await writers[target].add(entry, units[target](prefix, entry.key))
+                    elif entry.tombstone:
+                        continue
+                    elif target is None:
                         counters["unknown"] += 1
                         family = prefix_family(entry.key)
                         unknown[family] = unknown.get(family, 0) + 1
-                    elif target == INTERNAL:
+                    else:
                         counters["internal"] += 1
                         if entry.key.startswith(CATALOG_ROUTE_PREFIX):
                             catalog_rows[entry.key] = entry.value
-                    else:
-                        await writers[target].add(entry)
         runs = {name: await w.finish() for name, w in writers.items() if w.entries}
     finally:
         with anyio.CancelScope(shield=True):
@@ -128,7 +134,6 @@ async def _resolve_once(
         snapshot_index=snapshot_index_from_path(group.path)
         or snap.stats.meta.get("_meta_applied_index"),
         runs=runs,
-        run_entries={name: w.entries for name, w in writers.items() if w.entries},
         counters=counters,
         unknown_families=unknown,
         mvcc=dataclasses.asdict(resolver.stats),
@@ -138,9 +143,9 @@ async def _resolve_once(
 
 
 async def resolve_group(
-    group: GroupInput, adapters: Sequence[str], run_dir: Path | None, options: DecodeOptions
+    group: GroupInput, adapters: Sequence[str], run_dir: Path, options: DecodeOptions
 ) -> GroupResult:
-    """Read, verify and resolve one group; its runs go to ``run_dir`` (else stay in memory).
+    """Read, verify and resolve one group into run files under ``run_dir``.
 
     Like a single-file decode, a group whose header ``last_commit_ts`` is below all of its
     versions (future versions, none straddling it) is resolved again with the newest version
@@ -149,10 +154,56 @@ async def resolve_group(
     result = await _resolve_once(group, adapters, run_dir, options, strict=True)
     if result.mvcc["future_versions"] and not result.mvcc["straddling_keys"]:
         for run in result.runs.values():
-            if isinstance(run, Path):
-                await anyio.Path(run).unlink()
+            await anyio.Path(run.path).unlink()
         result = await _resolve_once(group, adapters, run_dir, options, strict=False)
     return result
+
+
+#: One group's share of a partition: the group, its run file, the byte ranges to read
+#: (``None``: all of it).
+RunPart = tuple[int, Path, tuple[tuple[int, int], ...] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """An independent piece of the decode: one adapter's rows of one unit (or all of them)."""
+
+    adapter: str
+    unit: Unit
+    #: Position in the plan; names the partition's scratch directory.
+    index: int
+    runs: tuple[RunPart, ...]
+
+    @property
+    def label(self) -> str:
+        """How messages name the partition: ``<adapter>`` or ``<adapter>/<unit directory>``."""
+        return subtree(self.adapter, self.unit)
+
+
+def plan_partitions(
+    adapters: Sequence[str], runs: Mapping[int, Mapping[str, RunFile]]
+) -> list[Partition]:
+    """Every partition of the decode, in adapter then unit order, from each group's runs.
+
+    Every enabled adapter has at least one partition, with or without data, so its MANIFEST
+    scope and files are what a single-file decode of the same state would give.
+    """
+    plan: list[Partition] = []
+    for adapter in adapters:
+        held = [(group, runs[group][adapter]) for group in sorted(runs) if adapter in runs[group]]
+        units = {unit for _, run in held for unit in run.segments}
+        if None in units or not units:
+            whole = tuple((group, run.path, None) for group, run in held)
+            plan.append(Partition(adapter, None, len(plan), whole))
+            continue
+        for unit in sorted(u for u in units if u is not None):
+            parts = tuple(
+                (group, run.path, tuple(run.segments[unit]))
+                for group, run in held
+                if unit in run.segments
+            )
+            plan.append(Partition(adapter, unit, len(plan), parts))
+    return plan
 
 
 @dataclass(slots=True)
@@ -160,6 +211,7 @@ class PartitionResult:
     """One partition's outcome: the pipeline's, plus the warnings it logged."""
 
     adapter: str
+    unit: Unit
     outcome: StreamOutcome
     report: Report = field(default_factory=Report)
 
@@ -169,8 +221,7 @@ def _clear(path: Path) -> None:
 
 
 async def decode_partition(
-    adapter: str,
-    runs: Sequence[tuple[int, bytes | Path]],
+    partition: Partition,
     catalog: RouteCatalog | None,
     header: SnapshotHeader,
     now_ms: int,
@@ -180,17 +231,18 @@ async def decode_partition(
     *,
     log_format: str | None = None,
 ) -> PartitionResult:
-    """Merge ``runs`` (``(group, run)``, one per group) and decode them into ``output``.
+    """Merge the groups' runs of ``partition`` and decode them into ``output``.
 
-    The partition's subtree (``output/<adapter>``) is emptied first, so a retried attempt
-    never leaves a killed attempt's files behind.
+    The partition's subtree is emptied first, so a retried attempt never leaves a killed
+    attempt's files behind.
     """
     report = Report()
     log = make_logger(report, log_format=log_format)
-    await anyio.to_thread.run_sync(_clear, output / adapter)
+    adapter = partition.adapter
+    await anyio.to_thread.run_sync(_clear, output / subtree(adapter, partition.unit))
     await anyio.to_thread.run_sync(_clear, scratch)
     await anyio.Path(scratch).mkdir(mode=0o700, parents=True)
-    readers = [(group, RunReader(run, options.batch_size)) for group, run in runs]
+    readers = [(group, RunReader(path, ranges)) for group, path, ranges in partition.runs]
     try:
         merged = merge_runs(
             readers, catalog, log.bind(adapter=adapter), batch_size=options.batch_size
@@ -207,10 +259,8 @@ async def decode_partition(
         )
     finally:
         with anyio.CancelScope(shield=True):
-            for _, reader in readers:
-                await reader.aclose()
             await anyio.to_thread.run_sync(_clear, scratch)
-    return PartitionResult(adapter, outcome, report)
+    return PartitionResult(adapter, partition.unit, outcome, report)
 
 
 def cluster_header(groups: Sequence[GroupResult]) -> tuple[SnapshotHeader, int]:
@@ -228,19 +278,11 @@ def cluster_header(groups: Sequence[GroupResult]) -> tuple[SnapshotHeader, int]:
     return header, max(g.now_ms for g in groups)
 
 
-def partition_runs(
-    adapters: Sequence[str], groups: Sequence[GroupResult]
-) -> dict[str, list[tuple[int, bytes | Path]]]:
-    """Each partition's runs, ``(group, run)`` in group order.
-
-    Every enabled adapter is a partition, with or without data, so its MANIFEST scope and
-    files are what a single-file decode of the same state would give.
-    """
-    parts: dict[str, list[tuple[int, bytes | Path]]] = {name: [] for name in adapters}
-    for result in sorted(groups, key=lambda g: g.group):
-        for adapter, run in result.runs.items():
-            parts[adapter].append((result.group, run))
-    return parts
+def named(exc: ElasticKVError, what: str) -> ElasticKVError:
+    """``exc`` again (same class, code and place), its message naming the task that met it."""
+    return type(exc)(
+        f"{what}: {exc.message}", code=exc.code, adapter=exc.adapter, key=exc.key, path=exc.path
+    )
 
 
 def merge_report(into: Report, other: Report) -> None:

@@ -58,10 +58,18 @@ class VisibilityResolver:
     newest version decides (tombstones and expiry at ``read_ts`` still apply). That reads
     snapshots whose header ``last_commit_ts`` is below their entries' timestamps as the
     reference does (some hand-made golden inputs are like that).
+
+    With ``keep_deletions=True`` a key whose deciding version is a tombstone or expired is not
+    dropped but emitted as a deletion marker (``tombstone=True``, empty value, no expiry) at
+    that version's ``commit_ts``: a cluster decode needs a group's deletions to arbitrate
+    against another group's stale live copy of the same key.
     """
 
-    def __init__(self, read_ts: int, *, ignore_future_versions: bool = True) -> None:
+    def __init__(
+        self, read_ts: int, *, ignore_future_versions: bool = True, keep_deletions: bool = False
+    ) -> None:
         self.read_ts = read_ts
+        self._keep_deletions = keep_deletions
         self._future_after = read_ts if ignore_future_versions else _TS_MASK
         self.stats = ResolverStats()
         # The key of the previous entry and whether its deciding version was already seen.
@@ -85,7 +93,7 @@ class VisibilityResolver:
         read_ts, future_after = self.read_ts, self._future_after
         current, decided, open_keys = self._current, self._decided, self._open
         superseded = future = tombstones = expired = straddling = 0
-        saw_future = self._saw_future
+        saw_future, keep_deletions = self._saw_future, self._keep_deletions
         for entry in batch:
             key = entry.key
             if key != current:
@@ -115,10 +123,13 @@ class VisibilityResolver:
                 expired += 1
             else:
                 append(entry)
+                continue
+            if keep_deletions:
+                append(Entry(key, b"", entry.commit_ts, 0, True))
         self._current, self._decided, self._saw_future = current, decided, saw_future
         stats = self.stats
         stats.straddling_keys += straddling
-        stats.visible += len(out)
+        stats.visible += len(out) - (tombstones + expired if keep_deletions else 0)
         stats.versions_superseded += superseded
         stats.future_versions += future
         stats.tombstones += tombstones
