@@ -79,6 +79,45 @@ MESSAGE: Final = (
     b'"receive_count":2,"first_receive_millis":%d,"current_receipt_token":"AQID",'
     b'"queue_generation":1}' % (MESSAGE_ID, SENT_MS, SENT_MS, VISIBLE_MS, FIRST_RECEIVE_MS),
 )
+FIFO: Final = _b64url(b"f.fifo")
+FIFO_META: Final = (
+    b"!sqs|queue|meta|" + FIFO,
+    b'\x00SQ\x01{"name":"f.fifo","generation":1,"is_fifo":true,"visibility_timeout_seconds":30,'
+    b'"message_retention_seconds":345600,"delay_seconds":0,"receive_message_wait_seconds":0,'
+    b'"maximum_message_size":262144}',
+)
+FIFO_GEN: Final = (b"!sqs|queue|gen|" + FIFO, b"1")
+
+
+def _fifo_message(message_id: bytes, sequence: int, receive_count: int, visible: int) -> Any:
+    first = b',"first_receive_millis":%d' % FIRST_RECEIVE_MS if receive_count else b""
+    return (
+        b"!sqs|msg|data|" + FIFO + U64.pack(1) + _b64url(message_id),
+        b'\x00SM\x01{"message_id":"%s","body":"aGk=","md5_of_body":"x",'
+        b'"send_timestamp_millis":%d,"available_at_millis":%d,"visible_at_millis":%d,'
+        b'"receive_count":%d%s,"current_receipt_token":null,"queue_generation":1,'
+        b'"message_group_id":"g","message_deduplication_id":"%s","sequence_number":%d}'
+        % (
+            message_id,
+            SENT_MS + sequence,
+            SENT_MS + sequence,
+            visible,
+            receive_count,
+            first,
+            message_id,
+            sequence,
+        ),
+    )
+
+
+#: The head of group "g" is in flight (it holds the group's lock); the next one waits.
+FIFO_HEAD: Final = _fifo_message(b"ma", 1, 1, VISIBLE_MS)
+FIFO_NEXT: Final = _fifo_message(b"mb", 2, 0, SENT_MS + 2)
+GROUP_KEY: Final = b"!sqs|msg|group|" + FIFO + U64.pack(1) + _b64url(b"g")
+GROUP_LOCK: Final = (
+    GROUP_KEY,
+    b'{"message_id":"ma","acquired_at_ms":%d,"visible_at_ms":%d}' % (FIRST_RECEIVE_MS, VISIBLE_MS),
+)
 TTL_MS: Final = SNAPSHOT_MS + 60_000
 STRING: Final = (b"!redis|str|k", encode_string_value(b"v", TTL_MS))
 
@@ -90,6 +129,11 @@ RECORDS: Final = (
     QUEUE_META,
     QUEUE_GEN,
     MESSAGE,
+    FIFO_META,
+    FIFO_GEN,
+    FIFO_HEAD,
+    FIFO_NEXT,
+    GROUP_LOCK,
     STRING,
 )
 
@@ -199,6 +243,9 @@ async def test_full_fidelity_encode_restores_it_and_self_tests(
     # The in-flight message is indexed by when it becomes visible again.
     vis = b"!sqs|msg|vis|" + QUEUE + U64.pack(1) + U64.pack(VISIBLE_MS) + _b64url(MESSAGE_ID)
     assert got[vis] == MESSAGE_ID
+    # The in-flight FIFO head holds its group's lock again, so "mb" waits behind it.
+    assert json.loads(got[GROUP_KEY]) == json.loads(GROUP_LOCK[1])
+    assert [k for k in got if k.startswith(b"!sqs|msg|group|")] == [GROUP_KEY]
 
 
 async def test_default_tree_encodes_visibility_zeroed(snapshot: Path, tmp_path: Path) -> None:
@@ -209,7 +256,7 @@ async def test_default_tree_encodes_visibility_zeroed(snapshot: Path, tmp_path: 
     await encode_snapshot(tree, fsm, EncodeOptions(self_test=True))
     got = await _records(fsm)
     assert json.loads(got[BUCKET_META[0]])["created_at_hlc"] == 0
-    assert not any(k.startswith((b"!s3|upload|", b"!s3|gc|")) for k in got)
+    assert not any(k.startswith((b"!s3|upload|", b"!s3|gc|", b"!sqs|msg|group|")) for k in got)
     assert json.loads(got[MESSAGE[0]][4:])["receive_count"] == 0
     vis = b"!sqs|msg|vis|" + QUEUE + U64.pack(1) + U64.pack(SENT_MS) + _b64url(MESSAGE_ID)
     assert vis in got

@@ -4,13 +4,8 @@ Per queue directory: the queue meta and its generation counter, then for every m
 ``messages.jsonl`` its data record and the ``vis``/``byage`` index rows, the FIFO ``dedup``
 row of the latest send per dedup tuple, and the FIFO sequence counter (the highest sequence
 number). Everything is restored at generation 1, with visibility state zeroed unless the
-tree is a full-fidelity one; ``--rebase-time`` moves every message time by the context's
-shift.
-
-``messages.jsonl`` is read twice, in batches in worker threads: a first pass validates the
-partitioning and picks the dedup winners, a second one yields the records; only the winners'
-tuples are held in memory. The tree is read through the context's
-:class:`~elastickv_async._core.dump.tree.DumpTree` (no symlinks, special files or hard links).
+tree is a full-fidelity one (then a received FIFO message also gets its group's lock back);
+``--rebase-time`` moves every message time by the context's shift.
 """
 
 from __future__ import annotations
@@ -263,9 +258,15 @@ class _QueuePlan:
 
 
 def _message_records(
-    cfg: QueueConfig, partitioned: bool, msg: Message, owns_dedup: bool, keep_visibility: bool
+    cfg: QueueConfig,
+    partitioned: bool,
+    msg: Message,
+    owns_dedup: bool,
+    keep_visibility: bool,
+    owns_group_lock: bool = False,
 ) -> list[tuple[bytes, bytes]]:
-    """Data, vis and byage rows of one message, plus its dedup row when it owns one.
+    """Data, vis and byage rows of one message, plus its dedup row when it owns one and its
+    group's FIFO lock when it holds it.
 
     The vis row is ordered by the time the message is next visible: its visible-at when the
     visibility state is kept (an in-flight message stays hidden until then), else its
@@ -293,6 +294,17 @@ def _message_records(
             value["original_sequence"] = msg.sequence_number
         group = msg.message_group_id.encode()
         out.append((keys.message_dedup_key(name, part, gen, group, dedup), gojson.marshal(value)))
+    if owns_group_lock:
+        # Only the owner's id steers the live receive path; the two times are informational
+        # (the acquisition time is the last receive, which no record keeps: the first one
+        # stands in for it).
+        lock = {
+            "message_id": msg.message_id,
+            "acquired_at_ms": msg.first_receive_millis,
+            "visible_at_ms": msg.visible_at_millis,
+        }
+        group_key = keys.message_group_key(name, part, gen, msg.message_group_id.encode())
+        out.append((group_key, gojson.marshal(lock)))
     return out
 
 
@@ -348,6 +360,7 @@ class SQSEncoder:
     ) -> AsyncIterator[tuple[bytes, bytes]]:
         """Second pass: the records of every message."""
         winners = plan.winners()
+        locked: set[tuple[int, str]] = set()
         index = 0
         while batch := await self._tree.run(reader.batch):
             for msg in batch:
@@ -361,8 +374,26 @@ class SQSEncoder:
                     shifted(msg, self._shift_ms),
                     index in winners,
                     self._keep_visibility,
+                    self._holds_group_lock(plan.cfg, msg, locked),
                 )
                 for record in records:
                     yield record
                 index += 1
         self._ctx.report.count("sqs.messages_encoded", index)
+
+    def _holds_group_lock(
+        self, cfg: QueueConfig, msg: Message, locked: set[tuple[int, str]]
+    ) -> bool:
+        """Whether a restored FIFO message holds its group's lock.
+
+        The live receive path locks a group to the message it delivers until that message is
+        deleted, so a message received and still stored holds it. Messages come in send
+        order, so the group's first received one (its head) wins should several claim it.
+        """
+        if not (self._keep_visibility and cfg.fifo and msg.receive_count > 0):
+            return False
+        group = (msg.partition or 0, msg.message_group_id)
+        if group in locked:
+            return False
+        locked.add(group)
+        return True

@@ -38,6 +38,7 @@ __all__ = [
     "message_data_key",
     "message_data_queue",
     "message_dedup_key",
+    "message_group_key",
     "message_vis_key",
     "partition_for_group",
     "partition_unit",
@@ -248,6 +249,11 @@ def message_dedup_key(
     if partition is None:
         return head + _seg(dedup_id)
     return head + _seg(group_id) + _TERMINATOR + _seg(dedup_id)
+
+
+def message_group_key(name: bytes, partition: int | None, gen: int, group_id: bytes) -> bytes:
+    """``!sqs|msg|group|`` key: the FIFO lock of one message group."""
+    return _queue_head(MSG_GROUP_PREFIX, name, partition, gen) + _seg(group_id)
 
 
 def partition_for_group(partition_count: int, per_queue: bool, group_id: bytes) -> int:
