@@ -15,6 +15,7 @@ strategy leaves them out (roundtrip_trees._SCORES, roundtrip_live._legacy_string
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import tempfile
@@ -48,6 +49,7 @@ from roundtrip_support import (
 )
 from roundtrip_trees import TTL_FLOOR_MS, DumpTree, dump_trees, manifest_json, segment
 
+from elastickv_async import DecodeOptions, EncodeOptions, decode_snapshot, encode_snapshot
 from elastickv_async._adapters.registry import REGISTRY
 
 pytestmark = pytest.mark.anyio
@@ -210,3 +212,44 @@ async def test_noisy_snapshot_decode_encode_decode_is_fixpoint(
         facts_a = await manifest_facts(root / "a")
         assert facts_a == await manifest_facts(root / "b")
         assert facts_a[1] == last_commit_ts
+
+
+@settings(_SETTINGS, max_examples=min(_SETTINGS.max_examples, 15))
+@given(tree=dump_trees(allow_big_bodies=False), shift_ms=st.integers(-(10**9), 10**12))
+async def test_full_fidelity_rebased_round_trip_is_a_fixpoint(
+    tree: DumpTree, shift_ms: int
+) -> None:
+    """A full-fidelity tree encoded with --rebase-time passes the self-test, and decoding
+    the result with the opposite shift gives the tree back byte for byte."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        files = dict(tree.files) | {
+            "MANIFEST.json": manifest_json(tree.last_commit_ts, REGISTRY.names())
+        }
+        await write_tree(root / "tree", files)
+        await encode(root / "tree", root / "clean.fsm")
+        await decode_snapshot(
+            root / "clean.fsm",
+            root / "full",
+            DecodeOptions(full_fidelity=True),
+            log_stream=io.StringIO(),
+        )
+        full = await read_tree(root / "full")
+        rebase = EncodeOptions(
+            self_test=True,
+            rebase_time=True,
+            now_ms=(tree.last_commit_ts >> 16) + shift_ms,
+            scratch_root=root,
+        )
+        result = await encode_snapshot(
+            root / "full", root / "rebased.fsm", rebase, log_stream=io.StringIO()
+        )
+        assert result.self_test_matched, tree.summary()
+        await decode_snapshot(
+            root / "rebased.fsm",
+            root / "back",
+            DecodeOptions(full_fidelity=True, time_shift_ms=shift_ms),
+            log_stream=io.StringIO(),
+        )
+        back = await read_tree(root / "back")
+        _assert_same(full, back, f"{tree.summary()} shift={shift_ms}")

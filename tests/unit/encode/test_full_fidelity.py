@@ -21,7 +21,11 @@ import pytest
 from support import hand_built_fsm, raises_code
 
 from elastickv_async import DecodeOptions, EncodeOptions, decode_snapshot, encode_snapshot
-from elastickv_async._adapters.redis.values import decode_string_value, encode_string_value
+from elastickv_async._adapters.redis.values import (
+    decode_string_value,
+    encode_string_value,
+    shifted_ttl,
+)
 from elastickv_async._core.cli import main
 from elastickv_async._core.errors import DumpTreeError
 from elastickv_async._core.snapshot.mvcc import VisibilityResolver
@@ -344,3 +348,19 @@ def test_cli_flags(snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         main(["decode-cluster", "--help"])
     assert "--full-fidelity" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("deadline", "shift", "expected"),
+    [
+        (None, 5, None),
+        (0, 5, 0),
+        (1_000, 5, 1_005),
+        ((1 << 63) - 1, 5, (1 << 63) - 1),  # "never" stays never
+        ((1 << 63) - 3, 5, (1 << 63) - 1),  # kept within int64
+        (3, -5, 1),  # still a deadline (long past), not "no TTL"
+    ],
+)
+def test_shifted_ttl_bounds(deadline: int | None, shift: int, expected: int | None) -> None:
+    """A Redis deadline moves by the shift within the server's int64 milliseconds."""
+    assert shifted_ttl(deadline, shift) == expected

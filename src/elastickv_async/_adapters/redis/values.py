@@ -82,10 +82,19 @@ _LIST_META_SIZES: Final = (24, 32)
 _STREAM_META_SIZES: Final = (24, 32, 48)
 
 
+_INT64_MAX: Final = (1 << 63) - 1
+
+
 def shifted_ttl(expire_at_ms: int | None, shift_ms: int) -> int | None:
-    """An expiry deadline moved by ``shift_ms`` (``encode --rebase-time``); no TTL (``None``
-    or 0) stays as it is."""
-    return expire_at_ms + shift_ms if expire_at_ms else expire_at_ms
+    """An expiry deadline moved by ``shift_ms`` (``encode --rebase-time``), kept within the
+    live server's int64 milliseconds.
+
+    No TTL (``None`` or 0) and the int64 maximum (the farthest deadline there is, which
+    clients use for "never") stay as they are.
+    """
+    if not expire_at_ms or expire_at_ms >= _INT64_MAX:
+        return expire_at_ms
+    return min(max(expire_at_ms + shift_ms, 1), _INT64_MAX)
 
 
 @dataclass(frozen=True, slots=True)
