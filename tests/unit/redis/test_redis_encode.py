@@ -12,7 +12,10 @@ import pytest
 from redis_support import U32, U64, decode_rows, encode_tree, list_seq, wide
 from support import raises_code
 
+from elastickv_async._adapters.base import EncodeContext
+from elastickv_async._adapters.redis.encode import RedisEncoder
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
+from elastickv_async._core.report import Report, make_logger
 
 pytestmark = pytest.mark.anyio
 
@@ -207,9 +210,7 @@ async def test_bad_keymap_lines(tmp_path: Path, keymap: str) -> None:
         ("zsets/z.json", '{"format_version":1,"members":[{"member":"m","score":"inf"}]}'),
         ("zsets/z.json", '{"format_version":1,"members":[{"member":"m","score":NaN}]}'),
         ("streams/s.jsonl", '{"id":"1-0","fields":[]}\n'),
-        ("streams/s.jsonl", '{"_meta":true,"length":1,"last_ms":0,"last_seq":0}\n'),
         ("streams/s.jsonl", '{"_meta":true,"length":0}\n{"_meta":true,"length":0}\n'),
-        ("streams/s.jsonl", '{"id":"5-0","fields":[]}\n{"_meta":true,"length":1,"last_ms":4}\n'),
         ("streams/s.jsonl", '{"id":"+5-0","fields":[]}\n{"_meta":true,"length":1,"last_ms":9}\n'),
         ("streams/s.jsonl", '{"_meta":true,"length":-1}\n'),
         (
@@ -221,7 +222,7 @@ async def test_bad_keymap_lines(tmp_path: Path, keymap: str) -> None:
     ],
 )
 async def test_invalid_json_refused(tmp_path: Path, rel: str, data: str) -> None:
-    """Bad versions, trailing data, envelopes, scores, stream metas and IDs are refused."""
+    """Bad versions, trailing data, envelopes, scores, malformed stream metas, IDs: refused."""
     tree(tmp_path, {rel: data, "strings/k.bin": b"v"})
     with raises_code(DumpTreeError, "ErrRedisEncodeInvalidJSON"):
         await encode_tree(tmp_path)
@@ -345,3 +346,31 @@ async def test_length_prefix_is_big_endian_u32(tmp_path: Path) -> None:
     )
     [(meta_key, _value)] = await encode_tree(tmp_path)
     assert meta_key == b"!st|meta|" + U32(300) + key
+
+
+@pytest.mark.parametrize(
+    ("meta", "event"),
+    [
+        # Length 3 declared over 1 entry.
+        (U64(3) + U64(5) + U64(0), "redis_stream_length_mismatch"),
+        # The meta's last ID 4-0 is behind the entry 5-0.
+        (U64(1) + U64(4) + U64(0), "redis_stream_last_id_behind"),
+    ],
+)
+async def test_stream_meta_disagreeing_with_entries_restores_as_decoded(
+    tmp_path: Path, meta: bytes, event: str
+) -> None:
+    """A decoded stream whose meta disagrees with its entries encodes back to the same rows."""
+    rows = [
+        (wide(b"!stream|entry|", b"s", U64(5) + U64(0)), b"\x00RXE\x01" + b"\x0a\x035-0"),
+        (wide(b"!stream|meta|", b"s"), meta),
+    ]
+    decoded = await decode_rows(tmp_path / "dec", rows)
+    prefix = "redis/db_0/"
+    tree(tmp_path / "tree", {k[len(prefix) :]: v for k, v in decoded.files.items()})
+    report = Report()
+    ctx = EncodeContext(
+        input_root=tmp_path / "tree", log=make_logger(report), report=report, scratch=tmp_path
+    )
+    assert sorted([r async for r in RedisEncoder(ctx).records()]) == sorted(rows)
+    assert report.warnings[event].count == 1

@@ -143,6 +143,9 @@ class RedisEncoder:
     def __init__(self, ctx: EncodeContext) -> None:
         self._tree = ctx.tree
         self._shift_ms = ctx.time_shift_ms
+        self._log = ctx.log
+        #: Warnings found by the worker threads, logged on the event loop after each slice.
+        self._notes: list[tuple[str, dict[str, object]]] = []
 
     async def records(self) -> AsyncIterator[Record]:
         """Every record of the Redis subtree, type by type in the reference's order."""
@@ -159,6 +162,9 @@ class RedisEncoder:
                 while batch := await self._tree.run(
                     self._slice, found, directory, ext, sub, pending, builder
                 ):
+                    for event, fields in self._notes:
+                        self._log.warning(event, **fields)
+                    self._notes.clear()
                     for record in batch:
                         yield record
         finally:
@@ -179,7 +185,7 @@ class RedisEncoder:
             return lambda user_key, data, segment: _hll(user_key, data, hll_ttls.get(segment, 0))
         if directory == layout.STREAMS:
             return lambda user_key, data, segment: _stream(
-                user_key, data, f"stream {segment}", shift
+                user_key, data, f"stream {segment}", shift, self._notes
             )
         return lambda user_key, data, segment: _collection(
             directory, user_key, data, segment, shift
@@ -264,8 +270,17 @@ def _collection(
     return out + _ttl_row(user_key, expire)
 
 
-def _stream(user_key: bytes, data: bytes, where: str, shift_ms: int) -> list[Record]:
+def _stream(
+    user_key: bytes,
+    data: bytes,
+    where: str,
+    shift_ms: int,
+    notes: list[tuple[str, dict[str, object]]],
+) -> list[Record]:
     doc = layout.parse_stream(data, where)
+    # Meta that disagrees with the entries is restored as it is: the decoder wrote it from the
+    # snapshot, and every tree the decoder writes must encode (the reference refuses it).
+    notes.extend((event, {"stream": where, **fields}) for event, fields in doc.inconsistencies())
     expire = shifted_ttl(doc.expire_at_ms, shift_ms)
     out = [
         (keys.stream_entry_key(user_key, e.ms, e.seq), encode_stream_entry(e.entry_id, e.fields))

@@ -262,13 +262,44 @@ class StreamLine:
 
 @dataclass(frozen=True, slots=True)
 class StreamDoc:
-    """A parsed ``streams/<key>.jsonl`` file, validated like the reference encoder does."""
+    """A parsed ``streams/<key>.jsonl`` file.
+
+    ``length`` and ``last_ms``/``last_seq`` are the store's stream meta as decoded; they may
+    disagree with the entries (the decoder warns and keeps them, because the snapshot held
+    them so), and :meth:`inconsistencies` names such disagreements.
+    """
 
     entries: list[StreamLine]
     length: int
     last_ms: int
     last_seq: int
     expire_at_ms: int | None
+
+    def inconsistencies(self) -> list[tuple[str, dict[str, int]]]:
+        """``(event, fields)`` for meta that disagrees with the entries (empty when none)."""
+        found: list[tuple[str, dict[str, int]]] = []
+        if self.length != len(self.entries):
+            found.append(
+                (
+                    "redis_stream_length_mismatch",
+                    {"declared_len": self.length, "observed_entries": len(self.entries)},
+                )
+            )
+        if self.entries:
+            top = max(self.entries, key=lambda e: (e.ms, e.seq))
+            if (top.ms, top.seq) > (self.last_ms, self.last_seq):
+                found.append(
+                    (
+                        "redis_stream_last_id_behind",
+                        {
+                            "last_ms": self.last_ms,
+                            "last_seq": self.last_seq,
+                            "max_entry_ms": top.ms,
+                            "max_entry_seq": top.seq,
+                        },
+                    )
+                )
+        return found
 
 
 def _stream_entry(line: dict[str, Any], where: str) -> StreamLine:
@@ -312,16 +343,8 @@ def _stream_doc(data: bytes, where: str) -> StreamDoc:
     length = get_int(meta, "length")
     if length < 0:
         raise _invalid(where, f"negative _meta length {length}")
-    if length != len(entries):
-        raise _invalid(where, f"_meta length {length} disagrees with {len(entries)} entries")
     last_ms = get_int(meta, "last_ms", "u64")
     last_seq = get_int(meta, "last_seq", "u64")
-    if entries:
-        top = max(entries, key=lambda e: (e.ms, e.seq))
-        if (top.ms, top.seq) > (last_ms, last_seq):
-            raise _invalid(
-                where, f"_meta last {last_ms}-{last_seq} is behind max entry {top.ms}-{top.seq}"
-            )
     return StreamDoc(entries, length, last_ms, last_seq, _expire_at(meta))
 
 
