@@ -381,7 +381,8 @@ def restore_expectation(
 
     In full-fidelity mode an in-flight message stays hidden until its visibility deadline
     (moved like every other time): it is expected in the queue's ``not_visible`` count, not
-    among the received messages, unless that deadline passed before the node started.
+    among the received messages, unless that deadline passed before the node started; the
+    later messages of its FIFO group are not received either (the group stays locked).
     """
     restore = restore or Restore()
     shift = restore.shift_ms
@@ -406,9 +407,14 @@ def restore_expectation(
         created_ms = int(attrs["CreatedTimestamp"]) * 1000 + shift
         retention_ms = int(attrs["MessageRetentionPeriod"]) * 1000
         hidden = 0
-        for m in spec["messages"]:
+        locked: set[str] = set()
+        for m in spec["messages"]:  # in send order
             name = f"{queue}/{m['message_id']}"
             if name not in exp.state["sqs"]:
+                continue
+            if m["group_id"] in locked:
+                # Behind an in-flight head: the group's lock keeps it from being received.
+                del exp.state["sqs"][name]
                 continue
             visible_ms = _in_flight_until_ms(m["state"])
             kept = restore.full_fidelity and visible_ms is not None
@@ -418,6 +424,8 @@ def restore_expectation(
                 )
                 del exp.state["sqs"][name]
                 hidden += 1
+                if m["group_id"] is not None:
+                    locked.add(m["group_id"])
                 continue
             # Our own ReceiveMessage is one more receive; a default restore counts from 0.
             exp.state["sqs"][name]["receive_count"] = m["receive_count"] + 1

@@ -318,6 +318,22 @@ async def test_rebase_time_shifts_deadlines_and_records_the_shift(
     }
 
 
+@pytest.mark.parametrize("ceiling_ms", [0, SNAPSHOT_MS + 5_000])
+async def test_rebase_takes_the_hlc_ceiling_when_the_node_wrote_one(
+    tmp_path: Path, ceiling_ms: int
+) -> None:
+    """A node's header ceiling is the snapshot time; a zero ceiling (a node that never set
+    one) falls back to the physical part of last_commit_ts."""
+    node_file = tmp_path / "0000000000000041.fsm"
+    node_file.write_bytes(b"EKVTHLC1" + U64.pack(ceiling_ms) + hand_built_fsm(TS, RECORDS))
+    tree = await _decode(node_file, tmp_path / "tree")
+    fsm = tmp_path / "out.fsm"
+    now_ms = SNAPSHOT_MS + SHIFT_MS
+    await encode_snapshot(tree, fsm, EncodeOptions(rebase_time=True, now_ms=now_ms))
+    info = json.loads(await anyio.Path(f"{fsm}.encode_info.json").read_bytes())
+    assert info["time_rebase"]["snapshot_ms"] == (ceiling_ms or SNAPSHOT_MS)
+
+
 async def test_no_rebase_by_default(snapshot: Path, tmp_path: Path) -> None:
     """Times are written as dumped and the sidecar has no rebase section."""
     tree = await _decode(snapshot, tmp_path / "tree", full_fidelity=True)

@@ -178,7 +178,11 @@ def _time_shift(options: EncodeOptions, manifest: Manifest) -> TimeRebase | None
         return None
     source = manifest.source or {}
     ceiling = source.get("hlc_ceiling_ms")
-    snapshot_ms = ceiling if type(ceiling) is int else manifest.last_commit_ts >> _HLC_LOGICAL_BITS
+    # A node that never advanced its HLC ceiling writes 0 there: fall back to the data's time.
+    if type(ceiling) is int and ceiling > 0:
+        snapshot_ms = ceiling
+    else:
+        snapshot_ms = manifest.last_commit_ts >> _HLC_LOGICAL_BITS
     if snapshot_ms <= 0:
         raise DataError(
             "--rebase-time: MANIFEST.json gives no snapshot time (no source.hlc_ceiling_ms "
