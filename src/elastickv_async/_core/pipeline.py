@@ -53,9 +53,13 @@ from .snapshot.source import snapshot_index_from_path
 __all__ = [
     "INCOMPLETE_MARKER",
     "StreamOutcome",
+    "claim_output",
     "decode_entries",
     "decode_snapshot",
+    "make_scratch",
     "normalise_options",
+    "release",
+    "seal_manifest",
 ]
 
 _HLC_LOGICAL_BITS: Final = 16
@@ -66,15 +70,14 @@ _HLC_LOGICAL_BITS: Final = 16
 INCOMPLETE_MARKER: Final = ".elastickv-async-incomplete"
 
 
-def _prepare_output(source: Path, output: Path, *, force: bool, tag: str) -> LockedDir:
+def claim_output(output: Path, *, force: bool, tag: str) -> LockedDir:
     """Lock the output directory (created if absent) and check that it may be written.
 
     It must be empty, or, with ``force``, hold only the incomplete tree of an earlier decode
     that is no longer running (its marker is there and the lock was free): that tree is
-    cleared. A complete tree or foreign files are never removed.
+    cleared. A complete tree or foreign files are never removed. The directory is marked
+    incomplete until :func:`seal_manifest`. Blocking: call it in a worker thread.
     """
-    if not source.is_file():
-        raise UsageError(f"input {source} is not a readable file")
     if output.is_symlink():
         raise UsageError(f"output {output} is a symlink; refusing to write through it")
     if output.exists() and not output.is_dir():
@@ -109,25 +112,35 @@ def _prepare_output(source: Path, output: Path, *, force: bool, tag: str) -> Loc
     return held
 
 
+def _claim_input_and_output(source: Path, output: Path, *, force: bool, tag: str) -> LockedDir:
+    if not source.is_file():
+        raise UsageError(f"input {source} is not a readable file")
+    return claim_output(output, force=force, tag=tag)
+
+
 def _check_scratch_root(options: DecodeOptions) -> None:
     root = options.scratch_root
     if root is not None and not root.is_dir():
         raise UsageError(f"--scratch-root {root} is not an existing directory")
 
 
-def _prepare_scratch(options: DecodeOptions, output: Path, tag: str) -> LockedDir:
+def make_scratch(options: DecodeOptions, output: Path, tag: str) -> LockedDir:
+    """The run's locked scratch directory: in the output, or under ``--scratch-root``."""
     if options.scratch_root is None:
         return make_locked_dir(output, f".{tag}.scratch")
     # The run's scratch is always a fresh subdirectory, removed at the end; refusing the
     # output itself as the base keeps that removal away from the user's data.
     base = options.scratch_root.resolve()
+    if not base.is_dir():
+        raise UsageError(f"--scratch-root {base} is not an existing directory")
     if base == output.resolve():
         raise UsageError("--scratch-root must not be the output directory")
     remove_leftovers(base)
     return make_locked_dir(base, f"{tag}.scratch")
 
 
-def _release(held: LockedDir | None, *, remove: bool) -> None:
+def release(held: LockedDir | None, *, remove: bool) -> None:
+    """Unlock ``held`` (if any), removing the directory first when ``remove`` is set."""
     if held is None:
         return
     if remove and held.still_here():
@@ -192,11 +205,11 @@ async def decode_snapshot(
     report = report if report is not None else Report()
     log = make_logger(report, log_format=log_format, stream=log_stream)
     held = await anyio.to_thread.run_sync(
-        lambda: _prepare_output(source, out, force=force, tag=tag)
+        lambda: _claim_input_and_output(source, out, force=force, tag=tag)
     )
     scratch: LockedDir | None = None
     try:
-        scratch = await anyio.to_thread.run_sync(_prepare_scratch, options, out, tag)
+        scratch = await anyio.to_thread.run_sync(make_scratch, options, out, tag)
         meter = ProgressMeter(progress)
         run = _DecodeRun(
             source, os.fspath(input_path), held, scratch.path, options, report, log, meter
@@ -219,8 +232,8 @@ async def decode_snapshot(
             return await run.execute(ignore_future_versions=False)
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(lambda: _release(scratch, remove=True))
-            await anyio.to_thread.run_sync(lambda: _release(held, remove=False))
+            await anyio.to_thread.run_sync(lambda: release(scratch, remove=True))
+            await anyio.to_thread.run_sync(lambda: release(held, remove=False))
 
 
 class _HeaderBelowData(Exception):

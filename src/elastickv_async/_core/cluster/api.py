@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import os
-import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,15 +34,11 @@ from ..dump.manifest import MANIFEST_NAME, DecodeManifest
 from ..dump.writer import DumpWriter
 from ..errors import DataError, UsageError
 from ..options import DecodeOptions
-from ..pipeline import INCOMPLETE_MARKER, normalise_options, seal_manifest
+from ..pipeline import claim_output, make_scratch, normalise_options, release, seal_manifest
 from ..report import Report, make_logger
 from ..runfiles import (
     LockedDir,
-    clear_directory,
-    lock_directory,
-    make_locked_dir,
     new_tag,
-    remove_leftovers,
 )
 from .inputs import GroupInput, discover_groups, parse_group_inputs
 from .partitions import merge_scopes
@@ -116,60 +111,6 @@ class _Tracker:
 
     def finish(self) -> None:
         self._emit(done=True)
-
-
-def _prepare_output(output: Path, *, force: bool, tag: str) -> LockedDir:
-    """Lock ``output`` (created if absent); it must be empty, or an unfinished run's tree
-    when ``force`` is given (then cleared). Marks it incomplete until MANIFEST.json."""
-    if output.is_symlink():
-        raise UsageError(f"output {output} is a symlink; refusing to write through it")
-    output.mkdir(mode=0o755, parents=True, exist_ok=True)
-    held = lock_directory(output, "output directory")
-    try:
-        names = set(os.listdir(held.fd))
-        if names and INCOMPLETE_MARKER in names and force:
-            clear_directory(held.fd)
-        elif INCOMPLETE_MARKER in names:
-            raise UsageError(
-                f"output directory {output} holds the incomplete tree of a decode that did not "
-                "finish; pass --force to replace it"
-            )
-        elif names:
-            raise UsageError(f"output directory {output} is not empty")
-        fd = os.open(
-            INCOMPLETE_MARKER,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-            dir_fd=held.fd,
-        )
-        try:
-            os.write(fd, f"{tag}\n".encode())
-        finally:
-            os.close(fd)
-    except BaseException:
-        held.close()
-        raise
-    return held
-
-
-def _prepare_scratch(options: DecodeOptions, output: Path, tag: str) -> LockedDir:
-    if options.scratch_root is None:
-        return make_locked_dir(output, f".{tag}.scratch")
-    base = options.scratch_root.resolve()
-    if not base.is_dir():
-        raise UsageError(f"--scratch-root {base} is not an existing directory")
-    if base == output.resolve():
-        raise UsageError("--scratch-root must not be the output directory")
-    remove_leftovers(base)
-    return make_locked_dir(base, f"{tag}.scratch")
-
-
-def _release(held: LockedDir | None, *, remove: bool) -> None:
-    if held is None:
-        return
-    if remove and held.still_here():
-        shutil.rmtree(held.path, ignore_errors=True)
-    held.close()
 
 
 def _collect_groups(
@@ -325,10 +266,10 @@ async def decode_cluster(
     log = make_logger(report, log_format=log_format, stream=log_stream)
     tracker = _Tracker(len(groups), progress)
     tag = new_tag()
-    held = await anyio.to_thread.run_sync(lambda: _prepare_output(out, force=force, tag=tag))
+    held = await anyio.to_thread.run_sync(lambda: claim_output(out, force=force, tag=tag))
     scratch_dir: LockedDir | None = None
     try:
-        scratch_dir = await anyio.to_thread.run_sync(_prepare_scratch, options, out, tag)
+        scratch_dir = await anyio.to_thread.run_sync(make_scratch, options, out, tag)
         scratch = scratch_dir.path
         if client is None and scheduler is None:
             group_results = await _local_groups(groups, options.adapters, scratch, options, tracker)
@@ -352,13 +293,13 @@ async def decode_cluster(
                 lambda results: _catalog(given, results, log),
             )
         # The tree is complete but for its CHECKSUMS and MANIFEST: drop the scratch first.
-        await anyio.to_thread.run_sync(lambda: _release(scratch_dir, remove=True))
+        await anyio.to_thread.run_sync(lambda: release(scratch_dir, remove=True))
         scratch_dir = None
         await _finish(held, options, group_results, part_results, catalog, report, log)
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(lambda: _release(scratch_dir, remove=True))
-            await anyio.to_thread.run_sync(lambda: _release(held, remove=False))
+            await anyio.to_thread.run_sync(lambda: release(scratch_dir, remove=True))
+            await anyio.to_thread.run_sync(lambda: release(held, remove=False))
     tracker.finish()
     return report
 
