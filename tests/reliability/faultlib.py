@@ -192,8 +192,8 @@ def decode_args(out: Path, *extra: str) -> list[str]:
 
 
 def encode_args(ref: Reference, out: Path) -> list[str]:
-    """CLI arguments of a quiet encode of the reference tree into ``out``."""
-    return ["encode", "--input", str(ref.tree), "--output", str(out), "--quiet"]
+    """CLI arguments of a quiet encode of the reference tree into ``out`` (replacing it)."""
+    return ["encode", "--input", str(ref.tree), "--output", str(out), "--quiet", "--force"]
 
 
 def _killed(child: subprocess.Popen[str], *, at: float | None) -> int:

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def _previous_pair(work: Path) -> Path:
 
 
 def _encode(tree: Path, out: Path, **options: Any) -> None:
-    anyio.run(encode_snapshot, tree, out, EncodeOptions(**options))
+    anyio.run(partial(encode_snapshot, force=True), tree, out, EncodeOptions(**options))
 
 
 def _names(directory: Path) -> list[str]:
@@ -153,7 +154,7 @@ def test_kill_around_the_renames_leaves_a_checkable_pair(
     (never neither), the sidecar's sha256 tells which pair is whole, a rerun cleans up."""
     out = _previous_pair(tmp_path / "work")
     argv = [sys.executable, "-c", _DIE_AT, call, str(n)]
-    argv += ["encode", "--input", str(tree), "--output", str(out)]
+    argv += ["encode", "--input", str(tree), "--output", str(out), "--force"]
     assert subprocess.run(argv, check=False, capture_output=True).returncode == 137
     fsm = out.read_bytes()
     new = fsm != OLD_FSM
@@ -162,7 +163,7 @@ def test_kill_around_the_renames_leaves_a_checkable_pair(
     consistent = _recorded_sha(out) == hashlib.sha256(fsm).hexdigest()
     assert consistent == (die_at != 2)  # 1: nothing renamed yet, 3: both renamed
     assert new == (die_at != 1)
-    done = cli("encode", "--input", tree, "--output", out, "--quiet")
+    done = cli("encode", "--input", tree, "--output", out, "--quiet", "--force")
     assert done.returncode == 0, done.stderr
     assert _recorded_sha(out) == hashlib.sha256(out.read_bytes()).hexdigest()
     assert _names(tmp_path / "work") == ["out.fsm", "out.fsm.encode_info.json"]
@@ -175,7 +176,7 @@ def test_a_locked_output_fails_at_once(tree: Path, tmp_path: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(UsageError, match="in use by another run"):
             _encode(tree, out)
-        done = cli("encode", "--input", tree, "--output", out)
+        done = cli("encode", "--input", tree, "--output", out, "--force")
         assert done.returncode == 1
         assert done.stderr.count("\n") == 1 and "in use by another run" in done.stderr
     finally:

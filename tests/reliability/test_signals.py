@@ -68,7 +68,7 @@ def test_encode_stopped_by_signal_cleans_up(tmp_path: Path, signum: int) -> None
     work.mkdir()
     out = work / "out.fsm"
     out.write_bytes(b"previous")
-    code, err = _stop(["encode", "--input", tree, "--output", out], signum)
+    code, err = _stop(["encode", "--input", tree, "--output", out, "--force"], signum)
     assert code == 128 + signum
     assert err.count("\n") == 1
     assert listing(work) == ["out.fsm"]

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import anyio.to_thread
 
+from elastickv_async._core.dump.checksums import compute_checksums
 from elastickv_async._core.encode.api import encode_snapshot
 from elastickv_async._core.extsort import DEFAULT_SORT_BUDGET
 from elastickv_async._core.options import DecodeOptions, EncodeOptions
@@ -62,6 +63,9 @@ def _write_tree(root: Path, files: Mapping[str, bytes]) -> None:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+    if "MANIFEST.json" in files and "CHECKSUMS" not in files:
+        # A whole tree, as a decode leaves it: encode verifies it against its CHECKSUMS.
+        (root / "CHECKSUMS").write_bytes(compute_checksums(root))
 
 
 async def read_bytes(path: Path) -> bytes:
@@ -75,7 +79,8 @@ async def write_bytes(path: Path, data: bytes) -> None:
 
 
 async def write_tree(root: Path, files: Mapping[str, bytes]) -> None:
-    """Create ``root`` holding ``files`` (relative posix path -> bytes)."""
+    """Create ``root`` holding ``files`` (relative posix path -> bytes), plus CHECKSUMS when
+    ``files`` hold a MANIFEST.json but no CHECKSUMS."""
     await anyio.to_thread.run_sync(_write_tree, root, dict(files))
 
 

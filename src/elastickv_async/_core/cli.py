@@ -4,8 +4,9 @@
 syntax too: ``-input x``, ``--flag=value``, ``--bool=true``), ``encode`` every flag of
 ``elastickv-snapshot-encode``, ``prepare-restore`` every flag of
 ``elastickv-snapshot-prepare-restore``. Exit codes: 0 success, 1 usage or environment errors,
-2 data errors (bad snapshot, bad dump tree, self-test mismatch), 130 after SIGINT and 143
-after SIGTERM (the run is cancelled and cleans up first). Errors are one line on stderr.
+2 data errors (bad snapshot, bad dump tree, self-test mismatch), 3 when ``--strict`` is set
+and the (complete) run raised warnings, 130 after SIGINT and 143 after SIGTERM (the run is
+cancelled and cleans up first). Errors are one line on stderr.
 What is printed on stderr (progress, events, the summary) is :mod:`.console`'s business.
 """
 
@@ -30,6 +31,7 @@ from .cluster.cli import add_decode_cluster, run_decode_cluster
 from .completion import SHELLS, completion_script
 from .concurrency import task_group
 from .console import Console, human_bytes, human_duration, silence_stdout, warnings_phrase
+from .dump.manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE
 from .dump.writer import write_file_atomic
 from .entry import PROG
 from .errors import ElasticKVError, UsageError
@@ -39,10 +41,14 @@ from .restore import command as restore_command
 
 __all__ = ["main"]
 
+#: The exit code of a ``--strict`` run that raised warnings.
+EXIT_WARNINGS: Final = 3
+
 _EXIT_CODES: Final = """exit codes:
   0    success
   1    usage or environment error (bad flag, unwritable output, missing file)
   2    data error (bad snapshot, bad dump tree, checksum or self-test mismatch)
+  3    --strict and the run raised warnings (its output is complete)
   130  interrupted by SIGINT (Ctrl-C); 143 terminated by SIGTERM"""
 
 _EXAMPLES: Final = {
@@ -143,6 +149,11 @@ def _build_parser() -> _Parser:
         help="no progress display (shown on a terminal, or as events with --log-format json)",
     )
     common.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit {EXIT_WARNINGS} when the run raised any warning (its output is still complete)",
+    )
+    common.add_argument(
         "--backend",
         choices=("asyncio", "trio"),
         default="asyncio",
@@ -174,6 +185,13 @@ def _build_parser() -> _Parser:
         help="also keep the live state the reference layout drops (bucket creation dates, "
         "queue timestamps, in-flight messages, incomplete uploads) so a restore brings it back",
     )
+    dec.add_argument(
+        "--checksums",
+        choices=(CHECKSUM_ALGORITHM, CHECKSUMS_NONE),
+        default=CHECKSUM_ALGORITHM,
+        help="write CHECKSUMS (sha256), or none: MANIFEST.json says so and verify then "
+        "checks completeness only",
+    )
 
     enc = sub.add_parser("encode", parents=[common], help="encode a dump tree into a .fsm snapshot")
     enc.add_argument("--input", required=True, help="the dump tree root (holds MANIFEST.json)")
@@ -191,6 +209,17 @@ def _build_parser() -> _Parser:
         action="store_true",
         help="move message send/visibility times and key expiry forward by the time elapsed "
         "since the snapshot",
+    )
+    enc.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --output (kept until the new file is durable)",
+    )
+    enc.add_argument(
+        "--no-verify-checksums",
+        dest="verify_checksums",
+        action="store_false",
+        help="do not check the input tree against its CHECKSUMS first",
     )
     _add_adapter_flags(enc, encode=True)
 
@@ -291,6 +320,7 @@ def _decode_options(args: argparse.Namespace) -> DecodeOptions:
         scratch_root=args.scratch_root,
         jobs=args.jobs,
         fsync=args.fsync,
+        checksums=args.checksums,
     )
 
 
@@ -318,6 +348,7 @@ async def _encode(args: argparse.Namespace, report: Report) -> None:
         self_test=args.self_test,
         scratch_root=args.scratch_root,
         rebase_time=args.rebase_time,
+        verify_checksums=args.verify_checksums,
     )
     await encode_snapshot(
         args.input,
@@ -326,6 +357,7 @@ async def _encode(args: argparse.Namespace, report: Report) -> None:
         report=report,
         log_format=args.log_format,
         progress=args.progress_display,
+        force=args.force,
     )
 
 
@@ -496,6 +528,11 @@ def _summary(args: argparse.Namespace, report: Report, duration: float) -> str:
         return f"Wrote {entries:,} entries ({size}) to {args.output} in {took}{tested}; {warned}"
     if args.command == "verify":
         files = counters.get("verify.files", 0)
+        if report.snapshot.get("checksums") == CHECKSUMS_NONE:
+            return (
+                f"Checked {files:,} files of {args.input} in {took}: complete; decoded with "
+                f"--checksums none, so their content was not verified; {warned}"
+            )
         return f"Verified {files:,} files of {args.input} in {took}: intact; {warned}"
     return f"Done in {took}; {warned}"
 
@@ -570,15 +607,22 @@ def _main(raw: list[str]) -> int:
         if display is not None:
             display.close()
         console.interrupted(PROG, name, code)
+    strict_failure = code == 0 and args.strict and report.warning_count > 0
+    if strict_failure:
+        code = EXIT_WARNINGS
+        message = f"{report.warning_count:,} warning(s) raised and --strict is set"
+        error = {"message": message, "code": "errStrictWarnings", "exit_code": code}
     if args.report is not None:
         try:
             _write_report(args.report, report, args, console, code, error)
         except ElasticKVError as exc:
             console.failed(PROG, exc, exc.exit_code)
             code = code or exc.exit_code
-    if code == 0 and args.command not in _QUIET_COMMANDS:
+    if code in (0, EXIT_WARNINGS) and args.command not in _QUIET_COMMANDS:
         console.complete(report, _summary(args, report, console.duration), **paths)
     elif code == 0 and console.json:
         took = human_duration(console.duration)
         console.complete(report, f"{args.command} done in {took}", **paths)
+    if strict_failure and error is not None:
+        console.failed(PROG, ElasticKVError(error["message"], code=error["code"]), code)
     return code

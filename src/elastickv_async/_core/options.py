@@ -36,6 +36,9 @@ class DecodeOptions:
     jobs: int = 8
     #: fsync every written file (slower; the rename is atomic either way).
     fsync: bool = False
+    #: ``"sha256"`` writes CHECKSUMS; ``"none"`` writes none (MANIFEST.json says so, and
+    #: ``verify`` can then check only that the tree is complete).
+    checksums: str = "sha256"
     #: A batch on an adapter channel is sent at this many entries or value bytes, whichever
     #: comes first; each channel buffers ``channel_buffer`` batches. Together they bound the
     #: memory in flight (large values are up to 1 MiB each).
@@ -66,3 +69,7 @@ class EncodeOptions:
     rebase_time: bool = False
     #: "Now" in Unix ms for ``rebase_time``; ``None``: the wall clock when the run starts.
     now_ms: int | None = None
+    #: Check the input tree against its CHECKSUMS before encoding; a file that no longer
+    #: matches stops the run (a tree decoded with ``checksums="none"`` is checked for
+    #: completeness only).
+    verify_checksums: bool = True

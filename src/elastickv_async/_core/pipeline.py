@@ -30,7 +30,7 @@ from .._adapters.registry import REGISTRY
 from .._version import __version__
 from .concurrency import task_group
 from .dump.checksums import CHECKSUMS_NAME, ChecksumLedger
-from .dump.manifest import MANIFEST_NAME, DecodeManifest
+from .dump.manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE, MANIFEST_NAME, DecodeManifest
 from .dump.writer import DumpWriter
 from .errors import OutputError, UsageError
 from .options import DecodeOptions
@@ -63,6 +63,7 @@ __all__ = [
 ]
 
 _HLC_LOGICAL_BITS: Final = 16
+_CHECKSUM_CHOICES: Final = (CHECKSUM_ALGORITHM, CHECKSUMS_NONE)
 
 
 #: Present in an output directory while a decode writes it; it becomes MANIFEST.json at the
@@ -155,6 +156,8 @@ def normalise_options(options: DecodeOptions) -> DecodeOptions:
     """
     if options.jobs < 1:
         raise UsageError("jobs must be at least 1")
+    if options.checksums not in _CHECKSUM_CHOICES:
+        raise UsageError(f"checksums must be sha256 or none, not {options.checksums!r}")
     unknown = sorted(set(options.adapter_options) - set(REGISTRY.names()))
     if unknown:
         raise UsageError(f"options for unknown adapter(s): {', '.join(unknown)}")
@@ -483,11 +486,13 @@ class _DecodeRun:
             hlc_ceiling_ms=header.hlc_ceiling_ms,
             scopes=self.scopes,
             full_fidelity=self.options.full_fidelity,
+            checksums=self.options.checksums,
         ).to_json()
         writer = self.writer
-        self.meter.stage("checksums", unit="files", total=writer.files_written)
-        listing = self.ledger.listing({MANIFEST_NAME: hashlib.sha256(manifest).digest()})
-        await writer.write_chunks(CHECKSUMS_NAME, listing)
+        if self.options.checksums != CHECKSUMS_NONE:
+            self.meter.stage("checksums", unit="files", total=writer.files_written)
+            listing = self.ledger.listing({MANIFEST_NAME: hashlib.sha256(manifest).digest()})
+            await writer.write_chunks(CHECKSUMS_NAME, listing)
         await anyio.to_thread.run_sync(shutil.rmtree, self.scratch, True)
         await anyio.to_thread.run_sync(seal_manifest, held.fd, manifest)
         self.report.count("output.files_written", writer.files_written + 1)

@@ -72,7 +72,7 @@ async def test_output_bytes_and_sidecar(
     and the two paths exactly as given."""
     out = tmp_path / "OUT.fsm"
     monkeypatch.chdir(tmp_path)
-    result = await encode_snapshot("in", "OUT.fsm", EncodeOptions())
+    result = await encode_snapshot("in", "OUT.fsm", EncodeOptions(), force=True)
     expected = hand_built_fsm(1234, ALL_RECORDS)
     assert out.read_bytes() == expected
     assert (result.bytes_written, result.entries, result.last_commit_ts) == (len(expected), 5, 1234)
@@ -99,7 +99,9 @@ async def test_sidecar_cluster_id_and_html_escaping(
     use_specs(monkeypatch, fake_specs({}))
     make_tree(tmp_path / "a&b", cluster_id="c<1>&")
     monkeypatch.chdir(tmp_path)
-    await encode_snapshot(Path("a&b"), tmp_path / "o.fsm", EncodeOptions(adapters="redis"))
+    await encode_snapshot(
+        Path("a&b"), tmp_path / "o.fsm", EncodeOptions(adapters="redis"), force=True
+    )
     text = (tmp_path / "o.fsm.encode_info.json").read_text()
     assert (
         '"manifest_cluster_id": "c\\u003c1\\u003e\\u0026",\n'
@@ -115,7 +117,7 @@ async def test_contexts_given_to_adapters(tmp_path: Path, monkeypatch: pytest.Mo
     use_specs(monkeypatch, fake_specs(RECORDS, seen=seen))
     tree = make_tree(tmp_path / "in")
     result = await encode_snapshot(
-        tree, tmp_path / "o.fsm", EncodeOptions(adapters=("sqs", "redis"))
+        tree, tmp_path / "o.fsm", EncodeOptions(adapters=("sqs", "redis")), force=True
     )
     assert sorted(seen) == ["redis", "sqs"]
     assert result.adapters_enabled == ("redis", "sqs")
@@ -139,7 +141,7 @@ async def test_spill_path_gives_identical_bytes(
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     opts = EncodeOptions(adapters=("redis", "s3"), scratch_root=scratch)
-    result = await encode_snapshot(tree, tmp_path / "spill.fsm", opts, sort_budget=1)
+    result = await encode_snapshot(tree, tmp_path / "spill.fsm", opts, sort_budget=1, force=True)
     assert result.report.counters["encode.sort_spills"] > 2
     assert (tmp_path / "spill.fsm").read_bytes() == hand_built_fsm(1234, big["redis"] + big["s3"])
     assert list(scratch.iterdir()) == []
@@ -148,13 +150,13 @@ async def test_spill_path_gives_identical_bytes(
 async def test_last_commit_ts_override(tree: Path, tmp_path: Path) -> None:
     """A higher T restamps the header and every key; the sidecar says it was overridden."""
     out = tmp_path / "o.fsm"
-    result = await encode_snapshot(tree, out, EncodeOptions(last_commit_ts=987654321))
+    result = await encode_snapshot(tree, out, EncodeOptions(last_commit_ts=987654321), force=True)
     assert out.read_bytes() == hand_built_fsm(987654321, ALL_RECORDS)
     info = json.loads((tmp_path / "o.fsm.encode_info.json").read_text())
     assert (info["last_commit_ts"], info["manifest_last_commit_ts"]) == (987654321, 1234)
     assert info["last_commit_ts_overridden"] and result.last_commit_ts == 987654321
     # Equal to the manifest's is allowed (and still counts as an override, like the reference).
-    await encode_snapshot(tree, out, EncodeOptions(last_commit_ts=1234))
+    await encode_snapshot(tree, out, EncodeOptions(last_commit_ts=1234), force=True)
     assert json.loads((tmp_path / "o.fsm.encode_info.json").read_text())[
         "last_commit_ts_overridden"
     ]
@@ -163,7 +165,9 @@ async def test_last_commit_ts_override(tree: Path, tmp_path: Path) -> None:
 async def test_last_commit_ts_floor(tree: Path, tmp_path: Path) -> None:
     """T below the manifest's is a usage error (exit 1: a bad flag value) and writes nothing."""
     with raises_code(UsageError, "ErrLastCommitTSRegression") as info:
-        await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(last_commit_ts=1233))
+        await encode_snapshot(
+            tree, tmp_path / "o.fsm", EncodeOptions(last_commit_ts=1233), force=True
+        )
     assert info.value.exit_code == 1
     assert _names(tmp_path) == ["in"]
 
@@ -199,7 +203,7 @@ async def test_missing_manifest_is_a_usage_error(
     (tmp_path / "in").mkdir()
     for root in (tmp_path / "in", tmp_path / "absent"):
         with pytest.raises(UsageError) as info:
-            await encode_snapshot(root, tmp_path / "o.fsm", EncodeOptions())
+            await encode_snapshot(root, tmp_path / "o.fsm", EncodeOptions(), force=True)
         assert info.value.exit_code == 1
 
 
@@ -211,7 +215,7 @@ async def test_golden_format_version_case(tmp_path: Path, monkeypatch: pytest.Mo
     assert shared is not None
     with raises_code(ManifestError, "ErrUnsupportedFormatVersion") as info:
         await encode_snapshot(
-            shared / "golden/public/enc_err_format_version/input", tmp_path / "o.fsm"
+            shared / "golden/public/enc_err_format_version/input", tmp_path / "o.fsm", force=True
         )
     assert info.value.exit_code == 2
     assert _names(tmp_path) == []
@@ -222,18 +226,22 @@ async def test_adapter_not_in_manifest(tmp_path: Path, monkeypatch: pytest.Monke
     use_specs(monkeypatch, fake_specs({}))
     tree = make_tree(tmp_path / "in", adapters={"redis": {}, "sqs": None})
     with raises_code(DataError, "errAdapterNotInManifest") as info:
-        await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions())
+        await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(), force=True)
     assert info.value.exit_code == 2
     with raises_code(DataError, "errAdapterNotInManifest"):
-        await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(adapters=("sqs",)))
-    await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(adapters=("redis",)))
+        await encode_snapshot(
+            tree, tmp_path / "o.fsm", EncodeOptions(adapters=("sqs",)), force=True
+        )
+    await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(adapters=("redis",)), force=True)
 
 
 async def test_zero_or_unknown_adapters(tree: Path, tmp_path: Path) -> None:
     """Zero adapters and unknown names are usage errors."""
     for adapters in ((), ("kafka",)):
         with pytest.raises(UsageError):
-            await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(adapters=adapters))
+            await encode_snapshot(
+                tree, tmp_path / "o.fsm", EncodeOptions(adapters=adapters), force=True
+            )
 
 
 @pytest.mark.parametrize(
@@ -261,10 +269,10 @@ async def test_unsupported_layouts_fail_closed(
         changes = {"exclusions": excl | changes["exclusions"]}
     tree = make_tree(tmp_path / "in", **changes)
     with raises_code(DumpTreeError, f"ErrEncodeUnsupported{feature}") as info:
-        await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions())
+        await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(), force=True)
     assert info.value.exit_code == 2
     others = tuple(n for n in ("dynamodb", "s3", "redis", "sqs") if n != adapter)
-    await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(adapters=others))
+    await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(adapters=others), force=True)
 
 
 async def test_duplicate_key_across_adapters(
@@ -276,7 +284,9 @@ async def test_duplicate_key_across_adapters(
     out = tmp_path / "o.fsm"
     out.write_bytes(b"previous")
     with raises_code(DumpTreeError, "ErrEncodeDuplicateKey") as info:
-        await encode_snapshot(tree, out, EncodeOptions(adapters=("redis", "s3")), sort_budget=1)
+        await encode_snapshot(
+            tree, out, EncodeOptions(adapters=("redis", "s3")), sort_budget=1, force=True
+        )
     assert info.value.exit_code == 2
     assert out.read_bytes() == b"previous"
     assert _leftovers(tmp_path) == []
@@ -287,7 +297,9 @@ async def test_key_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     use_specs(monkeypatch, fake_specs({"redis": [(b"k" * ((1 << 20) + 1), b"")]}))
     tree = make_tree(tmp_path / "in")
     with raises_code(DumpTreeError, "ErrEncodeKeyTooLarge"):
-        await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(adapters=("redis",)))
+        await encode_snapshot(
+            tree, tmp_path / "o.fsm", EncodeOptions(adapters=("redis",)), force=True
+        )
     assert not (tmp_path / "o.fsm").exists() and _leftovers(tmp_path) == []
 
 
@@ -298,12 +310,12 @@ async def test_adapter_errors_propagate_unwrapped(
     tree = make_tree(tmp_path / "in")
     use_specs(monkeypatch, fake_specs(RECORDS, errors={"s3": DumpTreeError("bad bucket")}))
     with pytest.raises(DumpTreeError, match="bad bucket"):
-        await encode_snapshot(tree, tmp_path / "o.fsm")
+        await encode_snapshot(tree, tmp_path / "o.fsm", force=True)
     use_specs(
         monkeypatch, fake_specs(RECORDS, errors={"redis": PermissionError(errno.EACCES, "denied")})
     )
     with raises_code(DumpTreeError, "ErrEncodeAdapterData", match="^redis: .*denied") as info:
-        await encode_snapshot(tree, tmp_path / "o.fsm")
+        await encode_snapshot(tree, tmp_path / "o.fsm", force=True)
     assert info.value.exit_code == 2
     assert info.value.adapter == "redis"
     assert isinstance(info.value.__cause__, PermissionError)
@@ -316,7 +328,7 @@ async def test_stale_mismatch_removed_and_modes_fixed(tree: Path, tmp_path: Path
     for path in (out, tmp_path / "o.fsm.encode_info.json", tmp_path / "o.fsm.mismatch.txt"):
         path.write_bytes(b"old")
         path.chmod(0o644)
-    await encode_snapshot(tree, out)
+    await encode_snapshot(tree, out, force=True)
     assert not (tmp_path / "o.fsm.mismatch.txt").exists()
     assert _mode(out) == 0o600 and _mode(tmp_path / "o.fsm.encode_info.json") == 0o600
 
@@ -331,7 +343,7 @@ async def test_symlinked_sidecar_untouched_and_fsm_rolled_back(tree: Path, tmp_p
     sidecar = tmp_path / "o.fsm.encode_info.json"
     sidecar.symlink_to(target)
     with pytest.raises(OutputError, match="symlink") as info:
-        await encode_snapshot(tree, tmp_path / "o.fsm")
+        await encode_snapshot(tree, tmp_path / "o.fsm", force=True)
     assert info.value.exit_code == 1
     assert sidecar.is_symlink() and target.read_bytes() == b"precious"
     assert not (tmp_path / "o.fsm").exists() and _leftovers(tmp_path) == []
@@ -344,7 +356,7 @@ async def test_hard_linked_sidecar_untouched(tree: Path, tmp_path: Path) -> None
     sidecar = tmp_path / "o.fsm.encode_info.json"
     os.link(other, sidecar)
     with pytest.raises(OutputError, match="hard-linked"):
-        await encode_snapshot(tree, tmp_path / "o.fsm")
+        await encode_snapshot(tree, tmp_path / "o.fsm", force=True)
     assert sidecar.read_bytes() == b"shared inode" and other.read_bytes() == b"shared inode"
     assert not (tmp_path / "o.fsm").exists()
 
@@ -354,12 +366,12 @@ async def test_directory_and_fifo_sidecars_untouched(tree: Path, tmp_path: Path)
     sidecar = tmp_path / "o.fsm.encode_info.json"
     sidecar.mkdir()
     with pytest.raises(OutputError):
-        await encode_snapshot(tree, tmp_path / "o.fsm")
+        await encode_snapshot(tree, tmp_path / "o.fsm", force=True)
     assert sidecar.is_dir()
     sidecar.rmdir()
     os.mkfifo(sidecar)
     with pytest.raises(OutputError, match="FIFO"):
-        await encode_snapshot(tree, tmp_path / "o.fsm")
+        await encode_snapshot(tree, tmp_path / "o.fsm", force=True)
     assert stat.S_ISFIFO(sidecar.lstat().st_mode) and not (tmp_path / "o.fsm").exists()
 
 
@@ -385,7 +397,7 @@ async def test_temp_fsync_failure_publishes_nothing(
     out.write_bytes(b"previous")
     _failing_fsync(monkeypatch, directories=False)
     with pytest.raises(OutputError, match="injected") as info:
-        await encode_snapshot(tree, out)
+        await encode_snapshot(tree, out, force=True)
     assert info.value.exit_code == 1
     assert out.read_bytes() == b"previous" and _leftovers(tmp_path) == []
 
@@ -402,7 +414,7 @@ async def test_rename_failure_publishes_nothing(
 
     monkeypatch.setattr(os, "rename", rename)
     with pytest.raises(OutputError) as info:
-        await encode_snapshot(tree, out)
+        await encode_snapshot(tree, out, force=True)
     assert info.value.exit_code == 1
     assert out.read_bytes() == b"previous" and _leftovers(tmp_path) == []
     assert not (tmp_path / "o.fsm.encode_info.json").exists()
@@ -414,7 +426,7 @@ async def test_directory_fsync_failure_rolls_back(
     """The rename happened but the directory fsync failed: the published .fsm is removed."""
     _failing_fsync(monkeypatch, directories=True)
     with pytest.raises(OutputError, match="fsync"):
-        await encode_snapshot(tree, tmp_path / "o.fsm")
+        await encode_snapshot(tree, tmp_path / "o.fsm", force=True)
     assert not (tmp_path / "o.fsm").exists() and _leftovers(tmp_path) == []
     assert not (tmp_path / "o.fsm.encode_info.json").exists()
 
@@ -434,7 +446,7 @@ async def test_sidecar_write_failure_rolls_back_both(
 
     monkeypatch.setattr(os, "fsync", fsync)
     with pytest.raises(OutputError):
-        await encode_snapshot(tree, tmp_path / "o.fsm")
+        await encode_snapshot(tree, tmp_path / "o.fsm", force=True)
     assert _names(tmp_path) == ["in"]
 
 
@@ -483,7 +495,7 @@ async def test_self_test_match_publishes(
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     result = await encode_snapshot(
-        tree, tmp_path / "o.fsm", EncodeOptions(self_test=True, scratch_root=scratch)
+        tree, tmp_path / "o.fsm", EncodeOptions(self_test=True, scratch_root=scratch), force=True
     )
     assert result.self_test_ran and result.self_test_matched
     assert json.loads((tmp_path / "o.fsm.encode_info.json").read_text())["self_test"] == {
@@ -509,7 +521,9 @@ async def test_self_test_mismatch_publishes_nothing(
     out = tmp_path / "o.fsm"
     out.write_bytes(b"previous good snapshot")
     with pytest.raises(SelfTestMismatch) as info:
-        await encode_snapshot(tree, out, EncodeOptions(self_test=True, scratch_root=tmp_path))
+        await encode_snapshot(
+            tree, out, EncodeOptions(self_test=True, scratch_root=tmp_path), force=True
+        )
     assert info.value.exit_code == 2
     assert not out.exists() and _leftovers(tmp_path) == []
     mismatch = tmp_path / "o.fsm.mismatch.txt"
@@ -532,14 +546,20 @@ async def test_self_test_rejected_fsm_and_header(
     _fake_decoder(monkeypatch, {}, error=SnapshotFormatError("cut", code="ErrSnapshotTruncated"))
     with pytest.raises(SelfTestMismatch):
         await encode_snapshot(
-            tree, tmp_path / "o.fsm", EncodeOptions(self_test=True, scratch_root=tmp_path)
+            tree,
+            tmp_path / "o.fsm",
+            EncodeOptions(self_test=True, scratch_root=tmp_path),
+            force=True,
         )
     text = (tmp_path / "o.fsm.mismatch.txt").read_text()
     assert text == "self-test failed: DecodeSnapshot rejected the produced .fsm: cut"
     _fake_decoder(monkeypatch, {}, ts=99)
     with pytest.raises(SelfTestMismatch):
         await encode_snapshot(
-            tree, tmp_path / "o.fsm", EncodeOptions(self_test=True, scratch_root=tmp_path)
+            tree,
+            tmp_path / "o.fsm",
+            EncodeOptions(self_test=True, scratch_root=tmp_path),
+            force=True,
         )
     text = (tmp_path / "o.fsm.mismatch.txt").read_text()
     assert text == "self-test failed: header.LastCommitTS mismatch (want 1234, got 99)\n"
@@ -553,7 +573,10 @@ async def test_self_test_infrastructure_error_is_not_a_mismatch(
     _fake_decoder(monkeypatch, {}, error=OutputError("scratch full"))
     with pytest.raises(OutputError):
         await encode_snapshot(
-            tree, tmp_path / "o.fsm", EncodeOptions(self_test=True, scratch_root=tmp_path)
+            tree,
+            tmp_path / "o.fsm",
+            EncodeOptions(self_test=True, scratch_root=tmp_path),
+            force=True,
         )
     assert _names(tmp_path) == ["in"]
 
@@ -574,6 +597,7 @@ async def test_mismatch_keeps_symlinked_sidecar(
             tmp_path / "o.fsm",
             EncodeOptions(self_test=True, scratch_root=tmp_path),
             report=report,
+            force=True,
         )
     assert target.read_bytes() == b"keep"
     assert (tmp_path / "o.fsm.encode_info.json").is_symlink()
@@ -600,7 +624,7 @@ async def test_self_test_decodes_like_the_producer(
     tree = make_tree(tmp_path / "in", exclusions=excl)
     calls = _fake_decoder(monkeypatch, {})
     opts = EncodeOptions(adapters=("s3", "redis"), self_test=True, scratch_root=tmp_path, jobs=3)
-    await encode_snapshot(tree, tmp_path / "o.fsm", opts)
+    await encode_snapshot(tree, tmp_path / "o.fsm", opts, force=True)
     assert calls[0].adapters == ("s3", "redis")
     assert calls[0].adapter_options["s3"].rename_collisions
     assert calls[0].jobs == 3
@@ -610,8 +634,10 @@ async def test_outputs_inside_an_adapter_subtree_refused(tree: Path, tmp_path: P
     """An output or scratch root inside a walked adapter subtree is a usage error."""
     (tree / "s3" / "bucket").mkdir(parents=True)
     with pytest.raises(UsageError, match="--output"):
-        await encode_snapshot(tree, tree / "s3" / "bucket" / "o.fsm")
+        await encode_snapshot(tree, tree / "s3" / "bucket" / "o.fsm", force=True)
     with pytest.raises(UsageError, match="--scratch-root"):
-        await encode_snapshot(tree, tmp_path / "o.fsm", EncodeOptions(scratch_root=tree / "s3"))
+        await encode_snapshot(
+            tree, tmp_path / "o.fsm", EncodeOptions(scratch_root=tree / "s3"), force=True
+        )
     # Next to the subtrees (the tree root itself) is fine.
-    await encode_snapshot(tree, tree / "o.fsm")
+    await encode_snapshot(tree, tree / "o.fsm", force=True)

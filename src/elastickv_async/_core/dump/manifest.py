@@ -27,6 +27,7 @@ from ..gojson_read import (
 )
 
 __all__ = [
+    "CHECKSUMS_NONE",
     "CHECKSUM_ALGORITHM",
     "CHECKSUM_FORMAT",
     "CURRENT_FORMAT_VERSION",
@@ -51,6 +52,8 @@ PHASE_SNAPSHOT: Final = "phase0-snapshot-decode"
 PHASE_LIVE: Final = "phase1-live-pinned"
 CHECKSUM_ALGORITHM: Final = "sha256"
 CHECKSUM_FORMAT: Final = "sha256sum"
+#: ``checksum_algorithm`` and ``checksum_format`` of a tree decoded without CHECKSUMS.
+CHECKSUMS_NONE: Final = "none"
 ENCODED_FILENAME_CHARSET: Final = "rfc3986-unreserved-plus-percent"
 KEY_SEGMENT_MAX_BYTES: Final = 240
 EXCLUSIONS: Final = "exclusions"
@@ -109,6 +112,8 @@ class DecodeManifest:
     fields: Sequence[ManifestField] = ()
     #: Written only when set, so a default decode stays byte-identical to the reference's.
     full_fidelity: bool = False
+    #: :data:`CHECKSUM_ALGORITHM`, or :data:`CHECKSUMS_NONE` for a tree without CHECKSUMS.
+    checksums: str = CHECKSUM_ALGORITHM
 
     def to_json(self) -> bytes:
         """Serialise exactly like the reference (2-space indent, no HTML escaping, newline)."""
@@ -139,8 +144,9 @@ class DecodeManifest:
         doc["adapters"] = {name: dict(self.scopes.get(name, {})) for name in self.adapters}
         ordered = sorted(self.fields, key=lambda f: f.order)
         doc[EXCLUSIONS] = {f.key: f.value for f in ordered if f.section == EXCLUSIONS}
-        doc["checksum_algorithm"] = CHECKSUM_ALGORITHM
-        doc["checksum_format"] = CHECKSUM_FORMAT
+        with_sums = self.checksums != CHECKSUMS_NONE
+        doc["checksum_algorithm"] = CHECKSUM_ALGORITHM if with_sums else CHECKSUMS_NONE
+        doc["checksum_format"] = CHECKSUM_FORMAT if with_sums else CHECKSUMS_NONE
         doc["encoded_filename_charset"] = ENCODED_FILENAME_CHARSET
         doc["key_segment_max_bytes"] = KEY_SEGMENT_MAX_BYTES
         if self.full_fidelity:

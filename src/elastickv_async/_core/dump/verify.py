@@ -1,9 +1,12 @@
 """``verify``: check that a dump tree is complete and unchanged.
 
 A tree is good when MANIFEST.json and CHECKSUMS exist, every CHECKSUMS line names a regular
-file whose SHA-256 matches, and no regular file is left out of CHECKSUMS. The tree is read
-under the encoder's rules (:mod:`~elastickv_async._core.dump.tree`): a tree holding a symlink,
-a FIFO, a device, a socket or a hard-linked file anywhere fails, since ``encode`` would refuse it.
+file whose SHA-256 matches, and no regular file is left out of CHECKSUMS. A tree decoded with
+``--checksums none`` (its MANIFEST.json says ``checksum_algorithm: none``) has no CHECKSUMS:
+only its completeness can be checked (MANIFEST.json present, every entry readable). The tree
+is read under the encoder's rules (:mod:`~elastickv_async._core.dump.tree`): a tree holding a
+symlink, a FIFO, a device, a socket or a hard-linked file anywhere fails, since ``encode``
+would refuse it.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ import re
 from pathlib import Path
 from typing import Final
 
-from ..errors import ChecksumMismatch, UsageError
+from ..errors import ChecksumMismatch, ManifestError, UsageError
+from ..gojson_read import GoJSONError, get_str, loads
 from ..progress import ProgressCallback, ProgressMeter
 from ..report import Report
 from .checksums import CHECKSUMS_NAME, HashTally, hash_tree
-from .manifest import MANIFEST_NAME
-from .tree import DumpTree
+from .manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE, MANIFEST_NAME
+from .tree import DumpTree, TreeDir
 
-__all__ = ["verify_tree"]
+__all__ = ["check_tree", "verify_tree"]
 
 _LINE: Final = re.compile(rb"(\\?)([0-9a-f]{64}) [ *](.+)")
 
@@ -63,7 +67,42 @@ def _problem(path: bytes, listed: dict[bytes, str], actual: dict[bytes, str]) ->
     return "sha256 differs"
 
 
-def _verify_sync(tree: DumpTree, tally: HashTally) -> int:
+def _checksum_algorithm(manifest: bytes) -> str:
+    try:
+        top = loads(manifest)
+        if not isinstance(top, dict):
+            raise GoJSONError("not a JSON object")
+        return get_str(top, "checksum_algorithm")
+    except GoJSONError as exc:
+        raise ManifestError(f"MANIFEST.json: {exc}", code="ErrInvalidManifest") from None
+
+
+def _count_files(directory: TreeDir) -> int:
+    count = 0
+    for entry in directory.entries():
+        if not entry.is_dir:
+            count += 1
+            continue
+        sub = directory.subdir(entry.name)
+        if sub is not None:
+            with sub:
+                count += _count_files(sub)
+    return count
+
+
+def check_tree(
+    tree: DumpTree, tally: HashTally | None = None, *, missing_ok: bool = False
+) -> tuple[int, str]:
+    """Check the tree at ``tree.root``; return ``(files, what was checked)``.
+
+    What was checked is ``"sha256"`` (every file against CHECKSUMS), ``"none"`` (a tree
+    decoded without checksums: completeness only) or, with ``missing_ok``, ``"missing"`` (a
+    tree whose MANIFEST.json promises a CHECKSUMS file that is absent).
+
+    Raises :class:`~elastickv_async._core.errors.ChecksumMismatch` naming the
+    files that differ from CHECKSUMS (at most five). ``tally`` follows the hashing. Blocking:
+    call from a worker thread.
+    """
     if not tree.root.is_dir():
         raise UsageError(f"{tree.root} is not a directory")
     with tree.open_root() as root:
@@ -73,15 +112,21 @@ def _verify_sync(tree: DumpTree, tally: HashTally) -> int:
                 f"{tree.root} has no {MANIFEST_NAME}: the dump is incomplete",
                 code="ErrChecksumsMissing",
             )
+        payload = root.read(MANIFEST_NAME)
+        if payload is not None and _checksum_algorithm(payload) == CHECKSUMS_NONE:
+            return _count_files(root), CHECKSUMS_NONE
         # CHECKSUMS lists every file of the tree: no per-file cap.
         listing = root.read(CHECKSUMS_NAME, limit=None)
+        if listing is None and missing_ok:
+            return _count_files(root), "missing"
         if listing is None:
             raise ChecksumMismatch(
                 f"{tree.root} has no {CHECKSUMS_NAME}", code="ErrChecksumsMissing"
             )
         listed = _parse(listing)
     # CHECKSUMS lists every file but itself, and hash_tree skips it too.
-    tally.total = len(listed)
+    if tally is not None:
+        tally.total = len(listed)
     actual = hash_tree(tree, tally)
     problems = [
         f"{os.fsdecode(p)}: {_problem(p, listed, actual)}"
@@ -95,7 +140,7 @@ def _verify_sync(tree: DumpTree, tally: HashTally) -> int:
         raise ChecksumMismatch(
             f"{len(problems)} file(s) differ from CHECKSUMS: {shown}", code="ErrChecksumMismatch"
         )
-    return len(listed)
+    return len(listed), CHECKSUM_ALGORITHM
 
 
 async def verify_tree(
@@ -109,7 +154,9 @@ async def verify_tree(
     ``encode`` would refuse.
 
     ``progress`` receives :class:`~elastickv_async.Progress` samples of the one stage
-    ``verify`` (files hashed, out of those CHECKSUMS lists).
+    ``verify`` (files hashed, out of those CHECKSUMS lists). The report's
+    ``snapshot["checksums"]`` says what was checked: ``"sha256"`` (every file against
+    CHECKSUMS) or ``"none"`` (a tree decoded without checksums: completeness only).
     """
     report = report if report is not None else Report()
     tree = DumpTree(Path(root))
@@ -117,6 +164,8 @@ async def verify_tree(
     meter = ProgressMeter(progress)
     async with meter.running():
         meter.stage("verify", unit="files", done=lambda: tally.files, total=lambda: tally.total)
-        report.count("verify.files", await tree.run(_verify_sync, tree, tally))
+        files, checked = await tree.run(check_tree, tree, tally)
+    report.count("verify.files", files)
     report.count("verify.bytes", tally.bytes)
+    report.snapshot["checksums"] = checked
     return report

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -27,8 +28,15 @@ import structlog
 
 from ..._adapters.base import AdapterSpec, EncodeContext
 from ..._adapters.registry import REGISTRY
-from ..dump.manifest import MANIFEST_NAME, Manifest, read_manifest
+from ..dump.manifest import (
+    CHECKSUM_ALGORITHM,
+    CHECKSUMS_NONE,
+    MANIFEST_NAME,
+    Manifest,
+    read_manifest,
+)
 from ..dump.tree import DumpTree
+from ..dump.verify import check_tree
 from ..errors import (
     DataError,
     OutputError,
@@ -118,6 +126,16 @@ def _check_options(options: EncodeOptions, specs: dict[str, AdapterSpec]) -> dic
         name: spec.resolve_options(options.adapter_options.get(name), encode=True)
         for name, spec in specs.items()
     }
+
+
+def _refuse_existing_output(output: Path, *, force: bool) -> None:
+    # lexists: a dangling symlink at the output path is an existing entry too.
+    if not force and os.path.lexists(output):
+        raise UsageError(
+            f"output {output} exists; pass --force to replace it "
+            "(the previous file is kept until the new one is durable)",
+            code="errOutputExists",
+        )
 
 
 def _check_placement(
@@ -403,6 +421,29 @@ class _Run:
             self.log.warning("encode_sidecar_failed", path=str(sidecar), error=str(exc))
 
 
+async def _verify_input(
+    root: Path, report: Report, log: structlog.typing.FilteringBoundLogger
+) -> None:
+    tree = DumpTree(root)
+    # A hand-assembled tree may have no CHECKSUMS at all: that is worth a warning (which
+    # --strict turns into a failure), not a refusal; a listed file that changed is.
+    files, checked = await tree.run(partial(check_tree, missing_ok=True), tree)
+    if checked == CHECKSUM_ALGORITHM:
+        report.count("encode.files_verified", files)
+    elif checked == CHECKSUMS_NONE:
+        log.info(
+            "checksums_absent",
+            input=str(root),
+            hint="the tree was decoded with --checksums none: only its completeness was checked",
+        )
+    else:
+        log.warning(
+            "checksums_missing",
+            input=str(root),
+            hint="the tree has no CHECKSUMS file, so its content could not be verified",
+        )
+
+
 async def encode_snapshot(
     input_root: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -413,8 +454,16 @@ async def encode_snapshot(
     log_stream: TextIO | None = None,
     sort_budget: int = DEFAULT_SORT_BUDGET,
     progress: ProgressCallback | None = None,
+    force: bool = False,
 ) -> EncodeResult:
     """Encode the dump tree at ``input_root`` into the snapshot file ``output``.
+
+    An existing ``output`` is refused with
+    :class:`~elastickv_async._core.errors.UsageError` unless ``force`` is set; the previous
+    file then stays in place until the new one is durable. Unless
+    ``options.verify_checksums`` is false, the tree is first checked against its CHECKSUMS:
+    a file that no longer matches raises
+    :class:`~elastickv_async._core.errors.ChecksumMismatch` (exit 2) naming it.
 
     Both paths are recorded verbatim in ``<output>.encode_info.json``. The output path is
     locked for the run (``<output>.lock``): a second run on it fails at once with
@@ -464,6 +513,11 @@ async def encode_snapshot(
     lock = PathLock(out)
     await anyio.to_thread.run_sync(lock.acquire)
     try:
+        await anyio.to_thread.run_sync(lambda: _refuse_existing_output(out, force=force))
+        if options.verify_checksums:
+            await _verify_input(root, report, log)
+        else:
+            log.info("checksums_not_verified", input=input_label)
         places = [out.parent]
         if options.scratch_root is not None:
             places.append(options.scratch_root)
