@@ -162,7 +162,7 @@ def _build_parser() -> _Parser:
 
     names = ",".join(REGISTRY.names())
     dec = sub.add_parser("decode", parents=[common], help="decode a .fsm snapshot into a dump tree")
-    dec.add_argument("--input", required=True, help="the .fsm snapshot file")
+    dec.add_argument("--input", help="the .fsm snapshot file (or --input-snap-dir)")
     dec.add_argument("--output", required=True, help="output directory (absent or empty)")
     dec.add_argument("--adapter", default=names, help=f"comma-separated adapters ({names}; 'all')")
     dec.add_argument("--cluster-id", default="", help="recorded as MANIFEST cluster_id")
@@ -178,12 +178,26 @@ def _build_parser() -> _Parser:
     _add_adapter_flags(dec, encode=False)
 
     add_decode_cluster(sub, common, dec)
-    # After decode-cluster copied decode's flags: a cluster dump has no full-fidelity mode.
+    # After decode-cluster copied decode's flags: a cluster dump has no full-fidelity mode,
+    # no single snapshot directory and always has CHECKSUMS.
     dec.add_argument(
         "--full-fidelity",
         action="store_true",
         help="also keep the live state the reference layout drops (bucket creation dates, "
         "queue timestamps, in-flight messages, incomplete uploads) so a restore brings it back",
+    )
+    dec.add_argument(
+        "--input-snap-dir",
+        metavar="DIR",
+        type=Path,
+        help="a node's fsm-snap/ directory: decode its newest <index>.fsm (the index is "
+        "checked against the snapshot's _meta_applied_index)",
+    )
+    dec.add_argument(
+        "--all",
+        action="store_true",
+        help="with --input-snap-dir: decode every snapshot, oldest first, each into "
+        "--output/<index>/",
     )
     dec.add_argument(
         "--checksums",
@@ -320,13 +334,27 @@ def _decode_options(args: argparse.Namespace) -> DecodeOptions:
         scratch_root=args.scratch_root,
         jobs=args.jobs,
         fsync=args.fsync,
-        checksums=args.checksums,
+        checksums=getattr(args, "checksums", CHECKSUM_ALGORITHM),
     )
 
 
 async def _decode(args: argparse.Namespace, report: Report) -> None:
     from .pipeline import decode_snapshot
 
+    if args.input_snap_dir is not None:
+        from .snapdir import decode_snap_dir, merge_reports
+
+        runs = await decode_snap_dir(
+            args.input_snap_dir,
+            args.output,
+            _decode_options(args),
+            every=args.all,
+            log_format=args.log_format,
+            progress=args.progress_display,
+            force=args.force,
+        )
+        merge_reports(report, runs)
+        return
     await decode_snapshot(
         args.input,
         args.output,
@@ -432,6 +460,8 @@ def _run(args: argparse.Namespace, report: Report) -> int | None:
 
 def _preflight(args: argparse.Namespace) -> None:
     """Refuse, before any work, what would only fail at the end of a long run."""
+    if args.command == "decode":
+        _check_decode_inputs(args)
     if args.report is not None:
         _check_report_path(args.report)
     scratch_root = getattr(args, "scratch_root", None)
@@ -444,6 +474,13 @@ def _preflight(args: argparse.Namespace) -> None:
             raise UsageError(
                 "--backend trio needs the trio package: pip install 'elastickv-async[trio]'"
             ) from None
+
+
+def _check_decode_inputs(args: argparse.Namespace) -> None:
+    if (args.input is None) == (args.input_snap_dir is None):
+        raise UsageError("decode needs exactly one of --input and --input-snap-dir")
+    if args.all and args.input_snap_dir is None:
+        raise UsageError("--all needs --input-snap-dir")
 
 
 def _check_report_path(path: Path) -> None:

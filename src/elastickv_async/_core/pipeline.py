@@ -32,7 +32,7 @@ from .concurrency import task_group
 from .dump.checksums import CHECKSUMS_NAME, ChecksumLedger
 from .dump.manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE, MANIFEST_NAME, DecodeManifest
 from .dump.writer import DumpWriter
-from .errors import OutputError, UsageError
+from .errors import OutputError, SnapshotFormatError, UsageError
 from .options import DecodeOptions
 from .progress import ProgressCallback, ProgressMeter
 from .report import Report, make_logger
@@ -184,6 +184,7 @@ async def decode_snapshot(
     progress: ProgressCallback | None = None,
     report: Report | None = None,
     force: bool = False,
+    expected_index: int | None = None,
 ) -> Report:
     """Decode the snapshot at ``input_path`` into a dump tree at ``output``.
 
@@ -199,6 +200,11 @@ async def decode_snapshot(
     about four times a second, from the event loop, through the stages ``read`` (input
     bytes), ``flush`` (the adapters' remaining files) and ``checksums``; each stage ends with
     a ``finished`` sample. It must return quickly.
+
+    ``expected_index`` is the Raft index the snapshot must carry in its
+    ``_meta_applied_index`` (a node's ``fsm-snap/<index>.fsm`` names it): a different one
+    raises :class:`~elastickv_async._core.errors.SnapshotFormatError` before MANIFEST.json is
+    written; a snapshot without the key is decoded with the warning ``snapshot_index_unchecked``.
     """
     options = normalise_options(options or DecodeOptions())
     await anyio.to_thread.run_sync(_check_scratch_root, options)
@@ -217,6 +223,7 @@ async def decode_snapshot(
         run = _DecodeRun(
             source, os.fspath(input_path), held, scratch.path, options, report, log, meter
         )
+        run.expected_index = expected_index
         async with meter.running():
             try:
                 return await run.execute(ignore_future_versions=True)
@@ -312,6 +319,8 @@ class _DecodeRun:
         self.specs = {spec.name: spec for spec in REGISTRY}
         self.enabled = REGISTRY.select(self.options.adapters)
         self.router = Router(self.specs, self.enabled)
+        #: The ``_meta_applied_index`` the snapshot must carry (see :func:`decode_snapshot`).
+        self.expected_index: int | None = None
 
     async def _setup(self) -> None:
         options = self.options
@@ -351,8 +360,29 @@ class _DecodeRun:
         if ignore_future_versions and mvcc.future_versions and not mvcc.straddling_keys:
             raise _HeaderBelowData
         self._account(header, snap.stats, dataclasses.asdict(mvcc))
+        self._check_index(snap.stats)
         await self._finish(header, snap.stats)
         return self.report
+
+    def _check_index(self, stats: SnapshotStats) -> None:
+        expected = self.expected_index
+        if expected is None:
+            return
+        applied = stats.meta.get("_meta_applied_index")
+        if applied is None:
+            self.log.warning(
+                "snapshot_index_unchecked",
+                path=self.source_label,
+                index=expected,
+                hint="the snapshot has no _meta_applied_index to check its file name against",
+            )
+        elif applied != expected:
+            raise SnapshotFormatError(
+                f"{self.source_label}: the file name says index {expected} but the snapshot's "
+                f"_meta_applied_index is {applied}",
+                code="errSnapshotIndexMismatch",
+                path=self.source_label,
+            )
 
     async def decode_stream(
         self, header: SnapshotHeader, now_ms: int, batches: AsyncIterator[list[Entry]]

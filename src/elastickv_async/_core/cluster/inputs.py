@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from ..errors import UsageError
-from ..snapshot.source import snapshot_index_from_path
+from ..snapshot.source import snapshots_in
 
 __all__ = ["GroupInput", "discover_groups", "parse_group_inputs"]
 
@@ -78,12 +78,8 @@ def parse_group_inputs(
 
 
 def _newest(snap_dir: Path) -> Path | None:
-    best: tuple[int, Path] | None = None
-    for path in snap_dir.glob("*.fsm"):
-        index = snapshot_index_from_path(path)
-        if index is not None and path.is_file() and (best is None or index > best[0]):
-            best = (index, path)
-    return None if best is None else best[1]
+    found = snapshots_in(snap_dir)
+    return found[-1][1] if found else None
 
 
 def discover_groups(node_dir: Path) -> list[GroupInput]:

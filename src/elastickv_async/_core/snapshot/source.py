@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Final
 
-__all__ = ["snapshot_index_from_path"]
+from ..errors import UsageError
+
+__all__ = ["snapshot_index_from_path", "snapshots_in"]
 
 _SUFFIX: Final = ".fsm"
 #: A node names its snapshots ``fsm-snap/%016x.fsm`` (internal/raftengine/etcd).
@@ -36,3 +39,23 @@ def snapshot_index_from_path(path: str | PurePath) -> int | None:
         value = int(stem)
         return value if value <= _U64_MAX else None
     return None
+
+
+def snapshots_in(snap_dir: Path) -> list[tuple[int, Path]]:
+    """The snapshots of a node's ``fsm-snap/`` directory as ``(index, path)``, oldest first.
+
+    Only regular files whose name carries an index count (a node's temp files do not). Raises
+    :class:`~elastickv_async._core.errors.UsageError` when ``snap_dir`` is not a directory.
+    Blocking: call from a worker thread.
+    """
+    try:
+        names = os.listdir(snap_dir)
+    except OSError as exc:
+        raise UsageError(f"{snap_dir} is not a readable directory: {exc.strerror}") from None
+    found = []
+    for name in names:
+        index = snapshot_index_from_path(name)
+        path = snap_dir / name
+        if index is not None and path.is_file():
+            found.append((index, path))
+    return sorted(found)
