@@ -162,7 +162,9 @@ def _build_parser() -> _Parser:
 
     names = ",".join(REGISTRY.names())
     dec = sub.add_parser("decode", parents=[common], help="decode a .fsm snapshot into a dump tree")
-    dec.add_argument("--input", help="the .fsm snapshot file (or --input-snap-dir)")
+    dec.add_argument(
+        "--input", help="the .fsm snapshot file, - for standard input (or --input-snap-dir)"
+    )
     dec.add_argument("--output", required=True, help="output directory (absent or empty)")
     dec.add_argument("--adapter", default=names, help=f"comma-separated adapters ({names}; 'all')")
     dec.add_argument("--cluster-id", default="", help="recorded as MANIFEST cluster_id")
@@ -240,7 +242,7 @@ def _build_parser() -> _Parser:
     ins = sub.add_parser(
         "inspect", parents=[common], help="summarise a .fsm (header, footer, meta keys, prefixes)"
     )
-    ins.add_argument("--input", required=True, help="the .fsm snapshot file")
+    ins.add_argument("--input", required=True, help="the .fsm snapshot file, - for standard input")
     ins.add_argument("--depth", type=int, default=2, help="'|'-separated prefix depth")
     ins.add_argument("--json", action="store_true", help="print JSON instead of text")
 

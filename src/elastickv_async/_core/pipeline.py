@@ -47,7 +47,7 @@ from .runfiles import (
 )
 from .snapshot.entry import Entry, SnapshotHeader
 from .snapshot.mvcc import VisibilityResolver
-from .snapshot.reader import Snapshot, SnapshotStats, open_snapshot
+from .snapshot.reader import STDIN, Snapshot, SnapshotStats, open_snapshot
 from .snapshot.source import snapshot_index_from_path
 
 __all__ = [
@@ -114,7 +114,7 @@ def claim_output(output: Path, *, force: bool, tag: str) -> LockedDir:
 
 
 def _claim_input_and_output(source: Path, output: Path, *, force: bool, tag: str) -> LockedDir:
-    if not source.is_file():
+    if os.fspath(source) != STDIN and not source.is_file():
         raise UsageError(f"input {source} is not a readable file")
     return claim_output(output, force=force, tag=tag)
 
@@ -188,6 +188,9 @@ async def decode_snapshot(
 ) -> Report:
     """Decode the snapshot at ``input_path`` into a dump tree at ``output``.
 
+    ``input_path`` ``"-"`` reads standard input (read once, front to back; a snapshot whose
+    header is below its data needs a second pass, which standard input cannot give: that
+    raises :class:`~elastickv_async._core.errors.UsageError` ``errStdinNotRereadable``).
     ``output`` must be absent or an empty directory; with ``force`` it may also hold the
     incomplete tree of a decode that was killed, which is then replaced. The directory is
     locked for the run: a second run on it fails at once with
@@ -228,7 +231,13 @@ async def decode_snapshot(
             try:
                 return await run.execute(ignore_future_versions=True)
             except _HeaderBelowData:
-                pass
+                if os.fspath(source) == STDIN:
+                    raise UsageError(
+                        "the snapshot's header is below its data, so it must be decoded a "
+                        "second time, and standard input cannot be read again: save the "
+                        "stream to a file and decode that",
+                        code="errStdinNotRereadable",
+                    ) from None
             # Start over: the first pass's files and counts describe the wrong state.
             report.counters.clear()
             report.warnings.clear()
@@ -349,7 +358,8 @@ class _DecodeRun:
                 "read",
                 unit="bytes",
                 done=lambda: snap.stats.bytes_read,
-                total=snap.stats.total_bytes,
+                # Standard input's size is known only at its end.
+                total=snap.stats.total_bytes or None,
             )
             resolver = VisibilityResolver(
                 header.last_commit_ts, ignore_future_versions=ignore_future_versions

@@ -11,12 +11,16 @@ Usage::
 The file is read in large chunks by worker threads (the CRC32C is computed in the same thread
 call, so it overlaps with the event loop); framing runs in the calling task between reads,
 as it is CPU work on bytes already in memory. Memory holds one chunk plus the entry being
-read (a value larger than a chunk is read in one piece).
+read (a value larger than a chunk is read in one piece). The input is read once, front to
+back, so it need not be seekable: the path ``-`` is standard input (a pipe from ``ssh`` or
+``zstdcat``), whose size is known only at its end.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,9 +34,11 @@ from .entry import Entry, SnapshotHeader
 from .footer import RunningCrc32c
 from .framing import FrameDecoder
 
-__all__ = ["Snapshot", "SnapshotStats", "open_snapshot"]
+__all__ = ["STDIN", "Snapshot", "SnapshotStats", "open_snapshot"]
 
 DEFAULT_CHUNK_SIZE = 4 << 20
+#: The input path that means standard input.
+STDIN = "-"
 
 
 @dataclass(slots=True)
@@ -44,6 +50,7 @@ class SnapshotStats:
     footer covers. For a file without footer it is the CRC32C of the entire file.
     ``entries`` counts raw MVCC entries (all versions, tombstones included); raw meta keys
     are in ``meta`` (name -> value) and writer-registry rows in ``encryption_writer_rows``.
+    ``total_bytes`` of a stream that is not a regular file (standard input) is 0 until its end.
     """
 
     total_bytes: int
@@ -59,8 +66,15 @@ class _ChunkSource:
     """Blocking side of the reader: file reads and the running CRC32C (worker threads only)."""
 
     def __init__(self, path: Path) -> None:
-        self._file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self.size = os.fstat(self._file.fileno()).st_size
+        if os.fspath(path) == STDIN:
+            # A duplicate, so closing the snapshot leaves the process's stdin alone.
+            fd = os.dup(sys.stdin.fileno())
+            self._file: BinaryIO = open(fd, "rb")  # noqa: SIM115 - closed by close()
+        else:
+            self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        info = os.fstat(self._file.fileno())
+        #: The size when known up front (a regular file), else 0.
+        self.size = info.st_size if stat.S_ISREG(info.st_mode) else 0
         self.crc = RunningCrc32c()
 
     def read(self, size: int) -> bytes:
@@ -144,6 +158,7 @@ class Snapshot:
             crc.verify_footer(decoder.footer)
             stats.footer = "valid"
         stats.payload_crc32c = crc.payload_crc32c()
+        stats.total_bytes = max(stats.total_bytes, stats.bytes_read)
         stats.meta = dict(decoder.meta)
         stats.encryption_writer_rows = decoder.writer_registry_rows
 
@@ -152,7 +167,8 @@ class Snapshot:
 async def open_snapshot(
     path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> AsyncIterator[Snapshot]:
-    """Open ``path`` and read its header; the file is closed when the block exits.
+    """Open ``path`` (:data:`STDIN`: standard input) and read its header; the file is
+    closed when the block exits.
 
     Raises :class:`UsageError` when the file cannot be opened, and the typed snapshot format
     errors when the header is malformed.
