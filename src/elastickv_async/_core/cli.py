@@ -202,6 +202,12 @@ def _build_parser() -> _Parser:
         "--output/<index>/",
     )
     dec.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read the snapshot and print what would be written (adapters, tables, buckets, "
+        "queues, key counts, estimated files and bytes); write nothing",
+    )
+    dec.add_argument(
         "--checksums",
         choices=(CHECKSUM_ALGORITHM, CHECKSUMS_NONE),
         default=CHECKSUM_ALGORITHM,
@@ -343,6 +349,16 @@ def _decode_options(args: argparse.Namespace) -> DecodeOptions:
 async def _decode(args: argparse.Namespace, report: Report) -> None:
     from .pipeline import decode_snapshot
 
+    if args.dry_run:
+        from .plan import plan_decode
+
+        plan = await plan_decode(args.input, _decode_options(args))
+        report.snapshot["plan"] = plan.to_dict()
+        if args.log_format == "json":
+            print(json.dumps(plan.to_dict()))
+        else:
+            print("\n".join(plan.lines()))
+        return
     if args.input_snap_dir is not None:
         from .snapdir import decode_snap_dir, merge_reports
 
@@ -483,6 +499,8 @@ def _check_decode_inputs(args: argparse.Namespace) -> None:
         raise UsageError("decode needs exactly one of --input and --input-snap-dir")
     if args.all and args.input_snap_dir is None:
         raise UsageError("--all needs --input-snap-dir")
+    if args.dry_run and args.input is None:
+        raise UsageError("--dry-run needs --input")
 
 
 def _check_report_path(path: Path) -> None:
@@ -556,6 +574,8 @@ def _summary(args: argparse.Namespace, report: Report, duration: float) -> str:
     counters = report.counters
     took = human_duration(duration)
     warned = warnings_phrase(report)
+    if getattr(args, "dry_run", False):
+        return f"Dry run of {args.input} in {took}: nothing written; {warned}"
     if args.command in ("decode", "decode-cluster"):
         files = counters.get("output.files_written", 0)
         size = human_bytes(counters.get("output.bytes_written", 0))
