@@ -147,7 +147,10 @@ class DynamoDBDecoder:
         present = [reader for reader in readers if reader is not None]
         written = 0
         if self._jsonl:
-            bundle = JsonlTable(self._ctx.scratch / "jsonl" / str(table.index))
+            bundle = JsonlTable(
+                self._ctx.scratch / "jsonl" / str(table.index),
+                part_bytes=self._ctx.adapter_options.part_bytes,
+            )
             for reader in present:
                 while n := await anyio.to_thread.run_sync(
                     self._bundle_chunk, table, reader, bundle
