@@ -36,6 +36,8 @@ __all__ = [
     "EncodeAdapter",
     "EncodeContext",
     "FileComparison",
+    "Inventory",
+    "InventoryRow",
     "ManifestField",
     "NoOptions",
     "OptionField",
@@ -171,6 +173,34 @@ class EncodeContext:
         self.tree = DumpTree(self.input_root)
 
 
+@dataclass(slots=True)
+class InventoryRow:
+    """One line of ``inspect``'s inventory: a table, bucket, queue or key type, and its counts.
+
+    ``name`` is text (a name that is not UTF-8 shows its bytes escaped); ``counts`` keeps its
+    insertion order (``items``, ``bytes``...), and ``bytes`` is shown in human units.
+    """
+
+    kind: str
+    name: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Inventory(Protocol):
+    """Counts what one adapter's keyspace holds, for ``inspect`` (nothing is decoded).
+
+    :meth:`add` sees every visible entry routed to the adapter, with the routing prefix that
+    matched; it must not raise on a malformed key (count it instead).
+    """
+
+    def add(self, prefix: bytes, entry: Entry) -> None:
+        """Count one visible entry."""
+
+    def rows(self) -> list[InventoryRow]:
+        """The inventory, in a stable order."""
+        ...
+
+
 class EncodeAdapter(Protocol):
     """One adapter's encoder: walks its subtree and yields ``(user_key, user_value)`` records."""
 
@@ -269,6 +299,9 @@ class AdapterSpec:
     partition_unit: Callable[[bytes, bytes], bytes | None] = _never_cut
     #: The adapter's MANIFEST scope from the scopes of its partitions, given in unit order.
     merge_scopes: Callable[[Sequence[Mapping[str, Any]]], dict[str, Any]] = joined_scopes
+    #: A fresh :class:`Inventory` of this adapter's keyspace for ``inspect`` (``None``: it
+    #: only counts the entries routed to the adapter).
+    inventory: Callable[[], Inventory] | None = None
 
     def resolve_options(self, given: Any, *, encode: bool = False) -> Any:
         """An instance of this adapter's options from ``given``.

@@ -246,10 +246,15 @@ def _build_parser() -> _Parser:
     _add_adapter_flags(enc, encode=True)
 
     ins = sub.add_parser(
-        "inspect", parents=[common], help="summarise a .fsm (header, footer, meta keys, prefixes)"
+        "inspect",
+        parents=[common],
+        help="summarise a .fsm: header, footer, meta keys, an inventory of what each adapter "
+        "holds, and counts per key prefix",
     )
     ins.add_argument("--input", required=True, help="the .fsm snapshot file, - for standard input")
-    ins.add_argument("--depth", type=int, default=2, help="'|'-separated prefix depth")
+    ins.add_argument(
+        "--depth", type=int, default=2, metavar="N", help="group prefixes up to their N-th '|'"
+    )
     ins.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     ver = sub.add_parser("verify", parents=[common], help="check a dump tree against its CHECKSUMS")

@@ -272,3 +272,22 @@ def test_version_and_import_load_no_engine() -> None:
     version = _cli("--version").stdout.strip()
     assert version.startswith("elastickv-async ")
     assert done.stdout.strip() == f"{version} []"
+
+
+def test_inspect_shows_an_inventory_and_prefixes_as_text() -> None:
+    """Tables, buckets, queues and Redis types with their counts, in text and JSON; prefixes
+    are text (no b'...'), whole segments even at --depth 1."""
+    text = _cli("inspect", "--input", SAMPLE, "--depth", "1").stdout
+    assert "b'" not in text
+    assert "  table     orders: 3 items, 444 B" in text.splitlines()
+    assert "  queue     jobs: 3 messages" in text.splitlines()
+    prefixes = [line.split()[-1] for line in text.splitlines()[text.splitlines().index(
+        next(line for line in text.splitlines() if line.endswith(" prefix"))
+    ) + 1 :]]  # fmt: skip
+    assert prefixes and all(p.endswith("|") for p in prefixes)
+    assert all(p.count("|") == 1 for p in prefixes)
+    doc = json.loads(_cli("inspect", "--input", SAMPLE, "--json").stdout)
+    assert doc["inventory"]["dynamodb"] == [
+        {"kind": "table", "name": "orders", "items": 3, "bytes": 444}
+    ]
+    assert {r["name"]: r["keys"] for r in doc["inventory"]["redis"]}["string"] == 2

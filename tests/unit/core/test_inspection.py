@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from elastickv_async._core.inspection import inspect_snapshot, key_prefix
+from elastickv_async._core.inspection import NO_SEPARATOR, inspect_snapshot, key_prefix
 
 pytestmark = pytest.mark.anyio
 
@@ -19,10 +19,13 @@ def _entry(key: bytes, ts: int, body: bytes, *, tombstone: bool = False) -> byte
 
 
 def test_key_prefix_buckets() -> None:
-    """Keys bucket up to their second '|' or their first 12 bytes."""
+    """Keys bucket up to their depth-th '|' (their last one when they have fewer), never
+    inside a segment; keys without any '|' share one bucket."""
     assert key_prefix(b"!redis|str|foo") == b"!redis|str|"
     assert key_prefix(b"!redis|str|a|b", depth=3) == b"!redis|str|a|"
-    assert key_prefix(b"plainkey-no-bars") == b"plainkey-no-"
+    assert key_prefix(b"!redis|str|foo", depth=1) == b"!redis|"
+    assert key_prefix(b"!dist|x", depth=5) == b"!dist|"
+    assert key_prefix(b"plainkey-no-bars") == NO_SEPARATOR
 
 
 async def test_counts_versions_tombstones_and_routes(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from ..base import AdapterSpec, sorted_scopes
 from . import options
 from .decode import DynamoDBDecoder
 from .encode import DynamoDBEncoder
+from .inventory import DynamoDBInventory
 from .keys import (
     GSI_PREFIX,
     ITEM_PREFIX,
@@ -29,6 +30,7 @@ SPEC = AdapterSpec(
     route_key=route_key,
     partition_unit=partition_unit,
     merge_scopes=sorted_scopes,
+    inventory=DynamoDBInventory,
     decode_options=options.DynamoDBOptions,
     manifest_fields=options.manifest_fields,
     read_manifest=options.read_manifest,

@@ -6,6 +6,7 @@ from ..base import AdapterSpec
 from . import options
 from .decode import RedisDecoder
 from .encode import RedisEncoder
+from .inventory import RedisInventory
 from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, route_key
 from .layout import ROOT, self_test_comparison
 
@@ -19,6 +20,7 @@ SPEC = AdapterSpec(
     encoder=RedisEncoder,
     encode_rank=1,
     route_key=route_key,
+    inventory=RedisInventory,
     decode_options=options.RedisOptions,
     self_test_options=options.self_test_options,
     compare=self_test_comparison,

@@ -6,6 +6,7 @@ from ..base import AdapterSpec
 from . import keys, options
 from .decode import S3Decoder
 from .encode import S3Encoder
+from .inventory import S3Inventory
 from .layout import ROOT, self_test_comparison
 
 __all__ = ["SPEC"]
@@ -29,6 +30,7 @@ SPEC = AdapterSpec(
     encode_rank=3,
     route_key=keys.route_key,
     partition_unit=keys.partition_unit,
+    inventory=S3Inventory,
     decode_options=options.S3Options,
     manifest_fields=options.manifest_fields,
     read_manifest=options.read_manifest,

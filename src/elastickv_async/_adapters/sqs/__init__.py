@@ -6,6 +6,7 @@ from ..base import AdapterSpec, sorted_scopes
 from . import options
 from .decode import SQSDecoder
 from .encode import SQSEncoder
+from .inventory import SQSInventory
 from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, partition_unit, route_key
 from .layout import ROOT, self_test_comparison
 
@@ -21,6 +22,7 @@ SPEC = AdapterSpec(
     route_key=route_key,
     partition_unit=partition_unit,
     merge_scopes=sorted_scopes,
+    inventory=SQSInventory,
     decode_options=options.SQSOptions,
     manifest_fields=options.manifest_fields,
     read_manifest=options.read_manifest,
