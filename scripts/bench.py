@@ -20,6 +20,12 @@ of the work itself and the child's peak RSS. Rows print as they finish: items, e
 seconds, items/s, MB/s of input (10^6 bytes), peak RSS (MiB) and the 1-minute load average
 before and after (the figures are only comparable on a quiet machine). ``--json`` keeps them.
 Finer modes (adapter-only runs, other sizes, --verify) are in the per-area ``bench_*.py``.
+
+    python scripts/bench.py --compare-reference [--quick] [--mix NAME ...] [--runs N]
+        [--seed N] [--json FILE] [--workdir DIR]
+
+runs the Go reference decoder and encoder side by side with ours instead (see
+``bench_reference.py``): ratios of alternating runs, peak RSS, outputs compared.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Final
 import bench_dynamodb
 import bench_encode
 import bench_redis
+import bench_reference
 import bench_s3
 import bench_snapshot_reader
 import bench_sqs
@@ -98,8 +105,28 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help=f"every size divided by {QUICK_FACTOR}"
     )
+    compare = parser.add_argument_group("side by side with the reference")
+    compare.add_argument(
+        "--compare-reference",
+        action="store_true",
+        help="time our CLI against the Go reference tools instead of the workloads",
+    )
+    compare.add_argument(
+        "--mix",
+        action="append",
+        choices=list(bench_reference.MIXES),
+        help="mix to compare (repeatable; default: all, mixed-1m only without --quick)",
+    )
+    compare.add_argument(
+        "--runs", type=int, default=3, help="alternating runs per side (default: 3)"
+    )
+    compare.add_argument("--seed", type=int, default=1, help="seed of the generated snapshots")
     benchlib.add_common_arguments(parser)
     args = parser.parse_args()
+    if args.compare_reference:
+        raise SystemExit(_compare_reference(parser, args))
+    if args.mix:
+        parser.error("--mix needs --compare-reference")
     unknown = [w for w in args.workloads if w not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(unknown)} (known: {', '.join(WORKLOADS)})")
@@ -109,6 +136,22 @@ def main() -> None:
         print(f"== {name}: {WORKLOADS[name].summary}" + (" (quick)" if args.quick else ""))
         WORKLOADS[name].run(bench, scale)
     bench.finish()
+
+
+def _compare_reference(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.workloads:
+        parser.error("--compare-reference takes no WORKLOAD")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    mixes = args.mix or [
+        name
+        for name in bench_reference.MIXES
+        if not (args.quick and name in bench_reference.FULL_ONLY)
+    ]
+    if args.quick and bench_reference.FULL_ONLY & set(mixes):
+        parser.error(f"{', '.join(sorted(bench_reference.FULL_ONLY))}: not with --quick")
+    bench = benchlib.bench_from_args(args)
+    return bench_reference.run(bench, mixes=mixes, quick=args.quick, runs=args.runs, seed=args.seed)
 
 
 if __name__ == "__main__":

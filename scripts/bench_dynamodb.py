@@ -69,12 +69,12 @@ def _item(i: int) -> dict[str, Any]:
     }
 
 
-def records(items: int) -> list[benchlib.Record]:
-    """Every record of the table (schema, generation counter, items), in snapshot order."""
-    schema = public_to_schema(_SCHEMA, "bench schema")
+def records(items: int, table: str = TABLE) -> list[benchlib.Record]:
+    """Every record of ``table`` (schema, generation counter, items), in snapshot order."""
+    schema = public_to_schema(_SCHEMA | {"table_name": table}, "bench schema")
     out: list[benchlib.Record] = [
-        (table_meta_key(TABLE), encode_schema(schema)),
-        (table_gen_key(TABLE), str(RESTORE_GENERATION).encode()),
+        (table_meta_key(table), encode_schema(schema)),
+        (table_gen_key(table), str(RESTORE_GENERATION).encode()),
     ]
     for i in range(items):
         item = public_to_item(_item(i), f"bench item {i}")
