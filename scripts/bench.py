@@ -22,7 +22,7 @@ before and after (the figures are only comparable on a quiet machine). ``--json`
 Finer modes (adapter-only runs, other sizes, --verify) are in the per-area ``bench_*.py``.
 
     python scripts/bench.py --compare-reference [--quick] [--mix NAME ...] [--runs N]
-        [--seed N] [--json FILE] [--workdir DIR]
+        [--seed N] [--json FILE] [--workdir DIR] [--backend asyncio|trio]
 
 runs the Go reference decoder and encoder side by side with ours instead (see
 ``bench_reference.py``): ratios of alternating runs, peak RSS, outputs compared.

@@ -1,7 +1,7 @@
 """Side by side with the Go reference: decode and encode times, peak RSS, identical outputs.
 
     python scripts/bench.py --compare-reference [--quick] [--mix NAME ...] [--runs N]
-        [--json FILE] [--workdir DIR]
+        [--seed N] [--json FILE] [--workdir DIR] [--backend asyncio|trio]
 
 The reference tools (``elastickv-snapshot-decode`` / ``-encode``, xz-compressed) come from
 ``../shared/elastickv-bin/`` beside the repository, or ``$ELASTICKV_SHARED/elastickv-bin/``;
@@ -21,14 +21,14 @@ value builders:
 
 ``--quick`` divides every count by 20. For each mix, both decoders run alternately (who goes
 first alternates too) ``--runs`` times, each a fresh process (ours: the installed
-``elastickv-async`` CLI); then both encoders (self-test off) encode our decoded tree the same
-way. A run's figures are its wall time (process start included, on both sides) and its peak
-RSS (``ru_maxrss`` from ``wait4``, taken by a minimal launcher so that this script's own
-memory is not inherited: a floor of about 5 MiB; the larger of the tool and any child process
-it waited for). The table shows ratios of minimum times (reference / ours: above 1 means we are
-faster), the highest RSS of each side, and our throughput (entries/s, and MB/s of the
-``.fsm``: read by decode, written by encode). On a shared machine the ratios move with the
-load; the load average is printed and kept in the JSON.
+``elastickv-async`` CLI, on ``--backend``); then both encoders (self-test off) encode our
+decoded tree the same way. A run's figures are its wall time (process start included, on both
+sides) and its peak RSS (``ru_maxrss`` from ``wait4``, taken by a minimal launcher so that this
+script's own memory is not inherited: a floor of about 5 MiB; the larger of the tool and any
+child process it waited for). The table shows ratios of minimum times (reference / ours: above
+1 means we are faster), the highest RSS of each side, and our throughput (entries/s, and MB/s
+of the ``.fsm``: read by decode, written by encode). On a shared machine the ratios move with
+the load; the load average is printed and kept in the JSON.
 
 The outputs must agree: the first decode of each side is compared file by file (bytes, except
 MANIFEST.json without its wall time, source and version, and CHECKSUMS without the MANIFEST.json
@@ -520,6 +520,7 @@ def measure_mix(
 ) -> MixResult:
     """Generate ``mix``, then decode and encode it with both tools; return the figures."""
     cli = str(our_cli())
+    our_flags = ["--quiet", "--no-progress", "--backend", bench.backend]
     with bench.workspace(f"ref-{name}") as work:
         fsm = work / "input.fsm"
         what = f"{name} snapshot"
@@ -528,7 +529,7 @@ def measure_mix(
         print(f"  {result.entries:,} entries, {result.fsm_bytes / 1e6:,.1f} MB", flush=True)
 
         trees = {"ours": work / "tree-ours", "ref": work / "tree-ref"}
-        ours_decode = [cli, "decode", "--quiet", "--no-progress", "--input", str(fsm), "--output"]
+        ours_decode = [cli, "decode", *our_flags, "--input", str(fsm), "--output"]
         ref_decode = [str(tools[DECODER]), "--input", str(fsm), "--output"]
         decode: dict[str, Callable[[Path], list[str]]] = {
             "ours": lambda out: [*ours_decode, str(out)],
@@ -542,7 +543,7 @@ def measure_mix(
         # Both encoders read our decoded tree.
         tree = str(trees["ours"])
         fsms = {"ours": work / "ours.fsm", "ref": work / "ref.fsm"}
-        ours_encode = [cli, "encode", "--quiet", "--no-progress", "--input", tree, "--output"]
+        ours_encode = [cli, "encode", *our_flags, "--input", tree, "--output"]
         ref_encode = [str(tools[ENCODER]), "--input", tree, "--output"]
         encode: dict[str, Callable[[Path], list[str]]] = {
             "ours": lambda out: [*ours_encode, str(out)],
