@@ -68,8 +68,12 @@ from elastickv_async._adapters.sqs.keys import (
     queue_gen_key,
     queue_meta_key,
 )
-from elastickv_async._adapters.sqs.message import Message, stored_value
-from elastickv_async._adapters.sqs.queue import QueueConfig, stored_meta_value
+from elastickv_async._adapters.sqs.values import (
+    Message,
+    QueueConfig,
+    stored_meta_value,
+    stored_value,
+)
 from elastickv_async._core.encode.framing import ts_suffix
 
 DECODER: Final = "elastickv-snapshot-decode"
