@@ -598,11 +598,18 @@ def _summary(args: argparse.Namespace, report: Report, duration: float) -> str:
                 f"--checksums none, so their content was not verified; {warned}"
             )
         return f"Verified {files:,} files of {args.input} in {took}: intact; {warned}"
+    if args.command == "prepare-restore":
+        facts = report.snapshot
+        return (
+            f"Prepared {facts.get('data_dir')} for restore in {took}: {facts.get('snap')}, "
+            f"{human_bytes(facts.get('payload_bytes', 0))} payload, crc32c {facts.get('crc32c')}"
+            f"; {warned}"
+        )
     return f"Done in {took}; {warned}"
 
 
 #: Commands whose result is their standard output: no summary line after it.
-_QUIET_COMMANDS: Final = frozenset({"inspect", "prepare-restore"})
+_QUIET_COMMANDS: Final = frozenset({"inspect"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -243,6 +243,7 @@ class ProgressDisplay:
         self._console = console
         self._tty = tty
         self._open_line = False
+        self._stage: str | None = None
 
     def __call__(self, sample: Progress | _ClusterSample) -> None:
         """Show one sample (a :class:`Progress`, or a cluster decode's sample)."""
@@ -252,9 +253,12 @@ class ProgressDisplay:
             return
         width = max(shutil.get_terminal_size(fallback=(80, 24)).columns - 1, 10)
         line = _line(fields, width)
+        # A stage that ends without a finished sample (a cluster's groups) keeps its line.
+        start = "\n" if self._open_line and fields["stage"] != self._stage else ""
         end = "\n" if fields["finished"] else ""
-        self._console._write(f"\r{line}\x1b[K{end}")
+        self._console._write(f"{start}\r{line}\x1b[K{end}")
         self._open_line = not fields["finished"]
+        self._stage = fields["stage"]
 
     def close(self) -> None:
         """Erase an unfinished line (the run stopped in the middle of a stage)."""
@@ -309,9 +313,12 @@ def _line(fields: Mapping[str, Any], width: int) -> str:
     unit, done, total = fields["unit"], fields["done"], fields["total"]
     ratio = _ratio(done, total)
     head = f"{fields['stage']:<10}"
-    amount = _amount(done, unit)
-    if total is not None:
-        amount += f"/{_amount(total, unit)}" if unit == "bytes" else f"/{total:,}"
+    if total is None:
+        amount = _amount(done, unit)
+    elif unit == "bytes":
+        amount = f"{human_bytes(done)}/{human_bytes(total)}"
+    else:
+        amount = f"{done:,}/{total:,} {unit}"
     essential = [f"{ratio * 100:5.1f}%", amount] if ratio is not None else [amount]
     optional: list[str] = []
     if fields.get("elapsed_s", 0) > 0 and fields.get("rate"):

@@ -119,8 +119,11 @@ def test_every_json_line_of_real_runs_matches_the_documented_schema(tmp_path: Pa
         ("encode", "--input", tmp_path / "d", "--output", tmp_path / "x.fsm", "--self-test"),
         ("verify", "--input", tmp_path / "d"),
         ("inspect", "--input", SAMPLE),
+        ("decode-cluster", "--input", f"1={SAMPLE}", "--output", tmp_path / "cluster"),
+        ("prepare-restore", "--input", tmp_path / "x.fsm", "--data-dir", tmp_path / "node",
+         "--index", "1", "--peers", "n1=127.0.0.1:7000", "--allow-missing-cluster-id"),
         ("verify", "--input", tmp_path / "nowhere"),
-    ]
+    ]  # fmt: skip
     seen: list[dict[str, Any]] = []
     for argv in runs:
         done = _cli(*argv, "--log-format", "json")
@@ -129,9 +132,11 @@ def test_every_json_line_of_real_runs_matches_the_documented_schema(tmp_path: Pa
         events = [_check_event(line, schema) for line in lines]
         seen += events
         if done.returncode == 0:
-            assert events[0]["event"] == f"{argv[0]}_started"
-            assert events[-1]["event"] == f"{argv[0]}_complete"
-            assert events[-1]["input"] == str(argv[2])
+            name = str(argv[0]).replace("-", "_")
+            assert events[0]["event"] == f"{name}_started"
+            assert events[-1]["event"] == f"{name}_complete"
+            assert events[0]["input"] == events[-1]["input"]
+            assert events[0]["input"] is not None
         else:
             assert events[-1]["event"] == "run_failed" and events[-1]["exit_code"] == 1
     names = [e["event"] for e in seen]
@@ -145,7 +150,11 @@ def test_every_json_line_of_real_runs_matches_the_documented_schema(tmp_path: Pa
         ("encode", "write"),
         ("encode", "self_test"),
         ("verify", "verify"),
+        ("decode-cluster", "groups"),
+        ("decode-cluster", "merge"),
     }
+    restored = next(e for e in seen if e["event"] == "prepare_restore_complete")
+    assert restored["summary"].startswith(f"Prepared {tmp_path / 'node'} for restore in ")
     decoded = next(e for e in seen if e["event"] == "decode_complete")
     files = [p for p in (tmp_path / "d").rglob("*") if p.is_file()]
     assert decoded["counters"]["output.files_written"] == len(files)
@@ -291,3 +300,18 @@ def test_inspect_shows_an_inventory_and_prefixes_as_text() -> None:
         {"kind": "table", "name": "orders", "items": 3, "bytes": 444}
     ]
     assert {r["name"]: r["keys"] for r in doc["inventory"]["redis"]}["string"] == 2
+
+
+def test_a_cluster_decode_keeps_its_groups_line(tmp_path: Path) -> None:
+    """The groups stage ends without a finished sample; its line stays when merge begins."""
+    code, err = _on_terminal(
+        60, "decode-cluster", "--input", f"1={SAMPLE}", "--output", tmp_path / "out"
+    )
+    assert code == 0, err
+    kept = [
+        line.split("\r")[-1].replace("\x1b[K", "").split()
+        for line in err.replace("\r\n", "\n").split("\n")
+        if line.strip()
+    ]
+    assert [words[0] for words in kept[:2]] == ["groups", "merge"]
+    assert kept[0][2:] == ["100.0%", "1/1", "groups"]

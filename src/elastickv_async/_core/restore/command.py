@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +67,5 @@ async def run(args: argparse.Namespace, report: Report) -> None:
         )
     )
     fields = describe(result)
+    # The CLI's summary line (or *_complete event) reports these.
     report.snapshot.update(fields)
-    if not args.quiet:
-        detail = " ".join(f"{k}={v}" for k, v in fields.items())
-        print(f"elastickv-async: restore data directory prepared: {detail}", file=sys.stderr)
