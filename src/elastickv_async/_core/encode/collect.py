@@ -26,6 +26,8 @@ from .framing import check_record
 __all__ = ["collect_records"]
 
 Batch = list[tuple[bytes, bytes]]
+#: The MVCC suffix of every key, or a function giving each user key its own.
+Suffix = bytes | Callable[[bytes], bytes]
 
 #: A batch is sent when it holds this many records or this many bytes.
 BATCH_RECORDS: Final = 512
@@ -71,13 +73,13 @@ async def _produce(job: _Job, send: ObjectSendStream[Batch]) -> None:
 
 
 async def _consume(
-    receive: ObjectReceiveStream[Batch], sorter: ExternalSorter, suffix: bytes
+    receive: ObjectReceiveStream[Batch], sorter: ExternalSorter, suffix: Suffix
 ) -> None:
     async with receive:
         async for batch in receive:
             for key, value in batch:
                 check_record(key, value)
-                sorter.add(key + suffix, value)
+                sorter.add(key + (suffix if isinstance(suffix, bytes) else suffix(key)), value)
             if sorter.over_budget:
                 await anyio.to_thread.run_sync(sorter.spill)
 
@@ -86,11 +88,12 @@ async def collect_records(
     specs: Sequence[AdapterSpec],
     make_context: Callable[[AdapterSpec], EncodeContext],
     sorter: ExternalSorter,
-    suffix: bytes,
+    suffix: Suffix,
 ) -> None:
     """Run every adapter encoder in ``specs`` and add all their records to ``sorter``.
 
-    ``suffix`` is appended to every user key (the MVCC timestamp suffix). The first error of
+    ``suffix`` is appended to every user key (the MVCC timestamp suffix); a function gives
+    each key its own (and may refuse a key by raising). The first error of
     any adapter cancels the others and is raised as itself (not as an exception group).
     """
     jobs = []
