@@ -26,14 +26,26 @@ from ..._adapters.registry import REGISTRY
 from ..errors import DataError, UsageError
 
 __all__ = [
+    "CATALOG_PREFIX",
     "CATALOG_ROUTE_PREFIX",
+    "CATALOG_VERSION_KEY",
     "Route",
     "RouteCatalog",
+    "catalog_rows",
     "decode_route_descriptor",
+    "encode_route_descriptor",
     "route_key",
 ]
 
+#: Every key of the catalog's keyspace; the node reads them all from one group's store.
+CATALOG_PREFIX: Final = b"!dist|"
 CATALOG_ROUTE_PREFIX: Final = b"!dist|route|"
+#: The node stores its catalog in the group that routes this key (``main.go``
+#: ``distributionCatalogGroupID``).
+CATALOG_VERSION_KEY: Final = b"!dist|meta|version"
+_CATALOG_NEXT_ROUTE_ID_KEY: Final = b"!dist|meta|next_route_id"
+_CATALOG_RECORD_VERSION: Final = 1
+_ROUTE_CODEC_V2: Final = 2
 _U64: Final = struct.Struct(">Q")
 _U32: Final = struct.Struct(">I")
 _ROUTE_CODEC_VERSIONS: Final = (1, 2)
@@ -99,6 +111,37 @@ def decode_route_descriptor(value: bytes) -> Route:
     return Route(route_id, bytes(start), None if end is None else bytes(end), group)
 
 
+def encode_route_descriptor(route: Route) -> bytes:
+    """A ``!dist|route|`` row's value (codec version 2), as :func:`decode_route_descriptor`
+    reads it: an active route, no parent, no split HLC (a restored catalog starts afresh)."""
+    value = bytes([_ROUTE_CODEC_V2]) + _U64.pack(route.route_id) + _U64.pack(route.group)
+    value += b"\x00" + _U64.pack(0) + _U64.pack(len(route.start)) + route.start
+    if route.end is None:
+        value += b"\x00"
+    else:
+        value += b"\x01" + _U64.pack(len(route.end)) + route.end
+    return value + _U64.pack(0)
+
+
+def catalog_rows(routes: Iterable[Route], version: int = 1) -> list[tuple[bytes, bytes]]:
+    """The store rows of a catalog holding ``routes``, sorted by key.
+
+    What ``distribution/catalog.go`` reads at startup: one ``!dist|route|<id u64 BE>`` row per
+    route, the catalog version and the next route id (version byte + u64 BE each). A
+    nonzero version with routes makes the node use them instead of seeding its own from
+    ``--shardRanges``. No delta rows are written: without a delta floor, a watcher asks for
+    the whole catalog.
+    """
+    listed = list(routes)
+    rows = [
+        (CATALOG_ROUTE_PREFIX + _U64.pack(r.route_id), encode_route_descriptor(r)) for r in listed
+    ]
+    next_id = max((r.route_id for r in listed), default=0) + 1
+    rows.append((CATALOG_VERSION_KEY, bytes([_CATALOG_RECORD_VERSION]) + _U64.pack(version)))
+    rows.append((_CATALOG_NEXT_ROUTE_ID_KEY, bytes([_CATALOG_RECORD_VERSION]) + _U64.pack(next_id)))
+    return sorted(rows)
+
+
 class RouteCatalog:
     """Sorted, non-overlapping routes; :meth:`owner` finds the group that owns a raw key."""
 
@@ -134,6 +177,32 @@ class RouteCatalog:
     def from_rows(cls, rows: Mapping[bytes, bytes]) -> RouteCatalog:
         """Build from the visible ``!dist|route|`` rows (raw key -> value)."""
         return cls(decode_route_descriptor(value) for value in rows.values())
+
+    def group_ids(self) -> set[int]:
+        """The groups the routes name."""
+        return {r.group for r in self.routes}
+
+    @classmethod
+    def from_manifest(cls, records: Any) -> RouteCatalog:
+        """Read the routes a cluster MANIFEST.json records (:meth:`to_json`'s form).
+
+        Raises :class:`DataError` (``ErrInvalidManifest``) when they are not such a list.
+        """
+        try:
+            return cls(
+                Route(
+                    int(r["route_id"]),
+                    base64.b64decode(r["start_b64"], validate=True),
+                    None if r["end_b64"] is None else base64.b64decode(r["end_b64"], validate=True),
+                    int(r["raft_group_id"]),
+                )
+                for r in records
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(
+                f"MANIFEST.json cluster.routes is not a route list: {exc}",
+                code="ErrInvalidManifest",
+            ) from None
 
     @classmethod
     def from_json_file(cls, path: Path) -> RouteCatalog:
