@@ -6,6 +6,7 @@ The library API is asynchronous and runs under asyncio (uvloop when installed) o
     report = await decode_cluster(["1=g1.fsm", "2=g2.fsm"], "cluster-dump/")
     await verify_tree("dump/")
     result = await encode_snapshot("dump/", "restored.fsm", EncodeOptions())
+    result = await encode_cluster("cluster-dump/", "groups/", EncodeOptions(self_test=True))
     summary = await inspect_snapshot("0000000000000064.fsm")
     async with open_snapshot("0000000000000064.fsm") as snap:
         async for batch in snap.batches():
@@ -37,6 +38,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._core.cluster.api import ClusterProgress, decode_cluster
+    from ._core.cluster.encode import ClusterEncodeResult, encode_cluster
     from ._core.dump.verify import verify_tree
     from ._core.encode.api import EncodeResult, encode_snapshot
     from ._core.inspection import SnapshotInspection, inspect_snapshot
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AdapterRecordError",
     "ChecksumMismatch",
+    "ClusterEncodeResult",
     "ClusterProgress",
     "DataError",
     "DecodeOptions",
@@ -72,6 +75,7 @@ __all__ = [
     "__version__",
     "decode_cluster",
     "decode_snapshot",
+    "encode_cluster",
     "encode_snapshot",
     "inspect_snapshot",
     "open_snapshot",
@@ -82,6 +86,8 @@ __all__ = [
 _LAZY = {
     "decode_cluster": "_core.cluster.api",
     "ClusterProgress": "_core.cluster.api",
+    "encode_cluster": "_core.cluster.encode",
+    "ClusterEncodeResult": "_core.cluster.encode",
     "decode_snapshot": "_core.pipeline",
     "Progress": "_core.progress",
     "Report": "_core.report",

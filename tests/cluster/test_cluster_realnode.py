@@ -10,13 +10,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cluster_support  # noqa: F401 - puts the shared test helpers on sys.path
+import anyio.to_thread
 import pytest
+from cluster_support import tree_without_manifest
 from statecompare import compare, load_expected, load_tree
 from support import shared_dir
 
 from elastickv_async._core.cluster.api import decode_cluster
+from elastickv_async._core.cluster.encode import encode_cluster
+from elastickv_async._core.cluster.routes import RouteCatalog
+from elastickv_async._core.options import EncodeOptions
 from elastickv_async._core.pipeline import decode_snapshot
+from elastickv_async._core.snapshot.reader import open_snapshot
 
 MULTIGROUP = (shared_dir() or Path("/nonexistent")) / "realnode-multigroup"
 G1 = MULTIGROUP / "g1_n2_00000000000000c9.fsm"
@@ -73,3 +78,44 @@ async def test_each_group_alone_decodes_as_today(tmp_path: Path, snapshot: Path)
     assert compare(load_tree(tmp_path / "out"), expected) == []
     assert _hash_ttl(tmp_path / "out") == ((True, True) if snapshot == G1 else (False, False))
     assert ("redis_orphan_ttl" in report.warnings) == (snapshot == G2)
+
+
+async def _visible_rows(path: Path) -> dict[bytes, bytes]:
+    """The newest live version of every key of a snapshot (enough for the catalog rows)."""
+    rows: dict[bytes, tuple[int, bytes | None]] = {}
+    async with open_snapshot(path) as snap:
+        async for batch in snap.batches(512, 1 << 20):
+            for e in batch:
+                if e.key not in rows or rows[e.key][0] < e.commit_ts:
+                    rows[e.key] = (e.commit_ts, None if e.tombstone else e.value)
+    return {k: v for k, (_, v) in rows.items() if v is not None}
+
+
+@pytest.mark.anyio
+async def test_encode_cluster_round_trips_the_real_cluster(tmp_path: Path) -> None:
+    """decode-cluster -> encode-cluster -> decode-cluster still gives cluster.expected.json;
+    every key sits in the group routes.json gives it, and group 1 carries the node's own
+    route rows byte for byte."""
+    tree = tmp_path / "tree"
+    await decode_cluster([f"1={G1}", f"2={G2}"], tree)
+    result = await encode_cluster(tree, tmp_path / "groups", EncodeOptions(self_test=True))
+    assert result.self_test_matched and result.catalog_group == 1
+    again = tmp_path / "again"
+    await decode_cluster([f"{g.group}={g.path}" for g in result.groups], again)
+    assert compare(load_tree(again), load_expected(MULTIGROUP / "cluster.expected.json")) == []
+    assert tree_without_manifest(again) == tree_without_manifest(tree)
+    catalog = await anyio.to_thread.run_sync(
+        RouteCatalog.from_json_file, MULTIGROUP / "routes.json"
+    )
+    for group in result.groups:
+        rows = await _visible_rows(group.path)
+        for key in rows:
+            assert key.startswith(b"!dist|") or catalog.owner(key) == group.group, key
+    new = await _visible_rows(result.groups[0].path)
+    old = await _visible_rows(G1)
+    prefix = b"!dist|route|"
+    assert {k: v for k, v in new.items() if k.startswith(prefix)} == {
+        k: v for k, v in old.items() if k.startswith(prefix)
+    }
+    for key in (b"!dist|meta|version", b"!dist|meta|next_route_id"):
+        assert new[key] == old[key]

@@ -27,7 +27,12 @@ import anyio
 from .._adapters.base import OptionField, option_fields
 from .._adapters.registry import REGISTRY
 from .._version import __version__
-from .cluster.cli import add_decode_cluster, run_decode_cluster
+from .cluster.cli import (
+    add_decode_cluster,
+    add_encode_cluster,
+    run_decode_cluster,
+    run_encode_cluster,
+)
 from .completion import SHELLS, completion_script
 from .concurrency import task_group
 from .console import Console, human_bytes, human_duration, silence_stdout, warnings_phrase
@@ -56,6 +61,8 @@ _EXAMPLES: Final = {
     "decode-cluster": "elastickv-async decode-cluster --input 1=g1.fsm --input 2=g2.fsm "
     "--output cluster-dump/",
     "encode": "elastickv-async encode --input dump/ --output restored.fsm --self-test",
+    "encode-cluster": "elastickv-async encode-cluster --input cluster-dump/ --output-dir groups/ "
+    "--self-test",
     "inspect": "elastickv-async inspect --input fsm-snap/0000000000000064.fsm --json",
     "verify": "elastickv-async verify --input dump/",
     "completion": "source <(elastickv-async completion bash)",
@@ -244,6 +251,7 @@ def _build_parser() -> _Parser:
         help="do not check the input tree against its CHECKSUMS first",
     )
     _add_adapter_flags(enc, encode=True)
+    add_encode_cluster(sub, common, enc)
 
     ins = sub.add_parser(
         "inspect",
@@ -389,22 +397,28 @@ async def _decode(args: argparse.Namespace, report: Report) -> None:
     )
 
 
-async def _encode(args: argparse.Namespace, report: Report) -> None:
-    from .encode.api import encode_snapshot, parse_last_commit_ts
+def encode_options(args: argparse.Namespace) -> EncodeOptions:
+    """The :class:`EncodeOptions` of ``encode``'s flags (``encode-cluster`` shares them)."""
+    from .encode.api import parse_last_commit_ts
 
-    options = EncodeOptions(
+    return EncodeOptions(
         adapters=REGISTRY.select(args.adapter, lower=True),
         adapter_options=_adapter_options(args, encode=True),
         last_commit_ts=parse_last_commit_ts(args.last_commit_ts) if args.last_commit_ts else None,
         self_test=args.self_test,
         scratch_root=args.scratch_root,
-        rebase_time=args.rebase_time,
+        rebase_time=getattr(args, "rebase_time", False),
         verify_checksums=args.verify_checksums,
     )
+
+
+async def _encode(args: argparse.Namespace, report: Report) -> None:
+    from .encode.api import encode_snapshot
+
     await encode_snapshot(
         args.input,
         args.output,
-        options,
+        encode_options(args),
         report=report,
         log_format=args.log_format,
         progress=args.progress_display,
@@ -433,6 +447,7 @@ _COMMANDS: Final = {
     "decode": _decode,
     "decode-cluster": run_decode_cluster,
     "encode": _encode,
+    "encode-cluster": run_encode_cluster,
     "inspect": _inspect,
     "verify": _verify,
     "prepare-restore": restore_command.run,
@@ -590,6 +605,15 @@ def _summary(args: argparse.Namespace, report: Report, duration: float) -> str:
         size = human_bytes(counters.get("encode.bytes_written", 0))
         tested = "; self-test passed" if args.self_test else ""
         return f"Wrote {entries:,} entries ({size}) to {args.output} in {took}{tested}; {warned}"
+    if args.command == "encode-cluster":
+        groups = counters.get("encode.groups", 0)
+        entries = counters.get("encode.entries", 0)
+        size = human_bytes(counters.get("encode.bytes_written", 0))
+        tested = "; self-test passed" if args.self_test else ""
+        return (
+            f"Wrote {groups} group snapshots ({entries:,} entries, {size}) to "
+            f"{args.output_dir} in {took}{tested}; {warned}"
+        )
     if args.command == "verify":
         files = counters.get("verify.files", 0)
         if report.snapshot.get("checksums") == CHECKSUMS_NONE:

@@ -11,6 +11,7 @@ import elastickv_async
 PUBLIC = [
     "AdapterRecordError",
     "ChecksumMismatch",
+    "ClusterEncodeResult",
     "ClusterProgress",
     "DataError",
     "DecodeOptions",
@@ -34,6 +35,7 @@ PUBLIC = [
     "__version__",
     "decode_cluster",
     "decode_snapshot",
+    "encode_cluster",
     "encode_snapshot",
     "inspect_snapshot",
     "open_snapshot",

@@ -8,7 +8,7 @@ from typing import Any, Final
 from ..errors import UsageError
 from ..report import Report
 
-__all__ = ["add_decode_cluster", "run_decode_cluster"]
+__all__ = ["add_decode_cluster", "add_encode_cluster", "run_decode_cluster", "run_encode_cluster"]
 
 _OWN: Final = frozenset({"help", "input", "output"})
 
@@ -84,4 +84,47 @@ async def run_decode_cluster(args: argparse.Namespace, report: Report) -> None:
         progress=args.progress_display,
         report=report,
         force=args.force,
+    )
+
+
+def add_encode_cluster(sub: Any, common: argparse.ArgumentParser, encode: Any) -> None:
+    """Add ``encode-cluster``: ``encode``'s flags, ``--output-dir`` and ``--routes``."""
+    parser = sub.add_parser(
+        "encode-cluster",
+        parents=[common],
+        help="encode a cluster dump tree into one .fsm per Raft group",
+    )
+    parser.add_argument(
+        "--output-dir",
+        required=True,
+        metavar="DIR",
+        help="where group-<g>.fsm files go (absent or empty; --force replaces an earlier set)",
+    )
+    parser.add_argument(
+        "--routes", metavar="FILE", help="routes.json (default: the tree's MANIFEST cluster routes)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace the group files of an earlier encode-cluster"
+    )
+    taken = set(parser._option_string_actions)
+    for action in encode._actions:
+        skip = action.dest in ("help", "output", "rebase_time")
+        if not skip and not taken & set(action.option_strings):
+            parser._add_action(action)
+
+
+async def run_encode_cluster(args: argparse.Namespace, report: Report) -> None:
+    """Run ``encode-cluster`` with the parsed ``args``."""
+    from ..cli import encode_options
+    from .encode import encode_cluster
+
+    await encode_cluster(
+        args.input,
+        args.output_dir,
+        encode_options(args),
+        routes=args.routes,
+        force=args.force,
+        report=report,
+        log_format=args.log_format,
+        progress=args.progress_display,
     )
