@@ -7,6 +7,7 @@ import os
 import struct
 from pathlib import Path
 
+import anyio
 import pytest
 from cluster_support import catalog_row, tree_without_manifest, two_group_cluster
 from support import raises_code
@@ -15,8 +16,9 @@ from elastickv_async._core.cli import main
 from elastickv_async._core.cluster.api import decode_cluster
 from elastickv_async._core.cluster.encode import SET_MARKER, encode_cluster
 from elastickv_async._core.errors import DataError, UsageError
-from elastickv_async._core.options import EncodeOptions
+from elastickv_async._core.options import DecodeOptions, EncodeOptions
 from elastickv_async._core.pipeline import decode_snapshot
+from elastickv_async._core.restore.prepare import PrepareRestoreOptions, prepare_restore
 from elastickv_async._core.snapshot.reader import open_snapshot
 
 
@@ -195,3 +197,28 @@ def test_cli_encode_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         "group-2.fsm",
         "group-2.fsm.encode_info.json",
     ]
+
+
+@pytest.mark.anyio
+async def test_prepare_restore_takes_every_group_file(tmp_path: Path) -> None:
+    """Each group file with its sidecar (self-tested, the tree's cluster id) prepares a
+    group-<g> data directory whose snapshot is stamped with that group's timestamp."""
+    g1, g2 = two_group_cluster(tmp_path / "src")
+    tree = tmp_path / "tree"
+    await decode_cluster([f"1={g1}", f"2={g2}"], tree, DecodeOptions(cluster_id="prod-1"))
+    result = await encode_cluster(tree, tmp_path / "groups", EncodeOptions(self_test=True))
+    node = tmp_path / "raft/n1"
+    await anyio.Path(node).mkdir(parents=True)
+    for group in result.groups:
+        prepared = await prepare_restore(
+            PrepareRestoreOptions(
+                input=group.path,
+                data_dir=node / f"group-{group.group}",
+                index=1,
+                peers="n1=127.0.0.1:50051",
+                target_cluster_id="prod-1",
+            )
+        )
+        assert prepared.last_commit_ts == group.last_commit_ts
+        assert prepared.payload_sha256 == group.sha256
+    assert sorted(p.name for p in node.iterdir()) == ["group-1", "group-2"]
