@@ -15,7 +15,7 @@ from support import raises_code
 from elastickv_async._core.cli import main
 from elastickv_async._core.cluster.api import decode_cluster
 from elastickv_async._core.cluster.encode import SET_MARKER, encode_cluster
-from elastickv_async._core.errors import DataError, UsageError
+from elastickv_async._core.errors import ChecksumMismatch, DataError, UsageError
 from elastickv_async._core.options import DecodeOptions, EncodeOptions
 from elastickv_async._core.pipeline import decode_snapshot
 from elastickv_async._core.restore.prepare import PrepareRestoreOptions, prepare_restore
@@ -222,3 +222,16 @@ async def test_prepare_restore_takes_every_group_file(tmp_path: Path) -> None:
         assert prepared.last_commit_ts == group.last_commit_ts
         assert prepared.payload_sha256 == group.sha256
     assert sorted(p.name for p in node.iterdir()) == ["group-1", "group-2"]
+
+
+@pytest.mark.anyio
+async def test_a_tree_that_changed_since_its_checksums_is_refused(tmp_path: Path) -> None:
+    """As for encode: a file differing from CHECKSUMS stops the run before anything is
+    written, unless checksums are not verified."""
+    tree = await _cluster_tree(tmp_path)
+    (tree / "redis/db_0/strings/apple.bin").write_bytes(b"tampered")
+    with pytest.raises(ChecksumMismatch):
+        await encode_cluster(tree, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    await encode_cluster(tree, tmp_path / "out", EncodeOptions(verify_checksums=False))
+    assert (await _rows(tmp_path / "out/group-1.fsm"))[1][b"!redis|str|apple"].endswith(b"tampered")

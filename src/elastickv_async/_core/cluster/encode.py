@@ -49,6 +49,7 @@ from ..encode.api import (
     _remove_leftovers,
     _remove_workdir,
     _self_test_options,
+    _verify_input,
 )
 from ..encode.collect import collect_records
 from ..encode.framing import ts_suffix
@@ -486,8 +487,10 @@ async def encode_cluster(
     owning its route key in the catalog (``routes``, a ``routes.json`` file, else the tree's
     MANIFEST ``cluster.routes``); the catalog group also gets the catalog rows.
     ``output_dir`` must be absent or empty, or with ``force`` hold an earlier set, which is
-    replaced. ``options.self_test`` decodes the files with ``decode_cluster`` and compares the
-    tree with the input before publishing (``output_dir.mismatch.txt`` lists differences).
+    replaced. The tree is first checked against its CHECKSUMS unless
+    ``options.verify_checksums`` is false. ``options.self_test`` decodes the files with
+    ``decode_cluster`` and compares the tree with the input before publishing
+    (``output_dir.mismatch.txt`` lists differences).
 
     Raises :class:`~elastickv_async._core.errors.UsageError` for a tree that is not a cluster
     tree without ``routes``, :class:`~elastickv_async._core.errors.DataError`
@@ -533,6 +536,10 @@ async def encode_cluster(
     temp: LockedDir | None = None
     try:
         replace = await anyio.to_thread.run_sync(lambda: _check_output_dir(out, force=force))
+        if options.verify_checksums:
+            await _verify_input(root, report, log)
+        else:
+            log.info("checksums_not_verified", input=os.fspath(root))
         places = [out.parent] + ([options.scratch_root] if options.scratch_root else [])
         removed = await anyio.to_thread.run_sync(_remove_leftovers, places)
         if removed:
