@@ -22,7 +22,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args in (["--version"], ["-version"]):
-        print(f"{PROG} {__version__}")
+        try:
+            print(f"{PROG} {__version__}", flush=True)
+        except BrokenPipeError:
+            import signal
+
+            from .console import silence_stdout
+
+            # As every other command ends on a closed stdout.
+            silence_stdout()
+            return 128 + signal.SIGPIPE
         return 0
     from .cli import main as run
 

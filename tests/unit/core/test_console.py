@@ -246,13 +246,22 @@ def test_bare_command_prints_usage_and_exits_1() -> None:
     assert done.stderr.startswith("usage: elastickv-async") and "decode" in done.stderr
 
 
-def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["inspect", "--input", str(SAMPLE)], 141),  # 128 + SIGPIPE, as a shell reports coreutils
+        (["completion", "bash"], 141),
+        (["--version"], 141),
+        (["--help"], 0),  # argparse itself ignores a failed help write
+    ],
+)
+def test_closed_stdout_ends_quietly(argv: list[str], code: int) -> None:
     """``inspect ... | head``: a reader that went away ends the run without a message."""
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "elastickv_async", "inspect", "--input", str(SAMPLE)],
+            [sys.executable, "-m", "elastickv_async", *argv],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,
@@ -261,7 +270,7 @@ def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
     finally:
         os.close(write_end)
     assert done.stderr == ""
-    assert done.returncode == 141  # 128 + SIGPIPE, what a shell reports for coreutils
+    assert done.returncode == code
 
 
 def test_version_and_import_load_no_engine() -> None:
