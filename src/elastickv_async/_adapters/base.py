@@ -302,6 +302,12 @@ class AdapterSpec:
     #: A fresh :class:`Inventory` of this adapter's keyspace for ``inspect`` (``None``: it
     #: only counts the entries routed to the adapter).
     inventory: Callable[[], Inventory] | None = None
+    #: The unit ``--scope`` matches a key routed here by ``prefix`` against
+    #: (``scope_unit(prefix, key)``): a table, bucket or queue name, or a user key. ``None``
+    #: for a key no single unit owns (it is always kept). Unset: the adapter takes no scope.
+    scope_unit: Callable[[bytes, bytes], bytes | None] | None = None
+    #: ``--scope`` names of this adapter are fnmatch-style globs, not exact names.
+    scope_glob: bool = False
 
     def resolve_options(self, given: Any, *, encode: bool = False) -> Any:
         """An instance of this adapter's options from ``given``.

@@ -43,6 +43,7 @@ from .errors import ElasticKVError, UsageError
 from .options import DecodeOptions, EncodeOptions
 from .report import Report
 from .restore import command as restore_command
+from .scope import parse_scope_flag
 
 __all__ = ["main"]
 
@@ -196,6 +197,15 @@ def _build_parser() -> _Parser:
         "queue timestamps, in-flight messages, incomplete uploads) so a restore brings it back",
     )
     dec.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        metavar="ADAPTER=NAMES",
+        help="decode only these comma-separated DynamoDB tables, S3 buckets, SQS queues "
+        "(exact names) or Redis keys (globs); repeatable; only the scoped adapters run "
+        "unless --adapter names more; MANIFEST.json records the scope",
+    )
+    dec.add_argument(
         "--input-snap-dir",
         metavar="DIR",
         type=Path,
@@ -347,10 +357,14 @@ def _long_flags(parser: argparse.ArgumentParser) -> tuple[set[str], set[str]]:
 def _decode_options(args: argparse.Namespace) -> DecodeOptions:
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    scope = parse_scope_flag(getattr(args, "scope", []))
+    # Scoped with --adapter left at its default: only the scoped adapters run.
+    default_adapters = args.adapter == ",".join(REGISTRY.names())
     return DecodeOptions(
-        adapters=REGISTRY.select(args.adapter),
+        adapters="all" if scope and default_adapters else REGISTRY.select(args.adapter),
         adapter_options=_adapter_options(args, encode=False),
         cluster_id=args.cluster_id,
+        scope=scope,
         full_fidelity=getattr(args, "full_fidelity", False),
         scratch_root=args.scratch_root,
         jobs=args.jobs,
@@ -621,6 +635,10 @@ def _summary(args: argparse.Namespace, report: Report, duration: float) -> str:
                 f"Checked {files:,} files of {args.input} in {took}: complete; decoded with "
                 f"--checksums none, so their content was not verified; {warned}"
             )
+        scope = report.snapshot.get("scope")
+        if scope:
+            named = " ".join(f"{name}={','.join(names)}" for name, names in scope.items())
+            warned = f"scoped backup ({named}), not a full one; {warned}"
         return f"Verified {files:,} files of {args.input} in {took}: intact; {warned}"
     if args.command == "prepare-restore":
         facts = report.snapshot

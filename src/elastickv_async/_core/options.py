@@ -24,6 +24,11 @@ class DecodeOptions:
     #: Per-adapter options by adapter name (see the module docstring); absent: the defaults.
     adapter_options: Mapping[str, Any] = field(default_factory=dict)
     cluster_id: str = ""
+    #: Decode only these units, by adapter name: exact DynamoDB table, S3 bucket and SQS
+    #: queue names, Redis key globs (a comma-separated string or a sequence of names). With a
+    #: scope and ``adapters="all"``, only the scoped adapters run; an adapter named in
+    #: ``adapters`` but not here is decoded whole. MANIFEST.json records the scope.
+    scope: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
     #: Keep the live state the reference layout drops (each adapter's ``full_fidelity`` part),
     #: so that a restore brings it back; recorded in MANIFEST.json.
     full_fidelity: bool = False

@@ -45,6 +45,7 @@ from .runfiles import (
     new_tag,
     remove_leftovers,
 )
+from .scope import ScopeFilter, normalise_scope, warn_missing
 from .snapshot.entry import Entry, SnapshotHeader
 from .snapshot.mvcc import VisibilityResolver
 from .snapshot.reader import STDIN, Snapshot, SnapshotStats, open_snapshot
@@ -161,10 +162,20 @@ def normalise_options(options: DecodeOptions) -> DecodeOptions:
     unknown = sorted(set(options.adapter_options) - set(REGISTRY.names()))
     if unknown:
         raise UsageError(f"options for unknown adapter(s): {', '.join(unknown)}")
+    scoped = [spec.name for spec in REGISTRY if spec.scope_unit is not None]
+    scope = normalise_scope(options.scope, scoped)
+    adapters = options.adapters
+    if scope and adapters == "all":
+        adapters = tuple(scope)
+    selected = REGISTRY.select(adapters)
+    unselected = sorted(set(scope) - set(selected))
+    if unselected:
+        raise UsageError(f"--scope names adapter(s) not selected: {', '.join(unselected)}")
     return dataclasses.replace(
         options,
-        adapters=REGISTRY.select(options.adapters),
+        adapters=selected,
         adapter_options={spec.name: _fidelity(spec, options) for spec in REGISTRY},
+        scope=scope,
     )
 
 
@@ -328,6 +339,11 @@ class _DecodeRun:
         self.specs = {spec.name: spec for spec in REGISTRY}
         self.enabled = REGISTRY.select(self.options.adapters)
         self.router = Router(self.specs, self.enabled)
+        self.scope_filters = {
+            name: ScopeFilter(names, unit, glob=self.specs[name].scope_glob)
+            for name, names in self.options.scope.items()
+            if (unit := self.specs[name].scope_unit) is not None
+        }
         #: The ``_meta_applied_index`` the snapshot must carry (see :func:`decode_snapshot`).
         self.expected_index: int | None = None
 
@@ -339,6 +355,8 @@ class _DecodeRun:
         )
         self.scopes: dict[str, dict[str, Any]] = {}
         self.counters = {"total": 0, "internal": 0, "unknown": 0} | dict.fromkeys(self.enabled, 0)
+        if self.scope_filters:
+            self.counters["out_of_scope"] = 0
         self.unknown_families: dict[bytes, int] = {}
         await anyio.to_thread.run_sync(_make_scratch_dirs, self.scratch, self.enabled)
 
@@ -441,6 +459,9 @@ class _DecodeRun:
             async for batch in receive:
                 await adapter.handle(batch)
         self.scopes[name] = await adapter.finalize()
+        scope = self.scope_filters.get(name)
+        if scope is not None:
+            warn_missing({name: scope}, self.log)
 
     async def _produce(
         self,
@@ -449,6 +470,7 @@ class _DecodeRun:
     ) -> None:
         """Route; batches go out at ``batch_size`` entries or bytes."""
         counters, route, unknown = self.counters, self.router.route, self.unknown_families
+        in_scope = {name: scope.keep for name, scope in self.scope_filters.items()}
         pending: dict[str, list[Routed]] = {name: [] for name in sends}
         pending_bytes = dict.fromkeys(sends, 0)
         batch_size, batch_bytes = self.options.batch_size, self.options.batch_bytes
@@ -462,6 +484,8 @@ class _DecodeRun:
                         unknown[family] = unknown.get(family, 0) + 1
                     elif target == INTERNAL:
                         counters["internal"] += 1
+                    elif target in in_scope and not in_scope[target](prefix, entry.key):
+                        counters["out_of_scope"] += 1
                     else:
                         counters[target] += 1
                         bucket = pending[target]
@@ -525,6 +549,7 @@ class _DecodeRun:
             fsm_crc32c=stats.payload_crc32c,
             hlc_ceiling_ms=header.hlc_ceiling_ms,
             scopes=self.scopes,
+            scope=self.options.scope,
             full_fidelity=self.options.full_fidelity,
             checksums=self.options.checksums,
         ).to_json()

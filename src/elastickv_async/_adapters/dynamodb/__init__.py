@@ -29,6 +29,7 @@ SPEC = AdapterSpec(
     encode_rank=2,
     route_key=route_key,
     partition_unit=partition_unit,
+    scope_unit=partition_unit,
     merge_scopes=sorted_scopes,
     inventory=DynamoDBInventory,
     decode_options=options.DynamoDBOptions,

@@ -7,7 +7,7 @@ from . import options
 from .decode import RedisDecoder
 from .encode import RedisEncoder
 from .inventory import RedisInventory
-from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, route_key
+from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, route_key, user_key
 from .layout import ROOT, self_test_comparison
 
 __all__ = ["SPEC"]
@@ -21,6 +21,8 @@ SPEC = AdapterSpec(
     encode_rank=1,
     route_key=route_key,
     inventory=RedisInventory,
+    scope_unit=user_key,
+    scope_glob=True,
     decode_options=options.RedisOptions,
     self_test_options=options.self_test_options,
     compare=self_test_comparison,

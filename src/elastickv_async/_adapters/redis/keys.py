@@ -51,6 +51,7 @@ __all__ = [
     "route_key",
     "sortable_score",
     "stream_entry_key",
+    "user_key",
     "wide_key",
 ]
 
@@ -263,3 +264,28 @@ def route_key(key: bytes) -> bytes | None:
         sep = rest.find(b"|")
         return rest[sep + 1 :] if sep > 0 else key
     return None
+
+
+#: Rows whose user key follows the prefix directly and runs to the end of the key.
+_BARE: Final = (STRING, HLL, TTL, HASH_LEGACY, SET_LEGACY, STREAM_LEGACY, ZSET_LEGACY, LIST_META)
+
+
+def user_key(prefix: bytes, key: bytes) -> bytes | None:
+    """The Redis user key a row routed by ``prefix`` belongs to (``AdapterSpec.scope_unit``).
+
+    Every family names it: simple and legacy rows, TTL rows and list metas after the
+    prefix, list items before their 8-byte sequence, wide-column metas, members, fields,
+    stream entries and every delta row length-prefixed. ``None`` for a key the decoder
+    would reject (never raises).
+    """
+    if prefix in _BARE:
+        return key[len(prefix) :]
+    if prefix == LIST_ITEM:
+        rest = key[len(prefix) :]
+        return rest[:-_SEQ_SIZE] if len(rest) >= _SEQ_SIZE else None
+    rest = key[len(prefix) :]
+    if len(rest) < _LEN_SIZE:
+        return None
+    (length,) = _U32.unpack_from(rest)
+    end = _LEN_SIZE + length
+    return rest[_LEN_SIZE:end] if len(rest) >= end else None

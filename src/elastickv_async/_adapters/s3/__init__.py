@@ -31,6 +31,7 @@ SPEC = AdapterSpec(
     route_key=keys.route_key,
     partition_unit=keys.partition_unit,
     inventory=S3Inventory,
+    scope_unit=keys.partition_unit,
     decode_options=options.S3Options,
     manifest_fields=options.manifest_fields,
     read_manifest=options.read_manifest,

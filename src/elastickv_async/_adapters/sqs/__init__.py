@@ -21,6 +21,7 @@ SPEC = AdapterSpec(
     encode_rank=4,
     route_key=route_key,
     partition_unit=partition_unit,
+    scope_unit=partition_unit,
     merge_scopes=sorted_scopes,
     inventory=SQSInventory,
     decode_options=options.SQSOptions,

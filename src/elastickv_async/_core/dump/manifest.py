@@ -35,12 +35,14 @@ __all__ = [
     "MANIFEST_NAME",
     "PHASE_LIVE",
     "PHASE_SNAPSHOT",
+    "SCOPE",
     "DecodeManifest",
     "Manifest",
     "ManifestField",
     "ManifestReader",
     "optional_exclusion",
     "read_manifest",
+    "read_scope",
     "required_exclusion",
     "required_string",
     "rfc3339nano",
@@ -58,6 +60,8 @@ ENCODED_FILENAME_CHARSET: Final = "rfc3986-unreserved-plus-percent"
 KEY_SEGMENT_MAX_BYTES: Final = 240
 EXCLUSIONS: Final = "exclusions"
 FULL_FIDELITY: Final = "full_fidelity"
+#: The top-level field of a scoped tree: ``{"<adapter>": ["<name or glob>", ...]}``.
+SCOPE: Final = "scope"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,9 @@ class DecodeManifest:
     fsm_crc32c: int | None = None
     hlc_ceiling_ms: int | None = None
     scopes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: The ``--scope`` the tree was decoded with (adapter to names); written only when set,
+    #: so that a scoped tree never passes for a full backup.
+    scope: Mapping[str, Sequence[str]] = field(default_factory=dict)
     #: A cluster dump's ``cluster`` section (its groups; not a cross-group point in time).
     cluster: Mapping[str, Any] | None = None
     fields: Sequence[ManifestField] = ()
@@ -142,6 +149,8 @@ class DecodeManifest:
         if self.cluster is not None:
             doc["cluster"] = dict(self.cluster)
         doc["adapters"] = {name: dict(self.scopes.get(name, {})) for name in self.adapters}
+        if self.scope:
+            doc[SCOPE] = {name: list(names) for name, names in self.scope.items()}
         ordered = sorted(self.fields, key=lambda f: f.order)
         doc[EXCLUSIONS] = {f.key: f.value for f in ordered if f.section == EXCLUSIONS}
         with_sums = self.checksums != CHECKSUMS_NONE
@@ -192,6 +201,8 @@ class Manifest:
     live: Mapping[str, Any] | None = None
     #: The tree was decoded with ``full_fidelity`` (absent: false).
     full_fidelity: bool = False
+    #: The ``--scope`` the tree was decoded with (empty: a full backup of its adapters).
+    scope: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -309,6 +320,18 @@ def read_manifest(payload: bytes, readers: Mapping[str, ManifestReader | None]) 
         raise ManifestError(f"MANIFEST.json {exc}", code="ErrInvalidManifest") from None
 
 
+def read_scope(top: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The ``scope`` field of a parsed MANIFEST.json (absent or ``null``: no scope)."""
+    section = _section(dict(top), SCOPE)
+    if section is None:
+        return {}
+    return {
+        name: tuple(as_str(item, f"{SCOPE}.{name}[{i}]") for i, item in enumerate(items))
+        for name in section
+        for items in (get_list(section, name),)
+    }
+
+
 def _read_fields(top: dict[str, Any], readers: Mapping[str, ManifestReader | None]) -> Manifest:
     """The checks and fields of :func:`read_manifest`; a field of the wrong type raises
     :class:`~elastickv_async._core.gojson_read.GoJSONError`."""
@@ -349,6 +372,7 @@ def _read_fields(top: dict[str, Any], readers: Mapping[str, ManifestReader | Non
         source=source,
         live=live,
         full_fidelity=as_bool(top.get(FULL_FIDELITY), FULL_FIDELITY),
+        scope=read_scope(top),
         raw=top,
     )
     if manifest.key_segment_max_bytes == 0:

@@ -21,7 +21,7 @@ from ..gojson_read import GoJSONError, get_str, loads
 from ..progress import ProgressCallback, ProgressMeter
 from ..report import Report
 from .checksums import CHECKSUMS_NAME, HashTally, hash_tree
-from .manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE, MANIFEST_NAME
+from .manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE, MANIFEST_NAME, read_scope
 from .tree import DumpTree, TreeDir
 
 __all__ = ["check_tree", "verify_tree"]
@@ -73,6 +73,21 @@ def _checksum_algorithm(manifest: bytes) -> str:
         if not isinstance(top, dict):
             raise GoJSONError("not a JSON object")
         return get_str(top, "checksum_algorithm")
+    except GoJSONError as exc:
+        raise ManifestError(f"MANIFEST.json: {exc}", code="ErrInvalidManifest") from None
+
+
+def _tree_scope(tree: DumpTree) -> dict[str, tuple[str, ...]]:
+    """The ``--scope`` the tree's MANIFEST.json records (empty: a full backup)."""
+    with tree.open_root() as root:
+        payload = root.read(MANIFEST_NAME)
+    if payload is None:
+        return {}
+    try:
+        top = loads(payload)
+        if not isinstance(top, dict):
+            raise GoJSONError("not a JSON object")
+        return read_scope(top)
     except GoJSONError as exc:
         raise ManifestError(f"MANIFEST.json: {exc}", code="ErrInvalidManifest") from None
 
@@ -156,7 +171,8 @@ async def verify_tree(
     ``progress`` receives :class:`~elastickv_async.Progress` samples of the one stage
     ``verify`` (files hashed, out of those CHECKSUMS lists). The report's
     ``snapshot["checksums"]`` says what was checked: ``"sha256"`` (every file against
-    CHECKSUMS) or ``"none"`` (a tree decoded without checksums: completeness only).
+    CHECKSUMS) or ``"none"`` (a tree decoded without checksums: completeness only);
+    ``snapshot["scope"]``, present only for a tree decoded with ``--scope``, its scope.
     """
     report = report if report is not None else Report()
     tree = DumpTree(Path(root))
@@ -168,4 +184,7 @@ async def verify_tree(
     report.count("verify.files", files)
     report.count("verify.bytes", tally.bytes)
     report.snapshot["checksums"] = checked
+    scope = await tree.run(_tree_scope, tree)
+    if scope:
+        report.snapshot["scope"] = {name: list(names) for name, names in scope.items()}
     return report

@@ -539,7 +539,14 @@ async def encode_snapshot(
             self_test_ran=False,
             self_test_matched=False,
             rebase=rebase,
+            scope=manifest.scope,
         )
+        if manifest.scope:
+            log.info(
+                "scoped_tree",
+                scope={name: list(names) for name, names in manifest.scope.items()},
+                hint="the tree was decoded with --scope: the snapshot restores only that scope",
+            )
         async with meter.running():
             stream, outcome = await run.execute(manifest, ts, specs, info)
     finally:

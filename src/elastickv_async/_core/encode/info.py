@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -56,6 +56,8 @@ class EncodeInfo:
     self_test_matched: bool
     #: Written only when set: the reference's sidecar has no such field.
     rebase: TimeRebase | None = None
+    #: The input tree's ``--scope``; written only when set (the snapshot holds just that).
+    scope: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     def to_json(self, *, now: datetime | None = None) -> bytes:
         """Serialise in the reference's field order (2-space indent, HTML escaping on)."""
@@ -81,4 +83,6 @@ class EncodeInfo:
                 "now_ms": self.rebase.now_ms,
                 "shift_ms": self.rebase.shift_ms,
             }
+        if self.scope:
+            doc["scope"] = {name: list(names) for name, names in self.scope.items()}
         return gojson.encoder_indent(doc, escape_html=True)

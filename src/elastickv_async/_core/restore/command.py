@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from ..report import Report
+from ..report import Report, make_logger
 from .prepare import PrepareRestoreOptions, describe, prepare_restore
 
 __all__ = ["add_parser", "run"]
@@ -69,3 +70,10 @@ async def run(args: argparse.Namespace, report: Report) -> None:
     fields = describe(result)
     # The CLI's summary line (or *_complete event) reports these.
     report.snapshot.update(fields)
+    if result.scope:
+        log = make_logger(report, log_format=args.log_format, stream=sys.stderr)
+        log.warning(
+            "scoped_restore",
+            scope=result.scope,
+            hint="the payload was encoded from a scoped backup: the node restores only that scope",
+        )

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -95,6 +96,8 @@ class PrepareRestoreResult:
     payload_sha256: str
     last_commit_ts: int
     peers: int
+    #: The scope of a payload encoded from a ``--scope`` tree: it restores only that.
+    scope: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class _EncodeInfo:
     self_test_ran: bool
     self_test_matched: bool
     cluster_id: str
+    scope: dict[str, list[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +183,19 @@ def _read_encode_info(path: Path) -> _EncodeInfo:
         self_test_ran=self_test["ran"],
         self_test_matched=self_test["matched"],
         cluster_id=top["manifest_cluster_id"],
+        scope=_scope(body),
     )
+
+
+def _scope(body: bytes) -> dict[str, list[str]]:
+    """The sidecar's ``scope`` (written only for a scoped tree); it only feeds a warning."""
+    try:
+        scope = json.loads(body).get("scope")
+    except (ValueError, AttributeError):
+        return {}
+    if not isinstance(scope, dict):
+        return {}
+    return {str(k): [str(n) for n in v] for k, v in scope.items() if isinstance(v, list)}
 
 
 def _self_test(tree: Any) -> dict[str, Any]:
@@ -410,6 +426,7 @@ def _prepare(opts: PrepareRestoreOptions) -> PrepareRestoreResult:
         payload_sha256=payload.sha256,
         last_commit_ts=payload.last_commit_ts,
         peers=len(peers),
+        scope=info.scope,
     )
 
 
@@ -436,4 +453,4 @@ def describe(result: PrepareRestoreResult) -> dict[str, Any]:
         "payload_bytes": result.payload_bytes,
         "last_commit_ts": result.last_commit_ts,
         "peers": result.peers,
-    }
+    } | ({"scope": result.scope} if result.scope else {})
