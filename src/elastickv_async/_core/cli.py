@@ -416,7 +416,9 @@ def encode_options(args: argparse.Namespace) -> EncodeOptions:
     from .encode.api import parse_last_commit_ts
 
     return EncodeOptions(
-        adapters=REGISTRY.select(args.adapter, lower=True),
+        adapters="all"
+        if args.adapter == ",".join(REGISTRY.names())
+        else REGISTRY.select(args.adapter, lower=True),
         adapter_options=_adapter_options(args, encode=True),
         last_commit_ts=parse_last_commit_ts(args.last_commit_ts) if args.last_commit_ts else None,
         self_test=args.self_test,

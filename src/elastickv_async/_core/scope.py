@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from . import gojson
 from .errors import UsageError
 
 __all__ = ["ScopeFilter", "normalise_scope", "parse_scope_flag", "warn_missing"]
@@ -120,6 +121,6 @@ def warn_missing(filters: Mapping[str, ScopeFilter], log: Any) -> None:
             log.warning(
                 "scope_name_not_found",
                 adapter=adapter,
-                name=name,
+                name=gojson.go_str(_name_bytes(name)),
                 hint="no row of the snapshot belongs to this scope name; check its spelling",
             )

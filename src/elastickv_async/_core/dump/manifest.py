@@ -83,6 +83,11 @@ class ManifestField:
 ManifestReader = Callable[[Mapping[str, Any]], Any]
 
 
+def _text(name: str) -> str:
+    """A name as JSON text: bytes that are not UTF-8 (surrogates) read as U+FFFD, as Go's."""
+    return gojson.go_str(name.encode("utf-8", "surrogateescape"))
+
+
 def rfc3339nano(moment: datetime) -> str:
     """Go's ``time.RFC3339Nano`` in UTC: fractional seconds with trailing zeros trimmed."""
     moment = moment.astimezone(UTC)
@@ -150,7 +155,7 @@ class DecodeManifest:
             doc["cluster"] = dict(self.cluster)
         doc["adapters"] = {name: dict(self.scopes.get(name, {})) for name in self.adapters}
         if self.scope:
-            doc[SCOPE] = {name: list(names) for name, names in self.scope.items()}
+            doc[SCOPE] = {name: [_text(n) for n in names] for name, names in self.scope.items()}
         ordered = sorted(self.fields, key=lambda f: f.order)
         doc[EXCLUSIONS] = {f.key: f.value for f in ordered if f.section == EXCLUSIONS}
         with_sums = self.checksums != CHECKSUMS_NONE

@@ -490,6 +490,9 @@ async def encode_snapshot(
     selected = REGISTRY.select(options.adapters, lower=True)
     adapter_options = _check_options(options, specs)
     manifest = await anyio.to_thread.run_sync(_load_manifest, root, specs)
+    if manifest.scope and options.adapters == "all":
+        # A scoped tree holds only its scoped adapters: "all" of it is those.
+        selected = tuple(name for name in selected if name in manifest.adapters)
     await anyio.to_thread.run_sync(_check_placement, root, out, options, selected)
     _check_against_manifest(selected, manifest, specs)
     ts, overridden = _effective_ts(options, manifest)
