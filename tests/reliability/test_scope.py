@@ -277,3 +277,17 @@ def test_realnode_scope_is_that_subset_of_the_full_decode(
     expected = _under(tree_files(full), subtree)
     assert expected
     assert _data(tree_files(scoped)) == expected
+
+
+def test_cli_dry_run_plans_only_the_scope(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = cli(
+        "decode", "--input", SAMPLE_FSM, "--output", out, "--dry-run", "--log-format", "json",
+        "--scope", "s3=photos", "--scope", "redis=nothing*",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert set(plan["adapters"]) == {"s3", "redis"}
+    assert list(plan["adapters"]["s3"]["units"]) == ["photos"]
+    assert plan["adapters"]["redis"]["keys"] == 0
+    assert not out.exists()

@@ -201,9 +201,15 @@ def _build_parser() -> _Parser:
         action="append",
         default=[],
         metavar="ADAPTER=NAMES",
-        help="decode only these comma-separated DynamoDB tables, S3 buckets, SQS queues "
-        "(exact names) or Redis keys (globs); repeatable; only the scoped adapters run "
-        "unless --adapter names more; MANIFEST.json records the scope",
+        help="decode only these comma-separated tables, buckets or queues (exact names) or "
+        "keys (globs) of one adapter ("
+        + ", ".join(
+            f"{spec.name}{' globs' if spec.scope_glob else ''}"
+            for spec in REGISTRY
+            if spec.scope_unit is not None
+        )
+        + "); repeatable; only the scoped adapters run unless --adapter names more; "
+        "MANIFEST.json records the scope",
     )
     dec.add_argument(
         "--input-snap-dir",

@@ -24,8 +24,9 @@ class DecodeOptions:
     #: Per-adapter options by adapter name (see the module docstring); absent: the defaults.
     adapter_options: Mapping[str, Any] = field(default_factory=dict)
     cluster_id: str = ""
-    #: Decode only these units, by adapter name: exact DynamoDB table, S3 bucket and SQS
-    #: queue names, Redis key globs (a comma-separated string or a sequence of names). With a
+    #: Decode only these units, by adapter name: exact table, bucket and queue names, or
+    #: key globs for an adapter whose ``scope_glob`` is set (a comma-separated string or a
+    #: sequence of names). With a
     #: scope and ``adapters="all"``, only the scoped adapters run; an adapter named in
     #: ``adapters`` but not here is decoded whole. MANIFEST.json records the scope.
     scope: Mapping[str, str | Sequence[str]] = field(default_factory=dict)

@@ -45,7 +45,7 @@ from .runfiles import (
     new_tag,
     remove_leftovers,
 )
-from .scope import ScopeFilter, normalise_scope, warn_missing
+from .scope import normalise_scope, scope_filters, warn_missing
 from .snapshot.entry import Entry, SnapshotHeader
 from .snapshot.mvcc import VisibilityResolver
 from .snapshot.reader import STDIN, Snapshot, SnapshotStats, open_snapshot
@@ -339,11 +339,7 @@ class _DecodeRun:
         self.specs = {spec.name: spec for spec in REGISTRY}
         self.enabled = REGISTRY.select(self.options.adapters)
         self.router = Router(self.specs, self.enabled)
-        self.scope_filters = {
-            name: ScopeFilter(names, unit, glob=self.specs[name].scope_glob)
-            for name, names in self.options.scope.items()
-            if (unit := self.specs[name].scope_unit) is not None
-        }
+        self.scope_filters = scope_filters(self.options.scope, self.specs)
         #: The ``_meta_applied_index`` the snapshot must carry (see :func:`decode_snapshot`).
         self.expected_index: int | None = None
 

@@ -20,6 +20,7 @@ from .._adapters.registry import REGISTRY
 from .options import DecodeOptions
 from .pipeline import normalise_options
 from .routing import INTERNAL, Router
+from .scope import scope_filters
 from .snapshot.mvcc import VisibilityResolver
 from .snapshot.reader import open_snapshot
 
@@ -104,6 +105,7 @@ async def plan_decode(
     enabled = REGISTRY.select(options.adapters)
     router = Router(specs, enabled)
     adapters = {name: AdapterPlan() for name in enabled}
+    in_scope = {name: f.keep for name, f in scope_filters(options.scope, specs).items()}
     internal = unknown = 0
     async with open_snapshot(Path(input_path)) as snap:
         header = snap.header
@@ -116,6 +118,8 @@ async def plan_decode(
                     continue
                 if target == INTERNAL:
                     internal += 1
+                    continue
+                if target in in_scope and not in_scope[target](prefix, entry.key):
                     continue
                 plan = adapters[target]
                 plan.keys += 1

@@ -1,7 +1,7 @@
 """``--scope``: decode only some tables, buckets, queues or keys of the adapters.
 
 Each adapter that supports a scope names, through ``AdapterSpec.scope_unit``, the unit a
-routed key belongs to (a table, bucket or queue name, or a Redis user key). The pipeline
+routed key belongs to (a table, bucket or queue name, or a user key). The pipeline
 drops a key whose unit no scope name matches before it reaches the adapter, so filtered
 data costs no adapter work. A key whose unit cannot be told (``None``: a row several units
 share, or one the adapter would reject) is kept, so the adapter sees what it needs.
@@ -17,7 +17,13 @@ from typing import Any
 from . import gojson
 from .errors import UsageError
 
-__all__ = ["ScopeFilter", "normalise_scope", "parse_scope_flag", "warn_missing"]
+__all__ = [
+    "ScopeFilter",
+    "normalise_scope",
+    "parse_scope_flag",
+    "scope_filters",
+    "warn_missing",
+]
 
 
 def _names(adapter: str, given: str | Sequence[str]) -> tuple[str, ...]:
@@ -112,6 +118,18 @@ class ScopeFilter:
     def missing(self) -> list[str]:
         """The names that matched no key of the snapshot, in the order given."""
         return [name for name in self.names if name not in self.seen]
+
+
+def scope_filters(
+    scope: Mapping[str, Sequence[str]], specs: Mapping[str, Any]
+) -> dict[str, ScopeFilter]:
+    """One :class:`ScopeFilter` per scoped adapter of a normalised ``scope``; ``specs`` are
+    the adapters' ``AdapterSpec`` by name."""
+    return {
+        name: ScopeFilter(names, unit, glob=specs[name].scope_glob)
+        for name, names in scope.items()
+        if (unit := specs[name].scope_unit) is not None
+    }
 
 
 def warn_missing(filters: Mapping[str, ScopeFilter], log: Any) -> None:
