@@ -245,10 +245,14 @@ def test_cli_scoped_encode_self_test_and_prepare_restore_warns(tmp_path: Path) -
     prep = cli(
         "prepare-restore", "--input", fsm, "--data-dir", tmp_path / "node",
         "--index", "10", "--term", "2", "--peers", "n1=127.0.0.1:50051",
-        "--allow-missing-cluster-id",
+        "--allow-missing-cluster-id", "--log-format", "json",
     )  # fmt: skip
     assert prep.returncode == 0, prep.stderr
-    assert "restores only that scope" in prep.stderr
+    events = [json.loads(line) for line in (prep.stdout + prep.stderr).splitlines()]
+    [warned] = [e for e in events if e["event"] == "scoped_restore"]
+    assert warned["level"] == "warning"
+    assert warned["scope"] == {"s3": ["photos"]}
+    assert "restores only that scope" in warned["hint"]
 
 
 # --- a real node's snapshot -------------------------------------------------------------------
