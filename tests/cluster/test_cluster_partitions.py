@@ -24,7 +24,8 @@ from elastickv_async._core.cluster.api import ClusterProgress, decode_cluster
 from elastickv_async._core.cluster.partitions import merge_scopes, subtree
 from elastickv_async._core.cluster.runs import RunFile
 from elastickv_async._core.cluster.work import plan_partitions
-from elastickv_async._core.options import DecodeOptions
+from elastickv_async._core.encode.api import encode_snapshot
+from elastickv_async._core.options import DecodeOptions, EncodeOptions
 from elastickv_async._core.pipeline import decode_snapshot
 
 MIXED = (shared_dir() or Path("/nonexistent")) / "realnode/p4_mixed_00000000000001f5.fsm"
@@ -59,6 +60,22 @@ async def test_partitioned_cluster_tree_equals_the_merged_snapshot(
     # 4 DynamoDB tables, 5 S3 buckets, 4 SQS queues (deleted ones included), Redis whole.
     assert samples[-1].partitions_total == samples[-1].partitions_done == 14
     assert "cross_group_duplicate" in report.warnings
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not MIXED.is_file(), reason=f"no snapshot {MIXED}")
+async def test_full_fidelity_cluster_tree_equals_the_merged_snapshot(tmp_path: Path) -> None:
+    """--full-fidelity reaches every partition and is recorded, so encode accepts the tree."""
+    options = DecodeOptions(full_fidelity=True)
+    groups = await split_snapshot(MIXED, tmp_path / "groups")
+    await decode_snapshot(MIXED, tmp_path / "single", options)
+    await decode_cluster(groups, tmp_path / "cluster", options)
+    single, cluster = tmp_path / "single", tmp_path / "cluster"
+    assert tree_without_manifest(cluster) == tree_without_manifest(single)
+    assert json.loads((cluster / "MANIFEST.json").read_bytes())["full_fidelity"] is True
+    # The incomplete upload only full fidelity keeps is in the tree, and the tree encodes.
+    assert any("_incomplete_uploads" in path for path in tree_without_manifest(cluster))
+    await encode_snapshot(cluster, tmp_path / "out.fsm", EncodeOptions(self_test=True))
 
 
 def _unit(adapter: str, prefix: bytes, key: bytes) -> bytes | None:

@@ -186,16 +186,16 @@ def _build_parser() -> _Parser:
         "(a complete tree or other files are never removed)",
     )
     _add_adapter_flags(dec, encode=False)
-
-    add_decode_cluster(sub, common, dec)
-    # After decode-cluster copied decode's flags: a cluster dump has no full-fidelity mode,
-    # no single snapshot directory and always has CHECKSUMS.
     dec.add_argument(
         "--full-fidelity",
         action="store_true",
         help="also keep the live state the reference layout drops (bucket creation dates, "
         "queue timestamps, in-flight messages, incomplete uploads) so a restore brings it back",
     )
+
+    add_decode_cluster(sub, common, dec)
+    # After decode-cluster copied decode's flags: a cluster dump has no single snapshot
+    # directory and always has CHECKSUMS.
     dec.add_argument(
         "--scope",
         action="append",

@@ -373,6 +373,7 @@ async def _finish(
         hlc_ceiling_ms=header.hlc_ceiling_ms,
         scopes=scopes,
         cluster=cluster_doc,
+        full_fidelity=options.full_fidelity,
     ).to_json()
     writer = DumpWriter(held.path, jobs=options.jobs, fsync=options.fsync)
     listing = _listing([p.outcome.checksums for p in parts], manifest)
