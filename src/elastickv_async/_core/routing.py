@@ -44,12 +44,24 @@ class Router:
         self._by_length: list[tuple[int, dict[bytes, str]]] = []
         for length in sorted({len(p) for p in table}, reverse=True):
             self._by_length.append((length, {p: t for p, t in table.items() if len(p) == length}))
+        # A prefix that no other prefix extends is the longest match of every key it starts, so
+        # its answer can be reused for the next key; snapshots are key-sorted, so runs are long.
+        self._maximal = frozenset(
+            p for p in table if not any(q != p and q.startswith(p) for q in table)
+        )
+        self._last: tuple[str | None, bytes] | None = None
 
     def route(self, key: bytes) -> tuple[str | None, bytes]:
         """Return the target and the matched prefix (``(None, b"")`` when nothing matches)."""
+        last = self._last
+        if last is not None and key.startswith(last[1]):
+            return last
         for length, bucket in self._by_length:
             prefix = key[:length]
             target = bucket.get(prefix)
             if target is not None:
-                return target, prefix
+                found = (target, prefix)
+                if prefix in self._maximal:
+                    self._last = found
+                return found
         return None, b""
