@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 import pytest
@@ -13,6 +14,7 @@ from elastickv_async._core.dump.names import (
     SEGMENT_MAX_BYTES,
     b64url_decode,
     b64url_encode,
+    b64url_segment,
     decode_segment,
     encode_binary_segment,
     encode_segment,
@@ -106,3 +108,12 @@ def test_golden_item_names_decode_to_their_keys() -> None:
     assert names
     for name in names:
         assert encode_segment(decode_segment(name)) == name
+
+
+@given(st.binary(max_size=64))
+def test_b64url_segment_is_raw_url_encoding(raw: bytes) -> None:
+    """Unpadded base64url (checked against the stdlib), the same text as b64url_encode."""
+    expected = base64.urlsafe_b64encode(raw).rstrip(b"=")
+    assert b64url_segment(raw) == expected
+    assert b64url_encode(raw) == expected.decode("ascii")
+    assert b64url_decode(expected) == raw

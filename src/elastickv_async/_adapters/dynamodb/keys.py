@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from ..._core.dump.names import b64url_decode, b64url_encode
+from ..._core.dump.names import b64url_decode, b64url_segment
 from ..._core.errors import AdapterRecordError
 from .errors import record_error
 
@@ -154,7 +154,7 @@ def ordered_segment(raw: bytes) -> bytes:
 
 
 def _table_segment(table: str) -> bytes:
-    return b64url_encode(table.encode("utf-8")).encode("ascii")
+    return b64url_segment(table.encode("utf-8"))
 
 
 def table_meta_key(table: str) -> bytes:
@@ -174,7 +174,7 @@ def item_key_prefix(table: str, generation: int) -> bytes:
 
 def gsi_key_prefix(table: str, generation: int, index: str) -> bytes:
     """``!ddb|gsi|<b64url(table)>|<generation>|<b64url(index)>|``; ordered keys follow."""
-    index_segment = b64url_encode(index.encode("utf-8")).encode("ascii")
+    index_segment = b64url_segment(index.encode("utf-8"))
     return b"%s%s|%d|%s|" % (GSI_PREFIX, _table_segment(table), generation, index_segment)
 
 

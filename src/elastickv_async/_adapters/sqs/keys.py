@@ -13,7 +13,7 @@ import re
 import struct
 from typing import Final
 
-from ..._core.dump.names import b64url_decode, b64url_encode
+from ..._core.dump.names import b64url_decode, b64url_segment
 from ..._core.errors import AdapterRecordError
 from .errors import record_error
 
@@ -195,7 +195,7 @@ def _partitioned(key: bytes, rest: bytes) -> tuple[str, int, bytes]:
 
 
 def _seg(raw: bytes) -> bytes:
-    return b64url_encode(raw).encode("ascii")
+    return b64url_segment(raw)
 
 
 def queue_meta_key(name: bytes) -> bytes:

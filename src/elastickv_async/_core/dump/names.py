@@ -21,6 +21,7 @@ __all__ = [
     "SEGMENT_MAX_BYTES",
     "b64url_decode",
     "b64url_encode",
+    "b64url_segment",
     "decode_segment",
     "encode_binary_segment",
     "encode_segment",
@@ -36,6 +37,7 @@ _SHA_SUFFIX_RAW_BYTES: Final = 64
 
 _UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 _ENCODE_TABLE: Final = tuple(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in range(256))
+_URL_ALPHABET: Final = bytes.maketrans(b"+/", b"-_")
 _SHA_SHAPE: Final = re.compile(r"[0-9a-fA-F]{32}__")
 _PERCENT_DECODABLE: Final = re.compile(r"(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})*")
 _B64URL: Final = re.compile(rb"[A-Za-z0-9_-]*")
@@ -75,9 +77,15 @@ def encode_segment(raw: bytes) -> str:
     return encoded
 
 
+def b64url_segment(raw: bytes) -> bytes:
+    """Base64url without padding (Go ``base64.RawURLEncoding``), as key bytes."""
+    # binascii directly: the base64 module's wrappers cost more than the encoding of a key.
+    return binascii.b2a_base64(raw, newline=False).rstrip(b"=").translate(_URL_ALPHABET)
+
+
 def b64url_encode(raw: bytes) -> str:
     """Base64url without padding (Go ``base64.RawURLEncoding``)."""
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return b64url_segment(raw).decode("ascii")
 
 
 def b64url_decode(text: str | bytes) -> bytes:
