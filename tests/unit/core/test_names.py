@@ -59,6 +59,24 @@ def test_binary_segment() -> None:
     assert is_sha_fallback(encode_binary_segment(b"x" * 178))
 
 
+@given(
+    st.text(alphabet="aZ09._-", max_size=250),
+    st.binary(max_size=90),
+)
+def test_escaped_bytes_count_against_the_limit(plain: str, other: bytes) -> None:
+    """Passed-through and escaped bytes (three characters each) share the 240 limit."""
+    raw = plain.encode() + other
+    expected = plain + "".join(
+        chr(b) if chr(b) in "._-" or (chr(b).isascii() and chr(b).isalnum()) else f"%{b:02X}"
+        for b in other
+    )
+    name = encode_segment(raw)
+    if len(expected) > SEGMENT_MAX_BYTES or is_sha_fallback(expected) or expected[:4] == "b64.":
+        assert is_sha_fallback(name)
+    else:
+        assert name == expected
+
+
 @given(st.binary(max_size=120))
 def test_round_trip_when_not_fallback(raw: bytes) -> None:
     """decode_segment inverts encode_segment for every non-fallback name."""

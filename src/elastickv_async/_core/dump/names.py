@@ -36,6 +36,7 @@ _SHA_HEX_CHARS: Final = 32
 _SHA_SUFFIX_RAW_BYTES: Final = 64
 
 _UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+_UNRESERVED_BYTES: Final = bytes(sorted(_UNRESERVED))
 _ENCODE_TABLE: Final = tuple(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in range(256))
 _URL_ALPHABET: Final = bytes.maketrans(b"+/", b"-_")
 _SHA_SHAPE: Final = re.compile(r"[0-9a-fA-F]{32}__")
@@ -67,11 +68,12 @@ def encode_segment(raw: bytes) -> str:
     """Encode one key segment as a file name exactly like the reference's ``EncodeSegment``."""
     if len(raw) > SEGMENT_MAX_BYTES:
         return sha_fallback(raw)
-    # Every escaped byte triples, so the bound can be checked before building the string.
-    escaped = len(raw) - sum(1 for b in raw if b in _UNRESERVED)
+    # Every escaped byte triples, so the bound can be checked before building the string;
+    # translate counts them in C, and a name with none is its own ASCII text.
+    escaped = len(raw.translate(None, _UNRESERVED_BYTES))
     if len(raw) + 2 * escaped > SEGMENT_MAX_BYTES:
         return sha_fallback(raw)
-    encoded = _percent_encode(raw)
+    encoded = _percent_encode(raw) if escaped else raw.decode("ascii")
     if is_sha_fallback(encoded) or encoded.startswith(BINARY_PREFIX):
         return sha_fallback(raw)
     return encoded
