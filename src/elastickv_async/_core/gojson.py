@@ -34,11 +34,13 @@ __all__ = [
 Fragment = orjson.Fragment
 
 _HTML: Final = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"))
+_HTML_CHARS: Final = b"<>&"
 _LINE_SEPARATORS: Final = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
 
 
 def _go_escape(data: bytes, *, escape_html: bool) -> bytes:
-    if escape_html and (b"<" in data or b">" in data or b"&" in data):
+    # One C pass that drops the three characters beats three substring searches.
+    if escape_html and len(data.translate(None, _HTML_CHARS)) != len(data):
         for raw, esc in _HTML:
             data = data.replace(raw, esc)
     # isascii is a word-at-a-time scan, far cheaper than the two-byte search it skips.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support import shared_dir
 
 from elastickv_async._core import gojson
@@ -96,3 +98,17 @@ def test_reproduces_golden_manifest_style() -> None:
     path = GOLDEN / "golden" / "public" / "global_cluster_id" / "expected" / "MANIFEST.json"
     raw = path.read_bytes()
     assert gojson.encoder_indent(json.loads(raw), escape_html=False) == raw
+
+
+@given(st.text(alphabet=st.sampled_from('a<>&\u2028\u2029é"\\\n'), max_size=12))
+def test_escaped_output_never_holds_the_raw_characters(text: str) -> None:
+    """Whichever of the characters a string holds, alone or mixed with non-ASCII text, marshal
+    escapes each one and encoder_line the line separators only; both still decode to it."""
+    html_safe = gojson.marshal(text)
+    line = gojson.encoder_line(text)
+    assert json.loads(html_safe) == text == json.loads(line)
+    for raw in (b"<", b">", b"&", "\u2028".encode(), "\u2029".encode()):
+        assert raw not in html_safe
+    for raw in ("\u2028".encode(), "\u2029".encode()):
+        assert raw not in line
+    assert line.count(b"<") == text.count("<") and line.count(b"&") == text.count("&")
