@@ -42,7 +42,6 @@ from ..encode.api import (
     _check_against_manifest,
     _check_options,
     _check_placement,
-    _decoded_with,
     _effective_ts,
     _load_manifest,
     _make_workdir,
@@ -50,6 +49,7 @@ from ..encode.api import (
     _remove_workdir,
     _self_test_options,
     _verify_input,
+    adapter_contexts,
 )
 from ..encode.collect import collect_records
 from ..encode.framing import ts_suffix
@@ -319,19 +319,9 @@ class _Run:
         self.sort_budget = sort_budget
 
     def _context(self, work: Path) -> Callable[[AdapterSpec], EncodeContext]:
-        def context(spec: AdapterSpec) -> EncodeContext:
-            return EncodeContext(
-                input_root=self.input_root,
-                log=self.log.bind(adapter=spec.name),
-                report=self.report,
-                scratch=work / spec.name,
-                manifest=dict(self.manifest.raw),
-                adapter_options=self.adapter_options[spec.name],
-                decoded_with=_decoded_with(self.manifest, spec),
-                full_fidelity=self.manifest.full_fidelity,
-            )
-
-        return context
+        return adapter_contexts(
+            self.input_root, self.manifest, self.adapter_options, self.log, self.report, work
+        )
 
     async def write_groups(self, directory: Path, base: Path) -> dict[int, FrameWriter]:
         """Collect, sort and split the records into ``directory/group-<g>.fsm`` (fsync'd)."""

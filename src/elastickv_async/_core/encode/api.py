@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -190,6 +191,33 @@ def _decoded_with(manifest: Manifest, spec: AdapterSpec) -> Any:
     return spec.resolve_options(None) if recorded is None else recorded
 
 
+def adapter_contexts(
+    input_root: Path,
+    manifest: Manifest,
+    adapter_options: dict[str, Any],
+    log: structlog.typing.FilteringBoundLogger,
+    report: Report,
+    work: Path,
+    shift_ms: int = 0,
+) -> Callable[[AdapterSpec], EncodeContext]:
+    """The factory of each adapter's :class:`EncodeContext` for one run (scratch in ``work``)."""
+
+    def context(spec: AdapterSpec) -> EncodeContext:
+        return EncodeContext(
+            input_root=input_root,
+            log=log.bind(adapter=spec.name),
+            report=report,
+            scratch=work / spec.name,
+            manifest=dict(manifest.raw),
+            adapter_options=adapter_options[spec.name],
+            decoded_with=_decoded_with(manifest, spec),
+            full_fidelity=manifest.full_fidelity,
+            time_shift_ms=shift_ms,
+        )
+
+    return context
+
+
 def _time_shift(options: EncodeOptions, manifest: Manifest) -> TimeRebase | None:
     """The ``--rebase-time`` shift: from the snapshot's time to now (``None``: no rebase)."""
     if not options.rebase_time:
@@ -297,19 +325,15 @@ class _Run:
         work = held.path
         sorter = ExternalSorter(work / "sort", self.sort_budget)
 
-        def context(spec: AdapterSpec) -> EncodeContext:
-            return EncodeContext(
-                input_root=self.input_root,
-                log=self.log.bind(adapter=spec.name),
-                report=self.report,
-                scratch=work / spec.name,
-                manifest=dict(manifest.raw),
-                adapter_options=self.adapter_options[spec.name],
-                decoded_with=_decoded_with(manifest, spec),
-                full_fidelity=manifest.full_fidelity,
-                time_shift_ms=self.shift_ms,
-            )
-
+        context = adapter_contexts(
+            self.input_root,
+            manifest,
+            self.adapter_options,
+            self.log,
+            self.report,
+            work,
+            self.shift_ms,
+        )
         meter = self.meter
         try:
             meter.stage("collect", unit="records", done=lambda: sorter.records)
