@@ -26,6 +26,7 @@ from .._core.errors import DumpTreeError, UsageError
 from .._core.options import DecodeOptions
 from .._core.report import Report
 from .._core.snapshot.entry import Entry, SnapshotHeader
+from .._core.workers import Workers
 
 __all__ = [
     "BYTES",
@@ -137,6 +138,8 @@ class DecodeContext:
     now_ms: int
     #: This adapter's own options (an instance of its spec's ``decode_options``).
     adapter_options: Any = None
+    #: The run's worker processes, for CPU-bound batches (shared by every adapter).
+    workers: Workers = field(default_factory=lambda: Workers(0))
 
 
 class DecodeAdapter(Protocol):
@@ -166,6 +169,8 @@ class EncodeContext:
     full_fidelity: bool = False
     #: Milliseconds to add to every time the node keeps a deadline by (``--rebase-time``).
     time_shift_ms: int = 0
+    #: The run's worker processes, for CPU-bound batches (shared by every adapter).
+    workers: Workers = field(default_factory=lambda: Workers(0))
     #: Safe read access to ``input_root``: the only way an encoder reads the tree.
     tree: DumpTree = field(init=False)
 

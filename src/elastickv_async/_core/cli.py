@@ -178,6 +178,7 @@ def _build_parser() -> _Parser:
     dec.add_argument("--cluster-id", default="", help="recorded as MANIFEST cluster_id")
     dec.add_argument("--scratch-root", type=Path, help="where to spill data that must wait")
     dec.add_argument("--jobs", type=int, default=8, help="concurrent file writes")
+    dec.add_argument("--workers", type=int, help=_WORKERS_HELP)
     dec.add_argument("--fsync", action="store_true", help="fsync every written file")
     dec.add_argument(
         "--force",
@@ -249,6 +250,7 @@ def _build_parser() -> _Parser:
         help="decode the output and compare it with the input before publishing",
     )
     enc.add_argument("--scratch-root", type=Path, help="base directory for self-test scratch")
+    enc.add_argument("--workers", type=int, help=_WORKERS_HELP)
     enc.add_argument(
         "--rebase-time",
         action="store_true",
@@ -360,6 +362,11 @@ def _long_flags(parser: argparse.ArgumentParser) -> tuple[set[str], set[str]]:
     return names, switches
 
 
+_WORKERS_HELP: Final = (
+    "worker processes for the CPU-bound work (default: one per CPU for a large input; 0: none)"
+)
+
+
 def _decode_options(args: argparse.Namespace) -> DecodeOptions:
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -374,6 +381,7 @@ def _decode_options(args: argparse.Namespace) -> DecodeOptions:
         full_fidelity=getattr(args, "full_fidelity", False),
         scratch_root=args.scratch_root,
         jobs=args.jobs,
+        workers=args.workers,
         fsync=args.fsync,
         checksums=getattr(args, "checksums", CHECKSUM_ALGORITHM),
     )
@@ -431,6 +439,7 @@ def encode_options(args: argparse.Namespace) -> EncodeOptions:
         scratch_root=args.scratch_root,
         rebase_time=getattr(args, "rebase_time", False),
         verify_checksums=args.verify_checksums,
+        workers=args.workers,
     )
 
 

@@ -40,6 +40,9 @@ class DecodeOptions:
     scratch_root: Path | None = None
     #: Concurrent file writes.
     jobs: int = 8
+    #: Worker processes for the adapters' CPU-bound work; 0 keeps it in this process, and
+    #: ``None`` (auto) uses one per CPU for a snapshot of 16 MiB or more.
+    workers: int | None = None
     #: fsync every written file (slower; the rename is atomic either way).
     fsync: bool = False
     #: ``"sha256"`` writes CHECKSUMS; ``"none"`` writes none (MANIFEST.json says so, and
@@ -69,6 +72,9 @@ class EncodeOptions:
     scratch_root: Path | None = None
     #: Concurrent file reads/writes.
     jobs: int = 8
+    #: Worker processes for the adapters' CPU-bound work; 0 keeps it in this process, and
+    #: ``None`` (auto) uses one per CPU for a tree of some thousand files or more.
+    workers: int | None = None
     #: Shift the times a node keeps deadlines by (message send and visibility times, key
     #: expiry) forward by the time elapsed since the snapshot, so they keep their distance
     #: to "now" when an old backup is restored.

@@ -50,6 +50,7 @@ from .snapshot.entry import Entry, SnapshotHeader
 from .snapshot.mvcc import VisibilityResolver
 from .snapshot.reader import STDIN, Snapshot, SnapshotStats, open_snapshot
 from .snapshot.source import snapshot_index_from_path
+from .workers import AUTO_MIN_BYTES, Workers, auto_processes
 
 __all__ = [
     "INCOMPLETE_MARKER",
@@ -157,6 +158,8 @@ def normalise_options(options: DecodeOptions) -> DecodeOptions:
     """
     if options.jobs < 1:
         raise UsageError("jobs must be at least 1")
+    if options.workers is not None and options.workers < 0:
+        raise UsageError("workers must be 0 or more")
     if options.checksums not in _CHECKSUM_CHOICES:
         raise UsageError(f"checksums must be sha256 or none, not {options.checksums!r}")
     unknown = sorted(set(options.adapter_options) - set(REGISTRY.names()))
@@ -343,8 +346,22 @@ class _DecodeRun:
         #: The ``_meta_applied_index`` the snapshot must carry (see :func:`decode_snapshot`).
         self.expected_index: int | None = None
 
+    def _workers(self) -> Workers:
+        chosen = self.options.workers
+        if chosen is None:
+            # A stream assembled by the caller (a cluster's groups) already runs once per
+            # core on the distributed engine: more processes would only compete.
+            if self.source is None:
+                chosen = 0
+            else:
+                stdin = os.fspath(self.source) == STDIN
+                large = stdin or self.source.stat().st_size >= AUTO_MIN_BYTES
+                chosen = auto_processes(large=large)
+        return Workers(chosen)
+
     async def _setup(self) -> None:
         options = self.options
+        self.workers = await anyio.to_thread.run_sync(self._workers)
         self.ledger = ChecksumLedger(self.scratch / ".checksums")
         self.writer = DumpWriter(
             self.out, jobs=options.jobs, fsync=options.fsync, ledger=self.ledger
@@ -424,6 +441,7 @@ class _DecodeRun:
                     scratch=self.scratch / name,
                     now_ms=now_ms,
                     adapter_options=options.adapter_options[name],
+                    workers=self.workers,
                 )
             )
             for name in self.enabled

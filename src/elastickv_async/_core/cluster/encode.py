@@ -49,6 +49,7 @@ from ..encode.api import (
     _remove_workdir,
     _self_test_options,
     _verify_input,
+    _workers,
     adapter_contexts,
 )
 from ..encode.collect import collect_records
@@ -63,6 +64,7 @@ from ..progress import ProgressCallback, ProgressMeter
 from ..report import Report, make_logger
 from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag
 from ..snapshot.framing import TS_SIZE
+from ..workers import Workers
 from .inputs import GroupInput
 from .routes import CATALOG_PREFIX, CATALOG_VERSION_KEY, RouteCatalog, catalog_rows
 
@@ -303,6 +305,7 @@ class _Run:
         meter: ProgressMeter,
         tag: str,
         sort_budget: int,
+        workers: Workers,
     ) -> None:
         self.input_root = input_root
         self.manifest = manifest
@@ -317,10 +320,17 @@ class _Run:
         self.meter = meter
         self.tag = tag
         self.sort_budget = sort_budget
+        self.workers = workers
 
     def _context(self, work: Path) -> Callable[[AdapterSpec], EncodeContext]:
         return adapter_contexts(
-            self.input_root, self.manifest, self.adapter_options, self.log, self.report, work
+            self.input_root,
+            self.manifest,
+            self.adapter_options,
+            self.log,
+            self.report,
+            work,
+            workers=self.workers,
         )
 
     async def write_groups(self, directory: Path, base: Path) -> dict[int, FrameWriter]:
@@ -520,6 +530,7 @@ async def encode_cluster(
         meter,
         tag,
         sort_budget,
+        await anyio.to_thread.run_sync(_workers, options, root),
     )
     lock = PathLock(out)
     await anyio.to_thread.run_sync(lock.acquire)
@@ -527,7 +538,7 @@ async def encode_cluster(
     try:
         replace = await anyio.to_thread.run_sync(lambda: _check_output_dir(out, force=force))
         if options.verify_checksums:
-            await _verify_input(root, report, log)
+            await _verify_input(root, report, log, run.workers)
         else:
             log.info("checksums_not_verified", input=os.fspath(root))
         places = [out.parent] + ([options.scratch_root] if options.scratch_root else [])

@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,6 +29,8 @@ import structlog
 
 from ..._adapters.base import AdapterSpec, EncodeContext
 from ..._adapters.registry import REGISTRY
+from ..concurrency import task_group
+from ..dump.checksums import CHECKSUMS_NAME
 from ..dump.manifest import (
     CHECKSUM_ALGORITHM,
     CHECKSUMS_NONE,
@@ -51,6 +53,7 @@ from ..options import DecodeOptions, EncodeOptions
 from ..progress import Progress, ProgressCallback, ProgressMeter
 from ..report import Report, make_logger
 from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag, remove_leftovers
+from ..workers import AUTO_MIN_LISTING, Workers, auto_processes
 from . import publish as disk
 from .collect import collect_records
 from .framing import ts_suffix
@@ -123,6 +126,8 @@ def _check_options(options: EncodeOptions, specs: dict[str, AdapterSpec]) -> dic
         raise UsageError(f"last_commit_ts {ts} is out of range for uint64")
     if options.jobs < 1:
         raise UsageError("jobs must be at least 1")
+    if options.workers is not None and options.workers < 0:
+        raise UsageError("workers must be 0 or more")
     return {
         name: spec.resolve_options(options.adapter_options.get(name), encode=True)
         for name, spec in specs.items()
@@ -199,8 +204,11 @@ def adapter_contexts(
     report: Report,
     work: Path,
     shift_ms: int = 0,
+    workers: Workers | None = None,
 ) -> Callable[[AdapterSpec], EncodeContext]:
     """The factory of each adapter's :class:`EncodeContext` for one run (scratch in ``work``)."""
+
+    shared = workers if workers is not None else Workers(0)
 
     def context(spec: AdapterSpec) -> EncodeContext:
         return EncodeContext(
@@ -213,6 +221,7 @@ def adapter_contexts(
             decoded_with=_decoded_with(manifest, spec),
             full_fidelity=manifest.full_fidelity,
             time_shift_ms=shift_ms,
+            workers=shared,
         )
 
     return context
@@ -300,8 +309,10 @@ class _Run:
         tag: str,
         meter: ProgressMeter,
         shift_ms: int = 0,
+        workers: Workers | None = None,
     ) -> None:
         self.tag = tag
+        self.workers = workers if workers is not None else Workers(0)
         self.meter = meter
         self.shift_ms = shift_ms
         self.input_root = input_root
@@ -333,6 +344,7 @@ class _Run:
             self.report,
             work,
             self.shift_ms,
+            self.workers,
         )
         meter = self.meter
         try:
@@ -362,14 +374,26 @@ class _Run:
         return stream
 
     async def execute(
-        self, manifest: Manifest, ts: int, specs: dict[str, AdapterSpec], info: EncodeInfo
+        self,
+        manifest: Manifest,
+        ts: int,
+        specs: dict[str, AdapterSpec],
+        info: EncodeInfo,
+        verify: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> tuple[SnapshotStream, SelfTestOutcome | None]:
-        """Write, optionally self-test, and publish the .fsm and its sidecar."""
+        """Write, optionally self-test, and publish the .fsm and its sidecar.
+
+        ``verify`` (the check of the input against its CHECKSUMS) runs beside the writing,
+        in a worker process when there are any; nothing is published unless it passed.
+        """
         options = self.options
         await anyio.to_thread.run_sync(disk.remove_stale_mismatch, disk.mismatch_path(self.output))
         temp = disk.temp_path(self.output, self.tag)
         try:
-            stream = await self.write_temp(temp, manifest, ts, specs)
+            async with task_group() as tg:
+                if verify is not None:
+                    tg.start_soon(verify)
+                stream = await self.write_temp(temp, manifest, ts, specs)
             outcome = None
             if options.self_test:
                 # The scratch decode reads the new file once: its read stage is this stage.
@@ -445,13 +469,27 @@ class _Run:
             self.log.warning("encode_sidecar_failed", path=str(sidecar), error=str(exc))
 
 
-async def _verify_input(
-    root: Path, report: Report, log: structlog.typing.FilteringBoundLogger
-) -> None:
-    tree = DumpTree(root)
+def _check_input(root: Path) -> tuple[int, str]:
     # A hand-assembled tree may have no CHECKSUMS at all: that is worth a warning (which
     # --strict turns into a failure), not a refusal; a listed file that changed is.
-    files, checked = await tree.run(partial(check_tree, missing_ok=True), tree)
+    return check_tree(DumpTree(root), missing_ok=True)
+
+
+def _workers(options: EncodeOptions, root: Path) -> Workers:
+    """The run's worker processes: ``options.workers``, or auto by the CHECKSUMS length."""
+    if options.workers is not None:
+        return Workers(options.workers)
+    try:
+        listing = os.stat(root / CHECKSUMS_NAME, follow_symlinks=False).st_size
+    except OSError:
+        listing = 0
+    return Workers(auto_processes(large=listing >= AUTO_MIN_LISTING))
+
+
+async def _verify_input(
+    root: Path, report: Report, log: structlog.typing.FilteringBoundLogger, workers: Workers
+) -> None:
+    files, checked = await workers.run(_check_input, root)
     if checked == CHECKSUM_ALGORITHM:
         report.count("encode.files_verified", files)
     elif checked == CHECKSUMS_NONE:
@@ -524,6 +562,7 @@ async def encode_snapshot(
     shift_ms = rebase.shift_ms if rebase is not None else 0
 
     meter = ProgressMeter(progress)
+    workers = await anyio.to_thread.run_sync(_workers, options, root)
     run = _Run(
         root,
         out,
@@ -536,13 +575,15 @@ async def encode_snapshot(
         new_tag(),
         meter,
         shift_ms,
+        workers,
     )
     lock = PathLock(out)
     await anyio.to_thread.run_sync(lock.acquire)
     try:
         await anyio.to_thread.run_sync(lambda: _refuse_existing_output(out, force=force))
+        verify = None
         if options.verify_checksums:
-            await _verify_input(root, report, log)
+            verify = partial(_verify_input, root, report, log, workers)
         else:
             log.info("checksums_not_verified", input=input_label)
         places = [out.parent]
@@ -575,7 +616,7 @@ async def encode_snapshot(
                 hint="the tree was decoded with --scope: the snapshot restores only that scope",
             )
         async with meter.running():
-            stream, outcome = await run.execute(manifest, ts, specs, info)
+            stream, outcome = await run.execute(manifest, ts, specs, info, verify)
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(lock.release)

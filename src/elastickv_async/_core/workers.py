@@ -1,0 +1,71 @@
+"""CPU-bound work in worker processes, so that a run uses every core.
+
+The event loop and its worker threads share one GIL, and the per-record work of the
+adapters (parsing JSON, building protobuf, rendering files) is pure Python that holds it:
+threads add no speed there, and small syscalls between such work queue up behind the GIL.
+:class:`Workers` hands that work to worker processes instead, one batch per call, through
+:func:`anyio.to_process.run_sync` (the same on asyncio and trio; the processes are started
+on first use and reused until the event loop ends).
+
+What is sent must be a module-level function with picklable arguments and result. It
+computes and returns; it never writes to the output (the run's
+:class:`~elastickv_async._core.dump.writer.DumpWriter` owns that) and never logs. A call
+is not interrupted midway: keep each one to a bounded batch so that cancellation stays
+prompt. With no worker processes the same call runs in a worker thread, so results never
+depend on the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Final, TypeVar, TypeVarTuple
+
+import anyio
+import anyio.to_process
+import anyio.to_thread
+
+from .errors import UsageError
+
+__all__ = ["AUTO_MIN_BYTES", "AUTO_MIN_LISTING", "Workers", "auto_processes", "available_cpus"]
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+#: ``auto`` starts worker processes for a snapshot at least this large, or a tree whose
+#: CHECKSUMS is at least this long (some 2,500 files): below that, starting them costs
+#: more than they save.
+AUTO_MIN_BYTES: Final = 16 << 20
+AUTO_MIN_LISTING: Final = 256 << 10
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_processes(*, large: bool) -> int:
+    """How many worker processes ``workers=None`` means: one per CPU for a ``large`` input
+    on a machine with more than one CPU, none otherwise."""
+    cpus = available_cpus()
+    return cpus if large and cpus > 1 else 0
+
+
+class Workers:
+    """Runs CPU-bound calls for one run: in up to ``processes`` worker processes, or in a
+    worker thread when ``processes`` is 0."""
+
+    def __init__(self, processes: int) -> None:
+        if processes < 0:
+            raise UsageError("workers must be 0 or more")
+        self.processes = processes
+        self._limiter = anyio.CapacityLimiter(processes) if processes else None
+
+    async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
+        """``func(*args)`` in a worker process (or thread); its exception is raised here."""
+        if self._limiter is None:
+            return await anyio.to_thread.run_sync(func, *args)
+        return await anyio.to_process.run_sync(func, *args, limiter=self._limiter)

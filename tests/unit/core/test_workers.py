@@ -1,0 +1,115 @@
+"""Worker processes for CPU-bound batches: where calls run, what comes back, and that a
+run's output does not depend on how many processes it used."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from support import REPO_ROOT
+
+from elastickv_async._core.cli import main
+from elastickv_async._core.encode.api import encode_snapshot
+from elastickv_async._core.errors import ChecksumMismatch, DumpTreeError, UsageError
+from elastickv_async._core.options import DecodeOptions, EncodeOptions
+from elastickv_async._core.pipeline import decode_snapshot
+from elastickv_async._core.workers import Workers, auto_processes, available_cpus
+
+pytestmark = pytest.mark.anyio
+
+SAMPLE = REPO_ROOT / "examples" / "sample.fsm"
+needs_sample = pytest.mark.skipif(not SAMPLE.is_file(), reason="examples/sample.fsm is absent")
+
+
+def _pid_and_square(n: int) -> tuple[int, int]:
+    return os.getpid(), n * n
+
+
+def _refuse(path: str) -> None:
+    raise DumpTreeError(f"{path}: refused", code="ErrTest", path=path)
+
+
+async def test_no_processes_runs_in_this_process() -> None:
+    pid, square = await Workers(0).run(_pid_and_square, 7)
+    assert (pid, square) == (os.getpid(), 49)
+
+
+async def test_processes_run_the_call_elsewhere_and_return_its_result() -> None:
+    workers = Workers(2)
+    results = [await workers.run(_pid_and_square, n) for n in range(3)]
+    assert [square for _, square in results] == [0, 1, 4]
+    assert all(pid != os.getpid() for pid, _ in results)
+
+
+async def test_an_error_in_a_worker_process_arrives_typed() -> None:
+    with pytest.raises(DumpTreeError) as caught:
+        await Workers(1).run(_refuse, "a/b.json")
+    assert caught.value.code == "ErrTest"
+    assert caught.value.path == "a/b.json"
+
+
+def test_negative_process_count_is_a_usage_error() -> None:
+    with pytest.raises(UsageError):
+        Workers(-1)
+
+
+def test_auto_uses_every_cpu_only_for_a_large_input() -> None:
+    assert auto_processes(large=False) == 0
+    cpus = available_cpus()
+    assert auto_processes(large=True) == (cpus if cpus > 1 else 0)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file but MANIFEST.json (it holds the wall time), and CHECKSUMS without its line."""
+    files = {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "MANIFEST.json"
+    }
+    lines = files["CHECKSUMS"].splitlines(keepends=True)
+    files["CHECKSUMS"] = b"".join(line for line in lines if not line.endswith(b" MANIFEST.json\n"))
+    return files
+
+
+@needs_sample
+async def test_decode_and_encode_do_not_depend_on_the_process_count(tmp_path: Path) -> None:
+    trees = {}
+    for workers in (0, 2):
+        tree = tmp_path / f"tree-{workers}"
+        await decode_snapshot(SAMPLE, tree, DecodeOptions(workers=workers))
+        trees[workers] = _files(tree)
+    assert trees[0] == trees[2]
+    outputs = []
+    for workers in (0, 2):
+        out = tmp_path / f"out-{workers}.fsm"
+        result = await encode_snapshot(tmp_path / "tree-0", out, EncodeOptions(workers=workers))
+        assert result.report.counters["encode.files_verified"] == len(trees[0])
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+@needs_sample
+async def test_a_changed_file_found_by_a_worker_process_publishes_nothing(
+    tmp_path: Path,
+) -> None:
+    tree = tmp_path / "tree"
+    await decode_snapshot(SAMPLE, tree)
+    victim = next(p for p in sorted((tree / "sqs").rglob("*.jsonl")))
+    victim.write_bytes(victim.read_bytes() + b"\n")
+    out = tmp_path / "out.fsm"
+    with pytest.raises(ChecksumMismatch):
+        await encode_snapshot(tree, out, EncodeOptions(workers=2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"]
+
+
+@pytest.mark.parametrize("command", ["decode", "encode"])
+def test_cli_refuses_a_negative_worker_count(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in"
+    source.write_bytes(b"")
+    argv = [command, "--input", str(source), "--output", str(tmp_path / "out"), "--workers", "-1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "workers must be 0 or more" in err[0]
