@@ -23,9 +23,10 @@ value builders:
 first alternates too) ``--runs`` times, each a fresh process (ours: the installed
 ``elastickv-async`` CLI, on ``--backend``); then both encoders (self-test off) encode our
 decoded tree the same way. A run's figures are its wall time (process start included, on both
-sides) and its peak RSS (``ru_maxrss`` from ``wait4``, taken by a minimal launcher so that this
-script's own memory is not inherited: a floor of about 5 MiB; the larger of the tool and any
-child process it waited for). The table shows ratios of minimum times (reference / ours: above
+sides) and its peak RSS: the highest sum of the RSS of the tool and its worker processes, sampled
+every 10 ms from /proc, and never below the tool's own ``ru_maxrss`` from ``wait4`` (taken by a
+minimal launcher so that this script's own memory is not inherited: a floor of about 5 MiB).
+The table shows ratios of minimum times (reference / ours: above
 1 means we are faster), the highest RSS of each side, and our throughput (entries/s, and MB/s
 of the ``.fsm``: read by decode, written by encode). On a shared machine the ratios move with
 the load; the load average is printed and kept in the JSON.
@@ -332,19 +333,30 @@ def our_cli() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """One child process: its wall time and peak RSS."""
+    """One child process: its wall time, its own peak RSS, and its process tree's."""
 
     seconds: float
     peak_rss_kib: int
+    #: The highest sum of the RSS of the tool and every process under it (worker processes),
+    #: sampled every 10 ms; never below ``peak_rss_kib``.
+    tree_rss_kib: int = 0
+
+    @property
+    def memory_kib(self) -> int:
+        """The figure the table shows: the process tree's peak."""
+        return max(self.peak_rss_kib, self.tree_rss_kib)
 
 
 # Linux carries the parent's high-water mark into a child's ru_maxrss (at exec, the mm being
 # replaced is the parent's, shared by vfork or copied by fork), so a child of this script would
 # never report less than the script's own RSS. A minimal interpreter in between forks the tool
-# and reports its rusage instead: a floor of about 5 MiB instead of this script's 50+.
+# and reports its rusage instead: a floor of about 5 MiB instead of this script's 50+. While it
+# waits, a thread sums the RSS of the tool's process tree (it may start worker processes,
+# whose memory counts too) from /proc every 10 ms.
 _LAUNCHER: Final = """
-import os, sys, time
+import os, sys, threading, time
 log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
 start = time.perf_counter()
 pid = os.fork()
 if pid == 0:
@@ -354,13 +366,54 @@ if pid == 0:
         os.execv(sys.argv[2], sys.argv[2:])
     finally:
         os._exit(127)
+peak = [0]
+done = threading.Event()
+def descendants(root):
+    # /proc/<pid>/task/<tid>/children is not in every kernel: walk the parent links instead.
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    parents[int(name)] = int(fh.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
+def rss_kib(pids):
+    total = 0
+    for each in pids:
+        try:
+            with open(f"/proc/{each}/statm") as fh:
+                total += int(fh.read().split()[1]) * page_kib
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+def sample():
+    # The tree is found again every 0.2 s (worker processes live long); its RSS every 10 ms.
+    tree, found_at = {pid}, 0.0
+    while not done.wait(0.01):
+        if time.monotonic() - found_at >= 0.2:
+            tree, found_at = descendants(pid), time.monotonic()
+        peak[0] = max(peak[0], rss_kib(tree))
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
 _pid, status, usage = os.wait4(pid, 0)
-print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+seconds = time.perf_counter() - start
+done.set()
+sampler.join()
+print(seconds, usage.ru_maxrss, peak[0], os.waitstatus_to_exitcode(status))
 """
 
 
 def run_child(argv: list[str], log: Path) -> Run:
-    """Run ``argv`` (stdout and stderr to ``log``); its wall time and its own peak RSS.
+    """Run ``argv`` (stdout and stderr to ``log``); its wall time and peak RSS figures.
 
     A failure ends the script with the tool's last lines of output.
     """
@@ -368,12 +421,12 @@ def run_child(argv: list[str], log: Path) -> Run:
     done = subprocess.run(
         launcher, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True
     )
-    seconds, rss_kib, code = done.stdout.split()
+    seconds, rss_kib, tree_kib, code = done.stdout.split()
     if int(code) != 0:
         tail = log.read_text(errors="replace").splitlines()[-5:]
         raise SystemExit(f"{argv[0]} exited {code}:\n" + "\n".join(tail))
     # Linux reports ru_maxrss in KiB.
-    return Run(float(seconds), int(rss_kib))
+    return Run(float(seconds), int(rss_kib), int(tree_kib))
 
 
 # --- comparing outputs ------------------------------------------------------------------------
@@ -440,8 +493,8 @@ class Side:
 
     @property
     def peak_rss_mib(self) -> float:
-        """The highest peak RSS over the runs, in MiB."""
-        return max(run.peak_rss_kib for run in self.runs) / 1024
+        """The highest peak RSS of the process tree over the runs, in MiB."""
+        return max(run.memory_kib for run in self.runs) / 1024
 
 
 @dataclass(slots=True)

@@ -118,6 +118,21 @@ def test_run_child_reports_the_child_peak_rss_not_ours(tmp_path: Path) -> None:
     assert small.seconds > 0
 
 
+def test_run_child_adds_up_the_memory_of_the_tools_worker_processes(tmp_path: Path) -> None:
+    """Two children holding 150 MiB each at once: ``ru_maxrss`` sees the largest process,
+    the process tree's peak their sum."""
+    child = f"import time; b = b'x' * {150 * MIB}; time.sleep(0.5)"
+    tool = (
+        "import subprocess, sys; "
+        f"ps = [subprocess.Popen([sys.executable, '-c', {child!r}]) for _ in range(2)]; "
+        "[p.wait() for p in ps]"
+    )
+    run = bench_reference.run_child([sys.executable, "-c", tool], tmp_path / "log")
+    assert run.peak_rss_kib < 200 * 1024
+    assert run.tree_rss_kib >= 300 * 1024
+    assert run.memory_kib == run.tree_rss_kib
+
+
 def test_run_child_failure_ends_with_the_tools_output(tmp_path: Path) -> None:
     code = "import sys; print('boom happened'); sys.exit(3)"
     with pytest.raises(SystemExit, match="exited 3:\nboom happened"):
