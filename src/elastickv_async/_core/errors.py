@@ -107,7 +107,8 @@ class OutputError(ElasticKVError):
 
 
 class ExecutionError(ElasticKVError):
-    """The run could not be carried out where it was sent (a Dask worker died or failed)."""
+    """The run could not be carried out where it was sent (a Dask worker or a worker
+    process died or failed)."""
 
     exit_code = 1
 

@@ -25,7 +25,7 @@ import anyio
 import anyio.to_process
 import anyio.to_thread
 
-from .errors import UsageError
+from .errors import ExecutionError, UsageError
 
 __all__ = ["AUTO_MIN_BYTES", "AUTO_MIN_LISTING", "Workers", "auto_processes", "available_cpus"]
 
@@ -65,7 +65,18 @@ class Workers:
         self._limiter = anyio.CapacityLimiter(processes) if processes else None
 
     async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
-        """``func(*args)`` in a worker process (or thread); its exception is raised here."""
+        """``func(*args)`` in a worker process (or thread); its exception is raised here.
+
+        A worker process that dies midway (killed, out of memory) raises
+        :class:`~elastickv_async._core.errors.ExecutionError` ``errWorkerProcessDied``.
+        """
         if self._limiter is None:
             return await anyio.to_thread.run_sync(func, *args)
-        return await anyio.to_process.run_sync(func, *args, limiter=self._limiter)
+        try:
+            return await anyio.to_process.run_sync(func, *args, limiter=self._limiter)
+        except anyio.BrokenWorkerProcess as exc:
+            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            raise ExecutionError(
+                f"a worker process died while running {func.__qualname__}{cause}",
+                code="errWorkerProcessDied",
+            ) from None

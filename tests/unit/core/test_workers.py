@@ -11,7 +11,12 @@ from support import REPO_ROOT
 
 from elastickv_async._core.cli import main
 from elastickv_async._core.encode.api import encode_snapshot
-from elastickv_async._core.errors import ChecksumMismatch, DumpTreeError, UsageError
+from elastickv_async._core.errors import (
+    ChecksumMismatch,
+    DumpTreeError,
+    ExecutionError,
+    UsageError,
+)
 from elastickv_async._core.options import DecodeOptions, EncodeOptions
 from elastickv_async._core.pipeline import decode_snapshot
 from elastickv_async._core.workers import Workers, auto_processes, available_cpus
@@ -47,6 +52,20 @@ async def test_an_error_in_a_worker_process_arrives_typed() -> None:
         await Workers(1).run(_refuse, "a/b.json")
     assert caught.value.code == "ErrTest"
     assert caught.value.path == "a/b.json"
+
+
+def _die() -> None:
+    os._exit(9)
+
+
+async def test_a_worker_process_that_dies_is_a_typed_error_and_the_pool_goes_on() -> None:
+    workers = Workers(1)
+    with pytest.raises(ExecutionError) as caught:
+        await workers.run(_die)
+    assert caught.value.code == "errWorkerProcessDied"
+    assert "_die" in str(caught.value)
+    _, square = await workers.run(_pid_and_square, 3)
+    assert square == 9
 
 
 def test_negative_process_count_is_a_usage_error() -> None:
