@@ -115,7 +115,9 @@ def main() -> None:
         "--mix",
         action="append",
         choices=list(bench_reference.MIXES),
-        help="mix to compare (repeatable; default: all, mixed-1m only without --quick)",
+        help=(
+            "mix to compare (repeatable; default: all but mixed-5m, mixed-1m only without --quick)"
+        ),
     )
     compare.add_argument(
         "--runs", type=int, default=3, help="alternating runs per side (default: 3)"
@@ -146,7 +148,8 @@ def _compare_reference(parser: argparse.ArgumentParser, args: argparse.Namespace
     mixes = args.mix or [
         name
         for name in bench_reference.MIXES
-        if not (args.quick and name in bench_reference.FULL_ONLY)
+        if name not in bench_reference.ON_REQUEST
+        and not (args.quick and name in bench_reference.FULL_ONLY)
     ]
     if args.quick and bench_reference.FULL_ONLY & set(mixes):
         parser.error(f"{', '.join(sorted(bench_reference.FULL_ONLY))}: not with --quick")

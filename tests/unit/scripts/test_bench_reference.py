@@ -74,6 +74,16 @@ def test_scaled_divides_non_zero_counts_only() -> None:
     assert mix.scaled(20) == Mix("m", dynamodb_items=5, redis_strings=1, s3_objects=1)
 
 
+def test_mixed_5m_is_all_four_times_8_9_and_runs_only_on_request() -> None:
+    every = bench_reference.MIXES["all"]
+    big = bench_reference.MIXES["mixed-5m"]
+    for name in ("dynamodb_items", "redis_strings", "redis_hashes", "sqs_messages", "s3_objects"):
+        assert getattr(big, name) == getattr(every, name) * 89 // 10
+    assert "mixed-5m" in bench_reference.FULL_ONLY
+    assert bench_reference.ON_REQUEST <= bench_reference.FULL_ONLY
+    assert "mixed-1m" not in bench_reference.ON_REQUEST
+
+
 def test_sides_alternate_who_goes_first() -> None:
     assert list(bench_reference.alternate(3)) == [
         (0, ("ours", "ref")),
