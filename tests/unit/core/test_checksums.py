@@ -72,6 +72,27 @@ def test_ledger_listing_matches_walk(tmp_path: Path, limit: int) -> None:
         assert list((tmp_path / "spill").iterdir()) == []
 
 
+@pytest.mark.parametrize("limit", [1, 2, 1000])
+def test_ledger_record_many_is_record_in_order(tmp_path: Path, limit: int) -> None:
+    """A batch recorded at once lists like the same records made one by one: the last digest
+    of a path wins, also across a spill in the middle of the batch."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    _tree(tree)
+    ledger = ChecksumLedger(tmp_path / "spill", limit=limit)
+    ledger.record_many(
+        [("a/Z", hashlib.sha256(b"an older version").digest())]
+        + [(rel, hashlib.sha256((tree / rel).read_bytes()).digest()) for rel in (".hidden", "a/Z")]
+    )
+    ledger.record_many([])
+    ledger.record_many(
+        [("a/b/x.json", hashlib.sha256((tree / "a/b/x.json").read_bytes()).digest())]
+    )
+    manifest = {"MANIFEST.json": hashlib.sha256(b"{}\n").digest()}
+    assert b"".join(ledger.listing(manifest)) == compute_checksums(tree)
+    ledger.close()
+
+
 @pytest.mark.skipif(shutil.which("sha256sum") is None, reason="sha256sum not installed")
 def test_sha256sum_accepts_it(tmp_path: Path) -> None:
     """`sha256sum -c CHECKSUMS` passes in the tree root."""

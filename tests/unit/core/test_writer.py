@@ -76,6 +76,58 @@ async def test_symlinked_target_is_not_replaced(tmp_path: Path) -> None:
     assert (root / "f").is_symlink()
 
 
+async def test_symlinked_target_in_an_existing_subdirectory_is_not_replaced(
+    tmp_path: Path,
+) -> None:
+    """A directory the writer did not create is checked like the root: a symlink at the target
+    is refused and left alone, also in a batch."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "f").symlink_to(victim)
+    with pytest.raises(OutputError, match="not a regular file"):
+        await DumpWriter(root).write_many([("sub/e", b"e"), ("sub/f", b"x")])
+    assert victim.read_bytes() == b"keep"
+    assert (root / "sub" / "f").is_symlink()
+    assert (root / "sub" / "e").read_bytes() == b"e"
+
+
+async def test_symlink_planted_in_a_directory_the_writer_made_is_never_followed(
+    tmp_path: Path,
+) -> None:
+    """In a directory the writer created itself the target is not checked first, but a
+    symlink planted there meanwhile is replaced by the new file, never written through."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    root = tmp_path / "root"
+    root.mkdir()
+    writer = DumpWriter(root)
+    await writer.write_many([("made/a", b"a")])
+    (root / "made" / "b").symlink_to(victim)
+    await writer.write_many([("made/b", b"new")])
+    await writer.write("made/c", b"c")
+    assert victim.read_bytes() == b"keep"
+    target = root / "made" / "b"
+    assert not target.is_symlink()
+    assert target.read_bytes() == b"new"
+    assert writer.ledger.get("made/b") == hashlib.sha256(b"new").digest()
+    assert _leftovers(root) == []
+
+
+async def test_file_over_a_directory_the_writer_made_is_refused(tmp_path: Path) -> None:
+    """A file whose path is a directory written earlier in the run fails with OutputError,
+    leaves the directory and its content alone and no temp file behind."""
+    writer = DumpWriter(tmp_path)
+    await writer.write_many([("d/sub/x", b"x")])
+    with pytest.raises(OutputError):
+        await writer.write_many([("d/sub", b"file")])
+    with pytest.raises(OutputError):
+        await writer.write("d/sub", b"file")
+    assert (tmp_path / "d" / "sub" / "x").read_bytes() == b"x"
+    assert _leftovers(tmp_path) == []
+
+
 async def test_streamed_file_commits_on_success(tmp_path: Path) -> None:
     """Chunks streamed through open() become one file, hashed incrementally."""
     writer = DumpWriter(tmp_path)

@@ -11,7 +11,7 @@ import hashlib
 import os
 import struct
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -123,6 +123,15 @@ class ChecksumLedger:
             self._recent[rel] = digest
             if self._sorter is not None and len(self._recent) >= self._limit:
                 self._spill()
+
+    def record_many(self, digests: Iterable[tuple[str, bytes]]) -> None:
+        """:meth:`record` each ``(rel, digest)`` in order, taking the lock once."""
+        with self._lock:
+            recent = self._recent
+            for rel, digest in digests:
+                recent[rel] = digest
+                if self._sorter is not None and len(recent) >= self._limit:
+                    self._spill()
 
     def _spill(self) -> None:
         assert self._sorter is not None

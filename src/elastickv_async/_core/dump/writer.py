@@ -62,6 +62,9 @@ class DumpWriter:
         self._fsync = fsync
         self._limiter = anyio.CapacityLimiter(max(1, jobs))
         self._made_dirs: set[tuple[str, ...]] = set()
+        # Directories this writer's own mkdir created: they hold nothing but its files, so a
+        # write there needs no check of what is already at the target (see _write_at).
+        self._fresh_dirs: set[tuple[str, ...]] = set()
         # Temp names: the writer's run tag plus a counter. Random names per file cost a lot on
         # ext4 (hashed directory inserts); O_EXCL still guards against any collision.
         self._tmp_prefix = f".{new_tag()}."
@@ -81,8 +84,12 @@ class DumpWriter:
         try:
             for i, part in enumerate(parts):
                 if create and not known:
-                    with contextlib.suppress(FileExistsError):
+                    try:
                         os.mkdir(part, DIR_MODE, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    else:
+                        self._fresh_dirs.add(tuple(parts[: i + 1]))
                 try:
                     child = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
@@ -111,9 +118,19 @@ class DumpWriter:
     def _tmp_name(self) -> str:
         return f"{self._tmp_prefix}{next(self._tmp_counter)}.tmp"
 
-    def _write_at(self, dir_fd: int, name: str, rel: str, chunks: Iterable[bytes]) -> int:
-        """Write ``name`` in the open directory ``dir_fd`` via a temp file and a rename."""
-        self._check_target(dir_fd, name, rel)
+    def _write_at(
+        self, dir_fd: int, name: str, rel: str, chunks: Iterable[bytes], *, fresh: bool = False
+    ) -> tuple[bytes, int]:
+        """Write ``name`` in the open directory ``dir_fd`` via a temp file and a rename.
+
+        Returns the file's SHA-256 (the caller records it) and size. ``fresh`` says this
+        writer created the directory: the check that the target is not a special file (one
+        ``stat`` per file) is skipped there, since only this writer's files and directories
+        are in it; ``rename`` still never follows a symlink and fails on a directory, so
+        nothing planted there meanwhile is ever written through.
+        """
+        if not fresh:
+            self._check_target(dir_fd, name, rel)
         tmp = self._tmp_name()
         size = 0
         digest = hashlib.sha256()
@@ -135,22 +152,29 @@ class DumpWriter:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
-        self.ledger.record(rel, digest.digest())
-        return size
+        return digest.digest(), size
 
     def _write_sync(self, rel: str, chunks: Iterable[bytes]) -> int:
         parts = check_relpath(rel)
-        dir_fd = self._open_dir(parts[:-1], create=True)
+        dir_parts = parts[:-1]
+        dir_fd = self._open_dir(dir_parts, create=True)
         try:
-            return self._write_at(dir_fd, parts[-1], rel, chunks)
+            digest, size = self._write_at(
+                dir_fd, parts[-1], rel, chunks, fresh=dir_parts in self._fresh_dirs
+            )
         finally:
             os.close(dir_fd)
+        self.ledger.record(rel, digest)
+        return size
 
     def _write_many_sync(self, files: Sequence[tuple[str, bytes]]) -> int:
-        # Consecutive files in one directory share one directory descriptor.
+        # Consecutive files in one directory share one directory descriptor, and the batch
+        # takes the ledger's lock once.
         total = 0
         dir_parts: tuple[str, ...] | None = None
         dir_fd = -1
+        fresh = False
+        digests: list[tuple[str, bytes]] = []
         try:
             for rel, data in files:
                 parts = check_relpath(rel)
@@ -158,12 +182,16 @@ class DumpWriter:
                     if dir_fd >= 0:
                         os.close(dir_fd)
                         dir_fd = -1
-                    dir_fd = self._open_dir(parts[:-1], create=True)
                     dir_parts = parts[:-1]
-                total += self._write_at(dir_fd, parts[-1], rel, (data,))
+                    dir_fd = self._open_dir(dir_parts, create=True)
+                    fresh = dir_parts in self._fresh_dirs
+                digest, size = self._write_at(dir_fd, parts[-1], rel, (data,), fresh=fresh)
+                digests.append((rel, digest))
+                total += size
         finally:
             if dir_fd >= 0:
                 os.close(dir_fd)
+            self.ledger.record_many(digests)
         return total
 
     def _install_sync(self, rel: str, src: Path) -> int:
