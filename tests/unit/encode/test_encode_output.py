@@ -7,7 +7,7 @@ import io
 
 from support import raises_code
 
-from elastickv_async._core.encode.output import SnapshotStream
+from elastickv_async._core.encode.output import FrameWriter, SnapshotStream
 from elastickv_async._core.errors import DumpTreeError
 
 
@@ -62,3 +62,54 @@ def test_adjacent_duplicate_keys_are_refused() -> None:
     with raises_code(DumpTreeError, "ErrEncodeDuplicateKey", match="b'dup'") as info:
         stream.write_some()
     assert info.value.exit_code == 2
+
+
+def _framed(recs: list[tuple[bytes, bytes]], ts: int) -> bytes:
+    """The expected stream, built from the format's definition."""
+    out = b"EKVPBBL1" + ts.to_bytes(8, "little")
+    for key, body in recs:
+        out += len(key).to_bytes(8, "little") + key
+        out += (len(body) + 9).to_bytes(8, "little") + bytes(9) + body
+    return out
+
+
+def test_small_and_large_values_mixed_in_slices() -> None:
+    """Small records (gathered into blocks), values on both sides of the large-value size and
+    block boundaries give the defined bytes and hash, whatever the slice budget."""
+    recs = []
+    for i in range(3000):
+        size = (256 << 10) - 1 + i % 3 if i % 1000 == 7 else (1 << 20) + 5 if i == 1500 else i % 97
+        recs.append((b"k%06d" % i + b"\xff" * 8, bytes([i % 251]) * size))
+    expected = _framed(recs, 77)
+    for budget in (1, 4096, 1 << 20, 16 << 20):
+        sink = io.BytesIO()
+        stream = SnapshotStream(sink, iter(recs), 77)
+        while not stream.write_some(budget=budget):
+            assert stream.bytes_written == len(sink.getvalue())
+        assert sink.getvalue() == expected
+        assert stream.entries == len(recs)
+        assert stream.bytes_written == len(expected)
+        assert stream.sha256 == hashlib.sha256(expected).hexdigest()
+
+
+def test_frame_writer_add_and_slices_interleave() -> None:
+    """Records pushed one at a time (the cluster encoder) and in slices share one stream."""
+    recs = [(b"k%03d" % i + b"\xff" * 8, b"v" * i) for i in range(50)]
+    sink = io.BytesIO()
+    writer = FrameWriter(sink, 5)
+    for key, body in recs[:20]:
+        writer.add(key, body)
+    assert writer.add_some(iter(recs[20:]), 16 << 20)
+    assert sink.getvalue() == _framed(recs, 5)
+    assert writer.position == writer.bytes_written == len(sink.getvalue())
+    with raises_code(DumpTreeError, "ErrEncodeDuplicateKey", match="b'k049'"):
+        writer.add(*recs[-1])
+
+
+def test_duplicate_after_a_slice_boundary_is_refused() -> None:
+    """The previous key survives the end of a slice."""
+    key = b"dup" + b"\xff" * 8
+    stream = SnapshotStream(io.BytesIO(), iter([(key, b"1" * 100), (key, b"2")]), 0)
+    assert not stream.write_some(budget=1)
+    with raises_code(DumpTreeError, "ErrEncodeDuplicateKey", match="b'dup'"):
+        stream.write_some(budget=1)

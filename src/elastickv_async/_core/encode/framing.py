@@ -21,11 +21,24 @@ from ..snapshot.framing import (
     VALUE_HEADER_SIZE,
 )
 
-__all__ = ["VALUE_HEADER", "check_record", "frame_entry", "header", "ts_suffix"]
+__all__ = [
+    "KEY_LEN",
+    "VALUE_HEAD",
+    "VALUE_HEADER",
+    "check_record",
+    "frame_entry",
+    "header",
+    "ts_suffix",
+]
 
 VALUE_HEADER: Final = b"\x00" + bytes(VALUE_HEADER_SIZE - 1)
 _U64_MASK: Final = (1 << 64) - 1
 _LEN: Final = struct.Struct("<Q")
+#: ``LE u64`` key length, as framed before the key.
+KEY_LEN: Final = _LEN
+#: ``LE u64`` value length followed by the value header in one pack: the header is all zero
+#: bytes (flags 0, expireAt 0), which ``x`` pad bytes give.
+VALUE_HEAD: Final = struct.Struct(f"<Q{VALUE_HEADER_SIZE}x")
 _TS: Final = struct.Struct(">Q")
 
 
@@ -63,5 +76,5 @@ def frame_entry(encoded_key: bytes, body: bytes) -> tuple[bytes, bytes]:
     """
     return (
         _LEN.pack(len(encoded_key)) + encoded_key,
-        _LEN.pack(len(body) + VALUE_HEADER_SIZE) + VALUE_HEADER,
+        VALUE_HEAD.pack(len(body) + VALUE_HEADER_SIZE),
     )

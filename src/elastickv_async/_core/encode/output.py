@@ -13,13 +13,24 @@ from collections.abc import Iterator
 from typing import BinaryIO, Final
 
 from ..errors import DumpTreeError
-from ..snapshot.framing import TS_SIZE
-from .framing import frame_entry, header
+from ..snapshot.framing import TS_SIZE, VALUE_HEADER_SIZE
+from .framing import KEY_LEN as _KEY_LEN
+from .framing import VALUE_HEAD as _VALUE_HEAD
+from .framing import header
 
 __all__ = ["FrameWriter", "SnapshotStream"]
 
 #: Small pieces are gathered into blocks of this size before one write + hash update.
 _BLOCK: Final = 1 << 20
+#: A value at least this large is written on its own instead of being copied into a block.
+_LARGE: Final = _BLOCK // 4
+
+
+def _duplicate(key: bytes) -> DumpTreeError:
+    return DumpTreeError(
+        f"duplicate key in the dump tree: {key[:-TS_SIZE][:64]!r}",
+        code="ErrEncodeDuplicateKey",
+    )
 
 
 class FrameWriter:
@@ -31,7 +42,8 @@ class FrameWriter:
     def __init__(self, out: BinaryIO, last_commit_ts: int) -> None:
         self._out = out
         self._digest = hashlib.sha256()
-        self._pending = bytearray(header(last_commit_ts))
+        self._pending: list[bytes] = [header(last_commit_ts)]
+        self._pending_size = len(self._pending[0])
         self._previous: bytes | None = None
         self.bytes_written = 0
         self.entries = 0
@@ -39,41 +51,85 @@ class FrameWriter:
     @property
     def position(self) -> int:
         """Bytes written or buffered so far."""
-        return self.bytes_written + len(self._pending)
+        return self.bytes_written + self._pending_size
 
-    def _emit(self, data: bytes | bytearray) -> None:
+    def _emit(self, data: bytes) -> None:
         self._out.write(data)
         self._digest.update(data)
         self.bytes_written += len(data)
 
-    def _put(self, data: bytes) -> None:
-        if len(data) >= _BLOCK // 4:
-            self.finish()
-            self._emit(data)
-            return
-        self._pending += data
-        if len(self._pending) >= _BLOCK:
-            self.finish()
-
     def add(self, key: bytes, body: bytes) -> None:
         """Frame one record (its key must sort after the previous record's)."""
         if key == self._previous:
-            raise DumpTreeError(
-                f"duplicate key in the dump tree: {key[:-TS_SIZE][:64]!r}",
-                code="ErrEncodeDuplicateKey",
-            )
+            raise _duplicate(key)
         self._previous = key
-        key_part, value_head = frame_entry(key, body)
-        self._put(key_part)
-        self._put(value_head)
-        self._put(body)
+        self._frame(key, body)
         self.entries += 1
+
+    def _frame(self, key: bytes, body: bytes) -> None:
+        key_len = _KEY_LEN.pack(len(key))
+        value_head = _VALUE_HEAD.pack(len(body) + VALUE_HEADER_SIZE)
+        if len(body) >= _LARGE:
+            self._pending += (key_len, key, value_head)
+            self.finish()
+            self._emit(body)
+            return
+        self._pending += (key_len, key, value_head, body)
+        self._pending_size += len(key) + len(body) + 8 + _VALUE_HEAD.size
+        if self._pending_size >= _BLOCK:
+            self.finish()
+
+    def add_some(self, records: Iterator[tuple[bytes, bytes]], budget: int) -> bool:
+        """:meth:`add` records from ``records`` until about ``budget`` more bytes are framed;
+        True once ``records`` is exhausted (then :meth:`finish` has been called)."""
+        # The per-record path of an encode: the common small record is framed inline.
+        stop = self.position + budget
+        pending = self._pending
+        size = self._pending_size
+        previous = self._previous
+        entries = self.entries
+        key_len = _KEY_LEN.pack
+        value_head = _VALUE_HEAD.pack
+        head_size = _VALUE_HEAD.size + 8
+        try:
+            for key, body in records:
+                if key == previous:
+                    raise _duplicate(key)
+                previous = key
+                entries += 1
+                if len(body) >= _LARGE:
+                    self._pending_size = size
+                    self._frame(key, body)
+                    pending = self._pending
+                    size = self._pending_size
+                else:
+                    pending += (
+                        key_len(len(key)),
+                        key,
+                        value_head(len(body) + VALUE_HEADER_SIZE),
+                        body,
+                    )
+                    size += len(key) + len(body) + head_size
+                    if size >= _BLOCK:
+                        self._pending_size = size
+                        self.finish()
+                        pending = self._pending
+                        size = 0
+                if self.bytes_written + size >= stop:
+                    return False
+        finally:
+            self._pending_size = size
+            self._previous = previous
+            self.entries = entries
+        self.finish()
+        return True
 
     def finish(self) -> None:
         """Write the buffered bytes out (the stream is complete once the records are)."""
         if self._pending:
-            self._emit(self._pending)
-            self._pending = bytearray()
+            self._emit(b"".join(self._pending))
+            self._pending = []
+            self._pending_size = 0
 
     @property
     def sha256(self) -> str:
@@ -100,14 +156,7 @@ class SnapshotStream:
 
     def write_some(self, budget: int = 16 << 20) -> bool:
         """Write records until about ``budget`` bytes went out; return True once all are written."""
-        writer = self._writer
-        start = writer.position
-        for key, body in self._records:
-            writer.add(key, body)
-            if writer.position - start >= budget:
-                return False
-        writer.finish()
-        return True
+        return self._writer.add_some(self._records, budget)
 
     @property
     def sha256(self) -> str:
