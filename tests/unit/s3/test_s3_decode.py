@@ -412,3 +412,36 @@ async def test_scratch_is_removed_when_finalize_is_cancelled(
         assert _spill_left(h) != []
         tg.cancel_scope.cancel()
     assert _spill_left(h) == []
+
+
+async def test_bodies_alone_in_their_spill_file_are_moved_not_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 300 small objects (more than one batch of moves) each own a spill file holding exactly
+    # their body: every one is moved into place. "shared" reads a payload that another
+    # generation's spill file also holds, so it is copied instead.
+    bodies = {f"k{n:03d}".encode(): _body(n + 1, seed=n) for n in range(300)}
+    records = [bucket_meta(b"b")]
+    for key, body in bodies.items():
+        records += simple_object(b"b", key, body)
+    records += [
+        blob(b"b", b"shared", b"older", gen=0, upload=b"u"),
+        blob(b"b", b"shared", b"newer", gen=1, upload=b"u"),
+        manifest(b"b", b"shared", [part(1, [5])], upload="u", size_bytes=5),
+    ]
+    h = harness(tmp_path, jobs=3)
+    writer = h.decoder._ctx.writer
+    install = writer.install
+    moved: list[str] = []
+
+    async def recording_install(rel: str, src: Path) -> None:
+        moved.append(rel)
+        await install(rel, src)
+
+    monkeypatch.setattr(writer, "install", recording_install)
+    await h.run(records, batch=7)
+    files = h.files()
+    assert sorted(moved) == sorted(f"s3/b/{key.decode()}" for key in bodies)
+    assert all(files[f"s3/b/{key.decode()}"] == body for key, body in bodies.items())
+    assert files["s3/b/shared"] == b"newer"
+    assert _spill_left(h) == []

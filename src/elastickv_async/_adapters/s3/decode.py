@@ -6,8 +6,9 @@ upload records. Payloads are appended to scratch payload files
 one for all chunkblobs); only their offsets, the parsed manifests and bucket metas
 stay in memory. :meth:`S3Decoder.finalize` then lays out each bucket (see
 :mod:`.layout`), assembles every body in part/chunk order and writes it, one task per bucket.
-A body whose chunks already sit in its payload file in final order is moved into place
-without being copied.
+A body whose chunks already sit in its payload file in final order (the common case: one
+object's chunks arrive together, in order) is moved into place without being copied, whatever
+its size: a rename instead of a second write, and one file created instead of two.
 
 Like the reference, a blob chunk is identified by ``(bucket, object, upload, part, chunk,
 part version)`` *without* the generation (the reference's scratch file name): when two
@@ -21,6 +22,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import anyio
@@ -61,9 +63,11 @@ from .values import (
 
 __all__ = ["S3Decoder"]
 
-#: Bodies up to this size are read and written in batches; larger ones are moved or copied
-#: file to file in a worker thread.
+#: Bodies that cannot be moved into place are read and written in batches up to this size;
+#: larger ones are copied file to file in a worker thread.
 _SMALL_BODY: Final = 1 << 20
+#: Bodies moved into place concurrently (each move hashes its file in a worker thread).
+_MOVERS: Final = 4
 #: A batch of small files is written once it holds this many files or bytes.
 _BATCH_FILES: Final = 256
 _BATCH_BYTES: Final = 8 << 20
@@ -293,6 +297,9 @@ class _BucketFlush:
         self._bucket = bucket
         self._dir = f"{ROOT}/{encode_segment(bucket.name)}"
         self._small = _SmallFiles()
+        #: Bodies whose spill file holds exactly their bytes: ``(path, spill file)``, moved
+        #: into place (a rename) instead of being read back and written again.
+        self._moves: list[tuple[str, Path]] = []
         self._name = go_str(bucket.name)
 
     async def run(self) -> None:
@@ -341,6 +348,7 @@ class _BucketFlush:
             self._small.ready.append((f"{self._dir}/{KEYMAP_FILE.decode()}", lines))
             self._ctx.report.count("s3.renamed_keys", len(renamed))
         await self._write_small()
+        await self._move_bodies()
         if bucket.uploads_fid is not None:
             rel = f"{self._dir}/{INCOMPLETE_DIR.decode()}/{INCOMPLETE_RECORDS.decode()}"
             await self._ctx.writer.install(rel, self._spill.path(bucket.uploads_fid))
@@ -392,6 +400,11 @@ class _BucketFlush:
         self._small.size += len(sidecar)
         self._ctx.report.count("s3.objects")
         self._ctx.report.count("s3.body_bytes", size)
+        if obj.fid is not None and self._is_whole_spill_file(obj.fid, ranges):
+            self._moves.append((rel, self._spill.path(obj.fid)))
+            if len(self._moves) >= _BATCH_FILES:
+                await self._move_bodies()
+            return
         if size <= _SMALL_BODY:
             self._small.spilled.append((rel, ranges))
             self._small.size += size
@@ -399,13 +412,23 @@ class _BucketFlush:
             if self._small.full():
                 await self._write_small()
             return
-        if obj.fid is not None and self._is_whole_spill_file(obj.fid, ranges):
-            await self._ctx.writer.install(rel, self._spill.path(obj.fid))
-            return
         body = await anyio.to_thread.run_sync(self._spill.assemble, ranges)
         await self._ctx.writer.install(rel, body)
         if obj.fid is not None and self._payloads.movable(obj.fid):
             await anyio.to_thread.run_sync(self._spill.discard, [obj.fid])
+
+    async def _move_bodies(self) -> None:
+        """Move the collected bodies into place, a few at a time."""
+        moves = iter(self._moves)
+
+        async def mover() -> None:
+            for rel, path in moves:
+                await self._ctx.writer.install(rel, path)
+
+        async with task_group() as tg:
+            for _ in range(min(_MOVERS, len(self._moves))):
+                tg.start_soon(mover)
+        self._moves = []
 
     def _consume(self, obj: _Object) -> None:
         """Delete the object's spill file after the next batched write, unless shared."""
