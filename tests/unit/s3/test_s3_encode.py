@@ -11,6 +11,7 @@ import pytest
 from s3_support import bucket_meta, encode_all, harness, seg, simple_object, u64
 from support import raises_code
 
+from elastickv_async._core.dump.tree import TreeDir, TreeEntry, TreeFile
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 
 pytestmark = pytest.mark.anyio
@@ -244,3 +245,36 @@ async def test_keymap_naming_a_missing_object_is_refused(tmp_path: Path) -> None
 
 async def test_missing_s3_directory_yields_nothing(tmp_path: Path) -> None:
     assert await encode_all(tmp_path, tmp_path / "scratch") == {}
+
+
+async def test_many_small_bodies_read_with_the_walk_keep_their_bytes(tmp_path: Path) -> None:
+    # 60 bodies of 100-300 KiB (about 12 MiB: several walk batches of bodies), one exactly
+    # one chunk, one a byte over (read in blocks instead).
+    objects = {f"d{n % 3}/o{n:02d}": bytes([n]) * ((100 + 4 * n) << 10) for n in range(60)}
+    objects["one-chunk"] = b"c" * MIB
+    objects["over"] = b"v" * MIB + b"!"
+    root = _tree(tmp_path, objects)
+    records = await encode_all(root, tmp_path / "scratch")
+    for rel, body in objects.items():
+        chunks = [body[i : i + MIB] for i in range(0, len(body), MIB)]
+        for n, chunk in enumerate(chunks):
+            assert records[_blob_key(b"b", rel.encode(), n)] == chunk, rel
+        assert _blob_key(b"b", rel.encode(), len(chunks)) not in records
+    assert len(records) == 2 + 60 * 2 + 2 + 3
+
+
+@pytest.mark.parametrize("size", [10, 3 * MIB])
+async def test_a_body_that_shrinks_before_it_is_read_is_a_typed_error(
+    tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _tree(tmp_path, {"o": b"x" * size})
+    open_file = TreeDir.open_file
+
+    def shrinking_open(self: TreeDir, entry: TreeEntry) -> TreeFile:
+        if entry.name == "o":
+            os.truncate(root / "s3/b/o", size - 1)
+        return open_file(self, entry)
+
+    monkeypatch.setattr(TreeDir, "open_file", shrinking_open)
+    with raises_code(DumpTreeError, "ErrS3EncodeInvalidManifest", match="changed size"):
+        await encode_all(root, tmp_path / "scratch")

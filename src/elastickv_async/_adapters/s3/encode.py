@@ -4,15 +4,16 @@ Per bucket directory: ``_bucket.json`` gives the ``!s3|bucket|meta|`` record and
 ``!s3|bucket|gen|`` counter (generation 1); every other regular file with a sidecar is an
 object whose key is its bucket-relative path, or the original key its KEYMAP.jsonl record
 names. Bodies are re-chunked at 1 MiB into ``!s3|blob|`` records of one restored part,
-followed by the ``!s3|obj|head|`` manifest. Bodies are read in 8 MiB blocks in worker
-threads and handed on one 1 MiB chunk at a time, so no body is ever held whole. A
+followed by the ``!s3|obj|head|`` manifest. A body of one chunk is read by the walk itself,
+beside its sidecar, so one worker-thread call reads many small objects (up to 4 MiB of
+bodies); a larger body is read in 8 MiB blocks of 1 MiB chunks in worker threads, so it
+is never held whole. A
 full-fidelity tree's incomplete uploads are replayed from ``_incomplete_uploads/records.jsonl``
 (see :mod:`.uploads`).
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import struct
 from collections.abc import AsyncIterator, Callable, Generator
@@ -22,7 +23,8 @@ from typing import IO, Any, Final
 import anyio.to_thread
 
 from ..._core.dump.names import encode_segment
-from ..._core.dump.tree import DumpTree, TreeDir, TreeEntry
+from ..._core.dump.tree import DumpTree, TreeDir, TreeEntry, TreeFile
+from ..._core.errors import DumpTreeError
 from ..._core.gojson_read import GoJSONError
 from ..base import EncodeContext
 from . import keys
@@ -55,8 +57,9 @@ __all__ = ["CHUNK_SIZE", "S3Encoder"]
 CHUNK_SIZE: Final = 1 << 20
 #: Bytes read per worker-thread call.
 _READ_BLOCK: Final = 8 * CHUNK_SIZE
-#: Objects found per worker-thread call of the walk.
+#: Objects found per worker-thread call of the walk, and bytes of small bodies read with them.
 _SCAN_BATCH: Final = 256
+_SCAN_BYTES: Final = 4 * CHUNK_SIZE
 _BUCKET_NAME: Final = os.fsdecode(BUCKET_FILE)
 _KEYMAP_NAME: Final = os.fsdecode(KEYMAP_FILE)
 _META: Final = os.fsdecode(META_SUFFIX)
@@ -69,6 +72,21 @@ class _Object:
     key: bytes
     manifest: bytes  # the restored manifest value (chunk sizes follow from the size)
     entry: TreeEntry  # as listed: the body must still be this file when it is read
+    body: bytes | None  # the whole body when it is one chunk, read by the walk
+
+
+def _read_exact(file: TreeFile, offset: int, length: int) -> bytes:
+    """``length`` bytes of ``file`` at ``offset`` (fewer only if it shrank), copied once."""
+    data = os.pread(file.fd, length, offset)
+    if 0 < len(data) < length:  # a short read is legal: finish it
+        data += file.pread(offset + len(data), length - len(data))
+    return data
+
+
+def _changed_size(parts: tuple[str, ...]) -> DumpTreeError:
+    return tree_error(
+        "ErrS3EncodeInvalidManifest", f"{'/'.join(parts)} changed size while it was read"
+    )
 
 
 def _upload_batch(fh: IO[bytes], rel: str) -> list[tuple[bytes, bytes, bytes]]:
@@ -156,39 +174,42 @@ class S3Encoder:
     async def _object_records(
         self, bucket: bytes, obj: _Object
     ) -> AsyncIterator[tuple[bytes, bytes]]:
-        offset = chunk_no = 0
         size = obj.entry.size
-        while offset < size:
-            length = min(_READ_BLOCK, size - offset)
-            block = await self._tree.run(self._read_block, obj, offset, length)
-            if len(block) != length:
-                raise tree_error(
-                    "ErrS3EncodeInvalidManifest",
-                    f"{'/'.join(obj.parts)} changed size while it was read",
-                )
-            for start in range(0, length, CHUNK_SIZE):
-                key = keys.blob_key(
-                    bucket,
-                    RESTORE_GENERATION,
-                    obj.key,
-                    RESTORE_UPLOAD_ID,
-                    RESTORE_PART_NO,
-                    chunk_no,
-                )
-                yield key, block[start : start + CHUNK_SIZE]
-                chunk_no += 1
-            offset += length
+        if obj.body is not None:
+            if obj.body:
+                yield self._blob_key(bucket, obj, 0), obj.body
+        else:
+            offset = chunk_no = 0
+            while offset < size:
+                length = min(_READ_BLOCK, size - offset)
+                for chunk in await self._tree.run(self._read_block, obj, offset, length):
+                    yield self._blob_key(bucket, obj, chunk_no), chunk
+                    chunk_no += 1
+                offset += length
         yield keys.manifest_key(bucket, RESTORE_GENERATION, obj.key), obj.manifest
         self._ctx.report.count("s3.objects")
         self._ctx.report.count("s3.body_bytes", size)
 
-    def _read_block(self, obj: _Object, offset: int, length: int) -> bytes:
-        """Up to ``length`` bytes of the body at ``offset``, re-opened and re-checked."""
+    @staticmethod
+    def _blob_key(bucket: bytes, obj: _Object, chunk_no: int) -> bytes:
+        return keys.blob_key(
+            bucket, RESTORE_GENERATION, obj.key, RESTORE_UPLOAD_ID, RESTORE_PART_NO, chunk_no
+        )
+
+    def _read_block(self, obj: _Object, offset: int, length: int) -> list[bytes]:
+        """The body's chunks in ``length`` bytes at ``offset``, re-opened and re-checked."""
         with (
             self._tree.directory(obj.parts[:-1]) as directory,
             directory.open_file(obj.entry) as body,
         ):
-            return body.pread(offset, length)
+            chunks = []
+            for start in range(offset, offset + length, CHUNK_SIZE):
+                want = min(CHUNK_SIZE, offset + length - start)
+                chunk = _read_exact(body, start, want)
+                if len(chunk) != want:
+                    raise _changed_size(obj.parts)
+                chunks.append(chunk)
+            return chunks
 
     def _bucket_dirs(self) -> list[str]:
         """The bucket directories under ``s3/`` (worker thread)."""
@@ -229,9 +250,19 @@ class _BucketScan:
         return bucket["name"].encode("utf-8"), live_bucket_meta_json(bucket)
 
     def next_batch(self) -> list[_Object]:
-        """The next objects of the walk (empty when it is done)."""
+        """The next objects of the walk (empty when it is done).
+
+        A batch ends after :data:`_SCAN_BATCH` objects or :data:`_SCAN_BYTES` bytes of bodies.
+        """
         assert self._walk is not None
-        return list(itertools.islice(self._walk, _SCAN_BATCH))
+        batch = []
+        read = 0
+        for obj in self._walk:
+            batch.append(obj)
+            read += len(obj.body or b"")
+            if len(batch) >= _SCAN_BATCH or read >= _SCAN_BYTES:
+                break
+        return batch
 
     def finish(self) -> None:
         """After the walk: every KEYMAP record must have named an object file."""
@@ -363,4 +394,10 @@ class _BucketScan:
         self._seen.add(rel)
         key = self._keymap.get(rel, os.fsencode(rel))
         manifest = live_manifest_json(sidecar, _chunk_sizes(entry.size))
-        return _Object(parts, key, manifest, entry)
+        body = None
+        if entry.size <= CHUNK_SIZE:
+            with directory.open_file(entry) as file:
+                body = _read_exact(file, 0, entry.size)
+            if len(body) != entry.size:
+                raise _changed_size(parts)
+        return _Object(parts, key, manifest, entry, body)
