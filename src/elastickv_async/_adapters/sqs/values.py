@@ -234,7 +234,85 @@ def _attributes(obj: dict[str, Any], document: bytes | str) -> dict[str, str] | 
     return raw_object_members(raw)
 
 
+_I64_MIN: Final = -(1 << 63)
+_I64_MAX: Final = (1 << 63) - 1
+_U64_MAX: Final = (1 << 64) - 1
+
+
+def _plain_message(obj: dict[str, Any], body: bytes | None) -> Message | None:
+    """The message of a well-typed object without attributes, else ``None``.
+
+    Every field is present with its JSON type or absent, so one type test per field stands
+    for the getters' checks: the common case costs no per-field calls. Anything else
+    (``null``, a wrong type, attributes) is left to the getters, which also word the errors.
+    """
+    if _ATTRIBUTES in obj:
+        return None
+    get = obj.get
+    message_id = get("message_id", "")
+    md5_of_body = get("md5_of_body", "")
+    md5_of_attributes = get("md5_of_message_attributes", "")
+    sender_id = get("sender_id", "")
+    group_id = get("message_group_id", "")
+    dedup_id = get("message_deduplication_id", "")
+    dead_letter = get("dead_letter_source_arn", "")
+    send_ms = get("send_timestamp_millis", 0)
+    available_ms = get("available_at_millis", 0)
+    visible_ms = get("visible_at_millis", 0)
+    receive_count = get("receive_count", 0)
+    first_receive_ms = get("first_receive_millis", 0)
+    generation = get("queue_generation", 0)
+    sequence = get("sequence_number", 0)
+    token = get("current_receipt_token")
+    if not (
+        type(message_id)
+        is type(md5_of_body)
+        is type(md5_of_attributes)
+        is type(sender_id)
+        is type(group_id)
+        is type(dedup_id)
+        is type(dead_letter)
+        is str
+        and type(send_ms)
+        is type(available_ms)
+        is type(visible_ms)
+        is type(receive_count)
+        is type(first_receive_ms)
+        is type(generation)
+        is type(sequence)
+        is int
+        and min(send_ms, available_ms, visible_ms, receive_count, first_receive_ms) >= _I64_MIN
+        and max(send_ms, available_ms, visible_ms, receive_count, first_receive_ms) <= _I64_MAX
+        and min(generation, sequence) >= 0
+        and max(generation, sequence) <= _U64_MAX
+        and token is None
+    ):
+        return None
+    return Message(
+        message_id,
+        body,
+        md5_of_body,
+        md5_of_attributes,
+        None,
+        sender_id,
+        send_ms,
+        available_ms,
+        visible_ms,
+        receive_count,
+        first_receive_ms,
+        None,
+        generation,
+        group_id,
+        dedup_id,
+        sequence,
+        dead_letter,
+    )
+
+
 def _message(obj: dict[str, Any], document: bytes | str, body: bytes | None) -> Message:
+    fast = _plain_message(obj, body)
+    if fast is not None:
+        return fast
     return Message(
         message_id=get_str(obj, "message_id"),
         body=body,
