@@ -16,7 +16,8 @@ import pytest
 from support import decode_context, raises_code
 
 from elastickv_async._adapters.sqs import keys
-from elastickv_async._adapters.sqs.decode import SQSDecoder
+from elastickv_async._adapters.sqs.decode import RENDER_CHUNK, SQSDecoder
+from elastickv_async._adapters.sqs.spill import DEFAULT_BUDGET
 from elastickv_async._core.errors import AdapterRecordError
 from elastickv_async._core.snapshot.entry import Entry
 
@@ -75,9 +76,14 @@ class Run:
         self.scope: dict[str, Any] = {}
 
     async def decode(
-        self, records: list[tuple[bytes, bytes]], *, budget: int | None = None, batch: int = 3
+        self,
+        records: list[tuple[bytes, bytes]],
+        *,
+        budget: int | None = None,
+        batch: int = 3,
+        chunk: int = RENDER_CHUNK,
     ) -> SQSDecoder:
-        decoder = SQSDecoder(self.ctx, spill_budget=budget) if budget else SQSDecoder(self.ctx)
+        decoder = SQSDecoder(self.ctx, spill_budget=budget or DEFAULT_BUDGET, render_chunk=chunk)
         routed = []
         by_length = sorted(keys.ROUTED_PREFIXES, key=len, reverse=True)
         for key, value in sorted(records):  # snapshot key order
@@ -407,7 +413,7 @@ async def test_external_sort_path(tmp_path: Path) -> None:
     records += [message(b"q", m, send_timestamp_millis=s, sequence_number=n) for s, n, m in msgs]
 
     small = Run(tmp_path / "small", include_side_records=True)
-    decoder = await small.decode(records, budget=1, batch=4)
+    decoder = await small.decode(records, budget=1, batch=4, chunk=4)
     runs = sorted(p.name for p in small.scratch.iterdir())
     assert len(runs) > 10 and all(name.startswith("sqs-run-") for name in runs)
     small.scope = await decoder.finalize()
@@ -463,7 +469,7 @@ async def test_malformed_records_are_typed_errors(
     """Bad keys and values raise the adapter's typed errors, naming the key."""
     run = Run(tmp_path)
     with raises_code(AdapterRecordError, code, match=match) as info:
-        await run.decode([record])
+        await run([record])  # messages are rendered in batches: some fail only at finalize
     assert "key" in str(info.value)
 
 

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from elastickv_async._adapters.sqs.spill import MessageSpill, _message_key
+from elastickv_async._adapters.sqs.spill import MessageSpill, message_key
+
+
+def add(
+    spill: MessageSpill, queue: str, send_ms: int, seq: int, msg_id: bytes, gen: int, line: bytes
+) -> None:
+    """Add a message the way the decoder does, with the next arrival number."""
+    spill.add_rendered(queue, message_key(send_ms, seq, msg_id, spill.arrivals, gen), line)
 
 
 @given(
@@ -25,7 +32,7 @@ def test_key_sorts_like_the_reference_tuple(msgs: list[tuple[int, int, bytes]]) 
     """Sorting by the byte key orders messages as (send time, sequence, id, arrival) does,
     ids with NUL bytes and ids that are prefixes of others included."""
     rows = [(*msg, arrival) for arrival, msg in enumerate(msgs)]
-    assert sorted(rows, key=lambda r: _message_key(*r)) == sorted(rows)
+    assert sorted(rows, key=lambda r: message_key(*r)) == sorted(rows)
 
 
 @pytest.mark.parametrize("spill_every", [0, 1, 2])
@@ -37,8 +44,8 @@ def test_messages_merge_in_order_and_other_generations_drop(
     spill = MessageSpill(tmp_path, budget=1 << 20)
     sends = [(5, 0, b"b", 2), (1, 0, b"z", 2), (5, 0, b"a", 1), (-3, 9, b"m", 2), (1, 0, b"z", 2)]
     for i, (send_ms, seq, msg_id, gen) in enumerate(sends, 1):
-        spill.add_message("q", send_ms, seq, msg_id, gen, b"line%d\n" % i)
-        spill.add_message("other", 0, 0, b"x", 2, b"other\n")
+        add(spill, "q", send_ms, seq, msg_id, gen, b"line%d\n" % i)
+        add(spill, "other", 0, 0, b"x", 2, b"other\n")
         spill.add_side("q", b"side%d\n" % i)
         if spill_every and i % spill_every == 0:
             spill.spill()

@@ -5,6 +5,11 @@ exported like any side record instead of aborting the decode; every malformed ke
 is a typed error naming the key; a queue known only from its surviving generation counter
 (the normal trace of a deleted queue) is not reported as an orphan; queue names ``.``/``..``
 are refused; messages wait in a bounded-memory spill (:mod:`.spill`) instead of RAM.
+
+Rendering a message (parse the stored JSON, reset visibility, undo a time shift, build its
+``messages.jsonl`` line and sort key) is pure CPU work: it runs in ``ctx.workers`` batches
+while the main process keeps reading the snapshot. Results are applied in snapshot order,
+so the output does not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from ..base import DecodeContext, Routed
 from . import keys, layout
 from .errors import record_error
 from .options import SQSOptions
-from .spill import DEFAULT_BUDGET, MessageSpill
+from .spill import DEFAULT_BUDGET, MessageSpill, message_key, right_sized
 from .values import (
     QueueConfig,
     decode_stored_message,
@@ -43,6 +48,10 @@ _MAX_UINT64: Final = (1 << 64) - 1
 _ORPHAN_HINT: Final = (
     "no !sqs|queue|meta record matched this encoded prefix; messages dropped from the dump"
 )
+#: Messages per worker call: enough that a call's overhead (pickling, the pipe) is small
+#: beside its work, few enough (about 1 MiB of values) to keep the pipeline moving.
+RENDER_CHUNK: Final = 2048
+
 _STALE_HINT: Final = (
     "messages with mismatched queue_generation suppressed; "
     "reaper had not finished cleanup at snapshot time"
@@ -65,11 +74,18 @@ class SQSDecoder:
     """Decode adapter for the SQS keyspace.
 
     ``spill_budget`` bounds the bytes of buffered output (all queues together) before it is
-    spilled to ``ctx.scratch``.
+    spilled to ``ctx.scratch``; ``render_chunk`` is the number of messages per worker call.
     """
 
-    def __init__(self, ctx: DecodeContext, *, spill_budget: int = DEFAULT_BUDGET) -> None:
+    def __init__(
+        self,
+        ctx: DecodeContext,
+        *,
+        spill_budget: int = DEFAULT_BUDGET,
+        render_chunk: int = RENDER_CHUNK,
+    ) -> None:
         self._ctx = ctx
+        self._chunk = render_chunk
         options: SQSOptions = ctx.adapter_options
         self._preserve_visibility = options.preserve_visibility
         self._full_fidelity = ctx.options.full_fidelity
@@ -81,7 +97,6 @@ class SQSDecoder:
         self._scratch_names = itertools.count()
         self._limiter = anyio.CapacityLimiter(max(1, ctx.options.jobs))
         handlers: dict[bytes, Callable[[bytes, bytes, bytes], None]] = {
-            keys.MSG_DATA_PREFIX: self._on_message,
             keys.QUEUE_META_PREFIX: self._on_meta,
             keys.QUEUE_GEN_PREFIX: self._on_gen,
         }
@@ -89,6 +104,11 @@ class SQSDecoder:
         for prefix in keys.SIDE_RECORD_PREFIXES:
             handlers[prefix] = side
         self._handlers = handlers
+        self._render_settings = _RenderSettings(options.preserve_visibility, self._unshift_ms)
+        #: Message ``(key, value)`` pairs waiting for a worker call.
+        self._pending: list[tuple[bytes, bytes]] = []
+        # Chunks rendered at once: enough to keep every worker process busy.
+        self._in_flight = max(1, ctx.workers.processes)
 
     def _queue(self, encoded: str) -> _Queue:
         q = self._queues.get(encoded)
@@ -97,39 +117,57 @@ class SQSDecoder:
         return q
 
     async def handle(self, batch: Sequence[Routed]) -> None:
-        """Route each record to its family's handler; spill when the buffers grow too big."""
+        """Route each record to its family's handler; render messages in worker batches."""
         handlers = self._handlers
+        pending = self._pending
+        failure: Exception | None = None
         for prefix, entry in batch:
-            handlers[prefix](prefix, entry.key, entry.value)
+            if prefix == keys.MSG_DATA_PREFIX:
+                pending.append((entry.key, entry.value))
+                continue
+            try:
+                handlers[prefix](prefix, entry.key, entry.value)
+            except Exception as exc:
+                failure = exc  # raised once the messages before it are rendered
+                break
+        if failure is not None:
+            await self._render_pending()
+            raise failure
+        if len(pending) >= self._chunk * self._in_flight:
+            await self._render_pending()
+        elif self._spill.over_budget:  # side records alone
+            await self._spill_buffers()
+
+    async def _render_pending(self) -> None:
+        """Render the pending messages, one chunk per worker at once; add them in order."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        size = self._chunk
+        chunks = [pending[i : i + size] for i in range(0, len(pending), size)]
+        results: list[list[tuple[str, bytes, bytes]]] = [[] for _ in chunks]
+        first = self._spill.arrivals
+
+        async def render(i: int) -> None:
+            results[i] = await self._ctx.workers.run(
+                render_messages, chunks[i], self._render_settings, first + i * size
+            )
+
+        async with task_group() as tg:
+            for i in range(len(chunks)):
+                tg.start_soon(render, i)
+        add, queue = self._spill.add_rendered, self._queue
+        for rendered in results:
+            for encoded, key, line in rendered:
+                queue(encoded)
+                add(encoded, key, line)
         if self._spill.over_budget:
-            await anyio.to_thread.run_sync(self._spill.spill, limiter=self._limiter)
+            await self._spill_buffers()
+
+    async def _spill_buffers(self) -> None:
+        await anyio.to_thread.run_sync(self._spill.spill, limiter=self._limiter)
 
     # --- per-family handlers ----------------------------------------------------------------
-
-    def _on_message(self, _prefix: bytes, key: bytes, value: bytes) -> None:
-        encoded, partition = keys.message_data_queue(key)
-        try:
-            msg = decode_stored_message(value)
-        except GoJSONError as exc:
-            raise record_error(
-                "ErrSQSInvalidMessage", f"invalid SQS message at key {keys.key_repr(key)}: {exc}"
-            ) from None
-        if not self._preserve_visibility:
-            msg.visible_at_millis = 0
-            msg.current_receipt_token = None
-            msg.receive_count = 0
-            msg.first_receive_millis = 0
-        msg = shifted(msg, self._unshift_ms)
-        msg.partition = partition
-        self._queue(encoded)
-        self._spill.add_message(
-            encoded,
-            msg.send_timestamp_millis,
-            msg.sequence_number,
-            msg.message_id.encode(),
-            msg.queue_generation,
-            dump_line(msg),
-        )
 
     def _on_meta(self, prefix: bytes, key: bytes, value: bytes) -> None:
         encoded, name = keys.queue_key_segment(key, prefix)
@@ -173,6 +211,7 @@ class SQSDecoder:
 
     async def finalize(self) -> dict[str, Any]:
         """Write every queue, ``jobs`` at a time; return ``{"queues": [sorted queue names]}``."""
+        await self._render_pending()
         names: list[str] = []
         pending = iter(sorted(self._queues))
 
@@ -248,6 +287,50 @@ class SQSDecoder:
         )
         await self._ctx.writer.install(f"{directory}/{layout.SIDE_RECORDS_FILE}", dest)
         self._ctx.report.count("sqs.side_records", count)
+
+
+@dataclass(frozen=True, slots=True)
+class _RenderSettings:
+    """What :func:`render_messages` needs to know of the run (picklable)."""
+
+    preserve_visibility: bool
+    unshift_ms: int
+
+
+def render_messages(
+    records: list[tuple[bytes, bytes]], settings: _RenderSettings, first_arrival: int
+) -> list[tuple[str, bytes, bytes]]:
+    """Render message records (in snapshot order, arrival numbers from ``first_arrival``):
+    ``(encoded queue, spill sort key, messages.jsonl line)`` each.
+
+    Runs in a worker process: computes only. A malformed record raises its typed error.
+    """
+    out: list[tuple[str, bytes, bytes]] = []
+    preserve, unshift_ms = settings.preserve_visibility, settings.unshift_ms
+    for arrival, (key, value) in enumerate(records, first_arrival):
+        encoded, partition = keys.message_data_queue(key)
+        try:
+            msg = decode_stored_message(value)
+        except GoJSONError as exc:
+            raise record_error(
+                "ErrSQSInvalidMessage", f"invalid SQS message at key {keys.key_repr(key)}: {exc}"
+            ) from None
+        if not preserve:
+            msg.visible_at_millis = 0
+            msg.current_receipt_token = None
+            msg.receive_count = 0
+            msg.first_receive_millis = 0
+        msg = shifted(msg, unshift_ms)
+        msg.partition = partition
+        sort_key = message_key(
+            msg.send_timestamp_millis,
+            msg.sequence_number,
+            msg.message_id.encode(),
+            arrival,
+            msg.queue_generation,
+        )
+        out.append((encoded, sort_key, right_sized(dump_line(msg))))
+    return out
 
 
 def _ignore(_prefix: bytes, _key: bytes, _value: bytes) -> None:

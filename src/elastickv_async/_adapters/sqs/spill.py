@@ -26,7 +26,7 @@ from typing import Final
 
 from ..._core.scratch import Record, iter_records, merge, write_records
 
-__all__ = ["DEFAULT_BUDGET", "MessageSpill"]
+__all__ = ["DEFAULT_BUDGET", "MessageSpill", "message_key", "right_sized"]
 
 #: Default byte budget of the in-memory buffers (all queues together).
 DEFAULT_BUDGET: Final = 64 << 20
@@ -43,7 +43,7 @@ _SIDE_OVERHEAD: Final = 96
 _WRITE_CHUNK: Final = 1 << 20
 
 
-def _message_key(
+def message_key(
     send_ms: int, sequence: int, message_id: bytes, arrival: int, gen: int = 0
 ) -> bytes:
     """A byte string that sorts like ``(send_ms, sequence, message_id, arrival)``.
@@ -96,13 +96,15 @@ class MessageSpill:
             buf = self._queues[queue] = _QueueBuffer()
         return buf
 
-    def add_message(
-        self, queue: str, send_ms: int, sequence: int, message_id: bytes, gen: int, line: bytes
-    ) -> None:
-        """Buffer one rendered message line of ``queue``."""
+    @property
+    def arrivals(self) -> int:
+        """Messages added so far: the arrival number of the next one."""
+        return self._arrivals
+
+    def add_rendered(self, queue: str, key: bytes, line: bytes) -> None:
+        """Buffer one message line of ``queue`` whose :func:`message_key` was made with
+        arrival number :attr:`arrivals`; ``line`` must already be :func:`right_sized`."""
         buf = self._queue(queue)
-        key = _message_key(send_ms, sequence, message_id, self._arrivals, gen)
-        line = _right_sized(line)
         buf.messages.append((key, line))
         buf.message_count += 1
         self._arrivals += 1
@@ -111,7 +113,7 @@ class MessageSpill:
     def add_side(self, queue: str, line: bytes) -> None:
         """Buffer one rendered side-record line of ``queue`` (kept in arrival order)."""
         buf = self._queue(queue)
-        line = _right_sized(line)
+        line = right_sized(line)
         buf.sides.append((b"", line))
         buf.side_count += 1
         self._used += len(line) + _SIDE_OVERHEAD
@@ -187,7 +189,7 @@ class MessageSpill:
             out.writelines(line for _, line in buf.sides)
 
 
-def _right_sized(data: bytes) -> bytes:
+def right_sized(data: bytes) -> bytes:
     """A copy of ``data`` in an allocation of its own size.
 
     orjson returns its output in a buffer of at least 4 KiB; kept as is, a buffered 300-byte
