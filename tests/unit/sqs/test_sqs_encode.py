@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import struct
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -324,3 +325,28 @@ async def test_no_blocking_calls_on_the_event_loop(tmp_path: Path) -> None:
     queue_dir(tmp_path, "q.fifo", fifo(), [{"message_id": "a", "sequence_number": 1}])
     got = await encode(tmp_path)
     assert got[b"!sqs|queue|seq|cS5maWZv"] == b"1"
+
+
+async def test_records_cost_their_size_in_memory(tmp_path: Path) -> None:
+    """Every record value is a right-sized allocation: the sorter holds hundreds of thousands,
+    and a JSON value kept in the serializer's output buffer would cost 4 KiB."""
+    count = 2000
+    lines = [
+        {"message_id": f"m{i}", "body": "b", "send_timestamp_millis": i, "sequence_number": i + 1}
+        | {"message_group_id": "g", "message_deduplication_id": f"d{i}"}
+        for i in range(count)
+    ]
+    queue_dir(tmp_path, "f.fifo", fifo(), lines)
+    report = Report()
+    ctx = EncodeContext(
+        input_root=tmp_path, log=make_logger(report), report=report, scratch=tmp_path
+    )
+    tracemalloc.start()
+    try:
+        records = [r async for r in SQSEncoder(ctx).records()]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(k.startswith(b"!sqs|msg|dedup|") for k, _ in records) == count
+    payload = sum(len(k) + len(v) for k, v in records)
+    assert held < 3 * payload  # oversized buffers: some 4 KiB more per dedup row

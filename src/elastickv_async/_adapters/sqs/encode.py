@@ -23,6 +23,7 @@ from ..base import EncodeContext
 from . import keys, layout
 from .errors import tree_error
 from .keys import RESTORE_GENERATION
+from .spill import right_sized
 from .values import (
     FORMAT_VERSION,
     Message,
@@ -293,7 +294,8 @@ def _message_records(
         if msg.sequence_number:
             value["original_sequence"] = msg.sequence_number
         group = msg.message_group_id.encode()
-        out.append((keys.message_dedup_key(name, part, gen, group, dedup), gojson.marshal(value)))
+        dedup_key = keys.message_dedup_key(name, part, gen, group, dedup)
+        out.append((dedup_key, right_sized(gojson.marshal(value))))
     if owns_group_lock:
         # Only the owner's id steers the live receive path; the two times are informational
         # (the acquisition time is the last receive, which no record keeps: the first one
@@ -304,7 +306,7 @@ def _message_records(
             "visible_at_ms": msg.visible_at_millis,
         }
         group_key = keys.message_group_key(name, part, gen, msg.message_group_id.encode())
-        out.append((group_key, gojson.marshal(lock)))
+        out.append((group_key, right_sized(gojson.marshal(lock))))
     return out
 
 
