@@ -1,5 +1,10 @@
-"""``python -m elastickv_async``."""
+"""``python -m elastickv_async``.
 
-from ._core.entry import main
+Worker processes load this file again as their main module (``anyio.to_process`` does, to
+find functions defined there): hence the absolute import, and ``main`` only when run.
+"""
 
-raise SystemExit(main())
+from elastickv_async._core.entry import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -162,3 +164,21 @@ def test_the_cli_reports_it_on_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert len(err) == 1
     assert "invalid SQS message" in err[0] and "send_timestamp_millis" in err[0]
     assert not out.exists() or not any(out.rglob("messages.jsonl"))
+
+
+def test_worker_processes_under_python_dash_m(tmp_path: Path) -> None:
+    """``python -m elastickv_async``: the worker processes load ``__main__`` again, which must
+    neither fail (relative import) nor run the command a second time."""
+    source = tmp_path / "in.fsm"
+    _snapshot(source)
+    out = tmp_path / "out"
+    argv = ["decode", "--quiet", "--input", str(source), "--output", str(out), "--workers", "2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "elastickv_async", *argv], capture_output=True, text=True
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert sorted(p.parent.name for p in out.rglob("messages.jsonl")) == [
+        "f.fifo",
+        "other",
+        "plain",
+    ]
