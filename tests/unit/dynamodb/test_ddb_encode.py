@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,7 +16,9 @@ from support import raises_code
 from elastickv_async._adapters.dynamodb import encode
 from elastickv_async._adapters.dynamodb.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 from elastickv_async._adapters.dynamodb.encode import DynamoDBEncoder, gsi_rows, item_key
+from elastickv_async._core.cli import main
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
+from elastickv_async._core.workers import Workers
 
 pytestmark = pytest.mark.anyio
 
@@ -252,7 +255,6 @@ async def test_small_chunks_give_the_same_records_and_leak_nothing(
     root = golden_case("enc_ddb") / "input"
     baseline = await _records(root, tmp_path)
     monkeypatch.setattr(encode, "CHUNK_UNITS", 2)
-    monkeypatch.setattr(encode, "READ_LANES", 3)
     before = _open_fds()
     assert await _records(root, tmp_path) == baseline
     assert _open_fds() == before
@@ -274,3 +276,43 @@ async def test_errors_in_later_chunks_leak_nothing(
     with raises_code(DumpTreeError, "ErrDDBEncodeInvalidItem"):
         await _records(root, tmp_path)
     assert _open_fds() == before
+
+
+async def _records_in_order(root: Path, tmp_path: Path, workers: int) -> list[tuple[bytes, bytes]]:
+    ctx = encode_context(root, tmp_path / f"scratch-{workers}")
+    encoder = DynamoDBEncoder(dataclasses.replace(ctx, workers=Workers(workers)))
+    return [record async for record in encoder.records()]
+
+
+@pytest.mark.parametrize("case", ["enc_ddb_gsi", "enc_ddb_binary", "enc_ddb_migrating"])
+async def test_worker_processes_give_the_same_records_in_the_same_order(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = golden_case(case) / "input"
+    # Small chunks: tables' schema records fall between items of one chunk.
+    monkeypatch.setattr(encode, "CHUNK_UNITS", 3)
+    in_thread = await _records_in_order(root, tmp_path, 0)
+    assert await _records_in_order(root, tmp_path, 2) == in_thread
+    assert sorted(in_thread) == sorted(read_fsm(golden_case(case) / "expected.fsm"))
+
+
+async def test_an_item_error_in_a_worker_process_arrives_typed(tmp_path: Path) -> None:
+    root = _tree(tmp_path, "enc_ddb")
+    (root / "dynamodb/orders/items/customer-1/zzz.json").write_text('{"x": {"Q": "1"}}')
+    with raises_code(DumpTreeError, "ErrDDBEncodeInvalidItem") as caught:
+        await _records_in_order(root, tmp_path, 2)
+    assert "customer-1/zzz.json" in str(caught.value)
+
+
+def test_cli_reports_an_item_error_from_a_worker_process_on_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _tree(tmp_path, "enc_ddb")
+    (root / "dynamodb/orders/items/customer-1/zzz.json").write_text('{"x": {"Q": "1"}}')
+    out = tmp_path / "out.fsm"
+    argv = ["encode", "--input", str(root), "--output", str(out), "--workers", "2"]
+    assert main([*argv, "--no-verify-checksums", "--quiet", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "customer-1/zzz.json" in err[0] and "unknown attribute type" in err[0]
+    assert not out.exists()

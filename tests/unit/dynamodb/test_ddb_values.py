@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from ddb_support import golden_case, read_fsm
+from hypothesis import given
+from hypothesis import strategies as st
 from support import raises_code
 
 from elastickv_async._adapters.dynamodb.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
+from elastickv_async._adapters.dynamodb.layout import public_to_item
 from elastickv_async._adapters.dynamodb.values import (
     decode_item,
     decode_schema,
     encode_item,
+    encode_item_json,
     encode_schema,
     item_body,
 )
@@ -80,3 +86,63 @@ def test_item_body_requires_magic_and_proto() -> None:
     with raises_code(AdapterRecordError, "ErrDDBInvalidItem"):
         item_body(b"\x00DI\x01\x0a\x03\x0a\x01")  # truncated map entry
     assert item_body(b"\x00DI\x01") == b""
+
+
+_names = st.text(max_size=4)
+_strings = st.text(max_size=6)
+_scalars = st.one_of(
+    st.builds(lambda v: {"S": v}, _strings),
+    st.builds(lambda v: {"N": v}, _strings),
+    st.builds(lambda v: {"BOOL": v}, st.booleans()),
+    st.builds(lambda v: {"NULL": v}, st.booleans()),
+    st.builds(lambda v: {"SS": v}, st.lists(_strings, max_size=3)),
+    st.builds(lambda v: {"NS": v}, st.lists(_strings, max_size=3)),
+    st.builds(lambda v: {"B": v}, st.sampled_from(["", "AAE=", "/w=="])),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.builds(lambda v: {"L": v}, st.lists(inner, max_size=3)),
+        st.builds(lambda v: {"M": v}, st.dictionaries(_names, inner, max_size=3)),
+    ),
+    max_leaves=8,
+)
+
+
+def _has_binary(value: Any) -> bool:
+    """Whether an attribute value (one-key type object) is or holds a ``B`` value."""
+    ((kind, inner),) = value.items()
+    if kind == "L":
+        return any(_has_binary(v) for v in inner)
+    if kind == "M":
+        return any(_has_binary(v) for v in inner.values())
+    return bool(kind == "B")
+
+
+@given(st.dictionaries(_names, _values, max_size=5))
+def test_json_fast_path_gives_the_checked_paths_bytes(doc: dict[str, Any]) -> None:
+    fast = encode_item_json(doc)
+    assert (fast is None) == any(_has_binary(v) for v in doc.values())
+    if fast is not None:
+        assert fast == encode_item(public_to_item(doc, "x"))
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        None,
+        [],
+        {"a": "x"},
+        {"a": {}},
+        {"a": {"S": 1}},
+        {"a": {"S": "x", "N": "1"}},
+        {"a": {"BOOL": 1}},
+        {"a": {"SS": ["x", 1]}},
+        {"a": {"L": [{"S": "x"}, {"Q": "y"}]}},
+        {"a": {"M": {"b": {"NULL": "yes"}}}},
+        {"a": {"S": "\ud800"}},
+        {"\ud800": {"S": "x"}},
+    ],
+)
+def test_json_fast_path_leaves_unusual_items_to_the_checked_path(doc: Any) -> None:
+    assert encode_item_json(doc) is None

@@ -6,24 +6,27 @@ rows (index keys, then the primary key; the value points at the item key). Items
 ``items/<hash>.json`` and ``items/<hash>/<range>.json``, or from ``items/data-*.jsonl`` parts
 when the manifest says ``dynamodb_layout: "jsonl"``.
 
-The tree is read in worker threads through the context's
+The tree is read in one worker thread at a time through the context's
 :class:`~elastickv_async._core.dump.tree.DumpTree` (symlinks, special files and hard links are
-refused, never followed). Records are produced in chunks so memory stays bounded whatever the
-table size.
+refused, never followed), a chunk of item files per call. The items of a chunk are parsed and
+encoded in the context's worker processes while the next chunk is read, so memory stays
+bounded whatever the table size.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
 
 from ..._core.concurrency import task_group
 from ..._core.dump.names import encode_segment
-from ..._core.dump.tree import MAX_RECORD_FILE, DumpTree, TreeDir, TreeFile
+from ..._core.dump.tree import MAX_RECORD_FILE, TreeDir, TreeEntry
+from ..._core.errors import DumpTreeError
 from ..base import EncodeContext
 from .dynamodb_internal_pb2 import DynamoAttributeValue, DynamoItem, DynamoTableSchema
 from .errors import tree_error
@@ -45,17 +48,16 @@ from .layout import (
     public_to_schema,
 )
 from .numbers import numeric_key_bytes
-from .values import encode_item, encode_schema
+from .values import encode_item, encode_item_json, encode_schema
 
 __all__ = ["DynamoDBEncoder", "gsi_rows", "item_key"]
 
 Record = tuple[bytes, bytes]
 
-#: Records and item files handed over per walk step (and a bound on the records' bytes).
-CHUNK_UNITS: Final = 256
+#: Records and items read per walk step, and a bound on their bytes: a step's items are
+#: encoded in the worker processes while the walk reads the next one.
+CHUNK_UNITS: Final = 2048
 CHUNK_BYTES: Final = 4 << 20
-#: Item files of a chunk are read by this many threads at once.
-READ_LANES: Final = 4
 
 
 # --- key derivation -------------------------------------------------------------------------
@@ -124,34 +126,127 @@ def _item_records(schema: DynamoTableSchema, item: DynamoItem, where: str) -> It
     yield from gsi_rows(schema, item, key, where)
 
 
-# --- tree walk (worker threads only) ---------------------------------------------------------
+# --- item encoding (worker processes) ------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _ItemFile:
-    """An item file opened (and checked) by the walk, waiting to be read."""
+@dataclass(frozen=True, slots=True)
+class _RawItem:
+    """An item's JSON as read from the tree, waiting to be encoded."""
 
-    file: TreeFile
+    #: Where it came from (a path, or ``path:line`` for a JSON-lines part).
+    where: str
+    raw: bytes
+    #: The table's schema, serialised (generated message classes do not pickle).
+    schema: bytes
+    #: A JSON-lines item, which must be an object (an item file may also be ``null``).
+    line: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A table's schema with what every item's keys need, derived once per worker."""
+
     schema: DynamoTableSchema
+    item_prefix: bytes
+    #: The hash key's name, then the range key's if the table has one.
+    keys: tuple[str, ...]
+    #: Per GSI in name order: its key prefix, hash key and range key ("" if none).
+    indexes: tuple[tuple[bytes, str, str], ...]
 
 
-def _load_items(files: Sequence[_ItemFile]) -> list[Record]:
-    """Read, parse and encode opened item files (closing every one of them)."""
-    records: list[Record] = []
+@functools.lru_cache(maxsize=16)
+def _plan(blob: bytes) -> _Plan:
+    schema = DynamoTableSchema()
+    schema.ParseFromString(blob)
+    name = schema.table_name
+    primary = schema.primary_key
+    indexes = schema.global_secondary_indexes
+    return _Plan(
+        schema,
+        item_key_prefix(name, RESTORE_GENERATION),
+        (primary.hash_key, primary.range_key) if primary.range_key else (primary.hash_key,),
+        tuple(
+            (
+                gsi_key_prefix(name, RESTORE_GENERATION, index),
+                indexes[index].key_schema.hash_key,
+                indexes[index].key_schema.range_key,
+            )
+            for index in sorted(indexes)
+        ),
+    )
+
+
+def _json_key_bytes(obj: Any) -> bytes | None:
+    """A key attribute's bytes from its JSON when it is a plain ``S`` or ``N`` value."""
+    if type(obj) is not dict or len(obj) != 1:
+        return None
+    ((kind, value),) = obj.items()
+    if type(value) is not str:
+        return None
+    if kind == "S":
+        return value.encode()
+    if kind == "N":
+        return numeric_key_bytes(value)
+    return None
+
+
+def _fast_records(plan: _Plan, doc: Any) -> list[Record] | None:
+    """What :func:`_item_records` gives for ``doc``, built from the JSON directly, or
+    ``None`` when the item needs the checked path (which also raises its errors)."""
+    value = encode_item_json(doc)
+    if value is None:
+        return None
     try:
-        for unit in files:
-            with unit.file as file:
-                doc = load_json(file.read_all(), file.rel, "ErrDDBEncodeInvalidItem")
-            records.extend(_item_records(unit.schema, public_to_item(doc, file.rel), file.rel))
-    finally:
-        _close_files(files)
+        primary = b""
+        for name in plan.keys:
+            raw = _json_key_bytes(doc.get(name))
+            if raw is None:
+                return None
+            primary += ordered_segment(raw)
+        key = plan.item_prefix + primary
+        records = [(key, value)]
+        for prefix, hash_name, range_name in plan.indexes:
+            if hash_name not in doc:
+                continue
+            raw = _json_key_bytes(doc[hash_name])
+            if raw is None:
+                return None
+            index_key = ordered_segment(raw)
+            if range_name:
+                if range_name not in doc:
+                    continue
+                raw = _json_key_bytes(doc[range_name])
+                if raw is None:
+                    return None
+                index_key += ordered_segment(raw)
+            records.append((prefix + index_key + primary, key))
+    except (DumpTreeError, UnicodeEncodeError):
+        return None
     return records
 
 
-def _close_files(units: Sequence[Record | _ItemFile]) -> None:
-    for unit in units:
-        if isinstance(unit, _ItemFile):
-            unit.file.close()
+def _encode_items(items: Sequence[_RawItem]) -> list[Record]:
+    """Parse and encode a batch of items: each item's record, then its GSI rows."""
+    records: list[Record] = []
+    for unit in items:
+        doc = load_json(unit.raw, unit.where, "ErrDDBEncodeInvalidItem")
+        if unit.line and not isinstance(doc, dict):
+            raise tree_error(
+                "ErrDDBEncodeInvalidItem", f"{unit.where}: a line must be one JSON object"
+            )
+        plan = _plan(unit.schema)
+        fast = _fast_records(plan, doc)
+        if fast is None:
+            item = public_to_item(doc, unit.where)
+            records.extend(_item_records(plan.schema, item, unit.where))
+        else:
+            records.extend(fast)
+    return records
+
+
+# --- tree walk (worker threads only) ---------------------------------------------------------
+
+Unit = Record | _RawItem
 
 
 class _Walker:
@@ -163,26 +258,26 @@ class _Walker:
         self._jsonl = ctx.decoded_with.layout == LAYOUT_JSONL
         self._units = self._walk()
 
-    def next_chunk(self) -> list[Record | _ItemFile]:
-        """The next records and opened item files (``[]`` when the tree is exhausted)."""
-        chunk: list[Record | _ItemFile] = []
+    def next_chunk(self) -> list[Unit]:
+        """The next records and items read (``[]`` when the tree is exhausted).
+
+        The item files of a chunk are read here, one after the other in this one thread:
+        spreading small reads over threads only queues them behind the GIL.
+        """
+        chunk: list[Unit] = []
         size = 0
-        try:
-            for unit in self._units:
-                chunk.append(unit)
-                size += len(unit[1]) if isinstance(unit, tuple) else 0
-                if len(chunk) >= CHUNK_UNITS or size >= CHUNK_BYTES:
-                    break
-        except BaseException:
-            _close_files(chunk)
-            raise
+        for unit in self._units:
+            chunk.append(unit)
+            size += len(unit[1]) if isinstance(unit, tuple) else len(unit.raw)
+            if len(chunk) >= CHUNK_UNITS or size >= CHUNK_BYTES:
+                break
         return chunk
 
     def close(self) -> None:
         """Stop the walk (its ``with`` blocks close the descriptors)."""
         self._units.close()
 
-    def _walk(self) -> Generator[Record | _ItemFile, None, None]:
+    def _walk(self) -> Generator[Unit, None, None]:
         top = self._tree.open_dir((ROOT,))
         if top is None:
             return
@@ -195,7 +290,7 @@ class _Walker:
                     with table_dir:
                         yield from self._table(table_dir, entry.name)
 
-    def _table(self, table_dir: TreeDir, directory: str) -> Iterator[Record | _ItemFile]:
+    def _table(self, table_dir: TreeDir, directory: str) -> Iterator[Unit]:
         rel = table_dir.path(SCHEMA_FILE)
         raw = table_dir.read(SCHEMA_FILE)
         if raw is None:
@@ -218,17 +313,18 @@ class _Walker:
         if items is None:
             return
         with items:
+            blob = schema.SerializeToString()
             if self._jsonl:
-                yield from self._bundle_items(items, schema)
+                yield from self._bundle_items(items, blob)
             else:
-                yield from self._file_items(items, schema)
+                yield from self._file_items(items, blob)
 
     @staticmethod
-    def _file_items(items: TreeDir, schema: DynamoTableSchema) -> Iterator[_ItemFile]:
+    def _file_items(items: TreeDir, schema: bytes) -> Iterator[_RawItem]:
         for entry in items.entries():
             if not entry.is_dir:
                 if entry.name.endswith(".json"):
-                    yield _ItemFile(items.open_file(entry), schema)
+                    yield _read_item(items, entry, schema)
                 continue
             hash_dir = items.subdir(entry.name)
             if hash_dir is None:
@@ -242,10 +338,10 @@ class _Walker:
                             f"{where}: items are at most two directory levels deep",
                         )
                     if child.name.endswith(".json"):
-                        yield _ItemFile(hash_dir.open_file(child), schema)
+                        yield _read_item(hash_dir, child, schema)
 
     @staticmethod
-    def _bundle_items(items: TreeDir, schema: DynamoTableSchema) -> Iterator[Record]:
+    def _bundle_items(items: TreeDir, schema: bytes) -> Iterator[_RawItem]:
         parts = []
         for entry in items.entries():
             if entry.is_dir:
@@ -269,12 +365,12 @@ class _Walker:
                             "ErrDDBEncodeInvalidItem",
                             f"{where}: a line is longer than {MAX_RECORD_FILE:,} bytes",
                         )
-                    doc = load_json(line, where, "ErrDDBEncodeInvalidItem")
-                    if not isinstance(doc, dict):
-                        raise tree_error(
-                            "ErrDDBEncodeInvalidItem", f"{where}: a line must be one JSON object"
-                        )
-                    yield from _item_records(schema, public_to_item(doc, where), where)
+                    yield _RawItem(where, line, schema, line=True)
+
+
+def _read_item(directory: TreeDir, entry: TreeEntry, schema: bytes) -> _RawItem:
+    with directory.open_file(entry) as file:
+        return _RawItem(file.rel, file.read_all(), schema, line=False)
 
 
 class DynamoDBEncoder:
@@ -290,50 +386,55 @@ class DynamoDBEncoder:
         try:
             upcoming = await tree.run(walker.next_chunk)
             while upcoming:
-                chunk = upcoming
-                try:
-                    records, upcoming = await self._step(tree, walker, chunk)
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await tree.run(_close_files, chunk)
-                try:
-                    for record in records:
-                        yield record
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        await tree.run(_close_files, upcoming)
-                    raise
+                records, upcoming = await self._step(walker, upcoming)
+                for record in records:
+                    yield record
         finally:
             with anyio.CancelScope(shield=True):
                 await tree.run(walker.close)
 
-    @staticmethod
-    async def _step(
-        tree: DumpTree, walker: _Walker, chunk: list[Record | _ItemFile]
-    ) -> tuple[list[Record], list[Record | _ItemFile]]:
-        """Resolve ``chunk`` (its item files read by several threads: per-file latency
-        dominates) while the walk fetches the next chunk; return both."""
-        records = [unit for unit in chunk if isinstance(unit, tuple)]
-        files = [unit for unit in chunk if isinstance(unit, _ItemFile)]
-        lanes = [files[i::READ_LANES] for i in range(min(READ_LANES, len(files)))]
-        loaded: dict[int, list[Record]] = {}
-        upcoming: list[Record | _ItemFile] = []
+    async def _step(self, walker: _Walker, chunk: list[Unit]) -> tuple[list[Record], list[Unit]]:
+        """Encode ``chunk``'s items in the workers (a share per worker process) while the
+        walk reads the next chunk; return the chunk's records in walk order, and the next
+        chunk."""
+        workers = self._ctx.workers
+        shares = max(1, workers.processes)
+        # Records as they are, or items to encode (results[i] for parts[i]); in walk order.
+        parts: list[list[_RawItem]] = []
+        results: list[list[Record]] = []
+        items: list[_RawItem] = []
+        for unit in chunk:
+            if isinstance(unit, tuple):
+                for share in _shares(items, shares):
+                    parts.append(share)
+                    results.append([])
+                items = []
+                parts.append([])
+                results.append([unit])
+            else:
+                items.append(unit)
+        for share in _shares(items, shares):
+            parts.append(share)
+            results.append([])
+        upcoming: list[Unit] = []
 
-        async def load(index: int) -> None:
-            loaded[index] = await tree.run(_load_items, lanes[index])
+        async def encode(index: int) -> None:
+            results[index] = await workers.run(_encode_items, parts[index])
 
         async def walk() -> None:
-            upcoming.extend(await tree.run(walker.next_chunk))
+            upcoming.extend(await self._ctx.tree.run(walker.next_chunk))
 
-        try:
-            async with task_group() as tg:
-                tg.start_soon(walk)
-                for index in range(len(lanes)):
-                    tg.start_soon(load, index)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await tree.run(_close_files, upcoming)
-            raise
-        for index in range(len(lanes)):
-            records.extend(loaded[index])
-        return records, upcoming
+        async with task_group() as tg:
+            tg.start_soon(walk)
+            for index, part in enumerate(parts):
+                if part:
+                    tg.start_soon(encode, index)
+        return [record for result in results for record in result], upcoming
+
+
+def _shares(items: list[_RawItem], shares: int) -> list[list[_RawItem]]:
+    """``items`` cut into up to ``shares`` consecutive runs of near-equal length."""
+    if not items:
+        return []
+    size = -(-len(items) // shares)
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -11,6 +11,7 @@ them is the same as Go's.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, Final
 
 from google.protobuf.message import DecodeError
 
@@ -18,7 +19,14 @@ from .dynamodb_internal_pb2 import DynamoAttributeValue, DynamoItem, DynamoTable
 from .errors import record_error
 from .keys import ITEM_MAGIC, SCHEMA_MAGIC
 
-__all__ = ["decode_item", "decode_schema", "encode_item", "encode_schema", "item_body"]
+__all__ = [
+    "decode_item",
+    "decode_schema",
+    "encode_item",
+    "encode_item_json",
+    "encode_schema",
+    "item_body",
+]
 
 
 def decode_schema(value: bytes) -> DynamoTableSchema:
@@ -119,3 +127,82 @@ def encode_item(item: DynamoItem) -> bytes:
     """The stored item value: magic + Go-deterministic protobuf."""
     attrs = item.attributes
     return ITEM_MAGIC + _map_field(1, ((k, _attribute_value_bytes(attrs[k])) for k in attrs))
+
+
+# --- fast path: AWS DynamoDB JSON straight to the stored bytes ------------------------------
+
+#: A length prefix below 128 is its own one-byte varint.
+_SHORT: Final = tuple(bytes((n,)) for n in range(0x80))
+#: DynamoAttributeValue's oneof tags (field << 3 | wire type) by JSON type key.
+_STRING_TAGS: Final = {"S": b"\x0a", "N": b"\x12"}
+_BOOL_VALUES: Final = {
+    ("BOOL", False): b"\x20\x00",
+    ("BOOL", True): b"\x20\x01",
+    ("NULL", False): b"\x28\x00",
+    ("NULL", True): b"\x28\x01",
+}
+_SET_TAGS: Final = {"SS": b"\x32", "NS": b"\x3a"}
+_LIST_TAG: Final = b"\x4a"
+_MAP_TAG: Final = b"\x52"
+#: Tag of field 1 (map entries, repeated values, map keys) and of field 2 (map values).
+_FIELD1: Final = b"\x0a"
+_FIELD2: Final = b"\x12"
+
+
+def _framed(tag: bytes, payload: bytes) -> bytes:
+    size = len(payload)
+    return tag + (_SHORT[size] if size < 0x80 else _varint(size)) + payload
+
+
+def _json_value_bytes(obj: Any) -> bytes | None:
+    """One attribute value's message from its JSON, or ``None`` when the value is not one of
+    the common well-formed shapes (the caller then takes the checked path)."""
+    if type(obj) is not dict or len(obj) != 1:
+        return None
+    ((kind, value),) = obj.items()
+    tag = _STRING_TAGS.get(kind)
+    if tag is not None:
+        return _framed(tag, value.encode()) if type(value) is str else None
+    if type(value) is bool:
+        return _BOOL_VALUES.get((kind, value))
+    tag = _SET_TAGS.get(kind)
+    if tag is not None:
+        if type(value) is not list or not all(type(v) is str for v in value):
+            return None
+        return _framed(tag, b"".join([_framed(_FIELD1, v.encode()) for v in value]))
+    if kind == "L" and type(value) is list:
+        elements = []
+        for element in value:
+            encoded = _json_value_bytes(element)
+            if encoded is None:
+                return None
+            elements.append(_framed(_FIELD1, encoded))
+        return _framed(_LIST_TAG, b"".join(elements))
+    if kind == "M" and type(value) is dict:
+        body = _json_map_bytes(value)
+        return None if body is None else _framed(_MAP_TAG, body)
+    return None
+
+
+def _json_map_bytes(attributes: dict[str, Any]) -> bytes | None:
+    entries = []
+    for name in sorted(attributes):
+        encoded = _json_value_bytes(attributes[name])
+        if encoded is None:
+            return None
+        entry = _framed(_FIELD1, name.encode()) + _framed(_FIELD2, encoded)
+        entries.append(_framed(_FIELD1, entry))
+    return b"".join(entries)
+
+
+def encode_item_json(doc: Any) -> bytes | None:
+    """The stored item value of a parsed item JSON object, as :func:`encode_item` would give
+    it for the item that :func:`~.layout.public_to_item` builds; ``None`` when ``doc`` needs
+    that checked path (binary values, anything malformed, strings that are not UTF-8)."""
+    if type(doc) is not dict:
+        return None
+    try:
+        body = _json_map_bytes(doc)
+    except UnicodeEncodeError:
+        return None
+    return None if body is None else ITEM_MAGIC + body
