@@ -17,6 +17,7 @@ from elastickv_async._adapters.base import EncodeContext, Routed
 from elastickv_async._adapters.dynamodb.decode import DynamoDBDecoder
 from elastickv_async._core.report import Report
 from elastickv_async._core.snapshot.entry import Entry
+from elastickv_async._core.workers import Workers
 
 GOLDEN = (shared_dir() or Path("/nonexistent")) / "golden" / "public"
 DDB_PREFIXES = (b"!ddb|meta|table|", b"!ddb|meta|gen|", b"!ddb|item|", b"!ddb|gsi|")
@@ -74,9 +75,11 @@ class Harness:
         return summary.examples if summary else []
 
 
-def harness(tmp_path: Path, **options: Any) -> Harness:
-    """A fresh decoder with an output root and a scratch directory under ``tmp_path``."""
+def harness(tmp_path: Path, *, processes: int = 0, **options: Any) -> Harness:
+    """A fresh decoder with an output root and a scratch directory under ``tmp_path``, and
+    ``processes`` worker processes (0: its CPU-bound calls run in threads)."""
     ctx = decode_context(tmp_path, "dynamodb", **options)
+    ctx.workers = Workers(processes)
     return Harness(tmp_path / "out", ctx.report, DynamoDBDecoder(ctx))
 
 

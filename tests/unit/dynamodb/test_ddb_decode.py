@@ -12,6 +12,7 @@ from support import raises_code
 from elastickv_async._adapters.dynamodb import SPEC, decode
 from elastickv_async._adapters.dynamodb.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 from elastickv_async._adapters.dynamodb.values import encode_item, encode_schema
+from elastickv_async._core.cli import main
 from elastickv_async._core.errors import AdapterRecordError
 
 pytestmark = pytest.mark.anyio
@@ -258,3 +259,44 @@ async def test_jsonl_layout_holds_the_per_item_documents_in_key_order(
             _compact(data) for _, data in items
         )
     assert not [rel for rel in files if rel.endswith(".json") and "/items/" in rel]
+
+
+# --- worker processes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["per-item", "jsonl"])
+async def test_worker_processes_write_the_same_tree(
+    layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small chunks: several render calls per table, in flight beside the writes.
+    monkeypatch.setattr(decode, "CHUNK_BYTES", 64)
+    trees = {}
+    for processes in (0, 2):
+        h = harness(tmp_path / str(processes), processes=processes, layout=layout)
+        for case in ("ddb_multi_tables", "ddb_migrating"):
+            records = read_fsm(golden_case(case) / "input.fsm")
+            await h.decoder.handle(routed([r for r in records if r[0].startswith(b"!ddb|")]))
+        await h.decoder.finalize()
+        trees[processes] = h.files()
+    assert trees[0] == trees[2]
+    if layout == "per-item":
+        expected = _expected_ddb(golden_case("ddb_multi_tables"))
+        assert {rel: trees[0][rel] for rel in expected} == expected
+
+
+async def test_an_item_error_in_a_worker_process_arrives_typed(tmp_path: Path) -> None:
+    records = read_fsm(golden_case("ddb_dot_segment") / "input.fsm")
+    h = harness(tmp_path, processes=2)
+    with raises_code(AdapterRecordError, "ErrDDBInvalidItem", match="dot path"):
+        await _decode(h, [r for r in records if r[0].startswith(b"!ddb|")])
+
+
+def test_cli_reports_an_item_error_from_a_worker_process_on_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = golden_case("ddb_dot_segment") / "input.fsm"
+    out = tmp_path / "out"
+    argv = ["decode", "--input", str(source), "--output", str(out), "--workers", "2"]
+    assert main([*argv, "--quiet", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (len(err) == 1 and "ErrDDBInvalidItem" in err[0]) or "dot path" in err[0]

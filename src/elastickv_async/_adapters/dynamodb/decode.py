@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import anyio
 import anyio.to_thread
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ..._core import gojson
 from ..._core.concurrency import task_group
@@ -40,8 +41,10 @@ from .values import decode_item, decode_schema, item_body
 
 __all__ = ["DynamoDBDecoder"]
 
-#: Item bodies read back (and files written) per worker-thread hop.
-CHUNK_BYTES: Final = 1 << 20
+#: Item bodies read back, rendered in a worker process and written, per step.
+CHUNK_BYTES: Final = 512 << 10
+#: Tables whose item files are written at the same time.
+WRITE_LANES: Final = 1
 STALE_HINT: Final = (
     "stale-gen rows excluded; restore would otherwise emit them under the new schema"
 )
@@ -73,6 +76,9 @@ class DynamoDBDecoder:
         self._index = itertools.count()
         self._spill: RecordFiles[SpillKey] = RecordFiles(ctx.scratch / "items")
         self._jsonl = ctx.adapter_options.layout == LAYOUT_JSONL
+        # Tables are rendered in parallel but written WRITE_LANES at a time: threads
+        # doing many small-file syscalls at once only queue behind the GIL.
+        self._write_lanes = anyio.CapacityLimiter(WRITE_LANES)
 
     async def handle(self, batch: Sequence[Routed]) -> None:
         """Keep schemas, spill item bodies; ignore generation counters and GSI rows."""
@@ -145,6 +151,8 @@ class DynamoDBDecoder:
             )
         readers = [self._spill.reader((table.encoded, gen)) for gen in generations]
         present = [reader for reader in readers if reader is not None]
+        keys = table.schema.primary_key
+        plan = _Plan(table.directory, keys.hash_key, keys.range_key)
         written = 0
         if self._jsonl:
             bundle = JsonlTable(
@@ -152,54 +160,83 @@ class DynamoDBDecoder:
                 part_bytes=self._ctx.adapter_options.part_bytes,
             )
             for reader in present:
-                while n := await anyio.to_thread.run_sync(
-                    self._bundle_chunk, table, reader, bundle
-                ):
-                    written += n
+                while bodies := await _next_bodies(reader):
+                    lines = await self._ctx.workers.run(_bundle_lines, plan, bodies)
+                    await anyio.to_thread.run_sync(bundle.add, lines)
+                    written += len(lines)
             parts = await anyio.to_thread.run_sync(bundle.finish)
             for number, path in enumerate(parts):
                 await self._ctx.writer.install(
                     f"{table.directory}/{ITEMS_DIR}/{part_name(number)}", path
                 )
         else:
-            for reader in present:
-                while files := await anyio.to_thread.run_sync(self._item_files, table, reader):
-                    await self._ctx.writer.write_many(files)
-                    written += len(files)
+            # The next chunk is rendered in a worker process while this one is written.
+            send, receive = anyio.create_memory_object_stream[list[tuple[str, bytes]]](1)
+            async with task_group() as tg:
+                tg.start_soon(self._render, plan, present, send)
+                async with receive:
+                    async for files in receive:
+                        async with self._write_lanes:
+                            await self._ctx.writer.write_many(files)
+                        written += len(files)
         self._ctx.report.count("dynamodb.items", written)
 
-    @staticmethod
-    def _item_files(table: _Table, reader: RecordReader) -> list[tuple[str, bytes]]:
-        keys = table.schema.primary_key
-        files = []
-        for _, body in reader.next_chunk(CHUNK_BYTES):
-            item = decode_item(body)
-            hash_segment, range_segment = item_key_segments(item, keys.hash_key, keys.range_key)
-            if range_segment is None:
-                name = hash_segment
-            elif hash_segment:
-                name = f"{hash_segment}/{range_segment}"
-            else:
-                # The reference joins paths with filepath.Join, which drops an empty hash
-                # segment: the item lands at items/<range>.json. Keep that placement.
-                name = range_segment
-            files.append(
-                (
-                    f"{table.directory}/{ITEMS_DIR}/{name}.json",
-                    gojson.marshal_indent(item_public(item)),
-                )
-            )
-        return files
+    async def _render(
+        self,
+        plan: _Plan,
+        readers: list[RecordReader],
+        send: MemoryObjectSendStream[list[tuple[str, bytes]]],
+    ) -> None:
+        async with send:
+            for reader in readers:
+                while bodies := await _next_bodies(reader):
+                    await send.send(await self._ctx.workers.run(_item_files, plan, bodies))
 
-    @staticmethod
-    def _bundle_chunk(table: _Table, reader: RecordReader, bundle: JsonlTable) -> int:
-        """Add the next chunk of items to ``bundle``; return how many (0 when exhausted)."""
-        keys = table.schema.primary_key
-        lines = []
-        for _, body in reader.next_chunk(CHUNK_BYTES):
-            item = decode_item(body)
-            hash_segment, range_segment = item_key_segments(item, keys.hash_key, keys.range_key)
-            sort_key = f"{hash_segment}\x00{range_segment or ''}".encode()
-            lines.append((sort_key, gojson.marshal(item_public(item)) + b"\n"))
-        bundle.add(lines)
-        return len(lines)
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What rendering a table's items needs (sent to worker processes)."""
+
+    directory: str
+    hash_key: str
+    range_key: str
+
+
+async def _next_bodies(reader: RecordReader) -> list[bytes]:
+    """The next chunk of spilled item bodies (``[]`` when the spill is exhausted)."""
+    chunk = await anyio.to_thread.run_sync(reader.next_chunk, CHUNK_BYTES)
+    return [body for _, body in chunk]
+
+
+def _item_files(plan: _Plan, bodies: list[bytes]) -> list[tuple[str, bytes]]:
+    """The per-item files of a chunk of item bodies: path and indented JSON."""
+    files = []
+    for body in bodies:
+        item = decode_item(body)
+        hash_segment, range_segment = item_key_segments(item, plan.hash_key, plan.range_key)
+        if range_segment is None:
+            name = hash_segment
+        elif hash_segment:
+            name = f"{hash_segment}/{range_segment}"
+        else:
+            # The reference joins paths with filepath.Join, which drops an empty hash
+            # segment: the item lands at items/<range>.json. Keep that placement.
+            name = range_segment
+        files.append(
+            (
+                f"{plan.directory}/{ITEMS_DIR}/{name}.json",
+                gojson.marshal_indent(item_public(item)),
+            )
+        )
+    return files
+
+
+def _bundle_lines(plan: _Plan, bodies: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """A chunk of item bodies as JSON lines, each with its sort key (hash, then range)."""
+    lines = []
+    for body in bodies:
+        item = decode_item(body)
+        hash_segment, range_segment = item_key_segments(item, plan.hash_key, plan.range_key)
+        sort_key = f"{hash_segment}\x00{range_segment or ''}".encode()
+        lines.append((sort_key, gojson.marshal(item_public(item)) + b"\n"))
+    return lines
