@@ -445,3 +445,27 @@ async def test_bodies_alone_in_their_spill_file_are_moved_not_rewritten(
     assert all(files[f"s3/b/{key.decode()}"] == body for key, body in bodies.items())
     assert files["s3/b/shared"] == b"newer"
     assert _spill_left(h) == []
+
+
+async def test_sidecars_of_moved_bodies_are_written_in_bounded_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [bucket_meta(b"b")]
+    for n in range(600):
+        records += simple_object(b"b", f"k{n:03d}".encode(), b"body %d" % n)
+    h = harness(tmp_path)
+    writer = h.decoder._ctx.writer
+    write_many = writer.write_many
+    batches: list[int] = []
+
+    async def recording_write_many(files: Any) -> None:
+        batches.append(len(files))
+        await write_many(files)
+
+    monkeypatch.setattr(writer, "write_many", recording_write_many)
+    await h.run(records, batch=50)
+    assert sum(batches) == 600 + 1  # the sidecars and _bucket.json
+    assert len(batches) >= 3 and max(batches) <= 256
+    files = h.files()
+    assert all(files[f"s3/b/k{n:03d}"] == b"body %d" % n for n in range(600))
+    assert _spill_left(h) == []

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
 import anyio.to_thread
+from anyio.abc import TaskGroup
 
 from ..._core.concurrency import task_group
 from ..._core.dump.keymap import keymap_line
@@ -68,6 +69,9 @@ __all__ = ["S3Decoder"]
 _SMALL_BODY: Final = 1 << 20
 #: Bodies moved into place concurrently (each move hashes its file in a worker thread).
 _MOVERS: Final = 4
+#: Batches of one bucket (small files written, bodies moved) in flight at once, so that a
+#: batch of sidecars is written while the bodies of the previous batch are moved.
+_IN_FLIGHT: Final = 2
 #: A batch of small files is written once it holds this many files or bytes.
 _BATCH_FILES: Final = 256
 _BATCH_BYTES: Final = 8 << 20
@@ -301,8 +305,18 @@ class _BucketFlush:
         #: into place (a rename) instead of being read back and written again.
         self._moves: list[tuple[str, Path]] = []
         self._name = go_str(bucket.name)
+        self._slots = anyio.Semaphore(_IN_FLIGHT)
+        self._batches: TaskGroup | None = None
 
     async def run(self) -> None:
+        async with task_group() as self._batches:
+            await self._flush()
+        if self._bucket.uploads_fid is not None:
+            rel = f"{self._dir}/{INCOMPLETE_DIR.decode()}/{INCOMPLETE_RECORDS.decode()}"
+            await self._ctx.writer.install(rel, self._spill.path(self._bucket.uploads_fid))
+            self._ctx.report.count("s3.incomplete_upload_records", self._bucket.uploads)
+
+    async def _flush(self) -> None:
         bucket, options = self._bucket, self._options
         if bucket.meta is not None:
             self._small.ready.append(
@@ -349,10 +363,6 @@ class _BucketFlush:
             self._ctx.report.count("s3.renamed_keys", len(renamed))
         await self._write_small()
         await self._move_bodies()
-        if bucket.uploads_fid is not None:
-            rel = f"{self._dir}/{INCOMPLETE_DIR.decode()}/{INCOMPLETE_RECORDS.decode()}"
-            await self._ctx.writer.install(rel, self._spill.path(bucket.uploads_fid))
-            self._ctx.report.count("s3.incomplete_upload_records", bucket.uploads)
 
     def _split_generations(self) -> tuple[list[_Object], list[_Object]]:
         """Active and stale objects, each sorted by key then generation.
@@ -404,6 +414,8 @@ class _BucketFlush:
             self._moves.append((rel, self._spill.path(obj.fid)))
             if len(self._moves) >= _BATCH_FILES:
                 await self._move_bodies()
+            if self._small.full():
+                await self._write_small()
             return
         if size <= _SMALL_BODY:
             self._small.spilled.append((rel, ranges))
@@ -417,18 +429,36 @@ class _BucketFlush:
         if obj.fid is not None and self._payloads.movable(obj.fid):
             await anyio.to_thread.run_sync(self._spill.discard, [obj.fid])
 
+    async def _start(self, batch: Callable[[], Awaitable[None]]) -> None:
+        """Run ``batch`` beside this flush, once fewer than :data:`_IN_FLIGHT` batches run."""
+        assert self._batches is not None
+        await self._slots.acquire()
+
+        async def run() -> None:
+            try:
+                await batch()
+            finally:
+                self._slots.release()
+
+        self._batches.start_soon(run)
+
     async def _move_bodies(self) -> None:
-        """Move the collected bodies into place, a few at a time."""
+        """Start moving the collected bodies into place, a few at a time."""
+        if not self._moves:
+            return
         moves = iter(self._moves)
+        self._moves = []
 
         async def mover() -> None:
             for rel, path in moves:
                 await self._ctx.writer.install(rel, path)
 
-        async with task_group() as tg:
-            for _ in range(min(_MOVERS, len(self._moves))):
-                tg.start_soon(mover)
-        self._moves = []
+        async def batch() -> None:
+            async with task_group() as tg:
+                for _ in range(_MOVERS):
+                    tg.start_soon(mover)
+
+        await self._start(batch)
 
     def _consume(self, obj: _Object) -> None:
         """Delete the object's spill file after the next batched write, unless shared."""
@@ -575,16 +605,25 @@ class _BucketFlush:
         self._ctx.report.count("s3.incomplete_upload_chunks", len(lines))
 
     async def _write_small(self) -> None:
-        """Read the pending small files' bytes in one thread hop and write them in another."""
-        small = self._small
+        """Read the pending small files' bytes in one thread hop, then start writing them.
+
+        The bytes are read here, before the next batch is collected: a batch deletes the spill
+        files it consumed once written, and an earlier batch may hold ranges of them too (an
+        orphan's chunks can straddle two batches).
+        """
+        small, self._small = self._small, _SmallFiles()
         if small.spilled:
             bodies = await anyio.to_thread.run_sync(self._read_bodies, small.spilled)
             small.ready.extend(zip((rel for rel, _ in small.spilled), bodies, strict=True))
-        if small.ready:
-            await self._ctx.writer.write_many(small.ready)
-        if small.consumed:
-            await anyio.to_thread.run_sync(self._spill.discard, small.consumed)
-        self._small = _SmallFiles()
+
+        async def batch() -> None:
+            if small.ready:
+                await self._ctx.writer.write_many(small.ready)
+            if small.consumed:
+                await anyio.to_thread.run_sync(self._spill.discard, small.consumed)
+
+        if small.ready or small.consumed:
+            await self._start(batch)
 
     def _read_bodies(self, files: Sequence[tuple[str, list[Range]]]) -> list[bytes]:
         return [self._spill.read(ranges) for _, ranges in files]
