@@ -40,9 +40,12 @@ class DecodeOptions:
     scratch_root: Path | None = None
     #: Concurrent file writes.
     jobs: int = 8
-    #: Worker processes for the adapters' CPU-bound work; 0 keeps it in this process, and
-    #: ``None`` (auto) uses one per CPU for a snapshot of 16 MiB or more.
-    workers: int | None = None
+    #: Worker processes for the adapters' CPU-bound work: 0 keeps it in this process; ``None``
+    #: (auto, the CLI's default) uses one per CPU for a snapshot of 16 MiB or more. Like
+    #: ``multiprocessing``'s spawn, each worker imports the calling program's ``__main__``
+    #: module again: a script that asks for workers must guard its entry point with
+    #: ``if __name__ == "__main__":``.
+    workers: int | None = 0
     #: fsync every written file (slower; the rename is atomic either way).
     fsync: bool = False
     #: ``"sha256"`` writes CHECKSUMS; ``"none"`` writes none (MANIFEST.json says so, and
@@ -72,9 +75,9 @@ class EncodeOptions:
     scratch_root: Path | None = None
     #: Concurrent file reads/writes.
     jobs: int = 8
-    #: Worker processes for the adapters' CPU-bound work; 0 keeps it in this process, and
-    #: ``None`` (auto) uses one per CPU for a tree of some thousand files or more.
-    workers: int | None = None
+    #: Worker processes for the adapters' CPU-bound work, as for :class:`DecodeOptions`
+    #: (auto: one per CPU for a tree whose CHECKSUMS lists some 2,500 files or more).
+    workers: int | None = 0
     #: Shift the times a node keeps deadlines by (message send and visibility times, key
     #: expiry) forward by the time elapsed since the snapshot, so they keep their distance
     #: to "now" when an old backup is restored.

@@ -122,6 +122,19 @@ async def test_a_changed_file_found_by_a_worker_process_publishes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"]
 
 
+def test_the_library_stays_in_process_unless_asked_and_the_cli_chooses() -> None:
+    """A library caller's ``__main__`` is never re-imported by surprise; the CLI's default is
+    the automatic choice."""
+    from elastickv_async._core.cli import _build_parser, _decode_options, encode_options
+
+    assert DecodeOptions().workers == 0 and EncodeOptions().workers == 0
+    parser = _build_parser()
+    decode = parser.parse_args(["decode", "--input", "a", "--output", "b"])
+    encode = parser.parse_args(["encode", "--input", "a", "--output", "b"])
+    assert _decode_options(decode).workers is None
+    assert encode_options(encode).workers is None
+
+
 @pytest.mark.parametrize("command", ["decode", "encode"])
 def test_cli_refuses_a_negative_worker_count(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
