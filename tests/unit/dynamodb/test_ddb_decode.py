@@ -159,6 +159,25 @@ async def test_bad_records_fail_where_they_are_met(
         await h.decoder.handle(routed([record]))
 
 
+@pytest.mark.parametrize(
+    "bad_key", [b"!ddb|item|dA|1|", b"!ddb|item|dA|1", b"!ddb|item|dA|01|", b"!ddb|item|dA=|1|k"]
+)
+async def test_a_bad_key_after_good_ones_of_its_table_still_fails(
+    bad_key: bytes, tmp_path: Path
+) -> None:
+    h = harness(tmp_path)
+    await h.decoder.handle(routed([(_item_key("u", "a"), _item(id="a"))]))
+    good = [(f"!ddb|item|dA|1|{k}".encode(), _item(id=k)) for k in "ab"]
+    await h.decoder.handle(routed(good))
+    if bad_key == b"!ddb|item|dA|01|":
+        # A generation with a leading zero is still generation 1: same table, same spill.
+        await h.decoder.handle(routed([(bad_key + b"c", _item(id="c"))]))
+        assert h.decoder._spill.counts == {(b64("u"), 1): 1, ("dA", 1): 3}
+        return
+    with raises_code(AdapterRecordError, "ErrDDBMalformedKey"):
+        await h.decoder.handle(routed([(bad_key, _item(id="z"))]))
+
+
 async def test_generation_and_gsi_rows_are_ignored(tmp_path: Path) -> None:
     h = harness(tmp_path)
     scope = await _decode(

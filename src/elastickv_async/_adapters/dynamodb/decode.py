@@ -76,6 +76,9 @@ class DynamoDBDecoder:
         self._index = itertools.count()
         self._spill: RecordFiles[SpillKey] = RecordFiles(ctx.scratch / "items")
         self._jsonl = ctx.adapter_options.layout == LAYOUT_JSONL
+        #: ``!ddb|item|<table>|<generation>|`` of the last item key parsed, and its spill key.
+        self._head = b""
+        self._head_spill_key: SpillKey = ("", 0)
         # Tables are rendered in parallel but written WRITE_LANES at a time: threads
         # doing many small-file syscalls at once only queue behind the GIL.
         self._write_lanes = anyio.CapacityLimiter(WRITE_LANES)
@@ -91,11 +94,22 @@ class DynamoDBDecoder:
                     key.encoded, key.name, schema, next(self._index)
                 )
             elif prefix == ITEM_PREFIX:
-                item_key = parse_item_key(entry.key)
-                spill_key = (item_key.encoded_table, item_key.generation)
-                pending.append((spill_key, (b"", item_body(entry.value))))
+                pending.append((self._spill_key(entry.key), (b"", item_body(entry.value))))
         if pending:
             await anyio.to_thread.run_sync(self._spill.append, pending)
+
+    def _spill_key(self, key: bytes) -> SpillKey:
+        # Items come in key order, so runs of keys share their table and generation: a key
+        # that starts with the last parsed key's head (and has a primary key after it)
+        # would parse to the same values.
+        head = self._head
+        if head and key.startswith(head) and len(key) > len(head):
+            return self._head_spill_key
+        item_key = parse_item_key(key)
+        table_end = key.index(b"|", len(ITEM_PREFIX))
+        self._head = key[: key.index(b"|", table_end + 1) + 1]
+        self._head_spill_key = (item_key.encoded_table, item_key.generation)
+        return self._head_spill_key
 
     async def finalize(self) -> dict[str, Any]:
         """Write every table that has a schema; return ``{"tables": [sorted names]}``."""
