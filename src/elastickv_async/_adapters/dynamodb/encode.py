@@ -43,6 +43,7 @@ from .layout import (
     LAYOUT_JSONL,
     ROOT,
     SCHEMA_FILE,
+    binary_value,
     load_json,
     public_to_item,
     public_to_schema,
@@ -177,7 +178,8 @@ def _plan(blob: bytes) -> _Plan:
 
 
 def _json_key_bytes(obj: Any) -> bytes | None:
-    """A key attribute's bytes from its JSON when it is a plain ``S`` or ``N`` value."""
+    """A key attribute's bytes from its JSON when it is a well-formed ``S``, ``N`` or ``B``
+    value (a malformed one raises or gives ``None``)."""
     if type(obj) is not dict or len(obj) != 1:
         return None
     ((kind, value),) = obj.items()
@@ -187,6 +189,8 @@ def _json_key_bytes(obj: Any) -> bytes | None:
         return value.encode()
     if kind == "N":
         return numeric_key_bytes(value)
+    if kind == "B":
+        return binary_value(value, "")
     return None
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "LAYOUT_PER_ITEM",
     "ROOT",
     "SCHEMA_FILE",
+    "binary_value",
     "item_key_segments",
     "item_public",
     "load_json",
@@ -316,7 +317,8 @@ def public_to_schema(doc: Any, where: str) -> DynamoTableSchema:
     return schema
 
 
-def _b64_std(value: Any, where: str) -> bytes:
+def binary_value(value: Any, where: str) -> bytes:
+    """A ``B`` value's bytes from its standard base64 JSON string (Go's decoding rules)."""
     if not isinstance(value, str):
         raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: binary value is not a base64 string")
     # Go's decoder skips CR/LF and demands canonical padding.
@@ -353,7 +355,7 @@ def _fill_value(av: DynamoAttributeValue, obj: Any, where: str) -> None:
         else:
             av.n = value
     elif kind == "B":
-        av.b = _b64_std(value, where)
+        av.b = binary_value(value, where)
     elif kind in ("BOOL", "NULL"):
         if not isinstance(value, bool):
             raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: {kind} value is not a boolean")
@@ -370,7 +372,7 @@ def _fill_value(av: DynamoAttributeValue, obj: Any, where: str) -> None:
     elif kind == "BS":
         if not isinstance(value, list):
             raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: BS value is not an array")
-        av.bs.values.extend(_b64_std(v, where) for v in value)
+        av.bs.values.extend(binary_value(v, where) for v in value)
         av.bs.SetInParent()
     elif kind == "L":
         if not isinstance(value, list):

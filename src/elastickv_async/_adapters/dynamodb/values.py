@@ -15,9 +15,11 @@ from typing import Any, Final
 
 from google.protobuf.message import DecodeError
 
+from ..._core.errors import DumpTreeError
 from .dynamodb_internal_pb2 import DynamoAttributeValue, DynamoItem, DynamoTableSchema
 from .errors import record_error
 from .keys import ITEM_MAGIC, SCHEMA_MAGIC
+from .layout import binary_value
 
 __all__ = [
     "decode_item",
@@ -142,6 +144,8 @@ _BOOL_VALUES: Final = {
     ("NULL", True): b"\x28\x01",
 }
 _SET_TAGS: Final = {"SS": b"\x32", "NS": b"\x3a"}
+_BINARY_TAG: Final = b"\x1a"
+_BINARY_SET_TAG: Final = b"\x42"
 _LIST_TAG: Final = b"\x4a"
 _MAP_TAG: Final = b"\x52"
 #: Tag of field 1 (map entries, repeated values, map keys) and of field 2 (map values).
@@ -170,6 +174,12 @@ def _json_value_bytes(obj: Any) -> bytes | None:
         if type(value) is not list or not all(type(v) is str for v in value):
             return None
         return _framed(tag, b"".join([_framed(_FIELD1, v.encode()) for v in value]))
+    if kind == "B":
+        return _framed(_BINARY_TAG, binary_value(value, ""))
+    if kind == "BS" and type(value) is list:
+        return _framed(
+            _BINARY_SET_TAG, b"".join([_framed(_FIELD1, binary_value(v, "")) for v in value])
+        )
     if kind == "L" and type(value) is list:
         elements = []
         for element in value:
@@ -203,6 +213,6 @@ def encode_item_json(doc: Any) -> bytes | None:
         return None
     try:
         body = _json_map_bytes(doc)
-    except UnicodeEncodeError:
+    except (UnicodeEncodeError, DumpTreeError):
         return None
     return None if body is None else ITEM_MAGIC + body
