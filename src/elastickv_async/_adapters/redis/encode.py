@@ -8,20 +8,29 @@ inline, plus a ``!redis|ttl|`` row. Legacy blob layouts are never written.
 The tree is read through the context's :class:`~elastickv_async._core.dump.tree.DumpTree`: a
 symlink, a special file or a hard-linked file is refused (the reference silently skips
 symlinked and special value files; refusing them keeps a planted link from pulling outside
-data into the snapshot). All file I/O runs in worker threads, a bounded slice at a time.
+data into the snapshot).
+
+The value files are read and turned into records by the run's worker processes
+(``ctx.workers``), a slice of a directory's names per call and one call per process at a
+time, so the event loop's process only lists directories and passes records on.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import struct
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
+from ..._core.concurrency import task_group
 from ..._core.dump.keymap import KEYMAP_FILE, load_keymap
 from ..._core.dump.names import decode_segment
-from ..._core.dump.tree import MAX_BODY_FILE, MAX_RECORD_FILE, DumpTree, TreeDir, TreeEntry
+from ..._core.dump.tree import MAX_BODY_FILE, MAX_RECORD_FILE, DumpTree, TreeDir
 from ..._core.errors import DumpTreeError
 from ..base import EncodeContext
 from . import keys, layout
@@ -43,25 +52,22 @@ __all__ = ["RedisEncoder"]
 Record = tuple[bytes, bytes]
 
 _DB_NAME: Final = re.compile(r"db_(0|[1-9][0-9]*)")
-#: Value files read per worker-thread hop, and bytes read per hop.
-SLICE_FILES: Final = 256
-SLICE_BYTES: Final = 8 << 20
+#: Directory entries handed to one worker call; a call returns early once it has read
+#: ``SLICE_BYTES`` (the rest goes to the next call).
+SLICE_FILES: Final = 512
+SLICE_BYTES: Final = 4 << 20
 _F64_BITS: Final = struct.Struct(">d")
 _U64: Final = struct.Struct(">Q")
 
 
 @dataclass(slots=True)
 class _Tree:
-    """What the scan of ``redis/db_0`` found: the open directory, KEYMAP and type listings."""
+    """What the scan of ``redis/db_0`` found: the open directory, KEYMAP and, per type
+    directory, its entry names in byte order."""
 
     db: TreeDir
     keymap: dict[str, bytes]
-    listings: dict[str, tuple[TreeDir, list[TreeEntry]]] = field(default_factory=dict)
-
-    def close(self) -> None:
-        for directory, _entries in self.listings.values():
-            directory.close()
-        self.db.close()
+    listings: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _db_dir(tree: DumpTree) -> TreeDir | None:
@@ -113,28 +119,96 @@ def _scan(tree: DumpTree) -> _Tree | None:
         raw = db.read(KEYMAP_FILE, limit=None)
         keymap = {} if raw is None else load_keymap(raw, db.path(KEYMAP_FILE))
         found = _Tree(db, keymap)
-    except BaseException:
-        db.close()
-        raise
-    try:
-        for directory, ext in _TYPE_DIRS:
+        for directory, _ext in _TYPE_DIRS:
             sub = db.subdir(directory)
             if sub is not None:
-                found.listings[directory] = (sub, [])  # closed with the others from here on
-                found.listings[directory] = (
-                    sub,
-                    [e for e in sub.entries() if e.name.endswith(ext)],
-                )
+                with sub:
+                    # Names only: each entry is checked where it is read (_encode_slice), so
+                    # the listing of a large directory costs no stat calls here.
+                    found.listings[directory] = sorted(os.listdir(sub.fd), key=os.fsencode)
     except BaseException:
-        found.close()
+        db.close()
         raise
     return found
 
 
-def _sidecar(tree: _Tree, name: str, shift_ms: int) -> dict[str, int]:
-    raw = tree.db.read(name, limit=None)
+def _sidecar(db: TreeDir, name: str, shift_ms: int) -> dict[str, int]:
+    raw = db.read(name, limit=None)
     ttls = {} if raw is None else layout.parse_ttl_sidecar(raw, name)
     return {segment: shifted_ttl(ttl, shift_ms) or 0 for segment, ttl in ttls.items()}
+
+
+def _sidecar_of(db: TreeDir, directory: str, shift_ms: int) -> dict[str, int]:
+    # The reference reads a TTL sidecar even when its value directory is absent.
+    if directory == layout.STRINGS:
+        return _sidecar(db, layout.STRINGS_TTL, shift_ms)
+    if directory == layout.HLL:
+        return _sidecar(db, layout.HLL_TTL, shift_ms)
+    return {}
+
+
+Note = tuple[str, dict[str, object]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Slice:
+    """One worker call's share of a type directory: consecutive entry names, with the KEYMAP
+    records and TTLs of just those names."""
+
+    root: str
+    directory: str
+    names: list[str]
+    keymap: dict[str, bytes]
+    ttls: dict[str, int]
+    shift_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """What a worker call returns: the records, how many names it got through (it stops
+    early after ``SLICE_BYTES``) and the warnings to log."""
+
+    records: list[Record]
+    done: int
+    notes: list[Note]
+
+
+def _encode_slice(job: _Slice) -> _Built:
+    """Read and encode the value files of ``job`` (runs in a worker process or thread).
+
+    Each name is checked as :meth:`TreeDir.entries` would (a symlink, special file or hard
+    link is refused even when its name is not a value file's) and opened only if it is still
+    the file that check saw.
+    """
+    directory = job.directory
+    ext = dict(_TYPE_DIRS)[directory]
+    limit = _LIMITS.get(directory, MAX_RECORD_FILE)
+    sub = DumpTree(Path(job.root)).open_dir((layout.ROOT, layout.DB_NAME, directory))
+    if sub is None:
+        raise DumpTreeError(
+            f"{layout.ROOT}/{layout.DB_NAME}/{directory} was removed while the tree was read",
+            code="ErrDumpTreeChanged",
+            path=f"{layout.ROOT}/{layout.DB_NAME}/{directory}",
+        )
+    out: list[Record] = []
+    notes: list[Note] = []
+    size = 0
+    done = 0
+    with sub:
+        for name in job.names:
+            done += 1
+            entry = sub.lookup(name)
+            if entry is None or not name.endswith(ext):
+                continue  # removed since the listing, or not a value file
+            segment = name[: -len(ext)]
+            user_key = _resolve(job.keymap, segment)
+            with sub.open_file(entry) as file:
+                data = file.read_all(limit)
+            out += _build(job, user_key, data, segment, notes)
+            size += len(data)
+            if size >= SLICE_BYTES:
+                break
+    return _Built(out, done, notes)
 
 
 class RedisEncoder:
@@ -142,10 +216,10 @@ class RedisEncoder:
 
     def __init__(self, ctx: EncodeContext) -> None:
         self._tree = ctx.tree
+        self._root = str(ctx.input_root)
         self._shift_ms = ctx.time_shift_ms
         self._log = ctx.log
-        #: Warnings found by the worker threads, logged on the event loop after each slice.
-        self._notes: list[tuple[str, dict[str, object]]] = []
+        self._workers = ctx.workers
 
     async def records(self) -> AsyncIterator[Record]:
         """Every record of the Redis subtree, type by type in the reference's order."""
@@ -154,65 +228,59 @@ class RedisEncoder:
             return
         try:
             for directory, ext in _TYPE_DIRS:
-                builder = await self._tree.run(self._builder, found, directory)
-                if directory not in found.listings:
-                    continue
-                sub, entries = found.listings[directory]
-                pending = iter(entries)
-                while batch := await self._tree.run(
-                    self._slice, found, directory, ext, sub, pending, builder
-                ):
-                    for event, fields in self._notes:
-                        self._log.warning(event, **fields)
-                    self._notes.clear()
-                    for record in batch:
-                        yield record
+                ttls = await self._tree.run(_sidecar_of, found.db, directory, self._shift_ms)
+                names = found.listings.get(directory, [])
+                pending = deque(
+                    self._slice(found, directory, ext, names[start : start + SLICE_FILES], ttls)
+                    for start in range(0, len(names), SLICE_FILES)
+                )
+                while pending:
+                    jobs = [pending.popleft() for _ in range(min(self._parallel, len(pending)))]
+                    built = await self._build(jobs)
+                    rest = []
+                    for job, result in zip(jobs, built, strict=True):
+                        for event, fields in result.notes:
+                            self._log.warning(event, **fields)
+                        for record in result.records:
+                            yield record
+                        if result.done < len(job.names):
+                            rest.append(dataclasses.replace(job, names=job.names[result.done :]))
+                    pending.extendleft(reversed(rest))
         finally:
-            # Closing directory descriptors never blocks; doing it inline keeps the generator's
-            # cleanup free of awaits when it is closed early.
-            found.close()
+            # Closing a directory descriptor never blocks; doing it inline keeps the
+            # generator's cleanup free of awaits when it is closed early.
+            found.db.close()
 
-    # --- worker-thread side ------------------------------------------------------------------
-
-    def _builder(self, tree: _Tree, directory: str) -> Callable[[bytes, bytes, str], list[Record]]:
-        # The reference reads a TTL sidecar even when its value directory is absent.
-        shift = self._shift_ms
-        if directory == layout.STRINGS:
-            ttls = _sidecar(tree, layout.STRINGS_TTL, shift)
-            return lambda user_key, data, segment: _string(user_key, data, ttls.get(segment, 0))
-        if directory == layout.HLL:
-            hll_ttls = _sidecar(tree, layout.HLL_TTL, shift)
-            return lambda user_key, data, segment: _hll(user_key, data, hll_ttls.get(segment, 0))
-        if directory == layout.STREAMS:
-            return lambda user_key, data, segment: _stream(
-                user_key, data, f"stream {segment}", shift, self._notes
-            )
-        return lambda user_key, data, segment: _collection(
-            directory, user_key, data, segment, shift
-        )
+    @property
+    def _parallel(self) -> int:
+        return max(1, self._workers.processes)
 
     def _slice(
-        self,
-        tree: _Tree,
-        directory: str,
-        ext: str,
-        sub: TreeDir,
-        entries: Iterator[TreeEntry],
-        build: Callable[[bytes, bytes, str], list[Record]],
-    ) -> list[Record]:
-        out: list[Record] = []
-        size = 0
-        limit = _LIMITS.get(directory, MAX_RECORD_FILE)
-        for files, entry in enumerate(entries, 1):
-            segment = entry.name[: -len(ext)]
-            user_key = _resolve(tree.keymap, segment)
-            with sub.open_file(entry) as file:
-                data = file.read_all(limit)
-            out.extend(build(user_key, data, segment))
-            size += len(data)
-            if files >= SLICE_FILES or size >= SLICE_BYTES:
-                break
-        return out
+        self, found: _Tree, directory: str, ext: str, names: list[str], ttls: dict[str, int]
+    ) -> _Slice:
+        segments = [name[: -len(ext)] for name in names if name.endswith(ext)]
+        keymap = found.keymap
+        return _Slice(
+            self._root,
+            directory,
+            names,
+            {s: keymap[s] for s in segments if s in keymap} if keymap else {},
+            {s: ttls[s] for s in segments if s in ttls} if ttls else {},
+            self._shift_ms,
+        )
+
+    async def _build(self, jobs: list[_Slice]) -> list[_Built]:
+        """Run ``jobs`` side by side in the worker processes; the results in job order."""
+        results: list[_Built | None] = [None] * len(jobs)
+
+        async def one(index: int) -> None:
+            results[index] = await self._workers.run(_encode_slice, jobs[index])
+
+        # The group is entered and left within this call, never across a yield.
+        async with task_group() as tg:
+            for index in range(len(jobs)):
+                tg.start_soon(one, index)
+        return [result for result in results if result is not None]
 
 
 def _resolve(keymap: dict[str, bytes], segment: str) -> bytes:
@@ -227,6 +295,19 @@ def _resolve(keymap: dict[str, bytes], segment: str) -> bytes:
                 "ErrRedisEncodeMissingKeymap", f"no KEYMAP record for {segment!r}"
             ) from None
         return original
+
+
+def _build(
+    job: _Slice, user_key: bytes, data: bytes, segment: str, notes: list[Note]
+) -> list[Record]:
+    directory = job.directory
+    if directory == layout.STRINGS:
+        return _string(user_key, data, job.ttls.get(segment, 0))
+    if directory == layout.HLL:
+        return _hll(user_key, data, job.ttls.get(segment, 0))
+    if directory == layout.STREAMS:
+        return _stream(user_key, data, f"stream {segment}", job.shift_ms, notes)
+    return _collection(directory, user_key, data, segment, job.shift_ms)
 
 
 def _ttl_row(user_key: bytes, expire_at_ms: int | None) -> list[Record]:
@@ -271,11 +352,7 @@ def _collection(
 
 
 def _stream(
-    user_key: bytes,
-    data: bytes,
-    where: str,
-    shift_ms: int,
-    notes: list[tuple[str, dict[str, object]]],
+    user_key: bytes, data: bytes, where: str, shift_ms: int, notes: list[Note]
 ) -> list[Record]:
     doc = layout.parse_stream(data, where)
     # Meta that disagrees with the entries is restored as it is: the decoder wrote it from the
