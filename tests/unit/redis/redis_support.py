@@ -16,6 +16,7 @@ from elastickv_async._adapters.redis.decode import RedisDecoder
 from elastickv_async._adapters.redis.encode import RedisEncoder
 from elastickv_async._core.report import Report, make_logger
 from elastickv_async._core.snapshot.entry import Entry, SnapshotHeader
+from elastickv_async._core.workers import Workers
 
 COMMIT_TS = 5000
 #: The MVCC suffix every key carries in a snapshot: it takes part in the key order.
@@ -103,11 +104,22 @@ async def decode_rows(
     return Decoded(files, ctx.report, scope)
 
 
-async def encode_tree(root: Path) -> list[tuple[bytes, bytes]]:
+async def encode_tree(root: Path, *, workers: int = 0) -> list[tuple[bytes, bytes]]:
     """Every record the encoder yields for the dump tree at ``root``, sorted by key."""
+    return sorted(await encode_tree_in_order(root, workers=workers))
+
+
+async def encode_tree_in_order(root: Path, *, workers: int = 0) -> list[tuple[bytes, bytes]]:
+    """Every record the encoder yields for the dump tree at ``root``, as it yields them."""
     report = Report()
-    ctx = EncodeContext(input_root=root, log=make_logger(report), report=report, scratch=root)
-    return sorted([record async for record in RedisEncoder(ctx).records()])
+    ctx = EncodeContext(
+        input_root=root,
+        log=make_logger(report),
+        report=report,
+        scratch=root,
+        workers=Workers(workers),
+    )
+    return [record async for record in RedisEncoder(ctx).records()]
 
 
 def wide(prefix: bytes, user_key: bytes, suffix: bytes = b"") -> bytes:

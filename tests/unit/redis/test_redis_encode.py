@@ -9,15 +9,27 @@ import struct
 from pathlib import Path
 
 import pytest
-from redis_support import U32, U64, decode_rows, encode_tree, list_seq, wide
-from support import raises_code
+from redis_support import (
+    U32,
+    U64,
+    decode_rows,
+    encode_tree,
+    encode_tree_in_order,
+    list_seq,
+    wide,
+)
+from support import REPO_ROOT, raises_code
 
 from elastickv_async._adapters.base import EncodeContext
-from elastickv_async._adapters.redis.encode import RedisEncoder
+from elastickv_async._adapters.redis import encode as redis_encode
+from elastickv_async._adapters.redis.encode import SLICE_BYTES, SLICE_FILES, RedisEncoder
+from elastickv_async._core.cli import main
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 from elastickv_async._core.report import Report, make_logger
 
 pytestmark = pytest.mark.anyio
+
+SAMPLE = REPO_ROOT / "examples" / "sample.fsm"
 
 
 def tree(root: Path, files: dict[str, bytes | str]) -> Path:
@@ -374,3 +386,93 @@ async def test_stream_meta_disagreeing_with_entries_restores_as_decoded(
     )
     assert sorted([r async for r in RedisEncoder(ctx).records()]) == sorted(rows)
     assert report.warnings[event].count == 1
+
+
+def _large_tree(root: Path) -> dict[str, bytes | str]:
+    """A tree needing several worker calls: more names than one slice holds, a value file
+    larger than a slice's byte budget, TTLs, a KEYMAP name and a stray non-value file."""
+    long_key = b"L" * 250
+    long_name = hashlib.sha256(long_key).hexdigest()[:32] + "__" + "L" * 64
+    original = base64.urlsafe_b64encode(long_key).rstrip(b"=").decode()
+    files: dict[str, bytes | str] = {
+        f"strings/k%3A{i:05d}.bin": f"value {i}".encode() for i in range(SLICE_FILES * 2 + 7)
+    }
+    files["strings/big.bin"] = b"B" * (SLICE_BYTES + 1)
+    files[f"strings/{long_name}.bin"] = b"long"
+    files["strings_ttl.jsonl"] = "".join(
+        f'{{"key":"k%3A{i:05d}","expire_at_ms":{1000 + i}}}\n' for i in range(0, 900, 7)
+    )
+    files["KEYMAP.jsonl"] = (
+        f'{{"encoded":"{long_name}","original":"{original}","kind":"sha-fallback"}}\n'
+    )
+    for i in range(SLICE_FILES + 3):
+        files[f"hashes/h{i:04d}.json"] = (
+            '{\n  "format_version": 1,\n  "fields": [\n    {\n      "name": "f",\n'
+            f'      "value": "{i}"\n    }}\n  ],\n  "expire_at_ms": null\n}}'
+        )
+    tree(root, files)
+    (root / "redis/db_0/hashes/notes.txt").write_bytes(b"not a value file")
+    return files
+
+
+async def test_records_do_not_depend_on_the_worker_processes(tmp_path: Path) -> None:
+    """Slices run in worker processes yield what one worker thread yields, in the same order,
+    and every value file of the tree comes back when decoded."""
+    files = _large_tree(tmp_path / "in")
+    in_thread = await encode_tree_in_order(tmp_path / "in", workers=0)
+    in_processes = await encode_tree_in_order(tmp_path / "in", workers=2)
+    assert in_processes == in_thread
+    out = await decode_rows(tmp_path / "dec", in_thread, batch=64)
+    assert out.files == {
+        f"redis/db_0/{rel}": data.encode() if isinstance(data, str) else data
+        for rel, data in files.items()
+    }
+
+
+async def test_a_slice_stopped_by_its_byte_budget_hands_the_rest_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that reaches the byte budget returns early; the names it left are encoded
+    by the next call, none twice."""
+    _large_tree(tmp_path / "in")
+    expected = await encode_tree(tmp_path / "in")
+    monkeypatch.setattr(redis_encode, "SLICE_BYTES", 64)
+    assert await encode_tree(tmp_path / "in") == expected
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_errors_inside_a_worker_arrive_typed_with_the_file(
+    tmp_path: Path, workers: int
+) -> None:
+    """A bad document or an unsafe entry met in a worker process is raised here as itself,
+    naming the file."""
+    tree(tmp_path, {"strings/a.bin": b"v", "hashes/bad.json": "{"})
+    with raises_code(DumpTreeError, "ErrRedisEncodeInvalidJSON") as caught:
+        await encode_tree(tmp_path, workers=workers)
+    assert caught.value.path == "redis/db_0/hashes/bad.json"
+    (tmp_path / "redis/db_0/hashes/bad.json").unlink()
+    (tmp_path / "redis/db_0/strings/evil.bin").symlink_to(tmp_path / "redis/db_0/strings/a.bin")
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry") as unsafe:
+        await encode_tree(tmp_path, workers=workers)
+    assert unsafe.value.path == "redis/db_0/strings/evil.bin"
+
+
+@pytest.mark.skipif(not SAMPLE.is_file(), reason="examples/sample.fsm is absent")
+def test_cli_reports_an_error_from_a_worker_process_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``encode --workers 2`` on a tree with a broken hash document: exit 2, one line on
+    stderr naming the code and the key's file, no output."""
+    source = tmp_path / "tree"
+    quiet = ["--quiet", "--no-progress"]
+    assert main(["decode", *quiet, "--input", str(SAMPLE), "--output", str(source)]) == 0
+    (source / "CHECKSUMS").unlink()  # the JSON check, not the checksum check, must fire
+    (source / "redis/db_0/hashes/user%3A1.json").write_bytes(b"[1]")
+    capsys.readouterr()
+    out = tmp_path / "out.fsm"
+    argv = ["encode", *quiet, "--input", str(source), "--output", str(out), "--workers", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "[ErrRedisEncodeInvalidJSON]" in err[0] and "hashes user%3A1:" in err[0]
+    assert not out.exists()

@@ -201,10 +201,16 @@ def _encode_slice(job: _Slice) -> _Built:
             if entry is None or not name.endswith(ext):
                 continue  # removed since the listing, or not a value file
             segment = name[: -len(ext)]
-            user_key = _resolve(job.keymap, segment)
-            with sub.open_file(entry) as file:
-                data = file.read_all(limit)
-            out += _build(job, user_key, data, segment, notes)
+            try:
+                user_key = _resolve(job.keymap, segment)
+                with sub.open_file(entry) as file:
+                    data = file.read_all(limit)
+                out += _build(job, user_key, data, segment, notes)
+            except DumpTreeError as exc:
+                # Name the file: the error may surface far from this call.
+                if exc.path is None:
+                    exc.path = sub.path(name)
+                raise
             size += len(data)
             if size >= SLICE_BYTES:
                 break
@@ -236,16 +242,18 @@ class RedisEncoder:
                 )
                 while pending:
                     jobs = [pending.popleft() for _ in range(min(self._parallel, len(pending)))]
-                    built = await self._build(jobs)
-                    rest = []
-                    for job, result in zip(jobs, built, strict=True):
-                        for event, fields in result.notes:
+                    done = deque(zip(jobs, await self._build(jobs), strict=True))
+                    while done:
+                        job, built = done.popleft()
+                        for event, fields in built.notes:
                             self._log.warning(event, **fields)
-                        for record in result.records:
+                        for record in built.records:
                             yield record
-                        if result.done < len(job.names):
-                            rest.append(dataclasses.replace(job, names=job.names[result.done :]))
-                    pending.extendleft(reversed(rest))
+                        if built.done < len(job.names):
+                            # Stopped by its byte budget: the names it left come before the
+                            # next job's, whose records wait (bounded by the round's budget).
+                            rest = dataclasses.replace(job, names=job.names[built.done :])
+                            done.appendleft((rest, (await self._build([rest]))[0]))
         finally:
             # Closing a directory descriptor never blocks; doing it inline keeps the
             # generator's cleanup free of awaits when it is closed early.
