@@ -5,16 +5,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from redis_support import DB, U32, U64, decode_rows, list_seq, snapshot_order, wide
-from support import raises_code
+from support import REPO_ROOT, raises_code
 
 from elastickv_async._adapters.redis import decode as decode_module
+from elastickv_async._adapters.redis import rows as rows_module
 from elastickv_async._core.errors import AdapterRecordError
 
 pytestmark = pytest.mark.anyio
+
+SAMPLE = REPO_ROOT / "examples" / "sample.fsm"
 
 TTL = 1_900_000_000_000
 TTL_BYTES = U64(TTL)
@@ -662,10 +667,27 @@ async def test_spills_and_split_runs_give_the_same_tree(
     rows += [(wide(b"!st|mem|", b"set%03d" % i, b"m"), b"") for i in range(100)]
     reference = await decode_rows(tmp_path / "a", rows, batch=64)
     monkeypatch.setattr(decode_module, "SORT_BUDGET", 2048)
-    monkeypatch.setattr(decode_module, "RUN_LIMIT", 1000)
+    monkeypatch.setattr(rows_module, "RUN_LIMIT", 1000)
     monkeypatch.setattr(decode_module, "MERGE_CHUNK", 7)
     constrained = await decode_rows(tmp_path / "b", rows, batch=64)
     assert constrained.files == reference.files
     assert len(reference.files) == 1 + 200 + 1 + 100
     assert constrained.report.counters["redis.sort_spills"] > 0
     assert "redis.sort_spills" not in reference.report.counters
+
+
+@pytest.mark.skipif(not SAMPLE.is_file(), reason="examples/sample.fsm is absent")
+def test_python_dash_m_runs_redis_rows_in_a_worker_process(tmp_path: Path) -> None:
+    """``python -m elastickv_async`` with a worker process: the worker re-runs the parent's
+    ``__main__`` file by path, which must neither fail nor start a second CLI run."""
+    out = tmp_path / "out"
+    argv = ["decode", "--quiet", "--no-progress", "--workers", "1"]
+    argv += ["--input", str(SAMPLE), "--output", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "elastickv_async", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "redis/db_0/hashes/user%3A1.json").is_file()
