@@ -70,9 +70,10 @@ def make_context(
     header_kind: str = "none",
     now_ms: int = 0,
     keep_expired: bool = False,
+    workers: int = 0,
 ) -> DecodeContext:
     """A decode context writing under ``root/out`` with its scratch in ``root/scratch``."""
-    return decode_context(
+    ctx = decode_context(
         root,
         "redis",
         header=SnapshotHeader(COMMIT_TS << 16, kind=header_kind),
@@ -80,6 +81,8 @@ def make_context(
         adapters=("redis",),
         keep_expired=keep_expired,
     )
+    ctx.workers = Workers(workers)
+    return ctx
 
 
 async def decode_rows(

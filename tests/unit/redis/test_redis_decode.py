@@ -691,3 +691,50 @@ def test_python_dash_m_runs_redis_rows_in_a_worker_process(tmp_path: Path) -> No
     )
     assert done.returncode == 0, done.stderr
     assert (out / "redis/db_0/hashes/user%3A1.json").is_file()
+
+
+def _every_kind_of_row() -> list[tuple[bytes, bytes]]:
+    """Rows of every type, with inline and !redis|ttl| TTLs, expired keys, a SHA-fallback
+    name, runs of one key long enough to be cut, deltas and a legacy string."""
+    long_key = b"L" * 250
+    rows = [(b"!redis|str|s%04d" % i, new_str(b"body %d" % i, TTL + i)) for i in range(60)]
+    rows += [(b"!redis|str|plain%02d" % i, new_str(b"p")) for i in range(20)]
+    rows += [(b"!redis|str|gone", new_str(b"old", 5))]
+    rows += [(b"!redis|str|legacy", b"raw"), (b"!redis|ttl|legacy", U64(TTL))]
+    rows += [(b"!redis|str|" + long_key, new_str(b"long", TTL))]
+    rows += [(b"!redis|hll|h", b"HYLL sketch"), (b"!redis|ttl|h", TTL_BYTES)]
+    rows += [(wide(b"!hs|fld|", b"big", b"f%04d" % i), b"v%d" % i) for i in range(120)]
+    rows += [(wide(b"!hs|meta|", b"big"), U64(119))]
+    rows += [(wide(b"!hs|meta|d|", b"big", U64(1) + U32(0)), U64(1))]
+    rows += [(b"!lst|itm|" + U32(1) + b"l" + list_seq(i), b"item%d" % i) for i in range(30)]
+    rows += [(wide(b"!st|mem|", b"set", b"m%03d" % i), b"") for i in range(40)]
+    rows += [(wide(b"!zs|mem|", b"z", b"m%d" % i), struct.pack(">d", i / 3)) for i in range(25)]
+    rows += [(b"!redis|ttl|set", TTL_BYTES), (b"!redis|ttl|orphan", TTL_BYTES)]
+    return rows
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_the_tree_does_not_depend_on_workers_or_call_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Rows decoded in worker processes, a few per call (runs cut at every call's end), give
+    the tree of one in-process call, byte for byte."""
+    rows = _every_kind_of_row()
+    reference = await decode_rows(tmp_path / "a", rows, batch=len(rows), now_ms=1000)
+    assert DB + "strings/s0000.bin" in reference.files
+    assert DB + "strings/gone.bin" not in reference.files
+    assert reference.report.counters["redis.expired_keys_omitted"] == 1
+    monkeypatch.setattr(decode_module, "DECODE_ROWS", 7)
+    out = await decode_rows(tmp_path / "b", rows, batch=5, now_ms=1000, workers=workers)
+    assert out.files == reference.files
+    assert out.report.counters == reference.report.counters
+    assert out.report.warnings.keys() == reference.report.warnings.keys()
+
+
+async def test_a_bad_row_in_a_worker_process_arrives_typed_with_its_key(tmp_path: Path) -> None:
+    """A malformed row met in a worker process is raised here as itself, naming the key."""
+    rows = [(b"!redis|str|ok", new_str(b"v")), (wide(b"!hs|meta|", b"h"), b"short")]
+    with raises_code(AdapterRecordError, "ErrRedisInvalidHashMeta") as caught:
+        await decode_rows(tmp_path, rows, workers=1)
+    assert caught.value.key == wide(b"!hs|meta|", b"h")
+    assert caught.value.adapter == "redis"

@@ -5,8 +5,9 @@ Rows are decoded in batches by :func:`.rows.decode_rows`, in the run's worker pr
 (``ctx.workers``), so that the event loop's process keeps reading rows and writing files
 meanwhile. Strings and HLLs are written as they arrive (their inline TTL lines too).
 Everything else becomes facts in an external sort (:mod:`.facts`), so memory holds one sort
-buffer and one key's rows, never the keyspace; :meth:`RedisDecoder.finalize` merges the facts key by key and
-writes each collection once all its rows, TTL and legacy blob are known (:mod:`.assemble`).
+buffer and one key's rows, never the keyspace; :meth:`RedisDecoder.finalize` merges the facts
+key by key and writes each collection once all its rows, TTL and legacy blob are known
+(:mod:`.assemble`).
 Sidecar lines and KEYMAP records go through scratch files and are installed at the end.
 
 Expired keys: a key whose TTL is not after the snapshot's "now" (``ctx.now_ms``: the

@@ -17,6 +17,7 @@ from typing import Any, Final, TypeVar
 
 from ..._core.dump.keymap import KIND_SHA_FALLBACK, keymap_line
 from ..._core.dump.names import encode_segment, is_sha_fallback
+from ..._core.errors import AdapterRecordError
 from . import keys, layout
 from .assemble import SUB_BLOB, SUB_TTL, arrival_tag
 from .errors import RecordCode
@@ -97,9 +98,16 @@ def decode_rows(rows: Sequence[Row3], first: int, cutoff: int | None, unshift_ms
     """
     decoder = _RowDecoder(cutoff, unshift_ms)
     handlers = decoder.handlers
-    for index, (prefix, key, value) in enumerate(rows, first):
-        decoder._position = index
-        handlers[prefix](key, value)
+    key = b""
+    try:
+        for index, (prefix, key, value) in enumerate(rows, first):
+            decoder._position = index
+            handlers[prefix](key, value)
+    except AdapterRecordError as exc:
+        # Name the row: the error may surface far from this call.
+        if exc.key is None:
+            exc.key = key
+        raise
     decoder._close_run()
     return decoder.out
 
