@@ -669,6 +669,7 @@ async def test_spills_and_split_runs_give_the_same_tree(
     monkeypatch.setattr(decode_module, "SORT_BUDGET", 2048)
     monkeypatch.setattr(rows_module, "RUN_LIMIT", 1000)
     monkeypatch.setattr(decode_module, "MERGE_CHUNK", 7)
+    monkeypatch.setattr(decode_module, "DECODE_ROWS", 50)
     constrained = await decode_rows(tmp_path / "b", rows, batch=64)
     assert constrained.files == reference.files
     assert len(reference.files) == 1 + 200 + 1 + 100

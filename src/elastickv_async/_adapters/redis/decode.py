@@ -26,6 +26,7 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
+from ..._core.concurrency import task_group
 from ..._core.dump.keymap import KEYMAP_FILE
 from ..._core.extsort import ExternalSorter
 from ..base import DecodeContext, Routed
@@ -150,14 +151,25 @@ class RedisDecoder:
     # --- plumbing ----------------------------------------------------------------------------
 
     async def _decode_rows(self) -> None:
+        """Decode the gathered rows while the previous call's files and lines are written;
+        this call's output waits for the next one (or for :meth:`finalize`)."""
         rows, self._rows, self._rows_bytes = self._rows, [], 0
-        if rows:
-            first, self._position = self._position, self._position + len(rows)
-            out = await self._ctx.workers.run(
-                decode_rows, rows, first, self._cutoff, self._unshift_ms
+        if not rows:
+            await self._flush_io()
+            return
+        first, self._position = self._position, self._position + len(rows)
+        decoded: list[Rows] = []
+
+        async def decode() -> None:
+            workers = self._ctx.workers
+            decoded.append(
+                await workers.run(decode_rows, rows, first, self._cutoff, self._unshift_ms)
             )
-            self._apply(out)
-        await self._flush_io()
+
+        async with task_group() as tg:
+            tg.start_soon(self._flush_io)
+            tg.start_soon(decode)
+        self._apply(decoded[0])
 
     def _apply(self, out: Rows) -> None:
         add = self._facts.add
