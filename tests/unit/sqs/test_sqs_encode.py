@@ -290,6 +290,17 @@ async def test_gates_run_before_any_message_is_checked_for_an_id(tmp_path: Path)
         await encode(tmp_path)
 
 
+async def test_every_line_is_read_before_a_missing_id_is_reported(tmp_path: Path) -> None:
+    """One pass, but the reference's order of faults: a bad line after a message without id
+    is the error."""
+    queue_dir(tmp_path / "a", "q", {}, [{"message_id": ""}, "{not json"])
+    with raises_code(DumpTreeError, "ErrSQSEncodeInvalidMessage", match="invalid JSON"):
+        await encode(tmp_path / "a")
+    queue_dir(tmp_path / "b", "q", {}, [{"message_id": "m"}, {"message_id": ""}])
+    with raises_code(DumpTreeError, "ErrSQSEncodeInvalidMessage", match="without message_id"):
+        await encode(tmp_path / "b")
+
+
 async def test_links_are_refused(tmp_path: Path) -> None:
     """Symlinked queue dirs or files and hard-linked files are refused."""
     d = queue_dir(tmp_path / "a", "q", {}, [])

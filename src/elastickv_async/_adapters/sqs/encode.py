@@ -3,9 +3,12 @@
 Per queue directory: the queue meta and its generation counter, then for every message of
 ``messages.jsonl`` its data record and the ``vis``/``byage`` index rows, the FIFO ``dedup``
 row of the latest send per dedup tuple, and the FIFO sequence counter (the highest sequence
-number). Everything is restored at generation 1, with visibility state zeroed unless the
-tree is a full-fidelity one (then a received FIFO message also gets its group's lock back);
-``--rebase-time`` moves every message time by the context's shift.
+number). One pass reads the file: the dedup rows and the counter come after the last line,
+and a message without an id is reported only once every line has passed the gates (the
+reference checks every line before it writes any record). Everything is restored at
+generation 1, with visibility state zeroed unless the tree is a full-fidelity one (then a
+received FIFO message also gets its group's lock back); ``--rebase-time`` moves every message
+time by the context's shift.
 """
 
 from __future__ import annotations
@@ -133,11 +136,6 @@ class _MessageReader:
         self._rel = rel
         self._values: Iterator[tuple[Any, bytes | str]] = self._lines()
 
-    def rewind(self) -> None:
-        """Start over from the first record."""
-        self._fh.seek(0)
-        self._values = self._lines()
-
     def batch(self) -> list[Message]:
         """Up to ``_BATCH`` records; an empty list at the end."""
         out = []
@@ -181,13 +179,20 @@ def _dedup_id(msg: Message, cfg: QueueConfig) -> bytes:
 
 @dataclass(slots=True)
 class _Winner:
+    """The message that owns a dedup row so far, with what its row is made of."""
+
     send_ms: int
     rank: tuple[int, bytes]
-    index: int
+    message_id: str
+    sequence_number: int
+    partition: int | None
+    group_id: bytes
+    dedup_id: bytes
 
 
 class _QueuePlan:
-    """First-pass state of one queue: message gates, dedup winners, highest sequence number."""
+    """State of one queue while its messages are read: gates, dedup winners, highest
+    sequence number."""
 
     def __init__(self, cfg: QueueConfig, rel: str) -> None:
         self.cfg = cfg
@@ -196,7 +201,7 @@ class _QueuePlan:
         self.max_sequence = 0
         self._winners: dict[tuple[int, bytes, bytes], _Winner] = {}
 
-    def check(self, index: int, msg: Message) -> None:
+    def check(self, msg: Message) -> None:
         """Apply the partition gates to one message and track its dedup claim."""
         self._check_partition(msg)
         self.max_sequence = max(self.max_sequence, msg.sequence_number)
@@ -218,11 +223,30 @@ class _QueuePlan:
             or msg.send_timestamp_millis > best.send_ms
             or (msg.send_timestamp_millis == best.send_ms and rank < best.rank)
         ):
-            self._winners[tuple_key] = _Winner(msg.send_timestamp_millis, rank, index)
+            self._winners[tuple_key] = _Winner(
+                msg.send_timestamp_millis,
+                rank,
+                msg.message_id,
+                msg.sequence_number,
+                msg.partition,
+                msg.message_group_id.encode(),
+                dedup,
+            )
 
-    def winners(self) -> set[int]:
-        """Indexes of the messages that own their dedup row."""
-        return {w.index for w in self._winners.values()}
+    def dedup_records(self) -> Iterator[tuple[bytes, bytes]]:
+        """The dedup row of every dedup tuple, owned by its winning message."""
+        name = self.cfg.name.encode()
+        for w in self._winners.values():
+            part = (w.partition or 0) if self.partitioned else None
+            value: dict[str, Any] = {
+                "message_id": w.message_id,
+                "send_timestamp_ms": w.send_ms,
+                "expires_at_millis": _wrap_int64(w.send_ms + DEDUP_WINDOW_MS),
+            }
+            if w.sequence_number:
+                value["original_sequence"] = w.sequence_number
+            key = keys.message_dedup_key(name, part, RESTORE_GENERATION, w.group_id, w.dedup_id)
+            yield key, right_sized(gojson.marshal(value))
 
     def _check_partition(self, msg: Message) -> None:
         cfg, part = self.cfg, msg.partition
@@ -262,12 +286,10 @@ def _message_records(
     cfg: QueueConfig,
     partitioned: bool,
     msg: Message,
-    owns_dedup: bool,
     keep_visibility: bool,
     owns_group_lock: bool = False,
 ) -> list[tuple[bytes, bytes]]:
-    """Data, vis and byage rows of one message, plus its dedup row when it owns one and its
-    group's FIFO lock when it holds it.
+    """Data, vis and byage rows of one message, plus its group's FIFO lock when it holds it.
 
     The vis row is ordered by the time the message is next visible: its visible-at when the
     visibility state is kept (an in-flight message stays hidden until then), else its
@@ -284,18 +306,6 @@ def _message_records(
         (keys.message_vis_key(name, part, gen, visible, msg_id), msg_id),
         (keys.message_byage_key(name, part, gen, msg.send_timestamp_millis, msg_id), msg_id),
     ]
-    dedup = _dedup_id(msg, cfg) if owns_dedup else b""
-    if dedup:
-        value: dict[str, Any] = {
-            "message_id": msg.message_id,
-            "send_timestamp_ms": msg.send_timestamp_millis,
-            "expires_at_millis": _wrap_int64(msg.send_timestamp_millis + DEDUP_WINDOW_MS),
-        }
-        if msg.sequence_number:
-            value["original_sequence"] = msg.sequence_number
-        group = msg.message_group_id.encode()
-        dedup_key = keys.message_dedup_key(name, part, gen, group, dedup)
-        out.append((dedup_key, right_sized(gojson.marshal(value))))
     if owns_group_lock:
         # Only the owner's id steers the live receive path; the two times are informational
         # (the acquisition time is the last receive, which no record keeps: the first one
@@ -336,9 +346,9 @@ class SQSEncoder:
             yield keys.queue_meta_key(name), stored_meta_value(cfg, RESTORE_GENERATION)
             yield keys.queue_gen_key(name), str(RESTORE_GENERATION).encode()
             if fh is not None:
-                reader = _MessageReader(fh, messages_rel)
-                await self._check_messages(reader, plan)
-                async for record in self._emit_messages(reader, plan):
+                async for record in self._message_records(_MessageReader(fh, messages_rel), plan):
+                    yield record
+                for record in plan.dedup_records():
                     yield record
         finally:
             if fh is not None:
@@ -348,40 +358,36 @@ class SQSEncoder:
             yield keys.queue_seq_key(name), str(plan.max_sequence).encode()
         self._ctx.report.count("sqs.queues_encoded")
 
-    async def _check_messages(self, reader: _MessageReader, plan: _QueuePlan) -> None:
-        """First pass: every gate on every message before any message record is emitted."""
-        index = 0
-        while batch := await self._tree.run(reader.batch):
-            for msg in batch:
-                plan.check(index, shifted(msg, self._shift_ms))
-                index += 1
-        await self._tree.run(reader.rewind)
-
-    async def _emit_messages(
+    async def _message_records(
         self, reader: _MessageReader, plan: _QueuePlan
     ) -> AsyncIterator[tuple[bytes, bytes]]:
-        """Second pass: the records of every message."""
-        winners = plan.winners()
+        """The records of every message (the dedup rows aside), each gated first."""
         locked: set[tuple[int, str]] = set()
-        index = 0
+        count = 0
+        missing_id = False
         while batch := await self._tree.run(reader.batch):
             for msg in batch:
+                msg = shifted(msg, self._shift_ms)
+                plan.check(msg)
+                count += 1
                 if not msg.message_id:
-                    raise tree_error(
-                        "ErrSQSEncodeInvalidMessage", f"{plan.rel}: message without message_id"
-                    )
+                    missing_id = True  # raised once every line has passed the gates
+                if missing_id:
+                    continue
                 records = _message_records(
                     plan.cfg,
                     plan.partitioned,
-                    shifted(msg, self._shift_ms),
-                    index in winners,
+                    msg,
                     self._keep_visibility,
                     self._holds_group_lock(plan.cfg, msg, locked),
                 )
                 for record in records:
                     yield record
-                index += 1
-        self._ctx.report.count("sqs.messages_encoded", index)
+        if missing_id:
+            raise tree_error(
+                "ErrSQSEncodeInvalidMessage", f"{plan.rel}: message without message_id"
+            )
+        self._ctx.report.count("sqs.messages_encoded", count)
 
     def _holds_group_lock(
         self, cfg: QueueConfig, msg: Message, locked: set[tuple[int, str]]
