@@ -117,6 +117,15 @@ def test_builders_match_golden_keys() -> None:
     assert keys.message_vis_key(b"jobs", None, 1, -5, b"m1") == (
         b"!sqs|msg|vis|am9icw" + GEN1 + b"\x00" * 8 + b"bTE"
     )
+    for name, part, visible, send, msg_id in [
+        (b"jobs", None, -5, 1700000000000, b"m1"),
+        (ht, p1, 7, -1, b"h0"),
+    ]:
+        assert keys.message_keys(name, part, 1, visible, send, msg_id) == (
+            keys.message_data_key(name, part, 1, msg_id),
+            keys.message_vis_key(name, part, 1, visible, msg_id),
+            keys.message_byage_key(name, part, 1, send, msg_id),
+        )
     assert keys.message_dedup_key(b"orders.fifo", None, 1, b"g1", b"d1") == (
         b"!sqs|msg|dedup|b3JkZXJzLmZpZm8" + GEN1 + b"ZDE"
     )

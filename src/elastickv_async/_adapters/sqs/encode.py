@@ -301,11 +301,10 @@ def _message_records(
     msg_id = msg.message_id.encode()
     visible = (msg.visible_at_millis if keep_visibility else 0) or msg.available_at_millis
     data = stored_value(msg, gen, keep_visibility=keep_visibility)
-    out = [
-        (keys.message_data_key(name, part, gen, msg_id), data),
-        (keys.message_vis_key(name, part, gen, visible, msg_id), msg_id),
-        (keys.message_byage_key(name, part, gen, msg.send_timestamp_millis, msg_id), msg_id),
-    ]
+    data_key, vis_key, byage_key = keys.message_keys(
+        name, part, gen, visible, msg.send_timestamp_millis, msg_id
+    )
+    out = [(data_key, data), (vis_key, msg_id), (byage_key, msg_id)]
     if owns_group_lock:
         # Only the owner's id steers the live receive path; the two times are informational
         # (the acquisition time is the last receive, which no record keeps: the first one

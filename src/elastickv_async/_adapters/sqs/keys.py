@@ -39,6 +39,7 @@ __all__ = [
     "message_data_queue",
     "message_dedup_key",
     "message_group_key",
+    "message_keys",
     "message_vis_key",
     "partition_for_group",
     "partition_unit",
@@ -222,6 +223,25 @@ def _queue_head(prefix: bytes, name: bytes, partition: int | None, gen: int) -> 
 def message_data_key(name: bytes, partition: int | None, gen: int, message_id: bytes) -> bytes:
     """Classic or partitioned ``!sqs|msg|data|`` key."""
     return _queue_head(MSG_DATA_PREFIX, name, partition, gen) + _seg(message_id)
+
+
+def message_keys(
+    name: bytes,
+    partition: int | None,
+    gen: int,
+    visible_at_ms: int,
+    send_ms: int,
+    message_id: bytes,
+) -> tuple[bytes, bytes, bytes]:
+    """What :func:`message_data_key`, :func:`message_vis_key` and :func:`message_byage_key`
+    return for one message, with each segment encoded once (the encoder's per-message path)."""
+    head = _queue_head(b"", name, partition, gen)
+    tail = _seg(message_id)
+    return (
+        MSG_DATA_PREFIX + head + tail,
+        MSG_VIS_PREFIX + head + _U64.pack(max(0, visible_at_ms)) + tail,
+        MSG_BYAGE_PREFIX + head + _U64.pack(max(0, send_ms)) + tail,
+    )
 
 
 def message_vis_key(
