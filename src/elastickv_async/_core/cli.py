@@ -363,7 +363,8 @@ def _long_flags(parser: argparse.ArgumentParser) -> tuple[set[str], set[str]]:
 
 
 _WORKERS_HELP: Final = (
-    "worker processes for the CPU-bound work (default: one per CPU for a large input; 0: none)"
+    "worker processes for the CPU-bound work (default: one per CPU but one for a large "
+    "input; 0: none)"
 )
 
 

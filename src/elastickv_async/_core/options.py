@@ -41,7 +41,7 @@ class DecodeOptions:
     #: Concurrent file writes.
     jobs: int = 8
     #: Worker processes for the adapters' CPU-bound work: 0 keeps it in this process; ``None``
-    #: (auto, the CLI's default) uses one per CPU for a snapshot of 16 MiB or more. Like
+    #: (auto, the CLI's default) uses one per CPU but one for a snapshot of 16 MiB or more. Like
     #: ``multiprocessing``'s spawn, each worker imports the calling program's ``__main__``
     #: module again: a script that asks for workers must guard its entry point with
     #: ``if __name__ == "__main__":``.
@@ -76,7 +76,7 @@ class EncodeOptions:
     #: Concurrent file reads/writes.
     jobs: int = 8
     #: Worker processes for the adapters' CPU-bound work, as for :class:`DecodeOptions`
-    #: (auto: one per CPU for a tree whose CHECKSUMS lists some 2,500 files or more).
+    #: (auto: one per CPU but one for a tree whose CHECKSUMS lists some 2,500 files or more).
     workers: int | None = 0
     #: Shift the times a node keeps deadlines by (message send and visibility times, key
     #: expiry) forward by the time elapsed since the snapshot, so they keep their distance

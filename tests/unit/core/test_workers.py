@@ -73,10 +73,9 @@ def test_negative_process_count_is_a_usage_error() -> None:
         Workers(-1)
 
 
-def test_auto_uses_every_cpu_only_for_a_large_input() -> None:
+def test_auto_leaves_a_cpu_to_the_run_and_starts_nothing_for_a_small_input() -> None:
     assert auto_processes(large=False) == 0
-    cpus = available_cpus()
-    assert auto_processes(large=True) == (cpus if cpus > 1 else 0)
+    assert auto_processes(large=True) == available_cpus() - 1
 
 
 def _files(root: Path) -> dict[str, bytes]:
