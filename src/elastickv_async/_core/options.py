@@ -53,9 +53,11 @@ class DecodeOptions:
     checksums: str = "sha256"
     #: A batch on an adapter channel is sent at this many entries or value bytes, whichever
     #: comes first; each channel buffers ``channel_buffer`` batches. Together they bound the
-    #: memory in flight (large values are up to 1 MiB each).
+    #: memory in flight: per adapter about ``(channel_buffer + 2) * batch_bytes`` (the
+    #: buffered batches, the one being routed and the one the adapter holds), plus one
+    #: value (large values are up to 1 MiB each).
     batch_size: int = 512
-    batch_bytes: int = 8 << 20
+    batch_bytes: int = 2 << 20
     channel_buffer: int = 4
 
 

@@ -37,6 +37,15 @@ def _files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
+def test_default_channels_bound_the_values_in_flight_to_64_mib() -> None:
+    """With the default batching, the four adapters' channels hold at most 64 MiB of values:
+    per adapter the buffered batches, the one being routed, the one in hand and one more
+    1 MiB value (a batch closes only after the value that crosses the limit)."""
+    options = DecodeOptions()
+    per_adapter = (options.channel_buffer + 2) * options.batch_bytes + (1 << 20)
+    assert 4 * per_adapter <= 64 << 20
+
+
 async def test_sample_decodes_without_blocking_the_loop(tmp_path: Path) -> None:
     """A full decode makes no blocking call on the event loop and writes a verifiable tree."""
     out = tmp_path / "out"
