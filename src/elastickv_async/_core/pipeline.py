@@ -15,8 +15,8 @@ import dataclasses
 import hashlib
 import os
 import shutil
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -31,6 +31,7 @@ from .._version import __version__
 from .concurrency import task_group
 from .dump.checksums import CHECKSUMS_NAME, ChecksumLedger
 from .dump.manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE, MANIFEST_NAME, DecodeManifest
+from .dump.roots import TreeRoots, checked_output_roots
 from .dump.writer import DumpWriter
 from .errors import OutputError, SnapshotFormatError, UsageError
 from .options import DecodeOptions
@@ -121,6 +122,62 @@ def _claim_input_and_output(source: Path, output: Path, *, force: bool, tag: str
     return claim_output(output, force=force, tag=tag)
 
 
+@dataclass(slots=True)
+class _Redirect:
+    """A redirected adapter's root, claimed like the output, and the scratch inside it.
+
+    Its scratch shares the root's filesystem, so finished scratch files are renamed into
+    place rather than copied.
+    """
+
+    root: LockedDir
+    scratch: LockedDir | None = field(default=None)
+
+
+def _claim_redirects(
+    roots: TreeRoots, options: DecodeOptions, *, force: bool, tag: str
+) -> dict[str, _Redirect]:
+    """Claim every redirected root (see :func:`claim_output`) and make its scratch.
+
+    On a failure the roots claimed so far get their markers back out, so that fixing the
+    cause needs no ``--force``. Blocking.
+    """
+    scratch_root = options.scratch_root.resolve() if options.scratch_root is not None else None
+    claimed: dict[str, _Redirect] = {}
+    try:
+        for name, path in roots.redirected.items():
+            if scratch_root is not None and scratch_root == path.resolve():
+                raise UsageError(f"--scratch-root must not be --output-root {name}={path}")
+            claimed[name] = _Redirect(claim_output(path, force=force, tag=tag))
+            claimed[name].scratch = make_locked_dir(path, f".{tag}.scratch")
+    except BaseException:
+        _unclaim(claimed.values())
+        raise
+    return claimed
+
+
+def _unmark(redirects: Mapping[str, _Redirect]) -> None:
+    """Remove the redirected roots' incomplete markers (their trees are complete)."""
+    for redirect in redirects.values():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(INCOMPLETE_MARKER, dir_fd=redirect.root.fd)
+
+
+def _unclaim(redirects: Iterable[_Redirect]) -> None:
+    """Undo :func:`_claim_redirects` for roots nothing was written to yet."""
+    for redirect in redirects:
+        release(redirect.scratch, remove=True)
+        with contextlib.suppress(OSError):
+            os.unlink(INCOMPLETE_MARKER, dir_fd=redirect.root.fd)
+        redirect.root.close()
+
+
+def _release_redirects(redirects: Mapping[str, _Redirect]) -> None:
+    for redirect in redirects.values():
+        release(redirect.scratch, remove=True)
+        release(redirect.root, remove=False)
+
+
 def _check_scratch_root(options: DecodeOptions) -> None:
     root = options.scratch_root
     if root is not None and not root.is_dir():
@@ -199,6 +256,7 @@ async def decode_snapshot(
     report: Report | None = None,
     force: bool = False,
     expected_index: int | None = None,
+    output_roots: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> Report:
     """Decode the snapshot at ``input_path`` into a dump tree at ``output``.
 
@@ -222,11 +280,23 @@ async def decode_snapshot(
     ``_meta_applied_index`` (a node's ``fsm-snap/<index>.fsm`` names it): a different one
     raises :class:`~elastickv_async._core.errors.SnapshotFormatError` before MANIFEST.json is
     written; a snapshot without the key is decoded with the warning ``snapshot_index_unchecked``.
+
+    ``output_roots`` maps an adapter to another directory (on another disk, say) that holds
+    its subtree ``<adapter>/`` instead of ``output``; each is claimed like ``output`` (absent
+    or empty, locked, ``force`` as above) and holds that adapter's scratch. No root may be
+    inside ``output`` or another root, nor contain one. MANIFEST.json (in ``output``) records
+    the roots in ``output_roots``; CHECKSUMS lists the tree's files by their paths in the
+    whole tree.
     """
     options = normalise_options(options or DecodeOptions())
     await anyio.to_thread.run_sync(_check_scratch_root, options)
     source = Path(input_path)
     out = Path(output)
+    roots = await anyio.to_thread.run_sync(
+        lambda: checked_output_roots(
+            out, output_roots, known=REGISTRY.names(), selected=REGISTRY.select(options.adapters)
+        )
+    )
     tag = new_tag()
     report = report if report is not None else Report()
     log = make_logger(report, log_format=log_format, stream=log_stream)
@@ -234,13 +304,24 @@ async def decode_snapshot(
         lambda: _claim_input_and_output(source, out, force=force, tag=tag)
     )
     scratch: LockedDir | None = None
+    redirects: dict[str, _Redirect] = {}
     try:
+        try:
+            redirects = await anyio.to_thread.run_sync(
+                lambda: _claim_redirects(roots, options, force=force, tag=tag)
+            )
+        except BaseException:
+            # Nothing was written: the output is left as it was found, but for its marker.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_unclaim, [_Redirect(held)])
+            raise
         scratch = await anyio.to_thread.run_sync(make_scratch, options, out, tag)
         meter = ProgressMeter(progress)
         run = _DecodeRun(
             source, os.fspath(input_path), held, scratch.path, options, report, log, meter
         )
         run.expected_index = expected_index
+        run.roots, run.redirects = roots, redirects
         async with meter.running():
             try:
                 return await run.execute(ignore_future_versions=True)
@@ -255,7 +336,7 @@ async def decode_snapshot(
             # Start over: the first pass's files and counts describe the wrong state.
             report.counters.clear()
             report.warnings.clear()
-            await anyio.to_thread.run_sync(_reset_output, held, scratch)
+            await anyio.to_thread.run_sync(_reset_output, held, scratch, redirects)
             log.warning(
                 "mvcc_header_below_data",
                 hint="versions newer than the header's last_commit_ts exist but no key has "
@@ -266,6 +347,7 @@ async def decode_snapshot(
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(lambda: release(scratch, remove=True))
+            await anyio.to_thread.run_sync(_release_redirects, redirects)
             await anyio.to_thread.run_sync(lambda: release(held, remove=False))
 
 
@@ -273,16 +355,23 @@ class _HeaderBelowData(Exception):
     """Raised by a strict pass whose snapshot header is below all of its history."""
 
 
-def _reset_output(out: LockedDir, scratch: LockedDir) -> None:
-    """Empty the output (it was empty when the run began) and the run's scratch.
+def _reset_output(
+    out: LockedDir, scratch: LockedDir, redirects: Mapping[str, _Redirect] | None = None
+) -> None:
+    """Empty the output and the redirected roots (they were empty when the run began) and
+    the run's scratch directories.
 
-    Everything goes through the descriptors opened at the start: if ``out`` no longer names
+    Everything goes through the descriptors opened at the start: if a root no longer names
     that directory (say a symlink was swapped in), the run stops instead of following it.
     """
-    if not out.still_here():
-        raise OutputError(f"output directory {out.path} was replaced during the run")
-    clear_directory(out.fd, keep=frozenset({INCOMPLETE_MARKER, scratch.path.name}))
-    clear_directory(scratch.fd)
+    places = [(out, scratch)] + [(r.root, r.scratch) for r in (redirects or {}).values()]
+    for root, _ in places:
+        if not root.still_here():
+            raise OutputError(f"output directory {root.path} was replaced during the run")
+    for root, work in places:
+        assert work is not None, "a claimed root has its scratch"
+        clear_directory(root.fd, keep=frozenset({INCOMPLETE_MARKER, work.path.name}))
+        clear_directory(work.fd)
 
 
 def seal_manifest(out_fd: int, manifest: bytes) -> None:
@@ -313,9 +402,9 @@ def seal_manifest(out_fd: int, manifest: bytes) -> None:
         raise OutputError(f"cannot write {MANIFEST_NAME}: {exc}") from None
 
 
-def _make_scratch_dirs(scratch: Path, names: tuple[str, ...]) -> None:
-    for name in names:
-        (scratch / name).mkdir(mode=0o700, exist_ok=True)
+def _make_scratch_dirs(paths: list[Path]) -> None:
+    for path in paths:
+        path.mkdir(mode=0o700, exist_ok=True)
 
 
 class _DecodeRun:
@@ -345,6 +434,16 @@ class _DecodeRun:
         self.scope_filters = scope_filters(self.options.scope, self.specs)
         #: The ``_meta_applied_index`` the snapshot must carry (see :func:`decode_snapshot`).
         self.expected_index: int | None = None
+        #: Where each adapter's subtree goes, and the claimed roots of those redirected.
+        self.roots = TreeRoots(self.out)
+        self.redirects: Mapping[str, _Redirect] = {}
+
+    def _scratch_of(self, name: str) -> Path:
+        """The adapter's scratch: on the filesystem of the root its files go to."""
+        redirect = self.redirects.get(name)
+        if redirect is not None and redirect.scratch is not None:
+            return redirect.scratch.path / name
+        return self.scratch / name
 
     def _workers(self) -> Workers:
         chosen = self.options.workers
@@ -364,14 +463,15 @@ class _DecodeRun:
         self.workers = await anyio.to_thread.run_sync(self._workers)
         self.ledger = ChecksumLedger(self.scratch / ".checksums")
         self.writer = DumpWriter(
-            self.out, jobs=options.jobs, fsync=options.fsync, ledger=self.ledger
+            self.roots, jobs=options.jobs, fsync=options.fsync, ledger=self.ledger
         )
         self.scopes: dict[str, dict[str, Any]] = {}
         self.counters = {"total": 0, "internal": 0, "unknown": 0} | dict.fromkeys(self.enabled, 0)
         if self.scope_filters:
             self.counters["out_of_scope"] = 0
         self.unknown_families: dict[bytes, int] = {}
-        await anyio.to_thread.run_sync(_make_scratch_dirs, self.scratch, self.enabled)
+        scratch = [self._scratch_of(name) for name in self.enabled]
+        await anyio.to_thread.run_sync(_make_scratch_dirs, scratch)
 
     async def execute(self, *, ignore_future_versions: bool) -> Report:
         """Decode the whole snapshot once; raise :class:`_HeaderBelowData` to ask for a rerun."""
@@ -438,7 +538,7 @@ class _DecodeRun:
                     log=self.log.bind(adapter=name),
                     report=self.report,
                     header=header,
-                    scratch=self.scratch / name,
+                    scratch=self._scratch_of(name),
                     now_ms=now_ms,
                     adapter_options=options.adapter_options[name],
                     workers=self.workers,
@@ -566,14 +666,20 @@ class _DecodeRun:
             scope=self.options.scope,
             full_fidelity=self.options.full_fidelity,
             checksums=self.options.checksums,
+            output_roots=self.roots.recorded(),
         ).to_json()
         writer = self.writer
         if self.options.checksums != CHECKSUMS_NONE:
             self.meter.stage("checksums", unit="files", total=writer.files_written)
             listing = self.ledger.listing({MANIFEST_NAME: hashlib.sha256(manifest).digest()})
             await writer.write_chunks(CHECKSUMS_NAME, listing)
-        await anyio.to_thread.run_sync(shutil.rmtree, self.scratch, True)
+        scratch = [self.scratch] + [r.scratch.path for r in self.redirects.values() if r.scratch]
+        for path in scratch:
+            await anyio.to_thread.run_sync(shutil.rmtree, path, True)
         await anyio.to_thread.run_sync(seal_manifest, held.fd, manifest)
+        # A kill right here leaves a marker in a redirected root of a complete tree: verify
+        # and encode read only <adapter>/ there, and a new decode into it needs --force.
+        await anyio.to_thread.run_sync(_unmark, self.redirects)
         self.report.count("output.files_written", writer.files_written + 1)
         self.report.count("output.bytes_written", writer.bytes_written + len(manifest))
 

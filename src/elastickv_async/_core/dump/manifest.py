@@ -6,6 +6,7 @@ file a decode writes, so a tree without it is recognisably incomplete.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ __all__ = [
     "CURRENT_FORMAT_VERSION",
     "ENCODED_FILENAME_CHARSET",
     "MANIFEST_NAME",
+    "OUTPUT_ROOTS",
     "PHASE_LIVE",
     "PHASE_SNAPSHOT",
     "SCOPE",
@@ -42,6 +44,7 @@ __all__ = [
     "ManifestReader",
     "optional_exclusion",
     "read_manifest",
+    "read_output_roots",
     "read_scope",
     "required_exclusion",
     "required_string",
@@ -62,6 +65,8 @@ EXCLUSIONS: Final = "exclusions"
 FULL_FIDELITY: Final = "full_fidelity"
 #: The top-level field of a scoped tree: ``{"<adapter>": ["<name or glob>", ...]}``.
 SCOPE: Final = "scope"
+#: The top-level field of a tree decoded with ``--output-root``: ``{"<adapter>": "<abs dir>"}``.
+OUTPUT_ROOTS: Final = "output_roots"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +131,9 @@ class DecodeManifest:
     full_fidelity: bool = False
     #: :data:`CHECKSUM_ALGORITHM`, or :data:`CHECKSUMS_NONE` for a tree without CHECKSUMS.
     checksums: str = CHECKSUM_ALGORITHM
+    #: Where each redirected adapter's subtree was written (absolute paths); written only
+    #: when set, like ``full_fidelity``.
+    output_roots: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         """Serialise exactly like the reference (2-space indent, no HTML escaping, newline)."""
@@ -165,6 +173,8 @@ class DecodeManifest:
         doc["key_segment_max_bytes"] = KEY_SEGMENT_MAX_BYTES
         if self.full_fidelity:
             doc[FULL_FIDELITY] = True
+        if self.output_roots:
+            doc[OUTPUT_ROOTS] = dict(self.output_roots)
         doc |= {f.key: f.value for f in ordered if f.section != EXCLUSIONS}
         return gojson.encoder_indent(doc, escape_html=False)
 
@@ -208,6 +218,8 @@ class Manifest:
     full_fidelity: bool = False
     #: The ``--scope`` the tree was decoded with (empty: a full backup of its adapters).
     scope: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Where redirected adapter subtrees were written (empty: the tree is whole).
+    output_roots: Mapping[str, str] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -337,6 +349,25 @@ def read_scope(top: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     }
 
 
+def read_output_roots(top: Mapping[str, Any]) -> dict[str, str]:
+    """The ``output_roots`` field of a parsed MANIFEST.json (absent or ``null``: none).
+
+    Raises :class:`~elastickv_async._core.errors.ManifestError` for a root that is not an
+    absolute path.
+    """
+    section = _section(dict(top), OUTPUT_ROOTS)
+    if section is None:
+        return {}
+    roots = {name: as_str(value, f"{OUTPUT_ROOTS}.{name}") for name, value in section.items()}
+    for name, path in roots.items():
+        if not os.path.isabs(path):
+            raise ManifestError(
+                f"MANIFEST.json {OUTPUT_ROOTS}.{name} {path!r} is not an absolute path",
+                code="ErrInvalidManifest",
+            )
+    return roots
+
+
 def _read_fields(top: dict[str, Any], readers: Mapping[str, ManifestReader | None]) -> Manifest:
     """The checks and fields of :func:`read_manifest`; a field of the wrong type raises
     :class:`~elastickv_async._core.gojson_read.GoJSONError`."""
@@ -378,6 +409,7 @@ def _read_fields(top: dict[str, Any], readers: Mapping[str, ManifestReader | Non
         live=live,
         full_fidelity=as_bool(top.get(FULL_FIDELITY), FULL_FIDELITY),
         scope=read_scope(top),
+        output_roots=read_output_roots(top),
         raw=top,
     )
     if manifest.key_segment_max_bytes == 0:

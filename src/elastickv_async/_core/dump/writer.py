@@ -24,6 +24,7 @@ import anyio.to_thread
 from ..errors import OutputError, map_os_errors
 from ..runfiles import new_tag
 from .checksums import ChecksumLedger, sha256_file
+from .roots import TreeRoots
 
 __all__ = ["AtomicFile", "DumpWriter", "check_relpath", "write_file_atomic"]
 
@@ -48,17 +49,22 @@ def check_relpath(rel: str) -> tuple[str, ...]:
 
 
 class DumpWriter:
-    """Writes files under ``root`` safely; share one per run between all adapters."""
+    """Writes files under ``root`` safely; share one per run between all adapters.
+
+    ``root`` may be :class:`~.roots.TreeRoots`: a path then goes to the root that holds its
+    adapter's subtree, under the same rules, while the paths the ledger records stay logical.
+    """
 
     def __init__(
         self,
-        root: Path,
+        root: Path | TreeRoots,
         *,
         jobs: int = 8,
         fsync: bool = False,
         ledger: ChecksumLedger | None = None,
     ) -> None:
-        self.root = root
+        self.roots = TreeRoots.of(root)
+        self.root = self.roots.main
         self._fsync = fsync
         self._limiter = anyio.CapacityLimiter(max(1, jobs))
         self._made_dirs: set[tuple[str, ...]] = set()
@@ -78,8 +84,9 @@ class DumpWriter:
 
     def _open_dir(self, parts: Sequence[str], *, create: bool) -> int:
         """Open the directory ``root/parts`` without following symlinks, creating it if asked."""
-        with map_os_errors(OutputError, f"cannot open output root {self.root}", path=self.root):
-            fd = os.open(self.root, _DIR_FLAGS)
+        root = self.roots.root_for(parts)
+        with map_os_errors(OutputError, f"cannot open output root {root}", path=root):
+            fd = os.open(root, _DIR_FLAGS)
         known = tuple(parts) in self._made_dirs
         try:
             for i, part in enumerate(parts):
