@@ -37,6 +37,7 @@ from .completion import SHELLS, completion_script
 from .concurrency import task_group
 from .console import Console, human_bytes, human_duration, silence_stdout, warnings_phrase
 from .dump.manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE
+from .dump.roots import parse_root_flags
 from .dump.writer import write_file_atomic
 from .entry import PROG
 from .errors import ElasticKVError, UsageError
@@ -69,6 +70,16 @@ _EXAMPLES: Final = {
     "completion": "source <(elastickv-async completion bash)",
     "prepare-restore": "elastickv-async prepare-restore --input restored.fsm --data-dir /var/lib/"
     "elastickv/1 --index 100 --peers 1=10.0.0.1:50051",
+}
+
+
+_TREE_ROOT_FLAG: Final = ("--tree-root",)
+_TREE_ROOT_OPTIONS: Final[dict[str, Any]] = {
+    "action": "append",
+    "default": [],
+    "metavar": "ADAPTER=DIR",
+    "help": "read ADAPTER's subtree from DIR instead of the root MANIFEST.json records for it "
+    "(decode --output-root), e.g. a disk mounted elsewhere now; repeatable",
 }
 
 
@@ -232,6 +243,15 @@ def _build_parser() -> _Parser:
         "queues, key counts, estimated files and bytes); write nothing",
     )
     dec.add_argument(
+        "--output-root",
+        action="append",
+        default=[],
+        metavar="ADAPTER=DIR",
+        help="write ADAPTER's subtree under DIR (say, another disk) instead of --output; DIR "
+        "is claimed like --output and holds that adapter's scratch; repeatable, once per "
+        "adapter; MANIFEST.json records the roots, which verify and encode then follow",
+    )
+    dec.add_argument(
         "--checksums",
         choices=(CHECKSUM_ALGORITHM, CHECKSUMS_NONE),
         default=CHECKSUM_ALGORITHM,
@@ -270,6 +290,8 @@ def _build_parser() -> _Parser:
     )
     _add_adapter_flags(enc, encode=True)
     add_encode_cluster(sub, common, enc)
+    # After encode-cluster copied encode's flags: a cluster tree is never split.
+    enc.add_argument(*_TREE_ROOT_FLAG, **_TREE_ROOT_OPTIONS)
 
     ins = sub.add_parser(
         "inspect",
@@ -285,6 +307,7 @@ def _build_parser() -> _Parser:
 
     ver = sub.add_parser("verify", parents=[common], help="check a dump tree against its CHECKSUMS")
     ver.add_argument("--input", required=True, help="the dump tree root")
+    ver.add_argument(*_TREE_ROOT_FLAG, **_TREE_ROOT_OPTIONS)
 
     comp = sub.add_parser(
         "completion",
@@ -391,10 +414,13 @@ def _decode_options(args: argparse.Namespace) -> DecodeOptions:
 async def _decode(args: argparse.Namespace, report: Report) -> None:
     from .pipeline import decode_snapshot
 
+    output_roots = parse_root_flags(args.output_root, "--output-root")
     if args.dry_run:
         from .plan import plan_decode
 
-        plan = await plan_decode(args.input, _decode_options(args))
+        plan = await plan_decode(
+            args.input, _decode_options(args), output=args.output, output_roots=output_roots
+        )
         report.snapshot["plan"] = plan.to_dict()
         if args.log_format == "json":
             print(json.dumps(plan.to_dict()))
@@ -412,6 +438,7 @@ async def _decode(args: argparse.Namespace, report: Report) -> None:
             log_format=args.log_format,
             progress=args.progress_display,
             force=args.force,
+            output_roots=output_roots,
         )
         merge_reports(report, runs)
         return
@@ -423,6 +450,7 @@ async def _decode(args: argparse.Namespace, report: Report) -> None:
         progress=args.progress_display,
         report=report,
         force=args.force,
+        output_roots=output_roots,
     )
 
 
@@ -455,13 +483,19 @@ async def _encode(args: argparse.Namespace, report: Report) -> None:
         log_format=args.log_format,
         progress=args.progress_display,
         force=args.force,
+        tree_roots=parse_root_flags(args.tree_root, "--tree-root"),
     )
 
 
 async def _verify(args: argparse.Namespace, report: Report) -> None:
     from .dump.verify import verify_tree
 
-    await verify_tree(args.input, report, progress=args.progress_display)
+    await verify_tree(
+        args.input,
+        report,
+        progress=args.progress_display,
+        tree_roots=parse_root_flags(args.tree_root, "--tree-root"),
+    )
 
 
 async def _inspect(args: argparse.Namespace, report: Report) -> None:
@@ -553,6 +587,8 @@ def _check_decode_inputs(args: argparse.Namespace) -> None:
         raise UsageError("--all needs --input-snap-dir")
     if args.dry_run and args.input is None:
         raise UsageError("--dry-run needs --input")
+    if args.all and args.output_root:
+        raise UsageError("--output-root cannot be used with --all (one tree per snapshot)")
 
 
 def _check_report_path(path: Path) -> None:

@@ -12,11 +12,15 @@ messages share a file; JSON rendering adds some bytes).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
+
 from .._adapters.registry import REGISTRY
+from .dump.roots import checked_output_roots
 from .options import DecodeOptions
 from .pipeline import normalise_options
 from .routing import INTERNAL, Router
@@ -48,6 +52,8 @@ class DecodePlan:
     adapters: dict[str, AdapterPlan]
     internal: int = 0
     unknown: int = 0
+    #: Adapters whose subtree would go to a root of its own (``--output-root``), absolute.
+    output_roots: dict[str, str] = field(default_factory=dict)
 
     @property
     def estimated_files(self) -> int:
@@ -78,7 +84,7 @@ class DecodePlan:
                 }
                 for name, a in self.adapters.items()
             },
-        }
+        } | ({"output_roots": self.output_roots} if self.output_roots else {})
 
     def lines(self) -> list[str]:
         """A human-readable rendering."""
@@ -89,20 +95,34 @@ class DecodePlan:
             f"{self.estimated_bytes:,} bytes of values",
         ]
         for name, a in self.adapters.items():
-            out.append(f"  {name}: {a.keys:,} keys, {a.value_bytes:,} bytes")
+            root = self.output_roots.get(name)
+            place = f" (into {root}/{name}/)" if root is not None else ""
+            out.append(f"  {name}: {a.keys:,} keys, {a.value_bytes:,} bytes{place}")
             out += [f"    {unit}: {k:,} keys, {b:,} bytes" for unit, (k, b) in a.units.items()]
         out.append(f"  skipped: {self.internal:,} internal keys, {self.unknown:,} unknown keys")
         return out
 
 
 async def plan_decode(
-    input_path: str | os.PathLike[str], options: DecodeOptions | None = None
+    input_path: str | os.PathLike[str],
+    options: DecodeOptions | None = None,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    output_roots: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> DecodePlan:
     """Read the snapshot at ``input_path`` (``"-"``: standard input) and tell what decoding it
-    with ``options`` would write, without writing anything."""
+    with ``options`` would write, without writing anything.
+
+    ``output_roots`` are checked as the decode into ``output`` checks them, and the plan
+    names the root each redirected adapter would write to.
+    """
     options = normalise_options(options or DecodeOptions())
     specs = {spec.name: spec for spec in REGISTRY}
     enabled = REGISTRY.select(options.adapters)
+    main = Path(output if output is not None else ".")
+    roots = await anyio.to_thread.run_sync(
+        lambda: checked_output_roots(main, output_roots, known=REGISTRY.names(), selected=enabled)
+    )
     router = Router(specs, enabled)
     adapters = {name: AdapterPlan() for name in enabled}
     in_scope = {name: f.keep for name, f in scope_filters(options.scope, specs).items()}
@@ -140,4 +160,5 @@ async def plan_decode(
         adapters=adapters,
         internal=internal,
         unknown=unknown,
+        output_roots=roots.recorded(),
     )

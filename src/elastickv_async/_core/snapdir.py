@@ -11,7 +11,7 @@ failure stops the run and names the file.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -40,6 +40,7 @@ async def decode_snap_dir(
     log_stream: TextIO | None = None,
     progress: ProgressCallback | None = None,
     force: bool = False,
+    output_roots: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> list[tuple[SnapDirRun, Report]]:
     """Decode the newest snapshot of the ``fsm-snap/`` directory ``snap_dir`` into ``output``,
     or, with ``every``, each of them (oldest first) into ``output/<index as 16 hex>/``.
@@ -49,8 +50,11 @@ async def decode_snap_dir(
     an error of the failing decode's class, its message prefixed with the file, otherwise
     (:class:`~elastickv_async._core.errors.SnapshotFormatError` when a file's name and its
     ``_meta_applied_index`` disagree); the snapshots before it keep their complete trees.
-    ``force`` is passed to each decode (see :func:`~elastickv_async.decode_snapshot`).
+    ``force`` and ``output_roots`` are passed to the decode (see
+    :func:`~elastickv_async.decode_snapshot`); ``output_roots`` does not go with ``every``.
     """
+    if every and output_roots:
+        raise UsageError("output roots take one tree, not one per snapshot")
     base = Path(snap_dir)
     found = await anyio.to_thread.run_sync(snapshots_in, base)
     if not found:
@@ -76,6 +80,7 @@ async def decode_snap_dir(
                 report=report,
                 force=force,
                 expected_index=index,
+                output_roots=output_roots,
             )
         except ElasticKVError as exc:
             raise _naming(exc, path) from exc

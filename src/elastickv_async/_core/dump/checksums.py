@@ -62,8 +62,15 @@ class HashTally:
     total: int | None = None
 
 
-def _hash_dir(directory: TreeDir, out: dict[bytes, str], tally: HashTally) -> None:
+def _hash_dir(
+    directory: TreeDir,
+    out: dict[bytes, str],
+    tally: HashTally,
+    skip: frozenset[str] = frozenset(),
+) -> None:
     for entry in directory.entries():
+        if entry.name in skip:
+            continue
         if entry.is_dir:
             sub = directory.subdir(entry.name)
             if sub is not None:
@@ -86,12 +93,20 @@ def hash_tree(tree: DumpTree, tally: HashTally | None = None) -> dict[bytes, str
     """Hex SHA-256 of every regular file of ``tree`` except CHECKSUMS, by raw slash path.
 
     The tree is read under its rules: a symlink, special file or hard link anywhere raises
-    :class:`~elastickv_async._core.errors.UnsafeDumpEntry`. Blocking: call from a worker thread.
+    :class:`~elastickv_async._core.errors.UnsafeDumpEntry`. A redirected adapter's subtree
+    is read from its own root only (see :mod:`.roots`). Blocking: call from a worker thread.
     ``tally`` counts the files and bytes hashed as it goes.
     """
     out: dict[bytes, str] = {}
+    tally = tally if tally is not None else HashTally()
+    redirected = frozenset(tree.roots.redirected)
     with tree.open_root() as root:
-        _hash_dir(root, out, tally if tally is not None else HashTally())
+        _hash_dir(root, out, tally, redirected)
+    for name in sorted(redirected):
+        subtree = tree.open_dir((name,))
+        if subtree is not None:
+            with subtree:
+                _hash_dir(subtree, out, tally)
     return out
 
 

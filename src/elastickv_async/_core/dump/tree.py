@@ -37,6 +37,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import DumpTreeError, UnsafeDumpEntry, UsageError, map_os_errors
+from .roots import TreeRoots
 
 __all__ = ["MAX_BODY_FILE", "MAX_RECORD_FILE", "DumpTree", "TreeDir", "TreeEntry", "TreeFile"]
 
@@ -293,11 +294,14 @@ class TreeDir:
 class DumpTree:
     """Safe read access to the dump tree at ``root`` (one per reader: an encoder, ``verify``).
 
-    ``jobs`` bounds the worker threads of :meth:`run`.
+    ``root`` may be :class:`~.roots.TreeRoots` (a tree whose adapter subtrees were written to
+    roots of their own): :meth:`open_dir` then starts from the root holding its path, while
+    :meth:`open_root` is always the main root. ``jobs`` bounds the worker threads of :meth:`run`.
     """
 
-    def __init__(self, root: Path, *, jobs: int = 8) -> None:
-        self.root = root
+    def __init__(self, root: Path | TreeRoots, *, jobs: int = 8) -> None:
+        self.roots = TreeRoots.of(root)
+        self.root = self.roots.main
         self._jobs = max(1, jobs)
         self._limiter: anyio.CapacityLimiter | None = None
 
@@ -309,14 +313,17 @@ class DumpTree:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
 
     def open_root(self) -> TreeDir:
-        """Open the root directory itself."""
-        with map_os_errors(UsageError, f"cannot open dump tree {self.root}", path=self.root):
-            fd = os.open(self.root, _ROOT_FLAGS)
+        """Open the (main) root directory itself."""
+        return self._open_top(self.root)
+
+    def _open_top(self, path: Path) -> TreeDir:
+        with map_os_errors(UsageError, f"cannot open dump tree {path}", path=path):
+            fd = os.open(path, _ROOT_FLAGS)
         return TreeDir(fd, "")
 
     def open_dir(self, parts: Sequence[str]) -> TreeDir | None:
         """Open ``root/parts`` one component at a time; ``None`` when a component is missing."""
-        current = self.open_root()
+        current = self._open_top(self.roots.root_for(parts))
         try:
             for part in parts:
                 child = current.subdir(part)

@@ -13,18 +13,29 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import anyio.to_thread
+
+from ..._adapters.registry import REGISTRY
 from ..errors import ChecksumMismatch, ManifestError, UsageError
 from ..gojson_read import GoJSONError, get_str, loads
 from ..progress import ProgressCallback, ProgressMeter
 from ..report import Report
 from .checksums import CHECKSUMS_NAME, HashTally, hash_tree
-from .manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE, MANIFEST_NAME, read_scope
+from .manifest import (
+    CHECKSUM_ALGORITHM,
+    CHECKSUMS_NONE,
+    MANIFEST_NAME,
+    read_output_roots,
+    read_scope,
+)
+from .roots import recorded_tree_roots
 from .tree import DumpTree, TreeDir
 
-__all__ = ["check_tree", "verify_tree"]
+__all__ = ["check_tree", "open_split_tree", "verify_tree"]
 
 _LINE: Final = re.compile(rb"(\\?)([0-9a-f]{64}) [ *](.+)")
 
@@ -77,19 +88,67 @@ def _checksum_algorithm(manifest: bytes) -> str:
         raise ManifestError(f"MANIFEST.json: {exc}", code="ErrInvalidManifest") from None
 
 
-def _tree_scope(tree: DumpTree) -> dict[str, tuple[str, ...]]:
-    """The ``--scope`` the tree's MANIFEST.json records (empty: a full backup)."""
+def _manifest_top(tree: DumpTree) -> dict[str, Any] | None:
+    """The tree's parsed MANIFEST.json (``None`` when absent)."""
     with tree.open_root() as root:
         payload = root.read(MANIFEST_NAME)
     if payload is None:
-        return {}
+        return None
     try:
         top = loads(payload)
-        if not isinstance(top, dict):
-            raise GoJSONError("not a JSON object")
-        return read_scope(top)
     except GoJSONError as exc:
         raise ManifestError(f"MANIFEST.json: {exc}", code="ErrInvalidManifest") from None
+    if not isinstance(top, dict):
+        raise ManifestError("MANIFEST.json: not a JSON object", code="ErrInvalidManifest")
+    return top
+
+
+def _tree_scope(tree: DumpTree) -> dict[str, tuple[str, ...]]:
+    """The ``--scope`` the tree's MANIFEST.json records (empty: a full backup)."""
+    top = _manifest_top(tree)
+    try:
+        return {} if top is None else read_scope(top)
+    except GoJSONError as exc:
+        raise ManifestError(f"MANIFEST.json: {exc}", code="ErrInvalidManifest") from None
+
+
+def open_split_tree(
+    root: Path,
+    overrides: Mapping[str, str | os.PathLike[str]] | None,
+    *,
+    known: Sequence[str],
+    jobs: int = 8,
+) -> DumpTree:
+    """The tree at ``root`` with the adapter roots its MANIFEST.json records, as overridden
+    by ``overrides`` (see :func:`~.roots.recorded_tree_roots`). A tree without MANIFEST.json
+    is read whole (checking it then reports it incomplete). Blocking.
+    """
+    top = _manifest_top(DumpTree(root)) if root.is_dir() else None
+    try:
+        recorded = {} if top is None else read_output_roots(top)
+    except GoJSONError as exc:
+        raise ManifestError(f"MANIFEST.json: {exc}", code="ErrInvalidManifest") from None
+    return DumpTree(recorded_tree_roots(root, recorded, overrides, known=known), jobs=jobs)
+
+
+def _check_redirected(tree: DumpTree, root: TreeDir) -> None:
+    """A redirected adapter's subtree must not also be in the main root."""
+    for name, place in tree.roots.redirected.items():
+        if root.lookup(name) is not None:
+            raise ChecksumMismatch(
+                f"{tree.root} holds {name}/, but the tree's {name} subtree is in {place}",
+                code="ErrChecksumMismatch",
+            )
+
+
+def _count_tree(tree: DumpTree, root: TreeDir) -> int:
+    count = _count_files(root)
+    for name in tree.roots.redirected:
+        subtree = tree.open_dir((name,))
+        if subtree is not None:
+            with subtree:
+                count += _count_files(subtree)
+    return count
 
 
 def _count_files(directory: TreeDir) -> int:
@@ -128,12 +187,13 @@ def check_tree(
                 code="ErrChecksumsMissing",
             )
         payload = root.read(MANIFEST_NAME)
+        _check_redirected(tree, root)
         if payload is not None and _checksum_algorithm(payload) == CHECKSUMS_NONE:
-            return _count_files(root), CHECKSUMS_NONE
+            return _count_tree(tree, root), CHECKSUMS_NONE
         # CHECKSUMS lists every file of the tree: no per-file cap.
         listing = root.read(CHECKSUMS_NAME, limit=None)
         if listing is None and missing_ok:
-            return _count_files(root), "missing"
+            return _count_tree(tree, root), "missing"
         if listing is None:
             raise ChecksumMismatch(
                 f"{tree.root} has no {CHECKSUMS_NAME}", code="ErrChecksumsMissing"
@@ -163,6 +223,7 @@ async def verify_tree(
     report: Report | None = None,
     *,
     progress: ProgressCallback | None = None,
+    tree_roots: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> Report:
     """Verify the dump tree at ``root``; raise :class:`ChecksumMismatch` when it is not intact,
     :class:`~elastickv_async._core.errors.UnsafeDumpEntry` when it holds an entry that
@@ -173,9 +234,16 @@ async def verify_tree(
     ``snapshot["checksums"]`` says what was checked: ``"sha256"`` (every file against
     CHECKSUMS) or ``"none"`` (a tree decoded without checksums: completeness only);
     ``snapshot["scope"]``, present only for a tree decoded with ``--scope``, its scope.
+
+    A tree decoded with ``output_roots`` is checked in every root its MANIFEST.json records;
+    ``tree_roots`` (adapter to directory) overrides a recorded root, e.g. one mounted
+    elsewhere now. A root that is not an existing directory raises
+    :class:`~elastickv_async._core.errors.UsageError`.
     """
     report = report if report is not None else Report()
-    tree = DumpTree(Path(root))
+    tree = await anyio.to_thread.run_sync(
+        lambda: open_split_tree(Path(root), tree_roots, known=REGISTRY.names())
+    )
     tally = HashTally()
     meter = ProgressMeter(progress)
     async with meter.running():

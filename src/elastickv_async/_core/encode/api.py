@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,6 +38,7 @@ from ..dump.manifest import (
     Manifest,
     read_manifest,
 )
+from ..dump.roots import TreeRoots, recorded_tree_roots
 from ..dump.tree import DumpTree
 from ..dump.verify import check_tree
 from ..errors import (
@@ -145,11 +146,12 @@ def _refuse_existing_output(output: Path, *, force: bool) -> None:
 
 
 def _check_placement(
-    input_root: Path, output: Path, options: EncodeOptions, selected: tuple[str, ...]
+    input_root: Path | TreeRoots, output: Path, options: EncodeOptions, selected: tuple[str, ...]
 ) -> None:
+    roots = TreeRoots.of(input_root)
     # The adapters walk their subtrees (and the self-test compares them) while the run
     # creates its temp, work and scratch directories: those must not appear inside.
-    subtrees = [(input_root / name).resolve() for name in selected]
+    subtrees = [(roots.root_of(name) / name).resolve() for name in selected]
     places = [("--output", output.parent.resolve())]
     if options.scratch_root is not None:
         places.append(("--scratch-root", options.scratch_root.resolve()))
@@ -197,7 +199,7 @@ def _decoded_with(manifest: Manifest, spec: AdapterSpec) -> Any:
 
 
 def adapter_contexts(
-    input_root: Path,
+    input_root: Path | TreeRoots,
     manifest: Manifest,
     adapter_options: dict[str, Any],
     log: structlog.typing.FilteringBoundLogger,
@@ -206,13 +208,18 @@ def adapter_contexts(
     shift_ms: int = 0,
     workers: Workers | None = None,
 ) -> Callable[[AdapterSpec], EncodeContext]:
-    """The factory of each adapter's :class:`EncodeContext` for one run (scratch in ``work``)."""
+    """The factory of each adapter's :class:`EncodeContext` for one run (scratch in ``work``).
+
+    Each adapter reads its subtree from the root that holds it (``input_root`` may be a split
+    tree's :class:`~elastickv_async._core.dump.roots.TreeRoots`).
+    """
+    roots = TreeRoots.of(input_root)
 
     shared = workers if workers is not None else Workers(0)
 
     def context(spec: AdapterSpec) -> EncodeContext:
         return EncodeContext(
-            input_root=input_root,
+            input_root=roots.root_of(spec.name),
             log=log.bind(adapter=spec.name),
             report=report,
             scratch=work / spec.name,
@@ -298,7 +305,7 @@ class _Run:
 
     def __init__(
         self,
-        input_root: Path,
+        input_root: TreeRoots,
         output: Path,
         options: EncodeOptions,
         selected: tuple[str, ...],
@@ -469,7 +476,7 @@ class _Run:
             self.log.warning("encode_sidecar_failed", path=str(sidecar), error=str(exc))
 
 
-def _check_input(root: Path) -> tuple[int, str]:
+def _check_input(root: Path | TreeRoots) -> tuple[int, str]:
     # A hand-assembled tree may have no CHECKSUMS at all: that is worth a warning (which
     # --strict turns into a failure), not a refusal; a listed file that changed is.
     return check_tree(DumpTree(root), missing_ok=True)
@@ -487,7 +494,10 @@ def _workers(options: EncodeOptions, root: Path) -> Workers:
 
 
 async def _verify_input(
-    root: Path, report: Report, log: structlog.typing.FilteringBoundLogger, workers: Workers
+    root: Path | TreeRoots,
+    report: Report,
+    log: structlog.typing.FilteringBoundLogger,
+    workers: Workers,
 ) -> None:
     files, checked = await workers.run(_check_input, root)
     if checked == CHECKSUM_ALGORITHM:
@@ -495,13 +505,13 @@ async def _verify_input(
     elif checked == CHECKSUMS_NONE:
         log.info(
             "checksums_absent",
-            input=str(root),
+            input=str(TreeRoots.of(root).main),
             hint="the tree was decoded with --checksums none: only its completeness was checked",
         )
     else:
         log.warning(
             "checksums_missing",
-            input=str(root),
+            input=str(TreeRoots.of(root).main),
             hint="the tree has no CHECKSUMS file, so its content could not be verified",
         )
 
@@ -517,6 +527,7 @@ async def encode_snapshot(
     sort_budget: int = DEFAULT_SORT_BUDGET,
     progress: ProgressCallback | None = None,
     force: bool = False,
+    tree_roots: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> EncodeResult:
     """Encode the dump tree at ``input_root`` into the snapshot file ``output``.
 
@@ -542,6 +553,10 @@ async def encode_snapshot(
     :func:`~elastickv_async.decode_snapshot`) through the stages ``collect`` (records read
     from the tree), ``write`` (entries framed into the .fsm, out of all collected) and, with
     the self-test, ``self_test`` (bytes of the new .fsm decoded again).
+
+    A tree decoded with ``output_roots`` is read from the roots its MANIFEST.json records;
+    ``tree_roots`` (adapter to directory) overrides one (see
+    :func:`~elastickv_async.verify_tree`). The output is the same as for the tree made whole.
     """
     options = options or EncodeOptions()
     report = report if report is not None else Report()
@@ -552,10 +567,13 @@ async def encode_snapshot(
     selected = REGISTRY.select(options.adapters, lower=True)
     adapter_options = _check_options(options, specs)
     manifest = await anyio.to_thread.run_sync(_load_manifest, root, specs)
+    roots = await anyio.to_thread.run_sync(
+        lambda: recorded_tree_roots(root, manifest.output_roots, tree_roots, known=tuple(specs))
+    )
     if manifest.scope and options.adapters == "all":
         # A scoped tree holds only its scoped adapters: "all" of it is those.
         selected = tuple(name for name in selected if name in manifest.adapters)
-    await anyio.to_thread.run_sync(_check_placement, root, out, options, selected)
+    await anyio.to_thread.run_sync(_check_placement, roots, out, options, selected)
     _check_against_manifest(selected, manifest, specs)
     ts, overridden = _effective_ts(options, manifest)
     rebase = _time_shift(options, manifest)
@@ -564,7 +582,7 @@ async def encode_snapshot(
     meter = ProgressMeter(progress)
     workers = await anyio.to_thread.run_sync(_workers, options, root)
     run = _Run(
-        root,
+        roots,
         out,
         options,
         selected,
@@ -583,7 +601,7 @@ async def encode_snapshot(
         await anyio.to_thread.run_sync(lambda: _refuse_existing_output(out, force=force))
         verify = None
         if options.verify_checksums:
-            verify = partial(_verify_input, root, report, log, workers)
+            verify = partial(_verify_input, roots, report, log, workers)
         else:
             log.info("checksums_not_verified", input=input_label)
         places = [out.parent]

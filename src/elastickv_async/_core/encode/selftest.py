@@ -34,6 +34,7 @@ from anyio.abc import ObjectReceiveStream
 
 from ..._adapters.base import FileComparison
 from ..concurrency import task_group
+from ..dump.roots import TreeRoots
 from ..errors import DataError, DumpTreeError
 from ..extsort import ExternalSorter
 from ..options import DecodeOptions
@@ -276,7 +277,7 @@ async def _diff_dir(walk: _Walk, rel: str, a_dir: str | None, b_dir: str | None)
 
 
 async def diff_trees(
-    input_root: Path,
+    input_root: Path | TreeRoots,
     scratch_root: Path,
     subdirs: Mapping[str, Comparer],
     spill_dir: Path,
@@ -286,12 +287,15 @@ async def diff_trees(
     """The self-test's mismatch lines for ``subdirs`` (in that order), capped like the reference.
 
     ``subdirs`` maps each adapter subtree to compare to how that adapter compares its files.
-    ``spill_dir`` is an existing directory for sorting the lines of line-set files.
+    ``spill_dir`` is an existing directory for sorting the lines of line-set files. A split
+    input tree (:class:`~elastickv_async._core.dump.roots.TreeRoots`) is read from each
+    subtree's root.
     """
+    roots = TreeRoots.of(input_root)
     limiter = anyio.CapacityLimiter(max(1, jobs))
     lines: list[str] = []
     for sub, compare in subdirs.items():
-        a_root = await anyio.to_thread.run_sync(_root_dir, input_root / sub)
+        a_root = await anyio.to_thread.run_sync(_root_dir, roots.root_of(sub) / sub)
         b_root = await anyio.to_thread.run_sync(_root_dir, scratch_root / sub)
         found = _Smallest(MAX_MISMATCH_LINES - len(lines))
         await _diff_dir(_Walk(sub, compare, found, limiter, spill_dir), "", a_root, b_root)
@@ -308,7 +312,7 @@ async def diff_trees(
 
 async def run_self_test(
     fsm: Path,
-    input_root: Path,
+    input_root: Path | TreeRoots,
     subdirs: Mapping[str, Comparer],
     decode_options: DecodeOptions,
     last_commit_ts: int,
