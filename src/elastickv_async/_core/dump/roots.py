@@ -3,7 +3,7 @@
 A decode with ``--output-root ADAPTER=DIR`` writes the adapter's subtree (``<adapter>/...``)
 under ``DIR`` instead of the main output, typically on another filesystem; everything else
 (the other adapters, CHECKSUMS, MANIFEST.json) stays in the main output. Paths stay logical:
-``dynamodb/t/items/x.json`` names the same file whichever root holds it, so CHECKSUMS lists
+``<adapter>/<unit>/<file>`` names the same file whichever root holds it, so CHECKSUMS lists
 the tree as if it were whole, and a tree reassembled by moving the subtrees back is a plain
 tree. MANIFEST.json records each redirected root (``output_roots``, absolute paths), so
 ``verify`` and ``encode`` find the parts again; ``--tree-root ADAPTER=DIR`` overrides a
