@@ -26,6 +26,12 @@ Finer modes (adapter-only runs, other sizes, --verify) are in the per-area ``ben
 
 runs the Go reference decoder and encoder side by side with ours instead (see
 ``bench_reference.py``): ratios of alternating runs, peak RSS, outputs compared.
+
+    python scripts/bench.py --output-root ADAPTER=DIR [--output-root ...] [--mix NAME]
+        [--runs N] [--seed N] [--quick] [--fsync] [--workdir DIR] [--json FILE]
+
+decodes one mix (default ``all``) alternately into one tree under ``--workdir`` and split
+with ``decode --output-root`` (see ``bench_multidisk.py``): the speedup of a second disk.
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import bench_dynamodb
 import bench_encode
+import bench_multidisk
 import bench_redis
 import bench_reference
 import bench_s3
@@ -123,12 +131,26 @@ def main() -> None:
         "--runs", type=int, default=3, help="alternating runs per side (default: 3)"
     )
     compare.add_argument("--seed", type=int, default=1, help="seed of the generated snapshots")
+    multidisk = parser.add_argument_group("multi-disk output (takes --mix, --runs, --seed)")
+    multidisk.add_argument(
+        "--output-root",
+        action="append",
+        default=[],
+        metavar="ADAPTER=DIR",
+        help="decode with ADAPTER's subtree under DIR (another filesystem) and without, "
+        "alternately (repeatable)",
+    )
+    multidisk.add_argument(
+        "--fsync", action="store_true", help="multi-disk runs decode with --fsync"
+    )
     benchlib.add_common_arguments(parser)
     args = parser.parse_args()
     if args.compare_reference:
         raise SystemExit(_compare_reference(parser, args))
+    if args.output_root:
+        raise SystemExit(_multidisk(parser, args))
     if args.mix:
-        parser.error("--mix needs --compare-reference")
+        parser.error("--mix needs --compare-reference or --output-root")
     unknown = [w for w in args.workloads if w not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(unknown)} (known: {', '.join(WORKLOADS)})")
@@ -155,6 +177,33 @@ def _compare_reference(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error(f"{', '.join(sorted(bench_reference.FULL_ONLY))}: not with --quick")
     bench = benchlib.bench_from_args(args)
     return bench_reference.run(bench, mixes=mixes, quick=args.quick, runs=args.runs, seed=args.seed)
+
+
+def _multidisk(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.workloads:
+        parser.error("--output-root takes no WORKLOAD")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if args.mix and len(args.mix) > 1:
+        parser.error("--output-root takes one --mix")
+    roots: dict[str, Path] = {}
+    for value in args.output_root:
+        name, sep, directory = value.partition("=")
+        if not sep or not name or not directory or name in roots:
+            parser.error(f"--output-root wants ADAPTER=DIR once per adapter, not {value!r}")
+        roots[name] = Path(directory).absolute()
+    mix = args.mix[0] if args.mix else "all"
+    if args.quick and mix in bench_reference.FULL_ONLY:
+        parser.error(f"{mix}: not with --quick")
+    return bench_multidisk.run(
+        benchlib.bench_from_args(args),
+        roots=roots,
+        mix_name=mix,
+        quick=args.quick,
+        runs=args.runs,
+        seed=args.seed,
+        fsync=args.fsync,
+    )
 
 
 if __name__ == "__main__":
