@@ -395,3 +395,19 @@ async def test_a_rerun_after_a_header_below_its_data_clears_the_redirected_roots
     assert "mvcc_header_below_data" in report.warnings
     assert _files(root) == {k: v for k, v in _files(whole).items() if k.startswith("redis/")}
     await verify_tree(tmp_path / "main")
+
+
+@pytest.mark.anyio
+async def test_a_tree_made_whole_again_verifies_with_tree_roots_at_the_main_root(
+    tmp_path: Path, split: tuple[Path, dict[str, Path]]
+) -> None:
+    """Subtrees moved back under the main root: ``--tree-root ADAPTER=<main>`` says so, and
+    the unchanged CHECKSUMS and MANIFEST.json verify."""
+    main, roots = split
+    whole = _reassemble(main, roots, tmp_path / "whole")
+    back = dict.fromkeys(roots, whole)
+    report = await verify_tree(whole, tree_roots=back)
+    assert report.counters["verify.files"] == len(_files(whole)) - 1
+    partly = dict.fromkeys(["dynamodb"], whole)
+    with pytest.raises(ChecksumMismatch, match="holds s3/, but"):
+        await verify_tree(whole, tree_roots=partly)

@@ -140,25 +140,28 @@ def recorded_tree_roots(
     """The roots of the tree at ``main``: those its MANIFEST.json records, then ``overrides``.
 
     ``overrides`` (``--tree-root``) may name any ``known`` adapter, recorded or not (a
-    subtree moved out by hand). Every root must be an existing directory: a missing one
-    raises :class:`~elastickv_async._core.errors.UsageError` naming the adapter and where it
-    was looked for. Blocking.
+    subtree moved out by hand); one naming ``main`` itself says the subtree is back in the
+    main root. Every root must be an existing directory: a missing one raises
+    :class:`~elastickv_async._core.errors.UsageError` naming the adapter and where it was
+    looked for. Blocking.
     """
     overrides = overrides or {}
     _check_names(overrides, known, "--tree-root")
     roots: dict[str, Path] = {}
     for name in known:
         if name in overrides:
-            roots[name] = Path(os.path.abspath(overrides[name]))
+            root = Path(os.path.abspath(overrides[name]))
             where = "--tree-root"
         elif name in recorded:
-            roots[name] = Path(recorded[name])
+            root = Path(recorded[name])
             where = "MANIFEST.json output_roots"
         else:
             continue
-        if not roots[name].is_dir():
+        if not root.is_dir():
             hint = "" if name in overrides else f"; pass --tree-root {name}=DIR if it moved"
             raise UsageError(
-                f"{name}'s subtree root {roots[name]} ({where}) is not an existing directory{hint}"
+                f"{name}'s subtree root {root} ({where}) is not an existing directory{hint}"
             )
+        if not (main.is_dir() and os.path.samefile(root, main)):
+            roots[name] = root
     return TreeRoots(main, roots)
