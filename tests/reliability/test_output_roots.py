@@ -411,3 +411,23 @@ async def test_a_tree_made_whole_again_verifies_with_tree_roots_at_the_main_root
     partly = dict.fromkeys(["dynamodb"], whole)
     with pytest.raises(ChecksumMismatch, match="holds s3/, but"):
         await verify_tree(whole, tree_roots=partly)
+
+
+def test_snap_dir_decode_takes_output_roots_but_not_with_all(tmp_path: Path) -> None:
+    """--input-snap-dir decodes its newest snapshot split like --input; --all, which makes
+    one tree per snapshot, refuses roots that can hold only one."""
+    snaps = tmp_path / "fsm-snap"
+    snaps.mkdir()
+    shutil.copyfile(SAMPLE_FSM, snaps / "0000000000000064.fsm")
+    root = tmp_path / "disk"
+    flags: list[str | os.PathLike[str]] = [
+        "--input-snap-dir", snaps, "--output-root", f"redis={root}", "--quiet"
+    ]  # fmt: skip
+    refused = cli("decode", "--output", tmp_path / "all", "--all", *flags)
+    assert refused.returncode == 1
+    assert "--output-root cannot be used with --all" in refused.stderr
+    assert not root.exists()
+    done = cli("decode", "--output", tmp_path / "newest", *flags)
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(root) == ["redis"]
+    assert cli("verify", "--input", tmp_path / "newest", "--quiet").returncode == 0

@@ -16,7 +16,7 @@ import hashlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -131,7 +131,7 @@ class _Redirect:
     """
 
     root: LockedDir
-    scratch: LockedDir | None = field(default=None)
+    scratch: LockedDir | None = None
 
 
 def _claim_redirects(
