@@ -119,3 +119,10 @@ async def test_writer_refuses_a_redirected_root_swapped_for_a_symlink(tmp_path: 
     with pytest.raises(OutputError, match="cannot open output root"):
         await writer.write("redis/k", b"v")
     assert os.listdir(victim) == []
+
+
+def test_a_root_that_is_not_utf8_cannot_be_recorded(tmp_path: Path) -> None:
+    """MANIFEST.json is JSON text: a root whose path is not UTF-8 is refused up front."""
+    odd = os.fsdecode(os.fsencode(tmp_path) + b"/\xff")
+    with pytest.raises(UsageError, match=r"--output-root sqs=.* is not valid UTF-8"):
+        checked_output_roots(tmp_path / "out", {"sqs": odd}, known=KNOWN, selected=KNOWN)

@@ -89,7 +89,7 @@ def _absolute(path: str | os.PathLike[str], what: str) -> Path:
         os.fspath(absolute).encode("utf-8")
     except UnicodeEncodeError:
         raise UsageError(
-            f"{what} {absolute} is not valid UTF-8, so MANIFEST.json cannot record it"
+            f"{what}{absolute} is not valid UTF-8, so MANIFEST.json cannot record it"
         ) from None
     return absolute
 
