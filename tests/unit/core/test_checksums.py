@@ -128,3 +128,55 @@ async def test_verify_requires_manifest(tmp_path: Path) -> None:
     await _list(tmp_path)
     with raises_code(ChecksumMismatch, "ErrChecksumsMissing", match="incomplete"):
         await verify_tree(tmp_path)
+
+
+def _big_tree(root: Path, files: int) -> None:
+    (root / "MANIFEST.json").write_bytes(b"{}\n")
+    for i in range(files):
+        directory = root / f"d{i % 7}"
+        directory.mkdir(exist_ok=True)
+        (directory / f"f{i:04d}.json").write_bytes(b"%d" % i)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("limit", [16, 100_000])
+async def test_verify_in_bounded_memory_names_the_same_differences(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """Both sides of the check spill sorted runs past ``limit`` entries and are compared in
+    one merge: with runs on disk (16) or all in memory, the verdict and the five differences
+    named (the first in path order) are the same, and the rest are counted."""
+    import functools
+
+    from elastickv_async._core.dump import verify
+
+    monkeypatch.setattr(verify, "ChecksumLedger", functools.partial(ChecksumLedger, limit=limit))
+    _big_tree(tmp_path, 300)
+    await _list(tmp_path)
+    assert (await verify_tree(tmp_path)).counters["verify.files"] == 301
+    changed = [tmp_path / f"d{i % 7}" / f"f{i:04d}.json" for i in (5, 12, 40, 41, 299)]
+    for path in changed:
+        path.write_bytes(b"changed")
+    (tmp_path / "d3" / "f0003.json").unlink()
+    (tmp_path / "d0" / "extra.json").write_bytes(b"e")
+    expected = sorted(
+        [(str(p.relative_to(tmp_path)), "sha256 differs") for p in changed]
+        + [("d3/f0003.json", "missing"), ("d0/extra.json", "not listed")]
+    )
+    shown = "; ".join(f"{path}: {problem}" for path, problem in expected[:5])
+    with raises_code(ChecksumMismatch, "ErrChecksumMismatch") as caught:
+        await verify_tree(tmp_path)
+    assert str(caught.value) == f"7 file(s) differ from CHECKSUMS: {shown}; and 2 more"
+
+
+@pytest.mark.anyio
+async def test_verify_reads_checksums_in_blocks(tmp_path: Path) -> None:
+    """A CHECKSUMS longer than one read block (its lines cut across blocks) is read whole,
+    and an empty one is refused before anything is hashed."""
+    _big_tree(tmp_path, 15_000)
+    await _list(tmp_path)
+    assert (tmp_path / "CHECKSUMS").stat().st_size > 1 << 20
+    assert (await verify_tree(tmp_path)).counters["verify.files"] == 15_001
+    (tmp_path / "CHECKSUMS").write_bytes(b"\n")
+    with raises_code(ChecksumMismatch, "ErrChecksumsEmpty"):
+        await verify_tree(tmp_path)

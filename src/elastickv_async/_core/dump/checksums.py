@@ -11,7 +11,7 @@ import hashlib
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -25,6 +25,7 @@ __all__ = [
     "ChecksumLedger",
     "checksum_line",
     "compute_checksums",
+    "hash_files",
     "hash_tree",
     "sha256_file",
 ]
@@ -62,9 +63,13 @@ class HashTally:
     total: int | None = None
 
 
+#: Receives each hashed file: its raw slash path and its 32-byte SHA-256.
+HashSink = Callable[[bytes, bytes], None]
+
+
 def _hash_dir(
     directory: TreeDir,
-    out: dict[bytes, str],
+    record: HashSink,
     tally: HashTally,
     skip: frozenset[str] = frozenset(),
 ) -> None:
@@ -75,7 +80,7 @@ def _hash_dir(
             sub = directory.subdir(entry.name)
             if sub is not None:
                 with sub:
-                    _hash_dir(sub, out, tally)
+                    _hash_dir(sub, record, tally)
             continue
         rel = directory.path(entry.name)
         if rel == CHECKSUMS_NAME:
@@ -85,28 +90,38 @@ def _hash_dir(
             for block in file.blocks():
                 digest.update(block)
                 tally.bytes += len(block)
-        out[os.fsencode(rel)] = digest.hexdigest()
+        record(os.fsencode(rel), digest.digest())
         tally.files += 1
 
 
-def hash_tree(tree: DumpTree, tally: HashTally | None = None) -> dict[bytes, str]:
-    """Hex SHA-256 of every regular file of ``tree`` except CHECKSUMS, by raw slash path.
+def hash_files(tree: DumpTree, record: HashSink, tally: HashTally | None = None) -> None:
+    """Hash every regular file of ``tree`` except CHECKSUMS, passing each to ``record``.
 
     The tree is read under its rules: a symlink, special file or hard link anywhere raises
     :class:`~elastickv_async._core.errors.UnsafeDumpEntry`. A redirected adapter's subtree
     is read from its own root only (see :mod:`.roots`). Blocking: call from a worker thread.
     ``tally`` counts the files and bytes hashed as it goes.
     """
-    out: dict[bytes, str] = {}
     tally = tally if tally is not None else HashTally()
     redirected = frozenset(tree.roots.redirected)
     with tree.open_root() as root:
-        _hash_dir(root, out, tally, redirected)
+        _hash_dir(root, record, tally, redirected)
     for name in sorted(redirected):
         subtree = tree.open_dir((name,))
         if subtree is not None:
             with subtree:
-                _hash_dir(subtree, out, tally)
+                _hash_dir(subtree, record, tally)
+
+
+def hash_tree(tree: DumpTree, tally: HashTally | None = None) -> dict[bytes, str]:
+    """Hex SHA-256 of every regular file of ``tree`` except CHECKSUMS, by raw slash path
+    (in memory: :func:`hash_files` with a :class:`ChecksumLedger` scales to any tree)."""
+    out: dict[bytes, str] = {}
+
+    def record(rel: bytes, digest: bytes) -> None:
+        out[rel] = digest.hex()
+
+    hash_files(tree, record, tally)
     return out
 
 
@@ -179,8 +194,18 @@ class ChecksumLedger:
             yield b"".join(block)
 
     def _lines(self, extra: Mapping[str, bytes]) -> Iterator[bytes]:
+        for rel, digest in self.items(extra):
+            yield checksum_line(digest.hex(), rel)
+
+    def items(
+        self, extra: Mapping[str, bytes] | None = None, *, keep_checksums: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Every recorded ``(raw path, digest)`` plus ``extra``, sorted bytewise by path;
+        CHECKSUMS itself is left out unless ``keep_checksums``. Consumes what is in memory:
+        call once, at the end. Blocking: iterate in a worker thread.
+        """
         with self._lock:
-            recent = {**self._recent, **extra}
+            recent = {**self._recent, **(extra or {})}
             self._recent = {}
         generation = _GENERATION.pack(self._generation)
         tail = sorted(
@@ -188,15 +213,15 @@ class ChecksumLedger:
             for rel, digest in recent.items()
         )
         spilled = self._sorter.merged() if self._sorter is not None else iter(())
-        skip = CHECKSUMS_NAME.encode()
+        skip = b"" if keep_checksums else CHECKSUMS_NAME.encode()
         current: tuple[bytes, bytes] | None = None
         for rel, tagged in merge([spilled, tail]):
             if current is not None and current[0] != rel and current[0] != skip:
-                yield checksum_line(current[1][8:].hex(), current[0])
+                yield current[0], current[1][8:]
             if current is None or current[0] != rel or tagged > current[1]:
                 current = (rel, tagged)
         if current is not None and current[0] != skip:
-            yield checksum_line(current[1][8:].hex(), current[0])
+            yield current[0], current[1][8:]
 
     def close(self) -> None:
         """Remove spilled runs (blocking)."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,7 +25,7 @@ from ..errors import ChecksumMismatch, ManifestError, UsageError
 from ..gojson_read import GoJSONError, get_str, loads
 from ..progress import ProgressCallback, ProgressMeter
 from ..report import Report
-from .checksums import CHECKSUMS_NAME, HashTally, hash_tree
+from .checksums import CHECKSUMS_NAME, ChecksumLedger, HashTally, hash_files
 from .manifest import (
     CHECKSUM_ALGORITHM,
     CHECKSUMS_NONE,
@@ -38,6 +39,8 @@ from .tree import DumpTree, TreeDir
 __all__ = ["check_tree", "open_split_tree", "verify_tree"]
 
 _LINE: Final = re.compile(rb"(\\?)([0-9a-f]{64}) [ *](.+)")
+#: Differences named in the error; the rest are counted.
+_SHOWN: Final = 5
 
 
 def _unescape(path: bytes) -> bytes:
@@ -53,29 +56,64 @@ def _unescape(path: bytes) -> bytes:
     return bytes(out)
 
 
-def _parse(listing: bytes) -> dict[bytes, str]:
-    rows: dict[bytes, str] = {}
-    for number, line in enumerate(listing.split(b"\n"), start=1):
-        if not line:
-            continue
-        match = _LINE.fullmatch(line)
-        if match is None:
-            raise ChecksumMismatch(
-                f"CHECKSUMS line {number} is malformed", code="ErrChecksumsMalformedLine"
-            )
-        path = _unescape(match[3]) if match[1] else match[3]
-        rows[path] = match[2].decode()
-    if not rows:
-        raise ChecksumMismatch("CHECKSUMS lists no file", code="ErrChecksumsEmpty")
-    return rows
+def _parse_into(blocks: Iterable[bytes], ledger: ChecksumLedger) -> int:
+    """Record every line of CHECKSUMS (read in ``blocks``) in ``ledger``; return how many."""
+    number = recorded = 0
+    rest = b""
+    for block in blocks:
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            number += 1
+            if line:
+                _record_line(line, number, ledger)
+                recorded += 1
+    if rest:
+        _record_line(rest, number + 1, ledger)
+        recorded += 1
+    return recorded
 
 
-def _problem(path: bytes, listed: dict[bytes, str], actual: dict[bytes, str]) -> str:
-    if path not in actual:
-        return "missing"
-    if path not in listed:
-        return "not listed"
-    return "sha256 differs"
+def _record_line(line: bytes, number: int, ledger: ChecksumLedger) -> None:
+    match = _LINE.fullmatch(line)
+    if match is None:
+        raise ChecksumMismatch(
+            f"CHECKSUMS line {number} is malformed", code="ErrChecksumsMalformedLine"
+        )
+    path = _unescape(match[3]) if match[1] else match[3]
+    ledger.record(os.fsdecode(path), bytes.fromhex(match[2].decode()))
+
+
+def _differences(
+    listed: Iterator[tuple[bytes, bytes]], actual: Iterator[tuple[bytes, bytes]]
+) -> tuple[int, int, list[str]]:
+    """Walk both sorted listings together: ``(paths listed, paths differing, the first five
+    differences)``; memory stays flat whatever their length."""
+    listed_count = differing = 0
+    shown: list[str] = []
+
+    def differ(path: bytes, problem: str) -> None:
+        nonlocal differing
+        differing += 1
+        if len(shown) < _SHOWN:
+            shown.append(f"{os.fsdecode(path)}: {problem}")
+
+    left, right = next(listed, None), next(actual, None)
+    while left is not None or right is not None:
+        if right is None or (left is not None and left[0] < right[0]):
+            assert left is not None
+            listed_count += 1
+            differ(left[0], "missing")
+            left = next(listed, None)
+        elif left is None or right[0] < left[0]:
+            differ(right[0], "not listed")
+            right = next(actual, None)
+        else:
+            listed_count += 1
+            if left[1] != right[1]:
+                differ(left[0], "sha256 differs")
+            left, right = next(listed, None), next(actual, None)
+    return listed_count, differing, shown
 
 
 def _checksum_algorithm(manifest: bytes) -> str:
@@ -190,32 +228,40 @@ def check_tree(
         _check_redirected(tree, root)
         if payload is not None and _checksum_algorithm(payload) == CHECKSUMS_NONE:
             return _count_tree(tree, root), CHECKSUMS_NONE
-        # CHECKSUMS lists every file of the tree: no per-file cap.
-        listing = root.read(CHECKSUMS_NAME, limit=None)
-        if listing is None and missing_ok:
+        checksums = root.lookup(CHECKSUMS_NAME)
+        if checksums is None and missing_ok:
             return _count_tree(tree, root), "missing"
-        if listing is None:
+        if checksums is None or checksums.is_dir:
             raise ChecksumMismatch(
                 f"{tree.root} has no {CHECKSUMS_NAME}", code="ErrChecksumsMissing"
             )
-        listed = _parse(listing)
-    # CHECKSUMS lists every file but itself, and hash_tree skips it too.
-    if tally is not None:
-        tally.total = len(listed)
-    actual = hash_tree(tree, tally)
-    problems = [
-        f"{os.fsdecode(p)}: {_problem(p, listed, actual)}"
-        for p in sorted(listed.keys() | actual.keys())
-        if listed.get(p) != actual.get(p)
-    ]
-    if problems:
-        shown = "; ".join(problems[:5]) + (
-            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
-        )
+        # Both sides go through sorted spills and are compared in one merge: a tree of
+        # millions of files is checked in a few MiB.
+        with tempfile.TemporaryDirectory(prefix="elastickv-verify-") as spill:
+            listed = ChecksumLedger(Path(spill) / "listed")
+            actual = ChecksumLedger(Path(spill) / "actual")
+            try:
+                with root.open_file(checksums) as file:
+                    lines = _parse_into(file.blocks(), listed)
+                if not lines:
+                    raise ChecksumMismatch("CHECKSUMS lists no file", code="ErrChecksumsEmpty")
+                if tally is not None:
+                    tally.total = lines
+                # CHECKSUMS lists every file but itself, and hash_files skips it too.
+                hash_files(tree, lambda rel, digest: actual.record(os.fsdecode(rel), digest), tally)
+                count, differing, shown = _differences(
+                    listed.items(keep_checksums=True), actual.items()
+                )
+            finally:
+                listed.close()
+                actual.close()
+    if differing:
+        more = f"; and {differing - _SHOWN} more" if differing > _SHOWN else ""
         raise ChecksumMismatch(
-            f"{len(problems)} file(s) differ from CHECKSUMS: {shown}", code="ErrChecksumMismatch"
+            f"{differing} file(s) differ from CHECKSUMS: {'; '.join(shown)}{more}",
+            code="ErrChecksumMismatch",
         )
-    return len(listed), CHECKSUM_ALGORITHM
+    return count, CHECKSUM_ALGORITHM
 
 
 async def verify_tree(
