@@ -97,6 +97,16 @@ def tree_files(root: Path) -> dict[str, bytes]:
     }
 
 
+def run_independent_files(root: Path) -> dict[str, bytes]:
+    """:func:`tree_files` of a decoded tree without what differs from run to run: MANIFEST.json
+    (wall time) and its line in CHECKSUMS."""
+    files = tree_files(root)
+    del files["MANIFEST.json"]
+    lines = files["CHECKSUMS"].splitlines(keepends=True)
+    files["CHECKSUMS"] = b"".join(line for line in lines if not line.endswith(b" MANIFEST.json\n"))
+    return files
+
+
 def hand_built_fsm(ts: int, records: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The snapshot bytes written out longhand from the format description (§1.1, §6.1)."""
     out = b"EKVPBBL1" + struct.pack("<Q", ts)

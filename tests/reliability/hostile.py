@@ -122,3 +122,13 @@ def pausing_cli(*args: str | os.PathLike[str]) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def header_below_data() -> bytes:
+    """Two Redis strings committed after the header's ``last_commit_ts``: a snapshot the
+    decoder must decode a second time (``mvcc_header_below_data``)."""
+    return snapshot(
+        [(b"!redis|str|a", b"\xff\x01\x00A"), (b"!redis|str|b", b"\xff\x01\x00B")],
+        last_commit_ts=60,
+        commit_ts=7000,
+    )

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 from faultlib import failing_call
-from hostile import SAMPLE_FSM, cli, listing, snapshot
+from hostile import SAMPLE_FSM, cli, header_below_data, listing
 
 from elastickv_async import DecodeOptions, OutputError, UsageError, decode_snapshot
 from elastickv_async._core import pipeline
@@ -125,13 +125,7 @@ def test_reset_after_header_below_data_never_follows_a_swapped_symlink(
 ) -> None:
     """The redo's reset works on the directory opened at the start, not on the path."""
     fsm = tmp_path / "s.fsm"
-    fsm.write_bytes(
-        snapshot(
-            [(b"!redis|str|a", b"\xff\x01\x00A"), (b"!redis|str|b", b"\xff\x01\x00B")],
-            last_commit_ts=60,
-            commit_ts=7000,
-        )
-    )
+    fsm.write_bytes(header_below_data())
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "precious.txt").write_text("keep me")

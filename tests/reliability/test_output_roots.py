@@ -12,7 +12,8 @@ from typing import Any
 
 import anyio
 import pytest
-from hostile import SAMPLE_FSM, cli, listing, pausing_cli, snapshot
+from hostile import SAMPLE_FSM, cli, header_below_data, listing, pausing_cli
+from support import tree_files
 
 from elastickv_async import (
     ChecksumMismatch,
@@ -34,15 +35,6 @@ SPLIT = ("dynamodb", "s3", "redis")
 
 def _roots(base: Path) -> dict[str, Path]:
     return {name: base / f"disk-{name}" for name in SPLIT}
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    """Every regular file under ``root`` by relative path, with its content."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
-    }
 
 
 def _reassemble(main: Path, roots: dict[str, Path], target: Path) -> Path:
@@ -90,11 +82,11 @@ async def test_split_decode_reassembles_to_the_unsplit_tree(tmp_path: Path, whol
     roots = _roots(tmp_path)
     main = tmp_path / "main"
     await decode_snapshot(SAMPLE_FSM, main, output_roots=roots)
-    expected = _files(whole)
+    expected = tree_files(whole)
     for name, root in roots.items():
         assert os.listdir(root) == [name]
-        assert _files(root) == {k: v for k, v in expected.items() if k.startswith(f"{name}/")}
-    in_main = _files(main)
+        assert tree_files(root) == {k: v for k, v in expected.items() if k.startswith(f"{name}/")}
+    in_main = tree_files(main)
     assert sorted(in_main) == sorted(k for k in expected if k.split("/")[0] not in roots), (
         "the main root holds sqs/, CHECKSUMS and MANIFEST.json only"
     )
@@ -157,8 +149,8 @@ async def test_verify_follows_the_recorded_roots(
     fails it, naming the file by its logical path."""
     main, roots = split
     report = await verify_tree(main)
-    assert report.counters["verify.files"] == len(_files(main)) - 1 + sum(
-        len(_files(root)) for root in roots.values()
+    assert report.counters["verify.files"] == len(tree_files(main)) - 1 + sum(
+        len(tree_files(root)) for root in roots.values()
     )
     main, copies = _split_copy(split, tmp_path)
     # Point the copy's redirected roots at the copies (the MANIFEST names the originals).
@@ -218,7 +210,7 @@ async def test_encode_of_a_split_tree_equals_encode_of_the_whole(
     main, _ = split
     result = await encode_snapshot(main, tmp_path / "split.fsm", EncodeOptions(self_test=True))
     assert result.self_test_matched
-    assert result.report.counters["encode.files_verified"] > len(_files(main))
+    assert result.report.counters["encode.files_verified"] > len(tree_files(main))
     assert (tmp_path / "split.fsm").read_bytes() == (tmp_path / "whole.fsm").read_bytes()
     assert result.sha256 == unsplit.sha256
     moved_main, copies = _split_copy(split, tmp_path / "moved")
@@ -380,20 +372,15 @@ async def test_a_rerun_after_a_header_below_its_data_clears_the_redirected_roots
 ) -> None:
     """The decode that starts over empties every root, not only the output."""
     fsm = tmp_path / "s.fsm"
-    fsm.write_bytes(
-        snapshot(
-            [(b"!redis|str|a", b"\xff\x01\x00A"), (b"!redis|str|b", b"\xff\x01\x00B")],
-            last_commit_ts=60,
-            commit_ts=7000,
-        )
-    )
+    fsm.write_bytes(header_below_data())
     root = tmp_path / "disk"
     whole = tmp_path / "whole"
     options = DecodeOptions(adapters=("redis",))
     await decode_snapshot(fsm, whole, options)
     report = await decode_snapshot(fsm, tmp_path / "main", options, output_roots={"redis": root})
     assert "mvcc_header_below_data" in report.warnings
-    assert _files(root) == {k: v for k, v in _files(whole).items() if k.startswith("redis/")}
+    expected = {k: v for k, v in tree_files(whole).items() if k.startswith("redis/")}
+    assert tree_files(root) == expected
     await verify_tree(tmp_path / "main")
 
 
@@ -407,7 +394,7 @@ async def test_a_tree_made_whole_again_verifies_with_tree_roots_at_the_main_root
     whole = _reassemble(main, roots, tmp_path / "whole")
     back = dict.fromkeys(roots, whole)
     report = await verify_tree(whole, tree_roots=back)
-    assert report.counters["verify.files"] == len(_files(whole)) - 1
+    assert report.counters["verify.files"] == len(tree_files(whole)) - 1
     partly = dict.fromkeys(["dynamodb"], whole)
     with pytest.raises(ChecksumMismatch, match="holds s3/, but"):
         await verify_tree(whole, tree_roots=partly)

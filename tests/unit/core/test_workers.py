@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support import REPO_ROOT
+from support import REPO_ROOT, run_independent_files
 
 from elastickv_async._core.cli import main
 from elastickv_async._core.encode.api import encode_snapshot
@@ -78,25 +78,13 @@ def test_auto_leaves_a_cpu_to_the_run_and_starts_nothing_for_a_small_input() -> 
     assert auto_processes(large=True) == available_cpus() - 1
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    """Every file but MANIFEST.json (it holds the wall time), and CHECKSUMS without its line."""
-    files = {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != "MANIFEST.json"
-    }
-    lines = files["CHECKSUMS"].splitlines(keepends=True)
-    files["CHECKSUMS"] = b"".join(line for line in lines if not line.endswith(b" MANIFEST.json\n"))
-    return files
-
-
 @needs_sample
 async def test_decode_and_encode_do_not_depend_on_the_process_count(tmp_path: Path) -> None:
     trees = {}
     for workers in (0, 2):
         tree = tmp_path / f"tree-{workers}"
         await decode_snapshot(SAMPLE, tree, DecodeOptions(workers=workers))
-        trees[workers] = _files(tree)
+        trees[workers] = run_independent_files(tree)
     assert trees[0] == trees[2]
     outputs = []
     for workers in (0, 2):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from s3_support import blob, bucket_meta, manifest, part, seg, simple_object
-from support import hand_built_fsm, tree_files
+from support import hand_built_fsm, run_independent_files
 
 from elastickv_async._core.cli import main
 from elastickv_async._core.encode.api import encode_snapshot
@@ -82,15 +82,6 @@ def _snapshot(path: Path) -> dict[str, bytes]:
     return bodies
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    """The tree without MANIFEST.json (it holds the wall time) and its CHECKSUMS line."""
-    files = tree_files(root)
-    del files["MANIFEST.json"]
-    lines = files["CHECKSUMS"].splitlines(keepends=True)
-    files["CHECKSUMS"] = b"".join(line for line in lines if not line.endswith(b" MANIFEST.json\n"))
-    return files
-
-
 async def test_decode_and_encode_are_the_same_with_and_without_processes(tmp_path: Path) -> None:
     source = tmp_path / "in.fsm"
     bodies = _snapshot(source)
@@ -98,7 +89,7 @@ async def test_decode_and_encode_are_the_same_with_and_without_processes(tmp_pat
     for workers in (0, 2):
         tree = tmp_path / f"tree-{workers}"
         await decode_snapshot(source, tree, DecodeOptions(workers=workers))
-        trees[workers] = _files(tree)
+        trees[workers] = run_independent_files(tree)
     assert trees[0] == trees[2]
     assert {name: trees[0][name] for name in bodies} == bodies
 
@@ -110,7 +101,7 @@ async def test_decode_and_encode_are_the_same_with_and_without_processes(tmp_pat
     assert outputs[0] == outputs[1]
     # The encoded snapshot decodes back to the same bodies.
     await decode_snapshot(tmp_path / "out-0.fsm", tmp_path / "again", DecodeOptions(workers=2))
-    again = _files(tmp_path / "again")
+    again = run_independent_files(tmp_path / "again")
     assert {name: again[name] for name in bodies} == bodies
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import tree_files
+from support import run_independent_files
 
 from elastickv_async._adapters.sqs.decode import RENDER_CHUNK
 from elastickv_async._core.cli import main
@@ -89,15 +89,6 @@ def _snapshot(path: Path) -> int:
     return count
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    """The tree without MANIFEST.json (it holds the wall time) and its CHECKSUMS line."""
-    files = tree_files(root)
-    del files["MANIFEST.json"]
-    lines = files["CHECKSUMS"].splitlines(keepends=True)
-    files["CHECKSUMS"] = b"".join(line for line in lines if not line.endswith(b" MANIFEST.json\n"))
-    return files
-
-
 async def test_decode_and_encode_are_the_same_with_and_without_processes(tmp_path: Path) -> None:
     source = tmp_path / "in.fsm"
     count = _snapshot(source)
@@ -110,7 +101,7 @@ async def test_decode_and_encode_are_the_same_with_and_without_processes(tmp_pat
             workers=workers, adapter_options=adapter_options, full_fidelity=True
         )
         await decode_snapshot(source, tree, options)
-        trees[workers] = _files(tree)
+        trees[workers] = run_independent_files(tree)
     assert trees[0] == trees[2]
     lines = [
         json.loads(line)
