@@ -739,3 +739,23 @@ async def test_a_bad_row_in_a_worker_process_arrives_typed_with_its_key(tmp_path
         await decode_rows(tmp_path, rows, workers=1)
     assert caught.value.key == wide(b"!hs|meta|", b"h")
     assert caught.value.adapter == "redis"
+
+
+def test_a_worker_call_leaves_no_garbage_cycle_behind() -> None:
+    """``decode_rows`` runs many times in one long-lived worker process: its output must be
+    freed when the call returns, not kept by a reference cycle until a full collection
+    (the worker grew with every key of the snapshot before)."""
+    import gc
+
+    from elastickv_async._adapters.redis import keys
+
+    rows = [(keys.STRING, b"!redis|str|k%d" % i, new_str(b"v")) for i in range(50)]
+    gc.collect()
+    gc.disable()
+    try:
+        out = rows_module.decode_rows(rows, 0, None, 0)
+        assert len(out.facts) == 50
+        del out
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -97,7 +97,7 @@ def decode_rows(rows: Sequence[Row3], first: int, cutoff: int | None, unshift_ms
     :class:`~elastickv_async._core.errors.AdapterRecordError`.
     """
     decoder = _RowDecoder(cutoff, unshift_ms)
-    handlers = decoder.handlers
+    handlers = decoder.handlers()
     key = b""
     try:
         for index, (prefix, key, value) in enumerate(rows, first):
@@ -133,7 +133,12 @@ class _RowDecoder:
         self._position = 0
         self._run: _Run | None = None
         self.out = Rows()
-        self.handlers: dict[bytes, Callable[[bytes, bytes], None]] = {
+
+    def handlers(self) -> dict[bytes, Callable[[bytes, bytes], None]]:
+        """The row handlers by prefix. Built per call, not kept on the decoder: a dict of its
+        own bound methods would make the decoder (and the whole output it holds) a reference
+        cycle that outlives the call until a full garbage collection."""
+        return {
             keys.STRING: self._string,
             keys.HLL: self._hll,
             keys.TTL: self._ttl,
