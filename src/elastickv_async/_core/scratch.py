@@ -54,6 +54,7 @@ Record = tuple[bytes, bytes]
 Range = tuple[int, int, int]
 
 K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 _LEN: Final = struct.Struct("<Q")
 _BUFFER: Final = 256 << 10
@@ -127,7 +128,7 @@ def iter_records(path: Path, offset: int = 0, length: int | None = None) -> Iter
         yield from read_records(fh, length)
 
 
-def merge(streams: Iterable[Iterable[Record]]) -> Iterator[Record]:
+def merge(streams: Iterable[Iterable[tuple[bytes, V]]]) -> Iterator[tuple[bytes, V]]:
     """Merge streams each sorted by key into one sorted stream.
 
     Stable: records with equal keys come out in the order of their streams, and in their

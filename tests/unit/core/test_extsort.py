@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from elastickv_async._core import extsort
+from elastickv_async._core.errors import OutputError
 from elastickv_async._core.extsort import ExternalSorter
 
 
@@ -92,4 +93,90 @@ def test_equal_keys_keep_insertion_order_through_compaction(
         s.spill()
     s.add(b"k", b"tail")
     assert list(s.merged()) == [(b"j", v) for v in values] + [(b"k", v) for v in [*values, b"tail"]]
+    s.close()
+
+
+def _mixed_records(n: int, seed: int) -> list[tuple[bytes, bytes]]:
+    """Unique keys; about a third of the values are large (2-5 KB), the rest small."""
+    rng = random.Random(seed)
+    keys = sorted({rng.randbytes(rng.randint(1, 12)) for _ in range(n)})
+    rng.shuffle(keys)
+    return [
+        (k, rng.randbytes(rng.randint(2000, 5000) if i % 3 == 0 else rng.randint(0, 300)))
+        for i, k in enumerate(keys)
+    ]
+
+
+def test_large_values_wait_in_the_side_file_not_in_the_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``large_value``, spilled and compacted runs hold no large value, yet every record
+    comes back intact and in order; close removes the side file too."""
+    monkeypatch.setattr(extsort, "MERGE_FAN_IN", 3)
+    recs = _mixed_records(300, seed=5)
+    large = [v for _, v in recs if len(v) >= 1024]
+    s = ExternalSorter(tmp_path, budget=4096, large_value=1024)
+    for i in range(0, len(recs), 7):
+        chunk = recs[i : i + 7]
+        if i % 2:
+            s.add_many(chunk)
+        else:
+            for k, v in chunk:
+                s.add(k, v)
+        if s.over_budget:
+            s.spill()
+    assert s.spills > 3
+    assert list(s.merged()) == sorted(recs)
+    assert s.side_bytes == sum(map(len, large))
+    runs = [p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("run-")]
+    assert runs and not any(v in run for v in large for run in runs)
+    s.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_moving_large_values_out_may_write_no_run(tmp_path: Path) -> None:
+    """When large values are most of the buffer, a spill moves them and keeps the rest."""
+    recs = [(b"k%02d" % (19 - i), bytes([i]) * 2000) for i in range(20)]
+    s = ExternalSorter(tmp_path, budget=10_000, large_value=1000)
+    parked = 0
+    for k, v in recs:
+        s.add(k, v)
+        if s.over_budget:
+            s.spill()
+            parked += 1
+    assert parked > 1 and s.spills == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["side-values"]
+    assert list(s.merged()) == sorted(recs)
+    s.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_add_many_is_add_of_each(tmp_path: Path) -> None:
+    """Buffering a list counts and spills exactly as adding its records one by one."""
+    recs = _mixed_records(200, seed=9)
+    one = ExternalSorter(tmp_path / "one", budget=3000, large_value=1024)
+    many = ExternalSorter(tmp_path / "many", budget=3000, large_value=1024)
+    for i in range(0, len(recs), 5):
+        chunk = recs[i : i + 5]
+        for k, v in chunk:
+            one.add(k, v)
+        many.add_many(chunk)
+        assert one.over_budget == many.over_budget and one.records == many.records
+        if one.over_budget:
+            one.spill()
+            many.spill()
+    assert (one.spills, one.side_bytes) == (many.spills, many.side_bytes)
+    assert list(one.merged()) == list(many.merged()) == sorted(recs)
+    one.close()
+    many.close()
+
+
+def test_truncated_side_file_is_an_output_error(tmp_path: Path) -> None:
+    """A side file shorter than recorded is refused, not framed short."""
+    s = ExternalSorter(tmp_path, budget=1, large_value=10)
+    s.add(b"a", b"x" * 100)
+    s.spill()
+    (tmp_path / "side-values").write_bytes(b"x" * 50)
+    with pytest.raises(OutputError, match="truncated"):
+        list(s.merged())
     s.close()
