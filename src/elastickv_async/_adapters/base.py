@@ -32,6 +32,7 @@ __all__ = [
     "BYTES",
     "LINE_SET",
     "AdapterSpec",
+    "BatchEncodeAdapter",
     "DecodeAdapter",
     "DecodeContext",
     "EncodeAdapter",
@@ -214,6 +215,17 @@ class EncodeAdapter(Protocol):
         ...
 
 
+class BatchEncodeAdapter(Protocol):
+    """An encoder that hands its records over in lists (the core then works per list).
+
+    Each list should stay within a few MiB: the core buffers a few of them at once.
+    """
+
+    def batches(self) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        """Yield every internal record of this adapter's subtree, in lists, in any order."""
+        ...
+
+
 def _no_manifest_fields(options: Any) -> Sequence[ManifestField]:
     return ()
 
@@ -267,7 +279,7 @@ class AdapterSpec:
     #: Prefixes of this adapter's keyspace that are dropped and counted as internal.
     internal_prefixes: tuple[bytes, ...]
     decoder: Callable[[DecodeContext], DecodeAdapter]
-    encoder: Callable[[EncodeContext], EncodeAdapter]
+    encoder: Callable[[EncodeContext], EncodeAdapter | BatchEncodeAdapter]
     #: Place among the encoders: the sidecar's ``adapters_enabled`` and the self-test report
     #: follow the reference's encode order, which differs from the decode (registry) order.
     encode_rank: int = 1000

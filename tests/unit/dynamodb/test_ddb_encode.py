@@ -36,7 +36,7 @@ ENCODE_CASES = [
 
 async def _records(root: Path, tmp_path: Path, **decoded_with: Any) -> list[tuple[bytes, bytes]]:
     encoder = DynamoDBEncoder(encode_context(root, tmp_path / "scratch", **decoded_with))
-    return sorted([record async for record in encoder.records()])
+    return sorted([record async for batch in encoder.batches() for record in batch])
 
 
 @pytest.mark.parametrize("case", ENCODE_CASES)
@@ -259,7 +259,7 @@ async def test_small_chunks_give_the_same_records_and_leak_nothing(
     assert await _records(root, tmp_path) == baseline
     assert _open_fds() == before
     # Stopping early closes the walk and every opened item file.
-    stream = DynamoDBEncoder(encode_context(root, tmp_path / "scratch")).records()
+    stream = DynamoDBEncoder(encode_context(root, tmp_path / "scratch")).batches()
     await stream.__anext__()
     await stream.aclose()
     assert _open_fds() == before
@@ -281,7 +281,7 @@ async def test_errors_in_later_chunks_leak_nothing(
 async def _records_in_order(root: Path, tmp_path: Path, workers: int) -> list[tuple[bytes, bytes]]:
     ctx = encode_context(root, tmp_path / f"scratch-{workers}")
     encoder = DynamoDBEncoder(dataclasses.replace(ctx, workers=Workers(workers)))
-    return [record async for record in encoder.records()]
+    return [record async for batch in encoder.batches() for record in batch]
 
 
 @pytest.mark.parametrize("case", ["enc_ddb_gsi", "enc_ddb_binary", "enc_ddb_migrating"])

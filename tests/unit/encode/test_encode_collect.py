@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import cast
@@ -12,12 +13,20 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 import structlog
+from encode_support import fake_specs, hand_built_fsm, make_tree, use_specs
 from support import raises_code
 
-from elastickv_async._adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
-from elastickv_async._core.encode.collect import collect_records
+from elastickv_async._adapters.base import (
+    AdapterSpec,
+    BatchEncodeAdapter,
+    EncodeAdapter,
+    EncodeContext,
+)
+from elastickv_async._core.encode.api import encode_snapshot
+from elastickv_async._core.encode.collect import LARGE_VALUE, collect_records
 from elastickv_async._core.errors import DumpTreeError
 from elastickv_async._core.extsort import ExternalSorter
+from elastickv_async._core.options import EncodeOptions
 from elastickv_async._core.report import Report
 
 pytestmark = pytest.mark.anyio
@@ -57,7 +66,7 @@ class _Fixed:
             yield record
 
 
-def _spec(name: str, encoder: EncodeAdapter) -> AdapterSpec:
+def _spec(name: str, encoder: EncodeAdapter | BatchEncodeAdapter) -> AdapterSpec:
     return AdapterSpec(name, (), (), decoder=lambda c: pytest.fail("no"), encoder=lambda c: encoder)
 
 
@@ -101,3 +110,94 @@ async def test_limit_violation_in_the_consumer(tmp_path: Path) -> None:
     with raises_code(DumpTreeError, "ErrEncodeValueTooLarge"):
         await collect_records(specs, _context(tmp_path), ExternalSorter(tmp_path), b"")
     assert _Endless.closed
+
+
+class _Batched:
+    """Hands its records over in the given lists; records whether its generator was closed."""
+
+    def __init__(self, batches: list[list[tuple[bytes, bytes]]], endless: bool = False) -> None:
+        self._batches = batches
+        self._endless = endless
+        self.closed = False
+
+    async def batches(self) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        try:
+            for batch in self._batches:
+                await anyio.lowlevel.checkpoint()
+                yield batch
+            while self._endless:
+                await anyio.lowlevel.checkpoint()
+                yield [(b"e", b"")]
+        finally:
+            self.closed = True
+
+
+async def _collected(
+    tmp_path: Path, specs: list[AdapterSpec], budget: int, suffix: bytes = b"SUFFIX!!"
+) -> tuple[list[tuple[bytes, bytes]], ExternalSorter]:
+    sorter = ExternalSorter(tmp_path, budget=budget, large_value=LARGE_VALUE)
+    await collect_records(specs, _context(tmp_path), sorter, suffix)
+    try:
+        return await anyio.to_thread.run_sync(lambda: list(sorter.merged())), sorter
+    finally:
+        await anyio.to_thread.run_sync(sorter.close)
+
+
+async def test_batches_and_records_collect_the_same(tmp_path: Path) -> None:
+    """An encoder's lists (empty ones included) reach the sorter as its records one by one
+    would, large values and spills included."""
+    rng = random.Random(3)
+    records = [
+        (b"k%05d" % rng.randrange(10**5), rng.randbytes(LARGE_VALUE if i % 50 == 0 else i % 90))
+        for i in range(1200)
+    ]
+    cuts = sorted(rng.sample(range(len(records)), 40))
+    lists = [records[a:b] for a, b in zip([0, *cuts], [*cuts, len(records)], strict=True)]
+    lists.insert(3, [])
+    by_batch, sorter = await _collected(
+        tmp_path / "b", [_spec("redis", _Batched(lists))], budget=20_000
+    )
+    assert sorter.spills > 0 and sorter.side_bytes == LARGE_VALUE * 24
+    by_record, _ = await _collected(tmp_path / "r", [_spec("redis", _Fixed(records))], 20_000)
+    assert by_batch == by_record
+    assert by_batch == sorted(((k + b"SUFFIX!!", v) for k, v in records), key=lambda r: r[0])
+
+
+async def test_a_failure_closes_a_batch_encoder(tmp_path: Path) -> None:
+    """Another adapter's error cancels a batch encoder and closes its generator."""
+    endless = _Batched([], endless=True)
+    specs = [_spec("redis", endless), _spec("s3", _Failing())]
+    with pytest.raises(DumpTreeError, match="broken tree"):
+        await collect_records(specs, _context(tmp_path), ExternalSorter(tmp_path), b"")
+    assert endless.closed
+
+
+async def test_limit_violation_inside_a_batch(tmp_path: Path) -> None:
+    """One over-limit key among fine ones in a list is refused, naming that key."""
+    batch = [(b"a", b""), (b"big" + b"k" * (1 << 20), b""), (b"z", b"")]
+    specs = [_spec("redis", _Batched([batch]))]
+    with raises_code(DumpTreeError, "ErrEncodeKeyTooLarge", match="bigkkk"):
+        await collect_records(specs, _context(tmp_path), ExternalSorter(tmp_path), b"")
+
+
+async def test_large_values_frame_identically_across_spills(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run with large values parked in the side file and small ones spilled to runs writes
+    the bytes of the hand-built snapshot, and leaves no scratch behind."""
+    rng = random.Random(8)
+    records = {
+        "s3": [(b"s3|%03d" % i, rng.randbytes(LARGE_VALUE + i if i % 2 else i)) for i in range(40)],
+        "redis": [(b"r|%05d" % i, rng.randbytes(i % 60)) for i in range(3000)],
+    }
+    use_specs(monkeypatch, fake_specs(records))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    out = tmp_path / "o.fsm"
+    options = EncodeOptions(adapters=("redis", "s3"), scratch_root=scratch)
+    result = await encode_snapshot(
+        make_tree(tmp_path / "in"), out, options, sort_budget=4 * LARGE_VALUE, force=True
+    )
+    assert result.report.counters["encode.sort_spills"] > 0
+    assert out.read_bytes() == hand_built_fsm(1234, records["redis"] + records["s3"])
+    assert list(scratch.iterdir()) == []

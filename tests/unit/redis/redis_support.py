@@ -122,7 +122,7 @@ async def encode_tree_in_order(root: Path, *, workers: int = 0) -> list[tuple[by
         scratch=root,
         workers=Workers(workers),
     )
-    return [record async for record in RedisEncoder(ctx).records()]
+    return [record async for batch in RedisEncoder(ctx).batches() for record in batch]
 
 
 def wide(prefix: bytes, user_key: bytes, suffix: bytes = b"") -> bytes:

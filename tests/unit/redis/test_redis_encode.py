@@ -384,7 +384,7 @@ async def test_stream_meta_disagreeing_with_entries_restores_as_decoded(
     ctx = EncodeContext(
         input_root=tmp_path / "tree", log=make_logger(report), report=report, scratch=tmp_path
     )
-    assert sorted([r async for r in RedisEncoder(ctx).records()]) == sorted(rows)
+    assert sorted([r async for batch in RedisEncoder(ctx).batches() for r in batch]) == sorted(rows)
     assert report.warnings[event].count == 1
 
 

@@ -145,7 +145,8 @@ def encoder(root: Path, scratch: Path) -> S3Encoder:
 async def encode_all(root: Path, scratch: Path) -> dict[bytes, bytes]:
     """All records of the tree at ``root``; duplicate keys fail the test."""
     out: dict[bytes, bytes] = {}
-    async for key, value in encoder(root, scratch).records():
-        assert key not in out, key
-        out[key] = value
+    async for batch in encoder(root, scratch).batches():
+        for key, value in batch:
+            assert key not in out, key
+            out[key] = value
     return out

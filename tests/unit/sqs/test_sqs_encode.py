@@ -32,7 +32,7 @@ SHARED = shared_dir()
 async def encode(root: Path) -> dict[bytes, bytes]:
     report = Report()
     ctx = EncodeContext(input_root=root, log=make_logger(report), report=report, scratch=root)
-    records = [r async for r in SQSEncoder(ctx).records()]
+    records = [r async for batch in SQSEncoder(ctx).batches() for r in batch]
     keys = [k for k, _ in records]
     assert len(keys) == len(set(keys)), "duplicate keys"
     return dict(records)
@@ -354,7 +354,7 @@ async def test_records_cost_their_size_in_memory(tmp_path: Path) -> None:
     )
     tracemalloc.start()
     try:
-        records = [r async for r in SQSEncoder(ctx).records()]
+        records = [r async for batch in SQSEncoder(ctx).batches() for r in batch]
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -383,16 +383,16 @@ class DynamoDBEncoder:
     def __init__(self, ctx: EncodeContext) -> None:
         self._ctx = ctx
 
-    async def records(self) -> AsyncGenerator[Record, None]:
-        """Yield every record of the ``dynamodb/`` subtree (none when it is absent)."""
+    async def batches(self) -> AsyncGenerator[list[Record], None]:
+        """Yield every record of the ``dynamodb/`` subtree (none when it is absent), a walk
+        step's records at a time."""
         tree = self._ctx.tree
         walker = _Walker(self._ctx)
         try:
             upcoming = await tree.run(walker.next_chunk)
             while upcoming:
                 records, upcoming = await self._step(walker, upcoming)
-                for record in records:
-                    yield record
+                yield records
         finally:
             with anyio.CancelScope(shield=True):
                 await tree.run(walker.close)

@@ -218,7 +218,7 @@ def _encode_slice(job: _Slice) -> _Built:
 
 
 class RedisEncoder:
-    """Yields the store records of ``redis/db_0/`` (an :class:`EncodeAdapter`)."""
+    """Yields the store records of ``redis/db_0/`` in lists (a ``BatchEncodeAdapter``)."""
 
     def __init__(self, ctx: EncodeContext) -> None:
         self._tree = ctx.tree
@@ -227,8 +227,9 @@ class RedisEncoder:
         self._log = ctx.log
         self._workers = ctx.workers
 
-    async def records(self) -> AsyncIterator[Record]:
-        """Every record of the Redis subtree, type by type in the reference's order."""
+    async def batches(self) -> AsyncIterator[list[Record]]:
+        """Every record of the Redis subtree, type by type in the reference's order, a built
+        slice at a time."""
         found = await self._tree.run(_scan, self._tree)
         if found is None:
             return
@@ -247,8 +248,7 @@ class RedisEncoder:
                         job, built = done.popleft()
                         for event, fields in built.notes:
                             self._log.warning(event, **fields)
-                        for record in built.records:
-                            yield record
+                        yield built.records
                         if built.done < len(job.names):
                             # Stopped by its byte budget: the names it left come before the
                             # next job's, whose records wait (bounded by the round's budget).

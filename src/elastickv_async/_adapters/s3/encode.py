@@ -64,6 +64,7 @@ _BUCKET_NAME: Final = os.fsdecode(BUCKET_FILE)
 _KEYMAP_NAME: Final = os.fsdecode(KEYMAP_FILE)
 _META: Final = os.fsdecode(META_SUFFIX)
 _RESERVED_DIRS: Final = frozenset({os.fsdecode(ORPHANS_DIR), os.fsdecode(INCOMPLETE_DIR)})
+Record = tuple[bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +114,7 @@ def _chunk_sizes(size: int) -> list[int]:
 
 
 class S3Encoder:
-    """The S3 adapter's :class:`~elastickv_async._adapters.base.EncodeAdapter`."""
+    """The S3 adapter's :class:`~elastickv_async._adapters.base.BatchEncodeAdapter`."""
 
     def __init__(self, ctx: EncodeContext) -> None:
         self._ctx = ctx
@@ -121,8 +122,8 @@ class S3Encoder:
         # Only a full-fidelity tree's _incomplete_uploads/ holds the uploads' chunks too.
         self._uploads = ctx.full_fidelity
 
-    async def records(self) -> AsyncIterator[tuple[bytes, bytes]]:
-        """Yield every S3 record of the tree, bucket by bucket.
+    async def batches(self) -> AsyncIterator[list[Record]]:
+        """Yield every S3 record of the tree, bucket by bucket, in lists.
 
         A bucket is walked in batches of objects (one worker-thread call each), so memory
         stays bounded however many objects it holds.
@@ -131,22 +132,33 @@ class S3Encoder:
             scan = _BucketScan(self._tree, dir_name)
             try:
                 name, meta_value = await self._tree.run(scan.start)
-                yield keys.bucket_meta_key(name), meta_value
-                yield keys.bucket_gen_key(name), struct.pack(">Q", RESTORE_GENERATION)
+                yield [
+                    (keys.bucket_meta_key(name), meta_value),
+                    (keys.bucket_gen_key(name), struct.pack(">Q", RESTORE_GENERATION)),
+                ]
                 while batch := await self._tree.run(scan.next_batch):
+                    out: list[Record] = []
                     for obj in batch:
-                        async for record in self._object_records(name, obj):
-                            yield record
+                        if obj.body is not None:
+                            out += self._small_object_records(name, obj)
+                            continue
+                        # A body of many chunks is read block by block: hand over what is
+                        # ready first, so at most one block waits here.
+                        yield out
+                        out = []
+                        async for block in self._large_object_blocks(name, obj):
+                            yield block
+                    yield out
                 scan.finish()
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._tree.run(scan.close)
             if self._uploads:
-                async for record in self._upload_records(dir_name):
-                    yield record
+                async for records in self._upload_batches(dir_name):
+                    yield records
             self._ctx.report.count("s3.buckets")
 
-    async def _upload_records(self, dir_name: str) -> AsyncIterator[tuple[bytes, bytes]]:
+    async def _upload_batches(self, dir_name: str) -> AsyncIterator[list[Record]]:
         """The records of ``<bucket>/_incomplete_uploads/records.jsonl``, at generation 1."""
         rel = f"{ROOT}/{dir_name}/{INCOMPLETE_DIR.decode()}/{INCOMPLETE_RECORDS.decode()}"
         fh = await self._tree.run(self._open_uploads, dir_name)
@@ -155,10 +167,11 @@ class S3Encoder:
         count = 0
         try:
             while batch := await self._tree.run(_upload_batch, fh, rel):
+                out: list[Record] = []
                 for prefix, key, value in batch:
-                    for record in restore_records(prefix, key, value):
-                        yield record
+                    out += restore_records(prefix, key, value)
                     count += 1
+                yield out
         finally:
             fh.close()  # a read-only descriptor: closing it does not block
         self._ctx.report.count("s3.incomplete_upload_records", count)
@@ -171,24 +184,31 @@ class S3Encoder:
             file = uploads.open_name(INCOMPLETE_RECORDS.decode())
         return None if file is None else file.stream()
 
-    async def _object_records(
+    def _small_object_records(self, bucket: bytes, obj: _Object) -> list[Record]:
+        """The records of an object read by the walk: its one chunk (if any) and manifest."""
+        out = [(self._blob_key(bucket, obj, 0), obj.body)] if obj.body else []
+        out.append((keys.manifest_key(bucket, RESTORE_GENERATION, obj.key), obj.manifest))
+        self._counted(obj)
+        return out
+
+    async def _large_object_blocks(
         self, bucket: bytes, obj: _Object
-    ) -> AsyncIterator[tuple[bytes, bytes]]:
+    ) -> AsyncIterator[list[Record]]:
+        """The records of an object of many chunks, a read block at a time, then its manifest."""
         size = obj.entry.size
-        if obj.body is not None:
-            if obj.body:
-                yield self._blob_key(bucket, obj, 0), obj.body
-        else:
-            offset = chunk_no = 0
-            while offset < size:
-                length = min(_READ_BLOCK, size - offset)
-                for chunk in await self._tree.run(self._read_block, obj, offset, length):
-                    yield self._blob_key(bucket, obj, chunk_no), chunk
-                    chunk_no += 1
-                offset += length
-        yield keys.manifest_key(bucket, RESTORE_GENERATION, obj.key), obj.manifest
+        offset = chunk_no = 0
+        while offset < size:
+            length = min(_READ_BLOCK, size - offset)
+            chunks = await self._tree.run(self._read_block, obj, offset, length)
+            yield [(self._blob_key(bucket, obj, chunk_no + i), c) for i, c in enumerate(chunks)]
+            chunk_no += len(chunks)
+            offset += length
+        yield [(keys.manifest_key(bucket, RESTORE_GENERATION, obj.key), obj.manifest)]
+        self._counted(obj)
+
+    def _counted(self, obj: _Object) -> None:
         self._ctx.report.count("s3.objects")
-        self._ctx.report.count("s3.body_bytes", size)
+        self._ctx.report.count("s3.body_bytes", obj.entry.size)
 
     @staticmethod
     def _blob_key(bucket: bytes, obj: _Object, chunk_no: int) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import IO, Any, Final
 
 from ..._core import gojson
@@ -330,41 +331,46 @@ class SQSEncoder:
         self._keep_visibility = ctx.full_fidelity
         self._shift_ms = ctx.time_shift_ms
 
-    async def records(self) -> AsyncIterator[tuple[bytes, bytes]]:
-        """Every record of every queue directory, queue by queue."""
+    async def batches(self) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        """Every record of every queue directory, queue by queue, a read batch at a time."""
         for name in await self._tree.run(_queue_dirs, self._tree):
-            async for record in self._queue_records(name):
-                yield record
+            async for batch in self._queue_batches(name):
+                yield batch
 
-    async def _queue_records(self, dirname: str) -> AsyncIterator[tuple[bytes, bytes]]:
+    async def _queue_batches(self, dirname: str) -> AsyncIterator[list[tuple[bytes, bytes]]]:
         cfg, fh = await self._tree.run(_open_queue, self._tree, dirname)
         name = cfg.name.encode()
         messages_rel = f"{layout.ROOT}/{dirname}/{layout.MESSAGES_FILE}"
         plan = _QueuePlan(cfg, messages_rel)
         try:
-            yield keys.queue_meta_key(name), stored_meta_value(cfg, RESTORE_GENERATION)
-            yield keys.queue_gen_key(name), str(RESTORE_GENERATION).encode()
+            yield [
+                (keys.queue_meta_key(name), stored_meta_value(cfg, RESTORE_GENERATION)),
+                (keys.queue_gen_key(name), str(RESTORE_GENERATION).encode()),
+            ]
             if fh is not None:
-                async for record in self._message_records(_MessageReader(fh, messages_rel), plan):
-                    yield record
-                for record in plan.dedup_records():
-                    yield record
+                async for batch in self._message_batches(_MessageReader(fh, messages_rel), plan):
+                    yield batch
+                dedup = plan.dedup_records()
+                while batch := list(islice(dedup, _BATCH)):
+                    yield batch
         finally:
             if fh is not None:
                 fh.close()  # a read-only descriptor: closing it does not block
         if cfg.fifo and plan.max_sequence > 0:
             # The live sender reads this as the last issued number and adds one.
-            yield keys.queue_seq_key(name), str(plan.max_sequence).encode()
+            yield [(keys.queue_seq_key(name), str(plan.max_sequence).encode())]
         self._ctx.report.count("sqs.queues_encoded")
 
-    async def _message_records(
+    async def _message_batches(
         self, reader: _MessageReader, plan: _QueuePlan
-    ) -> AsyncIterator[tuple[bytes, bytes]]:
-        """The records of every message (the dedup rows aside), each gated first."""
+    ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        """The records of every message (the dedup rows aside), each gated first, a read
+        batch at a time."""
         locked: set[tuple[int, str]] = set()
         count = 0
         missing_id = False
         while batch := await self._tree.run(reader.batch):
+            out: list[tuple[bytes, bytes]] = []
             for msg in batch:
                 msg = shifted(msg, self._shift_ms)
                 plan.check(msg)
@@ -373,15 +379,14 @@ class SQSEncoder:
                     missing_id = True  # raised once every line has passed the gates
                 if missing_id:
                     continue
-                records = _message_records(
+                out += _message_records(
                     plan.cfg,
                     plan.partitioned,
                     msg,
                     self._keep_visibility,
                     self._holds_group_lock(plan.cfg, msg, locked),
                 )
-                for record in records:
-                    yield record
+            yield out
         if missing_id:
             raise tree_error(
                 "ErrSQSEncodeInvalidMessage", f"{plan.rel}: message without message_id"

@@ -52,7 +52,7 @@ from ..encode.api import (
     _workers,
     adapter_contexts,
 )
-from ..encode.collect import collect_records
+from ..encode.collect import LARGE_VALUE, collect_records
 from ..encode.framing import ts_suffix
 from ..encode.info import EncodeInfo, encoder_version
 from ..encode.output import FrameWriter
@@ -339,7 +339,7 @@ class _Run:
         with map_os_errors(OutputError, f"cannot create a work directory in {base}"):
             held = await anyio.to_thread.run_sync(_make_workdir, base, self.tag, self.enabled)
         work = held.path
-        sorter = ExternalSorter(work / "sort", self.sort_budget)
+        sorter = ExternalSorter(work / "sort", self.sort_budget, large_value=LARGE_VALUE)
         suffixes = {g: ts_suffix(ts) for g, ts in plan.stamps.items()}
         meter = self.meter
         try:

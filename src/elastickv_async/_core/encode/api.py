@@ -56,7 +56,7 @@ from ..report import Report, make_logger
 from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag, remove_leftovers
 from ..workers import AUTO_MIN_LISTING, Workers, auto_processes
 from . import publish as disk
-from .collect import collect_records
+from .collect import LARGE_VALUE, collect_records
 from .framing import ts_suffix
 from .info import EncodeInfo, TimeRebase
 from .output import SnapshotStream
@@ -341,7 +341,7 @@ class _Run:
         with map_os_errors(OutputError, f"cannot create a work directory in {base}"):
             held = await anyio.to_thread.run_sync(_make_workdir, base, self.tag, self.enabled)
         work = held.path
-        sorter = ExternalSorter(work / "sort", self.sort_budget)
+        sorter = ExternalSorter(work / "sort", self.sort_budget, large_value=LARGE_VALUE)
 
         context = adapter_contexts(
             self.input_root,

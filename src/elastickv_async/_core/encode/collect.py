@@ -1,15 +1,16 @@
 """Running the selected adapter encoders concurrently and feeding their records to the sorter.
 
 Each adapter runs in its own task of one task group and sends batches of records over a
-bounded channel; a single consumer stamps each key with the snapshot timestamp, checks the
-reader's size limits and buffers the record in the
-:class:`~elastickv_async._core.extsort.ExternalSorter`. A spill runs in a worker thread while the
-producers wait on the full channel (backpressure).
+bounded channel: the lists its ``batches()`` yields, or its ``records()`` gathered into lists.
+A single consumer checks each batch against the reader's size limits, stamps its keys with the
+snapshot timestamp and buffers it in the
+:class:`~elastickv_async._core.extsort.ExternalSorter`, a whole batch at a time. A spill runs in
+a worker thread while the producers wait on the full channel (backpressure).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -17,13 +18,13 @@ import anyio
 import anyio.to_thread
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from ..._adapters.base import AdapterSpec, EncodeAdapter, EncodeContext
+from ..._adapters.base import AdapterSpec, BatchEncodeAdapter, EncodeAdapter, EncodeContext
 from ..concurrency import task_group
 from ..errors import DumpTreeError, UsageError, map_os_errors
 from ..extsort import ExternalSorter
-from .framing import check_record
+from .framing import check_records
 
-__all__ = ["collect_records"]
+__all__ = ["LARGE_VALUE", "collect_records"]
 
 Batch = list[tuple[bytes, bytes]]
 #: The MVCC suffix of every key, or a function giving each user key its own.
@@ -34,18 +35,46 @@ BATCH_RECORDS: Final = 512
 BATCH_BYTES: Final = 4 << 20
 #: Batches buffered in the channel.
 CHANNEL_BUFFER: Final = 4
+#: Values at least this large (S3 body chunks) wait in the sorter's side file, not in its runs.
+LARGE_VALUE: Final = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
 class _Job:
     name: str
-    encoder: EncodeAdapter
+    encoder: EncodeAdapter | BatchEncodeAdapter
+
+
+async def _gathered(records: AsyncIterator[tuple[bytes, bytes]]) -> AsyncIterator[Batch]:
+    """The records of a ``records()`` encoder in lists of about :data:`BATCH_RECORDS`."""
+    batch: Batch = []
+    size = 0
+    try:
+        async for key, value in records:
+            batch.append((key, value))
+            size += len(key) + len(value)
+            if len(batch) >= BATCH_RECORDS or size >= BATCH_BYTES:
+                yield batch
+                batch, size = [], 0
+    finally:
+        # Close an abandoned async generator now (its cleanup may need the event loop).
+        aclose = getattr(records, "aclose", None)
+        if aclose is not None:
+            with anyio.CancelScope(shield=True):
+                await aclose()
+    if batch:
+        yield batch
+
+
+def _batches(encoder: EncodeAdapter | BatchEncodeAdapter) -> AsyncIterator[Batch]:
+    batches = getattr(encoder, "batches", None)
+    if batches is not None:
+        return batches()  # type: ignore[no-any-return]
+    return _gathered(encoder.records())  # type: ignore[union-attr]
 
 
 async def _produce(job: _Job, send: ObjectSendStream[Batch]) -> None:
-    batch: Batch = []
-    size = 0
-    records = job.encoder.records()
+    batches = _batches(job.encoder)
     async with send:
         # An unreadable input file is a problem with the dump tree, as in the reference.
         reading = map_os_errors(
@@ -56,20 +85,22 @@ async def _produce(job: _Job, send: ObjectSendStream[Batch]) -> None:
         )
         try:
             with reading:
-                async for key, value in records:
-                    batch.append((key, value))
-                    size += len(key) + len(value)
-                    if len(batch) >= BATCH_RECORDS or size >= BATCH_BYTES:
+                async for batch in batches:
+                    if batch:
                         await send.send(batch)
-                        batch, size = [], 0
         finally:
-            # Close an abandoned async generator now (its cleanup may need the event loop).
-            aclose = getattr(records, "aclose", None)
+            aclose = getattr(batches, "aclose", None)
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
-        if batch:
-            await send.send(batch)
+
+
+def _stamped(batch: Batch, suffix: Suffix) -> Batch:
+    """``batch`` checked against the reader's limits, each key with its MVCC suffix."""
+    check_records(batch)
+    if isinstance(suffix, bytes):
+        return [(key + suffix, value) for key, value in batch]
+    return [(key + suffix(key), value) for key, value in batch]
 
 
 async def _consume(
@@ -77,9 +108,7 @@ async def _consume(
 ) -> None:
     async with receive:
         async for batch in receive:
-            for key, value in batch:
-                check_record(key, value)
-                sorter.add(key + (suffix if isinstance(suffix, bytes) else suffix(key)), value)
+            sorter.add_many(_stamped(batch, suffix))
             if sorter.over_budget:
                 await anyio.to_thread.run_sync(sorter.spill)
 

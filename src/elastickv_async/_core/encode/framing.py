@@ -10,6 +10,8 @@ limits are the reader's (:mod:`elastickv_async._core.snapshot.framing`).
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
+from operator import itemgetter
 from typing import Final
 
 from ..errors import DumpTreeError
@@ -26,6 +28,7 @@ __all__ = [
     "VALUE_HEAD",
     "VALUE_HEADER",
     "check_record",
+    "check_records",
     "frame_entry",
     "header",
     "ts_suffix",
@@ -40,6 +43,8 @@ KEY_LEN: Final = _LEN
 #: bytes (flags 0, expireAt 0), which ``x`` pad bytes give.
 VALUE_HEAD: Final = struct.Struct(f"<Q{VALUE_HEADER_SIZE}x")
 _TS: Final = struct.Struct(">Q")
+_KEY: Final = itemgetter(0)
+_VALUE: Final = itemgetter(1)
 
 
 def header(last_commit_ts: int) -> bytes:
@@ -66,6 +71,18 @@ def check_record(user_key: bytes, user_value: bytes) -> None:
             f"{MAX_ENCODED_VALUE_SIZE} (key {user_key[:32]!r})",
             code="ErrEncodeValueTooLarge",
         )
+
+
+def check_records(records: Sequence[tuple[bytes, bytes]]) -> None:
+    """:func:`check_record` every ``(user_key, user_value)`` of ``records``, in one pass each."""
+    if not records:
+        return
+    if (
+        max(map(len, map(_KEY, records))) + TS_SIZE > MAX_ENCODED_KEY_SIZE
+        or max(map(len, map(_VALUE, records))) + VALUE_HEADER_SIZE > MAX_ENCODED_VALUE_SIZE
+    ):
+        for key, value in records:
+            check_record(key, value)
 
 
 def frame_entry(encoded_key: bytes, body: bytes) -> tuple[bytes, bytes]:
