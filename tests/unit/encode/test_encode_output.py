@@ -5,18 +5,21 @@ from __future__ import annotations
 import hashlib
 import io
 
+import pytest
 from support import raises_code
 
 from elastickv_async._core.encode.output import FrameWriter, SnapshotStream
 from elastickv_async._core.errors import DumpTreeError
 
+pytestmark = pytest.mark.anyio
 
-def test_exact_bytes_for_one_entry() -> None:
+
+async def test_exact_bytes_for_one_entry() -> None:
     """Header, then keyLen/key/valLen/value; bytes written out by hand (no footer)."""
     sink = io.BytesIO()
     key = b"k" + bytes.fromhex("fefdfcfbfaf9f8f7")
     stream = SnapshotStream(sink, iter([(key, b"v")]), 0x0102030405060708)
-    assert stream.write_some()
+    await stream.write()
     expected = (
         b"EKVPBBL1"
         + bytes.fromhex("0807060504030201")
@@ -33,34 +36,34 @@ def test_exact_bytes_for_one_entry() -> None:
     assert stream.sha256 == hashlib.sha256(expected).hexdigest()
 
 
-def test_header_only_stream() -> None:
+async def test_header_only_stream() -> None:
     """No records: just the 16-byte header (the golden enc_empty .fsm)."""
     sink = io.BytesIO()
     stream = SnapshotStream(sink, iter([]), 1234)
-    assert stream.write_some()
+    await stream.write()
     assert sink.getvalue() == b"EKVPBBL1\xd2\x04" + bytes(6)
     assert stream.sha256 == "ec7730b5cbdb0e484d33ce411b85ce55936252184b7ff93801fa919775d3bbcc"
 
 
-def test_slices_produce_the_same_bytes() -> None:
-    """Writing in many small slices gives the same stream as one pass."""
+async def test_slices_produce_the_same_bytes_and_hash() -> None:
+    """Writing in many small slices, each hashed while the next is written, gives the same
+    stream and hash as one pass."""
     recs = [(bytes([i]) + b"\xff" * 8, bytes([i]) * 700_000) for i in range(6)]
     whole, sliced = io.BytesIO(), io.BytesIO()
-    assert SnapshotStream(whole, iter(recs), 9).write_some()
+    one = SnapshotStream(whole, iter(recs), 9)
+    await one.write(slice_bytes=1 << 30)
     stream = SnapshotStream(sliced, iter(recs), 9)
-    slices = 1
-    while not stream.write_some(budget=1):
-        slices += 1
-    assert slices > 3
+    await stream.write(slice_bytes=1)
     assert sliced.getvalue() == whole.getvalue()
+    assert stream.sha256 == one.sha256 == hashlib.sha256(whole.getvalue()).hexdigest()
 
 
-def test_adjacent_duplicate_keys_are_refused() -> None:
+async def test_adjacent_duplicate_keys_are_refused() -> None:
     """Two equal encoded keys are a data error naming the user key (timestamp suffix cut)."""
     key = b"dup" + b"\xff" * 8
     stream = SnapshotStream(io.BytesIO(), iter([(key, b"1"), (key, b"2")]), 0)
     with raises_code(DumpTreeError, "ErrEncodeDuplicateKey", match="b'dup'") as info:
-        stream.write_some()
+        await stream.write()
     assert info.value.exit_code == 2
 
 
@@ -73,7 +76,7 @@ def _framed(recs: list[tuple[bytes, bytes]], ts: int) -> bytes:
     return out
 
 
-def test_small_and_large_values_mixed_in_slices() -> None:
+async def test_small_and_large_values_mixed_in_slices() -> None:
     """Small records (gathered into blocks), values on both sides of the large-value size and
     block boundaries give the defined bytes and hash, whatever the slice budget."""
     recs = []
@@ -84,8 +87,7 @@ def test_small_and_large_values_mixed_in_slices() -> None:
     for budget in (1, 4096, 1 << 20, 16 << 20):
         sink = io.BytesIO()
         stream = SnapshotStream(sink, iter(recs), 77)
-        while not stream.write_some(budget=budget):
-            assert stream.bytes_written == len(sink.getvalue())
+        await stream.write(slice_bytes=budget)
         assert sink.getvalue() == expected
         assert stream.entries == len(recs)
         assert stream.bytes_written == len(expected)
@@ -106,10 +108,28 @@ def test_frame_writer_add_and_slices_interleave() -> None:
         writer.add(*recs[-1])
 
 
-def test_duplicate_after_a_slice_boundary_is_refused() -> None:
+async def test_duplicate_after_a_slice_boundary_is_refused() -> None:
     """The previous key survives the end of a slice."""
     key = b"dup" + b"\xff" * 8
     stream = SnapshotStream(io.BytesIO(), iter([(key, b"1" * 100), (key, b"2")]), 0)
-    assert not stream.write_some(budget=1)
     with raises_code(DumpTreeError, "ErrEncodeDuplicateKey", match="b'dup'"):
-        stream.write_some(budget=1)
+        await stream.write(slice_bytes=1)
+    assert stream.entries == 1
+
+
+def test_deferred_hashing_hands_back_every_written_block() -> None:
+    """With deferred hashing, every written byte is handed back once, in order, and nothing is
+    hashed until it is; the hash is then the stream's."""
+    recs = [(b"k%03d" % i + b"\xff" * 8, bytes([i]) * (i * 5000)) for i in range(80)]
+    sink = io.BytesIO()
+    writer = FrameWriter(sink, 3, defer_hashing=True)
+    taken: list[bytes] = []
+    for i in range(0, len(recs), 10):
+        writer.add_some(iter(recs[i : i + 10]), 1 << 30)
+        taken += writer.take_written()
+        assert b"".join(taken) == sink.getvalue()
+    assert writer.take_written() == []
+    assert writer.sha256 == hashlib.sha256(b"").hexdigest()
+    writer.hash_blocks(taken)
+    assert sink.getvalue() == _framed(recs, 3)
+    assert writer.sha256 == hashlib.sha256(sink.getvalue()).hexdigest()

@@ -363,8 +363,7 @@ class _Run:
                 stream = SnapshotStream(fh, sorter.merged(), ts)
                 meter.output(files=lambda: 0, bytes_=lambda: stream.bytes_written)
                 meter.stage("write", unit="entries", done=lambda: stream.entries, total=total)
-                while not await anyio.to_thread.run_sync(stream.write_some):
-                    pass
+                await stream.write()
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(disk.close_quietly, fh)

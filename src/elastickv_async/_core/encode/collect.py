@@ -35,7 +35,7 @@ BATCH_RECORDS: Final = 512
 BATCH_BYTES: Final = 4 << 20
 #: Batches buffered in the channel.
 CHANNEL_BUFFER: Final = 4
-#: Values at least this large (S3 body chunks) wait in the sorter's side file, not in its runs.
+#: Values at least this large (object body chunks) wait in the sorter's side file, not its runs.
 LARGE_VALUE: Final = 64 << 10
 
 

@@ -12,6 +12,11 @@ import hashlib
 from collections.abc import Iterator
 from typing import BinaryIO, Final
 
+import anyio
+import anyio.to_thread
+from anyio.abc import ObjectReceiveStream
+
+from ..concurrency import task_group
 from ..errors import DumpTreeError
 from ..snapshot.framing import TS_SIZE, VALUE_HEADER_SIZE
 from .framing import KEY_LEN as _KEY_LEN
@@ -24,6 +29,9 @@ __all__ = ["FrameWriter", "SnapshotStream"]
 _BLOCK: Final = 1 << 20
 #: A value at least this large is written on its own instead of being copied into a block.
 _LARGE: Final = _BLOCK // 4
+#: Bytes framed per worker-thread call of :meth:`SnapshotStream.write`. Written blocks are
+#: held until they are hashed, about two slices of them.
+SLICE_BYTES: Final = 4 << 20
 
 
 def _duplicate(key: bytes) -> DumpTreeError:
@@ -37,11 +45,14 @@ class FrameWriter:
     """Frames ``(encoded_key, body)`` records, pushed sorted by key, into ``out``.
 
     Refuses a key equal to the previous one. :meth:`finish` writes what is still buffered.
+    With ``defer_hashing``, written blocks are kept for :meth:`take_written` and
+    :meth:`hash_blocks` instead of being hashed as they are written.
     """
 
-    def __init__(self, out: BinaryIO, last_commit_ts: int) -> None:
+    def __init__(self, out: BinaryIO, last_commit_ts: int, *, defer_hashing: bool = False) -> None:
         self._out = out
         self._digest = hashlib.sha256()
+        self._written: list[bytes] | None = [] if defer_hashing else None
         self._pending: list[bytes] = [header(last_commit_ts)]
         self._pending_size = len(self._pending[0])
         self._previous: bytes | None = None
@@ -55,8 +66,21 @@ class FrameWriter:
 
     def _emit(self, data: bytes) -> None:
         self._out.write(data)
-        self._digest.update(data)
+        if self._written is None:
+            self._digest.update(data)
+        else:
+            self._written.append(data)
         self.bytes_written += len(data)
+
+    def take_written(self) -> list[bytes]:
+        """The blocks written since the last call, not yet hashed (``defer_hashing``)."""
+        blocks, self._written = self._written or [], []
+        return blocks
+
+    def hash_blocks(self, blocks: list[bytes]) -> None:
+        """Add ``blocks``, taken in order from :meth:`take_written`, to the stream's hash."""
+        for block in blocks:
+            self._digest.update(block)
 
     def add(self, key: bytes, body: bytes) -> None:
         """Frame one record (its key must sort after the previous record's)."""
@@ -141,7 +165,7 @@ class SnapshotStream:
     """Frames ``(encoded_key, body)`` records, sorted by key, into ``out``; refuses duplicates."""
 
     def __init__(self, out: BinaryIO, records: Iterator[tuple[bytes, bytes]], last_commit_ts: int):
-        self._writer = FrameWriter(out, last_commit_ts)
+        self._writer = FrameWriter(out, last_commit_ts, defer_hashing=True)
         self._records = records
 
     @property
@@ -154,11 +178,27 @@ class SnapshotStream:
         """Records framed so far."""
         return self._writer.entries
 
-    def write_some(self, budget: int = 16 << 20) -> bool:
-        """Write records until about ``budget`` bytes went out; return True once all are written."""
-        return self._writer.add_some(self._records, budget)
+    async def write(self, slice_bytes: int = SLICE_BYTES) -> None:
+        """Write every record, a slice of about ``slice_bytes`` per worker-thread call; each
+        written slice is hashed in another worker thread while the next is written."""
+        send, receive = anyio.create_memory_object_stream[list[bytes]](1)
+        writer = self._writer
+        async with task_group() as tg:
+            tg.start_soon(self._hash, receive)
+            async with send:
+                done = False
+                while not done:
+                    done = await anyio.to_thread.run_sync(
+                        writer.add_some, self._records, slice_bytes
+                    )
+                    await send.send(writer.take_written())
+
+    async def _hash(self, receive: ObjectReceiveStream[list[bytes]]) -> None:
+        async with receive:
+            async for blocks in receive:
+                await anyio.to_thread.run_sync(self._writer.hash_blocks, blocks)
 
     @property
     def sha256(self) -> str:
-        """Lowercase hex SHA-256 of the stream (final once :meth:`write_some` returned True)."""
+        """Lowercase hex SHA-256 of the stream (final once :meth:`write` returned)."""
         return self._writer.sha256
