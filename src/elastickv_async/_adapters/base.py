@@ -23,6 +23,7 @@ from .._core.dump.manifest import ManifestField
 from .._core.dump.tree import DumpTree
 from .._core.dump.writer import DumpWriter
 from .._core.errors import DumpTreeError, UsageError
+from .._core.extsort import Deferred, ValueSource
 from .._core.options import DecodeOptions
 from .._core.report import Report
 from .._core.snapshot.entry import Entry, SnapshotHeader
@@ -35,6 +36,7 @@ __all__ = [
     "BatchEncodeAdapter",
     "DecodeAdapter",
     "DecodeContext",
+    "Deferred",
     "EncodeAdapter",
     "EncodeContext",
     "FileComparison",
@@ -44,6 +46,7 @@ __all__ = [
     "NoOptions",
     "OptionField",
     "Routed",
+    "ValueSource",
     "joined_scopes",
     "option",
     "option_fields",
@@ -218,10 +221,12 @@ class EncodeAdapter(Protocol):
 class BatchEncodeAdapter(Protocol):
     """An encoder that hands its records over in lists (the core then works per list).
 
-    Each list should stay within a few MiB: the core buffers a few of them at once.
+    Each list should stay within a few MiB: the core buffers a few of them at once. A value
+    may be :class:`Deferred`: the bytes of a big body stay in their file, and its
+    :class:`ValueSource` reads them (in a worker thread) only when the snapshot is written.
     """
 
-    def batches(self) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+    def batches(self) -> AsyncIterator[Sequence[tuple[bytes, bytes | Deferred]]]:
         """Yield every internal record of this adapter's subtree, in lists, in any order."""
         ...
 

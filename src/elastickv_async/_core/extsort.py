@@ -11,14 +11,17 @@ the runs plus the last in-memory buffer; when there are more runs than :data:`ME
 the oldest runs are merged into one first, so the number of open files and of entries held
 at once stays bounded too.
 
-A sorter made with ``large_value`` keeps values of at least that many bytes out of the runs:
-a spill appends them, unsorted, to one side file written once, and the buffer and the runs
-hold only a reference ``(offset, length)`` to each. Sorting and merging then move keys and
-small values only, and :meth:`ExternalSorter.merged` reads each large value back from the
-side file when its turn comes. When those values are most of what was buffered, a spill moves
-them to the side file and writes no run at all.
+Big values need not travel through the runs:
 
-Everything here is synchronous: callers run :meth:`ExternalSorter.spill` and iterate
+* a :class:`Deferred` value stays where it is (a file of the input, say) until its record
+  comes out of :meth:`ExternalSorter.merged`, which then reads it from its
+  :class:`ValueSource`; the buffer and the runs hold only its token;
+* a sorter made with ``large_value`` moves values of at least that many bytes, at its next
+  spill, to one side file written once, and keeps an ``(offset, length)`` reference instead.
+  When those values were most of what was buffered, the spill writes no run at all.
+
+Sorting and merging then move keys, small values and references only. Everything here is
+synchronous: callers run :meth:`ExternalSorter.spill` and iterate
 :meth:`ExternalSorter.merged` in worker threads.
 """
 
@@ -27,15 +30,15 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
-from typing import BinaryIO, Final, cast
+from typing import BinaryIO, Final, Protocol, cast
 
 from .errors import OutputError
 from .scratch import Record, create_record_file, iter_records, merge
 
-__all__ = ["DEFAULT_SORT_BUDGET", "MERGE_FAN_IN", "ExternalSorter"]
+__all__ = ["DEFAULT_SORT_BUDGET", "MERGE_FAN_IN", "Deferred", "ExternalSorter", "ValueSource"]
 
 #: In-memory budget for buffered records before a run is spilled. The process pays about
 #: 1.3 times this in RSS (allocator slack, the sort's key list); more, smaller runs cost
@@ -49,17 +52,45 @@ _by_key = itemgetter(0)
 _by_value = itemgetter(1)
 _LEN: Final = struct.Struct("<Q")
 _REF: Final = struct.Struct("<QQ")
-#: Set in a run's value length when the value is a side-file reference (no value is that long).
+#: Set in a run's value length when the value is a side-file reference, or a deferred value
+#: (no value is that long).
 _SIDE_FLAG: Final = 1 << 63
+_DEFERRED_FLAG: Final = 1 << 62
+_LENGTH_MASK: Final = _DEFERRED_FLAG - 1
 _RUN_BUFFER: Final = 256 << 10
-_NEW_FLAGS: Final = (
-    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-)
-_APPEND_FLAGS: Final = (
-    os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-)
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+_NEW_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+_APPEND_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | _CLOEXEC
 #: ``writev`` takes at most this many buffers at once.
 _IOV_MAX: Final = 512
+
+
+class ValueSource(Protocol):
+    """Reads deferred values back when their records are merged (in a worker thread)."""
+
+    def read(self, token: bytes, length: int) -> bytes:
+        """The ``length`` bytes named by ``token`` (raise when they are no longer there)."""
+        ...
+
+
+class Deferred:
+    """A value not read yet: ``length`` bytes that ``source.read(token, length)`` returns.
+
+    ``len()`` is the value's length, so size checks see the real value.
+    """
+
+    __slots__ = ("length", "source", "token")
+
+    def __init__(self, source: ValueSource, token: bytes, length: int) -> None:
+        self.source = source
+        self.token = token
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __repr__(self) -> str:
+        return f"Deferred({self.token!r}, {self.length})"
 
 
 class _SideRef:
@@ -72,67 +103,13 @@ class _SideRef:
         self.length = length
 
 
-#: A buffered or spilled entry of a sorter with side values: the value, or where it waits.
-_Entry = tuple[bytes, "bytes | _SideRef"]
-
-
-def _write_run(path: Path, entries: Iterable[_Entry]) -> None:
-    """Write ``entries`` as a new run: the record-file framing, references flagged."""
-    pack = _LEN.pack
-    fd = os.open(path, _NEW_FLAGS, 0o600)
-    with open(fd, "wb", buffering=_RUN_BUFFER) as fh:
-        write = fh.write
-        for key, value in entries:
-            if type(value) is bytes:
-                write(pack(len(key)) + key + pack(len(value)) + value)
-            else:
-                assert isinstance(value, _SideRef)
-                write(pack(len(key)) + key + _REF.pack(_SIDE_FLAG | value.length, value.offset))
+#: A value as the sorter holds it: the bytes, where they wait, or how to read them.
+_Value = bytes | _SideRef | Deferred
+_Entry = tuple[bytes, _Value]
 
 
 def _torn(fh: BinaryIO) -> OutputError:
     return OutputError(f"scratch file {fh.name!r} is truncated")
-
-
-def _iter_run(path: Path) -> Iterator[_Entry]:
-    """The entries of a run written by :func:`_write_run`, streamed."""
-    unpack = _LEN.unpack
-    with open(path, "rb", buffering=_RUN_BUFFER) as fh:
-        read = fh.read
-        while head := read(8):
-            try:
-                key_len = unpack(head)[0]
-                key = read(key_len)
-                value_len = unpack(read(8))[0]
-                if value_len & _SIDE_FLAG:
-                    value: bytes | _SideRef = _SideRef(unpack(read(8))[0], value_len & ~_SIDE_FLAG)
-                else:
-                    value = read(value_len)
-                    if len(value) != value_len:
-                        raise _torn(fh)
-            except struct.error:
-                raise _torn(fh) from None
-            if len(key) != key_len:
-                raise _torn(fh)
-            yield key, value
-
-
-def _resolved(entries: Iterator[_Entry], side: Path) -> Iterator[Record]:
-    """``entries`` with each reference replaced by its value, read from ``side``."""
-    fd = os.open(side, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        pread = os.pread
-        for key, value in entries:
-            if type(value) is bytes:
-                yield key, value
-                continue
-            assert isinstance(value, _SideRef)
-            data = pread(fd, value.length, value.offset)
-            if len(data) != value.length:
-                raise OutputError(f"scratch file {str(side)!r} is truncated")
-            yield key, data
-    finally:
-        os.close(fd)
 
 
 class ExternalSorter:
@@ -141,7 +118,8 @@ class ExternalSorter:
     Equal keys are all kept, in the order they were added (the sort is stable); the caller
     decides what a duplicate means. Single use: :meth:`merged` may be iterated once;
     :meth:`close` removes the runs. ``spill_dir`` is created by the first spill. Values of
-    ``large_value`` bytes or more (when given) wait in a side file instead of the runs.
+    ``large_value`` bytes or more (when given) wait in a side file instead of the runs;
+    :class:`Deferred` values are read when they are merged.
     """
 
     def __init__(
@@ -157,6 +135,11 @@ class ExternalSorter:
         self._waiting_bytes = 0
         self._side: Path | None = None
         self._side_size = 0
+        #: The sources of deferred values, numbered in the runs by their place here.
+        self._sources: list[ValueSource] = []
+        self._source_ids: dict[int, int] = {}
+        #: Whether any value is a reference (runs then use the flagged framing).
+        self._references = False
         self._runs: list[Path] = []
         self._next_run = 0
         #: Records added so far, how many runs were spilled, and the bytes of large values
@@ -170,30 +153,41 @@ class ExternalSorter:
         """True when the buffer should be spilled before more records are added."""
         return self._buffered >= self._budget
 
-    def add(self, key: bytes, value: bytes) -> None:
+    def add(self, key: bytes, value: bytes | Deferred) -> None:
         """Buffer one record (cheap: call from the event loop, spill in a thread)."""
-        if self._large is not None and len(value) >= self._large:
-            self._waiting.append(len(self._buffer))
-            self._waiting_bytes += len(value)
+        if type(value) is not bytes or (self._large is not None and len(value) >= self._large):
+            self.add_many([(key, value)])
+            return
         self._buffer.append((key, value))
         self._buffered += len(key) + len(value) + ENTRY_OVERHEAD
         self.records += 1
 
-    def add_many(self, records: list[Record]) -> None:
+    def add_many(self, records: Sequence[tuple[bytes, bytes | Deferred]]) -> None:
         """Buffer every record of ``records`` (cheap: call from the event loop)."""
         if not records:
             return
-        sizes = list(map(len, map(_by_value, records)))
+        values = list(map(_by_value, records))
+        sizes = list(map(len, values))
         start = len(self._buffer)
         self._buffer += records
         self._buffered += sum(sizes) + sum(map(len, map(_by_key, records)))
         self._buffered += ENTRY_OVERHEAD * len(records)
         self.records += len(records)
         large = self._large
-        if large is not None and max(sizes) >= large:
-            waiting = [start + i for i, size in enumerate(sizes) if size >= large]
-            self._waiting += waiting
-            self._waiting_bytes += sum(sizes[i - start] for i in waiting)
+        plain = set(map(type, values)) == {bytes}
+        if plain and (large is None or max(sizes) < large):
+            return
+        for i, value in enumerate(values):
+            if type(value) is Deferred:
+                # Held as its token, not its bytes.
+                self._buffered += len(value.token) + ENTRY_OVERHEAD - value.length
+                self._references = True
+                if id(value.source) not in self._source_ids:
+                    self._source_ids[id(value.source)] = len(self._sources)
+                    self._sources.append(value.source)
+            elif large is not None and sizes[i] >= large:
+                self._waiting.append(start + i)
+                self._waiting_bytes += sizes[i]
 
     def _new_run_path(self) -> Path:
         path = self._dir / f"run-{self._next_run:06d}"
@@ -216,6 +210,7 @@ class ExternalSorter:
                     self._side_size += len(view)
         finally:
             os.close(fd)
+        self._references = True
         self._buffered -= self._waiting_bytes
         self.side_bytes += self._waiting_bytes
         self._waiting, self._waiting_bytes = [], 0
@@ -237,16 +232,68 @@ class ExternalSorter:
         buffer.sort(key=_by_key)
         path = self._new_run_path()
         self._runs.append(path)
-        if self._side is None:
-            create_record_file(path, cast(list[Record], buffer))  # no references yet
-        else:
-            _write_run(path, buffer)
+        self._write_run(path, buffer)
         self.spills += 1
 
+    def _write_run(self, path: Path, entries: Iterable[_Entry]) -> None:
+        """Write ``entries`` as a new run: the record-file framing, references flagged."""
+        if not self._references:
+            create_record_file(path, cast(Iterable[Record], entries))
+            return
+        pack = _LEN.pack
+        ids = self._source_ids
+        fd = os.open(path, _NEW_FLAGS, 0o600)
+        with open(fd, "wb", buffering=_RUN_BUFFER) as fh:
+            write = fh.write
+            for key, value in entries:
+                if type(value) is bytes:
+                    write(pack(len(key)) + key + pack(len(value)) + value)
+                elif type(value) is _SideRef:
+                    write(pack(len(key)) + key + _REF.pack(_SIDE_FLAG | value.length, value.offset))
+                else:
+                    assert type(value) is Deferred
+                    write(
+                        pack(len(key))
+                        + key
+                        + pack(_DEFERRED_FLAG | value.length)
+                        + _REF.pack(ids[id(value.source)], len(value.token))
+                        + value.token
+                    )
+
     def _iter_run(self, path: Path) -> Iterator[_Entry]:
-        if self._side is None:
-            return cast(Iterator[_Entry], iter_records(path))
-        return _iter_run(path)
+        """The entries of a run written by :meth:`_write_run`, streamed."""
+        if not self._references:
+            return iter_records(path)
+        return self._iter_flagged_run(path)
+
+    def _iter_flagged_run(self, path: Path) -> Iterator[_Entry]:
+        unpack = _LEN.unpack
+        sources = self._sources
+        with open(path, "rb", buffering=_RUN_BUFFER) as fh:
+            read = fh.read
+            while head := read(8):
+                try:
+                    key_len = unpack(head)[0]
+                    key = read(key_len)
+                    value_len = unpack(read(8))[0]
+                    value: _Value
+                    if value_len & _SIDE_FLAG:
+                        value = _SideRef(unpack(read(8))[0], value_len & _LENGTH_MASK)
+                    elif value_len & _DEFERRED_FLAG:
+                        source, token_len = _REF.unpack(read(16))
+                        token = read(token_len)
+                        if len(token) != token_len:
+                            raise _torn(fh)
+                        value = Deferred(sources[source], token, value_len & _LENGTH_MASK)
+                    else:
+                        value = read(value_len)
+                        if len(value) != value_len:
+                            raise _torn(fh)
+                except struct.error:
+                    raise _torn(fh) from None
+                if len(key) != key_len:
+                    raise _torn(fh)
+                yield key, value
 
     def _compact(self) -> None:
         # Keep one slot for the in-memory tail, so the last merge opens at most MERGE_FAN_IN runs.
@@ -255,10 +302,7 @@ class ExternalSorter:
             group, rest = self._runs[:MERGE_FAN_IN], self._runs[MERGE_FAN_IN:]
             path = self._new_run_path()
             self._runs = [path, *rest]
-            if self._side is None:
-                create_record_file(path, merge(map(iter_records, group)))
-            else:
-                _write_run(path, merge(map(self._iter_run, group)))
+            self._write_run(path, merge(map(self._iter_run, group)))
             for old in group:
                 old.unlink()
 
@@ -272,10 +316,27 @@ class ExternalSorter:
             entries: Iterator[_Entry] = merge([*map(self._iter_run, self._runs), tail])
         else:
             entries = iter(tail)
-        if self._side is None:
-            yield from cast(Iterator[Record], entries)  # no references without a side file
-        else:
-            yield from _resolved(entries, self._side)
+        if not self._references:
+            yield from cast(Iterator[Record], entries)
+            return
+        side = None
+        if self._side is not None:
+            side = os.open(self._side, os.O_RDONLY | _CLOEXEC)
+        try:
+            for key, value in entries:
+                if type(value) is bytes:
+                    yield key, value
+                elif type(value) is Deferred:
+                    yield key, value.source.read(value.token, value.length)
+                else:
+                    assert type(value) is _SideRef and side is not None
+                    data = os.pread(side, value.length, value.offset)
+                    if len(data) != value.length:
+                        raise OutputError(f"scratch file {str(self._side)!r} is truncated")
+                    yield key, data
+        finally:
+            if side is not None:
+                os.close(side)
 
     def close(self) -> None:
         """Drop the buffer and remove every run file and the side file (blocking)."""

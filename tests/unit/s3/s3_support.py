@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from support import decode_context, encode_context, tree_files
 
-from elastickv_async._adapters.base import Routed
+from elastickv_async._adapters.base import Deferred, Routed
 from elastickv_async._adapters.s3.decode import S3Decoder
 from elastickv_async._adapters.s3.encode import S3Encoder
 from elastickv_async._core.report import Report
@@ -143,10 +144,16 @@ def encoder(root: Path, scratch: Path) -> S3Encoder:
 
 
 async def encode_all(root: Path, scratch: Path) -> dict[bytes, bytes]:
-    """All records of the tree at ``root``; duplicate keys fail the test."""
-    out: dict[bytes, bytes] = {}
+    """All records of the tree at ``root``, deferred values read; duplicate keys fail the test."""
+    records: dict[bytes, bytes | Deferred] = {}
     async for batch in encoder(root, scratch).batches():
         for key, value in batch:
-            assert key not in out, key
-            out[key] = value
+            assert key not in records, key
+            records[key] = value
+    # Deferred bodies are read once the walk is over, as the snapshot writer reads them.
+    out: dict[bytes, bytes] = {}
+    for key, value in records.items():
+        if isinstance(value, Deferred):
+            value = await anyio.to_thread.run_sync(value.source.read, value.token, len(value))
+        out[key] = value
     return out

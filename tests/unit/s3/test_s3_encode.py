@@ -7,10 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import pytest
-from s3_support import bucket_meta, encode_all, harness, seg, simple_object, u64
+from s3_support import bucket_meta, encode_all, encoder, harness, seg, simple_object, u64
 from support import raises_code
 
+from elastickv_async._adapters.base import Deferred
 from elastickv_async._core.dump.tree import TreeDir, TreeEntry, TreeFile
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 
@@ -247,10 +249,10 @@ async def test_missing_s3_directory_yields_nothing(tmp_path: Path) -> None:
     assert await encode_all(tmp_path, tmp_path / "scratch") == {}
 
 
-async def test_many_small_bodies_read_with_the_walk_keep_their_bytes(tmp_path: Path) -> None:
-    # 60 bodies of 100-300 KiB (about 12 MiB: several walk batches of bodies), one exactly
-    # one chunk, one a byte over (read in blocks instead).
-    objects = {f"d{n % 3}/o{n:02d}": bytes([n]) * ((100 + 4 * n) << 10) for n in range(60)}
+async def test_bodies_read_with_the_walk_or_deferred_keep_their_bytes(tmp_path: Path) -> None:
+    # 60 bodies of 4-240 KiB (about 7 MiB: several walk batches of small bodies, and bodies
+    # over the deferral size), one exactly one chunk, one a byte over.
+    objects = {f"d{n % 3}/o{n:02d}": bytes([n]) * ((4 + 4 * n) << 10) for n in range(60)}
     objects["one-chunk"] = b"c" * MIB
     objects["over"] = b"v" * MIB + b"!"
     root = _tree(tmp_path, objects)
@@ -278,3 +280,46 @@ async def test_a_body_that_shrinks_before_it_is_read_is_a_typed_error(
     monkeypatch.setattr(TreeDir, "open_file", shrinking_open)
     with raises_code(DumpTreeError, "ErrS3EncodeInvalidManifest", match="changed size"):
         await encode_all(root, tmp_path / "scratch")
+
+
+async def _walked(root: Path, scratch: Path) -> dict[bytes, bytes | Deferred]:
+    """The records as the walk hands them over, deferred values unread."""
+    out: dict[bytes, bytes | Deferred] = {}
+    async for batch in encoder(root, scratch).batches():
+        out.update(batch)
+    return out
+
+
+async def test_large_bodies_are_read_only_when_written(tmp_path: Path) -> None:
+    """A small body comes with the walk; the chunks of a body of 64 KiB or more are deferred
+    and read when their records are written: a body rewritten in place after the walk is
+    read as it is then (the output is the one place its bytes go)."""
+    bodies = {"small": b"s" * 1000, "mid": b"m" * (100 << 10), "big": b"b" * (2 * MIB + 5)}
+    root = _tree(tmp_path, bodies)
+    records = await _walked(root, tmp_path / "scratch")
+    assert records[_blob_key(b"b", b"small", 0)] == bodies["small"]
+    deferred = {
+        (rel, n): records[_blob_key(b"b", rel.encode(), n)]
+        for rel, n in [("mid", 0), ("big", 0), ("big", 1), ("big", 2)]
+    }
+    assert all(isinstance(v, Deferred) for v in deferred.values())
+    assert [len(v) for v in deferred.values()] == [100 << 10, MIB, MIB, 5]
+    (root / "s3/b/big").write_bytes(b"B" * (2 * MIB + 5))  # same file, same size
+    chunks = []
+    for value in deferred.values():
+        assert isinstance(value, Deferred)
+        chunks.append(await anyio.to_thread.run_sync(value.source.read, value.token, len(value)))
+    assert chunks == [b"m" * (100 << 10), b"B" * MIB, b"B" * MIB, b"B" * 5]
+
+
+async def test_a_body_replaced_before_it_is_written_is_refused(tmp_path: Path) -> None:
+    """A deferred body must still be the file the walk listed."""
+    root = _tree(tmp_path, {"o": b"x" * MIB})
+    records = await _walked(root, tmp_path / "scratch")
+    chunk = records[_blob_key(b"b", b"o", 0)]
+    assert isinstance(chunk, Deferred)
+    # Written beside it first, so the new file cannot reuse the old one's inode number.
+    (root / "s3/b/o.new").write_bytes(b"y" * MIB)
+    os.replace(root / "s3/b/o.new", root / "s3/b/o")
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="replaced"):
+        await anyio.to_thread.run_sync(chunk.source.read, chunk.token, len(chunk))

@@ -4,19 +4,20 @@ Per bucket directory: ``_bucket.json`` gives the ``!s3|bucket|meta|`` record and
 ``!s3|bucket|gen|`` counter (generation 1); every other regular file with a sidecar is an
 object whose key is its bucket-relative path, or the original key its KEYMAP.jsonl record
 names. Bodies are re-chunked at 1 MiB into ``!s3|blob|`` records of one restored part,
-followed by the ``!s3|obj|head|`` manifest. A body of one chunk is read by the walk itself,
-beside its sidecar, so one worker-thread call reads many small objects (up to 4 MiB of
-bodies); a larger body is read in 8 MiB blocks of 1 MiB chunks in worker threads, so it
-is never held whole. A
-full-fidelity tree's incomplete uploads are replayed from ``_incomplete_uploads/records.jsonl``
-(see :mod:`.uploads`).
+followed by the ``!s3|obj|head|`` manifest. A small body is read by the walk itself, beside
+its sidecar, so one worker-thread call reads many small objects (up to 4 MiB of bodies); the
+chunks of a larger body are :class:`~elastickv_async._adapters.base.Deferred` values: they
+stay in the file while the records are sorted, and are read one chunk at a time (re-opened
+and re-checked) only when the snapshot is written, so each byte is read once, straight into
+the output. A full-fidelity tree's incomplete uploads are replayed from
+``_incomplete_uploads/records.jsonl`` (see :mod:`.uploads`).
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Final
 
@@ -24,9 +25,9 @@ import anyio.to_thread
 
 from ..._core.dump.names import encode_segment
 from ..._core.dump.tree import DumpTree, TreeDir, TreeEntry, TreeFile
-from ..._core.errors import DumpTreeError
+from ..._core.errors import DumpTreeError, map_os_errors
 from ..._core.gojson_read import GoJSONError
-from ..base import EncodeContext
+from ..base import Deferred, EncodeContext
 from . import keys
 from .errors import TreeCode, tree_error
 from .keymap import parse_keymap
@@ -55,8 +56,16 @@ __all__ = ["CHUNK_SIZE", "S3Encoder"]
 
 #: Restored bodies are split into chunks of this size, as the live adapter does.
 CHUNK_SIZE: Final = 1 << 20
-#: Bytes read per worker-thread call.
+#: Bytes of ``records.jsonl`` read per worker-thread call.
 _READ_BLOCK: Final = 8 * CHUNK_SIZE
+#: A body this large is deferred (read when the snapshot is written); a smaller one is read
+#: by the walk, where reading it costs less than opening it again later.
+_DEFER_BYTES: Final = 64 << 10
+#: Deferred chunk records handed over per list.
+_DEFERRED_PER_LIST: Final = 1024
+#: A deferred chunk's token: the body's ``st_dev``, ``st_ino`` and size as listed, and the
+#: chunk's offset; the body's slash path follows.
+_TOKEN: Final = struct.Struct("<QQQQ")
 #: Objects found per worker-thread call of the walk, and bytes of small bodies read with them.
 _SCAN_BATCH: Final = 256
 _SCAN_BYTES: Final = 4 * CHUNK_SIZE
@@ -65,6 +74,7 @@ _KEYMAP_NAME: Final = os.fsdecode(KEYMAP_FILE)
 _META: Final = os.fsdecode(META_SUFFIX)
 _RESERVED_DIRS: Final = frozenset({os.fsdecode(ORPHANS_DIR), os.fsdecode(INCOMPLETE_DIR)})
 Record = tuple[bytes, bytes]
+Value = bytes | Deferred
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +83,7 @@ class _Object:
     key: bytes
     manifest: bytes  # the restored manifest value (chunk sizes follow from the size)
     entry: TreeEntry  # as listed: the body must still be this file when it is read
-    body: bytes | None  # the whole body when it is one chunk, read by the walk
+    body: bytes | None  # the whole body when it is small, read by the walk
 
 
 def _read_exact(file: TreeFile, offset: int, length: int) -> bytes:
@@ -113,16 +123,40 @@ def _chunk_sizes(size: int) -> list[int]:
     return [CHUNK_SIZE] * full + ([rest] if rest else [])
 
 
+class _Bodies:
+    """Reads deferred body chunks from the tree when the snapshot is written (a
+    :class:`~elastickv_async._adapters.base.ValueSource`; worker thread)."""
+
+    def __init__(self, tree: DumpTree) -> None:
+        self._tree = tree
+
+    def read(self, token: bytes, length: int) -> bytes:
+        """The chunk ``token`` names, from its body re-opened and checked against the listing."""
+        dev, ino, size, offset = _TOKEN.unpack_from(token)
+        parts = tuple(os.fsdecode(token[_TOKEN.size :]).split("/"))
+        entry = TreeEntry(parts[-1], False, size, (dev, ino))
+        with (
+            map_os_errors(DumpTreeError, "cannot read the dump tree", code="ErrEncodeAdapterData"),
+            self._tree.directory(parts[:-1]) as directory,
+            directory.open_file(entry) as body,
+        ):
+            chunk = _read_exact(body, offset, length)
+        if len(chunk) != length:
+            raise _changed_size(parts)
+        return chunk
+
+
 class S3Encoder:
     """The S3 adapter's :class:`~elastickv_async._adapters.base.BatchEncodeAdapter`."""
 
     def __init__(self, ctx: EncodeContext) -> None:
         self._ctx = ctx
         self._tree = ctx.tree
+        self._bodies = _Bodies(ctx.tree)
         # Only a full-fidelity tree's _incomplete_uploads/ holds the uploads' chunks too.
         self._uploads = ctx.full_fidelity
 
-    async def batches(self) -> AsyncIterator[list[Record]]:
+    async def batches(self) -> AsyncIterator[Sequence[tuple[bytes, Value]]]:
         """Yield every S3 record of the tree, bucket by bucket, in lists.
 
         A bucket is walked in batches of objects (one worker-thread call each), so memory
@@ -137,17 +171,13 @@ class S3Encoder:
                     (keys.bucket_gen_key(name), struct.pack(">Q", RESTORE_GENERATION)),
                 ]
                 while batch := await self._tree.run(scan.next_batch):
-                    out: list[Record] = []
+                    out: list[tuple[bytes, Value]] = []
                     for obj in batch:
-                        if obj.body is not None:
-                            out += self._small_object_records(name, obj)
-                            continue
-                        # A body of many chunks is read block by block: hand over what is
-                        # ready first, so at most one block waits here.
-                        yield out
-                        out = []
-                        async for block in self._large_object_blocks(name, obj):
-                            yield block
+                        for record in self._object_records(name, obj):
+                            out.append(record)
+                            if len(out) >= _DEFERRED_PER_LIST:
+                                yield out
+                                out = []
                     yield out
                 scan.finish()
             finally:
@@ -184,52 +214,28 @@ class S3Encoder:
             file = uploads.open_name(INCOMPLETE_RECORDS.decode())
         return None if file is None else file.stream()
 
-    def _small_object_records(self, bucket: bytes, obj: _Object) -> list[Record]:
-        """The records of an object read by the walk: its one chunk (if any) and manifest."""
-        out = [(self._blob_key(bucket, obj, 0), obj.body)] if obj.body else []
-        out.append((keys.manifest_key(bucket, RESTORE_GENERATION, obj.key), obj.manifest))
-        self._counted(obj)
-        return out
-
-    async def _large_object_blocks(
-        self, bucket: bytes, obj: _Object
-    ) -> AsyncIterator[list[Record]]:
-        """The records of an object of many chunks, a read block at a time, then its manifest."""
+    def _object_records(self, bucket: bytes, obj: _Object) -> Iterator[tuple[bytes, Value]]:
+        """The records of one object: its chunks (read by the walk or deferred), its manifest."""
         size = obj.entry.size
-        offset = chunk_no = 0
-        while offset < size:
-            length = min(_READ_BLOCK, size - offset)
-            chunks = await self._tree.run(self._read_block, obj, offset, length)
-            yield [(self._blob_key(bucket, obj, chunk_no + i), c) for i, c in enumerate(chunks)]
-            chunk_no += len(chunks)
-            offset += length
-        yield [(keys.manifest_key(bucket, RESTORE_GENERATION, obj.key), obj.manifest)]
-        self._counted(obj)
-
-    def _counted(self, obj: _Object) -> None:
+        if obj.body is not None:
+            if obj.body:
+                yield self._blob_key(bucket, obj, 0), obj.body
+        else:
+            path = os.fsencode("/".join(obj.parts))
+            dev, ino = obj.entry.identity
+            for chunk_no, offset in enumerate(range(0, size, CHUNK_SIZE)):
+                token = _TOKEN.pack(dev, ino, size, offset) + path
+                chunk = Deferred(self._bodies, token, min(CHUNK_SIZE, size - offset))
+                yield self._blob_key(bucket, obj, chunk_no), chunk
+        yield keys.manifest_key(bucket, RESTORE_GENERATION, obj.key), obj.manifest
         self._ctx.report.count("s3.objects")
-        self._ctx.report.count("s3.body_bytes", obj.entry.size)
+        self._ctx.report.count("s3.body_bytes", size)
 
     @staticmethod
     def _blob_key(bucket: bytes, obj: _Object, chunk_no: int) -> bytes:
         return keys.blob_key(
             bucket, RESTORE_GENERATION, obj.key, RESTORE_UPLOAD_ID, RESTORE_PART_NO, chunk_no
         )
-
-    def _read_block(self, obj: _Object, offset: int, length: int) -> list[bytes]:
-        """The body's chunks in ``length`` bytes at ``offset``, re-opened and re-checked."""
-        with (
-            self._tree.directory(obj.parts[:-1]) as directory,
-            directory.open_file(obj.entry) as body,
-        ):
-            chunks = []
-            for start in range(offset, offset + length, CHUNK_SIZE):
-                want = min(CHUNK_SIZE, offset + length - start)
-                chunk = _read_exact(body, start, want)
-                if len(chunk) != want:
-                    raise _changed_size(obj.parts)
-                chunks.append(chunk)
-            return chunks
 
     def _bucket_dirs(self) -> list[str]:
         """The bucket directories under ``s3/`` (worker thread)."""
@@ -415,7 +421,7 @@ class _BucketScan:
         key = self._keymap.get(rel, os.fsencode(rel))
         manifest = live_manifest_json(sidecar, _chunk_sizes(entry.size))
         body = None
-        if entry.size <= CHUNK_SIZE:
+        if entry.size < _DEFER_BYTES:
             with directory.open_file(entry) as file:
                 body = _read_exact(file, 0, entry.size)
             if len(body) != entry.size:

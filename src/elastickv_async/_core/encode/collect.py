@@ -21,12 +21,12 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from ..._adapters.base import AdapterSpec, BatchEncodeAdapter, EncodeAdapter, EncodeContext
 from ..concurrency import task_group
 from ..errors import DumpTreeError, UsageError, map_os_errors
-from ..extsort import ExternalSorter
+from ..extsort import Deferred, ExternalSorter
 from .framing import check_records
 
 __all__ = ["LARGE_VALUE", "collect_records"]
 
-Batch = list[tuple[bytes, bytes]]
+Batch = Sequence[tuple[bytes, bytes | Deferred]]
 #: The MVCC suffix of every key, or a function giving each user key its own.
 Suffix = bytes | Callable[[bytes], bytes]
 
@@ -47,7 +47,7 @@ class _Job:
 
 async def _gathered(records: AsyncIterator[tuple[bytes, bytes]]) -> AsyncIterator[Batch]:
     """The records of a ``records()`` encoder in lists of about :data:`BATCH_RECORDS`."""
-    batch: Batch = []
+    batch: list[tuple[bytes, bytes]] = []
     size = 0
     try:
         async for key, value in records:

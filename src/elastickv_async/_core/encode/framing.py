@@ -10,7 +10,7 @@ limits are the reader's (:mod:`elastickv_async._core.snapshot.framing`).
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from operator import itemgetter
 from typing import Final
 
@@ -57,7 +57,7 @@ def ts_suffix(commit_ts: int) -> bytes:
     return _TS.pack(~commit_ts & _U64_MASK)
 
 
-def check_record(user_key: bytes, user_value: bytes) -> None:
+def check_record(user_key: bytes, user_value: Sized) -> None:
     """Refuse a record the snapshot reader would refuse (checked before anything is buffered)."""
     if len(user_key) + TS_SIZE > MAX_ENCODED_KEY_SIZE:
         raise DumpTreeError(
@@ -73,7 +73,7 @@ def check_record(user_key: bytes, user_value: bytes) -> None:
         )
 
 
-def check_records(records: Sequence[tuple[bytes, bytes]]) -> None:
+def check_records(records: Sequence[tuple[bytes, Sized]]) -> None:
     """:func:`check_record` every ``(user_key, user_value)`` of ``records``, in one pass each."""
     if not records:
         return
