@@ -38,6 +38,7 @@ from .values import (
     decode_stored_message,
     decode_stored_meta,
     dump_line,
+    plain_dump_line,
     queue_json,
     shifted,
 )
@@ -307,8 +308,17 @@ def render_messages(
     """
     out: list[tuple[str, bytes, bytes]] = []
     preserve, unshift_ms = settings.preserve_visibility, settings.unshift_ms
+    queue_of = keys.MessageDataQueues()
     for arrival, (key, value) in enumerate(records, first_arrival):
-        encoded, partition = keys.message_data_queue(key)
+        encoded, partition = queue_of(key)
+        quick = (
+            None if unshift_ms else plain_dump_line(value, partition, preserve_visibility=preserve)
+        )
+        if quick is not None:
+            line, send_ms, sequence, message_id, generation = quick
+            sort_key = message_key(send_ms, sequence, message_id.encode(), arrival, generation)
+            out.append((encoded, sort_key, right_sized(line)))
+            continue
         try:
             msg = decode_stored_message(value)
         except GoJSONError as exc:

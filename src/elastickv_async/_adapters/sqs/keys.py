@@ -33,6 +33,7 @@ __all__ = [
     "RESTORE_GENERATION",
     "ROUTED_PREFIXES",
     "SIDE_RECORD_PREFIXES",
+    "MessageDataQueues",
     "key_repr",
     "message_byage_key",
     "message_data_key",
@@ -144,13 +145,19 @@ def message_data_queue(key: bytes) -> tuple[str, int | None]:
     Classic keys find the queue's end at the first non-base64url byte, which is the first
     byte of the generation for every generation below 2**56 (as in the reference).
     """
+    encoded, partition, _ = _message_data_head(key)
+    return encoded, partition
+
+
+def _message_data_head(key: bytes) -> tuple[str, int | None, int]:
+    """:func:`message_data_queue` and where the message-id segment starts."""
     rest = key[len(MSG_DATA_PREFIX) :]
     if rest.startswith(_PARTITIONED):
         enc, partition, trailer = _partitioned(key, rest)
         if len(trailer) <= _PARTITIONED_TRAILER:
             raise _malformed(key, "partitioned message key has no message-id segment")
         _check_segment(trailer[_PARTITIONED_TRAILER:], key, "message-id")
-        return enc, partition
+        return enc, partition, len(key) - len(trailer) + _PARTITIONED_TRAILER
     end = _b64url_run_end(rest)
     if end == 0:
         raise _malformed(key, "empty queue segment")
@@ -158,7 +165,29 @@ def message_data_queue(key: bytes) -> tuple[str, int | None]:
         raise _malformed(key, "message key has no generation and message-id trailer")
     _check_segment(rest[:end], key, "queue")
     _check_segment(rest[end + _U64.size :], key, "message-id")
-    return rest[:end].decode("ascii"), None
+    return rest[:end].decode("ascii"), None, len(MSG_DATA_PREFIX) + end + _U64.size
+
+
+class MessageDataQueues:
+    """:func:`message_data_queue` over keys in snapshot order.
+
+    Keys of one queue and generation share everything before the message id; the last such
+    head is remembered, so that a key starting with it only has its message id checked.
+    """
+
+    def __init__(self) -> None:
+        self._head = b"\xff"  # no data key starts with it
+        self._queue: tuple[str, int | None] = ("", None)
+
+    def __call__(self, key: bytes) -> tuple[str, int | None]:
+        """What :func:`message_data_queue` returns for ``key`` (and raises)."""
+        head = self._head
+        if len(key) > len(head) and key.startswith(head):
+            _check_segment(key[len(head) :], key, "message-id")
+            return self._queue
+        encoded, partition, id_start = _message_data_head(key)
+        self._head, self._queue = key[:id_start], (encoded, partition)
+        return self._queue
 
 
 def side_record_queue(key: bytes, prefix: bytes) -> str:

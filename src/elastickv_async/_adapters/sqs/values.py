@@ -16,9 +16,14 @@ source text.
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Final
+
+import orjson
 
 from ..._core import gojson
 from ..._core.dump.names import b64url_decode, b64url_encode
@@ -46,6 +51,7 @@ __all__ = [
     "dump_line",
     "parse_dump_message",
     "parse_queue_json",
+    "plain_dump_line",
     "queue_json",
     "shifted",
     "stored_meta_value",
@@ -341,6 +347,166 @@ def decode_stored_message(value: bytes) -> Message:
     document = value[len(MESSAGE_MAGIC) :]
     obj = as_object(loads(document))
     return _message(obj, document, get_bytes(obj, "body"))
+
+
+# --- the plain message's dump line, straight from its live value -----------------------------
+
+#: The live record's fields in the order Go marshals them, with the type each must have on
+#: the quick path (attributes and a receipt token always take the general one).
+_LIVE_FIELDS: Final[dict[str, type]] = {
+    "message_id": str,
+    "body": str,
+    "md5_of_body": str,
+    "md5_of_message_attributes": str,
+    "sender_id": str,
+    "send_timestamp_millis": int,
+    "available_at_millis": int,
+    "visible_at_millis": int,
+    "receive_count": int,
+    "first_receive_millis": int,
+    "current_receipt_token": type(None),
+    "queue_generation": int,
+    "message_group_id": str,
+    "message_deduplication_id": str,
+    "sequence_number": int,
+    "dead_letter_source_arn": str,
+}
+#: Fields ``messages.jsonl`` always carries: a record without one takes the general path.
+_ALWAYS: Final = frozenset(
+    (
+        "message_id",
+        "body",
+        "send_timestamp_millis",
+        "available_at_millis",
+        "visible_at_millis",
+        "receive_count",
+        "queue_generation",
+    )
+)
+_U64_FIELDS: Final = ("queue_generation", "sequence_number")
+#: Fields the dump omits when empty or zero (receipt tokens are only ever null here).
+_OMITTED_WHEN_EMPTY: Final = (
+    "md5_of_body",
+    "md5_of_message_attributes",
+    "sender_id",
+    "first_receive_millis",
+    "current_receipt_token",
+    "message_group_id",
+    "message_deduplication_id",
+    "sequence_number",
+    "dead_letter_source_arn",
+)
+_RESET: Final = ("visible_at_millis", "receive_count")
+_HTML_BYTES: Final = b"<>&"
+#: Distinct field layouts remembered; a store writes a handful (FIFO or not, sender or not).
+_MAX_LAYOUTS: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """How to check and rewrite a live object whose fields come in one known order."""
+
+    types: tuple[type, ...]
+    #: The signed 64-bit fields' values (at least the four always-dumped times and counts).
+    signed: Callable[[dict[str, Any]], tuple[int, ...]]
+    #: Present fields the dump omits when empty, and those it omits always.
+    optional: tuple[str, ...]
+    dropped: tuple[str, ...]
+    has_sequence: bool
+
+
+def _layout(fields: tuple[str, ...], preserve_visibility: bool) -> _Layout | None:
+    """The rewrite plan of ``fields`` (a live object's keys, in order), or ``None`` when
+    they are not a subsequence of the live record's fields holding every always-dumped one."""
+    order = list(_LIVE_FIELDS)
+    positions = [order.index(name) if name in _LIVE_FIELDS else -1 for name in fields]
+    if -1 in positions or positions != sorted(positions) or not _ALWAYS.issubset(fields):
+        return None
+    signed = [n for n in fields if _LIVE_FIELDS[n] is int and n not in _U64_FIELDS]
+    dropped = ["current_receipt_token"]
+    if not preserve_visibility:
+        dropped.append("first_receive_millis")
+    return _Layout(
+        types=tuple(_LIVE_FIELDS[name] for name in fields),
+        signed=itemgetter(*signed),
+        optional=tuple(n for n in _OMITTED_WHEN_EMPTY if n in fields and n not in dropped),
+        dropped=tuple(n for n in dropped if n in fields),
+        has_sequence="sequence_number" in fields,
+    )
+
+
+#: Layouts seen in this process (a worker process has its own), by visibility mode and fields.
+_layouts: dict[tuple[bool, tuple[str, ...]], _Layout | None] = {}
+
+
+def plain_dump_line(
+    value: bytes, partition: int | None, *, preserve_visibility: bool
+) -> tuple[bytes, int, int, str, int] | None:
+    """The ``messages.jsonl`` line of a plain live message value, and what its sort key
+    needs: ``(line, send ms, sequence number, message id, generation)``.
+
+    The same line as :func:`decode_stored_message`, the visibility reset and
+    :func:`dump_line`, without a :class:`Message` in between: the parsed object is checked
+    field by field in one pass against its layout (the live record's field order) and
+    rewritten in place. ``None`` for anything else (attributes, a receipt token, ``null``s,
+    another field order, a wrong type, a literal ``-0``, a value that does not parse): the
+    general path decodes it and words its errors.
+    """
+    if not value.startswith(MESSAGE_MAGIC):
+        return None
+    if value.find(b"-0", len(MESSAGE_MAGIC)) >= 0:  # Go's rules for -0: the general reader
+        return None
+    try:
+        obj = orjson.loads(memoryview(value)[len(MESSAGE_MAGIC) :])
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict:
+        return None
+    fields = tuple(obj)
+    key = (preserve_visibility, fields)
+    if key in _layouts:
+        layout = _layouts[key]
+    else:
+        layout = _layout(fields, preserve_visibility)
+        if len(_layouts) < _MAX_LAYOUTS:
+            _layouts[key] = layout
+    if layout is None or tuple(map(type, obj.values())) != layout.types:
+        return None
+    # orjson reads integers into [-2**63, 2**64 - 1] (floats beyond), so one bound each.
+    sequence = obj["sequence_number"] if layout.has_sequence else 0
+    if max(layout.signed(obj)) > _I64_MAX or min(obj["queue_generation"], sequence) < 0:
+        return None
+    try:
+        raw = binascii.a2b_base64(obj["body"], strict_mode=True)
+    except ValueError:  # binascii.Error, or a non-ASCII string
+        return None
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        obj["body"] = {_ENVELOPE_KEY: b64url_encode(raw)}
+    else:
+        # The body alone is HTML-escaped (json.Marshal), not the rest of the line.
+        if len(raw.translate(None, _HTML_BYTES)) != len(raw):
+            obj["body"] = gojson.Fragment(gojson.marshal(text))
+        else:
+            obj["body"] = text
+    if not preserve_visibility:
+        for name in _RESET:
+            obj[name] = 0
+    for name in layout.dropped:
+        del obj[name]
+    for name in layout.optional:
+        if not obj[name]:
+            del obj[name]
+    if partition is not None:
+        obj["partition"] = partition
+    return (
+        gojson.encoder_line(obj),
+        obj["send_timestamp_millis"],
+        sequence,
+        obj["message_id"],
+        obj["queue_generation"],
+    )
 
 
 def _raw_map(attrs: dict[str, str]) -> bytes:
