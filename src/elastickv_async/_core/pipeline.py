@@ -569,10 +569,17 @@ class _DecodeRun:
     async def _consume(
         self, name: str, adapter: DecodeAdapter, receive: ObjectReceiveStream[list[Routed]]
     ) -> None:
+        # An adapter with background work of its own (rendering in worker processes while
+        # the next batches arrive) takes the whole stream and finalises itself.
+        consume = getattr(adapter, "consume", None)
         async with receive:
-            async for batch in receive:
-                await adapter.handle(batch)
-        self.scopes[name] = await adapter.finalize()
+            if consume is not None:
+                self.scopes[name] = await consume(receive)
+            else:
+                async for batch in receive:
+                    await adapter.handle(batch)
+        if consume is None:
+            self.scopes[name] = await adapter.finalize()
         scope = self.scope_filters.get(name)
         if scope is not None:
             warn_missing({name: scope}, self.log)

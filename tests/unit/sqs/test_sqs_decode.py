@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import json
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support import decode_context, raises_code
 
+from elastickv_async._adapters.base import Routed
 from elastickv_async._adapters.sqs import keys
 from elastickv_async._adapters.sqs.decode import RENDER_CHUNK, SQSDecoder
 from elastickv_async._adapters.sqs.spill import DEFAULT_BUDGET
@@ -65,8 +67,18 @@ def raw_message(queue: bytes, msg_id: bytes, json_text: bytes) -> tuple[bytes, b
     return b"!sqs|msg|data|" + b64(queue) + u64(1) + b64(msg_id), b"\x00SM\x01" + json_text
 
 
+@pytest.fixture(autouse=True, params=["handle", "consume"])
+def decode_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every case twice: batch by batch (``handle`` then ``finalize``, rendering inline) and
+    as the pipeline runs it (``consume``, rendering in the background)."""
+    monkeypatch.setattr(Run, "path", request.param)
+
+
 class Run:
     """One decode of hand-built records into ``tmp_path/out``."""
+
+    #: How the records are fed (see :func:`decode_path`).
+    path = "handle"
 
     def __init__(self, tmp_path: Path, **options: Any) -> None:
         self.out = tmp_path / "out"
@@ -84,18 +96,38 @@ class Run:
         chunk: int = RENDER_CHUNK,
     ) -> SQSDecoder:
         decoder = SQSDecoder(self.ctx, spill_budget=budget or DEFAULT_BUDGET, render_chunk=chunk)
-        routed = []
+        for part in self._batches(records, batch):
+            await decoder.handle(part)
+        return decoder
+
+    @staticmethod
+    def _batches(records: list[tuple[bytes, bytes]], batch: int) -> list[list[Routed]]:
+        routed: list[Routed] = []
         by_length = sorted(keys.ROUTED_PREFIXES, key=len, reverse=True)
         for key, value in sorted(records):  # snapshot key order
             prefix = next(p for p in by_length if key.startswith(p))
             routed.append((prefix, Entry(key, value, 1, 0, False)))
-        for i in range(0, len(routed), batch):
-            await decoder.handle(routed[i : i + batch])
-        return decoder
+        return [routed[i : i + batch] for i in range(0, len(routed), batch)]
 
-    async def __call__(self, records: list[tuple[bytes, bytes]], **kw: Any) -> None:
-        decoder = await self.decode(records, **kw)
-        self.scope = await decoder.finalize()
+    async def __call__(
+        self,
+        records: list[tuple[bytes, bytes]],
+        *,
+        budget: int | None = None,
+        batch: int = 3,
+        chunk: int = RENDER_CHUNK,
+    ) -> None:
+        if self.path == "handle":
+            decoder = await self.decode(records, budget=budget, batch=batch, chunk=chunk)
+            self.scope = await decoder.finalize()
+            return
+        decoder = SQSDecoder(self.ctx, spill_budget=budget or DEFAULT_BUDGET, render_chunk=chunk)
+
+        async def batches() -> AsyncIterator[list[Routed]]:
+            for part in self._batches(records, batch):
+                yield part
+
+        self.scope = await decoder.consume(batches())
 
     def files(self) -> list[str]:
         return sorted(
@@ -413,10 +445,9 @@ async def test_external_sort_path(tmp_path: Path) -> None:
     records += [message(b"q", m, send_timestamp_millis=s, sequence_number=n) for s, n, m in msgs]
 
     small = Run(tmp_path / "small", include_side_records=True)
-    decoder = await small.decode(records, budget=1, batch=4, chunk=4)
-    runs = sorted(p.name for p in small.scratch.iterdir())
-    assert len(runs) > 10 and all(name.startswith("sqs-run-") for name in runs)
-    small.scope = await decoder.finalize()
+    await small(records, budget=1, batch=4, chunk=4)
+    runs = sorted(p.name for p in small.scratch.glob("sqs-run-*"))
+    assert len(runs) > 10
 
     order = [m for _, _, m in sorted(msgs)]  # ids are unique, so no stability question
     got = [json.loads(x)["message_id"] for x in small.text("sqs/q/messages.jsonl").splitlines()]
@@ -491,3 +522,13 @@ async def test_many_queues_flushed_by_a_bounded_pool(tmp_path: Path) -> None:
     await run(records)
     assert run.scope == {"queues": [n.decode() for n in names]}
     assert len(run.files()) == 50
+
+
+async def test_a_bad_message_wins_over_a_bad_record_after_it(tmp_path: Path) -> None:
+    """Errors surface in snapshot order: a message (``!sqs|msg|``) sorts before queue meta,
+    so its error is raised even though the meta record fails while it is being rendered."""
+    run = Run(tmp_path)
+    records = [message(b"q", f"m{i}") for i in range(5)]
+    records += [message(b"q", "zz", send_timestamp_millis="5"), (b"!sqs|queue|meta|cQ", b"{")]
+    with raises_code(AdapterRecordError, "ErrSQSInvalidMessage", match="integer"):
+        await run(records, chunk=2)

@@ -202,13 +202,15 @@ def test_render_messages_mixes_both_paths_in_order() -> None:
         (b"!sqs|msg|data|p|cg|\x00\x00\x00\x02" + GEN1 + b"YQ", MAGIC + plain),
     ]
     got = render_messages(records, _RenderSettings(False, 0), 10)
-    assert [(queue, line) for queue, _, line in got] == [
-        ("cQ", general(MAGIC + plain, None, False)[0]),  # type: ignore[index]
-        ("cQ", general(MAGIC + other, None, False)[0]),  # type: ignore[index]
-        ("cg", general(MAGIC + plain, 2, False)[0]),  # type: ignore[index]
+    assert [(queue, [line for _, line in lines]) for queue, lines, _ in got] == [
+        ("cQ", [general(MAGIC + plain, None, False)[0], general(MAGIC + other, None, False)[0]]),  # type: ignore[index]
+        ("cg", [general(MAGIC + plain, 2, False)[0]]),  # type: ignore[index]
     ]
     # Arrival numbers from 10 keep equal sort fields apart, in snapshot order.
-    assert got[0][1] < got[2][1]
+    assert got[0][1][0][0] < got[1][1][0][0]
+    # What the records count against the spill budget: their bytes and their objects.
+    for _, lines, size in got:
+        assert size == sum(len(k) + len(v) for k, v in lines) + 160 * len(lines)
 
 
 DATA_KEYS = [

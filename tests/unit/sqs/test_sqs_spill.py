@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from elastickv_async._adapters.sqs.spill import MessageSpill, message_key
+from elastickv_async._adapters.sqs.spill import MessageSpill, buffered_size, message_key
+
+_arrivals = itertools.count()
 
 
 def add(
     spill: MessageSpill, queue: str, send_ms: int, seq: int, msg_id: bytes, gen: int, line: bytes
 ) -> None:
     """Add a message the way the decoder does, with the next arrival number."""
-    spill.add_rendered(queue, message_key(send_ms, seq, msg_id, spill.arrivals, gen), line)
+    records = [(message_key(send_ms, seq, msg_id, next(_arrivals), gen), line)]
+    spill.add_rendered(queue, records, buffered_size(records))
 
 
 @given(

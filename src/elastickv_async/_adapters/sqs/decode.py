@@ -7,32 +7,35 @@ is a typed error naming the key; a queue known only from its surviving generatio
 are refused; messages wait in a bounded-memory spill (:mod:`.spill`) instead of RAM.
 
 Rendering a message (parse the stored JSON, reset visibility, undo a time shift, build its
-``messages.jsonl`` line and sort key) is pure CPU work: it runs in ``ctx.workers`` batches
-while the main process keeps reading the snapshot. Results are applied in snapshot order,
-so the output does not depend on the number of workers.
+``messages.jsonl`` line and sort key) is pure CPU work: it runs in chunks in ``ctx.workers``
+(and, beside worker processes, in a thread of this process) while the snapshot is still
+being read. A chunk's messages carry their arrival numbers in their sort keys, so the order
+in which chunks finish does not change the output, nor does the number of workers.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
 import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ..._core import gojson
 from ..._core.concurrency import task_group
 from ..._core.dump.names import b64url_encode, encode_segment
 from ..._core.gojson import go_str
 from ..._core.gojson_read import GoJSONError
+from ..._core.scratch import Record
 from ..base import DecodeContext, Routed
 from . import keys, layout
 from .errors import record_error
 from .options import SQSOptions
-from .spill import DEFAULT_BUDGET, MessageSpill, message_key, right_sized
+from .spill import DEFAULT_BUDGET, MessageSpill, buffered_size, message_key, right_sized
 from .values import (
     QueueConfig,
     decode_stored_message,
@@ -106,10 +109,14 @@ class SQSDecoder:
             handlers[prefix] = side
         self._handlers = handlers
         self._render_settings = _RenderSettings(options.preserve_visibility, self._unshift_ms)
-        #: Message ``(key, value)`` pairs waiting for a worker call.
+        #: Message ``(key, value)`` pairs not yet cut into chunks.
         self._pending: list[tuple[bytes, bytes]] = []
+        #: Messages cut into chunks so far: the arrival number of the next one.
+        self._arrivals = 0
         # Chunks rendered at once: enough to keep every worker process busy.
         self._in_flight = max(1, ctx.workers.processes)
+        # The spill is changed on the event loop and spilled in a worker thread: one at a time.
+        self._spill_lock = anyio.Lock(fast_acquire=True)
 
     def _queue(self, encoded: str) -> _Queue:
         q = self._queues.get(encoded)
@@ -119,54 +126,98 @@ class SQSDecoder:
 
     async def handle(self, batch: Sequence[Routed]) -> None:
         """Route each record to its family's handler; render messages in worker batches."""
-        handlers = self._handlers
-        pending = self._pending
+        failure = self._take(batch)
+        if failure is not None or len(self._pending) >= self._chunk * self._in_flight:
+            await self._render_pending()
+        if failure is not None:
+            raise failure  # once the messages before it are rendered
+        if self._spill.over_budget:  # side records alone
+            await self._spill_buffers()
+
+    async def consume(self, batches: AsyncIterable[Sequence[Routed]]) -> dict[str, Any]:
+        """:meth:`handle` every batch, then :meth:`finalize`, with the messages rendered
+        in the background: chunks go to render lanes (one per worker process, or one worker
+        thread) while the next batches are taken, and each lane adds what it rendered."""
+        # The run's own process renders too, in a worker thread, when it has nothing to
+        # read: a worker process starts slower and renders no faster than it does.
+        lanes: list[_Runner] = [self._ctx.workers.run] * self._in_flight
+        if self._ctx.workers.processes:
+            lanes.append(anyio.to_thread.run_sync)
+        chunks, lane_chunks = anyio.create_memory_object_stream[_Chunk](len(lanes))
         failure: Exception | None = None
+        async with task_group() as tg:
+            async with lane_chunks:
+                for run in lanes:
+                    tg.start_soon(self._render_lane, lane_chunks.clone(), run)
+            async with chunks:
+                async for batch in batches:
+                    async with self._spill_lock:
+                        failure = self._take(batch)
+                    for chunk in self._cut(whole=failure is not None):
+                        await chunks.send(chunk)
+                    if failure is not None:
+                        break
+                    if self._spill.over_budget:  # side records alone
+                        await self._spill_buffers()
+                for chunk in self._cut(whole=True):
+                    await chunks.send(chunk)
+        if failure is not None:
+            raise failure  # once the messages before it are rendered
+        return await self.finalize()
+
+    def _take(self, batch: Sequence[Routed]) -> Exception | None:
+        """Apply the batch's records in order, messages to :attr:`_pending`; stop at the
+        first record that fails and return its error."""
+        handlers, pending, data = self._handlers, self._pending, keys.MSG_DATA_PREFIX
         for prefix, entry in batch:
-            if prefix == keys.MSG_DATA_PREFIX:
+            if prefix == data:
                 pending.append((entry.key, entry.value))
                 continue
             try:
                 handlers[prefix](prefix, entry.key, entry.value)
             except Exception as exc:
-                failure = exc  # raised once the messages before it are rendered
-                break
-        if failure is not None:
-            await self._render_pending()
-            raise failure
-        if len(pending) >= self._chunk * self._in_flight:
-            await self._render_pending()
-        elif self._spill.over_budget:  # side records alone
-            await self._spill_buffers()
+                return exc
+        return None
+
+    def _cut(self, *, whole: bool) -> list[_Chunk]:
+        """The pending messages in chunks, numbered in snapshot order; a last part shorter
+        than a chunk stays pending unless ``whole``."""
+        pending, size = self._pending, self._chunk
+        end = len(pending) if whole else len(pending) - len(pending) % size
+        chunks = []
+        for start in range(0, end, size):
+            part = pending[start : min(start + size, end)]
+            chunks.append((self._arrivals, part))
+            self._arrivals += len(part)
+        del pending[:end]
+        return chunks
+
+    async def _render_lane(self, chunks: MemoryObjectReceiveStream[_Chunk], run: _Runner) -> None:
+        async with chunks:
+            async for first, records in chunks:
+                await self._render(run, first, records)
 
     async def _render_pending(self) -> None:
-        """Render the pending messages, one chunk per worker at once; add them in order."""
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        size = self._chunk
-        chunks = [pending[i : i + size] for i in range(0, len(pending), size)]
-        results: list[list[tuple[str, bytes, bytes]]] = [[] for _ in chunks]
-        first = self._spill.arrivals
-
-        async def render(i: int) -> None:
-            results[i] = await self._ctx.workers.run(
-                render_messages, chunks[i], self._render_settings, first + i * size
-            )
-
+        """Render the pending messages, one chunk per worker at once; add them."""
         async with task_group() as tg:
-            for i in range(len(chunks)):
-                tg.start_soon(render, i)
-        add, queue = self._spill.add_rendered, self._queue
-        for rendered in results:
-            for encoded, key, line in rendered:
-                queue(encoded)
-                add(encoded, key, line)
-        if self._spill.over_budget:
-            await self._spill_buffers()
+            for first, records in self._cut(whole=True):
+                tg.start_soon(self._render, self._ctx.workers.run, first, records)
+
+    async def _render(self, run: _Runner, first: int, records: list[tuple[bytes, bytes]]) -> None:
+        await self._add(await run(render_messages, records, self._render_settings, first))
+
+    async def _add(self, rendered: list[_Rendered]) -> None:
+        """Add one chunk's rendered messages to the spill (spilled when over budget)."""
+        async with self._spill_lock:
+            for encoded, records, size in rendered:
+                self._queue(encoded)
+                self._spill.add_rendered(encoded, records, size)
+            if self._spill.over_budget:
+                await anyio.to_thread.run_sync(self._spill.spill, limiter=self._limiter)
 
     async def _spill_buffers(self) -> None:
-        await anyio.to_thread.run_sync(self._spill.spill, limiter=self._limiter)
+        async with self._spill_lock:
+            await anyio.to_thread.run_sync(self._spill.spill, limiter=self._limiter)
 
     # --- per-family handlers ----------------------------------------------------------------
 
@@ -298,26 +349,38 @@ class _RenderSettings:
     unshift_ms: int
 
 
+#: A chunk of message records to render: the arrival number of its first, its records.
+_Chunk = tuple[int, list[tuple[bytes, bytes]]]
+#: What a chunk renders to, per queue: its encoded name, ``(sort key, line)`` records in
+#: arrival order and the bytes they count against the spill budget.
+_Rendered = tuple[str, list[Record], int]
+#: Runs :func:`render_messages` somewhere: ``Workers.run`` or ``anyio.to_thread.run_sync``.
+_Runner = Callable[..., Awaitable[list[_Rendered]]]
+
+
 def render_messages(
     records: list[tuple[bytes, bytes]], settings: _RenderSettings, first_arrival: int
-) -> list[tuple[str, bytes, bytes]]:
-    """Render message records (in snapshot order, arrival numbers from ``first_arrival``):
-    ``(encoded queue, spill sort key, messages.jsonl line)`` each.
+) -> list[_Rendered]:
+    """Render message records (in snapshot order, arrival numbers from ``first_arrival``)
+    into their spill records, queue by queue.
 
     Runs in a worker process: computes only. A malformed record raises its typed error.
     """
-    out: list[tuple[str, bytes, bytes]] = []
+    by_queue: dict[str, list[Record]] = {}
     preserve, unshift_ms = settings.preserve_visibility, settings.unshift_ms
     queue_of = keys.MessageDataQueues()
     for arrival, (key, value) in enumerate(records, first_arrival):
         encoded, partition = queue_of(key)
+        out = by_queue.get(encoded)
+        if out is None:
+            out = by_queue[encoded] = []
         quick = (
             None if unshift_ms else plain_dump_line(value, partition, preserve_visibility=preserve)
         )
         if quick is not None:
             line, send_ms, sequence, message_id, generation = quick
             sort_key = message_key(send_ms, sequence, message_id.encode(), arrival, generation)
-            out.append((encoded, sort_key, right_sized(line)))
+            out.append((sort_key, right_sized(line)))
             continue
         try:
             msg = decode_stored_message(value)
@@ -339,8 +402,8 @@ def render_messages(
             arrival,
             msg.queue_generation,
         )
-        out.append((encoded, sort_key, right_sized(dump_line(msg))))
-    return out
+        out.append((sort_key, right_sized(dump_line(msg))))
+    return [(encoded, out, buffered_size(out)) for encoded, out in by_queue.items()]
 
 
 def _ignore(_prefix: bytes, _key: bytes, _value: bytes) -> None:

@@ -26,7 +26,7 @@ from typing import Final
 
 from ..._core.scratch import Record, iter_records, merge, write_records
 
-__all__ = ["DEFAULT_BUDGET", "MessageSpill", "message_key", "right_sized"]
+__all__ = ["DEFAULT_BUDGET", "MessageSpill", "buffered_size", "message_key", "right_sized"]
 
 #: Default byte budget of the in-memory buffers (all queues together).
 DEFAULT_BUDGET: Final = 64 << 20
@@ -86,7 +86,6 @@ class MessageSpill:
         self._scratch = scratch
         self._budget = budget
         self._used = 0
-        self._arrivals = 0
         self._runs = 0
         self._queues: dict[str, _QueueBuffer] = {}
 
@@ -96,19 +95,14 @@ class MessageSpill:
             buf = self._queues[queue] = _QueueBuffer()
         return buf
 
-    @property
-    def arrivals(self) -> int:
-        """Messages added so far: the arrival number of the next one."""
-        return self._arrivals
-
-    def add_rendered(self, queue: str, key: bytes, line: bytes) -> None:
-        """Buffer one message line of ``queue`` whose :func:`message_key` was made with
-        arrival number :attr:`arrivals`; ``line`` must already be :func:`right_sized`."""
+    def add_rendered(self, queue: str, records: list[Record], size: int) -> None:
+        """Buffer message records ``(message_key(...), line)`` of ``queue``, lines already
+        :func:`right_sized`; ``size`` is their :func:`buffered_size`. Keys must be unique
+        (the arrival number sees to it): the order of the calls does not matter."""
         buf = self._queue(queue)
-        buf.messages.append((key, line))
-        buf.message_count += 1
-        self._arrivals += 1
-        self._used += len(key) + len(line) + _ENTRY_OVERHEAD
+        buf.messages += records
+        buf.message_count += len(records)
+        self._used += size
 
     def add_side(self, queue: str, line: bytes) -> None:
         """Buffer one rendered side-record line of ``queue`` (kept in arrival order)."""
@@ -187,6 +181,11 @@ class MessageSpill:
             for section in buf.side_runs:
                 out.writelines(line for _, line in _section_records(section))
             out.writelines(line for _, line in buf.sides)
+
+
+def buffered_size(records: list[Record]) -> int:
+    """What message records count against the budget: their bytes and their objects."""
+    return sum(len(key) + len(line) for key, line in records) + _ENTRY_OVERHEAD * len(records)
 
 
 def right_sized(data: bytes) -> bytes:
