@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+from pathlib import Path
 
+import anyio.to_thread
 import pytest
 from support import raises_code
 
@@ -133,3 +136,32 @@ def test_deferred_hashing_hands_back_every_written_block() -> None:
     writer.hash_blocks(taken)
     assert sink.getvalue() == _framed(recs, 3)
     assert writer.sha256 == hashlib.sha256(sink.getvalue()).hexdigest()
+
+
+async def test_written_slices_are_handed_to_writeback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each written slice of a real file is advised to the kernel once, in order, covering the
+    stream; the file holds the defined bytes. An in-memory sink gets no advice."""
+    advised: list[tuple[int, int, int]] = []
+
+    def record(fd: int, offset: int, length: int, advice: int) -> None:
+        advised.append((offset, length, advice))
+
+    monkeypatch.setattr(os, "posix_fadvise", record, raising=False)
+    monkeypatch.setattr(os, "POSIX_FADV_DONTNEED", 4, raising=False)
+    recs = [(b"k%04d" % i + b"\xff" * 8, bytes([i % 251]) * (i * 97 % 300_000)) for i in range(300)]
+    fh = await anyio.to_thread.run_sync(lambda: (tmp_path / "out.fsm").open("wb"))
+    try:
+        stream = SnapshotStream(fh, iter(recs), 7)
+        await stream.write(slice_bytes=1 << 20)
+    finally:
+        fh.close()
+    assert (tmp_path / "out.fsm").read_bytes() == _framed(recs, 7)
+    assert len(advised) > 3 and {advice for *_, advice in advised} == {4}
+    ends = [offset + length for offset, length, _ in advised]
+    assert [offset for offset, _, _ in advised] == [0, *ends[:-1]]
+    assert ends[-1] == stream.bytes_written
+    advised.clear()
+    await SnapshotStream(io.BytesIO(), iter(recs), 7).write(slice_bytes=1 << 20)
+    assert advised == []
