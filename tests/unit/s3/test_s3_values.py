@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from elastickv_async._adapters.s3.values import (
+    _PUBLIC_MANIFEST,
     DeclaredPart,
     LiveBucketMeta,
+    _plain_struct,
     bucket_json,
     format_hlc,
     live_manifest_json,
     parse_hlc_from_rfc3339,
     parse_live_bucket_meta,
     parse_live_manifest,
+    parse_public_manifest,
 )
+from elastickv_async._core.gojson_read import GoJSONError, decode_struct, parse_tree
 
 # Expected bytes below are copied from the golden corpus (public/s3_basic), i.e. written by
 # the Go reference from the manifest values given here.
@@ -117,3 +126,85 @@ def test_live_manifest_for_empty_and_chunked_bodies() -> None:
     assert b'"user_metadata":{"a":"1","b":"2"},"parts":[{"part_no":1,"etag":"e"' in (
         live_manifest_json(sidecar, [1 << 20, 5])
     )
+
+
+# --- sidecars: the plain fast path against Go's rules ---------------------------------------
+
+_SIDECAR_KEYS = [f.name for f in _PUBLIC_MANIFEST]
+_NOT_STRINGS = ("format_version", "size_bytes", "user_metadata")
+_KEYS = st.one_of(
+    st.sampled_from(_SIDECAR_KEYS),
+    st.sampled_from(["ETag", "SIZE_BYTES", "User_Metadata", "size_bytes ", "other"]),
+    st.text(max_size=6),
+)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(1 << 70), max_value=1 << 70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=6),
+)
+_VALUES = st.one_of(
+    _SCALARS,
+    st.dictionaries(st.text(max_size=4), _SCALARS, max_size=3),
+    st.lists(_SCALARS, max_size=2),
+)
+#: Literal fragments JSON writers do not produce but Go reads its own way.
+_ODD_VALUES = st.sampled_from(
+    [b"-0", b"-0.0", b"1e2", b"1.0", b'"\\ud800"', b'"\\u00e9\\"q"', b'"\xff"', b"NaN", b"[]"]
+)
+
+
+#: Members of the right type for their field, mostly (so many documents take the fast path).
+_TYPED = st.one_of(
+    st.tuples(st.sampled_from([n for n in _SIDECAR_KEYS if n not in _NOT_STRINGS]), st.text()),
+    st.tuples(
+        st.sampled_from(["format_version", "size_bytes"]),
+        st.integers(min_value=-(1 << 64), max_value=1 << 64),
+    ),
+    st.tuples(st.just("user_metadata"), st.dictionaries(st.text(max_size=5), st.text(max_size=5))),
+)
+
+
+def _member(key: str, value: Any, ascii_only: bool) -> bytes:
+    return (json.dumps(key, ensure_ascii=ascii_only) + ":").encode() + (
+        value if isinstance(value, bytes) else json.dumps(value, ensure_ascii=ascii_only).encode()
+    )
+
+
+@given(
+    st.lists(st.one_of(_TYPED, st.tuples(_KEYS, st.one_of(_VALUES, _ODD_VALUES))), max_size=7),
+    st.booleans(),
+    st.sampled_from([b"", b" ", b"\n]", b"}", b"x", b"{}"]),
+)
+def test_the_plain_sidecar_path_agrees_with_go_rules(
+    members: list[tuple[str, Any]], ascii_only: bool, tail: bytes
+) -> None:
+    """Whenever the fast path decodes a sidecar, Go's rules decode it to the same struct;
+    when Go's rules refuse one, the fast path refuses it too."""
+    raw = b"{" + b",".join(_member(k, v, ascii_only) for k, v in members) + b"}" + tail
+    plain = _plain_struct(raw, _PUBLIC_MANIFEST)
+    try:
+        exact = decode_struct(parse_tree(raw, more=True), _PUBLIC_MANIFEST)
+    except GoJSONError:
+        assert plain is None
+        return
+    assert plain is None or plain == exact
+    assert parse_public_manifest(raw) == exact
+
+
+def test_the_plain_sidecar_path_takes_well_formed_sidecars() -> None:
+    """The decoder's own sidecars (quoted ETags, metadata, escapes) take the fast path;
+    documents only Go's rules read right do not."""
+    expected = decode_struct(parse_tree(_UNICODE_SIDECAR, more=True), _PUBLIC_MANIFEST)
+    assert _plain_struct(_UNICODE_SIDECAR, _PUBLIC_MANIFEST) == expected
+    assert expected["etag"] == '"2d711b09bd0db0ad240cc83b30dd8014"'
+    for odd in [
+        b'{"ETag": "x"}',  # Go matches keys case-insensitively
+        b'{"user_metadata": {"a": "1"}, "user_metadata": {"b": "2"}}',  # Go merges the maps
+        b'{"format_version": -0}',  # Go refuses -0 for an unsigned field
+        b'{"etag": null}',
+        b'{"etag": "\\ud800"}',  # Go reads a lone surrogate as U+FFFD
+        b'{"size_bytes": 1} ]',  # Go's decoder tolerates a trailing ] here
+    ]:
+        assert _plain_struct(odd, _PUBLIC_MANIFEST) is None, odd

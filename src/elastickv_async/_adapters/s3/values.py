@@ -9,6 +9,7 @@ last_modified_hlc, content_*, cache_control, user_metadata, parts[...]}``. Dump 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -263,9 +264,87 @@ def parse_public_bucket(raw: bytes) -> dict[str, Any]:
     return decode_struct(parse_tree(raw, more=True), _PUBLIC_BUCKET)
 
 
+_INT_RANGES: Final = {"i64": (-(1 << 63), (1 << 63) - 1), "u32": (0, (1 << 32) - 1)}
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_MISSING: Final = object()
+
+
+class _NotPlain(Exception):
+    """The document needs Go's exact rules."""
+
+
+def _refuse(literal: str) -> Any:
+    raise _NotPlain
+
+
+def _int(literal: str) -> int:
+    if literal.startswith("-0"):
+        raise _NotPlain  # Go refuses "-0" for unsigned fields
+    return int(literal)
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise _NotPlain  # Go merges a repeated map
+    return doc
+
+
+_PLAIN_JSON: Final = json.JSONDecoder(
+    object_pairs_hook=_unique, parse_int=_int, parse_float=_refuse, parse_constant=_refuse
+)
+
+
+def _plain_struct(raw: bytes, fields: tuple[Field, ...]) -> dict[str, Any] | None:
+    """``raw`` decoded into ``fields`` when it is plainly well formed, else ``None``.
+
+    Plainly well formed: valid UTF-8, one object whose keys are exactly field names, none
+    repeated, each value of its field's type (no ``null``, fraction, ``-0`` or lone
+    surrogate). Such a document decodes to the same struct under Go's rules, which
+    :func:`decode_struct` follows for every other document.
+    """
+    try:
+        doc = _PLAIN_JSON.decode(raw.decode("utf-8"))
+    except (_NotPlain, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    if type(doc) is not dict:
+        return None
+    escaped = b"\\u" in raw
+    out: dict[str, Any] = {}
+    for field in fields:
+        value = doc.pop(field.name, _MISSING)
+        kind = field.kind
+        if value is _MISSING:
+            out[field.name] = "" if kind == "str" else None if kind == "map_str" else 0
+        elif kind == "str":
+            if type(value) is not str or (escaped and _SURROGATE.search(value)):
+                return None
+            out[field.name] = value
+        elif kind == "map_str":
+            if type(value) is not dict:
+                return None
+            for key, item in value.items():
+                if type(item) is not str:
+                    return None
+                if escaped and (_SURROGATE.search(key) or _SURROGATE.search(item)):
+                    return None
+            out[field.name] = value
+        elif kind in _INT_RANGES:
+            low, high = _INT_RANGES[kind]
+            if type(value) is not int or not low <= value <= high:
+                return None
+            out[field.name] = value
+        else:
+            return None
+    return None if doc else out  # a key left over may fold onto a field: the exact reader
+
+
 def parse_public_manifest(raw: bytes) -> dict[str, Any]:
     """Decode an object sidecar like the reference encoder."""
-    return decode_struct(parse_tree(raw, more=True), _PUBLIC_MANIFEST)
+    doc = _plain_struct(raw, _PUBLIC_MANIFEST)
+    if doc is None:
+        doc = decode_struct(parse_tree(raw, more=True), _PUBLIC_MANIFEST)
+    return doc
 
 
 def live_bucket_meta_json(bucket: dict[str, Any]) -> bytes:
