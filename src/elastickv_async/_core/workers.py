@@ -12,19 +12,22 @@ computes and returns; it never writes to the output (the run's
 :class:`~elastickv_async._core.dump.writer.DumpWriter` owns that) and never logs. A call
 is not interrupted midway: keep each one to a bounded batch so that cancellation stays
 prompt. With no worker processes the same call runs in a worker thread, so results never
-depend on the setting.
+depend on the setting. A call made inside
+:func:`~elastickv_async._core.dump.tree.recording_reads` records the digests of the tree files
+it reads in the caller's recorder, wherever it runs.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final, TypeVar, TypeVarTuple
 
 import anyio
 import anyio.to_process
 import anyio.to_thread
 
+from .dump.tree import active_recorder, recording_reads
 from .errors import ExecutionError, UsageError
 
 __all__ = ["AUTO_MIN_BYTES", "AUTO_MIN_LISTING", "Workers", "auto_processes", "available_cpus"]
@@ -57,6 +60,27 @@ def auto_processes(*, large: bool) -> int:
     return cpus - 1 if large and cpus > 1 else 0
 
 
+class _Digests:
+    """A worker process's recorder: the digests of one call, returned with its result."""
+
+    def __init__(self) -> None:
+        self.digests: list[tuple[str, bytes]] = []
+
+    def record(self, rel: str, digest: bytes) -> None:
+        self.digests.append((rel, digest))
+
+    def record_many(self, digests: Iterable[tuple[str, bytes]]) -> None:
+        self.digests.extend(digests)
+
+
+def _recording(func: Callable[[*Ts], T], args: tuple[*Ts]) -> tuple[T, list[tuple[str, bytes]]]:
+    """``func(*args)`` in a worker process, with the digests of the tree files it read."""
+    recorder = _Digests()
+    with recording_reads(recorder):
+        result = func(*args)
+    return result, recorder.digests
+
+
 class Workers:
     """Runs CPU-bound calls for one run: in up to ``processes`` worker processes, or in a
     worker thread when ``processes`` is 0."""
@@ -74,12 +98,22 @@ class Workers:
         :class:`~elastickv_async._core.errors.ExecutionError` ``errWorkerProcessDied``.
         """
         if self._limiter is None:
+            # A worker thread runs in a copy of this context: reads record where they should.
             return await anyio.to_thread.run_sync(func, *args)
+        recorder = active_recorder()
         try:
-            return await anyio.to_process.run_sync(func, *args, limiter=self._limiter)
+            if recorder is None:
+                return await anyio.to_process.run_sync(func, *args, limiter=self._limiter)
+            result, digests = await anyio.to_process.run_sync(
+                _recording, func, args, limiter=self._limiter
+            )
         except anyio.BrokenWorkerProcess as exc:
             cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
             raise ExecutionError(
                 f"a worker process died while running {func.__qualname__}{cause}",
                 code="errWorkerProcessDied",
             ) from None
+        if digests:
+            # A recorder may spill to disk: not on the event loop.
+            await anyio.to_thread.run_sync(recorder.record_many, digests)
+        return result

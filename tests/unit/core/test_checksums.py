@@ -12,7 +12,14 @@ import anyio.to_thread
 import pytest
 from support import raises_code
 
-from elastickv_async._core.dump.checksums import ChecksumLedger, checksum_line, compute_checksums
+from elastickv_async._core.dump.checksums import (
+    ChecksumLedger,
+    checksum_line,
+    compute_checksums,
+    walk_digests,
+)
+from elastickv_async._core.dump.roots import TreeRoots
+from elastickv_async._core.dump.tree import DumpTree
 from elastickv_async._core.dump.verify import verify_tree
 from elastickv_async._core.errors import ChecksumMismatch, UnsafeDumpEntry
 
@@ -139,20 +146,25 @@ def _big_tree(root: Path, files: int) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("limit", [16, 100_000])
+@pytest.mark.parametrize("listing", ["sorted", "shuffled"])
 async def test_verify_in_bounded_memory_names_the_same_differences(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listing: str
 ) -> None:
-    """Both sides of the check spill sorted runs past ``limit`` entries and are compared in
-    one merge: with runs on disk (16) or all in memory, the verdict and the five differences
-    named (the first in path order) are the same, and the rest are counted."""
+    """A sorted CHECKSUMS is compared with the walk as both are read; a hand-shuffled one is
+    first sorted through runs spilled every 16 paths. Either way the verdict and the five
+    differences named (the first in path order) are the same, and the rest are counted."""
     import functools
+    import random
 
     from elastickv_async._core.dump import verify
 
-    monkeypatch.setattr(verify, "ChecksumLedger", functools.partial(ChecksumLedger, limit=limit))
+    monkeypatch.setattr(verify, "ChecksumLedger", functools.partial(ChecksumLedger, limit=16))
     _big_tree(tmp_path, 300)
     await _list(tmp_path)
+    if listing == "shuffled":
+        lines = (tmp_path / "CHECKSUMS").read_bytes().splitlines(keepends=True)
+        random.Random(7).shuffle(lines)
+        (tmp_path / "CHECKSUMS").write_bytes(b"".join(lines))
     assert (await verify_tree(tmp_path)).counters["verify.files"] == 301
     changed = [tmp_path / f"d{i % 7}" / f"f{i:04d}.json" for i in (5, 12, 40, 41, 299)]
     for path in changed:
@@ -167,6 +179,47 @@ async def test_verify_in_bounded_memory_names_the_same_differences(
     with raises_code(ChecksumMismatch, "ErrChecksumMismatch") as caught:
         await verify_tree(tmp_path)
     assert str(caught.value) == f"7 file(s) differ from CHECKSUMS: {shown}; and 2 more"
+
+
+def test_the_walk_gives_paths_in_byte_order(tmp_path: Path) -> None:
+    """Names that sort between a directory's name and its contents (``a-b``, ``a.json`` come
+    before ``a/x`` bytewise) and a redirected subtree (read from its own root) all come out
+    in the byte order of their full paths, the order of CHECKSUMS."""
+    root, elsewhere = tmp_path / "main", tmp_path / "elsewhere"
+    for rel in ("a/x", "a/b.c", "a-b", "a.json", "a0", "ab/c", "A", "s3/o", "s3.txt", "z/y/x"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(rel.encode())
+    (elsewhere / "redis" / "k").mkdir(parents=True)
+    (elsewhere / "redis" / "k" / "v").write_bytes(b"v")
+    (elsewhere / "redis" / "k.bin").write_bytes(b"b")
+    tree = DumpTree(TreeRoots(root, {"redis": elsewhere}))
+    paths = [path for path, _ in walk_digests(tree)]
+    assert paths == sorted(paths)
+    assert paths == [
+        b"A", b"a-b", b"a.json", b"a/b.c", b"a/x", b"a0", b"ab/c",
+        b"redis/k.bin", b"redis/k/v", b"s3.txt", b"s3/o", b"z/y/x",
+    ]  # fmt: skip
+
+
+def test_known_digests_stand_for_files_already_read(tmp_path: Path) -> None:
+    """A known digest is taken for its file (not read again), so what the caller read is what
+    is checked; unknown files are read; a known path that is no longer a regular file gets
+    the full check and is refused."""
+    _tree(tmp_path)
+    read_earlier = hashlib.sha256(b"x as it was read").digest()
+    known = iter([(b"a/b/x.json", read_earlier), (b"zzz", b"\0" * 32)])  # zzz: gone since
+    digests = dict(walk_digests(DumpTree(tmp_path), known=known))
+    assert digests == {
+        b".hidden": hashlib.sha256(b"h").digest(),
+        b"MANIFEST.json": hashlib.sha256(b"{}\n").digest(),
+        b"a/Z": hashlib.sha256(b"z").digest(),
+        b"a/b/x.json": read_earlier,
+    }
+    (tmp_path / "a" / "b" / "x.json").unlink()
+    (tmp_path / "a" / "b" / "x.json").symlink_to(tmp_path / "a" / "Z")
+    known = iter([(b"a/b/x.json", read_earlier)])
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="a symlink"):
+        dict(walk_digests(DumpTree(tmp_path), known=known))
 
 
 @pytest.mark.anyio

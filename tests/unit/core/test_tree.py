@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import anyio
 import pytest
 from support import raises_code
 
-from elastickv_async._core.dump.tree import MAX_RECORD_FILE, DumpTree
+from elastickv_async._core.dump.tree import (
+    MAX_RECORD_FILE,
+    DumpTree,
+    active_recorder,
+    recording_reads,
+)
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry, UsageError
 
 
@@ -169,3 +176,76 @@ def test_whole_reads_follow_the_file_past_its_opened_size(tmp_path: Path) -> Non
                     fh.write(b"y" * 10)
                 with pytest.raises(DumpTreeError, match="limit"):
                     file.read_all(limit=(3 << 20) + 5)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.digests: dict[str, bytes] = {}
+
+    def record(self, rel: str, digest: bytes) -> None:
+        self.digests[rel] = digest
+
+    def record_many(self, digests: Iterable[tuple[str, bytes]]) -> None:
+        self.digests.update(digests)
+
+
+def _sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def test_files_read_to_their_end_record_their_digest(tmp_path: Path) -> None:
+    """Inside ``recording_reads``, a whole read, a full pass over the blocks and a stream read
+    to its end each record the SHA-256 of what was read, under the file's tree path; a read
+    that stops early, and any read outside the block, records nothing."""
+    root = _tree(tmp_path)
+    big = b"".join(b"%08d\n" % i for i in range(300_000))  # several read blocks
+    (root / "d" / "big.jsonl").write_bytes(big)
+    tree = DumpTree(root)
+    recorder = _Recorder()
+    with recording_reads(recorder), tree.directory(("d",)) as d:
+        assert d.read("a.json") == b"{}"
+        file = d.open_name("big.jsonl")
+        assert file is not None
+        with file:
+            assert b"".join(file.blocks()) == big
+        file = d.open_name("big.jsonl")
+        assert file is not None
+        with file.stream() as fh:
+            assert fh.readline() == b"00000000\n"
+            assert recorder.digests.pop("d/big.jsonl") == _sha(big)
+            assert fh.read() == big[9:]
+            assert fh.read() == b""
+            with pytest.raises(OSError):
+                fh.seek(0)  # nothing may skip or reread a part of what is hashed
+        assert recorder.digests == {"d/a.json": _sha(b"{}"), "d/big.jsonl": _sha(big)}
+        recorder.digests.clear()
+        file = d.open_name("big.jsonl")
+        assert file is not None
+        with file:
+            next(file.blocks())  # stops after the first block
+        with d.open_name("big.jsonl") as file, file.stream() as fh:  # type: ignore[union-attr]
+            fh.readline()
+    assert recorder.digests == {}
+    assert active_recorder() is None
+    with tree.directory(("d",)) as d:
+        d.read("a.json")
+    assert recorder.digests == {}
+
+
+@pytest.mark.anyio
+async def test_recording_follows_tasks_and_worker_threads(tmp_path: Path) -> None:
+    """The recorder is a context variable: tasks and worker threads started inside the block
+    record into it, on every backend."""
+    root = _tree(tmp_path)
+    tree = DumpTree(root)
+    recorder = _Recorder()
+
+    def read(parts: tuple[str, ...], name: str) -> None:
+        with tree.directory(parts) as d:
+            d.read(name)
+
+    with recording_reads(recorder):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tree.run, read, ("d",), "a.json")
+            tg.start_soon(tree.run, read, ("d", "e"), "b.json")
+    assert recorder.digests == {"d/a.json": _sha(b"{}"), "d/e/b.json": _sha(b"[]")}

@@ -3,13 +3,16 @@ run's output does not depend on how many processes it used."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from support import REPO_ROOT, run_independent_files
 
 from elastickv_async._core.cli import main
+from elastickv_async._core.dump.tree import DumpTree, recording_reads
 from elastickv_async._core.encode.api import encode_snapshot
 from elastickv_async._core.errors import (
     ChecksumMismatch,
@@ -132,3 +135,38 @@ def test_cli_refuses_a_negative_worker_count(
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "workers must be 0 or more" in err[0]
+
+
+def _read_tree_file(root: str, parts: tuple[str, ...], name: str) -> int:
+    with DumpTree(Path(root)).directory(parts) as directory:
+        data = directory.read(name)
+    return os.getpid() if data is not None else -1
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.digests: list[tuple[str, bytes]] = []
+
+    def record(self, rel: str, digest: bytes) -> None:
+        self.digests.append((rel, digest))
+
+    def record_many(self, digests: Iterable[tuple[str, bytes]]) -> None:
+        self.digests.extend(digests)
+
+
+@pytest.mark.parametrize("processes", [0, 1])
+async def test_files_read_by_a_call_are_recorded_by_its_caller(
+    tmp_path: Path, processes: int
+) -> None:
+    """Inside ``recording_reads``, a call reading tree files records their digests in the
+    caller's recorder, whether it ran in a worker process or a thread; outside, nothing."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.json").write_bytes(b"[1]")
+    workers = Workers(processes)
+    recorder = _Recorder()
+    with recording_reads(recorder):
+        pid = await workers.run(_read_tree_file, str(tmp_path), ("d",), "f.json")
+    assert (pid != os.getpid()) == (processes > 0)
+    assert recorder.digests == [("d/f.json", hashlib.sha256(b"[1]").digest())]
+    await workers.run(_read_tree_file, str(tmp_path), ("d",), "f.json")
+    assert len(recorder.digests) == 1

@@ -13,12 +13,13 @@ import anyio
 import anyio.to_thread
 import pytest
 from encode_support import fake_specs, hand_built_fsm, make_tree, use_specs
-from support import raises_code, shared_dir
+from support import REPO_ROOT, raises_code, shared_dir
 
 from elastickv_async._adapters.base import EncodeContext
 from elastickv_async._core.encode import api, selftest
 from elastickv_async._core.encode.api import encode_snapshot, parse_last_commit_ts
 from elastickv_async._core.errors import (
+    ChecksumMismatch,
     DataError,
     DumpTreeError,
     ElasticKVError,
@@ -641,3 +642,51 @@ async def test_outputs_inside_an_adapter_subtree_refused(tree: Path, tmp_path: P
         )
     # Next to the subtrees (the tree root itself) is fine.
     await encode_snapshot(tree, tree / "o.fsm", force=True)
+
+
+_SAMPLE = REPO_ROOT / "examples" / "sample.fsm"
+
+
+@pytest.mark.skipif(not _SAMPLE.is_file(), reason="examples/sample.fsm is absent")
+@pytest.mark.parametrize("workers", [0, 1])
+async def test_the_checksums_check_reads_no_file_the_encoders_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """The encoders' reads record each file's digest, and the check against CHECKSUMS takes
+    those instead of reading the files again: every file of the adapters' subtrees is opened
+    once in this process (workers=0), or not at all when the encoders read in a worker
+    process; a changed file is still found. (S3 bodies, read by the chunk at offsets, are
+    still read again by the check.)"""
+    from elastickv_async._core.dump.tree import TreeDir
+    from elastickv_async._core.pipeline import decode_snapshot
+
+    tree = tmp_path / "tree"
+    await decode_snapshot(_SAMPLE, tree)
+    opened: dict[str, int] = {}
+    open_file = TreeDir.open_file
+
+    def counting(self: TreeDir, entry: Any) -> Any:
+        rel = self.path(entry.name)
+        opened[rel] = opened.get(rel, 0) + 1
+        return open_file(self, entry)
+
+    monkeypatch.setattr(TreeDir, "open_file", counting)
+    await encode_snapshot(tree, tmp_path / "out.fsm", EncodeOptions(workers=workers))
+    bodies = {"s3/photos/2026/04/pixels.bin", "s3/photos/2026/04/greeting.txt"}
+    data_files = [
+        str(p.relative_to(tree))
+        for p in tree.rglob("*")
+        # MANIFEST.json and CHECKSUMS are the run's own
+        if p.is_file() and p.parent != tree and str(p.relative_to(tree)) not in bodies
+    ]
+    assert len(data_files) > 15
+    if workers == 0:
+        assert {rel: opened.get(rel, 0) for rel in data_files} == dict.fromkeys(data_files, 1)
+    else:
+        # Redis values and DynamoDB items are read in the worker process.
+        assert max(opened.get(rel, 0) for rel in data_files) == 1
+        assert any(rel.startswith("redis/") and rel not in opened for rel in data_files)
+    victim = tree / sorted(data_files)[-1]
+    victim.write_bytes(victim.read_bytes() + b" ")
+    with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=sorted(data_files)[-1]):
+        await encode_snapshot(tree, tmp_path / "again.fsm", EncodeOptions(workers=workers))

@@ -538,7 +538,7 @@ async def encode_cluster(
     try:
         replace = await anyio.to_thread.run_sync(lambda: _check_output_dir(out, force=force))
         if options.verify_checksums:
-            await _verify_input(root, report, log, run.workers)
+            await _verify_input(root, report, log)
         else:
             log.info("checksums_not_verified", input=os.fspath(root))
         places = [out.parent] + ([options.scratch_root] if options.scratch_root else [])

@@ -11,11 +11,12 @@ import hashlib
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from ..errors import DumpTreeError
 from ..extsort import ExternalSorter
 from ..scratch import merge
 from .tree import DumpTree, TreeDir
@@ -25,9 +26,9 @@ __all__ = [
     "ChecksumLedger",
     "checksum_line",
     "compute_checksums",
-    "hash_files",
     "hash_tree",
     "sha256_file",
+    "walk_digests",
 ]
 
 CHECKSUMS_NAME: Final = "CHECKSUMS"
@@ -63,66 +64,119 @@ class HashTally:
     total: int | None = None
 
 
-#: Receives each hashed file: its raw slash path and its 32-byte SHA-256.
-HashSink = Callable[[bytes, bytes], None]
+class _Known:
+    """Digests already taken of some files, sorted by raw path, consumed in that order."""
+
+    def __init__(self, items: Iterator[tuple[bytes, bytes]]) -> None:
+        self._items = items
+        self._head = next(items, None)
+
+    def take(self, rel: bytes) -> bytes | None:
+        """The digest of ``rel`` if it is known (paths must be asked in ascending order)."""
+        head = self._head
+        while head is not None and head[0] < rel:
+            head = next(self._items, None)
+        if head is None or head[0] != rel:
+            self._head = head
+            return None
+        self._head = next(self._items, None)
+        return head[1]
 
 
-def _hash_dir(
+def _path_order(directory: TreeDir, extra_dirs: frozenset[str]) -> tuple[list[bytes], set[str]]:
+    """The entries of ``directory`` and ``extra_dirs`` as raw names, a directory's with a
+    trailing slash, sorted: the byte order of their full paths. Also the names that are
+    neither a directory nor a regular file as the listing says (they get the full check where
+    they are reached). A listed name in ``extra_dirs`` is left out."""
+    keys = [os.fsencode(name) + b"/" for name in extra_dirs]
+    irregular: set[str] = set()
+    with os.scandir(directory.fd) as listing:
+        for entry in listing:
+            if entry.name in extra_dirs:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                keys.append(os.fsencode(entry.name) + b"/")
+                continue
+            keys.append(os.fsencode(entry.name))
+            if not entry.is_file(follow_symlinks=False):
+                irregular.add(entry.name)
+    keys.sort()
+    return keys, irregular
+
+
+def _walk(
+    tree: DumpTree,
     directory: TreeDir,
-    record: HashSink,
     tally: HashTally,
-    skip: frozenset[str] = frozenset(),
-) -> None:
-    for entry in directory.entries():
-        if entry.name in skip:
-            continue
-        if entry.is_dir:
-            sub = directory.subdir(entry.name)
+    known: _Known | None,
+    redirected: frozenset[str] = frozenset(),
+) -> Iterator[tuple[bytes, bytes]]:
+    keys, irregular = _path_order(directory, redirected)
+    for key in keys:
+        if key.endswith(b"/"):
+            name = os.fsdecode(key[:-1])
+            # A redirected subtree is read from the adapter's own root.
+            sub = tree.open_dir((name,)) if name in redirected else directory.subdir(name)
             if sub is not None:
                 with sub:
-                    _hash_dir(sub, record, tally)
+                    yield from _walk(tree, sub, tally, known)
             continue
-        rel = directory.path(entry.name)
+        name = os.fsdecode(key)
+        rel = directory.path(name)
         if rel == CHECKSUMS_NAME:
             continue
-        digest = hashlib.sha256()
-        with directory.open_file(entry) as file:
-            for block in file.blocks():
-                digest.update(block)
-                tally.bytes += len(block)
-        record(os.fsencode(rel), digest.digest())
+        raw = os.fsencode(rel)
+        digest = known.take(raw) if known is not None else None
+        if digest is None or name in irregular:
+            # Not read by the caller: read it now, under the tree's rules.
+            entry = directory.lookup(name)
+            if entry is None:
+                continue  # removed since the listing
+            if entry.is_dir:  # replaced by a directory since the listing
+                raise DumpTreeError(
+                    f"{rel!r} changed while the tree was read", code="ErrDumpTreeChanged", path=rel
+                )
+            hashed = hashlib.sha256()
+            with directory.open_file(entry) as file:
+                for block in file.blocks():
+                    hashed.update(block)
+                    tally.bytes += len(block)
+            digest = hashed.digest()
         tally.files += 1
+        yield raw, digest
 
 
-def hash_files(tree: DumpTree, record: HashSink, tally: HashTally | None = None) -> None:
-    """Hash every regular file of ``tree`` except CHECKSUMS, passing each to ``record``.
+def walk_digests(
+    tree: DumpTree,
+    tally: HashTally | None = None,
+    *,
+    known: Iterator[tuple[bytes, bytes]] | None = None,
+) -> Generator[tuple[bytes, bytes], None, None]:
+    """``(raw slash path, SHA-256)`` of every regular file of ``tree`` but CHECKSUMS, sorted
+    bytewise by path.
 
     The tree is read under its rules: a symlink, special file or hard link anywhere raises
     :class:`~elastickv_async._core.errors.UnsafeDumpEntry`. A redirected adapter's subtree
-    is read from its own root only (see :mod:`.roots`). Blocking: call from a worker thread.
-    ``tally`` counts the files and bytes hashed as it goes.
+    is read from its own root only (see :mod:`.roots`). ``known`` gives, sorted the same way,
+    the digests of files the caller has read already (see :func:`~.tree.recording_reads`):
+    such a file, if the listing still shows it as a regular file, is not read again.
+    Blocking: iterate in a worker thread. ``tally`` counts the files and bytes as it goes.
     """
     tally = tally if tally is not None else HashTally()
-    redirected = frozenset(tree.roots.redirected)
     with tree.open_root() as root:
-        _hash_dir(root, record, tally, redirected)
-    for name in sorted(redirected):
-        subtree = tree.open_dir((name,))
-        if subtree is not None:
-            with subtree:
-                _hash_dir(subtree, record, tally)
+        yield from _walk(
+            tree,
+            root,
+            tally,
+            _Known(known) if known is not None else None,
+            frozenset(tree.roots.redirected),
+        )
 
 
 def hash_tree(tree: DumpTree, tally: HashTally | None = None) -> dict[bytes, str]:
     """Hex SHA-256 of every regular file of ``tree`` except CHECKSUMS, by raw slash path
-    (in memory: :func:`hash_files` with a :class:`ChecksumLedger` scales to any tree)."""
-    out: dict[bytes, str] = {}
-
-    def record(rel: bytes, digest: bytes) -> None:
-        out[rel] = digest.hex()
-
-    hash_files(tree, record, tally)
-    return out
+    (in memory: :func:`walk_digests` streams them)."""
+    return {rel: digest.hex() for rel, digest in walk_digests(tree, tally)}
 
 
 def compute_checksums(root: Path) -> bytes:

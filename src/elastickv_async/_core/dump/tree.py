@@ -16,22 +16,32 @@ One rule set for every encoder and for ``verify``:
   Larger data (message logs, object bodies, bundled item parts) is streamed.
 
 A violation of the first three raises :class:`~elastickv_async._core.errors.UnsafeDumpEntry`
-naming the path relative to the root. Everything but :meth:`DumpTree.run` is synchronous:
-hand a whole directory's or a whole file's work to :meth:`DumpTree.run`, which runs it in a
-worker thread under the tree's :class:`anyio.CapacityLimiter`.
+naming the path relative to the root.
+
+Inside :func:`recording_reads`, every file read to its end (:meth:`TreeFile.read_all`,
+:meth:`TreeFile.blocks`, :meth:`TreeFile.stream`) records its SHA-256 as it is read, so that
+``encode`` checks the tree against CHECKSUMS without reading each file a second time. A
+context variable carries the recorder into the tasks and worker threads started within
+(:class:`~elastickv_async._core.workers.Workers` carries it into worker processes).
+
+Everything but :meth:`DumpTree.run` is synchronous: hand a whole directory's or a whole
+file's work to :meth:`DumpTree.run`, which runs it in a worker thread under the tree's
+:class:`anyio.CapacityLimiter`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar, TypeVarTuple
 
 import anyio
 import anyio.to_thread
@@ -39,7 +49,20 @@ import anyio.to_thread
 from ..errors import DumpTreeError, UnsafeDumpEntry, UsageError, map_os_errors
 from .roots import TreeRoots
 
-__all__ = ["MAX_BODY_FILE", "MAX_RECORD_FILE", "DumpTree", "TreeDir", "TreeEntry", "TreeFile"]
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+__all__ = [
+    "MAX_BODY_FILE",
+    "MAX_RECORD_FILE",
+    "DigestRecorder",
+    "DumpTree",
+    "TreeDir",
+    "TreeEntry",
+    "TreeFile",
+    "active_recorder",
+    "recording_reads",
+]
 
 #: Largest JSON document read whole (one item, one collection, a sidecar...).
 #: Parsing costs about 25 times the file's size in Python objects, so this bounds one
@@ -59,6 +82,36 @@ Ts = TypeVarTuple("Ts")
 
 #: ``(st_dev, st_ino)``: what an open file must still be after the listing saw it.
 FileId = tuple[int, int]
+
+
+class DigestRecorder(Protocol):
+    """Receives the SHA-256 (32 raw bytes) of each tree file read to its end, by slash path."""
+
+    def record(self, rel: str, digest: bytes) -> None:
+        """Remember ``digest`` as the content of ``rel``."""
+
+    def record_many(self, digests: Iterable[tuple[str, bytes]]) -> None:
+        """:meth:`record` each pair."""
+
+
+_RECORDER: Final[ContextVar[DigestRecorder | None]] = ContextVar(
+    "elastickv_async_read_digests", default=None
+)
+
+
+@contextlib.contextmanager
+def recording_reads(recorder: DigestRecorder) -> Iterator[None]:
+    """Record into ``recorder`` the digest of every tree file read to its end in this block."""
+    token = _RECORDER.set(recorder)
+    try:
+        yield
+    finally:
+        _RECORDER.reset(token)
+
+
+def active_recorder() -> DigestRecorder | None:
+    """The recorder of the enclosing :func:`recording_reads` block, if any."""
+    return _RECORDER.get()
 
 
 def _join(rel: str, name: str) -> str:
@@ -142,6 +195,8 @@ class TreeFile:
 
     def blocks(self) -> Iterator[bytes]:
         """The content from the start, in blocks of up to 1 MiB."""
+        recorder = _RECORDER.get()
+        digest = hashlib.sha256() if recorder is not None else None
         # os.read allocates the whole requested size first: ask for what the file should
         # still hold (plus one byte to see its end), not 1 MiB per small file.
         expected = self.size
@@ -149,9 +204,15 @@ class TreeFile:
             want = min(expected + 1, _READ_BLOCK) if expected >= 0 else _READ_BLOCK
             block = os.read(self.fd, want)
             if not block:
-                return
+                break
             expected -= len(block)
+            if digest is not None:
+                digest.update(block)
             yield block
+            if expected == 0 and len(block) < want:
+                break  # a short read that reached the size fstat gave: the end, one read early
+        if recorder is not None and digest is not None:
+            recorder.record(self.rel, digest.digest())
 
     def _too_big(self, limit: int) -> None:
         raise DumpTreeError(
@@ -159,6 +220,10 @@ class TreeFile:
             code="ErrDumpFileTooLarge",
             path=self.rel,
         )
+
+    def rewind(self) -> None:
+        """Go back to the start, for :meth:`blocks` to read the file again."""
+        os.lseek(self.fd, 0, os.SEEK_SET)
 
     def pread(self, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes at ``offset`` (fewer only at the end of the file)."""
@@ -173,7 +238,45 @@ class TreeFile:
     def stream(self) -> io.BufferedReader:
         """A buffered binary reader that takes over the descriptor (close the reader)."""
         fd, self.fd = self.fd, -1
-        return open(fd, "rb", closefd=True)
+        recorder = _RECORDER.get()
+        if recorder is None:
+            return open(fd, "rb", closefd=True)
+        return io.BufferedReader(_RecordingReader(fd, self.rel, recorder), _READ_BLOCK)
+
+
+class _RecordingReader(io.RawIOBase):
+    """A file read from the start that records its digest once it has been read to the end.
+
+    Not seekable, so nothing can skip or reread a part of what is hashed.
+    """
+
+    def __init__(self, fd: int, rel: str, recorder: DigestRecorder) -> None:
+        super().__init__()
+        self._fd = fd
+        self._rel = rel
+        self._recorder: DigestRecorder | None = recorder
+        self._digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        count = os.readv(self._fd, [buffer])
+        if count:
+            with memoryview(buffer) as view:
+                self._digest.update(view[:count])
+        elif self._recorder is not None:
+            self._recorder.record(self._rel, self._digest.digest())
+            self._recorder = None
+        return count
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
 
 
 class TreeDir:

@@ -11,6 +11,7 @@ would refuse it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import tempfile
@@ -25,7 +26,7 @@ from ..errors import ChecksumMismatch, ManifestError, UsageError
 from ..gojson_read import GoJSONError, get_str, loads
 from ..progress import ProgressCallback, ProgressMeter
 from ..report import Report
-from .checksums import CHECKSUMS_NAME, ChecksumLedger, HashTally, hash_files
+from .checksums import CHECKSUMS_NAME, ChecksumLedger, HashTally, walk_digests
 from .manifest import (
     CHECKSUM_ALGORITHM,
     CHECKSUMS_NONE,
@@ -34,7 +35,7 @@ from .manifest import (
     read_scope,
 )
 from .roots import recorded_tree_roots
-from .tree import DumpTree, TreeDir
+from .tree import DumpTree, TreeDir, TreeFile
 
 __all__ = ["check_tree", "open_split_tree", "verify_tree"]
 
@@ -56,9 +57,13 @@ def _unescape(path: bytes) -> bytes:
     return bytes(out)
 
 
-def _parse_into(blocks: Iterable[bytes], ledger: ChecksumLedger) -> int:
-    """Record every line of CHECKSUMS (read in ``blocks``) in ``ledger``; return how many."""
-    number = recorded = 0
+class _Unsorted(Exception):
+    """CHECKSUMS is not sorted by path (a hand-made listing): it must be sorted first."""
+
+
+def _lines(blocks: Iterable[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """``(raw path, digest)`` of every line of CHECKSUMS (read in ``blocks``), in file order."""
+    number = 0
     rest = b""
     for block in blocks:
         lines = (rest + block).split(b"\n")
@@ -66,22 +71,39 @@ def _parse_into(blocks: Iterable[bytes], ledger: ChecksumLedger) -> int:
         for line in lines:
             number += 1
             if line:
-                _record_line(line, number, ledger)
-                recorded += 1
+                yield _parse_line(line, number)
     if rest:
-        _record_line(rest, number + 1, ledger)
-        recorded += 1
-    return recorded
+        yield _parse_line(rest, number + 1)
 
 
-def _record_line(line: bytes, number: int, ledger: ChecksumLedger) -> None:
+def _parse_line(line: bytes, number: int) -> tuple[bytes, bytes]:
     match = _LINE.fullmatch(line)
     if match is None:
         raise ChecksumMismatch(
             f"CHECKSUMS line {number} is malformed", code="ErrChecksumsMalformedLine"
         )
     path = _unescape(match[3]) if match[1] else match[3]
-    ledger.record(os.fsdecode(path), bytes.fromhex(match[2].decode()))
+    return path, bytes.fromhex(match[2].decode())
+
+
+def _in_order(listed: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    """``listed`` as it is, raising :class:`_Unsorted` at the first path not above the last."""
+    previous: bytes | None = None
+    for path, digest in listed:
+        if previous is not None and path <= previous:
+            raise _Unsorted
+        previous = path
+        yield path, digest
+
+
+def _count_lines(blocks: Iterable[bytes]) -> int:
+    """The lines of CHECKSUMS, blank ones included: the files it lists, for progress."""
+    count = 0
+    last = b"\n"
+    for block in blocks:
+        count += block.count(b"\n")
+        last = block[-1:]
+    return count + (last != b"\n")
 
 
 def _differences(
@@ -202,8 +224,50 @@ def _count_files(directory: TreeDir) -> int:
     return count
 
 
+def _compare(
+    tree: DumpTree,
+    checksums: TreeFile,
+    tally: HashTally,
+    known: Iterator[tuple[bytes, bytes]] | None,
+) -> tuple[int, int, list[str]]:
+    """Compare the tree with CHECKSUMS: both are walked sorted by path, side by side, so a
+    tree of millions of files is checked in flat memory. A CHECKSUMS whose lines are not
+    sorted (written by hand) is sorted first through spilled runs."""
+    checksums.rewind()
+    listed = _in_order(_lines(checksums.blocks()))
+    first = next(listed, None)
+    if first is None:
+        return 0, 0, []  # only blank lines: refused before anything is hashed
+    walk = walk_digests(tree, tally, known=known)
+    try:
+        return _differences(itertools.chain([first], listed), walk)
+    except _Unsorted:
+        pass
+    finally:
+        walk.close()
+    tally.files = tally.bytes = 0
+    with tempfile.TemporaryDirectory(prefix="elastickv-verify-") as spill:
+        ledger = ChecksumLedger(Path(spill))
+        try:
+            checksums.rewind()
+            ledger.record_many(
+                (os.fsdecode(path), digest) for path, digest in _lines(checksums.blocks())
+            )
+            walk = walk_digests(tree, tally)
+            try:
+                return _differences(ledger.items(keep_checksums=True), walk)
+            finally:
+                walk.close()
+        finally:
+            ledger.close()
+
+
 def check_tree(
-    tree: DumpTree, tally: HashTally | None = None, *, missing_ok: bool = False
+    tree: DumpTree,
+    tally: HashTally | None = None,
+    *,
+    missing_ok: bool = False,
+    known: Iterator[tuple[bytes, bytes]] | None = None,
 ) -> tuple[int, str]:
     """Check the tree at ``tree.root``; return ``(files, what was checked)``.
 
@@ -212,8 +276,9 @@ def check_tree(
     tree whose MANIFEST.json promises a CHECKSUMS file that is absent).
 
     Raises :class:`~elastickv_async._core.errors.ChecksumMismatch` naming the
-    files that differ from CHECKSUMS (at most five). ``tally`` follows the hashing. Blocking:
-    call from a worker thread.
+    files that differ from CHECKSUMS (at most five). ``tally`` follows the hashing; ``known``
+    gives the digests of files the caller has read already (see :func:`.checksums.walk_digests`).
+    Blocking: call from a worker thread.
     """
     if not tree.root.is_dir():
         raise UsageError(f"{tree.root} is not a directory")
@@ -235,26 +300,15 @@ def check_tree(
             raise ChecksumMismatch(
                 f"{tree.root} has no {CHECKSUMS_NAME}", code="ErrChecksumsMissing"
             )
-        # Both sides go through sorted spills and are compared in one merge: a tree of
-        # millions of files is checked in a few MiB.
-        with tempfile.TemporaryDirectory(prefix="elastickv-verify-") as spill:
-            listed = ChecksumLedger(Path(spill) / "listed")
-            actual = ChecksumLedger(Path(spill) / "actual")
-            try:
-                with root.open_file(checksums) as file:
-                    lines = _parse_into(file.blocks(), listed)
-                if not lines:
-                    raise ChecksumMismatch("CHECKSUMS lists no file", code="ErrChecksumsEmpty")
-                if tally is not None:
-                    tally.total = lines
-                # CHECKSUMS lists every file but itself, and hash_files skips it too.
-                hash_files(tree, lambda rel, digest: actual.record(os.fsdecode(rel), digest), tally)
-                count, differing, shown = _differences(
-                    listed.items(keep_checksums=True), actual.items()
-                )
-            finally:
-                listed.close()
-                actual.close()
+        tally = tally if tally is not None else HashTally()
+        with root.open_file(checksums) as file:
+            tally.total = _count_lines(file.blocks())
+            # CHECKSUMS lists every file but itself, and the walk skips it too.
+            count, differing, shown = (
+                _compare(tree, file, tally, known) if tally.total else (0, 0, [])
+            )
+    if not count:
+        raise ChecksumMismatch("CHECKSUMS lists no file", code="ErrChecksumsEmpty")
     if differing:
         more = f"; and {differing - _SHOWN} more" if differing > _SHOWN else ""
         raise ChecksumMismatch(

@@ -11,6 +11,7 @@ previous pair stays in place until the new pair is durable, and is put back on f
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -30,7 +31,7 @@ import structlog
 from ..._adapters.base import AdapterSpec, EncodeContext
 from ..._adapters.registry import REGISTRY
 from ..concurrency import task_group
-from ..dump.checksums import CHECKSUMS_NAME
+from ..dump.checksums import CHECKSUMS_NAME, ChecksumLedger
 from ..dump.manifest import (
     CHECKSUM_ALGORITHM,
     CHECKSUMS_NONE,
@@ -39,7 +40,7 @@ from ..dump.manifest import (
     read_manifest,
 )
 from ..dump.roots import TreeRoots, recorded_tree_roots
-from ..dump.tree import DumpTree
+from ..dump.tree import DumpTree, recording_reads
 from ..dump.verify import check_tree
 from ..errors import (
     DataError,
@@ -65,6 +66,12 @@ from .selftest import SelfTestOutcome, run_self_test
 __all__ = ["EncodeResult", "encode_snapshot", "parse_last_commit_ts"]
 
 _UINT64_MAX: Final = (1 << 64) - 1
+#: The check of the input against its CHECKSUMS, given the digests of the files read.
+Verify = Callable[[ChecksumLedger], Coroutine[Any, Any, None]]
+
+#: Digests of files read held in memory before they are spilled (some 200 bytes each).
+_READ_DIGESTS_HELD: Final = 32_768
+
 _DECIMAL: Final = re.compile(r"[0-9]+")
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")
 #: The lower 16 bits of an HLC timestamp are its logical counter; the rest is Unix ms.
@@ -334,14 +341,24 @@ class _Run:
         self.sort_budget = sort_budget
 
     async def write_temp(
-        self, temp: Path, manifest: Manifest, ts: int, specs: dict[str, AdapterSpec]
+        self,
+        temp: Path,
+        manifest: Manifest,
+        ts: int,
+        specs: dict[str, AdapterSpec],
+        verify: Verify | None = None,
     ) -> SnapshotStream:
-        """Collect, sort and write the snapshot into ``temp`` (created here, fsync'd)."""
+        """Collect, sort and write the snapshot into ``temp`` (created here, fsync'd).
+
+        With ``verify``, the digests of the tree files the encoders read are recorded as they
+        are read, and ``verify`` checks them (and hashes the rest) beside the writing.
+        """
         base = self.options.scratch_root or self.output.parent
         with map_os_errors(OutputError, f"cannot create a work directory in {base}"):
             held = await anyio.to_thread.run_sync(_make_workdir, base, self.tag, self.enabled)
         work = held.path
         sorter = ExternalSorter(work / "sort", self.sort_budget, large_value=LARGE_VALUE)
+        read = ChecksumLedger(work / "read", limit=_READ_DIGESTS_HELD) if verify else None
 
         context = adapter_contexts(
             self.input_root,
@@ -356,14 +373,21 @@ class _Run:
         meter = self.meter
         try:
             meter.stage("collect", unit="records", done=lambda: sorter.records)
-            await collect_records([specs[n] for n in self.enabled], context, sorter, ts_suffix(ts))
+            recording = recording_reads(read) if read is not None else contextlib.nullcontext()
+            with recording:
+                await collect_records(
+                    [specs[n] for n in self.enabled], context, sorter, ts_suffix(ts)
+                )
             fh = await anyio.to_thread.run_sync(disk.create_temp, temp)
             try:
-                total = sorter.records
-                stream = SnapshotStream(fh, sorter.merged(), ts)
-                meter.output(files=lambda: 0, bytes_=lambda: stream.bytes_written)
-                meter.stage("write", unit="entries", done=lambda: stream.entries, total=total)
-                await stream.write()
+                async with task_group() as tg:
+                    if verify is not None and read is not None:
+                        tg.start_soon(verify, read)
+                    total = sorter.records
+                    stream = SnapshotStream(fh, sorter.merged(), ts)
+                    meter.output(files=lambda: 0, bytes_=lambda: stream.bytes_written)
+                    meter.stage("write", unit="entries", done=lambda: stream.entries, total=total)
+                    await stream.write()
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(disk.close_quietly, fh)
@@ -375,6 +399,8 @@ class _Run:
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(sorter.close)
+                if read is not None:
+                    await anyio.to_thread.run_sync(read.close)
                 await anyio.to_thread.run_sync(_remove_workdir, held)
         self.report.count("encode.sort_spills", sorter.spills)
         return stream
@@ -385,21 +411,18 @@ class _Run:
         ts: int,
         specs: dict[str, AdapterSpec],
         info: EncodeInfo,
-        verify: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        verify: Verify | None = None,
     ) -> tuple[SnapshotStream, SelfTestOutcome | None]:
         """Write, optionally self-test, and publish the .fsm and its sidecar.
 
-        ``verify`` (the check of the input against its CHECKSUMS) runs beside the writing,
-        in a worker process when there are any; nothing is published unless it passed.
+        ``verify`` (the check of the input against its CHECKSUMS) runs beside the writing;
+        nothing is published unless it passed.
         """
         options = self.options
         await anyio.to_thread.run_sync(disk.remove_stale_mismatch, disk.mismatch_path(self.output))
         temp = disk.temp_path(self.output, self.tag)
         try:
-            async with task_group() as tg:
-                if verify is not None:
-                    tg.start_soon(verify)
-                stream = await self.write_temp(temp, manifest, ts, specs)
+            stream = await self.write_temp(temp, manifest, ts, specs, verify)
             outcome = None
             if options.self_test:
                 # The scratch decode reads the new file once: its read stage is this stage.
@@ -475,10 +498,11 @@ class _Run:
             self.log.warning("encode_sidecar_failed", path=str(sidecar), error=str(exc))
 
 
-def _check_input(root: Path | TreeRoots) -> tuple[int, str]:
+def _check_input(root: Path | TreeRoots, read: ChecksumLedger | None) -> tuple[int, str]:
     # A hand-assembled tree may have no CHECKSUMS at all: that is worth a warning (which
     # --strict turns into a failure), not a refusal; a listed file that changed is.
-    return check_tree(DumpTree(root), missing_ok=True)
+    known = read.items() if read is not None else None
+    return check_tree(DumpTree(root), missing_ok=True, known=known)
 
 
 def _workers(options: EncodeOptions, root: Path) -> Workers:
@@ -496,9 +520,11 @@ async def _verify_input(
     root: Path | TreeRoots,
     report: Report,
     log: structlog.typing.FilteringBoundLogger,
-    workers: Workers,
+    read: ChecksumLedger | None = None,
 ) -> None:
-    files, checked = await workers.run(_check_input, root)
+    """Check the tree at ``root`` against its CHECKSUMS; ``read`` holds the digests of the
+    files the encoders have read (only the others are read here)."""
+    files, checked = await anyio.to_thread.run_sync(_check_input, root, read)
     if checked == CHECKSUM_ALGORITHM:
         report.count("encode.files_verified", files)
     elif checked == CHECKSUMS_NONE:
@@ -600,7 +626,7 @@ async def encode_snapshot(
         await anyio.to_thread.run_sync(lambda: _refuse_existing_output(out, force=force))
         verify = None
         if options.verify_checksums:
-            verify = partial(_verify_input, roots, report, log, workers)
+            verify = partial(_verify_input, roots, report, log)
         else:
             log.info("checksums_not_verified", input=input_label)
         places = [out.parent]
