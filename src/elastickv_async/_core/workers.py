@@ -10,7 +10,8 @@ on first use and reused until the event loop ends).
 What is sent must be a module-level function with picklable arguments and result. It
 computes and returns; it never writes to the output (the run's
 :class:`~elastickv_async._core.dump.writer.DumpWriter` owns that) and never logs. A call
-is not interrupted midway: keep each one to a bounded batch so that cancellation stays
+is not interrupted once it has a process (a process cancelled while it starts would be
+left behind, unreaped): keep each one to a bounded batch so that cancellation stays
 prompt. With no worker processes the same call runs in a worker thread, so results never
 depend on the setting. A call made inside
 :func:`~elastickv_async._core.dump.tree.recording_reads` records the digests of the tree files
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Final, TypeVar, TypeVarTuple
 
 import anyio
+import anyio.lowlevel
 import anyio.to_process
 import anyio.to_thread
 
@@ -90,6 +92,8 @@ class Workers:
             raise UsageError("workers must be 0 or more")
         self.processes = processes
         self._limiter = anyio.CapacityLimiter(processes) if processes else None
+        # Never waited on: a call holds one of the slots above before it asks for a process.
+        self._processes = anyio.CapacityLimiter(processes) if processes else None
 
     async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
         """``func(*args)`` in a worker process (or thread); its exception is raised here.
@@ -102,18 +106,25 @@ class Workers:
             return await anyio.to_thread.run_sync(func, *args)
         recorder = active_recorder()
         try:
-            if recorder is None:
-                return await anyio.to_process.run_sync(func, *args, limiter=self._limiter)
-            result, digests = await anyio.to_process.run_sync(
-                _recording, func, args, limiter=self._limiter
-            )
+            async with self._limiter:
+                with anyio.CancelScope(shield=True):
+                    if recorder is None:
+                        result = await anyio.to_process.run_sync(
+                            func, *args, limiter=self._processes
+                        )
+                        digests: list[tuple[str, bytes]] = []
+                    else:
+                        result, digests = await anyio.to_process.run_sync(
+                            _recording, func, args, limiter=self._processes
+                        )
         except anyio.BrokenWorkerProcess as exc:
             cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
             raise ExecutionError(
                 f"a worker process died while running {func.__qualname__}{cause}",
                 code="errWorkerProcessDied",
             ) from None
-        if digests:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if recorder is not None and digests:
             # A recorder may spill to disk: not on the event loop.
             await anyio.to_thread.run_sync(recorder.record_many, digests)
         return result

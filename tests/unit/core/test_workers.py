@@ -170,3 +170,35 @@ async def test_files_read_by_a_call_are_recorded_by_its_caller(
     assert recorder.digests == [("d/f.json", hashlib.sha256(b"[1]").digest())]
     await workers.run(_read_tree_file, str(tmp_path), ("d",), "f.json")
     assert len(recorder.digests) == 1
+
+
+def _children() -> set[str]:
+    me = Path("/proc") / str(os.getpid()) / "task"
+    return {pid for task in me.iterdir() for pid in (task / "children").read_text().split()}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_call_cancelled_while_its_process_starts_leaves_no_process(backend: str) -> None:
+    """Cancelled while its worker process is still importing, a call finishes first (a
+    process cancelled at that point would be left running, unreaped), then the cancellation
+    takes effect; when the event loop ends, no process of the run is left."""
+    import gc
+    import warnings
+
+    import anyio
+
+    finished: list[tuple[int, int]] = []
+
+    async def cancelled_early() -> None:
+        with anyio.move_on_after(0.01):
+            finished.append(await Workers(1).run(_pid_and_square, 3))
+
+    before = _children()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        anyio.run(cancelled_early, backend=backend)
+        gc.collect()
+    assert [w.message for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert _children() <= before
+    assert finished == []
