@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import mmap
+import os
 import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -22,9 +23,10 @@ from elastickv_async._adapters.base import (
     EncodeAdapter,
     EncodeContext,
 )
+from elastickv_async._core.encode import api
 from elastickv_async._core.encode.api import encode_snapshot
 from elastickv_async._core.encode.collect import LARGE_VALUE, collect_records
-from elastickv_async._core.errors import DumpTreeError
+from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 from elastickv_async._core.extsort import ExternalSorter
 from elastickv_async._core.options import EncodeOptions
 from elastickv_async._core.report import Report
@@ -201,3 +203,35 @@ async def test_large_values_frame_identically_across_spills(
     assert result.report.counters["encode.sort_spills"] > 0
     assert out.read_bytes() == hand_built_fsm(1234, records["redis"] + records["s3"])
     assert list(scratch.iterdir()) == []
+
+
+async def test_an_object_body_replaced_before_the_write_stops_the_encode_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An S3 body is read only when the snapshot is written; replaced after the walk, it
+    fails the encode with a typed data error, leaving no output and nothing beside it."""
+    root = make_tree(tmp_path / "in")
+    bucket = root / "s3" / "b"
+    bucket.mkdir(parents=True)
+    (bucket / "_bucket.json").write_text('{"format_version": 1, "name": "b"}')
+    size = 3 << 20
+    (bucket / "big").write_bytes(b"b" * size)
+    (bucket / "big.elastickv-meta.json").write_text(
+        f'{{"format_version": 1, "size_bytes": {size}, "etag": "e"}}'
+    )
+
+    def replace() -> None:
+        (bucket / "big.new").write_bytes(b"B" * size)  # a new inode, then renamed over
+        os.replace(bucket / "big.new", bucket / "big")
+
+    async def collect_then_replace(*args: Any, **kwargs: Any) -> None:
+        await collect_records(*args, **kwargs)
+        await anyio.to_thread.run_sync(replace)
+
+    monkeypatch.setattr(api, "collect_records", collect_then_replace)
+    out = tmp_path / "out" / "o.fsm"
+    out.parent.mkdir()
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="replaced") as info:
+        await encode_snapshot(root, out, EncodeOptions(adapters=("s3",)))
+    assert info.value.exit_code == 2
+    assert list(out.parent.iterdir()) == []
