@@ -25,7 +25,7 @@ from elastickv_async._adapters.base import (
 )
 from elastickv_async._core.encode import api
 from elastickv_async._core.encode.api import encode_snapshot
-from elastickv_async._core.encode.collect import LARGE_VALUE, collect_records
+from elastickv_async._core.encode.collect import BATCH_RECORDS, LARGE_VALUE, collect_records
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 from elastickv_async._core.extsort import ExternalSorter
 from elastickv_async._core.options import EncodeOptions
@@ -235,3 +235,22 @@ async def test_an_object_body_replaced_before_the_write_stops_the_encode_cleanly
         await encode_snapshot(root, out, EncodeOptions(adapters=("s3",)))
     assert info.value.exit_code == 2
     assert list(out.parent.iterdir()) == []
+
+
+async def test_a_long_list_is_buffered_in_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An encoder's long list crosses the channel in slices of at most BATCH_RECORDS, so the
+    channel holds no more records than with records() gathered into batches."""
+    seen: list[int] = []
+    add_many = ExternalSorter.add_many
+
+    def counting(self: ExternalSorter, records: Any) -> None:
+        seen.append(len(records))
+        add_many(self, records)
+
+    monkeypatch.setattr(ExternalSorter, "add_many", counting)
+    records = [(b"k%05d" % i, b"v") for i in range(2 * BATCH_RECORDS + 7)]
+    out, _ = await _collected(tmp_path, [_spec("redis", _Batched([records]))], budget=1 << 30)
+    assert seen == [BATCH_RECORDS, BATCH_RECORDS, 7]
+    assert [k for k, _ in out] == [k + b"SUFFIX!!" for k, _ in records]

@@ -86,8 +86,9 @@ async def _produce(job: _Job, send: ObjectSendStream[Batch]) -> None:
         try:
             with reading:
                 async for batch in batches:
-                    if batch:
-                        await send.send(batch)
+                    # Sent in slices, so the channel holds no more than with gathered records.
+                    for start in range(0, len(batch), BATCH_RECORDS):
+                        await send.send(batch[start : start + BATCH_RECORDS])
         finally:
             aclose = getattr(batches, "aclose", None)
             if aclose is not None:
