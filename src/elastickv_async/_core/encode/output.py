@@ -32,8 +32,9 @@ _BLOCK: Final = 1 << 20
 #: A value at least this large is written on its own instead of being copied into a block.
 _LARGE: Final = _BLOCK // 4
 #: Bytes framed per worker-thread call of :meth:`SnapshotStream.write`. Written blocks are
-#: held until they are hashed, about two slices of them.
-SLICE_BYTES: Final = 4 << 20
+#: held until they are hashed: the slice being hashed and the one written meanwhile (the
+#: hand-over has no buffer), so small slices keep the write's memory below the collect's.
+SLICE_BYTES: Final = 1 << 20
 
 
 def _duplicate(key: bytes) -> DumpTreeError:
@@ -193,7 +194,7 @@ class SnapshotStream:
     async def write(self, slice_bytes: int = SLICE_BYTES) -> None:
         """Write every record, a slice of about ``slice_bytes`` per worker-thread call; each
         written slice is hashed in another worker thread while the next is written."""
-        send, receive = anyio.create_memory_object_stream[list[bytes]](1)
+        send, receive = anyio.create_memory_object_stream[list[bytes]](0)
         writer = self._writer
         async with task_group() as tg:
             tg.start_soon(self._hash, receive)
