@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
+import anyio
 import pytest
 from support import decode_context, raises_code
 
@@ -22,8 +23,12 @@ from elastickv_async._adapters.sqs.decode import RENDER_CHUNK, SQSDecoder
 from elastickv_async._adapters.sqs.spill import DEFAULT_BUDGET
 from elastickv_async._core.errors import AdapterRecordError
 from elastickv_async._core.snapshot.entry import Entry
+from elastickv_async._core.workers import Workers
 
 pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 ORPHAN_HINT = (
     "no !sqs|queue|meta record matched this encoded prefix; messages dropped from the dump"
@@ -532,3 +537,37 @@ async def test_a_bad_message_wins_over_a_bad_record_after_it(tmp_path: Path) -> 
     records += [message(b"q", "zz", send_timestamp_millis="5"), (b"!sqs|queue|meta|cQ", b"{")]
     with raises_code(AdapterRecordError, "ErrSQSInvalidMessage", match="integer"):
         await run(records, chunk=2)
+
+
+class _LaterChunkFirst(Workers):
+    """Renders in this thread, but the chunk of arrival 0 only after every later chunk."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.later_done = anyio.Event()
+
+    async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
+        first: object = [*args][-1]
+        if first == 0:
+            await self.later_done.wait()
+        try:
+            return func(*args)
+        finally:
+            if first != 0:
+                self.later_done.set()
+
+
+async def test_the_first_bad_message_in_snapshot_order_wins(tmp_path: Path) -> None:
+    """Chunks render at once and finish in any order; the error raised is the first one in
+    snapshot order, not the first one to happen."""
+    run = Run(tmp_path)
+    run.ctx.workers = _LaterChunkFirst()
+    records = [
+        message(b"q", "m0", send_timestamp_millis="early"),
+        message(b"q", "m1"),
+        message(b"q", "m2", send_timestamp_millis="late"),
+        message(b"q", "m3"),
+    ]
+    with raises_code(AdapterRecordError, "ErrSQSInvalidMessage", match=b64(b"m0").decode()):
+        await run.decode(records, batch=10, chunk=2)
+    assert run.ctx.workers.later_done.is_set()

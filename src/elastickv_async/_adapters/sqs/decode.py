@@ -117,6 +117,8 @@ class SQSDecoder:
         self._in_flight = max(1, ctx.workers.processes)
         # The spill is changed on the event loop and spilled in a worker thread: one at a time.
         self._spill_lock = anyio.Lock(fast_acquire=True)
+        #: The first chunk (by arrival number) whose rendering failed, and its error.
+        self._render_failure: tuple[int, Exception] | None = None
 
     def _queue(self, encoded: str) -> _Queue:
         q = self._queues.get(encoded)
@@ -155,12 +157,14 @@ class SQSDecoder:
                         failure = self._take(batch)
                     for chunk in self._cut(whole=failure is not None):
                         await chunks.send(chunk)
-                    if failure is not None:
+                    if failure is not None or self._render_failure is not None:
                         break
                     if self._spill.over_budget:  # side records alone
                         await self._spill_buffers()
-                for chunk in self._cut(whole=True):
-                    await chunks.send(chunk)
+                else:
+                    for chunk in self._cut(whole=True):
+                        await chunks.send(chunk)
+        self._raise_render_failure()
         if failure is not None:
             raise failure  # once the messages before it are rendered
         return await self.finalize()
@@ -198,13 +202,33 @@ class SQSDecoder:
                 await self._render(run, first, records)
 
     async def _render_pending(self) -> None:
-        """Render the pending messages, one chunk per worker at once; add them."""
+        """Render the pending messages, one chunk per worker at once; add them (or raise the
+        first failure)."""
         async with task_group() as tg:
             for first, records in self._cut(whole=True):
                 tg.start_soon(self._render, self._ctx.workers.run, first, records)
+        self._raise_render_failure()
 
     async def _render(self, run: _Runner, first: int, records: list[tuple[bytes, bytes]]) -> None:
-        await self._add(await run(render_messages, records, self._render_settings, first))
+        """Render and add one chunk. A chunk that fails is remembered rather than raised, so
+        that no sibling call is cancelled midway (a worker process cancelled while it starts
+        is left behind); chunks after it are skipped, chunks before it still render, and
+        :meth:`_raise_render_failure` raises the first failure in snapshot order."""
+        failed = self._render_failure
+        if failed is not None and first > failed[0]:
+            return
+        try:
+            rendered = await run(render_messages, records, self._render_settings, first)
+        except Exception as exc:
+            failed = self._render_failure
+            if failed is None or first < failed[0]:
+                self._render_failure = (first, exc)
+            return
+        await self._add(rendered)
+
+    def _raise_render_failure(self) -> None:
+        if self._render_failure is not None:
+            raise self._render_failure[1]
 
     async def _add(self, rendered: list[_Rendered]) -> None:
         """Add one chunk's rendered messages to the spill (spilled when over budget)."""
