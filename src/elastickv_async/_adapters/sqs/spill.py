@@ -18,9 +18,11 @@ The methods that touch files are synchronous: callers run them in a worker threa
 
 from __future__ import annotations
 
+import itertools
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Final
 
@@ -41,6 +43,10 @@ _SIGN: Final = 1 << 63
 _ENTRY_OVERHEAD: Final = 160
 _SIDE_OVERHEAD: Final = 96
 _WRITE_CHUNK: Final = 1 << 20
+#: Messages written at once (some 1-2 MiB of lines).
+_WRITE_RECORDS: Final = 4096
+#: Sort keys are unique (they end in the arrival number): sorting by them alone is enough.
+_BY_KEY: Final = itemgetter(0)
 
 
 def message_key(
@@ -136,7 +142,7 @@ class MessageSpill:
         with open(path, "xb", buffering=_WRITE_CHUNK) as out:
             for buf in self._queues.values():
                 if buf.messages:
-                    buf.messages.sort()
+                    buf.messages.sort(key=_BY_KEY)
                     start = out.tell()
                     write_records(out, buf.messages)
                     buf.message_runs.append(_Section(path, start, out.tell() - start))
@@ -154,25 +160,23 @@ class MessageSpill:
         ``active_gen == 0`` keeps every generation. Returns ``(written, dropped)``.
         """
         buf = self._queues[queue]
-        buf.messages.sort()
+        buf.messages.sort(key=_BY_KEY)
         keep = None if not active_gen else _GENERATION.pack(active_gen)
-        written = dropped = 0
-        pending: list[bytes] = []
-        pending_size = 0
-        sources = [_section_records(s) for s in buf.message_runs]
+        records: Iterator[Record] = (
+            merge([*(_section_records(s) for s in buf.message_runs), buf.messages])
+            if buf.message_runs
+            else iter(buf.messages)
+        )
+        written = 0
         with open(dest, "xb") as out:
-            for key, line in merge([*sources, buf.messages]):
-                if keep is not None and not key.endswith(keep):
-                    dropped += 1
-                    continue
-                written += 1
-                pending.append(line)
-                pending_size += len(line)
-                if pending_size >= _WRITE_CHUNK:
-                    out.write(b"".join(pending))
-                    pending, pending_size = [], 0
-            out.write(b"".join(pending))
-        return written, dropped
+            while part := list(itertools.islice(records, _WRITE_RECORDS)):
+                if keep is None:
+                    lines = [line for _, line in part]
+                else:
+                    lines = [line for key, line in part if key.endswith(keep)]
+                out.write(b"".join(lines))
+                written += len(lines)
+        return written, buf.message_count - written
 
     def write_sides(self, queue: str, dest: Path) -> None:
         """Write ``queue``'s side-record lines to ``dest`` in arrival order."""
