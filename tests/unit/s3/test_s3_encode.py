@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from s3_support import bucket_meta, encode_all, encoder, harness, seg, simple_ob
 from support import raises_code
 
 from elastickv_async._adapters.base import Deferred
-from elastickv_async._core.dump.tree import TreeDir, TreeEntry, TreeFile
+from elastickv_async._core.dump.tree import TreeDir, TreeEntry, TreeFile, recording_reads
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 
 pytestmark = pytest.mark.anyio
@@ -323,3 +325,43 @@ async def test_a_body_replaced_before_it_is_written_is_refused(tmp_path: Path) -
     os.replace(root / "s3/b/o.new", root / "s3/b/o")
     with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="replaced"):
         await anyio.to_thread.run_sync(chunk.source.read, chunk.token, len(chunk))
+
+
+class _Digests:
+    def __init__(self) -> None:
+        self.seen: dict[str, bytes] = {}
+
+    def record(self, rel: str, digest: bytes) -> None:
+        self.seen[rel] = digest
+
+    def record_many(self, digests: Iterable[tuple[str, bytes]]) -> None:
+        self.seen.update(digests)
+
+
+async def test_small_bodies_are_hashed_as_the_walk_reads_them(tmp_path: Path) -> None:
+    """The walk reads a small body once, to its end, recording its digest for the CHECKSUMS
+    check; a deferred body is not read (nor recorded) by the walk."""
+    bodies = {"small": b"s" * 1000, "big": b"b" * (100 << 10)}
+    root = _tree(tmp_path, bodies)
+    digests = _Digests()
+    with recording_reads(digests):
+        await _walked(root, tmp_path / "scratch")
+    assert digests.seen["s3/b/small"] == hashlib.sha256(bodies["small"]).digest()
+    assert "s3/b/big" not in digests.seen
+    assert "s3/b/big.elastickv-meta.json" in digests.seen
+
+
+async def test_a_small_body_that_grows_before_it_is_read_is_a_typed_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _tree(tmp_path, {"o": b"x" * 10})
+    open_file = TreeDir.open_file
+
+    def growing_open(self: TreeDir, entry: TreeEntry) -> TreeFile:
+        if entry.name == "o":
+            (root / "s3/b/o").write_bytes(b"x" * 11)
+        return open_file(self, entry)
+
+    monkeypatch.setattr(TreeDir, "open_file", growing_open)
+    with raises_code(DumpTreeError, "ErrS3EncodeInvalidManifest", match="changed size"):
+        await encode_all(root, tmp_path / "scratch")

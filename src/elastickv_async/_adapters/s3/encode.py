@@ -94,6 +94,21 @@ def _read_exact(file: TreeFile, offset: int, length: int) -> bytes:
     return data
 
 
+def _read_whole(file: TreeFile, size: int, parts: tuple[str, ...]) -> bytes:
+    """A small body read whole, to its end: through :meth:`TreeFile.blocks`, so the digest
+    encode checks CHECKSUMS with is taken as it is read (the file is not read again)."""
+    chunks = []
+    total = 0
+    for block in file.blocks():
+        total += len(block)
+        if total > size:
+            raise _changed_size(parts)
+        chunks.append(block)
+    if total != size:
+        raise _changed_size(parts)
+    return b"".join(chunks)
+
+
 def _changed_size(parts: tuple[str, ...]) -> DumpTreeError:
     return tree_error(
         "ErrS3EncodeInvalidManifest", f"{'/'.join(parts)} changed size while it was read"
@@ -423,7 +438,5 @@ class _BucketScan:
         body = None
         if entry.size < _DEFER_BYTES:
             with directory.open_file(entry) as file:
-                body = _read_exact(file, 0, entry.size)
-            if len(body) != entry.size:
-                raise _changed_size(parts)
+                body = _read_whole(file, entry.size, parts)
         return _Object(parts, key, manifest, entry, body)
