@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from elastickv_async._adapters.sqs import keys
-from elastickv_async._adapters.sqs.decode import _RenderSettings, render_messages
+from elastickv_async._adapters.sqs.render import RenderSettings, render_messages
 from elastickv_async._adapters.sqs.values import (
     decode_stored_message,
     dump_line,
@@ -201,7 +203,7 @@ def test_render_messages_mixes_both_paths_in_order() -> None:
         (b"!sqs|msg|data|cQ" + GEN1 + b"Yg", MAGIC + other),
         (b"!sqs|msg|data|p|cg|\x00\x00\x00\x02" + GEN1 + b"YQ", MAGIC + plain),
     ]
-    got = render_messages(records, _RenderSettings(False, 0), 10)
+    got = render_messages(records, RenderSettings(False, 0), 10)
     assert [(queue, [line for _, line in lines]) for queue, lines, _ in got] == [
         ("cQ", [general(MAGIC + plain, None, False)[0], general(MAGIC + other, None, False)[0]]),  # type: ignore[index]
         ("cg", [general(MAGIC + plain, 2, False)[0]]),  # type: ignore[index]
@@ -242,3 +244,19 @@ def test_message_data_queues_agrees_with_message_data_queue() -> None:
     expected = [_outcome(keys.message_data_queue, key) for key in DATA_KEYS]
     assert [_outcome(parse, key) for key in DATA_KEYS] == expected
     assert sum(isinstance(result[1], str) for result in expected) == 5  # the malformed ones
+
+
+def test_rendering_imports_neither_the_decoder_nor_the_logging() -> None:
+    """A worker process unpickles :func:`render_messages` by importing its module: that
+    must not load the adapter's SPEC (decoder, encoder, structlog) at the cost of its start."""
+    code = (
+        "import sys; import elastickv_async._adapters.sqs.render; "
+        "print(sorted(m for m in ('elastickv_async._adapters.sqs.decode', "
+        "'elastickv_async._adapters.sqs.encode', 'structlog') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    # SPEC itself still loads on first use.
+    from elastickv_async._adapters import sqs
+
+    assert sqs.SPEC.decoder.__name__ == "SQSDecoder"

@@ -16,7 +16,7 @@ in which chunks finish does not change the output, nor does the number of worker
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -30,21 +30,13 @@ from ..._core.concurrency import task_group
 from ..._core.dump.names import b64url_encode, encode_segment
 from ..._core.gojson import go_str
 from ..._core.gojson_read import GoJSONError
-from ..._core.scratch import Record
 from ..base import DecodeContext, Routed
 from . import keys, layout
 from .errors import record_error
 from .options import SQSOptions
-from .spill import DEFAULT_BUDGET, MessageSpill, buffered_size, message_key, right_sized
-from .values import (
-    QueueConfig,
-    decode_stored_message,
-    decode_stored_meta,
-    dump_line,
-    plain_dump_line,
-    queue_json,
-    shifted,
-)
+from .render import Chunk, Rendered, RenderSettings, Runner, render_messages
+from .spill import DEFAULT_BUDGET, MessageSpill
+from .values import QueueConfig, decode_stored_meta, queue_json
 
 __all__ = ["SQSDecoder"]
 
@@ -104,11 +96,13 @@ class SQSDecoder:
             keys.QUEUE_META_PREFIX: self._on_meta,
             keys.QUEUE_GEN_PREFIX: self._on_gen,
         }
-        side = self._on_side if self._side_records else _ignore
-        for prefix in keys.SIDE_RECORD_PREFIXES:
-            handlers[prefix] = side
+        if self._side_records:
+            for prefix in keys.SIDE_RECORD_PREFIXES:
+                handlers[prefix] = self._on_side
         self._handlers = handlers
-        self._render_settings = _RenderSettings(options.preserve_visibility, self._unshift_ms)
+        # Side records are not exported without --include-sqs-side-records: not even parsed.
+        self._skipped = frozenset(() if self._side_records else keys.SIDE_RECORD_PREFIXES)
+        self._render_settings = RenderSettings(options.preserve_visibility, self._unshift_ms)
         #: Message ``(key, value)`` pairs not yet cut into chunks.
         self._pending: list[tuple[bytes, bytes]] = []
         #: Messages cut into chunks so far: the arrival number of the next one.
@@ -142,10 +136,10 @@ class SQSDecoder:
         thread) while the next batches are taken, and each lane adds what it rendered."""
         # The run's own process renders too, in a worker thread, when it has nothing to
         # read: a worker process starts slower and renders no faster than it does.
-        lanes: list[_Runner] = [self._ctx.workers.run] * self._in_flight
+        lanes: list[Runner] = [self._ctx.workers.run] * self._in_flight
         if self._ctx.workers.processes:
             lanes.append(anyio.to_thread.run_sync)
-        chunks, lane_chunks = anyio.create_memory_object_stream[_Chunk](len(lanes))
+        chunks, lane_chunks = anyio.create_memory_object_stream[Chunk](len(lanes))
         failure: Exception | None = None
         async with task_group() as tg:
             async with lane_chunks:
@@ -173,9 +167,12 @@ class SQSDecoder:
         """Apply the batch's records in order, messages to :attr:`_pending`; stop at the
         first record that fails and return its error."""
         handlers, pending, data = self._handlers, self._pending, keys.MSG_DATA_PREFIX
+        skipped = self._skipped
         for prefix, entry in batch:
             if prefix == data:
                 pending.append((entry.key, entry.value))
+                continue
+            if prefix in skipped:
                 continue
             try:
                 handlers[prefix](prefix, entry.key, entry.value)
@@ -183,7 +180,7 @@ class SQSDecoder:
                 return exc
         return None
 
-    def _cut(self, *, whole: bool) -> list[_Chunk]:
+    def _cut(self, *, whole: bool) -> list[Chunk]:
         """The pending messages in chunks, numbered in snapshot order; a last part shorter
         than a chunk stays pending unless ``whole``."""
         pending, size = self._pending, self._chunk
@@ -196,7 +193,7 @@ class SQSDecoder:
         del pending[:end]
         return chunks
 
-    async def _render_lane(self, chunks: MemoryObjectReceiveStream[_Chunk], run: _Runner) -> None:
+    async def _render_lane(self, chunks: MemoryObjectReceiveStream[Chunk], run: Runner) -> None:
         async with chunks:
             async for first, records in chunks:
                 await self._render(run, first, records)
@@ -209,7 +206,7 @@ class SQSDecoder:
                 tg.start_soon(self._render, self._ctx.workers.run, first, records)
         self._raise_render_failure()
 
-    async def _render(self, run: _Runner, first: int, records: list[tuple[bytes, bytes]]) -> None:
+    async def _render(self, run: Runner, first: int, records: list[tuple[bytes, bytes]]) -> None:
         """Render and add one chunk. A chunk that fails is remembered rather than raised, so
         that no sibling call is cancelled midway (a worker process cancelled while it starts
         is left behind); chunks after it are skipped, chunks before it still render, and
@@ -230,7 +227,7 @@ class SQSDecoder:
         if self._render_failure is not None:
             raise self._render_failure[1]
 
-    async def _add(self, rendered: list[_Rendered]) -> None:
+    async def _add(self, rendered: list[Rendered]) -> None:
         """Add one chunk's rendered messages to the spill (spilled when over budget)."""
         async with self._spill_lock:
             for encoded, records, size in rendered:
@@ -363,72 +360,3 @@ class SQSDecoder:
         )
         await self._ctx.writer.install(f"{directory}/{layout.SIDE_RECORDS_FILE}", dest)
         self._ctx.report.count("sqs.side_records", count)
-
-
-@dataclass(frozen=True, slots=True)
-class _RenderSettings:
-    """What :func:`render_messages` needs to know of the run (picklable)."""
-
-    preserve_visibility: bool
-    unshift_ms: int
-
-
-#: A chunk of message records to render: the arrival number of its first, its records.
-_Chunk = tuple[int, list[tuple[bytes, bytes]]]
-#: What a chunk renders to, per queue: its encoded name, ``(sort key, line)`` records in
-#: arrival order and the bytes they count against the spill budget.
-_Rendered = tuple[str, list[Record], int]
-#: Runs :func:`render_messages` somewhere: ``Workers.run`` or ``anyio.to_thread.run_sync``.
-_Runner = Callable[..., Awaitable[list[_Rendered]]]
-
-
-def render_messages(
-    records: list[tuple[bytes, bytes]], settings: _RenderSettings, first_arrival: int
-) -> list[_Rendered]:
-    """Render message records (in snapshot order, arrival numbers from ``first_arrival``)
-    into their spill records, queue by queue.
-
-    Runs in a worker process: computes only. A malformed record raises its typed error.
-    """
-    by_queue: dict[str, list[Record]] = {}
-    preserve, unshift_ms = settings.preserve_visibility, settings.unshift_ms
-    queue_of = keys.MessageDataQueues()
-    for arrival, (key, value) in enumerate(records, first_arrival):
-        encoded, partition = queue_of(key)
-        out = by_queue.get(encoded)
-        if out is None:
-            out = by_queue[encoded] = []
-        quick = (
-            None if unshift_ms else plain_dump_line(value, partition, preserve_visibility=preserve)
-        )
-        if quick is not None:
-            line, send_ms, sequence, message_id, generation = quick
-            sort_key = message_key(send_ms, sequence, message_id.encode(), arrival, generation)
-            out.append((sort_key, right_sized(line)))
-            continue
-        try:
-            msg = decode_stored_message(value)
-        except GoJSONError as exc:
-            raise record_error(
-                "ErrSQSInvalidMessage", f"invalid SQS message at key {keys.key_repr(key)}: {exc}"
-            ) from None
-        if not preserve:
-            msg.visible_at_millis = 0
-            msg.current_receipt_token = None
-            msg.receive_count = 0
-            msg.first_receive_millis = 0
-        msg = shifted(msg, unshift_ms)
-        msg.partition = partition
-        sort_key = message_key(
-            msg.send_timestamp_millis,
-            msg.sequence_number,
-            msg.message_id.encode(),
-            arrival,
-            msg.queue_generation,
-        )
-        out.append((sort_key, right_sized(dump_line(msg))))
-    return [(encoded, out, buffered_size(out)) for encoded, out in by_queue.items()]
-
-
-def _ignore(_prefix: bytes, _key: bytes, _value: bytes) -> None:
-    """Side records are not exported without ``--include-sqs-side-records``."""
