@@ -396,7 +396,6 @@ _OMITTED_WHEN_EMPTY: Final = (
     "sequence_number",
     "dead_letter_source_arn",
 )
-_RESET: Final = ("visible_at_millis", "receive_count")
 _HTML_BYTES: Final = b"<>&"
 #: Distinct field layouts remembered; a store writes a handful (FIFO or not, sender or not).
 _MAX_LAYOUTS: Final = 64
@@ -437,6 +436,7 @@ def _layout(fields: tuple[str, ...], preserve_visibility: bool) -> _Layout | Non
 
 #: Layouts seen in this process (a worker process has its own), by visibility mode and fields.
 _layouts: dict[tuple[bool, tuple[str, ...]], _Layout | None] = {}
+_last_layout: list[Any] = [None, None]
 
 
 def plain_dump_line(
@@ -462,14 +462,18 @@ def plain_dump_line(
         return None
     if type(obj) is not dict:
         return None
-    fields = tuple(obj)
-    key = (preserve_visibility, fields)
-    if key in _layouts:
-        layout = _layouts[key]
-    else:
-        layout = _layout(fields, preserve_visibility)
-        if len(_layouts) < _MAX_LAYOUTS:
-            _layouts[key] = layout
+    key = (preserve_visibility, tuple(obj))
+    last_key, layout = _last_layout
+    # Consecutive messages share a layout, and orjson reuses the key strings: comparing
+    # with the last one is cheaper than hashing the field names again.
+    if key != last_key:
+        if key in _layouts:
+            layout = _layouts[key]
+        else:
+            layout = _layout(key[1], preserve_visibility)
+            if len(_layouts) < _MAX_LAYOUTS:
+                _layouts[key] = layout
+        _last_layout[:] = key, layout
     if layout is None or tuple(map(type, obj.values())) != layout.types:
         return None
     # orjson reads integers into [-2**63, 2**64 - 1] (floats beyond), so one bound each.
@@ -491,8 +495,7 @@ def plain_dump_line(
         else:
             obj["body"] = text
     if not preserve_visibility:
-        for name in _RESET:
-            obj[name] = 0
+        obj["visible_at_millis"] = obj["receive_count"] = 0
     for name in layout.dropped:
         del obj[name]
     for name in layout.optional:
