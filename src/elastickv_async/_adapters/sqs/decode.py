@@ -208,8 +208,8 @@ class SQSDecoder:
 
     async def _render(self, run: Runner, first: int, records: list[tuple[bytes, bytes]]) -> None:
         """Render and add one chunk. A chunk that fails is remembered rather than raised, so
-        that no sibling call is cancelled midway (a worker process cancelled while it starts
-        is left behind); chunks after it are skipped, chunks before it still render, and
+        that the error does not depend on which chunk finishes first: chunks after it are
+        skipped, chunks before it still render (no sibling call is cancelled midway), and
         :meth:`_raise_render_failure` raises the first failure in snapshot order."""
         failed = self._render_failure
         if failed is not None and first > failed[0]:
