@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -112,3 +113,28 @@ def test_escaped_output_never_holds_the_raw_characters(text: str) -> None:
     for raw in ("\u2028".encode(), "\u2029".encode()):
         assert raw not in line
     assert line.count(b"<") == text.count("<") and line.count(b"&") == text.count("&")
+
+
+@pytest.mark.parametrize(
+    "render",
+    [
+        gojson.marshal,
+        gojson.marshal_indent,
+        gojson.encoder_line,
+        lambda obj: gojson.encoder_indent(obj, escape_html=True),
+    ],
+)
+@pytest.mark.parametrize("text", ["plain", "a<b"])  # output kept as is, or escaped
+def test_a_rendered_document_costs_about_its_size(render: Any, text: str) -> None:
+    """Documents are kept by the thousand (channels, sort buffers): each must hold memory for
+    its own bytes, not for the 4 KiB buffer the JSON library wrote it into."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        docs = [render({"id": i, "text": text}) for i in range(1000)]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(len(d) for d in docs) < 50_000
+    assert held < 200_000, f"{held:,} bytes held for 1000 small documents"
