@@ -12,10 +12,10 @@ file render and parse), ``decode.py`` and ``encode.py``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
@@ -46,6 +46,7 @@ __all__ = [
     "NoOptions",
     "OptionField",
     "Routed",
+    "StreamDecodeAdapter",
     "ValueSource",
     "joined_scopes",
     "option",
@@ -154,6 +155,15 @@ class DecodeAdapter(Protocol):
 
     async def finalize(self) -> dict[str, Any]:
         """Write what is still buffered; return the MANIFEST scope, e.g. ``{"tables": [...]}``."""
+
+
+@runtime_checkable
+class StreamDecodeAdapter(DecodeAdapter, Protocol):
+    """A decoder with background work of its own (e.g. rendering in worker processes while
+    the next batches arrive): the pipeline hands it the whole stream of batches instead."""
+
+    async def consume(self, batches: AsyncIterable[Sequence[Routed]]) -> dict[str, Any]:
+        """:meth:`handle` every batch, in order, then :meth:`finalize`; return its scope."""
 
 
 @dataclass(slots=True)

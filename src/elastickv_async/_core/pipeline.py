@@ -25,7 +25,13 @@ import anyio
 import anyio.to_thread
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from .._adapters.base import AdapterSpec, DecodeAdapter, DecodeContext, Routed
+from .._adapters.base import (
+    AdapterSpec,
+    DecodeAdapter,
+    DecodeContext,
+    Routed,
+    StreamDecodeAdapter,
+)
 from .._adapters.registry import REGISTRY
 from .._version import __version__
 from .concurrency import task_group
@@ -569,16 +575,14 @@ class _DecodeRun:
     async def _consume(
         self, name: str, adapter: DecodeAdapter, receive: ObjectReceiveStream[list[Routed]]
     ) -> None:
-        # An adapter with background work of its own (rendering in worker processes while
-        # the next batches arrive) takes the whole stream and finalises itself.
-        consume = getattr(adapter, "consume", None)
-        async with receive:
-            if consume is not None:
-                self.scopes[name] = await consume(receive)
-            else:
+        if isinstance(adapter, StreamDecodeAdapter):
+            # Background work of its own: it takes the whole stream and finalises itself.
+            async with receive:
+                self.scopes[name] = await adapter.consume(receive)
+        else:
+            async with receive:
                 async for batch in receive:
                     await adapter.handle(batch)
-        if consume is None:
             self.scopes[name] = await adapter.finalize()
         scope = self.scope_filters.get(name)
         if scope is not None:
