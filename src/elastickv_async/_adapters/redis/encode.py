@@ -10,9 +10,10 @@ symlink, a special file or a hard-linked file is refused (the reference silently
 symlinked and special value files; refusing them keeps a planted link from pulling outside
 data into the snapshot).
 
-The value files are read and turned into records by the run's worker processes
-(``ctx.workers``), a slice of a directory's names per call and one call per process at a
-time, so the event loop's process only lists directories and passes records on.
+The value files are read and turned into records a slice of a directory's names per call:
+one call per worker process (``ctx.workers``) and one in a worker thread of the run's own
+process at a time, since the event loop's process otherwise only lists directories and passes
+records on.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+
+import anyio.to_thread
 
 from ..._core.concurrency import task_group
 from ..._core.dump.keymap import KEYMAP_FILE, load_keymap
@@ -261,7 +264,9 @@ class RedisEncoder:
 
     @property
     def _parallel(self) -> int:
-        return max(1, self._workers.processes)
+        # One slice per worker process, and one read here in a worker thread: this process
+        # only passes records on and would otherwise sit idle.
+        return self._workers.processes + 1
 
     def _slice(
         self, found: _Tree, directory: str, ext: str, names: list[str], ttls: dict[str, int]
@@ -278,11 +283,15 @@ class RedisEncoder:
         )
 
     async def _build(self, jobs: list[_Slice]) -> list[_Built]:
-        """Run ``jobs`` side by side in the worker processes; the results in job order."""
+        """Run ``jobs`` side by side, one in each worker process and one in a worker thread;
+        the results in job order."""
         results: list[_Built | None] = [None] * len(jobs)
 
         async def one(index: int) -> None:
-            results[index] = await self._workers.run(_encode_slice, jobs[index])
+            if index < self._workers.processes:
+                results[index] = await self._workers.run(_encode_slice, jobs[index])
+            else:
+                results[index] = await anyio.to_thread.run_sync(_encode_slice, jobs[index])
 
         # The group is entered and left within this call, never across a yield.
         async with task_group() as tg:
