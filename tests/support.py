@@ -115,3 +115,20 @@ def hand_built_fsm(ts: int, records: Iterable[tuple[bytes, bytes]]) -> bytes:
     for key, value in entries:
         out += struct.pack("<Q", len(key)) + key + struct.pack("<Q", len(value)) + value
     return out
+
+
+class DigestLog:
+    """A digest recorder for ``recording_reads``: the last digest of each path, and how many
+    digests were recorded in all."""
+
+    def __init__(self) -> None:
+        self.digests: dict[str, bytes] = {}
+        self.records = 0
+
+    def record(self, rel: str, digest: bytes) -> None:
+        self.digests[rel] = digest
+        self.records += 1
+
+    def record_many(self, digests: Iterable[tuple[str, bytes]]) -> None:
+        for rel, digest in digests:
+            self.record(rel, digest)

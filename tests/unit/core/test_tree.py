@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
-from support import raises_code
+from support import DigestLog, raises_code
 
 from elastickv_async._core.dump.tree import (
     MAX_RECORD_FILE,
@@ -178,17 +178,6 @@ def test_whole_reads_follow_the_file_past_its_opened_size(tmp_path: Path) -> Non
                     file.read_all(limit=(3 << 20) + 5)
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.digests: dict[str, bytes] = {}
-
-    def record(self, rel: str, digest: bytes) -> None:
-        self.digests[rel] = digest
-
-    def record_many(self, digests: Iterable[tuple[str, bytes]]) -> None:
-        self.digests.update(digests)
-
-
 def _sha(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
@@ -201,7 +190,7 @@ def test_files_read_to_their_end_record_their_digest(tmp_path: Path) -> None:
     big = b"".join(b"%08d\n" % i for i in range(300_000))  # several read blocks
     (root / "d" / "big.jsonl").write_bytes(big)
     tree = DumpTree(root)
-    recorder = _Recorder()
+    recorder = DigestLog()
     with recording_reads(recorder), tree.directory(("d",)) as d:
         assert d.read("a.json") == b"{}"
         file = d.open_name("big.jsonl")
@@ -238,7 +227,7 @@ async def test_recording_follows_tasks_and_worker_threads(tmp_path: Path) -> Non
     record into it, on every backend."""
     root = _tree(tmp_path)
     tree = DumpTree(root)
-    recorder = _Recorder()
+    recorder = DigestLog()
 
     def read(parts: tuple[str, ...], name: str) -> None:
         with tree.directory(parts) as d:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from support import REPO_ROOT, run_independent_files
+from support import REPO_ROOT, DigestLog, run_independent_files
 
 from elastickv_async._core.cli import main
 from elastickv_async._core.dump.tree import DumpTree, recording_reads
@@ -143,17 +142,6 @@ def _read_tree_file(root: str, parts: tuple[str, ...], name: str) -> int:
     return os.getpid() if data is not None else -1
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.digests: list[tuple[str, bytes]] = []
-
-    def record(self, rel: str, digest: bytes) -> None:
-        self.digests.append((rel, digest))
-
-    def record_many(self, digests: Iterable[tuple[str, bytes]]) -> None:
-        self.digests.extend(digests)
-
-
 @pytest.mark.parametrize("processes", [0, 1])
 async def test_files_read_by_a_call_are_recorded_by_its_caller(
     tmp_path: Path, processes: int
@@ -163,13 +151,13 @@ async def test_files_read_by_a_call_are_recorded_by_its_caller(
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f.json").write_bytes(b"[1]")
     workers = Workers(processes)
-    recorder = _Recorder()
+    recorder = DigestLog()
     with recording_reads(recorder):
         pid = await workers.run(_read_tree_file, str(tmp_path), ("d",), "f.json")
     assert (pid != os.getpid()) == (processes > 0)
-    assert recorder.digests == [("d/f.json", hashlib.sha256(b"[1]").digest())]
+    assert recorder.digests == {"d/f.json": hashlib.sha256(b"[1]").digest()}
     await workers.run(_read_tree_file, str(tmp_path), ("d",), "f.json")
-    assert len(recorder.digests) == 1
+    assert recorder.records == 1
 
 
 def _children() -> set[str]:

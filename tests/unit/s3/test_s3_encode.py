@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 import pytest
 from s3_support import bucket_meta, encode_all, encoder, harness, seg, simple_object, u64
-from support import raises_code
+from support import DigestLog, raises_code
 
 from elastickv_async._adapters.base import Deferred
 from elastickv_async._core.dump.tree import TreeDir, TreeEntry, TreeFile, recording_reads
@@ -327,28 +326,17 @@ async def test_a_body_replaced_before_it_is_written_is_refused(tmp_path: Path) -
         await anyio.to_thread.run_sync(chunk.source.read, chunk.token, len(chunk))
 
 
-class _Digests:
-    def __init__(self) -> None:
-        self.seen: dict[str, bytes] = {}
-
-    def record(self, rel: str, digest: bytes) -> None:
-        self.seen[rel] = digest
-
-    def record_many(self, digests: Iterable[tuple[str, bytes]]) -> None:
-        self.seen.update(digests)
-
-
 async def test_small_bodies_are_hashed_as_the_walk_reads_them(tmp_path: Path) -> None:
     """The walk reads a small body once, to its end, recording its digest for the CHECKSUMS
     check; a deferred body is not read (nor recorded) by the walk."""
     bodies = {"small": b"s" * 1000, "big": b"b" * (100 << 10)}
     root = _tree(tmp_path, bodies)
-    digests = _Digests()
+    digests = DigestLog()
     with recording_reads(digests):
         await _walked(root, tmp_path / "scratch")
-    assert digests.seen["s3/b/small"] == hashlib.sha256(bodies["small"]).digest()
-    assert "s3/b/big" not in digests.seen
-    assert "s3/b/big.elastickv-meta.json" in digests.seen
+    assert digests.digests["s3/b/small"] == hashlib.sha256(bodies["small"]).digest()
+    assert "s3/b/big" not in digests.digests
+    assert "s3/b/big.elastickv-meta.json" in digests.digests
 
 
 async def test_a_small_body_that_grows_before_it_is_read_is_a_typed_error(
