@@ -28,16 +28,9 @@ from ..base import DecodeContext, Routed
 from .bundle import JsonlTable, part_name
 from .dynamodb_internal_pb2 import DynamoTableSchema
 from .keys import ITEM_PREFIX, TABLE_META_PREFIX, parse_item_key, parse_table_meta_key
-from .layout import (
-    ITEMS_DIR,
-    LAYOUT_JSONL,
-    ROOT,
-    SCHEMA_FILE,
-    item_key_segments,
-    item_public,
-    schema_json,
-)
-from .values import decode_item, decode_schema, item_body
+from .layout import ITEMS_DIR, LAYOUT_JSONL, ROOT, SCHEMA_FILE, schema_json
+from .render import RenderPlan, bundle_lines, item_files
+from .values import decode_schema, item_body
 
 __all__ = ["DynamoDBDecoder"]
 
@@ -166,7 +159,7 @@ class DynamoDBDecoder:
         readers = [self._spill.reader((table.encoded, gen)) for gen in generations]
         present = [reader for reader in readers if reader is not None]
         keys = table.schema.primary_key
-        plan = _Plan(table.directory, keys.hash_key, keys.range_key)
+        plan = RenderPlan(table.directory, keys.hash_key, keys.range_key)
         written = 0
         if self._jsonl:
             bundle = JsonlTable(
@@ -175,7 +168,7 @@ class DynamoDBDecoder:
             )
             for reader in present:
                 while bodies := await _next_bodies(reader):
-                    lines = await self._ctx.workers.run(_bundle_lines, plan, bodies)
+                    lines = await self._ctx.workers.run(bundle_lines, plan, bodies)
                     await anyio.to_thread.run_sync(bundle.add, lines)
                     written += len(lines)
             parts = await anyio.to_thread.run_sync(bundle.finish)
@@ -197,60 +190,17 @@ class DynamoDBDecoder:
 
     async def _render(
         self,
-        plan: _Plan,
+        plan: RenderPlan,
         readers: list[RecordReader],
         send: MemoryObjectSendStream[list[tuple[str, bytes]]],
     ) -> None:
         async with send:
             for reader in readers:
                 while bodies := await _next_bodies(reader):
-                    await send.send(await self._ctx.workers.run(_item_files, plan, bodies))
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What rendering a table's items needs (sent to worker processes)."""
-
-    directory: str
-    hash_key: str
-    range_key: str
+                    await send.send(await self._ctx.workers.run(item_files, plan, bodies))
 
 
 async def _next_bodies(reader: RecordReader) -> list[bytes]:
     """The next chunk of spilled item bodies (``[]`` when the spill is exhausted)."""
     chunk = await anyio.to_thread.run_sync(reader.next_chunk, CHUNK_BYTES)
     return [body for _, body in chunk]
-
-
-def _item_files(plan: _Plan, bodies: list[bytes]) -> list[tuple[str, bytes]]:
-    """The per-item files of a chunk of item bodies: path and indented JSON."""
-    files = []
-    for body in bodies:
-        item = decode_item(body)
-        hash_segment, range_segment = item_key_segments(item, plan.hash_key, plan.range_key)
-        if range_segment is None:
-            name = hash_segment
-        elif hash_segment:
-            name = f"{hash_segment}/{range_segment}"
-        else:
-            # The reference joins paths with filepath.Join, which drops an empty hash
-            # segment: the item lands at items/<range>.json. Keep that placement.
-            name = range_segment
-        files.append(
-            (
-                f"{plan.directory}/{ITEMS_DIR}/{name}.json",
-                gojson.marshal_indent(item_public(item)),
-            )
-        )
-    return files
-
-
-def _bundle_lines(plan: _Plan, bodies: list[bytes]) -> list[tuple[bytes, bytes]]:
-    """A chunk of item bodies as JSON lines, each with its sort key (hash, then range)."""
-    lines = []
-    for body in bodies:
-        item = decode_item(body)
-        hash_segment, range_segment = item_key_segments(item, plan.hash_key, plan.range_key)
-        sort_key = f"{hash_segment}\x00{range_segment or ''}".encode()
-        lines.append((sort_key, gojson.marshal(item_public(item)) + b"\n"))
-    return lines
