@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..._core import gojson
-from ..._core.dump.keymap import KEYMAP_FILE
 from ..._core.dump.names import b64url_decode, b64url_encode
 from ..._core.errors import DumpTreeError
 from ..._core.gojson_read import (
@@ -32,7 +31,6 @@ from ..._core.gojson_read import (
     iter_values,
     loads,
 )
-from ..base import BYTES, LINE_SET, FileComparison
 from .errors import tree_error
 from .values import StreamEntry, parse_stream_id
 
@@ -63,7 +61,6 @@ __all__ = [
     "render_set",
     "render_stream",
     "render_zset",
-    "self_test_comparison",
     "ttl_line",
 ]
 
@@ -358,16 +355,3 @@ def parse_ttl_sidecar(data: bytes, where: str) -> dict[str, int]:
     except GoJSONError as exc:
         raise _invalid(where, str(exc)) from None
     return ttls
-
-
-#: Sidecars keyed by Redis key, whose line order is the order the decoder met the records:
-#: a tree decoded from legacy values (TTL found in a later ``!redis|ttl|`` row) comes back
-#: in another order after a round trip, with the same records.
-_KEYED_SIDECARS: Final = frozenset(
-    f"{DB_NAME}/{name}" for name in (STRINGS_TTL, HLL_TTL, KEYMAP_FILE)
-)
-
-
-def self_test_comparison(path: str) -> FileComparison:
-    """How the self-test compares ``path`` (inside ``redis/``): keyed sidecars as line sets."""
-    return LINE_SET if path in _KEYED_SIDECARS else BYTES

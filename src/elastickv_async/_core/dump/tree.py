@@ -43,13 +43,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar, TypeVarTuple
 
-import anyio
-import anyio.to_thread
-
 from ..errors import DumpTreeError, UnsafeDumpEntry, UsageError, map_os_errors
 from .roots import TreeRoots
 
 if TYPE_CHECKING:
+    import anyio
     from _typeshed import WriteableBuffer
 
 __all__ = [
@@ -410,6 +408,10 @@ class DumpTree:
 
     async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
         """Run ``func(*args)`` (a whole directory's or file's work) in a worker thread."""
+        # Imported here: worker processes use DumpTree's synchronous reads only, and start
+        # faster without anyio.
+        import anyio.to_thread
+
         if self._limiter is None:
             # Created on first use: a limiter belongs to the running event loop.
             self._limiter = anyio.CapacityLimiter(self._jobs)

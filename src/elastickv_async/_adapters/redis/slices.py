@@ -1,0 +1,207 @@
+"""Encoding a slice of a Redis type directory: value files -> store records.
+
+Pure computation and file reads, run in worker processes (and a worker thread) by
+:class:`~.encode.RedisEncoder`: this module imports only what that needs, so that a worker
+process starts quickly.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from ..._core.dump.names import decode_segment
+from ..._core.dump.tree import MAX_BODY_FILE, MAX_RECORD_FILE, DumpTree
+from ..._core.errors import DumpTreeError
+from . import keys, layout
+from .errors import tree_error
+from .values import (
+    encode_count_meta,
+    encode_hll_value,
+    encode_list_meta,
+    encode_score,
+    encode_stream_entry,
+    encode_stream_meta,
+    encode_string_value,
+    encode_ttl_value,
+    shifted_ttl,
+)
+
+__all__ = ["TYPE_DIRS", "Built", "Note", "Record", "Slice", "encode_slice"]
+
+Record = tuple[bytes, bytes]
+
+_F64_BITS: Final = struct.Struct(">d")
+_U64: Final = struct.Struct(">Q")
+
+#: The type directories in the reference's encode order, with their value files' suffix.
+TYPE_DIRS: Final = (
+    (layout.STRINGS, layout.BIN_EXT),
+    (layout.HLL, layout.BIN_EXT),
+    (layout.HASHES, layout.JSON_EXT),
+    (layout.SETS, layout.JSON_EXT),
+    (layout.LISTS, layout.JSON_EXT),
+    (layout.ZSETS, layout.JSON_EXT),
+    (layout.STREAMS, layout.JSONL_EXT),
+)
+#: Raw bodies may be as large as a snapshot value; parsed documents have the record cap.
+_LIMITS: Final = {layout.STRINGS: MAX_BODY_FILE, layout.HLL: MAX_BODY_FILE}
+
+
+Note = tuple[str, dict[str, object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """One worker call's share of a type directory: consecutive entry names, with the KEYMAP
+    records and TTLs of just those names."""
+
+    root: str
+    directory: str
+    names: list[str]
+    keymap: dict[str, bytes]
+    ttls: dict[str, int]
+    shift_ms: int
+    #: Bytes read after which the call returns early (the rest goes to the next call).
+    budget: int
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """What a worker call returns: the records, how many names it got through (it stops
+    early after its ``budget``) and the warnings to log."""
+
+    records: list[Record]
+    done: int
+    notes: list[Note]
+
+
+def encode_slice(job: Slice) -> Built:
+    """Read and encode the value files of ``job`` (runs in a worker process or thread).
+
+    Each name is checked as :meth:`TreeDir.entries` would (a symlink, special file or hard
+    link is refused even when its name is not a value file's) and opened only if it is still
+    the file that check saw.
+    """
+    directory = job.directory
+    ext = dict(TYPE_DIRS)[directory]
+    limit = _LIMITS.get(directory, MAX_RECORD_FILE)
+    sub = DumpTree(Path(job.root)).open_dir((layout.ROOT, layout.DB_NAME, directory))
+    if sub is None:
+        raise DumpTreeError(
+            f"{layout.ROOT}/{layout.DB_NAME}/{directory} was removed while the tree was read",
+            code="ErrDumpTreeChanged",
+            path=f"{layout.ROOT}/{layout.DB_NAME}/{directory}",
+        )
+    out: list[Record] = []
+    notes: list[Note] = []
+    size = 0
+    done = 0
+    with sub:
+        for name in job.names:
+            done += 1
+            entry = sub.lookup(name)
+            if entry is None or not name.endswith(ext):
+                continue  # removed since the listing, or not a value file
+            segment = name[: -len(ext)]
+            try:
+                user_key = _resolve(job.keymap, segment)
+                with sub.open_file(entry) as file:
+                    data = file.read_all(limit)
+                out += _build(job, user_key, data, segment, notes)
+            except DumpTreeError as exc:
+                # Name the file: the error may surface far from this call.
+                if exc.path is None:
+                    exc.path = sub.path(name)
+                raise
+            size += len(data)
+            if size >= job.budget:
+                break
+    return Built(out, done, notes)
+
+
+def _resolve(keymap: dict[str, bytes], segment: str) -> bytes:
+    try:
+        return decode_segment(segment)
+    except DumpTreeError as exc:
+        if exc.code != "ErrShaFallbackNeedsKeymap":
+            raise
+        original = keymap.get(segment)
+        if original is None:
+            raise tree_error(
+                "ErrRedisEncodeMissingKeymap", f"no KEYMAP record for {segment!r}"
+            ) from None
+        return original
+
+
+def _build(
+    job: Slice, user_key: bytes, data: bytes, segment: str, notes: list[Note]
+) -> list[Record]:
+    directory = job.directory
+    if directory == layout.STRINGS:
+        return _string(user_key, data, job.ttls.get(segment, 0))
+    if directory == layout.HLL:
+        return _hll(user_key, data, job.ttls.get(segment, 0))
+    if directory == layout.STREAMS:
+        return _stream(user_key, data, f"stream {segment}", job.shift_ms, notes)
+    return _collection(directory, user_key, data, segment, job.shift_ms)
+
+
+def _ttl_row(user_key: bytes, expire_at_ms: int | None) -> list[Record]:
+    if not expire_at_ms:
+        return []
+    return [(keys.TTL + user_key, encode_ttl_value(expire_at_ms))]
+
+
+def _string(user_key: bytes, body: bytes, ttl_ms: int) -> list[Record]:
+    return [(keys.STRING + user_key, encode_string_value(body, ttl_ms))]
+
+
+def _hll(user_key: bytes, sketch: bytes, ttl_ms: int) -> list[Record]:
+    return [(keys.HLL + user_key, encode_hll_value(sketch, ttl_ms)), *_ttl_row(user_key, ttl_ms)]
+
+
+def _collection(
+    directory: str, user_key: bytes, data: bytes, segment: str, shift_ms: int
+) -> list[Record]:
+    where = f"{directory} {segment}"
+    doc = layout.parse_collection(data, directory, where)
+    expire = shifted_ttl(doc.expire_at_ms, shift_ms)
+    count = len(doc.elements)
+    out: list[Record]
+    if directory == layout.HASHES:
+        out = [(keys.wide_key(keys.HASH_META, user_key), encode_count_meta(count, expire))]
+        out += [(keys.wide_key(keys.HASH_FIELD, user_key, n), v) for n, v in doc.elements]
+    elif directory == layout.SETS:
+        out = [(keys.wide_key(keys.SET_META, user_key), encode_count_meta(count, expire))]
+        out += [(keys.wide_key(keys.SET_MEMBER, user_key, m), b"") for m in doc.elements]
+    elif directory == layout.LISTS:
+        out = [(keys.LIST_META + user_key, encode_list_meta(count, expire))]
+        out += [(keys.list_item_key(user_key, i), v) for i, v in enumerate(doc.elements)]
+    else:
+        out = [(keys.wide_key(keys.ZSET_META, user_key), encode_count_meta(count, expire))]
+        for member, score in doc.elements:
+            bits = _U64.unpack(_F64_BITS.pack(score))[0]
+            out.append((keys.wide_key(keys.ZSET_MEMBER, user_key, member), encode_score(score)))
+            index_suffix = keys.sortable_score(bits) + member
+            out.append((keys.wide_key(keys.ZSET_SCORE, user_key, index_suffix), b""))
+    return out + _ttl_row(user_key, expire)
+
+
+def _stream(
+    user_key: bytes, data: bytes, where: str, shift_ms: int, notes: list[Note]
+) -> list[Record]:
+    doc = layout.parse_stream(data, where)
+    # Meta that disagrees with the entries is restored as it is: the decoder wrote it from the
+    # snapshot, and every tree the decoder writes must encode (the reference refuses it).
+    notes.extend((event, {"stream": where, **fields}) for event, fields in doc.inconsistencies())
+    expire = shifted_ttl(doc.expire_at_ms, shift_ms)
+    out = [
+        (keys.stream_entry_key(user_key, e.ms, e.seq), encode_stream_entry(e.entry_id, e.fields))
+        for e in doc.entries
+    ]
+    meta = encode_stream_meta(doc.length, doc.last_ms, doc.last_seq, expire)
+    out.append((keys.wide_key(keys.STREAM_META, user_key), meta))
+    return out + _ttl_row(user_key, expire)

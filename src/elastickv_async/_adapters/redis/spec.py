@@ -1,0 +1,45 @@
+"""The Redis adapter's :class:`~..base.AdapterSpec` (loaded on first use of ``SPEC``)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ..._core.dump.keymap import KEYMAP_FILE
+from ..base import BYTES, LINE_SET, AdapterSpec, FileComparison
+from . import options
+from .decode import RedisDecoder
+from .encode import RedisEncoder
+from .inventory import RedisInventory
+from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, route_key, user_key
+from .layout import DB_NAME, HLL_TTL, ROOT, STRINGS_TTL
+
+__all__ = ["SPEC", "self_test_comparison"]
+
+#: Sidecars keyed by Redis key, whose line order is the order the decoder met the records:
+#: a tree decoded from legacy values (TTL found in a later ``!redis|ttl|`` row) comes back
+#: in another order after a round trip, with the same records.
+_KEYED_SIDECARS: Final = frozenset(
+    f"{DB_NAME}/{name}" for name in (STRINGS_TTL, HLL_TTL, KEYMAP_FILE)
+)
+
+
+def self_test_comparison(path: str) -> FileComparison:
+    """How the self-test compares ``path`` (inside ``redis/``): keyed sidecars as line sets."""
+    return LINE_SET if path in _KEYED_SIDECARS else BYTES
+
+
+SPEC = AdapterSpec(
+    name=ROOT,
+    routed_prefixes=ROUTED_PREFIXES,
+    internal_prefixes=INTERNAL_PREFIXES,
+    decoder=RedisDecoder,
+    encoder=RedisEncoder,
+    encode_rank=1,
+    route_key=route_key,
+    inventory=RedisInventory,
+    scope_unit=user_key,
+    scope_glob=True,
+    decode_options=options.RedisOptions,
+    self_test_options=options.self_test_options,
+    compare=self_test_comparison,
+)
