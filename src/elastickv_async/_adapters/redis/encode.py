@@ -19,6 +19,7 @@ records on.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 from collections import deque
@@ -140,12 +141,12 @@ class RedisEncoder:
             for directory, ext in TYPE_DIRS:
                 ttls = await self._tree.run(_sidecar_of, found.db, directory, self._shift_ms)
                 names = found.listings.get(directory, [])
-                pending = deque(
+                # Made as they are taken: each slice copies its names, KEYMAP and TTL entries.
+                pending = (
                     self._slice(found, directory, ext, names[start : start + SLICE_FILES], ttls)
                     for start in range(0, len(names), SLICE_FILES)
                 )
-                while pending:
-                    jobs = [pending.popleft() for _ in range(min(self._parallel, len(pending)))]
+                while jobs := list(itertools.islice(pending, self._parallel)):
                     done = deque(zip(jobs, await self._build(jobs), strict=True))
                     while done:
                         job, built = done.popleft()
