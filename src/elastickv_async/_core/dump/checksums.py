@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 CHECKSUMS_NAME: Final = "CHECKSUMS"
+_CHECKSUMS_RAW: Final = CHECKSUMS_NAME.encode()
 _BLOCK: Final = 1 << 20
 _GENERATION: Final = struct.Struct(">Q")
 
@@ -83,23 +84,24 @@ class _Known:
         return head[1]
 
 
-def _path_order(directory: TreeDir, extra_dirs: frozenset[str]) -> tuple[list[bytes], set[str]]:
+def _path_order(directory: TreeDir, extra_dirs: frozenset[str]) -> tuple[list[bytes], set[bytes]]:
     """The entries of ``directory`` and ``extra_dirs`` as raw names, a directory's with a
-    trailing slash, sorted: the byte order of their full paths. Also the names that are
+    trailing slash, sorted: the byte order of their full paths. Also the raw names that are
     neither a directory nor a regular file as the listing says (they get the full check where
     they are reached). A listed name in ``extra_dirs`` is left out."""
     keys = [os.fsencode(name) + b"/" for name in extra_dirs]
-    irregular: set[str] = set()
+    irregular: set[bytes] = set()
     with os.scandir(directory.fd) as listing:
         for entry in listing:
             if entry.name in extra_dirs:
                 continue
+            key = os.fsencode(entry.name)
             if entry.is_dir(follow_symlinks=False):
-                keys.append(os.fsencode(entry.name) + b"/")
+                keys.append(key + b"/")
                 continue
-            keys.append(os.fsencode(entry.name))
+            keys.append(key)
             if not entry.is_file(follow_symlinks=False):
-                irregular.add(entry.name)
+                irregular.add(key)
     keys.sort()
     return keys, irregular
 
@@ -112,6 +114,8 @@ def _walk(
     redirected: frozenset[str] = frozenset(),
 ) -> Iterator[tuple[bytes, bytes]]:
     keys, irregular = _path_order(directory, redirected)
+    # Paths stay raw bytes: a known file costs no name decoding.
+    prefix = os.fsencode(directory.rel) + b"/" if directory.rel else b""
     for key in keys:
         if key.endswith(b"/"):
             name = os.fsdecode(key[:-1])
@@ -121,14 +125,14 @@ def _walk(
                 with sub:
                     yield from _walk(tree, sub, tally, known)
             continue
-        name = os.fsdecode(key)
-        rel = directory.path(name)
-        if rel == CHECKSUMS_NAME:
+        raw = prefix + key
+        if raw == _CHECKSUMS_RAW:
             continue
-        raw = os.fsencode(rel)
         digest = known.take(raw) if known is not None else None
-        if digest is None or name in irregular:
+        if digest is None or key in irregular:
             # Not read by the caller: read it now, under the tree's rules.
+            name = os.fsdecode(key)
+            rel = directory.path(name)
             entry = directory.lookup(name)
             if entry is None:
                 continue  # removed since the listing
