@@ -483,7 +483,7 @@ class _DecodeRun:
         """Decode the whole snapshot once; raise :class:`_HeaderBelowData` to ask for a rerun."""
         assert self.source is not None, "a single-file run has a source"
         await self._setup()
-        async with open_snapshot(self.source) as snap:
+        async with self.workers, open_snapshot(self.source) as snap:
             header = snap.header
             writer, counters = self.writer, self.counters
             self.meter.output(
@@ -730,7 +730,8 @@ async def decode_entries(
     run = _DecodeRun(None, "", output, scratch, options, report, log, ProgressMeter(None))
     await run._setup()
     try:
-        await run.decode_stream(header, now_ms, batches)
+        async with run.workers:
+            await run.decode_stream(header, now_ms, batches)
         listing = await anyio.to_thread.run_sync(lambda: b"".join(run.ledger.listing({})))
     finally:
         with anyio.CancelScope(shield=True):

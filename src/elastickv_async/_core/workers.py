@@ -3,33 +3,45 @@
 The event loop and its worker threads share one GIL, and the per-record work of the
 adapters (parsing JSON, building protobuf, rendering files) is pure Python that holds it:
 threads add no speed there, and small syscalls between such work queue up behind the GIL.
-:class:`Workers` hands that work to worker processes instead, one batch per call, through
-:func:`anyio.to_process.run_sync` (the same on asyncio and trio; the processes are started
-on first use and reused until the event loop ends).
+:class:`Workers` hands that work to worker processes instead, one batch per call (the same
+on asyncio and trio). The processes are started when the run enters its ``async with
+Workers(...)`` block, so their start-up overlaps the run's first reads, and are ended when it
+leaves it.
 
 What is sent must be a module-level function with picklable arguments and result. It
 computes and returns; it never writes to the output (the run's
 :class:`~elastickv_async._core.dump.writer.DumpWriter` owns that) and never logs. A call
-is not interrupted once it has a process (a process cancelled while it starts would be
-left behind, unreaped): keep each one to a bounded batch so that cancellation stays
-prompt. With no worker processes the same call runs in a worker thread, so results never
-depend on the setting. A call made inside
-:func:`~elastickv_async._core.dump.tree.recording_reads` records the digests of the tree files
-it reads in the caller's recorder, wherever it runs.
+is not interrupted once it has a process (a process stopped mid-call would have to be
+killed and replaced): keep each one to a bounded batch so that cancellation stays prompt.
+With no worker processes the same call runs in a worker thread, so results never depend on
+the setting. A call made inside :func:`~elastickv_async._core.dump.tree.recording_reads`
+records the digests of the tree files it reads in the caller's recorder, wherever it runs.
+
+The processes run :mod:`~elastickv_async._core.worker_process` rather than
+``anyio.to_process``: a worker of the latter that is stopped and continued while it writes
+a large result (Ctrl-Z then ``fg``, ``kill -STOP``/``-CONT``) loses the rest of the reply
+and leaves the run waiting forever, and its start-up imports anyio into every worker.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
-from typing import Final, TypeVar, TypeVarTuple
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self, TypeVar, TypeVarTuple
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
-import anyio.to_process
 import anyio.to_thread
+from anyio.streams.buffered import BufferedByteReceiveStream
 
-from .dump.tree import active_recorder, recording_reads
+from . import worker_process
+from .dump.tree import active_recorder
 from .errors import ExecutionError, UsageError
 
 __all__ = ["AUTO_MIN_BYTES", "AUTO_MIN_LISTING", "Workers", "auto_processes", "available_cpus"]
@@ -62,38 +74,101 @@ def auto_processes(*, large: bool) -> int:
     return cpus - 1 if large and cpus > 1 else 0
 
 
-class _Digests:
-    """A worker process's recorder: the digests of one call, returned with its result."""
-
-    def __init__(self) -> None:
-        self.digests: list[tuple[str, bytes]] = []
-
-    def record(self, rel: str, digest: bytes) -> None:
-        self.digests.append((rel, digest))
-
-    def record_many(self, digests: Iterable[tuple[str, bytes]]) -> None:
-        self.digests.extend(digests)
+#: How long a worker process may take to exit once its input is closed, before it is killed.
+_EXIT_GRACE: Final = 10.0
 
 
-def _recording(func: Callable[[*Ts], T], args: tuple[*Ts]) -> tuple[T, list[tuple[str, bytes]]]:
-    """``func(*args)`` in a worker process, with the digests of the tree files it read."""
-    recorder = _Digests()
-    with recording_reads(recorder):
-        result = func(*args)
-    return result, recorder.digests
+class _Process:
+    """One worker process and the ends of its pipes."""
+
+    def __init__(self, process: anyio.abc.Process) -> None:
+        assert process.stdin is not None and process.stdout is not None
+        self.process = process
+        self.requests = process.stdin
+        self.replies = BufferedByteReceiveStream(process.stdout)
+
+    async def send(self, frame: bytes) -> None:
+        await self.requests.send(worker_process.HEADER.pack(len(frame)) + frame)
+
+    async def call(self, request: bytes) -> tuple[bytes, bytes]:
+        """The reply to ``request``: its status and its pickle."""
+        await self.send(request)
+        head = await self.replies.receive_exactly(1 + worker_process.HEADER.size)
+        (size,) = worker_process.HEADER.unpack_from(head, 1)
+        return head[:1], await self.replies.receive_exactly(size)
+
+    async def aclose(self) -> None:
+        """End the process: close its input, let it exit, kill it if it does not."""
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(_EXIT_GRACE):
+                await self.process.aclose()
+            if self.process.returncode is None:
+                self.process.kill()
+                await self.process.aclose()
+
+
+#: Where this package was imported from: a worker process imports it from there too,
+#: whatever put it on ``sys.path``.
+_IMPORTED_FROM: Final = str(Path(__file__).parents[2])
+
+
+def _environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (_IMPORTED_FROM, env.get("PYTHONPATH"))))
+    return env
 
 
 class Workers:
     """Runs CPU-bound calls for one run: in up to ``processes`` worker processes, or in a
-    worker thread when ``processes`` is 0."""
+    worker thread when ``processes`` is 0.
+
+    Use it as ``async with Workers(n) as workers:``; the processes start on entry and end on
+    exit. Calls made outside the block start their process on first use, and
+    :meth:`aclose` ends them.
+    """
 
     def __init__(self, processes: int) -> None:
         if processes < 0:
             raise UsageError("workers must be 0 or more")
         self.processes = processes
         self._limiter = anyio.CapacityLimiter(processes) if processes else None
-        # Never waited on: a call holds one of the slots above before it asks for a process.
-        self._processes = anyio.CapacityLimiter(processes) if processes else None
+        self._idle: list[_Process] = []
+        self._running: set[_Process] = set()
+
+    async def __aenter__(self) -> Self:
+        with anyio.CancelScope(shield=True):
+            for _ in range(self.processes):
+                self._idle.append(await self._start())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """End every worker process (each finishes the call in hand first)."""
+        with anyio.CancelScope(shield=True):
+            while self._running:
+                await self._running.pop().aclose()
+            self._idle.clear()
+
+    async def _start(self) -> _Process:
+        process = await anyio.open_process(
+            [sys.executable, "-m", worker_process.__name__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            env=_environment(),
+        )
+        started = _Process(process)
+        self._running.add(started)
+        # Functions are found where this process finds them (tests, scripts, plugins).
+        await started.send(pickle.dumps(sys.path, pickle.HIGHEST_PROTOCOL))
+        return started
 
     async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
         """``func(*args)`` in a worker process (or thread); its exception is raised here.
@@ -105,26 +180,30 @@ class Workers:
             # A worker thread runs in a copy of this context: reads record where they should.
             return await anyio.to_thread.run_sync(func, *args)
         recorder = active_recorder()
-        try:
-            async with self._limiter:
-                with anyio.CancelScope(shield=True):
-                    if recorder is None:
-                        result = await anyio.to_process.run_sync(
-                            func, *args, limiter=self._processes
-                        )
-                        digests: list[tuple[str, bytes]] = []
-                    else:
-                        result, digests = await anyio.to_process.run_sync(
-                            _recording, func, args, limiter=self._processes
-                        )
-        except anyio.BrokenWorkerProcess as exc:
-            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
-            raise ExecutionError(
-                f"a worker process died while running {func.__qualname__}{cause}",
-                code="errWorkerProcessDied",
-            ) from None
+        request = pickle.dumps((func, args, recorder is not None), pickle.HIGHEST_PROTOCOL)
+        async with self._limiter:
+            with anyio.CancelScope(shield=True):
+                status, reply = await self._call(func, request)
         await anyio.lowlevel.checkpoint_if_cancelled()
+        if status == worker_process.EXCEPTION:
+            raise pickle.loads(reply)
+        result, digests = pickle.loads(reply)
         if recorder is not None and digests:
             # A recorder may spill to disk: not on the event loop.
             await anyio.to_thread.run_sync(recorder.record_many, digests)
-        return result
+        return result  # type: ignore[no-any-return]
+
+    async def _call(self, func: Callable[..., object], request: bytes) -> tuple[bytes, bytes]:
+        worker = self._idle.pop() if self._idle else await self._start()
+        try:
+            reply = await worker.call(request)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.IncompleteRead):
+            self._running.discard(worker)
+            await worker.aclose()
+            code = worker.process.returncode
+            raise ExecutionError(
+                f"a worker process died while running {func.__qualname__} (exit code {code})",
+                code="errWorkerProcessDied",
+            ) from None
+        self._idle.append(worker)
+        return reply

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
+import anyio
 import pytest
 from support import REPO_ROOT, DigestLog, run_independent_files
 
@@ -43,17 +47,63 @@ async def test_no_processes_runs_in_this_process() -> None:
 
 
 async def test_processes_run_the_call_elsewhere_and_return_its_result() -> None:
-    workers = Workers(2)
-    results = [await workers.run(_pid_and_square, n) for n in range(3)]
+    async with Workers(2) as workers:
+        results = [await workers.run(_pid_and_square, n) for n in range(3)]
     assert [square for _, square in results] == [0, 1, 4]
     assert all(pid != os.getpid() for pid, _ in results)
 
 
 async def test_an_error_in_a_worker_process_arrives_typed() -> None:
-    with pytest.raises(DumpTreeError) as caught:
-        await Workers(1).run(_refuse, "a/b.json")
+    async with Workers(1) as workers:
+        with pytest.raises(DumpTreeError) as caught:
+            await workers.run(_refuse, "a/b.json")
     assert caught.value.code == "ErrTest"
     assert caught.value.path == "a/b.json"
+
+
+async def test_a_worker_process_imports_only_what_its_calls_need() -> None:
+    """A worker starts with the standard library: no event loop, no logging, no adapter, and
+    not the caller's ``__main__`` again (``__mp_main__``, as spawn would)."""
+    heavy = ("anyio", "structlog", "elastickv_async._adapters", "__mp_main__")
+    probe = f"[m for m in {heavy!r} if m in __import__('sys').modules]"
+    async with Workers(1) as workers:
+        assert await workers.run(eval, probe) == []
+
+
+async def test_ctrl_c_is_left_to_the_run_a_worker_process_goes_on() -> None:
+    """SIGINT reaches the whole process group: the run decides what to do, and a worker
+    finishes its calls until the run closes its input."""
+    async with Workers(1) as workers:
+        pid, _ = await workers.run(_pid_and_square, 0)
+        os.kill(pid, signal.SIGINT)
+        assert await workers.run(_pid_and_square, 4) == (pid, 16)
+
+
+async def test_a_worker_process_stopped_and_continued_mid_reply_still_delivers_it() -> None:
+    """Ctrl-Z then ``fg`` (or ``kill -STOP``/``-CONT``) cuts a write to a full pipe short;
+    the worker writes the rest, so a large result arrives whole instead of leaving the run
+    waiting for it forever."""
+    size = 8 << 20
+    async with Workers(1) as workers:
+        pid, _ = await workers.run(_pid_and_square, 0)
+        done = threading.Event()
+
+        def stop_and_continue() -> None:
+            while not done.is_set():
+                os.kill(pid, signal.SIGSTOP)
+                time.sleep(0.002)
+                os.kill(pid, signal.SIGCONT)
+                time.sleep(0.002)
+
+        pauser = threading.Thread(target=stop_and_continue)
+        pauser.start()
+        try:
+            with anyio.fail_after(300):
+                results = [await workers.run(bytes, size) for _ in range(10)]
+        finally:
+            done.set()
+            pauser.join()
+    assert [len(r) for r in results] == [size] * 10
 
 
 def _die() -> None:
@@ -61,12 +111,12 @@ def _die() -> None:
 
 
 async def test_a_worker_process_that_dies_is_a_typed_error_and_the_pool_goes_on() -> None:
-    workers = Workers(1)
-    with pytest.raises(ExecutionError) as caught:
-        await workers.run(_die)
-    assert caught.value.code == "errWorkerProcessDied"
-    assert "_die" in str(caught.value)
-    _, square = await workers.run(_pid_and_square, 3)
+    async with Workers(1) as workers:
+        with pytest.raises(ExecutionError) as caught:
+            await workers.run(_die)
+        assert caught.value.code == "errWorkerProcessDied"
+        assert "_die" in str(caught.value) and "exit code 9" in str(caught.value)
+        _, square = await workers.run(_pid_and_square, 3)
     assert square == 9
 
 
@@ -150,13 +200,13 @@ async def test_files_read_by_a_call_are_recorded_by_its_caller(
     caller's recorder, whether it ran in a worker process or a thread; outside, nothing."""
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f.json").write_bytes(b"[1]")
-    workers = Workers(processes)
     recorder = DigestLog()
-    with recording_reads(recorder):
-        pid = await workers.run(_read_tree_file, str(tmp_path), ("d",), "f.json")
-    assert (pid != os.getpid()) == (processes > 0)
-    assert recorder.digests == {"d/f.json": hashlib.sha256(b"[1]").digest()}
-    await workers.run(_read_tree_file, str(tmp_path), ("d",), "f.json")
+    async with Workers(processes) as workers:
+        with recording_reads(recorder):
+            pid = await workers.run(_read_tree_file, str(tmp_path), ("d",), "f.json")
+        assert (pid != os.getpid()) == (processes > 0)
+        assert recorder.digests == {"d/f.json": hashlib.sha256(b"[1]").digest()}
+        await workers.run(_read_tree_file, str(tmp_path), ("d",), "f.json")
     assert recorder.records == 1
 
 
@@ -167,20 +217,21 @@ def _children() -> set[str]:
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_a_call_cancelled_while_its_process_starts_leaves_no_process(backend: str) -> None:
-    """Cancelled while its worker process is still importing, a call finishes first (a
-    process cancelled at that point would be left running, unreaped), then the cancellation
-    takes effect; when the event loop ends, no process of the run is left."""
+def test_a_cancelled_call_finishes_and_leaving_the_block_ends_every_process(backend: str) -> None:
+    """Cancelled while its worker process is still starting, a call finishes first (a process
+    stopped mid-call would be left unreaped), then the cancellation takes effect; leaving the
+    ``async with`` block ends the processes, with nothing left to reap or to warn about."""
     import gc
     import warnings
 
-    import anyio
-
     finished: list[tuple[int, int]] = []
+    during: set[str] = set()
 
     async def cancelled_early() -> None:
-        with anyio.move_on_after(0.01):
-            finished.append(await Workers(1).run(_pid_and_square, 3))
+        async with Workers(2) as workers:
+            during.update(_children())
+            with anyio.move_on_after(0.01):
+                finished.append(await workers.run(_pid_and_square, 3))
 
     before = _children()
     with warnings.catch_warnings(record=True) as caught:
@@ -188,5 +239,6 @@ def test_a_call_cancelled_while_its_process_starts_leaves_no_process(backend: st
         anyio.run(cancelled_early, backend=backend)
         gc.collect()
     assert [w.message for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert len(during - before) == 2
     assert _children() <= before
     assert finished == []

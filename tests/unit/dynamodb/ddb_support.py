@@ -64,6 +64,8 @@ class Harness:
     root: Path
     report: Report
     decoder: DynamoDBDecoder
+    #: Its worker processes: ``async with`` them when there are any.
+    workers: Workers
 
     def files(self) -> dict[str, bytes]:
         """Every regular file written, by slash path."""
@@ -80,7 +82,7 @@ def harness(tmp_path: Path, *, processes: int = 0, **options: Any) -> Harness:
     ``processes`` worker processes (0: its CPU-bound calls run in threads)."""
     ctx = decode_context(tmp_path, "dynamodb", **options)
     ctx.workers = Workers(processes)
-    return Harness(tmp_path / "out", ctx.report, DynamoDBDecoder(ctx))
+    return Harness(tmp_path / "out", ctx.report, DynamoDBDecoder(ctx), ctx.workers)
 
 
 def encode_context(root: Path, scratch: Path, **decoded_with: Any) -> EncodeContext:

@@ -292,10 +292,11 @@ async def test_worker_processes_write_the_same_tree(
     trees = {}
     for processes in (0, 2):
         h = harness(tmp_path / str(processes), processes=processes, layout=layout)
-        for case in ("ddb_multi_tables", "ddb_migrating"):
-            records = read_fsm(golden_case(case) / "input.fsm")
-            await h.decoder.handle(routed([r for r in records if r[0].startswith(b"!ddb|")]))
-        await h.decoder.finalize()
+        async with h.workers:
+            for case in ("ddb_multi_tables", "ddb_migrating"):
+                records = read_fsm(golden_case(case) / "input.fsm")
+                await h.decoder.handle(routed([r for r in records if r[0].startswith(b"!ddb|")]))
+            await h.decoder.finalize()
         trees[processes] = h.files()
     assert trees[0] == trees[2]
     if layout == "per-item":
@@ -306,8 +307,9 @@ async def test_worker_processes_write_the_same_tree(
 async def test_an_item_error_in_a_worker_process_arrives_typed(tmp_path: Path) -> None:
     records = read_fsm(golden_case("ddb_dot_segment") / "input.fsm")
     h = harness(tmp_path, processes=2)
-    with raises_code(AdapterRecordError, "ErrDDBInvalidItem", match="dot path"):
-        await _decode(h, [r for r in records if r[0].startswith(b"!ddb|")])
+    async with h.workers:
+        with raises_code(AdapterRecordError, "ErrDDBInvalidItem", match="dot path"):
+            await _decode(h, [r for r in records if r[0].startswith(b"!ddb|")])
 
 
 def test_cli_reports_an_item_error_from_a_worker_process_on_one_line(

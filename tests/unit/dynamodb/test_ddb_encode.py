@@ -280,8 +280,9 @@ async def test_errors_in_later_chunks_leak_nothing(
 
 async def _records_in_order(root: Path, tmp_path: Path, workers: int) -> list[tuple[bytes, bytes]]:
     ctx = encode_context(root, tmp_path / f"scratch-{workers}")
-    encoder = DynamoDBEncoder(dataclasses.replace(ctx, workers=Workers(workers)))
-    return [record async for batch in encoder.batches() for record in batch]
+    async with Workers(workers) as pool:
+        encoder = DynamoDBEncoder(dataclasses.replace(ctx, workers=pool))
+        return [record async for batch in encoder.batches() for record in batch]
 
 
 @pytest.mark.parametrize("case", ["enc_ddb_gsi", "enc_ddb_binary", "enc_ddb_migrating"])

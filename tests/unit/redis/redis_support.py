@@ -95,11 +95,12 @@ async def decode_rows(
 ) -> Decoded:
     """Decode ``rows`` (put in snapshot order unless ``ordered`` is false) in small batches."""
     ctx = make_context(root, **context)
-    decoder = RedisDecoder(ctx)
-    routed = route(snapshot_order(rows) if ordered else rows)
-    for start in range(0, len(routed), batch):
-        await decoder.handle(routed[start : start + batch])
-    scope = await decoder.finalize()
+    async with ctx.workers:
+        decoder = RedisDecoder(ctx)
+        routed = route(snapshot_order(rows) if ordered else rows)
+        for start in range(0, len(routed), batch):
+            await decoder.handle(routed[start : start + batch])
+        scope = await decoder.finalize()
     out = root / "out"
     files = {
         p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
@@ -115,14 +116,11 @@ async def encode_tree(root: Path, *, workers: int = 0) -> list[tuple[bytes, byte
 async def encode_tree_in_order(root: Path, *, workers: int = 0) -> list[tuple[bytes, bytes]]:
     """Every record the encoder yields for the dump tree at ``root``, as it yields them."""
     report = Report()
-    ctx = EncodeContext(
-        input_root=root,
-        log=make_logger(report),
-        report=report,
-        scratch=root,
-        workers=Workers(workers),
-    )
-    return [record async for batch in RedisEncoder(ctx).batches() for record in batch]
+    async with Workers(workers) as pool:
+        ctx = EncodeContext(
+            input_root=root, log=make_logger(report), report=report, scratch=root, workers=pool
+        )
+        return [record async for batch in RedisEncoder(ctx).batches() for record in batch]
 
 
 def wide(prefix: bytes, user_key: bytes, suffix: bytes = b"") -> bytes:

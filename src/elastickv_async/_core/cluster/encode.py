@@ -551,7 +551,7 @@ async def encode_cluster(
             temp = await anyio.to_thread.run_sync(
                 make_locked_dir, out.parent, f".{out.name}.{tag}.tmp"
             )
-        async with meter.running():
+        async with run.workers, meter.running():
             writers = await run.write_groups(temp.path, options.scratch_root or out.parent)
             mismatch = await run.self_test(temp.path) if options.self_test else ""
         if mismatch:

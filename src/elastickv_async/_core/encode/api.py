@@ -658,7 +658,7 @@ async def encode_snapshot(
                 scope={name: list(names) for name, names in manifest.scope.items()},
                 hint="the tree was decoded with --scope: the snapshot restores only that scope",
             )
-        async with meter.running():
+        async with workers, meter.running():
             stream, outcome = await run.execute(manifest, ts, specs, info, verify)
     finally:
         with anyio.CancelScope(shield=True):
