@@ -1,6 +1,6 @@
 """The quick path of SQS message rendering agrees with the general one.
 
-:func:`plain_dump_line` renders a plain live message straight from its parsed object and
+:func:`plain_dump_line` renders a plain live message through typed msgspec structs and
 :class:`MessageDataQueues` parses data keys with the last key's head remembered; both must
 give exactly what the general path gives (``decode_stored_message`` + ``dump_line``,
 ``message_data_queue``) or step aside. The expected line of the hand-written case is
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import pytest
@@ -59,6 +60,11 @@ STRINGS = {
     "message_deduplication_id",
     "dead_letter_source_arn",
 }
+INTEGERS = [
+    name
+    for name in LIVE_ORDER
+    if name not in STRINGS and name not in ("body", "message_attributes", "current_receipt_token")
+]
 
 
 def general(
@@ -105,28 +111,62 @@ def test_a_go_shaped_message_takes_the_quick_path() -> None:
     assert general(value, 3, False) == expected
 
 
+_PLAIN = (
+    b'"message_id":"m","body":"eA==","send_timestamp_millis":1,"available_at_millis":1,'
+    b'"visible_at_millis":0,"receive_count":0,"queue_generation":1'
+)
+
+
 @pytest.mark.parametrize(
     "document",
     [
-        # Another field order, an unknown field, attributes, a token, a null, -0, a float.
+        # Another field order, a field the dump always carries missing, a duplicate (the
+        # last one counts), JSON whitespace, escapes, U+2028, a control character.
         b'{"body":"eA==","message_id":"m","send_timestamp_millis":1,"available_at_millis":1,'
         b'"visible_at_millis":0,"receive_count":0,"queue_generation":1}',
         b'{"message_id":"m","body":"eA==","send_timestamp_millis":1,"available_at_millis":1,'
-        b'"visible_at_millis":0,"receive_count":0,"queue_generation":1,"extra":1}',
-        b'{"message_id":"m","body":"eA==","message_attributes":{},"send_timestamp_millis":1,'
-        b'"available_at_millis":1,"visible_at_millis":0,"receive_count":0,"queue_generation":1}',
-        b'{"message_id":"m","body":"eA==","send_timestamp_millis":1,"available_at_millis":1,'
-        b'"visible_at_millis":0,"receive_count":0,"current_receipt_token":"dA==",'
-        b'"queue_generation":1}',
-        b'{"message_id":null,"body":"eA==","send_timestamp_millis":1,"available_at_millis":1,'
-        b'"visible_at_millis":0,"receive_count":0,"queue_generation":1}',
-        b'{"message_id":"m","body":"eA==","send_timestamp_millis":1,"available_at_millis":1,'
-        b'"visible_at_millis":0,"receive_count":0,"queue_generation":-0}',
-        b'{"message_id":"m","body":"eA==","send_timestamp_millis":1.0,"available_at_millis":1,'
-        b'"visible_at_millis":0,"receive_count":0,"queue_generation":1}',
-        # A field the dump always carries is missing.
-        b'{"message_id":"m","body":"eA==","send_timestamp_millis":1,"available_at_millis":1,'
         b'"visible_at_millis":0,"queue_generation":1}',
+        b"{}",
+        b"{" + _PLAIN + b',"message_id":"n","receive_count":1,"receive_count":2}',
+        b" \t{ " + _PLAIN.replace(b",", b" ,\n ").replace(b":", b"\r: ") + b" }\n",
+        b'{"message_id":"\\u00e9\\ud83d\\ude00\\"\\/","body":"4oCo","sender_id":"\xe2\x80\xa9",'
+        b'"md5_of_body":"\\u0001\\u007f\\b","queue_generation":18446744073709551615}',
+        b'{"body":"/w==","sequence_number":9223372036854775808,"receive_count":-1}',
+    ],
+)
+def test_plain_variants_take_the_quick_path(document: bytes) -> None:
+    """Any field order, missing fields, duplicates and escapes are plain: rendered quickly,
+    to the general path's line."""
+    for preserve in (False, True):
+        quick = plain_dump_line(MAGIC + document, 5, preserve_visibility=preserve)
+        assert quick is not None
+        assert quick == general(MAGIC + document, 5, preserve)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        # An unknown field, one in another case, attributes, a token, a null, -0, a float,
+        # an exponent, integers out of range, a lone surrogate, invalid UTF-8, a body that
+        # is not strict base64, a trailing character, a byte order mark, not an object.
+        b"{" + _PLAIN + b',"extra":1}',
+        b"{" + _PLAIN.replace(b'"message_id"', b'"Message_ID"') + b"}",
+        b"{" + _PLAIN + b',"message_attributes":{}}',
+        b"{" + _PLAIN + b',"current_receipt_token":"dA=="}',
+        b"{" + _PLAIN + b',"current_receipt_token":null,"message_id":null}',
+        b"{" + _PLAIN.replace(b'"queue_generation":1', b'"queue_generation":-0') + b"}",
+        b"{" + _PLAIN.replace(b'"send_timestamp_millis":1', b'"send_timestamp_millis":1.0') + b"}",
+        b"{" + _PLAIN.replace(b'"receive_count":0', b'"receive_count":1e2') + b"}",
+        b"{" + _PLAIN.replace(b'"receive_count":0', b'"receive_count":9223372036854775808') + b"}",
+        b"{" + _PLAIN + b',"sequence_number":18446744073709551616}',
+        b"{" + _PLAIN + b',"sequence_number":-1}',
+        b"{" + _PLAIN.replace(b'"m"', b'"\\ud800m"') + b"}",
+        b"{" + _PLAIN.replace(b'"m"', b'"\xffm"') + b"}",
+        b"{" + _PLAIN.replace(b'"eA=="', b'"eA==\\n"') + b"}",
+        b"{" + _PLAIN.replace(b'"eA=="', b'"eA"') + b"}",
+        b"{" + _PLAIN + b"}x",
+        b"\xef\xbb\xbf{" + _PLAIN + b"}",
+        b"[]",
     ],
 )
 def test_anything_else_takes_the_general_path(document: bytes) -> None:
@@ -158,6 +198,8 @@ def _field(name: str) -> st.SearchStrategy[Any]:
         right = st.composite(lambda draw: "dA==" if _rarely(draw) else None)()
     elif name == "message_attributes":
         right = st.just({"a": {"DataType": "String"}})
+    elif name in ("queue_generation", "sequence_number"):
+        right = st.one_of(st.integers(0, 1 << 42), st.integers(0, (1 << 64) - 1))
     else:
         right = st.one_of(st.integers(0, 1 << 42), st.integers(-(1 << 63), (1 << 63) - 1))
     return st.composite(lambda draw: draw(edge if _rarely(draw) else right))()
@@ -178,14 +220,136 @@ def live_values(draw: st.DrawFn) -> bytes:
     return MAGIC + text.encode()
 
 
+#: Number forms JSON readers treat differently, or that bound Go's integer types.
+NUMBERS = [
+    b"-0",
+    b"0.0",
+    b"1e3",
+    b"1E0",
+    b"01",
+    b"-9223372036854775809",
+    b"-9223372036854775808",
+    b"9223372036854775807",
+    b"9223372036854775808",
+    b"18446744073709551615",
+    b"18446744073709551616",
+]
+#: Text put at the start of a string value: escapes (a pair, lone surrogates, separators,
+#: controls) and raw bytes (U+2028, invalid UTF-8, an encoded surrogate).
+STRING_HEADS = [
+    b"\\ud83d\\ude00",
+    b"\\ud800",
+    b"\\udc00x",
+    b"\\u2028",
+    b"\\u0000\\u001f",
+    b"\\/\\b",
+    b"\\u00e9<",
+    b"\xe2\x80\xa8",
+    b"\xff",
+    b"\xc3",
+    b"\xed\xa0\x80",
+]
+#: Bodies that are not strict standard base64 (Go's decoder skips line breaks).
+BODIES = ["eA=\n=", "eA==\r\n", "eA", "eA==eA==", " eA==", "eA-_", "é", "@@@@"]
+#: What may surround the value: JSON whitespace, and what is not.
+SURROUNDINGS = [b" ", b"\n\t\r", b"\xef\xbb\xbf", b"\x0c", b"\x00", b"x", b"{}"]
+
+
+@st.composite
+def adversarial_values(draw: st.DrawFn) -> bytes:
+    """A plain live value (every field of its type) whose text is then edited where JSON
+    readers disagree: a name in another case, a duplicate member, another number form,
+    string escapes and bytes, another body, what surrounds the document."""
+    record: dict[str, Any] = {}
+    for name in LIVE_ORDER:
+        if name in STRINGS:
+            record[name] = draw(st.text(max_size=4))
+        elif name == "body":
+            record[name] = base64.b64encode(draw(st.binary(max_size=6))).decode()
+        elif name in INTEGERS:
+            record[name] = draw(st.integers(0, 1 << 42))
+    text = json.dumps(record, separators=(",", ":")).encode()
+    for _ in range(draw(st.integers(1, 3))):
+        field = draw(st.sampled_from(LIVE_ORDER)).encode()
+        edit = draw(st.sampled_from(["case", "duplicate", "number", "string", "body", "surround"]))
+        if edit == "case":
+            text = text.replace(b'"' + field + b'"', b'"' + field.title() + b'"', 1)
+        elif edit == "duplicate":
+            member = json.dumps({field.decode(): draw(_field(field.decode()))})[1:-1].encode()
+            text = text[:-1] + (b"," if len(text) > 2 else b"") + member + b"}"
+        elif edit == "number":
+            field = draw(st.sampled_from(INTEGERS)).encode()
+            number = draw(st.sampled_from(NUMBERS))
+            text = re.sub(b'("' + field + b'":)-?[0-9]+', rb"\g<1>" + number, text, count=1)
+        elif edit == "string":
+            field = draw(st.sampled_from([*sorted(STRINGS), "body"])).encode()
+            head = draw(st.sampled_from(STRING_HEADS))
+            text = text.replace(b'"' + field + b'":"', b'"' + field + b'":"' + head, 1)
+        elif edit == "body":
+            body = json.dumps(draw(st.sampled_from(BODIES))).encode()
+            template = b'"body":' + body.replace(b"\\", b"\\\\")  # re.sub's escapes
+            text = re.sub(b'"body":"[^"]*"', template, text, count=1)
+        else:
+            around = draw(st.sampled_from(SURROUNDINGS))
+            text = around + text if draw(st.booleans()) else text + around
+    return MAGIC + text
+
+
 @settings(max_examples=600, deadline=None)
-@given(live_values(), st.one_of(st.none(), st.integers(0, 7)), st.booleans())
+@given(
+    st.one_of(live_values(), adversarial_values()),
+    st.one_of(st.none(), st.integers(0, 7)),
+    st.booleans(),
+)
 def test_the_quick_path_renders_what_the_general_path_renders(
     value: bytes, partition: int | None, preserve: bool
 ) -> None:
     quick = plain_dump_line(value, partition, preserve_visibility=preserve)
     if quick is not None:
         assert quick == general(value, partition, preserve)
+
+
+#: One plain live value with every field, for the single-edit cases below.
+FULL = json.dumps(
+    {
+        name: "eA==" if name == "body" else "s" if name in STRINGS else 7
+        for name in LIVE_ORDER
+        if name in STRINGS or name in INTEGERS or name == "body"
+    },
+    separators=(",", ":"),
+).encode()
+
+
+def _single_edits() -> list[bytes]:
+    """``FULL`` with each number form in each integer field, each string head in each string,
+    each odd body, each surrounding."""
+    out = [
+        re.sub(b'("' + name.encode() + b'":)7', rb"\g<1>" + number, FULL)
+        for name in INTEGERS
+        for number in NUMBERS
+    ]
+    out += [
+        FULL.replace(b'"' + name.encode() + b'":"', b'"' + name.encode() + b'":"' + head)
+        for name in [*sorted(STRINGS), "body"]
+        for head in STRING_HEADS
+    ]
+    out += [FULL.replace(b'"eA=="', json.dumps(body).encode()) for body in BODIES]
+    out += [around + FULL for around in SURROUNDINGS] + [FULL + around for around in SURROUNDINGS]
+    return out
+
+
+def test_single_edits_render_what_the_general_path_renders() -> None:
+    """Every single edit of a plain value: the quick path steps aside or agrees."""
+    edits = _single_edits()
+    quick_count = 0
+    for document in edits:
+        for preserve in (False, True):
+            quick = plain_dump_line(MAGIC + document, 1, preserve_visibility=preserve)
+            if quick is not None:
+                quick_count += 1
+                assert quick == general(MAGIC + document, 1, preserve), document
+    # Both outcomes occur: the edits include plain values (whitespace, valid escapes).
+    assert 0 < quick_count < 2 * len(edits)
 
 
 def test_render_messages_mixes_both_paths_in_order() -> None:

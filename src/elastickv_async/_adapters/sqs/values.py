@@ -18,15 +18,14 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
-from operator import itemgetter
-from typing import Any, Final
+from typing import Annotated, Any, Final, TypeAlias
 
-import orjson
+import msgspec
+import msgspec.json
 
 from ..._core import gojson
-from ..._core.dump.names import b64url_decode, b64url_encode
+from ..._core.dump.names import b64url_decode, b64url_encode, b64url_segment
 from ..._core.gojson import go_str
 from ..._core.gojson_read import (
     GoJSONError,
@@ -351,92 +350,72 @@ def decode_stored_message(value: bytes) -> Message:
 
 # --- the plain message's dump line, straight from its live value -----------------------------
 
-#: The live record's fields in the order Go marshals them, with the type each must have on
-#: the quick path (attributes and a receipt token always take the general one).
-_LIVE_FIELDS: Final[dict[str, type]] = {
-    "message_id": str,
-    "body": str,
-    "md5_of_body": str,
-    "md5_of_message_attributes": str,
-    "sender_id": str,
-    "send_timestamp_millis": int,
-    "available_at_millis": int,
-    "visible_at_millis": int,
-    "receive_count": int,
-    "first_receive_millis": int,
-    "current_receipt_token": type(None),
-    "queue_generation": int,
-    "message_group_id": str,
-    "message_deduplication_id": str,
-    "sequence_number": int,
-    "dead_letter_source_arn": str,
-}
-#: Fields ``messages.jsonl`` always carries: a record without one takes the general path.
-_ALWAYS: Final = frozenset(
-    (
-        "message_id",
-        "body",
-        "send_timestamp_millis",
-        "available_at_millis",
-        "visible_at_millis",
-        "receive_count",
-        "queue_generation",
-    )
-)
-_U64_FIELDS: Final = ("queue_generation", "sequence_number")
-#: Fields the dump omits when empty or zero (receipt tokens are only ever null here).
-_OMITTED_WHEN_EMPTY: Final = (
-    "md5_of_body",
-    "md5_of_message_attributes",
-    "sender_id",
-    "first_receive_millis",
-    "current_receipt_token",
-    "message_group_id",
-    "message_deduplication_id",
-    "sequence_number",
-    "dead_letter_source_arn",
-)
+#: Go's ``int64`` and ``uint64``: a value out of range is the general path's error to word.
+#: (msgspec bounds must fit an int64: the top of the ``uint64`` range is checked after.)
+_I64: TypeAlias = Annotated[int, msgspec.Meta(ge=_I64_MIN, le=_I64_MAX)]
+_U64: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _PlainLive(msgspec.Struct, forbid_unknown_fields=True):
+    """A live message value in the plain shape: only the live record's own field names,
+    each absent or of exactly its JSON type, no attributes and a ``null`` receipt token.
+
+    Decoding into it checks every field in C; whatever does not fit (an unknown or
+    differently cased name, ``null`` for a string, a float, an out-of-range integer,
+    invalid UTF-8, a lone surrogate) fails it and is left to the general path.
+    """
+
+    message_id: str = ""
+    body: str = ""
+    md5_of_body: str = ""
+    md5_of_message_attributes: str = ""
+    sender_id: str = ""
+    send_timestamp_millis: _I64 = 0
+    available_at_millis: _I64 = 0
+    visible_at_millis: _I64 = 0
+    receive_count: _I64 = 0
+    first_receive_millis: _I64 = 0
+    current_receipt_token: None = None
+    queue_generation: _U64 = 0
+    message_group_id: str = ""
+    message_deduplication_id: str = ""
+    sequence_number: _U64 = 0
+    dead_letter_source_arn: str = ""
+
+
+#: The default of the fields a ``messages.jsonl`` line always carries: no value they take
+#: equals it, so ``omit_defaults`` never omits them.
+_KEPT: Final = -(1 << 64)
+
+
+class _PlainLine(msgspec.Struct, omit_defaults=True):
+    """A ``messages.jsonl`` line without attributes or receipt token: :func:`dump_line`'s
+    fields in its order, the optional ones omitted at their zero value. (Built with
+    positional arguments: keywords would cost as much as the encoding.)"""
+
+    message_id: str
+    #: The body as a JSON string, or its already-encoded form (escaped, or an envelope).
+    body: str | msgspec.Raw
+    md5_of_body: str = ""
+    md5_of_message_attributes: str = ""
+    sender_id: str = ""
+    send_timestamp_millis: int = _KEPT
+    available_at_millis: int = _KEPT
+    visible_at_millis: int = _KEPT
+    receive_count: int = _KEPT
+    first_receive_millis: int = 0
+    queue_generation: int = _KEPT
+    message_group_id: str = ""
+    message_deduplication_id: str = ""
+    sequence_number: int = 0
+    dead_letter_source_arn: str = ""
+    partition: int | None = None
+
+
+_plain_decoder: Final = msgspec.json.Decoder(_PlainLive)
+_line_encoder: Final = msgspec.json.Encoder()
 _HTML_BYTES: Final = b"<>&"
-#: Distinct field layouts remembered; a store writes a handful (FIFO or not, sender or not).
-_MAX_LAYOUTS: Final = 64
-
-
-@dataclass(frozen=True, slots=True)
-class _Layout:
-    """How to check and rewrite a live object whose fields come in one known order."""
-
-    types: tuple[type, ...]
-    #: The signed 64-bit fields' values (at least the four always-dumped times and counts).
-    signed: Callable[[dict[str, Any]], tuple[int, ...]]
-    #: Present fields the dump omits when empty, and those it omits always.
-    optional: tuple[str, ...]
-    dropped: tuple[str, ...]
-    has_sequence: bool
-
-
-def _layout(fields: tuple[str, ...], preserve_visibility: bool) -> _Layout | None:
-    """The rewrite plan of ``fields`` (a live object's keys, in order), or ``None`` when
-    they are not a subsequence of the live record's fields holding every always-dumped one."""
-    order = list(_LIVE_FIELDS)
-    positions = [order.index(name) if name in _LIVE_FIELDS else -1 for name in fields]
-    if -1 in positions or positions != sorted(positions) or not _ALWAYS.issubset(fields):
-        return None
-    signed = [n for n in fields if _LIVE_FIELDS[n] is int and n not in _U64_FIELDS]
-    dropped = ["current_receipt_token"]
-    if not preserve_visibility:
-        dropped.append("first_receive_millis")
-    return _Layout(
-        types=tuple(_LIVE_FIELDS[name] for name in fields),
-        signed=itemgetter(*signed),
-        optional=tuple(n for n in _OMITTED_WHEN_EMPTY if n in fields and n not in dropped),
-        dropped=tuple(n for n in dropped if n in fields),
-        has_sequence="sequence_number" in fields,
-    )
-
-
-#: Layouts seen in this process (a worker process has its own), by visibility mode and fields.
-_layouts: dict[tuple[bool, tuple[str, ...]], _Layout | None] = {}
-_last_layout: list[Any] = [None, None]
+_LINE_SEPARATORS: Final = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
 
 
 def plain_dump_line(
@@ -446,69 +425,66 @@ def plain_dump_line(
     needs: ``(line, send ms, sequence number, message id, generation)``.
 
     The same line as :func:`decode_stored_message`, the visibility reset and
-    :func:`dump_line`, without a :class:`Message` in between: the parsed object is checked
-    field by field in one pass against its layout (the live record's field order) and
-    rewritten in place. ``None`` for anything else (attributes, a receipt token, ``null``s,
-    another field order, a wrong type, a literal ``-0``, a value that does not parse): the
-    general path decodes it and words its errors.
+    :func:`dump_line`, without a :class:`Message` in between: the value is decoded into a
+    typed struct (:class:`_PlainLive`) and encoded from another. ``None`` for anything else
+    (attributes, a receipt token, ``null``s, a wrong type, a literal ``-0``, a body that is
+    not strict base64, a value that does not parse): the general path decodes it and words
+    its errors.
     """
     if not value.startswith(MESSAGE_MAGIC):
         return None
-    if value.find(b"-0", len(MESSAGE_MAGIC)) >= 0:  # Go's rules for -0: the general reader
+    # Go refuses -0 for an unsigned field; msgspec reads it as 0. The general reader decides.
+    # (A one-byte search first: it is a memchr, the two-byte one is not.)
+    minus = value.find(b"-", len(MESSAGE_MAGIC))
+    if minus >= 0 and value.find(b"-0", minus) >= 0:
         return None
     try:
-        obj = orjson.loads(memoryview(value)[len(MESSAGE_MAGIC) :])
-    except orjson.JSONDecodeError:
+        live = _plain_decoder.decode(memoryview(value)[len(MESSAGE_MAGIC) :])
+        raw = binascii.a2b_base64(live.body, strict_mode=True)
+    except (msgspec.DecodeError, ValueError):  # ValueError: binascii.Error, non-ASCII body
         return None
-    if type(obj) is not dict:
+    if max(live.queue_generation, live.sequence_number) > _U64_MAX:
         return None
-    key = (preserve_visibility, tuple(obj))
-    last_key, layout = _last_layout
-    # Consecutive messages share a layout, and orjson reuses the key strings: comparing
-    # with the last one is cheaper than hashing the field names again.
-    if key != last_key:
-        if key in _layouts:
-            layout = _layouts[key]
-        else:
-            layout = _layout(key[1], preserve_visibility)
-            if len(_layouts) < _MAX_LAYOUTS:
-                _layouts[key] = layout
-        _last_layout[:] = key, layout
-    if layout is None or tuple(map(type, obj.values())) != layout.types:
-        return None
-    # orjson reads integers into [-2**63, 2**64 - 1] (floats beyond), so one bound each.
-    sequence = obj["sequence_number"] if layout.has_sequence else 0
-    if max(layout.signed(obj)) > _I64_MAX or min(obj["queue_generation"], sequence) < 0:
-        return None
+    body: str | msgspec.Raw
     try:
-        raw = binascii.a2b_base64(obj["body"], strict_mode=True)
-    except ValueError:  # binascii.Error, or a non-ASCII string
-        return None
-    try:
-        text = raw.decode()
+        body = raw.decode()
     except UnicodeDecodeError:
-        obj["body"] = {_ENVELOPE_KEY: b64url_encode(raw)}
+        body = msgspec.Raw(b'{"base64":"' + b64url_segment(raw) + b'"}')
     else:
         # The body alone is HTML-escaped (json.Marshal), not the rest of the line.
         if len(raw.translate(None, _HTML_BYTES)) != len(raw):
-            obj["body"] = gojson.Fragment(gojson.marshal(text))
-        else:
-            obj["body"] = text
-    if not preserve_visibility:
-        obj["visible_at_millis"] = obj["receive_count"] = 0
-    for name in layout.dropped:
-        del obj[name]
-    for name in layout.optional:
-        if not obj[name]:
-            del obj[name]
-    if partition is not None:
-        obj["partition"] = partition
+            body = msgspec.Raw(gojson.marshal(body))
+    line = _line_encoder.encode(
+        _PlainLine(
+            live.message_id,
+            body,
+            live.md5_of_body,
+            live.md5_of_message_attributes,
+            live.sender_id,
+            live.send_timestamp_millis,
+            live.available_at_millis,
+            live.visible_at_millis if preserve_visibility else 0,
+            live.receive_count if preserve_visibility else 0,
+            live.first_receive_millis if preserve_visibility else 0,
+            live.queue_generation,
+            live.message_group_id,
+            live.message_deduplication_id,
+            live.sequence_number,
+            live.dead_letter_source_arn,
+            partition,
+        )
+    )
+    # Go's encoder escapes U+2028 and U+2029 even without HTML escaping; they can only be
+    # inside strings, where the escape means the same character.
+    if not line.isascii() and b"\xe2\x80" in line:
+        for raw_separator, escaped in _LINE_SEPARATORS:
+            line = line.replace(raw_separator, escaped)
     return (
-        gojson.encoder_line(obj),
-        obj["send_timestamp_millis"],
-        sequence,
-        obj["message_id"],
-        obj["queue_generation"],
+        line + b"\n",
+        live.send_timestamp_millis,
+        live.sequence_number,
+        live.message_id,
+        live.queue_generation,
     )
 
 
