@@ -571,3 +571,49 @@ async def test_the_first_bad_message_in_snapshot_order_wins(tmp_path: Path) -> N
     with raises_code(AdapterRecordError, "ErrSQSInvalidMessage", match=b64(b"m0").decode()):
         await run.decode(records, batch=10, chunk=2)
     assert run.ctx.workers.later_done.is_set()
+
+
+class _StalledProcess(Workers):
+    """One "worker process" (rendering in this thread) that takes no chunk until ``go`` is
+    set: the decoder must not wait for it. Records the arrival number and size of each call."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.go = anyio.Event()
+        self.calls: list[tuple[int, int]] = []
+
+    async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
+        records, _, first = [*args]
+        assert isinstance(records, list) and isinstance(first, int)
+        self.calls.append((first, len(records)))
+        if records:
+            await self.go.wait()
+        return func(*args)
+
+
+async def test_chunks_the_worker_processes_cannot_take_are_rendered_here(tmp_path: Path) -> None:
+    """The worker processes are started (an empty call) before the first chunk is due; while
+    they are busy and the queue is full, chunks are rendered in the run's own process: the
+    reading goes on, and every message is written once, in order."""
+    records = [meta(b"q")] + [message(b"q", f"m{i:02d}") for i in range(40)]
+    expected = Run(tmp_path / "expected")
+    expected.path = "consume"
+    await expected(records, chunk=2)
+
+    run = Run(tmp_path / "stalled")
+    workers = run.ctx.workers = _StalledProcess()
+    decoder = SQSDecoder(run.ctx, render_chunk=2)
+
+    async def batches() -> AsyncIterator[list[Routed]]:
+        for part in Run._batches(records, 3):
+            yield part
+        workers.go.set()  # every chunk is cut: the stalled process may go on
+
+    run.scope = await decoder.consume(batches())
+    assert run.scope == expected.scope
+    assert run.files() == expected.files()
+    assert all(run.text(rel) == expected.text(rel) for rel in run.files())
+    assert workers.calls[0] == (0, 0)
+    in_process = 20 - len(workers.calls[1:])
+    assert in_process > 0
+    assert all(size == 2 for _, size in workers.calls[1:])

@@ -8,9 +8,9 @@ are refused; messages wait in a bounded-memory spill (:mod:`.spill`) instead of 
 
 Rendering a message (parse the stored JSON, reset visibility, undo a time shift, build its
 ``messages.jsonl`` line and sort key) is pure CPU work: it runs in chunks in ``ctx.workers``
-(and, beside worker processes, in a thread of this process) while the snapshot is still
-being read. A chunk's messages carry their arrival numbers in their sort keys, so the order
-in which chunks finish does not change the output, nor does the number of workers.
+(and in a thread of this process while worker processes fall behind) while the snapshot is
+still being read. A chunk's messages carry their arrival numbers in their sort keys, so the
+order in which chunks finish does not change the output, nor does the number of workers.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import anyio
 import anyio.to_thread
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..._core import gojson
 from ..._core.concurrency import task_group
@@ -47,6 +47,10 @@ _ORPHAN_HINT: Final = (
 #: Messages per worker call: enough that a call's overhead (pickling, the pipe) is small
 #: beside its work, few enough (about 1 MiB of values) to keep the pipeline moving.
 RENDER_CHUNK: Final = 2048
+
+#: Chunks queued per render lane: enough to bridge a worker process's round trips, so that
+#: a chunk is rendered in the run's own process only when the workers fall behind.
+_QUEUED: Final = 4
 
 _STALE_HINT: Final = (
     "messages with mismatched queue_generation suppressed; "
@@ -134,30 +138,26 @@ class SQSDecoder:
         """:meth:`handle` every batch, then :meth:`finalize`, with the messages rendered
         in the background: chunks go to render lanes (one per worker process, or one worker
         thread) while the next batches are taken, and each lane adds what it rendered."""
-        # The run's own process renders too, in a worker thread, when it has nothing to
-        # read: a worker process starts slower and renders no faster than it does.
-        lanes: list[Runner] = [self._ctx.workers.run] * self._in_flight
-        if self._ctx.workers.processes:
-            lanes.append(anyio.to_thread.run_sync)
-        chunks, lane_chunks = anyio.create_memory_object_stream[Chunk](len(lanes))
+        lanes = self._in_flight
+        chunks, lane_chunks = anyio.create_memory_object_stream[Chunk](_QUEUED * lanes)
         failure: Exception | None = None
         async with task_group() as tg:
             async with lane_chunks:
-                for run in lanes:
-                    tg.start_soon(self._render_lane, lane_chunks.clone(), run)
+                for _ in range(lanes):
+                    tg.start_soon(self._render_lane, lane_chunks.clone())
             async with chunks:
                 async for batch in batches:
                     async with self._spill_lock:
                         failure = self._take(batch)
                     for chunk in self._cut(whole=failure is not None):
-                        await chunks.send(chunk)
+                        await self._send(chunks, chunk)
                     if failure is not None or self._render_failure is not None:
                         break
                     if self._spill.over_budget:  # side records alone
                         await self._spill_buffers()
                 else:
                     for chunk in self._cut(whole=True):
-                        await chunks.send(chunk)
+                        await self._send(chunks, chunk)
         self._raise_render_failure()
         if failure is not None:
             raise failure  # once the messages before it are rendered
@@ -193,8 +193,25 @@ class SQSDecoder:
         del pending[:end]
         return chunks
 
-    async def _render_lane(self, chunks: MemoryObjectReceiveStream[Chunk], run: Runner) -> None:
+    async def _send(self, chunks: MemoryObjectSendStream[Chunk], chunk: Chunk) -> None:
+        """Queue ``chunk`` for the lanes. When worker processes are all busy and the queue is
+        full (they are still starting, or the machine is loaded), render it in this process
+        instead of waiting: the time would otherwise be lost to the reading."""
+        try:
+            chunks.send_nowait(chunk)
+        except anyio.WouldBlock:
+            if self._ctx.workers.processes:
+                await self._render(anyio.to_thread.run_sync, *chunk)
+            else:  # the lane is a thread of this process already
+                await chunks.send(chunk)
+
+    async def _render_lane(self, chunks: MemoryObjectReceiveStream[Chunk]) -> None:
+        run = self._ctx.workers.run
         async with chunks:
+            if self._ctx.workers.processes:
+                # An empty call starts a worker process and loads the renderer while the
+                # first chunks are read, not when the first one is due.
+                await run(render_messages, [], self._render_settings, 0)
             async for first, records in chunks:
                 await self._render(run, first, records)
 
