@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
 from typing import Any
 
 import pytest
@@ -107,8 +108,11 @@ def test_a_go_shaped_message_takes_the_quick_path() -> None:
         b'"message_group_id":"g","sequence_number":12,"partition":3}\n'
     )
     expected = (line, 1_700_000_000_000, 12, "m<1>", 2)
-    assert plain_dump_line(value, 3, preserve_visibility=False) == expected
+    quick = plain_dump_line(value, 3, preserve_visibility=False)
+    assert quick == expected
     assert general(value, 3, False) == expected
+    # Buffered as it is: no spare capacity behind the line.
+    assert quick is not None and sys.getsizeof(quick[0]) == sys.getsizeof(b"") + len(line)
 
 
 _PLAIN = (

@@ -58,7 +58,7 @@ def render_messages(
         if quick is not None:
             line, send_ms, sequence, message_id, generation = quick
             sort_key = message_key(send_ms, sequence, message_id.encode(), arrival, generation)
-            out.append((sort_key, right_sized(line)))
+            out.append((sort_key, line))  # already in an allocation of its own size
             continue
         try:
             msg = decode_stored_message(value)

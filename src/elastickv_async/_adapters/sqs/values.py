@@ -429,7 +429,7 @@ def plain_dump_line(
     typed struct (:class:`_PlainLive`) and encoded from another. ``None`` for anything else
     (attributes, a receipt token, ``null``s, a wrong type, a literal ``-0``, a body that is
     not strict base64, a value that does not parse): the general path decodes it and words
-    its errors.
+    its errors. The line is in an allocation of its own size: it may be buffered as it is.
     """
     if not value.startswith(MESSAGE_MAGIC):
         return None
