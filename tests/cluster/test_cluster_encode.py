@@ -226,8 +226,8 @@ async def test_prepare_restore_takes_every_group_file(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_a_tree_that_changed_since_its_checksums_is_refused(tmp_path: Path) -> None:
-    """As for encode: a file differing from CHECKSUMS stops the run before anything is
-    written, unless checksums are not verified."""
+    """As for encode: a file differing from CHECKSUMS stops the run and nothing is
+    published, unless checksums are not verified."""
     tree = await _cluster_tree(tmp_path)
     (tree / "redis/db_0/strings/apple.bin").write_bytes(b"tampered")
     with pytest.raises(ChecksumMismatch):
@@ -235,3 +235,38 @@ async def test_a_tree_that_changed_since_its_checksums_is_refused(tmp_path: Path
     assert not (tmp_path / "out").exists()
     await encode_cluster(tree, tmp_path / "out", EncodeOptions(verify_checksums=False))
     assert (await _rows(tmp_path / "out/group-1.fsm"))[1][b"!redis|str|apple"].endswith(b"tampered")
+
+
+@pytest.mark.anyio
+async def test_the_checksums_check_reads_no_file_the_encoders_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for encode: the encoders' reads record each file's digest and the check against
+    CHECKSUMS takes those, so every adapter file is opened once; a changed file is still
+    found, and nothing is published."""
+    from elastickv_async._core.dump.tree import TreeDir
+
+    tree = await _cluster_tree(tmp_path)
+    opened: dict[str, int] = {}
+    open_file = TreeDir.open_file
+
+    def counting(self: TreeDir, entry: object) -> object:
+        rel = self.path(entry.name)  # type: ignore[attr-defined]
+        opened[rel] = opened.get(rel, 0) + 1
+        return open_file(self, entry)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TreeDir, "open_file", counting)
+    await encode_cluster(tree, tmp_path / "out")
+    data_files = sorted(
+        str(p.relative_to(tree))
+        for p in tree.rglob("*")
+        # MANIFEST.json and CHECKSUMS are the run's own
+        if p.is_file() and p.parent != tree
+    )
+    assert len(data_files) >= 5
+    assert {rel: opened.get(rel, 0) for rel in data_files} == dict.fromkeys(data_files, 1)
+    victim = tree / data_files[-1]
+    victim.write_bytes(victim.read_bytes() + b" ")
+    with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=data_files[-1]):
+        await encode_cluster(tree, tmp_path / "again")
+    assert not (tmp_path / "again").exists()

@@ -21,6 +21,7 @@ directory beside ``output_dir``, which is then renamed to ``output_dir`` in one 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, Final, TextIO
 
@@ -36,9 +38,14 @@ import anyio.to_thread
 
 from ..._adapters.base import AdapterSpec, EncodeContext
 from ..._adapters.registry import REGISTRY
+from ..concurrency import task_group
+from ..dump.checksums import ChecksumLedger
 from ..dump.manifest import MANIFEST_NAME, Manifest
+from ..dump.tree import recording_reads
 from ..encode import publish as disk
 from ..encode.api import (
+    _READ_DIGESTS_HELD,
+    Verify,
     _check_against_manifest,
     _check_options,
     _check_placement,
@@ -333,23 +340,31 @@ class _Run:
             workers=self.workers,
         )
 
-    async def write_groups(self, directory: Path, base: Path) -> dict[int, FrameWriter]:
-        """Collect, sort and split the records into ``directory/group-<g>.fsm`` (fsync'd)."""
+    async def write_groups(
+        self, directory: Path, base: Path, verify: Verify | None = None
+    ) -> dict[int, FrameWriter]:
+        """Collect, sort and split the records into ``directory/group-<g>.fsm`` (fsync'd).
+
+        With ``verify``, the digests of the tree files the encoders read are recorded as they
+        are read, and ``verify`` checks them (and hashes the rest) beside the splitting.
+        """
         plan = self.plan
         with map_os_errors(OutputError, f"cannot create a work directory in {base}"):
             held = await anyio.to_thread.run_sync(_make_workdir, base, self.tag, self.enabled)
         work = held.path
         sorter = ExternalSorter(work / "sort", self.sort_budget, large_value=LARGE_VALUE)
+        read = ChecksumLedger(work / "read", limit=_READ_DIGESTS_HELD) if verify else None
         suffixes = {g: ts_suffix(ts) for g, ts in plan.stamps.items()}
         meter = self.meter
         try:
             meter.stage("collect", unit="records", done=lambda: sorter.records)
-            await collect_records(
-                [self.specs[n] for n in self.enabled],
-                self._context(work),
-                sorter,
-                lambda key: suffixes[plan.owner(key)],
-            )
+            with recording_reads(read) if read is not None else contextlib.nullcontext():
+                await collect_records(
+                    [self.specs[n] for n in self.enabled],
+                    self._context(work),
+                    sorter,
+                    lambda key: suffixes[plan.owner(key)],
+                )
             for key, value in catalog_rows(plan.catalog.routes):
                 sorter.add(key + suffixes[plan.catalog_group], value)
             files = await anyio.to_thread.run_sync(_open_group_files, directory, plan.stamps)
@@ -360,8 +375,11 @@ class _Run:
                 meter.stage(
                     "write", unit="entries", done=lambda: splitter.entries, total=sorter.records
                 )
-                while not await anyio.to_thread.run_sync(splitter.write_some):
-                    pass
+                async with task_group() as tg:
+                    if verify is not None and read is not None:
+                        tg.start_soon(verify, read)
+                    while not await anyio.to_thread.run_sync(splitter.write_some):
+                        pass
                 for fh in files.values():
                     await anyio.to_thread.run_sync(disk.finish_temp, fh)
             finally:
@@ -375,6 +393,8 @@ class _Run:
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(sorter.close)
+                if read is not None:
+                    await anyio.to_thread.run_sync(read.close)
                 await anyio.to_thread.run_sync(_remove_workdir, held)
         self.report.count("encode.sort_spills", sorter.spills)
         return writers
@@ -537,8 +557,9 @@ async def encode_cluster(
     temp: LockedDir | None = None
     try:
         replace = await anyio.to_thread.run_sync(lambda: _check_output_dir(out, force=force))
+        verify = None
         if options.verify_checksums:
-            await _verify_input(root, report, log)
+            verify = partial(_verify_input, root, report, log)
         else:
             log.info("checksums_not_verified", input=os.fspath(root))
         places = [out.parent] + ([options.scratch_root] if options.scratch_root else [])
@@ -552,7 +573,7 @@ async def encode_cluster(
                 make_locked_dir, out.parent, f".{out.name}.{tag}.tmp"
             )
         async with run.workers, meter.running():
-            writers = await run.write_groups(temp.path, options.scratch_root or out.parent)
+            writers = await run.write_groups(temp.path, options.scratch_root or out.parent, verify)
             mismatch = await run.self_test(temp.path) if options.self_test else ""
         if mismatch:
             text = mismatch.encode("utf-8", "surrogateescape")
