@@ -1,0 +1,54 @@
+"""An S3 encode loads the S3 encoder, not its decoder, and a small one starts no worker
+process.
+
+Checked in a fresh interpreter: ``sys.modules`` there shows what the run imported.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import shared_dir
+
+SHARED = shared_dir()
+
+_CHILD = """
+import json, sys
+from elastickv_async._core import workers
+
+async def refuse(self):
+    raise AssertionError("a worker process was started")
+
+workers.Workers._start = refuse
+from elastickv_async._core.entry import main
+
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+@pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
+def test_an_s3_encode_imports_no_decoder_and_starts_no_worker(tmp_path: Path) -> None:
+    assert SHARED is not None
+    case = SHARED / "golden" / "public" / "enc_s3"
+    tree = tmp_path / "tree"
+    shutil.copytree(case / "input", tree, symlinks=True)
+    out = tmp_path / "out.fsm"
+    argv = ["encode", "--input", str(tree), "--output", str(out), "--adapter", "s3"]
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, *argv, "--quiet"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] == 0, done.stderr
+    assert out.read_bytes() == (case / "expected.fsm").read_bytes()
+    modules = set(result["modules"])
+    assert "elastickv_async._adapters.s3.encode" in modules
+    assert "elastickv_async._adapters.s3.decode" not in modules
