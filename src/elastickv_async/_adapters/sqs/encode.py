@@ -2,8 +2,9 @@
 
 Per queue directory: the queue meta and its generation counter, then for every message of
 ``messages.jsonl`` its data record and the ``vis``/``byage`` index rows, the FIFO ``dedup``
-row of the latest send per dedup tuple, and the FIFO sequence counter (the highest sequence
-number). One pass reads the file: the dedup rows and the counter come after the last line,
+row of the latest send per dedup tuple (chosen in bounded memory by :mod:`.dedup`), and the
+FIFO sequence counter (the highest sequence number). Plain messages take the quick path of
+:mod:`.plain`. One pass reads the file: the dedup rows and the counter come after the last line,
 and a message without an id is reported only once every line has passed the gates (the
 reference checks every line before it writes any record). Everything is restored at
 generation 1, with visibility state zeroed unless the tree is a full-fidelity one (then a
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from itertools import islice
 from typing import IO, Any, Final
+
+import anyio
+import anyio.to_thread
 
 from ..._core import gojson
 from ..._core.dump.names import encode_segment
@@ -25,9 +28,10 @@ from ..._core.dump.tree import DumpTree
 from ..._core.gojson_read import GoJSONError, iter_values, loads
 from ..base import EncodeContext
 from . import keys, layout
+from .dedup import DedupClaims
 from .errors import tree_error
 from .keys import RESTORE_GENERATION
-from .spill import right_sized
+from .plain import PlainQueue
 from .values import (
     FORMAT_VERSION,
     Message,
@@ -41,8 +45,6 @@ from .values import (
 
 __all__ = ["SQSEncoder"]
 
-#: The live FIFO dedup window.
-DEDUP_WINDOW_MS: Final = 300_000
 #: The live HT-FIFO partition ceiling.
 MAX_PARTITIONS: Final = 32
 PER_MESSAGE_GROUP_ID: Final = "perMessageGroupId"
@@ -51,11 +53,6 @@ SCOPE_MESSAGE_GROUP: Final = "messageGroup"
 SCOPE_QUEUE: Final = "queue"
 
 _BATCH: Final = 2048
-
-
-def _wrap_int64(value: int) -> int:
-    """Go's int64 addition wraps around."""
-    return ((value + (1 << 63)) % (1 << 64)) - (1 << 63)
 
 
 # --- file access (worker threads) ---------------------------------------------------------------
@@ -129,25 +126,100 @@ class _MessageReader:
     """The records of one ``messages.jsonl``, parsed like Go's ``json.Decoder`` stream.
 
     One object per line is the fast path; anything else (an object spread over several lines,
-    several values on one line) switches to a whole-remainder stream parse.
+    several values on one line) switches to a whole-remainder stream parse. Each message is
+    gated as it is read; its records come from :class:`~.plain.PlainQueue` when it is plain,
+    else from the general path. Synchronous: each :meth:`batch` runs in a worker thread.
     """
 
-    def __init__(self, fh: IO[bytes], rel: str) -> None:
+    def __init__(
+        self,
+        fh: IO[bytes],
+        plan: _QueuePlan,
+        *,
+        keep_visibility: bool,
+        shift_ms: int,
+    ) -> None:
         self._fh = fh
-        self._rel = rel
+        self._plan = plan
+        self._keep_visibility = keep_visibility
+        self._shift_ms = shift_ms
+        cfg = plan.cfg
+        self._plain = (
+            None
+            if plan.partitioned
+            else PlainQueue(
+                cfg.name.encode(),
+                RESTORE_GENERATION,
+                fifo=cfg.fifo,
+                keep_visibility=keep_visibility,
+                shift_ms=shift_ms,
+            )
+        )
         self._values: Iterator[tuple[Any, bytes | str]] = self._lines()
+        self._locked: set[tuple[int, str]] = set()
+        self.count = 0
+        #: A message without an id was read: no more records, and an error at the end.
+        self.missing_id = False
 
-    def batch(self) -> list[Message]:
-        """Up to ``_BATCH`` records; an empty list at the end."""
-        out = []
-        for value, document in self._values:
-            try:
-                out.append(parse_dump_message(value, document))
-            except GoJSONError as exc:
-                raise tree_error("ErrSQSEncodeInvalidMessage", f"{self._rel}: {exc}") from None
-            if len(out) >= _BATCH:
+    def batch(self) -> list[tuple[bytes, bytes]]:
+        """The records of up to ``_BATCH`` more messages; an empty list at the end."""
+        out: list[tuple[bytes, bytes]] = []
+        plan, plain = self._plan, self._plain
+        for read, (value, document) in enumerate(self._values, 1):
+            self.count += 1
+            quick = None if plain is None else plain.message(value)
+            if quick is not None:
+                plan.note(
+                    quick.message_id,
+                    quick.body,
+                    quick.dedup_id,
+                    "",
+                    None,
+                    quick.send_ms,
+                    quick.sequence,
+                )
+                if not self.missing_id:
+                    out += quick.records
+            else:
+                out += self._general(value, document)
+            if read >= _BATCH:
                 break
         return out
+
+    def _general(self, value: Any, document: bytes | str) -> list[tuple[bytes, bytes]]:
+        plan = self._plan
+        try:
+            msg = parse_dump_message(value, document)
+        except GoJSONError as exc:
+            raise tree_error("ErrSQSEncodeInvalidMessage", f"{plan.rel}: {exc}") from None
+        msg = shifted(msg, self._shift_ms)
+        plan.check(msg)
+        if not msg.message_id:
+            self.missing_id = True  # raised once every line has passed the gates
+        if self.missing_id:
+            return []
+        return _message_records(
+            plan.cfg,
+            plan.partitioned,
+            msg,
+            self._keep_visibility,
+            self._holds_group_lock(plan.cfg, msg),
+        )
+
+    def _holds_group_lock(self, cfg: QueueConfig, msg: Message) -> bool:
+        """Whether a restored FIFO message holds its group's lock.
+
+        The live receive path locks a group to the message it delivers until that message is
+        deleted, so a message received and still stored holds it. Messages come in send
+        order, so the group's first received one (its head) wins should several claim it.
+        """
+        if not (self._keep_visibility and cfg.fifo and msg.receive_count > 0):
+            return False
+        group = (msg.partition or 0, msg.message_group_id)
+        if group in self._locked:
+            return False
+        self._locked.add(group)
+        return True
 
     def _lines(self) -> Iterator[tuple[Any, bytes | str]]:
         for line in self._fh:
@@ -163,91 +235,68 @@ class _MessageReader:
         try:
             yield from iter_values(data)
         except GoJSONError as exc:
-            raise tree_error("ErrSQSEncodeInvalidMessage", f"{self._rel}: {exc}") from None
+            raise tree_error("ErrSQSEncodeInvalidMessage", f"{self._plan.rel}: {exc}") from None
 
 
 # --- per-queue encoding -------------------------------------------------------------------------
 
 
-def _dedup_id(msg: Message, cfg: QueueConfig) -> bytes:
-    """The live dedup id: explicit, else sha256(body) hex on content-based queues, else none."""
-    if msg.message_deduplication_id:
-        return msg.message_deduplication_id.encode()
-    if cfg.content_based_deduplication:
-        return hashlib.sha256(msg.body or b"").hexdigest().encode()
-    return b""
-
-
-@dataclass(slots=True)
-class _Winner:
-    """The message that owns a dedup row so far, with what its row is made of."""
-
-    send_ms: int
-    rank: tuple[int, bytes]
-    message_id: str
-    sequence_number: int
-    partition: int | None
-    group_id: bytes
-    dedup_id: bytes
-
-
 class _QueuePlan:
-    """State of one queue while its messages are read: gates, dedup winners, highest
+    """State of one queue while its messages are read: gates, dedup claims, highest
     sequence number."""
 
-    def __init__(self, cfg: QueueConfig, rel: str) -> None:
+    def __init__(self, cfg: QueueConfig, rel: str, claims: DedupClaims) -> None:
         self.cfg = cfg
         self.rel = rel
         self.partitioned = cfg.partition_count > 1
         self.max_sequence = 0
-        self._winners: dict[tuple[int, bytes, bytes], _Winner] = {}
+        self.claims = claims
+        self._name = cfg.name.encode()
 
     def check(self, msg: Message) -> None:
-        """Apply the partition gates to one message and track its dedup claim."""
+        """Apply the partition gates to one message and record its dedup claim."""
         self._check_partition(msg)
-        self.max_sequence = max(self.max_sequence, msg.sequence_number)
+        self.note(
+            msg.message_id,
+            msg.body,
+            msg.message_deduplication_id,
+            msg.message_group_id,
+            msg.partition,
+            msg.send_timestamp_millis,
+            msg.sequence_number,
+        )
+
+    def note(
+        self,
+        message_id: str,
+        body: bytes | None,
+        dedup_id: str,
+        group_id: str,
+        partition: int | None,
+        send_ms: int,
+        sequence: int,
+    ) -> None:
+        """Track a gated message's sequence number and its dedup claim.
+
+        The live dedup id is the explicit one, else sha256(body) hex on content-based
+        queues, else there is none.
+        """
+        self.max_sequence = max(self.max_sequence, sequence)
         if not self.cfg.fifo:
             return
-        dedup = _dedup_id(msg, self.cfg)
-        if not dedup:
+        if dedup_id:
+            dedup = dedup_id.encode()
+        elif self.cfg.content_based_deduplication:
+            dedup = hashlib.sha256(body or b"").hexdigest().encode()
+        else:
             return
         if self.partitioned:
-            tuple_key = (msg.partition or 0, msg.message_group_id.encode(), dedup)
-            # The reference sorts partitioned queues first: ties go to the lowest (seq, id).
-            rank = (msg.sequence_number, msg.message_id.encode())
+            part: int | None = partition or 0
+            group = group_id.encode()
         else:
-            tuple_key = (0, b"", dedup)
-            rank = (0, b"")  # classic queues: ties go to the first line
-        best = self._winners.get(tuple_key)
-        if (
-            best is None
-            or msg.send_timestamp_millis > best.send_ms
-            or (msg.send_timestamp_millis == best.send_ms and rank < best.rank)
-        ):
-            self._winners[tuple_key] = _Winner(
-                msg.send_timestamp_millis,
-                rank,
-                msg.message_id,
-                msg.sequence_number,
-                msg.partition,
-                msg.message_group_id.encode(),
-                dedup,
-            )
-
-    def dedup_records(self) -> Iterator[tuple[bytes, bytes]]:
-        """The dedup row of every dedup tuple, owned by its winning message."""
-        name = self.cfg.name.encode()
-        for w in self._winners.values():
-            part = (w.partition or 0) if self.partitioned else None
-            value: dict[str, Any] = {
-                "message_id": w.message_id,
-                "send_timestamp_ms": w.send_ms,
-                "expires_at_millis": _wrap_int64(w.send_ms + DEDUP_WINDOW_MS),
-            }
-            if w.sequence_number:
-                value["original_sequence"] = w.sequence_number
-            key = keys.message_dedup_key(name, part, RESTORE_GENERATION, w.group_id, w.dedup_id)
-            yield key, right_sized(gojson.marshal(value))
+            part, group = None, b""
+        key = keys.message_dedup_key(self._name, part, RESTORE_GENERATION, group, dedup)
+        self.claims.claim(key, send_ms, sequence, message_id.encode())
 
     def _check_partition(self, msg: Message) -> None:
         cfg, part = self.cfg, msg.partition
@@ -316,7 +365,7 @@ def _message_records(
             "visible_at_ms": msg.visible_at_millis,
         }
         group_key = keys.message_group_key(name, part, gen, msg.message_group_id.encode())
-        out.append((group_key, right_sized(gojson.marshal(lock))))
+        out.append((group_key, gojson.marshal(lock)))
     return out
 
 
@@ -330,6 +379,7 @@ class SQSEncoder:
         # timestamps; a default one has neither (they are zero, and restored as such).
         self._keep_visibility = ctx.full_fidelity
         self._shift_ms = ctx.time_shift_ms
+        self._queues = 0
 
     async def batches(self) -> AsyncIterator[list[tuple[bytes, bytes]]]:
         """Every record of every queue directory, queue by queue, a read batch at a time."""
@@ -341,71 +391,42 @@ class SQSEncoder:
         cfg, fh = await self._tree.run(_open_queue, self._tree, dirname)
         name = cfg.name.encode()
         messages_rel = f"{layout.ROOT}/{dirname}/{layout.MESSAGES_FILE}"
-        plan = _QueuePlan(cfg, messages_rel)
+        # Numbered, not named: a queue name need not be a usable file name.
+        self._queues += 1
+        claims = DedupClaims(
+            self._ctx.scratch / f"dedup-{self._queues}", partitioned=cfg.partition_count > 1
+        )
+        plan = _QueuePlan(cfg, messages_rel, claims)
         try:
             yield [
                 (keys.queue_meta_key(name), stored_meta_value(cfg, RESTORE_GENERATION)),
                 (keys.queue_gen_key(name), str(RESTORE_GENERATION).encode()),
             ]
             if fh is not None:
-                async for batch in self._message_batches(_MessageReader(fh, messages_rel), plan):
+                reader = _MessageReader(
+                    fh, plan, keep_visibility=self._keep_visibility, shift_ms=self._shift_ms
+                )
+                while batch := await self._tree.run(reader.batch):
                     yield batch
-                dedup = plan.dedup_records()
-                while batch := list(islice(dedup, _BATCH)):
+                if reader.missing_id:
+                    raise tree_error(
+                        "ErrSQSEncodeInvalidMessage", f"{messages_rel}: message without message_id"
+                    )
+                self._ctx.report.count("sqs.messages_encoded", reader.count)
+                rows = claims.rows()
+                while batch := await self._tree.run(_take, rows):
                     yield batch
         finally:
             if fh is not None:
                 fh.close()  # a read-only descriptor: closing it does not block
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(claims.close)
         if cfg.fifo and plan.max_sequence > 0:
             # The live sender reads this as the last issued number and adds one.
             yield [(keys.queue_seq_key(name), str(plan.max_sequence).encode())]
         self._ctx.report.count("sqs.queues_encoded")
 
-    async def _message_batches(
-        self, reader: _MessageReader, plan: _QueuePlan
-    ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
-        """The records of every message (the dedup rows aside), each gated first, a read
-        batch at a time."""
-        locked: set[tuple[int, str]] = set()
-        count = 0
-        missing_id = False
-        while batch := await self._tree.run(reader.batch):
-            out: list[tuple[bytes, bytes]] = []
-            for msg in batch:
-                msg = shifted(msg, self._shift_ms)
-                plan.check(msg)
-                count += 1
-                if not msg.message_id:
-                    missing_id = True  # raised once every line has passed the gates
-                if missing_id:
-                    continue
-                out += _message_records(
-                    plan.cfg,
-                    plan.partitioned,
-                    msg,
-                    self._keep_visibility,
-                    self._holds_group_lock(plan.cfg, msg, locked),
-                )
-            yield out
-        if missing_id:
-            raise tree_error(
-                "ErrSQSEncodeInvalidMessage", f"{plan.rel}: message without message_id"
-            )
-        self._ctx.report.count("sqs.messages_encoded", count)
 
-    def _holds_group_lock(
-        self, cfg: QueueConfig, msg: Message, locked: set[tuple[int, str]]
-    ) -> bool:
-        """Whether a restored FIFO message holds its group's lock.
-
-        The live receive path locks a group to the message it delivers until that message is
-        deleted, so a message received and still stored holds it. Messages come in send
-        order, so the group's first received one (its head) wins should several claim it.
-        """
-        if not (self._keep_visibility and cfg.fifo and msg.receive_count > 0):
-            return False
-        group = (msg.partition or 0, msg.message_group_id)
-        if group in locked:
-            return False
-        locked.add(group)
-        return True
+def _take(rows: Iterator[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The next ``_BATCH`` dedup rows (they may come from spilled runs: a worker thread)."""
+    return list(islice(rows, _BATCH))

@@ -1,0 +1,235 @@
+"""SQS encoder internals: the quick path of plain messages and the bounded dedup claims.
+
+The quick path must give the general path's bytes (which the golden corpus pins) for every
+plain message, and stay out of the way of every other one; the dedup claims must choose the
+winners a straightforward in-memory scan chooses, also when they spill to disk.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from test_sqs_encode import encode, fifo, queue_dir
+
+from elastickv_async._adapters.base import EncodeContext
+from elastickv_async._adapters.sqs import encode as sqs_encode
+from elastickv_async._adapters.sqs.dedup import DedupClaims
+from elastickv_async._adapters.sqs.encode import SQSEncoder
+from elastickv_async._adapters.sqs.keys import RESTORE_GENERATION
+from elastickv_async._adapters.sqs.plain import PlainQueue
+from elastickv_async._adapters.sqs.values import QueueConfig, parse_dump_message, shifted
+from elastickv_async._core.errors import DumpTreeError
+from elastickv_async._core.gojson_read import loads
+from elastickv_async._core.report import Report, make_logger
+
+BASE: dict[str, Any] = {
+    "message_id": "m-1",
+    "body": "hello",
+    "md5_of_body": "5d41402abc4b2a76b9719d911017c592",
+    "send_timestamp_millis": 1_700_000_000_000,
+    "available_at_millis": 1_700_000_000_500,
+    "visible_at_millis": 1_700_000_030_000,
+    "receive_count": 2,
+    "queue_generation": 3,
+}
+
+PLAIN_VARIANTS: list[dict[str, Any]] = [
+    {},
+    {"body": ""},
+    {"body": "a<b>&c"},
+    {"body": "caf\u00e9 \u2028 line \u2029 end"},
+    {"body": "\U0001f600"},
+    {"message_id": "<id&>"},
+    {"md5_of_message_attributes": "abc", "sender_id": "AIDA<x>"},
+    {"first_receive_millis": 1_700_000_000_100},
+    {"receive_count": 0, "visible_at_millis": 0},
+    {"available_at_millis": 0, "send_timestamp_millis": -5},
+    {"message_group_id": "g", "message_deduplication_id": "d", "sequence_number": 42},
+    {"dead_letter_source_arn": "arn:aws:sqs:us-east-1:1:dlq"},
+    {"current_receipt_token": None},
+    {"send_timestamp_millis": (1 << 63) - 1, "sequence_number": (1 << 64) - 1},
+    {"md5_of_body": "", "sender_id": "", "message_group_id": ""},
+]
+
+
+def general(cfg: QueueConfig, line: bytes, *, keep: bool, shift: int) -> list[tuple[bytes, bytes]]:
+    msg = shifted(parse_dump_message(loads(line), line), shift)
+    return sqs_encode._message_records(cfg, False, msg, keep, False)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("shift", [0, 86_400_000])
+@pytest.mark.parametrize("fifo_queue", [False, True])
+@pytest.mark.parametrize("variant", range(len(PLAIN_VARIANTS)))
+def test_quick_path_gives_the_general_paths_records(
+    variant: int, fifo_queue: bool, shift: int, keep: bool
+) -> None:
+    """Byte for byte the records of parse + shift + ``_message_records``."""
+    obj = BASE | PLAIN_VARIANTS[variant]
+    if fifo_queue and keep:
+        obj["receive_count"] = 0  # a received one may hold its group's lock: not plain
+    line = orjson.dumps(obj) + b"\n"
+    cfg = QueueConfig(name="q<1>", fifo=fifo_queue)
+    quick = PlainQueue(
+        cfg.name.encode(), RESTORE_GENERATION, fifo=fifo_queue, keep_visibility=keep, shift_ms=shift
+    ).message(loads(line))
+    assert quick is not None
+    assert quick.records == general(cfg, line, keep=keep, shift=shift)
+    assert (quick.message_id, quick.body, quick.sequence) == (
+        obj["message_id"],
+        obj["body"].encode(),
+        obj.get("sequence_number", 0),
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"message_attributes": {}},
+        {"partition": 0},
+        {"body": None},
+        {"body": {"base64": "aGk"}},
+        {"current_receipt_token": "AQID"},
+        {"receive_count": True},
+        {"sequence_number": -1},
+        {"queue_generation": 1 << 64},
+        {"send_timestamp_millis": 1 << 63},
+        {"send_timestamp_millis": 1.5},
+        {"message_id": ""},
+        {"message_id": 7},
+        {"sender_id": None},
+        {"some_future_field": 1},
+    ],
+)
+def test_quick_path_leaves_other_messages_to_the_general_path(change: dict[str, Any]) -> None:
+    queue = PlainQueue(b"q", 1, fifo=False, keep_visibility=False, shift_ms=0)
+    obj = BASE | change
+    assert queue.message(obj) is None
+    assert queue.message(BASE) is not None
+
+
+def test_quick_path_leaves_received_full_fidelity_fifo_messages_alone() -> None:
+    """They may hold their group's lock, which only the general path restores."""
+    received = BASE | {"message_group_id": "g"}
+    assert (
+        PlainQueue(b"q", 1, fifo=True, keep_visibility=True, shift_ms=0).message(received) is None
+    )
+    assert PlainQueue(b"q", 1, fifo=True, keep_visibility=False, shift_ms=0).message(received)
+    assert PlainQueue(b"q", 1, fifo=False, keep_visibility=True, shift_ms=0).message(received)
+    fresh = received | {"receive_count": 0}
+    assert PlainQueue(b"q", 1, fifo=True, keep_visibility=True, shift_ms=0).message(fresh)
+
+
+def winners_by_scan(
+    claims: list[tuple[bytes, int, int, bytes]], *, partitioned: bool
+) -> dict[bytes, tuple[int, int, bytes]]:
+    """The reference's choice, one claim at a time: the latest send, ties to the lowest
+    (sequence, id) when partitioned, else to the first claim."""
+    best: dict[bytes, tuple[int, int, bytes]] = {}
+    for key, send, seq, mid in claims:
+        held = best.get(key)
+        if (
+            held is None
+            or send > held[0]
+            or (send == held[0] and partitioned and (seq, mid) < (held[1], held[2]))
+        ):
+            best[key] = (send, seq, mid)
+    return best
+
+
+@pytest.mark.parametrize("partitioned", [False, True])
+@pytest.mark.parametrize("budget", [1, 4096, 64 << 20])
+def test_dedup_claims_choose_the_scans_winners(
+    tmp_path: Path, partitioned: bool, budget: int
+) -> None:
+    """Also when every claim spills on its own (budget 1) or a few runs are merged."""
+    rng = random.Random(7)
+    claims = [
+        (
+            b"!sqs|msg|dedup|k" + bytes([rng.randrange(3)]) * rng.randrange(1, 3),
+            rng.choice([-(1 << 63), -1, 0, 5, 6, (1 << 63) - 1 - 300_000]),
+            rng.randrange(4),
+            rng.choice([b"a", b"a\x00", b"a\x00b", b"b", b""]),
+        )
+        for _ in range(400)
+    ]
+    held = DedupClaims(tmp_path / "spill", partitioned=partitioned, budget=budget)
+    try:
+        for claim in claims:
+            held.claim(*claim)
+        rows = list(held.rows())
+    finally:
+        held.close()
+    if budget < 64 << 20:
+        assert (tmp_path / "spill").is_dir()
+    assert list((tmp_path / "spill").glob("*")) == []  # close() removed the runs
+    want = winners_by_scan(claims, partitioned=partitioned)
+    assert [key for key, _ in rows] == sorted(want, key=lambda k: k.replace(b"\x00", b"\x00\xff"))
+    for key, value in rows:
+        send, seq, mid = want[key]
+        doc = json.loads(value)
+        assert doc["message_id"] == mid.decode()
+        assert doc["send_timestamp_ms"] == send
+        assert doc.get("original_sequence", 0) == seq
+        # Go's int64 addition wraps.
+        assert doc["expires_at_millis"] == (send + 300_000 + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+@pytest.mark.anyio
+async def test_dedup_winners_hold_when_the_claims_spill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue's claims spill past the budget; one row per dedup id, from its latest send."""
+    monkeypatch.setattr("elastickv_async._adapters.sqs.dedup.DEFAULT_BUDGET", 512)
+    lines = [
+        {"message_id": f"m{i}", "message_deduplication_id": f"d{i % 7}", "sequence_number": i + 1}
+        | {"send_timestamp_millis": i % 5, "message_group_id": "g"}
+        for i in range(60)
+    ]
+    queue_dir(tmp_path / "in", "f.fifo", fifo(), lines)
+    got = await encode(tmp_path / "in")
+    owners = {
+        json.loads(v)["message_id"] for k, v in got.items() if k.startswith(b"!sqs|msg|dedup|")
+    }
+    want = set()
+    for d in range(7):
+        mine = [i for i in range(60) if i % 7 == d]
+        latest = max(i % 5 for i in mine)
+        want.add(f"m{min(i for i in mine if i % 5 == latest)}")
+    assert owners == want
+    assert got[b"!sqs|queue|seq|Zi5maWZv"] == b"60"
+
+
+@pytest.mark.anyio
+async def test_duplicate_message_ids_still_reach_the_core(tmp_path: Path) -> None:
+    """Two lines of one id claim one dedup row (the later send keeps it) and both yield their
+    data row: the snapshot writer refuses the pair (``ErrEncodeDuplicateKey``) as before."""
+    lines = [
+        {"message_id": "same", "message_deduplication_id": "D", "send_timestamp_millis": 1},
+        {"message_id": "same", "message_deduplication_id": "D", "send_timestamp_millis": 2},
+    ]
+    queue_dir(tmp_path, "f.fifo", fifo(), lines)
+    report = Report()
+    ctx = EncodeContext(
+        input_root=tmp_path, log=make_logger(report), report=report, scratch=tmp_path
+    )
+    records = [r async for batch in SQSEncoder(ctx).batches() for r in batch]
+    data = [k for k, _ in records if k.startswith(b"!sqs|msg|data|")]
+    assert len(data) == 2 and data[0] == data[1]
+    dedup = [json.loads(v) for k, v in records if k.startswith(b"!sqs|msg|dedup|")]
+    assert [(d["message_id"], d["send_timestamp_ms"]) for d in dedup] == [("same", 2)]
+
+
+@pytest.mark.anyio
+async def test_gates_still_apply_to_quick_path_neighbours(tmp_path: Path) -> None:
+    """A classic queue's message with a partition is refused even among plain lines."""
+    lines: list[Any] = [BASE | {"message_id": f"p{i}"} for i in range(3)]
+    lines.append(BASE | {"message_id": "bad", "partition": 2})
+    queue_dir(tmp_path, "c", {}, lines)
+    with pytest.raises(DumpTreeError, match="partition 2 on a classic queue"):
+        await encode(tmp_path)
