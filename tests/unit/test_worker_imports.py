@@ -16,7 +16,7 @@ import pytest
 WORKER_MODULES = {
     "dynamodb": ("render", "items"),
     "redis": ("rows", "slices"),
-    "sqs": ("render",),
+    "sqs": ("render", "lines"),
 }
 
 

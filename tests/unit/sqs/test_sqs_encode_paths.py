@@ -12,20 +12,23 @@ import random
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import orjson
 import pytest
-from test_sqs_encode import encode, fifo, queue_dir
+from test_sqs_encode import HT, encode, fifo, queue_dir
 
 from elastickv_async._adapters.base import EncodeContext
 from elastickv_async._adapters.sqs import encode as sqs_encode
 from elastickv_async._adapters.sqs.dedup import DedupClaims
 from elastickv_async._adapters.sqs.encode import SQSEncoder
 from elastickv_async._adapters.sqs.keys import RESTORE_GENERATION
+from elastickv_async._adapters.sqs.lines import QueueSettings, message_records
 from elastickv_async._adapters.sqs.plain import PlainQueue
 from elastickv_async._adapters.sqs.values import QueueConfig, parse_dump_message, shifted
 from elastickv_async._core.errors import DumpTreeError
 from elastickv_async._core.gojson_read import loads
 from elastickv_async._core.report import Report, make_logger
+from elastickv_async._core.workers import Workers
 
 BASE: dict[str, Any] = {
     "message_id": "m-1",
@@ -59,7 +62,7 @@ PLAIN_VARIANTS: list[dict[str, Any]] = [
 
 def general(cfg: QueueConfig, line: bytes, *, keep: bool, shift: int) -> list[tuple[bytes, bytes]]:
     msg = shifted(parse_dump_message(loads(line), line), shift)
-    return sqs_encode._message_records(cfg, False, msg, keep, False)
+    return message_records(QueueSettings(cfg, "q", keep, shift), msg)
 
 
 @pytest.mark.parametrize("keep", [False, True])
@@ -233,3 +236,91 @@ async def test_gates_still_apply_to_quick_path_neighbours(tmp_path: Path) -> Non
     queue_dir(tmp_path, "c", {}, lines)
     with pytest.raises(DumpTreeError, match="partition 2 on a classic queue"):
         await encode(tmp_path)
+
+
+async def encode_with(root: Path, processes: int, *, full_fidelity: bool = False) -> list[Any]:
+    report = Report()
+    async with Workers(processes) as workers:
+        ctx = EncodeContext(
+            input_root=root,
+            log=make_logger(report),
+            report=report,
+            scratch=root,
+            full_fidelity=full_fidelity,
+            workers=workers,
+        )
+        return [r async for batch in SQSEncoder(ctx).batches() for r in batch]
+
+
+def mixed_tree(root: Path) -> None:
+    """Queues of every kind, each longer than a few runs of lines."""
+    received = {"receive_count": 1, "first_receive_millis": 9, "visible_at_millis": 50}
+    queue_dir(root, "plain", {}, [BASE | {"message_id": f"p{i}"} for i in range(20)])
+    queue_dir(
+        root,
+        "f.fifo",
+        fifo(content_based_deduplication=True),
+        [
+            BASE
+            | {"message_id": f"f{i}", "body": f"b{i % 4}", "sequence_number": i + 1}
+            | {"message_group_id": f"g{i % 3}"}
+            | (received if i % 2 else {"receive_count": 0})
+            for i in range(20)
+        ],
+    )
+    queue_dir(
+        root,
+        "p.fifo",
+        fifo(**HT),
+        [
+            {"message_id": f"h{i}", "message_group_id": "group-0", "partition": 1}
+            | {"message_deduplication_id": f"d{i % 5}", "send_timestamp_millis": i % 4}
+            | {"sequence_number": 20 - i}
+            for i in range(20)
+        ],
+    )
+    # Not one object per line from the 7th line on: the rest is read as a stream.
+    text = "".join(json.dumps(BASE | {"message_id": f"s{i}"}) + "\n" for i in range(6))
+    text += json.dumps(BASE | {"message_id": "s6"}, indent=1) + " "
+    text += "".join(json.dumps(BASE | {"message_id": f"s{i}"}) for i in range(7, 15))
+    stream = queue_dir(root, "stream", {}, None)
+    (stream / "messages.jsonl").write_text(text)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("full_fidelity", [False, True])
+async def test_worker_processes_give_the_same_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full_fidelity: bool
+) -> None:
+    """Runs of a few lines, in a worker process and a worker thread side by side, give the
+    records of one in-process pass (compared as sets: the core sorts them)."""
+    await anyio.to_thread.run_sync(mixed_tree, tmp_path)
+    single = await encode_with(tmp_path, 0, full_fidelity=full_fidelity)
+    monkeypatch.setattr(sqs_encode, "_BATCH", 3)
+    split = await encode_with(tmp_path, 1, full_fidelity=full_fidelity)
+    assert sorted(split) == sorted(single)
+    assert len(split) == len(set(split))
+    names = {k for k, _ in single}
+    assert sum(k.startswith(b"!sqs|msg|data|") for k in names) == 20 + 20 + 20 + 15
+    assert sum(k.startswith(b"!sqs|msg|group|") for k in names) == (3 if full_fidelity else 0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("processes", [0, 1])
+async def test_the_first_failure_in_line_order_is_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int
+) -> None:
+    """A gate failure in a later run is raised after a missing id in an earlier one: the
+    missing id is only reported once every line passed the gates."""
+    lines: list[Any] = [BASE | {"message_id": f"m{i}"} for i in range(10)]
+    lines[2] = BASE | {"message_id": ""}
+    lines[8] = BASE | {"message_id": "bad", "partition": 3}
+    queue_dir(tmp_path, "c", {}, lines)
+    monkeypatch.setattr(sqs_encode, "_BATCH", 2)
+    with pytest.raises(DumpTreeError, match="partition 3 on a classic queue") as caught:
+        await encode_with(tmp_path, processes)
+    assert caught.value.code == "ErrSQSEncodeInvalidMessage"
+    del lines[8]
+    queue_dir(tmp_path / "b", "c", {}, lines)
+    with pytest.raises(DumpTreeError, match="message without message_id"):
+        await encode_with(tmp_path / "b", processes)

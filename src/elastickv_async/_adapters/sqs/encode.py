@@ -14,7 +14,6 @@ time by the context's shift.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Iterator
 from itertools import islice
 from typing import IO, Any, Final
@@ -22,36 +21,28 @@ from typing import IO, Any, Final
 import anyio
 import anyio.to_thread
 
-from ..._core import gojson
+from ..._core.concurrency import task_group
 from ..._core.dump.names import encode_segment
 from ..._core.dump.tree import DumpTree
-from ..._core.gojson_read import GoJSONError, iter_values, loads
+from ..._core.gojson_read import GoJSONError, iter_values
+from ..._core.workers import Workers
 from ..base import EncodeContext
 from . import keys, layout
 from .dedup import DedupClaims
 from .errors import tree_error
 from .keys import RESTORE_GENERATION
-from .plain import PlainQueue
-from .values import (
-    FORMAT_VERSION,
-    Message,
-    QueueConfig,
-    parse_dump_message,
-    parse_queue_json,
-    shifted,
-    stored_meta_value,
-    stored_value,
-)
+from .lines import PER_QUEUE, Encoded, QueueSettings, Record, encode_lines, encode_values
+from .values import FORMAT_VERSION, QueueConfig, parse_queue_json, stored_meta_value
 
 __all__ = ["SQSEncoder"]
 
 #: The live HT-FIFO partition ceiling.
 MAX_PARTITIONS: Final = 32
 PER_MESSAGE_GROUP_ID: Final = "perMessageGroupId"
-PER_QUEUE: Final = "perQueue"
 SCOPE_MESSAGE_GROUP: Final = "messageGroup"
 SCOPE_QUEUE: Final = "queue"
 
+#: Lines encoded per call (some 2-3 MiB of records).
 _BATCH: Final = 2048
 
 
@@ -122,297 +113,121 @@ def _validate_queue(version: int, cfg: QueueConfig, rel: str) -> None:
         raise tree_error("ErrSQSEncodeInvalidQueue", f"{rel}: {problem}")
 
 
-class _MessageReader:
-    """The records of one ``messages.jsonl``, parsed like Go's ``json.Decoder`` stream.
+class _Lines:
+    """One ``messages.jsonl``, read in runs of lines (in worker threads)."""
 
-    One object per line is the fast path; anything else (an object spread over several lines,
-    several values on one line) switches to a whole-remainder stream parse. Each message is
-    gated as it is read; its records come from :class:`~.plain.PlainQueue` when it is plain,
-    else from the general path. Synchronous: each :meth:`batch` runs in a worker thread.
-    """
-
-    def __init__(
-        self,
-        fh: IO[bytes],
-        plan: _QueuePlan,
-        *,
-        keep_visibility: bool,
-        shift_ms: int,
-    ) -> None:
+    def __init__(self, fh: IO[bytes]) -> None:
         self._fh = fh
-        self._plan = plan
-        self._keep_visibility = keep_visibility
-        self._shift_ms = shift_ms
-        cfg = plan.cfg
-        self._plain = (
-            None
-            if plan.partitioned
-            else PlainQueue(
-                cfg.name.encode(),
-                RESTORE_GENERATION,
-                fifo=cfg.fifo,
-                keep_visibility=keep_visibility,
-                shift_ms=shift_ms,
-            )
-        )
-        self._values: Iterator[tuple[Any, bytes | str]] = self._lines()
-        self._locked: set[tuple[int, str]] = set()
-        self.count = 0
-        #: A message without an id was read: no more records, and an error at the end.
-        self.missing_id = False
 
-    def batch(self) -> list[tuple[bytes, bytes]]:
-        """The records of up to ``_BATCH`` more messages; an empty list at the end."""
-        out: list[tuple[bytes, bytes]] = []
-        plan, plain = self._plan, self._plain
-        for read, (value, document) in enumerate(self._values, 1):
-            self.count += 1
-            quick = None if plain is None else plain.message(value)
-            if quick is not None:
-                plan.note(
-                    quick.message_id,
-                    quick.body,
-                    quick.dedup_id,
-                    "",
-                    None,
-                    quick.send_ms,
-                    quick.sequence,
-                )
-                if not self.missing_id:
-                    out += quick.records
-            else:
-                out += self._general(value, document)
-            if read >= _BATCH:
+    def take(self, runs: int) -> list[list[bytes]]:
+        """Up to ``runs`` runs of ``_BATCH`` lines; fewer (or none) at the end."""
+        out = []
+        for _ in range(runs):
+            run = list(islice(self._fh, _BATCH))
+            if not run:
                 break
+            out.append(run)
         return out
 
-    def _general(self, value: Any, document: bytes | str) -> list[tuple[bytes, bytes]]:
-        plan = self._plan
-        try:
-            msg = parse_dump_message(value, document)
-        except GoJSONError as exc:
-            raise tree_error("ErrSQSEncodeInvalidMessage", f"{plan.rel}: {exc}") from None
-        msg = shifted(msg, self._shift_ms)
-        plan.check(msg)
-        if not msg.message_id:
-            self.missing_id = True  # raised once every line has passed the gates
-        if self.missing_id:
-            return []
-        return _message_records(
-            plan.cfg,
-            plan.partitioned,
-            msg,
-            self._keep_visibility,
-            self._holds_group_lock(plan.cfg, msg),
-        )
-
-    def _holds_group_lock(self, cfg: QueueConfig, msg: Message) -> bool:
-        """Whether a restored FIFO message holds its group's lock.
-
-        The live receive path locks a group to the message it delivers until that message is
-        deleted, so a message received and still stored holds it. Messages come in send
-        order, so the group's first received one (its head) wins should several claim it.
-        """
-        if not (self._keep_visibility and cfg.fifo and msg.receive_count > 0):
-            return False
-        group = (msg.partition or 0, msg.message_group_id)
-        if group in self._locked:
-            return False
-        self._locked.add(group)
-        return True
-
-    def _lines(self) -> Iterator[tuple[Any, bytes | str]]:
-        for line in self._fh:
-            if not line.strip():
-                continue
-            try:
-                yield loads(line), line
-            except GoJSONError:
-                yield from self._stream(line + self._fh.read())
-                return
-
-    def _stream(self, data: bytes) -> Iterator[tuple[Any, str]]:
-        try:
-            yield from iter_values(data)
-        except GoJSONError as exc:
-            raise tree_error("ErrSQSEncodeInvalidMessage", f"{self._plan.rel}: {exc}") from None
+    def rest(self) -> bytes:
+        """Everything not taken yet."""
+        return self._fh.read()
 
 
-# --- per-queue encoding -------------------------------------------------------------------------
+class _QueueState:
+    """What one queue's messages leave behind as they are encoded, in line order: dedup
+    claims, group locks taken, the highest sequence number, a message without an id."""
 
-
-class _QueuePlan:
-    """State of one queue while its messages are read: gates, dedup claims, highest
-    sequence number."""
-
-    def __init__(self, cfg: QueueConfig, rel: str, claims: DedupClaims) -> None:
-        self.cfg = cfg
-        self.rel = rel
-        self.partitioned = cfg.partition_count > 1
-        self.max_sequence = 0
+    def __init__(self, claims: DedupClaims) -> None:
         self.claims = claims
-        self._name = cfg.name.encode()
+        self.max_sequence = 0
+        self.messages = 0
+        self.missing_id = False
+        self._locked: set[tuple[int, str]] = set()
 
-    def check(self, msg: Message) -> None:
-        """Apply the partition gates to one message and record its dedup claim."""
-        self._check_partition(msg)
-        self.note(
-            msg.message_id,
-            msg.body,
-            msg.message_deduplication_id,
-            msg.message_group_id,
-            msg.partition,
-            msg.send_timestamp_millis,
-            msg.sequence_number,
-        )
-
-    def note(
-        self,
-        message_id: str,
-        body: bytes | None,
-        dedup_id: str,
-        group_id: str,
-        partition: int | None,
-        send_ms: int,
-        sequence: int,
-    ) -> None:
-        """Track a gated message's sequence number and its dedup claim.
-
-        The live dedup id is the explicit one, else sha256(body) hex on content-based
-        queues, else there is none.
-        """
-        self.max_sequence = max(self.max_sequence, sequence)
-        if not self.cfg.fifo:
-            return
-        if dedup_id:
-            dedup = dedup_id.encode()
-        elif self.cfg.content_based_deduplication:
-            dedup = hashlib.sha256(body or b"").hexdigest().encode()
-        else:
-            return
-        if self.partitioned:
-            part: int | None = partition or 0
-            group = group_id.encode()
-        else:
-            part, group = None, b""
-        key = keys.message_dedup_key(self._name, part, RESTORE_GENERATION, group, dedup)
-        self.claims.claim(key, send_ms, sequence, message_id.encode())
-
-    def _check_partition(self, msg: Message) -> None:
-        cfg, part = self.cfg, msg.partition
-        where = f"{self.rel}: message {msg.message_id!r}"
-        if not self.partitioned:
-            if part:
-                raise tree_error(
-                    "ErrSQSEncodeInvalidMessage", f"{where} has partition {part} on a classic queue"
-                )
-            return
-        if part is None:
-            raise tree_error(
-                "ErrSQSEncodeMissingPartition", f"{where} has no partition (partitioned queue)"
-            )
-        if part >= cfg.partition_count:
-            raise tree_error(
-                "ErrSQSEncodeOutOfRangePartition",
-                f"{where}: partition {part} >= partition_count {cfg.partition_count}",
-            )
-        per_queue = cfg.fifo_throughput_limit == PER_QUEUE
-        if per_queue and part != 0:
-            raise tree_error(
-                "ErrSQSEncodePartitionRoutingMismatch",
-                f"{where}: partition {part}, but {PER_QUEUE} queues use partition 0 only",
-            )
-        want = keys.partition_for_group(
-            cfg.partition_count, per_queue, msg.message_group_id.encode()
-        )
-        if part != want:
-            raise tree_error(
-                "ErrSQSEncodePartitionHashMismatch",
-                f"{where}: partition {part}, but group {msg.message_group_id!r} hashes to {want}",
-            )
+    def apply(self, result: Encoded) -> list[Record]:
+        """Take in the next run's outcome; return the records it adds (blocking: claims may
+        spill)."""
+        for claim in result.claims:
+            self.claims.claim(*claim)
+        self.max_sequence = max(self.max_sequence, result.max_sequence)
+        self.messages += result.messages
+        if self.missing_id:
+            return []  # raised once every line has passed the gates
+        self.missing_id = result.missing_id
+        records = result.records
+        # The live receive path locks a group to the message it delivers until that message
+        # is deleted, so a received message still stored holds it. Messages come in send
+        # order, so the group's first received one (its head) wins should several claim it.
+        for group, lock in result.locks:
+            if group not in self._locked:
+                self._locked.add(group)
+                records.append(lock)
+        return records
 
 
-def _message_records(
-    cfg: QueueConfig,
-    partitioned: bool,
-    msg: Message,
-    keep_visibility: bool,
-    owns_group_lock: bool = False,
-) -> list[tuple[bytes, bytes]]:
-    """Data, vis and byage rows of one message, plus its group's FIFO lock when it holds it.
-
-    The vis row is ordered by the time the message is next visible: its visible-at when the
-    visibility state is kept (an in-flight message stays hidden until then), else its
-    available-at.
-    """
-    name = cfg.name.encode()
-    part = (msg.partition or 0) if partitioned else None
-    gen = RESTORE_GENERATION
-    msg_id = msg.message_id.encode()
-    visible = (msg.visible_at_millis if keep_visibility else 0) or msg.available_at_millis
-    data = stored_value(msg, gen, keep_visibility=keep_visibility)
-    data_key, vis_key, byage_key = keys.message_keys(
-        name, part, gen, visible, msg.send_timestamp_millis, msg_id
-    )
-    out = [(data_key, data), (vis_key, msg_id), (byage_key, msg_id)]
-    if owns_group_lock:
-        # Only the owner's id steers the live receive path; the two times are informational
-        # (the acquisition time is the last receive, which no record keeps: the first one
-        # stands in for it).
-        lock = {
-            "message_id": msg.message_id,
-            "acquired_at_ms": msg.first_receive_millis,
-            "visible_at_ms": msg.visible_at_millis,
-        }
-        group_key = keys.message_group_key(name, part, gen, msg.message_group_id.encode())
-        out.append((group_key, gojson.marshal(lock)))
-    return out
+def _stream_run(settings: QueueSettings, values: Iterator[tuple[Any, str]]) -> Encoded:
+    """The next ``_BATCH`` values of a stream-parsed remainder."""
+    try:
+        return encode_values(settings, islice(values, _BATCH))
+    except GoJSONError as exc:
+        raise tree_error("ErrSQSEncodeInvalidMessage", f"{settings.rel}: {exc}") from None
 
 
 class SQSEncoder:
-    """Encode adapter for ``sqs/``: yields ``(user_key, user_value)`` records."""
+    """Encode adapter for ``sqs/``: yields ``(user_key, user_value)`` records.
+
+    The lines of each ``messages.jsonl`` are encoded a run at a time, one run per worker
+    process (``ctx.workers``) at once, or one in a worker thread without them; the outcomes
+    are taken in line order. This process keeps no run for itself: meanwhile it sorts what
+    the previous runs gave.
+    """
 
     def __init__(self, ctx: EncodeContext) -> None:
         self._ctx = ctx
         self._tree = ctx.tree
+        self._workers: Workers = ctx.workers
         # A full-fidelity tree keeps each message's visibility state and its queue's
         # timestamps; a default one has neither (they are zero, and restored as such).
         self._keep_visibility = ctx.full_fidelity
         self._shift_ms = ctx.time_shift_ms
         self._queues = 0
 
-    async def batches(self) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+    async def batches(self) -> AsyncIterator[list[Record]]:
         """Every record of every queue directory, queue by queue, a read batch at a time."""
         for name in await self._tree.run(_queue_dirs, self._tree):
             async for batch in self._queue_batches(name):
                 yield batch
 
-    async def _queue_batches(self, dirname: str) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+    async def _queue_batches(self, dirname: str) -> AsyncIterator[list[Record]]:
         cfg, fh = await self._tree.run(_open_queue, self._tree, dirname)
         name = cfg.name.encode()
-        messages_rel = f"{layout.ROOT}/{dirname}/{layout.MESSAGES_FILE}"
+        settings = QueueSettings(
+            cfg,
+            f"{layout.ROOT}/{dirname}/{layout.MESSAGES_FILE}",
+            self._keep_visibility,
+            self._shift_ms,
+        )
         # Numbered, not named: a queue name need not be a usable file name.
         self._queues += 1
         claims = DedupClaims(
-            self._ctx.scratch / f"dedup-{self._queues}", partitioned=cfg.partition_count > 1
+            self._ctx.scratch / f"dedup-{self._queues}", partitioned=settings.partitioned
         )
-        plan = _QueuePlan(cfg, messages_rel, claims)
+        state = _QueueState(claims)
         try:
             yield [
                 (keys.queue_meta_key(name), stored_meta_value(cfg, RESTORE_GENERATION)),
                 (keys.queue_gen_key(name), str(RESTORE_GENERATION).encode()),
             ]
             if fh is not None:
-                reader = _MessageReader(
-                    fh, plan, keep_visibility=self._keep_visibility, shift_ms=self._shift_ms
-                )
-                while batch := await self._tree.run(reader.batch):
+                async for batch in self._message_batches(settings, _Lines(fh), state):
                     yield batch
-                if reader.missing_id:
+                if state.missing_id:
                     raise tree_error(
-                        "ErrSQSEncodeInvalidMessage", f"{messages_rel}: message without message_id"
+                        "ErrSQSEncodeInvalidMessage",
+                        f"{settings.rel}: message without message_id",
                     )
-                self._ctx.report.count("sqs.messages_encoded", reader.count)
+                self._ctx.report.count("sqs.messages_encoded", state.messages)
                 rows = claims.rows()
                 while batch := await self._tree.run(_take, rows):
                     yield batch
@@ -421,12 +236,66 @@ class SQSEncoder:
                 fh.close()  # a read-only descriptor: closing it does not block
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(claims.close)
-        if cfg.fifo and plan.max_sequence > 0:
+        if cfg.fifo and state.max_sequence > 0:
             # The live sender reads this as the last issued number and adds one.
-            yield [(keys.queue_seq_key(name), str(plan.max_sequence).encode())]
+            yield [(keys.queue_seq_key(name), str(state.max_sequence).encode())]
         self._ctx.report.count("sqs.queues_encoded")
 
+    async def _message_batches(
+        self, settings: QueueSettings, lines: _Lines, state: _QueueState
+    ) -> AsyncIterator[list[Record]]:
+        """The records of every message (the dedup rows aside), each gated first."""
+        while runs := await self._tree.run(lines.take, max(1, self._workers.processes)):
+            for index, result in enumerate(await self._encode(settings, runs)):
+                records = await self._tree.run(state.apply, result)
+                if records:
+                    yield records
+                if result.failure is not None:
+                    raise tree_error(*result.failure)
+                if result.stream_from is not None:
+                    # Not one object per line: the rest is read as Go's json.Decoder would.
+                    taken = [*runs[index][result.stream_from :], *_joined(runs[index + 1 :])]
+                    rest = b"".join(taken) + await self._tree.run(lines.rest)
+                    async for batch in self._stream_batches(settings, rest, state):
+                        yield batch
+                    return
 
-def _take(rows: Iterator[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    async def _stream_batches(
+        self, settings: QueueSettings, data: bytes, state: _QueueState
+    ) -> AsyncIterator[list[Record]]:
+        values = iter_values(data)
+        while True:
+            result = await self._tree.run(_stream_run, settings, values)
+            records = await self._tree.run(state.apply, result)
+            if records:
+                yield records
+            if result.failure is not None:
+                raise tree_error(*result.failure)
+            if not result.messages:
+                return
+
+    async def _encode(self, settings: QueueSettings, runs: list[list[bytes]]) -> list[Encoded]:
+        """Encode ``runs`` side by side, one in each worker process (or the one in a worker
+        thread without them); the outcomes in run order."""
+        results: list[Encoded] = [Encoded() for _ in runs]
+
+        async def one(index: int) -> None:
+            if index < self._workers.processes:
+                results[index] = await self._workers.run(encode_lines, settings, runs[index])
+            else:
+                results[index] = await anyio.to_thread.run_sync(encode_lines, settings, runs[index])
+
+        # The group is entered and left within this call, never across a yield.
+        async with task_group() as tg:
+            for index in range(len(runs)):
+                tg.start_soon(one, index)
+        return results
+
+
+def _joined(runs: list[list[bytes]]) -> list[bytes]:
+    return [line for run in runs for line in run]
+
+
+def _take(rows: Iterator[Record]) -> list[Record]:
     """The next ``_BATCH`` dedup rows (they may come from spilled runs: a worker thread)."""
     return list(islice(rows, _BATCH))
