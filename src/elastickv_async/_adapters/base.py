@@ -24,6 +24,7 @@ from .._core.dump.tree import DumpTree
 from .._core.dump.writer import DumpWriter
 from .._core.errors import DumpTreeError, UsageError
 from .._core.extsort import Deferred, ValueSource
+from .._core.memory import DEFAULT_ADAPTER_MEMORY
 from .._core.options import DecodeOptions
 from .._core.report import Report
 from .._core.snapshot.entry import Entry, SnapshotHeader
@@ -145,6 +146,9 @@ class DecodeContext:
     adapter_options: Any = None
     #: The run's worker processes, for CPU-bound batches (shared by every adapter).
     workers: Workers = field(default_factory=lambda: Workers(0))
+    #: Bytes this adapter's own buffers (sorts, spill buffers) may hold together: its share
+    #: of the run's memory budget.
+    memory: int = DEFAULT_ADAPTER_MEMORY
 
 
 class DecodeAdapter(Protocol):

@@ -41,6 +41,7 @@ from .dump.roots import parse_root_flags
 from .dump.writer import write_file_atomic
 from .entry import PROG
 from .errors import ElasticKVError, UsageError
+from .memory import DEFAULT_MEMORY_BUDGET, parse_size
 from .options import DecodeOptions, EncodeOptions
 from .report import Report
 from .restore import command as restore_command
@@ -258,6 +259,7 @@ def _build_parser() -> _Parser:
         help="write CHECKSUMS (sha256), or none: MANIFEST.json says so and verify then "
         "checks completeness only",
     )
+    dec.add_argument(*_MEMORY_FLAG, **_MEMORY_OPTIONS)
 
     enc = sub.add_parser("encode", parents=[common], help="encode a dump tree into a .fsm snapshot")
     enc.add_argument("--input", required=True, help="the dump tree root (holds MANIFEST.json)")
@@ -292,6 +294,7 @@ def _build_parser() -> _Parser:
     add_encode_cluster(sub, common, enc)
     # After encode-cluster copied encode's flags: a cluster tree is never split.
     enc.add_argument(*_TREE_ROOT_FLAG, **_TREE_ROOT_OPTIONS)
+    enc.add_argument(*_MEMORY_FLAG, **_MEMORY_OPTIONS)
 
     ins = sub.add_parser(
         "inspect",
@@ -391,6 +394,22 @@ _WORKERS_HELP: Final = (
 )
 
 
+_MEMORY_FLAG: Final = ("--memory-budget",)
+_MEMORY_OPTIONS: Final[dict[str, Any]] = {
+    "metavar": "SIZE",
+    "default": f"{DEFAULT_MEMORY_BUDGET >> 20}MiB",
+    "help": "bytes the run's buffers (channels, sorts, spill buffers, checksum ledger) may "
+    "hold together, shared among them (bytes, or with KiB, MiB, GiB; at least 64KiB); "
+    "smaller spills more to scratch, the output is the same",
+}
+
+
+def _memory_budget(args: argparse.Namespace) -> int:
+    # decode-cluster and encode-cluster share the option builders but not this flag.
+    text = getattr(args, "memory_budget", None)
+    return DEFAULT_MEMORY_BUDGET if text is None else parse_size(text)
+
+
 def _decode_options(args: argparse.Namespace) -> DecodeOptions:
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -408,6 +427,7 @@ def _decode_options(args: argparse.Namespace) -> DecodeOptions:
         workers=args.workers,
         fsync=args.fsync,
         checksums=getattr(args, "checksums", CHECKSUM_ALGORITHM),
+        memory_budget=_memory_budget(args),
     )
 
 
@@ -469,6 +489,7 @@ def encode_options(args: argparse.Namespace) -> EncodeOptions:
         rebase_time=getattr(args, "rebase_time", False),
         verify_checksums=args.verify_checksums,
         workers=args.workers,
+        memory_budget=_memory_budget(args),
     )
 
 

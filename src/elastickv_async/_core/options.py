@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .memory import DEFAULT_MEMORY_BUDGET
+
 __all__ = ["DecodeOptions", "EncodeOptions"]
 
 
@@ -51,11 +53,17 @@ class DecodeOptions:
     #: ``"sha256"`` writes CHECKSUMS; ``"none"`` writes none (MANIFEST.json says so, and
     #: ``verify`` can then check only that the tree is complete).
     checksums: str = "sha256"
+    #: Bytes the run's buffers may hold together (channels, the adapters' sort and spill
+    #: buffers, the checksum ledger): one budget shared by every part, each adapter's share
+    #: smaller when more adapters run (see :mod:`elastickv_async._core.memory`). At least
+    #: 64 KiB; a smaller budget spills more, the output is the same.
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
     #: A batch on an adapter channel is sent at this many entries or value bytes, whichever
-    #: comes first; each channel buffers ``channel_buffer`` batches. Together they bound the
-    #: memory in flight: per adapter about ``(channel_buffer + 2) * batch_bytes`` (the
-    #: buffered batches, the one being routed and the one the adapter holds), plus one
-    #: value (large values are up to 1 MiB each).
+    #: comes first; each channel buffers ``channel_buffer`` batches. ``batch_bytes`` is an
+    #: upper bound: the channels' share of ``memory_budget`` over all the batches they may
+    #: hold (per adapter ``channel_buffer + 2``: the buffered ones, the one being routed
+    #: and the one the adapter holds) lowers it when that is smaller. A batch may exceed it
+    #: by one value (large values are up to 1 MiB each).
     batch_size: int = 512
     batch_bytes: int = 2 << 20
     channel_buffer: int = 4
@@ -86,6 +94,9 @@ class EncodeOptions:
     rebase_time: bool = False
     #: "Now" in Unix ms for ``rebase_time``; ``None``: the wall clock when the run starts.
     now_ms: int | None = None
+    #: Bytes the run's buffers may hold together: the external sort, the records in flight
+    #: from the encoders, the digests of the files read (see :class:`DecodeOptions`).
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
     #: Check the input tree against its CHECKSUMS before encoding; a file that no longer
     #: matches stops the run (a tree decoded with ``checksums="none"`` is checked for
     #: completeness only).

@@ -40,6 +40,7 @@ from .dump.manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE, MANIFEST_NAME, De
 from .dump.roots import TreeRoots, checked_output_roots
 from .dump.writer import DumpWriter
 from .errors import OutputError, SnapshotFormatError, UsageError
+from .memory import MemoryBudget, check_budget
 from .options import DecodeOptions
 from .progress import ProgressCallback, ProgressMeter
 from .report import Report, make_logger
@@ -223,6 +224,7 @@ def normalise_options(options: DecodeOptions) -> DecodeOptions:
         raise UsageError("jobs must be at least 1")
     if options.workers is not None and options.workers < 0:
         raise UsageError("workers must be 0 or more")
+    check_budget(options.memory_budget)
     if options.checksums not in _CHECKSUM_CHOICES:
         raise UsageError(f"checksums must be sha256 or none, not {options.checksums!r}")
     unknown = sorted(set(options.adapter_options) - set(REGISTRY.names()))
@@ -437,6 +439,11 @@ class _DecodeRun:
         self.specs = {spec.name: spec for spec in REGISTRY}
         self.enabled = REGISTRY.select(self.options.adapters)
         self.router = Router(self.specs, self.enabled)
+        self.memory = MemoryBudget(self.options.memory_budget, "decode", self.enabled)
+        self.batch_bytes = min(
+            self.options.batch_bytes,
+            self.memory.batch_bytes(self.options.channel_buffer, streams=len(self.enabled)),
+        )
         self.scope_filters = scope_filters(self.options.scope, self.specs)
         #: The ``_meta_applied_index`` the snapshot must carry (see :func:`decode_snapshot`).
         self.expected_index: int | None = None
@@ -467,7 +474,9 @@ class _DecodeRun:
     async def _setup(self) -> None:
         options = self.options
         self.workers = await anyio.to_thread.run_sync(self._workers)
-        self.ledger = ChecksumLedger(self.scratch / ".checksums")
+        self.ledger = ChecksumLedger(
+            self.scratch / ".checksums", limit=self.memory.ledger_entries()
+        )
         self.writer = DumpWriter(
             self.roots, jobs=options.jobs, fsync=options.fsync, ledger=self.ledger
         )
@@ -548,6 +557,7 @@ class _DecodeRun:
                     now_ms=now_ms,
                     adapter_options=options.adapter_options[name],
                     workers=self.workers,
+                    memory=self.memory.adapter(name),
                 )
             )
             for name in self.enabled
@@ -567,7 +577,7 @@ class _DecodeRun:
     ) -> AsyncIterator[list[Entry]]:
         """The snapshot's visible entries, batch by batch; counts raw entries."""
         counters = self.counters
-        batch_size, batch_bytes = self.options.batch_size, self.options.batch_bytes
+        batch_size, batch_bytes = self.options.batch_size, self.batch_bytes
         async for raw_batch in snap.batches(batch_size, batch_bytes):
             counters["total"] += len(raw_batch)
             yield resolver.resolve(raw_batch)
@@ -598,7 +608,7 @@ class _DecodeRun:
         in_scope = {name: scope.keep for name, scope in self.scope_filters.items()}
         pending: dict[str, list[Routed]] = {name: [] for name in sends}
         pending_bytes = dict.fromkeys(sends, 0)
-        batch_size, batch_bytes = self.options.batch_size, self.options.batch_bytes
+        batch_size, batch_bytes = self.options.batch_size, self.batch_bytes
         try:
             async for visible in batches:
                 for entry in visible:

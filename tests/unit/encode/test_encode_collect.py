@@ -79,6 +79,22 @@ def _context(tmp_path: Path) -> Callable[[AdapterSpec], EncodeContext]:
     return make
 
 
+async def test_records_are_gathered_in_lists_of_batch_bytes(tmp_path: Path) -> None:
+    """An encoder that yields records one by one has them sent in lists of ``batch_bytes``
+    (the run's budget gives it), a list closing at the value that crosses it."""
+    sizes: list[int] = []
+
+    class Sorter(ExternalSorter):
+        def add_many(self, records: Any) -> None:
+            sizes.append(sum(len(value) for _, value in records))
+            super().add_many(records)
+
+    spec = _spec("redis", _Fixed([(b"r%04d" % i, b"x" * 100) for i in range(64)]))
+    await collect_records([spec], _context(tmp_path), Sorter(tmp_path), b"", batch_bytes=1000)
+    assert sum(sizes) == 6400
+    assert sizes[0] == 1000 and max(sizes) <= 1000 + 100
+
+
 async def test_all_records_reach_the_sorter_stamped(tmp_path: Path) -> None:
     """Every adapter's records arrive, each key with the timestamp suffix appended."""
     specs = [

@@ -71,8 +71,10 @@ def make_context(
     now_ms: int = 0,
     keep_expired: bool = False,
     workers: int = 0,
+    memory: int | None = None,
 ) -> DecodeContext:
-    """A decode context writing under ``root/out`` with its scratch in ``root/scratch``."""
+    """A decode context writing under ``root/out`` with its scratch in ``root/scratch``;
+    ``memory`` is the adapter's share of the run's budget (default: the default share)."""
     ctx = decode_context(
         root,
         "redis",
@@ -82,6 +84,8 @@ def make_context(
         keep_expired=keep_expired,
     )
     ctx.workers = Workers(workers)
+    if memory is not None:
+        ctx.memory = memory
     return ctx
 
 

@@ -658,19 +658,18 @@ async def test_expired_keys_kept_on_request(tmp_path: Path) -> None:
 async def test_spills_and_split_runs_give_the_same_tree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Tiny sort budgets and run limits (spills to scratch, one key cut into several facts)
-    produce exactly the tree an unconstrained decode produces."""
+    """A tiny memory share (the sorts spill to scratch) and run limit (one key cut into
+    several facts) produce exactly the tree an unconstrained decode produces."""
     rows = [(wide(b"!hs|fld|", b"big", b"f%04d" % i), b"v" * 50) for i in range(300)]
     rows += [(wide(b"!hs|meta|", b"big"), U64(300))]
     rows += [(b"!redis|str|s%04d" % i, new_str(b"x", TTL)) for i in range(200)]
     rows += [(b"!redis|ttl|s%04d" % i, TTL_BYTES) for i in range(200)]
     rows += [(wide(b"!st|mem|", b"set%03d" % i, b"m"), b"") for i in range(100)]
     reference = await decode_rows(tmp_path / "a", rows, batch=64)
-    monkeypatch.setattr(decode_module, "SORT_BUDGET", 2048)
     monkeypatch.setattr(rows_module, "RUN_LIMIT", 1000)
     monkeypatch.setattr(decode_module, "MERGE_CHUNK", 7)
     monkeypatch.setattr(decode_module, "DECODE_ROWS", 50)
-    constrained = await decode_rows(tmp_path / "b", rows, batch=64)
+    constrained = await decode_rows(tmp_path / "b", rows, batch=64, memory=8192)
     assert constrained.files == reference.files
     assert len(reference.files) == 1 + 200 + 1 + 100
     assert constrained.report.counters["redis.sort_spills"] > 0

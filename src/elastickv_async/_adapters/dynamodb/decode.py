@@ -75,6 +75,7 @@ class DynamoDBDecoder:
         # Tables are rendered in parallel but written WRITE_LANES at a time: threads
         # doing many small-file syscalls at once only queue behind the GIL.
         self._write_lanes = anyio.CapacityLimiter(WRITE_LANES)
+        self._run_bytes = ctx.memory
 
     async def handle(self, batch: Sequence[Routed]) -> None:
         """Keep schemas, spill item bodies; ignore generation counters and GSI rows."""
@@ -121,7 +122,10 @@ class DynamoDBDecoder:
         for encoded in sorted(self._schemas):
             table = self._schemas[encoded]
             by_directory.setdefault(table.directory, []).append(table)
-        limiter = anyio.CapacityLimiter(max(1, self._ctx.options.jobs))
+        lanes = max(1, min(self._ctx.options.jobs, len(by_directory)))
+        # The tables flushed at once share the adapter's memory (jsonl: their sorts' runs).
+        self._run_bytes = self._ctx.memory // lanes
+        limiter = anyio.CapacityLimiter(lanes)
         async with task_group() as tg:
             for tables in by_directory.values():
                 tg.start_soon(self._flush_tables, tables, counts, limiter)
@@ -165,6 +169,7 @@ class DynamoDBDecoder:
             bundle = JsonlTable(
                 self._ctx.scratch / "jsonl" / str(table.index),
                 part_bytes=self._ctx.adapter_options.part_bytes,
+                run_bytes=self._run_bytes,
             )
             for reader in present:
                 while bodies := await _next_bodies(reader):

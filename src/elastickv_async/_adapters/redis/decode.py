@@ -38,8 +38,6 @@ from .rows import SIDECARS, Row3, Rows, decode_rows
 
 __all__ = ["RedisDecoder"]
 
-#: In-memory budget of each external sort before it spills a run to scratch.
-SORT_BUDGET: Final = 32 << 20
 #: Merged facts pulled per worker-thread hop (by count and by size), and output gathered
 #: per write batch.
 MERGE_CHUNK: Final = 4096
@@ -94,11 +92,13 @@ class RedisDecoder:
         self._cutoff: int | None = None if options.keep_expired else ctx.now_ms
         # Undoes an encode --rebase-time (the self-test's decode); 0 otherwise.
         self._unshift_ms = -ctx.options.time_shift_ms
-        # Each sort spills into its own scratch subdirectory, created by its first spill.
-        self._facts = ExternalSorter(ctx.scratch / "facts", SORT_BUDGET)
-        self._keymap = ExternalSorter(ctx.scratch / "keymap", SORT_BUDGET)
+        # Each sort spills into its own scratch subdirectory, created by its first spill. They
+        # share the adapter's memory: half for the facts (every collection's rows), a quarter
+        # each for the KEYMAP records and the late sidecar lines (one short line per key).
+        self._facts = ExternalSorter(ctx.scratch / "facts", ctx.memory // 2)
+        self._keymap = ExternalSorter(ctx.scratch / "keymap", ctx.memory // 4)
         # Sidecar lines of !redis|ttl| rows, produced key by key but written in row order.
-        self._late = ExternalSorter(ctx.scratch / "late", SORT_BUDGET)
+        self._late = ExternalSorter(ctx.scratch / "late", ctx.memory // 4)
         self._sorters = (self._facts, self._keymap, self._late)
         self._sidecar_paths = {name: ctx.scratch / name for name in SIDECARS}
         self._sidecar_lines: dict[str, list[bytes]] = {name: [] for name in self._sidecar_paths}

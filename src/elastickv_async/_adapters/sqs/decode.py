@@ -35,7 +35,7 @@ from . import keys, layout
 from .errors import record_error
 from .options import SQSOptions
 from .render import Chunk, Rendered, RenderSettings, Runner, render_messages
-from .spill import DEFAULT_BUDGET, MessageSpill
+from .spill import MessageSpill
 from .values import QueueConfig, decode_stored_meta, queue_json
 
 __all__ = ["SQSDecoder"]
@@ -73,15 +73,16 @@ class _Queue:
 class SQSDecoder:
     """Decode adapter for the SQS keyspace.
 
-    ``spill_budget`` bounds the bytes of buffered output (all queues together) before it is
-    spilled to ``ctx.scratch``; ``render_chunk`` is the number of messages per worker call.
+    ``spill_budget`` (default: the adapter's memory share, ``ctx.memory``) bounds the bytes of
+    buffered output (all queues together) before it is spilled to ``ctx.scratch``;
+    ``render_chunk`` is the number of messages per worker call.
     """
 
     def __init__(
         self,
         ctx: DecodeContext,
         *,
-        spill_budget: int = DEFAULT_BUDGET,
+        spill_budget: int | None = None,
         render_chunk: int = RENDER_CHUNK,
     ) -> None:
         self._ctx = ctx
@@ -93,7 +94,8 @@ class SQSDecoder:
         self._unshift_ms = -ctx.options.time_shift_ms
         self._side_records = options.include_side_records
         self._queues: dict[str, _Queue] = {}
-        self._spill = MessageSpill(ctx.scratch, spill_budget)
+        budget = ctx.memory if spill_budget is None else spill_budget
+        self._spill = MessageSpill(ctx.scratch, budget)
         self._scratch_names = itertools.count()
         self._limiter = anyio.CapacityLimiter(max(1, ctx.options.jobs))
         handlers: dict[bytes, Callable[[bytes, bytes, bytes], None]] = {

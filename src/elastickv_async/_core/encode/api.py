@@ -49,15 +49,16 @@ from ..errors import (
     UsageError,
     map_os_errors,
 )
-from ..extsort import DEFAULT_SORT_BUDGET, ExternalSorter
+from ..extsort import ExternalSorter
 from ..gocompat import go_trim_space
+from ..memory import MemoryBudget, check_budget
 from ..options import DecodeOptions, EncodeOptions
 from ..progress import Progress, ProgressCallback, ProgressMeter
 from ..report import Report, make_logger
 from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag, remove_leftovers
 from ..workers import AUTO_MIN_LISTING, Workers, auto_processes
 from . import publish as disk
-from .collect import LARGE_VALUE, collect_records
+from .collect import CHANNEL_BUFFER, LARGE_VALUE, collect_records
 from .framing import ts_suffix
 from .info import EncodeInfo, TimeRebase
 from .output import SnapshotStream
@@ -68,9 +69,6 @@ __all__ = ["EncodeResult", "encode_snapshot", "parse_last_commit_ts"]
 _UINT64_MAX: Final = (1 << 64) - 1
 #: The check of the input against its CHECKSUMS, given the digests of the files read.
 Verify = Callable[[ChecksumLedger], Coroutine[Any, Any, None]]
-
-#: Digests of files read held in memory before they are spilled (some 200 bytes each).
-_READ_DIGESTS_HELD: Final = 32_768
 
 _DECIMAL: Final = re.compile(r"[0-9]+")
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")
@@ -136,6 +134,7 @@ def _check_options(options: EncodeOptions, specs: dict[str, AdapterSpec]) -> dic
         raise UsageError("jobs must be at least 1")
     if options.workers is not None and options.workers < 0:
         raise UsageError("workers must be 0 or more")
+    check_budget(options.memory_budget)
     return {
         name: spec.resolve_options(options.adapter_options.get(name), encode=True)
         for name, spec in specs.items()
@@ -280,6 +279,7 @@ def _self_test_options(
             for name, spec in specs.items()
         },
         jobs=options.jobs,
+        memory_budget=options.memory_budget,
     )
 
 
@@ -319,7 +319,7 @@ class _Run:
         adapter_options: dict[str, Any],
         report: Report,
         log: structlog.typing.FilteringBoundLogger,
-        sort_budget: int,
+        sort_budget: int | None,
         tag: str,
         meter: ProgressMeter,
         shift_ms: int = 0,
@@ -338,7 +338,8 @@ class _Run:
         self.adapter_options = adapter_options
         self.report = report
         self.log = log
-        self.sort_budget = sort_budget
+        self.memory = MemoryBudget(options.memory_budget, "encode", selected)
+        self.sort_budget = self.memory.share("sort") if sort_budget is None else sort_budget
 
     async def write_temp(
         self,
@@ -358,7 +359,8 @@ class _Run:
             held = await anyio.to_thread.run_sync(_make_workdir, base, self.tag, self.enabled)
         work = held.path
         sorter = ExternalSorter(work / "sort", self.sort_budget, large_value=LARGE_VALUE)
-        read = ChecksumLedger(work / "read", limit=_READ_DIGESTS_HELD) if verify else None
+        held_digests = self.memory.ledger_entries()
+        read = ChecksumLedger(work / "read", limit=held_digests) if verify else None
 
         context = adapter_contexts(
             self.input_root,
@@ -376,7 +378,11 @@ class _Run:
             recording = recording_reads(read) if read is not None else contextlib.nullcontext()
             with recording:
                 await collect_records(
-                    [specs[n] for n in self.enabled], context, sorter, ts_suffix(ts)
+                    [specs[n] for n in self.enabled],
+                    context,
+                    sorter,
+                    ts_suffix(ts),
+                    batch_bytes=self.memory.batch_bytes(CHANNEL_BUFFER, streams=1),
                 )
             fh = await anyio.to_thread.run_sync(disk.create_temp, temp)
             try:
@@ -549,7 +555,7 @@ async def encode_snapshot(
     report: Report | None = None,
     log_format: str | None = None,
     log_stream: TextIO | None = None,
-    sort_budget: int = DEFAULT_SORT_BUDGET,
+    sort_budget: int | None = None,
     progress: ProgressCallback | None = None,
     force: bool = False,
     tree_roots: Mapping[str, str | os.PathLike[str]] | None = None,
@@ -565,7 +571,8 @@ async def encode_snapshot(
 
     Both paths are recorded verbatim in ``<output>.encode_info.json``. The output path is
     locked for the run (``<output>.lock``): a second run on it fails at once with
-    :class:`~elastickv_async._core.errors.UsageError`. ``sort_budget`` bounds the bytes of
+    :class:`~elastickv_async._core.errors.UsageError`. ``sort_budget`` (default: the sort's
+    share of ``options.memory_budget``) bounds the bytes of
     records held in memory before a sorted run is spilled (under ``options.scratch_root``,
     else next to the output). Raises
     :class:`~elastickv_async._core.errors.UsageError` (exit 1) for bad options or a tree without

@@ -30,7 +30,8 @@ Batch = Sequence[tuple[bytes, bytes | Deferred]]
 #: The MVCC suffix of every key, or a function giving each user key its own.
 Suffix = bytes | Callable[[bytes], bytes]
 
-#: A batch is sent when it holds this many records or this many bytes.
+#: A batch gathered from ``records()`` is sent when it holds this many records or
+#: ``batch_bytes`` bytes (by default this many).
 BATCH_RECORDS: Final = 512
 BATCH_BYTES: Final = 4 << 20
 #: Batches buffered in the channel.
@@ -45,15 +46,18 @@ class _Job:
     encoder: EncodeAdapter | BatchEncodeAdapter
 
 
-async def _gathered(records: AsyncIterator[tuple[bytes, bytes]]) -> AsyncIterator[Batch]:
-    """The records of a ``records()`` encoder in lists of about :data:`BATCH_RECORDS`."""
+async def _gathered(
+    records: AsyncIterator[tuple[bytes, bytes]], batch_bytes: int
+) -> AsyncIterator[Batch]:
+    """The records of a ``records()`` encoder in lists of about :data:`BATCH_RECORDS` or
+    ``batch_bytes``."""
     batch: list[tuple[bytes, bytes]] = []
     size = 0
     try:
         async for key, value in records:
             batch.append((key, value))
             size += len(key) + len(value)
-            if len(batch) >= BATCH_RECORDS or size >= BATCH_BYTES:
+            if len(batch) >= BATCH_RECORDS or size >= batch_bytes:
                 yield batch
                 batch, size = [], 0
     finally:
@@ -66,15 +70,15 @@ async def _gathered(records: AsyncIterator[tuple[bytes, bytes]]) -> AsyncIterato
         yield batch
 
 
-def _batches(encoder: EncodeAdapter | BatchEncodeAdapter) -> AsyncIterator[Batch]:
+def _batches(encoder: EncodeAdapter | BatchEncodeAdapter, batch_bytes: int) -> AsyncIterator[Batch]:
     batches = getattr(encoder, "batches", None)
     if batches is not None:
         return batches()  # type: ignore[no-any-return]
-    return _gathered(encoder.records())  # type: ignore[union-attr]
+    return _gathered(encoder.records(), batch_bytes)  # type: ignore[union-attr]
 
 
-async def _produce(job: _Job, send: ObjectSendStream[Batch]) -> None:
-    batches = _batches(job.encoder)
+async def _produce(job: _Job, send: ObjectSendStream[Batch], batch_bytes: int) -> None:
+    batches = _batches(job.encoder, batch_bytes)
     async with send:
         # An unreadable input file is a problem with the dump tree, as in the reference.
         reading = map_os_errors(
@@ -119,11 +123,14 @@ async def collect_records(
     make_context: Callable[[AdapterSpec], EncodeContext],
     sorter: ExternalSorter,
     suffix: Suffix,
+    *,
+    batch_bytes: int = BATCH_BYTES,
 ) -> None:
     """Run every adapter encoder in ``specs`` and add all their records to ``sorter``.
 
     ``suffix`` is appended to every user key (the MVCC timestamp suffix); a function gives
-    each key its own (and may refuse a key by raising). The first error of
+    each key its own (and may refuse a key by raising). The records of an encoder that
+    yields them one by one are sent in lists of up to ``batch_bytes``. The first error of
     any adapter cancels the others and is raised as itself (not as an exception group).
     """
     jobs = []
@@ -135,5 +142,5 @@ async def collect_records(
     async with task_group() as tg:
         async with send:
             for job in jobs:
-                tg.start_soon(_produce, job, send.clone())
+                tg.start_soon(_produce, job, send.clone(), batch_bytes)
         tg.start_soon(_consume, receive, sorter, suffix)

@@ -1,0 +1,132 @@
+"""One memory budget for a whole run, and each buffering part's share of it.
+
+Every part of a run that holds data in memory while it waits (the adapter channels, the
+adapters' sort and spill buffers, the encoder's external sort, the ledger of written or read
+digests) takes its bound from one :class:`MemoryBudget` instead of a constant of its own, so
+a single number (``--memory-budget``, ``memory_budget=``) bounds them all together. The
+budget counts the data those parts hold; the process also pays for the interpreter, the
+imported modules and allocator slack (see the README's Performance section for measured
+figures).
+
+The budget is cut in sixteenths: decode gives the channels 3, the checksum ledger 1 and the
+adapters 12, shared evenly by the enabled adapters (so each one's share shrinks as more
+run); encode gives its channel 4, the ledger of read digests 1 and the external sort 11.
+Each adapter divides its share among its own buffers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from .errors import UsageError
+
+__all__ = [
+    "DEFAULT_ADAPTER_MEMORY",
+    "DEFAULT_MEMORY_BUDGET",
+    "LEDGER_ENTRY_BYTES",
+    "MIN_MEMORY_BUDGET",
+    "MemoryBudget",
+    "parse_size",
+]
+
+#: The default budget: what the buffering parts may hold together.
+DEFAULT_MEMORY_BUDGET: Final = 48 << 20
+#: Smaller budgets are refused: every part needs a little room to make progress.
+MIN_MEMORY_BUDGET: Final = 64 << 10
+#: Largest budget accepted (a typo's guard).
+_MAX_MEMORY_BUDGET: Final = 1 << 40
+#: What one path and its digest cost in a checksum ledger (the path, the digest, the dict
+#: slot, and the sorted copy made when it spills).
+LEDGER_ENTRY_BYTES: Final = 256
+
+Direction = Literal["decode", "encode"]
+
+#: Sixteenths of the budget per part, by direction; "adapters" is shared by the adapters.
+_SHARES: Final[dict[Direction, dict[str, int]]] = {
+    "decode": {"channels": 3, "checksums": 1, "adapters": 12},
+    "encode": {"channels": 4, "checksums": 1, "sort": 11},
+}
+_WHOLE: Final = 16
+#: An adapter's share when it runs alone under the default budget (what a decoder built
+#: outside a run, in a test say, gets).
+DEFAULT_ADAPTER_MEMORY: Final = DEFAULT_MEMORY_BUDGET * _SHARES["decode"]["adapters"] // _WHOLE
+
+_SIZE: Final = re.compile(r"([0-9]+)\s*(B|KiB|MiB|GiB)?")
+_UNITS: Final = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def parse_size(text: str, flag: str = "--memory-budget") -> int:
+    """A memory budget from ``text``: bytes, or a number with ``B``, ``KiB``, ``MiB`` or ``GiB``.
+
+    Raises :class:`~elastickv_async._core.errors.UsageError` (naming ``flag``) for anything
+    else and for a size outside what :func:`check_budget` accepts.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise UsageError(f"{flag} {text!r} is not a size (e.g. 48MiB, 512KiB, 1GiB, 1048576)")
+    return check_budget(int(match[1]) * _UNITS[match[2]], flag)
+
+
+def check_budget(size: int, name: str = "memory_budget") -> int:
+    """``size`` if it is a usable budget, else :class:`~elastickv_async._core.errors.UsageError`."""
+    if not MIN_MEMORY_BUDGET <= size <= _MAX_MEMORY_BUDGET:
+        raise UsageError(
+            f"{name} must be between {MIN_MEMORY_BUDGET >> 10}KiB and "
+            f"{_MAX_MEMORY_BUDGET >> 30}GiB, not {size} bytes"
+        )
+    return size
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBudget:
+    """A run's memory budget of ``total`` bytes, shared by its parts and ``adapters``."""
+
+    total: int
+    direction: Direction
+    #: The enabled adapters (decode: they share the adapters' part evenly).
+    adapters: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        check_budget(self.total)
+
+    def share(self, part: str) -> int:
+        """The bytes of ``part``: ``"channels"``, ``"checksums"``, and ``"sort"`` (encode)
+        or ``"adapters"`` (decode, all adapters together)."""
+        try:
+            sixteenths = _SHARES[self.direction][part]
+        except KeyError:
+            raise ValueError(f"{self.direction} has no memory part {part!r}") from None
+        return self.total * sixteenths // _WHOLE
+
+    def adapter(self, name: str) -> int:
+        """The bytes adapter ``name`` may buffer (its sorts and spills together)."""
+        if name not in self.adapters:
+            raise ValueError(f"adapter {name!r} is not part of this run")
+        return self.share("adapters") // len(self.adapters)
+
+    def parts(self) -> dict[str, int]:
+        """Every part's bytes, each adapter on its own (``adapter.<name>``); the shares sum
+        to at most :attr:`total` (rounding down leaves a few bytes unassigned)."""
+        found = {}
+        for part in _SHARES[self.direction]:
+            if part == "adapters":
+                for name in self.adapters:
+                    found[f"adapter.{name}"] = self.adapter(name)
+            else:
+                found[part] = self.share(part)
+        return found
+
+    def batch_bytes(self, buffered: int, *, streams: int = 1) -> int:
+        """The bytes of one batch when ``streams`` channels each hold ``buffered`` batches
+        (plus the one being filled and the one being consumed) and two more batches are on
+        their way in (the reader's and the one being routed): the channels' share over all
+        of them. At least 1."""
+        held = streams * (buffered + 2) + 2
+        return max(1, self.share("channels") // held)
+
+    def ledger_entries(self) -> int:
+        """How many digests a checksum ledger keeps in memory before it spills them."""
+        return max(1, self.share("checksums") // LEDGER_ENTRY_BYTES)
