@@ -44,7 +44,6 @@ from ..dump.manifest import MANIFEST_NAME, Manifest
 from ..dump.tree import recording_reads
 from ..encode import publish as disk
 from ..encode.api import (
-    _READ_DIGESTS_HELD,
     Verify,
     _check_against_manifest,
     _check_options,
@@ -66,6 +65,7 @@ from ..encode.output import FrameWriter
 from ..encode.selftest import diff_trees
 from ..errors import DataError, OutputError, SelfTestMismatch, UsageError, map_os_errors
 from ..extsort import DEFAULT_SORT_BUDGET, ExternalSorter
+from ..memory import MemoryBudget
 from ..options import EncodeOptions
 from ..progress import ProgressCallback, ProgressMeter
 from ..report import Report, make_logger
@@ -353,7 +353,9 @@ class _Run:
             held = await anyio.to_thread.run_sync(_make_workdir, base, self.tag, self.enabled)
         work = held.path
         sorter = ExternalSorter(work / "sort", self.sort_budget, large_value=LARGE_VALUE)
-        read = ChecksumLedger(work / "read", limit=_READ_DIGESTS_HELD) if verify else None
+        held_digests = MemoryBudget(self.options.memory_budget, "encode", self.selected)
+        limit = held_digests.ledger_entries()
+        read = ChecksumLedger(work / "read", limit=limit) if verify else None
         suffixes = {g: ts_suffix(ts) for g, ts in plan.stamps.items()}
         meter = self.meter
         try:
