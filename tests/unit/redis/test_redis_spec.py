@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from support import decode_context, encode_context
 
 
-def test_spec_still_loads_on_first_use() -> None:
+def test_spec_still_loads_on_first_use(tmp_path: Path) -> None:
     from elastickv_async._adapters import redis
     from elastickv_async._adapters.base import BYTES, LINE_SET
     from elastickv_async._adapters.redis.decode import RedisDecoder
     from elastickv_async._adapters.redis.encode import RedisEncoder
 
-    assert redis.SPEC.decoder is RedisDecoder
-    assert redis.SPEC.encoder is RedisEncoder
+    scratch = tmp_path / "scratch"
+    assert isinstance(redis.SPEC.decoder(decode_context(tmp_path, "redis")), RedisDecoder)
+    assert isinstance(redis.SPEC.encoder(encode_context(tmp_path, scratch, "redis")), RedisEncoder)
     assert redis.SPEC.compare("db_0/KEYMAP.jsonl") is LINE_SET
     assert redis.SPEC.compare("db_0/strings/a.bin") is BYTES
     with pytest.raises(AttributeError):

@@ -416,4 +416,4 @@ def test_spec_loads_on_first_use() -> None:
     """The package loads SPEC lazily (see ``tests/unit/test_worker_imports.py``)."""
     from elastickv_async._adapters import sqs
 
-    assert sqs.SPEC.decoder.__name__ == "SQSDecoder"
+    assert sqs.SPEC.name == "sqs"

@@ -1,11 +1,15 @@
-"""The DynamoDB adapter's :class:`~..base.AdapterSpec` (loaded on first use of ``SPEC``)."""
+"""The DynamoDB adapter's :class:`~..base.AdapterSpec` (loaded on first use of ``SPEC``).
+
+The decoder and the encoder are imported when the first one is made: the CLI loads every
+adapter's SPEC for its flags, and a run loads only the side it uses.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..base import AdapterSpec, sorted_scopes
 from . import options
-from .decode import DynamoDBDecoder
-from .encode import DynamoDBEncoder
 from .inventory import DynamoDBInventory
 from .keys import (
     GSI_PREFIX,
@@ -18,14 +22,32 @@ from .keys import (
 )
 from .layout import ROOT
 
+if TYPE_CHECKING:
+    from ..base import DecodeContext, EncodeContext
+    from .decode import DynamoDBDecoder
+    from .encode import DynamoDBEncoder
+
 __all__ = ["SPEC"]
+
+
+def _decoder(ctx: DecodeContext) -> DynamoDBDecoder:
+    from .decode import DynamoDBDecoder
+
+    return DynamoDBDecoder(ctx)
+
+
+def _encoder(ctx: EncodeContext) -> DynamoDBEncoder:
+    from .encode import DynamoDBEncoder
+
+    return DynamoDBEncoder(ctx)
+
 
 SPEC = AdapterSpec(
     name=ROOT,
     routed_prefixes=(TABLE_META_PREFIX, TABLE_GEN_PREFIX, ITEM_PREFIX, GSI_PREFIX),
     internal_prefixes=(ROUTE_PREFIX,),
-    decoder=DynamoDBDecoder,
-    encoder=DynamoDBEncoder,
+    decoder=_decoder,
+    encoder=_encoder,
     encode_rank=2,
     route_key=route_key,
     partition_unit=partition_unit,

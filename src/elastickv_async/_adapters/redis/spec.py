@@ -1,17 +1,24 @@
-"""The Redis adapter's :class:`~..base.AdapterSpec` (loaded on first use of ``SPEC``)."""
+"""The Redis adapter's :class:`~..base.AdapterSpec` (loaded on first use of ``SPEC``).
+
+The decoder and the encoder are imported when the first one is made: the CLI loads every
+adapter's SPEC for its flags, and a run loads only the side it uses.
+"""
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ..._core.dump.keymap import KEYMAP_FILE
 from ..base import BYTES, LINE_SET, AdapterSpec, FileComparison
 from . import options
-from .decode import RedisDecoder
-from .encode import RedisEncoder
 from .inventory import RedisInventory
 from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, route_key, user_key
 from .layout import DB_NAME, HLL_TTL, ROOT, STRINGS_TTL
+
+if TYPE_CHECKING:
+    from ..base import DecodeContext, EncodeContext
+    from .decode import RedisDecoder
+    from .encode import RedisEncoder
 
 __all__ = ["SPEC", "self_test_comparison"]
 
@@ -28,12 +35,24 @@ def self_test_comparison(path: str) -> FileComparison:
     return LINE_SET if path in _KEYED_SIDECARS else BYTES
 
 
+def _decoder(ctx: DecodeContext) -> RedisDecoder:
+    from .decode import RedisDecoder
+
+    return RedisDecoder(ctx)
+
+
+def _encoder(ctx: EncodeContext) -> RedisEncoder:
+    from .encode import RedisEncoder
+
+    return RedisEncoder(ctx)
+
+
 SPEC = AdapterSpec(
     name=ROOT,
     routed_prefixes=ROUTED_PREFIXES,
     internal_prefixes=INTERNAL_PREFIXES,
-    decoder=RedisDecoder,
-    encoder=RedisEncoder,
+    decoder=_decoder,
+    encoder=_encoder,
     encode_rank=1,
     route_key=route_key,
     inventory=RedisInventory,

@@ -1,23 +1,45 @@
-"""The SQS adapter's :class:`~..base.AdapterSpec` (loaded on first use of ``sqs.SPEC``)."""
+"""The SQS adapter's :class:`~..base.AdapterSpec` (loaded on first use of ``sqs.SPEC``).
+
+The decoder and the encoder are imported when the first one is made: the CLI loads every
+adapter's SPEC for its flags, and a run loads only the side it uses.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..base import AdapterSpec, sorted_scopes
 from . import options
-from .decode import SQSDecoder
-from .encode import SQSEncoder
 from .inventory import SQSInventory
 from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, partition_unit, route_key
 from .layout import ROOT, self_test_comparison
 
+if TYPE_CHECKING:
+    from ..base import DecodeContext, EncodeContext
+    from .decode import SQSDecoder
+    from .encode import SQSEncoder
+
 __all__ = ["SPEC"]
+
+
+def _decoder(ctx: DecodeContext) -> SQSDecoder:
+    from .decode import SQSDecoder
+
+    return SQSDecoder(ctx)
+
+
+def _encoder(ctx: EncodeContext) -> SQSEncoder:
+    from .encode import SQSEncoder
+
+    return SQSEncoder(ctx)
+
 
 SPEC = AdapterSpec(
     name=ROOT,
     routed_prefixes=ROUTED_PREFIXES,
     internal_prefixes=INTERNAL_PREFIXES,
-    decoder=SQSDecoder,
-    encoder=SQSEncoder,
+    decoder=_decoder,
+    encoder=_encoder,
     encode_rank=4,
     route_key=route_key,
     partition_unit=partition_unit,

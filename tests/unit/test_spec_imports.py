@@ -1,0 +1,34 @@
+"""Every adapter's SPEC loads without its decoder or encoder: the CLI loads all four SPECs
+for its flags, and a run imports only the side of the adapters it uses.
+
+Checked in a fresh interpreter: ``sys.modules`` there shows what was imported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+_CHILD = """
+import json, sys
+from elastickv_async._core.cli import _build_parser
+
+_build_parser()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_cli_flags_load_no_adapter_decoder_or_encoder() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD], capture_output=True, text=True, check=True
+    )
+    modules = set(json.loads(done.stdout))
+    assert "elastickv_async._adapters.registry" in modules
+    sides = sorted(
+        name
+        for adapter in ("dynamodb", "redis", "s3", "sqs")
+        for side in ("decode", "encode")
+        if (name := f"elastickv_async._adapters.{adapter}.{side}") in modules
+    )
+    assert sides == []
