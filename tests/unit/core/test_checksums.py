@@ -233,3 +233,37 @@ async def test_verify_reads_checksums_in_blocks(tmp_path: Path) -> None:
     (tmp_path / "CHECKSUMS").write_bytes(b"\n")
     with raises_code(ChecksumMismatch, "ErrChecksumsEmpty"):
         await verify_tree(tmp_path)
+
+
+def _checksums_lines(root: Path) -> list[bytes]:
+    return (root / "CHECKSUMS").read_bytes().splitlines()
+
+
+@pytest.mark.anyio
+async def test_verify_parses_the_lines_after_the_first_that_differs(tmp_path: Path) -> None:
+    """Lines are compared whole with the walk's until one differs in any way; from there
+    they are parsed: another spelling (binary marker, blank lines, no final newline) still
+    verifies, a malformed line is named by its number in the file, and a line that repeats
+    an agreeing path counts as unsorted (the whole listing is then sorted and verified)."""
+    _big_tree(tmp_path, 40)
+    await _list(tmp_path)
+    lines = _checksums_lines(tmp_path)
+    # Agreeing lines first, then sha256sum's binary spelling, blank lines and no newline.
+    respelled = [*lines[:10], b"", lines[10].replace(b"  ", b" *", 1), *lines[11:]]
+    (tmp_path / "CHECKSUMS").write_bytes(b"\n".join(respelled))
+    assert (await verify_tree(tmp_path)).counters["verify.files"] == 41
+    # Line 13 of the file (after a blank line 11) is malformed.
+    broken = [*lines[:10], b"", lines[10], b"not a checksum line", *lines[11:]]
+    (tmp_path / "CHECKSUMS").write_bytes(b"\n".join(broken) + b"\n")
+    with raises_code(ChecksumMismatch, "ErrChecksumsMalformedLine", match="line 13 "):
+        await verify_tree(tmp_path)
+    # A path listed again after the lines that agreed: not in order, so sorted first (the
+    # later line of a path wins), which here leaves an intact tree.
+    (tmp_path / "CHECKSUMS").write_bytes(b"\n".join([*lines[:20], lines[5], *lines[20:]]))
+    assert (await verify_tree(tmp_path)).counters["verify.files"] == 41
+    # The same repeat with another digest: the later line wins and names the file.
+    wrong = b"0" * 64 + lines[5][64:]
+    (tmp_path / "CHECKSUMS").write_bytes(b"\n".join([*lines[:20], wrong, *lines[20:]]))
+    path = lines[5][66:].decode()
+    with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=f"{path}: sha256 differs"):
+        await verify_tree(tmp_path)

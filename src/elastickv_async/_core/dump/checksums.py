@@ -89,21 +89,29 @@ def _path_order(directory: TreeDir, extra_dirs: frozenset[str]) -> tuple[list[by
     trailing slash, sorted: the byte order of their full paths. Also the raw names that are
     neither a directory nor a regular file as the listing says (they get the full check where
     they are reached). A listed name in ``extra_dirs`` is left out."""
-    keys = [os.fsencode(name) + b"/" for name in extra_dirs]
-    irregular: set[bytes] = set()
+    names: list[str] = []
+    dirs = list(extra_dirs)
+    odd: list[str] = []
     with os.scandir(directory.fd) as listing:
         for entry in listing:
-            if entry.name in extra_dirs:
+            name = entry.name
+            if name in extra_dirs:
                 continue
-            key = os.fsencode(entry.name)
             if entry.is_dir(follow_symlinks=False):
-                keys.append(key + b"/")
+                dirs.append(name)
                 continue
-            keys.append(key)
+            names.append(name)
             if not entry.is_file(follow_symlinks=False):
-                irregular.add(key)
+                odd.append(name)
+    # One encode for all the names (no name holds a NUL byte), not one call per name.
+    keys = os.fsencode("\0".join(names)).split(b"\0") if names else []
+    keys += [os.fsencode(name) + b"/" for name in dirs]
     keys.sort()
-    return keys, irregular
+    return keys, {os.fsencode(name) for name in odd}
+
+
+#: Files yielded at once by :func:`_walk`.
+_BATCH: Final = 4096
 
 
 def _walk(
@@ -112,12 +120,19 @@ def _walk(
     tally: HashTally,
     known: _Known | None,
     redirected: frozenset[str] = frozenset(),
-) -> Iterator[tuple[bytes, bytes]]:
+) -> Iterator[list[tuple[bytes, bytes]]]:
+    """The files of ``directory`` and below in path order, in lists: a file costs one level
+    of generators, however deep it is."""
     keys, irregular = _path_order(directory, redirected)
     # Paths stay raw bytes: a known file costs no name decoding.
     prefix = os.fsencode(directory.rel) + b"/" if directory.rel else b""
+    batch: list[tuple[bytes, bytes]] = []
     for key in keys:
         if key.endswith(b"/"):
+            if batch:
+                tally.files += len(batch)
+                yield batch
+                batch = []
             name = os.fsdecode(key[:-1])
             # A redirected subtree is read from the adapter's own root.
             sub = tree.open_dir((name,)) if name in redirected else directory.subdir(name)
@@ -130,24 +145,35 @@ def _walk(
             continue
         digest = known.take(raw) if known is not None else None
         if digest is None or key in irregular:
-            # Not read by the caller: read it now, under the tree's rules.
-            name = os.fsdecode(key)
-            rel = directory.path(name)
-            entry = directory.lookup(name)
-            if entry is None:
+            digest = _hash_unread(directory, os.fsdecode(key), tally)
+            if digest is None:
                 continue  # removed since the listing
-            if entry.is_dir:  # replaced by a directory since the listing
-                raise DumpTreeError(
-                    f"{rel!r} changed while the tree was read", code="ErrDumpTreeChanged", path=rel
-                )
-            hashed = hashlib.sha256()
-            with directory.open_file(entry) as file:
-                for block in file.blocks():
-                    hashed.update(block)
-                    tally.bytes += len(block)
-            digest = hashed.digest()
-        tally.files += 1
-        yield raw, digest
+        batch.append((raw, digest))
+        if len(batch) >= _BATCH:
+            tally.files += len(batch)
+            yield batch
+            batch = []
+    if batch:
+        tally.files += len(batch)
+        yield batch
+
+
+def _hash_unread(directory: TreeDir, name: str, tally: HashTally) -> bytes | None:
+    """The digest of a file the caller has not read, read now under the tree's rules."""
+    rel = directory.path(name)
+    entry = directory.lookup(name)
+    if entry is None:
+        return None
+    if entry.is_dir:  # replaced by a directory since the listing
+        raise DumpTreeError(
+            f"{rel!r} changed while the tree was read", code="ErrDumpTreeChanged", path=rel
+        )
+    hashed = hashlib.sha256()
+    with directory.open_file(entry) as file:
+        for block in file.blocks():
+            hashed.update(block)
+            tally.bytes += len(block)
+    return hashed.digest()
 
 
 def walk_digests(
@@ -168,13 +194,14 @@ def walk_digests(
     """
     tally = tally if tally is not None else HashTally()
     with tree.open_root() as root:
-        yield from _walk(
+        for batch in _walk(
             tree,
             root,
             tally,
             _Known(known) if known is not None else None,
             frozenset(tree.roots.redirected),
-        )
+        ):
+            yield from batch
 
 
 def hash_tree(tree: DumpTree, tally: HashTally | None = None) -> dict[bytes, str]:

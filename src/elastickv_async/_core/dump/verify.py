@@ -61,10 +61,11 @@ class _Unsorted(Exception):
     """CHECKSUMS is not sorted by path (a hand-made listing): it must be sorted first."""
 
 
-def _lines(blocks: Iterable[bytes]) -> Iterator[tuple[bytes, bytes]]:
-    """``(raw path, digest)`` of every line of CHECKSUMS (read in ``blocks``), in file order."""
-    number = 0
-    rest = b""
+def _lines(
+    blocks: Iterable[bytes], number: int = 0, rest: bytes = b""
+) -> Iterator[tuple[bytes, bytes]]:
+    """``(raw path, digest)`` of every line of CHECKSUMS (read in ``blocks``), in file order;
+    ``number`` lines come before, and ``rest`` is the start of the first line."""
     for block in blocks:
         lines = (rest + block).split(b"\n")
         rest = lines.pop()
@@ -86,14 +87,61 @@ def _parse_line(line: bytes, number: int) -> tuple[bytes, bytes]:
     return path, bytes.fromhex(match[2].decode())
 
 
-def _in_order(listed: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
-    """``listed`` as it is, raising :class:`_Unsorted` at the first path not above the last."""
-    previous: bytes | None = None
+def _in_order(
+    listed: Iterator[tuple[bytes, bytes]], previous: bytes | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """``listed`` as it is, raising :class:`_Unsorted` at the first path not above the last
+    (``previous``, when given, is the path before the first)."""
     for path, digest in listed:
         if previous is not None and path <= previous:
             raise _Unsorted
         previous = path
         yield path, digest
+
+
+def _agreeing(
+    blocks: Iterator[bytes], actual: Iterator[tuple[bytes, bytes]]
+) -> tuple[int, int, list[str]]:
+    """:func:`_differences` of CHECKSUMS (read in ``blocks``) and ``actual``, each line first
+    compared whole with the line ``actual`` gives: a tree that matches costs no parsing.
+
+    At the first line that differs in any way (another spelling, an escaped name, a file
+    missing or not listed, another digest), the lines from there on are parsed and compared
+    path by path, as :func:`_differences` does.
+    """
+    count = 0
+    number = 0  # lines before the current block's
+    previous: bytes | None = None
+    rest = b""
+    for block in blocks:
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        for index, line in enumerate(lines):
+            if not line:
+                continue
+            item = next(actual, None)
+            if item is not None and line == item[1].hex().encode() + b"  " + item[0]:
+                count += 1
+                previous = item[0]
+                continue
+            listed = itertools.chain(
+                _numbered(lines[index:], number + index), _lines(blocks, number + len(lines), rest)
+            )
+            found = itertools.chain([item], actual) if item is not None else actual
+            more, differing, shown = _differences(_in_order(listed, previous), found)
+            return count + more, differing, shown
+        number += len(lines)
+    # Every complete line agreed: the last line may lack its newline, the walk may go on.
+    last = _numbered([rest], number)
+    more, differing, shown = _differences(_in_order(last, previous), actual)
+    return count + more, differing, shown
+
+
+def _numbered(lines: list[bytes], start: int) -> Iterator[tuple[bytes, bytes]]:
+    """The parsed non-blank ``lines``, the first being line ``start + 1``."""
+    for offset, line in enumerate(lines, start + 1):
+        if line:
+            yield _parse_line(line, offset)
 
 
 def _count_lines(blocks: Iterable[bytes]) -> int:
@@ -234,13 +282,12 @@ def _compare(
     tree of millions of files is checked in flat memory. A CHECKSUMS whose lines are not
     sorted (written by hand) is sorted first through spilled runs."""
     checksums.rewind()
-    listed = _in_order(_lines(checksums.blocks()))
-    first = next(listed, None)
-    if first is None:
+    if next(_lines(checksums.blocks()), None) is None:
         return 0, 0, []  # only blank lines: refused before anything is hashed
+    checksums.rewind()
     walk = walk_digests(tree, tally, known=known)
     try:
-        return _differences(itertools.chain([first], listed), walk)
+        return _agreeing(checksums.blocks(), walk)
     except _Unsorted:
         pass
     finally:
