@@ -670,7 +670,15 @@ async def test_the_checksums_check_reads_no_file_the_encoders_read(
         opened[rel] = opened.get(rel, 0) + 1
         return open_file(self, entry)
 
+    read_listed = TreeDir.read_listed
+
+    def counting_listed(self: TreeDir, name: str, limit: int | None = None) -> bytes | None:
+        rel = self.path(name)
+        opened[rel] = opened.get(rel, 0) + 1
+        return read_listed(self, name, limit)
+
     monkeypatch.setattr(TreeDir, "open_file", counting)
+    monkeypatch.setattr(TreeDir, "read_listed", counting_listed)
     await encode_snapshot(tree, tmp_path / "out.fsm", EncodeOptions(workers=workers))
     bodies = {"s3/photos/2026/04/pixels.bin", "s3/photos/2026/04/greeting.txt"}
     data_files = [

@@ -476,3 +476,98 @@ def test_cli_reports_an_error_from_a_worker_process_in_one_line(
     assert len(err) == 1, err
     assert "[ErrRedisEncodeInvalidJSON]" in err[0] and "hashes user%3A1:" in err[0]
     assert not out.exists()
+
+
+async def test_listing_and_sidecar_sorted_through_runs_restore_the_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A type directory and its TTL sidecar larger than the sort budget go through spilled
+    runs; the records are those of an in-memory sort, and decode back to the same tree."""
+    from elastickv_async._adapters.redis import streams
+    from elastickv_async._core.extsort import ExternalSorter
+
+    files = _large_tree(tmp_path / "in")
+    in_memory = await encode_tree(tmp_path / "in")
+    spills = 0
+    spill = ExternalSorter.spill
+
+    def counting(self: ExternalSorter) -> None:
+        nonlocal spills
+        spills += 1
+        spill(self)
+
+    monkeypatch.setattr(ExternalSorter, "spill", counting)
+    monkeypatch.setattr(streams, "SORT_BUDGET", 4096)
+    spilled = await encode_tree(tmp_path / "in")
+    assert spills > 10
+    assert spilled == in_memory
+    out = await decode_rows(tmp_path / "dec", spilled, batch=64)
+    assert out.files == {
+        f"redis/db_0/{rel}": data.encode() if isinstance(data, str) else data
+        for rel, data in files.items()
+    }
+
+
+@pytest.mark.parametrize("budget", [None, 1])
+@pytest.mark.parametrize("spelling", ["decoder", "spaced"])
+async def test_ttl_sidecar_in_any_order_last_line_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int | None, spelling: str
+) -> None:
+    """Sidecar lines in any order, a name given twice (the last line wins, a zero included),
+    lines for names without a value file, names whose file-name order differs from their
+    key order ("a-" sorts before "a." as a file name): each value gets the TTL its name's
+    last line gives, whether the lines are the decoder's or spelled otherwise, in memory or
+    spilled one line per run."""
+    import json
+    import random
+
+    from elastickv_async._adapters.redis import streams
+
+    if budget is not None:
+        monkeypatch.setattr(streams, "SORT_BUDGET", budget)
+    names = ["a", "a-", "a.x", "b", "c%3A1", "c%3A2", "d", "e"]
+    lines = [
+        ("d", 40),
+        ("a-", 11),
+        ("ghost", 99),
+        ("a", 10),
+        ("c%3A2", 32),
+        ("e", 50),
+        ("a.x", 12),
+        ("c%3A1", 31),
+        ("d", 41),
+        ("e", 0),
+        ("zz-ghost", 7),
+    ]
+    random.Random(3).shuffle(lines)
+    separator = ", " if spelling == "spaced" else ","
+    sidecar = "".join(
+        json.dumps({"key": key, "expire_at_ms": ttl}, separators=(separator, ":")) + "\n"
+        for key, ttl in lines
+    )
+    tree(
+        tmp_path, {**{f"strings/{n}.bin": n.encode() for n in names}, "strings_ttl.jsonl": sidecar}
+    )
+    last = dict(lines)  # the last line of a name wins
+    expected = sorted(
+        (
+            b"!redis|str|" + name.replace("%3A", ":").encode(),
+            (b"\xff\x01\x01" + U64(last[name]) if last.get(name) else b"\xff\x01\x00")
+            + name.encode(),
+        )
+        for name in names
+    )
+    assert await encode_tree(tmp_path) == expected
+
+
+async def test_a_bad_sidecar_line_fails_before_any_value_file(tmp_path: Path) -> None:
+    """The whole sidecar is read before the directory's value files: a bad line after good
+    ones is the error, not an unsafe value file met first."""
+    sidecar = '{"key":"a","expire_at_ms":1}\n{"key":"b","expire_at_ms":2}\n{"key":"c"\n'
+    tree(tmp_path, {"strings/a.bin": b"v", "strings_ttl.jsonl": sidecar})
+    (tmp_path / "redis/db_0/strings/0evil.bin").symlink_to(tmp_path / "redis/db_0/strings/a.bin")
+    with raises_code(DumpTreeError, "ErrRedisEncodeInvalidJSON"):
+        await encode_tree(tmp_path)
+    (tmp_path / "redis/db_0/strings_ttl.jsonl").write_text(sidecar.rpartition('{"key":"c"')[0])
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry"):
+        await encode_tree(tmp_path)

@@ -18,25 +18,27 @@ records on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
-import os
 import re
 from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from dataclasses import dataclass
 from typing import Final
 
+import anyio
 import anyio.to_thread
 
 from ..._core.concurrency import task_group
 from ..._core.dump.keymap import KEYMAP_FILE, load_keymap
 from ..._core.dump.tree import DumpTree, TreeDir
+from ..._core.extsort import ExternalSorter
 from ..base import EncodeContext
 from . import layout
 from .errors import tree_error
 from .slices import TYPE_DIRS, Built, Record, Slice, encode_slice
-from .values import shifted_ttl
+from .streams import Listed, SortedLookup, sorted_listing, sorted_ttls
 
 __all__ = ["RedisEncoder"]
 
@@ -49,12 +51,10 @@ SLICE_BYTES: Final = 4 << 20
 
 @dataclass(slots=True)
 class _Tree:
-    """What the scan of ``redis/db_0`` found: the open directory, KEYMAP and, per type
-    directory, its entry names in byte order."""
+    """What the scan of ``redis/db_0`` found: the open directory and KEYMAP."""
 
     db: TreeDir
     keymap: dict[str, bytes]
-    listings: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _db_dir(tree: DumpTree) -> TreeDir | None:
@@ -92,33 +92,75 @@ def _scan(tree: DumpTree) -> _Tree | None:
         # KEYMAP is an index of every key, not one key's records: read without the cap.
         raw = db.read(KEYMAP_FILE, limit=None)
         keymap = {} if raw is None else load_keymap(raw, db.path(KEYMAP_FILE))
-        found = _Tree(db, keymap)
+        # Open each type directory now: a symlinked or unreadable one fails before any file
+        # is read. They are listed as they are reached.
         for directory, _ext in TYPE_DIRS:
             sub = db.subdir(directory)
             if sub is not None:
-                with sub:
-                    # Names only: each entry is checked where it is read (encode_slice), so
-                    # the listing of a large directory costs no stat calls here.
-                    found.listings[directory] = sorted(os.listdir(sub.fd), key=os.fsencode)
+                sub.close()
     except BaseException:
         db.close()
         raise
-    return found
+    return _Tree(db, keymap)
 
 
-def _sidecar(db: TreeDir, name: str, shift_ms: int) -> dict[str, int]:
-    raw = db.read(name, limit=None)
-    ttls = {} if raw is None else layout.parse_ttl_sidecar(raw, name)
-    return {segment: shifted_ttl(ttl, shift_ms) or 0 for segment, ttl in ttls.items()}
+#: The TTL sidecar of each type directory that has one. The reference reads it even when its
+#: value directory is absent.
+_SIDECARS: Final = {layout.STRINGS: layout.STRINGS_TTL, layout.HLL: layout.HLL_TTL}
 
 
-def _sidecar_of(db: TreeDir, directory: str, shift_ms: int) -> dict[str, int]:
-    # The reference reads a TTL sidecar even when its value directory is absent.
-    if directory == layout.STRINGS:
-        return _sidecar(db, layout.STRINGS_TTL, shift_ms)
-    if directory == layout.HLL:
-        return _sidecar(db, layout.HLL_TTL, shift_ms)
-    return {}
+def _discard(names: Generator[Listed, None, None] | None, ttls: ExternalSorter | None) -> None:
+    if names is not None:
+        names.close()
+    if ttls is not None:
+        ttls.close()
+
+
+def _first(names: Iterator[Listed]) -> Listed | None:
+    return next(names, None)
+
+
+@dataclass(slots=True)
+class _Planner:
+    """Makes one type directory's slices in name order, from its sorted listing and its TTL
+    sidecar merge-joined by name (blocking: call :meth:`take` in a worker thread)."""
+
+    root: str
+    directory: str
+    ext: str
+    shift_ms: int
+    keymap: dict[str, bytes]
+    listing: Iterator[Listed]
+    ttls: SortedLookup | None
+
+    def take(self, count: int) -> list[Slice]:
+        """Up to ``count`` slices of the next names (none at the end of the listing)."""
+        slices: list[Slice] = []
+        while len(slices) < count:
+            chunk = list(itertools.islice(self.listing, SLICE_FILES))
+            if not chunk:
+                break
+            slices.append(self._slice(chunk))
+        return slices
+
+    def _slice(self, chunk: list[Listed]) -> Slice:
+        ext, cut, keymap, ttls = self.ext, -len(self.ext), self.keymap, self.ttls
+        names = [name for _raw, name, _regular in chunk]
+        found: dict[str, int] = {}
+        if ttls is not None:
+            for raw, name, _regular in chunk:
+                if name.endswith(ext) and (ttl := ttls.take(raw)) is not None:
+                    found[name[:cut]] = int(ttl)
+        return Slice(
+            self.root,
+            self.directory,
+            names,
+            frozenset(name for _raw, name, regular in chunk if not regular),
+            {s: keymap[s] for n in names if (s := n[:cut]) in keymap} if keymap else {},
+            found,
+            self.shift_ms,
+            SLICE_BYTES,
+        )
 
 
 class RedisEncoder:
@@ -130,6 +172,7 @@ class RedisEncoder:
         self._shift_ms = ctx.time_shift_ms
         self._log = ctx.log
         self._workers = ctx.workers
+        self._scratch = ctx.scratch
 
     async def batches(self) -> AsyncIterator[list[Record]]:
         """Every record of the Redis subtree, type by type in the reference's order, a built
@@ -139,50 +182,66 @@ class RedisEncoder:
             return
         try:
             for directory, ext in TYPE_DIRS:
-                ttls = await self._tree.run(_sidecar_of, found.db, directory, self._shift_ms)
-                names = found.listings.get(directory, [])
-                # Made as they are taken: each slice copies its names, KEYMAP and TTL entries.
-                pending = (
-                    self._slice(found, directory, ext, names[start : start + SLICE_FILES], ttls)
-                    for start in range(0, len(names), SLICE_FILES)
-                )
-                while jobs := list(itertools.islice(pending, self._parallel)):
-                    done = deque(zip(jobs, await self._build(jobs), strict=True))
-                    while done:
-                        job, built = done.popleft()
-                        for event, fields in built.notes:
-                            self._log.warning(event, **fields)
-                        yield built.records
-                        if built.done < len(job.names):
-                            # Stopped by its byte budget: the names it left come before the
-                            # next job's, whose records wait (bounded by the round's budget).
-                            rest = dataclasses.replace(job, names=job.names[built.done :])
-                            done.appendleft((rest, (await self._build([rest]))[0]))
+                async with contextlib.aclosing(self._directory(found, directory, ext)) as each:
+                    async for records in each:
+                        yield records
         finally:
             # Closing a directory descriptor never blocks; doing it inline keeps the
             # generator's cleanup free of awaits when it is closed early.
             found.db.close()
+
+    async def _directory(
+        self, found: _Tree, directory: str, ext: str
+    ) -> AsyncGenerator[list[Record], None]:
+        sidecar = _SIDECARS.get(directory)
+        ttls = None
+        if sidecar is not None:
+            ttls = await self._tree.run(
+                sorted_ttls,
+                found.db,
+                sidecar,
+                ext,
+                self._shift_ms,
+                self._scratch / f"ttl-{directory}",
+            )
+        names: Generator[Listed, None, None] | None = None
+        listing: Iterator[Listed] = iter(())
+        try:
+            sub = await self._tree.run(found.db.subdir, directory)
+            if sub is not None:
+                with sub:
+                    names = sorted_listing(sub, self._scratch / f"names-{directory}")
+                    # The first step lists the whole directory, while it is open.
+                    head = await self._tree.run(_first, names)
+                if head is not None:
+                    listing = itertools.chain([head], names)
+            # Its first record may come from a spilled run: made in a thread too.
+            lookup = None if ttls is None else await self._tree.run(SortedLookup, ttls.merged())
+            planner = _Planner(
+                self._root, directory, ext, self._shift_ms, found.keymap, listing, lookup
+            )
+            while jobs := await self._tree.run(planner.take, self._parallel):
+                done = deque(zip(jobs, await self._build(jobs), strict=True))
+                while done:
+                    job, built = done.popleft()
+                    for event, fields in built.notes:
+                        self._log.warning(event, **fields)
+                    yield built.records
+                    if built.done < len(job.names):
+                        # Stopped by its byte budget: the names it left come before the
+                        # next job's, whose records wait (bounded by the round's budget).
+                        rest = dataclasses.replace(job, names=job.names[built.done :])
+                        done.appendleft((rest, (await self._build([rest]))[0]))
+        finally:
+            # The spilled runs are removed even when the run is cancelled.
+            with anyio.CancelScope(shield=True):
+                await self._tree.run(_discard, names, ttls)
 
     @property
     def _parallel(self) -> int:
         # One slice per worker process, and one read here in a worker thread: this process
         # only passes records on and would otherwise sit idle.
         return self._workers.processes + 1
-
-    def _slice(
-        self, found: _Tree, directory: str, ext: str, names: list[str], ttls: dict[str, int]
-    ) -> Slice:
-        segments = [name[: -len(ext)] for name in names if name.endswith(ext)]
-        keymap = found.keymap
-        return Slice(
-            self._root,
-            directory,
-            names,
-            {s: keymap[s] for s in segments if s in keymap} if keymap else {},
-            {s: ttls[s] for s in segments if s in ttls} if ttls else {},
-            self._shift_ms,
-            SLICE_BYTES,
-        )
 
     async def _build(self, jobs: list[Slice]) -> list[Built]:
         """Run ``jobs`` side by side, one in each worker process and one in a worker thread;

@@ -61,6 +61,8 @@ class Slice:
     root: str
     directory: str
     names: list[str]
+    #: Those of ``names`` the listing did not show as regular files (checked before a read).
+    irregular: frozenset[str]
     keymap: dict[str, bytes]
     ttls: dict[str, int]
     shift_ms: int
@@ -81,12 +83,14 @@ class Built:
 def encode_slice(job: Slice) -> Built:
     """Read and encode the value files of ``job`` (runs in a worker process or thread).
 
-    Each name is checked as :meth:`TreeDir.entries` would (a symlink, special file or hard
-    link is refused even when its name is not a value file's) and opened only if it is still
-    the file that check saw.
+    A name the listing showed as a regular file is opened and checked then (see
+    :meth:`TreeDir.read_listed`); any other name is checked as :meth:`TreeDir.entries` would
+    (a symlink, special file or hard link is refused even when its name is not a value
+    file's) and opened only if it is still the file that check saw.
     """
     directory = job.directory
     ext = dict(TYPE_DIRS)[directory]
+    cut = -len(ext)
     limit = _LIMITS.get(directory, MAX_RECORD_FILE)
     sub = DumpTree(Path(job.root)).open_dir((layout.ROOT, layout.DB_NAME, directory))
     if sub is None:
@@ -99,18 +103,25 @@ def encode_slice(job: Slice) -> Built:
     notes: list[Note] = []
     size = 0
     done = 0
+    keymap, irregular = job.keymap, job.irregular
     with sub:
         for name in job.names:
             done += 1
-            entry = sub.lookup(name)
-            if entry is None or not name.endswith(ext):
-                continue  # removed since the listing, or not a value file
-            segment = name[: -len(ext)]
+            valued = name.endswith(ext)
             try:
-                user_key = _resolve(job.keymap, segment)
-                with sub.open_file(entry) as file:
-                    data = file.read_all(limit)
-                out += _build(job, user_key, data, segment, notes)
+                if valued and name not in irregular:
+                    user_key = _resolve(keymap, name[:cut])
+                    data = sub.read_listed(name, limit)
+                    if data is None:
+                        continue  # removed since the listing
+                else:
+                    entry = sub.lookup(name)
+                    if entry is None or not valued:
+                        continue  # removed since the listing, or not a value file
+                    user_key = _resolve(keymap, name[:cut])
+                    with sub.open_file(entry) as file:
+                        data = file.read_all(limit)
+                out += _build(job, user_key, data, name[:cut], notes)
             except DumpTreeError as exc:
                 # Name the file: the error may surface far from this call.
                 if exc.path is None:
