@@ -238,3 +238,76 @@ async def test_recording_follows_tasks_and_worker_threads(tmp_path: Path) -> Non
             tg.start_soon(tree.run, read, ("d",), "a.json")
             tg.start_soon(tree.run, read, ("d", "e"), "b.json")
     assert recorder.digests == {"d/a.json": _sha(b"{}"), "d/e/b.json": _sha(b"[]")}
+
+
+@pytest.mark.parametrize(
+    ("plant", "name", "words"),
+    [
+        (_symlink, "link.json", "'d/link.json': a symlink"),
+        (_dangling, "link.json", "'d/link.json': a symlink"),
+        (_fifo, "pipe.json", "'d/pipe.json': a FIFO"),
+        (_socket, "sock.json", "'d/sock.json': a socket"),
+        (_hard_link, "a.json", "'d/a.json': a hard link"),
+    ],
+)
+def test_read_listed_refuses_what_lookup_refuses(
+    tmp_path: Path, plant: Callable[[Path], None], name: str, words: str
+) -> None:
+    """A name read without a listing's stat is refused as the listing would refuse it, with
+    the same words, whether the open fails (symlink, socket) or the open file's fstat does
+    (FIFO, hard link); a FIFO never blocks the read."""
+    root = _tree(tmp_path)
+    plant(root / "d")
+    with (
+        DumpTree(root).directory(("d",)) as d,
+        raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match=words),
+    ):
+        d.read_listed(name)
+
+
+def test_read_listed_reads_whole_files_under_the_cap(tmp_path: Path) -> None:
+    """read_listed gives the whole content and records its digest; a missing name is
+    ``None``, a directory is not a file, and the cap of a whole read holds."""
+    root = _tree(tmp_path)
+    big = b"".join(b"%08d\n" % i for i in range(300_000))  # several read blocks
+    (root / "d" / "big.jsonl").write_bytes(big)
+    (root / "d" / "empty").write_bytes(b"")
+    recorder = DigestLog()
+    with recording_reads(recorder), DumpTree(root).directory(("d",)) as d:
+        assert d.read_listed("a.json") == b"{}"
+        assert d.read_listed("big.jsonl", None) == big
+        assert d.read_listed("empty") == b""
+        assert d.read_listed("gone.json") is None
+        with raises_code(DumpTreeError, "ErrDumpEntryType", match="'d/e' is a directory"):
+            d.read_listed("e")
+        with raises_code(DumpTreeError, "ErrDumpFileTooLarge", match="'d/big.jsonl'"):
+            d.read_listed("big.jsonl", 1000)
+    assert recorder.digests == {
+        "d/a.json": _sha(b"{}"),
+        "d/big.jsonl": _sha(big),
+        "d/empty": _sha(b""),
+    }
+
+
+@pytest.mark.parametrize("change", [3 << 20, -1])
+def test_read_listed_follows_a_file_whose_size_changed_since_fstat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: int
+) -> None:
+    """A file that grew or shrank between the fstat and the read is read to its end, and a
+    growth past the cap is refused."""
+    root = _tree(tmp_path)
+    content = b"z" * (3 << 20)
+    (root / "d" / "f").write_bytes(content)
+    real_fstat = os.fstat
+
+    def moved(fd: int) -> os.stat_result:
+        st = list(real_fstat(fd))
+        st[6] -= change  # st_size as the fstat saw it
+        return os.stat_result(st)
+
+    with DumpTree(root).directory(("d",)) as d:
+        monkeypatch.setattr(os, "fstat", moved)
+        assert d.read_listed("f") == content
+        if change > 0:
+            with raises_code(DumpTreeError, "ErrDumpFileTooLarge"):
+                d.read_listed("f", len(content) - 1)
