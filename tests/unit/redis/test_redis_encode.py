@@ -6,7 +6,9 @@ import base64
 import hashlib
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar, TypeVarTuple
 
 import pytest
 from redis_support import (
@@ -23,11 +25,15 @@ from support import REPO_ROOT, raises_code
 from elastickv_async._adapters.base import EncodeContext
 from elastickv_async._adapters.redis import encode as redis_encode
 from elastickv_async._adapters.redis.encode import SLICE_BYTES, SLICE_FILES, RedisEncoder
+from elastickv_async._adapters.redis.slices import Built, Slice, encode_slice
 from elastickv_async._core.cli import main
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 from elastickv_async._core.report import Report, make_logger
 
 pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 SAMPLE = REPO_ROOT / "examples" / "sample.fsm"
 
@@ -571,3 +577,45 @@ async def test_a_bad_sidecar_line_fails_before_any_value_file(tmp_path: Path) ->
     (tmp_path / "redis/db_0/strings_ttl.jsonl").write_text(sidecar.rpartition('{"key":"c"')[0])
     with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry"):
         await encode_tree(tmp_path)
+
+
+async def test_a_free_lane_takes_the_next_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread lane does not wait for a busy worker process: while the worker holds the
+    slice it took, the thread takes the rest of the round (the worker is let go only once
+    three slices are done, which waiting lanes would never reach), and the records still
+    come in slice order."""
+    import anyio.from_thread
+    import anyio.to_thread
+
+    from elastickv_async._core.workers import Workers
+
+    names = [f"k{i}" for i in range(4)]
+    tree(tmp_path, {f"strings/{n}.bin": n.encode() for n in names})
+    monkeypatch.setattr(redis_encode, "SLICE_FILES", 1)
+    three_done = anyio.Event()
+    done: list[str] = []
+
+    def counted(job: Slice) -> Built:
+        built = encode_slice(job)
+        done.extend(job.names)
+        if len(done) == 3:
+            anyio.from_thread.run_sync(three_done.set)
+        return built
+
+    class BusyWorker(Workers):
+        async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
+            await three_done.wait()
+            return await anyio.to_thread.run_sync(func, *args)
+
+    monkeypatch.setattr(redis_encode, "encode_slice", counted)
+    report = Report()
+    ctx = EncodeContext(
+        input_root=tmp_path, log=make_logger(report), report=report, scratch=tmp_path
+    )
+    ctx.workers = BusyWorker(1)
+    with anyio.fail_after(60):  # a deadlock guard, not a timing
+        records = [r async for batch in RedisEncoder(ctx).batches() for r in batch]
+    assert sorted(done) == [f"{n}.bin" for n in names]
+    assert [key for key, _ in records] == [b"!redis|str|" + n.encode() for n in names]

@@ -10,10 +10,11 @@ symlink, a special file or a hard-linked file is refused (the reference silently
 symlinked and special value files; refusing them keeps a planted link from pulling outside
 data into the snapshot).
 
-The value files are read and turned into records a slice of a directory's names per call:
-one call per worker process (``ctx.workers``) and one in a worker thread of the run's own
-process at a time, since the event loop's process otherwise only lists directories and passes
-records on.
+The value files are read and turned into records a slice of a directory's names per call,
+in lanes: one per worker process (``ctx.workers``) and one in a worker thread of the run's
+own process, each taking the next slice of a round as soon as it is free. The thread lane
+does the work while a worker process starts, and less of it while this process is busy
+sorting and writing.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ _DB_NAME: Final = re.compile(r"db_(0|[1-9][0-9]*)")
 #: ``SLICE_BYTES`` (the rest goes to the next call).
 SLICE_FILES: Final = 512
 SLICE_BYTES: Final = 4 << 20
+#: Slices per lane (worker process or thread) in one round of :meth:`RedisEncoder._build`.
+SLICES_PER_LANE: Final = 2
 
 
 @dataclass(slots=True)
@@ -239,23 +242,28 @@ class RedisEncoder:
 
     @property
     def _parallel(self) -> int:
-        # One slice per worker process, and one read here in a worker thread: this process
-        # only passes records on and would otherwise sit idle.
-        return self._workers.processes + 1
+        # Slices handed out per round: a few per lane, so that a lane that is free (the thread
+        # here while a worker process starts, the worker while this process sorts and
+        # writes) takes more of them.
+        return SLICES_PER_LANE * (self._workers.processes + 1)
 
     async def _build(self, jobs: list[Slice]) -> list[Built]:
-        """Run ``jobs`` side by side, one in each worker process and one in a worker thread;
-        the results in job order."""
+        """Run ``jobs`` in lanes, one per worker process and one in a worker thread, each
+        lane taking the next job as soon as it is free; the results in job order."""
         results: list[Built | None] = [None] * len(jobs)
+        # Shared by the lanes: on one event loop, each index is taken once.
+        pending = iter(range(len(jobs)))
 
-        async def one(index: int) -> None:
-            if index < self._workers.processes:
-                results[index] = await self._workers.run(encode_slice, jobs[index])
-            else:
-                results[index] = await anyio.to_thread.run_sync(encode_slice, jobs[index])
+        async def lane(in_process: bool) -> None:
+            for index in pending:
+                if in_process:
+                    results[index] = await self._workers.run(encode_slice, jobs[index])
+                else:
+                    results[index] = await anyio.to_thread.run_sync(encode_slice, jobs[index])
 
         # The group is entered and left within this call, never across a yield.
         async with task_group() as tg:
-            for index in range(len(jobs)):
-                tg.start_soon(one, index)
+            for _ in range(self._workers.processes):
+                tg.start_soon(lane, True)
+            tg.start_soon(lane, False)
         return [result for result in results if result is not None]
