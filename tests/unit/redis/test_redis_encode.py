@@ -619,3 +619,21 @@ async def test_a_free_lane_takes_the_next_slice(
         records = [r async for batch in RedisEncoder(ctx).batches() for r in batch]
     assert sorted(done) == [f"{n}.bin" for n in names]
     assert [key for key, _ in records] == [b"!redis|str|" + n.encode() for n in names]
+
+
+def test_plain_names_decode_in_one_batch_as_decode_segment_does() -> None:
+    """A slice's plain names are decoded at once to the keys decode_segment gives (escapes
+    in either case, an escaped "%" or "/" included); a slice holding any other name (SHA
+    fallback, b64. form, too long, not percent-encoded) is left to decode_segment."""
+    from elastickv_async._adapters.redis.slices import _plain_keys
+    from elastickv_async._core.dump.names import decode_segment, encode_segment
+
+    raw = [b"a", b"", b"k:1", b"%41", b"\x00\xff/\\", bytes(range(0, 256, 5)), b"x" * 80]
+    plain = [encode_segment(key) for key in raw] + ["mixed%3a%7E", "%2525"]
+    keys = _plain_keys(plain)
+    assert keys == [decode_segment(s) for s in plain]
+    assert keys[: len(raw)] == raw
+    sha = encode_segment(b"L" * 300)
+    for odd in [sha, "b64.AAE", "a" * 241, "bad%zz", "sp ace", "new\nline", "pct%4"]:
+        assert _plain_keys([*plain, odd]) is None
+    assert _plain_keys([]) is None

@@ -7,12 +7,14 @@ process starts quickly.
 
 from __future__ import annotations
 
+import re
 import struct
+from codecs import escape_decode
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from ..._core.dump.names import decode_segment
+from ..._core.dump.names import BINARY_PREFIX, SEGMENT_MAX_BYTES, decode_segment
 from ..._core.dump.tree import MAX_BODY_FILE, MAX_RECORD_FILE, DumpTree
 from ..._core.errors import DumpTreeError
 from . import keys, layout
@@ -32,6 +34,11 @@ from .values import (
 __all__ = ["TYPE_DIRS", "Built", "Note", "Record", "Slice", "encode_slice"]
 
 Record = tuple[bytes, bytes]
+
+#: Names made of unreserved characters and %HH escapes, each followed by a "/".
+_PLAIN_NAMES: Final = re.compile(r"(?:(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})*/)*")
+#: Where a SHA-fallback name has its "__".
+_SHA_SEPARATOR: Final = slice(32, 34)
 
 _F64_BITS: Final = struct.Struct(">d")
 _U64: Final = struct.Struct(">Q")
@@ -104,13 +111,18 @@ def encode_slice(job: Slice) -> Built:
     size = 0
     done = 0
     keymap, irregular = job.keymap, job.irregular
+    segments = [name[:cut] for name in job.names if name.endswith(ext)]
+    plain = _plain_keys(segments)
+    keys = dict(zip(segments, plain, strict=True)) if plain is not None else {}
     with sub:
         for name in job.names:
             done += 1
             valued = name.endswith(ext)
             try:
                 if valued and name not in irregular:
-                    user_key = _resolve(keymap, name[:cut])
+                    user_key = keys.get(name[:cut])
+                    if user_key is None:
+                        user_key = _resolve(keymap, name[:cut])
                     data = sub.read_listed(name, limit)
                     if data is None:
                         continue  # removed since the listing
@@ -131,6 +143,22 @@ def encode_slice(job: Slice) -> Built:
             if size >= job.budget:
                 break
     return Built(out, done, notes)
+
+
+def _plain_keys(segments: list[str]) -> list[bytes] | None:
+    """The keys of ``segments`` when each is a plain percent-encoded name (within the
+    length limit, neither the SHA-fallback nor the ``b64.`` form), validated at once and
+    decoded in C; ``None`` otherwise, and :func:`decode_segment` then takes each in turn and
+    names any problem."""
+    if not segments or max(map(len, segments)) > SEGMENT_MAX_BYTES:
+        return None
+    # One match for the slice: no name holds a "/".
+    if _PLAIN_NAMES.fullmatch("/".join(segments) + "/") is None:
+        return None
+    if any(s[_SHA_SEPARATOR] == "__" or s.startswith(BINARY_PREFIX) for s in segments):
+        return None
+    # Only unreserved ASCII and %HH escapes are left: as \xHH escapes, C decodes them.
+    return [escape_decode(s.replace("%", "\\x").encode("ascii"))[0] for s in segments]
 
 
 def _resolve(keymap: dict[str, bytes], segment: str) -> bytes:
