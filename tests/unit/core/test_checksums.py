@@ -181,10 +181,19 @@ async def test_verify_in_bounded_memory_names_the_same_differences(
     assert str(caught.value) == f"7 file(s) differ from CHECKSUMS: {shown}; and 2 more"
 
 
-def test_the_walk_gives_paths_in_byte_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spilled", [False, True])
+def test_the_walk_gives_paths_in_byte_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spilled: bool
+) -> None:
     """Names that sort between a directory's name and its contents (``a-b``, ``a.json`` come
     before ``a/x`` bytewise) and a redirected subtree (read from its own root) all come out
-    in the byte order of their full paths, the order of CHECKSUMS."""
+    in the byte order of their full paths, the order of CHECKSUMS, also when each listing
+    is sorted through runs of a few names."""
+    from elastickv_async._core.dump import checksums
+
+    if spilled:
+        monkeypatch.setattr(checksums, "_LISTING_BUDGET", 400)
+        monkeypatch.setattr(checksums, "_CHUNK", 2)
     root, elsewhere = tmp_path / "main", tmp_path / "elsewhere"
     for rel in ("a/x", "a/b.c", "a-b", "a.json", "a0", "ab/c", "A", "s3/o", "s3.txt", "z/y/x"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -220,6 +229,40 @@ def test_known_digests_stand_for_files_already_read(tmp_path: Path) -> None:
     known = iter([(b"a/b/x.json", read_earlier)])
     with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="a symlink"):
         dict(walk_digests(DumpTree(tmp_path), known=known))
+
+
+def test_a_large_directory_is_walked_through_sorted_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory whose listing is over the walk's budget is sorted through spilled runs:
+    the same paths and digests in the same order, an irregular entry among them still
+    refused, and no run left behind."""
+    import tempfile
+
+    from elastickv_async._core.dump import checksums
+    from elastickv_async._core.extsort import ExternalSorter
+
+    (tmp_path / "t").mkdir()
+    _big_tree(tmp_path / "t", 500)
+    expected = list(walk_digests(DumpTree(tmp_path / "t")))
+    spills: list[Path] = []
+
+    class Counting(ExternalSorter):
+        def spill(self) -> None:
+            spills.append(self._dir)
+            super().spill()
+
+    monkeypatch.setattr(checksums, "ExternalSorter", Counting)
+    monkeypatch.setattr(checksums, "_LISTING_BUDGET", 2000)
+    monkeypatch.setattr(checksums, "_CHUNK", 5)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert list(walk_digests(DumpTree(tmp_path / "t"))) == expected
+    assert len(spills) > 20
+    assert list((tmp_path / "tmp").iterdir()) == []
+    (tmp_path / "t" / "d3" / "f0100.json").symlink_to("f0003.json")
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="a symlink"):
+        list(walk_digests(DumpTree(tmp_path / "t")))
 
 
 @pytest.mark.anyio

@@ -8,8 +8,10 @@ use GNU's escaped form (a leading ``\\`` on the line).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import struct
+import tempfile
 import threading
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +37,13 @@ CHECKSUMS_NAME: Final = "CHECKSUMS"
 _CHECKSUMS_RAW: Final = CHECKSUMS_NAME.encode()
 _BLOCK: Final = 1 << 20
 _GENERATION: Final = struct.Struct(">Q")
+#: Memory for one directory's sorted listing in the walk; a larger one spills sorted runs.
+_LISTING_BUDGET: Final = 24 << 20
+#: Names encoded at once while a directory is listed.
+_CHUNK: Final = 4096
+#: Whether the listing shows a directory or regular file (``_PLAIN``) or anything else.
+_PLAIN: Final = b""
+_ODD: Final = b"!"
 
 
 def sha256_file(path: str | bytes | os.PathLike[str], *, dir_fd: int | None = None) -> str:
@@ -84,30 +93,48 @@ class _Known:
         return head[1]
 
 
-def _path_order(directory: TreeDir, extra_dirs: frozenset[str]) -> tuple[list[bytes], set[bytes]]:
+def _path_order(
+    directory: TreeDir, extra_dirs: frozenset[str], spill: Path
+) -> Iterator[tuple[bytes, bytes]]:
     """The entries of ``directory`` and ``extra_dirs`` as raw names, a directory's with a
-    trailing slash, sorted: the byte order of their full paths. Also the raw names that are
-    neither a directory nor a regular file as the listing says (they get the full check where
-    they are reached). A listed name in ``extra_dirs`` is left out."""
-    names: list[str] = []
-    dirs = list(extra_dirs)
-    odd: list[str] = []
-    with os.scandir(directory.fd) as listing:
-        for entry in listing:
-            name = entry.name
-            if name in extra_dirs:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                dirs.append(name)
-                continue
-            names.append(name)
-            if not entry.is_file(follow_symlinks=False):
-                odd.append(name)
-    # One encode for all the names (no name holds a NUL byte), not one call per name.
-    keys = os.fsencode("\0".join(names)).split(b"\0") if names else []
-    keys += [os.fsencode(name) + b"/" for name in dirs]
-    keys.sort()
-    return keys, {os.fsencode(name) for name in odd}
+    trailing slash, sorted: the byte order of their full paths. Each comes with
+    :data:`_ODD` when the listing shows neither a directory nor a regular file (it gets the
+    full check where it is reached). A listed name in ``extra_dirs`` is left out.
+
+    A directory larger than :data:`_LISTING_BUDGET` is sorted through runs under ``spill``.
+    """
+    sorter = ExternalSorter(spill, _LISTING_BUDGET)
+    try:
+        names = [name + "/" for name in extra_dirs]
+        flags = [_PLAIN] * len(names)
+        with os.scandir(directory.fd) as listing:
+            for entry in listing:
+                name = entry.name
+                if name in extra_dirs:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    names.append(name + "/")
+                    flags.append(_PLAIN)
+                else:
+                    names.append(name)
+                    flags.append(_PLAIN if entry.is_file(follow_symlinks=False) else _ODD)
+                if len(names) >= _CHUNK:
+                    _add_names(sorter, names, flags)
+                    names, flags = [], []
+        _add_names(sorter, names, flags)
+        yield from sorter.merged()
+    finally:
+        sorter.close()
+
+
+def _add_names(sorter: ExternalSorter, names: list[str], flags: list[bytes]) -> None:
+    if not names:
+        return
+    # One encode for the chunk (no name holds a NUL byte), not one call per name.
+    keys = os.fsencode("\0".join(names)).split(b"\0")
+    sorter.add_many(list(zip(keys, flags, strict=True)))
+    if sorter.over_budget:
+        sorter.spill()
 
 
 #: Files yielded at once by :func:`_walk`.
@@ -119,15 +146,17 @@ def _walk(
     directory: TreeDir,
     tally: HashTally,
     known: _Known | None,
+    spill: Path,
+    spills: Iterator[int],
     redirected: frozenset[str] = frozenset(),
 ) -> Iterator[list[tuple[bytes, bytes]]]:
     """The files of ``directory`` and below in path order, in lists: a file costs one level
-    of generators, however deep it is."""
-    keys, irregular = _path_order(directory, redirected)
+    of generators, however deep it is. A large directory's listing is sorted under
+    ``spill``, in a directory numbered by ``spills``."""
     # Paths stay raw bytes: a known file costs no name decoding.
     prefix = os.fsencode(directory.rel) + b"/" if directory.rel else b""
     batch: list[tuple[bytes, bytes]] = []
-    for key in keys:
+    for key, flag in _path_order(directory, redirected, spill / str(next(spills))):
         if key.endswith(b"/"):
             if batch:
                 tally.files += len(batch)
@@ -138,13 +167,13 @@ def _walk(
             sub = tree.open_dir((name,)) if name in redirected else directory.subdir(name)
             if sub is not None:
                 with sub:
-                    yield from _walk(tree, sub, tally, known)
+                    yield from _walk(tree, sub, tally, known, spill, spills)
             continue
         raw = prefix + key
         if raw == _CHECKSUMS_RAW:
             continue
         digest = known.take(raw) if known is not None else None
-        if digest is None or key in irregular:
+        if digest is None or flag == _ODD:
             digest = _hash_unread(directory, os.fsdecode(key), tally)
             if digest is None:
                 continue  # removed since the listing
@@ -193,12 +222,17 @@ def walk_digests(
     Blocking: iterate in a worker thread. ``tally`` counts the files and bytes as it goes.
     """
     tally = tally if tally is not None else HashTally()
-    with tree.open_root() as root:
+    with (
+        tree.open_root() as root,
+        tempfile.TemporaryDirectory(prefix="elastickv-walk-") as spill,
+    ):
         for batch in _walk(
             tree,
             root,
             tally,
             _Known(known) if known is not None else None,
+            Path(spill),
+            itertools.count(),
             frozenset(tree.roots.redirected),
         ):
             yield from batch
@@ -251,8 +285,12 @@ class ChecksumLedger:
     def _spill(self) -> None:
         assert self._sorter is not None
         generation = _GENERATION.pack(self._generation)
-        for rel, digest in self._recent.items():
-            self._sorter.add(rel.encode("utf-8", "surrogateescape"), generation + digest)
+        self._sorter.add_many(
+            [
+                (rel.encode("utf-8", "surrogateescape"), generation + digest)
+                for rel, digest in self._recent.items()
+            ]
+        )
         self._sorter.spill()
         self._recent.clear()
         self._generation += 1
