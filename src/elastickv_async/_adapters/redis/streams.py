@@ -22,8 +22,9 @@ from .values import shifted_ttl
 
 __all__ = ["Listed", "SortedLookup", "sorted_listing", "sorted_ttls"]
 
-#: Memory for buffered names or TTL lines before a sorted run is spilled.
-SORT_BUDGET: Final = 8 << 20
+#: Memory for buffered names or TTL lines before a sorted run is spilled: some 130k names,
+#: so that a directory of 100k files is sorted in memory.
+SORT_BUDGET: Final = 24 << 20
 
 #: The decoder's own sidecar line. Only the characters of an encoded name, so the key needs
 #: no JSON unescaping; a number without a leading zero and at most 20 digits.
