@@ -159,7 +159,9 @@ class _Planner:
             self.directory,
             names,
             frozenset(name for _raw, name, regular in chunk if not regular),
-            {s: keymap[s] for n in names if (s := n[:cut]) in keymap} if keymap else {},
+            {s: keymap[s] for n in names if n.endswith(ext) and (s := n[:cut]) in keymap}
+            if keymap
+            else {},
             found,
             self.shift_ms,
             SLICE_BYTES,
