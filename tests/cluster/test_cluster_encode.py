@@ -255,7 +255,15 @@ async def test_the_checksums_check_reads_no_file_the_encoders_read(
         opened[rel] = opened.get(rel, 0) + 1
         return open_file(self, entry)  # type: ignore[arg-type]
 
+    read_listed = TreeDir.read_listed
+
+    def counting_listed(self: TreeDir, name: str, limit: int | None = None) -> bytes | None:
+        rel = self.path(name)
+        opened[rel] = opened.get(rel, 0) + 1
+        return read_listed(self, name, limit)
+
     monkeypatch.setattr(TreeDir, "open_file", counting)
+    monkeypatch.setattr(TreeDir, "read_listed", counting_listed)
     await encode_cluster(tree, tmp_path / "out")
     data_files = sorted(
         str(p.relative_to(tree))
