@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 from cluster_support import catalog_row, tree_without_manifest, two_group_cluster
-from support import raises_code
+from support import count_tree_opens, raises_code
 
 from elastickv_async._core.cli import main
 from elastickv_async._core.cluster.api import decode_cluster
@@ -244,26 +244,9 @@ async def test_the_checksums_check_reads_no_file_the_encoders_read(
     """As for encode: the encoders' reads record each file's digest and the check against
     CHECKSUMS takes those, so every adapter file is opened once; a changed file is still
     found, and nothing is published."""
-    from elastickv_async._core.dump.tree import TreeDir
 
     tree = await _cluster_tree(tmp_path)
-    opened: dict[str, int] = {}
-    open_file = TreeDir.open_file
-
-    def counting(self: TreeDir, entry: object) -> object:
-        rel = self.path(entry.name)  # type: ignore[attr-defined]
-        opened[rel] = opened.get(rel, 0) + 1
-        return open_file(self, entry)  # type: ignore[arg-type]
-
-    read_listed = TreeDir.read_listed
-
-    def counting_listed(self: TreeDir, name: str, limit: int | None = None) -> bytes | None:
-        rel = self.path(name)
-        opened[rel] = opened.get(rel, 0) + 1
-        return read_listed(self, name, limit)
-
-    monkeypatch.setattr(TreeDir, "open_file", counting)
-    monkeypatch.setattr(TreeDir, "read_listed", counting_listed)
+    opened = count_tree_opens(monkeypatch)
     await encode_cluster(tree, tmp_path / "out")
     data_files = sorted(
         str(p.relative_to(tree))

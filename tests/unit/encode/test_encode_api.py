@@ -13,7 +13,7 @@ import anyio
 import anyio.to_thread
 import pytest
 from encode_support import fake_specs, hand_built_fsm, make_tree, use_specs
-from support import REPO_ROOT, raises_code, shared_dir
+from support import REPO_ROOT, count_tree_opens, raises_code, shared_dir
 
 from elastickv_async._adapters.base import EncodeContext
 from elastickv_async._core.encode import api, selftest
@@ -657,28 +657,11 @@ async def test_the_checksums_check_reads_no_file_the_encoders_read(
     once in this process (workers=0), or not at all when the encoders read in a worker
     process; a changed file is still found. (S3 bodies, read by the chunk at offsets, are
     still read again by the check.)"""
-    from elastickv_async._core.dump.tree import TreeDir
     from elastickv_async._core.pipeline import decode_snapshot
 
     tree = tmp_path / "tree"
     await decode_snapshot(_SAMPLE, tree)
-    opened: dict[str, int] = {}
-    open_file = TreeDir.open_file
-
-    def counting(self: TreeDir, entry: Any) -> Any:
-        rel = self.path(entry.name)
-        opened[rel] = opened.get(rel, 0) + 1
-        return open_file(self, entry)
-
-    read_listed = TreeDir.read_listed
-
-    def counting_listed(self: TreeDir, name: str, limit: int | None = None) -> bytes | None:
-        rel = self.path(name)
-        opened[rel] = opened.get(rel, 0) + 1
-        return read_listed(self, name, limit)
-
-    monkeypatch.setattr(TreeDir, "open_file", counting)
-    monkeypatch.setattr(TreeDir, "read_listed", counting_listed)
+    opened = count_tree_opens(monkeypatch)
     await encode_snapshot(tree, tmp_path / "out.fsm", EncodeOptions(workers=workers))
     bodies = {"s3/photos/2026/04/pixels.bin", "s3/photos/2026/04/greeting.txt"}
     data_files = [
