@@ -4,9 +4,11 @@ The event loop and its worker threads share one GIL, and the per-record work of 
 adapters (parsing JSON, building protobuf, rendering files) is pure Python that holds it:
 threads add no speed there, and small syscalls between such work queue up behind the GIL.
 :class:`Workers` hands that work to worker processes instead, one batch per call (the same
-on asyncio and trio). The processes are started when the run enters its ``async with
-Workers(...)`` block, so their start-up overlaps the run's first reads, and are ended when it
-leaves it.
+on asyncio and trio). A process is started by the first call that needs it, so a run whose
+input holds nothing for the adapters that use them (an S3-only snapshot or tree) starts
+none, and they are ended when the run leaves its ``async with Workers(...)`` block. The
+first call waits for its process's start-up, but the adapters make it as soon as their
+first records arrive, so little of the run's own work could have overlapped it.
 
 What is sent must be a module-level function with picklable arguments and result. It
 computes and returns; it never writes to the output (the run's
@@ -122,9 +124,8 @@ class Workers:
     """Runs CPU-bound calls for one run: in up to ``processes`` worker processes, or in a
     worker thread when ``processes`` is 0.
 
-    Use it as ``async with Workers(n) as workers:``; the processes start on entry and end on
-    exit. Calls made outside the block start their process on first use, and
-    :meth:`aclose` ends them.
+    Use it as ``async with Workers(n) as workers:``; a process starts on the first call that
+    finds none idle, and every process ends on exit (or at :meth:`aclose`).
     """
 
     def __init__(self, processes: int) -> None:
@@ -136,9 +137,6 @@ class Workers:
         self._running: set[_Process] = set()
 
     async def __aenter__(self) -> Self:
-        with anyio.CancelScope(shield=True):
-            for _ in range(self.processes):
-                self._idle.append(await self._start())
         return self
 
     async def __aexit__(

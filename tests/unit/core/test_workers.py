@@ -120,6 +120,28 @@ async def test_a_worker_process_that_dies_is_a_typed_error_and_the_pool_goes_on(
     assert square == 9
 
 
+async def test_a_process_starts_at_the_first_call_not_on_entry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run whose input gives its worker-using adapters nothing (an S3-only snapshot) pays
+    for no process; the first call starts one and the next calls reuse it."""
+    started: list[int] = []
+    start = Workers._start
+
+    async def counted(self: Workers) -> object:
+        started.append(1)
+        return await start(self)
+
+    monkeypatch.setattr(Workers, "_start", counted)
+    async with Workers(2):
+        pass
+    assert started == []
+    async with Workers(2) as workers:
+        pids = {(await workers.run(_pid_and_square, n))[0] for n in range(3)}
+    assert len(started) == 1
+    assert len(pids) == 1
+
+
 def test_negative_process_count_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         Workers(-1)
@@ -229,9 +251,9 @@ def test_a_cancelled_call_finishes_and_leaving_the_block_ends_every_process(back
 
     async def cancelled_early() -> None:
         async with Workers(2) as workers:
-            during.update(_children())
             with anyio.move_on_after(0.01):
                 finished.append(await workers.run(_pid_and_square, 3))
+            during.update(_children())
 
     before = _children()
     with warnings.catch_warnings(record=True) as caught:
@@ -239,6 +261,6 @@ def test_a_cancelled_call_finishes_and_leaving_the_block_ends_every_process(back
         anyio.run(cancelled_early, backend=backend)
         gc.collect()
     assert [w.message for w in caught if issubclass(w.category, ResourceWarning)] == []
-    assert len(during - before) == 2
+    assert len(during - before) == 1  # the call's own: none start on entry
     assert _children() <= before
     assert finished == []

@@ -1,5 +1,5 @@
 """An S3 encode loads the S3 encoder, not its decoder, and a small one starts no worker
-process.
+process; an S3 decode starts none either, even when asked for one (S3 sends no work to them).
 
 Checked in a fresh interpreter: ``sys.modules`` there shows what the run imported.
 """
@@ -52,3 +52,21 @@ def test_an_s3_encode_imports_no_decoder_and_starts_no_worker(tmp_path: Path) ->
     modules = set(result["modules"])
     assert "elastickv_async._adapters.s3.encode" in modules
     assert "elastickv_async._adapters.s3.decode" not in modules
+
+
+@pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
+def test_an_s3_decode_given_a_worker_process_starts_none(tmp_path: Path) -> None:
+    assert SHARED is not None
+    case = SHARED / "golden" / "public" / "s3_multipart"
+    out = tmp_path / "out"
+    argv = ["decode", "--input", str(case / "input.fsm"), "--output", str(out), "--workers", "1"]
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, *argv, "--quiet"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] == 0, done.stderr
+    assert (out / "MANIFEST.json").is_file()
+    assert "elastickv_async._adapters.s3.encode" not in set(result["modules"])

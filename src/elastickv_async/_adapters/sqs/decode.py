@@ -143,23 +143,27 @@ class SQSDecoder:
         lanes = self._in_flight
         chunks, lane_chunks = anyio.create_memory_object_stream[Chunk](_QUEUED * lanes)
         failure: Exception | None = None
-        async with task_group() as tg:
-            async with lane_chunks:
-                for _ in range(lanes):
-                    tg.start_soon(self._render_lane, lane_chunks.clone())
-            async with chunks:
-                async for batch in batches:
-                    async with self._spill_lock:
-                        failure = self._take(batch)
-                    for chunk in self._cut(whole=failure is not None):
-                        await self._send(chunks, chunk)
-                    if failure is not None or self._render_failure is not None:
-                        break
-                    if self._spill.over_budget:  # side records alone
-                        await self._spill_buffers()
-                else:
-                    for chunk in self._cut(whole=True):
-                        await self._send(chunks, chunk)
+        started = False
+        async with task_group() as tg, chunks, lane_chunks:
+            async for batch in batches:
+                if not started:
+                    # With the first SQS records: a snapshot without any starts no lane
+                    # and no worker process.
+                    for _ in range(lanes):
+                        tg.start_soon(self._render_lane, lane_chunks.clone())
+                    lane_chunks.close()
+                    started = True
+                async with self._spill_lock:
+                    failure = self._take(batch)
+                for chunk in self._cut(whole=failure is not None):
+                    await self._send(chunks, chunk)
+                if failure is not None or self._render_failure is not None:
+                    break
+                if self._spill.over_budget:  # side records alone
+                    await self._spill_buffers()
+            else:
+                for chunk in self._cut(whole=True):
+                    await self._send(chunks, chunk)
         self._raise_render_failure()
         if failure is not None:
             raise failure  # once the messages before it are rendered
