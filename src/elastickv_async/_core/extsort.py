@@ -149,6 +149,11 @@ class ExternalSorter:
         self.side_bytes = 0
 
     @property
+    def defers_reads(self) -> bool:
+        """Whether some value is :class:`Deferred`: read only when :meth:`merged` yields it."""
+        return bool(self._sources)
+
+    @property
     def over_budget(self) -> bool:
         """True when the buffer should be spilled before more records are added."""
         return self._buffered >= self._budget

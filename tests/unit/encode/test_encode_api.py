@@ -655,28 +655,34 @@ async def test_the_checksums_check_reads_no_file_the_encoders_read(
     """The encoders' reads record each file's digest, and the check against CHECKSUMS takes
     those instead of reading the files again: every file of the adapters' subtrees is opened
     once in this process (workers=0), or not at all when the encoders read in a worker
-    process; a changed file is still found. (S3 bodies, read by the chunk at offsets, are
-    still read again by the check.)"""
+    process; a large S3 body, read by the chunk when the snapshot is written, is opened once
+    per chunk and not by the check. A changed file or body is still found."""
     from elastickv_async._core.pipeline import decode_snapshot
 
     tree = tmp_path / "tree"
     await decode_snapshot(_SAMPLE, tree)
     opened = count_tree_opens(monkeypatch)
     await encode_snapshot(tree, tmp_path / "out.fsm", EncodeOptions(workers=workers))
-    bodies = {"s3/photos/2026/04/pixels.bin", "s3/photos/2026/04/greeting.txt"}
+    deferred = "s3/photos/2026/04/pixels.bin"  # 1.5 MiB: two chunks
     data_files = [
         str(p.relative_to(tree))
         for p in tree.rglob("*")
         # MANIFEST.json and CHECKSUMS are the run's own
-        if p.is_file() and p.parent != tree and str(p.relative_to(tree)) not in bodies
+        if p.is_file() and p.parent != tree and str(p.relative_to(tree)) != deferred
     ]
     assert len(data_files) > 15
+    assert opened[deferred] == 2
     if workers == 0:
         assert {rel: opened.get(rel, 0) for rel in data_files} == dict.fromkeys(data_files, 1)
     else:
         # Redis values and DynamoDB items are read in the worker process.
         assert max(opened.get(rel, 0) for rel in data_files) == 1
         assert any(rel.startswith("redis/") and rel not in opened for rel in data_files)
+    body = (tree / deferred).read_bytes()
+    (tree / deferred).write_bytes(body[:-1] + bytes([body[-1] ^ 1]))  # in place, same size
+    with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=deferred):
+        await encode_snapshot(tree, tmp_path / "body.fsm", EncodeOptions(workers=workers))
+    (tree / deferred).write_bytes(body)
     victim = tree / sorted(data_files)[-1]
     victim.write_bytes(victim.read_bytes() + b" ")
     with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=sorted(data_files)[-1]):

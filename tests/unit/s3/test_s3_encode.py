@@ -339,6 +339,39 @@ async def test_small_bodies_are_hashed_as_the_walk_reads_them(tmp_path: Path) ->
     assert "s3/b/big.elastickv-meta.json" in digests.digests
 
 
+async def _read_chunks(
+    records: dict[bytes, bytes | Deferred], rel: str, order: list[int]
+) -> list[bytes]:
+    out = []
+    for n in order:
+        chunk = records[_blob_key(b"b", rel.encode(), n)]
+        assert isinstance(chunk, Deferred)
+        out.append(await anyio.to_thread.run_sync(chunk.source.read, chunk.token, len(chunk)))
+    return out
+
+
+async def test_a_deferred_body_read_in_order_to_its_end_records_its_digest(
+    tmp_path: Path,
+) -> None:
+    """Reading a deferred body's chunks in key order (as the snapshot's writing does) records
+    the body's digest, as a file read to its end does: the CHECKSUMS check need not read it
+    again. Chunks read out of order, or from a body that grew since the walk, record nothing."""
+    bodies = {"big": os.urandom(2 * MIB + 5), "odd": b"o" * (2 * MIB), "grown": b"g" * MIB * 2}
+    root = _tree(tmp_path, bodies)
+    digests = DigestLog()
+    with recording_reads(digests):
+        records = await _walked(root, tmp_path / "scratch")
+    assert b"".join(await _read_chunks(records, "big", [0, 1, 2])) == bodies["big"]
+    assert digests.digests["s3/b/big"] == hashlib.sha256(bodies["big"]).digest()
+    await _read_chunks(records, "odd", [1, 0])
+    assert "s3/b/odd" not in digests.digests
+    await _read_chunks(records, "grown", [0])
+    with (root / "s3/b/grown").open("ab") as fh:
+        fh.write(b"more")
+    await _read_chunks(records, "grown", [1])
+    assert "s3/b/grown" not in digests.digests
+
+
 async def test_a_small_body_that_grows_before_it_is_read_is_a_typed_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,8 +15,10 @@ the output. A full-fidelity tree's incomplete uploads are replayed from
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
+import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Final
@@ -24,7 +26,14 @@ from typing import IO, Any, Final
 import anyio.to_thread
 
 from ..._core.dump.names import encode_segment
-from ..._core.dump.tree import DumpTree, TreeDir, TreeEntry, TreeFile
+from ..._core.dump.tree import (
+    DigestRecorder,
+    DumpTree,
+    TreeDir,
+    TreeEntry,
+    TreeFile,
+    active_recorder,
+)
 from ..._core.errors import DumpTreeError, map_os_errors
 from ..._core.gojson_read import GoJSONError
 from ..base import Deferred, EncodeContext
@@ -66,6 +75,10 @@ _DEFERRED_PER_LIST: Final = 1024
 #: A deferred chunk's token: the body's ``st_dev``, ``st_ino`` and size as listed, and the
 #: chunk's offset; the body's slash path follows.
 _TOKEN: Final = struct.Struct("<QQQQ")
+#: A deferred body: its ``st_dev``, ``st_ino`` and size as listed, and its slash path.
+_BodyKey = tuple[int, int, int, bytes]
+#: Bodies hashed at once by the writing (key order reads one body at a time: one or two).
+_HASHING: Final = 16
 #: Objects found per worker-thread call of the walk, and bytes of small bodies read with them.
 _SCAN_BATCH: Final = 256
 _SCAN_BYTES: Final = 4 * CHUNK_SIZE
@@ -140,15 +153,26 @@ def _chunk_sizes(size: int) -> list[int]:
 
 class _Bodies:
     """Reads deferred body chunks from the tree when the snapshot is written (a
-    :class:`~elastickv_async._adapters.base.ValueSource`; worker thread)."""
+    :class:`~elastickv_async._adapters.base.ValueSource`; worker thread).
+
+    With a ``recorder`` (the encode's :func:`~elastickv_async._core.dump.tree.recording_reads`
+    one), a body read chunk after chunk from its start to its listed size records its SHA-256
+    as a file read to its end does, so the CHECKSUMS check does not read it again. Chunks
+    arriving in another order (never, in key order) only leave the body to that check.
+    """
 
     def __init__(self, tree: DumpTree) -> None:
         self._tree = tree
+        self.recorder: DigestRecorder | None = None
+        #: Bodies being hashed: the offset of the chunk due next, and the hash so far.
+        self._hashing: dict[_BodyKey, tuple[int, hashlib._Hash]] = {}
+        self._lock = threading.Lock()
 
     def read(self, token: bytes, length: int) -> bytes:
         """The chunk ``token`` names, from its body re-opened and checked against the listing."""
         dev, ino, size, offset = _TOKEN.unpack_from(token)
-        parts = tuple(os.fsdecode(token[_TOKEN.size :]).split("/"))
+        path = token[_TOKEN.size :]
+        parts = tuple(os.fsdecode(path).split("/"))
         entry = TreeEntry(parts[-1], False, size, (dev, ino))
         with (
             map_os_errors(DumpTreeError, "cannot read the dump tree", code="ErrEncodeAdapterData"),
@@ -158,7 +182,28 @@ class _Bodies:
             chunk = _read_exact(body, offset, length)
         if len(chunk) != length:
             raise _changed_size(parts)
+        if self.recorder is not None:
+            self._hash((dev, ino, size, path), offset, chunk, body)
         return chunk
+
+    def _hash(self, key: _BodyKey, offset: int, chunk: bytes, body: TreeFile) -> None:
+        """Add ``chunk``, read at ``offset``, to its body's hash; record the digest once the
+        chunks reached the listed size (and the file still has that size)."""
+        with self._lock:
+            held = self._hashing.pop(key, None)
+        if offset == 0:
+            held = (0, hashlib.sha256())
+        elif held is None or held[0] != offset:
+            return
+        end, digest = offset + len(chunk), held[1]
+        digest.update(chunk)
+        size = key[2]
+        if end < size:
+            with self._lock:
+                if len(self._hashing) < _HASHING:
+                    self._hashing[key] = (end, digest)
+        elif body.size == size and self.recorder is not None:
+            self.recorder.record(body.rel, digest.digest())
 
 
 class S3Encoder:
@@ -177,6 +222,7 @@ class S3Encoder:
         A bucket is walked in batches of objects (one worker-thread call each), so memory
         stays bounded however many objects it holds.
         """
+        self._bodies.recorder = active_recorder()
         for dir_name in await self._tree.run(self._bucket_dirs):
             scan = _BucketScan(self._tree, dir_name)
             try:

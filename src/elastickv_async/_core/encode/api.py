@@ -385,15 +385,20 @@ class _Run:
                     batch_bytes=self.memory.batch_bytes(CHANNEL_BUFFER, streams=1),
                 )
             fh = await anyio.to_thread.run_sync(disk.create_temp, temp)
+            # Deferred values (large S3 bodies) are read, and their digests recorded, as the
+            # snapshot is written: checking the tree beside the writing would read them twice.
+            check_after = verify is not None and sorter.defers_reads
             try:
                 async with task_group() as tg:
-                    if verify is not None and read is not None:
+                    if verify is not None and read is not None and not check_after:
                         tg.start_soon(verify, read)
                     total = sorter.records
                     stream = SnapshotStream(fh, sorter.merged(), ts)
                     meter.output(files=lambda: 0, bytes_=lambda: stream.bytes_written)
                     meter.stage("write", unit="entries", done=lambda: stream.entries, total=total)
                     await stream.write()
+                if verify is not None and read is not None and check_after:
+                    await verify(read)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(disk.close_quietly, fh)
