@@ -32,3 +32,22 @@ def test_the_cli_flags_load_no_adapter_decoder_or_encoder() -> None:
         if (name := f"elastickv_async._adapters.{adapter}.{side}") in modules
     )
     assert sides == []
+
+
+def test_the_cli_flags_load_no_command_implementation() -> None:
+    """Building the parser registers every command's flags, not their engines: the Raft
+    state writer of ``prepare-restore`` (and the CRC32C package, whose import looks its own
+    version up in the installed distributions) loads only when that command runs."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD], capture_output=True, text=True, check=True
+    )
+    modules = set(json.loads(done.stdout))
+    assert "elastickv_async._core.restore.command" in modules
+    loaded = {
+        "elastickv_async._core.restore.prepare",
+        "elastickv_async._core.pipeline",
+        "elastickv_async._core.encode.api",
+        "crc32c",
+        "importlib.metadata",
+    } & modules
+    assert loaded == set()

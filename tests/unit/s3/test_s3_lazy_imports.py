@@ -52,6 +52,10 @@ def test_an_s3_encode_imports_no_decoder_and_starts_no_worker(tmp_path: Path) ->
     modules = set(result["modules"])
     assert "elastickv_async._adapters.s3.encode" in modules
     assert "elastickv_async._adapters.s3.decode" not in modules
+    # Without --self-test nothing of the decoder loads: no snapshot reader, no routing.
+    assert "elastickv_async._core.pipeline" not in modules
+    assert "elastickv_async._core.encode.selftest" not in modules
+    assert "crc32c" not in modules
 
 
 @pytest.mark.skipif(SHARED is None, reason="golden corpus absent")

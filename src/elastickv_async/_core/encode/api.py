@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import anyio
 import anyio.to_thread
@@ -62,7 +62,9 @@ from .collect import CHANNEL_BUFFER, LARGE_VALUE, collect_records
 from .framing import ts_suffix
 from .info import EncodeInfo, TimeRebase
 from .output import SnapshotStream
-from .selftest import SelfTestOutcome, run_self_test
+
+if TYPE_CHECKING:
+    from .selftest import SelfTestOutcome
 
 __all__ = ["EncodeResult", "encode_snapshot", "parse_last_commit_ts"]
 
@@ -436,6 +438,10 @@ class _Run:
             stream = await self.write_temp(temp, manifest, ts, specs, verify)
             outcome = None
             if options.self_test:
+                # Loaded here: the self-test brings the whole decoder (snapshot reader,
+                # routing, every adapter's decoder), which an encode without it never uses.
+                from .selftest import run_self_test
+
                 # The scratch decode reads the new file once: its read stage is this stage.
                 read = [0]
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from ..report import Report, make_logger
-from .prepare import PrepareRestoreOptions, describe, prepare_restore
 
 __all__ = ["add_parser", "run"]
 
@@ -53,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPa
 
 async def run(args: argparse.Namespace, report: Report) -> None:
     """Prepare the data directory and record what was written in the report."""
+    # Loaded here: every command builds this one's flags, only this one needs the Raft
+    # state writer (and its CRC32C, whose package looks its own version up on import).
+    from .prepare import PrepareRestoreOptions, describe, prepare_restore
+
     result = await prepare_restore(
         PrepareRestoreOptions(
             input=Path(args.input),
