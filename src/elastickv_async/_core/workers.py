@@ -5,7 +5,7 @@ adapters (parsing JSON, building protobuf, rendering files) is pure Python that 
 threads add no speed there, and small syscalls between such work queue up behind the GIL.
 :class:`Workers` hands that work to worker processes instead, one batch per call (the same
 on asyncio and trio). A process is started by the first call that needs it, so a run whose
-input holds nothing for the adapters that use them (an S3-only snapshot or tree) starts
+input holds nothing for the adapters that use them (object bodies only, say) starts
 none, and they are ended when the run leaves its ``async with Workers(...)`` block. The
 first call waits for its process's start-up, but the adapters make it as soon as their
 first records arrive, so little of the run's own work could have overlapped it.
