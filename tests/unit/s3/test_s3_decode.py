@@ -11,7 +11,18 @@ from typing import Any
 
 import anyio
 import pytest
-from s3_support import Harness, blob, bucket_meta, harness, manifest, part, seg, simple_object, u64
+from s3_support import (
+    Harness,
+    blob,
+    bucket_meta,
+    harness,
+    manifest,
+    part,
+    routed,
+    seg,
+    simple_object,
+    u64,
+)
 from support import raises_code
 
 from elastickv_async._core.errors import AdapterRecordError, OutputError
@@ -383,7 +394,7 @@ async def test_scratch_is_removed_after_an_injected_write_failure(
 
     seen: list[Path] = []
 
-    async def failing_install(rel: str, src: Path) -> None:
+    async def failing_install(rel: str, src: Path, *, sha256: bytes | None = None) -> None:
         seen.append(src)
         raise OutputError("injected")
 
@@ -432,19 +443,57 @@ async def test_bodies_alone_in_their_spill_file_are_moved_not_rewritten(
     h = harness(tmp_path, jobs=3)
     writer = h.decoder._ctx.writer
     install = writer.install
-    moved: list[str] = []
+    moved: dict[str, bytes | None] = {}
 
-    async def recording_install(rel: str, src: Path) -> None:
-        moved.append(rel)
-        await install(rel, src)
+    async def recording_install(rel: str, src: Path, *, sha256: bytes | None = None) -> None:
+        moved[rel] = sha256
+        await install(rel, src, sha256=sha256)
 
     monkeypatch.setattr(writer, "install", recording_install)
     await h.run(records, batch=7)
     files = h.files()
     assert sorted(moved) == sorted(f"s3/b/{key.decode()}" for key in bodies)
     assert all(files[f"s3/b/{key.decode()}"] == body for key, body in bodies.items())
+    # Each moved body's digest was taken as its payloads were spilled: not read again.
+    assert moved == {
+        f"s3/b/{key.decode()}": hashlib.sha256(body).digest() for key, body in bodies.items()
+    }
     assert files["s3/b/shared"] == b"newer"
     assert _spill_left(h) == []
+
+
+async def test_a_body_whose_chunks_arrive_apart_is_hashed_from_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of one object arrive together in key order; when another object's come between
+    them (a hand-fed stream), the spill-time digest is dropped and the moved file is read to
+    hash it: CHECKSUMS stays right either way."""
+    a0, a1, b0 = _body(100, 1), _body(50, 2), _body(70, 3)
+    records = [
+        bucket_meta(b"b"),
+        blob(b"b", b"a", a0, chunk=0),
+        blob(b"b", b"b", b0, chunk=0),
+        blob(b"b", b"a", a1, chunk=1),
+        manifest(b"b", b"a", [part(1, [100, 50])], size_bytes=150),
+        manifest(b"b", b"b", [part(1, [70])], size_bytes=70),
+    ]
+    h = harness(tmp_path)
+    writer = h.decoder._ctx.writer
+    install = writer.install
+    moved: dict[str, bytes | None] = {}
+
+    async def recording_install(rel: str, src: Path, *, sha256: bytes | None = None) -> None:
+        moved[rel] = sha256
+        await install(rel, src, sha256=sha256)
+
+    monkeypatch.setattr(writer, "install", recording_install)
+    for record in records:  # in this order, not sorted as the harness would
+        await h.decoder.handle(routed([record]))
+    await h.decoder.finalize()
+    assert h.files()["s3/b/a"] == a0 + a1
+    assert moved == {"s3/b/a": None, "s3/b/b": hashlib.sha256(b0).digest()}
+    assert writer.ledger.get("s3/b/a") == hashlib.sha256(a0 + a1).digest()
+    assert writer.ledger.get("s3/b/b") == hashlib.sha256(b0).digest()
 
 
 async def test_sidecars_of_moved_bodies_are_written_in_bounded_batches(

@@ -18,6 +18,7 @@ arrived last. The golden corpus pins this (``s3_orphans_flag``), so it is reprod
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
@@ -95,6 +96,12 @@ class _Object:
     #: The store key of each blob chunk, kept in full-fidelity mode only: the chunks of an
     #: upload in progress are written as raw records.
     blob_keys: dict[ChunkKey, bytes] = field(default_factory=dict)
+    #: The SHA-256 of the spill file ``fid``, taken as its payloads are appended: running
+    #: while they arrive, then final (see :meth:`S3Decoder._hash_payloads`).
+    hasher: hashlib._Hash | None = None
+    digest: bytes | None = None
+    #: False once payloads arrived after the digest was final: the file must be read to hash.
+    hashed_whole: bool = True
 
 
 @dataclass(slots=True)
@@ -163,6 +170,13 @@ class _Payloads:
         return fid not in self._pinned
 
 
+def _end_hash(obj: _Object) -> None:
+    """Make the digest of the object's spill file final (its payloads went elsewhere)."""
+    if obj.hasher is not None:
+        obj.digest = obj.hasher.digest()
+        obj.hasher = None
+
+
 def _check_bucket(name: bytes) -> bytes:
     if name in (b"", b".", b".."):
         raise record_error(
@@ -184,6 +198,8 @@ class S3Decoder:
         #: ``(bucket, gen, object, upload id)`` of every multipart upload still in progress: its
         #: parts' chunks have no manifest yet, and that is healthy, not an orphan.
         self._live_uploads: set[tuple[bytes, int, bytes, bytes]] = set()
+        #: The object whose spill file is being hashed (its payloads arrive together).
+        self._hashing: _Object | None = None
 
     # --- handle --------------------------------------------------------------------------------
 
@@ -204,12 +220,14 @@ class S3Decoder:
         """Index the batch's records and append its payloads to the spill files."""
         writes: list[tuple[int, bytes]] = []
         digests: list[tuple[bytes, bytes]] = []
+        blobs: list[tuple[_Object, bytes]] = []
         for prefix, entry in batch:
             key, value = entry.key, entry.value
             if prefix == keys.BLOB_PREFIX:
                 bucket, gen, obj_key, chunk = keys.parse_blob_key(key)
                 obj = self._object(bucket, gen, obj_key)
                 writes.append((self._payloads.add_blob(bucket, obj, chunk, len(value)), value))
+                blobs.append((obj, value))
                 if self._full_fidelity:
                     obj.blob_keys[chunk] = key
             elif prefix == keys.BUCKET_META_PREFIX:
@@ -242,7 +260,7 @@ class S3Decoder:
             elif prefix in (keys.UPLOAD_META_PREFIX, keys.UPLOAD_PART_PREFIX):
                 self._handle_upload(prefix, key, value, writes)
         if writes:
-            await anyio.to_thread.run_sync(self._spill.append, writes)
+            await anyio.to_thread.run_sync(self._append, writes, blobs)
         if digests:
             mismatch = await anyio.to_thread.run_sync(self._spill.first_digest_mismatch, digests)
             if mismatch is not None:
@@ -250,6 +268,34 @@ class S3Decoder:
                     "ErrS3ChunkBlobHashMismatch",
                     f"chunkblob {mismatch[0].hex()} hashes to {mismatch[1].hex()}",
                 )
+
+    def _append(self, writes: list[tuple[int, bytes]], blobs: list[tuple[_Object, bytes]]) -> None:
+        """Append the payloads to the spill files and hash the blob payloads (worker thread)."""
+        self._spill.append(writes)
+        self._hash_payloads(blobs)
+
+    def _hash_payloads(self, blobs: list[tuple[_Object, bytes]]) -> None:
+        """Add each blob payload to its object's spill-file digest, in append order.
+
+        A body moved into place whole then needs no second read for CHECKSUMS. One object's
+        chunks arrive together, so one hash runs at a time; an object whose payloads
+        resume after another's (never, in key order) is left to be read and hashed.
+        """
+        current = self._hashing
+        for obj, data in blobs:
+            if obj is not current:
+                if current is not None:
+                    _end_hash(current)
+                current = obj
+                if obj.hasher is None:
+                    if obj.digest is None and obj.hashed_whole:
+                        obj.hasher = hashlib.sha256()
+                    else:
+                        obj.digest = None
+                        obj.hashed_whole = False
+            if obj.hasher is not None:
+                obj.hasher.update(data)
+        self._hashing = current
 
     def _handle_upload(
         self, prefix: bytes, key: bytes, value: bytes, writes: list[tuple[int, bytes]]
@@ -273,6 +319,9 @@ class S3Decoder:
 
     async def finalize(self) -> dict[str, Any]:
         """Write every bucket (concurrently), then drop the spill files; return the scope."""
+        if self._hashing is not None:
+            _end_hash(self._hashing)
+            self._hashing = None
         try:
             limiter = anyio.CapacityLimiter(max(1, self._ctx.options.jobs))
             async with task_group() as tg:
@@ -301,9 +350,10 @@ class _BucketFlush:
         self._bucket = bucket
         self._dir = f"{ROOT}/{encode_segment(bucket.name)}"
         self._small = _SmallFiles()
-        #: Bodies whose spill file holds exactly their bytes: ``(path, spill file)``, moved
-        #: into place (a rename) instead of being read back and written again.
-        self._moves: list[tuple[str, Path]] = []
+        #: Bodies whose spill file holds exactly their bytes: ``(path, spill file, its
+        #: SHA-256 if known)``, moved into place (a rename) instead of being read back and
+        #: written again.
+        self._moves: list[tuple[str, Path, bytes | None]] = []
         self._name = go_str(bucket.name)
         self._slots = anyio.Semaphore(_IN_FLIGHT)
         self._batches: TaskGroup | None = None
@@ -411,7 +461,8 @@ class _BucketFlush:
         self._ctx.report.count("s3.objects")
         self._ctx.report.count("s3.body_bytes", size)
         if obj.fid is not None and self._is_whole_spill_file(obj.fid, ranges):
-            self._moves.append((rel, self._spill.path(obj.fid)))
+            digest = obj.digest if obj.hashed_whole else None
+            self._moves.append((rel, self._spill.path(obj.fid), digest))
             if len(self._moves) >= _BATCH_FILES:
                 await self._move_bodies()
             if self._small.full():
@@ -450,8 +501,8 @@ class _BucketFlush:
         self._moves = []
 
         async def mover() -> None:
-            for rel, path in moves:
-                await self._ctx.writer.install(rel, path)
+            for rel, path, digest in moves:
+                await self._ctx.writer.install(rel, path, sha256=digest)
 
         async def batch() -> None:
             async with task_group() as tg:

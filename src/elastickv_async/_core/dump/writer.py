@@ -201,8 +201,11 @@ class DumpWriter:
             self.ledger.record_many(digests)
         return total
 
-    def _install_sync(self, rel: str, src: Path) -> int:
-        """Move a finished scratch file into place, copying when it is on another filesystem."""
+    def _install_sync(self, rel: str, src: Path, known: bytes | None = None) -> int:
+        """Move a finished scratch file into place, copying when it is on another filesystem.
+
+        ``known`` is the file's SHA-256, when the caller took it as it wrote the file.
+        """
         parts = check_relpath(rel)
         dir_fd = self._open_dir(parts[:-1], create=True)
         try:
@@ -210,7 +213,7 @@ class DumpWriter:
             self._check_target(dir_fd, name, rel)
             size = os.stat(src, follow_symlinks=False).st_size
             try:
-                digest = bytes.fromhex(sha256_file(src))
+                digest = known if known is not None else bytes.fromhex(sha256_file(src))
                 os.chmod(src, FILE_MODE)
                 if self._fsync:
                     fd = os.open(src, os.O_RDONLY)
@@ -266,9 +269,13 @@ class DumpWriter:
         if files:
             await self._run(len(files), self._write_many_sync, files)
 
-    async def install(self, rel: str, src: Path) -> None:
-        """Move the finished file ``src`` (e.g. built in scratch) to ``rel`` atomically."""
-        await self._run(1, self._install_sync, rel, src)
+    async def install(self, rel: str, src: Path, *, sha256: bytes | None = None) -> None:
+        """Move the finished file ``src`` (e.g. built in scratch) to ``rel`` atomically.
+
+        ``sha256``: the file's digest (32 raw bytes), when the caller hashed what it wrote
+        there; it is then not read again.
+        """
+        await self._run(1, self._install_sync, rel, src, sha256)
 
     @contextlib.asynccontextmanager
     async def open(self, rel: str) -> AsyncIterator[AtomicFile]:
