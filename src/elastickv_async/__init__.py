@@ -19,24 +19,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._core.errors import (
-    AdapterRecordError,
-    ChecksumMismatch,
-    DataError,
-    DumpTreeError,
-    ElasticKVError,
-    ExecutionError,
-    ManifestError,
-    OutputError,
-    SelfTestMismatch,
-    SnapshotFormatError,
-    UnsafeDumpEntry,
-    UsageError,
-)
-from ._core.options import DecodeOptions, EncodeOptions
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._core.errors import (
+        AdapterRecordError,
+        ChecksumMismatch,
+        DataError,
+        DumpTreeError,
+        ElasticKVError,
+        ExecutionError,
+        ManifestError,
+        OutputError,
+        SelfTestMismatch,
+        SnapshotFormatError,
+        UnsafeDumpEntry,
+        UsageError,
+    )
+    from ._core.options import DecodeOptions, EncodeOptions
     from ._core.cluster.api import ClusterProgress, decode_cluster
     from ._core.cluster.encode import ClusterEncodeResult, encode_cluster
     from ._core.dump.verify import verify_tree
@@ -84,6 +84,25 @@ __all__ = [
 
 
 _LAZY = {
+    **dict.fromkeys(
+        (
+            "AdapterRecordError",
+            "ChecksumMismatch",
+            "DataError",
+            "DumpTreeError",
+            "ElasticKVError",
+            "ExecutionError",
+            "ManifestError",
+            "OutputError",
+            "SelfTestMismatch",
+            "SnapshotFormatError",
+            "UnsafeDumpEntry",
+            "UsageError",
+        ),
+        "_core.errors",
+    ),
+    "DecodeOptions": "_core.options",
+    "EncodeOptions": "_core.options",
     "decode_cluster": "_core.cluster.api",
     "ClusterProgress": "_core.cluster.api",
     "encode_cluster": "_core.cluster.encode",
@@ -104,8 +123,9 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # The engines import every adapter, and the report structlog; load them on first use so
-    # that importing the package (errors, options) stays cheap.
+    # The engines import every adapter, and the report structlog; load even the errors and
+    # options on first use, so that the command's entry point (inside this package) starts
+    # with nothing but the version: ``elastickv-async --version`` prints it at once.
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
