@@ -22,6 +22,10 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._core.cluster.api import ClusterProgress, decode_cluster
+    from ._core.cluster.encode import ClusterEncodeResult, encode_cluster
+    from ._core.dump.verify import verify_tree
+    from ._core.encode.api import EncodeResult, encode_snapshot
     from ._core.errors import (
         AdapterRecordError,
         ChecksumMismatch,
@@ -36,12 +40,8 @@ if TYPE_CHECKING:
         UnsafeDumpEntry,
         UsageError,
     )
-    from ._core.options import DecodeOptions, EncodeOptions
-    from ._core.cluster.api import ClusterProgress, decode_cluster
-    from ._core.cluster.encode import ClusterEncodeResult, encode_cluster
-    from ._core.dump.verify import verify_tree
-    from ._core.encode.api import EncodeResult, encode_snapshot
     from ._core.inspection import SnapshotInspection, inspect_snapshot
+    from ._core.options import DecodeOptions, EncodeOptions
     from ._core.pipeline import decode_snapshot
     from ._core.progress import Progress
     from ._core.report import Report
