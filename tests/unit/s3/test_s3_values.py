@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from elastickv_async._adapters.s3 import values
 from elastickv_async._adapters.s3.values import (
     _PUBLIC_MANIFEST,
     DeclaredPart,
@@ -208,3 +209,83 @@ def test_the_plain_sidecar_path_takes_well_formed_sidecars() -> None:
         b'{"size_bytes": 1} ]',  # Go's decoder tolerates a trailing ] here
     ]:
         assert _plain_struct(odd, _PUBLIC_MANIFEST) is None, odd
+
+
+# --- the msgspec path of live manifests, held to the Go-rules reader -------------------------
+
+_M_TEXT = st.text(st.characters(codec="utf-8"), max_size=6)
+_M_INT = st.one_of(
+    st.integers(-(1 << 64), (1 << 64) + 1), st.sampled_from([0, 1, -1, (1 << 63) - 1, 1 << 63])
+)
+_M_ANY = st.one_of(_M_TEXT, _M_INT, st.booleans(), st.none(), st.floats(allow_nan=False))
+_M_INTS = ("part_no", "size_bytes", "chunk_count", "part_version", "chunk_ref_version")
+_M_PART_NAMES = (*_M_INTS, "etag", "chunk_sizes", "offloaded", "Part_No", "extra")
+_M_NAMES = ("upload_id", "etag", "size_bytes", "last_modified_hlc", "content_type",
+            "content_encoding", "cache_control", "content_disposition", "user_metadata",
+            "parts", "Etag", "unknown")  # fmt: skip
+
+
+def _m_value(name: str) -> st.SearchStrategy[str]:
+    """JSON text for member ``name``: mostly of its type, sometimes anything."""
+    if name == "user_metadata":
+        typed: st.SearchStrategy[Any] = st.dictionaries(_M_TEXT, _M_TEXT | st.none(), max_size=3)
+    elif name == "chunk_sizes":
+        typed = st.lists(_M_INT, max_size=3)
+    elif name == "offloaded":
+        typed = st.booleans()
+    elif name in (*_M_INTS, "last_modified_hlc"):
+        typed = _M_INT
+    elif name == "parts":
+        return st.lists(_m_object(_M_PART_NAMES), max_size=3).map(lambda p: f"[{','.join(p)}]")
+    else:
+        typed = _M_TEXT
+    return (typed | _M_ANY).map(json.dumps)
+
+
+def _m_object(names: tuple[str, ...]) -> st.SearchStrategy[str]:
+    """A JSON object of members drawn from ``names`` (repeats allowed)."""
+    member = st.sampled_from(names).flatmap(
+        lambda n: _m_value(n).map(lambda text: f"{json.dumps(n)}:{text}")
+    )
+    return st.lists(member, max_size=8).map(lambda m: "{" + ",".join(m) + "}")
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_m_object(_M_NAMES), st.booleans())
+def test_the_plain_manifest_path_reads_what_the_go_rules_reader_reads(
+    text: str, ascii_only: bool
+) -> None:
+    """Whenever the msgspec path takes a value, it reads it as the Go-rules reader does;
+    everything it declines (repeats it cannot merge, nulls, floats, -0, other names) is
+    left to that reader."""
+    value = text.encode("ascii", "backslashreplace") if ascii_only else text.encode()
+    try:
+        general: Any = decode_struct(parse_tree(value), values._LIVE_MANIFEST)
+    except GoJSONError:
+        general = GoJSONError
+    fast = values._plain_manifest_doc(value)
+    if fast is not None:
+        assert fast == general
+
+
+def test_plain_manifests_take_the_msgspec_path_and_odd_ones_do_not() -> None:
+    plain = (
+        b'{"upload_id": "u", "etag": "e", "size_bytes": 5, "user_metadata": {"a": "b"}, '
+        b'"parts": [{"part_no": 1, "chunk_count": 1, "chunk_sizes": [5]}]}'
+    )
+    assert values._plain_manifest_doc(plain) == decode_struct(
+        parse_tree(plain), values._LIVE_MANIFEST
+    )
+    odd = [
+        b'{"user_metadata": {"a": "1"}, "user_metadata": {"b": "2"}}',  # Go merges
+        b'{"last_modified_hlc": -0}',  # Go refuses any sign for an unsigned field
+        b'{"etag": null}',
+        b'{"size_bytes": 1.0}',
+        b'{"Etag": "x"}',
+        b'{"\\u0065tag": "x"}',
+        b'{"upload_id": "\\ud800"}',
+        b"null",
+    ]
+    assert [values._plain_manifest_doc(v) for v in odd] == [None] * len(odd)
+    merged = parse_live_manifest(odd[0]).sidecar
+    assert json.loads(merged)["user_metadata"] == {"a": "1", "b": "2"}

@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Annotated, Any, Final, TypeAlias
+
+import msgspec
+import msgspec.json
 
 from ..._core.gojson import go_str, marshal, marshal_indent, sorted_map
 from ..._core.gojson_read import Field, decode_struct, loads, parse_tree
@@ -177,13 +180,72 @@ class LiveManifest:
         return marshal_indent(doc)
 
 
+#: Go's integer ranges (msgspec bounds must fit an int64: the top of ``uint64`` is what
+#: msgspec itself can read).
+_I64: TypeAlias = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
+_U64: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _PlainPart(msgspec.Struct, forbid_unknown_fields=True):
+    """One element of a plain manifest's ``parts`` (see :class:`_PlainManifest`)."""
+
+    part_no: _U64 = 0
+    etag: str = ""
+    size_bytes: _I64 = 0
+    chunk_count: _U64 = 0
+    chunk_sizes: list[_U64] | None = None
+    part_version: _U64 = 0
+    chunk_ref_version: _U64 = 0
+    offloaded: bool = False
+
+
+class _PlainManifest(msgspec.Struct, forbid_unknown_fields=True):
+    """A live manifest value in the plain shape: :data:`_LIVE_MANIFEST`'s exact names, each
+    absent or of exactly its JSON type (``null`` only where Go keeps a nil slice or map).
+
+    Decoding into it checks every field in C; whatever does not fit (an unknown or
+    differently cased name, ``null`` for a string or a number, a float, an out-of-range
+    integer, invalid UTF-8, a lone surrogate) fails it and is left to the Go-rules reader.
+    """
+
+    upload_id: str = ""
+    etag: str = ""
+    size_bytes: _I64 = 0
+    last_modified_hlc: _U64 = 0
+    content_type: str = ""
+    content_encoding: str = ""
+    cache_control: str = ""
+    content_disposition: str = ""
+    user_metadata: dict[str, str] | None = None
+    parts: list[_PlainPart] | None = None
+
+
+_plain_manifest: Final = msgspec.json.Decoder(_PlainManifest)
+
+
+def _plain_manifest_doc(value: bytes) -> dict[str, Any] | None:
+    """The manifest as :func:`decode_struct` gives it, read by msgspec when the value is
+    plain; ``None`` when the Go-rules reader must decide."""
+    # Go refuses "-0" for an unsigned field (msgspec reads 0); Go merges a repeated
+    # user_metadata (msgspec keeps the last); an escaped key could hide such a repeat.
+    if b"-0" in value or b"\\u" in value or value.count(b'"user_metadata"') > 1:
+        return None
+    try:
+        doc: dict[str, Any] = msgspec.to_builtins(_plain_manifest.decode(value))
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    return doc
+
+
 def parse_live_manifest(value: bytes) -> LiveManifest:
     """Decode a ``!s3|obj|head|`` value into its assembly plan and sidecar.
 
     Raises ``GoJSONError`` for bad JSON and ``ValueError`` for an offloaded part whose
     ``chunk_sizes`` do not match its ``chunk_count``.
     """
-    doc = decode_struct(parse_tree(value), _LIVE_MANIFEST)
+    doc = _plain_manifest_doc(value)
+    if doc is None:
+        doc = decode_struct(parse_tree(value), _LIVE_MANIFEST)
     parts: dict[PartKey, DeclaredPart] = {}
     for part in doc["parts"] or ():
         sizes = tuple(part["chunk_sizes"] or ())
