@@ -15,12 +15,14 @@ import re
 import sys
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from elastickv_async._adapters.sqs import keys
 from elastickv_async._adapters.sqs.render import RenderSettings, render_messages
+from elastickv_async._adapters.sqs.spill import message_key
 from elastickv_async._adapters.sqs.values import (
     decode_stored_message,
     dump_line,
@@ -356,6 +358,10 @@ def test_single_edits_render_what_the_general_path_renders() -> None:
     assert 0 < quick_count < 2 * len(edits)
 
 
+def unpack(run: bytes) -> list[tuple[bytes, bytes]]:
+    return msgspec.msgpack.decode(run, type=list[tuple[bytes, bytes]])
+
+
 def test_render_messages_mixes_both_paths_in_order() -> None:
     """One call with quick and general records: each line is the general path's."""
     plain = (
@@ -370,15 +376,31 @@ def test_render_messages_mixes_both_paths_in_order() -> None:
         (b"!sqs|msg|data|p|cg|\x00\x00\x00\x02" + GEN1 + b"YQ", MAGIC + plain),
     ]
     got = render_messages(records, RenderSettings(False, 0), 10)
-    assert [(queue, [line for _, line in lines]) for queue, lines, _ in got] == [
-        ("cQ", [general(MAGIC + plain, None, False)[0], general(MAGIC + other, None, False)[0]]),  # type: ignore[index]
-        ("cg", [general(MAGIC + plain, 2, False)[0]]),  # type: ignore[index]
+    runs = [(queue, gen, unpack(run), count) for queue, gen, run, count in got]
+
+    def expected(value: bytes, partition: int | None) -> bytes:
+        rendered = general(value, partition, False)
+        assert rendered is not None
+        return rendered[0]
+
+    assert [(queue, gen, [line for _, line in run], count) for queue, gen, run, count in runs] == [
+        # Sorted by send time: "b" (no send time) before "a" (5).
+        ("cQ", 1, [expected(MAGIC + other, None), expected(MAGIC + plain, None)], 2),
+        ("cg", 1, [expected(MAGIC + plain, 2)], 1),
     ]
     # Arrival numbers from 10 keep equal sort fields apart, in snapshot order.
-    assert got[0][1][0][0] < got[1][1][0][0]
-    # What the records count against the spill budget: their bytes and their objects.
-    for _, lines, size in got:
-        assert size == sum(len(k) + len(v) for k, v in lines) + 160 * len(lines)
+    assert runs[0][2][1][0] == message_key(5, 0, b"a", 10)
+    assert runs[0][2][1][0] < runs[1][2][0][0] == message_key(5, 0, b"a", 12)
+
+
+def test_runs_are_split_by_generation() -> None:
+    """A chunk with two generations of one queue gives one run per generation."""
+    one = b'{"message_id":"a","body":"eA==","queue_generation":1}'
+    two = b'{"message_id":"b","body":"eA==","queue_generation":2}'
+    records = [(b"!sqs|msg|data|cQ" + GEN1 + b"YQ", MAGIC + one)]
+    records += [(b"!sqs|msg|data|cQ" + (2).to_bytes(8, "big") + b"Yg", MAGIC + two)]
+    got = render_messages(records, RenderSettings(False, 0), 0)
+    assert [(queue, gen, count) for queue, gen, _, count in got] == [("cQ", 1, 1), ("cQ", 2, 1)]
 
 
 DATA_KEYS = [

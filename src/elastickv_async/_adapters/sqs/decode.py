@@ -7,7 +7,8 @@ is a typed error naming the key; a queue known only from its surviving generatio
 are refused; messages wait in a bounded-memory spill (:mod:`.spill`) instead of RAM.
 
 Rendering a message (parse the stored JSON, reset visibility, undo a time shift, build its
-``messages.jsonl`` line and sort key) is pure CPU work: it runs in chunks in ``ctx.workers``
+``messages.jsonl`` line and sort key) and sorting a chunk's messages into packed runs is
+pure CPU work: it runs in chunks in ``ctx.workers``
 (and in a thread of this process while worker processes fall behind) while the snapshot is
 still being read. A chunk's messages carry their arrival numbers in their sort keys, so the
 order in which chunks finish does not change the output, nor does the number of workers.
@@ -117,6 +118,7 @@ class SQSDecoder:
         self._in_flight = max(1, ctx.workers.processes)
         # The spill is changed on the event loop and spilled in a worker thread: one at a time.
         self._spill_lock = anyio.Lock(fast_acquire=True)
+        self._order_lock = anyio.Lock(fast_acquire=True)
         #: The first chunk (by arrival number) whose rendering failed, and its error.
         self._render_failure: tuple[int, Exception] | None = None
 
@@ -251,11 +253,11 @@ class SQSDecoder:
             raise self._render_failure[1]
 
     async def _add(self, rendered: list[Rendered]) -> None:
-        """Add one chunk's rendered messages to the spill (spilled when over budget)."""
+        """Add one chunk's runs to the spill (spilled when over budget)."""
         async with self._spill_lock:
-            for encoded, records, size in rendered:
+            for encoded, generation, run, count in rendered:
                 self._queue(encoded)
-                self._spill.add_rendered(encoded, records, size)
+                self._spill.add_run(encoded, generation, run, count)
             if self._spill.over_budget:
                 await anyio.to_thread.run_sync(self._spill.spill, limiter=self._limiter)
 
@@ -354,10 +356,7 @@ class SQSDecoder:
         return self._ctx.scratch / f"sqs-{kind}-{next(self._scratch_names)}.jsonl"
 
     async def _flush_messages(self, q: _Queue, name: bytes, directory: str) -> None:
-        dest = self._scratch_file("messages")
-        written, dropped = await anyio.to_thread.run_sync(
-            self._spill.write_messages, q.encoded, q.active_gen, dest, limiter=self._limiter
-        )
+        written, dropped = self._spill.message_counts(q.encoded, q.active_gen)
         if dropped:
             self._ctx.log.warning(
                 "sqs_stale_generation_messages_dropped",
@@ -368,10 +367,11 @@ class SQSDecoder:
             )
             self._ctx.report.count("sqs.stale_messages_dropped", dropped)
         if written:
-            await self._ctx.writer.install(f"{directory}/{layout.MESSAGES_FILE}", dest)
+            lines = self._spill.message_lines(q.encoded, q.active_gen)
+            # One queue at a time: putting a queue in order may take the whole budget.
+            async with self._order_lock:
+                await self._ctx.writer.write_chunks(f"{directory}/{layout.MESSAGES_FILE}", lines)
             self._ctx.report.count("sqs.messages", written)
-        else:
-            await anyio.to_thread.run_sync(dest.unlink)
 
     async def _flush_sides(self, q: _Queue, directory: str) -> None:
         count = self._spill.side_count(q.encoded)
