@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
@@ -18,8 +19,10 @@ import pytest
 from support import decode_context, raises_code
 
 from elastickv_async._adapters.base import Routed
+from elastickv_async._adapters.sqs import decode as sqs_decode
 from elastickv_async._adapters.sqs import keys
 from elastickv_async._adapters.sqs.decode import RENDER_CHUNK, SQSDecoder
+from elastickv_async._adapters.sqs.render import Rendered, RenderSettings
 from elastickv_async._adapters.sqs.spill import DEFAULT_BUDGET
 from elastickv_async._core.errors import AdapterRecordError
 from elastickv_async._core.snapshot.entry import Entry
@@ -617,3 +620,49 @@ async def test_chunks_the_worker_processes_cannot_take_are_rendered_here(tmp_pat
     in_process = 20 - len(workers.calls[1:])
     assert in_process > 0
     assert all(size == 2 for _, size in workers.calls[1:])
+
+
+async def test_chunks_rendered_here_run_on_the_event_loop_in_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What this process renders (the chunks a stalled worker process cannot take, and its
+    share of the queue once the input is read) runs on the event loop's thread, never in a
+    worker thread, a slice of at most 256 messages at a time."""
+    records = [meta(b"q")] + [message(b"q", f"m{i:04d}") for i in range(3000)]
+    expected = Run(tmp_path / "expected")
+    expected.path = "consume"
+    await expected(records, chunk=300)
+
+    here: list[tuple[int, int]] = []
+    loop_thread = threading.get_ident()
+
+    run_here = sqs_decode._run_here
+
+    async def recorded(
+        func: Callable[[list[tuple[bytes, bytes]], RenderSettings, int], list[Rendered]],
+        records: list[tuple[bytes, bytes]],
+        settings: RenderSettings,
+        first: int,
+    ) -> list[Rendered]:
+        here.append((threading.get_ident(), len(records)))
+        return await run_here(func, records, settings, first)
+
+    run = Run(tmp_path / "stalled")
+    workers = run.ctx.workers = _StalledProcess()
+    monkeypatch.setattr(sqs_decode, "_run_here", recorded)
+    decoder = SQSDecoder(run.ctx, render_chunk=300)
+
+    async def batches() -> AsyncIterator[list[Routed]]:
+        for part in Run._batches(records, 50):
+            yield part
+        workers.go.set()
+
+    run.scope = await decoder.consume(batches())
+    assert all(run.text(rel) == expected.text(rel) for rel in run.files())
+    assert run.files() == expected.files()
+    by_worker = sum(size for _, size in workers.calls)
+    # Every message is rendered once: by the stalled process or here.
+    assert by_worker + sum(size for _, size in here) == 3000
+    # Ten chunks: one taken by the stalled process, four queued, five rendered here at least.
+    assert sum(size for _, size in here) >= 1500
+    assert all(thread == loop_thread and 0 < size <= 256 for thread, size in here)

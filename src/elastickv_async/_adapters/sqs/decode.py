@@ -8,9 +8,8 @@ are refused; messages wait in a bounded-memory spill (:mod:`.spill`) instead of 
 
 Rendering a message (parse the stored JSON, reset visibility, undo a time shift, build its
 ``messages.jsonl`` line and sort key) and sorting a chunk's messages into packed runs is
-pure CPU work: it runs in chunks in ``ctx.workers``
-(and in a thread of this process while worker processes fall behind) while the snapshot is
-still being read. A chunk's messages carry their arrival numbers in their sort keys, so the
+pure CPU work: it runs in chunks in ``ctx.workers`` (and in this process, while worker
+processes fall behind and once the input is read) while the snapshot is still being read. A chunk's messages carry their arrival numbers in their sort keys, so the
 order in which chunks finish does not change the output, nor does the number of workers.
 """
 
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -53,6 +53,10 @@ RENDER_CHUNK: Final = 2048
 #: a chunk is rendered in the run's own process only when the workers fall behind.
 _QUEUED: Final = 4
 
+#: Messages rendered at once when this process renders a chunk on its event loop (about a
+#: millisecond of work), so that the worker processes' replies are taken without delay.
+_INLINE_SLICE: Final = 256
+
 _STALE_HINT: Final = (
     "messages with mismatched queue_generation suppressed; "
     "reaper had not finished cleanup at snapshot time"
@@ -69,6 +73,16 @@ class _Queue:
     config: QueueConfig | None = None
     #: Generation from ``!sqs|queue|gen|``; 0 means "none seen": no filtering.
     active_gen: int = 0
+
+
+async def _run_here(
+    func: Callable[[list[tuple[bytes, bytes]], RenderSettings, int], list[Rendered]],
+    records: list[tuple[bytes, bytes]],
+    settings: RenderSettings,
+    first: int,
+) -> list[Rendered]:
+    """A :data:`~.render.Runner` that renders on the event loop."""
+    return func(records, settings, first)
 
 
 class SQSDecoder:
@@ -147,25 +161,32 @@ class SQSDecoder:
         failure: Exception | None = None
         started = False
         async with task_group() as tg, chunks, lane_chunks:
-            async for batch in batches:
-                if not started:
-                    # With the first SQS records: a snapshot without any starts no lane
-                    # and no worker process.
-                    for _ in range(lanes):
-                        tg.start_soon(self._render_lane, lane_chunks.clone())
-                    lane_chunks.close()
-                    started = True
-                async with self._spill_lock:
-                    failure = self._take(batch)
-                for chunk in self._cut(whole=failure is not None):
-                    await self._send(chunks, chunk)
-                if failure is not None or self._render_failure is not None:
-                    break
-                if self._spill.over_budget:  # side records alone
-                    await self._spill_buffers()
-            else:
-                for chunk in self._cut(whole=True):
-                    await self._send(chunks, chunk)
+            queued = lane_chunks.clone()
+            async with queued:
+                async for batch in batches:
+                    if not started:
+                        # With the first SQS records: a snapshot without any starts no lane
+                        # and no worker process.
+                        for _ in range(lanes):
+                            tg.start_soon(self._render_lane, lane_chunks.clone())
+                        lane_chunks.close()
+                        started = True
+                    async with self._spill_lock:
+                        failure = self._take(batch)
+                    for chunk in self._cut(whole=failure is not None):
+                        await self._send(chunks, chunk)
+                    if failure is not None or self._render_failure is not None:
+                        break
+                    if self._spill.over_budget:  # side records alone
+                        await self._spill_buffers()
+                else:
+                    for chunk in self._cut(whole=True):
+                        await self._send(chunks, chunk)
+                chunks.close()
+                if self._ctx.workers.processes:
+                    # The input is read: this process takes its share of what is queued.
+                    async for first, records in queued:
+                        await self._render_here(first, records)
         self._raise_render_failure()
         if failure is not None:
             raise failure  # once the messages before it are rendered
@@ -209,9 +230,18 @@ class SQSDecoder:
             chunks.send_nowait(chunk)
         except anyio.WouldBlock:
             if self._ctx.workers.processes:
-                await self._render(anyio.to_thread.run_sync, *chunk)
+                await self._render_here(*chunk)
             else:  # the lane is a thread of this process already
                 await chunks.send(chunk)
+
+    async def _render_here(self, first: int, records: list[tuple[bytes, bytes]]) -> None:
+        """Render a chunk on the event loop, a slice at a time. Not in a worker thread: that
+        thread would hold the GIL against the event loop for whole switch intervals, and the
+        worker processes would wait that long for each reply to be taken."""
+        for start in range(0, len(records), _INLINE_SLICE):
+            part = records[start : start + _INLINE_SLICE]
+            await self._render(_run_here, first + start, part)
+            await anyio.lowlevel.checkpoint()
 
     async def _render_lane(self, chunks: MemoryObjectReceiveStream[Chunk]) -> None:
         run = self._ctx.workers.run
