@@ -15,9 +15,12 @@ import dataclasses
 import hashlib
 import os
 import shutil
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import accumulate, repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -73,6 +76,7 @@ __all__ = [
 ]
 
 _HLC_LOGICAL_BITS: Final = 16
+_VALUE: Final = attrgetter("value")
 _CHECKSUM_CHOICES: Final = (CHECKSUM_ALGORITHM, CHECKSUMS_NONE)
 
 
@@ -603,34 +607,47 @@ class _DecodeRun:
         batches: AsyncIterator[list[Entry]],
         sends: dict[str, ObjectSendStream[list[Routed]]],
     ) -> None:
-        """Route; batches go out at ``batch_size`` entries or bytes."""
-        counters, route, unknown = self.counters, self.router.route, self.unknown_families
+        """Route; batches go out at ``batch_size`` entries or bytes. Entries are taken a
+        run of one route at a time (see :meth:`Router.runs`)."""
+        counters, runs, unknown = self.counters, self.router.runs, self.unknown_families
         in_scope = {name: scope.keep for name, scope in self.scope_filters.items()}
         pending: dict[str, list[Routed]] = {name: [] for name in sends}
         pending_bytes = dict.fromkeys(sends, 0)
         batch_size, batch_bytes = self.options.batch_size, self.batch_bytes
         try:
             async for visible in batches:
-                for entry in visible:
-                    target, prefix = route(entry.key)
+                for target, prefix, run in runs(visible):
                     if target is None:
-                        counters["unknown"] += 1
-                        family = prefix_family(entry.key)
-                        unknown[family] = unknown.get(family, 0) + 1
-                    elif target == INTERNAL:
-                        counters["internal"] += 1
-                    elif target in in_scope and not in_scope[target](prefix, entry.key):
-                        counters["out_of_scope"] += 1
-                    else:
-                        counters[target] += 1
-                        bucket = pending[target]
-                        bucket.append((prefix, entry))
-                        size = pending_bytes[target] + len(entry.value)
+                        counters["unknown"] += len(run)
+                        for entry in run:
+                            family = prefix_family(entry.key)
+                            unknown[family] = unknown.get(family, 0) + 1
+                        continue
+                    if target == INTERNAL:
+                        counters["internal"] += len(run)
+                        continue
+                    keep = in_scope.get(target)
+                    if keep is not None:
+                        kept = [entry for entry in run if keep(prefix, entry.key)]
+                        counters["out_of_scope"] += len(run) - len(kept)
+                        run = kept
+                    counters[target] += len(run)
+                    # Cumulative value bytes: where the run crosses the bytes limit.
+                    ends = list(accumulate(map(len, map(_VALUE, run))))
+                    bucket, size = pending[target], pending_bytes[target]
+                    start = 0
+                    while start < len(run):
+                        before = ends[start - 1] if start else 0
+                        crossing = bisect_left(ends, batch_bytes - size + before, start)
+                        stop = min(start + batch_size - len(bucket), crossing + 1, len(run))
+                        bucket += zip(repeat(prefix), run[start:stop])
+                        size += ends[stop - 1] - before
+                        start = stop
                         if len(bucket) >= batch_size or size >= batch_bytes:
                             await sends[target].send(bucket)
-                            pending[target] = []
+                            bucket = pending[target] = []
                             size = 0
-                        pending_bytes[target] = size
+                    pending_bytes[target] = size
             for name, bucket in pending.items():
                 if bucket:
                     await sends[name].send(bucket)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from operator import attrgetter
 from typing import Final
 
 from .._adapters.base import AdapterSpec
+from .snapshot.entry import Entry
 
 __all__ = ["GLOBAL_INTERNAL_PREFIXES", "INTERNAL", "Router", "prefix_family"]
 
 #: Route target of keys that are dropped on purpose (counted as internal).
 INTERNAL: Final = "internal"
+
+_KEY: Final = attrgetter("key")
 
 #: Store-wide internal keyspaces that belong to no adapter: transactions, distribution
 #: metadata, encryption bookkeeping and the filesystem adapter, which has no dump format yet.
@@ -65,3 +69,34 @@ class Router:
                     self._last = found
                 return found
         return None, b""
+
+    def runs(self, entries: Sequence[Entry]) -> Iterator[tuple[str | None, bytes, Sequence[Entry]]]:
+        """Split visible entries (in stream order) into runs of one route: ``(target,
+        prefix, entries)`` as :meth:`route` answers for each entry of the run.
+
+        A key at least as long as a prefix starts with it exactly when its encoded form
+        (``key ‖ BE(^commit_ts)``) does, and the stream is sorted by encoded key (a key
+        held back by a cluster merge only moves past keys that start with it), so such keys
+        that start with one prefix are contiguous: a run under a prefix that no other
+        prefix extends ends where a binary search finds its last key.
+        """
+        keys = list(map(_KEY, entries))
+        count = len(keys)
+        shortest = min(map(len, keys), default=0)
+        start = 0
+        while start < count:
+            target, prefix = self.route(keys[start])
+            end = start + 1
+            if prefix in self._maximal and len(prefix) <= shortest:
+                if keys[-1].startswith(prefix):
+                    end = count
+                else:
+                    high = count - 1  # keys[high] does not start with the prefix
+                    while end < high:
+                        middle = (end + high) // 2
+                        if keys[middle].startswith(prefix):
+                            end = middle + 1
+                        else:
+                            high = middle
+            yield target, prefix, entries[start:end]
+            start = end

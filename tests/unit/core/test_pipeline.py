@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,16 @@ import pytest
 from support import REPO_ROOT, raises_code
 
 from elastickv_async import DecodeOptions, Progress, decode_snapshot
+from elastickv_async._adapters.base import Routed
 from elastickv_async._core.cli import main
 from elastickv_async._core.dump.checksums import compute_checksums
 from elastickv_async._core.dump.writer import DumpWriter
 from elastickv_async._core.errors import SnapshotFormatError
+from elastickv_async._core.pipeline import _DecodeRun
+from elastickv_async._core.progress import ProgressMeter
+from elastickv_async._core.report import Report, make_logger
 from elastickv_async._core.runfiles import leftover_owner
+from elastickv_async._core.snapshot.entry import Entry
 
 pytestmark = pytest.mark.anyio
 SAMPLE = REPO_ROOT / "examples" / "sample.fsm"
@@ -223,3 +229,43 @@ async def test_jsonl_layout_round_trips(tmp_path: Path) -> None:
     await encode_snapshot(per_item, a, EncodeOptions(self_test=True))
     await encode_snapshot(jsonl, b, EncodeOptions(self_test=True))
     assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize("batch_bytes", [1, 10, 1 << 20])
+async def test_batches_close_at_the_entry_or_byte_limit(tmp_path: Path, batch_bytes: int) -> None:
+    """An adapter's batches close at ``batch_size`` entries or at the entry whose value
+    brings them to ``batch_bytes``, whatever runs of one route the router finds; internal
+    and unknown keys between them are counted, not sent."""
+    options = DecodeOptions(adapters="sqs", batch_size=4, workers=0)
+    report = Report()
+    run = _DecodeRun(
+        None, "", tmp_path, tmp_path, options, report, make_logger(report), ProgressMeter(None)
+    )
+    await run._setup()
+    run.batch_bytes = batch_bytes
+    names = [b"!sqs|msg|data|%03d" % i for i in range(23)]
+    names += [b"!txn|lock|%03d" % i for i in range(5)] + [b"!zz|%d" % i for i in range(3)]
+    entries = [Entry(key, b"v" * (i % 7), 1, 0, False) for i, key in enumerate(sorted(names))]
+
+    async def batches() -> AsyncIterator[list[Entry]]:
+        for start in range(0, len(entries), 6):
+            yield entries[start : start + 6]
+
+    send, receive = anyio.create_memory_object_stream[list[Routed]](100)
+    await run._produce(batches(), {"sqs": send})
+    async with receive:
+        got = [[entry.key for _, entry in batch] async for batch in receive]
+    expected: list[list[bytes]] = [[]]
+    size = 0
+    for entry in entries:
+        if entry.key.startswith(b"!sqs|msg|data|"):
+            expected[-1].append(entry.key)
+            size += len(entry.value)
+            if len(expected[-1]) == 4 or size >= batch_bytes:
+                expected.append([])
+                size = 0
+    assert got == [batch for batch in expected if batch]
+    assert run.counters == {"total": 0, "internal": 5, "unknown": 3, "sqs": 23} | {
+        name: 0 for name in run.counters if name not in ("total", "internal", "unknown", "sqs")
+    }
+    assert run.unknown_families == {b"!zz|0": 1, b"!zz|1": 1, b"!zz|2": 1}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from elastickv_async._adapters.base import AdapterSpec
 from elastickv_async._core.routing import (
     GLOBAL_INTERNAL_PREFIXES,
@@ -11,6 +14,7 @@ from elastickv_async._core.routing import (
     Router,
     prefix_family,
 )
+from elastickv_async._core.snapshot.entry import Entry
 
 
 def _never(ctx: object) -> Any:
@@ -78,3 +82,54 @@ def test_reused_answer_never_hides_a_longer_prefix() -> None:
         for second in keys:
             router.route(first)
             assert router.route(second) == _longest_match(second, table), (first, second)
+
+
+_STEMS = [b"!hs|meta|", b"!hs|meta|d|", b"!hs|fld|", b"!s3|blob|", b"!s3|bucket|gen|", b"!hs|"]
+_STEMS += [b"!txn|", b"!zz|", b"!s3|blo", b""]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_STEMS),
+            st.binary(max_size=3),
+            st.integers(0, (1 << 64) - 1),
+        ),
+        max_size=40,
+    ),
+    st.sets(st.integers(0, 40)),
+)
+def test_runs_answer_what_route_answers_for_each_entry(
+    rows: list[tuple[bytes, bytes, int]], held: set[int]
+) -> None:
+    """Entries in stream order (sorted by key ‖ inverted timestamp; some moved later past
+    the keys that start with theirs, as a cluster merge holds a key back), keys shorter
+    than the prefixes included: every entry of a run is routed as ``route`` routes it
+    alone, and the runs cover the batch in order."""
+    encoded = sorted(
+        (stem + tail + (ts ^ ((1 << 64) - 1)).to_bytes(8, "big"), ts) for stem, tail, ts in rows
+    )
+    entries = [Entry(key[:-8], b"v" * (i % 3), ts, 0, False) for i, (key, ts) in enumerate(encoded)]
+    for i in sorted(held, reverse=True):
+        if i < len(entries):
+            # Move the entry past every following entry whose key starts with its key.
+            entry = entries.pop(i)
+            end = i
+            while end < len(entries) and entries[end].key.startswith(entry.key):
+                end += 1
+            entries.insert(end, entry)
+    router = Router(SPECS, ["redis", "s3"])
+    got = [(target, prefix, entry) for target, prefix, run in router.runs(entries) for entry in run]
+    assert [entry for _, _, entry in got] == entries
+    alone = Router(SPECS, ["redis", "s3"])
+    assert [(t, p) for t, p, _ in got] == [alone.route(e.key) for e in entries]
+
+
+def test_runs_of_a_sorted_batch_are_long() -> None:
+    """A batch of one maximal prefix is one run; a batch with a key shorter than the prefix
+    is routed entry by entry (still right)."""
+    router = Router(SPECS, ["redis", "s3"])
+    entries = [Entry(b"!s3|blob|%04d" % i, b"", 1, 0, False) for i in range(100)]
+    assert [(t, p, len(r)) for t, p, r in router.runs(entries)] == [("s3", b"!s3|blob|", 100)]
+    mixed = [*entries[:50], Entry(b"!s3|bl", b"", 1, 0, False), *entries[50:]]
+    assert len(list(router.runs(mixed))) == 101
