@@ -9,8 +9,9 @@ are refused; messages wait in a bounded-memory spill (:mod:`.spill`) instead of 
 Rendering a message (parse the stored JSON, reset visibility, undo a time shift, build its
 ``messages.jsonl`` line and sort key) and sorting a chunk's messages into packed runs is
 pure CPU work: it runs in chunks in ``ctx.workers`` (and in this process, while worker
-processes fall behind and once the input is read) while the snapshot is still being read. A chunk's messages carry their arrival numbers in their sort keys, so the
-order in which chunks finish does not change the output, nor does the number of workers.
+processes fall behind and once the input is read) while the snapshot is still being read.
+A chunk's messages carry their arrival numbers in their sort keys, so the order in which
+chunks finish does not change the output, nor does the number of workers.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ scratch records, in arrival order).
 At the end each queue is put in order. When its runs fit the budget once unpacked, they are
 unpacked together and sorted at once (the sort merges the sorted runs in C). A larger queue
 takes two passes: groups of runs that fit are sorted into longer runs, written in blocks,
-which the scratch module's k-way merge then reads a block at a time. Memory stays bounded by
+which are then merged holding one block of each at a time. Memory stays bounded by
 the budget whatever the queue sizes. Queues are independent: callers may flush several at
 once.
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import os
 import struct
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -37,7 +38,7 @@ from typing import Final
 import msgspec
 
 from ..._core.errors import OutputError
-from ..._core.scratch import Record, iter_records, merge, write_records
+from ..._core.scratch import Record, iter_records, write_records
 
 __all__ = ["DEFAULT_BUDGET", "MessageSpill", "message_key", "pack_run", "right_sized"]
 
@@ -226,14 +227,13 @@ class MessageSpill:
                 for start in range(0, len(records), _WRITE_RECORDS):
                     yield b"".join(map(_LINE, records[start : start + _WRITE_RECORDS]))
                 return
-            merged = self._merge(reader, runs)
-            while part := list(itertools.islice(merged, _WRITE_RECORDS)):
+            for part in self._merge(reader, runs):
                 yield b"".join(map(_LINE, part))
 
-    def _merge(self, reader: _RunReader, runs: list[_Run]) -> Iterator[Record]:
-        """The records of ``runs``, too many to unpack at once, in order: groups of runs that
-        fit the budget are sorted into one scratch file, a run of blocks each, which are then
-        merged reading one block of each at a time."""
+    def _merge(self, reader: _RunReader, runs: list[_Run]) -> Iterator[list[Record]]:
+        """The records of ``runs``, too many to unpack at once, in order, in parts: groups of
+        runs that fit the budget are sorted into one scratch file, a run of blocks each,
+        which :func:`_merge_blocks` then merges holding one block of each at a time."""
         groups: list[list[_Run]] = [[]]
         size = 0
         for run in runs:
@@ -258,7 +258,7 @@ class MessageSpill:
                     out.write(data)
                 sorted_runs.append(blocks)
                 del records
-        return merge(_blocks(reader, blocks) for blocks in sorted_runs)
+        return _merge_blocks(reader, sorted_runs)
 
     def write_sides(self, queue: str, dest: Path) -> None:
         """Write ``queue``'s side-record lines to ``dest`` in arrival order."""
@@ -285,9 +285,34 @@ def _sorted(reader: _RunReader, runs: Iterable[_Run]) -> list[Record]:
     return records
 
 
-def _blocks(reader: _RunReader, blocks: list[_Section]) -> Iterator[Record]:
-    for section in blocks:
-        yield from _unpack(reader.read(None, section))
+def _merge_blocks(reader: _RunReader, sorted_runs: list[list[_Section]]) -> Iterator[list[Record]]:
+    """Merge runs of sorted blocks a round at a time, in sorted parts.
+
+    Each run holds its current block. Nothing after the smallest of the blocks' last keys
+    can come before it, so every record up to that key is taken from every run and the part
+    is sorted at once (in C); the run whose block it ended reads its next one. Each round
+    costs a few Python steps per run rather than per record.
+    """
+    sections = [iter(blocks) for blocks in sorted_runs]
+    held: list[list[Record]] = [[] for _ in sections]
+    taken = [0] * len(sections)
+    while True:
+        for i, pending in enumerate(sections):
+            if taken[i] == len(held[i]):
+                section = next(pending, None)
+                held[i] = [] if section is None else _unpack(reader.read(None, section))
+                taken[i] = 0
+        live = [i for i, block in enumerate(held) if block]
+        if not live:
+            return
+        bound = min(held[i][-1][0] for i in live)
+        part: list[Record] = []
+        for i in live:
+            cut = bisect_right(held[i], bound, taken[i], key=_BY_KEY)
+            part += held[i][taken[i] : cut]
+            taken[i] = cut
+        part.sort(key=_BY_KEY)
+        yield part
 
 
 def _unpack(data: bytes) -> list[Record]:
