@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +39,6 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from . import worker_process
 from .dump.tree import active_recorder
@@ -81,32 +79,78 @@ _EXIT_GRACE: Final = 10.0
 
 
 class _Process:
-    """One worker process and the ends of its pipes."""
+    """One worker process and this process's ends of its pipes.
 
-    def __init__(self, process: anyio.abc.Process) -> None:
-        assert process.stdin is not None and process.stdout is not None
+    The pipes are written and read in a worker thread, a whole call in one thread hop: read
+    on the event loop, a large reply arrives in pieces of the stream's buffer, each waiting
+    for the loop's other work (the reading, the routing), and the worker process waits with
+    it. The thread holds no GIL while it waits.
+    """
+
+    def __init__(self, process: anyio.abc.Process, requests: int, replies: int) -> None:
         self.process = process
-        self.requests = process.stdin
-        self.replies = BufferedByteReceiveStream(process.stdout)
+        self._requests = requests
+        self._replies = replies
+        self._closed = False
+
+    def _send_sync(self, frame: bytes) -> None:
+        try:
+            _write_all(self._requests, worker_process.HEADER.pack(len(frame)), frame)
+        except BrokenPipeError:
+            raise anyio.BrokenResourceError from None
+
+    def _call_sync(self, request: bytes) -> tuple[bytes, bytes]:
+        self._send_sync(request)
+        head = _read_exactly(self._replies, 1 + worker_process.HEADER.size)
+        (size,) = worker_process.HEADER.unpack_from(head, 1)
+        return head[:1], _read_exactly(self._replies, size)
 
     async def send(self, frame: bytes) -> None:
-        await self.requests.send(worker_process.HEADER.pack(len(frame)) + frame)
+        """Send one frame (the first, ``sys.path``)."""
+        await anyio.to_thread.run_sync(self._send_sync, frame)
 
     async def call(self, request: bytes) -> tuple[bytes, bytes]:
         """The reply to ``request``: its status and its pickle."""
-        await self.send(request)
-        head = await self.replies.receive_exactly(1 + worker_process.HEADER.size)
-        (size,) = worker_process.HEADER.unpack_from(head, 1)
-        return head[:1], await self.replies.receive_exactly(size)
+        return await anyio.to_thread.run_sync(self._call_sync, request)
 
     async def aclose(self) -> None:
         """End the process: close its input, let it exit, kill it if it does not."""
         with anyio.CancelScope(shield=True):
+            if not self._closed:
+                self._closed = True
+                os.close(self._requests)
             with anyio.move_on_after(_EXIT_GRACE):
                 await self.process.aclose()
             if self.process.returncode is None:
                 self.process.kill()
                 await self.process.aclose()
+            if self._replies >= 0:
+                os.close(self._replies)
+                self._replies = -1
+
+
+def _write_all(fd: int, *parts: bytes) -> None:
+    """Write ``parts`` whole (a write cut short by a stop and continue goes on)."""
+    views = [memoryview(part) for part in parts if part]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes from ``fd``; :class:`anyio.IncompleteRead` at an end before them."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        count = os.readv(fd, [view[got:]])
+        if count == 0:
+            raise anyio.IncompleteRead
+        got += count
+    return bytes(buffer)
 
 
 #: Where this package was imported from: a worker process imports it from there too,
@@ -155,14 +199,25 @@ class Workers:
             self._idle.clear()
 
     async def _start(self) -> _Process:
-        process = await anyio.open_process(
-            [sys.executable, "-m", worker_process.__name__],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,
-            env=_environment(),
-        )
-        started = _Process(process)
+        requests_in, requests = os.pipe()
+        replies, replies_out = os.pipe()
+        try:
+            process = await anyio.open_process(
+                [sys.executable, "-m", worker_process.__name__],
+                stdin=requests_in,
+                stdout=replies_out,
+                stderr=None,
+                env=_environment(),
+            )
+        except BaseException:
+            os.close(requests)
+            os.close(replies)
+            raise
+        finally:
+            # The child holds its own copies.
+            os.close(requests_in)
+            os.close(replies_out)
+        started = _Process(process, requests, replies)
         self._running.add(started)
         # Functions are found where this process finds them (tests, scripts, plugins).
         await started.send(pickle.dumps(sys.path, pickle.HIGHEST_PROTOCOL))
