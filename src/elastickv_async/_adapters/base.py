@@ -302,6 +302,9 @@ class AdapterSpec:
     #: Place among the encoders: the sidecar's ``adapters_enabled`` and the self-test report
     #: follow the reference's encode order, which differs from the decode (registry) order.
     encode_rank: int = 1000
+    #: Whether the encoder reads nothing but the adapter's subtree: a tree without one then
+    #: has nothing for it, and an encode does not even load it.
+    subtree_only: bool = True
     #: The decode options dataclass; its :func:`option` fields are the decode CLI flags.
     decode_options: type[Any] = NoOptions
     #: The encode options dataclass; its :func:`option` fields are the encode CLI flags.

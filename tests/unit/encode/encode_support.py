@@ -90,6 +90,7 @@ def fake_specs(
             REGISTRY[name],
             decoder=lambda ctx: pytest.fail("decoder not expected"),
             encoder=factory,
+            subtree_only=False,  # yields its records from a manifest-only tree
         )
     return specs
 

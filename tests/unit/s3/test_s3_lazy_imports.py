@@ -56,6 +56,11 @@ def test_an_s3_encode_imports_no_decoder_and_starts_no_worker(tmp_path: Path) ->
     assert "elastickv_async._core.pipeline" not in modules
     assert "elastickv_async._core.encode.selftest" not in modules
     assert "crc32c" not in modules
+    # The tree has no other subtree: no other adapter's encoder loads, whatever the
+    # MANIFEST enables.
+    assert {
+        f"elastickv_async._adapters.{a}.encode" for a in ("dynamodb", "redis", "sqs")
+    }.isdisjoint(modules)
 
 
 @pytest.mark.skipif(SHARED is None, reason="golden corpus absent")

@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -378,9 +378,12 @@ class _Run:
         try:
             meter.stage("collect", unit="records", done=lambda: sorter.records)
             recording = recording_reads(read) if read is not None else contextlib.nullcontext()
+            encoding = await anyio.to_thread.run_sync(
+                _with_subtree, self.input_root, [specs[n] for n in self.enabled]
+            )
             with recording:
                 await collect_records(
-                    [specs[n] for n in self.enabled],
+                    encoding,
                     context,
                     sorter,
                     ts_suffix(ts),
@@ -513,6 +516,21 @@ class _Run:
             await anyio.to_thread.run_sync(disk.replace_small, sidecar, info, self.tag)
         except OutputError as exc:
             self.log.warning("encode_sidecar_failed", path=str(sidecar), error=str(exc))
+
+
+def _with_subtree(root: Path | TreeRoots, specs: Sequence[AdapterSpec]) -> list[AdapterSpec]:
+    """``specs`` but the adapters whose encoder reads only a subtree the tree lacks (a
+    subtree of any type counts: its encoder judges it)."""
+    roots = TreeRoots.of(root)
+    out = []
+    for spec in specs:
+        if spec.subtree_only:
+            try:
+                os.lstat(roots.root_of(spec.name) / spec.name)
+            except FileNotFoundError:
+                continue
+        out.append(spec)
+    return out
 
 
 def _check_input(root: Path | TreeRoots, read: ChecksumLedger | None) -> tuple[int, str]:
