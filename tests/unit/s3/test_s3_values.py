@@ -285,6 +285,8 @@ def test_plain_manifests_take_the_msgspec_path_and_odd_ones_do_not() -> None:
         b'{"\\u0065tag": "x"}',
         b'{"upload_id": "\\ud800"}',
         b"null",
+        b'{"last_modified_hlc": 18446744073709551616}',  # past uint64: Go's error
+        b'{"parts": [{"chunk_sizes": [18446744073709551616]}]}',
     ]
     assert [values._plain_manifest_doc(v) for v in odd] == [None] * len(odd)
     merged = parse_live_manifest(odd[0]).sidecar

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final, TypeAlias
 
 import msgspec
-import msgspec.json
 
 from ..._core.gojson import go_str, marshal, marshal_indent, sorted_map
 from ..._core.gojson_read import Field, decode_struct, loads, parse_tree
@@ -184,6 +183,7 @@ class LiveManifest:
 #: msgspec itself can read).
 _I64: TypeAlias = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
 _U64: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
+_U64_MAX: Final = (1 << 64) - 1
 
 
 class _PlainPart(msgspec.Struct, forbid_unknown_fields=True):
@@ -203,9 +203,9 @@ class _PlainManifest(msgspec.Struct, forbid_unknown_fields=True):
     """A live manifest value in the plain shape: :data:`_LIVE_MANIFEST`'s exact names, each
     absent or of exactly its JSON type (``null`` only where Go keeps a nil slice or map).
 
-    Decoding into it checks every field in C; whatever does not fit (an unknown or
-    differently cased name, ``null`` for a string or a number, a float, an out-of-range
-    integer, invalid UTF-8, a lone surrogate) fails it and is left to the Go-rules reader.
+    Converting into it checks every field in C; whatever does not fit (an unknown or
+    differently cased name, ``null`` for a string or a number, a value of another type)
+    fails it and is left to the Go-rules reader.
     """
 
     upload_id: str = ""
@@ -220,20 +220,31 @@ class _PlainManifest(msgspec.Struct, forbid_unknown_fields=True):
     parts: list[_PlainPart] | None = None
 
 
-_plain_manifest: Final = msgspec.json.Decoder(_PlainManifest)
-
-
 def _plain_manifest_doc(value: bytes) -> dict[str, Any] | None:
-    """The manifest as :func:`decode_struct` gives it, read by msgspec when the value is
-    plain; ``None`` when the Go-rules reader must decide."""
-    # Go refuses "-0" for an unsigned field (msgspec reads 0); Go merges a repeated
-    # user_metadata (msgspec keeps the last); an escaped key could hide such a repeat.
-    if b"-0" in value or b"\\u" in value or value.count(b'"user_metadata"') > 1:
+    """The manifest as :func:`decode_struct` gives it, when the value is plain; ``None``
+    when the Go-rules reader must decide.
+
+    The C JSON reader refuses what Go reads its own way (a repeated key, whose earlier value
+    Go would still check or merge, ``-0``, fractions); msgspec then checks each field's
+    type in C. A ``\\u`` escape could be a lone surrogate (Go reads U+FFFD) or spell a
+    name: the Go-rules reader takes it.
+    """
+    if b"\\u" in value:
         return None
     try:
-        doc: dict[str, Any] = msgspec.to_builtins(_plain_manifest.decode(value))
-    except msgspec.DecodeError:  # ValidationError included
+        live = msgspec.convert(_PLAIN_JSON.decode(value.decode("utf-8")), _PlainManifest)
+    except (_NotPlain, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
+    except msgspec.ValidationError:  # a name or a type the struct does not take
+        return None
+    # msgspec takes integers past uint64 too: Go's overflow error is the general path's.
+    unsigned = [live.last_modified_hlc]
+    for part in live.parts or ():
+        unsigned += (part.part_no, part.chunk_count, part.part_version, part.chunk_ref_version)
+        unsigned += part.chunk_sizes or ()
+    if max(unsigned) > _U64_MAX:
+        return None
+    doc: dict[str, Any] = msgspec.to_builtins(live)
     return doc
 
 
