@@ -504,6 +504,7 @@ async def test_listing_and_sidecar_sorted_through_runs_restore_the_tree(
 
     monkeypatch.setattr(ExternalSorter, "spill", counting)
     monkeypatch.setattr(streams, "SORT_BUDGET", 4096)
+    monkeypatch.setattr(streams, "_LIST_BATCH", 8)
     spilled = await encode_tree(tmp_path / "in")
     assert spills > 10
     assert spilled == in_memory
@@ -523,7 +524,7 @@ async def test_ttl_sidecar_in_any_order_last_line_wins(
     lines for names without a value file, names whose file-name order differs from their
     key order ("a-" sorts before "a." as a file name): each value gets the TTL its name's
     last line gives, whether the lines are the decoder's or spelled otherwise, in memory or
-    spilled one line per run."""
+    spilled through runs."""
     import json
     import random
 
@@ -637,3 +638,33 @@ def test_plain_names_decode_in_one_batch_as_decode_segment_does() -> None:
     for odd in [sha, "b64.AAE", "a" * 241, "bad%zz", "sp ace", "new\nline", "pct%4"]:
         assert _plain_keys([*plain, odd]) is None
     assert _plain_keys([]) is None
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_listing_is_in_byte_order_with_its_irregular_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spill: bool
+) -> None:
+    """The listing gives every name once, in byte order of the names (not code point order:
+    a name that is not UTF-8 sorts by its bytes), in chunks, with the entries that are not
+    regular files, whether sorted in memory or through spilled runs."""
+    from elastickv_async._adapters.redis import streams
+    from elastickv_async._core.dump.tree import DumpTree
+
+    if spill:
+        monkeypatch.setattr(streams, "SORT_BUDGET", 512)
+        monkeypatch.setattr(streams, "_LIST_BATCH", 3)
+    raw = [b"a", b"a-", b"a.x", b"b", b"\xc3\xa9", b"\xef\xbf\xbd", b"\xed", b"\xff", b"z"]
+    raw += [b"n%03d" % i for i in range(40)]
+    directory = tmp_path / "d"
+    directory.mkdir()
+    for name in raw:
+        (directory / os.fsdecode(name)).write_bytes(b"v")
+    os.mkdir(directory / "sub")
+    os.symlink("a", directory / "link")
+    raw += [b"sub", b"link"]
+    with DumpTree(tmp_path).open_dir(("d",)) as listed:  # type: ignore[union-attr]
+        chunks = list(streams.sorted_listing(listed, tmp_path / "scratch", 4))
+    assert all(0 < len(names) <= 4 for names, _odd in chunks)
+    assert [os.fsencode(n) for names, _odd in chunks for n in names] == sorted(raw)
+    assert {n for _names, odd in chunks for n in odd} == {"sub", "link"}
+    assert all(odd <= set(names) for names, odd in chunks)

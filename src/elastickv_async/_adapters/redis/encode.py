@@ -39,7 +39,7 @@ from ..base import EncodeContext
 from . import layout
 from .errors import tree_error
 from .slices import TYPE_DIRS, Built, Record, Slice, encode_slice
-from .streams import Listed, SortedLookup, sorted_listing, sorted_ttls
+from .streams import Listed, SortedLookup, raw_name, sorted_listing, sorted_ttls
 
 __all__ = ["RedisEncoder"]
 
@@ -138,27 +138,21 @@ class _Planner:
 
     def take(self, count: int) -> list[Slice]:
         """Up to ``count`` slices of the next names (none at the end of the listing)."""
-        slices: list[Slice] = []
-        while len(slices) < count:
-            chunk = list(itertools.islice(self.listing, SLICE_FILES))
-            if not chunk:
-                break
-            slices.append(self._slice(chunk))
-        return slices
+        return [self._slice(*chunk) for chunk in itertools.islice(self.listing, count)]
 
-    def _slice(self, chunk: list[Listed]) -> Slice:
-        ext, cut, keymap, ttls = self.ext, -len(self.ext), self.keymap, self.ttls
-        names = [name for _raw, name, _regular in chunk]
+    def _slice(self, names: list[str], irregular: frozenset[str]) -> Slice:
+        ext, cut, keymap = self.ext, -len(self.ext), self.keymap
         found: dict[str, int] = {}
-        if ttls is not None:
-            for raw, name, _regular in chunk:
-                if name.endswith(ext) and (ttl := ttls.take(raw)) is not None:
-                    found[name[:cut]] = int(ttl)
+        if self.ttls is not None:
+            ttls = self.ttls.take_through(raw_name(names[-1]))
+            if ttls:
+                # Every sidecar key is a value file's name: a hit ends with ``ext``.
+                found = {n[:cut]: int(t) for n in names if (t := ttls.get(n)) is not None}
         return Slice(
             self.root,
             self.directory,
             names,
-            frozenset(name for _raw, name, regular in chunk if not regular),
+            irregular,
             {s: keymap[s] for n in names if n.endswith(ext) and (s := n[:cut]) in keymap}
             if keymap
             else {},
@@ -215,7 +209,7 @@ class RedisEncoder:
             sub = await self._tree.run(found.db.subdir, directory)
             if sub is not None:
                 with sub:
-                    names = sorted_listing(sub, self._scratch / f"names-{directory}")
+                    names = sorted_listing(sub, self._scratch / f"names-{directory}", SLICE_FILES)
                     # The first step lists the whole directory, while it is open.
                     head = await self._tree.run(_first, names)
                 if head is not None:

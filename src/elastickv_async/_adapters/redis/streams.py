@@ -9,11 +9,13 @@ from a worker thread.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
-from collections.abc import Generator, Iterator
+import sys
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 from ..._core.dump.tree import TreeDir
 from ..._core.extsort import ExternalSorter
@@ -32,50 +34,93 @@ _TTL_LINE: Final = re.compile(
     rb'\{"key":"([A-Za-z0-9._%-]+)","expire_at_ms":(0|[1-9][0-9]{0,19})\}'
 )
 _U64_MAX: Final = (1 << 64) - 1
+#: Decimal digits of the largest ``uint64``: only that long a number can exceed it.
+_U64_DIGITS: Final = len(str(_U64_MAX))
 _REGULAR: Final = b""
 _IRREGULAR: Final = b"!"
 
-#: ``(raw name, name, whether the listing saw a regular file)``.
-Listed = tuple[bytes, str, bool]
+#: A run of consecutive names of a listing, and those of them whose ``d_type`` is not a
+#: regular file.
+Listed = tuple[list[str], frozenset[str]]
+#: Rough bytes a listed name holds in memory beside its characters (the str, its list slot).
+_NAME_OVERHEAD: Final = 80
+#: Directory entries taken from ``scandir`` at once.
+_LIST_BATCH: Final = 4096
+#: The file names' encoding, as ``os.fsencode`` applies it.
+_FS_ENCODING: Final = sys.getfilesystemencoding()
+_FS_ERRORS: Final = sys.getfilesystemencodeerrors()
 
 
-def sorted_listing(directory: TreeDir, scratch: Path) -> Generator[Listed, None, None]:
-    """Every entry of ``directory`` in byte order of the names, with whether its ``d_type``
-    is a regular file (no ``stat`` call: entries are checked where they are read).
+def raw_name(name: str) -> bytes:
+    """The bytes of the file name ``name`` (``os.fsencode`` without its type checks)."""
+    return name.encode(_FS_ENCODING, _FS_ERRORS)
 
-    A large directory is sorted through runs under ``scratch``, removed when the iterator is
-    exhausted or closed.
+
+def sorted_listing(directory: TreeDir, scratch: Path, chunk: int) -> Generator[Listed, None, None]:
+    """Every entry of ``directory`` in byte order of the names, ``chunk`` names at a time,
+    with those whose ``d_type`` is not a regular file (no ``stat`` call: entries are checked
+    where they are read).
+
+    A directory that fits :data:`SORT_BUDGET` is sorted in memory; a larger one through runs
+    under ``scratch``, removed when the iterator is exhausted or closed.
     """
-    sorter = ExternalSorter(scratch, SORT_BUDGET)
+    names: list[str] = []
+    irregular: set[str] = set()
+    size = 0
+    sorter: ExternalSorter | None = None
     try:
-        with os.scandir(directory.fd) as entries:
-            for entry in entries:
-                flag = _REGULAR if entry.is_file(follow_symlinks=False) else _IRREGULAR
-                sorter.add(os.fsencode(entry.name), flag)
-                if sorter.over_budget:
-                    sorter.spill()
-        for raw, flag in sorter.merged():
-            yield raw, os.fsdecode(raw), flag == _REGULAR
+        with os.scandir(directory.fd) as listing:
+            while entries := list(itertools.islice(listing, _LIST_BATCH)):
+                part = [entry.name for entry in entries]
+                names += part
+                irregular.update(e.name for e in entries if not e.is_file(follow_symlinks=False))
+                size += sum(map(len, part)) + _NAME_OVERHEAD * len(part)
+                if size >= SORT_BUDGET:
+                    sorter = sorter or ExternalSorter(scratch, SORT_BUDGET)
+                    _spill_names(sorter, names, irregular)
+                    names, irregular, size = [], set(), 0
+        if sorter is None:
+            # Code point order is the UTF-8 byte order, except for the surrogates that stand
+            # for undecodable bytes: only ASCII names are sorted as they are.
+            names.sort(key=None if "".join(names).isascii() else raw_name)
+            for start in range(0, len(names), chunk):
+                part = names[start : start + chunk]
+                yield part, frozenset(irregular.intersection(part)) if irregular else _NONE
+            return
+        _spill_names(sorter, names, irregular)
+        merged = sorter.merged()
+        while batch := list(itertools.islice(merged, chunk)):
+            part = [os.fsdecode(raw) for raw, _flag in batch]
+            odd = frozenset(n for n, (_raw, flag) in zip(part, batch, strict=True) if flag)
+            yield part, odd
     finally:
-        sorter.close()
+        if sorter is not None:
+            sorter.close()
+
+
+_NONE: Final[frozenset[str]] = frozenset()
+
+
+def _spill_names(sorter: ExternalSorter, names: list[str], irregular: set[str]) -> None:
+    sorter.add_many([(raw_name(n), _IRREGULAR if n in irregular else _REGULAR) for n in names])
+    sorter.spill()
 
 
 class SortedLookup:
     """Values by key from records sorted by key (of equal keys the last one counts), looked
-    up in ascending key order: a merge-join, holding one record at a time."""
+    up in ascending key order: a merge-join, holding one run of keys at a time."""
 
     def __init__(self, records: Iterator[tuple[bytes, bytes]]) -> None:
         self._records = records
         self._head = next(records, None)
 
-    def take(self, key: bytes) -> bytes | None:
-        """The value of ``key``, if any; every key asked later must be greater."""
+    def take_through(self, last: bytes) -> dict[str, bytes]:
+        """The values of every key up to and including ``last``, by file name (the keys are
+        file names' bytes); every key asked later must be greater than ``last``."""
         head, records = self._head, self._records
-        while head is not None and head[0] < key:
-            head = next(records, None)
-        found = None
-        while head is not None and head[0] == key:
-            found = head[1]
+        found: dict[str, bytes] = {}
+        while head is not None and head[0] <= last:
+            found[head[0].decode(_FS_ENCODING, _FS_ERRORS)] = head[1]
             head = next(records, None)
         self._head = head
         return found
@@ -130,19 +175,30 @@ def _add_canonical(
     for block in blocks:
         lines = (rest + block).split(b"\n")
         rest = lines.pop()
-        for line in lines:
-            found = match(line)
-            if found is None:
-                return False
-            ttl = int(found[2])
-            if ttl > _U64_MAX:
-                return False
-            sorter.add(found[1] + suffix, b"%d" % (shifted_ttl(ttl, shift_ms) or 0))
+        if not _add_lines(sorter, lines, match, suffix, shift_ms):
+            return False
         if sorter.over_budget:
             sorter.spill()
-    if rest:
-        found = match(rest)
-        if found is None or int(found[2]) > _U64_MAX:
-            return False
-        sorter.add(found[1] + suffix, b"%d" % (shifted_ttl(int(found[2]), shift_ms) or 0))
+    return not rest or _add_lines(sorter, [rest], match, suffix, shift_ms)
+
+
+def _add_lines(
+    sorter: ExternalSorter,
+    lines: list[bytes],
+    match: Callable[[bytes], re.Match[bytes] | None],
+    suffix: bytes,
+    shift_ms: int,
+) -> bool:
+    """Add the decoder's own TTL lines ``lines``; ``False`` (nothing added) if any is not."""
+    found = list(map(match, lines))
+    if None in found:
+        return False
+    ttls = [m[2] for m in cast(list[re.Match[bytes]], found)]
+    if ttls and max(map(len, ttls)) >= _U64_DIGITS and max(map(int, ttls)) > _U64_MAX:
+        return False
+    if shift_ms:
+        ttls = [b"%d" % (shifted_ttl(int(t), shift_ms) or 0) for t in ttls]
+    # Unshifted, the decimal text is already the value: the pattern allows no leading zero.
+    keys = [m[1] + suffix for m in cast(list[re.Match[bytes]], found)]
+    sorter.add_many(list(zip(keys, ttls, strict=True)))
     return True
