@@ -311,3 +311,35 @@ def test_read_listed_follows_a_file_whose_size_changed_since_fstat(
         if change > 0:
             with raises_code(DumpTreeError, "ErrDumpFileTooLarge"):
                 d.read_listed("f", len(content) - 1)
+
+
+def test_read_listed_many_reads_as_read_listed_and_records_what_it_read(
+    tmp_path: Path,
+) -> None:
+    """read_listed_many gives each name's content as read_listed would (``None`` for a
+    missing name, a symlink refused with the same words) and records the digests of the
+    files read so far when it ends, is closed early or fails."""
+    root = _tree(tmp_path)
+    (root / "d" / "b.json").write_bytes(b"[1]")
+    _symlink(root / "d")
+    recorder = DigestLog()
+    with recording_reads(recorder), DumpTree(root).directory(("d",)) as d:
+        got = list(d.read_listed_many(["a.json", "gone.json", "b.json"]))
+        assert got == [("a.json", b"{}"), ("gone.json", None), ("b.json", b"[1]")]
+    assert recorder.digests == {"d/a.json": _sha(b"{}"), "d/b.json": _sha(b"[1]")}
+
+    early = DigestLog()
+    with recording_reads(early), DumpTree(root).directory(("d",)) as d:
+        reads = d.read_listed_many(["b.json", "a.json"])
+        assert next(reads) == ("b.json", b"[1]")
+        reads.close()
+    assert early.digests == {"d/b.json": _sha(b"[1]")}
+
+    failed = DigestLog()
+    with (
+        recording_reads(failed),
+        DumpTree(root).directory(("d",)) as d,
+        raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="'d/link.json': a symlink"),
+    ):
+        list(d.read_listed_many(["a.json", "link.json", "b.json"]))
+    assert failed.digests == {"d/a.json": _sha(b"{}")}

@@ -668,3 +668,105 @@ def test_listing_is_in_byte_order_with_its_irregular_entries(
     assert [os.fsencode(n) for names, _odd in chunks for n in names] == sorted(raw)
     assert {n for _names, odd in chunks for n in odd} == {"sub", "link"}
     assert all(odd <= set(names) for names, odd in chunks)
+
+
+_DOCS = [
+    '{"format_version":1,"fields":[{"name":"a","value":"b"},{"name":"\\u00e9","value":""}]}',
+    '{"format_version":1,"members":["x","y\\n"],"items":["i"],"expire_at_ms":0}',
+    '{"format_version":1,"items":["x","x"],"expire_at_ms":18446744073709551615}',
+    '{"format_version":1,"format_version":2,"fields":[]}',
+    '{"format_version":2,"format_version":1,"members":[]}',
+    '{"format_version":1,"fields":[{"name":"a","name":"c","value":"b","extra":1}]}',
+    '{"format_version":1,"fields":[{"name":{"base64":"AAE"},"value":"v"}]}',
+    '{"format_version":1,"items":[{"base64":"_-8"}],"expire_at_ms":null}',
+    '{"format_version":1,"fields":null,"members":null,"items":null}',
+    '{"format_version":1,"expire_at_ms":-0}',
+    '{"format_version":-0}',
+    '{"format_version":1,"items":["-0"],"expire_at_ms":5}',
+    '{"format_version":1.0}',
+    '{"format_version":1,"expire_at_ms":18446744073709551616}',
+    '{"format_version":1,"expire_at_ms":-1}',
+    '{"format_version":1,"expire_at_ms":1e3}',
+    '{"format_version":1,"fields":[{"name":"a"}]}',
+    '{"format_version":1,"members":["\\ud800"],"items":["\\ud800"]}',
+    '{"Format_Version":1}',
+    "null",
+    "[]",
+    '{"format_version":1} x',
+]
+
+
+@pytest.mark.parametrize("kind", ["hashes", "sets", "lists"])
+@pytest.mark.parametrize(
+    "doc", [*_DOCS, b'{"format_version":1,"members":["\xff"],"items":["\xff"]}']
+)
+def test_plain_collection_decode_agrees_with_the_go_rules_reader(
+    monkeypatch: pytest.MonkeyPatch, kind: str, doc: str | bytes
+) -> None:
+    """The typed decode of a collection file gives what the Go-rules reader gives, and any
+    document it does not take (envelopes, invalid UTF-8, -0, out-of-range or mistyped
+    numbers, duplicates aside) gets the reader's result or error."""
+    from elastickv_async._adapters.redis import layout
+
+    data = doc.encode() if isinstance(doc, str) else doc
+
+    def parse() -> layout.Collection | str:
+        try:
+            return layout.parse_collection(data, kind, "x")
+        except DumpTreeError as exc:
+            return f"{exc.code}: {exc}"
+
+    fast = parse()
+    if doc == _DOCS[0] and kind == "hashes":
+        assert layout._plain_collection(data, kind) == fast  # the typed decode took it
+    monkeypatch.setattr(layout, "_PLAIN_DECODERS", {})
+    assert fast == parse()
+
+
+def test_simple_slices_give_the_general_loops_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A strings or HLL slice of plain regular names (read in one loop) gives the records,
+    count and budget stop the general per-name loop gives."""
+    from elastickv_async._adapters.redis import slices
+
+    files: dict[str, bytes | str] = {f"strings/s%3A{i:03d}.bin": b"v" * i for i in range(50)}
+    files |= {f"hll/h{i:02d}.bin": b"sketch%d" % i for i in range(20)}
+    root = tree(tmp_path, files)
+    jobs = [
+        Slice(
+            str(root),
+            "strings",
+            [f"s%3A{i:03d}.bin" for i in range(50)],
+            frozenset(),
+            {},
+            {"s%3A007": 70, "s%3A010": 0},
+            0,
+            budget,
+        )
+        for budget in (1 << 20, 300)
+    ] + [
+        Slice(
+            str(root),
+            "hll",
+            [f"h{i:02d}.bin" for i in range(20)],
+            frozenset(),
+            {},
+            {"h03": 3},
+            0,
+            1 << 20,
+        )
+    ]
+    taken = []
+    simple = slices._simple_slice
+
+    def counted(job: Slice, *args: object) -> Built:
+        taken.append(job.directory)
+        return simple(job, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(slices, "_simple_slice", counted)
+    fast = [encode_slice(job) for job in jobs]
+    assert taken == ["strings", "strings", "hll"]
+    monkeypatch.setattr(slices, "_SIMPLE", {})
+    assert fast == [encode_slice(job) for job in jobs]
+    assert fast[1].done < 50

@@ -17,6 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
+import msgspec.json
+
 from ..._core import gojson
 from ..._core.dump.names import b64url_decode, b64url_encode
 from ..._core.errors import DumpTreeError
@@ -210,8 +213,68 @@ class Collection:
     expire_at_ms: int | None
 
 
+class _HashField(msgspec.Struct):
+    name: str
+    value: str
+
+
+class _HashDoc(msgspec.Struct):
+    format_version: int
+    fields: list[_HashField] = msgspec.field(default_factory=list)
+    expire_at_ms: int | None = None
+
+
+class _SetDoc(msgspec.Struct):
+    format_version: int
+    members: list[str] = msgspec.field(default_factory=list)
+    expire_at_ms: int | None = None
+
+
+class _ListDoc(msgspec.Struct):
+    format_version: int
+    items: list[str] = msgspec.field(default_factory=list)
+    expire_at_ms: int | None = None
+
+
+_PLAIN_DECODERS: Final[dict[str, msgspec.json.Decoder[Any]]] = {
+    HASHES: msgspec.json.Decoder(_HashDoc),
+    SETS: msgspec.json.Decoder(_SetDoc),
+    LISTS: msgspec.json.Decoder(_ListDoc),
+}
+_U64_MAX: Final = (1 << 64) - 1
+
+
+def _plain_collection(data: bytes, kind: str) -> Collection | None:
+    """The common document of ``kind`` (plain strings, no envelope) in one typed decode;
+    ``None`` for anything else, which the Go-rules reader then parses (and names).
+
+    Any input where the two could differ is left to that reader: what msgspec refuses
+    (invalid UTF-8, lone surrogates, a float or ``null`` where an integer or array belongs,
+    a base64 envelope), an unsupported version, an expiry outside ``uint64``, and any
+    ``-0`` (Go refuses it for an unsigned integer; msgspec reads it as 0).
+    """
+    decoder = _PLAIN_DECODERS.get(kind)
+    if decoder is None or b"-0" in data:
+        return None
+    try:
+        doc = decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    expire = doc.expire_at_ms
+    if doc.format_version != FORMAT_VERSION or (expire is not None and not 0 <= expire <= _U64_MAX):
+        return None
+    if kind == HASHES:
+        pairs = [(f.name.encode("utf-8"), f.value.encode("utf-8")) for f in doc.fields]
+        return Collection(pairs, expire)
+    strings = doc.members if kind == SETS else doc.items
+    return Collection([member.encode("utf-8") for member in strings], expire)
+
+
 def parse_collection(data: bytes, kind: str, where: str) -> Collection:
     """Parse ``hashes/``, ``lists/``, ``sets/`` or ``zsets/`` JSON (``kind`` is the directory)."""
+    plain = _plain_collection(data, kind)
+    if plain is not None:
+        return plain
     try:
         return _collection_doc(as_object(loads(data)), kind, where)
     except GoJSONError as exc:
@@ -355,3 +418,4 @@ def parse_ttl_sidecar(data: bytes, where: str) -> dict[str, int]:
     except GoJSONError as exc:
         raise _invalid(where, str(exc)) from None
     return ttls
+

@@ -7,15 +7,17 @@ process starts quickly.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
 from codecs import escape_decode
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from ..._core.dump.names import BINARY_PREFIX, SEGMENT_MAX_BYTES, decode_segment
-from ..._core.dump.tree import MAX_BODY_FILE, MAX_RECORD_FILE, DumpTree
+from ..._core.dump.tree import MAX_BODY_FILE, MAX_RECORD_FILE, DumpTree, TreeDir
 from ..._core.errors import DumpTreeError
 from . import keys, layout
 from .errors import tree_error
@@ -115,6 +117,10 @@ def encode_slice(job: Slice) -> Built:
     plain = _plain_keys(segments)
     keys = dict(zip(segments, plain, strict=True)) if plain is not None else {}
     with sub:
+        if plain is not None and not irregular and len(segments) == len(job.names):
+            simple = _SIMPLE.get(directory)
+            if simple is not None:
+                return _simple_slice(job, sub, segments, plain, limit, simple)
         for name in job.names:
             done += 1
             valued = name.endswith(ext)
@@ -143,6 +149,33 @@ def encode_slice(job: Slice) -> Built:
             if size >= job.budget:
                 break
     return Built(out, done, notes)
+
+
+def _simple_slice(
+    job: Slice,
+    sub: TreeDir,
+    segments: list[str],
+    user_keys: list[bytes],
+    limit: int,
+    build: Callable[[bytes, bytes, int], list[Record]],
+) -> Built:
+    """:func:`encode_slice` of a strings or HLL slice whose names are all plain value files
+    the listing saw as regular files: one loop, the reads' digests recorded together."""
+    out: list[Record] = []
+    size = 0
+    done = 0
+    ttls = job.ttls
+    reads = sub.read_listed_many(job.names, limit)
+    with contextlib.closing(reads):
+        for (_name, data), user_key, segment in zip(reads, user_keys, segments, strict=True):
+            done += 1
+            if data is None:
+                continue  # removed since the listing
+            out += build(user_key, data, ttls.get(segment, 0) if ttls else 0)
+            size += len(data)
+            if size >= job.budget:
+                break
+    return Built(out, done, [])
 
 
 def _plain_keys(segments: list[str]) -> list[bytes] | None:
@@ -202,6 +235,13 @@ def _hll(user_key: bytes, sketch: bytes, ttl_ms: int) -> list[Record]:
     return [(keys.HLL + user_key, encode_hll_value(sketch, ttl_ms)), *_ttl_row(user_key, ttl_ms)]
 
 
+#: The one-file-one-key types, and how a file becomes records.
+_SIMPLE: Final[dict[str, Callable[[bytes, bytes, int], list[Record]]]] = {
+    layout.STRINGS: _string,
+    layout.HLL: _hll,
+}
+
+
 def _collection(
     directory: str, user_key: bytes, data: bytes, segment: str, shift_ms: int
 ) -> list[Record]:
@@ -212,10 +252,13 @@ def _collection(
     out: list[Record]
     if directory == layout.HASHES:
         out = [(keys.wide_key(keys.HASH_META, user_key), encode_count_meta(count, expire))]
-        out += [(keys.wide_key(keys.HASH_FIELD, user_key, n), v) for n, v in doc.elements]
+        # A wide key is its prefix, length and user key, then the suffix: built once.
+        head = keys.wide_key(keys.HASH_FIELD, user_key)
+        out += [(head + n, v) for n, v in doc.elements]
     elif directory == layout.SETS:
         out = [(keys.wide_key(keys.SET_META, user_key), encode_count_meta(count, expire))]
-        out += [(keys.wide_key(keys.SET_MEMBER, user_key, m), b"") for m in doc.elements]
+        head = keys.wide_key(keys.SET_MEMBER, user_key)
+        out += [(head + m, b"") for m in doc.elements]
     elif directory == layout.LISTS:
         out = [(keys.LIST_META + user_key, encode_list_meta(count, expire))]
         out += [(keys.list_item_key(user_key, i), v) for i, v in enumerate(doc.elements)]

@@ -36,7 +36,7 @@ import hashlib
 import io
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -411,6 +411,37 @@ class TreeDir:
         checks, which name what it is. Only for names the listing typed as regular files: a
         device is never opened on purpose.
         """
+        data = self._read_listed(name, limit)
+        recorder = _RECORDER.get()
+        if data is not None and recorder is not None:
+            recorder.record(self.path(name), hashlib.sha256(data).digest())
+        return data
+
+    def read_listed_many(
+        self, names: Iterable[str], limit: int | None = MAX_RECORD_FILE
+    ) -> Generator[tuple[str, bytes | None], None, None]:
+        """``(name, data)`` of each of ``names`` in turn, read as :meth:`read_listed` does.
+
+        The digests of the files read are recorded together when the iterator ends or is
+        closed (only what was read before an error or an early close).
+        """
+        recorder = _RECORDER.get()
+        digests: list[tuple[str, bytes]] = []
+        prefix = f"{self.rel}/" if self.rel else ""
+        sha256 = hashlib.sha256
+        read = self._read_listed
+        try:
+            for name in names:
+                data = read(name, limit)
+                if data is not None and recorder is not None:
+                    digests.append((prefix + name, sha256(data).digest()))
+                yield name, data
+        finally:
+            if recorder is not None and digests:
+                recorder.record_many(digests)
+
+    def _read_listed(self, name: str, limit: int | None) -> bytes | None:
+        """:meth:`read_listed` without recording the digest."""
         try:
             fd = os.open(name, _FILE_FLAGS, dir_fd=self.fd)
         except FileNotFoundError:
@@ -420,8 +451,13 @@ class TreeDir:
             entry = self.lookup(name)
             if entry is None:
                 return None
-            with self.open_file(entry) as file:
-                return file.read_all(limit)
+            # Opened and read with the digest left to the caller.
+            token = _RECORDER.set(None)
+            try:
+                with self.open_file(entry) as file:
+                    return file.read_all(limit)
+            finally:
+                _RECORDER.reset(token)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
@@ -438,9 +474,6 @@ class TreeDir:
                 data = _read_rest(fd, data, self.path(name), limit)
         finally:
             os.close(fd)
-        recorder = _RECORDER.get()
-        if recorder is not None:
-            recorder.record(self.path(name), hashlib.sha256(data).digest())
         return data
 
     def read(self, name: str, *, limit: int | None = MAX_RECORD_FILE) -> bytes | None:
