@@ -136,22 +136,23 @@ class DigestLog:
 
 def count_tree_opens(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """How many times each tree file (by slash path) is opened through the tree reader from
-    now on (``TreeDir.open_file`` and ``TreeDir.read_listed``), in this process."""
+    now on (``TreeDir.open_file``, and ``TreeDir.read_listed`` and ``read_listed_many``
+    through the read they share), in this process."""
     from elastickv_async._core.dump.tree import TreeDir
 
     opened: dict[str, int] = {}
-    open_file, read_listed = TreeDir.open_file, TreeDir.read_listed
+    open_file, read_listed = TreeDir.open_file, TreeDir._read_listed
 
     def counting(self: TreeDir, entry: Any) -> Any:
         rel = self.path(entry.name)
         opened[rel] = opened.get(rel, 0) + 1
         return open_file(self, entry)
 
-    def counting_listed(self: TreeDir, name: str, limit: int | None = None) -> bytes | None:
+    def counting_listed(self: TreeDir, name: str, limit: int | None) -> bytes | None:
         rel = self.path(name)
         opened[rel] = opened.get(rel, 0) + 1
         return read_listed(self, name, limit)
 
     monkeypatch.setattr(TreeDir, "open_file", counting)
-    monkeypatch.setattr(TreeDir, "read_listed", counting_listed)
+    monkeypatch.setattr(TreeDir, "_read_listed", counting_listed)
     return opened

@@ -655,8 +655,9 @@ async def test_the_checksums_check_reads_no_file_the_encoders_read(
     """The encoders' reads record each file's digest, and the check against CHECKSUMS takes
     those instead of reading the files again: every file of the adapters' subtrees is opened
     once in this process (workers=0), or not at all when the encoders read in a worker
-    process; a large S3 body, read by the chunk when the snapshot is written, is opened once
-    per chunk and not by the check. A changed file or body is still found."""
+    process, where the check then runs too; a large S3 body, read by the chunk when the
+    snapshot is written, is opened once per chunk and not by the check. A changed file or
+    body is still found."""
     from elastickv_async._core.pipeline import decode_snapshot
 
     tree = tmp_path / "tree"
@@ -678,6 +679,8 @@ async def test_the_checksums_check_reads_no_file_the_encoders_read(
         # Redis values and DynamoDB items are read in the worker process.
         assert max(opened.get(rel, 0) for rel in data_files) == 1
         assert any(rel.startswith("redis/") and rel not in opened for rel in data_files)
+    # The check itself runs in the worker process when there is one.
+    assert ("CHECKSUMS" in opened) == (workers == 0)
     body = (tree / deferred).read_bytes()
     (tree / deferred).write_bytes(body[:-1] + bytes([body[-1] ^ 1]))  # in place, same size
     with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=deferred):

@@ -418,4 +418,3 @@ def parse_ttl_sidecar(data: bytes, where: str) -> dict[str, int]:
     except GoJSONError as exc:
         raise _invalid(where, str(exc)) from None
     return ttls
-

@@ -556,10 +556,17 @@ async def _verify_input(
     report: Report,
     log: structlog.typing.FilteringBoundLogger,
     read: ChecksumLedger | None = None,
+    *,
+    workers: Workers | None = None,
 ) -> None:
     """Check the tree at ``root`` against its CHECKSUMS; ``read`` holds the digests of the
     files the encoders have read (only the others are read here)."""
-    files, checked = await anyio.to_thread.run_sync(_check_input, root, read)
+    if workers is not None:
+        # In a worker process when the run has one: it is idle once the records are
+        # collected, while this process merges and writes them.
+        files, checked = await workers.run(_check_input, root, read)
+    else:
+        files, checked = await anyio.to_thread.run_sync(_check_input, root, read)
     if checked == CHECKSUM_ALGORITHM:
         report.count("encode.files_verified", files)
     elif checked == CHECKSUMS_NONE:
@@ -662,7 +669,7 @@ async def encode_snapshot(
         await anyio.to_thread.run_sync(lambda: _refuse_existing_output(out, force=force))
         verify = None
         if options.verify_checksums:
-            verify = partial(_verify_input, roots, report, log)
+            verify = partial(_verify_input, roots, report, log, workers=workers)
         else:
             log.info("checksums_not_verified", input=input_label)
         places = [out.parent]
