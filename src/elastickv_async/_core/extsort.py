@@ -154,6 +154,11 @@ class ExternalSorter:
         return bool(self._sources)
 
     @property
+    def buffered(self) -> int:
+        """The estimated bytes the buffer holds (what :attr:`over_budget` compares)."""
+        return self._buffered
+
+    @property
     def over_budget(self) -> bool:
         """True when the buffer should be spilled before more records are added."""
         return self._buffered >= self._budget

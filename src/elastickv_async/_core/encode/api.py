@@ -49,7 +49,6 @@ from ..errors import (
     UsageError,
     map_os_errors,
 )
-from ..extsort import ExternalSorter
 from ..gocompat import go_trim_space
 from ..memory import MemoryBudget, check_budget
 from ..options import DecodeOptions, EncodeOptions
@@ -61,7 +60,8 @@ from . import publish as disk
 from .collect import CHANNEL_BUFFER, LARGE_VALUE, collect_records
 from .framing import ts_suffix
 from .info import EncodeInfo, TimeRebase
-from .output import SnapshotStream
+from .output import FramedBlocks, SnapshotStream
+from .sortframe import FramedSorter
 
 if TYPE_CHECKING:
     from .selftest import SelfTestOutcome
@@ -360,7 +360,7 @@ class _Run:
         with map_os_errors(OutputError, f"cannot create a work directory in {base}"):
             held = await anyio.to_thread.run_sync(_make_workdir, base, self.tag, self.enabled)
         work = held.path
-        sorter = ExternalSorter(work / "sort", self.sort_budget, large_value=LARGE_VALUE)
+        sorter = FramedSorter(work / "sort", self.sort_budget, large_value=LARGE_VALUE)
         held_digests = self.memory.ledger_entries()
         read = ChecksumLedger(work / "read", limit=held_digests) if verify else None
 
@@ -398,7 +398,7 @@ class _Run:
                     if verify is not None and read is not None and not check_after:
                         tg.start_soon(verify, read)
                     total = sorter.records
-                    stream = SnapshotStream(fh, sorter.merged(), ts)
+                    stream = SnapshotStream(fh, FramedBlocks(sorter.blocks()), ts)
                     meter.output(files=lambda: 0, bytes_=lambda: stream.bytes_written)
                     meter.stage("write", unit="entries", done=lambda: stream.entries, total=total)
                     await stream.write()

@@ -3,9 +3,10 @@
 Each adapter runs in its own task of one task group and sends batches of records over a
 bounded channel: the lists its ``batches()`` yields, or its ``records()`` gathered into lists.
 A single consumer checks each batch against the reader's size limits, stamps its keys with the
-snapshot timestamp and buffers it in the
-:class:`~elastickv_async._core.extsort.ExternalSorter`, a whole batch at a time. A spill runs in
-a worker thread while the producers wait on the full channel (backpressure).
+snapshot timestamp and buffers it in the sorter (an encode's
+:class:`~.sortframe.FramedSorter`, which stamps as it frames, or an
+:class:`~elastickv_async._core.extsort.ExternalSorter`), a whole batch at a time. A spill
+runs in a worker thread while the producers wait on the full channel (backpressure).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..concurrency import task_group
 from ..errors import DumpTreeError, UsageError, map_os_errors
 from ..extsort import Deferred, ExternalSorter
 from .framing import check_records
+from .sortframe import FramedSorter
 
 __all__ = ["LARGE_VALUE", "collect_records"]
 
@@ -109,11 +111,16 @@ def _stamped(batch: Batch, suffix: Suffix) -> Batch:
 
 
 async def _consume(
-    receive: ObjectReceiveStream[Batch], sorter: ExternalSorter, suffix: Suffix
+    receive: ObjectReceiveStream[Batch], sorter: ExternalSorter | FramedSorter, suffix: Suffix
 ) -> None:
     async with receive:
         async for batch in receive:
-            sorter.add_many(_stamped(batch, suffix))
+            if isinstance(sorter, FramedSorter) and isinstance(suffix, bytes):
+                # Stamped as it is framed: one pass over the batch.
+                check_records(batch)
+                sorter.add_many(batch, suffix)
+            else:
+                sorter.add_many(_stamped(batch, suffix))
             if sorter.over_budget:
                 await anyio.to_thread.run_sync(sorter.spill)
 
@@ -121,7 +128,7 @@ async def _consume(
 async def collect_records(
     specs: Sequence[AdapterSpec],
     make_context: Callable[[AdapterSpec], EncodeContext],
-    sorter: ExternalSorter,
+    sorter: ExternalSorter | FramedSorter,
     suffix: Suffix,
     *,
     batch_bytes: int = BATCH_BYTES,

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO, Final
 
 import anyio
@@ -25,7 +26,7 @@ from .framing import KEY_LEN as _KEY_LEN
 from .framing import VALUE_HEAD as _VALUE_HEAD
 from .framing import header
 
-__all__ = ["FrameWriter", "SnapshotStream"]
+__all__ = ["FrameWriter", "FramedBlocks", "SnapshotStream"]
 
 #: Small pieces are gathered into blocks of this size before one write + hash update.
 _BLOCK: Final = 1 << 20
@@ -151,6 +152,13 @@ class FrameWriter:
         self.finish()
         return True
 
+    def add_framed(self, block: bytes, entries: int) -> None:
+        """Write ``block``: ``entries`` records already framed, sorted after the ones before
+        and free of duplicate keys (the caller's sort checked)."""
+        self.finish()
+        self._emit(block)
+        self.entries += entries
+
     def finish(self) -> None:
         """Write the buffered bytes out (the stream is complete once the records are)."""
         if self._pending:
@@ -172,10 +180,26 @@ def _descriptor(out: BinaryIO) -> int | None:
         return None
 
 
-class SnapshotStream:
-    """Frames ``(encoded_key, body)`` records, sorted by key, into ``out``; refuses duplicates."""
+@dataclass(frozen=True, slots=True)
+class FramedBlocks:
+    """Records already framed, sorted and checked for duplicates, as ``(bytes, records in
+    them)`` blocks (see :meth:`~.sortframe.FramedSorter.blocks`)."""
 
-    def __init__(self, out: BinaryIO, records: Iterator[tuple[bytes, bytes]], last_commit_ts: int):
+    blocks: Iterator[tuple[bytes, int]]
+
+
+class SnapshotStream:
+    """Frames ``(encoded_key, body)`` records, sorted by key, into ``out``; refuses duplicates.
+
+    ``records`` may also be :class:`FramedBlocks`, written as they are.
+    """
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        records: Iterator[tuple[bytes, bytes]] | FramedBlocks,
+        last_commit_ts: int,
+    ):
         self._writer = FrameWriter(out, last_commit_ts, defer_hashing=True)
         self._records = records
         self._fd = _descriptor(out) if hasattr(os, "posix_fadvise") else None
@@ -205,7 +229,11 @@ class SnapshotStream:
                     await send.send(writer.take_written())
 
     def _write_slice(self, slice_bytes: int) -> bool:
-        done = self._writer.add_some(self._records, slice_bytes)
+        records = self._records
+        if isinstance(records, FramedBlocks):
+            done = self._add_blocks(records.blocks, slice_bytes)
+        else:
+            done = self._writer.add_some(records, slice_bytes)
         if self._fd is not None:
             # Start writing the slice back to disk now, and drop it from the page cache once it
             # is (nothing reads the output again but the optional self-test), so the fsync
@@ -219,6 +247,16 @@ class SnapshotStream:
                 self._fd = None  # not a regular file: the hint does not apply
             self._released = end
         return done
+
+    def _add_blocks(self, blocks: Iterator[tuple[bytes, int]], slice_bytes: int) -> bool:
+        writer = self._writer
+        stop = writer.position + slice_bytes
+        for block, entries in blocks:
+            writer.add_framed(block, entries)
+            if writer.bytes_written >= stop:
+                return False
+        writer.finish()
+        return True
 
     async def _hash(self, receive: ObjectReceiveStream[list[bytes]]) -> None:
         async with receive:

@@ -1,0 +1,322 @@
+"""The encoder's external sort: records held as their framed bytes, merged in bulk.
+
+Every record of an encode is sorted by its encoded key and written as ``LE u64 len ‖ key ‖
+LE u64 len ‖ value header ‖ body``. :class:`FramedSorter` frames a record when it is added
+and holds ``(key, frame)`` pairs, so the rest is C: the buffer is sorted by key, a spilled
+run is written and read back as marshal'd chunks, and the output is the frames joined.
+Runs are merged a round at a time instead of a record at a time through a heap: a round
+takes, from every source's current chunk, the entries up to the smallest of the chunks'
+last keys (no later chunk can hold a smaller one) and sorts them together, which timsort
+does by merging the sorted pieces.
+
+Deferred values (read only when written) and large ones (parked in a side file) keep the
+general :class:`~elastickv_async._core.extsort.ExternalSorter`; its records join the
+merge as one more source, framed as they come out of it.
+
+Everything here blocks: add from the event loop (cheap), spill and merge in worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import marshal
+import os
+import struct
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+from operator import eq, itemgetter
+from pathlib import Path
+from typing import Final, cast
+
+from ..errors import DumpTreeError, OutputError
+from ..extsort import ENTRY_OVERHEAD, MERGE_FAN_IN, Deferred, ExternalSorter
+from ..snapshot.framing import TS_SIZE, VALUE_HEADER_SIZE
+from .framing import KEY_LEN, VALUE_HEAD
+
+__all__ = ["CHUNK_BYTES", "FramedSorter"]
+
+#: ``(encoded key, framed entry)``.
+Entry = tuple[bytes, bytes]
+#: Bytes of frames per chunk of a run, and per chunk taken from the in-memory tail or the
+#: general sorter: with :data:`~elastickv_async._core.extsort.MERGE_FAN_IN` runs merged at
+#: once, a round holds at most that many chunks.
+CHUNK_BYTES: Final = 256 << 10
+_KEY: Final = itemgetter(0)
+_FRAME: Final = itemgetter(1)
+_LEN: Final = struct.Struct("<Q")
+#: marshal's format 2 shares no objects between entries, and writes and reads them fastest.
+_MARSHAL_VERSION: Final = 2
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+_NEW_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+_BUFFER: Final = 1 << 20
+
+
+def duplicate_key(key: bytes) -> DumpTreeError:
+    """The error for two records with the encoded key ``key``."""
+    return DumpTreeError(
+        f"duplicate key in the dump tree: {key[:-TS_SIZE][:64]!r}",
+        code="ErrEncodeDuplicateKey",
+    )
+
+
+def _frame(key: bytes, value: bytes) -> bytes:
+    return KEY_LEN.pack(len(key)) + key + VALUE_HEAD.pack(len(value) + VALUE_HEADER_SIZE) + value
+
+
+def _framed(records: Sequence[tuple[bytes, bytes]], suffix: bytes) -> list[Entry]:
+    key_len, value_head = KEY_LEN.pack, VALUE_HEAD.pack
+    if not suffix:
+        return [
+            (key, key_len(len(key)) + key + value_head(len(value) + VALUE_HEADER_SIZE) + value)
+            for key, value in records
+        ]
+    return [
+        (
+            stamped := key + suffix,
+            key_len(len(stamped)) + stamped + value_head(len(value) + VALUE_HEADER_SIZE) + value,
+        )
+        for key, value in records
+    ]
+
+
+def _chunk_ends(entries: list[Entry], chunk_bytes: int) -> list[int]:
+    """Where to cut ``entries`` into chunks of about ``chunk_bytes`` of frames."""
+    if not entries:
+        return []
+    sizes = list(itertools.accumulate(map(len, map(_FRAME, entries))))
+    ends = []
+    start = 0
+    while start < len(entries):
+        # The first entry past another chunk's worth of bytes, and at least one entry.
+        target = (sizes[start - 1] if start else 0) + chunk_bytes
+        end = max(start + 1, bisect_right(sizes, target - 1, lo=start) + 1)
+        end = min(end, len(entries))
+        ends.append(end)
+        start = end
+    return ends
+
+
+def _chunks(entries: list[Entry], chunk_bytes: int) -> Iterator[list[Entry]]:
+    start = 0
+    for end in _chunk_ends(entries, chunk_bytes):
+        yield entries[start:end]
+        start = end
+
+
+def _rounds(sources: list[Iterator[list[Entry]]]) -> Iterator[list[Entry]]:
+    """Merge ``sources``, each yielding sorted chunks of a sorted stream, into sorted lists.
+
+    Every key of a round sorts at or below every key of the next one.
+    """
+    heads: list[tuple[list[Entry], int, Iterator[list[Entry]]]] = []
+    for source in sources:
+        chunk = next(source, None)
+        while chunk is not None and not chunk:
+            chunk = next(source, None)
+        if chunk:
+            heads.append((chunk, 0, source))
+    while len(heads) > 1:
+        bound = min(chunk[-1][0] for chunk, _start, _source in heads)
+        pieces: list[Entry] = []
+        kept = []
+        for chunk, start, source in heads:
+            cut = bisect_right(chunk, bound, lo=start, key=_KEY)
+            pieces += chunk[start:cut] if start or cut < len(chunk) else chunk
+            if cut < len(chunk):
+                kept.append((chunk, cut, source))
+                continue
+            following = next(source, None)
+            while following is not None and not following:
+                following = next(source, None)
+            if following:
+                kept.append((following, 0, source))
+        heads = kept
+        # Sorted pieces: timsort merges them.
+        pieces.sort(key=_KEY)
+        yield pieces
+    if heads:
+        chunk, start, source = heads[0]
+        yield chunk[start:] if start else chunk
+        for chunk in source:
+            if chunk:
+                yield chunk
+
+
+class FramedSorter:
+    """Collects ``(encoded_key, value)`` records and gives them back framed, sorted by key.
+
+    The drop-in for :class:`~elastickv_async._core.extsort.ExternalSorter` in an encode:
+    :meth:`add_many`, :attr:`over_budget` and :meth:`spill` alike, then :meth:`blocks`
+    once (the framed stream, with duplicate keys refused) and :meth:`close`. Values of
+    ``large_value`` bytes or more, and :class:`~elastickv_async._core.extsort.Deferred`
+    values, go through an ``ExternalSorter`` under ``spill_dir`` and are framed when merged.
+    """
+
+    def __init__(self, spill_dir: Path, budget: int, *, large_value: int) -> None:
+        self._dir = spill_dir
+        self._budget = max(1, budget)
+        self._large = large_value
+        self._buffer: list[Entry] = []
+        self._buffered = 0
+        self._general: ExternalSorter | None = None
+        self._runs: list[Path] = []
+        self._next_run = 0
+        #: Records added so far, and how many runs were spilled (the general sorter's too).
+        self.records = 0
+        self._spills = 0
+
+    @property
+    def spills(self) -> int:
+        """Runs spilled so far."""
+        return self._spills + (self._general.spills if self._general is not None else 0)
+
+    @property
+    def defers_reads(self) -> bool:
+        """Whether some value is :class:`~elastickv_async._core.extsort.Deferred`: read only
+        when :meth:`blocks` comes to it."""
+        return self._general is not None and self._general.defers_reads
+
+    @property
+    def over_budget(self) -> bool:
+        """True when the buffers should be spilled before more records are added."""
+        general = self._general.buffered if self._general is not None else 0
+        return self._buffered + general >= self._budget
+
+    def add_many(
+        self, records: Sequence[tuple[bytes, bytes | Deferred]], suffix: bytes = b""
+    ) -> None:
+        """Frame and buffer every record of ``records``, ``suffix`` appended to each key
+        (cheap: call from the event loop)."""
+        if not records:
+            return
+        large = self._large
+        values = list(map(itemgetter(1), records))
+        if set(map(type, values)) != {bytes} or max(map(len, values)) >= large:
+            plain = [r for r in records if type(r[1]) is bytes and len(r[1]) < large]
+            if self._general is None:
+                self._general = ExternalSorter(
+                    self._dir / "general", self._budget, large_value=large
+                )
+            self._general.add_many(
+                [(k + suffix, v) for k, v in records if type(v) is not bytes or len(v) >= large]
+            )
+            self.records += len(records) - len(plain)
+            records = plain
+        entries = _framed(cast(Sequence[tuple[bytes, bytes]], records), suffix)
+        self._buffer += entries
+        self._buffered += (
+            sum(map(len, map(_FRAME, entries)))
+            + sum(map(len, map(_KEY, entries)))
+            + ENTRY_OVERHEAD * len(entries)
+        )
+        self.records += len(entries)
+
+    def spill(self) -> None:
+        """Write the larger of the two buffers out (blocking), the other too if still over."""
+        general = self._general
+        if general is not None and general.buffered > self._buffered:
+            general.spill()
+            if not self.over_budget:
+                return
+        if self._buffer:
+            self._spill_buffer()
+        if general is not None and self.over_budget:
+            general.spill()
+
+    def _new_run_path(self) -> Path:
+        path = self._dir / f"framed-{self._next_run:06d}"
+        self._next_run += 1
+        return path
+
+    def _spill_buffer(self) -> None:
+        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        buffer, self._buffer, self._buffered = self._buffer, [], 0
+        buffer.sort(key=_KEY)
+        path = self._new_run_path()
+        self._runs.append(path)
+        _write_run(path, _chunks(buffer, CHUNK_BYTES))
+        self._spills += 1
+
+    def _compact(self) -> None:
+        # Keep slots for the in-memory tail and the general sorter.
+        while len(self._runs) > MERGE_FAN_IN - 2:
+            group, rest = self._runs[:MERGE_FAN_IN], self._runs[MERGE_FAN_IN:]
+            path = self._new_run_path()
+            self._runs = [path, *rest]
+            _write_run(path, _rounds([_read_run(run) for run in group]))
+            for old in group:
+                old.unlink()
+
+    def _general_chunks(self, general: ExternalSorter) -> Iterator[list[Entry]]:
+        """The general sorter's records, framed, in chunks of about :data:`CHUNK_BYTES`."""
+        chunk: list[Entry] = []
+        size = 0
+        for key, value in general.merged():
+            frame = _frame(key, value)
+            chunk.append((key, frame))
+            size += len(frame)
+            if size >= CHUNK_BYTES:
+                yield chunk
+                chunk, size = [], 0
+        if chunk:
+            yield chunk
+
+    def blocks(self) -> Iterator[tuple[bytes, int]]:
+        """Every record framed, sorted by key, as ``(bytes, records in them)`` blocks; a key
+        equal to the one before raises ``ErrEncodeDuplicateKey`` (blocking: iterate in a
+        worker thread)."""
+        tail, self._buffer, self._buffered = self._buffer, [], 0
+        tail.sort(key=_KEY)
+        self._compact()
+        sources = [_read_run(run) for run in self._runs]
+        sources.append(_chunks(tail, CHUNK_BYTES))
+        if self._general is not None:
+            sources.append(self._general_chunks(self._general))
+        previous: bytes | None = None
+        for entries in _rounds(sources):
+            keys = list(map(_KEY, entries))
+            if keys[0] == previous or any(map(eq, keys, itertools.islice(keys, 1, None))):
+                if keys[0] == previous:
+                    raise duplicate_key(keys[0])
+                raise duplicate_key(next(a for a, b in itertools.pairwise(keys) if a == b))
+            previous = keys[-1]
+            yield b"".join(map(_FRAME, entries)), len(entries)
+
+    def close(self) -> None:
+        """Drop the buffer and remove every run (blocking)."""
+        self._buffer = []
+        self._buffered = 0
+        for path in self._runs:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._runs = []
+        if self._general is not None:
+            self._general.close()
+
+
+def _write_run(path: Path, chunks: Iterator[list[Entry]]) -> None:
+    """Write ``chunks`` as a new run: each a length and its marshal'd entries."""
+    fd = os.open(path, _NEW_FLAGS, 0o600)
+    with open(fd, "wb", buffering=_BUFFER) as fh:
+        for chunk in chunks:
+            data = marshal.dumps(chunk, _MARSHAL_VERSION)
+            fh.write(_LEN.pack(len(data)))
+            fh.write(data)
+
+
+def _read_run(path: Path) -> Iterator[list[Entry]]:
+    """The chunks of a run written by :func:`_write_run`, one at a time."""
+    with open(path, "rb", buffering=0) as fh:
+        while head := fh.read(_LEN.size):
+            if len(head) != _LEN.size:
+                raise OutputError(f"scratch file {str(path)!r} is truncated")
+            size = _LEN.unpack(head)[0]
+            data = fh.read(size)
+            if len(data) != size:
+                raise OutputError(f"scratch file {str(path)!r} is truncated")
+            try:
+                chunk = marshal.loads(data)
+            except (EOFError, ValueError, TypeError):
+                raise OutputError(f"scratch file {str(path)!r} is damaged") from None
+            yield chunk
