@@ -34,10 +34,10 @@ from .manifest import (
     read_output_roots,
     read_scope,
 )
-from .roots import recorded_tree_roots
+from .roots import TreeRoots, recorded_tree_roots
 from .tree import DumpTree, TreeDir, TreeFile
 
-__all__ = ["check_tree", "open_split_tree", "verify_tree"]
+__all__ = ["check_input_tree", "check_tree", "open_split_tree", "verify_tree"]
 
 _LINE: Final = re.compile(rb"(\\?)([0-9a-f]{64}) [ *](.+)")
 #: Differences named in the error; the rest are counted.
@@ -307,6 +307,14 @@ def _compare(
                 walk.close()
         finally:
             ledger.close()
+
+
+def check_input_tree(root: Path | TreeRoots, read: ChecksumLedger | None) -> tuple[int, str]:
+    """:func:`check_tree` of an encoder's input at ``root``: a missing CHECKSUMS is allowed
+    (the caller warns), and the digests ``read`` took of the files the encoders read stand
+    for those files. A module-level function, so a worker process can run it (blocking)."""
+    known = read.items() if read is not None else None
+    return check_tree(DumpTree(root), missing_ok=True, known=known)
 
 
 def check_tree(

@@ -41,7 +41,7 @@ from ..dump.manifest import (
 )
 from ..dump.roots import TreeRoots, recorded_tree_roots
 from ..dump.tree import DumpTree, recording_reads
-from ..dump.verify import check_tree
+from ..dump.verify import check_input_tree
 from ..errors import (
     DataError,
     OutputError,
@@ -533,13 +533,6 @@ def _with_subtree(root: Path | TreeRoots, specs: Sequence[AdapterSpec]) -> list[
     return out
 
 
-def _check_input(root: Path | TreeRoots, read: ChecksumLedger | None) -> tuple[int, str]:
-    # A hand-assembled tree may have no CHECKSUMS at all: that is worth a warning (which
-    # --strict turns into a failure), not a refusal; a listed file that changed is.
-    known = read.items() if read is not None else None
-    return check_tree(DumpTree(root), missing_ok=True, known=known)
-
-
 def _workers(options: EncodeOptions, root: Path) -> Workers:
     """The run's worker processes: ``options.workers``, or auto by the CHECKSUMS length."""
     if options.workers is not None:
@@ -561,12 +554,14 @@ async def _verify_input(
 ) -> None:
     """Check the tree at ``root`` against its CHECKSUMS; ``read`` holds the digests of the
     files the encoders have read (only the others are read here)."""
+    # A hand-assembled tree may have no CHECKSUMS at all: that is worth a warning (which
+    # --strict turns into a failure), not a refusal; a listed file that changed is.
     if workers is not None:
         # In a worker process when the run has one: it is idle once the records are
         # collected, while this process merges and writes them.
-        files, checked = await workers.run(_check_input, root, read)
+        files, checked = await workers.run(check_input_tree, root, read)
     else:
-        files, checked = await anyio.to_thread.run_sync(_check_input, root, read)
+        files, checked = await anyio.to_thread.run_sync(check_input_tree, root, read)
     if checked == CHECKSUM_ALGORITHM:
         report.count("encode.files_verified", files)
     elif checked == CHECKSUMS_NONE:
