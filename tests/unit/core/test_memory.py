@@ -18,6 +18,7 @@ from elastickv_async._adapters.redis.decode import RedisDecoder
 from elastickv_async._adapters.sqs import spill as sqs_spill
 from elastickv_async._core import extsort, pipeline
 from elastickv_async._core.dump.checksums import ChecksumLedger
+from elastickv_async._core.encode.sortframe import FramedSorter
 from elastickv_async._core.errors import UsageError
 from elastickv_async._core.memory import (
     DEFAULT_MEMORY_BUDGET,
@@ -143,6 +144,7 @@ class Spills:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.counts: Counter[str] = Counter()
         self._wrap(monkeypatch, extsort.ExternalSorter, "spill", lambda s: s._dir.name)
+        self._wrap(monkeypatch, FramedSorter, "spill", lambda s: s._dir.name)
         self._wrap(monkeypatch, sqs_spill.MessageSpill, "spill", lambda s: "sqs")
         self._wrap(monkeypatch, ChecksumLedger, "_spill", lambda s: "ledger")
 
