@@ -690,3 +690,27 @@ async def test_the_checksums_check_reads_no_file_the_encoders_read(
     victim.write_bytes(victim.read_bytes() + b" ")
     with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=sorted(data_files)[-1]):
         await encode_snapshot(tree, tmp_path / "again.fsm", EncodeOptions(workers=workers))
+
+
+@pytest.mark.skipif(not _SAMPLE.is_file(), reason="examples/sample.fsm is absent")
+async def test_no_worker_process_is_started_for_the_checksums_check_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With worker processes allowed but no encoder using one (S3 alone), the check runs in
+    this process rather than starting a process for itself."""
+    from elastickv_async._core.pipeline import decode_snapshot
+    from elastickv_async._core.workers import Workers
+
+    tree = tmp_path / "tree"
+    await decode_snapshot(_SAMPLE, tree)
+    started: list[int] = []
+    start = Workers._start
+
+    async def counted(self: Workers) -> object:
+        started.append(1)
+        return await start(self)
+
+    monkeypatch.setattr(Workers, "_start", counted)
+    opened = count_tree_opens(monkeypatch)
+    await encode_snapshot(tree, tmp_path / "s3.fsm", EncodeOptions(workers=1, adapters="s3"))
+    assert started == [] and "CHECKSUMS" in opened

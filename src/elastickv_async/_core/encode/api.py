@@ -556,9 +556,10 @@ async def _verify_input(
     files the encoders have read (only the others are read here)."""
     # A hand-assembled tree may have no CHECKSUMS at all: that is worth a warning (which
     # --strict turns into a failure), not a refusal; a listed file that changed is.
-    if workers is not None:
-        # In a worker process when the run has one: it is idle once the records are
-        # collected, while this process merges and writes them.
+    if workers is not None and workers.started:
+        # In the run's worker process when the encoders started one: it is idle once the
+        # records are collected, while this process merges and writes them (starting one
+        # for the check alone would cost more than it saves).
         files, checked = await workers.run(check_input_tree, root, read)
     else:
         files, checked = await anyio.to_thread.run_sync(check_input_tree, root, read)
