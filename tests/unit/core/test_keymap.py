@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from support import raises_code
 
-from elastickv_async._core.dump.keymap import KeymapRecord, keymap_line, load_keymap, read_keymap
+from elastickv_async._core.dump.keymap import (
+    KeymapRecord,
+    keymap_line,
+    load_keymap,
+    read_keymap,
+    read_keymap_blocks,
+)
 from elastickv_async._core.errors import DumpTreeError
 
 
@@ -87,3 +95,37 @@ def test_line_length_limit_is_4_mib() -> None:
     assert load_keymap(line + b"\n", "K") == {"x": b""}
     with raises_code(DumpTreeError, "ErrInvalidKeymapRecord", match="longer than 4 MiB"):
         load_keymap(line[:-2] + b'p"}\n', "K")
+
+
+def _blocks(data: bytes, size: int) -> Iterator[bytes]:
+    return (data[i : i + size] for i in range(0, len(data), size))
+
+
+@pytest.mark.parametrize("size", [1, 3, 64, 1 << 20])
+def test_blocks_read_as_the_whole_file(size: int) -> None:
+    """A file given in blocks (lines cut anywhere, CRLF split between two blocks, no final
+    newline) gives the records and errors of the file read whole."""
+    data = (
+        keymap_line("a", b"first", "k")
+        + b'{"encoded":"b","original":"Yg","kind":"k"}\r\n'
+        + keymap_line("a", b"second", "k")
+        + b'{"encoded":"c","original":"Yw","kind":"k"}'
+    )
+    assert list(read_keymap_blocks(_blocks(data, size), "K")) == list(read_keymap(data, "K"))
+    with raises_code(DumpTreeError, "ErrInvalidKeymapRecord", match="^K line 2: .*invalid JSON"):
+        list(read_keymap_blocks(_blocks(data.replace(b"\n{", b"\n\n{", 1), size), "K"))
+
+
+def test_a_line_too_long_is_refused_before_it_is_read_whole() -> None:
+    """A line past 4 MiB is refused as soon as the blocks read so far make it too long."""
+    line = b'{"encoded":"x","original":"","kind":"k","pad":"' + b"p" * (4 << 20) + b'"}\n'
+    read: list[int] = []
+
+    def blocks() -> Iterator[bytes]:
+        for block in _blocks(line * 3, 1 << 20):
+            read.append(len(block))
+            yield block
+
+    with raises_code(DumpTreeError, "ErrInvalidKeymapRecord", match="^K line 1: .*4 MiB"):
+        list(read_keymap_blocks(blocks(), "K"))
+    assert sum(read) < len(line) + (1 << 20)

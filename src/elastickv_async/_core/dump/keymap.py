@@ -9,7 +9,7 @@ which records make sense for an adapter is that adapter's check.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -26,6 +26,7 @@ __all__ = [
     "keymap_line",
     "load_keymap",
     "read_keymap",
+    "read_keymap_blocks",
 ]
 
 KEYMAP_FILE: Final = "KEYMAP.jsonl"
@@ -88,10 +89,27 @@ def read_keymap(data: bytes, where: str) -> Iterator[KeymapRecord]:
     :class:`~elastickv_async._core.errors.DumpTreeError` (``ErrInvalidKeymapRecord``) naming
     ``where`` and the line number.
     """
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()  # the newline that ends the last line
-    for number, raw in enumerate(lines, 1):
+    return read_keymap_blocks((data,), where)
+
+
+def _lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    """The LF-ended lines of ``blocks`` (the last one may lack its LF). A line that grew
+    past :data:`MAX_LINE` (and its CR) without ending is given as it stands: it is refused."""
+    rest = b""
+    for block in blocks:
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+        if len(rest) > MAX_LINE + 1:
+            yield rest
+            return
+    if rest:
+        yield rest
+
+
+def read_keymap_blocks(blocks: Iterable[bytes], where: str) -> Iterator[KeymapRecord]:
+    """:func:`read_keymap` of a file given in ``blocks``, holding one line at a time."""
+    for number, raw in enumerate(_lines(blocks), 1):
         line = raw.removesuffix(b"\r")
         try:
             if len(line) > MAX_LINE:
