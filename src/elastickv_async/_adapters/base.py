@@ -24,7 +24,7 @@ from .._core.dump.tree import DumpTree
 from .._core.dump.writer import DumpWriter
 from .._core.errors import DumpTreeError, UsageError
 from .._core.extsort import Deferred, ValueSource
-from .._core.memory import DEFAULT_ADAPTER_MEMORY
+from .._core.memory import DEFAULT_ADAPTER_MEMORY, DEFAULT_ENCODE_ADAPTER_MEMORY
 from .._core.options import DecodeOptions
 from .._core.report import Report
 from .._core.snapshot.entry import Entry, SnapshotHeader
@@ -189,6 +189,9 @@ class EncodeContext:
     time_shift_ms: int = 0
     #: The run's worker processes, for CPU-bound batches (shared by every adapter).
     workers: Workers = field(default_factory=lambda: Workers(0))
+    #: Bytes this adapter's own buffers (sorts, batches it holds) may hold together: its
+    #: share of the run's memory budget.
+    memory: int = DEFAULT_ENCODE_ADAPTER_MEMORY
     #: Safe read access to ``input_root``: the only way an encoder reads the tree.
     tree: DumpTree = field(init=False)
 

@@ -9,9 +9,12 @@ imported modules and allocator slack (see the README's Performance section for m
 figures).
 
 The budget is cut in sixteenths: decode gives the channels 3, the checksum ledger 1 and the
-adapters 12, shared evenly by the enabled adapters (so each one's share shrinks as more
-run); encode gives its channel 4, the ledger of read digests 1 and the external sort 11.
-Each adapter divides its share among its own buffers.
+adapters 12; encode gives its channel 2, the ledger of read digests 1, the CHECKSUMS walk's
+listing sort 1, the adapters 6 and the external sort 6. Both directions share the adapters'
+part evenly among the enabled adapters (so each one's share shrinks as more run), and each
+adapter divides its share among its own buffers (``DecodeContext.memory``,
+``EncodeContext.memory``). What runs once the rest is done takes the whole budget: the
+self-test's decode, and its comparison's line sorts.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from .errors import UsageError
 
 __all__ = [
     "DEFAULT_ADAPTER_MEMORY",
+    "DEFAULT_ENCODE_ADAPTER_MEMORY",
     "DEFAULT_MEMORY_BUDGET",
+    "DEFAULT_WALK_MEMORY",
     "LEDGER_ENTRY_BYTES",
     "MIN_MEMORY_BUDGET",
     "MemoryBudget",
@@ -47,12 +52,18 @@ Direction = Literal["decode", "encode"]
 #: Sixteenths of the budget per part, by direction; "adapters" is shared by the adapters.
 _SHARES: Final[dict[Direction, dict[str, int]]] = {
     "decode": {"channels": 3, "checksums": 1, "adapters": 12},
-    "encode": {"channels": 4, "checksums": 1, "sort": 11},
+    "encode": {"channels": 2, "checksums": 1, "walk": 1, "adapters": 6, "sort": 6},
 }
 _WHOLE: Final = 16
-#: An adapter's share when it runs alone under the default budget (what a decoder built
-#: outside a run, in a test say, gets).
+#: An adapter's share when it runs alone under the default budget (what a decoder or an
+#: encoder built outside a run, in a test say, gets).
 DEFAULT_ADAPTER_MEMORY: Final = DEFAULT_MEMORY_BUDGET * _SHARES["decode"]["adapters"] // _WHOLE
+DEFAULT_ENCODE_ADAPTER_MEMORY: Final = (
+    DEFAULT_MEMORY_BUDGET * _SHARES["encode"]["adapters"] // _WHOLE
+)
+#: The CHECKSUMS walk's share of the default budget (what ``verify``, which takes no
+#: budget, sorts a directory's listing in).
+DEFAULT_WALK_MEMORY: Final = DEFAULT_MEMORY_BUDGET * _SHARES["encode"]["walk"] // _WHOLE
 
 _SIZE: Final = re.compile(r"([0-9]+)\s*(B|KiB|MiB|GiB)?")
 _UNITS: Final = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
@@ -86,15 +97,15 @@ class MemoryBudget:
 
     total: int
     direction: Direction
-    #: The enabled adapters (decode: they share the adapters' part evenly).
+    #: The enabled adapters (they share the adapters' part evenly).
     adapters: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         check_budget(self.total)
 
     def share(self, part: str) -> int:
-        """The bytes of ``part``: ``"channels"``, ``"checksums"``, and ``"sort"`` (encode)
-        or ``"adapters"`` (decode, all adapters together)."""
+        """The bytes of ``part``: ``"channels"``, ``"checksums"``, ``"adapters"`` (all
+        adapters together), and ``"walk"`` and ``"sort"`` (encode)."""
         try:
             sixteenths = _SHARES[self.direction][part]
         except KeyError:

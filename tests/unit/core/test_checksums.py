@@ -192,7 +192,6 @@ def test_the_walk_gives_paths_in_byte_order(
     from elastickv_async._core.dump import checksums
 
     if spilled:
-        monkeypatch.setattr(checksums, "_LISTING_BUDGET", 400)
         monkeypatch.setattr(checksums, "_CHUNK", 2)
     root, elsewhere = tmp_path / "main", tmp_path / "elsewhere"
     for rel in ("a/x", "a/b.c", "a-b", "a.json", "a0", "ab/c", "A", "s3/o", "s3.txt", "z/y/x"):
@@ -202,7 +201,7 @@ def test_the_walk_gives_paths_in_byte_order(
     (elsewhere / "redis" / "k" / "v").write_bytes(b"v")
     (elsewhere / "redis" / "k.bin").write_bytes(b"b")
     tree = DumpTree(TreeRoots(root, {"redis": elsewhere}))
-    paths = [path for path, _ in walk_digests(tree)]
+    paths = [path for path, _ in walk_digests(tree, memory=400 if spilled else 1 << 20)]
     assert paths == sorted(paths)
     assert paths == [
         b"A", b"a-b", b"a.json", b"a/b.c", b"a/x", b"a0", b"ab/c",
@@ -253,16 +252,16 @@ def test_a_large_directory_is_walked_through_sorted_runs(
             super().spill()
 
     monkeypatch.setattr(checksums, "ExternalSorter", Counting)
-    monkeypatch.setattr(checksums, "_LISTING_BUDGET", 2000)
     monkeypatch.setattr(checksums, "_CHUNK", 5)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    assert list(walk_digests(DumpTree(tmp_path / "t"))) == expected
+    assert spills == []
+    assert list(walk_digests(DumpTree(tmp_path / "t"), memory=2000)) == expected
     assert len(spills) > 20
     assert list((tmp_path / "tmp").iterdir()) == []
     (tmp_path / "t" / "d3" / "f0100.json").symlink_to("f0003.json")
     with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="a symlink"):
-        list(walk_digests(DumpTree(tmp_path / "t")))
+        list(walk_digests(DumpTree(tmp_path / "t"), memory=2000))
 
 
 @pytest.mark.anyio

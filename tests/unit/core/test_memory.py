@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from collections import Counter
@@ -13,20 +14,27 @@ import pytest
 from support import REPO_ROOT, run_independent_files
 
 from elastickv_async import DecodeOptions, EncodeOptions, decode_snapshot, encode_snapshot
-from elastickv_async._adapters.base import DecodeContext
+from elastickv_async._adapters.base import DecodeContext, EncodeContext
 from elastickv_async._adapters.redis.decode import RedisDecoder
 from elastickv_async._adapters.sqs import spill as sqs_spill
 from elastickv_async._core import extsort, pipeline
-from elastickv_async._core.dump.checksums import ChecksumLedger
+from elastickv_async._core.dump.checksums import ChecksumLedger, walk_digests
+from elastickv_async._core.dump.verify import check_input_tree
+from elastickv_async._core.encode import api as encode_api
+from elastickv_async._core.encode import selftest
 from elastickv_async._core.encode.sortframe import FramedSorter
 from elastickv_async._core.errors import UsageError
 from elastickv_async._core.memory import (
+    DEFAULT_ADAPTER_MEMORY,
+    DEFAULT_ENCODE_ADAPTER_MEMORY,
     DEFAULT_MEMORY_BUDGET,
+    DEFAULT_WALK_MEMORY,
     LEDGER_ENTRY_BYTES,
     MIN_MEMORY_BUDGET,
     MemoryBudget,
     parse_size,
 )
+from elastickv_async._core.report import Report, make_logger
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
@@ -55,21 +63,34 @@ def test_shares_sum_to_the_budget(direction: Any, count: int, total: int) -> Non
     parts = budget.parts()
     assert total - 16 - count <= sum(parts.values()) <= total
     assert all(share > 0 for share in parts.values())
-    if direction == "decode":
-        assert sorted(parts) == sorted(
-            ["channels", "checksums", *(f"adapter.{name}" for name in ADAPTERS[:count])]
-        )
-    else:
-        assert sorted(parts) == ["channels", "checksums", "sort"]
+    own = ["channels", "checksums"] if direction == "decode" else ["channels", "checksums", "sort"]
+    if direction == "encode":
+        own.append("walk")
+    adapters = [f"adapter.{name}" for name in ADAPTERS[:count]]
+    assert sorted(parts) == sorted([*own, *adapters])
 
 
-def test_an_adapter_share_shrinks_as_more_adapters_run() -> None:
+@pytest.mark.parametrize("direction", ["decode", "encode"])
+def test_an_adapter_share_shrinks_as_more_adapters_run(direction: Any) -> None:
     """The adapters' part is shared evenly: four adapters get a quarter each of what one gets."""
-    alone = MemoryBudget(DEFAULT_MEMORY_BUDGET, "decode", ("redis",)).adapter("redis")
-    shared = MemoryBudget(DEFAULT_MEMORY_BUDGET, "decode", ADAPTERS)
+    alone = MemoryBudget(DEFAULT_MEMORY_BUDGET, direction, ("redis",)).adapter("redis")
+    shared = MemoryBudget(DEFAULT_MEMORY_BUDGET, direction, ADAPTERS)
     assert {shared.adapter(name) for name in ADAPTERS} == {alone // 4}
+    assert alone == (
+        DEFAULT_ADAPTER_MEMORY if direction == "decode" else DEFAULT_ENCODE_ADAPTER_MEMORY
+    )
     with pytest.raises(ValueError, match="not part of this run"):
-        MemoryBudget(DEFAULT_MEMORY_BUDGET, "decode", ("redis",)).adapter("sqs")
+        MemoryBudget(DEFAULT_MEMORY_BUDGET, direction, ("redis",)).adapter("sqs")
+
+
+def test_the_defaults_are_the_default_budgets_shares() -> None:
+    """What a context built outside a run, and ``verify``, get: the default budget's parts."""
+    encode = MemoryBudget(DEFAULT_MEMORY_BUDGET, "encode", ("redis",))
+    assert EncodeContext(Path("."), make_logger(Report()), Report(), Path(".")).memory == (
+        encode.adapter("redis")
+    )
+    assert encode.share("walk") == DEFAULT_WALK_MEMORY
+    assert inspect.signature(walk_digests).parameters["memory"].default == DEFAULT_WALK_MEMORY
 
 
 def test_batches_and_ledger_follow_the_budget() -> None:
@@ -143,8 +164,8 @@ class Spills:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.counts: Counter[str] = Counter()
-        self._wrap(monkeypatch, extsort.ExternalSorter, "spill", lambda s: s._dir.name)
-        self._wrap(monkeypatch, FramedSorter, "spill", lambda s: s._dir.name)
+        self._wrap(monkeypatch, extsort.ExternalSorter, "spill", _sorter_part)
+        self._wrap(monkeypatch, FramedSorter, "spill", _sorter_part)
         self._wrap(monkeypatch, sqs_spill.MessageSpill, "spill", lambda s: "sqs")
         self._wrap(monkeypatch, ChecksumLedger, "_spill", lambda s: "ledger")
 
@@ -158,6 +179,15 @@ class Spills:
             return original(obj, *args)
 
         monkeypatch.setattr(cls, name, counted)
+
+
+def _sorter_part(sorter: extsort.ExternalSorter) -> str:
+    """The part a sorter serves, by its spill directory: the CHECKSUMS walk numbers its
+    listings under a temporary directory, the SQS encoder its queues' dedup claims."""
+    where = sorter._dir
+    if where.parent.name.startswith("elastickv-walk-"):
+        return "walk"
+    return where.name.partition("-")[0] if where.name.startswith("dedup-") else where.name
 
 
 @pytest.fixture
@@ -233,29 +263,84 @@ async def test_the_channels_carry_batches_of_the_budget(
     assert largest[default.adapter("redis")] >= tiny.batch_bytes(4, streams=4)
 
 
+#: What spills in an encode: the sort, the ledger of read digests, the CHECKSUMS walk's
+#: listings, the SQS encoder's FIFO dedup claims.
+ENCODE_PARTS = ("sort", "read", "walk", "dedup")
+
+
 async def test_a_tiny_budget_makes_the_encode_parts_spill_and_changes_nothing(
     tmp_path: Path, snapshot: Path, spills: Spills
 ) -> None:
-    """Encode under the smallest budget spills its sort and its ledger of read digests and
-    writes the very bytes of the default budget's snapshot."""
+    """Encode under the smallest budget spills every buffering part (none does under the
+    default budget) and writes the very bytes of the default budget's snapshot."""
     tree = tmp_path / "tree"
     await _decode(snapshot, tree, DEFAULT_MEMORY_BUDGET)
     spills.counts.clear()
     await encode_snapshot(tree, tmp_path / "default.fsm", EncodeOptions(workers=0))
-    assert spills.counts["sort"] == spills.counts["read"] == 0
+    assert {part: spills.counts[part] for part in ENCODE_PARTS} == dict.fromkeys(ENCODE_PARTS, 0)
     tiny = EncodeOptions(workers=0, memory_budget=TINY)
     await encode_snapshot(tree, tmp_path / "tiny.fsm", tiny)
-    assert spills.counts["sort"] > 0 and spills.counts["read"] > 0
+    assert all(spills.counts[part] > 0 for part in ENCODE_PARTS), spills.counts
     assert (tmp_path / "tiny.fsm").read_bytes() == (tmp_path / "default.fsm").read_bytes()
 
 
-async def test_the_self_test_decodes_within_the_budget(
-    tmp_path: Path, snapshot: Path, spills: Spills
+@pytest.mark.parametrize("budget", [TINY, DEFAULT_MEMORY_BUDGET])
+async def test_each_encoder_gets_its_share(
+    tmp_path: Path, snapshot: Path, monkeypatch: pytest.MonkeyPatch, budget: int
 ) -> None:
-    """The self-test's decode takes the encode's budget: its parts spill under a tiny one."""
+    """Every adapter's encoder is given its share of the run's budget as ``ctx.memory``, and
+    the sort and the CHECKSUMS walk theirs."""
+    tree = tmp_path / "tree"
+    await _decode(snapshot, tree, DEFAULT_MEMORY_BUDGET)
+    seen: dict[str, int] = {}
+
+    def context(**fields: Any) -> EncodeContext:
+        ctx = EncodeContext(**fields)
+        seen[fields["scratch"].name] = ctx.memory
+        return ctx
+
+    walks: list[int] = []
+
+    def checked(root: Any, read: Any, memory: int) -> Any:
+        walks.append(memory)
+        return check_input_tree(root, read, memory)
+
+    sorts: list[int] = []
+
+    class Sorter(FramedSorter):
+        def __init__(self, spill_dir: Path, budget: int, **kwargs: Any) -> None:
+            sorts.append(budget)
+            super().__init__(spill_dir, budget, **kwargs)
+
+    monkeypatch.setattr(encode_api, "EncodeContext", context)
+    monkeypatch.setattr(encode_api, "check_input_tree", checked)
+    monkeypatch.setattr(encode_api, "FramedSorter", Sorter)
+    await encode_snapshot(
+        tree, tmp_path / "out.fsm", EncodeOptions(workers=0, memory_budget=budget)
+    )
+    shares = MemoryBudget(budget, "encode", ADAPTERS)
+    assert seen == {name: shares.adapter(name) for name in ADAPTERS}
+    assert walks == [shares.share("walk")] and sorts == [shares.share("sort")]
+
+
+async def test_the_self_test_decodes_within_the_budget(
+    tmp_path: Path, snapshot: Path, spills: Spills, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The self-test's decode and comparison take the encode's budget: the decode's parts
+    spill under a tiny one."""
     tree = tmp_path / "tree"
     await _decode(snapshot, tree, DEFAULT_MEMORY_BUDGET)
     spills.counts.clear()
+    compared: list[int] = []
+    diff_trees = selftest.diff_trees
+
+    async def diffed(*args: Any, memory: int, **kwargs: Any) -> list[str]:
+        compared.append(memory)
+        return await diff_trees(*args, memory=memory, **kwargs)
+
+    monkeypatch.setattr(selftest, "diff_trees", diffed)
     options = EncodeOptions(workers=0, memory_budget=TINY, self_test=True, scratch_root=tmp_path)
     await encode_snapshot(tree, tmp_path / "out.fsm", options)
     assert spills.counts["sqs"] > 0
+    # The comparison runs alone, after the decode: its line sorts share the whole budget.
+    assert compared == [TINY]

@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 
 from elastickv_async._adapters.registry import REGISTRY
-from elastickv_async._core.encode import selftest
 from elastickv_async._core.encode.selftest import diff_trees
+from elastickv_async._core.extsort import ExternalSorter
 
 pytestmark = pytest.mark.anyio
 
 
-async def _diff(a: Path, b: Path, subdirs: list[str]) -> list[str]:
+async def _diff(a: Path, b: Path, subdirs: list[str], **limits: int) -> list[str]:
     spill = a.parent / "spill"
     spill.mkdir(exist_ok=True)
-    lines = await diff_trees(a, b, {name: REGISTRY[name].compare for name in subdirs}, spill)
+    comparers = {name: REGISTRY[name].compare for name in subdirs}
+    lines = await diff_trees(a, b, comparers, spill, **limits)
     assert not any(spill.iterdir())  # sort scratch cleaned up
     return lines
 
@@ -203,13 +204,24 @@ async def test_line_sets_only_for_those_files(tmp_path: Path) -> None:
 async def test_line_set_spills_for_large_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A sidecar larger than the sort budget is compared through spilled runs."""
-    monkeypatch.setattr(selftest, "_LINES_BUDGET", 2048)
+    """A sidecar larger than its sort's part of the budget (shared by both sides of each of
+    the ``jobs`` files compared at once) is compared through spilled runs."""
+    budgets: list[int] = []
+    spill = ExternalSorter.spill
+
+    def counted(self: ExternalSorter) -> None:
+        budgets.append(self._budget)
+        spill(self)
+
+    monkeypatch.setattr(ExternalSorter, "spill", counted)
     lines = [b'{"key":"k%05d","expire_at_ms":1}\n' % i for i in range(2000)]
     a, b = tmp_path / "a", tmp_path / "b"
     _put(a, "redis/db_0/strings_ttl.jsonl", b"".join(lines))
     _put(b, "redis/db_0/strings_ttl.jsonl", b"".join(reversed(lines)))
     assert await _diff(a, b, ["redis"]) == []
+    assert budgets == []
+    assert await _diff(a, b, ["redis"], jobs=4, memory=4 * 2 * 2048) == []
+    assert len(budgets) > 20 and set(budgets) == {2048}
 
 
 async def test_many_files_in_one_directory(tmp_path: Path) -> None:

@@ -29,9 +29,12 @@ GEN1 = b"\x00" * 7 + b"\x01"
 SHARED = shared_dir()
 
 
-async def encode(root: Path) -> dict[bytes, bytes]:
+async def encode(root: Path, *, memory: int | None = None) -> dict[bytes, bytes]:
+    """The encoder's records for the tree at ``root``; ``memory``: its share of the budget."""
     report = Report()
     ctx = EncodeContext(input_root=root, log=make_logger(report), report=report, scratch=root)
+    if memory is not None:
+        ctx.memory = memory
     records = [r async for batch in SQSEncoder(ctx).batches() for r in batch]
     keys = [k for k, _ in records]
     assert len(keys) == len(set(keys)), "duplicate keys"

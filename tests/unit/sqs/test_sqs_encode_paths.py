@@ -26,6 +26,7 @@ from elastickv_async._adapters.sqs.lines import QueueSettings, message_records
 from elastickv_async._adapters.sqs.plain import PlainQueue
 from elastickv_async._adapters.sqs.values import QueueConfig, parse_dump_message, shifted
 from elastickv_async._core.errors import DumpTreeError
+from elastickv_async._core.extsort import ExternalSorter
 from elastickv_async._core.gojson_read import loads
 from elastickv_async._core.report import Report, make_logger
 from elastickv_async._core.workers import Workers
@@ -187,15 +188,27 @@ def test_dedup_claims_choose_the_scans_winners(
 async def test_dedup_winners_hold_when_the_claims_spill(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A queue's claims spill past the budget; one row per dedup id, from its latest send."""
-    monkeypatch.setattr("elastickv_async._adapters.sqs.dedup.DEFAULT_BUDGET", 512)
+    """A queue's claims spill past the encoder's memory share (half of ``ctx.memory``); one
+    row per dedup id, from its latest send."""
+    spilled: list[int] = []
+    spill = ExternalSorter.spill
+
+    def counted(self: ExternalSorter) -> None:
+        spilled.append(self._budget)
+        spill(self)
+
+    monkeypatch.setattr(ExternalSorter, "spill", counted)
     lines = [
         {"message_id": f"m{i}", "message_deduplication_id": f"d{i % 7}", "sequence_number": i + 1}
         | {"send_timestamp_millis": i % 5, "message_group_id": "g"}
         for i in range(60)
     ]
     queue_dir(tmp_path / "in", "f.fifo", fifo(), lines)
-    got = await encode(tmp_path / "in")
+    whole = await encode(tmp_path / "in")
+    assert spilled == []
+    got = await encode(tmp_path / "in", memory=1024)
+    assert got == whole
+    assert len(spilled) > 3 and set(spilled) == {512}
     owners = {
         json.loads(v)["message_id"] for k, v in got.items() if k.startswith(b"!sqs|msg|dedup|")
     }

@@ -19,12 +19,10 @@ from typing import Any, Final
 from ..._core import gojson
 from ..._core.extsort import ExternalSorter
 
-__all__ = ["DEDUP_WINDOW_MS", "DEFAULT_BUDGET", "DedupClaims"]
+__all__ = ["DEDUP_WINDOW_MS", "DedupClaims"]
 
 #: The live FIFO dedup window.
 DEDUP_WINDOW_MS: Final = 300_000
-#: Bytes of claims held in memory before a sorted run is spilled (about 30k claims).
-DEFAULT_BUDGET: Final = 8 << 20
 
 _I64_MAX: Final = (1 << 63) - 1
 _U64: Final = struct.Struct(">Q")
@@ -47,11 +45,12 @@ def _wrap_int64(value: int) -> int:
 class DedupClaims:
     """Every dedup claim of one queue; :meth:`rows` yields each row once, from its winner.
 
-    ``partitioned`` selects the tie-break (see the module docstring). Runs spill under
-    ``scratch`` (created on the first spill); :meth:`close` removes them.
+    ``partitioned`` selects the tie-break (see the module docstring). Claims past ``budget``
+    bytes spill as sorted runs under ``scratch`` (created on the first spill); :meth:`close`
+    removes them.
     """
 
-    def __init__(self, scratch: Path, *, partitioned: bool, budget: int = DEFAULT_BUDGET) -> None:
+    def __init__(self, scratch: Path, *, partitioned: bool, budget: int) -> None:
         self._sorter = ExternalSorter(scratch, budget)
         self._partitioned = partitioned
         self._arrival = 0

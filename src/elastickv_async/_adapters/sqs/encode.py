@@ -210,8 +210,12 @@ class SQSEncoder:
         )
         # Numbered, not named: a queue name need not be a usable file name.
         self._queues += 1
+        # Queues are encoded one at a time: a queue's claims may hold half the encoder's
+        # share, the other half being the lines and records of the runs in flight.
         claims = DedupClaims(
-            self._ctx.scratch / f"dedup-{self._queues}", partitioned=settings.partitioned
+            self._ctx.scratch / f"dedup-{self._queues}",
+            partitioned=settings.partitioned,
+            budget=max(1, self._ctx.memory // 2),
         )
         state = _QueueState(claims)
         try:

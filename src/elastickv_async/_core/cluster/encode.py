@@ -58,13 +58,13 @@ from ..encode.api import (
     _workers,
     adapter_contexts,
 )
-from ..encode.collect import LARGE_VALUE, collect_records
+from ..encode.collect import CHANNEL_BUFFER, LARGE_VALUE, collect_records
 from ..encode.framing import ts_suffix
 from ..encode.info import EncodeInfo, encoder_version
 from ..encode.output import FrameWriter
 from ..encode.selftest import diff_trees
 from ..errors import DataError, OutputError, SelfTestMismatch, UsageError, map_os_errors
-from ..extsort import DEFAULT_SORT_BUDGET, ExternalSorter
+from ..extsort import ExternalSorter
 from ..memory import MemoryBudget
 from ..options import EncodeOptions
 from ..progress import ProgressCallback, ProgressMeter
@@ -311,7 +311,7 @@ class _Run:
         log: Any,
         meter: ProgressMeter,
         tag: str,
-        sort_budget: int,
+        sort_budget: int | None,
         workers: Workers,
     ) -> None:
         self.input_root = input_root
@@ -326,7 +326,8 @@ class _Run:
         self.log = log
         self.meter = meter
         self.tag = tag
-        self.sort_budget = sort_budget
+        self.memory = MemoryBudget(options.memory_budget, "encode", selected)
+        self.sort_budget = self.memory.share("sort") if sort_budget is None else sort_budget
         self.workers = workers
 
     def _context(self, work: Path) -> Callable[[AdapterSpec], EncodeContext]:
@@ -338,6 +339,7 @@ class _Run:
             self.report,
             work,
             workers=self.workers,
+            memory=self.memory,
         )
 
     async def write_groups(
@@ -353,8 +355,7 @@ class _Run:
             held = await anyio.to_thread.run_sync(_make_workdir, base, self.tag, self.enabled)
         work = held.path
         sorter = ExternalSorter(work / "sort", self.sort_budget, large_value=LARGE_VALUE)
-        held_digests = MemoryBudget(self.options.memory_budget, "encode", self.selected)
-        limit = held_digests.ledger_entries()
+        limit = self.memory.ledger_entries()
         read = ChecksumLedger(work / "read", limit=limit) if verify else None
         suffixes = {g: ts_suffix(ts) for g, ts in plan.stamps.items()}
         meter = self.meter
@@ -366,6 +367,7 @@ class _Run:
                     self._context(work),
                     sorter,
                     lambda key: suffixes[plan.owner(key)],
+                    batch_bytes=self.memory.batch_bytes(CHANNEL_BUFFER, streams=1),
                 )
             for key, value in catalog_rows(plan.catalog.routes):
                 sorter.add(key + suffixes[plan.catalog_group], value)
@@ -431,7 +433,12 @@ class _Run:
             await anyio.Path(spill).mkdir()
             comparers = {name: self.specs[name].compare for name in self.enabled}
             lines = await diff_trees(
-                self.input_root, tree, comparers, spill, jobs=self.options.jobs
+                self.input_root,
+                tree,
+                comparers,
+                spill,
+                jobs=self.options.jobs,
+                memory=self.options.memory_budget,
             )
             return "".join(f"{line}\n" for line in lines)
         finally:
@@ -499,7 +506,7 @@ async def encode_cluster(
     log_format: str | None = None,
     log_stream: TextIO | None = None,
     progress: ProgressCallback | None = None,
-    sort_budget: int = DEFAULT_SORT_BUDGET,
+    sort_budget: int | None = None,
 ) -> ClusterEncodeResult:
     """Encode the cluster dump tree at ``input_root`` into one ``.fsm`` per Raft group.
 
@@ -513,6 +520,9 @@ async def encode_cluster(
     ``options.verify_checksums`` is false. ``options.self_test`` decodes the files with
     ``decode_cluster`` and compares the tree with the input before publishing
     (``output_dir.mismatch.txt`` lists differences).
+
+    ``options.memory_budget`` bounds the run's buffers as it does :func:`encode_snapshot`'s;
+    ``sort_budget`` (default: the sort's share of it) bounds the records the sort holds.
 
     Raises :class:`~elastickv_async._core.errors.UsageError` for a tree that is not a cluster
     tree without ``routes``, :class:`~elastickv_async._core.errors.DataError`
@@ -561,7 +571,7 @@ async def encode_cluster(
         replace = await anyio.to_thread.run_sync(lambda: _check_output_dir(out, force=force))
         verify = None
         if options.verify_checksums:
-            verify = partial(_verify_input, root, report, log)
+            verify = partial(_verify_input, root, report, log, memory=run.memory.share("walk"))
         else:
             log.info("checksums_not_verified", input=os.fspath(root))
         places = [out.parent] + ([options.scratch_root] if options.scratch_root else [])

@@ -20,6 +20,7 @@ from typing import Final
 
 from ..errors import DumpTreeError
 from ..extsort import ExternalSorter
+from ..memory import DEFAULT_WALK_MEMORY
 from ..scratch import merge
 from .tree import DumpTree, TreeDir
 
@@ -37,8 +38,6 @@ CHECKSUMS_NAME: Final = "CHECKSUMS"
 _CHECKSUMS_RAW: Final = CHECKSUMS_NAME.encode()
 _BLOCK: Final = 1 << 20
 _GENERATION: Final = struct.Struct(">Q")
-#: Memory for one directory's sorted listing in the walk; a larger one spills sorted runs.
-_LISTING_BUDGET: Final = 24 << 20
 #: Names encoded at once while a directory is listed.
 _CHUNK: Final = 4096
 #: Whether the listing shows a directory or regular file (``_PLAIN``) or anything else.
@@ -94,16 +93,16 @@ class _Known:
 
 
 def _path_order(
-    directory: TreeDir, extra_dirs: frozenset[str], spill: Path
+    directory: TreeDir, extra_dirs: frozenset[str], spill: Path, memory: int
 ) -> Iterator[tuple[bytes, bytes]]:
     """The entries of ``directory`` and ``extra_dirs`` as raw names, a directory's with a
     trailing slash, sorted: the byte order of their full paths. Each comes with
     :data:`_ODD` when the listing shows neither a directory nor a regular file (it gets the
     full check where it is reached). A listed name in ``extra_dirs`` is left out.
 
-    A directory larger than :data:`_LISTING_BUDGET` is sorted through runs under ``spill``.
+    A listing larger than ``memory`` bytes is sorted through runs under ``spill``.
     """
-    sorter = ExternalSorter(spill, _LISTING_BUDGET)
+    sorter = ExternalSorter(spill, memory)
     try:
         names = [name + "/" for name in extra_dirs]
         flags = [_PLAIN] * len(names)
@@ -148,15 +147,16 @@ def _walk(
     known: _Known | None,
     spill: Path,
     spills: Iterator[int],
+    memory: int,
     redirected: frozenset[str] = frozenset(),
 ) -> Iterator[list[tuple[bytes, bytes]]]:
     """The files of ``directory`` and below in path order, in lists: a file costs one level
-    of generators, however deep it is. A large directory's listing is sorted under
-    ``spill``, in a directory numbered by ``spills``."""
+    of generators, however deep it is. A directory's listing past ``memory`` bytes is sorted
+    under ``spill``, in a directory numbered by ``spills``."""
     # Paths stay raw bytes: a known file costs no name decoding.
     prefix = os.fsencode(directory.rel) + b"/" if directory.rel else b""
     batch: list[tuple[bytes, bytes]] = []
-    for key, flag in _path_order(directory, redirected, spill / str(next(spills))):
+    for key, flag in _path_order(directory, redirected, spill / str(next(spills)), memory):
         if key.endswith(b"/"):
             if batch:
                 tally.files += len(batch)
@@ -167,7 +167,7 @@ def _walk(
             sub = tree.open_dir((name,)) if name in redirected else directory.subdir(name)
             if sub is not None:
                 with sub:
-                    yield from _walk(tree, sub, tally, known, spill, spills)
+                    yield from _walk(tree, sub, tally, known, spill, spills, memory)
             continue
         raw = prefix + key
         if raw == _CHECKSUMS_RAW:
@@ -210,6 +210,7 @@ def walk_digests(
     tally: HashTally | None = None,
     *,
     known: Iterator[tuple[bytes, bytes]] | None = None,
+    memory: int = DEFAULT_WALK_MEMORY,
 ) -> Generator[tuple[bytes, bytes], None, None]:
     """``(raw slash path, SHA-256)`` of every regular file of ``tree`` but CHECKSUMS, sorted
     bytewise by path.
@@ -219,7 +220,8 @@ def walk_digests(
     is read from its own root only (see :mod:`.roots`). ``known`` gives, sorted the same way,
     the digests of files the caller has read already (see :func:`~.tree.recording_reads`):
     such a file, if the listing still shows it as a regular file, is not read again.
-    Blocking: iterate in a worker thread. ``tally`` counts the files and bytes as it goes.
+    Blocking: iterate in a worker thread. ``tally`` counts the files and bytes as it goes;
+    a directory's listing is sorted in ``memory`` bytes (beyond them, through spilled runs).
     """
     tally = tally if tally is not None else HashTally()
     with (
@@ -233,6 +235,7 @@ def walk_digests(
             _Known(known) if known is not None else None,
             Path(spill),
             itertools.count(),
+            memory,
             frozenset(tree.roots.redirected),
         ):
             yield from batch

@@ -24,6 +24,7 @@ import anyio.to_thread
 from ..._adapters.registry import REGISTRY
 from ..errors import ChecksumMismatch, ManifestError, UsageError
 from ..gojson_read import GoJSONError, get_str, loads
+from ..memory import DEFAULT_WALK_MEMORY, LEDGER_ENTRY_BYTES
 from ..progress import ProgressCallback, ProgressMeter
 from ..report import Report
 from .checksums import CHECKSUMS_NAME, ChecksumLedger, HashTally, walk_digests
@@ -277,15 +278,17 @@ def _compare(
     checksums: TreeFile,
     tally: HashTally,
     known: Iterator[tuple[bytes, bytes]] | None,
+    memory: int,
 ) -> tuple[int, int, list[str]]:
     """Compare the tree with CHECKSUMS: both are walked sorted by path, side by side, so a
-    tree of millions of files is checked in flat memory. A CHECKSUMS whose lines are not
-    sorted (written by hand) is sorted first through spilled runs."""
+    tree of millions of files is checked in flat memory (the walk's in ``memory`` bytes). A
+    CHECKSUMS whose lines are not sorted (written by hand) is sorted first through spilled
+    runs, its ledger and the walk then sharing ``memory``."""
     checksums.rewind()
     if next(_lines(checksums.blocks()), None) is None:
         return 0, 0, []  # only blank lines: refused before anything is hashed
     checksums.rewind()
-    walk = walk_digests(tree, tally, known=known)
+    walk = walk_digests(tree, tally, known=known, memory=memory)
     try:
         return _agreeing(checksums.blocks(), walk)
     except _Unsorted:
@@ -294,13 +297,13 @@ def _compare(
         walk.close()
     tally.files = tally.bytes = 0
     with tempfile.TemporaryDirectory(prefix="elastickv-verify-") as spill:
-        ledger = ChecksumLedger(Path(spill))
+        ledger = ChecksumLedger(Path(spill), limit=max(1, memory // 2 // LEDGER_ENTRY_BYTES))
         try:
             checksums.rewind()
             ledger.record_many(
                 (os.fsdecode(path), digest) for path, digest in _lines(checksums.blocks())
             )
-            walk = walk_digests(tree, tally)
+            walk = walk_digests(tree, tally, memory=memory // 2)
             try:
                 return _differences(ledger.items(keep_checksums=True), walk)
             finally:
@@ -309,12 +312,15 @@ def _compare(
             ledger.close()
 
 
-def check_input_tree(root: Path | TreeRoots, read: ChecksumLedger | None) -> tuple[int, str]:
+def check_input_tree(
+    root: Path | TreeRoots, read: ChecksumLedger | None, memory: int = DEFAULT_WALK_MEMORY
+) -> tuple[int, str]:
     """:func:`check_tree` of an encoder's input at ``root``: a missing CHECKSUMS is allowed
     (the caller warns), and the digests ``read`` took of the files the encoders read stand
-    for those files. A module-level function, so a worker process can run it (blocking)."""
+    for those files; the walk buffers at most ``memory`` bytes of listings. A module-level
+    function, so a worker process can run it (blocking)."""
     known = read.items() if read is not None else None
-    return check_tree(DumpTree(root), missing_ok=True, known=known)
+    return check_tree(DumpTree(root), missing_ok=True, known=known, memory=memory)
 
 
 def check_tree(
@@ -323,6 +329,7 @@ def check_tree(
     *,
     missing_ok: bool = False,
     known: Iterator[tuple[bytes, bytes]] | None = None,
+    memory: int = DEFAULT_WALK_MEMORY,
 ) -> tuple[int, str]:
     """Check the tree at ``tree.root``; return ``(files, what was checked)``.
 
@@ -333,7 +340,7 @@ def check_tree(
     Raises :class:`~elastickv_async._core.errors.ChecksumMismatch` naming the
     files that differ from CHECKSUMS (at most five). ``tally`` follows the hashing; ``known``
     gives the digests of files the caller has read already (see :func:`.checksums.walk_digests`).
-    Blocking: call from a worker thread.
+    The walk buffers at most ``memory`` bytes of listings. Blocking: call from a worker thread.
     """
     if not tree.root.is_dir():
         raise UsageError(f"{tree.root} is not a directory")
@@ -360,7 +367,7 @@ def check_tree(
             tally.total = _count_lines(file.blocks())
             # CHECKSUMS lists every file but itself, and the walk skips it too.
             count, differing, shown = (
-                _compare(tree, file, tally, known) if tally.total else (0, 0, [])
+                _compare(tree, file, tally, known, memory) if tally.total else (0, 0, [])
             )
     if not count:
         raise ChecksumMismatch("CHECKSUMS lists no file", code="ErrChecksumsEmpty")

@@ -50,7 +50,7 @@ from ..errors import (
     map_os_errors,
 )
 from ..gocompat import go_trim_space
-from ..memory import MemoryBudget, check_budget
+from ..memory import DEFAULT_ENCODE_ADAPTER_MEMORY, MemoryBudget, check_budget
 from ..options import DecodeOptions, EncodeOptions
 from ..progress import Progress, ProgressCallback, ProgressMeter
 from ..report import Report, make_logger
@@ -215,11 +215,13 @@ def adapter_contexts(
     work: Path,
     shift_ms: int = 0,
     workers: Workers | None = None,
+    memory: MemoryBudget | None = None,
 ) -> Callable[[AdapterSpec], EncodeContext]:
     """The factory of each adapter's :class:`EncodeContext` for one run (scratch in ``work``).
 
     Each adapter reads its subtree from the root that holds it (``input_root`` may be a split
-    tree's :class:`~elastickv_async._core.dump.roots.TreeRoots`).
+    tree's :class:`~elastickv_async._core.dump.roots.TreeRoots`) and is given its share of
+    ``memory`` (by default, the default budget's share of an adapter running alone).
     """
     roots = TreeRoots.of(input_root)
 
@@ -237,6 +239,7 @@ def adapter_contexts(
             full_fidelity=manifest.full_fidelity,
             time_shift_ms=shift_ms,
             workers=shared,
+            memory=DEFAULT_ENCODE_ADAPTER_MEMORY if memory is None else memory.adapter(spec.name),
         )
 
     return context
@@ -373,6 +376,7 @@ class _Run:
             work,
             self.shift_ms,
             self.workers,
+            self.memory,
         )
         meter = self.meter
         try:
@@ -551,18 +555,20 @@ async def _verify_input(
     read: ChecksumLedger | None = None,
     *,
     workers: Workers | None = None,
+    memory: int,
 ) -> None:
     """Check the tree at ``root`` against its CHECKSUMS; ``read`` holds the digests of the
-    files the encoders have read (only the others are read here)."""
+    files the encoders have read (only the others are read here). The walk of the tree
+    buffers at most ``memory`` bytes of listings."""
     # A hand-assembled tree may have no CHECKSUMS at all: that is worth a warning (which
     # --strict turns into a failure), not a refusal; a listed file that changed is.
     if workers is not None and workers.started:
         # In the run's worker process when the encoders started one: it is idle once the
         # records are collected, while this process merges and writes them (starting one
         # for the check alone would cost more than it saves).
-        files, checked = await workers.run(check_input_tree, root, read)
+        files, checked = await workers.run(check_input_tree, root, read, memory)
     else:
-        files, checked = await anyio.to_thread.run_sync(check_input_tree, root, read)
+        files, checked = await anyio.to_thread.run_sync(check_input_tree, root, read, memory)
     if checked == CHECKSUM_ALGORITHM:
         report.count("encode.files_verified", files)
     elif checked == CHECKSUMS_NONE:
@@ -665,7 +671,9 @@ async def encode_snapshot(
         await anyio.to_thread.run_sync(lambda: _refuse_existing_output(out, force=force))
         verify = None
         if options.verify_checksums:
-            verify = partial(_verify_input, roots, report, log, workers=workers)
+            verify = partial(
+                _verify_input, roots, report, log, workers=workers, memory=run.memory.share("walk")
+            )
         else:
             log.info("checksums_not_verified", input=input_label)
         places = [out.parent]

@@ -11,7 +11,8 @@ Each adapter decides how its files compare (``AdapterSpec.compare``): byte for b
 is the reference's rule, or where the reference reports false mismatches, as a set of lines
 (records keyed by name, whose order follows the order the decoder met them) or line by line
 with an equivalence (a field the restore legitimately rewrites). Line sets are compared
-sorted, through an external sort, so memory stays bounded.
+sorted, through an external sort, so memory stays bounded: the comparison runs once the
+encode is done, so the sorts of the files compared at once share the run's whole budget.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ..concurrency import task_group
 from ..dump.roots import TreeRoots
 from ..errors import DataError, DumpTreeError
 from ..extsort import ExternalSorter
+from ..memory import DEFAULT_MEMORY_BUDGET
 from ..options import DecodeOptions
 from ..pipeline import decode_snapshot
 from ..progress import ProgressCallback
@@ -50,9 +52,6 @@ _CMP_BLOCK: Final = 1 << 20
 #: Files compared per worker-thread call (small files are many; one hop each would dominate).
 _FILES_PER_CALL: Final = 64
 _BYTES_PER_CALL: Final = 64 << 20
-
-#: Memory for sorting the lines of one keyed sidecar before it spills.
-_LINES_BUDGET: Final = 16 << 20
 
 #: How an adapter compares a file, given its slash path inside the adapter's subtree.
 Comparer = Callable[[str], FileComparison]
@@ -92,8 +91,8 @@ def _lines_equal(a_path: str, b_path: str, match: Callable[[bytes, bytes], bool]
         return not fb.readline()
 
 
-def _sorted_lines(path: str, spill: Path) -> ExternalSorter:
-    lines = ExternalSorter(spill, _LINES_BUDGET)
+def _sorted_lines(path: str, spill: Path, memory: int) -> ExternalSorter:
+    lines = ExternalSorter(spill, memory)
     with open(path, "rb") as fh:
         for line in fh:
             lines.add(line, b"")
@@ -102,7 +101,8 @@ def _sorted_lines(path: str, spill: Path) -> ExternalSorter:
     return lines
 
 
-def _line_sets_equal(a_path: str, b_path: str, spill_dir: Path) -> bool:
+def _line_sets_equal(a_path: str, b_path: str, spill_dir: Path, memory: int) -> bool:
+    """Whether the files hold the same lines, each side sorted in ``memory`` bytes."""
     if _streams_equal(a_path, b_path):
         return True
     if os.stat(a_path).st_size != os.stat(b_path).st_size:
@@ -112,7 +112,7 @@ def _line_sets_equal(a_path: str, b_path: str, spill_dir: Path) -> bool:
     try:
         for side, path in (("a", a_path), ("b", b_path)):
             (spill / side).mkdir()
-            sorters.append(_sorted_lines(path, spill / side))
+            sorters.append(_sorted_lines(path, spill / side, memory))
         end = object()
         pairs = itertools.zip_longest(sorters[0].merged(), sorters[1].merged(), fillvalue=end)
         return all(x == y for x, y in pairs)
@@ -123,11 +123,16 @@ def _line_sets_equal(a_path: str, b_path: str, spill_dir: Path) -> bool:
 
 
 def _compare_batch(
-    pairs: Sequence[tuple[str, str, str]], compare: Comparer, skip: int, spill_dir: Path
+    pairs: Sequence[tuple[str, str, str]],
+    compare: Comparer,
+    skip: int,
+    spill_dir: Path,
+    memory: int,
 ) -> list[str]:
     """The relative paths (first item) of the pairs whose files differ.
 
-    ``compare`` is given each path without its first ``skip`` characters (the subtree name).
+    ``compare`` is given each path without its first ``skip`` characters (the subtree name);
+    a line set's two sides are sorted in ``memory`` bytes each.
     """
     differ = []
     for rel, a_path, b_path in pairs:
@@ -135,7 +140,7 @@ def _compare_batch(
         if how.lines_match is not None:
             same = _lines_equal(a_path, b_path, how.lines_match)
         elif how.line_set:
-            same = _line_sets_equal(a_path, b_path, spill_dir)
+            same = _line_sets_equal(a_path, b_path, spill_dir, memory)
         else:
             same = _streams_equal(a_path, b_path)
         if not same:
@@ -214,6 +219,8 @@ class _Walk:
     out: _Smallest
     limiter: anyio.CapacityLimiter
     spill_dir: Path
+    #: Bytes one side of a line-set comparison sorts in.
+    lines_memory: int
 
 
 def _batches(
@@ -247,6 +254,7 @@ async def _compare_common(
                     walk.compare,
                     len(walk.sub) + 1,
                     walk.spill_dir,
+                    walk.lines_memory,
                     limiter=walk.limiter,
                 )
                 for path in differ:
@@ -283,22 +291,27 @@ async def diff_trees(
     spill_dir: Path,
     *,
     jobs: int = 8,
+    memory: int = DEFAULT_MEMORY_BUDGET,
 ) -> list[str]:
     """The self-test's mismatch lines for ``subdirs`` (in that order), capped like the reference.
 
     ``subdirs`` maps each adapter subtree to compare to how that adapter compares its files.
-    ``spill_dir`` is an existing directory for sorting the lines of line-set files. A split
+    ``spill_dir`` is an existing directory for sorting the lines of line-set files; the two
+    sorts of each of the ``jobs`` files compared at once share ``memory`` bytes. A split
     input tree (:class:`~elastickv_async._core.dump.roots.TreeRoots`) is read from each
     subtree's root.
     """
     roots = TreeRoots.of(input_root)
-    limiter = anyio.CapacityLimiter(max(1, jobs))
+    jobs = max(1, jobs)
+    limiter = anyio.CapacityLimiter(jobs)
+    lines_memory = max(1, memory // (2 * jobs))
     lines: list[str] = []
     for sub, compare in subdirs.items():
         a_root = await anyio.to_thread.run_sync(_root_dir, roots.root_of(sub) / sub)
         b_root = await anyio.to_thread.run_sync(_root_dir, scratch_root / sub)
         found = _Smallest(MAX_MISMATCH_LINES - len(lines))
-        await _diff_dir(_Walk(sub, compare, found, limiter, spill_dir), "", a_root, b_root)
+        walk = _Walk(sub, compare, found, limiter, spill_dir, lines_memory)
+        await _diff_dir(walk, "", a_root, b_root)
         lines.extend(found.lines)
         if len(lines) + found.total - len(found.lines) >= MAX_MISMATCH_LINES:
             del lines[MAX_MISMATCH_LINES:]
@@ -348,7 +361,14 @@ async def run_self_test(
             return SelfTestOutcome(False, text.encode(), report)
         spill = scratch / "compare"
         await anyio.to_thread.run_sync(spill.mkdir)
-        lines = await diff_trees(input_root, tree, subdirs, spill, jobs=decode_options.jobs)
+        lines = await diff_trees(
+            input_root,
+            tree,
+            subdirs,
+            spill,
+            jobs=decode_options.jobs,
+            memory=decode_options.memory_budget,
+        )
         if lines:
             text = "\n".join(lines) + "\n"
             return SelfTestOutcome(False, text.encode("utf-8", "surrogateescape"), report)
