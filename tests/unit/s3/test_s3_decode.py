@@ -26,6 +26,7 @@ from s3_support import (
 from support import raises_code
 
 from elastickv_async._core.errors import AdapterRecordError, OutputError
+from elastickv_async._core.memory import DEFAULT_ADAPTER_MEMORY
 
 pytestmark = pytest.mark.anyio
 
@@ -518,3 +519,36 @@ async def test_sidecars_of_moved_bodies_are_written_in_bounded_batches(
     files = h.files()
     assert all(files[f"s3/b/k{n:03d}"] == b"body %d" % n for n in range(600))
     assert _spill_left(h) == []
+
+
+async def test_write_batches_take_their_bytes_from_the_memory_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bucket's batches of small files stay within the adapter's memory share (the batch
+    being filled and those in flight, each under twice its part) and the files are those of a
+    run under the default share."""
+    records = [bucket_meta(b"b")]
+    for n in range(300):
+        records += simple_object(b"b", f"k{n:03d}".encode(), b"body %d" % n)
+    trees = {}
+    sizes: dict[int, list[int]] = {}
+    for memory in (DEFAULT_ADAPTER_MEMORY, 6 << 10):
+        h = harness(tmp_path / str(memory))
+        h.decoder._ctx.memory = memory
+        writer = h.decoder._ctx.writer
+        write_many = writer.write_many
+        sizes[memory] = []
+
+        async def recording_write_many(
+            files: Any, write_many: Any = write_many, seen: list[int] = sizes[memory]
+        ) -> None:
+            seen.append(sum(len(data) for _, data in files))
+            await write_many(files)
+
+        monkeypatch.setattr(writer, "write_many", recording_write_many)
+        await h.run(records, batch=50)
+        trees[memory] = h.files()
+    assert trees[6 << 10] == trees[DEFAULT_ADAPTER_MEMORY]
+    part = (6 << 10) // (2 * 3)  # one bucket: the batch filled and two in flight
+    assert len(sizes[6 << 10]) > 10 and max(sizes[6 << 10]) < 2 * part
+    assert len(sizes[DEFAULT_ADAPTER_MEMORY]) == 2  # 256 files, then the rest

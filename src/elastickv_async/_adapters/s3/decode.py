@@ -65,15 +65,16 @@ from .values import (
 
 __all__ = ["S3Decoder"]
 
-#: Bodies that cannot be moved into place are read and written in batches up to this size;
-#: larger ones are copied file to file in a worker thread.
+#: Bodies that cannot be moved into place are read and written in batches up to this size
+#: (or a batch's bytes, when smaller); larger ones are copied file to file in a worker thread.
 _SMALL_BODY: Final = 1 << 20
 #: Bodies moved into place concurrently (each move hashes its file in a worker thread).
 _MOVERS: Final = 4
 #: Batches of one bucket (small files written, bodies moved) in flight at once, so that a
 #: batch of sidecars is written while the bodies of the previous batch are moved.
 _IN_FLIGHT: Final = 2
-#: A batch of small files is written once it holds this many files or bytes.
+#: A batch of small files is written once it holds this many files or bytes (or the bytes
+#: the adapter's memory share gives a batch, when fewer).
 _BATCH_FILES: Final = 256
 _BATCH_BYTES: Final = 8 << 20
 _ORPHAN_HINT: Final = "blob chunks present but no !s3|obj|head record matched"
@@ -117,6 +118,8 @@ class _Bucket:
 class _SmallFiles:
     """Small output files (sidecars, small bodies, orphan chunks) waiting for one batched write."""
 
+    #: Bytes after which the batch is written.
+    limit: int
     ready: list[tuple[str, bytes]] = field(default_factory=list)
     #: Files whose bytes are still in spill files: ``(path, ranges)``.
     spilled: list[tuple[str, list[Range]]] = field(default_factory=list)
@@ -124,7 +127,7 @@ class _SmallFiles:
     size: int = 0
 
     def full(self) -> bool:
-        return len(self.ready) + len(self.spilled) >= _BATCH_FILES or self.size >= _BATCH_BYTES
+        return len(self.ready) + len(self.spilled) >= _BATCH_FILES or self.size >= self.limit
 
 
 class _Payloads:
@@ -323,24 +326,34 @@ class S3Decoder:
             _end_hash(self._hashing)
             self._hashing = None
         try:
-            limiter = anyio.CapacityLimiter(max(1, self._ctx.options.jobs))
+            jobs = max(1, self._ctx.options.jobs)
+            # Each bucket flushed at once holds the batch it fills and those in flight, each
+            # under twice the batch bytes (no body larger than them joins a batch): all of
+            # them within the adapter's memory share.
+            flushing = min(jobs, max(1, len(self._buckets)))
+            held = 2 * flushing * (_IN_FLIGHT + 1)
+            batch_bytes = max(1, min(_BATCH_BYTES, self._ctx.memory // held))
+            limiter = anyio.CapacityLimiter(jobs)
             async with task_group() as tg:
                 for name in sorted(self._buckets):
-                    tg.start_soon(self._flush_bucket, self._buckets[name], limiter)
+                    bucket = self._buckets[name]
+                    tg.start_soon(self._flush_bucket, bucket, limiter, batch_bytes)
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(shutil.rmtree, self._spill.root, True)
         return {"buckets": [go_str(name) for name in sorted(self._buckets)]}
 
-    async def _flush_bucket(self, bucket: _Bucket, limiter: anyio.CapacityLimiter) -> None:
+    async def _flush_bucket(
+        self, bucket: _Bucket, limiter: anyio.CapacityLimiter, batch_bytes: int
+    ) -> None:
         async with limiter:
-            await _BucketFlush(self, bucket).run()
+            await _BucketFlush(self, bucket, batch_bytes).run()
 
 
 class _BucketFlush:
-    """Writes one bucket directory."""
+    """Writes one bucket directory, in batches of about ``batch_bytes``."""
 
-    def __init__(self, decoder: S3Decoder, bucket: _Bucket) -> None:
+    def __init__(self, decoder: S3Decoder, bucket: _Bucket, batch_bytes: int) -> None:
         self._ctx = decoder._ctx
         self._options = decoder._options
         self._full_fidelity = decoder._full_fidelity
@@ -349,7 +362,9 @@ class _BucketFlush:
         self._live_uploads = decoder._live_uploads
         self._bucket = bucket
         self._dir = f"{ROOT}/{encode_segment(bucket.name)}"
-        self._small = _SmallFiles()
+        self._batch_bytes = batch_bytes
+        self._small_body = min(_SMALL_BODY, batch_bytes)
+        self._small = _SmallFiles(batch_bytes)
         #: Bodies whose spill file holds exactly their bytes: ``(path, spill file, its
         #: SHA-256 if known)``, moved into place (a rename) instead of being read back and
         #: written again.
@@ -468,7 +483,7 @@ class _BucketFlush:
             if self._small.full():
                 await self._write_small()
             return
-        if size <= _SMALL_BODY:
+        if size <= self._small_body:
             self._small.spilled.append((rel, ranges))
             self._small.size += size
             self._consume(obj)
@@ -624,7 +639,7 @@ class _BucketFlush:
         for ck in sorted(obj.chunks):
             payload = self._payloads.blob(self._bucket.name, obj, ck)
             name = blob_file_name(ck.upload_id, ck.part_no, ck.chunk_no, ck.part_version)
-            if payload[2] > _SMALL_BODY:
+            if payload[2] > self._small_body:
                 copy = await anyio.to_thread.run_sync(self._spill.assemble, [payload])
                 await self._ctx.writer.install(f"{base}/{name}", copy)
                 continue
@@ -662,7 +677,7 @@ class _BucketFlush:
         files it consumed once written, and an earlier batch may hold ranges of them too (an
         orphan's chunks can straddle two batches).
         """
-        small, self._small = self._small, _SmallFiles()
+        small, self._small = self._small, _SmallFiles(self._batch_bytes)
         if small.spilled:
             bodies = await anyio.to_thread.run_sync(self._read_bodies, small.spilled)
             small.ready.extend(zip((rel for rel, _ in small.spilled), bodies, strict=True))
