@@ -206,6 +206,7 @@ def _build_parser() -> _Parser:
         "queue timestamps, in-flight messages, incomplete uploads) so a restore brings it back",
     )
 
+    dec.add_argument(*_MEMORY_FLAG, **_MEMORY_OPTIONS)
     add_decode_cluster(sub, common, dec)
     # After decode-cluster copied decode's flags: a cluster dump has no single snapshot
     # directory and always has CHECKSUMS.
@@ -259,7 +260,6 @@ def _build_parser() -> _Parser:
         help="write CHECKSUMS (sha256), or none: MANIFEST.json says so and verify then "
         "checks completeness only",
     )
-    dec.add_argument(*_MEMORY_FLAG, **_MEMORY_OPTIONS)
 
     enc = sub.add_parser("encode", parents=[common], help="encode a dump tree into a .fsm snapshot")
     enc.add_argument("--input", required=True, help="the dump tree root (holds MANIFEST.json)")
@@ -291,10 +291,10 @@ def _build_parser() -> _Parser:
         help="do not check the input tree against its CHECKSUMS first",
     )
     _add_adapter_flags(enc, encode=True)
+    enc.add_argument(*_MEMORY_FLAG, **_MEMORY_OPTIONS)
     add_encode_cluster(sub, common, enc)
     # After encode-cluster copied encode's flags: a cluster tree is never split.
     enc.add_argument(*_TREE_ROOT_FLAG, **_TREE_ROOT_OPTIONS)
-    enc.add_argument(*_MEMORY_FLAG, **_MEMORY_OPTIONS)
 
     ins = sub.add_parser(
         "inspect",
@@ -405,9 +405,7 @@ _MEMORY_OPTIONS: Final[dict[str, Any]] = {
 
 
 def _memory_budget(args: argparse.Namespace) -> int:
-    # decode-cluster and encode-cluster share the option builders but not this flag.
-    text = getattr(args, "memory_budget", None)
-    return DEFAULT_MEMORY_BUDGET if text is None else parse_size(text)
+    return parse_size(args.memory_budget)
 
 
 def _decode_options(args: argparse.Namespace) -> DecodeOptions:

@@ -14,6 +14,7 @@ by a rerun only with ``force``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import os
@@ -33,6 +34,7 @@ from ..dump.checksums import CHECKSUMS_NAME, checksum_line
 from ..dump.manifest import MANIFEST_NAME, DecodeManifest
 from ..dump.writer import DumpWriter
 from ..errors import DataError, UsageError
+from ..memory import MIN_MEMORY_BUDGET
 from ..options import DecodeOptions
 from ..pipeline import claim_output, make_scratch, normalise_options, release, seal_manifest
 from ..report import Report, make_logger
@@ -197,7 +199,12 @@ async def _local_partitions(
     tracker: _Tracker,
 ) -> list[PartitionResult]:
     header, now_ms = cluster_header(groups)
-    limiter = anyio.CapacityLimiter(_LOCAL_PARTITION_CONCURRENCY)
+    # The partitions decoded at once share the run's budget (fewer run at once when it is
+    # too small for each to have the least budget).
+    budget = options.memory_budget
+    concurrency = max(1, min(_LOCAL_PARTITION_CONCURRENCY, budget // MIN_MEMORY_BUDGET))
+    options = dataclasses.replace(options, memory_budget=budget // concurrency)
+    limiter = anyio.CapacityLimiter(concurrency)
     results: list[PartitionResult] = []
 
     async def one(partition: Partition) -> None:
@@ -244,7 +251,9 @@ async def decode_cluster(
 
     Runs in this process, or on Dask with ``client`` (a ``distributed.Client`` created with
     ``asynchronous=True``) or ``scheduler`` (its address); ``pins`` maps a group to the Dask
-    worker that can read its file. ``output`` must be absent or empty; with ``force`` it may
+    worker that can read its file. ``options.memory_budget`` bounds the buffers of the
+    partitions decoded at once in this process together (on Dask, those of each task).
+    ``output`` must be absent or empty; with ``force`` it may
     hold the incomplete tree of a run that did not finish, which is replaced. Returns the
     merged report; raises an
     :class:`~elastickv_async._core.errors.ElasticKVError` subclass on failure, and the tree

@@ -1,0 +1,136 @@
+"""The cluster commands under one memory budget: the flag, its errors, and who gets what."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_support import tree_without_manifest, two_group_cluster
+
+from elastickv_async._adapters.base import EncodeContext
+from elastickv_async._core import extsort
+from elastickv_async._core.cli import main
+from elastickv_async._core.cluster import api as cluster_api
+from elastickv_async._core.cluster import encode as cluster_encode
+from elastickv_async._core.cluster.api import decode_cluster
+from elastickv_async._core.cluster.encode import encode_cluster
+from elastickv_async._core.cluster.work import decode_partition
+from elastickv_async._core.encode import api as encode_api
+from elastickv_async._core.errors import UsageError
+from elastickv_async._core.memory import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET, MemoryBudget
+from elastickv_async._core.options import DecodeOptions, EncodeOptions
+
+
+def _inputs(tmp_path: Path) -> list[str]:
+    g1, g2 = two_group_cluster(tmp_path / "src")
+    return ["--input", f"1={g1}", "--input", f"2={g2}"]
+
+
+@pytest.mark.parametrize("size", ["1KiB", "lots", "0", "12MB"])
+def test_cluster_commands_refuse_a_bad_budget_like_decode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], size: str
+) -> None:
+    """decode-cluster and encode-cluster refuse what decode refuses, in decode's words: exit
+    1, one line on stderr, nothing written."""
+    inputs = _inputs(tmp_path)
+    tree = tmp_path / "tree"
+    assert main(["decode-cluster", *inputs, "--output", str(tree), "--quiet"]) == 0
+    capsys.readouterr()
+    one = ["--memory-budget", size]
+    groups = str(tmp_path / "g")
+    argv = {
+        "decode": ["decode", "--input", inputs[1][2:], "--output", str(tmp_path / "d"), *one],
+        "decode-cluster": ["decode-cluster", *inputs, "--output", str(tmp_path / "c"), *one],
+        "encode-cluster": ["encode-cluster", "--input", str(tree), "--output-dir", groups, *one],
+    }
+    errors = {}
+    for command, args in argv.items():
+        assert main(args) == 1, command
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "--memory-budget" in lines[0], lines
+        errors[command] = lines[0]
+    assert len(set(errors.values())) == 1
+    assert not any((tmp_path / name).exists() for name in ("d", "c", "g"))
+
+
+def test_cluster_commands_accept_a_budget(tmp_path: Path) -> None:
+    """The smallest budget gives the tree and the group files of the default one."""
+    inputs = _inputs(tmp_path)
+    for name, budget in (("default", []), ("tiny", ["--memory-budget", "64KiB"])):
+        tree, groups = tmp_path / f"tree-{name}", tmp_path / f"groups-{name}"
+        assert main(["decode-cluster", *inputs, "--output", str(tree), "--quiet", *budget]) == 0
+        encode = ["encode-cluster", "--input", str(tree), "--output-dir", str(groups)]
+        assert main([*encode, "--quiet", "--self-test", *budget]) == 0
+    trees = [tree_without_manifest(tmp_path / f"tree-{name}") for name in ("default", "tiny")]
+    assert trees[0] == trees[1]
+    for group in ("group-1.fsm", "group-2.fsm"):
+        files = [(tmp_path / f"groups-{name}" / group).read_bytes() for name in ("default", "tiny")]
+        assert files[0] == files[1]
+
+
+@pytest.mark.anyio
+async def test_the_library_functions_refuse_a_bad_budget(tmp_path: Path) -> None:
+    inputs = _inputs(tmp_path)[1::2]
+    with pytest.raises(UsageError, match="memory_budget"):
+        await decode_cluster(inputs, tmp_path / "out", DecodeOptions(memory_budget=1024))
+    assert not (tmp_path / "out").exists()
+    await decode_cluster(inputs, tmp_path / "tree")
+    with pytest.raises(UsageError, match="memory_budget"):
+        await encode_cluster(tmp_path / "tree", tmp_path / "g", EncodeOptions(memory_budget=-1))
+    assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("budget", "at_once"),
+    [(DEFAULT_MEMORY_BUDGET, 4), (3 * MIN_MEMORY_BUDGET, 3), (MIN_MEMORY_BUDGET, 1)],
+)
+async def test_partitions_decoded_at_once_share_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int, at_once: int
+) -> None:
+    """Each partition decoded in this process gets the budget over the partitions decoded
+    at once (fewer at once when each would get less than the least budget)."""
+    given: list[int] = []
+
+    async def recorded(*args: Any) -> Any:
+        given.append(args[-1].memory_budget)
+        return await decode_partition(*args)
+
+    monkeypatch.setattr(cluster_api, "decode_partition", recorded)
+    await decode_cluster(
+        _inputs(tmp_path)[1::2], tmp_path / "tree", DecodeOptions(memory_budget=budget)
+    )
+    assert given and set(given) == {budget // at_once}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("budget", [MIN_MEMORY_BUDGET, DEFAULT_MEMORY_BUDGET])
+async def test_encode_cluster_gives_each_part_its_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """The encoders get their shares as ``ctx.memory``, the sort and the read-digest
+    ledger theirs, as in encode."""
+    await decode_cluster(_inputs(tmp_path)[1::2], tmp_path / "tree")
+    seen: dict[str, int] = {}
+
+    def recorded(**fields: Any) -> EncodeContext:
+        ctx = EncodeContext(**fields)
+        seen[fields["scratch"].name] = ctx.memory
+        return ctx
+
+    sorts: list[int] = []
+
+    class Sorter(extsort.ExternalSorter):
+        def __init__(self, spill_dir: Path, budget: int, **kwargs: Any) -> None:
+            sorts.append(budget)
+            super().__init__(spill_dir, budget, **kwargs)
+
+    monkeypatch.setattr(encode_api, "EncodeContext", recorded)
+    monkeypatch.setattr(cluster_encode, "ExternalSorter", Sorter)
+    options = EncodeOptions(workers=0, memory_budget=budget)
+    await encode_cluster(tmp_path / "tree", tmp_path / "groups", options)
+    selected = ("dynamodb", "s3", "redis", "sqs")
+    shares = MemoryBudget(budget, "encode", selected)
+    assert seen == {name: shares.adapter(name) for name in selected}
+    assert sorts == [shares.share("sort")]
