@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis_support import DB, U32, U64, decode_rows, list_seq, snapshot_order, wide
@@ -15,6 +16,7 @@ from support import REPO_ROOT, raises_code
 
 from elastickv_async._adapters.redis import decode as decode_module
 from elastickv_async._adapters.redis import rows as rows_module
+from elastickv_async._core.dump.writer import DumpWriter
 from elastickv_async._core.errors import AdapterRecordError
 
 pytestmark = pytest.mark.anyio
@@ -674,6 +676,46 @@ async def test_spills_and_split_runs_give_the_same_tree(
     assert len(reference.files) == 1 + 200 + 1 + 100
     assert constrained.report.counters["redis.sort_spills"] > 0
     assert "redis.sort_spills" not in reference.report.counters
+
+
+async def test_batches_take_their_bytes_from_the_memory_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows gathered for a decode call, the merged facts taken per hop and the files
+    gathered per write batch each stay within an eighth of the adapter's share (past it by
+    one incoming batch or one key's files at most); the tree is the one of the default
+    share."""
+    rows = [(b"!redis|str|s%04d" % i, new_str(b"x" * 100, TTL)) for i in range(200)]
+    rows += [(wide(b"!hs|fld|", b"h%03d" % i, b"f"), b"v" * 100) for i in range(100)]
+    rows += [(wide(b"!hs|meta|", b"h%03d" % i), U64(1)) for i in range(100)]
+    reference = await decode_rows(tmp_path / "a", rows, batch=64)
+    gathered: list[int] = []
+    limits: set[int] = set()
+    written: list[int] = []
+    decode_call = decode_module.RedisDecoder._decode_rows
+    take = decode_module._take
+
+    async def decode(self: decode_module.RedisDecoder) -> None:
+        gathered.append(self._rows_bytes)
+        await decode_call(self)
+
+    def taken(source: Any, limit: int) -> list[tuple[bytes, bytes]]:
+        limits.add(limit)
+        return take(source, limit)
+
+    async def write_many(self: Any, files: list[tuple[str, bytes]]) -> None:
+        written.append(sum(len(data) for _, data in files))
+        await write(self, files)
+
+    write = DumpWriter.write_many
+    monkeypatch.setattr(decode_module.RedisDecoder, "_decode_rows", decode)
+    monkeypatch.setattr(decode_module, "_take", taken)
+    monkeypatch.setattr(DumpWriter, "write_many", write_many)
+    constrained = await decode_rows(tmp_path / "b", rows, batch=4, memory=8 << 10)
+    assert constrained.files == reference.files
+    assert limits == {1 << 10}
+    assert len(gathered) > 20 and max(gathered) < 2 << 10
+    assert len(written) > 20 and max(written) < 2 << 10
 
 
 @pytest.mark.skipif(not SAMPLE.is_file(), reason="examples/sample.fsm is absent")

@@ -39,13 +39,14 @@ from .rows import SIDECARS, Row3, Rows, decode_rows
 __all__ = ["RedisDecoder"]
 
 #: Merged facts pulled per worker-thread hop (by count and by size), and output gathered
-#: per write batch.
+#: per write batch (the sizes at most: an eighth of the adapter's memory each).
 MERGE_CHUNK: Final = 4096
 MERGE_BYTES: Final = 8 << 20
 WRITE_BATCH_BYTES: Final = 4 << 20
 WRITE_BATCH_FILES: Final = 512
-#: Rows (or row bytes) gathered before one call of :func:`decode_rows`: the pipeline's
-#: batches are small, and each call to a worker process has a fixed cost.
+#: Rows (or row bytes, at most an eighth of the adapter's memory) gathered before one call of
+#: :func:`decode_rows`: the pipeline's batches are small, and each call to a worker process
+#: has a fixed cost.
 DECODE_ROWS: Final = 4096
 DECODE_BYTES: Final = 4 << 20
 _LATE_KEY: Final = struct.Struct(">BQ")
@@ -55,14 +56,14 @@ _ORPHAN_TTL_HINT: Final = (
 )
 
 
-def _take(source: Iterator[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The next merged facts: at most ``MERGE_CHUNK`` of them, or about ``MERGE_BYTES``."""
+def _take(source: Iterator[tuple[bytes, bytes]], limit: int) -> list[tuple[bytes, bytes]]:
+    """The next merged facts: at most ``MERGE_CHUNK`` of them, or about ``limit`` bytes."""
     out = []
     size = 0
     for record in source:
         out.append(record)
         size += len(record[0]) + len(record[1])
-        if len(out) >= MERGE_CHUNK or size >= MERGE_BYTES:
+        if len(out) >= MERGE_CHUNK or size >= limit:
             break
     return out
 
@@ -93,12 +94,18 @@ class RedisDecoder:
         # Undoes an encode --rebase-time (the self-test's decode); 0 otherwise.
         self._unshift_ms = -ctx.options.time_shift_ms
         # Each sort spills into its own scratch subdirectory, created by its first spill. They
-        # share the adapter's memory: half for the facts (every collection's rows), a quarter
-        # each for the KEYMAP records and the late sidecar lines (one short line per key).
-        self._facts = ExternalSorter(ctx.scratch / "facts", ctx.memory // 2)
-        self._keymap = ExternalSorter(ctx.scratch / "keymap", ctx.memory // 4)
+        # share the adapter's memory, in eighths: three for the facts (every collection's
+        # rows), one each for the KEYMAP records and the late sidecar lines (one short line
+        # per key); the rows gathered for a decode call, the merged facts taken per hop and
+        # the files gathered per write batch have an eighth each.
+        eighth = max(1, ctx.memory // 8)
+        self._facts = ExternalSorter(ctx.scratch / "facts", 3 * eighth)
+        self._keymap = ExternalSorter(ctx.scratch / "keymap", eighth)
         # Sidecar lines of !redis|ttl| rows, produced key by key but written in row order.
-        self._late = ExternalSorter(ctx.scratch / "late", ctx.memory // 4)
+        self._late = ExternalSorter(ctx.scratch / "late", eighth)
+        self._decode_bytes = min(DECODE_BYTES, eighth)
+        self._merge_bytes = min(MERGE_BYTES, eighth)
+        self._write_bytes = min(WRITE_BATCH_BYTES, eighth)
         self._sorters = (self._facts, self._keymap, self._late)
         self._sidecar_paths = {name: ctx.scratch / name for name in SIDECARS}
         self._sidecar_lines: dict[str, list[bytes]] = {name: [] for name in self._sidecar_paths}
@@ -121,7 +128,7 @@ class RedisDecoder:
         for prefix, entry in batch:
             rows.append((prefix, entry.key, entry.value))
             self._rows_bytes += len(entry.value)
-        if len(rows) >= DECODE_ROWS or self._rows_bytes >= DECODE_BYTES:
+        if len(rows) >= DECODE_ROWS or self._rows_bytes >= self._decode_bytes:
             await self._decode_rows()
 
     async def finalize(self) -> dict[str, Any]:
@@ -225,7 +232,7 @@ class RedisDecoder:
         arrivals: dict[Row, int] = {}
         pending = 0
         try:
-            while chunk := await anyio.to_thread.run_sync(_take, merged):
+            while chunk := await anyio.to_thread.run_sync(_take, merged, self._merge_bytes):
                 for sort_key, value in chunk:
                     ordered, row, arrival = split_fact_key(sort_key)
                     if ordered != current:
@@ -234,7 +241,7 @@ class RedisDecoder:
                         current, facts, arrivals = ordered, {}, {}
                     facts.setdefault(row, []).append(value)
                     arrivals.setdefault(row, arrival)
-                if pending >= WRITE_BATCH_BYTES or len(self._files) >= WRITE_BATCH_FILES:
+                if pending >= self._write_bytes or len(self._files) >= WRITE_BATCH_FILES:
                     await self._flush_io()
                     pending = 0
         finally:
