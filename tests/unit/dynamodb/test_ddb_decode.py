@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ddb_support import Harness, b64, golden_case, harness, read_fsm, routed
@@ -321,3 +322,29 @@ def test_cli_reports_an_item_error_from_a_worker_process_on_one_line(
     assert main([*argv, "--quiet", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert (len(err) == 1 and "ErrDDBInvalidItem" in err[0]) or "dot path" in err[0]
+
+
+async def test_render_chunks_take_their_bytes_from_the_memory_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item bodies come back for rendering in chunks of an eighth of the memory share of the
+    tables written at once, with the files of the default share."""
+    items = [(_item_key("t", f"k{i:04d}"), _item(id=f"k{i:04d}", pad="x" * 50)) for i in range(300)]
+    schema = (b"!ddb|meta|table|" + b64("t").encode(), _schema("t", "id"))
+    asked: list[int] = []
+    next_bodies = decode._next_bodies
+
+    async def recorded(reader: Any, size: int) -> list[bytes]:
+        asked.append(size)
+        return await next_bodies(reader, size)
+
+    monkeypatch.setattr(decode, "_next_bodies", recorded)
+    trees = []
+    for memory in (None, 8 << 10):
+        h = harness(tmp_path / str(memory), jobs=2)
+        if memory is not None:
+            h.decoder._ctx.memory = memory
+        await _decode(h, [*items, schema])
+        trees.append(h.files())
+    assert trees[0] == trees[1] and len(trees[0]) == 301
+    assert set(asked) == {decode.CHUNK_BYTES, 1 << 10}

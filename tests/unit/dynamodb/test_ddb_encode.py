@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import pytest
 from ddb_support import encode_context, golden_case, harness, read_fsm, routed
 from support import raises_code
@@ -18,6 +19,7 @@ from elastickv_async._adapters.dynamodb.dynamodb_internal_pb2 import DynamoItem,
 from elastickv_async._adapters.dynamodb.encode import DynamoDBEncoder, gsi_rows, item_key
 from elastickv_async._core.cli import main
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
+from elastickv_async._core.memory import DEFAULT_ENCODE_ADAPTER_MEMORY
 from elastickv_async._core.workers import Workers
 
 pytestmark = pytest.mark.anyio
@@ -317,3 +319,29 @@ def test_cli_reports_an_item_error_from_a_worker_process_on_one_line(
     assert len(err) == 1
     assert "customer-1/zzz.json" in err[0] and "unknown attribute type" in err[0]
     assert not out.exists()
+
+
+def _steps(ctx: Any) -> list[int]:
+    """How many units each step of a walk of ``ctx``'s tree reads."""
+    walker = encode._Walker(ctx)
+    try:
+        return [len(chunk) for chunk in iter(walker.next_chunk, [])]
+    finally:
+        walker.close()
+
+
+async def test_walk_steps_take_their_bytes_from_the_memory_share(tmp_path: Path) -> None:
+    """A walk step reads at most a quarter of the encoder's share, past it by one unit: the
+    smallest share reads one unit per step, with the records of the default share."""
+    root = golden_case("enc_ddb_gsi") / "input"
+    steps: dict[int, list[int]] = {}
+    found = {}
+    for memory in (DEFAULT_ENCODE_ADAPTER_MEMORY, 4):
+        ctx = dataclasses.replace(encode_context(root, tmp_path / "scratch"), memory=memory)
+        steps[memory] = await anyio.to_thread.run_sync(_steps, ctx)
+        encoder = DynamoDBEncoder(ctx)
+        found[memory] = [record async for batch in encoder.batches() for record in batch]
+    units = steps[DEFAULT_ENCODE_ADAPTER_MEMORY]
+    assert len(units) == 1 and units[0] > 3
+    assert steps[4] == [1] * units[0]
+    assert found[4] == found[DEFAULT_ENCODE_ADAPTER_MEMORY]

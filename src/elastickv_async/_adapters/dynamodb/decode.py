@@ -34,7 +34,8 @@ from .values import decode_schema, item_body
 
 __all__ = ["DynamoDBDecoder"]
 
-#: Item bodies read back, rendered in a worker process and written, per step.
+#: Item bodies read back, rendered in a worker process and written, per step (at most: a
+#: lane's chunks in flight share its part of the adapter's memory).
 CHUNK_BYTES: Final = 512 << 10
 #: Tables whose item files are written at the same time.
 WRITE_LANES: Final = 1
@@ -76,6 +77,7 @@ class DynamoDBDecoder:
         # doing many small-file syscalls at once only queue behind the GIL.
         self._write_lanes = anyio.CapacityLimiter(WRITE_LANES)
         self._run_bytes = ctx.memory
+        self._chunk_bytes = CHUNK_BYTES
 
     async def handle(self, batch: Sequence[Routed]) -> None:
         """Keep schemas, spill item bodies; ignore generation counters and GSI rows."""
@@ -123,8 +125,11 @@ class DynamoDBDecoder:
             table = self._schemas[encoded]
             by_directory.setdefault(table.directory, []).append(table)
         lanes = max(1, min(self._ctx.options.jobs, len(by_directory)))
-        # The tables flushed at once share the adapter's memory (jsonl: their sorts' runs).
+        # The tables flushed at once share the adapter's memory (jsonl: their sorts' runs;
+        # per item: the chunk read, the one rendering, the one waiting and the one written,
+        # rendered files taking up to about twice their bodies' bytes).
         self._run_bytes = self._ctx.memory // lanes
+        self._chunk_bytes = max(1, min(CHUNK_BYTES, self._run_bytes // 8))
         limiter = anyio.CapacityLimiter(lanes)
         async with task_group() as tg:
             for tables in by_directory.values():
@@ -172,7 +177,7 @@ class DynamoDBDecoder:
                 run_bytes=self._run_bytes,
             )
             for reader in present:
-                while bodies := await _next_bodies(reader):
+                while bodies := await _next_bodies(reader, self._chunk_bytes):
                     lines = await self._ctx.workers.run(bundle_lines, plan, bodies)
                     await anyio.to_thread.run_sync(bundle.add, lines)
                     written += len(lines)
@@ -201,11 +206,12 @@ class DynamoDBDecoder:
     ) -> None:
         async with send:
             for reader in readers:
-                while bodies := await _next_bodies(reader):
+                while bodies := await _next_bodies(reader, self._chunk_bytes):
                     await send.send(await self._ctx.workers.run(item_files, plan, bodies))
 
 
-async def _next_bodies(reader: RecordReader) -> list[bytes]:
-    """The next chunk of spilled item bodies (``[]`` when the spill is exhausted)."""
-    chunk = await anyio.to_thread.run_sync(reader.next_chunk, CHUNK_BYTES)
+async def _next_bodies(reader: RecordReader, size: int) -> list[bytes]:
+    """The next chunk of about ``size`` bytes of spilled item bodies (``[]`` when the spill
+    is exhausted)."""
+    chunk = await anyio.to_thread.run_sync(reader.next_chunk, size)
     return [body for _, body in chunk]

@@ -34,7 +34,9 @@ from .values import encode_schema
 __all__ = ["DynamoDBEncoder", "gsi_rows", "item_key"]
 
 #: Records and items read per walk step, and a bound on their bytes: a step's items are
-#: encoded in the worker processes while the walk reads the next one.
+#: encoded in the worker processes while the walk reads the next one. The bytes are at most a
+#: quarter of the encoder's memory share: a step holds its items and their records while the
+#: next step's items are read.
 CHUNK_UNITS: Final = 2048
 CHUNK_BYTES: Final = 4 << 20
 
@@ -51,6 +53,7 @@ class _Walker:
     def __init__(self, ctx: EncodeContext) -> None:
         self._tree = ctx.tree
         self._jsonl = ctx.decoded_with.layout == LAYOUT_JSONL
+        self._chunk_bytes = max(1, min(CHUNK_BYTES, ctx.memory // 4))
         self._units = self._walk()
 
     def next_chunk(self) -> list[Unit]:
@@ -64,7 +67,7 @@ class _Walker:
         for unit in self._units:
             chunk.append(unit)
             size += len(unit.raw) if isinstance(unit, RawItem) else len(unit[1])
-            if len(chunk) >= CHUNK_UNITS or size >= CHUNK_BYTES:
+            if len(chunk) >= CHUNK_UNITS or size >= self._chunk_bytes:
                 break
         return chunk
 
