@@ -149,6 +149,16 @@ class DecodeContext:
     #: Bytes this adapter's own buffers (sorts, spill buffers) may hold together: its share
     #: of the run's memory budget.
     memory: int = DEFAULT_ADAPTER_MEMORY
+    #: Its share once the input is read (see :meth:`flush_memory`); ``None``: ``memory``.
+    flush_share: Callable[[], int] | None = None
+
+    def flush_memory(self) -> int:
+        """Bytes this adapter may hold while it flushes what it buffered (from the end of
+        its input on): ``memory``, or more when adapters that received no entries lend
+        their shares, since they hold nothing."""
+        if self.flush_share is None:
+            return self.memory
+        return max(self.memory, self.flush_share())
 
 
 class DecodeAdapter(Protocol):

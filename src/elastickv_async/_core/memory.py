@@ -11,7 +11,8 @@ figures).
 The budget is cut in sixteenths: decode gives the channels 3, the checksum ledger 1 and the
 adapters 12; encode gives its channel 2, the ledger of read digests 1, the CHECKSUMS walk's
 listing sort 1, the adapters 6 and the external sort 6. Both directions share the adapters'
-part evenly among the enabled adapters (so each one's share shrinks as more run), and each
+part evenly among the enabled adapters (so each one's share shrinks as more run; a decode,
+once its input is read, among those that received entries, which then flush), and each
 adapter divides its share among its own buffers (``DecodeContext.memory``,
 ``EncodeContext.memory``). What runs once the rest is done takes the whole budget: the
 self-test's decode, and its comparison's line sorts.
@@ -20,7 +21,7 @@ self-test's decode, and its comparison's line sorts.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -112,11 +113,20 @@ class MemoryBudget:
             raise ValueError(f"{self.direction} has no memory part {part!r}") from None
         return self.total * sixteenths // _WHOLE
 
-    def adapter(self, name: str) -> int:
-        """The bytes adapter ``name`` may buffer (its sorts and spills together)."""
+    def adapter(self, name: str, *, holding: Collection[str] | None = None) -> int:
+        """The bytes adapter ``name`` may buffer (its sorts and spills together).
+
+        ``holding`` names the adapters that hold data, once the input is read: the others
+        have nothing left to buffer, so their shares go to these (an adapter outside
+        ``holding`` keeps its own). ``None`` (while the input is read) shares the part among
+        every enabled adapter.
+        """
         if name not in self.adapters:
             raise ValueError(f"adapter {name!r} is not part of this run")
-        return self.share("adapters") // len(self.adapters)
+        sharing = len(self.adapters)
+        if holding is not None and name in holding:
+            sharing = len(set(holding) & set(self.adapters))
+        return self.share("adapters") // sharing
 
     def parts(self) -> dict[str, int]:
         """Every part's bytes, each adapter on its own (``adapter.<name>``); the shares sum

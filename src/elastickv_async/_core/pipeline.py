@@ -19,6 +19,7 @@ from bisect import bisect_left
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from itertools import accumulate, repeat
 from operator import attrgetter
 from pathlib import Path
@@ -489,6 +490,8 @@ class _DecodeRun:
         if self.scope_filters:
             self.counters["out_of_scope"] = 0
         self.unknown_families: dict[bytes, int] = {}
+        #: The adapters that received entries, once the input is read (see _flush_share).
+        self.holding: frozenset[str] | None = None
         scratch = [self._scratch_of(name) for name in self.enabled]
         await anyio.to_thread.run_sync(_make_scratch_dirs, scratch)
 
@@ -562,6 +565,7 @@ class _DecodeRun:
                     adapter_options=options.adapter_options[name],
                     workers=self.workers,
                     memory=self.memory.adapter(name),
+                    flush_share=partial(self._flush_share, name),
                 )
             )
             for name in self.enabled
@@ -575,6 +579,11 @@ class _DecodeRun:
                 sends[name] = send
                 tg.start_soon(self._consume, name, adapter, receive)
             tg.start_soon(self._produce, batches, sends)
+
+    def _flush_share(self, name: str) -> int:
+        """``name``'s share once the input is read: adapters that received no entries hold
+        nothing, so the adapters' part goes to those that did."""
+        return self.memory.adapter(name, holding=self.holding)
 
     async def _resolved(
         self, snap: Snapshot, resolver: VisibilityResolver
@@ -652,6 +661,7 @@ class _DecodeRun:
                 if bucket:
                     await sends[name].send(bucket)
             # The input is read; what the adapters still hold is written from here on.
+            self.holding = frozenset(name for name in sends if counters[name])
             writer = self.writer
             self.meter.stage("flush", unit="files", done=lambda: writer.files_written)
         finally:

@@ -93,6 +93,17 @@ def test_the_defaults_are_the_default_budgets_shares() -> None:
     assert inspect.signature(walk_digests).parameters["memory"].default == DEFAULT_WALK_MEMORY
 
 
+def test_adapters_holding_data_share_what_the_others_do_not_use() -> None:
+    """Once the input is read, the adapters' part is shared by the adapters that hold data;
+    one that holds nothing keeps its own share."""
+    budget = MemoryBudget(DEFAULT_MEMORY_BUDGET, "decode", ADAPTERS)
+    part = budget.share("adapters")
+    assert budget.adapter("sqs", holding={"sqs"}) == part
+    assert budget.adapter("sqs", holding={"sqs", "redis"}) == part // 2
+    assert budget.adapter("sqs", holding=ADAPTERS) == budget.adapter("sqs") == part // 4
+    assert budget.adapter("s3", holding={"sqs"}) == part // 4
+
+
 def test_batches_and_ledger_follow_the_budget() -> None:
     """The channels' batches and the ledger's in-memory digests fit in their shares."""
     budget = MemoryBudget(DEFAULT_MEMORY_BUDGET, "decode", ADAPTERS)
@@ -238,6 +249,86 @@ async def test_each_decoder_gets_its_share(
     await _decode(snapshot, tmp_path / "out", budget)
     shares = MemoryBudget(budget, "decode", ADAPTERS)
     assert seen == {name: shares.adapter(name) for name in ADAPTERS}
+
+
+#: SQS alone, queues of some 260-310 KB once unpacked: more than SQS's share of a 512 KiB
+#: budget while the input is read (96 KiB), less than the adapters' whole part (384 KiB).
+SQS_ONLY = bench_reference.Mix("sqs", sqs_messages=2000)
+LENT_BUDGET = 512 << 10
+
+
+@pytest.fixture(scope="module")
+def sqs_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("memory") / "sqs.fsm"
+    benchlib.write_fsm(path, bench_reference.records(SQS_ONLY, seed=7))
+    return path
+
+
+@pytest.mark.parametrize(("which", "holding"), [("sqs", {"sqs"}), ("mix", set(ADAPTERS))])
+async def test_adapters_that_received_entries_flush_with_the_idle_ones_shares(
+    tmp_path: Path,
+    snapshot: Path,
+    sqs_snapshot: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    which: str,
+    holding: set[str],
+) -> None:
+    """Every enabled adapter reads with an even share; once the input is read, the adapters
+    that received entries share the whole adapters' part."""
+    contexts: dict[str, DecodeContext] = {}
+
+    def context(**fields: Any) -> DecodeContext:
+        ctx = contexts[fields["scratch"].name] = DecodeContext(**fields)
+        return ctx
+
+    monkeypatch.setattr(pipeline, "DecodeContext", context)
+    source = sqs_snapshot if which == "sqs" else snapshot
+    await _decode(source, tmp_path / "out", LENT_BUDGET)
+    part = MemoryBudget(LENT_BUDGET, "decode", ADAPTERS).share("adapters")
+    assert {ctx.memory for ctx in contexts.values()} == {part // 4}
+    lent = {name: ctx.flush_memory() for name, ctx in contexts.items()}
+    assert lent == {
+        name: part // len(holding) if name in holding else part // 4 for name in ADAPTERS
+    }
+
+
+async def test_sqs_sorts_a_queue_in_one_pass_with_the_lent_memory(
+    tmp_path: Path, sqs_snapshot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue larger than SQS's reading share but within what the idle adapters lend is
+    sorted in one pass, with the same tree as the merge of sorted groups gives."""
+    merges: list[str] = []
+    original = sqs_spill.MessageSpill._merge
+
+    def merge(self: sqs_spill.MessageSpill, reader: Any, runs: Any) -> Any:
+        merges.append("merge")
+        return original(self, reader, runs)
+
+    monkeypatch.setattr(sqs_spill.MessageSpill, "_merge", merge)
+    await _decode(sqs_snapshot, tmp_path / "lent", LENT_BUDGET)
+    assert merges == []
+    monkeypatch.setattr(DecodeContext, "flush_memory", lambda self: self.memory)
+    await _decode(sqs_snapshot, tmp_path / "own", LENT_BUDGET)
+    assert len(merges) == 4  # every queue
+    assert run_independent_files(tmp_path / "lent") == run_independent_files(tmp_path / "own")
+
+
+async def test_dynamodb_sorts_its_tables_with_the_lent_memory(
+    tmp_path: Path, spills: Spills, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB alone (jsonl): tables of some 150 KB, more than a flush lane's part of its
+    reading share under a 2 MiB budget, are sorted without spilling once the idle adapters
+    lend theirs; the tree is the same as the spilled sort's."""
+    source = tmp_path / "ddb.fsm"
+    mix = bench_reference.Mix("ddb", dynamodb_items=2000)
+    benchlib.write_fsm(source, bench_reference.records(mix, seed=7))
+    ddb = {"layout": "jsonl"}
+    await _decode(source, tmp_path / "lent", 2 << 20, dynamodb=ddb)
+    assert spills.counts["0"] == 0
+    monkeypatch.setattr(DecodeContext, "flush_memory", lambda self: self.memory)
+    await _decode(source, tmp_path / "own", 2 << 20, dynamodb=ddb)
+    assert spills.counts["0"] > 0
+    assert run_independent_files(tmp_path / "lent") == run_independent_files(tmp_path / "own")
 
 
 async def test_the_channels_carry_batches_of_the_budget(

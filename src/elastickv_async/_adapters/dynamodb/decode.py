@@ -128,7 +128,7 @@ class DynamoDBDecoder:
         # The tables flushed at once share the adapter's memory (jsonl: their sorts' runs;
         # per item: the chunk read, the one rendering, the one waiting and the one written,
         # rendered files taking up to about twice their bodies' bytes).
-        self._run_bytes = self._ctx.memory // lanes
+        self._run_bytes = self._ctx.flush_memory() // lanes
         self._chunk_bytes = max(1, min(CHUNK_BYTES, self._run_bytes // 8))
         limiter = anyio.CapacityLimiter(lanes)
         async with task_group() as tg:

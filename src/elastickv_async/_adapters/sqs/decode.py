@@ -89,8 +89,9 @@ async def _run_here(
 class SQSDecoder:
     """Decode adapter for the SQS keyspace.
 
-    ``spill_budget`` (default: the adapter's memory share, ``ctx.memory``) bounds the bytes of
-    buffered output (all queues together) before it is spilled to ``ctx.scratch``;
+    ``spill_budget`` (default: the adapter's memory share, ``ctx.memory``, and from the end
+    of the input ``ctx.flush_memory()``) bounds the bytes of buffered output (all queues
+    together) before it is spilled to ``ctx.scratch``, and what a queue's sort may hold;
     ``render_chunk`` is the number of messages per worker call.
     """
 
@@ -110,6 +111,7 @@ class SQSDecoder:
         self._unshift_ms = -ctx.options.time_shift_ms
         self._side_records = options.include_side_records
         self._queues: dict[str, _Queue] = {}
+        self._lent_memory = spill_budget is None
         budget = ctx.memory if spill_budget is None else spill_budget
         self._spill = MessageSpill(ctx.scratch, budget)
         self._scratch_names = itertools.count()
@@ -341,6 +343,9 @@ class SQSDecoder:
     async def finalize(self) -> dict[str, Any]:
         """Write every queue, ``jobs`` at a time; return ``{"queues": [sorted queue names]}``."""
         await self._render_pending()
+        if self._lent_memory:
+            # A queue whose messages fit this share once unpacked is sorted in one pass.
+            self._spill.widen(self._ctx.flush_memory())
         names: list[str] = []
         pending = iter(sorted(self._queues))
 

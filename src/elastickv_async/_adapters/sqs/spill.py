@@ -160,6 +160,11 @@ class MessageSpill:
         buf.side_count += 1
         self._used += len(line) + _SIDE_OVERHEAD
 
+    def widen(self, budget: int) -> None:
+        """Let the buffers and a queue's sort hold up to ``budget`` bytes from now on (never
+        less than before)."""
+        self._budget = max(self._budget, budget)
+
     @property
     def over_budget(self) -> bool:
         """Whether the buffers should be spilled now."""
