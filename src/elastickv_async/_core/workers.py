@@ -180,11 +180,6 @@ class Workers:
         self._idle: list[_Process] = []
         self._running: set[_Process] = set()
 
-    @property
-    def started(self) -> bool:
-        """Whether a worker process is running (a call has started one)."""
-        return bool(self._running)
-
     async def __aenter__(self) -> Self:
         return self
 

@@ -309,23 +309,3 @@ async def test_verify_parses_the_lines_after_the_first_that_differs(tmp_path: Pa
     path = lines[5][66:].decode()
     with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=f"{path}: sha256 differs"):
         await verify_tree(tmp_path)
-
-
-@pytest.mark.parametrize("limit", [1, 2, 1000])
-def test_a_pickled_ledger_lists_what_the_original_would(tmp_path: Path, limit: int) -> None:
-    """A ledger sent to another process (pickled, its lock left behind) lists the same
-    paths and digests, spilled runs included, and records further digests itself."""
-    import pickle
-
-    records = [(f"d/{i % 5}", hashlib.sha256(b"%d" % i).digest()) for i in range(12)]
-    original = ChecksumLedger(tmp_path / "a", limit=limit)
-    original.record_many(records)
-    expected = list(original.items())
-    ledger = ChecksumLedger(tmp_path / "b", limit=limit)
-    ledger.record_many(records)
-    copy = pickle.loads(pickle.dumps(ledger))
-    copy.record("d/9", hashlib.sha256(b"late").digest())
-    got = list(copy.items())
-    assert got == sorted([*expected, (b"d/9", hashlib.sha256(b"late").digest())])
-    copy.close()
-    original.close()

@@ -655,9 +655,8 @@ async def test_the_checksums_check_reads_no_file_the_encoders_read(
     """The encoders' reads record each file's digest, and the check against CHECKSUMS takes
     those instead of reading the files again: every file of the adapters' subtrees is opened
     once in this process (workers=0), or not at all when the encoders read in a worker
-    process, where the check then runs too; a large S3 body, read by the chunk when the
-    snapshot is written, is opened once per chunk and not by the check. A changed file or
-    body is still found."""
+    process; a large S3 body, read by the chunk when the snapshot is written, is opened once
+    per chunk and not by the check. A changed file or body is still found."""
     from elastickv_async._core.pipeline import decode_snapshot
 
     tree = tmp_path / "tree"
@@ -679,8 +678,6 @@ async def test_the_checksums_check_reads_no_file_the_encoders_read(
         # Redis values and DynamoDB items are read in the worker process.
         assert max(opened.get(rel, 0) for rel in data_files) == 1
         assert any(rel.startswith("redis/") and rel not in opened for rel in data_files)
-    # The check itself runs in the worker process when there is one.
-    assert ("CHECKSUMS" in opened) == (workers == 0)
     body = (tree / deferred).read_bytes()
     (tree / deferred).write_bytes(body[:-1] + bytes([body[-1] ^ 1]))  # in place, same size
     with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=deferred):
@@ -690,27 +687,3 @@ async def test_the_checksums_check_reads_no_file_the_encoders_read(
     victim.write_bytes(victim.read_bytes() + b" ")
     with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=sorted(data_files)[-1]):
         await encode_snapshot(tree, tmp_path / "again.fsm", EncodeOptions(workers=workers))
-
-
-@pytest.mark.skipif(not _SAMPLE.is_file(), reason="examples/sample.fsm is absent")
-async def test_no_worker_process_is_started_for_the_checksums_check_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With worker processes allowed but no encoder using one (S3 alone), the check runs in
-    this process rather than starting a process for itself."""
-    from elastickv_async._core.pipeline import decode_snapshot
-    from elastickv_async._core.workers import Workers
-
-    tree = tmp_path / "tree"
-    await decode_snapshot(_SAMPLE, tree)
-    started: list[int] = []
-    start = Workers._start
-
-    async def counted(self: Workers) -> object:
-        started.append(1)
-        return await start(self)
-
-    monkeypatch.setattr(Workers, "_start", counted)
-    opened = count_tree_opens(monkeypatch)
-    await encode_snapshot(tree, tmp_path / "s3.fsm", EncodeOptions(workers=1, adapters="s3"))
-    assert started == [] and "CHECKSUMS" in opened

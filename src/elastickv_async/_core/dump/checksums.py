@@ -269,18 +269,6 @@ class ChecksumLedger:
         self._generation = 0
         self._lock = threading.Lock()
 
-    def __getstate__(self) -> dict[str, object]:
-        # Picklable without its lock, so a worker process can read it back (the encoder's
-        # input check); the copy shares the spilled runs, so only one of the two may read.
-        with self._lock:
-            state = dict(self.__dict__)
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
     def record(self, rel: str, digest: bytes) -> None:
         """Remember ``digest`` (32 raw bytes) as the content of ``rel``."""
         with self._lock:

@@ -317,8 +317,7 @@ def check_input_tree(
 ) -> tuple[int, str]:
     """:func:`check_tree` of an encoder's input at ``root``: a missing CHECKSUMS is allowed
     (the caller warns), and the digests ``read`` took of the files the encoders read stand
-    for those files; the walk buffers at most ``memory`` bytes of listings. A module-level
-    function, so a worker process can run it (blocking)."""
+    for those files; the walk buffers at most ``memory`` bytes of listings (blocking)."""
     known = read.items() if read is not None else None
     return check_tree(DumpTree(root), missing_ok=True, known=known, memory=memory)
 

@@ -554,7 +554,6 @@ async def _verify_input(
     log: structlog.typing.FilteringBoundLogger,
     read: ChecksumLedger | None = None,
     *,
-    workers: Workers | None = None,
     memory: int,
 ) -> None:
     """Check the tree at ``root`` against its CHECKSUMS; ``read`` holds the digests of the
@@ -562,13 +561,7 @@ async def _verify_input(
     buffers at most ``memory`` bytes of listings."""
     # A hand-assembled tree may have no CHECKSUMS at all: that is worth a warning (which
     # --strict turns into a failure), not a refusal; a listed file that changed is.
-    if workers is not None and workers.started:
-        # In the run's worker process when the encoders started one: it is idle once the
-        # records are collected, while this process merges and writes them (starting one
-        # for the check alone would cost more than it saves).
-        files, checked = await workers.run(check_input_tree, root, read, memory)
-    else:
-        files, checked = await anyio.to_thread.run_sync(check_input_tree, root, read, memory)
+    files, checked = await anyio.to_thread.run_sync(check_input_tree, root, read, memory)
     if checked == CHECKSUM_ALGORITHM:
         report.count("encode.files_verified", files)
     elif checked == CHECKSUMS_NONE:
@@ -671,9 +664,7 @@ async def encode_snapshot(
         await anyio.to_thread.run_sync(lambda: _refuse_existing_output(out, force=force))
         verify = None
         if options.verify_checksums:
-            verify = partial(
-                _verify_input, roots, report, log, workers=workers, memory=run.memory.share("walk")
-            )
+            verify = partial(_verify_input, roots, report, log, memory=run.memory.share("walk"))
         else:
             log.info("checksums_not_verified", input=input_label)
         places = [out.parent]
