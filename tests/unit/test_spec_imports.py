@@ -51,3 +51,27 @@ def test_the_cli_flags_load_no_command_implementation() -> None:
         "importlib.metadata",
     } & modules
     assert loaded == set()
+
+
+_LAYOUT_CHILD = """
+import json, sys
+from elastickv_async._core.cli import _build_parser
+import elastickv_async._adapters.redis.layout
+
+_build_parser()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_specs_and_the_redis_layout_load_no_protobuf() -> None:
+    """The protobuf runtime and the generated message modules load only where a value is
+    parsed or written: not with a SPEC, its options, or the Redis tree layout (which every
+    Redis run loads for its stream helpers)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LAYOUT_CHILD], capture_output=True, text=True, check=True
+    )
+    modules = set(json.loads(done.stdout))
+    assert "elastickv_async._adapters.dynamodb.spec" in modules
+    assert "elastickv_async._adapters.redis.layout" in modules
+    loaded = sorted(name for name in modules if name.startswith("google") or "_pb2" in name)
+    assert loaded == []

@@ -56,6 +56,8 @@ def test_an_s3_encode_imports_no_decoder_and_starts_no_worker(tmp_path: Path) ->
     assert "elastickv_async._core.pipeline" not in modules
     assert "elastickv_async._core.encode.selftest" not in modules
     assert "crc32c" not in modules
+    # Nor the protobuf runtime, which only DynamoDB and Redis values need.
+    assert "google.protobuf" not in modules
     # The tree has no other subtree: no other adapter's encoder loads, whatever the
     # MANIFEST enables.
     assert {

@@ -31,6 +31,7 @@ from .dynamodb_internal_pb2 import (
 from .errors import TreeCode, record_error, tree_error
 from .keys import ORDERED_KEY_ENCODING, RESTORE_GENERATION
 from .numbers import canonical_number
+from .tree import ITEMS_DIR, LAYOUT_JSONL, LAYOUT_PER_ITEM, LAYOUTS, ROOT, SCHEMA_FILE
 
 __all__ = [
     "FORMAT_VERSION",
@@ -49,15 +50,6 @@ __all__ = [
     "schema_json",
 ]
 
-#: The adapter's subtree of the dump.
-ROOT: Final = "dynamodb"
-#: A table directory holds its schema and its items.
-SCHEMA_FILE: Final = "_schema.json"
-ITEMS_DIR: Final = "items"
-#: Item layouts: one file per item, or bundles of JSON lines (MANIFEST ``dynamodb_layout``).
-LAYOUT_PER_ITEM: Final = "per-item"
-LAYOUT_JSONL: Final = "jsonl"
-LAYOUTS: Final = (LAYOUT_PER_ITEM, LAYOUT_JSONL)
 #: The only ``_schema.json`` format version.
 FORMAT_VERSION: Final = 1
 _UINT32_LIMIT: Final = 1 << 32

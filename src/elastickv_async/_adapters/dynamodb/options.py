@@ -13,7 +13,7 @@ from ..._core.errors import ManifestError, UsageError
 from ..._core.gojson_read import get_int, get_str
 from ..base import option
 from .bundle import PART_BYTES
-from .layout import LAYOUT_JSONL, LAYOUT_PER_ITEM, LAYOUTS
+from .tree import LAYOUT_JSONL, LAYOUT_PER_ITEM, LAYOUTS
 
 __all__ = ["DynamoDBOptions", "manifest_fields", "parse_size", "read_manifest"]
 

@@ -20,7 +20,7 @@ from .keys import (
     partition_unit,
     route_key,
 )
-from .layout import ROOT
+from .tree import ROOT
 
 if TYPE_CHECKING:
     from ..base import DecodeContext, EncodeContext

@@ -11,12 +11,14 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from google.protobuf.message import DecodeError, Message
-
-from . import redis_internal_pb2 as pb
 from .errors import RecordCode, record_error
+
+# The protobuf runtime loads only where a blob is parsed or written: the tree layout, which
+# every Redis run imports, takes its stream helpers from here.
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 __all__ = [
     "MAX_INT64",
@@ -284,6 +286,8 @@ def encode_score(score: float) -> bytes:
 
 
 def _parse_blob(value: bytes, magic: bytes, message: Message, code: RecordCode) -> None:
+    from google.protobuf.message import DecodeError
+
     if not value.startswith(magic):
         raise record_error(code, f"missing or corrupt magic prefix (len={len(value)})")
     try:
@@ -299,6 +303,8 @@ def decode_legacy_hash(value: bytes) -> list[tuple[bytes, bytes]]:
     """
     if not value:
         return []
+    from . import redis_internal_pb2 as pb
+
     msg = pb.RedisHashValue()
     _parse_blob(value, HASH_BLOB_MAGIC, msg, "ErrRedisInvalidHashLegacyBlob")
     return sorted((k.encode(), v.encode()) for k, v in msg.entries.items())
@@ -308,6 +314,8 @@ def decode_legacy_set(value: bytes) -> list[bytes]:
     """A legacy ``!redis|set|`` blob as distinct members sorted by bytes (empty value = empty)."""
     if not value:
         return []
+    from . import redis_internal_pb2 as pb
+
     msg = pb.RedisSetValue()
     _parse_blob(value, SET_BLOB_MAGIC, msg, "ErrRedisInvalidSetLegacyBlob")
     return sorted({m.encode() for m in msg.members})
@@ -316,6 +324,8 @@ def decode_legacy_set(value: bytes) -> list[bytes]:
 def decode_legacy_zset(value: bytes) -> list[tuple[bytes, float]]:
     """A legacy ``!redis|zset|`` blob as ``(member, score)`` pairs; a repeated member keeps
     its last score, like the reference's map. NaN scores are rejected."""
+    from . import redis_internal_pb2 as pb
+
     msg = pb.RedisZSetValue()
     _parse_blob(value, ZSET_BLOB_MAGIC, msg, "ErrRedisInvalidZSetLegacyBlob")
     members: dict[bytes, float] = {}
@@ -352,6 +362,8 @@ def parse_stream_id(text: str) -> tuple[int, int] | None:
 
 def decode_stream_entry(value: bytes) -> tuple[str, ...]:
     """A ``!stream|entry|`` value's interleaved fields (the ID comes from the key)."""
+    from . import redis_internal_pb2 as pb
+
     msg = pb.RedisStreamEntry()
     _parse_blob(value, STREAM_ENTRY_MAGIC, msg, "ErrRedisInvalidStreamEntry")
     if len(msg.fields) % 2:
@@ -361,6 +373,8 @@ def decode_stream_entry(value: bytes) -> tuple[str, ...]:
 
 def encode_stream_entry(entry_id: str, fields: Sequence[str]) -> bytes:
     """A ``!stream|entry|`` value: the magic, then ``RedisStreamEntry{id, fields}``."""
+    from . import redis_internal_pb2 as pb
+
     payload = pb.RedisStreamEntry(id=entry_id, fields=list(fields)).SerializeToString()
     return STREAM_ENTRY_MAGIC + payload
 
@@ -369,6 +383,8 @@ def decode_legacy_stream(value: bytes) -> list[StreamEntry]:
     """A legacy ``!redis|stream|`` blob's entries sorted by ID (empty value = empty stream)."""
     if not value:
         return []
+    from . import redis_internal_pb2 as pb
+
     msg = pb.RedisStreamValue()
     _parse_blob(value, STREAM_BLOB_MAGIC, msg, "ErrRedisInvalidStreamLegacyBlob")
     entries = []
