@@ -315,6 +315,9 @@ class AdapterSpec:
     #: Place among the encoders: the sidecar's ``adapters_enabled`` and the self-test report
     #: follow the reference's encode order, which differs from the decode (registry) order.
     encode_rank: int = 1000
+    #: The MANIFEST scope the decoder returns when no entry is routed to it and it writes
+    #: nothing: a decode then neither builds nor imports it. ``None``: it is built anyway.
+    empty_scope: Callable[[], dict[str, Any]] | None = None
     #: Whether the encoder reads nothing but the adapter's subtree: a tree without one then
     #: has nothing for it, and an encode does not even load it.
     subtree_only: bool = True

@@ -16,7 +16,7 @@ import hashlib
 import os
 import shutil
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -420,6 +420,23 @@ def _make_scratch_dirs(paths: list[Path]) -> None:
         path.mkdir(mode=0o700, exist_ok=True)
 
 
+class _Prepended:
+    """A batch already taken from ``rest``, then the rest of it, as one async iterator."""
+
+    def __init__(self, first: list[Routed] | None, rest: ObjectReceiveStream[list[Routed]]):
+        self._first = first
+        self._rest = rest
+
+    def __aiter__(self) -> _Prepended:
+        return self
+
+    async def __anext__(self) -> list[Routed]:
+        first, self._first = self._first, None
+        if first is not None:
+            return first
+        return await self._rest.__anext__()
+
+
 class _DecodeRun:
     """One decode: adapters, the producer and consumers in one task group, then the tree's
     CHECKSUMS and MANIFEST.json."""
@@ -552,8 +569,9 @@ class _DecodeRun:
     ) -> None:
         """Route visible entries (in snapshot key order) to the adapters and finalise them."""
         options = self.options
-        adapters = {
-            name: self.specs[name].decoder(
+
+        def decoder(name: str) -> DecodeAdapter:
+            return self.specs[name].decoder(
                 DecodeContext(
                     options=options,
                     writer=self.writer,
@@ -568,16 +586,15 @@ class _DecodeRun:
                     flush_share=partial(self._flush_share, name),
                 )
             )
-            for name in self.enabled
-        }
+
         async with task_group() as tg:
             sends: dict[str, ObjectSendStream[list[Routed]]] = {}
-            for name, adapter in adapters.items():
+            for name in self.enabled:
                 send, receive = anyio.create_memory_object_stream[list[Routed]](
                     options.channel_buffer
                 )
                 sends[name] = send
-                tg.start_soon(self._consume, name, adapter, receive)
+                tg.start_soon(self._consume, name, decoder, receive)
             tg.start_soon(self._produce, batches, sends)
 
     def _flush_share(self, name: str) -> int:
@@ -596,17 +613,33 @@ class _DecodeRun:
             yield resolver.resolve(raw_batch)
 
     async def _consume(
-        self, name: str, adapter: DecodeAdapter, receive: ObjectReceiveStream[list[Routed]]
+        self,
+        name: str,
+        decoder: Callable[[str], DecodeAdapter],
+        receive: ObjectReceiveStream[list[Routed]],
     ) -> None:
-        if isinstance(adapter, StreamDecodeAdapter):
-            # Background work of its own: it takes the whole stream and finalises itself.
-            async with receive:
-                self.scopes[name] = await adapter.consume(receive)
-        else:
-            async with receive:
-                async for batch in receive:
-                    await adapter.handle(batch)
-            self.scopes[name] = await adapter.finalize()
+        async with receive:
+            try:
+                first = await receive.receive()
+            except anyio.EndOfStream:
+                first = None
+            empty_scope = self.specs[name].empty_scope
+            if first is None and empty_scope is not None:
+                # Nothing routed here: the scope is known without building (and importing)
+                # the decoder, which would write nothing.
+                self.scopes[name] = empty_scope()
+            else:
+                adapter = decoder(name)
+                if isinstance(adapter, StreamDecodeAdapter):
+                    # Background work of its own: it takes the whole stream and finalises
+                    # itself.
+                    self.scopes[name] = await adapter.consume(_Prepended(first, receive))
+                else:
+                    if first is not None:
+                        await adapter.handle(first)
+                    async for batch in receive:
+                        await adapter.handle(batch)
+                    self.scopes[name] = await adapter.finalize()
         scope = self.scope_filters.get(name)
         if scope is not None:
             warn_missing({name: scope}, self.log)

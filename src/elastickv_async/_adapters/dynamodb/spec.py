@@ -6,7 +6,7 @@ adapter's SPEC for its flags, and a run loads only the side it uses.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..base import AdapterSpec, sorted_scopes
 from . import options
@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 __all__ = ["SPEC"]
 
 
+def _empty_scope() -> dict[str, Any]:
+    # What the decoder's finalize returns when nothing was routed to it.
+    return {"tables": []}
+
+
 def _decoder(ctx: DecodeContext) -> DynamoDBDecoder:
     from .decode import DynamoDBDecoder
 
@@ -47,6 +52,7 @@ SPEC = AdapterSpec(
     routed_prefixes=(TABLE_META_PREFIX, TABLE_GEN_PREFIX, ITEM_PREFIX, GSI_PREFIX),
     internal_prefixes=(ROUTE_PREFIX,),
     decoder=_decoder,
+    empty_scope=_empty_scope,
     encoder=_encoder,
     encode_rank=2,
     route_key=route_key,

@@ -6,7 +6,7 @@ adapter's SPEC for its flags, and a run loads only the side it uses.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..._core.dump.keymap import KEYMAP_FILE
 from ..base import BYTES, LINE_SET, AdapterSpec, FileComparison
@@ -35,6 +35,11 @@ def self_test_comparison(path: str) -> FileComparison:
     return LINE_SET if path in _KEYED_SIDECARS else BYTES
 
 
+def _empty_scope() -> dict[str, Any]:
+    # What the decoder's finalize returns when nothing was routed to it.
+    return {"databases": []}
+
+
 def _decoder(ctx: DecodeContext) -> RedisDecoder:
     from .decode import RedisDecoder
 
@@ -52,6 +57,7 @@ SPEC = AdapterSpec(
     routed_prefixes=ROUTED_PREFIXES,
     internal_prefixes=INTERNAL_PREFIXES,
     decoder=_decoder,
+    empty_scope=_empty_scope,
     encoder=_encoder,
     encode_rank=1,
     route_key=route_key,

@@ -6,7 +6,7 @@ loads the decoder's modules, nor a decode the encoder's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..base import AdapterSpec
 from . import keys, options
@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from .encode import S3Encoder
 
 __all__ = ["SPEC"]
+
+
+def _empty_scope() -> dict[str, Any]:
+    # What the decoder's finalize returns when nothing was routed to it.
+    return {"buckets": []}
 
 
 def _decoder(ctx: DecodeContext) -> S3Decoder:
@@ -48,6 +53,7 @@ SPEC = AdapterSpec(
     # operational state; the active generation comes from the bucket meta, as in the reference.
     internal_prefixes=(keys.BUCKET_GEN_PREFIX, keys.GC_UPLOAD_PREFIX, keys.ROUTE_PREFIX),
     decoder=_decoder,
+    empty_scope=_empty_scope,
     encoder=_encoder,
     encode_rank=3,
     route_key=keys.route_key,

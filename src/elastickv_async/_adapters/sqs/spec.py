@@ -6,7 +6,7 @@ adapter's SPEC for its flags, and a run loads only the side it uses.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..base import AdapterSpec, sorted_scopes
 from . import options
@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from .encode import SQSEncoder
 
 __all__ = ["SPEC"]
+
+
+def _empty_scope() -> dict[str, Any]:
+    # What the decoder's finalize returns when nothing was routed to it.
+    return {"queues": []}
 
 
 def _decoder(ctx: DecodeContext) -> SQSDecoder:
@@ -39,6 +44,7 @@ SPEC = AdapterSpec(
     routed_prefixes=ROUTED_PREFIXES,
     internal_prefixes=INTERNAL_PREFIXES,
     decoder=_decoder,
+    empty_scope=_empty_scope,
     encoder=_encoder,
     encode_rank=4,
     route_key=route_key,
