@@ -426,6 +426,20 @@ async def test_scratch_is_removed_when_finalize_is_cancelled(
     assert _spill_left(h) == []
 
 
+def _record_installs(h: Harness, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes | None]:
+    """The digest each ``writer.install`` of the harness's decoder is given, by path."""
+    writer = h.decoder._ctx.writer
+    install = writer.install
+    moved: dict[str, bytes | None] = {}
+
+    async def recording_install(rel: str, src: Path, *, sha256: bytes | None = None) -> None:
+        moved[rel] = sha256
+        await install(rel, src, sha256=sha256)
+
+    monkeypatch.setattr(writer, "install", recording_install)
+    return moved
+
+
 async def test_bodies_alone_in_their_spill_file_are_moved_not_rewritten(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -442,15 +456,7 @@ async def test_bodies_alone_in_their_spill_file_are_moved_not_rewritten(
         manifest(b"b", b"shared", [part(1, [5])], upload="u", size_bytes=5),
     ]
     h = harness(tmp_path, jobs=3)
-    writer = h.decoder._ctx.writer
-    install = writer.install
-    moved: dict[str, bytes | None] = {}
-
-    async def recording_install(rel: str, src: Path, *, sha256: bytes | None = None) -> None:
-        moved[rel] = sha256
-        await install(rel, src, sha256=sha256)
-
-    monkeypatch.setattr(writer, "install", recording_install)
+    moved = _record_installs(h, monkeypatch)
     await h.run(records, batch=7)
     files = h.files()
     assert sorted(moved) == sorted(f"s3/b/{key.decode()}" for key in bodies)
@@ -479,22 +485,14 @@ async def test_a_body_whose_chunks_arrive_apart_is_hashed_from_its_file(
         manifest(b"b", b"b", [part(1, [70])], size_bytes=70),
     ]
     h = harness(tmp_path)
-    writer = h.decoder._ctx.writer
-    install = writer.install
-    moved: dict[str, bytes | None] = {}
-
-    async def recording_install(rel: str, src: Path, *, sha256: bytes | None = None) -> None:
-        moved[rel] = sha256
-        await install(rel, src, sha256=sha256)
-
-    monkeypatch.setattr(writer, "install", recording_install)
+    moved = _record_installs(h, monkeypatch)
     for record in records:  # in this order, not sorted as the harness would
         await h.decoder.handle(routed([record]))
     await h.decoder.finalize()
     assert h.files()["s3/b/a"] == a0 + a1
     assert moved == {"s3/b/a": None, "s3/b/b": hashlib.sha256(b0).digest()}
-    assert writer.ledger.get("s3/b/a") == hashlib.sha256(a0 + a1).digest()
-    assert writer.ledger.get("s3/b/b") == hashlib.sha256(b0).digest()
+    assert h.decoder._ctx.writer.ledger.get("s3/b/a") == hashlib.sha256(a0 + a1).digest()
+    assert h.decoder._ctx.writer.ledger.get("s3/b/b") == hashlib.sha256(b0).digest()
 
 
 async def test_sidecars_of_moved_bodies_are_written_in_bounded_batches(

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import shared_dir
@@ -33,6 +34,19 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
 
 
+def _run_fresh(argv: list[str]) -> dict[str, Any]:
+    """Run the CLI with ``argv`` in a fresh interpreter; its exit code and loaded modules."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, *argv, "--quiet"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] == 0, done.stderr
+    return result
+
+
 @pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
 def test_an_s3_encode_imports_no_decoder_and_starts_no_worker(tmp_path: Path) -> None:
     assert SHARED is not None
@@ -41,14 +55,7 @@ def test_an_s3_encode_imports_no_decoder_and_starts_no_worker(tmp_path: Path) ->
     shutil.copytree(case / "input", tree, symlinks=True)
     out = tmp_path / "out.fsm"
     argv = ["encode", "--input", str(tree), "--output", str(out), "--adapter", "s3"]
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, *argv, "--quiet"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result = json.loads(done.stdout.splitlines()[-1])
-    assert result["code"] == 0, done.stderr
+    result = _run_fresh(argv)
     assert out.read_bytes() == (case / "expected.fsm").read_bytes()
     modules = set(result["modules"])
     assert "elastickv_async._adapters.s3.encode" in modules
@@ -74,14 +81,7 @@ def test_an_s3_decode_starts_no_worker_process_and_builds_no_other_decoder(
     case = SHARED / "golden" / "public" / "s3_multipart"
     out = tmp_path / "out"
     argv = ["decode", "--input", str(case / "input.fsm"), "--output", str(out), "--workers", "1"]
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, *argv, "--quiet"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result = json.loads(done.stdout.splitlines()[-1])
-    assert result["code"] == 0, done.stderr
+    result = _run_fresh(argv)
     assert (out / "MANIFEST.json").is_file()
     modules = set(result["modules"])
     assert "elastickv_async._adapters.s3.encode" not in modules
