@@ -9,13 +9,15 @@ imported modules and allocator slack (see the README's Performance section for m
 figures).
 
 The budget is cut in sixteenths: decode gives the channels 3, the checksum ledger 1 and the
-adapters 12; encode gives its channel 2, the ledger of read digests 1, the CHECKSUMS walk's
-listing sort 1, the adapters 6 and the external sort 6. Both directions share the adapters'
-part evenly among the enabled adapters (so each one's share shrinks as more run; a decode,
-once its input is read, among those that received entries, which then flush), and each
-adapter divides its share among its own buffers (``DecodeContext.memory``,
-``EncodeContext.memory``). What runs once the rest is done takes the whole budget: the
-self-test's decode, and its comparison's line sorts.
+adapters 12; encode gives its channel 1 (the built-in encoders hand over batches they size
+from their own shares), the ledger of read digests 1, the CHECKSUMS walk's listing sort 1,
+the adapters 8 and the external sort 5. Both directions share the adapters' part evenly
+among the enabled adapters (so each one's share shrinks as more run), or among those that
+have something to do: an encode's adapters whose subtree the tree holds, a decode's, once
+its input is read, those that received entries, which then flush. Each adapter divides its
+share among its own buffers (``DecodeContext.memory``, ``EncodeContext.memory``). What runs
+once the rest is done takes the whole budget: the self-test's decode, and its comparison's
+line sorts.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ Direction = Literal["decode", "encode"]
 #: Sixteenths of the budget per part, by direction; "adapters" is shared by the adapters.
 _SHARES: Final[dict[Direction, dict[str, int]]] = {
     "decode": {"channels": 3, "checksums": 1, "adapters": 12},
-    "encode": {"channels": 2, "checksums": 1, "walk": 1, "adapters": 6, "sort": 6},
+    "encode": {"channels": 1, "checksums": 1, "walk": 1, "adapters": 8, "sort": 5},
 }
 _WHOLE: Final = 16
 #: An adapter's share when it runs alone under the default budget (what a decoder or an
@@ -116,10 +118,10 @@ class MemoryBudget:
     def adapter(self, name: str, *, holding: Collection[str] | None = None) -> int:
         """The bytes adapter ``name`` may buffer (its sorts and spills together).
 
-        ``holding`` names the adapters that hold data, once the input is read: the others
-        have nothing left to buffer, so their shares go to these (an adapter outside
-        ``holding`` keeps its own). ``None`` (while the input is read) shares the part among
-        every enabled adapter.
+        ``holding`` names the adapters that have data to buffer (a decode's, once its input
+        is read; an encode's whose subtree the tree holds): the others' shares go to these
+        (an adapter outside ``holding`` keeps its own). ``None`` (while a decode's input is
+        read) shares the part among every enabled adapter.
         """
         if name not in self.adapters:
             raise ValueError(f"adapter {name!r} is not part of this run")

@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -216,12 +216,14 @@ def adapter_contexts(
     shift_ms: int = 0,
     workers: Workers | None = None,
     memory: MemoryBudget | None = None,
+    present: Collection[str] | None = None,
 ) -> Callable[[AdapterSpec], EncodeContext]:
     """The factory of each adapter's :class:`EncodeContext` for one run (scratch in ``work``).
 
     Each adapter reads its subtree from the root that holds it (``input_root`` may be a split
     tree's :class:`~elastickv_async._core.dump.roots.TreeRoots`) and is given its share of
-    ``memory`` (by default, the default budget's share of an adapter running alone).
+    ``memory`` (by default, the default budget's share of an adapter running alone); the
+    adapters ``present`` (those with something to encode) share what the others leave.
     """
     roots = TreeRoots.of(input_root)
 
@@ -239,7 +241,9 @@ def adapter_contexts(
             full_fidelity=manifest.full_fidelity,
             time_shift_ms=shift_ms,
             workers=shared,
-            memory=DEFAULT_ENCODE_ADAPTER_MEMORY if memory is None else memory.adapter(spec.name),
+            memory=DEFAULT_ENCODE_ADAPTER_MEMORY
+            if memory is None
+            else memory.adapter(spec.name, holding=present),
         )
 
     return context
@@ -367,23 +371,25 @@ class _Run:
         held_digests = self.memory.ledger_entries()
         read = ChecksumLedger(work / "read", limit=held_digests) if verify else None
 
-        context = adapter_contexts(
-            self.input_root,
-            manifest,
-            self.adapter_options,
-            self.log,
-            self.report,
-            work,
-            self.shift_ms,
-            self.workers,
-            self.memory,
-        )
         meter = self.meter
         try:
             meter.stage("collect", unit="records", done=lambda: sorter.records)
             recording = recording_reads(read) if read is not None else contextlib.nullcontext()
             encoding = await anyio.to_thread.run_sync(
                 _with_subtree, self.input_root, [specs[n] for n in self.enabled]
+            )
+            # Adapters whose subtree the tree lacks encode nothing: they lend their shares.
+            context = adapter_contexts(
+                self.input_root,
+                manifest,
+                self.adapter_options,
+                self.log,
+                self.report,
+                work,
+                self.shift_ms,
+                self.workers,
+                self.memory,
+                present=[spec.name for spec in encoding],
             )
             with recording:
                 await collect_records(
