@@ -355,8 +355,8 @@ async def test_the_channels_carry_batches_of_the_budget(
 
 
 #: What spills in an encode: the sort, the ledger of read digests, the CHECKSUMS walk's
-#: listings, the SQS encoder's FIFO dedup claims.
-ENCODE_PARTS = ("sort", "read", "walk", "dedup")
+#: listings, the Redis encoder's names and TTL sidecar, the SQS encoder's FIFO dedup claims.
+ENCODE_PARTS = ("sort", "read", "walk", "names-strings", "ttl-strings", "dedup")
 
 
 async def test_a_tiny_budget_makes_the_encode_parts_spill_and_changes_nothing(
@@ -412,6 +412,28 @@ async def test_each_encoder_gets_its_share(
     shares = MemoryBudget(budget, "encode", ADAPTERS)
     assert seen == {name: shares.adapter(name) for name in ADAPTERS}
     assert walks == [shares.share("walk")] and sorts == [shares.share("sort")]
+
+
+async def test_an_encoder_alone_in_the_tree_takes_the_adapters_whole_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adapters whose subtree the tree lacks encode nothing and lend their shares: the Redis
+    encoder of a Redis-only tree, all adapters selected, is given the adapters' whole part."""
+    source = tmp_path / "redis.fsm"
+    mix = bench_reference.Mix("redis", redis_strings=50, redis_hashes=5)
+    benchlib.write_fsm(source, bench_reference.records(mix, seed=7))
+    await _decode(source, tmp_path / "tree", DEFAULT_MEMORY_BUDGET)
+    seen: dict[str, int] = {}
+
+    def context(**fields: Any) -> EncodeContext:
+        ctx = EncodeContext(**fields)
+        seen[fields["scratch"].name] = ctx.memory
+        return ctx
+
+    monkeypatch.setattr(encode_api, "EncodeContext", context)
+    options = EncodeOptions(workers=0, memory_budget=TINY)
+    await encode_snapshot(tmp_path / "tree", tmp_path / "out.fsm", options)
+    assert seen == {"redis": MemoryBudget(TINY, "encode", ADAPTERS).share("adapters")}
 
 
 async def test_the_self_test_decodes_within_the_budget(

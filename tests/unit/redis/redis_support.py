@@ -112,18 +112,25 @@ async def decode_rows(
     return Decoded(files, ctx.report, scope)
 
 
-async def encode_tree(root: Path, *, workers: int = 0) -> list[tuple[bytes, bytes]]:
+async def encode_tree(
+    root: Path, *, workers: int = 0, memory: int | None = None
+) -> list[tuple[bytes, bytes]]:
     """Every record the encoder yields for the dump tree at ``root``, sorted by key."""
-    return sorted(await encode_tree_in_order(root, workers=workers))
+    return sorted(await encode_tree_in_order(root, workers=workers, memory=memory))
 
 
-async def encode_tree_in_order(root: Path, *, workers: int = 0) -> list[tuple[bytes, bytes]]:
-    """Every record the encoder yields for the dump tree at ``root``, as it yields them."""
+async def encode_tree_in_order(
+    root: Path, *, workers: int = 0, memory: int | None = None
+) -> list[tuple[bytes, bytes]]:
+    """Every record the encoder yields for the dump tree at ``root``, as it yields them;
+    ``memory`` is the encoder's share of the run's budget (default: a lone encoder's)."""
     report = Report()
     async with Workers(workers) as pool:
         ctx = EncodeContext(
             input_root=root, log=make_logger(report), report=report, scratch=root, workers=pool
         )
+        if memory is not None:
+            ctx.memory = memory
         return [record async for batch in RedisEncoder(ctx).batches() for record in batch]
 
 

@@ -6,9 +6,9 @@ import base64
 import hashlib
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
 
 import pytest
 from redis_support import (
@@ -487,26 +487,25 @@ def test_cli_reports_an_error_from_a_worker_process_in_one_line(
 async def test_listing_and_sidecar_sorted_through_runs_restore_the_tree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A type directory and its TTL sidecar larger than the sort budget go through spilled
-    runs; the records are those of an in-memory sort, and decode back to the same tree."""
+    """A type directory and its TTL sidecar larger than their part of the encoder's memory
+    share go through spilled runs; the records are those of an in-memory sort, and decode
+    back to the same tree."""
     from elastickv_async._adapters.redis import streams
     from elastickv_async._core.extsort import ExternalSorter
 
     files = _large_tree(tmp_path / "in")
     in_memory = await encode_tree(tmp_path / "in")
-    spills = 0
+    spills: list[str] = []
     spill = ExternalSorter.spill
 
     def counting(self: ExternalSorter) -> None:
-        nonlocal spills
-        spills += 1
+        spills.append(self._dir.name)
         spill(self)
 
     monkeypatch.setattr(ExternalSorter, "spill", counting)
-    monkeypatch.setattr(streams, "SORT_BUDGET", 4096)
     monkeypatch.setattr(streams, "_LIST_BATCH", 8)
-    spilled = await encode_tree(tmp_path / "in")
-    assert spills > 10
+    spilled = await encode_tree(tmp_path / "in", memory=16 * 512)
+    assert spills.count("names-strings") > 10 and spills.count("ttl-strings") > 0
     assert spilled == in_memory
     out = await decode_rows(tmp_path / "dec", spilled, batch=64)
     assert out.files == {
@@ -515,10 +514,10 @@ async def test_listing_and_sidecar_sorted_through_runs_restore_the_tree(
     }
 
 
-@pytest.mark.parametrize("budget", [None, 1])
+@pytest.mark.parametrize("memory", [None, 16])
 @pytest.mark.parametrize("spelling", ["decoder", "spaced"])
 async def test_ttl_sidecar_in_any_order_last_line_wins(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int | None, spelling: str
+    tmp_path: Path, memory: int | None, spelling: str
 ) -> None:
     """Sidecar lines in any order, a name given twice (the last line wins, a zero included),
     lines for names without a value file, names whose file-name order differs from their
@@ -528,10 +527,6 @@ async def test_ttl_sidecar_in_any_order_last_line_wins(
     import json
     import random
 
-    from elastickv_async._adapters.redis import streams
-
-    if budget is not None:
-        monkeypatch.setattr(streams, "SORT_BUDGET", budget)
     names = ["a", "a-", "a.x", "b", "c%3A1", "c%3A2", "d", "e"]
     lines = [
         ("d", 40),
@@ -564,7 +559,7 @@ async def test_ttl_sidecar_in_any_order_last_line_wins(
         )
         for name in names
     )
-    assert await encode_tree(tmp_path) == expected
+    assert await encode_tree(tmp_path, memory=memory) == expected
 
 
 async def test_a_bad_sidecar_line_fails_before_any_value_file(tmp_path: Path) -> None:
@@ -651,7 +646,6 @@ def test_listing_is_in_byte_order_with_its_irregular_entries(
     from elastickv_async._core.dump.tree import DumpTree
 
     if spill:
-        monkeypatch.setattr(streams, "SORT_BUDGET", 512)
         monkeypatch.setattr(streams, "_LIST_BATCH", 3)
     raw = [b"a", b"a-", b"a.x", b"b", b"\xc3\xa9", b"\xef\xbf\xbd", b"\xed", b"\xff", b"z"]
     raw += [b"n%03d" % i for i in range(40)]
@@ -663,7 +657,8 @@ def test_listing_is_in_byte_order_with_its_irregular_entries(
     os.symlink("a", directory / "link")
     raw += [b"sub", b"link"]
     with DumpTree(tmp_path).open_dir(("d",)) as listed:  # type: ignore[union-attr]
-        chunks = list(streams.sorted_listing(listed, tmp_path / "scratch", 4))
+        memory = 512 if spill else 1 << 20
+        chunks = list(streams.sorted_listing(listed, tmp_path / "scratch", 4, memory))
     assert all(0 < len(names) <= 4 for names, _odd in chunks)
     assert [os.fsencode(n) for names, _odd in chunks for n in names] == sorted(raw)
     assert {n for _names, odd in chunks for n in odd} == {"sub", "link"}
@@ -770,3 +765,131 @@ def test_simple_slices_give_the_general_loops_records(
     monkeypatch.setattr(slices, "_SIMPLE", {})
     assert fast == [encode_slice(job) for job in jobs]
     assert fast[1].done < 50
+
+
+async def test_many_long_names_resolve_through_a_keymap_sorted_per_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KEYMAP records past their part of the encoder's memory share (a sixteenth) are not
+    held by name: each type directory merge-joins them, sorted by file name through spilled
+    runs, with what it lists. The records are those of the held KEYMAP, the last record of a
+    name wins, and a record without a value file is ignored."""
+    import json
+    import random
+
+    from elastickv_async._adapters.redis.streams import bounded_keymap
+    from elastickv_async._core.dump.tree import TreeDir
+    from elastickv_async._core.extsort import ExternalSorter
+
+    files: dict[str, bytes | str] = {}
+    lines: list[str] = []
+    strings: dict[bytes, bytes] = {}
+    for i in range(300):
+        key = b"K%03d:" % i + b"x" * 300
+        name = hashlib.sha256(key).hexdigest()[:32] + "__" + "K" * 64
+        original = base64.urlsafe_b64encode(key).rstrip(b"=").decode()
+        if i % 3:
+            files[f"strings/{name}.bin"] = strings[key] = b"v%d" % i
+        else:
+            files[f"hashes/{name}.json"] = (
+                f'{{"format_version":1,"fields":[{{"name":"f","value":"{i}"}}]}}'
+            )
+        stale = {"encoded": name, "original": "AA", "kind": "sha-fallback"}
+        record = {"encoded": name, "original": original, "kind": "sha-fallback"}
+        lines += [json.dumps(stale), json.dumps(record)] if i % 5 == 0 else [json.dumps(record)]
+    ghost = {"encoded": "0" * 32 + "__ghost", "original": "AA", "kind": "sha-fallback"}
+    lines.insert(7, json.dumps(ghost))
+    random.Random(5).shuffle(lines)
+    lines.sort(key=lambda line: '"AA"' not in line)  # each stale line before its name's last
+    files["KEYMAP.jsonl"] = "".join(line + "\n" for line in lines)
+    tree(tmp_path, files)
+
+    held = await encode_tree(tmp_path)
+    spills: list[str] = []
+    spill = ExternalSorter.spill
+
+    def counting(self: ExternalSorter) -> None:
+        spills.append(self._dir.name)
+        spill(self)
+
+    kept: list[dict[str, bytes] | None] = []
+
+    def spying(db: TreeDir, memory: int) -> dict[str, bytes] | None:
+        kept.append(bounded_keymap(db, memory))
+        return kept[-1]
+
+    monkeypatch.setattr(ExternalSorter, "spill", counting)
+    monkeypatch.setattr(redis_encode, "bounded_keymap", spying)
+    assert await encode_tree(tmp_path, memory=16 * 4096) == held
+    assert kept == [None]
+    assert spills.count("keymap-strings") > 5 and spills.count("keymap-hashes") > 5
+    got = dict(held)
+    assert len(got) > 300
+    assert all(
+        got[b"!redis|str|" + key] == b"\xff\x01\x00" + value for key, value in strings.items()
+    )
+    kept.clear()
+    assert await encode_tree(tmp_path, memory=64 << 20) == held
+    assert kept and kept[0] is not None and len(kept[0]) == 301
+
+
+async def test_each_part_of_the_encoder_takes_its_bytes_of_the_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The encoder's share is cut in sixteenths: KEYMAP's records one, a round's slices one
+    (shared by the round's slices), the TTL sidecar at most seven and the names fourteen less
+    what the TTLs hold."""
+    from elastickv_async._adapters.redis import streams
+    from elastickv_async._core.extsort import ExternalSorter
+
+    _large_tree(tmp_path)
+    memory = 16 * 100_000
+    budgets: dict[str, int] = {}
+    ttl_held: list[int] = []
+    init, merged = ExternalSorter.__init__, ExternalSorter.merged
+
+    def recording(self: ExternalSorter, spill_dir: Path, budget: int, **kwargs: Any) -> None:
+        budgets[spill_dir.name] = budget
+        init(self, spill_dir, budget, **kwargs)
+
+    def merging(self: ExternalSorter) -> Iterator[tuple[bytes, bytes]]:
+        if self._dir.name == "ttl-strings":
+            ttl_held.append(self.buffered)
+        return merged(self)
+
+    listed: dict[str, int] = {}
+    sorted_listing = streams.sorted_listing
+
+    def listing(directory: Any, scratch: Path, chunk: int, memory: int) -> Any:
+        listed[scratch.name] = memory
+        return sorted_listing(directory, scratch, chunk, memory)
+
+    keymaps: list[int] = []
+    bounded_keymap = streams.bounded_keymap
+
+    def keymap(db: Any, memory: int) -> Any:
+        keymaps.append(memory)
+        return bounded_keymap(db, memory)
+
+    slices: list[int] = []
+
+    def encoding(job: Slice) -> Built:
+        slices.append(job.budget)
+        return encode_slice(job)
+
+    monkeypatch.setattr(ExternalSorter, "__init__", recording)
+    monkeypatch.setattr(ExternalSorter, "merged", merging)
+    monkeypatch.setattr(redis_encode, "sorted_listing", listing)
+    monkeypatch.setattr(redis_encode, "bounded_keymap", keymap)
+    monkeypatch.setattr(redis_encode, "encode_slice", encoding)
+    await encode_tree(tmp_path, memory=memory)
+    sixteenth = memory // 16
+    assert budgets["ttl-strings"] == 7 * sixteenth
+    assert ttl_held and 0 < ttl_held[0] < 7 * sixteenth
+    assert listed == {
+        "names-strings": 14 * sixteenth - ttl_held[0],
+        "names-hashes": 14 * sixteenth,
+    }
+    assert keymaps == [sixteenth]
+    # workers=0: one lane (the thread), two slices per round.
+    assert set(slices) == {sixteenth // 2}

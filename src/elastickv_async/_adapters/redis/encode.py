@@ -15,6 +15,11 @@ in lanes: one per worker process (``ctx.workers``) and one in a worker thread of
 own process, each taking the next slice of a round as soon as it is free. The thread lane
 does the work while a worker process starts, and less of it while this process is busy
 sorting and writing.
+
+The encoder's memory share (``ctx.memory``) is cut in sixteenths: 14 for a directory's TTL
+sidecar and its sorted names, held at once (the TTLs take at most half of it, the names what
+the TTLs left), one for KEYMAP's records (past it, each directory merge-joins them sorted by
+file name, as its TTLs) and one for the value bytes of a round's slices.
 """
 
 from __future__ import annotations
@@ -32,14 +37,21 @@ import anyio
 import anyio.to_thread
 
 from ..._core.concurrency import task_group
-from ..._core.dump.keymap import KEYMAP_FILE, load_keymap
 from ..._core.dump.tree import DumpTree, TreeDir
 from ..._core.extsort import ExternalSorter
 from ..base import EncodeContext
 from . import layout
 from .errors import tree_error
 from .slices import TYPE_DIRS, Built, Record, Slice, encode_slice
-from .streams import Listed, SortedLookup, raw_name, sorted_listing, sorted_ttls
+from .streams import (
+    Listed,
+    SortedLookup,
+    bounded_keymap,
+    raw_name,
+    sorted_keymap,
+    sorted_listing,
+    sorted_ttls,
+)
 
 __all__ = ["RedisEncoder"]
 
@@ -57,7 +69,8 @@ class _Tree:
     """What the scan of ``redis/db_0`` found: the open directory and KEYMAP."""
 
     db: TreeDir
-    keymap: dict[str, bytes]
+    #: KEYMAP's records by encoded name; ``None`` when they do not fit in memory.
+    keymap: dict[str, bytes] | None
 
 
 def _db_dir(tree: DumpTree) -> TreeDir | None:
@@ -87,14 +100,13 @@ def _db_dir(tree: DumpTree) -> TreeDir | None:
         return redis_dir.subdir(dbs[0][1])
 
 
-def _scan(tree: DumpTree) -> _Tree | None:
+def _scan(tree: DumpTree, keymap_memory: int) -> _Tree | None:
     db = _db_dir(tree)
     if db is None:
         return None
     try:
-        # KEYMAP is an index of every key, not one key's records: read without the cap.
-        raw = db.read(KEYMAP_FILE, limit=None)
-        keymap = {} if raw is None else load_keymap(raw, db.path(KEYMAP_FILE))
+        # KEYMAP is an index of every key, not one key's records: read in blocks, uncapped.
+        keymap = bounded_keymap(db, keymap_memory)
         # Open each type directory now: a symlinked or unreadable one fails before any file
         # is read. They are listed as they are reached.
         for directory, _ext in TYPE_DIRS:
@@ -112,11 +124,12 @@ def _scan(tree: DumpTree) -> _Tree | None:
 _SIDECARS: Final = {layout.STRINGS: layout.STRINGS_TTL, layout.HLL: layout.HLL_TTL}
 
 
-def _discard(names: Generator[Listed, None, None] | None, ttls: ExternalSorter | None) -> None:
+def _discard(names: Generator[Listed, None, None] | None, *sorters: ExternalSorter | None) -> None:
     if names is not None:
         names.close()
-    if ttls is not None:
-        ttls.close()
+    for sorter in sorters:
+        if sorter is not None:
+            sorter.close()
 
 
 def _first(names: Iterator[Listed]) -> Listed | None:
@@ -126,15 +139,18 @@ def _first(names: Iterator[Listed]) -> Listed | None:
 @dataclass(slots=True)
 class _Planner:
     """Makes one type directory's slices in name order, from its sorted listing and its TTL
-    sidecar merge-joined by name (blocking: call :meth:`take` in a worker thread)."""
+    sidecar (and KEYMAP, when it is not held by name) merge-joined by name (blocking: call
+    :meth:`take` in a worker thread)."""
 
     root: str
     directory: str
     ext: str
     shift_ms: int
-    keymap: dict[str, bytes]
+    keymap: dict[str, bytes] | SortedLookup
     listing: Iterator[Listed]
     ttls: SortedLookup | None
+    #: Value bytes after which a slice's call returns early.
+    slice_bytes: int
 
     def take(self, count: int) -> list[Slice]:
         """Up to ``count`` slices of the next names (none at the end of the listing)."""
@@ -143,22 +159,30 @@ class _Planner:
     def _slice(self, names: list[str], irregular: frozenset[str]) -> Slice:
         ext, cut, keymap = self.ext, -len(self.ext), self.keymap
         found: dict[str, int] = {}
+        last = raw_name(names[-1])
         if self.ttls is not None:
-            ttls = self.ttls.take_through(raw_name(names[-1]))
+            ttls = self.ttls.take_through(last)
             if ttls:
                 # Every sidecar key is a value file's name: a hit ends with ``ext``.
                 found = {n[:cut]: int(t) for n in names if (t := ttls.get(n)) is not None}
+        originals: dict[str, bytes] = {}
+        if isinstance(keymap, SortedLookup):
+            # Keyed by value file name too: a hit ends with ``ext``.
+            if held := keymap.take_through(last):
+                originals = {n[:cut]: o for n in names if (o := held.get(n)) is not None}
+        elif keymap:
+            originals = {
+                s: keymap[s] for n in names if n.endswith(ext) and (s := n[:cut]) in keymap
+            }
         return Slice(
             self.root,
             self.directory,
             names,
             irregular,
-            {s: keymap[s] for n in names if n.endswith(ext) and (s := n[:cut]) in keymap}
-            if keymap
-            else {},
+            originals,
             found,
             self.shift_ms,
-            SLICE_BYTES,
+            self.slice_bytes,
         )
 
 
@@ -172,11 +196,15 @@ class RedisEncoder:
         self._log = ctx.log
         self._workers = ctx.workers
         self._scratch = ctx.scratch
+        sixteenth = max(1, ctx.memory // 16)
+        self._names_memory = 14 * sixteenth
+        self._keymap_memory = sixteenth
+        self._slice_bytes = max(1, min(SLICE_BYTES, sixteenth // self._parallel))
 
     async def batches(self) -> AsyncIterator[list[Record]]:
         """Every record of the Redis subtree, type by type in the reference's order, a built
         slice at a time."""
-        found = await self._tree.run(_scan, self._tree)
+        found = await self._tree.run(_scan, self._tree, self._keymap_memory)
         if found is None:
             return
         try:
@@ -202,22 +230,46 @@ class RedisEncoder:
                 ext,
                 self._shift_ms,
                 self._scratch / f"ttl-{directory}",
+                self._names_memory // 2,
             )
         names: Generator[Listed, None, None] | None = None
         listing: Iterator[Listed] = iter(())
+        originals: ExternalSorter | None = None
         try:
             sub = await self._tree.run(found.db.subdir, directory)
             if sub is not None:
+                # The names have what the TTLs, held meanwhile, left of their part.
+                held = 0 if ttls is None else ttls.buffered
+                scratch = self._scratch / f"names-{directory}"
                 with sub:
-                    names = sorted_listing(sub, self._scratch / f"names-{directory}", SLICE_FILES)
+                    names = sorted_listing(
+                        sub, scratch, SLICE_FILES, max(1, self._names_memory - held)
+                    )
                     # The first step lists the whole directory, while it is open.
                     head = await self._tree.run(_first, names)
                 if head is not None:
                     listing = itertools.chain([head], names)
-            # Its first record may come from a spilled run: made in a thread too.
+            # Their first records may come from spilled runs: made in a thread too.
             lookup = None if ttls is None else await self._tree.run(SortedLookup, ttls.merged())
+            keymap: dict[str, bytes] | SortedLookup = found.keymap or {}
+            if found.keymap is None and sub is not None:
+                originals = await self._tree.run(
+                    sorted_keymap,
+                    found.db,
+                    ext,
+                    self._scratch / f"keymap-{directory}",
+                    self._keymap_memory,
+                )
+                keymap = await self._tree.run(SortedLookup, originals.merged())
             planner = _Planner(
-                self._root, directory, ext, self._shift_ms, found.keymap, listing, lookup
+                self._root,
+                directory,
+                ext,
+                self._shift_ms,
+                keymap,
+                listing,
+                lookup,
+                self._slice_bytes,
             )
             while jobs := await self._tree.run(planner.take, self._parallel):
                 done = deque(zip(jobs, await self._build(jobs), strict=True))
@@ -234,7 +286,7 @@ class RedisEncoder:
         finally:
             # The spilled runs are removed even when the run is cancelled.
             with anyio.CancelScope(shield=True):
-                await self._tree.run(_discard, names, ttls)
+                await self._tree.run(_discard, names, ttls, originals)
 
     @property
     def _parallel(self) -> int:

@@ -2,9 +2,11 @@
 
 A type directory may hold millions of value files and its TTL sidecar as many lines: both
 are sorted through :class:`~elastickv_async._core.extsort.ExternalSorter` runs under the
-run's scratch directory instead of being held whole, and the TTLs are then merge-joined with
-the names (:class:`SortedLookup`) as the slices are made. Everything here blocks: call it
-from a worker thread.
+run's scratch directory instead of being held whole, each within the bytes the caller gives
+it (its part of the encoder's memory share), and the TTLs are then merge-joined with the
+names (:class:`SortedLookup`) as the slices are made. KEYMAP's records are held by name
+while they fit their part; past it, each directory joins them the same way
+(:func:`sorted_keymap`). Everything here blocks: call it from a worker thread.
 """
 
 from __future__ import annotations
@@ -17,16 +19,20 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Final, cast
 
+from ..._core.dump.keymap import KEYMAP_FILE, read_keymap_blocks
 from ..._core.dump.tree import TreeDir
-from ..._core.extsort import ExternalSorter
+from ..._core.extsort import ENTRY_OVERHEAD, ExternalSorter
 from . import layout
 from .values import shifted_ttl
 
-__all__ = ["Listed", "SortedLookup", "sorted_listing", "sorted_ttls"]
-
-#: Memory for buffered names or TTL lines before a sorted run is spilled: some 130k names,
-#: so that a directory of 100k files is sorted in memory.
-SORT_BUDGET: Final = 24 << 20
+__all__ = [
+    "Listed",
+    "SortedLookup",
+    "bounded_keymap",
+    "sorted_keymap",
+    "sorted_listing",
+    "sorted_ttls",
+]
 
 #: The decoder's own sidecar line. Only the characters of an encoded name, so the key needs
 #: no JSON unescaping; a number without a leading zero and at most 20 digits.
@@ -56,13 +62,15 @@ def raw_name(name: str) -> bytes:
     return name.encode(_FS_ENCODING, _FS_ERRORS)
 
 
-def sorted_listing(directory: TreeDir, scratch: Path, chunk: int) -> Generator[Listed, None, None]:
+def sorted_listing(
+    directory: TreeDir, scratch: Path, chunk: int, memory: int
+) -> Generator[Listed, None, None]:
     """Every entry of ``directory`` in byte order of the names, ``chunk`` names at a time,
     with those whose ``d_type`` is not a regular file (no ``stat`` call: entries are checked
     where they are read).
 
-    A directory that fits :data:`SORT_BUDGET` is sorted in memory; a larger one through runs
-    under ``scratch``, removed when the iterator is exhausted or closed.
+    A directory whose names fit in ``memory`` bytes is sorted in memory; a larger one
+    through runs under ``scratch``, removed when the iterator is exhausted or closed.
     """
     names: list[str] = []
     irregular: set[str] = set()
@@ -75,8 +83,8 @@ def sorted_listing(directory: TreeDir, scratch: Path, chunk: int) -> Generator[L
                 names += part
                 irregular.update(e.name for e in entries if not e.is_file(follow_symlinks=False))
                 size += sum(map(len, part)) + _NAME_OVERHEAD * len(part)
-                if size >= SORT_BUDGET:
-                    sorter = sorter or ExternalSorter(scratch, SORT_BUDGET)
+                if size >= memory:
+                    sorter = sorter or ExternalSorter(scratch, memory)
                     _spill_names(sorter, names, irregular)
                     names, irregular, size = [], set(), 0
         if sorter is None:
@@ -127,11 +135,12 @@ class SortedLookup:
 
 
 def sorted_ttls(
-    db: TreeDir, name: str, ext: str, shift_ms: int, scratch: Path
+    db: TreeDir, name: str, ext: str, shift_ms: int, scratch: Path, memory: int
 ) -> ExternalSorter | None:
     """The TTL sidecar ``name`` of ``db`` as a sorter of ``(value file name, shifted TTL as
     decimal text)`` records in line order (the last line of a name wins, as in
-    :func:`~.layout.parse_ttl_sidecar`); ``None`` when there is no sidecar.
+    :func:`~.layout.parse_ttl_sidecar`), holding at most ``memory`` bytes of them (the rest
+    spilled under ``scratch``); ``None`` when there is no sidecar.
 
     The file is read whole before anything is encoded, so a bad line fails the run before
     any value file is read, as it always has. Lines the decoder writes are matched in
@@ -141,13 +150,13 @@ def sorted_ttls(
     file = db.open_name(name)
     if file is None:
         return None
-    sorter = ExternalSorter(scratch, SORT_BUDGET)
+    sorter = ExternalSorter(scratch, memory)
     try:
         with file:
             canonical = _add_canonical(sorter, file.blocks(), ext, shift_ms)
         if not canonical:
             sorter.close()
-            sorter = ExternalSorter(scratch, SORT_BUDGET)
+            sorter = ExternalSorter(scratch, memory)
             raw = db.read(name, limit=None)
             ttls = {} if raw is None else layout.parse_ttl_sidecar(raw, name)
             for segment, ttl in ttls.items():
@@ -202,3 +211,53 @@ def _add_lines(
     keys = [m[1] + suffix for m in cast(list[re.Match[bytes]], found)]
     sorter.add_many(list(zip(keys, ttls, strict=True)))
     return True
+
+
+def bounded_keymap(db: TreeDir, memory: int) -> dict[str, bytes] | None:
+    """KEYMAP.jsonl of ``db``: encoded name -> original key (the last record winning, as
+    :func:`~elastickv_async._core.dump.keymap.load_keymap`); ``{}`` without the file.
+
+    Every line is checked, a block of the file at a time. ``None`` when the records take more
+    than ``memory`` bytes: each type directory then joins them with :func:`sorted_keymap`.
+    """
+    file = db.open_name(KEYMAP_FILE)
+    if file is None:
+        return {}
+    found: dict[str, bytes] | None = {}
+    size = 0
+    with file:
+        for record in read_keymap_blocks(file.blocks(), db.path(KEYMAP_FILE)):
+            if found is None:
+                continue  # past the budget: only checked
+            found[record.encoded] = record.original
+            size += len(record.encoded) + len(record.original) + ENTRY_OVERHEAD
+            if size > memory:
+                found = None
+    return found
+
+
+def sorted_keymap(db: TreeDir, ext: str, scratch: Path, memory: int) -> ExternalSorter:
+    """KEYMAP.jsonl of ``db`` as a sorter of ``(value file name with suffix ext, original
+    key)`` records in line order (with :class:`SortedLookup`, the last record of a name
+    wins), holding at most ``memory`` bytes of them (the rest spilled under ``scratch``).
+    :func:`bounded_keymap` checked every line; a file removed since gives no record.
+    """
+    sorter = ExternalSorter(scratch, memory)
+    try:
+        file = db.open_name(KEYMAP_FILE)
+        if file is None:
+            return sorter
+        suffix = ext.encode()
+        with file:
+            for record in read_keymap_blocks(file.blocks(), db.path(KEYMAP_FILE)):
+                try:
+                    name = raw_name(record.encoded) + suffix
+                except UnicodeEncodeError:
+                    continue  # no file name decodes to it, so no value file can match
+                sorter.add(name, record.original)
+                if sorter.over_budget:
+                    sorter.spill()
+    except BaseException:
+        sorter.close()
+        raise
+    return sorter
