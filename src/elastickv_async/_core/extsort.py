@@ -9,7 +9,9 @@ sorted and spilled to a run (a :mod:`~elastickv_async._core.scratch` record file
 scratch directory. The final order is the scratch module's k-way :func:`~.scratch.merge` of
 the runs plus the last in-memory buffer; when there are more runs than :data:`MERGE_FAN_IN`,
 the oldest runs are merged into one first, so the number of open files and of entries held
-at once stays bounded too.
+at once stays bounded too. The files' read and write buffers come out of the same budget:
+while runs are merged, the in-memory tail keeps at most half of it (a larger one is spilled
+as the last run) and the runs' read buffers share the other half.
 
 Big values need not travel through the runs:
 
@@ -57,7 +59,10 @@ _REF: Final = struct.Struct("<QQ")
 _SIDE_FLAG: Final = 1 << 63
 _DEFERRED_FLAG: Final = 1 << 62
 _LENGTH_MASK: Final = _DEFERRED_FLAG - 1
+#: A run file's read or write buffer at most, and at least (a page: the smallest budgets
+#: may be passed by that much per open run).
 _RUN_BUFFER: Final = 256 << 10
+_MIN_RUN_BUFFER: Final = 4 << 10
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _NEW_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
 _APPEND_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | _CLOEXEC
@@ -242,18 +247,19 @@ class ExternalSorter:
         buffer.sort(key=_by_key)
         path = self._new_run_path()
         self._runs.append(path)
-        self._write_run(path, buffer)
+        self._write_run(path, buffer, self._io_buffer(1))
         self.spills += 1
 
-    def _write_run(self, path: Path, entries: Iterable[_Entry]) -> None:
-        """Write ``entries`` as a new run: the record-file framing, references flagged."""
+    def _write_run(self, path: Path, entries: Iterable[_Entry], buffering: int) -> None:
+        """Write ``entries`` as a new run (through a ``buffering``-byte buffer): the
+        record-file framing, references flagged."""
         if not self._references:
-            create_record_file(path, cast(Iterable[Record], entries))
+            create_record_file(path, cast(Iterable[Record], entries), buffering=buffering)
             return
         pack = _LEN.pack
         ids = self._source_ids
         fd = os.open(path, _NEW_FLAGS, 0o600)
-        with open(fd, "wb", buffering=_RUN_BUFFER) as fh:
+        with open(fd, "wb", buffering=buffering) as fh:
             write = fh.write
             for key, value in entries:
                 if type(value) is bytes:
@@ -270,16 +276,21 @@ class ExternalSorter:
                         + value.token
                     )
 
-    def _iter_run(self, path: Path) -> Iterator[_Entry]:
+    def _io_buffer(self, files: int) -> int:
+        """The buffer of each of ``files`` run files open at once: half the budget among
+        them, within a page and :data:`_RUN_BUFFER`."""
+        return max(_MIN_RUN_BUFFER, min(_RUN_BUFFER, self._budget // (2 * files)))
+
+    def _iter_run(self, path: Path, buffering: int) -> Iterator[_Entry]:
         """The entries of a run written by :meth:`_write_run`, streamed."""
         if not self._references:
-            return iter_records(path)
-        return self._iter_flagged_run(path)
+            return iter_records(path, buffering=buffering)
+        return self._iter_flagged_run(path, buffering)
 
-    def _iter_flagged_run(self, path: Path) -> Iterator[_Entry]:
+    def _iter_flagged_run(self, path: Path, buffering: int) -> Iterator[_Entry]:
         unpack = _LEN.unpack
         sources = self._sources
-        with open(path, "rb", buffering=_RUN_BUFFER) as fh:
+        with open(path, "rb", buffering=buffering) as fh:
             read = fh.read
             while head := read(8):
                 try:
@@ -312,18 +323,26 @@ class ExternalSorter:
             group, rest = self._runs[:MERGE_FAN_IN], self._runs[MERGE_FAN_IN:]
             path = self._new_run_path()
             self._runs = [path, *rest]
-            self._write_run(path, merge(map(self._iter_run, group)))
+            # The group's read buffers and the new run's write buffer.
+            buffering = self._io_buffer(len(group) + 1)
+            entries = merge(self._iter_run(run, buffering) for run in group)
+            self._write_run(path, entries, buffering)
             for old in group:
                 old.unlink()
 
     def merged(self) -> Iterator[Record]:
         """Every record, sorted by key (blocking: iterate in a worker thread)."""
+        if self._runs and self._buffered > self._budget // 2:
+            # The runs' read buffers take the other half.
+            self.spill()
         tail, self._buffer, self._buffered = self._buffer, [], 0
         self._waiting, self._waiting_bytes = [], 0
         tail.sort(key=_by_key)
         if self._runs:
             self._compact()
-            entries: Iterator[_Entry] = merge([*map(self._iter_run, self._runs), tail])
+            buffering = self._io_buffer(len(self._runs))
+            runs = [self._iter_run(run, buffering) for run in self._runs]
+            entries: Iterator[_Entry] = merge([*runs, tail])
         else:
             entries = iter(tail)
         if not self._references:

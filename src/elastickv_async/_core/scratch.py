@@ -78,10 +78,11 @@ def write_records(fh: BinaryIO, records: Iterable[Record]) -> None:
         write(pack(len(key)) + key + pack(len(value)) + value)
 
 
-def create_record_file(path: Path, records: Iterable[Record]) -> None:
-    """Write ``records`` to the new file ``path`` (never an existing file, never a symlink)."""
+def create_record_file(path: Path, records: Iterable[Record], *, buffering: int = _BUFFER) -> None:
+    """Write ``records`` to the new file ``path`` (never an existing file, never a symlink)
+    through a write buffer of ``buffering`` bytes."""
     fd = os.open(path, _NEW_FLAGS, _FILE_MODE)
-    with open(fd, "wb", buffering=_BUFFER) as fh:
+    with open(fd, "wb", buffering=buffering) as fh:
         write_records(fh, records)
 
 
@@ -118,12 +119,15 @@ def read_records(fh: BinaryIO, length: int | None = None) -> Iterator[Record]:
         yield key, value
 
 
-def iter_records(path: Path, offset: int = 0, length: int | None = None) -> Iterator[Record]:
-    """The records of the file ``path`` (or of its section at ``offset``), streamed.
+def iter_records(
+    path: Path, offset: int = 0, length: int | None = None, *, buffering: int = _BUFFER
+) -> Iterator[Record]:
+    """The records of the file ``path`` (or of its section at ``offset``), streamed through a
+    read buffer of ``buffering`` bytes.
 
     The file stays open until the iterator is exhausted or closed.
     """
-    with open(path, "rb", buffering=_BUFFER) as fh:
+    with open(path, "rb", buffering=buffering) as fh:
         fh.seek(offset)
         yield from read_records(fh, length)
 

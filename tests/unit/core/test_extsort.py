@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -236,3 +237,38 @@ def test_deferred_values_count_as_their_tokens(tmp_path: Path) -> None:
         s.add(b"k%03d" % i, Deferred(source, b"t", 1 << 20))
     assert not s.over_budget
     assert [len(v) for _, v in s.merged()] == [1 << 20] * 200
+
+
+@pytest.mark.parametrize("budget", [1 << 20, 24 << 20])
+def test_merge_buffers_share_half_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """The runs' read buffers of a merge share half the budget (at most 256 KiB each), and
+    an in-memory tail over the other half is spilled as the last run first; the order is
+    the in-memory sort's, equal keys in insertion order."""
+    from elastickv_async._core.scratch import iter_records
+
+    opened: list[int] = []
+
+    def reading(path: Path, *args: Any, buffering: int) -> Any:
+        opened.append(buffering)
+        return iter_records(path, *args, buffering=buffering)
+
+    monkeypatch.setattr(extsort, "iter_records", reading)
+    s = ExternalSorter(tmp_path, budget=budget)
+    recs = [(b"k%07d" % (i * 7919 % 30_000), b"%d" % i) for i in range(30_000)]
+    runs = 40
+    step = len(recs) // runs
+    for start in range(0, len(recs), step):
+        s.add_many(recs[start : start + step])
+        s.spill()
+    # Over half the budget, in memory: spilled before the merge.
+    tail = (b"k0000000", b"t" * (budget // 2))
+    s.add(*tail)
+    assert not s.over_budget
+    out = list(s.merged())
+    assert out == sorted([*recs, tail], key=lambda r: r[0])
+    assert s.spills == runs + 1
+    each = min(256 << 10, budget // (2 * (runs + 1)))
+    assert opened == [each] * (runs + 1)
+    assert sum(opened) <= budget // 2
