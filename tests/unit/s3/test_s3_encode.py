@@ -386,3 +386,70 @@ async def test_a_small_body_that_grows_before_it_is_read_is_a_typed_error(
     monkeypatch.setattr(TreeDir, "open_file", growing_open)
     with raises_code(DumpTreeError, "ErrS3EncodeInvalidManifest", match="changed size"):
         await encode_all(root, tmp_path / "scratch")
+
+
+@pytest.mark.parametrize("memory", [None, 8 << 10])
+async def test_walk_batches_and_upload_blocks_take_half_the_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: int | None
+) -> None:
+    """A walk batch's small bodies and a block of ``records.jsonl`` are read within half the
+    encoder's memory share (past it by the one body or line that crosses it), and the
+    records are those of the default share."""
+    import base64
+
+    from support import encode_context
+
+    from elastickv_async._adapters.s3 import encode as s3_encode
+    from elastickv_async._adapters.s3.encode import S3Encoder
+
+    root = _tree(tmp_path, {f"o{i:03d}": bytes([i]) * 3000 for i in range(60)})
+    lines = []
+    for i in range(200):
+        part = b"!s3|upload|part|" + seg(b"b") + u64(1) + seg(b"v") + seg(b"u-1") + u64(i)
+        doc = {"prefix": "!s3|upload|part|", "key": base64.b64encode(part).decode(), "value": ""}
+        lines.append(json.dumps(doc) + "\n")
+    (root / "s3/b/_incomplete_uploads").mkdir()
+    (root / "s3/b/_incomplete_uploads/records.jsonl").write_text("".join(lines))
+
+    walked: list[int] = []
+    next_batch = s3_encode._BucketScan.next_batch
+
+    def batch(self: Any, read_bytes: int) -> Any:
+        found = next_batch(self, read_bytes)
+        if found:
+            bodies = [len(obj.body or b"") for obj in found]
+            assert sum(bodies) - bodies[-1] < read_bytes
+            walked.append(read_bytes)
+        return found
+
+    blocks: list[int] = []
+    upload_batch = s3_encode._upload_batch
+
+    def block(fh: Any, rel: str, limit: int) -> Any:
+        found = upload_batch(fh, rel, limit)
+        if found:
+            blocks.append(limit)
+        return found
+
+    async def encode(share: int | None) -> dict[bytes, bytes]:
+        ctx = encode_context(root, tmp_path / "scratch", "s3")
+        ctx.full_fidelity = True  # the uploads are read
+        if share is not None:
+            ctx.memory = share
+        out: dict[bytes, bytes] = {}
+        async for records in S3Encoder(ctx).batches():
+            for key, value in records:
+                assert isinstance(value, bytes)
+                out[key] = value
+        return out
+
+    default = await encode(None)
+    monkeypatch.setattr(s3_encode._BucketScan, "next_batch", batch)
+    monkeypatch.setattr(s3_encode, "_upload_batch", block)
+    assert await encode(memory) == default
+    assert len(default) == 2 + 2 * 60 + 200
+    if memory is None:
+        assert walked == [s3_encode._SCAN_BYTES] and blocks == [s3_encode._READ_BLOCK]
+    else:
+        assert set(walked) == set(blocks) == {memory // 2}
+        assert len(walked) > 10 and len(blocks) > 3

@@ -65,7 +65,8 @@ __all__ = ["CHUNK_SIZE", "S3Encoder"]
 
 #: Restored bodies are split into chunks of this size, as the live adapter does.
 CHUNK_SIZE: Final = 1 << 20
-#: Bytes of ``records.jsonl`` read per worker-thread call.
+#: Bytes of ``records.jsonl`` read per worker-thread call (at most half the encoder's memory
+#: share).
 _READ_BLOCK: Final = 8 * CHUNK_SIZE
 #: A body this large is deferred (read when the snapshot is written); a smaller one is read
 #: by the walk, where reading it costs less than opening it again later.
@@ -79,7 +80,8 @@ _TOKEN: Final = struct.Struct("<QQQQ")
 _BodyKey = tuple[int, int, int, bytes]
 #: Bodies hashed at once by the writing (key order reads one body at a time: one or two).
 _HASHING: Final = 16
-#: Objects found per worker-thread call of the walk, and bytes of small bodies read with them.
+#: Objects found per worker-thread call of the walk, and bytes of small bodies read with them
+#: (at most half the encoder's memory share).
 _SCAN_BATCH: Final = 256
 _SCAN_BYTES: Final = 4 * CHUNK_SIZE
 _BUCKET_NAME: Final = os.fsdecode(BUCKET_FILE)
@@ -128,8 +130,9 @@ def _changed_size(parts: tuple[str, ...]) -> DumpTreeError:
     )
 
 
-def _upload_batch(fh: IO[bytes], rel: str) -> list[tuple[bytes, bytes, bytes]]:
-    """The next records of an open ``records.jsonl`` (empty at its end; worker thread)."""
+def _upload_batch(fh: IO[bytes], rel: str, limit: int) -> list[tuple[bytes, bytes, bytes]]:
+    """The next records of an open ``records.jsonl``, about ``limit`` bytes of its lines
+    (empty at its end; worker thread)."""
     out = []
     size = 0
     for line in fh:
@@ -141,7 +144,7 @@ def _upload_batch(fh: IO[bytes], rel: str) -> list[tuple[bytes, bytes, bytes]]:
             raise tree_error("ErrS3EncodeInvalidIncompleteUpload", f"{rel}: {exc}") from None
         out.append((prefix, key, value))
         size += len(line)
-        if size >= _READ_BLOCK:
+        if size >= limit:
             break
     return out
 
@@ -215,6 +218,9 @@ class S3Encoder:
         self._bodies = _Bodies(ctx.tree)
         # Only a full-fidelity tree's _incomplete_uploads/ holds the uploads' chunks too.
         self._uploads = ctx.full_fidelity
+        # A walk batch's small bodies, or a block of records.jsonl: one at a time is read
+        # while the previous one is handed on.
+        self._read_bytes = max(1, ctx.memory // 2)
 
     async def batches(self) -> AsyncIterator[Sequence[tuple[bytes, Value]]]:
         """Yield every S3 record of the tree, bucket by bucket, in lists.
@@ -231,7 +237,8 @@ class S3Encoder:
                     (keys.bucket_meta_key(name), meta_value),
                     (keys.bucket_gen_key(name), struct.pack(">Q", RESTORE_GENERATION)),
                 ]
-                while batch := await self._tree.run(scan.next_batch):
+                read_bytes = min(_SCAN_BYTES, self._read_bytes)
+                while batch := await self._tree.run(scan.next_batch, read_bytes):
                     out: list[tuple[bytes, Value]] = []
                     for obj in batch:
                         for record in self._object_records(name, obj):
@@ -257,7 +264,8 @@ class S3Encoder:
             return
         count = 0
         try:
-            while batch := await self._tree.run(_upload_batch, fh, rel):
+            limit = min(_READ_BLOCK, self._read_bytes)
+            while batch := await self._tree.run(_upload_batch, fh, rel, limit):
                 out: list[Record] = []
                 for prefix, key, value in batch:
                     out += restore_records(prefix, key, value)
@@ -336,10 +344,10 @@ class _BucketScan:
         self._walk = self._objects()
         return bucket["name"].encode("utf-8"), live_bucket_meta_json(bucket)
 
-    def next_batch(self) -> list[_Object]:
+    def next_batch(self, read_bytes: int) -> list[_Object]:
         """The next objects of the walk (empty when it is done).
 
-        A batch ends after :data:`_SCAN_BATCH` objects or :data:`_SCAN_BYTES` bytes of bodies.
+        A batch ends after :data:`_SCAN_BATCH` objects or ``read_bytes`` bytes of bodies.
         """
         assert self._walk is not None
         batch = []
@@ -347,7 +355,7 @@ class _BucketScan:
         for obj in self._walk:
             batch.append(obj)
             read += len(obj.body or b"")
-            if len(batch) >= _SCAN_BATCH or read >= _SCAN_BYTES:
+            if len(batch) >= _SCAN_BATCH or read >= read_bytes:
                 break
         return batch
 
