@@ -134,3 +134,79 @@ async def test_encode_cluster_gives_each_part_its_share(
     shares = MemoryBudget(budget, "encode", selected)
     assert seen == {name: shares.adapter(name) for name in selected}
     assert sorts == [shares.share("sort")]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("budget", "at_once"),
+    [(DEFAULT_MEMORY_BUDGET, 2), (MIN_MEMORY_BUDGET, 1)],
+)
+async def test_groups_resolved_at_once_share_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int, at_once: int
+) -> None:
+    """Each group resolved in this process gets the budget over the groups resolved at
+    once; its run writers gather half of it between them (at most 1 MiB each), and it reads
+    its file in batches of at most a quarter."""
+    from elastickv_async._core.cluster import runs, work
+    from elastickv_async._core.snapshot.reader import Snapshot
+
+    given: list[int] = []
+    flushes: list[int] = []
+    reads: list[int] = []
+
+    async def recorded(*args: Any) -> Any:
+        given.append(args[-1].memory_budget)
+        return await work.resolve_group(*args)
+
+    class Writer(runs.RunWriter):
+        def __init__(self, path: Path, flush_at: int = runs.FLUSH_AT) -> None:
+            flushes.append(flush_at)
+            super().__init__(path, flush_at)
+
+    batches = Snapshot.batches
+
+    def reading(self: Any, max_entries: int = 512, max_bytes: int = 8 << 20) -> Any:
+        reads.append(max_bytes)
+        return batches(self, max_entries, max_bytes)
+
+    monkeypatch.setattr(cluster_api, "resolve_group", recorded)
+    monkeypatch.setattr(work, "RunWriter", Writer)
+    monkeypatch.setattr(Snapshot, "batches", reading)
+    options = DecodeOptions(memory_budget=budget)
+    await decode_cluster(_inputs(tmp_path)[1::2], tmp_path / "tree", options)
+    share = budget // at_once
+    assert given and set(given) == {share}
+    adapters = 4  # "all"
+    assert set(flushes) == {min(runs.FLUSH_AT, share // (2 * adapters))}
+    assert set(reads) == {min(options.batch_bytes, share // 4)}
+
+
+@pytest.mark.anyio
+async def test_checksums_merge_the_partitions_listings_from_files_a_group_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The partitions leave their CHECKSUMS lines in files; the driver merges them (at most
+    the fan-in at once, the rest merged into files first), and the CHECKSUMS is the one an
+    unbounded merge writes, valid for the tree."""
+    from elastickv_async._core.dump.verify import verify_tree
+
+    inputs = _inputs(tmp_path)[1::2]
+    await decode_cluster(inputs, tmp_path / "one-round")
+    opened: list[int] = []
+    merged_lines = cluster_api._merged_lines
+
+    def merging(files: Any, extra: Any = ()) -> Any:
+        opened.append(len(files))
+        return merged_lines(files, extra)
+
+    monkeypatch.setattr(cluster_api, "_LISTING_FAN_IN", 2)
+    monkeypatch.setattr(cluster_api, "_merged_lines", merging)
+    await decode_cluster(inputs, tmp_path / "rounds")
+    assert len(opened) > 1 and max(opened) <= 2
+    checksums = [(tmp_path / t / "CHECKSUMS").read_bytes() for t in ("one-round", "rounds")]
+    lines = checksums[0].splitlines()
+    manifest = [line for line in lines if line.endswith(b"  MANIFEST.json")]
+    rest = [line for line in lines if not line.endswith(b"  MANIFEST.json")]
+    others = [line for line in checksums[1].splitlines() if not line.endswith(b"  MANIFEST.json")]
+    assert len(manifest) == 1 and rest == others and len(rest) > 3
+    await verify_tree(tmp_path / "rounds")

@@ -769,13 +769,14 @@ class _DecodeRun:
 class StreamOutcome:
     """What decoding a stream of visible entries into a shared tree produced.
 
-    ``checksums`` holds the CHECKSUMS lines of the files written, sorted by path.
+    ``checksums`` is the file holding the CHECKSUMS lines of the files written, sorted by
+    path.
     """
 
     scopes: dict[str, dict[str, Any]]
     counters: dict[str, int]
     unknown_families: dict[bytes, int]
-    checksums: bytes
+    checksums: Path
     files_written: int
     bytes_written: int
 
@@ -790,19 +791,21 @@ async def decode_entries(
     options: DecodeOptions,
     report: Report,
     log: Any,
+    checksums: Path,
 ) -> StreamOutcome:
     """Decode visible entries (already resolved, in snapshot key order) into ``output``.
 
     The seam for callers that assemble the stream themselves (a cluster's merged groups):
     the adapters of ``options`` write their files, but neither CHECKSUMS nor MANIFEST.json;
-    the caller writes those once every stream of the tree is done. ``scratch`` must exist.
+    the caller writes those once every stream of the tree is done, from the lines written
+    into the file ``checksums`` (replaced if it exists). ``scratch`` must exist.
     """
     run = _DecodeRun(None, "", output, scratch, options, report, log, ProgressMeter(None))
     await run._setup()
     try:
         async with run.workers:
             await run.decode_stream(header, now_ms, batches)
-        listing = await anyio.to_thread.run_sync(lambda: b"".join(run.ledger.listing({})))
+        await anyio.to_thread.run_sync(_write_listing, run.ledger, checksums)
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(run.ledger.close)
@@ -810,7 +813,15 @@ async def decode_entries(
         scopes=run.scopes,
         counters=run.counters,
         unknown_families=run.unknown_families,
-        checksums=listing,
+        checksums=checksums,
         files_written=run.writer.files_written,
         bytes_written=run.writer.bytes_written,
     )
+
+
+def _write_listing(ledger: ChecksumLedger, path: Path) -> None:
+    """The ledger's CHECKSUMS lines into the file ``path``, a block at a time (a scratch
+    file: a retried partition replaces its killed attempt's)."""
+    with open(path, "wb") as fh:
+        for block in ledger.listing({}):
+            fh.write(block)

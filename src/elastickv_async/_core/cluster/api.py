@@ -14,15 +14,17 @@ by a rerun only with ``force``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import heapq
+import itertools
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, BinaryIO, Final, TextIO
 
 import anyio
 import anyio.to_thread
@@ -34,7 +36,7 @@ from ..dump.checksums import CHECKSUMS_NAME, checksum_line
 from ..dump.manifest import MANIFEST_NAME, DecodeManifest
 from ..dump.writer import DumpWriter
 from ..errors import DataError, UsageError
-from ..memory import MIN_MEMORY_BUDGET
+from ..memory import MIN_MEMORY_BUDGET, MemoryBudget
 from ..options import DecodeOptions
 from ..pipeline import claim_output, make_scratch, normalise_options, release, seal_manifest
 from ..report import Report, make_logger
@@ -66,6 +68,11 @@ _POINT_IN_TIME_NOTE: Final = (
 #: Groups resolved, and partitions decoded, at once on one machine (each is mostly one core
 #: of framing and decoding work, and holds open files and buffers).
 _LOCAL_GROUP_CONCURRENCY: Final = 2
+#: The partitions' CHECKSUMS listings merged at once, each file's read buffer at least
+#: this, and the blocks the merged listing is written in.
+_LISTING_FAN_IN: Final = 64
+_MIN_LISTING_BUFFER: Final = 4 << 10
+_LISTING_BLOCK: Final = 256 << 10
 _LOCAL_PARTITION_CONCURRENCY: Final = 4
 
 
@@ -155,11 +162,49 @@ def _checksum_path(line: bytes) -> bytes:
     return line[66:-1]
 
 
-def _listing(parts: Sequence[bytes], manifest: bytes) -> Iterator[bytes]:
-    """CHECKSUMS of the whole tree: the partitions' sorted listings and MANIFEST.json, merged."""
+def _merged_lines(files: Sequence[BinaryIO], extra: Sequence[bytes] = ()) -> Iterator[bytes]:
+    """The lines of ``files`` (each sorted by path) and ``extra``, merged by path."""
+    return heapq.merge(*files, extra, key=_checksum_path)
+
+
+def _blocks(lines: Iterator[bytes]) -> Iterator[bytes]:
+    """``lines`` joined into blocks of about :data:`_LISTING_BLOCK` bytes."""
+    block: list[bytes] = []
+    size = 0
+    for line in lines:
+        block.append(line)
+        size += len(line)
+        if size >= _LISTING_BLOCK:
+            yield b"".join(block)
+            block, size = [], 0
+    if block:
+        yield b"".join(block)
+
+
+def _listing(parts: Sequence[Path], manifest: bytes, scratch: Path, memory: int) -> Iterator[bytes]:
+    """CHECKSUMS of the whole tree: the partitions' sorted listings (files) and MANIFEST.json,
+    merged, in blocks (blocking: iterate in a worker thread).
+
+    At most :data:`_LISTING_FAN_IN` files are open at once (more are merged into files under
+    ``scratch`` first, a group at a time), their read buffers sharing ``memory`` bytes.
+    """
     own = checksum_line(hashlib.sha256(manifest).hexdigest(), MANIFEST_NAME.encode())
-    streams = [part.splitlines(keepends=True) for part in parts]
-    yield from heapq.merge(*streams, [own], key=_checksum_path)
+    buffering = max(_MIN_LISTING_BUFFER, memory // (_LISTING_FAN_IN + 1))
+    paths = list(parts)
+    for number in itertools.count():
+        if len(paths) <= _LISTING_FAN_IN:
+            break
+        group, paths = paths[:_LISTING_FAN_IN], paths[_LISTING_FAN_IN:]
+        merged = scratch / f"checksums-{number}"
+        with contextlib.ExitStack() as stack:
+            files = [stack.enter_context(open(p, "rb", buffering=buffering)) for p in group]
+            out = stack.enter_context(open(merged, "xb", buffering=buffering))
+            for block in _blocks(_merged_lines(files)):
+                out.write(block)
+        paths.append(merged)
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(open(p, "rb", buffering=buffering)) for p in paths]
+        yield from _blocks(_merged_lines(files, [own]))
 
 
 async def _local_groups(
@@ -171,7 +216,11 @@ async def _local_groups(
 ) -> list[GroupResult]:
     run_dir = scratch / "runs"
     await anyio.Path(run_dir).mkdir(mode=0o700)
-    limiter = anyio.CapacityLimiter(_LOCAL_GROUP_CONCURRENCY)
+    # The groups resolved at once share the run's budget, as the partitions do.
+    budget = options.memory_budget
+    concurrency = max(1, min(_LOCAL_GROUP_CONCURRENCY, budget // MIN_MEMORY_BUDGET))
+    options = dataclasses.replace(options, memory_budget=budget // concurrency)
+    limiter = anyio.CapacityLimiter(concurrency)
     results: list[GroupResult] = []
 
     async def one(group: GroupInput) -> None:
@@ -301,10 +350,23 @@ async def decode_cluster(
                 tracker,
                 lambda results: _catalog(given, results, log),
             )
-        # The tree is complete but for its CHECKSUMS and MANIFEST: drop the scratch first.
-        await anyio.to_thread.run_sync(lambda: release(scratch_dir, remove=True))
-        scratch_dir = None
-        await _finish(held, options, group_results, part_results, catalog, report, log)
+
+        async def drop_scratch() -> None:
+            nonlocal scratch_dir
+            await anyio.to_thread.run_sync(lambda: release(scratch_dir, remove=True))
+            scratch_dir = None
+
+        await _finish(
+            held,
+            options,
+            group_results,
+            part_results,
+            catalog,
+            report,
+            log,
+            scratch,
+            drop_scratch,
+        )
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(lambda: release(scratch_dir, remove=True))
@@ -321,8 +383,11 @@ async def _finish(
     catalog: RouteCatalog | None,
     report: Report,
     log: Any,
+    scratch: Path,
+    drop_scratch: Callable[[], Awaitable[None]],
 ) -> None:
-    """Merge the report, then write CHECKSUMS and, last, MANIFEST.json."""
+    """Merge the report, then write CHECKSUMS (from the partitions' listings in ``scratch``),
+    drop the scratch and, last, write MANIFEST.json."""
     ordered = sorted(groups, key=lambda g: g.group)
     unknown: dict[bytes, int] = {}
     for result in ordered:
@@ -385,8 +450,11 @@ async def _finish(
         full_fidelity=options.full_fidelity,
     ).to_json()
     writer = DumpWriter(held.path, jobs=options.jobs, fsync=options.fsync)
-    listing = _listing([p.outcome.checksums for p in parts], manifest)
+    memory = MemoryBudget(options.memory_budget, "decode", options.adapters).share("checksums")
+    listing = _listing([p.outcome.checksums for p in parts], manifest, scratch, memory)
     await writer.write_chunks(CHECKSUMS_NAME, listing)
+    # The tree is complete but for its MANIFEST: the scratch goes first.
+    await drop_scratch()
     await anyio.to_thread.run_sync(seal_manifest, held.fd, manifest)
     files = sum(p.outcome.files_written for p in parts) + writer.files_written + 1
     report.count("output.files_written", files)

@@ -29,7 +29,7 @@ from ..scratch import Record, RecordReader, write_records
 from ..snapshot.entry import Entry
 from ..snapshot.framing import TOMBSTONE_FLAG
 
-__all__ = ["RunFile", "RunReader", "RunWriter", "Unit"]
+__all__ = ["FLUSH_AT", "RunFile", "RunReader", "RunWriter", "Unit"]
 
 #: A partition unit: a table, bucket or queue name; ``None``: the adapter's whole keyspace.
 Unit = bytes | None
@@ -41,7 +41,8 @@ _VALUE_HEAD: Final = struct.Struct("<BQ")
 _TS_MASK: Final = (1 << 64) - 1
 #: A record's framing: two 8-byte lengths.
 _RECORD_OVERHEAD: Final = 16
-_FLUSH_AT: Final = 1 << 20
+#: Bytes of records a writer gathers before it writes them, by default (at most).
+FLUSH_AT: Final = 1 << 20
 _READ_CHUNK: Final = 256 << 10
 
 
@@ -70,10 +71,12 @@ class RunFile:
 
 
 class RunWriter:
-    """Writes entries into the run file ``path`` (new; written by worker threads)."""
+    """Writes entries into the run file ``path`` (new; written by worker threads), about
+    ``flush_at`` bytes of records at a time."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, flush_at: int = FLUSH_AT) -> None:
         self.path = path
+        self._flush_at = max(1, flush_at)
         self.entries = 0
         self._file: BinaryIO | None = None
         self._pending: list[Record] = []
@@ -103,7 +106,7 @@ class RunWriter:
         self._pending_bytes += size
         self._offset += size
         self.entries += 1
-        if self._pending_bytes >= _FLUSH_AT:
+        if self._pending_bytes >= self._flush_at:
             await self._flush()
 
     def _write(self, records: list[Record]) -> None:

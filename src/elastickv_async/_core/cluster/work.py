@@ -40,7 +40,7 @@ from .inputs import GroupInput
 from .merge import merge_runs
 from .partitions import subtree, unit_rules
 from .routes import CATALOG_ROUTE_PREFIX, RouteCatalog
-from .runs import RunFile, RunReader, RunWriter, Unit
+from .runs import FLUSH_AT, RunFile, RunReader, RunWriter, Unit
 
 __all__ = [
     "GroupResult",
@@ -92,8 +92,14 @@ async def _resolve_once(
     router = Router({spec.name: spec for spec in REGISTRY}, adapters)
     # A fresh name per attempt: a retried task never meets a dead attempt's file.
     attempt = secrets.token_hex(4)
+    # The group's budget: half for the writers' gathered records, a quarter for a batch
+    # read from the file.
+    budget = options.memory_budget
+    flush_at = min(FLUSH_AT, budget // (2 * max(1, len(adapters))))
+    batch_bytes = max(1, min(options.batch_bytes, budget // 4))
     writers = {
-        name: RunWriter(run_dir / f"g{group.group}-{name}-{attempt}.run") for name in adapters
+        name: RunWriter(run_dir / f"g{group.group}-{name}-{attempt}.run", flush_at)
+        for name in adapters
     }
     units = unit_rules(adapters)
     counters = {"total": 0, "internal": 0, "unknown": 0}
@@ -105,7 +111,7 @@ async def _resolve_once(
             resolver = VisibilityResolver(
                 header.last_commit_ts, ignore_future_versions=strict, keep_deletions=True
             )
-            async for raw in snap.batches(options.batch_size, options.batch_bytes):
+            async for raw in snap.batches(options.batch_size, batch_bytes):
                 counters["total"] += len(raw)
                 for entry in resolver.resolve(raw):
                     target, prefix = router.route(entry.key)
@@ -234,7 +240,7 @@ async def decode_partition(
     """Merge the groups' runs of ``partition`` and decode them into ``output``.
 
     The partition's subtree is emptied first, so a retried attempt never leaves a killed
-    attempt's files behind.
+    attempt's files behind. Its CHECKSUMS lines go to :func:`listing_path` of ``scratch``.
     """
     report = Report()
     log = make_logger(report, log_format=log_format)
@@ -256,11 +262,18 @@ async def decode_partition(
             options=dataclasses.replace(options, adapters=(adapter,)),
             report=report,
             log=log,
+            checksums=listing_path(scratch),
         )
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_clear, scratch)
     return PartitionResult(adapter, partition.unit, outcome, report)
+
+
+def listing_path(scratch: Path) -> Path:
+    """Where the partition whose scratch directory is ``scratch`` leaves its CHECKSUMS lines
+    (beside it, in the run's scratch: it outlives the partition's own)."""
+    return scratch.with_name(f"{scratch.name}.checksums")
 
 
 def cluster_header(groups: Sequence[GroupResult]) -> tuple[SnapshotHeader, int]:
