@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
-import structlog
-
 from .._core.dump.manifest import ManifestField
 from .._core.dump.tree import DumpTree
 from .._core.dump.writer import DumpWriter
@@ -26,7 +24,7 @@ from .._core.errors import DumpTreeError, UsageError
 from .._core.extsort import Deferred, ValueSource
 from .._core.memory import DEFAULT_ADAPTER_MEMORY, DEFAULT_ENCODE_ADAPTER_MEMORY
 from .._core.options import DecodeOptions
-from .._core.report import Report
+from .._core.report import EventLog, Report
 from .._core.snapshot.entry import Entry, SnapshotHeader
 from .._core.workers import Workers
 
@@ -135,7 +133,7 @@ class DecodeContext:
     options: DecodeOptions
     writer: DumpWriter
     #: Logger bound with ``adapter=<name>``; ``log.warning(event, **fields)`` feeds the report.
-    log: structlog.typing.FilteringBoundLogger
+    log: EventLog
     report: Report
     header: SnapshotHeader
     #: A private, empty directory for data that must wait; removed by the pipeline at the end.
@@ -185,7 +183,7 @@ class EncodeContext:
     """Everything an adapter's encoder may use."""
 
     input_root: Path
-    log: structlog.typing.FilteringBoundLogger
+    log: EventLog
     report: Report
     scratch: Path
     manifest: dict[str, Any] = field(default_factory=dict)

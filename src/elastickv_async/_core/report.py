@@ -4,7 +4,8 @@ Adapters log through structlog (``ctx.log.warning("event_name", field=...)``). T
 logger carries :meth:`Report.collect` as a processor, so each warning lands in the report
 exactly once, and is also rendered (console key=value or one JSON object per line) when the
 caller asked for log output. No global structlog configuration is touched: two runs in one
-process keep separate reports.
+process keep separate reports. A run that renders nothing (the default) gets a
+:class:`CollectingLogger` instead, which records the same warnings without importing structlog.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from __future__ import annotations
 import sys
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
 
-import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
+if TYPE_CHECKING:
+    from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["Report", "WarningSummary", "make_logger"]
+__all__ = ["CollectingLogger", "EventLog", "Report", "WarningSummary", "make_logger"]
 
 _WARNING_LEVELS: Final = frozenset({"warning", "warn", "error", "critical"})
 
@@ -105,34 +106,81 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+class EventLog(Protocol):
+    """The logger a run hands its adapters: structlog's bound logger, or the part of it used."""
+
+    def bind(self, **fields: Any) -> EventLog: ...
+
+    def debug(self, event: str, *args: Any, **fields: Any) -> Any: ...
+
+    def info(self, event: str, *args: Any, **fields: Any) -> Any: ...
+
+    def warning(self, event: str, *args: Any, **fields: Any) -> Any: ...
+
+    def error(self, event: str, *args: Any, **fields: Any) -> Any: ...
+
+
+class CollectingLogger:
+    """A logger that renders nothing and hands warnings to :meth:`Report.collect`.
+
+    It gives the report exactly what structlog's pipeline would (the bound fields, then the
+    call's, then ``event`` and ``level``), without loading structlog: most runs never print a
+    log line, and structlog's import is a noticeable part of a short run's start-up.
+    """
+
+    __slots__ = ("_context", "_report")
+
+    def __init__(self, report: Report, context: dict[str, Any] | None = None) -> None:
+        self._report = report
+        self._context = context or {}
+
+    def bind(self, **fields: Any) -> CollectingLogger:
+        """A logger whose events carry ``fields`` too."""
+        return CollectingLogger(self._report, {**self._context, **fields})
+
+    def _collect(self, level: str, event: str, args: tuple[Any, ...], fields: Any) -> None:
+        event_dict = {**self._context, **fields, "event": event % args if args else event}
+        event_dict["level"] = level
+        self._report.collect(None, level, event_dict)
+
+    def debug(self, event: str, *args: Any, **fields: Any) -> None:
+        """Dropped: only warnings and errors reach the report."""
+
+    def info(self, event: str, *args: Any, **fields: Any) -> None:
+        """Dropped: only warnings and errors reach the report."""
+
+    def warning(self, event: str, *args: Any, **fields: Any) -> None:
+        """Record a warning in the report."""
+        self._collect("warning", event, args, fields)
+
+    def error(self, event: str, *args: Any, **fields: Any) -> None:
+        """Record an error in the report (counted with the warnings)."""
+        self._collect("error", event, args, fields)
+
+
 def make_logger(
     report: Report, *, log_format: str | None = None, stream: TextIO | None = None
-) -> structlog.typing.FilteringBoundLogger:
+) -> EventLog:
     """Build a run's logger: collect into ``report``; render to ``stream`` if ``log_format`` is set.
 
     ``log_format`` is ``"console"``, ``"json"`` or ``None`` (collect only, print nothing).
     """
+    if log_format is None:
+        return CollectingLogger(report)
+    import structlog
+
     processors: list[Processor] = [
         structlog.processors.add_log_level,
         report.collect,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    if log_format is None:
-        processors.append(_drop)
-        factory: Any = structlog.ReturnLoggerFactory()
+    if log_format == "json":
+        processors.append(structlog.processors.JSONRenderer(default=_plain))
     else:
-        processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
-        if log_format == "json":
-            processors.append(structlog.processors.JSONRenderer(default=_plain))
-        else:
-            processors.append(structlog.processors.KeyValueRenderer(key_order=["level", "event"]))
-        factory = structlog.PrintLoggerFactory(file=stream or sys.stderr)
+        processors.append(structlog.processors.KeyValueRenderer(key_order=["level", "event"]))
     logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
-        factory(),
+        structlog.PrintLoggerFactory(file=stream or sys.stderr)(),
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(0),
     )
     return logger
-
-
-def _drop(_logger: WrappedLogger, _method: str, _event_dict: EventDict) -> EventDict:
-    raise structlog.DropEvent

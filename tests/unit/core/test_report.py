@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from elastickv_async._core.report import Report, make_logger
+from elastickv_async._core.report import CollectingLogger, EventLog, Report, make_logger
 
 
 def test_each_warning_is_collected_once_with_its_fields() -> None:
@@ -64,3 +64,31 @@ def test_report_views() -> None:
     lines = report.summary_lines()
     assert lines[:2] == ["mvcc: expired=0 tombstones=1", "counts: total=7"]
     assert lines[-1] == "warning b_event x1 (first: n=1)"
+
+
+def _log_everything(log: EventLog) -> None:
+    bound = log.bind(adapter="s3", bucket="b")
+    bound.debug("debugged", n=0)
+    bound.info("s3_upload_in_progress", object="k", chunks=2)
+    bound.warning("s3_orphan_chunks", object="k", chunks=3, bucket="override")
+    bound.bind(object="o").warning("per %s", "object", size=b"\xff")
+    log.error("failed", path="p")
+    log.warning("s3_orphan_chunks", object="k2")
+
+
+def test_collecting_logger_reports_what_the_rendering_logger_reports() -> None:
+    """Without a log format no structlog pipeline is built, and the report is the same:
+    the same events, counts, and example fields in the same order."""
+    quiet, rendered = Report(), Report()
+    silent = make_logger(quiet)
+    assert isinstance(silent, CollectingLogger)
+    _log_everything(silent)
+    stream = io.StringIO()
+    _log_everything(make_logger(rendered, log_format="json", stream=stream))
+    assert quiet.to_dict() == rendered.to_dict()
+    assert [list(w.examples[0]) for w in quiet.warnings.values()] == [
+        list(w.examples[0]) for w in rendered.warnings.values()
+    ]
+    assert set(quiet.warnings) == {"s3_orphan_chunks", "per object", "failed"}
+    assert quiet.warnings["s3_orphan_chunks"].count == 2
+    assert len(stream.getvalue().splitlines()) == 6

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import anyio
 import anyio.to_thread
-import structlog
 
 from ..._adapters.base import AdapterSpec, EncodeContext
 from ..._adapters.registry import REGISTRY
@@ -53,7 +52,7 @@ from ..gocompat import go_trim_space
 from ..memory import DEFAULT_ENCODE_ADAPTER_MEMORY, MemoryBudget, check_budget
 from ..options import DecodeOptions, EncodeOptions
 from ..progress import Progress, ProgressCallback, ProgressMeter
-from ..report import Report, make_logger
+from ..report import EventLog, Report, make_logger
 from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag, remove_leftovers
 from ..workers import AUTO_MIN_LISTING, Workers, auto_processes
 from . import publish as disk
@@ -210,7 +209,7 @@ def adapter_contexts(
     input_root: Path | TreeRoots,
     manifest: Manifest,
     adapter_options: dict[str, Any],
-    log: structlog.typing.FilteringBoundLogger,
+    log: EventLog,
     report: Report,
     work: Path,
     shift_ms: int = 0,
@@ -327,7 +326,7 @@ class _Run:
         selected: tuple[str, ...],
         adapter_options: dict[str, Any],
         report: Report,
-        log: structlog.typing.FilteringBoundLogger,
+        log: EventLog,
         sort_budget: int | None,
         tag: str,
         meter: ProgressMeter,
@@ -557,7 +556,7 @@ def _workers(options: EncodeOptions, root: Path) -> Workers:
 async def _verify_input(
     root: Path | TreeRoots,
     report: Report,
-    log: structlog.typing.FilteringBoundLogger,
+    log: EventLog,
     read: ChecksumLedger | None = None,
     *,
     memory: int,
