@@ -10,6 +10,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+from support import shared_dir
+
+SHARED = shared_dir()
 
 _ENTRY = """
 import json, sys
@@ -46,3 +52,61 @@ def test_the_public_names_resolve_on_first_use() -> None:
     assert elastickv_async.UsageError is errors.UsageError
     assert elastickv_async.DecodeOptions is options.DecodeOptions
     assert {"UsageError", "DecodeOptions", "decode_snapshot"} <= set(dir(elastickv_async))
+
+
+_RUN = """
+import json, sys
+from elastickv_async._core.entry import main
+
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+#: Loaded by no decode or encode that prints no log line: structlog (a collecting logger
+#: stands in for it) and the version lookup of the ``crc32c`` package's ``__init__``.
+_NOT_AT_START = ("structlog", "crc32c", "importlib.metadata", "email")
+
+
+def _run_fresh(*argv: str) -> tuple[set[str], str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN, *argv], capture_output=True, text=True, check=True
+    )
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] == 0, done.stderr
+    return set(result["modules"]), done.stderr
+
+
+@pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
+def test_a_decode_and_an_encode_load_no_logging_library_and_no_package_metadata(
+    tmp_path: Path,
+) -> None:
+    assert SHARED is not None
+    case = SHARED / "golden" / "public" / "s3_basic"
+    tree = tmp_path / "tree"
+    modules, _ = _run_fresh(
+        "decode", "--quiet", "--input", str(case / "input.fsm"), "--output", str(tree)
+    )
+    assert (tree / "MANIFEST.json").is_file()
+    assert "elastickv_async._core.snapshot.footer" in modules
+    assert sorted(set(_NOT_AT_START) & modules) == []
+    out = tmp_path / "out.fsm"
+    modules, _ = _run_fresh("encode", "--quiet", "--input", str(tree), "--output", str(out))
+    assert out.read_bytes() == (case / "input.fsm").read_bytes()
+    assert sorted(set(_NOT_AT_START) & modules) == []
+
+
+@pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
+def test_a_run_that_prints_log_lines_loads_structlog(tmp_path: Path) -> None:
+    assert SHARED is not None
+    case = SHARED / "golden" / "public" / "s3_orphans_flag"
+    argv = [
+        "decode",
+        "--quiet",
+        "--input",
+        str(case / "input.fsm"),
+        "--output",
+        str(tmp_path / "t"),
+    ]
+    modules, stderr = _run_fresh(*argv, "--log-format", "json")
+    assert "structlog" in modules
+    assert '"event": "s3_orphan_chunks"' in stderr

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-import crc32c
-
+from ..crc import crc32c
 from ..errors import SnapshotFormatError
 
 __all__ = ["RunningCrc32c"]
@@ -34,13 +33,13 @@ class RunningCrc32c:
     def update(self, data: bytes) -> None:
         """Add the next bytes of the stream."""
         if len(data) >= _HELD:
-            self._crc = crc32c.crc32c(self._held, value=self._crc)
-            self._crc = crc32c.crc32c(memoryview(data)[:-_HELD], value=self._crc)
+            self._crc = crc32c(self._held, value=self._crc)
+            self._crc = crc32c(memoryview(data)[:-_HELD], value=self._crc)
             self._held = data[-_HELD:]
         else:
             joined = self._held + data
             cut = max(len(joined) - _HELD, 0)
-            self._crc = crc32c.crc32c(joined[:cut], value=self._crc)
+            self._crc = crc32c(joined[:cut], value=self._crc)
             self._held = joined[cut:]
 
     def verify_footer(self, footer: bytes) -> None:
@@ -62,4 +61,4 @@ class RunningCrc32c:
         """CRC32C of the stream so far, excluding the footer once it has been verified."""
         if self._footer_verified:
             return self._crc
-        return crc32c.crc32c(self._held, value=self._crc)
+        return crc32c(self._held, value=self._crc)
