@@ -89,6 +89,8 @@ def test_a_decode_and_an_encode_load_no_logging_library_and_no_package_metadata(
     assert (tree / "MANIFEST.json").is_file()
     assert "elastickv_async._core.snapshot.footer" in modules
     assert sorted(set(_NOT_AT_START) & modules) == []
+    # Another adapter's tree layout stays out of an S3 run.
+    assert "elastickv_async._adapters.redis.layout" not in modules
     out = tmp_path / "out.fsm"
     modules, _ = _run_fresh("encode", "--quiet", "--input", str(tree), "--output", str(out))
     assert out.read_bytes() == (case / "input.fsm").read_bytes()

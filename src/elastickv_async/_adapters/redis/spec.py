@@ -6,14 +6,14 @@ adapter's SPEC for its flags, and a run loads only the side it uses.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+import functools
+from typing import TYPE_CHECKING, Any
 
 from ..._core.dump.keymap import KEYMAP_FILE
 from ..base import BYTES, LINE_SET, AdapterSpec, FileComparison
 from . import options
 from .inventory import RedisInventory
 from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, route_key, user_key
-from .layout import DB_NAME, HLL_TTL, ROOT, STRINGS_TTL
 
 if TYPE_CHECKING:
     from ..base import DecodeContext, EncodeContext
@@ -22,17 +22,22 @@ if TYPE_CHECKING:
 
 __all__ = ["SPEC", "self_test_comparison"]
 
-#: Sidecars keyed by Redis key, whose line order is the order the decoder met the records:
-#: a tree decoded from legacy values (TTL found in a later ``!redis|ttl|`` row) comes back
-#: in another order after a round trip, with the same records.
-_KEYED_SIDECARS: Final = frozenset(
-    f"{DB_NAME}/{name}" for name in (STRINGS_TTL, HLL_TTL, KEYMAP_FILE)
-)
+
+@functools.cache
+def _keyed_sidecars() -> frozenset[str]:
+    """Sidecars keyed by Redis key, whose line order is the order the decoder met the records:
+    a tree decoded from legacy values (TTL found in a later ``!redis|ttl|`` row) comes back
+    in another order after a round trip, with the same records."""
+    # Loaded here, not with the SPEC: every command line loads all SPECs, and the layout
+    # (with the value classes it needs) only matters to a Redis self-test.
+    from .layout import DB_NAME, HLL_TTL, STRINGS_TTL
+
+    return frozenset(f"{DB_NAME}/{name}" for name in (STRINGS_TTL, HLL_TTL, KEYMAP_FILE))
 
 
 def self_test_comparison(path: str) -> FileComparison:
     """How the self-test compares ``path`` (inside ``redis/``): keyed sidecars as line sets."""
-    return LINE_SET if path in _KEYED_SIDECARS else BYTES
+    return LINE_SET if path in _keyed_sidecars() else BYTES
 
 
 def _empty_scope() -> dict[str, Any]:
@@ -53,7 +58,7 @@ def _encoder(ctx: EncodeContext) -> RedisEncoder:
 
 
 SPEC = AdapterSpec(
-    name=ROOT,
+    name="redis",  # the tree's top directory, layout.ROOT
     routed_prefixes=ROUTED_PREFIXES,
     internal_prefixes=INTERNAL_PREFIXES,
     decoder=_decoder,
