@@ -550,3 +550,44 @@ async def test_write_batches_take_their_bytes_from_the_memory_share(
     part = (6 << 10) // (2 * 3)  # one bucket: the batch filled and two in flight
     assert len(sizes[6 << 10]) > 10 and max(sizes[6 << 10]) < 2 * part
     assert len(sizes[DEFAULT_ADAPTER_MEMORY]) == 2  # 256 files, then the rest
+
+
+async def test_payloads_are_spilled_in_few_appends_with_the_same_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An input batch often holds one object's records: its payloads wait until enough are
+    pending (a quarter of the memory share at most) and go to the spill files in one call.
+    The tree and the digests handed to the writer are those of one append per batch."""
+    records = [bucket_meta(b"b")]
+    for n in range(120):
+        records += simple_object(b"b", f"k{n:03d}".encode(), _body(300 + n, seed=n))
+    records += [
+        blob(b"b", b"multi", _body(40, 1), chunk=0),
+        blob(b"b", b"multi", _body(30, 2), chunk=1),
+        manifest(b"b", b"multi", [part(1, [40, 30])], size_bytes=70),
+    ]
+    appended: dict[int, list[int]] = {}
+    results = {}
+    for memory in (DEFAULT_ADAPTER_MEMORY, 4):  # 4: a 1-byte threshold, one append per batch
+        h = harness(tmp_path / str(memory))
+        h.decoder._ctx.memory = memory
+        calls = appended[memory] = []
+        spill = h.decoder._spill
+        append = spill.append
+
+        def recording_append(writes: Any, append: Any = append, calls: list[int] = calls) -> None:
+            calls.append(len(writes))
+            append(writes)
+
+        monkeypatch.setattr(spill, "append", recording_append)
+        moved = _record_installs(h, monkeypatch)
+        await h.run(records, batch=2)
+        results[memory] = (h.files(), moved, dict(h.decoder._ctx.writer.ledger.items()))
+        assert _spill_left(h) == []
+    assert results[DEFAULT_ADAPTER_MEMORY] == results[4]
+    # In key order the 122 blob records come first, two per batch: an append each.
+    assert appended[4] == [2] * 61
+    assert appended[DEFAULT_ADAPTER_MEMORY] == [122]  # all of them, at finalize
+    files = results[4][0]
+    assert files["s3/b/multi"] == _body(40, 1) + _body(30, 2)
+    assert all(files[f"s3/b/k{n:03d}"] == _body(300 + n, seed=n) for n in range(120))

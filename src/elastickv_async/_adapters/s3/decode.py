@@ -2,10 +2,11 @@
 
 Records arrive in key order: blob chunks, bucket metas, chunkblobs, chunkrefs, manifests,
 upload records. Payloads are appended to scratch payload files
-(:class:`~elastickv_async._core.scratch.PayloadFiles`) as they come (one file per object,
-one for all chunkblobs); only their offsets, the parsed manifests and bucket metas
-stay in memory. :meth:`S3Decoder.finalize` then lays out each bucket (see
-:mod:`.layout`), assembles every body in part/chunk order and writes it, one task per bucket.
+(:class:`~elastickv_async._core.scratch.PayloadFiles`) as they come, a few MiB at a time (one
+file per object, one for all chunkblobs); beyond those pending bytes only their offsets, the
+parsed manifests and bucket metas stay in memory. :meth:`S3Decoder.finalize` then lays out
+each bucket (see :mod:`.layout`), assembles every body in part/chunk order and writes it, one
+task per bucket.
 A body whose chunks already sit in its payload file in final order (the common case: one
 object's chunks arrive together, in order) is moved into place without being copied, whatever
 its size: a rename instead of a second write, and one file created instead of two.
@@ -65,6 +66,11 @@ from .values import (
 
 __all__ = ["S3Decoder"]
 
+#: Payloads wait in memory until this many bytes are pending (or a quarter of the adapter's
+#: memory share, when less), then go to the spill files in one worker-thread call: an
+#: object's records usually make an input batch of their own, and a thread hop per batch
+#: cost more than the appends themselves.
+_APPEND_BYTES: Final = 4 << 20
 #: Bodies that cannot be moved into place are read and written in batches up to this size
 #: (or a batch's bytes, when smaller); larger ones are copied file to file in a worker thread.
 _SMALL_BODY: Final = 1 << 20
@@ -203,6 +209,10 @@ class S3Decoder:
         self._live_uploads: set[tuple[bytes, int, bytes, bytes]] = set()
         #: The object whose spill file is being hashed (its payloads arrive together).
         self._hashing: _Object | None = None
+        #: Payloads reserved in the spill files but not appended yet, and their blobs to hash.
+        self._writes: list[tuple[int, bytes]] = []
+        self._blobs: list[tuple[_Object, bytes]] = []
+        self._pending = 0
 
     # --- handle --------------------------------------------------------------------------------
 
@@ -220,10 +230,11 @@ class S3Decoder:
         return obj
 
     async def handle(self, batch: Sequence[Routed]) -> None:
-        """Index the batch's records and append its payloads to the spill files."""
-        writes: list[tuple[int, bytes]] = []
+        """Index the batch's records and append its payloads to the spill files (once
+        enough are pending)."""
+        writes = self._writes
+        blobs = self._blobs
         digests: list[tuple[bytes, bytes]] = []
-        blobs: list[tuple[_Object, bytes]] = []
         for prefix, entry in batch:
             key, value = entry.key, entry.value
             if prefix == keys.BLOB_PREFIX:
@@ -231,6 +242,7 @@ class S3Decoder:
                 obj = self._object(bucket, gen, obj_key)
                 writes.append((self._payloads.add_blob(bucket, obj, chunk, len(value)), value))
                 blobs.append((obj, value))
+                self._pending += len(value)
                 if self._full_fidelity:
                     obj.blob_keys[chunk] = key
             elif prefix == keys.BUCKET_META_PREFIX:
@@ -246,6 +258,7 @@ class S3Decoder:
                 digest = keys.parse_chunkblob_key(key)
                 writes.append((self._payloads.add_chunkblob(digest, len(value)), value))
                 digests.append((digest, value))
+                self._pending += len(value)
             elif prefix == keys.CHUNKREF_PREFIX:
                 bucket, gen, obj_key, chunk = keys.parse_chunkref_key(key)
                 self._object(bucket, gen, obj_key).refs[chunk] = keys.parse_chunkref_value(
@@ -262,20 +275,33 @@ class S3Decoder:
                 self._object(bucket, gen, obj_key).manifest = manifest
             elif prefix in (keys.UPLOAD_META_PREFIX, keys.UPLOAD_PART_PREFIX):
                 self._handle_upload(prefix, key, value, writes)
-        if writes:
-            await anyio.to_thread.run_sync(self._append, writes, blobs)
         if digests:
-            mismatch = await anyio.to_thread.run_sync(self._spill.first_digest_mismatch, digests)
+            # Checked with this batch, so that a bad chunkblob is the error a run reports
+            # even when a later record is bad too.
+            mismatch = await self._append(digests)
             if mismatch is not None:
                 raise record_error(
                     "ErrS3ChunkBlobHashMismatch",
                     f"chunkblob {mismatch[0].hex()} hashes to {mismatch[1].hex()}",
                 )
+        elif self._pending >= min(_APPEND_BYTES, max(1, self._ctx.memory // 4)):
+            await self._append()
 
-    def _append(self, writes: list[tuple[int, bytes]], blobs: list[tuple[_Object, bytes]]) -> None:
-        """Append the payloads to the spill files and hash the blob payloads (worker thread)."""
-        self._spill.append(writes)
-        self._hash_payloads(blobs)
+    async def _append(
+        self, digests: Sequence[tuple[bytes, bytes]] = ()
+    ) -> tuple[bytes, bytes] | None:
+        """Append the pending payloads and hash the blobs among them, in one worker-thread
+        call that also checks the ``digests`` of chunkblobs; the first mismatch, if any."""
+        writes, blobs = self._writes, self._blobs
+        self._writes, self._blobs, self._pending = [], [], 0
+
+        def append() -> tuple[bytes, bytes] | None:
+            if writes:
+                self._spill.append(writes)
+                self._hash_payloads(blobs)
+            return self._spill.first_digest_mismatch(digests) if digests else None
+
+        return await anyio.to_thread.run_sync(append)
 
     def _hash_payloads(self, blobs: list[tuple[_Object, bytes]]) -> None:
         """Add each blob payload to its object's spill-file digest, in append order.
@@ -317,15 +343,18 @@ class S3Decoder:
         self._spill.reserve(bucket.uploads_fid, len(line))
         bucket.uploads += 1
         writes.append((bucket.uploads_fid, line))
+        self._pending += len(line)
 
     # --- finalize ------------------------------------------------------------------------------
 
     async def finalize(self) -> dict[str, Any]:
         """Write every bucket (concurrently), then drop the spill files; return the scope."""
-        if self._hashing is not None:
-            _end_hash(self._hashing)
-            self._hashing = None
         try:
+            if self._writes:
+                await self._append()
+            if self._hashing is not None:
+                _end_hash(self._hashing)
+                self._hashing = None
             jobs = max(1, self._ctx.options.jobs)
             # Each bucket flushed at once holds the batch it fills and those in flight, each
             # under twice the batch bytes (no body larger than them joins a batch): all of
