@@ -62,8 +62,8 @@ code = main(sys.argv[1:])
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
 
-#: Loaded by no decode or encode that prints no log line: structlog (a collecting logger
-#: stands in for it) and the version lookup of the ``crc32c`` package's ``__init__``.
+#: Loaded by no decode or encode that logs no warning: structlog (the logger is built at the
+#: first warning) and the version lookup of the ``crc32c`` package's ``__init__``.
 _NOT_AT_START = ("structlog", "crc32c", "importlib.metadata", "email")
 
 
@@ -77,7 +77,7 @@ def _run_fresh(*argv: str) -> tuple[set[str], str]:
 
 
 @pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
-def test_a_decode_and_an_encode_load_no_logging_library_and_no_package_metadata(
+def test_a_clean_decode_and_encode_load_no_logging_library_and_no_package_metadata(
     tmp_path: Path,
 ) -> None:
     assert SHARED is not None
@@ -112,3 +112,24 @@ def test_a_run_that_prints_log_lines_loads_structlog(tmp_path: Path) -> None:
     modules, stderr = _run_fresh(*argv, "--log-format", "json")
     assert "structlog" in modules
     assert '"event": "s3_orphan_chunks"' in stderr
+
+
+@pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
+def test_a_run_that_warns_gathers_its_warnings_through_structlog(tmp_path: Path) -> None:
+    """The deferred logger hands the first warning to structlog even when nothing is printed."""
+    assert SHARED is not None
+    case = SHARED / "golden" / "public" / "s3_orphans_flag"
+    report = tmp_path / "report.json"
+    modules, _ = _run_fresh(
+        "decode",
+        "--quiet",
+        "--input",
+        str(case / "input.fsm"),
+        "--output",
+        str(tmp_path / "t"),
+        "--report",
+        str(report),
+    )
+    assert "structlog" in modules
+    events = [w["event"] for w in json.loads(report.read_text())["warnings"]]
+    assert "s3_orphan_chunks" in events

@@ -4,8 +4,8 @@ Adapters log through structlog (``ctx.log.warning("event_name", field=...)``). T
 logger carries :meth:`Report.collect` as a processor, so each warning lands in the report
 exactly once, and is also rendered (console key=value or one JSON object per line) when the
 caller asked for log output. No global structlog configuration is touched: two runs in one
-process keep separate reports. A run that renders nothing (the default) gets a
-:class:`CollectingLogger` instead, which records the same warnings without importing structlog.
+process keep separate reports. A run that renders nothing (the default) builds its structlog
+logger at its first warning (:class:`DeferredLogger`): most runs log none.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
 if TYPE_CHECKING:
     from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["CollectingLogger", "EventLog", "Report", "WarningSummary", "make_logger"]
+__all__ = ["DeferredLogger", "EventLog", "Report", "WarningSummary", "make_logger"]
 
 _WARNING_LEVELS: Final = frozenset({"warning", "warn", "error", "critical"})
 
@@ -120,28 +120,30 @@ class EventLog(Protocol):
     def error(self, event: str, *args: Any, **fields: Any) -> Any: ...
 
 
-class CollectingLogger:
-    """A logger that renders nothing and hands warnings to :meth:`Report.collect`.
+class DeferredLogger:
+    """structlog's collect-only logger, built when the first warning or error is logged.
 
-    It gives the report exactly what structlog's pipeline would (the bound fields, then the
-    call's, then ``event`` and ``level``), without loading structlog: most runs never print a
-    log line, and structlog's import is a noticeable part of a short run's start-up.
+    Most runs never log one, and importing structlog is a noticeable part of a short run's
+    start-up. Bound fields are kept until then and bound to the real logger, so every event
+    still goes through structlog's pipeline into :meth:`Report.collect`. Debug and info events
+    are dropped here, as the collect-only pipeline drops them.
     """
 
-    __slots__ = ("_context", "_report")
+    __slots__ = ("_bound", "_context", "_report")
 
     def __init__(self, report: Report, context: dict[str, Any] | None = None) -> None:
         self._report = report
         self._context = context or {}
+        self._bound: EventLog | None = None
 
-    def bind(self, **fields: Any) -> CollectingLogger:
+    def bind(self, **fields: Any) -> DeferredLogger:
         """A logger whose events carry ``fields`` too."""
-        return CollectingLogger(self._report, {**self._context, **fields})
+        return DeferredLogger(self._report, {**self._context, **fields})
 
-    def _collect(self, level: str, event: str, args: tuple[Any, ...], fields: Any) -> None:
-        event_dict = {**self._context, **fields, "event": event % args if args else event}
-        event_dict["level"] = level
-        self._report.collect(None, level, event_dict)
+    def _logger(self) -> EventLog:
+        if self._bound is None:
+            self._bound = _structlog_logger(self._report, None, None).bind(**self._context)
+        return self._bound
 
     def debug(self, event: str, *args: Any, **fields: Any) -> None:
         """Dropped: only warnings and errors reach the report."""
@@ -151,11 +153,11 @@ class CollectingLogger:
 
     def warning(self, event: str, *args: Any, **fields: Any) -> None:
         """Record a warning in the report."""
-        self._collect("warning", event, args, fields)
+        self._logger().warning(event, *args, **fields)
 
     def error(self, event: str, *args: Any, **fields: Any) -> None:
         """Record an error in the report (counted with the warnings)."""
-        self._collect("error", event, args, fields)
+        self._logger().error(event, *args, **fields)
 
 
 def make_logger(
@@ -166,21 +168,33 @@ def make_logger(
     ``log_format`` is ``"console"``, ``"json"`` or ``None`` (collect only, print nothing).
     """
     if log_format is None:
-        return CollectingLogger(report)
+        return DeferredLogger(report)
+    return _structlog_logger(report, log_format, stream)
+
+
+def _structlog_logger(report: Report, log_format: str | None, stream: TextIO | None) -> EventLog:
     import structlog
 
-    processors: list[Processor] = [
-        structlog.processors.add_log_level,
-        report.collect,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    if log_format == "json":
-        processors.append(structlog.processors.JSONRenderer(default=_plain))
+    processors: list[Processor] = [structlog.processors.add_log_level, report.collect]
+    if log_format is None:
+        processors.append(_drop)
+        factory: Any = structlog.ReturnLoggerFactory()
     else:
-        processors.append(structlog.processors.KeyValueRenderer(key_order=["level", "event"]))
+        processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
+        if log_format == "json":
+            processors.append(structlog.processors.JSONRenderer(default=_plain))
+        else:
+            processors.append(structlog.processors.KeyValueRenderer(key_order=["level", "event"]))
+        factory = structlog.PrintLoggerFactory(file=stream or sys.stderr)
     logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
-        structlog.PrintLoggerFactory(file=stream or sys.stderr)(),
+        factory(),
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(0),
     )
     return logger
+
+
+def _drop(_logger: WrappedLogger, _method: str, _event_dict: EventDict) -> EventDict:
+    import structlog
+
+    raise structlog.DropEvent

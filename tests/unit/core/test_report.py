@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from elastickv_async._core.report import CollectingLogger, EventLog, Report, make_logger
+from elastickv_async._core.report import DeferredLogger, EventLog, Report, make_logger
 
 
 def test_each_warning_is_collected_once_with_its_fields() -> None:
@@ -76,12 +76,12 @@ def _log_everything(log: EventLog) -> None:
     log.warning("s3_orphan_chunks", object="k2")
 
 
-def test_collecting_logger_reports_what_the_rendering_logger_reports() -> None:
-    """Without a log format no structlog pipeline is built, and the report is the same:
-    the same events, counts, and example fields in the same order."""
+def test_deferred_logger_reports_what_the_rendering_logger_reports() -> None:
+    """Without a log format the structlog pipeline is built at the first warning, and the
+    report is the same: the same events, counts, and example fields in the same order."""
     quiet, rendered = Report(), Report()
     silent = make_logger(quiet)
-    assert isinstance(silent, CollectingLogger)
+    assert isinstance(silent, DeferredLogger)
     _log_everything(silent)
     stream = io.StringIO()
     _log_everything(make_logger(rendered, log_format="json", stream=stream))
