@@ -22,6 +22,7 @@ from elastickv_async._core.dump.checksums import ChecksumLedger, walk_digests
 from elastickv_async._core.dump.verify import check_input_tree
 from elastickv_async._core.encode import api as encode_api
 from elastickv_async._core.encode import selftest
+from elastickv_async._core.encode.readdigests import ReadDigests
 from elastickv_async._core.encode.sortframe import FramedSorter
 from elastickv_async._core.errors import UsageError
 from elastickv_async._core.memory import (
@@ -179,6 +180,7 @@ class Spills:
         self._wrap(monkeypatch, FramedSorter, "spill", _sorter_part)
         self._wrap(monkeypatch, sqs_spill.MessageSpill, "spill", lambda s: "sqs")
         self._wrap(monkeypatch, ChecksumLedger, "_spill", lambda s: "ledger")
+        self._wrap(monkeypatch, ReadDigests, "_spill", lambda s: "read")
 
     def _wrap(
         self, monkeypatch: pytest.MonkeyPatch, cls: type, name: str, part: Callable[[Any], str]
@@ -411,7 +413,9 @@ async def test_each_encoder_gets_its_share(
     )
     shares = MemoryBudget(budget, "encode", ADAPTERS)
     assert seen == {name: shares.adapter(name) for name in ADAPTERS}
-    assert walks == [shares.share("walk")] and sorts == [shares.share("sort")]
+    # The CHECKSUMS check runs once the encoders are done, its walk with their part too.
+    assert walks == [shares.share("walk") + shares.share("adapters")]
+    assert sorts == [shares.share("sort")]
 
 
 async def test_an_encoder_alone_in_the_tree_takes_the_adapters_whole_part(

@@ -39,7 +39,6 @@ import anyio.to_thread
 from ..._adapters.base import AdapterSpec, EncodeContext
 from ..._adapters.registry import REGISTRY
 from ..concurrency import task_group
-from ..dump.checksums import ChecksumLedger
 from ..dump.manifest import MANIFEST_NAME, Manifest
 from ..dump.tree import recording_reads
 from ..encode import publish as disk
@@ -62,6 +61,7 @@ from ..encode.collect import CHANNEL_BUFFER, LARGE_VALUE, collect_records
 from ..encode.framing import ts_suffix
 from ..encode.info import EncodeInfo, encoder_version
 from ..encode.output import FrameWriter
+from ..encode.readdigests import ReadDigests
 from ..encode.selftest import diff_trees
 from ..errors import DataError, OutputError, SelfTestMismatch, UsageError, map_os_errors
 from ..extsort import ExternalSorter
@@ -356,7 +356,7 @@ class _Run:
         work = held.path
         sorter = ExternalSorter(work / "sort", self.sort_budget, large_value=LARGE_VALUE)
         limit = self.memory.ledger_entries()
-        read = ChecksumLedger(work / "read", limit=limit) if verify else None
+        read = ReadDigests(work / "read", limit=limit) if verify else None
         suffixes = {g: ts_suffix(ts) for g, ts in plan.stamps.items()}
         meter = self.meter
         try:

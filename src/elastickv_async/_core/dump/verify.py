@@ -17,7 +17,7 @@ import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio.to_thread
 
@@ -312,8 +312,15 @@ def _compare(
             ledger.close()
 
 
+class ReadDigests(Protocol):
+    """The digests of the tree files an encoder read, by raw path."""
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(raw path, digest)``, sorted bytewise by path, one per path."""
+
+
 def check_input_tree(
-    root: Path | TreeRoots, read: ChecksumLedger | None, memory: int = DEFAULT_WALK_MEMORY
+    root: Path | TreeRoots, read: ReadDigests | None, memory: int = DEFAULT_WALK_MEMORY
 ) -> tuple[int, str]:
     """:func:`check_tree` of an encoder's input at ``root``: a missing CHECKSUMS is allowed
     (the caller warns), and the digests ``read`` took of the files the encoders read stand

@@ -30,7 +30,7 @@ import anyio.to_thread
 from ..._adapters.base import AdapterSpec, EncodeContext
 from ..._adapters.registry import REGISTRY
 from ..concurrency import task_group
-from ..dump.checksums import CHECKSUMS_NAME, ChecksumLedger
+from ..dump.checksums import CHECKSUMS_NAME
 from ..dump.manifest import (
     CHECKSUM_ALGORITHM,
     CHECKSUMS_NONE,
@@ -60,6 +60,7 @@ from .collect import CHANNEL_BUFFER, LARGE_VALUE, collect_records
 from .framing import ts_suffix
 from .info import EncodeInfo, TimeRebase
 from .output import FramedBlocks, SnapshotStream
+from .readdigests import ReadDigests
 from .sortframe import FramedSorter
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ __all__ = ["EncodeResult", "encode_snapshot", "parse_last_commit_ts"]
 
 _UINT64_MAX: Final = (1 << 64) - 1
 #: The check of the input against its CHECKSUMS, given the digests of the files read.
-Verify = Callable[[ChecksumLedger], Coroutine[Any, Any, None]]
+Verify = Callable[[ReadDigests], Coroutine[Any, Any, None]]
 
 _DECIMAL: Final = re.compile(r"[0-9]+")
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")
@@ -368,7 +369,7 @@ class _Run:
         work = held.path
         sorter = FramedSorter(work / "sort", self.sort_budget, large_value=LARGE_VALUE)
         held_digests = self.memory.ledger_entries()
-        read = ChecksumLedger(work / "read", limit=held_digests) if verify else None
+        read = ReadDigests(work / "read", limit=held_digests) if verify else None
 
         meter = self.meter
         try:
@@ -557,7 +558,7 @@ async def _verify_input(
     root: Path | TreeRoots,
     report: Report,
     log: EventLog,
-    read: ChecksumLedger | None = None,
+    read: ReadDigests | None = None,
     *,
     memory: int,
 ) -> None:
@@ -669,7 +670,9 @@ async def encode_snapshot(
         await anyio.to_thread.run_sync(lambda: _refuse_existing_output(out, force=force))
         verify = None
         if options.verify_checksums:
-            verify = partial(_verify_input, roots, report, log, memory=run.memory.share("walk"))
+            # The check runs once the encoders are done: their part is free for its walk.
+            walk = run.memory.share("walk") + run.memory.share("adapters")
+            verify = partial(_verify_input, roots, report, log, memory=walk)
         else:
             log.info("checksums_not_verified", input=input_label)
         places = [out.parent]

@@ -34,7 +34,7 @@ from ..extsort import ENTRY_OVERHEAD, MERGE_FAN_IN, Deferred, ExternalSorter
 from ..snapshot.framing import TS_SIZE, VALUE_HEADER_SIZE
 from .framing import KEY_LEN, VALUE_HEAD
 
-__all__ = ["CHUNK_BYTES", "FramedSorter"]
+__all__ = ["CHUNK_BYTES", "Entry", "FramedSorter", "merge_rounds", "read_run", "write_run"]
 
 #: ``(encoded key, framed entry)``.
 Entry = tuple[bytes, bytes]
@@ -104,7 +104,7 @@ def _chunks(entries: list[Entry], chunk_bytes: int) -> Iterator[list[Entry]]:
         start = end
 
 
-def _rounds(sources: list[Iterator[list[Entry]]]) -> Iterator[list[Entry]]:
+def merge_rounds(sources: list[Iterator[list[Entry]]]) -> Iterator[list[Entry]]:
     """Merge ``sources``, each yielding sorted chunks of a sorted stream, into sorted lists.
 
     Every key of a round sorts at or below every key of the next one.
@@ -235,7 +235,7 @@ class FramedSorter:
         buffer.sort(key=_KEY)
         path = self._new_run_path()
         self._runs.append(path)
-        _write_run(path, _chunks(buffer, CHUNK_BYTES))
+        write_run(path, _chunks(buffer, CHUNK_BYTES))
         self._spills += 1
 
     def _compact(self) -> None:
@@ -244,7 +244,7 @@ class FramedSorter:
             group, rest = self._runs[:MERGE_FAN_IN], self._runs[MERGE_FAN_IN:]
             path = self._new_run_path()
             self._runs = [path, *rest]
-            _write_run(path, _rounds([_read_run(run) for run in group]))
+            write_run(path, merge_rounds([read_run(run) for run in group]))
             for old in group:
                 old.unlink()
 
@@ -269,12 +269,12 @@ class FramedSorter:
         tail, self._buffer, self._buffered = self._buffer, [], 0
         tail.sort(key=_KEY)
         self._compact()
-        sources = [_read_run(run) for run in self._runs]
+        sources = [read_run(run) for run in self._runs]
         sources.append(_chunks(tail, CHUNK_BYTES))
         if self._general is not None:
             sources.append(self._general_chunks(self._general))
         previous: bytes | None = None
-        for entries in _rounds(sources):
+        for entries in merge_rounds(sources):
             keys = list(map(_KEY, entries))
             if keys[0] == previous or any(map(eq, keys, itertools.islice(keys, 1, None))):
                 if keys[0] == previous:
@@ -295,7 +295,7 @@ class FramedSorter:
             self._general.close()
 
 
-def _write_run(path: Path, chunks: Iterator[list[Entry]]) -> None:
+def write_run(path: Path, chunks: Iterator[list[Entry]]) -> None:
     """Write ``chunks`` as a new run: each a length and its marshal'd entries."""
     fd = os.open(path, _NEW_FLAGS, 0o600)
     with open(fd, "wb", buffering=_BUFFER) as fh:
@@ -305,8 +305,8 @@ def _write_run(path: Path, chunks: Iterator[list[Entry]]) -> None:
             fh.write(data)
 
 
-def _read_run(path: Path) -> Iterator[list[Entry]]:
-    """The chunks of a run written by :func:`_write_run`, one at a time."""
+def read_run(path: Path) -> Iterator[list[Entry]]:
+    """The chunks of a run written by :func:`write_run`, one at a time."""
     with open(path, "rb", buffering=0) as fh:
         while head := fh.read(_LEN.size):
             if len(head) != _LEN.size:
