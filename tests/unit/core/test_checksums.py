@@ -12,6 +12,7 @@ import anyio.to_thread
 import pytest
 from support import raises_code
 
+from elastickv_async._core.dump import checksums
 from elastickv_async._core.dump.checksums import (
     ChecksumLedger,
     checksum_line,
@@ -307,5 +308,33 @@ async def test_verify_parses_the_lines_after_the_first_that_differs(tmp_path: Pa
     wrong = b"0" * 64 + lines[5][64:]
     (tmp_path / "CHECKSUMS").write_bytes(b"\n".join([*lines[:20], wrong, *lines[20:]]))
     path = lines[5][66:].decode()
+    with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=f"{path}: sha256 differs"):
+        await verify_tree(tmp_path)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("at", [0, 3, 4, 17, 40])
+async def test_verify_compares_whole_batches_then_lines_from_the_batch_that_differs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int
+) -> None:
+    """The walk's files are compared a batch at a time with the bytes of CHECKSUMS; from the
+    first batch that differs, line by line: whichever batch the difference falls in (batches
+    of 4 here), a respelled line still verifies, a malformed one is named by its number and
+    a wrong digest by its path."""
+    monkeypatch.setattr(checksums, "_BATCH", 4)
+    _big_tree(tmp_path, 40)
+    await _list(tmp_path)
+    lines = _checksums_lines(tmp_path)
+    assert (await verify_tree(tmp_path)).counters["verify.files"] == 41
+    respelled = [*lines[:at], b"", lines[at].replace(b"  ", b" *", 1), *lines[at + 1 :]]
+    (tmp_path / "CHECKSUMS").write_bytes(b"\n".join(respelled))
+    assert (await verify_tree(tmp_path)).counters["verify.files"] == 41
+    broken = [*lines[:at], b"not a checksum line", *lines[at:]]
+    (tmp_path / "CHECKSUMS").write_bytes(b"\n".join(broken) + b"\n")
+    with raises_code(ChecksumMismatch, "ErrChecksumsMalformedLine", match=f"line {at + 1} "):
+        await verify_tree(tmp_path)
+    wrong = [*lines[:at], b"0" * 64 + lines[at][64:], *lines[at + 1 :]]
+    (tmp_path / "CHECKSUMS").write_bytes(b"\n".join(wrong) + b"\n")
+    path = lines[at][66:].decode()
     with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=f"{path}: sha256 differs"):
         await verify_tree(tmp_path)

@@ -13,13 +13,14 @@ import os
 import struct
 import tempfile
 import threading
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 from ..errors import DumpTreeError
-from ..extsort import ExternalSorter
+from ..extsort import ENTRY_OVERHEAD, ExternalSorter
 from ..memory import DEFAULT_WALK_MEMORY
 from ..scratch import merge
 from .tree import DumpTree, TreeDir
@@ -31,16 +32,19 @@ __all__ = [
     "compute_checksums",
     "hash_tree",
     "sha256_file",
+    "walk_digest_batches",
     "walk_digests",
 ]
 
 CHECKSUMS_NAME: Final = "CHECKSUMS"
 _CHECKSUMS_RAW: Final = CHECKSUMS_NAME.encode()
+_NAME: Final = itemgetter(0)
 _BLOCK: Final = 1 << 20
 _GENERATION: Final = struct.Struct(">Q")
 #: Names encoded at once while a directory is listed.
 _CHUNK: Final = 4096
-#: Whether the listing shows a directory or regular file (``_PLAIN``) or anything else.
+#: What the listing shows an entry as: a directory, a regular file, anything else.
+_DIR: Final = b"/"
 _PLAIN: Final = b""
 _ODD: Final = b"!"
 
@@ -82,58 +86,86 @@ class _Known:
 
     def take(self, rel: bytes) -> bytes | None:
         """The digest of ``rel`` if it is known (paths must be asked in ascending order)."""
-        head = self._head
-        while head is not None and head[0] < rel:
-            head = next(self._items, None)
-        if head is None or head[0] != rel:
-            self._head = head
-            return None
-        self._head = next(self._items, None)
-        return head[1]
+        return self.take_many([rel])[0]
+
+    def take_many(self, rels: Sequence[bytes]) -> list[bytes | None]:
+        """:meth:`take` of each of ``rels`` (ascending, and above any path asked before)."""
+        head, items = self._head, self._items
+        found: list[bytes | None] = []
+        for rel in rels:
+            while head is not None and head[0] < rel:
+                head = next(items, None)
+            if head is not None and head[0] == rel:
+                found.append(head[1])
+                head = next(items, None)
+            else:
+                found.append(None)
+        self._head = head
+        return found
+
+
+#: A listing's entries at once: ``(raw names, flags)``, sorted by name.
+Listed = tuple[Sequence[bytes], Sequence[bytes]]
 
 
 def _path_order(
     directory: TreeDir, extra_dirs: frozenset[str], spill: Path, memory: int
-) -> Iterator[tuple[bytes, bytes]]:
+) -> Iterator[Listed]:
     """The entries of ``directory`` and ``extra_dirs`` as raw names, a directory's with a
-    trailing slash, sorted: the byte order of their full paths. Each comes with
-    :data:`_ODD` when the listing shows neither a directory nor a regular file (it gets the
-    full check where it is reached). A listed name in ``extra_dirs`` is left out.
+    trailing slash, sorted (the byte order of their full paths), :data:`_BATCH` at a time.
+    Each comes with :data:`_DIR` (a directory), :data:`_PLAIN` (a regular file) or
+    :data:`_ODD` (anything else: it gets the full check where it is reached). A listed
+    name in ``extra_dirs`` is left out.
 
     A listing larger than ``memory`` bytes is sorted through runs under ``spill``.
     """
-    sorter = ExternalSorter(spill, memory)
+    entries: list[tuple[bytes, bytes]] = [(os.fsencode(name) + b"/", _DIR) for name in extra_dirs]
+    size = 0
+    sorter: ExternalSorter | None = None
     try:
-        names = [name + "/" for name in extra_dirs]
-        flags = [_PLAIN] * len(names)
         with os.scandir(directory.fd) as listing:
-            for entry in listing:
-                name = entry.name
-                if name in extra_dirs:
+            while chunk := list(itertools.islice(listing, _CHUNK)):
+                if extra_dirs:
+                    chunk = [entry for entry in chunk if entry.name not in extra_dirs]
+                if not chunk:
                     continue
-                if entry.is_dir(follow_symlinks=False):
-                    names.append(name + "/")
-                    flags.append(_PLAIN)
-                else:
-                    names.append(name)
-                    flags.append(_PLAIN if entry.is_file(follow_symlinks=False) else _ODD)
-                if len(names) >= _CHUNK:
-                    _add_names(sorter, names, flags)
-                    names, flags = [], []
-        _add_names(sorter, names, flags)
-        yield from sorter.merged()
+                kinds = [
+                    _DIR
+                    if entry.is_dir(follow_symlinks=False)
+                    else _PLAIN
+                    if entry.is_file(follow_symlinks=False)
+                    else _ODD
+                    for entry in chunk
+                ]
+                # One encode for the chunk (no name holds a NUL byte), not one call per name.
+                keys = os.fsencode("\0".join(entry.name for entry in chunk)).split(b"\0")
+                if _DIR in kinds:
+                    keys = [k + b"/" if f == _DIR else k for k, f in zip(keys, kinds, strict=True)]
+                entries += zip(keys, kinds, strict=True)
+                size += sum(map(len, keys)) + ENTRY_OVERHEAD * len(keys)
+                if size >= memory:
+                    sorter = sorter or ExternalSorter(spill, memory)
+                    sorter.add_many(entries)
+                    sorter.spill()
+                    entries, size = [], 0
+        if sorter is None:
+            entries.sort(key=_NAME)
+            for start in range(0, len(entries), _BATCH):
+                yield _unzipped(entries[start : start + _BATCH])
+            return
+        sorter.add_many(entries)
+        entries = []
+        merged = sorter.merged()
+        while part := list(itertools.islice(merged, _BATCH)):
+            yield _unzipped(part)
     finally:
-        sorter.close()
+        if sorter is not None:
+            sorter.close()
 
 
-def _add_names(sorter: ExternalSorter, names: list[str], flags: list[bytes]) -> None:
-    if not names:
-        return
-    # One encode for the chunk (no name holds a NUL byte), not one call per name.
-    keys = os.fsencode("\0".join(names)).split(b"\0")
-    sorter.add_many(list(zip(keys, flags, strict=True)))
-    if sorter.over_budget:
-        sorter.spill()
+def _unzipped(entries: list[tuple[bytes, bytes]]) -> Listed:
+    keys, flags = zip(*entries, strict=True)
+    return keys, flags
 
 
 #: Files yielded at once by :func:`_walk`.
@@ -156,28 +188,25 @@ def _walk(
     # Paths stay raw bytes: a known file costs no name decoding.
     prefix = os.fsencode(directory.rel) + b"/" if directory.rel else b""
     batch: list[tuple[bytes, bytes]] = []
-    for key, flag in _path_order(directory, redirected, spill / str(next(spills)), memory):
-        if key.endswith(b"/"):
-            if batch:
-                tally.files += len(batch)
-                yield batch
-                batch = []
-            name = os.fsdecode(key[:-1])
-            # A redirected subtree is read from the adapter's own root.
-            sub = tree.open_dir((name,)) if name in redirected else directory.subdir(name)
-            if sub is not None:
-                with sub:
-                    yield from _walk(tree, sub, tally, known, spill, spills, memory)
-            continue
-        raw = prefix + key
-        if raw == _CHECKSUMS_RAW:
-            continue
-        digest = known.take(raw) if known is not None else None
-        if digest is None or flag == _ODD:
-            digest = _hash_unread(directory, os.fsdecode(key), tally)
-            if digest is None:
-                continue  # removed since the listing
-        batch.append((raw, digest))
+    for keys, flags in _path_order(directory, redirected, spill / str(next(spills)), memory):
+        if _DIR in flags or (not prefix and _CHECKSUMS_RAW in keys):
+            for key, flag in zip(keys, flags, strict=True):
+                if flag == _DIR:
+                    if batch:
+                        tally.files += len(batch)
+                        yield batch
+                        batch = []
+                    name = os.fsdecode(key[:-1])
+                    # A redirected subtree is read from the adapter's own root.
+                    sub = tree.open_dir((name,)) if name in redirected else directory.subdir(name)
+                    if sub is not None:
+                        with sub:
+                            yield from _walk(tree, sub, tally, known, spill, spills, memory)
+                elif prefix + key != _CHECKSUMS_RAW:
+                    batch += _files(directory, prefix, (key,), (flag,), known, tally)
+        else:
+            # A run of files only: their known digests are taken together.
+            batch += _files(directory, prefix, keys, flags, known, tally)
         if len(batch) >= _BATCH:
             tally.files += len(batch)
             yield batch
@@ -185,6 +214,30 @@ def _walk(
     if batch:
         tally.files += len(batch)
         yield batch
+
+
+def _files(
+    directory: TreeDir,
+    prefix: bytes,
+    keys: Sequence[bytes],
+    flags: Sequence[bytes],
+    known: _Known | None,
+    tally: HashTally,
+) -> list[tuple[bytes, bytes]]:
+    """``(raw path, digest)`` of the files ``keys`` of ``directory`` (listed with ``flags``):
+    the known digest of a file the listing shows as regular, else the file hashed now."""
+    raws = [prefix + key for key in keys] if prefix else list(keys)
+    digests = known.take_many(raws) if known is not None else [None] * len(raws)
+    if None not in digests and _ODD not in flags:
+        return list(zip(raws, cast(list[bytes], digests), strict=True))
+    out = []
+    for raw, key, flag, digest in zip(raws, keys, flags, digests, strict=True):
+        if digest is None or flag == _ODD:
+            digest = _hash_unread(directory, os.fsdecode(key), tally)
+            if digest is None:
+                continue  # removed since the listing
+        out.append((raw, digest))
+    return out
 
 
 def _hash_unread(directory: TreeDir, name: str, tally: HashTally) -> bytes | None:
@@ -223,12 +276,28 @@ def walk_digests(
     Blocking: iterate in a worker thread. ``tally`` counts the files and bytes as it goes;
     a directory's listing is sorted in ``memory`` bytes (beyond them, through spilled runs).
     """
+    batches = walk_digest_batches(tree, tally, known=known, memory=memory)
+    try:
+        for batch in batches:
+            yield from batch
+    finally:
+        batches.close()
+
+
+def walk_digest_batches(
+    tree: DumpTree,
+    tally: HashTally | None = None,
+    *,
+    known: Iterator[tuple[bytes, bytes]] | None = None,
+    memory: int = DEFAULT_WALK_MEMORY,
+) -> Generator[list[tuple[bytes, bytes]], None, None]:
+    """:func:`walk_digests` in lists of consecutive files (none empty)."""
     tally = tally if tally is not None else HashTally()
     with (
         tree.open_root() as root,
         tempfile.TemporaryDirectory(prefix="elastickv-walk-") as spill,
     ):
-        for batch in _walk(
+        yield from _walk(
             tree,
             root,
             tally,
@@ -237,8 +306,7 @@ def walk_digests(
             itertools.count(),
             memory,
             frozenset(tree.roots.redirected),
-        ):
-            yield from batch
+        )
 
 
 def hash_tree(tree: DumpTree, tally: HashTally | None = None) -> dict[bytes, str]:

@@ -27,7 +27,13 @@ from ..gojson_read import GoJSONError, get_str, loads
 from ..memory import DEFAULT_WALK_MEMORY, LEDGER_ENTRY_BYTES
 from ..progress import ProgressCallback, ProgressMeter
 from ..report import Report
-from .checksums import CHECKSUMS_NAME, ChecksumLedger, HashTally, walk_digests
+from .checksums import (
+    CHECKSUMS_NAME,
+    ChecksumLedger,
+    HashTally,
+    walk_digest_batches,
+    walk_digests,
+)
 from .manifest import (
     CHECKSUM_ALGORITHM,
     CHECKSUMS_NONE,
@@ -101,18 +107,54 @@ def _in_order(
 
 
 def _agreeing(
-    blocks: Iterator[bytes], actual: Iterator[tuple[bytes, bytes]]
+    blocks: Iterator[bytes], batches: Iterator[list[tuple[bytes, bytes]]]
 ) -> tuple[int, int, list[str]]:
-    """:func:`_differences` of CHECKSUMS (read in ``blocks``) and ``actual``, each line first
-    compared whole with the line ``actual`` gives: a tree that matches costs no parsing.
+    """:func:`_differences` of CHECKSUMS (read in ``blocks``) and the walk's ``batches``,
+    each batch's lines first built and compared whole with the bytes of CHECKSUMS at that
+    place: a tree that matches costs a line built per file, and no parsing.
 
-    At the first line that differs in any way (another spelling, an escaped name, a file
-    missing or not listed, another digest), the lines from there on are parsed and compared
-    path by path, as :func:`_differences` does.
+    From the first batch that differs in any way (another spelling, an escaped name, a
+    blank line, a file missing or not listed, another digest), the lines are compared one by
+    one by :func:`_agreeing_lines`.
+    """
+    blocks = iter(blocks)
+    count = 0
+    previous: bytes | None = None
+    data = b""
+    for batch in batches:
+        expected = b"".join([d.hex().encode() + b"  " + path + b"\n" for path, d in batch])
+        while len(data) < len(expected) and (block := next(blocks, None)) is not None:
+            data += block
+        if data.startswith(expected):
+            data = data[len(expected) :]
+            count += len(batch)
+            previous = batch[-1][0]
+            continue
+        actual = itertools.chain(batch, itertools.chain.from_iterable(batches))
+        more, differing, shown = _agreeing_lines(
+            itertools.chain([data], blocks), actual, count, previous
+        )
+        return count + more, differing, shown
+    more, differing, shown = _agreeing_lines(
+        itertools.chain([data], blocks), iter(()), count, previous
+    )
+    return count + more, differing, shown
+
+
+def _agreeing_lines(
+    blocks: Iterator[bytes],
+    actual: Iterator[tuple[bytes, bytes]],
+    number: int,
+    previous: bytes | None,
+) -> tuple[int, int, list[str]]:
+    """:func:`_differences` of CHECKSUMS (read in ``blocks``, ``number`` lines in, the last
+    of them ``previous``'s) and ``actual``, each line first compared whole with the line
+    ``actual`` gives.
+
+    At the first line that differs in any way, the lines from there on are parsed and
+    compared path by path, as :func:`_differences` does.
     """
     count = 0
-    number = 0  # lines before the current block's
-    previous: bytes | None = None
     rest = b""
     for block in blocks:
         lines = (rest + block).split(b"\n")
@@ -288,13 +330,13 @@ def _compare(
     if next(_lines(checksums.blocks()), None) is None:
         return 0, 0, []  # only blank lines: refused before anything is hashed
     checksums.rewind()
-    walk = walk_digests(tree, tally, known=known, memory=memory)
+    batches = walk_digest_batches(tree, tally, known=known, memory=memory)
     try:
-        return _agreeing(checksums.blocks(), walk)
+        return _agreeing(checksums.blocks(), batches)
     except _Unsorted:
         pass
     finally:
-        walk.close()
+        batches.close()
     tally.files = tally.bytes = 0
     with tempfile.TemporaryDirectory(prefix="elastickv-verify-") as spill:
         ledger = ChecksumLedger(Path(spill), limit=max(1, memory // 2 // LEDGER_ENTRY_BYTES))
