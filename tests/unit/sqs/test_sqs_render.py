@@ -434,6 +434,69 @@ def test_message_data_queues_agrees_with_message_data_queue() -> None:
     assert sum(isinstance(result[1], str) for result in expected) == 5  # the malformed ones
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(DATA_KEYS), max_size=12))
+def test_batch_key_parse_agrees_with_one_key_at_a_time(data_keys: list[bytes]) -> None:
+    """``message_data_queues`` gives each key's queue, or ``None`` when any key is malformed."""
+    expected = [_outcome(keys.message_data_queue, key) for key in data_keys]
+    got = keys.message_data_queues(data_keys)
+    if any(isinstance(result[1], str) for result in expected):
+        assert got is None
+    else:
+        assert got == expected
+
+
+def one_at_a_time(
+    records: list[tuple[bytes, bytes]], preserve: bool, first: int
+) -> list[tuple[str, int, list[tuple[bytes, bytes]]]] | str:
+    """What rendering must give, from the per-record general functions: per queue and
+    generation (in order of first appearance) the sorted ``(sort key, line)`` of each
+    message; or the code of the first record that fails (key or value)."""
+    groups: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+    for arrival, (key, value) in enumerate(records, first):
+        try:
+            encoded, partition = keys.message_data_queue(key)
+        except AdapterRecordError as exc:
+            return str(exc.code)
+        rendered = general(value, partition, preserve)
+        if rendered is None:
+            return "ErrSQSInvalidMessage"
+        line, send_ms, sequence, message_id, generation = rendered
+        sort_key = message_key(send_ms, sequence, message_id.encode(), arrival)
+        groups.setdefault((encoded, generation), []).append((sort_key, line))
+    return [(queue, gen, sorted(run)) for (queue, gen), run in groups.items()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(DATA_KEYS),
+            st.one_of(live_values(), adversarial_values(), st.just(MAGIC + FULL)),
+        ),
+        max_size=10,
+    ),
+    st.booleans(),
+    st.integers(0, 1000),
+)
+def test_a_chunk_renders_what_each_record_renders(
+    records: list[tuple[bytes, bytes]], preserve: bool, first: int
+) -> None:
+    """Quick and general records mixed, queues and generations interleaved: each run is
+    what the per-record general path gives, sorted; or the chunk fails as its first
+    failing record does."""
+    expected = one_at_a_time(records, preserve, first)
+    if isinstance(expected, str):
+        with pytest.raises(AdapterRecordError) as failed:
+            render_messages(records, RenderSettings(preserve, 0), first)
+        assert failed.value.code == expected
+        return
+    got = render_messages(records, RenderSettings(preserve, 0), first)
+    assert [(queue, gen, unpack(run), count) for queue, gen, run, count in got] == [
+        (queue, gen, run, len(run)) for queue, gen, run in expected
+    ]
+
+
 def test_spec_loads_on_first_use() -> None:
     """The package loads SPEC lazily (see ``tests/unit/test_worker_imports.py``)."""
     from elastickv_async._adapters import sqs

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterable
 from typing import Final
 
 from ..._core.dump.names import b64url_decode, b64url_segment
@@ -38,6 +39,7 @@ __all__ = [
     "message_byage_key",
     "message_data_key",
     "message_data_queue",
+    "message_data_queues",
     "message_dedup_key",
     "message_group_key",
     "message_keys",
@@ -190,6 +192,35 @@ class MessageDataQueues:
         encoded, partition, id_start = _message_data_head(key)
         self._head, self._queue = key[:id_start], (encoded, partition)
         return self._queue
+
+
+def message_data_queues(data_keys: Iterable[bytes]) -> list[tuple[str, int | None]] | None:
+    """:func:`message_data_queue` of each key, in order; ``None`` when any key is malformed
+    (the caller then parses them one at a time, to raise the first error where it occurs).
+
+    Keys of one queue and generation share everything before the message id: after the
+    first, only their message-id segments are taken, and those are checked all at once.
+    """
+    queues: list[tuple[str, int | None]] = []
+    ids: list[bytes] = []
+    head, size = b"\xff", 1  # no data key starts with it
+    queue: tuple[str, int | None] = ("", None)
+    for key in data_keys:
+        if key.startswith(head) and len(key) > size:
+            ids.append(key[size:])
+        else:
+            try:
+                encoded, partition, size = _message_data_head(key)
+            except AdapterRecordError:
+                return None
+            head, queue = key[:size], (encoded, partition)
+        queues.append(queue)
+    # The checks of _check_segment, over every segment at once.
+    if b"".join(ids).translate(None, _B64URL_ALPHABET):
+        return None
+    if 1 in {len(seg) & 3 for seg in ids}:
+        return None
+    return queues
 
 
 def side_record_queue(key: bytes, prefix: bytes) -> str:

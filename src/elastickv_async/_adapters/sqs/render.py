@@ -6,15 +6,23 @@ this module imports only what rendering needs, so that a worker process starts q
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from itertools import count
 
 from ..._core.gojson_read import GoJSONError
 from ..._core.scratch import Record
 from . import keys
 from .errors import record_error
-from .spill import message_key, pack_run, right_sized
-from .values import decode_stored_message, dump_line, plain_dump_line, shifted
+from .spill import message_key, pack_run
+from .values import (
+    PlainLine,
+    decode_stored_message,
+    dump_line,
+    dump_plain_lines,
+    plain_line,
+    shifted,
+)
 
 __all__ = ["Chunk", "RenderSettings", "Rendered", "Runner", "render_messages"]
 
@@ -36,6 +44,22 @@ Rendered = tuple[str, int, bytes, int]
 Runner = Callable[..., Awaitable[list[Rendered]]]
 
 
+@dataclass(slots=True)
+class _Group:
+    """The messages of one queue and generation in a chunk, as they are rendered."""
+
+    #: Sort keys and structs of the messages taken by the quick path, to encode at once.
+    plain_keys: list[bytes] = field(default_factory=list)
+    plain: list[PlainLine] = field(default_factory=list)
+    #: ``(sort key, line)`` of the others.
+    general: list[Record] = field(default_factory=list)
+
+    def run(self) -> tuple[bytes, int]:
+        records = list(zip(self.plain_keys, dump_plain_lines(self.plain), strict=True))
+        records += self.general
+        return pack_run(records), len(records)
+
+
 def render_messages(
     records: list[tuple[bytes, bytes]], settings: RenderSettings, first_arrival: int
 ) -> list[Rendered]:
@@ -44,43 +68,61 @@ def render_messages(
 
     Runs in a worker process: computes only. A malformed record raises its typed error.
     """
-    groups: dict[tuple[str, int], list[Record]] = {}
+    queues: Iterable[tuple[str, int | None]] | None
+    queues = keys.message_data_queues([key for key, _ in records])
+    if queues is None:
+        # A malformed key: each key is parsed where its record is, so that the first
+        # malformed record (key or value) raises.
+        queue_of = keys.MessageDataQueues()
+        queues = (queue_of(key) for key, _ in records)
+    groups: dict[tuple[str, int], _Group] = {}
     preserve, unshift_ms = settings.preserve_visibility, settings.unshift_ms
-    queue_of = keys.MessageDataQueues()
-    for arrival, (key, value) in enumerate(records, first_arrival):
-        encoded, partition = queue_of(key)
-        quick = (
-            None if unshift_ms else plain_dump_line(value, partition, preserve_visibility=preserve)
-        )
-        if quick is not None:
-            # The line is already in an allocation of its own size.
-            line, send_ms, sequence, message_id, generation = quick
-            sort_key = message_key(send_ms, sequence, message_id.encode(), arrival)
+    # Messages of one queue and generation are mostly contiguous: the group found last is
+    # looked up again only when they change.
+    last: tuple[str, int] = ("", -1)
+    group = _Group()
+    for arrival, (key, value), (encoded, partition) in zip(
+        count(first_arrival), records, queues, strict=False
+    ):
+        plain = None if unshift_ms else plain_line(value, partition, preserve_visibility=preserve)
+        if plain is None:
+            generation, record = _general(key, value, partition, settings, arrival)
         else:
-            try:
-                msg = decode_stored_message(value)
-            except GoJSONError as exc:
-                raise record_error(
-                    "ErrSQSInvalidMessage",
-                    f"invalid SQS message at key {keys.key_repr(key)}: {exc}",
-                ) from None
-            if not preserve:
-                msg.visible_at_millis = 0
-                msg.current_receipt_token = None
-                msg.receive_count = 0
-                msg.first_receive_millis = 0
-            msg = shifted(msg, unshift_ms)
-            msg.partition = partition
-            generation = msg.queue_generation
-            sort_key = message_key(
-                msg.send_timestamp_millis, msg.sequence_number, msg.message_id.encode(), arrival
-            )
-            line = right_sized(dump_line(msg))
-        group = groups.get((encoded, generation))
-        if group is None:
-            group = groups[encoded, generation] = []
-        group.append((sort_key, line))
-    return [
-        (encoded, generation, pack_run(group), len(group))
-        for (encoded, generation), group in groups.items()
-    ]
+            generation = plain.queue_generation
+        if last[1] != generation or last[0] != encoded:
+            last = (encoded, generation)
+            found = groups.get(last)
+            group = groups[last] = _Group() if found is None else found
+        if plain is None:
+            group.general.append(record)
+            continue
+        sort_key = message_key(
+            plain.send_timestamp_millis, plain.sequence_number, plain.message_id.encode(), arrival
+        )
+        group.plain_keys.append(sort_key)
+        group.plain.append(plain)
+    return [(encoded, generation, *group.run()) for (encoded, generation), group in groups.items()]
+
+
+def _general(
+    key: bytes, value: bytes, partition: int | None, settings: RenderSettings, arrival: int
+) -> tuple[int, Record]:
+    """A message the quick path leaves: its generation and ``(sort key, line)``."""
+    try:
+        msg = decode_stored_message(value)
+    except GoJSONError as exc:
+        raise record_error(
+            "ErrSQSInvalidMessage",
+            f"invalid SQS message at key {keys.key_repr(key)}: {exc}",
+        ) from None
+    if not settings.preserve_visibility:
+        msg.visible_at_millis = 0
+        msg.current_receipt_token = None
+        msg.receive_count = 0
+        msg.first_receive_millis = 0
+    msg = shifted(msg, settings.unshift_ms)
+    msg.partition = partition
+    sort_key = message_key(
+        msg.send_timestamp_millis, msg.sequence_number, msg.message_id.encode(), arrival
+    )
+    return msg.queue_generation, (sort_key, dump_line(msg))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, TypeAlias
 
@@ -44,13 +45,16 @@ __all__ = [
     "FORMAT_VERSION",
     "TIMESTAMP_FIELDS",
     "Message",
+    "PlainLine",
     "QueueConfig",
     "decode_stored_message",
     "decode_stored_meta",
     "dump_line",
+    "dump_plain_lines",
     "parse_dump_message",
     "parse_queue_json",
     "plain_dump_line",
+    "plain_line",
     "queue_json",
     "shifted",
     "stored_meta_value",
@@ -356,7 +360,7 @@ _I64: TypeAlias = Annotated[int, msgspec.Meta(ge=_I64_MIN, le=_I64_MAX)]
 _U64: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class _PlainLive(msgspec.Struct, forbid_unknown_fields=True):
+class _PlainLive(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A live message value in the plain shape: only the live record's own field names,
     each absent or of exactly its JSON type, no attributes and a ``null`` receipt token.
 
@@ -388,7 +392,7 @@ class _PlainLive(msgspec.Struct, forbid_unknown_fields=True):
 _KEPT: Final = -(1 << 64)
 
 
-class _PlainLine(msgspec.Struct, omit_defaults=True):
+class PlainLine(msgspec.Struct, omit_defaults=True, gc=False):
     """A ``messages.jsonl`` line without attributes or receipt token: :func:`dump_line`'s
     fields in its order, the optional ones omitted at their zero value. (Built with
     positional arguments: keywords would cost as much as the encoding.)"""
@@ -418,18 +422,18 @@ _HTML_BYTES: Final = b"<>&"
 _LINE_SEPARATORS: Final = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
 
 
-def plain_dump_line(
+def plain_line(
     value: bytes, partition: int | None, *, preserve_visibility: bool
-) -> tuple[bytes, int, int, str, int] | None:
-    """The ``messages.jsonl`` line of a plain live message value, and what its sort key
-    needs: ``(line, send ms, sequence number, message id, generation)``.
+) -> PlainLine | None:
+    """The ``messages.jsonl`` line of a plain live message value, as a struct to encode
+    (:func:`dump_plain_lines`); it also carries what the message's sort key needs.
 
     The same line as :func:`decode_stored_message`, the visibility reset and
     :func:`dump_line`, without a :class:`Message` in between: the value is decoded into a
-    typed struct (:class:`_PlainLive`) and encoded from another. ``None`` for anything else
+    typed struct (:class:`_PlainLive`) and the line built from it. ``None`` for anything else
     (attributes, a receipt token, ``null``s, a wrong type, a literal ``-0``, a body that is
     not strict base64, a value that does not parse): the general path decodes it and words
-    its errors. The line is in an allocation of its own size: it may be buffered as it is.
+    its errors.
     """
     if not value.startswith(MESSAGE_MAGIC):
         return None
@@ -454,37 +458,57 @@ def plain_dump_line(
         # The body alone is HTML-escaped (json.Marshal), not the rest of the line.
         if len(raw.translate(None, _HTML_BYTES)) != len(raw):
             body = msgspec.Raw(gojson.marshal(body))
-    line = _line_encoder.encode(
-        _PlainLine(
-            live.message_id,
-            body,
-            live.md5_of_body,
-            live.md5_of_message_attributes,
-            live.sender_id,
-            live.send_timestamp_millis,
-            live.available_at_millis,
-            live.visible_at_millis if preserve_visibility else 0,
-            live.receive_count if preserve_visibility else 0,
-            live.first_receive_millis if preserve_visibility else 0,
-            live.queue_generation,
-            live.message_group_id,
-            live.message_deduplication_id,
-            live.sequence_number,
-            live.dead_letter_source_arn,
-            partition,
-        )
-    )
-    # Go's encoder escapes U+2028 and U+2029 even without HTML escaping; they can only be
-    # inside strings, where the escape means the same character.
-    if not line.isascii() and b"\xe2\x80" in line:
-        for raw_separator, escaped in _LINE_SEPARATORS:
-            line = line.replace(raw_separator, escaped)
-    return (
-        line + b"\n",
-        live.send_timestamp_millis,
-        live.sequence_number,
+    return PlainLine(
         live.message_id,
+        body,
+        live.md5_of_body,
+        live.md5_of_message_attributes,
+        live.sender_id,
+        live.send_timestamp_millis,
+        live.available_at_millis,
+        live.visible_at_millis if preserve_visibility else 0,
+        live.receive_count if preserve_visibility else 0,
+        live.first_receive_millis if preserve_visibility else 0,
         live.queue_generation,
+        live.message_group_id,
+        live.message_deduplication_id,
+        live.sequence_number,
+        live.dead_letter_source_arn,
+        partition,
+    )
+
+
+def dump_plain_lines(lines: Sequence[PlainLine]) -> list[bytes]:
+    """The ``messages.jsonl`` lines of :func:`plain_line` structs, each newline-ended and in
+    an allocation of its own size."""
+    encode = _line_encoder.encode
+    out = []
+    for plain in lines:
+        line = encode(plain)
+        # Go's encoder escapes U+2028 and U+2029 even without HTML escaping; they can only
+        # be inside strings, where the escape means the same character.
+        if not line.isascii() and b"\xe2\x80" in line:
+            for raw_separator, escaped in _LINE_SEPARATORS:
+                line = line.replace(raw_separator, escaped)
+        out.append(line + b"\n")
+    return out
+
+
+def plain_dump_line(
+    value: bytes, partition: int | None, *, preserve_visibility: bool
+) -> tuple[bytes, int, int, str, int] | None:
+    """One message's :func:`plain_line`, encoded: ``(line, send ms, sequence number,
+    message id, generation)``, or ``None`` where :func:`plain_line` gives ``None``."""
+    plain = plain_line(value, partition, preserve_visibility=preserve_visibility)
+    if plain is None:
+        return None
+    (line,) = dump_plain_lines((plain,))
+    return (
+        line,
+        plain.send_timestamp_millis,
+        plain.sequence_number,
+        plain.message_id,
+        plain.queue_generation,
     )
 
 
