@@ -19,6 +19,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,6 +45,9 @@ from .values import QueueConfig, decode_stored_meta, queue_json
 __all__ = ["SQSDecoder"]
 
 _MAX_UINT64: Final = (1 << 64) - 1
+_PREFIX: Final = itemgetter(0)
+_ENTRY: Final = itemgetter(1)
+_KEY_VALUE: Final = attrgetter("key", "value")
 _ORPHAN_HINT: Final = (
     "no !sqs|queue|meta record matched this encoded prefix; messages dropped from the dump"
 )
@@ -200,16 +205,17 @@ class SQSDecoder:
         first record that fails and return its error."""
         handlers, pending, data = self._handlers, self._pending, keys.MSG_DATA_PREFIX
         skipped = self._skipped
-        for prefix, entry in batch:
+        # Records come in runs of one prefix: messages and skipped families are taken a run
+        # at a time, with no Python step per record.
+        for prefix, run in groupby(batch, _PREFIX):
             if prefix == data:
-                pending.append((entry.key, entry.value))
-                continue
-            if prefix in skipped:
-                continue
-            try:
-                handlers[prefix](prefix, entry.key, entry.value)
-            except Exception as exc:
-                return exc
+                pending += map(_KEY_VALUE, map(_ENTRY, run))
+            elif prefix not in skipped:
+                for _, entry in run:
+                    try:
+                        handlers[prefix](prefix, entry.key, entry.value)
+                    except Exception as exc:
+                        return exc
         return None
 
     def _cut(self, *, whole: bool) -> list[Chunk]:
