@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from elastickv_async._core.dump import writer as writer_module
 from elastickv_async._core.dump.writer import DumpWriter
 from elastickv_async._core.errors import OutputError
 from elastickv_async._core.runfiles import leftover_owner
@@ -21,7 +22,18 @@ def _leftovers(root: Path) -> list[str]:
     return sorted(p.name for p in root.rglob("*") if leftover_owner(p.name) is not None)
 
 
-async def test_write_creates_dirs_and_0600_files(tmp_path: Path) -> None:
+@pytest.fixture(params=["unnamed", "named"])
+def scheme(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of writing a file atomically: an O_TMPFILE inode linked under its name, and
+    the fallback (a named temp file and rename) used where O_TMPFILE is missing."""
+    if request.param == "named":
+        monkeypatch.setattr(writer_module, "_O_TMPFILE", None)
+    else:
+        assert writer_module._O_TMPFILE is not None, "the test machine has O_TMPFILE"
+    return str(request.param)
+
+
+async def test_write_creates_dirs_and_0600_files(tmp_path: Path, scheme: str) -> None:
     """Files land 0600 inside 0755 directories, with their SHA-256 recorded."""
     writer = DumpWriter(tmp_path)
     await writer.write("a/b/c.json", b"{}")
@@ -33,7 +45,7 @@ async def test_write_creates_dirs_and_0600_files(tmp_path: Path) -> None:
     assert writer.files_written == 1
 
 
-async def test_overwrite_replaces_atomically(tmp_path: Path) -> None:
+async def test_overwrite_replaces_atomically(tmp_path: Path, scheme: str) -> None:
     """A second write of the same path replaces the content; no temp files remain."""
     writer = DumpWriter(tmp_path)
     await writer.write("x.bin", b"old")
@@ -63,7 +75,7 @@ async def test_symlinked_directory_is_not_followed(tmp_path: Path) -> None:
     assert list(outside.iterdir()) == []
 
 
-async def test_symlinked_target_is_not_replaced(tmp_path: Path) -> None:
+async def test_symlinked_target_is_not_replaced(tmp_path: Path, scheme: str) -> None:
     """An existing symlink at the target path is refused and left alone."""
     victim = tmp_path / "victim"
     victim.write_bytes(b"keep")
@@ -94,10 +106,10 @@ async def test_symlinked_target_in_an_existing_subdirectory_is_not_replaced(
 
 
 async def test_symlink_planted_in_a_directory_the_writer_made_is_never_followed(
-    tmp_path: Path,
+    tmp_path: Path, scheme: str
 ) -> None:
-    """In a directory the writer created itself the target is not checked first, but a
-    symlink planted there meanwhile is replaced by the new file, never written through."""
+    """A symlink planted meanwhile in a directory the writer created is refused there too,
+    never written through, and the batch's other files are written."""
     victim = tmp_path / "victim"
     victim.write_bytes(b"keep")
     root = tmp_path / "root"
@@ -105,17 +117,88 @@ async def test_symlink_planted_in_a_directory_the_writer_made_is_never_followed(
     writer = DumpWriter(root)
     await writer.write_many([("made/a", b"a")])
     (root / "made" / "b").symlink_to(victim)
-    await writer.write_many([("made/b", b"new")])
+    with pytest.raises(OutputError, match="made/b"):
+        await writer.write_many([("made/b", b"new")])
     await writer.write("made/c", b"c")
     assert victim.read_bytes() == b"keep"
-    target = root / "made" / "b"
-    assert not target.is_symlink()
-    assert target.read_bytes() == b"new"
-    assert writer.ledger.get("made/b") == hashlib.sha256(b"new").digest()
+    assert (root / "made" / "b").is_symlink()
+    assert (root / "made" / "c").read_bytes() == b"c"
+    assert writer.ledger.get("made/b") is None
     assert _leftovers(root) == []
 
 
-async def test_file_over_a_directory_the_writer_made_is_refused(tmp_path: Path) -> None:
+async def test_no_name_exists_while_a_file_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With O_TMPFILE the content is written to an inode with no name, so a kill at any
+    point leaves nothing in the directory; the file's only name is given once it is whole."""
+    seen: list[list[str]] = []
+    real_write = os.write
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        seen.append(sorted(os.listdir(tmp_path / "d")))
+        return real_write(fd, data)
+
+    writer = DumpWriter(tmp_path)
+    await writer.write("d/first", b"1")
+    monkeypatch.setattr(os, "write", write)
+    await writer.write_many([("d/a", b"aa"), ("d/b", b"bb")])
+    async with writer.open("d/c") as out:
+        await out.write(b"cc")
+    assert seen == [["first"], ["a", "first"], ["a", "b", "first"]]
+    assert sorted(os.listdir(tmp_path / "d")) == ["a", "b", "c", "first"]
+
+
+async def test_a_failing_link_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error when the written file gets its name leaves neither the file nor any temp."""
+
+    def link(*args: object, **kwargs: object) -> None:
+        raise OSError(5, "injected EIO")
+
+    writer = DumpWriter(tmp_path)
+    await writer.write("d/first", b"1")
+    monkeypatch.setattr(os, "link", link)
+    with pytest.raises(OutputError):
+        await writer.write_many([("d/a", b"aa")])
+    with pytest.raises(OutputError):
+        async with writer.open("d/b") as out:
+            await out.write(b"bb")
+    assert os.listdir(tmp_path / "d") == ["first"]
+    assert writer.ledger.get("d/a") is None
+
+
+async def test_a_filesystem_without_o_tmpfile_gets_named_temp_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When O_TMPFILE is refused (EOPNOTSUPP), that file and the following ones are written
+    through named temp files and rename, with the same result."""
+    real_open = os.open
+    tmpfile = writer_module._O_TMPFILE
+    assert tmpfile is not None
+    refused: list[int] = []
+
+    def open_(path: str, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & tmpfile == tmpfile:
+            refused.append(flags)
+            raise OSError(95, "injected EOPNOTSUPP")
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", open_)
+    writer = DumpWriter(tmp_path)
+    await writer.write_many([("d/a", b"aa"), ("d/b", b"bb")])
+    await writer.write("d/a", b"new")
+    assert len(refused) == 1
+    assert (tmp_path / "d" / "a").read_bytes() == b"new"
+    assert (tmp_path / "d" / "b").read_bytes() == b"bb"
+    assert stat.S_IMODE((tmp_path / "d" / "b").stat().st_mode) == 0o600
+    assert _leftovers(tmp_path) == []
+
+
+async def test_file_over_a_directory_the_writer_made_is_refused(
+    tmp_path: Path, scheme: str
+) -> None:
     """A file whose path is a directory written earlier in the run fails with OutputError,
     leaves the directory and its content alone and no temp file behind."""
     writer = DumpWriter(tmp_path)
@@ -128,7 +211,7 @@ async def test_file_over_a_directory_the_writer_made_is_refused(tmp_path: Path) 
     assert _leftovers(tmp_path) == []
 
 
-async def test_streamed_file_commits_on_success(tmp_path: Path) -> None:
+async def test_streamed_file_commits_on_success(tmp_path: Path, scheme: str) -> None:
     """Chunks streamed through open() become one file, hashed incrementally."""
     writer = DumpWriter(tmp_path)
     async with writer.open("big/body") as f:
@@ -138,7 +221,7 @@ async def test_streamed_file_commits_on_success(tmp_path: Path) -> None:
     assert writer.ledger.get("big/body") == hashlib.sha256(b"abc" * 3000).digest()
 
 
-async def test_streamed_file_aborts_on_error(tmp_path: Path) -> None:
+async def test_streamed_file_aborts_on_error(tmp_path: Path, scheme: str) -> None:
     """An exception inside open() leaves neither the file nor its temp file."""
     writer = DumpWriter(tmp_path)
     with pytest.raises(RuntimeError):
@@ -149,7 +232,7 @@ async def test_streamed_file_aborts_on_error(tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
-async def test_streamed_file_aborts_on_cancellation(tmp_path: Path) -> None:
+async def test_streamed_file_aborts_on_cancellation(tmp_path: Path, scheme: str) -> None:
     """Cancelling a streaming write removes its temp file."""
     writer = DumpWriter(tmp_path)
     started = anyio.Event()
@@ -185,7 +268,7 @@ async def test_install_moves_scratch_file(tmp_path: Path) -> None:
     assert writer.ledger.get("bucket/obj") == hashlib.sha256(b"body").digest()
 
 
-async def test_write_many_writes_each_file(tmp_path: Path) -> None:
+async def test_write_many_writes_each_file(tmp_path: Path, scheme: str) -> None:
     """A batch of small files is written in one call, each one atomically."""
     writer = DumpWriter(tmp_path)
     await writer.write_many([(f"items/{i}.json", str(i).encode()) for i in range(50)])

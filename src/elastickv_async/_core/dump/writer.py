@@ -1,15 +1,26 @@
 """The only code that writes into an output root.
 
-Every file is written atomically (a temp file in the target directory, then ``rename``), is
-created 0600 inside 0755 directories, and is reached through directory file descriptors
-opened with ``O_NOFOLLOW``, so a symlink planted anywhere under the root is refused instead
-of followed. One whole file is handed to a worker thread in a single call; the number of
-concurrent calls is bounded by a :class:`anyio.CapacityLimiter`.
+Every file is written atomically, is created 0600 inside 0755 directories, and is reached
+through directory file descriptors opened with ``O_NOFOLLOW``, so a symlink planted anywhere
+under the root is refused instead of followed. One whole file is handed to a worker thread in
+a single call; the number of concurrent calls is bounded by a :class:`anyio.CapacityLimiter`.
+
+Atomic, the cheap way: on Linux a file is written as an unnamed inode in its directory
+(``O_TMPFILE``) and then linked under its name (``linkat`` of ``/proc/self/fd/N``). Creating a
+file is most of a decode's kernel time, and this creates one directory entry per file where
+a named temp file and a ``rename`` create one and move it (measured on ext4: about half the
+time per small file). A kill at any point leaves nothing behind: the kernel frees an inode
+that was never linked. ``linkat`` never replaces an entry, so it also refuses, with no check
+before it, to write over a symlink or a special file planted at the target; an existing
+regular file is replaced through a named temp link and ``rename``. Where ``O_TMPFILE`` or
+``/proc`` is missing, every file goes through a named temp file (``.<run tag>.<n>.tmp``) and
+``rename``, the target checked first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import os
@@ -31,10 +42,13 @@ __all__ = ["AtomicFile", "DumpWriter", "check_relpath", "write_file_atomic"]
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o755
 _NAME_MAX: Final = 255
-_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_TMP_FLAGS: Final = (
-    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-)
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+_TMP_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+_O_TMPFILE: Final[int | None] = getattr(os, "O_TMPFILE", None)
+_PROC_FD: Final = "/proc/self/fd"
+#: What opening with ``O_TMPFILE`` fails with where the filesystem or kernel lacks it.
+_NO_TMPFILE: Final = frozenset({errno.EOPNOTSUPP, errno.EISDIR})
 
 
 def check_relpath(rel: str) -> tuple[str, ...]:
@@ -68,9 +82,9 @@ class DumpWriter:
         self._fsync = fsync
         self._limiter = anyio.CapacityLimiter(max(1, jobs))
         self._made_dirs: set[tuple[str, ...]] = set()
-        # Directories this writer's own mkdir created: they hold nothing but its files, so a
-        # write there needs no check of what is already at the target (see _write_at).
-        self._fresh_dirs: set[tuple[str, ...]] = set()
+        # Whether files are born unnamed (see the module docstring): decided by the first
+        # write, in its worker thread, and turned off by a filesystem that refuses O_TMPFILE.
+        self._anonymous: bool | None = None if _O_TMPFILE is not None else False
         # Temp names: the writer's run tag plus a counter. Random names per file cost a lot on
         # ext4 (hashed directory inserts); O_EXCL still guards against any collision.
         self._tmp_prefix = f".{new_tag()}."
@@ -91,12 +105,8 @@ class DumpWriter:
         try:
             for i, part in enumerate(parts):
                 if create and not known:
-                    try:
+                    with contextlib.suppress(FileExistsError):
                         os.mkdir(part, DIR_MODE, dir_fd=fd)
-                    except FileExistsError:
-                        pass
-                    else:
-                        self._fresh_dirs.add(tuple(parts[: i + 1]))
                 try:
                     child = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
@@ -125,50 +135,86 @@ class DumpWriter:
     def _tmp_name(self) -> str:
         return f"{self._tmp_prefix}{next(self._tmp_counter)}.tmp"
 
-    def _write_at(
-        self, dir_fd: int, name: str, rel: str, chunks: Iterable[bytes], *, fresh: bool = False
-    ) -> tuple[bytes, int]:
-        """Write ``name`` in the open directory ``dir_fd`` via a temp file and a rename.
+    def _create(self, dir_fd: int, name: str, rel: str) -> tuple[int, str | None]:
+        """Open a new file for ``name`` in ``dir_fd``: unnamed, or under a temp name.
 
-        Returns the file's SHA-256 (the caller records it) and size. ``fresh`` says this
-        writer created the directory: the check that the target is not a special file (one
-        ``stat`` per file) is skipped there, since only this writer's files and directories
-        are in it; ``rename`` still never follows a symlink and fails on a directory, so
-        nothing planted there meanwhile is ever written through.
+        Returns the descriptor and the temp name (``None`` for an unnamed file); hand both to
+        :meth:`_place` once the content is written.
         """
-        if not fresh:
-            self._check_target(dir_fd, name, rel)
-        tmp = self._tmp_name()
-        size = 0
-        digest = hashlib.sha256()
-        fd = os.open(tmp, _TMP_FLAGS, FILE_MODE, dir_fd=dir_fd)
-        try:
+        if self._anonymous is None:
+            self._anonymous = os.path.isdir(_PROC_FD)
+        if self._anonymous and _O_TMPFILE is not None:
             try:
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    digest.update(chunk)
-                    size += len(chunk)
-                if self._fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+                fd = os.open(".", os.O_WRONLY | _O_TMPFILE | _CLOEXEC, FILE_MODE, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno not in _NO_TMPFILE:
+                    raise
+                self._anonymous = False
+            else:
+                return fd, None
+        self._check_target(dir_fd, name, rel)
+        tmp = self._tmp_name()
+        return os.open(tmp, _TMP_FLAGS, FILE_MODE, dir_fd=dir_fd), tmp
+
+    def _place(self, fd: int, tmp: str | None, dir_fd: int, name: str, rel: str) -> None:
+        """Give the written file ``fd`` (from :meth:`_create`) its name ``name``.
+
+        On an error the file is not at ``name``, and a temp name given to it is removed.
+        """
+        if tmp is None:
+            source = f"{_PROC_FD}/{fd}"
+            try:
+                os.link(source, name, dst_dir_fd=dir_fd, follow_symlinks=True)
+                return
+            except FileExistsError:
+                pass
+            # Only an earlier regular file of the run may be replaced: a temp link, then rename.
+            self._check_target(dir_fd, name, rel)
+            tmp = self._tmp_name()
+            os.link(source, tmp, dst_dir_fd=dir_fd, follow_symlinks=True)
+        try:
             os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
+
+    def _write_at(
+        self, dir_fd: int, name: str, rel: str, chunks: Iterable[bytes]
+    ) -> tuple[bytes, int]:
+        """Write ``name`` in the open directory ``dir_fd`` atomically.
+
+        Returns the file's SHA-256 (the caller records it) and size.
+        """
+        size = 0
+        digest = hashlib.sha256()
+        fd, tmp = self._create(dir_fd, name, rel)
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                digest.update(chunk)
+                size += len(chunk)
+            if self._fsync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        try:
+            self._place(fd, tmp, dir_fd, name, rel)
+        finally:
+            os.close(fd)
         return digest.digest(), size
 
     def _write_sync(self, rel: str, chunks: Iterable[bytes]) -> int:
         parts = check_relpath(rel)
-        dir_parts = parts[:-1]
-        dir_fd = self._open_dir(dir_parts, create=True)
+        dir_fd = self._open_dir(parts[:-1], create=True)
         try:
-            digest, size = self._write_at(
-                dir_fd, parts[-1], rel, chunks, fresh=dir_parts in self._fresh_dirs
-            )
+            digest, size = self._write_at(dir_fd, parts[-1], rel, chunks)
         finally:
             os.close(dir_fd)
         self.ledger.record(rel, digest)
@@ -180,7 +226,6 @@ class DumpWriter:
         total = 0
         dir_parts: tuple[str, ...] | None = None
         dir_fd = -1
-        fresh = False
         digests: list[tuple[str, bytes]] = []
         try:
             for rel, data in files:
@@ -191,8 +236,7 @@ class DumpWriter:
                         dir_fd = -1
                     dir_parts = parts[:-1]
                     dir_fd = self._open_dir(dir_parts, create=True)
-                    fresh = dir_parts in self._fresh_dirs
-                digest, size = self._write_at(dir_fd, parts[-1], rel, (data,), fresh=fresh)
+                digest, size = self._write_at(dir_fd, parts[-1], rel, (data,))
                 digests.append((rel, digest))
                 total += size
         finally:
@@ -304,14 +348,13 @@ class AtomicFile:
         self._parts = check_relpath(rel)
         self._dir_fd = -1
         self._fd = -1
-        self._tmp = writer._tmp_name()
+        self._tmp: str | None = None
         self._digest = hashlib.sha256()
         self.size = 0
 
     def _open_sync(self) -> int:
         self._dir_fd = self._writer._open_dir(self._parts[:-1], create=True)
-        self._writer._check_target(self._dir_fd, self._parts[-1], self._rel)
-        self._fd = os.open(self._tmp, _TMP_FLAGS, FILE_MODE, dir_fd=self._dir_fd)
+        self._fd, self._tmp = self._writer._create(self._dir_fd, self._parts[-1], self._rel)
         return 0
 
     async def _open(self) -> None:
@@ -334,10 +377,10 @@ class AtomicFile:
         try:
             if self._writer._fsync:
                 os.fsync(self._fd)
+            tmp, self._tmp = self._tmp, None  # _place removes it on an error
+            self._writer._place(self._fd, tmp, self._dir_fd, self._parts[-1], self._rel)
             os.close(self._fd)
             self._fd = -1
-            self._writer._check_target(self._dir_fd, self._parts[-1], self._rel)
-            os.rename(self._tmp, self._parts[-1], src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
             self._writer.ledger.record(self._rel, self._digest.digest())
         except BaseException:
             self._abort_sync()
@@ -354,8 +397,9 @@ class AtomicFile:
             os.close(self._fd)
             self._fd = -1
         if self._dir_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.unlink(self._tmp, dir_fd=self._dir_fd)
+            if self._tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._tmp, dir_fd=self._dir_fd)
             os.close(self._dir_fd)
             self._dir_fd = -1
         return 0
