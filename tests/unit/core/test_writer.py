@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 from pathlib import Path
 
 import anyio
@@ -290,3 +291,47 @@ async def test_concurrent_writes_count_every_byte_and_file(tmp_path: Path) -> No
             await out.write(b"12345")
     assert writer.files_written == len(bodies) + 3
     assert writer.bytes_written == sum(map(len, bodies)) + 3 + 5
+
+
+async def test_a_lane_takes_a_batch_while_the_previous_one_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """behind(): handing a batch over returns while the lane writes it, so the caller works
+    on the next one meanwhile; leaving the block waits for every batch to be written."""
+    handed = threading.Event()
+    waited: list[bool] = []
+    real = DumpWriter._write_many_sync
+
+    def write_many_sync(self: DumpWriter, files: list[tuple[str, bytes]]) -> int:
+        if not waited:
+            # The first batch is written only once the caller has moved on (the wait is a
+            # guard against a hang, not a measurement).
+            waited.append(handed.wait(timeout=60))
+        return real(self, files)
+
+    monkeypatch.setattr(DumpWriter, "_write_many_sync", write_many_sync)
+    writer = DumpWriter(tmp_path)
+    async with writer.behind() as lane:
+        await lane.write_many([("d/a", b"aa"), ("d/b", b"bb")])
+        handed.set()
+        await lane.write_many([("e/c", b"c")])
+        await lane.write_many([])
+    assert waited == [True]
+    assert writer.files_written == 3
+    assert writer.bytes_written == 5
+    assert (tmp_path / "e" / "c").read_bytes() == b"c"
+    assert writer.ledger.get("d/b") == hashlib.sha256(b"bb").digest()
+
+
+async def test_a_failed_write_in_the_lane_stops_the_block(tmp_path: Path) -> None:
+    """A batch the lane cannot write raises its error out of behind()'s block."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").mkdir()
+    writer = DumpWriter(tmp_path)
+    reached_end = False
+    with pytest.raises(OutputError, match="d/x"):
+        async with writer.behind() as lane:
+            await lane.write_many([("d/x", b"file over a directory")])
+            await anyio.sleep_forever()
+            reached_end = True
+    assert not reached_end

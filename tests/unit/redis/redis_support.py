@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,16 +95,28 @@ async def decode_rows(
     *,
     batch: int = 3,
     ordered: bool = True,
+    streamed: bool = False,
     **context: Any,
 ) -> Decoded:
-    """Decode ``rows`` (put in snapshot order unless ``ordered`` is false) in small batches."""
+    """Decode ``rows`` (put in snapshot order unless ``ordered`` is false) in small batches,
+    handed to the decoder one by one, or with ``streamed`` as the stream that the pipeline
+    gives :meth:`RedisDecoder.consume`."""
     ctx = make_context(root, **context)
     async with ctx.workers:
         decoder = RedisDecoder(ctx)
         routed = route(snapshot_order(rows) if ordered else rows)
-        for start in range(0, len(routed), batch):
-            await decoder.handle(routed[start : start + batch])
-        scope = await decoder.finalize()
+        batches = [routed[start : start + batch] for start in range(0, len(routed), batch)]
+        if streamed:
+
+            async def stream() -> AsyncIterator[list[Routed]]:
+                for each in batches:
+                    yield each
+
+            scope = await decoder.consume(stream())
+        else:
+            for each in batches:
+                await decoder.handle(each)
+            scope = await decoder.finalize()
     out = root / "out"
     files = {
         p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()

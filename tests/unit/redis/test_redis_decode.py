@@ -800,3 +800,31 @@ def test_a_worker_call_leaves_no_garbage_cycle_behind() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+async def test_files_written_behind_make_the_same_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """consume() hands gathered files to the writer's background lane (strings as they are
+    decoded, collections as they are assembled); the tree, scope and report are the ones
+    of handle() and finalize() writing each batch themselves."""
+    rows = [(b"!redis|str|s%04d" % i, new_str(b"x" * 100, TTL)) for i in range(300)]
+    rows += [(wide(b"!hs|fld|", b"h%03d" % i, b"f"), b"v" * 100) for i in range(200)]
+    rows += [(wide(b"!hs|meta|", b"h%03d" % i), U64(1)) for i in range(200)]
+    direct = await decode_rows(tmp_path / "direct", rows, batch=16, memory=8 << 10)
+    lanes: list[int] = []
+    behind = DumpWriter.behind
+
+    def counted(self: DumpWriter) -> Any:
+        lanes.append(1)
+        return behind(self)
+
+    monkeypatch.setattr(DumpWriter, "behind", counted)
+    streamed = await decode_rows(
+        tmp_path / "streamed", rows, batch=16, memory=8 << 10, streamed=True
+    )
+    assert lanes == [1]
+    assert len(streamed.files) > 500
+    assert streamed.files == direct.files
+    assert streamed.scope == direct.scope
+    assert streamed.report.counters == direct.report.counters

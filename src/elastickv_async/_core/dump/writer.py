@@ -31,13 +31,15 @@ from typing import Final
 
 import anyio
 import anyio.to_thread
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
+from ..concurrency import task_group
 from ..errors import OutputError, map_os_errors
 from ..runfiles import new_tag
 from .checksums import ChecksumLedger, sha256_file
 from .roots import TreeRoots
 
-__all__ = ["AtomicFile", "DumpWriter", "check_relpath", "write_file_atomic"]
+__all__ = ["AtomicFile", "DumpWriter", "WriteLane", "check_relpath", "write_file_atomic"]
 
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o755
@@ -322,6 +324,23 @@ class DumpWriter:
         await self._run(1, self._install_sync, rel, src, sha256)
 
     @contextlib.asynccontextmanager
+    async def behind(self) -> AsyncIterator[WriteLane]:
+        """A lane that writes batches of files in the background (see :class:`WriteLane`).
+
+        Leaving the block waits until every batch handed over is written; a failed write
+        cancels the block and its error propagates.
+        """
+        send, receive = anyio.create_memory_object_stream[Sequence[tuple[str, bytes]]]()
+        async with task_group() as tg, send:
+            tg.start_soon(self._drain, receive)
+            yield WriteLane(send)
+
+    async def _drain(self, batches: ObjectReceiveStream[Sequence[tuple[str, bytes]]]) -> None:
+        async with batches:
+            async for files in batches:
+                await self.write_many(files)
+
+    @contextlib.asynccontextmanager
     async def open(self, rel: str) -> AsyncIterator[AtomicFile]:
         """Stream a large file: chunks go to a temp file that is renamed into place on success.
 
@@ -337,6 +356,25 @@ class DumpWriter:
             raise
         with anyio.CancelScope(shield=True):
             await atomic._commit()
+
+
+class WriteLane:
+    """Hands batches of files to :meth:`DumpWriter.behind`'s background task.
+
+    One batch is written at a time and none is queued: :meth:`write_many` returns once the
+    lane takes the batch, that is once the previous one is written. So the caller holds at
+    most one batch while another is being written, and the kernel's work of creating files
+    overlaps with the caller's work of producing the next ones (a file's creation is most of
+    a small file's cost, and the caller otherwise waits for it).
+    """
+
+    def __init__(self, send: ObjectSendStream[Sequence[tuple[str, bytes]]]) -> None:
+        self._send = send
+
+    async def write_many(self, files: Sequence[tuple[str, bytes]]) -> None:
+        """Hand ``files`` over to be written like :meth:`DumpWriter.write_many` writes them."""
+        if files:
+            await self._send.send(files)
 
 
 class AtomicFile:
