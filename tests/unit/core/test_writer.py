@@ -269,6 +269,23 @@ async def test_install_moves_scratch_file(tmp_path: Path) -> None:
     assert writer.ledger.get("bucket/obj") == hashlib.sha256(b"body").digest()
 
 
+async def test_install_of_a_0600_file_changes_no_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scratch file already 0600 is moved as it is: no chmod per installed file."""
+    src = tmp_path / "obj"
+    src.write_bytes(b"body")
+    os.chmod(src, 0o600)
+    chmods: list[object] = []
+    monkeypatch.setattr(os, "chmod", lambda *args, **kwargs: chmods.append(args))
+    root = tmp_path / "root"
+    root.mkdir()
+    await DumpWriter(root).install("bucket/obj", src)
+    assert chmods == []
+    assert stat.S_IMODE((root / "bucket" / "obj").stat().st_mode) == 0o600
+    assert (root / "bucket" / "obj").read_bytes() == b"body"
+
+
 async def test_write_many_writes_each_file(tmp_path: Path, scheme: str) -> None:
     """A batch of small files is written in one call, each one atomically."""
     writer = DumpWriter(tmp_path)

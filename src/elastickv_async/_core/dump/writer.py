@@ -257,10 +257,12 @@ class DumpWriter:
         try:
             name = parts[-1]
             self._check_target(dir_fd, name, rel)
-            size = os.stat(src, follow_symlinks=False).st_size
+            st = os.stat(src, follow_symlinks=False)
+            size = st.st_size
             try:
                 digest = known if known is not None else bytes.fromhex(sha256_file(src))
-                os.chmod(src, FILE_MODE)
+                if stat.S_IMODE(st.st_mode) != FILE_MODE:  # scratch files are mostly 0600
+                    os.chmod(src, FILE_MODE)
                 if self._fsync:
                     fd = os.open(src, os.O_RDONLY)
                     try:
