@@ -64,6 +64,18 @@ async def test_unsafe_paths_refused(tmp_path: Path, rel: str) -> None:
         await DumpWriter(tmp_path).write(rel, b"x")
 
 
+@pytest.mark.parametrize("name", ["..", ".", "", "a\x00b", "\u00e9" * 128, "x" * 256])
+async def test_unsafe_names_refused_after_a_file_of_the_same_directory(
+    tmp_path: Path, name: str
+) -> None:
+    """In a batch, a file in the directory of the one before it still gets its name checked
+    (over-long counts UTF-8 bytes: 128 two-byte characters are too long)."""
+    writer = DumpWriter(tmp_path)
+    with pytest.raises(OutputError):
+        await writer.write_many([("d/a", b"a"), (f"d/{name}", b"x")])
+    assert os.listdir(tmp_path / "d") == ["a"]
+
+
 async def test_symlinked_directory_is_not_followed(tmp_path: Path) -> None:
     """A symlink planted where a directory is expected is refused, not written through."""
     outside = tmp_path / "outside"

@@ -57,11 +57,16 @@ def check_relpath(rel: str) -> tuple[str, ...]:
     """Split a slash-separated path relative to the root and refuse anything unsafe."""
     parts = tuple(rel.split("/"))
     for part in parts:
-        if part in ("", ".", "..") or "\x00" in part:
-            raise OutputError(f"unsafe output path {rel!r}")
-        if len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX:
-            raise OutputError(f"output path segment longer than {_NAME_MAX} bytes in {rel!r}")
+        _check_name(part, rel)
     return parts
+
+
+def _check_name(part: str, rel: str) -> None:
+    """Refuse ``part`` as one segment of ``rel``: empty, a dot name, a NUL or over-long."""
+    if part in ("", ".", "..") or "\x00" in part:
+        raise OutputError(f"unsafe output path {rel!r}")
+    if len(part) > _NAME_MAX // 4 and len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX:
+        raise OutputError(f"output path segment longer than {_NAME_MAX} bytes in {rel!r}")
 
 
 class DumpWriter:
@@ -193,9 +198,11 @@ class DumpWriter:
         fd, tmp = self._create(dir_fd, name, rel)
         try:
             for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+                done = os.write(fd, chunk)
+                if done < len(chunk):
+                    view = memoryview(chunk)[done:]
+                    while view:
+                        view = view[os.write(fd, view) :]
                 digest.update(chunk)
                 size += len(chunk)
             if self._fsync:
@@ -226,19 +233,22 @@ class DumpWriter:
         # Consecutive files in one directory share one directory descriptor, and the batch
         # takes the ledger's lock once.
         total = 0
-        dir_parts: tuple[str, ...] | None = None
+        dir_rel: str | None = None
         dir_fd = -1
         digests: list[tuple[str, bytes]] = []
         try:
             for rel, data in files:
-                parts = check_relpath(rel)
-                if parts[:-1] != dir_parts:
+                head, _, name = rel.rpartition("/")
+                if head != dir_rel:
+                    parts = check_relpath(rel)
                     if dir_fd >= 0:
                         os.close(dir_fd)
                         dir_fd = -1
-                    dir_parts = parts[:-1]
-                    dir_fd = self._open_dir(dir_parts, create=True)
-                digest, size = self._write_at(dir_fd, parts[-1], rel, (data,))
+                    dir_fd = self._open_dir(parts[:-1], create=True)
+                    dir_rel = head
+                else:
+                    _check_name(name, rel)  # the directory's segments were checked
+                digest, size = self._write_at(dir_fd, name, rel, (data,))
                 digests.append((rel, digest))
                 total += size
         finally:
