@@ -32,7 +32,7 @@ import anyio.to_thread
 from ..._adapters.registry import REGISTRY
 from ..._version import __version__
 from ..concurrency import task_group
-from ..dump.checksums import CHECKSUMS_NAME, checksum_line
+from ..dump.checksums import CHECKSUMS_NAME, checksum_line, joined_blocks
 from ..dump.manifest import MANIFEST_NAME, DecodeManifest
 from ..dump.writer import DumpWriter
 from ..errors import DataError, UsageError
@@ -167,20 +167,6 @@ def _merged_lines(files: Sequence[BinaryIO], extra: Sequence[bytes] = ()) -> Ite
     return heapq.merge(*files, extra, key=_checksum_path)
 
 
-def _blocks(lines: Iterator[bytes]) -> Iterator[bytes]:
-    """``lines`` joined into blocks of about :data:`_LISTING_BLOCK` bytes."""
-    block: list[bytes] = []
-    size = 0
-    for line in lines:
-        block.append(line)
-        size += len(line)
-        if size >= _LISTING_BLOCK:
-            yield b"".join(block)
-            block, size = [], 0
-    if block:
-        yield b"".join(block)
-
-
 def _listing(parts: Sequence[Path], manifest: bytes, scratch: Path, memory: int) -> Iterator[bytes]:
     """CHECKSUMS of the whole tree: the partitions' sorted listings (files) and MANIFEST.json,
     merged, in blocks (blocking: iterate in a worker thread).
@@ -199,12 +185,12 @@ def _listing(parts: Sequence[Path], manifest: bytes, scratch: Path, memory: int)
         with contextlib.ExitStack() as stack:
             files = [stack.enter_context(open(p, "rb", buffering=buffering)) for p in group]
             out = stack.enter_context(open(merged, "xb", buffering=buffering))
-            for block in _blocks(_merged_lines(files)):
+            for block in joined_blocks(_merged_lines(files), _LISTING_BLOCK):
                 out.write(block)
         paths.append(merged)
     with contextlib.ExitStack() as stack:
         files = [stack.enter_context(open(p, "rb", buffering=buffering)) for p in paths]
-        yield from _blocks(_merged_lines(files, [own]))
+        yield from joined_blocks(_merged_lines(files, [own]), _LISTING_BLOCK)
 
 
 async def _local_groups(

@@ -59,6 +59,20 @@ def sha256_file(path: str | bytes | os.PathLike[str], *, dir_fd: int | None = No
     return digest.hexdigest()
 
 
+def joined_blocks(lines: Iterable[bytes], block_size: int) -> Iterator[bytes]:
+    """``lines`` joined into blocks of about ``block_size`` bytes (whole lines each)."""
+    block: list[bytes] = []
+    size = 0
+    for line in lines:
+        block.append(line)
+        size += len(line)
+        if size >= block_size:
+            yield b"".join(block)
+            block, size = [], 0
+    if block:
+        yield b"".join(block)
+
+
 def checksum_line(hexdigest: str, relpath: bytes) -> bytes:
     """One CHECKSUMS line for ``relpath`` (raw bytes of the slash path), GNU-escaped if needed."""
     if any(c in relpath for c in b"\n\r\\"):
@@ -376,16 +390,7 @@ class ChecksumLedger:
 
         Lines are sorted bytewise by path. Blocking: iterate in a worker thread.
         """
-        block: list[bytes] = []
-        size = 0
-        for line in self._lines(extra):
-            block.append(line)
-            size += len(line)
-            if size >= _BLOCK:
-                yield b"".join(block)
-                block, size = [], 0
-        if block:
-            yield b"".join(block)
+        return joined_blocks(self._lines(extra), _BLOCK)
 
     def _lines(self, extra: Mapping[str, bytes]) -> Iterator[bytes]:
         for rel, digest in self.items(extra):
