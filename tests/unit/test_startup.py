@@ -97,19 +97,17 @@ def test_a_clean_decode_and_encode_load_no_logging_library_and_no_package_metada
     assert sorted(set(_NOT_AT_START) & modules) == []
 
 
-@pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
-def test_a_run_that_prints_log_lines_loads_structlog(tmp_path: Path) -> None:
+def _decode_orphans(tmp_path: Path, *extra: str) -> tuple[set[str], str]:
+    """Decode the golden case whose S3 chunks are orphans (a warning) in a fresh interpreter."""
     assert SHARED is not None
     case = SHARED / "golden" / "public" / "s3_orphans_flag"
-    argv = [
-        "decode",
-        "--quiet",
-        "--input",
-        str(case / "input.fsm"),
-        "--output",
-        str(tmp_path / "t"),
-    ]
-    modules, stderr = _run_fresh(*argv, "--log-format", "json")
+    argv = ["decode", "--quiet", "--input", str(case / "input.fsm")]
+    return _run_fresh(*argv, "--output", str(tmp_path / "t"), *extra)
+
+
+@pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
+def test_a_run_that_prints_log_lines_loads_structlog(tmp_path: Path) -> None:
+    modules, stderr = _decode_orphans(tmp_path, "--log-format", "json")
     assert "structlog" in modules
     assert '"event": "s3_orphan_chunks"' in stderr
 
@@ -117,19 +115,8 @@ def test_a_run_that_prints_log_lines_loads_structlog(tmp_path: Path) -> None:
 @pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
 def test_a_run_that_warns_gathers_its_warnings_through_structlog(tmp_path: Path) -> None:
     """The deferred logger hands the first warning to structlog even when nothing is printed."""
-    assert SHARED is not None
-    case = SHARED / "golden" / "public" / "s3_orphans_flag"
     report = tmp_path / "report.json"
-    modules, _ = _run_fresh(
-        "decode",
-        "--quiet",
-        "--input",
-        str(case / "input.fsm"),
-        "--output",
-        str(tmp_path / "t"),
-        "--report",
-        str(report),
-    )
+    modules, _ = _decode_orphans(tmp_path, "--report", str(report))
     assert "structlog" in modules
     events = [w["event"] for w in json.loads(report.read_text())["warnings"]]
     assert "s3_orphan_chunks" in events
