@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -11,11 +12,15 @@ from typing import Any
 import anyio.to_thread
 import pytest
 from s3_support import bucket_meta, encode_all, encoder, harness, seg, simple_object, u64
-from support import DigestLog, raises_code
+from support import DigestLog, encode_context, hand_built_fsm, raises_code
 
+from elastickv_async import DecodeOptions, EncodeOptions, decode_snapshot, encode_snapshot
 from elastickv_async._adapters.base import Deferred
+from elastickv_async._adapters.s3 import keymap
+from elastickv_async._adapters.s3.encode import S3Encoder
 from elastickv_async._core.dump.tree import TreeDir, TreeEntry, TreeFile, recording_reads
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
+from elastickv_async._core.memory import MIN_MEMORY_BUDGET
 
 pytestmark = pytest.mark.anyio
 
@@ -453,3 +458,136 @@ async def test_walk_batches_and_upload_blocks_take_half_the_share(
     else:
         assert set(walked) == set(blocks) == {memory // 2}
         assert len(walked) > 10 and len(blocks) > 3
+
+
+# --- KEYMAP within the memory share -------------------------------------------------------------
+
+
+async def _encode_with_share(root: Path, scratch: Path, share: int | None) -> dict[bytes, bytes]:
+    ctx = encode_context(root, scratch, "s3")
+    if share is not None:
+        ctx.memory = share
+    out: dict[bytes, bytes] = {}
+    async for batch in S3Encoder(ctx).batches():
+        for key, value in batch:
+            assert key not in out, key
+            if isinstance(value, Deferred):
+                value = await anyio.to_thread.run_sync(value.source.read, value.token, len(value))
+            out[key] = value
+    return out
+
+
+def _renamed_tree(tmp_path: Path) -> tuple[Path, set[bytes]]:
+    """A bucket whose KEYMAP renames objects throughout the walk: names whose bytes sort
+    differently from their slash paths (``a.b`` before ``a/b`` as strings, after it in the
+    walk), one beside a directory of the same name, and renamed keys deep in directories."""
+    objects = {"a.b.elastickv-meta-key": b"1", "a/b.elastickv-meta-key": b"2", "a/z": b"3"}
+    lines = [
+        {"encoded": "a.b.elastickv-meta-key", "original": "a.b.elastickv-meta.json"},
+        {"encoded": "a/b.elastickv-meta-key", "original": "a/b.elastickv-meta.json"},
+    ]
+    for i in range(120):
+        encoded = f"d{i % 7}/k{i:03d}.elastickv-meta-key"
+        objects[encoded] = b"body %d" % i
+        lines.append({"encoded": encoded, "original": encoded[: -len("-key")] + ".json"})
+    root = _tree(tmp_path, objects)
+    originals = set()
+    records = []
+    for line in lines:
+        original = line["original"].encode()
+        originals.add(original)
+        records.append(
+            {
+                "encoded": line["encoded"],
+                "original": base64.urlsafe_b64encode(original).rstrip(b"=").decode(),
+                "kind": "meta-suffix-rename",
+            }
+        )
+    _keymap(root, *reversed(records))  # file order is not walk order
+    return root, originals | {b"a/z"}
+
+
+async def test_a_keymap_past_its_share_is_sorted_and_joined_with_the_walk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KEYMAP larger than its half of the encoder's share is sorted in the walk's order
+    (spilled under scratch) and merge-joined: the records are those of the default share,
+    every original key restored, and no spilled run is left behind."""
+    root, originals = _renamed_tree(tmp_path)
+    default = await _encode_with_share(root, tmp_path / "scratch-default", None)
+    spills: list[int] = []
+    close = keymap.BucketKeymap.close
+
+    def closing(self: keymap.BucketKeymap) -> None:
+        spills.append(self.spills)
+        close(self)
+
+    monkeypatch.setattr(keymap.BucketKeymap, "close", closing)
+    small = await _encode_with_share(root, tmp_path / "scratch-small", 4 << 10)
+    assert small == default
+    assert spills and spills[0] > 1
+    restored = {k[len(_manifest_key(b"b", b"")) - 2 : -2] for k in default if b"|obj|head|" in k}
+    assert restored == originals
+    assert not [p for p in (tmp_path / "scratch-small").rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("share", [None, 2])
+@pytest.mark.parametrize(
+    ("lines", "code", "match"),
+    [
+        # A record naming no object (between and after the walked ones), the first named.
+        (
+            [("zz", "sha-fallback"), ("o", "sha-fallback"), ("m", "sha-fallback")],
+            "ErrS3EncodeInvalidBucket",
+            "names 'm', which is not an object file",
+        ),
+        # One object file recorded twice.
+        ([("o", "sha-fallback"), ("o", "sha-fallback")], "ErrInvalidKeymapRecord", "'o' twice"),
+        # A path no object can have, recorded twice.
+        (
+            [("x\u0000y", "sha-fallback"), ("x\u0000y", "sha-fallback")],
+            "ErrInvalidKeymapRecord",
+            "twice",
+        ),
+        (
+            [("x\u0000y", "sha-fallback"), ("o", "sha-fallback")],
+            "ErrS3EncodeInvalidBucket",
+            "which is not an object file",
+        ),
+    ],
+)
+async def test_keymap_errors_are_the_same_held_or_sorted(
+    tmp_path: Path, share: int | None, lines: list[tuple[str, str]], code: str, match: str
+) -> None:
+    root = _tree(tmp_path, {"o": b"x", "p": b"y"})
+    _keymap(root, *({"encoded": e, "original": "YQ", "kind": k} for e, k in lines))
+    with raises_code(DumpTreeError, code, match=match):
+        await _encode_with_share(root, tmp_path / "scratch", share)
+
+
+async def test_the_smallest_budget_spills_the_keymap_and_writes_the_same_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decoded bucket of 400 renamed keys (``--rename-collisions``), encoded under the
+    smallest ``--memory-budget``, spills its KEYMAP and gives the default budget's bytes."""
+    records = [bucket_meta(b"bk")]
+    for i in range(400):
+        records += simple_object(b"bk", b"d%d/k%03d.elastickv-meta.json" % (i % 9, i), b"%d" % i)
+    (tmp_path / "in.fsm").write_bytes(hand_built_fsm(1 << 40, records))
+    options = DecodeOptions(workers=0, adapter_options={"s3": {"rename_collisions": True}})
+    await decode_snapshot(tmp_path / "in.fsm", tmp_path / "tree", options)
+    assert (tmp_path / "tree/s3/bk/KEYMAP.jsonl").read_text().count("\n") == 400
+
+    spills: list[int] = []
+    close = keymap.BucketKeymap.close
+
+    def closing(self: keymap.BucketKeymap) -> None:
+        spills.append(self.spills)
+        close(self)
+
+    monkeypatch.setattr(keymap.BucketKeymap, "close", closing)
+    await encode_snapshot(tmp_path / "tree", tmp_path / "default.fsm", EncodeOptions(workers=0))
+    tiny = EncodeOptions(workers=0, memory_budget=MIN_MEMORY_BUDGET)
+    await encode_snapshot(tmp_path / "tree", tmp_path / "tiny.fsm", tiny)
+    assert spills[0] == 0 and spills[1] > 1
+    assert (tmp_path / "tiny.fsm").read_bytes() == (tmp_path / "default.fsm").read_bytes()

@@ -21,6 +21,7 @@ import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Final
 
 import anyio.to_thread
@@ -39,7 +40,7 @@ from ..._core.gojson_read import GoJSONError
 from ..base import Deferred, EncodeContext
 from . import keys
 from .errors import TreeCode, tree_error
-from .keymap import parse_keymap
+from .keymap import BucketKeymap
 from .layout import (
     BUCKET_FILE,
     INCOMPLETE_DIR,
@@ -219,8 +220,9 @@ class S3Encoder:
         # Only a full-fidelity tree's _incomplete_uploads/ holds the uploads' chunks too.
         self._uploads = ctx.full_fidelity
         # A walk batch's small bodies, or a block of records.jsonl: one at a time is read
-        # while the previous one is handed on.
+        # while the previous one is handed on. A bucket's KEYMAP records take the other half.
         self._read_bytes = max(1, ctx.memory // 2)
+        self._keymap_bytes = max(1, ctx.memory - self._read_bytes)
 
     async def batches(self) -> AsyncIterator[Sequence[tuple[bytes, Value]]]:
         """Yield every S3 record of the tree, bucket by bucket, in lists.
@@ -229,8 +231,10 @@ class S3Encoder:
         stays bounded however many objects it holds.
         """
         self._bodies.recorder = active_recorder()
-        for dir_name in await self._tree.run(self._bucket_dirs):
-            scan = _BucketScan(self._tree, dir_name)
+        for number, dir_name in enumerate(await self._tree.run(self._bucket_dirs)):
+            # Numbered: a bucket directory's name may be as long as a name can be.
+            spill = self._ctx.scratch / f"s3-keymap-{number}"
+            scan = _BucketScan(self._tree, dir_name, spill, self._keymap_bytes)
             try:
                 name, meta_value = await self._tree.run(scan.start)
                 yield [
@@ -247,7 +251,8 @@ class S3Encoder:
                                 yield out
                                 out = []
                     yield out
-                scan.finish()
+                await self._tree.run(scan.finish)
+                self._ctx.report.count("s3.keymap_spills", scan.keymap.spills)
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._tree.run(scan.close)
@@ -329,18 +334,19 @@ class S3Encoder:
 class _BucketScan:
     """Walks one bucket directory; every method runs in a worker thread."""
 
-    def __init__(self, tree: DumpTree, dir_name: str) -> None:
+    def __init__(self, tree: DumpTree, dir_name: str, scratch: Path, keymap_memory: int) -> None:
         self._tree = tree
         self._dir = dir_name
-        self._keymap: dict[str, bytes] = {}
-        self._seen: set[str] = set()
+        where = f"{ROOT}/{dir_name}/{_KEYMAP_NAME}"
+        #: The bucket's rename tracker (records held or sorted within ``keymap_memory``).
+        self.keymap = BucketKeymap(where, scratch, keymap_memory)
         self._walk: Generator[_Object, None, None] | None = None
 
     def start(self) -> tuple[bytes, bytes]:
         """Read ``_bucket.json`` and the KEYMAP; return the bucket name and its meta value."""
         with self._tree.directory((ROOT, self._dir)) as bucket_dir:
             bucket = self._read_bucket_json(bucket_dir)
-            self._keymap = self._read_keymap(bucket_dir)
+            self._read_keymap(bucket_dir)
         self._walk = self._objects()
         return bucket["name"].encode("utf-8"), live_bucket_meta_json(bucket)
 
@@ -361,17 +367,18 @@ class _BucketScan:
 
     def finish(self) -> None:
         """After the walk: every KEYMAP record must have named an object file."""
-        missing = sorted(set(self._keymap) - self._seen)
-        if missing:
+        missing = self.keymap.missing()
+        if missing is not None:
             raise tree_error(
                 "ErrS3EncodeInvalidBucket",
-                f"s3/{self._dir}/KEYMAP.jsonl names {missing[0]!r}, which is not an object file",
+                f"s3/{self._dir}/KEYMAP.jsonl names {missing!r}, which is not an object file",
             )
 
     def close(self) -> None:
-        """Release the walk's directory descriptors."""
+        """Release the walk's directory descriptors and the KEYMAP's spilled runs."""
         if self._walk is not None:
             self._walk.close()
+        self.keymap.close()
 
     def _objects(self) -> Generator[_Object, None, None]:
         with self._tree.directory((ROOT, self._dir)) as bucket_dir:
@@ -396,17 +403,16 @@ class _BucketScan:
             )
         return bucket
 
-    def _read_keymap(self, bucket_dir: TreeDir) -> dict[str, bytes]:
-        """The rename tracker, if ``KEYMAP.jsonl`` is one (a regular file with no sidecar)."""
+    def _read_keymap(self, bucket_dir: TreeDir) -> None:
+        """Load the rename tracker, if ``KEYMAP.jsonl`` is one (a regular file with no
+        sidecar), a block at a time: an index of renamed keys has no per-file cap."""
         entry = bucket_dir.lookup(_KEYMAP_NAME)
         if entry is None or entry.is_dir:
-            return {}
+            return
         if bucket_dir.lookup(_KEYMAP_NAME + _META) is not None:
-            return {}  # a user object literally named KEYMAP.jsonl (reference-made trees)
+            return  # a user object literally named KEYMAP.jsonl (reference-made trees)
         with bucket_dir.open_file(entry) as file:
-            # An index of renamed keys, not one key's record: no per-file cap.
-            data = file.read_all(None)
-        return parse_keymap(data, bucket_dir.path(_KEYMAP_NAME))
+            self.keymap.load(file.blocks())
 
     def _walk_dir(
         self, directory: TreeDir, parts: tuple[str, ...]
@@ -425,7 +431,7 @@ class _BucketScan:
                         yield from self._walk_dir(sub, child)
             elif (
                 (top and name == _BUCKET_NAME)
-                or (top and name == _KEYMAP_NAME and self._keymap)
+                or (top and name == _KEYMAP_NAME and self.keymap.present)
                 or name.endswith(_META)
             ):
                 continue
@@ -486,8 +492,9 @@ class _BucketScan:
                 f"{where}: size_bytes {sidecar['size_bytes']} != body length {entry.size}",
                 path=where,
             )
-        self._seen.add(rel)
-        key = self._keymap.get(rel, os.fsencode(rel))
+        key = self.keymap.original(parts[2:], rel)
+        if key is None:
+            key = os.fsencode(rel)
         manifest = live_manifest_json(sidecar, _chunk_sizes(entry.size))
         body = None
         if entry.size < _DEFER_BYTES:
