@@ -591,3 +591,45 @@ async def test_the_smallest_budget_spills_the_keymap_and_writes_the_same_snapsho
     await encode_snapshot(tmp_path / "tree", tmp_path / "tiny.fsm", tiny)
     assert spills[0] == 0 and spills[1] > 1
     assert (tmp_path / "tiny.fsm").read_bytes() == (tmp_path / "default.fsm").read_bytes()
+
+
+async def test_sidecars_are_read_from_the_listing_without_a_second_lookup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sidecar listed right after its body is opened from its listed entry; one that a
+    name sorting between them separates (``a-b`` before ``a.elastickv-meta.json``) is
+    looked up by name: the records are the same either way."""
+    objects = {"a": b"1", "a-b": b"2", "c/d": b"3", "c/e": b"4"}
+    root = _tree(tmp_path, objects)
+    looked_up: list[str] = []
+    lookup = TreeDir.lookup
+
+    def counted(self: TreeDir, name: str) -> TreeEntry | None:
+        looked_up.append(name)
+        return lookup(self, name)
+
+    monkeypatch.setattr(TreeDir, "lookup", counted)
+    records = await encode_all(root, tmp_path / "scratch")
+    for rel, body in objects.items():
+        assert records[_blob_key(b"b", rel.encode(), 0)] == body
+        assert json.loads(records[_manifest_key(b"b", rel.encode())])["etag"] == "e"
+    sidecars = [name for name in looked_up if name.endswith(".elastickv-meta.json")]
+    # Each listed once; "a"'s looked up again (the listing had "a-b" next).
+    assert sorted(sidecars) == sorted(
+        [f"{rel.split('/')[-1]}.elastickv-meta.json" for rel in objects] + ["a.elastickv-meta.json"]
+    )
+
+
+async def test_an_object_error_comes_before_an_unsafe_entry_listed_after_it(
+    tmp_path: Path,
+) -> None:
+    """Errors keep the listing's order with the entry ahead already looked at: a body
+    without a sidecar is reported before the symlink that follows it."""
+    root = _tree(tmp_path, {"z": b"x"})
+    (root / "s3/b/a").write_bytes(b"no sidecar")
+    (root / "s3/b/b").symlink_to(root / "s3/b/z")
+    with raises_code(DumpTreeError, "ErrS3EncodeInvalidManifest", match="no .elastickv-meta"):
+        await encode_all(root, tmp_path / "scratch")
+    (root / "s3/b/a").unlink()
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="symlink"):
+        await encode_all(root, tmp_path / "scratch")

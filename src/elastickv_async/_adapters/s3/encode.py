@@ -331,6 +331,42 @@ class S3Encoder:
         return out
 
 
+class _Lookahead:
+    """A directory listing read one entry ahead, so a body's sidecar can be taken with it.
+
+    An error listing the entry ahead (an unsafe entry) is raised only when that entry is
+    reached, so errors come in listing order as without the lookahead.
+    """
+
+    def __init__(self, entries: Iterator[TreeEntry]) -> None:
+        self._entries = entries
+        self._next: TreeEntry | None = None
+        self._error: DumpTreeError | None = None
+        self._fill()
+
+    def _fill(self) -> None:
+        try:
+            self._next = next(self._entries, None)
+        except DumpTreeError as exc:
+            self._next, self._error = None, exc
+
+    def take(self) -> TreeEntry | None:
+        """The next entry (``None`` at the end)."""
+        if self._error is not None:
+            raise self._error
+        entry = self._next
+        if entry is not None:
+            self._fill()
+        return entry
+
+    def take_if(self, name: str) -> TreeEntry | None:
+        """The next entry if it is a regular file named ``name``."""
+        entry = self._next
+        if entry is None or entry.name != name or entry.is_dir:
+            return None
+        return self.take()
+
+
 class _BucketScan:
     """Walks one bucket directory; every method runs in a worker thread."""
 
@@ -418,7 +454,8 @@ class _BucketScan:
         self, directory: TreeDir, parts: tuple[str, ...]
     ) -> Generator[_Object, None, None]:
         top = len(parts) == 2
-        for entry in directory.entries():
+        listing = _Lookahead(directory.entries())
+        while (entry := listing.take()) is not None:
             name = entry.name
             child = (*parts, name)
             if entry.is_dir:
@@ -436,7 +473,11 @@ class _BucketScan:
             ):
                 continue
             else:
-                yield self._object(directory, child, entry)
+                # A body's sidecar sorts right after it (unless another name starts with the
+                # body's name and a character below "."): take its listed entry instead of
+                # looking the name up again.
+                sidecar = listing.take_if(name + _META)
+                yield self._object(directory, child, entry, sidecar)
 
     def _check_reserved_dir(self, parent: TreeDir, parts: tuple[str, ...]) -> None:
         """``_orphans/``/``_incomplete_uploads/`` are the decoder's; user objects there are not."""
@@ -461,10 +502,16 @@ class _BucketScan:
         parse: Callable[[bytes], dict[str, Any]],
         code: TreeCode,
         missing: str,
+        listed: TreeEntry | None = None,
     ) -> dict[str, Any]:
-        """Read a required JSON file of ``directory`` and check its ``format_version``."""
+        """Read a required JSON file of ``directory`` (its ``listed`` entry, if known) and
+        check its ``format_version``."""
         where = directory.path(name)
-        data = directory.read(name)
+        if listed is None:
+            data = directory.read(name)
+        else:
+            with directory.open_file(listed) as file:
+                data = file.read_all()
         if data is None:
             raise tree_error(code, missing, path=where)
         try:
@@ -476,7 +523,15 @@ class _BucketScan:
             raise tree_error(code, f"{where}: unsupported format_version {version}", path=where)
         return doc
 
-    def _object(self, directory: TreeDir, parts: tuple[str, ...], entry: TreeEntry) -> _Object:
+    def _object(
+        self,
+        directory: TreeDir,
+        parts: tuple[str, ...],
+        entry: TreeEntry,
+        listed: TreeEntry | None,
+    ) -> _Object:
+        """The object at ``parts`` (``entry``), with its sidecar ``listed`` if the listing
+        gave its entry already (else it is looked up by name)."""
         rel = "/".join(parts[2:])
         sidecar = self._read_versioned(
             directory,
@@ -484,6 +539,7 @@ class _BucketScan:
             parse_public_manifest,
             "ErrS3EncodeInvalidManifest",
             f"{'/'.join(parts)} has no {_META} sidecar",
+            listed,
         )
         if sidecar["size_bytes"] != entry.size:
             where = "/".join(parts)
