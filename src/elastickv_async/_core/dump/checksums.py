@@ -10,25 +10,24 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import struct
 import tempfile
-import threading
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import Final, cast
 
+from ..digests import DigestLedger
 from ..errors import DumpTreeError
 from ..extsort import ENTRY_OVERHEAD, ExternalSorter
 from ..memory import DEFAULT_WALK_MEMORY
-from ..scratch import merge
 from .tree import DumpTree, TreeDir
 
 __all__ = [
     "CHECKSUMS_NAME",
     "ChecksumLedger",
     "checksum_line",
+    "checksum_lines",
     "compute_checksums",
     "hash_tree",
     "sha256_file",
@@ -40,7 +39,6 @@ CHECKSUMS_NAME: Final = "CHECKSUMS"
 _CHECKSUMS_RAW: Final = CHECKSUMS_NAME.encode()
 _NAME: Final = itemgetter(0)
 _BLOCK: Final = 1 << 20
-_GENERATION: Final = struct.Struct(">Q")
 #: Names encoded at once while a directory is listed.
 _CHUNK: Final = 4096
 #: What the listing shows an entry as: a directory, a regular file, anything else.
@@ -75,10 +73,20 @@ def joined_blocks(lines: Iterable[bytes], block_size: int) -> Iterator[bytes]:
 
 def checksum_line(hexdigest: str, relpath: bytes) -> bytes:
     """One CHECKSUMS line for ``relpath`` (raw bytes of the slash path), GNU-escaped if needed."""
-    if any(c in relpath for c in b"\n\r\\"):
+    if b"\n" in relpath or b"\r" in relpath or b"\\" in relpath:
         escaped = relpath.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
         return b"\\" + hexdigest.encode() + b"  " + escaped + b"\n"
     return hexdigest.encode() + b"  " + relpath + b"\n"
+
+
+def checksum_lines(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The CHECKSUMS lines of ``(raw path, digest)`` entries, joined (each as
+    :func:`checksum_line` gives it)."""
+    paths = b"\0".join([rel for rel, _ in entries])
+    if b"\n" in paths or b"\r" in paths or b"\\" in paths:
+        return b"".join([checksum_line(digest.hex(), rel) for rel, digest in entries])
+    # No path needs escaping: every line has the plain form.
+    return b"".join([b"%s  %s\n" % (digest.hex().encode(), rel) for rel, digest in entries])
 
 
 @dataclass(slots=True)
@@ -335,55 +343,15 @@ def compute_checksums(root: Path) -> bytes:
     return b"".join(checksum_line(digests[rel], rel) for rel in sorted(digests))
 
 
-class ChecksumLedger:
-    """The SHA-256 of every file a run wrote, by relative path, in bounded memory.
-
-    Recent digests live in a dict; past ``limit`` entries they are spilled as a sorted run
-    (:class:`~elastickv_async._core.extsort.ExternalSorter`) under ``spill_dir``, so millions
-    of files cost a few MiB instead of ~200 bytes each. A path written twice keeps its last digest.
-    Thread-safe: the writer records from its worker threads.
+class ChecksumLedger(DigestLedger):
+    """The SHA-256 of every file a run wrote, by relative path, in bounded memory: a
+    :class:`~elastickv_async._core.digests.DigestLedger` (the last digest of a path wins,
+    past ``limit`` digests they are spilled as sorted runs under ``spill_dir``, recorded from
+    the writer's worker threads) that gives its digests back as ``CHECKSUMS`` content.
     """
 
     def __init__(self, spill_dir: Path | None = None, *, limit: int = 100_000) -> None:
-        self._recent: dict[str, bytes] = {}
-        self._limit = limit
-        self._sorter = ExternalSorter(spill_dir) if spill_dir is not None else None
-        self._generation = 0
-        self._lock = threading.Lock()
-
-    def record(self, rel: str, digest: bytes) -> None:
-        """Remember ``digest`` (32 raw bytes) as the content of ``rel``."""
-        with self._lock:
-            self._recent[rel] = digest
-            if self._sorter is not None and len(self._recent) >= self._limit:
-                self._spill()
-
-    def record_many(self, digests: Iterable[tuple[str, bytes]]) -> None:
-        """:meth:`record` each ``(rel, digest)`` in order, taking the lock once."""
-        with self._lock:
-            recent = self._recent
-            for rel, digest in digests:
-                recent[rel] = digest
-                if self._sorter is not None and len(recent) >= self._limit:
-                    self._spill()
-
-    def _spill(self) -> None:
-        assert self._sorter is not None
-        generation = _GENERATION.pack(self._generation)
-        self._sorter.add_many(
-            [
-                (rel.encode("utf-8", "surrogateescape"), generation + digest)
-                for rel, digest in self._recent.items()
-            ]
-        )
-        self._sorter.spill()
-        self._recent.clear()
-        self._generation += 1
-
-    def get(self, rel: str) -> bytes | None:
-        """The digest recorded for ``rel`` if it is still in memory (for tests and tools)."""
-        with self._lock:
-            return self._recent.get(rel)
+        super().__init__(spill_dir, limit=limit)
 
     def listing(self, extra: Mapping[str, bytes]) -> Iterator[bytes]:
         """CHECKSUMS content for every recorded path plus ``extra``, in ~1 MiB blocks.
@@ -393,36 +361,28 @@ class ChecksumLedger:
         return joined_blocks(self._lines(extra), _BLOCK)
 
     def _lines(self, extra: Mapping[str, bytes]) -> Iterator[bytes]:
-        for rel, digest in self.items(extra):
-            yield checksum_line(digest.hex(), rel)
+        for chunk in self._listed_chunks(extra, keep_checksums=False):
+            yield checksum_lines(chunk)
 
     def items(
         self, extra: Mapping[str, bytes] | None = None, *, keep_checksums: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
-        """Every recorded ``(raw path, digest)`` plus ``extra``, sorted bytewise by path;
-        CHECKSUMS itself is left out unless ``keep_checksums``. Consumes what is in memory:
-        call once, at the end. Blocking: iterate in a worker thread.
+        """Every recorded ``(raw path, digest)`` plus ``extra`` (recorded last), sorted
+        bytewise by path; CHECKSUMS itself is left out unless ``keep_checksums``. Consumes
+        what is in memory: call once, at the end. Blocking: iterate in a worker thread.
         """
-        with self._lock:
-            recent = {**self._recent, **(extra or {})}
-            self._recent = {}
-        generation = _GENERATION.pack(self._generation)
-        tail = sorted(
-            (rel.encode("utf-8", "surrogateescape"), generation + digest)
-            for rel, digest in recent.items()
+        return itertools.chain.from_iterable(
+            self._listed_chunks(extra, keep_checksums=keep_checksums)
         )
-        spilled = self._sorter.merged() if self._sorter is not None else iter(())
-        skip = b"" if keep_checksums else CHECKSUMS_NAME.encode()
-        current: tuple[bytes, bytes] | None = None
-        for rel, tagged in merge([spilled, tail]):
-            if current is not None and current[0] != rel and current[0] != skip:
-                yield current[0], current[1][8:]
-            if current is None or current[0] != rel or tagged > current[1]:
-                current = (rel, tagged)
-        if current is not None and current[0] != skip:
-            yield current[0], current[1][8:]
 
-    def close(self) -> None:
-        """Remove spilled runs (blocking)."""
-        if self._sorter is not None:
-            self._sorter.close()
+    def _listed_chunks(
+        self, extra: Mapping[str, bytes] | None, *, keep_checksums: bool
+    ) -> Iterator[list[tuple[bytes, bytes]]]:
+        if extra:
+            self.record_many(extra.items())
+        for chunk in self.chunks():
+            if not keep_checksums and chunk[0][0] <= _CHECKSUMS_RAW <= chunk[-1][0]:
+                chunk = [entry for entry in chunk if entry[0] != _CHECKSUMS_RAW]
+                if not chunk:
+                    continue
+            yield chunk

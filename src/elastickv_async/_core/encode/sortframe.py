@@ -20,36 +20,26 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import marshal
-import os
-import struct
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from operator import eq, itemgetter
 from pathlib import Path
 from typing import Final, cast
 
-from ..errors import DumpTreeError, OutputError
+from ..errors import DumpTreeError
 from ..extsort import ENTRY_OVERHEAD, MERGE_FAN_IN, Deferred, ExternalSorter
 from ..snapshot.framing import TS_SIZE, VALUE_HEADER_SIZE
+from ..sortedruns import Entry, merge_rounds, read_run, write_run
 from .framing import KEY_LEN, VALUE_HEAD
 
-__all__ = ["CHUNK_BYTES", "Entry", "FramedSorter", "merge_rounds", "read_run", "write_run"]
+__all__ = ["CHUNK_BYTES", "FramedSorter"]
 
-#: ``(encoded key, framed entry)``.
-Entry = tuple[bytes, bytes]
 #: Bytes of frames per chunk of a run, and per chunk taken from the in-memory tail or the
 #: general sorter: with :data:`~elastickv_async._core.extsort.MERGE_FAN_IN` runs merged at
 #: once, a round holds at most that many chunks.
 CHUNK_BYTES: Final = 256 << 10
 _KEY: Final = itemgetter(0)
 _FRAME: Final = itemgetter(1)
-_LEN: Final = struct.Struct("<Q")
-#: marshal's format 2 shares no objects between entries, and writes and reads them fastest.
-_MARSHAL_VERSION: Final = 2
-_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
-_NEW_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
-_BUFFER: Final = 1 << 20
 
 
 def duplicate_key(key: bytes) -> DumpTreeError:
@@ -102,45 +92,6 @@ def _chunks(entries: list[Entry], chunk_bytes: int) -> Iterator[list[Entry]]:
     for end in _chunk_ends(entries, chunk_bytes):
         yield entries[start:end]
         start = end
-
-
-def merge_rounds(sources: list[Iterator[list[Entry]]]) -> Iterator[list[Entry]]:
-    """Merge ``sources``, each yielding sorted chunks of a sorted stream, into sorted lists.
-
-    Every key of a round sorts at or below every key of the next one.
-    """
-    heads: list[tuple[list[Entry], int, Iterator[list[Entry]]]] = []
-    for source in sources:
-        chunk = next(source, None)
-        while chunk is not None and not chunk:
-            chunk = next(source, None)
-        if chunk:
-            heads.append((chunk, 0, source))
-    while len(heads) > 1:
-        bound = min(chunk[-1][0] for chunk, _start, _source in heads)
-        pieces: list[Entry] = []
-        kept = []
-        for chunk, start, source in heads:
-            cut = bisect_right(chunk, bound, lo=start, key=_KEY)
-            pieces += chunk[start:cut] if start or cut < len(chunk) else chunk
-            if cut < len(chunk):
-                kept.append((chunk, cut, source))
-                continue
-            following = next(source, None)
-            while following is not None and not following:
-                following = next(source, None)
-            if following:
-                kept.append((following, 0, source))
-        heads = kept
-        # Sorted pieces: timsort merges them.
-        pieces.sort(key=_KEY)
-        yield pieces
-    if heads:
-        chunk, start, source = heads[0]
-        yield chunk[start:] if start else chunk
-        for chunk in source:
-            if chunk:
-                yield chunk
 
 
 class FramedSorter:
@@ -293,30 +244,3 @@ class FramedSorter:
         self._runs = []
         if self._general is not None:
             self._general.close()
-
-
-def write_run(path: Path, chunks: Iterator[list[Entry]]) -> None:
-    """Write ``chunks`` as a new run: each a length and its marshal'd entries."""
-    fd = os.open(path, _NEW_FLAGS, 0o600)
-    with open(fd, "wb", buffering=_BUFFER) as fh:
-        for chunk in chunks:
-            data = marshal.dumps(chunk, _MARSHAL_VERSION)
-            fh.write(_LEN.pack(len(data)))
-            fh.write(data)
-
-
-def read_run(path: Path) -> Iterator[list[Entry]]:
-    """The chunks of a run written by :func:`write_run`, one at a time."""
-    with open(path, "rb", buffering=0) as fh:
-        while head := fh.read(_LEN.size):
-            if len(head) != _LEN.size:
-                raise OutputError(f"scratch file {str(path)!r} is truncated")
-            size = _LEN.unpack(head)[0]
-            data = fh.read(size)
-            if len(data) != size:
-                raise OutputError(f"scratch file {str(path)!r} is truncated")
-            try:
-                chunk = marshal.loads(data)
-            except (EOFError, ValueError, TypeError):
-                raise OutputError(f"scratch file {str(path)!r} is damaged") from None
-            yield chunk
