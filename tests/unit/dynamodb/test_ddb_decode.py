@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,13 @@ import pytest
 from ddb_support import Harness, b64, golden_case, harness, read_fsm, routed
 from support import raises_code
 
+from elastickv_async._adapters.base import Routed
 from elastickv_async._adapters.dynamodb import SPEC, decode
 from elastickv_async._adapters.dynamodb.dynamodb_internal_pb2 import DynamoItem, DynamoTableSchema
 from elastickv_async._adapters.dynamodb.values import encode_item, encode_schema
 from elastickv_async._core.cli import main
-from elastickv_async._core.errors import AdapterRecordError
+from elastickv_async._core.dump.writer import WriteLane
+from elastickv_async._core.errors import AdapterRecordError, OutputError
 
 pytestmark = pytest.mark.anyio
 
@@ -348,3 +351,82 @@ async def test_render_chunks_take_their_bytes_from_the_memory_share(
         trees.append(h.files())
     assert trees[0] == trees[1] and len(trees[0]) == 301
     assert set(asked) == {decode.CHUNK_BYTES, 1 << 10}
+
+
+# --- files written behind ----------------------------------------------------------------------
+
+
+def _two_tables() -> list[tuple[bytes, bytes]]:
+    """Items of tables "a" (range keys: a directory per hash key) and "b", then schemas."""
+    items = [
+        (_item_key(table, f"k{i:04d}"), _item(h=f"h{i // 4:03d}", r=f"r{i % 4}", pad="x" * 40))
+        for table in ("a", "b")
+        for i in range(120)
+    ]
+    schemas = [(b"!ddb|meta|table|" + b64(t).encode(), _schema(t, "h", "r")) for t in ("a", "b")]
+    return [*items, *schemas]
+
+
+async def _consume(h: Harness, records: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    entries = routed(records)
+
+    async def stream() -> AsyncIterator[list[Routed]]:
+        for start in range(0, len(entries), 7):
+            yield entries[start : start + 7]
+
+    return await h.decoder.consume(stream())
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+async def test_files_written_behind_make_the_same_tree(
+    processes: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """consume() hands each rendered chunk to the writer's background lane; the tree, scope
+    and report are those of handle() and finalize() writing each chunk themselves."""
+    monkeypatch.setattr(decode, "CHUNK_BYTES", 256)
+    records = _two_tables()
+    direct = harness(tmp_path / "direct", jobs=2, processes=processes)
+    async with direct.workers:
+        direct_scope = await _decode(direct, records, batch=7)
+    handed: list[int] = []
+    write_many = WriteLane.write_many
+
+    async def counted(self: WriteLane, files: Sequence[tuple[str, bytes]]) -> None:
+        handed.append(len(files))
+        await write_many(self, files)
+
+    monkeypatch.setattr(WriteLane, "write_many", counted)
+    behind = harness(tmp_path / "behind", jobs=2, processes=processes)
+    async with behind.workers:
+        scope = await _consume(behind, records)
+    assert sum(handed) == 240 and len(handed) > 4  # every item file, in several chunks
+    assert len(direct.files()) == 242
+    assert behind.files() == direct.files()
+    assert scope == direct_scope == {"tables": ["a", "b"]}
+    assert behind.report.counters == direct.report.counters
+
+
+async def test_a_write_failing_behind_raises_the_same_error_and_leaves_whole_files(
+    tmp_path: Path,
+) -> None:
+    """A chunk the lane cannot write (a regular file planted where table b's hash-key
+    directory goes) fails consume() with the error handle() and finalize() give; every file
+    left in the tree is whole."""
+    records = _two_tables()
+    complete = harness(tmp_path / "complete")
+    await _decode(complete, records)
+    expected = complete.files()
+    errors = []
+    for name, run in (("direct", _decode), ("behind", _consume)):
+        h = harness(tmp_path / name)
+        planted = h.root / "dynamodb" / "b" / "items" / "h010"
+        planted.parent.mkdir(parents=True)
+        planted.write_bytes(b"planted")
+        with pytest.raises(OutputError) as caught:
+            await run(h, records)
+        errors.append(str(caught.value))
+        left = h.files()
+        assert left.pop("dynamodb/b/items/h010") == b"planted"
+        assert left and all(expected[rel] == data for rel, data in left.items())
+    assert errors[0] == errors[1]
+    assert "dynamodb/b/items/h010" in errors[0]

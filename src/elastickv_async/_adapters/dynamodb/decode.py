@@ -6,23 +6,25 @@ files per (table, generation) as they arrive and written once the schemas are kn
 the migration-source generation first, then the active generation, so the active version
 wins where both hold the same key. Items of other generations are counted and warned about
 (``ddb_stale_generation_items``); items of tables without a schema likewise
-(``ddb_orphan_items``). Tables are written in parallel.
+(``ddb_orphan_items``). Tables are rendered in parallel (in worker processes); under
+:meth:`DynamoDBDecoder.consume` their files are written behind, in the writer's lane, while
+the next chunks are read back and rendered.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
 import anyio.to_thread
-from anyio.streams.memory import MemoryObjectSendStream
 
 from ..._core import gojson
 from ..._core.concurrency import task_group
 from ..._core.dump.names import encode_segment
+from ..._core.dump.writer import WriteLane
 from ..._core.scratch import Record, RecordFiles, RecordReader
 from ..base import DecodeContext, Routed
 from .bundle import JsonlTable, part_name
@@ -35,10 +37,8 @@ from .values import decode_schema, item_body
 __all__ = ["DynamoDBDecoder"]
 
 #: Item bodies read back, rendered in a worker process and written, per step (at most: a
-#: lane's chunks in flight share its part of the adapter's memory).
+#: table's chunks in flight share its part of the adapter's memory).
 CHUNK_BYTES: Final = 512 << 10
-#: Tables whose item files are written at the same time.
-WRITE_LANES: Final = 1
 STALE_HINT: Final = (
     "stale-gen rows excluded; restore would otherwise emit them under the new schema"
 )
@@ -73,9 +73,8 @@ class DynamoDBDecoder:
         #: ``!ddb|item|<table>|<generation>|`` of the last item key parsed, and its spill key.
         self._head = b""
         self._head_spill_key: SpillKey = ("", 0)
-        # Tables are rendered in parallel but written WRITE_LANES at a time: threads
-        # doing many small-file syscalls at once only queue behind the GIL.
-        self._write_lanes = anyio.CapacityLimiter(WRITE_LANES)
+        #: Where rendered files go: the lane of :meth:`consume`, else the writer itself.
+        self._lane: WriteLane | None = None
         self._run_bytes = ctx.memory
         self._chunk_bytes = CHUNK_BYTES
 
@@ -93,6 +92,19 @@ class DynamoDBDecoder:
                 pending.append((self._spill_key(entry.key), (b"", item_body(entry.value))))
         if pending:
             await anyio.to_thread.run_sync(self._spill.append, pending)
+
+    async def consume(self, batches: AsyncIterable[Sequence[Routed]]) -> dict[str, Any]:
+        """:meth:`handle` every batch, then :meth:`finalize`, with the item files written
+        behind: while one chunk of files is being created, the next chunks are read back
+        and rendered."""
+        async with self._ctx.writer.behind() as lane:
+            self._lane = lane
+            try:
+                async for batch in batches:
+                    await self.handle(batch)
+                return await self.finalize()
+            finally:
+                self._lane = None
 
     def _spill_key(self, key: bytes) -> SpillKey:
         # Items come in key order, so runs of keys share their table and generation: a key
@@ -126,8 +138,8 @@ class DynamoDBDecoder:
             by_directory.setdefault(table.directory, []).append(table)
         lanes = max(1, min(self._ctx.options.jobs, len(by_directory)))
         # The tables flushed at once share the adapter's memory (jsonl: their sorts' runs;
-        # per item: the chunk read, the one rendering, the one waiting and the one written,
-        # rendered files taking up to about twice their bodies' bytes).
+        # per item: the chunk read, the one rendering, the one handed to the lane and the one
+        # it writes, rendered files taking up to about twice their bodies' bytes).
         self._run_bytes = self._ctx.flush_memory() // lanes
         self._chunk_bytes = max(1, min(CHUNK_BYTES, self._run_bytes // 8))
         limiter = anyio.CapacityLimiter(lanes)
@@ -187,27 +199,15 @@ class DynamoDBDecoder:
                     f"{table.directory}/{ITEMS_DIR}/{part_name(number)}", path
                 )
         else:
-            # The next chunk is rendered in a worker process while this one is written.
-            send, receive = anyio.create_memory_object_stream[list[tuple[str, bytes]]](1)
-            async with task_group() as tg:
-                tg.start_soon(self._render, plan, present, send)
-                async with receive:
-                    async for files in receive:
-                        async with self._write_lanes:
-                            await self._ctx.writer.write_many(files)
-                        written += len(files)
-        self._ctx.report.count("dynamodb.items", written)
-
-    async def _render(
-        self,
-        plan: RenderPlan,
-        readers: list[RecordReader],
-        send: MemoryObjectSendStream[list[tuple[str, bytes]]],
-    ) -> None:
-        async with send:
-            for reader in readers:
+            # Handing a chunk to the lane returns once the lane takes it, so the next chunk is
+            # read back and rendered while this one is written.
+            out = self._lane or self._ctx.writer
+            for reader in present:
                 while bodies := await _next_bodies(reader, self._chunk_bytes):
-                    await send.send(await self._ctx.workers.run(item_files, plan, bodies))
+                    files = await self._ctx.workers.run(item_files, plan, bodies)
+                    await out.write_many(files)
+                    written += len(files)
+        self._ctx.report.count("dynamodb.items", written)
 
 
 async def _next_bodies(reader: RecordReader, size: int) -> list[bytes]:
