@@ -7,11 +7,13 @@ import os
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from elastickv_async._core.dump import writer as writer_module
+from elastickv_async._core.dump.roots import TreeRoots
 from elastickv_async._core.dump.writer import DumpWriter
 from elastickv_async._core.errors import OutputError
 from elastickv_async._core.runfiles import leftover_owner
@@ -306,6 +308,59 @@ async def test_write_many_writes_each_file(tmp_path: Path, scheme: str) -> None:
         f"{i}.json" for i in range(50)
     )
     assert writer.files_written == 50
+
+
+async def test_sibling_directories_open_their_parent_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of files in sibling directories (a table's hash keys) opens the directories'
+    parent once, not once per directory; files at the top, in an adapter's directory and in
+    an adapter redirected to its own root land where single writes put them."""
+    opened: list[tuple[str, ...]] = []
+    open_dir = DumpWriter._open_dir
+
+    def counted(self: DumpWriter, parts: Any, *, create: bool) -> int:
+        opened.append(tuple(parts))
+        return open_dir(self, parts, create=create)
+
+    monkeypatch.setattr(DumpWriter, "_open_dir", counted)
+    files = [(f"t/items/h{i:02d}/r{j}.json", b"%d-%d" % (i, j)) for i in range(30) for j in (0, 1)]
+    files += [("top", b"top"), ("t/one", b"one"), ("r/x/y/z", b"z"), ("t/items/h31/r0.json", b"x")]
+    for name in ("main", "r-root", "single", "r-single"):
+        (tmp_path / name).mkdir()
+    roots = TreeRoots(tmp_path / "main", {"r": tmp_path / "r-root"})
+    writer = DumpWriter(roots)
+    await writer.write_many(files)
+    assert opened.count(("t", "items")) == 2  # once per run of siblings
+    assert len(opened) == 5
+    single = DumpWriter(TreeRoots(tmp_path / "single", {"r": tmp_path / "r-single"}))
+    for rel, data in files:
+        await single.write(rel, data)
+    for main, redirected in (("main", "r-root"), ("single", "r-single")):
+        assert (tmp_path / redirected / "r" / "x" / "y" / "z").read_bytes() == b"z"
+        assert not (tmp_path / main / "r").exists()
+    assert _tree_files(tmp_path / "main") == _tree_files(tmp_path / "single")
+    assert len(_tree_files(tmp_path / "main")) == len(files) - 1
+
+
+async def test_a_symlinked_sibling_directory_is_refused(tmp_path: Path) -> None:
+    """A symlink planted among sibling directories is refused like any other, and nothing is
+    written through it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    (root / "t" / "items").mkdir(parents=True)
+    (root / "t" / "items" / "h1").symlink_to(outside)
+    writer = DumpWriter(root)
+    with pytest.raises(OutputError, match="t/items/h1"):
+        await writer.write_many([("t/items/h0/a", b"a"), ("t/items/h1/b", b"b")])
+    assert list(outside.iterdir()) == []
+    assert (root / "t" / "items" / "h0" / "a").read_bytes() == b"a"
+    assert _leftovers(root) == []
+
+
+def _tree_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 async def test_concurrent_writes_count_every_byte_and_file(tmp_path: Path) -> None:

@@ -108,20 +108,10 @@ class DumpWriter:
         root = self.roots.root_for(parts)
         with map_os_errors(OutputError, f"cannot open output root {root}", path=root):
             fd = os.open(root, _DIR_FLAGS)
-        known = tuple(parts) in self._made_dirs
+        make = create and tuple(parts) not in self._made_dirs
         try:
-            for i, part in enumerate(parts):
-                if create and not known:
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(part, DIR_MODE, dir_fd=fd)
-                try:
-                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except OSError as exc:
-                    where = "/".join(parts[: i + 1])
-                    raise OutputError(
-                        f"refusing output directory {where!r}: not a plain directory "
-                        f"({exc.strerror})"
-                    ) from None
+            for i in range(len(parts)):
+                child = self._enter(fd, parts, i, make=make)
                 os.close(fd)
                 fd = child
         except BaseException:
@@ -129,6 +119,27 @@ class DumpWriter:
             raise
         if create:
             self._made_dirs.add(tuple(parts))
+        return fd
+
+    def _enter(self, fd: int, parts: Sequence[str], i: int, *, make: bool) -> int:
+        """Open the directory ``parts[i]`` in ``fd`` (the directory ``parts[:i]``) without
+        following a symlink, making it first if ``make``."""
+        if make:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(parts[i], DIR_MODE, dir_fd=fd)
+        try:
+            return os.open(parts[i], _DIR_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            where = "/".join(parts[: i + 1])
+            raise OutputError(
+                f"refusing output directory {where!r}: not a plain directory ({exc.strerror})"
+            ) from None
+
+    def _open_sibling(self, parent_fd: int, parts: Sequence[str]) -> int:
+        """Open (creating it) the directory ``parts``, whose parent is open as ``parent_fd``."""
+        made = tuple(parts)
+        fd = self._enter(parent_fd, parts, len(parts) - 1, make=made not in self._made_dirs)
+        self._made_dirs.add(made)
         return fd
 
     def _check_target(self, dir_fd: int, name: str, rel: str) -> None:
@@ -231,20 +242,35 @@ class DumpWriter:
 
     def _write_many_sync(self, files: Sequence[tuple[str, bytes]]) -> int:
         # Consecutive files in one directory share one directory descriptor, and the batch
-        # takes the ledger's lock once.
+        # takes the ledger's lock once. The parent of that directory stays open too: a run
+        # of sibling directories (say a table's directory per hash key) costs one mkdir and
+        # one open each, not one per segment of the path.
         total = 0
         dir_rel: str | None = None
-        dir_fd = -1
+        dir_fd = parent_fd = -1
+        parent_rel: str | None = None
         digests: list[tuple[str, bytes]] = []
         try:
             for rel, data in files:
                 head, _, name = rel.rpartition("/")
                 if head != dir_rel:
-                    parts = check_relpath(rel)
+                    parts = check_relpath(rel)[:-1]
                     if dir_fd >= 0:
                         os.close(dir_fd)
                         dir_fd = -1
-                    dir_fd = self._open_dir(parts[:-1], create=True)
+                    dir_rel = None
+                    if len(parts) < 2:  # the root, or an adapter's (each may have its own)
+                        dir_fd = self._open_dir(parts, create=True)
+                    else:
+                        up = head.rpartition("/")[0]
+                        if up != parent_rel:
+                            if parent_fd >= 0:
+                                os.close(parent_fd)
+                                parent_fd = -1
+                            parent_rel = None
+                            parent_fd = self._open_dir(parts[:-1], create=True)
+                            parent_rel = up
+                        dir_fd = self._open_sibling(parent_fd, parts)
                     dir_rel = head
                 else:
                     _check_name(name, rel)  # the directory's segments were checked
@@ -252,8 +278,9 @@ class DumpWriter:
                 digests.append((rel, digest))
                 total += size
         finally:
-            if dir_fd >= 0:
-                os.close(dir_fd)
+            for fd in (dir_fd, parent_fd):
+                if fd >= 0:
+                    os.close(fd)
             self.ledger.record_many(digests)
         return total
 
