@@ -12,10 +12,12 @@ file render and parse), ``decode.py`` and ``encode.py``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+
+import anyio
 
 from .._core.dump.manifest import ManifestField
 from .._core.dump.tree import DumpTree
@@ -37,6 +39,7 @@ __all__ = [
     "DecodeContext",
     "Deferred",
     "EncodeAdapter",
+    "EncodeBatch",
     "EncodeContext",
     "FileComparison",
     "Inventory",
@@ -45,11 +48,13 @@ __all__ = [
     "NoOptions",
     "OptionField",
     "Routed",
+    "SendBatch",
     "StreamDecodeAdapter",
     "ValueSource",
     "joined_scopes",
     "option",
     "option_fields",
+    "send_batches",
     "sorted_scopes",
 ]
 
@@ -243,17 +248,41 @@ class EncodeAdapter(Protocol):
         ...
 
 
+#: A list of records an encoder hands the core at once.
+EncodeBatch = Sequence[tuple[bytes, bytes | Deferred]]
+#: The core's end of an encoder's channel: ``await send(batch)`` returns once the core has
+#: room for the list (it waits while the core is behind).
+SendBatch = Callable[[EncodeBatch], Awaitable[None]]
+
+
 class BatchEncodeAdapter(Protocol):
     """An encoder that hands its records over in lists (the core then works per list).
 
-    Each list should stay within a few MiB: the core buffers a few of them at once. A value
-    may be :class:`Deferred`: the bytes of a big body stay in their file, and its
+    The core runs :meth:`produce` in a task of its own and reads the lists while the encoder
+    goes on: work the encoder starts in a task group inside :meth:`produce` (lanes reading
+    the next files) keeps running while the core sorts the lists already sent. Each list
+    should stay within a few MiB: the core buffers a few of them at once. A value may be
+    :class:`Deferred`: the bytes of a big body stay in their file, and its
     :class:`ValueSource` reads them (in a worker thread) only when the snapshot is written.
     """
 
-    def batches(self) -> AsyncIterator[Sequence[tuple[bytes, bytes | Deferred]]]:
-        """Yield every internal record of this adapter's subtree, in lists, in any order."""
-        ...
+    async def produce(self, send: SendBatch) -> None:
+        """``await send(batch)`` for every list of this adapter's internal records, in any
+        order; return when all are sent."""
+
+
+async def send_batches(batches: AsyncIterator[EncodeBatch], send: SendBatch) -> None:
+    """:meth:`BatchEncodeAdapter.produce` for an encoder whose lists come from an async
+    generator: ``send`` each list of ``batches``, closing the generator however this ends."""
+    try:
+        async for batch in batches:
+            await send(batch)
+    finally:
+        # Close an abandoned generator now: its cleanup (scratch files) may need the loop.
+        aclose = getattr(batches, "aclose", None)
+        if aclose is not None:
+            with anyio.CancelScope(shield=True):
+                await aclose()
 
 
 def _no_manifest_fields(options: Any) -> Sequence[ManifestField]:

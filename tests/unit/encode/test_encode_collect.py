@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
@@ -22,10 +23,12 @@ from elastickv_async._adapters.base import (
     BatchEncodeAdapter,
     EncodeAdapter,
     EncodeContext,
+    SendBatch,
 )
 from elastickv_async._core.encode import api
 from elastickv_async._core.encode.api import encode_snapshot
 from elastickv_async._core.encode.collect import BATCH_RECORDS, LARGE_VALUE, collect_records
+from elastickv_async._core.encode.sortframe import FramedSorter
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 from elastickv_async._core.extsort import ExternalSorter
 from elastickv_async._core.options import EncodeOptions
@@ -131,21 +134,21 @@ async def test_limit_violation_in_the_consumer(tmp_path: Path) -> None:
 
 
 class _Batched:
-    """Hands its records over in the given lists; records whether its generator was closed."""
+    """Hands its records over in the given lists; records whether it was stopped."""
 
     def __init__(self, batches: list[list[tuple[bytes, bytes]]], endless: bool = False) -> None:
         self._batches = batches
         self._endless = endless
         self.closed = False
 
-    async def batches(self) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+    async def produce(self, send: SendBatch) -> None:
         try:
             for batch in self._batches:
                 await anyio.lowlevel.checkpoint()
-                yield batch
+                await send(batch)
             while self._endless:
                 await anyio.lowlevel.checkpoint()
-                yield [(b"e", b"")]
+                await send([(b"e", b"")])
         finally:
             self.closed = True
 
@@ -270,3 +273,71 @@ async def test_a_long_list_is_buffered_in_slices(
     out, _ = await _collected(tmp_path, [_spec("redis", _Batched([records]))], budget=1 << 30)
     assert seen == [BATCH_RECORDS, BATCH_RECORDS, 7]
     assert [k for k, _ in out] == [k + b"SUFFIX!!" for k, _ in records]
+
+
+def _redis_tree(root: Path, strings: int) -> Path:
+    """A dump tree of ``strings`` Redis strings and one hash, holding no CHECKSUMS."""
+    db = make_tree(root) / "redis" / "db_0"
+    (db / "strings").mkdir(parents=True)
+    (db / "hashes").mkdir()
+    for i in range(strings):
+        (db / "strings" / f"k{i:04d}.bin").write_bytes(b"v%d" % i)
+    (db / "hashes" / "h.json").write_text('{"format_version": 1, "fields": []}')
+    return root
+
+
+async def test_an_encoder_error_after_records_were_sent_leaves_no_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad file met by a lane after earlier slices' records reached the sorter: the encode
+    fails with that file's typed error (exit 2) and leaves no output, temp or scratch file."""
+    from elastickv_async._adapters.redis import encode as redis_encode
+
+    root = _redis_tree(tmp_path / "in", 200)
+    (root / "redis/db_0/strings/zz-bad.bin").symlink_to(root / "redis/db_0/strings/k0000.bin")
+    monkeypatch.setattr(redis_encode, "SLICE_FILES", 16)
+    added: list[int] = []
+    add_many = FramedSorter.add_many
+
+    def counting(self: FramedSorter, records: Any, suffix: bytes = b"") -> None:
+        added.append(len(records))
+        add_many(self, records, suffix)
+
+    monkeypatch.setattr(FramedSorter, "add_many", counting)
+    out = tmp_path / "out" / "o.fsm"
+    out.parent.mkdir()
+    with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry") as caught:
+        await encode_snapshot(root, out, EncodeOptions(adapters=("redis",), workers=1))
+    assert caught.value.exit_code == 2
+    assert caught.value.path == "redis/db_0/strings/zz-bad.bin"
+    assert sum(added) >= 100  # the earlier slices' records had reached the sorter
+    assert list(out.parent.iterdir()) == []
+
+
+async def test_a_cancelled_encode_leaves_no_temp_or_scratch_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while the lanes build and the core sorts, the encode leaves nothing beside
+    the output: no temp file, work directory or lock."""
+    from elastickv_async._adapters.redis import encode as redis_encode
+    from elastickv_async._adapters.redis.slices import Built, Slice, encode_slice
+
+    root = _redis_tree(tmp_path / "in", 200)
+    monkeypatch.setattr(redis_encode, "SLICE_FILES", 16)
+    scope = anyio.CancelScope()
+    built: list[int] = []
+
+    def cancelling(job: Slice) -> Built:
+        result = encode_slice(job)
+        built.append(len(job.names))
+        if len(built) == 5:
+            anyio.from_thread.run_sync(scope.cancel)
+        return result
+
+    monkeypatch.setattr(redis_encode, "encode_slice", cancelling)
+    out = tmp_path / "out" / "o.fsm"
+    out.parent.mkdir()
+    with scope:
+        await encode_snapshot(root, out, EncodeOptions(adapters=("redis",), workers=0))
+    assert scope.cancelled_caught
+    assert list(out.parent.iterdir()) == []

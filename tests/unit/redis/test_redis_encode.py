@@ -8,9 +8,14 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple, cast
 
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
 import pytest
+from blockbuster import BlockBuster
 from redis_support import (
     U32,
     U64,
@@ -18,17 +23,20 @@ from redis_support import (
     encode_tree,
     encode_tree_in_order,
     list_seq,
+    produced,
     wide,
 )
 from support import REPO_ROOT, raises_code
 
-from elastickv_async._adapters.base import EncodeContext
+from elastickv_async._adapters.base import EncodeBatch, EncodeContext
 from elastickv_async._adapters.redis import encode as redis_encode
 from elastickv_async._adapters.redis.encode import SLICE_BYTES, SLICE_FILES, RedisEncoder
 from elastickv_async._adapters.redis.slices import Built, Slice, encode_slice
 from elastickv_async._core.cli import main
+from elastickv_async._core.dump.tree import DumpTree
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 from elastickv_async._core.report import Report, make_logger
+from elastickv_async._core.workers import Workers
 
 pytestmark = pytest.mark.anyio
 
@@ -390,7 +398,7 @@ async def test_stream_meta_disagreeing_with_entries_restores_as_decoded(
     ctx = EncodeContext(
         input_root=tmp_path / "tree", log=make_logger(report), report=report, scratch=tmp_path
     )
-    assert sorted([r async for batch in RedisEncoder(ctx).batches() for r in batch]) == sorted(rows)
+    assert sorted(await produced(RedisEncoder(ctx))) == sorted(rows)
     assert report.warnings[event].count == 1
 
 
@@ -575,18 +583,56 @@ async def test_a_bad_sidecar_line_fails_before_any_value_file(tmp_path: Path) ->
         await encode_tree(tmp_path)
 
 
-async def test_a_free_lane_takes_the_next_slice(
+class _InlineTree(DumpTree):
+    """Runs the encoder's blocking steps on the event loop: nothing is left in a thread
+    when every task waits. With ``settle``, each step first lets every other task run
+    until it waits (the worker processes' start among them)."""
+
+    settle = False
+
+    async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
+        if self.settle:
+            await anyio.wait_all_tasks_blocked()
+        await anyio.lowlevel.checkpoint()
+        return func(*args)
+
+
+class _InlineWorkers(Workers):
+    """One "worker process" that runs each call on the event loop and names what it built."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.built: list[str] = []
+
+    async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
+        await anyio.lowlevel.checkpoint()
+        for arg in args:
+            if isinstance(arg, Slice):
+                self.built += arg.names
+        return func(*args)
+
+
+def _inline(blockbuster: BlockBuster | None) -> None:
+    # The inline fakes read the tree on the event loop on purpose.
+    if blockbuster is not None:
+        blockbuster.deactivate()
+
+
+def _context(root: Path, workers: Workers, *, settle: bool = False) -> EncodeContext:
+    report = Report()
+    ctx = EncodeContext(input_root=root, log=make_logger(report), report=report, scratch=root)
+    ctx.tree = _InlineTree(root)
+    ctx.tree.settle = settle
+    ctx.workers = workers
+    return ctx
+
+
+async def test_the_thread_lane_builds_while_the_worker_processes_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The thread lane does not wait for a busy worker process: while the worker holds the
-    slice it took, the thread takes the rest of the round (the worker is let go only once
-    three slices are done, which waiting lanes would never reach), and the records still
-    come in slice order."""
-    import anyio.from_thread
-    import anyio.to_thread
-
-    from elastickv_async._core.workers import Workers
-
+    """A worker process still starting holds no slice: the thread lane builds them (here
+    the worker starts only once three are done, which it would never see if it held one),
+    and the records still come in slice order."""
     names = [f"k{i}" for i in range(4)]
     tree(tmp_path, {f"strings/{n}.bin": n.encode() for n in names})
     monkeypatch.setattr(redis_encode, "SLICE_FILES", 1)
@@ -600,7 +646,7 @@ async def test_a_free_lane_takes_the_next_slice(
             anyio.from_thread.run_sync(three_done.set)
         return built
 
-    class BusyWorker(Workers):
+    class SlowStart(Workers):
         async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
             await three_done.wait()
             return await anyio.to_thread.run_sync(func, *args)
@@ -610,11 +656,61 @@ async def test_a_free_lane_takes_the_next_slice(
     ctx = EncodeContext(
         input_root=tmp_path, log=make_logger(report), report=report, scratch=tmp_path
     )
-    ctx.workers = BusyWorker(1)
+    ctx.workers = SlowStart(1)
     with anyio.fail_after(60):  # a deadlock guard, not a timing
-        records = [r async for batch in RedisEncoder(ctx).batches() for r in batch]
+        records = await produced(RedisEncoder(ctx))
     assert sorted(done) == [f"{n}.bin" for n in names]
     assert [key for key, _ in records] == [b"!redis|str|" + n.encode() for n in names]
+
+
+async def test_once_the_worker_processes_are_up_only_they_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blockbuster: BlockBuster | None
+) -> None:
+    """Beside running worker processes the thread lane builds nothing (it would hold the GIL
+    the core's sort needs): every slice goes to a worker."""
+    _inline(blockbuster)
+    names = [f"k{i:02d}" for i in range(12)]
+    tree(tmp_path, {f"strings/{n}.bin": n.encode() for n in names})
+    monkeypatch.setattr(redis_encode, "SLICE_FILES", 2)
+    workers = _InlineWorkers()
+    records = await produced(RedisEncoder(_context(tmp_path, workers, settle=True)))
+    assert workers.built == [f"{n}.bin" for n in names]
+    assert [key for key, _ in records] == [b"!redis|str|" + n.encode() for n in names]
+
+
+async def test_the_slices_out_at_once_stay_within_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blockbuster: BlockBuster | None
+) -> None:
+    """While the core holds the first slice's records, the lanes build only the slices of
+    the window (two per lane) and the planner is asked for no more: what is buffered does not
+    grow with the directory. Every record still arrives once, in order."""
+    _inline(blockbuster)
+    names = [f"k{i:02d}" for i in range(20)]
+    tree(tmp_path, {f"strings/{n}.bin": n.encode() for n in names})
+    monkeypatch.setattr(redis_encode, "SLICE_FILES", 1)
+    taken: list[int] = []
+    take = redis_encode._Planner.take
+
+    def counting(self: Any, count: int) -> list[Slice]:
+        jobs = take(self, count)
+        taken.append(len(jobs))
+        return jobs
+
+    monkeypatch.setattr(redis_encode._Planner, "take", counting)
+    workers = _InlineWorkers()
+    out: list[tuple[bytes, bytes]] = []
+    out_when_stalled: list[int] = []
+
+    async def send(batch: EncodeBatch) -> None:
+        if not out_when_stalled:
+            # Every other task waits: the feeder for a permit, the lanes for a slice.
+            await anyio.wait_all_tasks_blocked()
+            out_when_stalled.append(sum(taken))
+        out.extend(cast(list[tuple[bytes, bytes]], batch))
+
+    await RedisEncoder(_context(tmp_path, workers)).produce(send)
+    assert out_when_stalled == [2 * 2]
+    assert [key for key, _ in out] == [b"!redis|str|" + n.encode() for n in names]
 
 
 def test_plain_names_decode_in_one_batch_as_decode_segment_does() -> None:

@@ -24,7 +24,7 @@ import anyio.to_thread
 from ..._core.concurrency import task_group
 from ..._core.dump.names import encode_segment
 from ..._core.dump.tree import MAX_RECORD_FILE, TreeDir, TreeEntry
-from ..base import EncodeContext
+from ..base import EncodeContext, SendBatch, send_batches
 from .errors import tree_error
 from .items import RawItem, Record, encode_items, gsi_rows, item_key
 from .keys import RESTORE_GENERATION, table_gen_key, table_meta_key
@@ -176,6 +176,10 @@ class DynamoDBEncoder:
 
     def __init__(self, ctx: EncodeContext) -> None:
         self._ctx = ctx
+
+    async def produce(self, send: SendBatch) -> None:
+        """Send the lists :meth:`batches` yields (a ``BatchEncodeAdapter``)."""
+        await send_batches(self.batches(), send)
 
     async def batches(self) -> AsyncGenerator[list[Record], None]:
         """Yield every record of the ``dynamodb/`` subtree (none when it is absent), a walk

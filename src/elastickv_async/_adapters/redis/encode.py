@@ -12,9 +12,10 @@ data into the snapshot).
 
 The value files are read and turned into records a slice of a directory's names per call,
 in lanes: one per worker process (``ctx.workers``) and one in a worker thread of the run's
-own process, each taking the next slice of a round as soon as it is free. The thread lane
-does the work while a worker process starts, and less of it while this process is busy
-sorting and writing.
+own process, each taking the next slice as soon as it is free, while the slices already
+built are sent to the core in order. The thread lane takes a slice only while the sender
+waits for one (a worker process starting, say): the rest of the time this process is busy
+sorting what was sent.
 
 The encoder's memory share (``ctx.memory``) is cut in sixteenths: 14 for a directory's TTL
 sidecar and its sorted names, held at once (the TTLs take at most half of it, the names what
@@ -24,12 +25,11 @@ file name, as its TTLs) and one for the value bytes of a round's slices.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import re
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -39,10 +39,10 @@ import anyio.to_thread
 from ..._core.concurrency import task_group
 from ..._core.dump.tree import DumpTree, TreeDir
 from ..._core.extsort import ExternalSorter
-from ..base import EncodeContext
+from ..base import EncodeContext, SendBatch
 from . import layout
 from .errors import tree_error
-from .slices import TYPE_DIRS, Built, Record, Slice, encode_slice
+from .slices import TYPE_DIRS, Built, Slice, encode_slice, started
 from .streams import (
     Listed,
     SortedLookup,
@@ -60,7 +60,7 @@ _DB_NAME: Final = re.compile(r"db_(0|[1-9][0-9]*)")
 #: ``SLICE_BYTES`` (the rest goes to the next call).
 SLICE_FILES: Final = 512
 SLICE_BYTES: Final = 4 << 20
-#: Slices per lane (worker process or thread) in one round of :meth:`RedisEncoder._build`.
+#: Slices per lane (worker process or thread) out at once in :meth:`RedisEncoder._slices`.
 SLICES_PER_LANE: Final = 2
 
 
@@ -186,8 +186,50 @@ class _Planner:
         )
 
 
+@dataclass(slots=True)
+class _Slot:
+    """One slice on its way through the lanes, and what its call built."""
+
+    job: Slice
+    done: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+    built: Built | None = None
+
+
+class _Waiting:
+    """The slices no lane has taken yet: the rest of a slice stopped early first (the sender
+    waits for it), then the new ones in order. Never more than the slices out at once."""
+
+    def __init__(self) -> None:
+        self._slots: deque[_Slot] = deque()
+        self._ready = anyio.Event()
+        self._closed = False
+
+    def put(self, slot: _Slot, *, first: bool = False) -> None:
+        """Queue ``slot`` (at the front with ``first``)."""
+        if first:
+            self._slots.appendleft(slot)
+        else:
+            self._slots.append(slot)
+        self._ready.set()
+
+    def close(self) -> None:
+        """No slice will come: lanes waiting for one return."""
+        self._closed = True
+        self._ready.set()
+
+    async def take(self) -> _Slot | None:
+        """The next slice to build; ``None`` once closed and empty."""
+        while not self._slots:
+            if self._closed:
+                return None
+            if self._ready.is_set():
+                self._ready = anyio.Event()
+            await self._ready.wait()
+        return self._slots.popleft()
+
+
 class RedisEncoder:
-    """Yields the store records of ``redis/db_0/`` in lists (a ``BatchEncodeAdapter``)."""
+    """Sends the store records of ``redis/db_0/`` in lists (a ``BatchEncodeAdapter``)."""
 
     def __init__(self, ctx: EncodeContext) -> None:
         self._tree = ctx.tree
@@ -201,25 +243,32 @@ class RedisEncoder:
         self._keymap_memory = sixteenth
         self._slice_bytes = max(1, min(SLICE_BYTES, sixteenth // self._parallel))
 
-    async def batches(self) -> AsyncIterator[list[Record]]:
-        """Every record of the Redis subtree, type by type in the reference's order, a built
-        slice at a time."""
+    async def produce(self, send: SendBatch) -> None:
+        """Send every record of the Redis subtree, type by type in the reference's order, a
+        built slice at a time."""
         found = await self._tree.run(_scan, self._tree, self._keymap_memory)
         if found is None:
             return
         try:
-            for directory, ext in TYPE_DIRS:
-                async with contextlib.aclosing(self._directory(found, directory, ext)) as each:
-                    async for records in each:
-                        yield records
+            async with task_group() as tg:
+                # The worker processes start while the first directory is listed and planned.
+                warm = anyio.Event()
+                tg.start_soon(self._start_workers, warm)
+                for directory, ext in TYPE_DIRS:
+                    await self._directory(found, directory, ext, send, warm)
         finally:
-            # Closing a directory descriptor never blocks; doing it inline keeps the
-            # generator's cleanup free of awaits when it is closed early.
             found.db.close()
 
+    async def _start_workers(self, warm: anyio.Event) -> None:
+        """Start every worker process (one first call each), then set ``warm``."""
+        async with task_group() as tg:
+            for _ in range(self._workers.processes):
+                tg.start_soon(self._workers.run, started)
+        warm.set()
+
     async def _directory(
-        self, found: _Tree, directory: str, ext: str
-    ) -> AsyncGenerator[list[Record], None]:
+        self, found: _Tree, directory: str, ext: str, send: SendBatch, warm: anyio.Event
+    ) -> None:
         sidecar = _SIDECARS.get(directory)
         ttls = None
         if sidecar is not None:
@@ -271,47 +320,80 @@ class RedisEncoder:
                 lookup,
                 self._slice_bytes,
             )
-            while jobs := await self._tree.run(planner.take, self._parallel):
-                done = deque(zip(jobs, await self._build(jobs), strict=True))
-                while done:
-                    job, built = done.popleft()
-                    for event, fields in built.notes:
-                        self._log.warning(event, **fields)
-                    yield built.records
-                    if built.done < len(job.names):
-                        # Stopped by its byte budget: the names it left come before the
-                        # next job's, whose records wait (bounded by the round's budget).
-                        rest = dataclasses.replace(job, names=job.names[built.done :])
-                        done.appendleft((rest, (await self._build([rest]))[0]))
+            await self._slices(planner, send, warm)
         finally:
             # The spilled runs are removed even when the run is cancelled.
             with anyio.CancelScope(shield=True):
                 await self._tree.run(_discard, names, ttls, originals)
 
-    @property
-    def _parallel(self) -> int:
-        # Slices handed out per round: a few per lane, so that a lane that is free (the thread
-        # here while a worker process starts, the worker while this process sorts and
-        # writes) takes more of them.
-        return SLICES_PER_LANE * (self._workers.processes + 1)
+    async def _slices(self, planner: _Planner, send: SendBatch, warm: anyio.Event) -> None:
+        """Build ``planner``'s slices in lanes, one per worker process and one in a worker
+        thread, and send their records in slice order while the lanes build the next ones.
 
-    async def _build(self, jobs: list[Slice]) -> list[Built]:
-        """Run ``jobs`` in lanes, one per worker process and one in a worker thread, each
-        lane taking the next job as soon as it is free; the results in job order."""
-        results: list[Built | None] = [None] * len(jobs)
-        # Shared by the lanes: on one event loop, each index is taken once.
-        pending = iter(range(len(jobs)))
+        At most :attr:`_parallel` slices are out at once (taken from the planner and not yet
+        sent), so their value bytes stay within a sixteenth of the share. A slice stopped
+        early is sent as far as it got; the names it left are the next slice to build.
 
-        async def lane(in_process: bool) -> None:
-            for index in pending:
-                if in_process:
-                    results[index] = await self._workers.run(encode_slice, jobs[index])
-                else:
-                    results[index] = await anyio.to_thread.run_sync(encode_slice, jobs[index])
+        The process lanes start once their processes have (``warm``). Beside worker
+        processes, the thread lane builds only until then: building in this process while
+        the core sorts what was sent holds the GIL the core, and the replies of the worker
+        processes, wait for.
+        """
+        permits = anyio.Semaphore(self._parallel)
+        waiting = _Waiting()
+        to_sender, for_sender = anyio.create_memory_object_stream[_Slot](self._parallel)
 
-        # The group is entered and left within this call, never across a yield.
+        async def feed() -> None:
+            async with to_sender:
+                while True:
+                    await permits.acquire()
+                    jobs = await self._tree.run(planner.take, 1)
+                    if not jobs:
+                        return
+                    slot = _Slot(jobs[0])
+                    await to_sender.send(slot)
+                    waiting.put(slot)
+
+        async def process_lane() -> None:
+            await warm.wait()
+            while (slot := await waiting.take()) is not None:
+                slot.built = await self._workers.run(encode_slice, slot.job)
+                slot.done.set()
+
+        async def thread_lane() -> None:
+            beside = self._workers.processes > 0
+            while not (beside and warm.is_set()) and (slot := await waiting.take()) is not None:
+                slot.built = await anyio.to_thread.run_sync(encode_slice, slot.job)
+                slot.done.set()
+
+        async def sender() -> None:
+            async with for_sender:
+                async for first in for_sender:
+                    slot: _Slot | None = first
+                    while slot is not None:
+                        await slot.done.wait()
+                        built, job = slot.built, slot.job
+                        assert built is not None
+                        for event, fields in built.notes:
+                            self._log.warning(event, **fields)
+                        await send(built.records)
+                        slot = None
+                        if built.done < len(job.names):
+                            # Its permit passes to the rest of its names.
+                            slot = _Slot(dataclasses.replace(job, names=job.names[built.done :]))
+                            waiting.put(slot, first=True)
+                    permits.release()
+            waiting.close()
+
         async with task_group() as tg:
             for _ in range(self._workers.processes):
-                tg.start_soon(lane, True)
-            tg.start_soon(lane, False)
-        return [result for result in results if result is not None]
+                tg.start_soon(process_lane)
+            tg.start_soon(thread_lane)
+            tg.start_soon(sender)
+            tg.start_soon(feed)
+
+    @property
+    def _parallel(self) -> int:
+        # Slices out at once: a few per lane, so that a free lane finds one to take while
+        # the sender waits for an earlier one.
+        return SLICES_PER_LANE * (self._workers.processes + 1)

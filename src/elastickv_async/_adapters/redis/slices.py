@@ -33,7 +33,7 @@ from .values import (
     shifted_ttl,
 )
 
-__all__ = ["TYPE_DIRS", "Built", "Note", "Record", "Slice", "encode_slice"]
+__all__ = ["TYPE_DIRS", "Built", "Note", "Record", "Slice", "encode_slice", "started"]
 
 Record = tuple[bytes, bytes]
 
@@ -87,6 +87,11 @@ class Built:
     records: list[Record]
     done: int
     notes: list[Note]
+
+
+def started() -> None:
+    """Nothing: a lane's first call, which starts its worker process (and imports this
+    module there) before the lane takes a slice."""
 
 
 def encode_slice(job: Slice) -> Built:

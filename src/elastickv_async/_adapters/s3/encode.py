@@ -37,7 +37,7 @@ from ..._core.dump.tree import (
 )
 from ..._core.errors import DumpTreeError, map_os_errors
 from ..._core.gojson_read import GoJSONError
-from ..base import Deferred, EncodeContext
+from ..base import Deferred, EncodeContext, SendBatch, send_batches
 from . import keys
 from .errors import TreeCode, tree_error
 from .keymap import BucketKeymap
@@ -223,6 +223,10 @@ class S3Encoder:
         # while the previous one is handed on. A bucket's KEYMAP records take the other half.
         self._read_bytes = max(1, ctx.memory // 2)
         self._keymap_bytes = max(1, ctx.memory - self._read_bytes)
+
+    async def produce(self, send: SendBatch) -> None:
+        """Send the lists :meth:`batches` yields (a ``BatchEncodeAdapter``)."""
+        await send_batches(self.batches(), send)
 
     async def batches(self) -> AsyncIterator[Sequence[tuple[bytes, Value]]]:
         """Yield every S3 record of the tree, bucket by bucket, in lists.

@@ -26,7 +26,7 @@ from ..._core.dump.names import encode_segment
 from ..._core.dump.tree import DumpTree
 from ..._core.gojson_read import GoJSONError, iter_values
 from ..._core.workers import Workers
-from ..base import EncodeContext
+from ..base import EncodeContext, SendBatch, send_batches
 from . import keys, layout
 from .dedup import DedupClaims
 from .errors import tree_error
@@ -192,6 +192,10 @@ class SQSEncoder:
         self._keep_visibility = ctx.full_fidelity
         self._shift_ms = ctx.time_shift_ms
         self._queues = 0
+
+    async def produce(self, send: SendBatch) -> None:
+        """Send the lists :meth:`batches` yields (a ``BatchEncodeAdapter``)."""
+        await send_batches(self.batches(), send)
 
     async def batches(self) -> AsyncIterator[list[Record]]:
         """Every record of every queue directory, queue by queue, a read batch at a time."""

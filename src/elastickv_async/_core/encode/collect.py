@@ -1,7 +1,8 @@
 """Running the selected adapter encoders concurrently and feeding their records to the sorter.
 
 Each adapter runs in its own task of one task group and sends batches of records over a
-bounded channel: the lists its ``batches()`` yields, or its ``records()`` gathered into lists.
+bounded channel: the lists its ``produce()`` sends, or its ``records()`` gathered into lists.
+An encoder with lanes of its own keeps them running while the channel is full.
 A single consumer checks each batch against the reader's size limits, stamps its keys with the
 snapshot timestamp and buffers it in the sorter (an encode's
 :class:`~.sortframe.FramedSorter`, which stamps as it frames, or an
@@ -19,7 +20,13 @@ import anyio
 import anyio.to_thread
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from ..._adapters.base import AdapterSpec, BatchEncodeAdapter, EncodeAdapter, EncodeContext
+from ..._adapters.base import (
+    AdapterSpec,
+    BatchEncodeAdapter,
+    EncodeAdapter,
+    EncodeContext,
+    send_batches,
+)
 from ..concurrency import task_group
 from ..errors import DumpTreeError, UsageError, map_os_errors
 from ..extsort import Deferred, ExternalSorter
@@ -72,34 +79,27 @@ async def _gathered(
         yield batch
 
 
-def _batches(encoder: EncodeAdapter | BatchEncodeAdapter, batch_bytes: int) -> AsyncIterator[Batch]:
-    batches = getattr(encoder, "batches", None)
-    if batches is not None:
-        return batches()  # type: ignore[no-any-return]
-    return _gathered(encoder.records(), batch_bytes)  # type: ignore[union-attr]
-
-
 async def _produce(job: _Job, send: ObjectSendStream[Batch], batch_bytes: int) -> None:
-    batches = _batches(job.encoder, batch_bytes)
+    async def sliced(batch: Batch) -> None:
+        # Sent in slices, so the channel holds no more than with gathered records.
+        for start in range(0, len(batch), BATCH_RECORDS):
+            await send.send(batch[start : start + BATCH_RECORDS])
+
+    encoder = job.encoder
     async with send:
         # An unreadable input file is a problem with the dump tree, as in the reference.
-        reading = map_os_errors(
+        with map_os_errors(
             DumpTreeError,
             "cannot read the dump tree",
             code="ErrEncodeAdapterData",
             adapter=job.name,
-        )
-        try:
-            with reading:
-                async for batch in batches:
-                    # Sent in slices, so the channel holds no more than with gathered records.
-                    for start in range(0, len(batch), BATCH_RECORDS):
-                        await send.send(batch[start : start + BATCH_RECORDS])
-        finally:
-            aclose = getattr(batches, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
+        ):
+            produce = getattr(encoder, "produce", None)
+            if produce is not None:
+                await produce(sliced)
+            else:
+                records = encoder.records()  # type: ignore[union-attr]
+                await send_batches(_gathered(records, batch_bytes), sliced)
 
 
 def _stamped(batch: Batch, suffix: Suffix) -> Batch:
