@@ -678,6 +678,40 @@ async def test_once_the_worker_processes_are_up_only_they_build(
     assert [key for key, _ in records] == [b"!redis|str|" + n.encode() for n in names]
 
 
+async def test_a_worker_process_is_offered_its_next_call_while_it_runs_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two lanes call each worker process: a call that returns only once another call is
+    waiting beside it (which one lane per process would never make) lets the encode end."""
+    names = [f"k{i:02d}" for i in range(6)]
+    tree(tmp_path, {f"strings/{n}.bin": n.encode() for n in names})
+    monkeypatch.setattr(redis_encode, "SLICE_FILES", 1)
+    calling: list[int] = []
+    two = anyio.Event()
+
+    class Pipelined(Workers):
+        async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
+            if not args:  # the start-up call
+                return func(*args)
+            calling.append(1)
+            if len(calling) == 2:
+                two.set()
+            await two.wait()
+            try:
+                return await anyio.to_thread.run_sync(func, *args)
+            finally:
+                calling.pop()
+
+    report = Report()
+    ctx = EncodeContext(
+        input_root=tmp_path, log=make_logger(report), report=report, scratch=tmp_path
+    )
+    ctx.workers = Pipelined(1)
+    with anyio.fail_after(60):  # a deadlock guard, not a timing
+        records = await produced(RedisEncoder(ctx))
+    assert [key for key, _ in records] == [b"!redis|str|" + n.encode() for n in names]
+
+
 async def test_the_slices_out_at_once_stay_within_the_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blockbuster: BlockBuster | None
 ) -> None:

@@ -11,16 +11,16 @@ symlinked and special value files; refusing them keeps a planted link from pulli
 data into the snapshot).
 
 The value files are read and turned into records a slice of a directory's names per call,
-in lanes: one per worker process (``ctx.workers``) and one in a worker thread of the run's
+in lanes: two per worker process (``ctx.workers``) and one in a worker thread of the run's
 own process, each taking the next slice as soon as it is free, while the slices already
-built are sent to the core in order. The thread lane takes a slice only while the sender
-waits for one (a worker process starting, say): the rest of the time this process is busy
-sorting what was sent.
+built are sent to the core in order. Beside worker processes the thread lane builds only
+while they start (they start while the first directory is listed): afterwards this process
+is busy sorting what was sent.
 
 The encoder's memory share (``ctx.memory``) is cut in sixteenths: 14 for a directory's TTL
 sidecar and its sorted names, held at once (the TTLs take at most half of it, the names what
 the TTLs left), one for KEYMAP's records (past it, each directory merge-joins them sorted by
-file name, as its TTLs) and one for the value bytes of a round's slices.
+file name, as its TTLs) and one for the value bytes of the slices out at once.
 """
 
 from __future__ import annotations
@@ -60,8 +60,10 @@ _DB_NAME: Final = re.compile(r"db_(0|[1-9][0-9]*)")
 #: ``SLICE_BYTES`` (the rest goes to the next call).
 SLICE_FILES: Final = 512
 SLICE_BYTES: Final = 4 << 20
-#: Slices per lane (worker process or thread) out at once in :meth:`RedisEncoder._slices`.
+#: Slices per worker process or thread out at once in :meth:`RedisEncoder._slices`.
 SLICES_PER_LANE: Final = 2
+#: Lanes per worker process: the call it runs and the next, which it may hold meanwhile.
+PROCESS_LANES: Final = 2
 
 
 @dataclass(slots=True)
@@ -327,17 +329,19 @@ class RedisEncoder:
                 await self._tree.run(_discard, names, ttls, originals)
 
     async def _slices(self, planner: _Planner, send: SendBatch, warm: anyio.Event) -> None:
-        """Build ``planner``'s slices in lanes, one per worker process and one in a worker
-        thread, and send their records in slice order while the lanes build the next ones.
+        """Build ``planner``'s slices in lanes, in worker processes and in a worker thread,
+        and send their records in slice order while the lanes build the next ones.
 
         At most :attr:`_parallel` slices are out at once (taken from the planner and not yet
         sent), so their value bytes stay within a sixteenth of the share. A slice stopped
         early is sent as far as it got; the names it left are the next slice to build.
 
-        The process lanes start once their processes have (``warm``). Beside worker
-        processes, the thread lane builds only until then: building in this process while
-        the core sorts what was sent holds the GIL the core, and the replies of the worker
-        processes, wait for.
+        The process lanes start once their processes have (``warm``), :data:`PROCESS_LANES`
+        per process, so that a process may hold its next call while it runs one. Beside
+        worker processes, the thread lane builds only until then: building in this process
+        while the core sorts what was sent holds the GIL that the sort, and the replies of the
+        worker processes, wait for (measured against a thread lane that builds whenever the
+        sender waits for a worker: slower in most runs).
         """
         permits = anyio.Semaphore(self._parallel)
         waiting = _Waiting()
@@ -386,7 +390,7 @@ class RedisEncoder:
             waiting.close()
 
         async with task_group() as tg:
-            for _ in range(self._workers.processes):
+            for _ in range(PROCESS_LANES * self._workers.processes):
                 tg.start_soon(process_lane)
             tg.start_soon(thread_lane)
             tg.start_soon(sender)
