@@ -8,7 +8,9 @@ on asyncio and trio). A process is started by the first call that needs it, so a
 input holds nothing for the adapters that use them (object bodies only, say) starts
 none, and they are ended when the run leaves its ``async with Workers(...)`` block. The
 first call waits for its process's start-up, but the adapters make it as soon as their
-first records arrive, so little of the run's own work could have overlapped it.
+first records arrive, so little of the run's own work could have overlapped it. A process
+holds up to two calls: while it runs one, the next waits in its pipe, so it does not idle
+while its reply crosses back and this process sends more.
 
 What is sent must be a module-level function with picklable arguments and result. It
 computes and returns; it never writes to the output (the run's
@@ -27,10 +29,13 @@ and leaves the run waiting forever, and its start-up imports anyio into every wo
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pickle
 import sys
 from collections.abc import Callable
+from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self, TypeVar, TypeVarTuple
@@ -44,7 +49,14 @@ from . import worker_process
 from .dump.tree import active_recorder
 from .errors import ExecutionError, UsageError
 
-__all__ = ["AUTO_MIN_BYTES", "AUTO_MIN_LISTING", "Workers", "auto_processes", "available_cpus"]
+__all__ = [
+    "AUTO_MIN_BYTES",
+    "AUTO_MIN_LISTING",
+    "OUTSTANDING",
+    "Workers",
+    "auto_processes",
+    "available_cpus",
+]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -74,6 +86,18 @@ def auto_processes(*, large: bool) -> int:
     return cpus - 1 if large and cpus > 1 else 0
 
 
+#: Calls a worker process holds at once: the one it runs and the next, waiting in its pipe,
+#: so that it goes on as soon as it has written a reply instead of waiting for this process
+#: to read it and send more.
+OUTSTANDING: Final = 2
+
+#: Pipe capacity asked for (Linux): a call's request or reply (some 1 MiB for the
+#: adapters' batches) crosses in one write instead of pieces of 64 KiB, each of which would
+#: wait for the writing thread to take the GIL back from the event loop.
+_PIPE_SIZE: Final = 1 << 20
+
+_OUTSTANDING_CALLS: Final = attrgetter("outstanding")
+
 #: How long a worker process may take to exit once its input is closed, before it is killed.
 _EXIT_GRACE: Final = 10.0
 
@@ -81,76 +105,137 @@ _EXIT_GRACE: Final = 10.0
 class _Process:
     """One worker process and this process's ends of its pipes.
 
-    The pipes are written and read in a worker thread, a whole call in one thread hop: read
-    on the event loop, a large reply arrives in pieces of the stream's buffer, each waiting
-    for the loop's other work (the reading, the routing), and the worker process waits with
-    it. The thread holds no GIL while it waits.
+    Up to :data:`OUTSTANDING` calls share it: requests are written whole one at a time, and
+    the worker answers them in the order they were sent, so each caller takes a ticket as
+    it sends and reads its reply when the replies before it have been read. This process's
+    ends of the pipes are non-blocking and served by the event loop: with pipes wide enough
+    for a whole request or reply (:func:`_widen`), each crosses in one system call as soon
+    as the loop sees the pipe ready. (Served by worker threads, each piece waited for the
+    thread to take the GIL back from the event loop's CPU-bound work, some milliseconds,
+    while the worker process waited with it.)
     """
 
     def __init__(self, process: anyio.abc.Process, requests: int, replies: int) -> None:
         self.process = process
+        #: Calls sent or about to be, whose replies are not read yet.
+        self.outstanding = 0
         self._requests = requests
         self._replies = replies
         self._closed = False
+        #: Set once a pipe broke: every call still waiting fails as the one that saw it.
+        self._broken = False
+        self._send_lock = anyio.Lock()
+        self._close_lock = anyio.Lock()
+        self._turn = anyio.Condition()
+        self._sent = 0
+        self._received = 0
 
-    def _send_sync(self, frame: bytes) -> None:
-        try:
-            _write_all(self._requests, worker_process.HEADER.pack(len(frame)), frame)
-        except BrokenPipeError:
-            raise anyio.BrokenResourceError from None
-
-    def _call_sync(self, request: bytes) -> tuple[bytes, bytes]:
-        self._send_sync(request)
-        head = _read_exactly(self._replies, 1 + worker_process.HEADER.size)
-        (size,) = worker_process.HEADER.unpack_from(head, 1)
-        return head[:1], _read_exactly(self._replies, size)
+    @property
+    def broken(self) -> bool:
+        """Whether a pipe broke: the process takes no more calls."""
+        return self._broken
 
     async def send(self, frame: bytes) -> None:
-        """Send one frame (the first, ``sys.path``)."""
-        await anyio.to_thread.run_sync(self._send_sync, frame)
+        """Write one frame (the first, ``sys.path``, and each request) whole."""
+        views = [memoryview(worker_process.HEADER.pack(len(frame))), memoryview(frame)]
+        while views:
+            try:
+                written = os.writev(self._requests, views)
+            except BlockingIOError:
+                await anyio.wait_writable(self._requests)
+                continue
+            except BrokenPipeError:
+                raise anyio.BrokenResourceError from None
+            while views and written >= len(views[0]):
+                written -= len(views.pop(0))
+            if written:
+                views[0] = views[0][written:]
+
+    async def _read_exactly(self, size: int) -> bytes:
+        """``size`` bytes of the replies; :class:`anyio.IncompleteRead` at an end before."""
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        got = 0
+        while got < size:
+            try:
+                count = os.readv(self._replies, [view[got:]])
+            except BlockingIOError:
+                await anyio.wait_readable(self._replies)
+                continue
+            if count == 0:
+                raise anyio.IncompleteRead
+            got += count
+        return bytes(buffer)
+
+    async def _receive(self) -> tuple[bytes, bytes]:
+        head = await self._read_exactly(1 + worker_process.HEADER.size)
+        (size,) = worker_process.HEADER.unpack_from(head, 1)
+        return head[:1], await self._read_exactly(size)
 
     async def call(self, request: bytes) -> tuple[bytes, bytes]:
-        """The reply to ``request``: its status and its pickle."""
-        return await anyio.to_thread.run_sync(self._call_sync, request)
+        """The reply to ``request``: its status and its pickle. Not to be cancelled midway
+        (the caller shields it): a request half sent, or a reply left unread, would shift
+        every later call onto the wrong reply.
+
+        Raises :class:`anyio.BrokenResourceError` or :class:`anyio.IncompleteRead` when the
+        process is gone, for this call and every call queued behind it.
+        """
+        async with self._send_lock:
+            if self._broken:
+                raise anyio.BrokenResourceError
+            try:
+                await self.send(request)
+            except BaseException:
+                self._broken = True
+                raise
+            ticket = self._sent
+            self._sent += 1
+        async with self._turn:
+            while self._received != ticket:
+                await self._turn.wait()
+        try:
+            if self._broken:
+                raise anyio.BrokenResourceError
+            return await self._receive()
+        except BaseException:
+            self._broken = True
+            raise
+        finally:
+            async with self._turn:
+                self._received += 1
+                self._turn.notify_all()
 
     async def aclose(self) -> None:
         """End the process: close its input, let it exit, kill it if it does not."""
         with anyio.CancelScope(shield=True):
-            if not self._closed:
-                self._closed = True
-                os.close(self._requests)
-            with anyio.move_on_after(_EXIT_GRACE):
-                await self.process.aclose()
-            if self.process.returncode is None:
-                self.process.kill()
-                await self.process.aclose()
-            if self._replies >= 0:
-                os.close(self._replies)
-                self._replies = -1
+            async with self._close_lock:
+                if not self._closed:
+                    self._closed = True
+                    # Not under a request being written: its descriptor stays valid.
+                    async with self._send_lock:
+                        self._broken = True
+                        os.close(self._requests)
+                with anyio.move_on_after(_EXIT_GRACE):
+                    await self.process.aclose()
+                if self.process.returncode is None:
+                    self.process.kill()
+                    await self.process.aclose()
+                if self._replies >= 0:
+                    # Nor under a reply being read: the calls still queued end first.
+                    async with self._turn:
+                        while self._received != self._sent:
+                            await self._turn.wait()
+                    os.close(self._replies)
+                    self._replies = -1
 
 
-def _write_all(fd: int, *parts: bytes) -> None:
-    """Write ``parts`` whole (a write cut short by a stop and continue goes on)."""
-    views = [memoryview(part) for part in parts if part]
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views.pop(0))
-        if written:
-            views[0] = views[0][written:]
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    """``size`` bytes from ``fd``; :class:`anyio.IncompleteRead` at an end before them."""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
-    while got < size:
-        count = os.readv(fd, [view[got:]])
-        if count == 0:
-            raise anyio.IncompleteRead
-        got += count
-    return bytes(buffer)
+def _widen(fd: int) -> None:
+    """Ask for a pipe of :data:`_PIPE_SIZE` bytes; keep the default where that is refused
+    (another system, or the user's pipe allowance spent)."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, set_size, _PIPE_SIZE)
 
 
 #: Where this package was imported from: a worker process imports it from there too,
@@ -169,16 +254,23 @@ class Workers:
     worker thread when ``processes`` is 0.
 
     Use it as ``async with Workers(n) as workers:``; a process starts on the first call that
-    finds none idle, and every process ends on exit (or at :meth:`aclose`).
+    finds none idle, and every process ends on exit (or at :meth:`aclose`). Each process
+    takes up to :data:`OUTSTANDING` calls at once (the next request waits in its pipe while
+    it runs one), so :attr:`in_flight` concurrent calls keep every process busy.
     """
 
     def __init__(self, processes: int) -> None:
         if processes < 0:
             raise UsageError("workers must be 0 or more")
         self.processes = processes
-        self._limiter = anyio.CapacityLimiter(processes) if processes else None
-        self._idle: list[_Process] = []
-        self._running: set[_Process] = set()
+        self._limiter = anyio.CapacityLimiter(processes * OUTSTANDING) if processes else None
+        self._running: list[_Process] = []
+        self._start_lock = anyio.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        """How many calls at once keep every worker process busy (1 without processes)."""
+        return self.processes * OUTSTANDING or 1
 
     async def __aenter__(self) -> Self:
         return self
@@ -192,15 +284,17 @@ class Workers:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """End every worker process (each finishes the call in hand first)."""
+        """End every worker process (each finishes the calls in hand first)."""
         with anyio.CancelScope(shield=True):
             while self._running:
                 await self._running.pop().aclose()
-            self._idle.clear()
 
     async def _start(self) -> _Process:
         requests_in, requests = os.pipe()
         replies, replies_out = os.pipe()
+        for end in (requests, replies):
+            _widen(end)
+            os.set_blocking(end, False)
         try:
             process = await anyio.open_process(
                 [sys.executable, "-m", worker_process.__name__],
@@ -218,16 +312,22 @@ class Workers:
             os.close(requests_in)
             os.close(replies_out)
         started = _Process(process, requests, replies)
-        self._running.add(started)
-        # Functions are found where this process finds them (tests, scripts, plugins).
-        await started.send(pickle.dumps(sys.path, pickle.HIGHEST_PROTOCOL))
+        try:
+            # Functions are found where this process finds them (tests, scripts, plugins).
+            await started.send(pickle.dumps(sys.path, pickle.HIGHEST_PROTOCOL))
+        except BaseException:
+            await started.aclose()
+            raise
+        # Only now may other calls find it: this frame comes first.
+        self._running.append(started)
         return started
 
     async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
         """``func(*args)`` in a worker process (or thread); its exception is raised here.
 
         A worker process that dies midway (killed, out of memory) raises
-        :class:`~elastickv_async._core.errors.ExecutionError` ``errWorkerProcessDied``.
+        :class:`~elastickv_async._core.errors.ExecutionError` ``errWorkerProcessDied`` in
+        every call it had in hand.
         """
         if self._limiter is None:
             # A worker thread runs in a copy of this context: reads record where they should.
@@ -246,17 +346,36 @@ class Workers:
             await anyio.to_thread.run_sync(recorder.record_many, digests)
         return result  # type: ignore[no-any-return]
 
+    def _least_busy(self) -> _Process | None:
+        usable = [worker for worker in self._running if not worker.broken]
+        return min(usable, key=_OUTSTANDING_CALLS, default=None)
+
+    def _wants_start(self, worker: _Process | None) -> bool:
+        """Whether a call should start a process rather than queue behind ``worker``'s."""
+        if worker is None:
+            return True
+        usable = sum(not running.broken for running in self._running)
+        return worker.outstanding > 0 and usable < self.processes
+
     async def _call(self, func: Callable[..., object], request: bytes) -> tuple[bytes, bytes]:
-        worker = self._idle.pop() if self._idle else await self._start()
+        worker = self._least_busy()
+        if self._wants_start(worker):
+            async with self._start_lock:  # another call may be starting one already
+                worker = self._least_busy()
+                if self._wants_start(worker):
+                    worker = await self._start()
+        assert worker is not None
+        worker.outstanding += 1
         try:
-            reply = await worker.call(request)
+            return await worker.call(request)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.IncompleteRead):
-            self._running.discard(worker)
+            if worker in self._running:
+                self._running.remove(worker)
             await worker.aclose()
             code = worker.process.returncode
             raise ExecutionError(
                 f"a worker process died while running {func.__qualname__} (exit code {code})",
                 code="errWorkerProcessDied",
             ) from None
-        self._idle.append(worker)
-        return reply
+        finally:
+            worker.outstanding -= 1

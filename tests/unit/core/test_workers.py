@@ -264,3 +264,177 @@ def test_a_cancelled_call_finishes_and_leaving_the_block_ends_every_process(back
     assert len(during - before) == 1  # the call's own: none start on entry
     assert _children() <= before
     assert finished == []
+
+
+# --- two calls in flight per worker process -------------------------------------------------
+
+
+def _echo_size(size: int) -> bytes:
+    return bytes([size % 251]) * size
+
+
+def _wait_for(path: str, then_exit: int | None = None) -> int:
+    """Block until ``path`` exists (the test's signal); then exit with ``then_exit`` if given."""
+    while not os.path.exists(path):
+        time.sleep(0.002)
+    if then_exit is not None:
+        os._exit(then_exit)
+    return os.getpid()
+
+
+class _SendLog:
+    """Records, at each request sent, how many requests its process then holds unanswered;
+    :meth:`until` waits for a number of them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from elastickv_async._core import workers as workers_module
+
+        self.log: list[int] = []
+        self._wanted: tuple[int, anyio.Event] | None = None
+        send = workers_module._Process.send
+
+        async def counted(process: workers_module._Process, frame: bytes) -> None:
+            await send(process, frame)
+            if process.outstanding:  # not the first frame (sys.path)
+                self.log.append(process._sent - process._received + 1)
+                if self._wanted is not None and len(self.log) >= self._wanted[0]:
+                    self._wanted[1].set()
+
+        monkeypatch.setattr(workers_module._Process, "send", counted)
+
+    async def until(self, count: int) -> None:
+        if len(self.log) < count:
+            self._wanted = (count, anyio.Event())
+            with anyio.fail_after(60):
+                await self._wanted[1].wait()
+
+
+async def test_concurrent_calls_on_one_process_each_get_their_own_result() -> None:
+    """Replies come back in the order the requests went out, each to its caller, also when
+    requests and replies are larger than a pipe holds."""
+    sizes = [3 << 20, 10, 2 << 20, 0, 1 << 20, 70_000, 5 << 20, 1]
+    got: dict[int, bytes] = {}
+
+    async def one(index: int, size: int) -> None:
+        got[index] = await workers.run(_echo_size, size)
+
+    async with Workers(1) as workers, anyio.create_task_group() as tg:
+        for index, size in enumerate(sizes):
+            tg.start_soon(one, index, size)
+    assert {index: len(data) for index, data in got.items()} == dict(enumerate(sizes))
+    assert all(data == _echo_size(sizes[index]) for index, data in got.items())
+
+
+async def test_a_process_holds_at_most_two_calls_and_the_next_waits_in_its_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five calls at once on one process: two are sent (the one it runs and the next), the
+    others wait here until a reply is read."""
+    sent = _SendLog(monkeypatch)
+    go = tmp_path / "go"
+    pids: list[int] = []
+
+    async def one() -> None:
+        pids.append(await workers.run(_wait_for, str(go)))
+
+    async with Workers(1) as workers, anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(one)
+        try:
+            await sent.until(2)
+            await anyio.wait_all_tasks_blocked()
+            assert sent.log == [1, 2]
+        finally:  # the calls in hand finish before anything else happens
+            go.touch()
+    assert len(pids) == 5 and len(set(pids)) == 1
+    assert max(sent.log) == 2 and len(sent.log) == 5
+
+
+async def test_calls_go_to_an_idle_process_before_a_second_one_queues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With two processes, two calls at once run side by side (one each); the third and
+    fourth wait in their pipes."""
+    sent = _SendLog(monkeypatch)
+    go = tmp_path / "go"
+    pids: list[int] = []
+
+    async def one() -> None:
+        pids.append(await workers.run(_wait_for, str(go)))
+
+    async with Workers(2) as workers, anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(one)
+        try:
+            await sent.until(4)
+        finally:
+            go.touch()
+    assert len(set(pids)) == 2
+    assert sorted(sent.log) == [1, 1, 2, 2]
+
+
+async def test_a_process_that_dies_with_two_calls_in_hand_fails_both_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The call it was running and the one waiting in its pipe both raise
+    ``errWorkerProcessDied``; the pool starts a new process for the next call."""
+    sent = _SendLog(monkeypatch)
+    go = tmp_path / "go"
+    errors: list[ExecutionError] = []
+
+    async def one(then_exit: int) -> None:
+        try:
+            await workers.run(_wait_for, str(go), then_exit)
+        except ExecutionError as exc:
+            errors.append(exc)
+
+    async with Workers(1) as workers:
+        async with anyio.create_task_group() as tg:
+            # Either may be sent first (trio starts tasks in any order): both would exit.
+            tg.start_soon(one, 9)
+            tg.start_soon(one, 9)
+            try:
+                await sent.until(2)
+            finally:
+                go.touch()
+        assert [exc.code for exc in errors] == ["errWorkerProcessDied"] * 2
+        assert all("_wait_for" in str(exc) and "exit code 9" in str(exc) for exc in errors)
+        _, square = await workers.run(_pid_and_square, 5)
+    assert square == 25
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_cancelled_with_two_calls_in_hand_both_finish_and_no_process_is_left(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancellation that comes while a process holds two calls lets both finish (neither
+    result is delivered), then leaving the block ends the process."""
+    go = tmp_path / "go"
+    delivered: list[int] = []
+    during: set[str] = set()
+    before = _children()
+    sent = _SendLog(monkeypatch)
+
+    async def cancelled_with_two() -> None:
+        log: list[int] = []
+
+        async def one() -> None:
+            delivered.append(await workers.run(_wait_for, str(go)))
+
+        async with Workers(1) as workers, anyio.create_task_group() as tg:
+            tg.start_soon(one)
+            tg.start_soon(one)
+            try:
+                await sent.until(2)
+                log.append(1)
+                during.update(_children())
+                tg.cancel_scope.cancel()
+            finally:
+                go.touch()
+        assert log == [1]
+
+    anyio.run(cancelled_with_two, backend=backend)
+    assert delivered == []
+    assert len(during - before) == 1
+    assert _children() <= before
