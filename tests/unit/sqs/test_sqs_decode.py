@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
 import anyio
+import msgspec
 import pytest
 from support import decode_context, raises_code
 
@@ -586,8 +587,10 @@ class _StalledProcess(Workers):
         self.calls: list[tuple[int, int]] = []
 
     async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
-        records, _, first = [*args]
-        assert isinstance(records, list) and isinstance(first, int)
+        packed, _, first = [*args]
+        # A chunk crosses to a worker process packed.
+        assert isinstance(packed, bytes) and isinstance(first, int)
+        records = msgspec.msgpack.decode(packed)
         self.calls.append((first, len(records)))
         if records:
             await self.go.wait()
@@ -628,7 +631,7 @@ async def test_chunks_rendered_here_run_on_the_event_loop_in_slices(
     """What this process renders (the chunks a stalled worker process cannot take, and its
     share of the queue once the input is read) runs on the event loop's thread, never in a
     worker thread, a slice of at most 256 messages at a time."""
-    records = [meta(b"q")] + [message(b"q", f"m{i:04d}") for i in range(3000)]
+    records = [meta(b"q")] + [message(b"q", f"m{i:04d}") for i in range(6000)]
     expected = Run(tmp_path / "expected")
     expected.path = "consume"
     await expected(records, chunk=300)
@@ -662,7 +665,8 @@ async def test_chunks_rendered_here_run_on_the_event_loop_in_slices(
     assert run.files() == expected.files()
     by_worker = sum(size for _, size in workers.calls)
     # Every message is rendered once: by the stalled process or here.
-    assert by_worker + sum(size for _, size in here) == 3000
-    # Ten chunks: one taken by the stalled process, four queued, five rendered here at least.
-    assert sum(size for _, size in here) >= 1500
+    assert by_worker + sum(size for _, size in here) == 6000
+    # Twenty chunks: two taken by the stalled process (two calls in flight), eight queued,
+    # ten rendered here at least.
+    assert sum(size for _, size in here) >= 3000
     assert all(thread == loop_thread and 0 < size <= 256 for thread, size in here)

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from elastickv_async._adapters.sqs import keys
-from elastickv_async._adapters.sqs.render import RenderSettings, render_messages
+from elastickv_async._adapters.sqs.render import RenderSettings, pack_records, render_messages
 from elastickv_async._adapters.sqs.spill import message_key
 from elastickv_async._adapters.sqs.values import (
     decode_stored_message,
@@ -484,17 +484,19 @@ def test_a_chunk_renders_what_each_record_renders(
 ) -> None:
     """Quick and general records mixed, queues and generations interleaved: each run is
     what the per-record general path gives, sorted; or the chunk fails as its first
-    failing record does."""
+    failing record does. The same whether the chunk comes as a list or packed (as it
+    crosses to a worker process)."""
     expected = one_at_a_time(records, preserve, first)
-    if isinstance(expected, str):
-        with pytest.raises(AdapterRecordError) as failed:
-            render_messages(records, RenderSettings(preserve, 0), first)
-        assert failed.value.code == expected
-        return
-    got = render_messages(records, RenderSettings(preserve, 0), first)
-    assert [(queue, gen, unpack(run), count) for queue, gen, run, count in got] == [
-        (queue, gen, run, len(run)) for queue, gen, run in expected
-    ]
+    for chunk in (records, pack_records(records)):
+        if isinstance(expected, str):
+            with pytest.raises(AdapterRecordError) as failed:
+                render_messages(chunk, RenderSettings(preserve, 0), first)
+            assert failed.value.code == expected
+            continue
+        got = render_messages(chunk, RenderSettings(preserve, 0), first)
+        assert [(queue, gen, unpack(run), count) for queue, gen, run, count in got] == [
+            (queue, gen, run, len(run)) for queue, gen, run in expected
+        ]
 
 
 def test_spec_loads_on_first_use() -> None:

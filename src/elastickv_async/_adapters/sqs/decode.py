@@ -38,7 +38,7 @@ from ..base import DecodeContext, Routed
 from . import keys, layout
 from .errors import record_error
 from .options import SQSOptions
-from .render import Chunk, Rendered, RenderSettings, Runner, render_messages
+from .render import Chunk, Rendered, RenderSettings, Runner, pack_records, render_messages
 from .spill import MessageSpill
 from .values import QueueConfig, decode_stored_meta, queue_json
 
@@ -137,7 +137,7 @@ class SQSDecoder:
         #: Messages cut into chunks so far: the arrival number of the next one.
         self._arrivals = 0
         # Chunks rendered at once: enough to keep every worker process busy.
-        self._in_flight = max(1, ctx.workers.processes)
+        self._in_flight = ctx.workers.in_flight
         # The spill is changed on the event loop and spilled in a worker thread: one at a time.
         self._spill_lock = anyio.Lock(fast_acquire=True)
         self._order_lock = anyio.Lock(fast_acquire=True)
@@ -175,8 +175,8 @@ class SQSDecoder:
                     if not started:
                         # With the first SQS records: a snapshot without any starts no lane
                         # and no worker process.
-                        for _ in range(lanes):
-                            tg.start_soon(self._render_lane, lane_chunks.clone())
+                        for lane in range(lanes):
+                            tg.start_soon(self._render_lane, lane_chunks.clone(), lane)
                         lane_chunks.close()
                         started = True
                     async with self._spill_lock:
@@ -252,15 +252,27 @@ class SQSDecoder:
             await self._render(_run_here, first + start, part)
             await anyio.lowlevel.checkpoint()
 
-    async def _render_lane(self, chunks: MemoryObjectReceiveStream[Chunk]) -> None:
-        run = self._ctx.workers.run
+    async def _render_lane(self, chunks: MemoryObjectReceiveStream[Chunk], lane: int) -> None:
+        run: Runner = self._ctx.workers.run
         async with chunks:
             if self._ctx.workers.processes:
+                run = self._run_packed
+            if lane < self._ctx.workers.processes:
                 # An empty call starts a worker process and loads the renderer while the
                 # first chunks are read, not when the first one is due.
                 await run(render_messages, [], self._render_settings, 0)
             async for first, records in chunks:
                 await self._render(run, first, records)
+
+    async def _run_packed(
+        self,
+        func: Callable[[list[tuple[bytes, bytes]] | bytes, RenderSettings, int], list[Rendered]],
+        records: list[tuple[bytes, bytes]],
+        settings: RenderSettings,
+        first: int,
+    ) -> list[Rendered]:
+        """A :data:`~.render.Runner` for the worker processes: the records cross packed."""
+        return await self._ctx.workers.run(func, pack_records(records), settings, first)
 
     async def _render_pending(self) -> None:
         """Render the pending messages, one chunk per worker at once; add them (or raise the

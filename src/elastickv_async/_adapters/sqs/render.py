@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import count
+from typing import Final
+
+import msgspec
 
 from ..._core.gojson_read import GoJSONError
 from ..._core.scratch import Record
@@ -24,7 +27,7 @@ from .values import (
     shifted,
 )
 
-__all__ = ["Chunk", "RenderSettings", "Rendered", "Runner", "render_messages"]
+__all__ = ["Chunk", "RenderSettings", "Rendered", "Runner", "pack_records", "render_messages"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,19 @@ Chunk = tuple[int, list[tuple[bytes, bytes]]]
 #: What a chunk renders to, per queue and generation: the queue's encoded name, the
 #: generation, its messages as one sorted run (:func:`~.spill.pack_run`) and their number.
 Rendered = tuple[str, int, bytes, int]
+_PACK_RECORDS: Final = msgspec.msgpack.Encoder()
+_UNPACK_RECORDS: Final = msgspec.msgpack.Decoder(list[tuple[bytes, bytes]])
+
+
+def pack_records(records: list[tuple[bytes, bytes]]) -> bytes:
+    """``records`` as one byte string for :func:`render_messages` in another process.
+
+    A chunk crosses the pipe to a worker process this way rather than pickled: pickle
+    memoises each of its thousands of objects (some 2.5 ms a chunk, on the event loop),
+    msgpack copies them (some 0.15 ms)."""
+    return _PACK_RECORDS.encode(records)
+
+
 #: Runs :func:`render_messages` somewhere: ``Workers.run`` or ``anyio.to_thread.run_sync``.
 Runner = Callable[..., Awaitable[list[Rendered]]]
 
@@ -61,13 +77,16 @@ class _Group:
 
 
 def render_messages(
-    records: list[tuple[bytes, bytes]], settings: RenderSettings, first_arrival: int
+    records: list[tuple[bytes, bytes]] | bytes, settings: RenderSettings, first_arrival: int
 ) -> list[Rendered]:
-    """Render message records (in snapshot order, arrival numbers from ``first_arrival``)
-    into sorted runs, one per queue and generation, in the order each first appears.
+    """Render message records (in snapshot order, arrival numbers from ``first_arrival``;
+    a list or :func:`pack_records`) into sorted runs, one per queue and generation, in the
+    order each first appears.
 
     Runs in a worker process: computes only. A malformed record raises its typed error.
     """
+    if isinstance(records, bytes):
+        records = _UNPACK_RECORDS.decode(records)
     queues: Iterable[tuple[str, int | None]] | None
     queues = keys.message_data_queues([key for key, _ in records])
     if queues is None:
