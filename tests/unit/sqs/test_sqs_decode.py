@@ -670,3 +670,49 @@ async def test_chunks_rendered_here_run_on_the_event_loop_in_slices(
     # ten rendered here at least.
     assert sum(size for _, size in here) >= 3000
     assert all(thread == loop_thread and 0 < size <= 256 for thread, size in here)
+
+
+async def test_a_chunk_rendered_here_goes_back_to_the_lanes_once_they_have_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk this process started on because the queue was full goes back to the lanes,
+    but for the slices already done, as soon as the worker process catches up."""
+    records = [meta(b"q")] + [message(b"q", f"m{i:04d}") for i in range(6000)]
+    expected = Run(tmp_path / "expected")
+    expected.path = "consume"
+    await expected(records, chunk=300)
+
+    here: list[tuple[int, int]] = []
+    run = Run(tmp_path / "stalled")
+    workers = run.ctx.workers = _StalledProcess()
+    run_here = sqs_decode._run_here
+
+    async def recorded(
+        func: Callable[[list[tuple[bytes, bytes]], RenderSettings, int], list[Rendered]],
+        records: list[tuple[bytes, bytes]],
+        settings: RenderSettings,
+        first: int,
+    ) -> list[Rendered]:
+        here.append((first, len(records)))
+        if len(here) == 1:
+            workers.go.set()  # the worker process catches up...
+            await anyio.wait_all_tasks_blocked()  # ...and its lanes empty the queue
+        return await run_here(func, records, settings, first)
+
+    monkeypatch.setattr(sqs_decode, "_run_here", recorded)
+    decoder = SQSDecoder(run.ctx, render_chunk=300)
+
+    async def batches() -> AsyncIterator[list[Routed]]:
+        for part in Run._batches(records, 50):
+            yield part
+
+    run.scope = await decoder.consume(batches())
+    assert run.files() == expected.files()
+    assert all(run.text(rel) == expected.text(rel) for rel in run.files())
+    # The first chunk started here (the queue full, the lanes stalled): its first slice is
+    # rendered here, the rest handed back once the lanes have emptied the queue.
+    first, size = here[0]
+    assert size == 256 and first % 300 == 0
+    assert (first + 256, 44) in workers.calls
+    assert (first + 256, 44) not in here
+    assert sum(size for _, size in workers.calls) + sum(size for _, size in here) == 6000

@@ -239,15 +239,32 @@ class SQSDecoder:
             chunks.send_nowait(chunk)
         except anyio.WouldBlock:
             if self._ctx.workers.processes:
-                await self._render_here(*chunk)
+                await self._render_here(*chunk, hand_back=chunks)
             else:  # the lane is a thread of this process already
                 await chunks.send(chunk)
 
-    async def _render_here(self, first: int, records: list[tuple[bytes, bytes]]) -> None:
+    async def _render_here(
+        self,
+        first: int,
+        records: list[tuple[bytes, bytes]],
+        *,
+        hand_back: MemoryObjectSendStream[Chunk] | None = None,
+    ) -> None:
         """Render a chunk on the event loop, a slice at a time. Not in a worker thread: that
         thread would hold the GIL against the event loop for whole switch intervals, and the
-        worker processes would wait that long for each reply to be taken."""
+        worker processes would wait that long for each reply to be taken.
+
+        With ``hand_back``, the rest of the chunk goes back to the lanes as soon as their
+        queue has room (a worker process caught up): this process's own time is the
+        reading's."""
         for start in range(0, len(records), _INLINE_SLICE):
+            if start and hand_back is not None:
+                try:
+                    hand_back.send_nowait((first + start, records[start:]))
+                except anyio.WouldBlock:
+                    pass
+                else:
+                    return
             part = records[start : start + _INLINE_SLICE]
             await self._render(_run_here, first + start, part)
             await anyio.lowlevel.checkpoint()
