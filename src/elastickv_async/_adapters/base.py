@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 import anyio
+import msgspec
 
 from .._core.dump.manifest import ManifestField
 from .._core.dump.tree import DumpTree
@@ -79,8 +80,7 @@ def option(default: T, *, flag: str, help: str, choices: tuple[T, ...] = ()) -> 
     return field(default=default, metadata=metadata)
 
 
-@dataclass(frozen=True, slots=True)
-class OptionField:
+class OptionField(msgspec.Struct, frozen=True):
     """One option as the CLI and the validation see it."""
 
     name: str
@@ -114,8 +114,7 @@ class NoOptions:
     """The options of an adapter (or direction) that has none."""
 
 
-@dataclass(frozen=True, slots=True)
-class FileComparison:
+class FileComparison(msgspec.Struct, frozen=True):
     """How the self-test compares one file of the input tree with its re-decoded twin.
 
     Byte for byte by default; ``line_set`` compares the sorted lines (files whose records are
@@ -212,8 +211,7 @@ class EncodeContext:
         self.tree = DumpTree(self.input_root)
 
 
-@dataclass(slots=True)
-class InventoryRow:
+class InventoryRow(msgspec.Struct):
     """One line of ``inspect``'s inventory: a table, bucket, queue or key type, and its counts.
 
     ``name`` is text (a name that is not UTF-8 shows its bytes escaped); ``counts`` keeps its
@@ -222,7 +220,7 @@ class InventoryRow:
 
     kind: str
     name: str
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Inventory(Protocol):

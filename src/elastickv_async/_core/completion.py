@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+
+import msgspec
 
 SHELLS: Final = ("bash", "zsh")
 _PATH_METAVARS: Final = frozenset({"FILE", "DIR", "PATH"})
@@ -20,17 +21,16 @@ _PATH_METAVARS: Final = frozenset({"FILE", "DIR", "PATH"})
 _PATH_DESTS: Final = frozenset({"input", "output"})
 
 
-@dataclass(slots=True)
-class _Command:
+class _Command(msgspec.Struct):
     """What one (sub)command accepts: its flags, and how each flag's value completes."""
 
-    flags: list[str] = field(default_factory=list)
+    flags: list[str] = msgspec.field(default_factory=list)
     #: flag -> its allowed values
-    choices: dict[str, list[str]] = field(default_factory=dict)
+    choices: dict[str, list[str]] = msgspec.field(default_factory=dict)
     #: flags whose value is a file or directory name
-    path_flags: list[str] = field(default_factory=list)
+    path_flags: list[str] = msgspec.field(default_factory=list)
     #: flags with a free-form value (nothing to offer)
-    value_flags: list[str] = field(default_factory=list)
+    value_flags: list[str] = msgspec.field(default_factory=list)
 
 
 def _describe(parser: argparse.ArgumentParser) -> tuple[_Command, dict[str, _Command]]:

@@ -32,9 +32,9 @@ import json
 import json.decoder
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+import msgspec
 import orjson
 
 from .gojson import go_str
@@ -374,8 +374,7 @@ def object_items(value: Any) -> list[tuple[str, Any]]:
     return list(value)
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
+class Field(msgspec.Struct, frozen=True):
     """One struct field: its JSON name, its Go kind and, for struct slices, the element spec."""
 
     name: str

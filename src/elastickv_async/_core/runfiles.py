@@ -23,9 +23,10 @@ import re
 import secrets
 import shutil
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+
+import msgspec
 
 from .errors import OutputError, UsageError
 
@@ -141,14 +142,13 @@ def _remove_entry(dir_fd: int, name: str) -> bool:
     return True
 
 
-@dataclass(slots=True)
-class LockedDir:
+class LockedDir(msgspec.Struct):
     """A directory opened without following symlinks, exclusively ``flock``-ed by this run."""
 
     path: Path
     fd: int
     #: Entries of a complete or foreign tree are never removed; this one was made by the run.
-    created: bool = field(default=False)
+    created: bool = msgspec.field(default=False)
 
     def still_here(self) -> bool:
         """Whether ``path`` still names the directory this run opened (not a swapped symlink)."""

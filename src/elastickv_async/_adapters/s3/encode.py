@@ -20,11 +20,11 @@ import os
 import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
 import anyio.to_thread
+import msgspec
 
 from ..._core.dump.names import encode_segment
 from ..._core.dump.tree import (
@@ -93,8 +93,7 @@ Record = tuple[bytes, bytes]
 Value = bytes | Deferred
 
 
-@dataclass(frozen=True, slots=True)
-class _Object:
+class _Object(msgspec.Struct, frozen=True):
     parts: tuple[str, ...]  # ``s3``, the bucket directory, then the body's path
     key: bytes
     manifest: bytes  # the restored manifest value (chunk sizes follow from the size)

@@ -7,8 +7,9 @@ escaped as ``00 FF``, closed by the terminator ``00 01``; integers are 8-byte bi
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from ..._core.errors import AdapterRecordError
 from .errors import record_error
@@ -119,8 +120,7 @@ def parse_manifest_key(key: bytes) -> tuple[bytes, int, bytes]:
     return bucket[0], gen[0], obj[0]
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class ChunkKey:
+class ChunkKey(msgspec.Struct, frozen=True, order=True):
     """Where one chunk belongs: upload, part, part attempt, blob vs offloaded, chunk number.
 
     The field order is the assembly order (part, attempt, inline before offloaded, chunk);
@@ -219,8 +219,7 @@ def parse_upload_key_bucket(prefix: bytes, key: bytes) -> bytes:
     return rest[:end]
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkRef:
+class ChunkRef(msgspec.Struct, frozen=True):
     """An offloaded chunk's pointer to its content-addressed ``!s3|chunkblob|`` payload."""
 
     sha256: bytes

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from ..._core.dump.keymap import KEYMAP_FILE as KEYMAP_NAME
 from ..._core.dump.keymap import KIND_SHA_FALLBACK
@@ -89,8 +90,7 @@ NAME_MAX: Final = 255
 _LEAF_MAX: Final = NAME_MAX - len(META_SUFFIX)
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
+class Placement(msgspec.Struct, frozen=True):
     """An object's bucket-relative body path and, when renamed, its KEYMAP kind."""
 
     path: bytes

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any, Final, TypeAlias
 
 import msgspec
@@ -115,8 +114,7 @@ _CONTENT_FIELDS: Final = (
 # --- decode: live records -> dump files ------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class LiveBucketMeta:
+class LiveBucketMeta(msgspec.Struct, frozen=True):
     """What the decoder keeps of a bucket meta record."""
 
     generation: int
@@ -152,16 +150,14 @@ def bucket_json(name: bytes, meta: LiveBucketMeta, *, full_fidelity: bool = Fals
 PartKey = tuple[int, int, bool]
 
 
-@dataclass(frozen=True, slots=True)
-class DeclaredPart:
+class DeclaredPart(msgspec.Struct, frozen=True):
     """What a manifest says about one part: how many chunks, and their sizes."""
 
     chunk_count: int
     chunk_sizes: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class LiveManifest:
+class LiveManifest(msgspec.Struct, frozen=True):
     """What the decoder keeps of an object manifest: the upload, the parts, the sidecar bytes."""
 
     upload_id: bytes

@@ -10,8 +10,9 @@ which records make sense for an adapter is that adapter's check.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from ..errors import DumpTreeError
 from ..gojson import encoder_line
@@ -40,8 +41,7 @@ MAX_LINE: Final = 4 << 20
 _FIELDS: Final = (Field("encoded", "str"), Field("original", "str"), Field("kind", "str"))
 
 
-@dataclass(frozen=True, slots=True)
-class KeymapRecord:
+class KeymapRecord(msgspec.Struct, frozen=True):
     """One KEYMAP line: the name in the dump tree, the original key bytes and the kind."""
 
     encoded: str

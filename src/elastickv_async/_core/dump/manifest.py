@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
+
+import msgspec
 
 from .. import gojson
 from ..errors import ManifestError
@@ -69,8 +70,7 @@ SCOPE: Final = "scope"
 OUTPUT_ROOTS: Final = "output_roots"
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestField:
+class ManifestField(msgspec.Struct, frozen=True):
     """A MANIFEST.json field an adapter writes.
 
     ``order`` places the field among the other adapters' fields of the same ``section``: the
@@ -102,8 +102,7 @@ def rfc3339nano(moment: datetime) -> str:
     return base + "Z"
 
 
-@dataclass(slots=True)
-class DecodeManifest:
+class DecodeManifest(msgspec.Struct):
     """The facts a decode run records in MANIFEST.json.
 
     ``adapters`` are the adapters that ran (each gets its ``scopes`` entry); ``fields`` are
@@ -120,10 +119,10 @@ class DecodeManifest:
     snapshot_index: int | None = None
     fsm_crc32c: int | None = None
     hlc_ceiling_ms: int | None = None
-    scopes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    scopes: Mapping[str, Mapping[str, Any]] = msgspec.field(default_factory=dict)
     #: The ``--scope`` the tree was decoded with (adapter to names); written only when set,
     #: so that a scoped tree never passes for a full backup.
-    scope: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    scope: Mapping[str, Sequence[str]] = msgspec.field(default_factory=dict)
     #: A cluster dump's ``cluster`` section (its groups; not a cross-group point in time).
     cluster: Mapping[str, Any] | None = None
     fields: Sequence[ManifestField] = ()
@@ -133,7 +132,7 @@ class DecodeManifest:
     checksums: str = CHECKSUM_ALGORITHM
     #: Where each redirected adapter's subtree was written (absolute paths); written only
     #: when set, like ``full_fidelity``.
-    output_roots: Mapping[str, str] = field(default_factory=dict)
+    output_roots: Mapping[str, str] = msgspec.field(default_factory=dict)
 
     def to_json(self) -> bytes:
         """Serialise exactly like the reference (2-space indent, no HTML escaping, newline)."""
@@ -189,8 +188,7 @@ _RFC3339_RE: Final = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Manifest:
+class Manifest(msgspec.Struct, frozen=True):
     """A validated MANIFEST.json as the encoder sees it.
 
     ``adapters`` holds only the adapters the producer listed with a non-null scope (Go's nil
@@ -217,10 +215,10 @@ class Manifest:
     #: The tree was decoded with ``full_fidelity`` (absent: false).
     full_fidelity: bool = False
     #: The ``--scope`` the tree was decoded with (empty: a full backup of its adapters).
-    scope: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    scope: Mapping[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
     #: Where redirected adapter subtrees were written (empty: the tree is whole).
-    output_roots: Mapping[str, str] = field(default_factory=dict)
-    raw: Mapping[str, Any] = field(default_factory=dict)
+    output_roots: Mapping[str, str] = msgspec.field(default_factory=dict)
+    raw: Mapping[str, Any] = msgspec.field(default_factory=dict)
 
 
 def _section(obj: dict[str, Any], name: str, parent: str = "") -> dict[str, Any] | None:

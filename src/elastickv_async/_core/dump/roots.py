@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from ..errors import UsageError
 
@@ -30,13 +31,12 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class TreeRoots:
+class TreeRoots(msgspec.Struct, frozen=True):
     """The main root of a dump tree and the roots of its redirected adapter subtrees."""
 
     main: Path
     #: Adapter name to the directory holding ``<adapter>/`` instead of :attr:`main`.
-    redirected: Mapping[str, Path] = field(default_factory=dict)
+    redirected: Mapping[str, Path] = msgspec.field(default_factory=dict)
 
     @classmethod
     def of(cls, root: Path | TreeRoots) -> TreeRoots:

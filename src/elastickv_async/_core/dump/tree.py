@@ -38,10 +38,11 @@ import os
 import stat
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeVar, TypeVarTuple
+
+import msgspec
 
 from ..errors import DumpTreeError, UnsafeDumpEntry, UsageError, map_os_errors
 from .roots import TreeRoots
@@ -144,8 +145,7 @@ def _check(st: os.stat_result, rel: str) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class TreeEntry:
+class TreeEntry(msgspec.Struct, frozen=True):
     """A checked entry of a listing: a directory or a singly linked regular file."""
 
     name: str

@@ -12,7 +12,6 @@ previous pair stays in place until the new pair is durable, and is put back on f
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import shutil
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import anyio
 import anyio.to_thread
+import msgspec
 
 from ..._adapters.base import AdapterSpec, EncodeContext
 from ..._adapters.registry import REGISTRY
@@ -476,7 +476,7 @@ class _Run:
                 )
                 # Warnings of the scratch decode mean the tree would not decode cleanly either.
                 self.report.count("self_test.decode_warnings", outcome.decode_report.warning_count)
-            data = dataclasses.replace(
+            data = msgspec.structs.replace(
                 info,
                 output_fsm_sha256=stream.sha256,
                 self_test_ran=outcome is not None,

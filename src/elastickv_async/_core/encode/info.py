@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
+
+import msgspec
 
 from ..._version import __version__
 from .. import gojson
@@ -26,8 +27,7 @@ def _path_text(path: str) -> str:
     return gojson.go_str(os.fsencode(path))
 
 
-@dataclass(frozen=True, slots=True)
-class TimeRebase:
+class TimeRebase(msgspec.Struct, frozen=True):
     """An ``--rebase-time`` run: deadlines moved forward by ``now_ms - snapshot_ms``."""
 
     #: The snapshot's time (its HLC ceiling, else the physical part of ``last_commit_ts``).
@@ -40,8 +40,7 @@ class TimeRebase:
         return self.now_ms - self.snapshot_ms
 
 
-@dataclass(frozen=True, slots=True)
-class EncodeInfo:
+class EncodeInfo(msgspec.Struct, frozen=True):
     """The facts recorded in the sidecar, on success and on a self-test mismatch."""
 
     input_root: str
@@ -57,7 +56,7 @@ class EncodeInfo:
     #: Written only when set: the reference's sidecar has no such field.
     rebase: TimeRebase | None = None
     #: The input tree's ``--scope``; written only when set (the snapshot holds just that).
-    scope: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    scope: Mapping[str, Sequence[str]] = msgspec.field(default_factory=dict)
 
     def to_json(self, *, now: datetime | None = None) -> bytes:
         """Serialise in the reference's field order (2-space indent, HTML escaping on)."""

@@ -12,11 +12,11 @@ import hashlib
 import io
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import BinaryIO, Final
 
 import anyio
 import anyio.to_thread
+import msgspec
 from anyio.abc import ObjectReceiveStream
 
 from ..concurrency import task_group
@@ -180,8 +180,7 @@ def _descriptor(out: BinaryIO) -> int | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class FramedBlocks:
+class FramedBlocks(msgspec.Struct, frozen=True):
     """Records already framed, sorted and checked for duplicates, as ``(bytes, records in
     them)`` blocks (see :meth:`~.sortframe.FramedSorter.blocks`)."""
 
