@@ -20,6 +20,7 @@ import os
 import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -35,6 +36,7 @@ from ..._core.dump.tree import (
     TreeFile,
     active_recorder,
 )
+from ..._core.encode.output import hash_beside
 from ..._core.errors import DumpTreeError, map_os_errors
 from ..._core.gojson_read import GoJSONError
 from ..base import Deferred, EncodeContext, SendBatch, send_batches
@@ -186,12 +188,17 @@ class _Bodies:
         if len(chunk) != length:
             raise _changed_size(parts)
         if self.recorder is not None:
-            self._hash((dev, ino, size, path), offset, chunk, body)
+            # Beside the snapshot's own hash, in the thread that hashes the stream, when read
+            # for one: the reading thread then only copies bytes.
+            job = partial(self._hash, (dev, ino, size, path), offset, chunk, body.size, body.rel)
+            if not hash_beside(job):
+                job()
         return chunk
 
-    def _hash(self, key: _BodyKey, offset: int, chunk: bytes, body: TreeFile) -> None:
-        """Add ``chunk``, read at ``offset``, to its body's hash; record the digest once the
-        chunks reached the listed size (and the file still has that size)."""
+    def _hash(self, key: _BodyKey, offset: int, chunk: bytes, file_size: int, rel: str) -> None:
+        """Add ``chunk``, read at ``offset``, to its body's hash; record the digest as ``rel``'s
+        once the chunks reached the listed size (and ``file_size``, the opened file's size,
+        is still that size)."""
         with self._lock:
             held = self._hashing.pop(key, None)
         if offset == 0:
@@ -205,8 +212,8 @@ class _Bodies:
             with self._lock:
                 if len(self._hashing) < _HASHING:
                     self._hashing[key] = (end, digest)
-        elif body.size == size and self.recorder is not None:
-            self.recorder.record(body.rel, digest.digest())
+        elif file_size == size and self.recorder is not None:
+            self.recorder.record(rel, digest.digest())
 
 
 class S3Encoder:

@@ -2,8 +2,9 @@
 
 :class:`FrameWriter` frames records pushed to it one at a time (the cluster encoder keeps one
 per group); :class:`SnapshotStream` drives one over a sorted iterator. The work is
-synchronous and done in slices (:meth:`SnapshotStream.write_some`), so the async caller can
-run each slice in a worker thread and stay cancellable between slices.
+synchronous and done in slices: :meth:`SnapshotStream.write` runs them in one worker thread,
+which hands each written slice to a second one that hashes it, with no trip through the
+event loop between slices; the writing thread checks for cancellation between slices.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import BinaryIO, Final
 
-import anyio
+import anyio.from_thread
 import anyio.to_thread
 import msgspec
-from anyio.abc import ObjectReceiveStream
 
 from ..concurrency import task_group
 from ..errors import DumpTreeError
@@ -26,16 +28,35 @@ from .framing import KEY_LEN as _KEY_LEN
 from .framing import VALUE_HEAD as _VALUE_HEAD
 from .framing import header
 
-__all__ = ["FrameWriter", "FramedBlocks", "SnapshotStream"]
+__all__ = ["FrameWriter", "FramedBlocks", "SnapshotStream", "hash_beside"]
 
 #: Small pieces are gathered into blocks of this size before one write + hash update.
 _BLOCK: Final = 1 << 20
 #: A value at least this large is written on its own instead of being copied into a block.
 _LARGE: Final = _BLOCK // 4
-#: Bytes framed per worker-thread call of :meth:`SnapshotStream.write`. Written blocks are
-#: held until they are hashed: the slice being hashed and the one written meanwhile (the
-#: hand-over has no buffer), so small slices keep the write's memory below the collect's.
+#: Bytes framed per slice of :meth:`SnapshotStream.write`. Written blocks are held until they
+#: are hashed: the slice being hashed, the one handed over and the one being written, so
+#: small slices keep the write's memory below the collect's.
 SLICE_BYTES: Final = 1 << 20
+
+
+#: The jobs queued by :func:`hash_beside` during the slice being written (in the writing
+#: thread only).
+_BESIDE: ContextVar[list[Callable[[], None]] | None] = ContextVar("hash_beside", default=None)
+
+
+def hash_beside(job: Callable[[], None]) -> bool:
+    """Queue ``job`` (hashing that a value read for the stream needs, say) to run in the thread
+    that hashes the stream, after the slice being written; jobs run in the order queued.
+
+    False, and nothing queued, when the calling thread is not writing a
+    :class:`SnapshotStream`: the caller then does the work itself.
+    """
+    jobs = _BESIDE.get()
+    if jobs is None:
+        return False
+    jobs.append(job)
+    return True
 
 
 def _duplicate(key: bytes) -> DumpTreeError:
@@ -187,6 +208,49 @@ class FramedBlocks(msgspec.Struct, frozen=True):
     blocks: Iterator[tuple[bytes, int]]
 
 
+#: A written slice: its blocks, and the jobs queued by :func:`hash_beside` while writing it.
+_Slice = tuple[list[bytes], list[Callable[[], None]]]
+
+
+class _Handoff:
+    """Written slices handed from the writing thread to the hashing one, one at a time.
+
+    Either side closes it when it stops: :meth:`get` then returns what is still held, then
+    ``None``; :meth:`put` returns False (nothing more will be taken).
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._held: _Slice | None = None
+        self._closed = False
+
+    def put(self, written: _Slice) -> bool:
+        """Hand ``written`` over once the previous slice was taken; False if closed."""
+        with self._changed:
+            while self._held is not None and not self._closed:
+                self._changed.wait()
+            if self._closed:
+                return False
+            self._held = written
+            self._changed.notify()
+            return True
+
+    def get(self) -> _Slice | None:
+        """The next slice handed over, or ``None`` once closed and emptied."""
+        with self._changed:
+            while self._held is None and not self._closed:
+                self._changed.wait()
+            written, self._held = self._held, None
+            self._changed.notify()
+            return written
+
+    def close(self) -> None:
+        """Stop the hand-over (idempotent) and wake a waiting side."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+
 class SnapshotStream:
     """Frames ``(encoded_key, body)`` records, sorted by key, into ``out``; refuses duplicates.
 
@@ -215,17 +279,36 @@ class SnapshotStream:
         return self._writer.entries
 
     async def write(self, slice_bytes: int = SLICE_BYTES) -> None:
-        """Write every record, a slice of about ``slice_bytes`` per worker-thread call; each
+        """Write every record, in slices of about ``slice_bytes``, in a worker thread; each
         written slice is hashed in another worker thread while the next is written."""
-        send, receive = anyio.create_memory_object_stream[list[bytes]](0)
-        writer = self._writer
+        handoff = _Handoff()
         async with task_group() as tg:
-            tg.start_soon(self._hash, receive)
-            async with send:
-                done = False
-                while not done:
-                    done = await anyio.to_thread.run_sync(self._write_slice, slice_bytes)
-                    await send.send(writer.take_written())
+            tg.start_soon(anyio.to_thread.run_sync, self._hash_slices, handoff)
+            await anyio.to_thread.run_sync(self._write_slices, handoff, slice_bytes)
+
+    def _write_slices(self, handoff: _Handoff, slice_bytes: int) -> None:
+        try:
+            done = False
+            while not done:
+                anyio.from_thread.check_cancelled()
+                jobs: list[Callable[[], None]] = []
+                _BESIDE.set(jobs)  # this worker thread's own context
+                done = self._write_slice(slice_bytes)
+                if not handoff.put((self._writer.take_written(), jobs)):
+                    return  # the hashing failed: its error ends the write
+        finally:
+            _BESIDE.set(None)
+            handoff.close()
+
+    def _hash_slices(self, handoff: _Handoff) -> None:
+        try:
+            while (written := handoff.get()) is not None:
+                blocks, jobs = written
+                self._writer.hash_blocks(blocks)
+                for job in jobs:
+                    job()
+        finally:
+            handoff.close()
 
     def _write_slice(self, slice_bytes: int) -> bool:
         records = self._records
@@ -256,11 +339,6 @@ class SnapshotStream:
                 return False
         writer.finish()
         return True
-
-    async def _hash(self, receive: ObjectReceiveStream[list[bytes]]) -> None:
-        async with receive:
-            async for blocks in receive:
-                await anyio.to_thread.run_sync(self._writer.hash_blocks, blocks)
 
     @property
     def sha256(self) -> str:
