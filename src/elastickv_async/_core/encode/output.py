@@ -36,8 +36,9 @@ _BLOCK: Final = 1 << 20
 _LARGE: Final = _BLOCK // 4
 #: Bytes framed per slice of :meth:`SnapshotStream.write`. Written blocks are held until they
 #: are hashed: the slice being hashed, the one handed over and the one being written, so
-#: small slices keep the write's memory below the collect's.
-SLICE_BYTES: Final = 1 << 20
+#: small slices keep the write's memory below the collect's (a slice holds at least one
+#: record, so a 1 MiB S3 chunk is a slice of its own).
+SLICE_BYTES: Final = 512 << 10
 
 
 #: The jobs queued by :func:`hash_beside` during the slice being written (in the writing
