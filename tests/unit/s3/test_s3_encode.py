@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from elastickv_async._adapters.base import Deferred
 from elastickv_async._adapters.s3 import keymap
 from elastickv_async._adapters.s3.encode import S3Encoder
 from elastickv_async._core.dump.tree import TreeDir, TreeEntry, TreeFile, recording_reads
+from elastickv_async._core.encode.output import SnapshotStream
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 from elastickv_async._core.memory import MIN_MEMORY_BUDGET
 
@@ -375,6 +379,42 @@ async def test_a_deferred_body_read_in_order_to_its_end_records_its_digest(
         fh.write(b"more")
     await _read_chunks(records, "grown", [1])
     assert "s3/b/grown" not in digests.digests
+
+
+async def test_deferred_bodies_written_to_a_stream_are_hashed_by_its_hashing_thread(
+    tmp_path: Path,
+) -> None:
+    """Chunks read while a snapshot stream is written have their body digests taken in the
+    stream's hashing thread, not the reading one, and recorded all the same."""
+    bodies = {"a": os.urandom(2 * MIB + 7), "b": os.urandom(MIB)}
+    root = _tree(tmp_path, bodies)
+    digests = DigestLog()
+    recorders: set[int] = set()
+    record = digests.record
+
+    def recording(rel: str, digest: bytes) -> None:
+        recorders.add(threading.get_ident())
+        record(rel, digest)
+
+    digests.record = recording  # type: ignore[method-assign]
+    readers: set[int] = set()
+
+    def framed(records: dict[bytes, bytes | Deferred]) -> Iterator[tuple[bytes, bytes]]:
+        for key in sorted(records):
+            value = records[key]
+            if isinstance(value, Deferred):
+                readers.add(threading.get_ident())
+                value = value.source.read(value.token, len(value))
+            yield key + b"\x00" * 8, value
+
+    with recording_reads(digests):
+        records = await _walked(root, tmp_path / "scratch")
+        recorders.clear()  # the walk's own records (sidecars)
+        stream = SnapshotStream(io.BytesIO(), framed(records), 1)
+        await stream.write()
+    for name, body in bodies.items():
+        assert digests.digests[f"s3/b/{name}"] == hashlib.sha256(body).digest()
+    assert recorders and readers and recorders.isdisjoint(readers)
 
 
 async def test_a_small_body_that_grows_before_it_is_read_is_a_typed_error(
