@@ -37,7 +37,7 @@ _LARGE: Final = _BLOCK // 4
 #: Bytes framed per slice of :meth:`SnapshotStream.write`. Written blocks are held until they
 #: are hashed: the slice being hashed, the one handed over and the one being written, so
 #: small slices keep the write's memory below the collect's (a slice holds at least one
-#: record, so a 1 MiB S3 chunk is a slice of its own).
+#: record, so a record of 1 MiB is a slice of its own).
 SLICE_BYTES: Final = 512 << 10
 
 
