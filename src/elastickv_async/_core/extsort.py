@@ -7,11 +7,13 @@ the self-test sorts the lines of files it compares as sets.
 Records are buffered until their estimated footprint exceeds a budget; the buffer is then
 sorted and spilled to a run (a :mod:`~elastickv_async._core.scratch` record file) under the
 scratch directory. The final order is the scratch module's k-way :func:`~.scratch.merge` of
-the runs plus the last in-memory buffer; when there are more runs than :data:`MERGE_FAN_IN`,
-the oldest runs are merged into one first, so the number of open files and of entries held
-at once stays bounded too. The files' read and write buffers come out of the same budget:
-while runs are merged, the in-memory tail keeps at most half of it (a larger one is spilled
-as the last run) and the runs' read buffers share the other half.
+the runs plus the last in-memory buffer; when there are more runs than the fan-in (at most
+:data:`MERGE_FAN_IN`, fewer when half the budget cannot give each run a page of read
+buffer), groups of runs are merged first, each into one (see :func:`compaction_groups`), so
+the number of open files and of entries held at once stays bounded too. The files' read and
+write buffers come out of the same budget: while runs are merged, the in-memory tail keeps
+at most half of it (a larger one is spilled as the last run) and the runs' read buffers
+share the other half; a spill's write buffer is kept free beside the records buffered.
 
 Big values need not travel through the runs:
 
@@ -40,13 +42,21 @@ from typing import BinaryIO, Final, Protocol, cast
 from .errors import OutputError
 from .scratch import Record, create_record_file, iter_records, merge
 
-__all__ = ["DEFAULT_SORT_BUDGET", "MERGE_FAN_IN", "Deferred", "ExternalSorter", "ValueSource"]
+__all__ = [
+    "DEFAULT_SORT_BUDGET",
+    "MERGE_FAN_IN",
+    "Deferred",
+    "ExternalSorter",
+    "ValueSource",
+    "compaction_groups",
+    "fan_in",
+]
 
 #: In-memory budget for buffered records before a run is spilled. The process pays about
 #: 1.3 times this in RSS (allocator slack, the sort's key list); more, smaller runs cost
 #: little, since one k-way merge reads them all.
 DEFAULT_SORT_BUDGET: Final = 32 << 20
-#: Runs merged at once (open files, and entries held during a merge).
+#: Runs merged at once at most (open files, and entries held during a merge).
 MERGE_FAN_IN: Final = 64
 #: Rough per-record cost of the Python objects around the key and value bytes.
 ENTRY_OVERHEAD: Final = 160
@@ -68,6 +78,32 @@ _NEW_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOE
 _APPEND_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | _CLOEXEC
 #: ``writev`` takes at most this many buffers at once.
 _IOV_MAX: Final = 512
+
+
+def compaction_groups(count: int, width: int, keep: int) -> list[tuple[int, int]]:
+    """Which of ``count`` runs to merge so that at most ``keep`` are left, ``width`` at most
+    into one: ``(start, stop)`` spans of consecutive runs, from the oldest, each merged run
+    taking its group's place (which keeps a stable sort stable). The last group is only as
+    wide as needed. One pass rewrites every run at most once; while more than ``keep`` are
+    left, call again (so a run's records are rewritten a logarithmic number of times, not
+    once per group as when every merge takes the previous one's output in).
+    """
+    spans = []
+    excess, start = count - keep, 0
+    while excess > 0 and count - start >= 2:
+        size = min(width, excess + 1, count - start)
+        spans.append((start, start + size))
+        start += size
+        excess -= size - 1
+    return spans
+
+
+def fan_in(read_share: int, per_run: int) -> int:
+    """How many runs one merge reads when ``read_share`` bytes pay for their reads and each
+    run costs at least ``per_run``: :data:`MERGE_FAN_IN` at most, 3 at least (two runs
+    merged into a third, or beside the in-memory tail). A smaller budget merges in more
+    rounds; the floor may pass it by ``per_run`` a run."""
+    return max(3, min(MERGE_FAN_IN, read_share // per_run))
 
 
 class ValueSource(Protocol):
@@ -147,6 +183,11 @@ class ExternalSorter:
         self._references = False
         self._runs: list[Path] = []
         self._next_run = 0
+        #: Runs merged at once, and a spill's write buffer (a run's read buffer at that
+        #: fan-in), of which the buffered records leave at most a quarter of the budget free.
+        self.fan_in = fan_in(self._budget // 2, _MIN_RUN_BUFFER)
+        self.write_buffer = self._io_buffer(self.fan_in)
+        self._reserved = min(self.write_buffer, self._budget // 4)
         #: Records added so far, how many runs were spilled, and the bytes of large values
         #: moved to the side file (for the report).
         self.records = 0
@@ -165,8 +206,9 @@ class ExternalSorter:
 
     @property
     def over_budget(self) -> bool:
-        """True when the buffer should be spilled before more records are added."""
-        return self._buffered >= self._budget
+        """True when the buffer should be spilled before more records are added (it leaves
+        room for the spill's write buffer, a quarter of the budget at most)."""
+        return self._buffered + self._reserved >= self._budget
 
     def add(self, key: bytes, value: bytes | Deferred) -> None:
         """Buffer one record (cheap: call from the event loop, spill in a thread)."""
@@ -247,7 +289,7 @@ class ExternalSorter:
         buffer.sort(key=_by_key)
         path = self._new_run_path()
         self._runs.append(path)
-        self._write_run(path, buffer, self._io_buffer(1))
+        self._write_run(path, buffer, self.write_buffer)
         self.spills += 1
 
     def _write_run(self, path: Path, entries: Iterable[_Entry], buffering: int) -> None:
@@ -317,18 +359,23 @@ class ExternalSorter:
                 yield key, value
 
     def _compact(self) -> None:
-        # Keep one slot for the in-memory tail, so the last merge opens at most MERGE_FAN_IN runs.
-        # The merged run takes the place of the oldest runs it replaces, which keeps it stable.
-        while len(self._runs) >= MERGE_FAN_IN:
-            group, rest = self._runs[:MERGE_FAN_IN], self._runs[MERGE_FAN_IN:]
-            path = self._new_run_path()
-            self._runs = [path, *rest]
-            # The group's read buffers and the new run's write buffer.
-            buffering = self._io_buffer(len(group) + 1)
-            entries = merge(self._iter_run(run, buffering) for run in group)
-            self._write_run(path, entries, buffering)
-            for old in group:
-                old.unlink()
+        # Keep one slot for the in-memory tail, so the last merge opens at most fan_in runs;
+        # a group's merge opens its runs and the merged one, fan_in files too.
+        width = self.fan_in
+        buffering = self._io_buffer(width)
+        while len(self._runs) > width - 1:
+            runs: list[Path] = []
+            at = 0
+            for start, stop in compaction_groups(len(self._runs), width - 1, width - 1):
+                group = self._runs[start:stop]
+                path = self._new_run_path()
+                entries = merge(self._iter_run(run, buffering) for run in group)
+                self._write_run(path, entries, buffering)
+                for old in group:
+                    old.unlink()
+                runs += [*self._runs[at:start], path]
+                at = stop
+            self._runs = runs + self._runs[at:]
 
     def merged(self) -> Iterator[Record]:
         """Every record, sorted by key (blocking: iterate in a worker thread)."""

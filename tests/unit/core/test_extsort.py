@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from elastickv_async._core import extsort
+from elastickv_async._core import extsort, scratch
 from elastickv_async._core.errors import OutputError
 from elastickv_async._core.extsort import Deferred, ExternalSorter
 
@@ -272,3 +273,116 @@ def test_merge_buffers_share_half_the_budget(
     each = min(256 << 10, budget // (2 * (runs + 1)))
     assert opened == [each] * (runs + 1)
     assert sum(opened) <= budget // 2
+
+
+def test_a_small_budget_merges_fewer_runs_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half the budget pays for the merge's read buffers, a page each at least: when that
+    cannot give every run one, fewer runs are merged at once (in more rounds), and the
+    buffers of the runs read together fit that half."""
+    budget = 40_000
+    #: The read buffers of the runs open at once, whenever one is opened.
+    reads: list[int] = []
+    reading = [0]
+    most = [0]
+    iter_run = ExternalSorter._iter_run
+
+    def counted(self: ExternalSorter, path: Path, buffering: int) -> Any:
+        reading[0] += 1
+        reads.append(buffering * reading[0])
+        most[0] = max(most[0], reading[0])
+        try:
+            yield from iter_run(self, path, buffering)
+        finally:
+            reading[0] -= 1
+
+    monkeypatch.setattr(ExternalSorter, "_iter_run", counted)
+    recs = _records(2000, seed=11)
+    s = ExternalSorter(tmp_path, budget=budget)
+    assert s.fan_in == budget // 2 // 4096 == 4
+    for k, v in recs:
+        s.add(k, v)
+        if s.over_budget:
+            s.spill()
+    assert s.spills > 2 * s.fan_in
+    assert list(s.merged()) == sorted(recs)
+    assert most[0] <= s.fan_in
+    assert max(reads) <= budget // 2
+    s.close()
+
+
+def test_a_spill_leaves_room_for_its_write_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sorter asks to be spilled when its records and the spill's write buffer (a read
+    buffer's size at the fan-in) would fill the budget, and spills through that buffer."""
+    buffers: list[int] = []
+    create = scratch.create_record_file
+
+    def created(path: Path, records: Any, *, buffering: int) -> None:
+        buffers.append(buffering)
+        create(path, records, buffering=buffering)
+
+    monkeypatch.setattr(extsort, "create_record_file", created)
+    budget = 1 << 20
+    s = ExternalSorter(tmp_path, budget=budget)
+    assert 0 < s.write_buffer <= budget // (2 * s.fan_in)
+    filler = budget - s.write_buffer - extsort.ENTRY_OVERHEAD - 2
+    s.add(b"k", b"v" * filler)
+    assert not s.over_budget
+    s.add(b"", b"")
+    assert s.over_budget
+    s.spill()
+    assert buffers == [s.write_buffer]
+    s.close()
+
+
+@pytest.mark.parametrize(
+    ("count", "width", "keep"), [(230, 64, 62), (2000, 40, 38), (5, 3, 2), (3, 3, 2), (2, 2, 1)]
+)
+def test_compaction_groups_rewrite_each_run_once_a_pass(count: int, width: int, keep: int) -> None:
+    """Each pass merges consecutive groups of at most ``width`` runs, from the oldest, each run
+    once at most, and no more than needed; passes end with at most ``keep`` runs."""
+    passes = 0
+    while count > keep:
+        spans = extsort.compaction_groups(count, width, keep)
+        assert spans and spans[0][0] == 0
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+        assert all(2 <= stop - start <= width for start, stop in spans)
+        merged = count - sum(stop - start - 1 for start, stop in spans)
+        # No more merged than needed: one run fewer in the last group would leave too many.
+        assert merged >= keep or spans[-1][1] == count
+        count, passes = merged, passes + 1
+    assert extsort.compaction_groups(count, width, keep) == []
+    assert passes <= 2 if width > 2 else passes == 1
+
+
+def test_a_long_compaction_rewrites_each_record_a_few_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With many more runs than the fan-in, runs are merged a pass at a time: each record is
+    rewritten a logarithmic number of times, not once per group merged."""
+    monkeypatch.setattr(extsort, "MERGE_FAN_IN", 3)
+    written = [0]
+    write_run = ExternalSorter._write_run
+
+    def counted(self: ExternalSorter, path: Path, entries: Any, buffering: int) -> None:
+        def each() -> Any:
+            for entry in entries:
+                written[0] += 1
+                yield entry
+
+        write_run(self, path, each(), buffering)
+
+    monkeypatch.setattr(ExternalSorter, "_write_run", counted)
+    s = ExternalSorter(tmp_path, budget=1)
+    recs = _records(256, seed=4)
+    for k, v in recs:
+        s.add(k, v)
+        s.spill()
+    written[0] = 0
+    assert list(s.merged()) == sorted(recs)
+    # Pairs merged level by level: at most log2(256) = 8 rewrites of each record.
+    assert written[0] <= 8 * len(recs)
+    s.close()
