@@ -17,7 +17,7 @@ import marshal
 import os
 import struct
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from operator import itemgetter
 from pathlib import Path
 from typing import Final
@@ -79,10 +79,11 @@ def merge_rounds(sources: list[Iterator[list[Entry]]]) -> Iterator[list[Entry]]:
                 yield chunk
 
 
-def write_run(path: Path, chunks: Iterator[list[Entry]]) -> None:
-    """Write ``chunks`` as a new run: each a length and its marshal'd entries."""
+def write_run(path: Path, chunks: Iterable[list[Entry]], *, buffering: int = _BUFFER) -> None:
+    """Write ``chunks`` as a new run, through a ``buffering``-byte buffer: each a length and
+    its marshal'd entries."""
     fd = os.open(path, _NEW_FLAGS, 0o600)
-    with open(fd, "wb", buffering=_BUFFER) as fh:
+    with open(fd, "wb", buffering=buffering) as fh:
         for chunk in chunks:
             data = marshal.dumps(chunk, _MARSHAL_VERSION)
             fh.write(_LEN.pack(len(data)))

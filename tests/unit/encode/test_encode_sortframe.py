@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import pytest
 from support import raises_code
 
+from elastickv_async._core import extsort, sortedruns
 from elastickv_async._core.encode import sortframe
 from elastickv_async._core.encode.output import FramedBlocks, FrameWriter, SnapshotStream
 from elastickv_async._core.encode.sortframe import FramedSorter
 from elastickv_async._core.errors import DumpTreeError, OutputError
-from elastickv_async._core.extsort import Deferred
+from elastickv_async._core.extsort import ENTRY_OVERHEAD, Deferred
+from elastickv_async._core.sortedruns import Entry
 
 pytestmark = pytest.mark.anyio
 
@@ -55,13 +59,15 @@ def _records(seed: int, count: int, source: _Source) -> list[tuple[bytes, bytes 
     return records
 
 
-def _expected(records: list[tuple[bytes, bytes | Deferred]], source: _Source) -> bytes:
+def _expected(
+    records: list[tuple[bytes, bytes | Deferred]], source: _Source, suffix: bytes = SUFFIX
+) -> bytes:
     """The stream by the format's definition: header, then each entry sorted by its
     encoded (stamped) key."""
     out = b"EKVPBBL1" + (7).to_bytes(8, "little")
-    for key, value in sorted(records, key=lambda r: r[0] + SUFFIX):
+    for key, value in sorted(records, key=lambda r: r[0] + suffix):
         body = source.values[value.token] if isinstance(value, Deferred) else value
-        stamped = key + SUFFIX
+        stamped = key + suffix
         out += len(stamped).to_bytes(8, "little") + stamped
         out += (len(body) + 9).to_bytes(8, "little") + bytes(9) + body
     return out
@@ -91,7 +97,7 @@ def test_blocks_are_the_defined_stream_in_memory_or_spilled(
     in several passes of a small fan-in): the framed blocks are the stream the format
     defines, deferred and large values included, and the records and spills are counted."""
     monkeypatch.setattr(sortframe, "CHUNK_BYTES", chunk)
-    monkeypatch.setattr(sortframe, "MERGE_FAN_IN", 4)
+    monkeypatch.setattr(extsort, "MERGE_FAN_IN", 4)
     source = _Source()
     records = _records(1, 400, source)
     sorter = FramedSorter(tmp_path / "sort", budget, large_value=LARGE)
@@ -167,3 +173,102 @@ async def test_a_stream_of_framed_blocks_is_written_and_hashed_like_records(
         assert stream.entries == len(records) == one_by_one.entries
         assert stream.bytes_written == len(expected)
         assert stream.sha256 == one_by_one.sha256
+
+
+def test_the_merge_reads_chunks_and_runs_within_a_quarter_of_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runs' chunks get a quarter of the sorter's budget: every run, compacted ones
+    too, is written in chunks of the size that quarter gives (a chunk ends at the entry
+    that crosses it), no merge reads more runs at once than the fan-in, and the fan-in's
+    chunks, each counted twice (held, and joined into the round), fit the quarter."""
+    monkeypatch.setattr(extsort, "MERGE_FAN_IN", 4)
+    budget = 256 << 10
+    chunks: list[int] = []
+    write_run = sortedruns.write_run
+
+    def counted_write(path: Path, written: Iterator[list[Entry]], **kwargs: Any) -> None:
+        def chunks_of() -> Iterator[list[Entry]]:
+            for chunk in written:
+                costs = [len(key) + len(frame) + ENTRY_OVERHEAD for key, frame in chunk]
+                chunks.append(sum(costs) - costs[-1])
+                yield chunk
+
+        write_run(path, chunks_of(), **kwargs)
+
+    reading = [0]
+    most = [0]
+    read_run = sortedruns.read_run
+
+    def counted_read(path: Path) -> Iterator[list[Entry]]:
+        reading[0] += 1
+        most[0] = max(most[0], reading[0])
+        try:
+            yield from read_run(path)
+        finally:
+            reading[0] -= 1
+
+    monkeypatch.setattr(sortframe, "write_run", counted_write)
+    monkeypatch.setattr(sortframe, "read_run", counted_read)
+    rng = random.Random(3)
+    records: list[tuple[bytes, bytes | Deferred]] = [
+        (b"k%06d" % i, rng.randbytes(rng.randrange(20, 400))) for i in range(4000)
+    ]
+    rng.shuffle(records)
+    source = _Source()
+    sorter = FramedSorter(tmp_path / "sort", budget, large_value=LARGE)
+    _fill(sorter, records, 50)
+    assert (sorter.fan_in, sorter.chunk_bytes) == (4, 8 << 10)
+    assert 2 * sorter.fan_in * sorter.chunk_bytes <= budget // 4
+    spilled = sorter.spills
+    assert spilled > sorter.fan_in
+    assert _written(sorter) == _expected(records, source)
+    assert len(chunks) > spilled * 4  # compacted runs were written too
+    assert max(chunks) < sorter.chunk_bytes
+    assert most[0] <= sorter.fan_in
+    sorter.close()
+
+
+def test_beside_runs_the_tail_keeps_half_the_budget(tmp_path: Path) -> None:
+    """At the merge, an in-memory tail over half the budget is spilled as the last run when
+    runs wait beside it (their chunks take the rest), and kept when it is alone."""
+    budget = 64 << 10
+    record_cost = 2 * 6 + 8 + 8 + 9 + 100 + ENTRY_OVERHEAD  # key twice, lengths, header, value
+    over_half = budget // 2 // record_cost + 2
+    for spilled_first in (True, False):
+        sorter = FramedSorter(tmp_path / f"sort-{spilled_first}", budget, large_value=LARGE)
+        records: list[tuple[bytes, bytes | Deferred]] = []
+        if spilled_first:
+            while not sorter.over_budget:
+                records.append((b"a%05d" % len(records), b"v" * 100))
+                sorter.add_many(records[-1:])
+            sorter.spill()
+        tail = [(b"b%05d" % i, b"v" * 100) for i in range(over_half)]
+        sorter.add_many(tail)
+        assert not sorter.over_budget
+        spills = sorter.spills
+        assert (
+            b"".join(block for block, _ in sorter.blocks())
+            == _expected([*records, *tail], _Source(), suffix=b"")[16:]
+        )
+        assert sorter.spills == spills + spilled_first
+        sorter.close()
+
+
+def test_the_general_sorter_gets_a_quarter_of_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large and deferred values go to a general sorter of a quarter of the budget, the share
+    its merge holds beside the frames'."""
+    budgets: list[int] = []
+
+    class General(extsort.ExternalSorter):
+        def __init__(self, spill_dir: Path, budget: int, **kwargs: Any) -> None:
+            budgets.append(budget)
+            super().__init__(spill_dir, budget, **kwargs)
+
+    monkeypatch.setattr(sortframe, "ExternalSorter", General)
+    sorter = FramedSorter(tmp_path / "sort", 100_000, large_value=LARGE)
+    sorter.add_many([(b"k", b"L" * LARGE)], SUFFIX)
+    assert budgets == [25_000]
+    sorter.close()

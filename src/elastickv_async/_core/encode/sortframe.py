@@ -13,6 +13,14 @@ Deferred values (read only when written) and large ones (parked in a side file) 
 general :class:`~elastickv_async._core.extsort.ExternalSorter`; its records join the
 merge as one more source, framed as they come out of it.
 
+The merge stays within the sorter's budget: the in-memory tail keeps at most half of it (a
+larger one is spilled as the last run), the general sorter a quarter, and the runs' chunks
+the last quarter. That quarter sets the chunk size and how many runs one merge reads (each
+source holds one chunk, and as much again in the round joined for the writer); more runs
+are merged beforehand, a group at a time (see
+:func:`~elastickv_async._core.extsort.compaction_groups`). Runs are written through a page of
+buffer (a chunk's bytes go to the file as they are).
+
 Everything here blocks: add from the event loop (cheap), spill and merge in worker threads.
 """
 
@@ -27,17 +35,20 @@ from pathlib import Path
 from typing import Final, cast
 
 from ..errors import DumpTreeError
-from ..extsort import ENTRY_OVERHEAD, MERGE_FAN_IN, Deferred, ExternalSorter
+from ..extsort import ENTRY_OVERHEAD, Deferred, ExternalSorter, compaction_groups, fan_in
 from ..snapshot.framing import TS_SIZE, VALUE_HEADER_SIZE
 from ..sortedruns import Entry, merge_rounds, read_run, write_run
 from .framing import KEY_LEN, VALUE_HEAD
 
 __all__ = ["CHUNK_BYTES", "FramedSorter"]
 
-#: Bytes of frames per chunk of a run, and per chunk taken from the in-memory tail or the
-#: general sorter: with :data:`~elastickv_async._core.extsort.MERGE_FAN_IN` runs merged at
-#: once, a round holds at most that many chunks.
+#: A chunk of a run (or taken from the in-memory tail or the general sorter) at most, and at
+#: least, in the bytes its entries hold in memory (frame, key, :data:`ENTRY_OVERHEAD`); the
+#: sorter's budget sets the size in between.
 CHUNK_BYTES: Final = 256 << 10
+_MIN_CHUNK: Final = 4 << 10
+#: A run's write buffer.
+_WRITE_BUFFER: Final = 4 << 10
 _KEY: Final = itemgetter(0)
 _FRAME: Final = itemgetter(1)
 
@@ -70,11 +81,16 @@ def _framed(records: Sequence[tuple[bytes, bytes]], suffix: bytes) -> list[Entry
     ]
 
 
+def _cost(entry: Entry) -> int:
+    """What ``entry`` holds in memory, as the sorter counts it."""
+    return len(entry[0]) + len(entry[1]) + ENTRY_OVERHEAD
+
+
 def _chunk_ends(entries: list[Entry], chunk_bytes: int) -> list[int]:
-    """Where to cut ``entries`` into chunks of about ``chunk_bytes`` of frames."""
+    """Where to cut ``entries`` into chunks of about ``chunk_bytes`` (see :func:`_cost`)."""
     if not entries:
         return []
-    sizes = list(itertools.accumulate(map(len, map(_FRAME, entries))))
+    sizes = list(itertools.accumulate(map(_cost, entries)))
     ends = []
     start = 0
     while start < len(entries):
@@ -108,6 +124,13 @@ class FramedSorter:
         self._dir = spill_dir
         self._budget = max(1, budget)
         self._large = large_value
+        # The merge's shares (see the module docstring): the runs' chunks get a quarter,
+        # each source a chunk and its part of the joined round.
+        reads = self._budget // 4
+        #: Sources merged at once, and the bytes of a chunk.
+        self.fan_in = fan_in(reads, 2 * _MIN_CHUNK)
+        self.chunk_bytes = min(CHUNK_BYTES, max(_MIN_CHUNK, reads // (2 * self.fan_in)))
+        self._reserved = min(self.chunk_bytes, self._budget // 4)
         self._buffer: list[Entry] = []
         self._buffered = 0
         self._general: ExternalSorter | None = None
@@ -130,9 +153,11 @@ class FramedSorter:
 
     @property
     def over_budget(self) -> bool:
-        """True when the buffers should be spilled before more records are added."""
+        """True when the buffers should be spilled before more records are added (they
+        leave room for a spill's chunk on its way to the file, or the general sorter's
+        write buffer, no larger; a quarter of the budget at most)."""
         general = self._general.buffered if self._general is not None else 0
-        return self._buffered + general >= self._budget
+        return self._buffered + general + self._reserved >= self._budget
 
     def add_many(
         self, records: Sequence[tuple[bytes, bytes | Deferred]], suffix: bytes = b""
@@ -147,7 +172,7 @@ class FramedSorter:
             plain = [r for r in records if type(r[1]) is bytes and len(r[1]) < large]
             if self._general is None:
                 self._general = ExternalSorter(
-                    self._dir / "general", self._budget, large_value=large
+                    self._dir / "general", max(1, self._budget // 4), large_value=large
                 )
             self._general.add_many(
                 [(k + suffix, v) for k, v in records if type(v) is not bytes or len(v) >= large]
@@ -186,28 +211,37 @@ class FramedSorter:
         buffer.sort(key=_KEY)
         path = self._new_run_path()
         self._runs.append(path)
-        write_run(path, _chunks(buffer, CHUNK_BYTES))
+        write_run(path, _chunks(buffer, self.chunk_bytes), buffering=_WRITE_BUFFER)
         self._spills += 1
 
     def _compact(self) -> None:
-        # Keep slots for the in-memory tail and the general sorter.
-        while len(self._runs) > MERGE_FAN_IN - 2:
-            group, rest = self._runs[:MERGE_FAN_IN], self._runs[MERGE_FAN_IN:]
-            path = self._new_run_path()
-            self._runs = [path, *rest]
-            write_run(path, merge_rounds([read_run(run) for run in group]))
-            for old in group:
-                old.unlink()
+        # Keep slots for the in-memory tail and the general sorter. A round holds up to a
+        # chunk of every source: it is cut again, so the merged run's chunks stay chunks.
+        width, chunk_bytes = self.fan_in, self.chunk_bytes
+        while len(self._runs) > width - 2:
+            runs: list[Path] = []
+            at = 0
+            for start, stop in compaction_groups(len(self._runs), width, width - 2):
+                group = self._runs[start:stop]
+                path = self._new_run_path()
+                rounds = merge_rounds([read_run(run) for run in group])
+                chunks = (c for r in rounds for c in _chunks(r, chunk_bytes))
+                write_run(path, chunks, buffering=_WRITE_BUFFER)
+                for old in group:
+                    old.unlink()
+                runs += [*self._runs[at:start], path]
+                at = stop
+            self._runs = runs + self._runs[at:]
 
     def _general_chunks(self, general: ExternalSorter) -> Iterator[list[Entry]]:
-        """The general sorter's records, framed, in chunks of about :data:`CHUNK_BYTES`."""
+        """The general sorter's records, framed, in chunks of about :attr:`chunk_bytes`."""
         chunk: list[Entry] = []
         size = 0
         for key, value in general.merged():
-            frame = _frame(key, value)
-            chunk.append((key, frame))
-            size += len(frame)
-            if size >= CHUNK_BYTES:
+            entry = (key, _frame(key, value))
+            chunk.append(entry)
+            size += _cost(entry)
+            if size >= self.chunk_bytes:
                 yield chunk
                 chunk, size = [], 0
         if chunk:
@@ -217,11 +251,14 @@ class FramedSorter:
         """Every record framed, sorted by key, as ``(bytes, records in them)`` blocks; a key
         equal to the one before raises ``ErrEncodeDuplicateKey`` (blocking: iterate in a
         worker thread)."""
+        if (self._runs or self._general is not None) and self._buffered > self._budget // 2:
+            # Beside other sources the tail keeps half the budget (see the module docstring).
+            self._spill_buffer()
         tail, self._buffer, self._buffered = self._buffer, [], 0
         tail.sort(key=_KEY)
         self._compact()
         sources = [read_run(run) for run in self._runs]
-        sources.append(_chunks(tail, CHUNK_BYTES))
+        sources.append(_chunks(tail, self.chunk_bytes))
         if self._general is not None:
             sources.append(self._general_chunks(self._general))
         previous: bytes | None = None
