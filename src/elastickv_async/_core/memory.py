@@ -8,16 +8,16 @@ budget counts the data those parts hold; the process also pays for the interpret
 imported modules and allocator slack (see the README's Performance section for measured
 figures).
 
-The budget is cut in sixteenths: decode gives the channels 3, the checksum ledger 1 and the
-adapters 12; encode gives its channel 1 (the built-in encoders hand over batches they size
-from their own shares), the ledger of read digests 1, the CHECKSUMS walk's listing sort 1,
-the adapters 8 and the external sort 5. Both directions share the adapters' part evenly
-among the enabled adapters (so each one's share shrinks as more run), or among those that
-have something to do: an encode's adapters whose subtree the tree holds, a decode's, once
-its input is read, those that received entries, which then flush. Each adapter divides its
-share among its own buffers (``DecodeContext.memory``, ``EncodeContext.memory``). What runs
-once the rest is done takes the whole budget: the self-test's decode, and its comparison's
-line sorts.
+The budget is cut in sixteenths: decode gives the channels 3 (the snapshot reader's chunks
+among them), the checksum ledger 1 and the adapters 12; encode gives its channel 1 (the
+built-in encoders hand over batches they size from their own shares), the ledger of read
+digests 1, the CHECKSUMS walk's listing sort 1, the adapters 8 and the external sort 5. Both
+directions share the adapters' part evenly among the enabled adapters (so each one's share
+shrinks as more run), or among those that have something to do: an encode's adapters whose
+subtree the tree holds, a decode's, once its input is read, those that received entries,
+which then flush. Each adapter divides its share among its own buffers
+(``DecodeContext.memory``, ``EncodeContext.memory``). What runs once the rest is done takes
+the whole budget: the self-test's decode, and its comparison's line sorts.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_WALK_MEMORY",
     "LEDGER_ENTRY_BYTES",
     "MIN_MEMORY_BUDGET",
+    "READ_CHUNKS",
     "MemoryBudget",
     "parse_size",
 ]
@@ -49,6 +50,13 @@ _MAX_MEMORY_BUDGET: Final = 1 << 40
 #: What one path and its digest cost in a checksum ledger (the path, the digest, the dict
 #: slot, and the sorted copy made when it spills).
 LEDGER_ENTRY_BYTES: Final = 256
+#: Chunks of the input the snapshot reader holds at once: the one being framed (or its
+#: leftover) and the next one, read before the first is let go.
+READ_CHUNKS: Final = 2
+#: A read chunk at most (the reader's own default), and at least (a page: the smallest
+#: budgets may be passed by that much a chunk).
+_MAX_READ_CHUNK: Final = 4 << 20
+_MIN_READ_CHUNK: Final = 4 << 10
 
 Direction = Literal["decode", "encode"]
 
@@ -142,13 +150,20 @@ class MemoryBudget:
                 found[part] = self.share(part)
         return found
 
-    def batch_bytes(self, buffered: int, *, streams: int = 1) -> int:
+    def batch_bytes(self, buffered: int, *, streams: int = 1, reader: bool = False) -> int:
         """The bytes of one batch when ``streams`` channels each hold ``buffered`` batches
         (plus the one being filled and the one being consumed) and two more batches are on
         their way in (the reader's and the one being routed): the channels' share over all
-        of them. At least 1."""
-        held = streams * (buffered + 2) + 2
+        of them. With ``reader``, the snapshot reader's :data:`READ_CHUNKS` chunks of a
+        batch's size (:meth:`read_chunk`) take their places beside them. At least 1."""
+        held = streams * (buffered + 2) + 2 + (READ_CHUNKS if reader else 0)
         return max(1, self.share("channels") // held)
+
+    def read_chunk(self, buffered: int, *, streams: int = 1) -> int:
+        """The bytes the snapshot reader reads at once beside the channels of
+        :meth:`batch_bytes` (``reader=True``): a batch's size, within a page and 4 MiB."""
+        size = self.batch_bytes(buffered, streams=streams, reader=True)
+        return min(_MAX_READ_CHUNK, max(_MIN_READ_CHUNK, size))
 
     def ledger_entries(self) -> int:
         """How many digests a checksum ledger keeps in memory before it spills them."""

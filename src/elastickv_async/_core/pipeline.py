@@ -462,10 +462,12 @@ class _DecodeRun:
         self.enabled = REGISTRY.select(self.options.adapters)
         self.router = Router(self.specs, self.enabled)
         self.memory = MemoryBudget(self.options.memory_budget, "decode", self.enabled)
+        buffered, streams = self.options.channel_buffer, len(self.enabled)
         self.batch_bytes = min(
             self.options.batch_bytes,
-            self.memory.batch_bytes(self.options.channel_buffer, streams=len(self.enabled)),
+            self.memory.batch_bytes(buffered, streams=streams, reader=True),
         )
+        self.read_chunk = self.memory.read_chunk(buffered, streams=streams)
         self.scope_filters = scope_filters(self.options.scope, self.specs)
         #: The ``_meta_applied_index`` the snapshot must carry (see :func:`decode_snapshot`).
         self.expected_index: int | None = None
@@ -516,7 +518,7 @@ class _DecodeRun:
         """Decode the whole snapshot once; raise :class:`_HeaderBelowData` to ask for a rerun."""
         assert self.source is not None, "a single-file run has a source"
         await self._setup()
-        async with self.workers, open_snapshot(self.source) as snap:
+        async with self.workers, open_snapshot(self.source, chunk_size=self.read_chunk) as snap:
             header = snap.header
             writer, counters = self.writer, self.counters
             self.meter.output(

@@ -32,10 +32,12 @@ from elastickv_async._core.memory import (
     DEFAULT_WALK_MEMORY,
     LEDGER_ENTRY_BYTES,
     MIN_MEMORY_BUDGET,
+    READ_CHUNKS,
     MemoryBudget,
     parse_size,
 )
 from elastickv_async._core.report import Report, make_logger
+from elastickv_async._core.snapshot import reader
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
@@ -112,6 +114,20 @@ def test_batches_and_ledger_follow_the_budget() -> None:
     assert (4 * (4 + 2) + 2) * per_batch <= budget.share("channels")
     assert budget.ledger_entries() * LEDGER_ENTRY_BYTES <= budget.share("checksums")
     assert MemoryBudget(TINY, "decode", ADAPTERS).batch_bytes(4, streams=4) >= 1
+
+
+@pytest.mark.parametrize("streams", [1, 4])
+def test_the_reader_chunks_take_places_beside_the_batches(streams: int) -> None:
+    """With the reader's chunks, the batches and the chunks together fit the channels' share
+    (the reader's chunks are a batch's size, within a page and 4 MiB)."""
+    budget = MemoryBudget(DEFAULT_MEMORY_BUDGET, "decode", ADAPTERS[:streams])
+    per_batch = budget.batch_bytes(4, streams=streams, reader=True)
+    chunk = budget.read_chunk(4, streams=streams)
+    assert chunk == per_batch < budget.batch_bytes(4, streams=streams)
+    held = (streams * (4 + 2) + 2) * per_batch + READ_CHUNKS * chunk
+    assert held <= budget.share("channels")
+    assert MemoryBudget(TINY, "decode", ADAPTERS).read_chunk(4, streams=4) == 4 << 10
+    assert MemoryBudget(1 << 30, "decode", ("s3",)).read_chunk(4) == 4 << 20
 
 
 @pytest.mark.parametrize(
@@ -354,6 +370,28 @@ async def test_the_channels_carry_batches_of_the_budget(
     assert largest[tiny.adapter("redis")] < tiny.batch_bytes(4, streams=4)
     default = MemoryBudget(DEFAULT_MEMORY_BUDGET, "decode", ADAPTERS)
     assert largest[default.adapter("redis")] >= tiny.batch_bytes(4, streams=4)
+
+
+@pytest.mark.parametrize("budget", [TINY, DEFAULT_MEMORY_BUDGET])
+async def test_the_snapshot_is_read_in_chunks_of_the_channels_share(
+    tmp_path: Path, snapshot: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """The decode reads its input in chunks of the size the channels' share gives the
+    reader (more only for an entry larger than a chunk)."""
+    sizes: list[int] = []
+    read = reader._ChunkSource.read
+
+    def counted(self: reader._ChunkSource, size: int) -> bytes:
+        sizes.append(size)
+        return read(self, size)
+
+    monkeypatch.setattr(reader._ChunkSource, "read", counted)
+    await _decode(snapshot, tmp_path / "out", budget)
+    chunk = MemoryBudget(budget, "decode", ADAPTERS).read_chunk(4, streams=4)
+    assert chunk < reader.DEFAULT_CHUNK_SIZE
+    assert min(sizes) == chunk
+    # The file's S3 chunks are larger than a TINY chunk: each is read in one piece.
+    assert Counter(size == chunk for size in sizes)[True] > len(sizes) // 2
 
 
 #: What spills in an encode: the sort, the ledger of read digests, the CHECKSUMS walk's

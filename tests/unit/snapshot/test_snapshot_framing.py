@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 from collections.abc import Iterator
 
 import crc32c
@@ -178,3 +179,27 @@ def test_need_covers_a_large_value() -> None:
     decoder.feed(data[45:])
     assert decoder.decode(10, at_eof=True) == [Entry(b"k", body, 1, 0, False)]
     assert decoder.done
+
+
+def test_feeding_a_chunk_lets_the_consumed_one_go_before_the_join() -> None:
+    """A chunk fed after one whose last entry was cut holds two chunks at once at most (the
+    new one and the join of the leftover with it), not the consumed chunk too."""
+    chunk = 1 << 20
+    data = stream(5, (version(b"k%07d" % i, 1, b"v" * 200) for i in range(2 * chunk // 230)))
+    decoder = FrameDecoder()
+    # Traced from before the first chunk exists, so letting it go counts.
+    tracemalloc.start()
+    try:
+        decoder.feed(data[:chunk])
+        assert decoder.read_header(at_eof=False) is not None
+        assert decoder.decode(1 << 20, at_eof=False)
+        assert 0 < decoder.need < 300  # the last entry of the chunk was cut
+        following = data[chunk : 2 * chunk]
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        decoder.feed(following)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - before < chunk // 2
+    assert len(decoder.decode(1 << 20, at_eof=False)) > 1000

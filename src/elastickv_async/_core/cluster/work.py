@@ -28,13 +28,14 @@ import anyio.to_thread
 
 from ..._adapters.registry import REGISTRY
 from ..errors import ElasticKVError
+from ..memory import READ_CHUNKS
 from ..options import DecodeOptions
 from ..pipeline import StreamOutcome, decode_entries
 from ..report import Report, make_logger
 from ..routing import INTERNAL, Router, prefix_family
 from ..snapshot.entry import SnapshotHeader
 from ..snapshot.mvcc import VisibilityResolver
-from ..snapshot.reader import SnapshotStats, open_snapshot
+from ..snapshot.reader import DEFAULT_CHUNK_SIZE, SnapshotStats, open_snapshot
 from ..snapshot.source import snapshot_index_from_path
 from .inputs import GroupInput
 from .merge import merge_runs
@@ -93,10 +94,11 @@ async def _resolve_once(
     # A fresh name per attempt: a retried task never meets a dead attempt's file.
     attempt = secrets.token_hex(4)
     # The group's budget: half for the writers' gathered records, a quarter for a batch
-    # read from the file.
+    # read from the file, a quarter for the reader's chunks.
     budget = options.memory_budget
     flush_at = min(FLUSH_AT, budget // (2 * max(1, len(adapters))))
     batch_bytes = max(1, min(options.batch_bytes, budget // 4))
+    chunk_size = max(1, min(DEFAULT_CHUNK_SIZE, budget // (4 * READ_CHUNKS)))
     writers = {
         name: RunWriter(run_dir / f"g{group.group}-{name}-{attempt}.run", flush_at)
         for name in adapters
@@ -106,7 +108,7 @@ async def _resolve_once(
     unknown: dict[bytes, int] = {}
     catalog_rows: dict[bytes, bytes] = {}
     try:
-        async with open_snapshot(group.path) as snap:
+        async with open_snapshot(group.path, chunk_size=chunk_size) as snap:
             header = snap.header
             resolver = VisibilityResolver(
                 header.last_commit_ts, ignore_future_versions=strict, keep_deletions=True

@@ -125,7 +125,10 @@ class FrameDecoder:
             self._buf = data
         else:
             self._base += self._pos
-            self._buf = self._buf[self._pos :] + data
+            rest = self._buf[self._pos :]
+            # Let the consumed bytes go before the join: two chunks at once, not three.
+            self._buf = b""
+            self._buf = rest + data
         self._pos = 0
 
     # --- header --------------------------------------------------------------------------

@@ -8,12 +8,14 @@ Usage::
             ...  # raw entries: every version, tombstones included, in stream order
     print(snap.stats.footer, snap.stats.payload_crc32c)
 
-The file is read in large chunks by worker threads (the CRC32C is computed in the same thread
-call, so it overlaps with the event loop); framing runs in the calling task between reads,
-as it is CPU work on bytes already in memory. Memory holds one chunk plus the entry being
-read (a value larger than a chunk is read in one piece). The input is read once, front to
-back, so it need not be seekable: the path ``-`` is standard input (a pipe from ``ssh`` or
-``zstdcat``), whose size is known only at its end.
+The file is read in chunks by worker threads (the CRC32C is computed in the same
+thread call, so it overlaps with the event loop); framing runs in the calling task between
+reads, as it is CPU work on bytes already in memory. Memory holds two chunks at most (the
+one being framed and the next, read before the first is let go), and the entry being read (a
+value larger than a chunk is read in one piece); the decode sizes its chunks from its memory
+budget (:meth:`~elastickv_async._core.memory.MemoryBudget.read_chunk`). The input is read
+once, front to back, so it need not be seekable: the path ``-`` is standard input (a pipe
+from ``ssh`` or ``zstdcat``), whose size is known only at its end.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Final, Literal
 
 import anyio
 
@@ -34,9 +36,10 @@ from .entry import Entry, SnapshotHeader
 from .footer import RunningCrc32c
 from .framing import FrameDecoder
 
-__all__ = ["STDIN", "Snapshot", "SnapshotStats", "open_snapshot"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "STDIN", "Snapshot", "SnapshotStats", "open_snapshot"]
 
-DEFAULT_CHUNK_SIZE = 4 << 20
+#: The bytes read at once when the caller gives no size (decodes give their budget's).
+DEFAULT_CHUNK_SIZE: Final = 4 << 20
 #: The input path that means standard input.
 STDIN = "-"
 
