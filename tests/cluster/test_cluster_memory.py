@@ -110,7 +110,8 @@ async def test_encode_cluster_gives_each_part_its_share(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
 ) -> None:
     """The encoders get their shares as ``ctx.memory``, the sort and the read-digest
-    ledger theirs, as in encode."""
+    ledger theirs, as in encode: the adapters whose subtree the tree lacks (this cluster
+    holds Redis keys only) encode nothing and lend theirs."""
     await decode_cluster(_inputs(tmp_path)[1::2], tmp_path / "tree")
     seen: dict[str, int] = {}
 
@@ -132,7 +133,7 @@ async def test_encode_cluster_gives_each_part_its_share(
     await encode_cluster(tmp_path / "tree", tmp_path / "groups", options)
     selected = ("dynamodb", "s3", "redis", "sqs")
     shares = MemoryBudget(budget, "encode", selected)
-    assert seen == {name: shares.adapter(name) for name in selected}
+    assert seen == {"redis": shares.share("adapters")}
     assert sorts == [shares.share("sort")]
 
 
@@ -146,8 +147,10 @@ async def test_groups_resolved_at_once_share_the_budget(
 ) -> None:
     """Each group resolved in this process gets the budget over the groups resolved at
     once; its run writers gather half of it between them (at most 1 MiB each), and it reads
-    its file in batches of at most a quarter."""
+    its file in batches of at most a quarter, and in chunks of an eighth (the reader holds
+    two)."""
     from elastickv_async._core.cluster import runs, work
+    from elastickv_async._core.snapshot import reader
     from elastickv_async._core.snapshot.reader import Snapshot
 
     given: list[int] = []
@@ -172,6 +175,14 @@ async def test_groups_resolved_at_once_share_the_budget(
     monkeypatch.setattr(cluster_api, "resolve_group", recorded)
     monkeypatch.setattr(work, "RunWriter", Writer)
     monkeypatch.setattr(Snapshot, "batches", reading)
+    chunks: list[int] = []
+    opening = reader.open_snapshot
+
+    def opened(path: Path, *, chunk_size: int) -> Any:
+        chunks.append(chunk_size)
+        return opening(path, chunk_size=chunk_size)
+
+    monkeypatch.setattr(work, "open_snapshot", opened)
     options = DecodeOptions(memory_budget=budget)
     await decode_cluster(_inputs(tmp_path)[1::2], tmp_path / "tree", options)
     share = budget // at_once
@@ -179,6 +190,7 @@ async def test_groups_resolved_at_once_share_the_budget(
     adapters = 4  # "all"
     assert set(flushes) == {min(runs.FLUSH_AT, share // (2 * adapters))}
     assert set(reads) == {min(options.batch_bytes, share // 4)}
+    assert set(chunks) == {share // 8}
 
 
 @pytest.mark.anyio

@@ -54,6 +54,7 @@ from ..encode.api import (
     _remove_workdir,
     _self_test_options,
     _verify_input,
+    _with_subtree,
     _workers,
     adapter_contexts,
 )
@@ -330,7 +331,9 @@ class _Run:
         self.sort_budget = self.memory.share("sort") if sort_budget is None else sort_budget
         self.workers = workers
 
-    def _context(self, work: Path) -> Callable[[AdapterSpec], EncodeContext]:
+    def _context(
+        self, work: Path, encoding: list[AdapterSpec]
+    ) -> Callable[[AdapterSpec], EncodeContext]:
         return adapter_contexts(
             self.input_root,
             self.manifest,
@@ -340,6 +343,7 @@ class _Run:
             work,
             workers=self.workers,
             memory=self.memory,
+            present=[spec.name for spec in encoding],
         )
 
     async def write_groups(
@@ -361,10 +365,14 @@ class _Run:
         meter = self.meter
         try:
             meter.stage("collect", unit="records", done=lambda: sorter.records)
+            # As in encode: adapters whose subtree the tree lacks lend their shares.
+            encoding = await anyio.to_thread.run_sync(
+                _with_subtree, self.input_root, [self.specs[n] for n in self.enabled]
+            )
             with recording_reads(read) if read is not None else contextlib.nullcontext():
                 await collect_records(
-                    [self.specs[n] for n in self.enabled],
-                    self._context(work),
+                    encoding,
+                    self._context(work, encoding),
                     sorter,
                     lambda key: suffixes[plan.owner(key)],
                     batch_bytes=self.memory.batch_bytes(CHANNEL_BUFFER, streams=1),
