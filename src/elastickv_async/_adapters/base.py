@@ -11,6 +11,7 @@ file render and parse), ``decode.py`` and ``encode.py``.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import msgspec
 
 from .._core.dump.manifest import ManifestField
 from .._core.dump.tree import DumpTree
-from .._core.dump.writer import DumpWriter
+from .._core.dump.writer import DumpWriter, WriteLane
 from .._core.errors import DumpTreeError, UsageError
 from .._core.extsort import Deferred, ValueSource
 from .._core.memory import DEFAULT_ADAPTER_MEMORY, DEFAULT_ENCODE_ADAPTER_MEMORY
@@ -180,6 +181,40 @@ class StreamDecodeAdapter(DecodeAdapter, Protocol):
 
     async def consume(self, batches: AsyncIterable[Sequence[Routed]]) -> dict[str, Any]:
         """:meth:`handle` every batch, in order, then :meth:`finalize`; return its scope."""
+
+
+class WritesBehind(abc.ABC):
+    """Base of a decoder whose files are created behind it: :meth:`consume` runs the whole
+    stream with a write lane (:meth:`DumpWriter.behind`), so a batch handed to
+    :attr:`files_out` is written while the decoder reads, renders or assembles the next;
+    called through :meth:`handle` and :meth:`finalize` alone, it writes directly."""
+
+    _ctx: DecodeContext
+    _lane: WriteLane | None = None
+
+    @property
+    def files_out(self) -> DumpWriter | WriteLane:
+        """Where the decoder's files go: the lane while :meth:`consume` runs, else the writer."""
+        return self._lane or self._ctx.writer
+
+    @abc.abstractmethod
+    async def handle(self, batch: Sequence[Routed]) -> None:
+        """Consume a batch of visible entries, in snapshot key order."""
+
+    @abc.abstractmethod
+    async def finalize(self) -> dict[str, Any]:
+        """Write what is still buffered; return the MANIFEST scope."""
+
+    async def consume(self, batches: AsyncIterable[Sequence[Routed]]) -> dict[str, Any]:
+        """:meth:`handle` every batch, then :meth:`finalize`, with the files written behind."""
+        async with self._ctx.writer.behind() as lane:
+            self._lane = lane
+            try:
+                async for batch in batches:
+                    await self.handle(batch)
+                return await self.finalize()
+            finally:
+                self._lane = None
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ the next chunks are read back and rendered.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -24,9 +24,8 @@ import anyio.to_thread
 from ..._core import gojson
 from ..._core.concurrency import task_group
 from ..._core.dump.names import encode_segment
-from ..._core.dump.writer import WriteLane
 from ..._core.scratch import Record, RecordFiles, RecordReader
-from ..base import DecodeContext, Routed
+from ..base import DecodeContext, Routed, WritesBehind
 from .bundle import JsonlTable, part_name
 from .dynamodb_internal_pb2 import DynamoTableSchema
 from .keys import ITEM_PREFIX, TABLE_META_PREFIX, parse_item_key, parse_table_meta_key
@@ -61,7 +60,7 @@ class _Table:
         return f"{ROOT}/{encode_segment(self.name)}"
 
 
-class DynamoDBDecoder:
+class DynamoDBDecoder(WritesBehind):
     """Decodes the ``!ddb|`` routes of one snapshot; see the module docstring."""
 
     def __init__(self, ctx: DecodeContext) -> None:
@@ -73,8 +72,6 @@ class DynamoDBDecoder:
         #: ``!ddb|item|<table>|<generation>|`` of the last item key parsed, and its spill key.
         self._head = b""
         self._head_spill_key: SpillKey = ("", 0)
-        #: Where rendered files go: the lane of :meth:`consume`, else the writer itself.
-        self._lane: WriteLane | None = None
         self._run_bytes = ctx.memory
         self._chunk_bytes = CHUNK_BYTES
 
@@ -92,19 +89,6 @@ class DynamoDBDecoder:
                 pending.append((self._spill_key(entry.key), (b"", item_body(entry.value))))
         if pending:
             await anyio.to_thread.run_sync(self._spill.append, pending)
-
-    async def consume(self, batches: AsyncIterable[Sequence[Routed]]) -> dict[str, Any]:
-        """:meth:`handle` every batch, then :meth:`finalize`, with the item files written
-        behind: while one chunk of files is being created, the next chunks are read back
-        and rendered."""
-        async with self._ctx.writer.behind() as lane:
-            self._lane = lane
-            try:
-                async for batch in batches:
-                    await self.handle(batch)
-                return await self.finalize()
-            finally:
-                self._lane = None
 
     def _spill_key(self, key: bytes) -> SpillKey:
         # Items come in key order, so runs of keys share their table and generation: a key
@@ -201,7 +185,7 @@ class DynamoDBDecoder:
         else:
             # Handing a chunk to the lane returns once the lane takes it, so the next chunk is
             # read back and rendered while this one is written.
-            out = self._lane or self._ctx.writer
+            out = self.files_out
             for reader in present:
                 while bodies := await _next_bodies(reader, self._chunk_bytes):
                     files = await self._ctx.workers.run(item_files, plan, bodies)

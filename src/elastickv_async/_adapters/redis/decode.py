@@ -19,7 +19,7 @@ and re-encoding it at the same ``last_commit_ts`` keeps every TTL in the future.
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterable, Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,9 +28,8 @@ import anyio.to_thread
 
 from ..._core.concurrency import task_group
 from ..._core.dump.keymap import KEYMAP_FILE
-from ..._core.dump.writer import WriteLane
 from ..._core.extsort import ExternalSorter
-from ..base import DecodeContext, Routed
+from ..base import DecodeContext, Routed, WritesBehind
 from . import layout
 from .assemble import KeyOutput, assemble_key
 from .facts import Row, split_fact_key, user_key_of
@@ -85,7 +84,7 @@ def _write_merged(path: Path, records: Iterator[tuple[bytes, bytes]]) -> None:
             fh.write(line)
 
 
-class RedisDecoder:
+class RedisDecoder(WritesBehind):
     """Decodes one snapshot's Redis rows into ``redis/db_0/`` (one instance per run)."""
 
     def __init__(self, ctx: DecodeContext) -> None:
@@ -112,8 +111,6 @@ class RedisDecoder:
         self._sidecar_lines: dict[str, list[bytes]] = {name: [] for name in self._sidecar_paths}
         self._sidecar_used: set[str] = set()
         self._files: list[tuple[str, bytes]] = []
-        #: Where gathered files go: the lane of :meth:`consume`, else the writer itself.
-        self._lane: WriteLane | None = None
         #: Rows waiting for :func:`decode_rows`, their value bytes, and the snapshot position
         #: of the first of them.
         self._rows: list[Row3] = []
@@ -133,19 +130,6 @@ class RedisDecoder:
             self._rows_bytes += len(entry.value)
         if len(rows) >= DECODE_ROWS or self._rows_bytes >= self._decode_bytes:
             await self._decode_rows()
-
-    async def consume(self, batches: AsyncIterable[Sequence[Routed]]) -> dict[str, Any]:
-        """:meth:`handle` every batch, then :meth:`finalize`, with the files written behind:
-        while one gathered batch of files is being created, the next rows are read and
-        decoded, and the next keys assembled."""
-        async with self._ctx.writer.behind() as lane:
-            self._lane = lane
-            try:
-                async for batch in batches:
-                    await self.handle(batch)
-                return await self.finalize()
-            finally:
-                self._lane = None
 
     async def finalize(self) -> dict[str, Any]:
         """Assemble every buffered key, then install the sidecars and KEYMAP.jsonl."""
@@ -211,7 +195,7 @@ class RedisDecoder:
     async def _flush_io(self) -> None:
         if self._files:
             files, self._files = self._files, []
-            await (self._lane or self._ctx.writer).write_many(files)
+            await self.files_out.write_many(files)
             self._written += len(files)
         for name, lines in self._sidecar_lines.items():
             if lines:
