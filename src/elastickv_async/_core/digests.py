@@ -21,7 +21,7 @@ from operator import eq, itemgetter
 from pathlib import Path
 from typing import Final
 
-from .extsort import MERGE_FAN_IN
+from .extsort import MERGE_FAN_IN, compaction_groups
 from .sortedruns import Entry, merge_rounds, read_run, write_run
 
 __all__ = ["DigestLedger"]
@@ -75,6 +75,8 @@ class DigestLedger:
         self._paths: list[str] = []
         self._digests: list[bytes] = []
         self._runs: list[Path] = []
+        #: How many merges each run's digests went through (see :meth:`_merge_level`).
+        self._levels: list[int] = []
         self._next_run = 0
         self._lock = threading.Lock()
         #: Runs spilled so far.
@@ -124,9 +126,25 @@ class DigestLedger:
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._new_run_path()
         self._runs.append(path)
+        self._levels.append(0)
         write_run(path, self._chunks(entries))
         self.spills += 1
-        self._compact()
+        self._merge_level()
+
+    def _merge_level(self) -> None:
+        # The newest runs merged into one as soon as enough of them share a level (a
+        # binary-counter scheme, wider): the runs on disk stay few while recording, and each
+        # digest is rewritten once per level, a logarithmic number of times.
+        width = max(2, MERGE_FAN_IN - 1)
+        while len(self._levels) >= width and len(set(self._levels[-width:])) == 1:
+            level = self._levels[-1]
+            group = self._runs[-width:]
+            path = self._new_run_path()
+            write_run(path, self._merged([read_run(run) for run in group]))
+            for old in group:
+                old.unlink()
+            self._runs[-width:] = [path]
+            self._levels[-width:] = [level + 1]
 
     def _new_run_path(self) -> Path:
         assert self._dir is not None
@@ -140,14 +158,22 @@ class DigestLedger:
             yield entries[start : start + size]
 
     def _compact(self) -> None:
-        # Keep a slot for the in-memory tail.
+        # Before the listing, what the levels left beyond the fan-in, in passes: each pass
+        # rewrites a run at most once, and a merged run takes its group's place, so the
+        # newest digest still wins. Keep a slot for the in-memory tail.
         while len(self._runs) > MERGE_FAN_IN - 1:
-            group, rest = self._runs[:MERGE_FAN_IN], self._runs[MERGE_FAN_IN:]
-            path = self._new_run_path()
-            self._runs = [path, *rest]
-            write_run(path, self._merged([read_run(run) for run in group]))
-            for old in group:
-                old.unlink()
+            runs: list[Path] = []
+            at = 0
+            for start, stop in compaction_groups(len(self._runs), MERGE_FAN_IN, MERGE_FAN_IN - 1):
+                group = self._runs[start:stop]
+                path = self._new_run_path()
+                write_run(path, self._merged([read_run(run) for run in group]))
+                for old in group:
+                    old.unlink()
+                runs += [*self._runs[at:start], path]
+                at = stop
+            self._runs = runs + self._runs[at:]
+        self._levels = [0] * len(self._runs)  # levels only time the merges while recording
 
     def _merged(self, sources: list[Iterator[list[Entry]]]) -> Iterator[list[Entry]]:
         """The entries of ``sources`` (oldest first, each a path at most once) merged in
@@ -168,10 +194,11 @@ class DigestLedger:
 
     def chunks(self) -> Iterator[list[Entry]]:
         """Every recorded ``(raw path, digest)``, sorted bytewise by path, one per path, in
-        lists (none empty). Consumes what is in memory: call once, at the end (blocking:
-        iterate in a worker thread)."""
+        lists (none empty). Consumes what is in memory: call once, at the end (blocking: call
+        and iterate in a worker thread; runs beyond the merge's fan-in are merged first)."""
         with self._lock:
             tail = self._buffered()
+        self._compact()
         sources = [read_run(run) for run in self._runs]
         sources.append(self._chunks(tail))
         return self._merged(sources)
@@ -187,4 +214,4 @@ class DigestLedger:
             for path in self._runs:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-            self._runs = []
+            self._runs, self._levels = [], []

@@ -34,7 +34,9 @@ _LEN: Final = struct.Struct("<Q")
 _MARSHAL_VERSION: Final = 2
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _NEW_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
-_BUFFER: Final = 1 << 20
+#: A run's write buffer: a page. Each chunk is written whole past it; it only gathers the
+#: chunks' length prefixes, so a larger one would hold memory outside the owner's budget.
+_BUFFER: Final = 4 << 10
 
 
 def merge_rounds(sources: list[Iterator[list[Entry]]]) -> Iterator[list[Entry]]:
@@ -79,11 +81,10 @@ def merge_rounds(sources: list[Iterator[list[Entry]]]) -> Iterator[list[Entry]]:
                 yield chunk
 
 
-def write_run(path: Path, chunks: Iterable[list[Entry]], *, buffering: int = _BUFFER) -> None:
-    """Write ``chunks`` as a new run, through a ``buffering``-byte buffer: each a length and
-    its marshal'd entries."""
+def write_run(path: Path, chunks: Iterable[list[Entry]]) -> None:
+    """Write ``chunks`` as a new run: each a length and its marshal'd entries."""
     fd = os.open(path, _NEW_FLAGS, 0o600)
-    with open(fd, "wb", buffering=buffering) as fh:
+    with open(fd, "wb", buffering=_BUFFER) as fh:
         for chunk in chunks:
             data = marshal.dumps(chunk, _MARSHAL_VERSION)
             fh.write(_LEN.pack(len(data)))

@@ -7,6 +7,7 @@ import hashlib
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -187,3 +188,37 @@ def test_runs_are_spilled_past_the_limit_and_merged_past_the_fan_in(
     assert len(list((tmp_path / "read").iterdir())) <= 2
     assert list(ledger.items()) == [(rel.encode(), digest) for rel, digest in records]
     ledger.close()
+
+
+def test_spilled_runs_are_merged_by_level_each_digest_rewritten_a_few_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs spilled while recording are merged as soon as enough of them share a level, so the
+    runs on disk stay few and each digest is rewritten a logarithmic number of times (merging
+    everything spilled so far at every merge would rewrite the oldest digests each time)."""
+    monkeypatch.setattr(digests, "MERGE_FAN_IN", 3)  # merges of two runs
+    written = [0]
+    most_runs = [0]
+    write_run = digests.write_run
+
+    def counted(path: Path, chunks: Any) -> None:
+        def each() -> Any:
+            for chunk in chunks:
+                written[0] += len(chunk)
+                yield chunk
+
+        write_run(path, each())
+        most_runs[0] = max(most_runs[0], len(list(path.parent.iterdir())))
+
+    monkeypatch.setattr(digests, "write_run", counted)
+    ledger = DigestLedger(tmp_path / "runs", limit=1)
+    records = [(f"f/{i:03d}", hashlib.sha256(b"%d" % i).digest()) for i in range(64)]
+    for rel, digest in reversed(records):
+        ledger.record(rel, digest)
+    assert ledger.spills == 64
+    # 64 = 2**6: each digest written once when spilled and once per level.
+    assert written[0] == 7 * 64
+    assert most_runs[0] <= 8
+    assert list(ledger.items()) == [(rel.encode(), digest) for rel, digest in records]
+    ledger.close()
+    assert list((tmp_path / "runs").iterdir()) == []

@@ -47,8 +47,6 @@ __all__ = ["CHUNK_BYTES", "FramedSorter"]
 #: sorter's budget sets the size in between.
 CHUNK_BYTES: Final = 256 << 10
 _MIN_CHUNK: Final = 4 << 10
-#: A run's write buffer.
-_WRITE_BUFFER: Final = 4 << 10
 _KEY: Final = itemgetter(0)
 _FRAME: Final = itemgetter(1)
 
@@ -211,7 +209,7 @@ class FramedSorter:
         buffer.sort(key=_KEY)
         path = self._new_run_path()
         self._runs.append(path)
-        write_run(path, _chunks(buffer, self.chunk_bytes), buffering=_WRITE_BUFFER)
+        write_run(path, _chunks(buffer, self.chunk_bytes))
         self._spills += 1
 
     def _compact(self) -> None:
@@ -226,7 +224,7 @@ class FramedSorter:
                 path = self._new_run_path()
                 rounds = merge_rounds([read_run(run) for run in group])
                 chunks = (c for r in rounds for c in _chunks(r, chunk_bytes))
-                write_run(path, chunks, buffering=_WRITE_BUFFER)
+                write_run(path, chunks)
                 for old in group:
                     old.unlink()
                 runs += [*self._runs[at:start], path]
