@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from elastickv_async._core import digests
+from elastickv_async._core import digests, sortedruns
 from elastickv_async._core.digests import DigestLedger
 from elastickv_async._core.dump.checksums import ChecksumLedger, checksum_line
 from elastickv_async._core.encode.readdigests import ReadDigests
@@ -199,7 +199,7 @@ def test_spilled_runs_are_merged_by_level_each_digest_rewritten_a_few_times(
     monkeypatch.setattr(digests, "MERGE_FAN_IN", 3)  # merges of two runs
     written = [0]
     most_runs = [0]
-    write_run = digests.write_run
+    write_run = sortedruns.write_run
 
     def counted(path: Path, chunks: Any) -> None:
         def each() -> Any:
