@@ -21,7 +21,7 @@ from operator import eq, itemgetter
 from pathlib import Path
 from typing import Final
 
-from .extsort import MERGE_FAN_IN, compaction_groups
+from .extsort import MERGE_FAN_IN, compact_runs
 from .sortedruns import Entry, merge_rounds, read_run, write_run
 
 __all__ = ["DigestLedger"]
@@ -139,12 +139,17 @@ class DigestLedger:
         while len(self._levels) >= width and len(set(self._levels[-width:])) == 1:
             level = self._levels[-1]
             group = self._runs[-width:]
-            path = self._new_run_path()
-            write_run(path, self._merged([read_run(run) for run in group]))
+            path = self._merge_runs(group)
             for old in group:
                 old.unlink()
             self._runs[-width:] = [path]
             self._levels[-width:] = [level + 1]
+
+    def _merge_runs(self, group: list[Path]) -> Path:
+        """A new run of ``group``'s runs merged (the newest digest of a path winning)."""
+        path = self._new_run_path()
+        write_run(path, self._merged([read_run(run) for run in group]))
+        return path
 
     def _new_run_path(self) -> Path:
         assert self._dir is not None
@@ -161,18 +166,7 @@ class DigestLedger:
         # Before the listing, what the levels left beyond the fan-in, in passes: each pass
         # rewrites a run at most once, and a merged run takes its group's place, so the
         # newest digest still wins. Keep a slot for the in-memory tail.
-        while len(self._runs) > MERGE_FAN_IN - 1:
-            runs: list[Path] = []
-            at = 0
-            for start, stop in compaction_groups(len(self._runs), MERGE_FAN_IN, MERGE_FAN_IN - 1):
-                group = self._runs[start:stop]
-                path = self._new_run_path()
-                write_run(path, self._merged([read_run(run) for run in group]))
-                for old in group:
-                    old.unlink()
-                runs += [*self._runs[at:start], path]
-                at = stop
-            self._runs = runs + self._runs[at:]
+        self._runs = compact_runs(self._runs, MERGE_FAN_IN, MERGE_FAN_IN - 1, self._merge_runs)
         self._levels = [0] * len(self._runs)  # levels only time the merges while recording
 
     def _merged(self, sources: list[Iterator[list[Entry]]]) -> Iterator[list[Entry]]:

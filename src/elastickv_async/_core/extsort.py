@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO, Final, Protocol, cast
@@ -48,6 +48,7 @@ __all__ = [
     "Deferred",
     "ExternalSorter",
     "ValueSource",
+    "compact_runs",
     "compaction_groups",
     "fan_in",
 ]
@@ -96,6 +97,27 @@ def compaction_groups(count: int, width: int, keep: int) -> list[tuple[int, int]
         start += size
         excess -= size - 1
     return spans
+
+
+def compact_runs(
+    runs: list[Path], width: int, keep: int, merge_group: Callable[[list[Path]], Path]
+) -> list[Path]:
+    """``runs`` (oldest first) merged in :func:`compaction_groups` passes until at most
+    ``keep`` are left: ``merge_group(group)`` writes a group's runs merged into a new run and
+    returns its path; the group's runs are removed here. Each merged run takes its group's
+    place, so what was recorded later still comes later."""
+    while len(runs) > keep:
+        merged: list[Path] = []
+        at = 0
+        for start, stop in compaction_groups(len(runs), width, keep):
+            group = runs[start:stop]
+            path = merge_group(group)
+            for old in group:
+                old.unlink()
+            merged += [*runs[at:start], path]
+            at = stop
+        runs = merged + runs[at:]
+    return runs
 
 
 def fan_in(read_share: int, per_run: int) -> int:
@@ -363,19 +385,13 @@ class ExternalSorter:
         # a group's merge opens its runs and the merged one, fan_in files too.
         width = self.fan_in
         buffering = self._io_buffer(width)
-        while len(self._runs) > width - 1:
-            runs: list[Path] = []
-            at = 0
-            for start, stop in compaction_groups(len(self._runs), width - 1, width - 1):
-                group = self._runs[start:stop]
-                path = self._new_run_path()
-                entries = merge(self._iter_run(run, buffering) for run in group)
-                self._write_run(path, entries, buffering)
-                for old in group:
-                    old.unlink()
-                runs += [*self._runs[at:start], path]
-                at = stop
-            self._runs = runs + self._runs[at:]
+
+        def merge_group(group: list[Path]) -> Path:
+            path = self._new_run_path()
+            self._write_run(path, merge(self._iter_run(run, buffering) for run in group), buffering)
+            return path
+
+        self._runs = compact_runs(self._runs, width - 1, width - 1, merge_group)
 
     def merged(self) -> Iterator[Record]:
         """Every record, sorted by key (blocking: iterate in a worker thread)."""

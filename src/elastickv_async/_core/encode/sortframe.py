@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Final, cast
 
 from ..errors import DumpTreeError
-from ..extsort import ENTRY_OVERHEAD, Deferred, ExternalSorter, compaction_groups, fan_in
+from ..extsort import ENTRY_OVERHEAD, Deferred, ExternalSorter, compact_runs, fan_in
 from ..snapshot.framing import TS_SIZE, VALUE_HEADER_SIZE
 from ..sortedruns import Entry, merge_rounds, read_run, write_run
 from .framing import KEY_LEN, VALUE_HEAD
@@ -216,20 +216,14 @@ class FramedSorter:
         # Keep slots for the in-memory tail and the general sorter. A round holds up to a
         # chunk of every source: it is cut again, so the merged run's chunks stay chunks.
         width, chunk_bytes = self.fan_in, self.chunk_bytes
-        while len(self._runs) > width - 2:
-            runs: list[Path] = []
-            at = 0
-            for start, stop in compaction_groups(len(self._runs), width, width - 2):
-                group = self._runs[start:stop]
-                path = self._new_run_path()
-                rounds = merge_rounds([read_run(run) for run in group])
-                chunks = (c for r in rounds for c in _chunks(r, chunk_bytes))
-                write_run(path, chunks)
-                for old in group:
-                    old.unlink()
-                runs += [*self._runs[at:start], path]
-                at = stop
-            self._runs = runs + self._runs[at:]
+
+        def merge_group(group: list[Path]) -> Path:
+            path = self._new_run_path()
+            rounds = merge_rounds([read_run(run) for run in group])
+            write_run(path, (c for r in rounds for c in _chunks(r, chunk_bytes)))
+            return path
+
+        self._runs = compact_runs(self._runs, width, width - 2, merge_group)
 
     def _general_chunks(self, general: ExternalSorter) -> Iterator[list[Entry]]:
         """The general sorter's records, framed, in chunks of about :attr:`chunk_bytes`."""
