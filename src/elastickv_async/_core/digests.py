@@ -166,7 +166,7 @@ class DigestLedger:
         # Before the listing, what the levels left beyond the fan-in, in passes: each pass
         # rewrites a run at most once, and a merged run takes its group's place, so the
         # newest digest still wins. Keep a slot for the in-memory tail.
-        self._runs = compact_runs(self._runs, MERGE_FAN_IN, MERGE_FAN_IN - 1, self._merge_runs)
+        compact_runs(self._runs, MERGE_FAN_IN, MERGE_FAN_IN - 1, self._merge_runs)
         self._levels = [0] * len(self._runs)  # levels only time the merges while recording
 
     def _merged(self, sources: list[Iterator[list[Entry]]]) -> Iterator[list[Entry]]:

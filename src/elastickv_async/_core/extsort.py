@@ -101,11 +101,12 @@ def compaction_groups(count: int, width: int, keep: int) -> list[tuple[int, int]
 
 def compact_runs(
     runs: list[Path], width: int, keep: int, merge_group: Callable[[list[Path]], Path]
-) -> list[Path]:
-    """``runs`` (oldest first) merged in :func:`compaction_groups` passes until at most
-    ``keep`` are left: ``merge_group(group)`` writes a group's runs merged into a new run and
-    returns its path; the group's runs are removed here. Each merged run takes its group's
-    place, so what was recorded later still comes later."""
+) -> None:
+    """Merge ``runs`` (oldest first; updated in place after each pass, so the owner can
+    remove what is on disk if a merge fails) in :func:`compaction_groups` passes until at
+    most ``keep`` are left: ``merge_group(group)`` writes a group's runs merged into a new
+    run and returns its path; the group's runs are removed here. Each merged run takes its
+    group's place, so what was recorded later still comes later."""
     while len(runs) > keep:
         merged: list[Path] = []
         at = 0
@@ -116,8 +117,7 @@ def compact_runs(
                 old.unlink()
             merged += [*runs[at:start], path]
             at = stop
-        runs = merged + runs[at:]
-    return runs
+        runs[:] = merged + runs[at:]
 
 
 def fan_in(read_share: int, per_run: int) -> int:
@@ -391,7 +391,7 @@ class ExternalSorter:
             self._write_run(path, merge(self._iter_run(run, buffering) for run in group), buffering)
             return path
 
-        self._runs = compact_runs(self._runs, width - 1, width - 1, merge_group)
+        compact_runs(self._runs, width - 1, width - 1, merge_group)
 
     def merged(self) -> Iterator[Record]:
         """Every record, sorted by key (blocking: iterate in a worker thread)."""

@@ -223,7 +223,7 @@ class FramedSorter:
             write_run(path, (c for r in rounds for c in _chunks(r, chunk_bytes)))
             return path
 
-        self._runs = compact_runs(self._runs, width, width - 2, merge_group)
+        compact_runs(self._runs, width, width - 2, merge_group)
 
     def _general_chunks(self, general: ExternalSorter) -> Iterator[list[Entry]]:
         """The general sorter's records, framed, in chunks of about :attr:`chunk_bytes`."""
