@@ -503,6 +503,19 @@ async def test_walk_batches_and_upload_blocks_take_half_the_share(
 # --- KEYMAP within the memory share -------------------------------------------------------------
 
 
+def _keymap_spills(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The runs each bucket's KEYMAP spilled, one entry per bucket as its scan closes."""
+    spills: list[int] = []
+    close = keymap.BucketKeymap.close
+
+    def closing(self: keymap.BucketKeymap) -> None:
+        spills.append(self.spills)
+        close(self)
+
+    monkeypatch.setattr(keymap.BucketKeymap, "close", closing)
+    return spills
+
+
 async def _encode_with_share(root: Path, scratch: Path, share: int | None) -> dict[bytes, bytes]:
     ctx = encode_context(root, scratch, "s3")
     if share is not None:
@@ -555,14 +568,7 @@ async def test_a_keymap_past_its_share_is_sorted_and_joined_with_the_walk(
     every original key restored, and no spilled run is left behind."""
     root, originals = _renamed_tree(tmp_path)
     default = await _encode_with_share(root, tmp_path / "scratch-default", None)
-    spills: list[int] = []
-    close = keymap.BucketKeymap.close
-
-    def closing(self: keymap.BucketKeymap) -> None:
-        spills.append(self.spills)
-        close(self)
-
-    monkeypatch.setattr(keymap.BucketKeymap, "close", closing)
+    spills = _keymap_spills(monkeypatch)
     small = await _encode_with_share(root, tmp_path / "scratch-small", 4 << 10)
     assert small == default
     assert spills and spills[0] > 1
@@ -618,14 +624,7 @@ async def test_the_smallest_budget_spills_the_keymap_and_writes_the_same_snapsho
     await decode_snapshot(tmp_path / "in.fsm", tmp_path / "tree", options)
     assert (tmp_path / "tree/s3/bk/KEYMAP.jsonl").read_text().count("\n") == 400
 
-    spills: list[int] = []
-    close = keymap.BucketKeymap.close
-
-    def closing(self: keymap.BucketKeymap) -> None:
-        spills.append(self.spills)
-        close(self)
-
-    monkeypatch.setattr(keymap.BucketKeymap, "close", closing)
+    spills = _keymap_spills(monkeypatch)
     await encode_snapshot(tmp_path / "tree", tmp_path / "default.fsm", EncodeOptions(workers=0))
     tiny = EncodeOptions(workers=0, memory_budget=MIN_MEMORY_BUDGET)
     await encode_snapshot(tmp_path / "tree", tmp_path / "tiny.fsm", tiny)
