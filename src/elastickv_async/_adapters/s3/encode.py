@@ -188,8 +188,8 @@ class _Bodies:
         if len(chunk) != length:
             raise _changed_size(parts)
         if self.recorder is not None:
-            # Beside the snapshot's own hash, in the thread that hashes the stream, when read
-            # for one: the reading thread then only copies bytes.
+            # When read for a snapshot, in a thread beside the one hashing it (the two hashes
+            # of these bytes take two cores): the reading thread then only copies bytes.
             job = partial(self._hash, (dev, ino, size, path), offset, chunk, body.size, body.rel)
             if not hash_beside(job):
                 job()

@@ -3,8 +3,9 @@
 :class:`FrameWriter` frames records pushed to it one at a time (the cluster encoder keeps one
 per group); :class:`SnapshotStream` drives one over a sorted iterator. The work is
 synchronous and done in slices: :meth:`SnapshotStream.write` runs them in one worker thread,
-which hands each written slice to a second one that hashes it, with no trip through the
-event loop between slices; the writing thread checks for cancellation between slices.
+which hands each written slice to a second one that hashes it, and the jobs queued with it
+by :func:`hash_beside` to a third, with no trip through the event loop between slices; the
+writing thread checks for cancellation between slices.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, Generic, TypeVar
 
 import anyio.from_thread
 import anyio.to_thread
@@ -47,8 +48,9 @@ _BESIDE: ContextVar[list[Callable[[], None]] | None] = ContextVar("hash_beside",
 
 
 def hash_beside(job: Callable[[], None]) -> bool:
-    """Queue ``job`` (hashing that a value read for the stream needs, say) to run in the thread
-    that hashes the stream, after the slice being written; jobs run in the order queued.
+    """Queue ``job`` (hashing that a value read for the stream needs, say) to run once the
+    slice being written is written, in a thread of its own beside the one that hashes the
+    stream (two hashes of the same bytes then take two cores); jobs run in the order queued.
 
     False, and nothing queued, when the calling thread is not writing a
     :class:`SnapshotStream`: the caller then does the work itself.
@@ -209,12 +211,12 @@ class FramedBlocks(msgspec.Struct, frozen=True):
     blocks: Iterator[tuple[bytes, int]]
 
 
-#: A written slice: its blocks, and the jobs queued by :func:`hash_beside` while writing it.
-_Slice = tuple[list[bytes], list[Callable[[], None]]]
+_T = TypeVar("_T")
 
 
-class _Handoff:
-    """Written slices handed from the writing thread to the hashing one, one at a time.
+class _Handoff(Generic[_T]):
+    """Work handed from the writing thread to another one, one piece at a time (a written
+    slice's blocks, or the jobs queued while it was written).
 
     Either side closes it when it stops: :meth:`get` then returns what is still held, then
     ``None``; :meth:`put` returns False (nothing more will be taken).
@@ -222,11 +224,11 @@ class _Handoff:
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._held: _Slice | None = None
+        self._held: _T | None = None
         self._closed = False
 
-    def put(self, written: _Slice) -> bool:
-        """Hand ``written`` over once the previous slice was taken; False if closed."""
+    def put(self, written: _T) -> bool:
+        """Hand ``written`` over once the previous piece was taken; False if closed."""
         with self._changed:
             while self._held is not None and not self._closed:
                 self._changed.wait()
@@ -236,8 +238,8 @@ class _Handoff:
             self._changed.notify()
             return True
 
-    def get(self) -> _Slice | None:
-        """The next slice handed over, or ``None`` once closed and emptied."""
+    def get(self) -> _T | None:
+        """The next piece handed over, or ``None`` once closed and emptied."""
         with self._changed:
             while self._held is None and not self._closed:
                 self._changed.wait()
@@ -281,32 +283,47 @@ class SnapshotStream:
 
     async def write(self, slice_bytes: int = SLICE_BYTES) -> None:
         """Write every record, in slices of about ``slice_bytes``, in a worker thread; each
-        written slice is hashed in another worker thread while the next is written."""
-        handoff = _Handoff()
+        written slice is hashed in another worker thread while the next is written, and the
+        jobs queued by :func:`hash_beside` run in a third."""
+        blocks: _Handoff[list[bytes]] = _Handoff()
+        jobs: _Handoff[list[Callable[[], None]]] = _Handoff()
         async with task_group() as tg:
-            tg.start_soon(anyio.to_thread.run_sync, self._hash_slices, handoff)
-            await anyio.to_thread.run_sync(self._write_slices, handoff, slice_bytes)
+            tg.start_soon(anyio.to_thread.run_sync, self._hash_slices, blocks)
+            tg.start_soon(anyio.to_thread.run_sync, self._run_jobs, jobs)
+            await anyio.to_thread.run_sync(self._write_slices, blocks, jobs, slice_bytes)
 
-    def _write_slices(self, handoff: _Handoff, slice_bytes: int) -> None:
+    def _write_slices(
+        self,
+        blocks: _Handoff[list[bytes]],
+        jobs: _Handoff[list[Callable[[], None]]],
+        slice_bytes: int,
+    ) -> None:
         try:
             done = False
             while not done:
                 anyio.from_thread.check_cancelled()
-                jobs: list[Callable[[], None]] = []
-                _BESIDE.set(jobs)  # this worker thread's own context
+                queued: list[Callable[[], None]] = []
+                _BESIDE.set(queued)  # this worker thread's own context
                 done = self._write_slice(slice_bytes)
-                if not handoff.put((self._writer.take_written(), jobs)):
-                    return  # the hashing failed: its error ends the write
+                if not blocks.put(self._writer.take_written()) or (queued and not jobs.put(queued)):
+                    return  # a hashing thread failed: its error ends the write
         finally:
             _BESIDE.set(None)
-            handoff.close()
+            blocks.close()
+            jobs.close()
 
-    def _hash_slices(self, handoff: _Handoff) -> None:
+    def _hash_slices(self, handoff: _Handoff[list[bytes]]) -> None:
         try:
             while (written := handoff.get()) is not None:
-                blocks, jobs = written
-                self._writer.hash_blocks(blocks)
-                for job in jobs:
+                self._writer.hash_blocks(written)
+        finally:
+            handoff.close()
+
+    @staticmethod
+    def _run_jobs(handoff: _Handoff[list[Callable[[], None]]]) -> None:
+        try:
+            while (queued := handoff.get()) is not None:
+                for job in queued:
                     job()
         finally:
             handoff.close()
