@@ -16,8 +16,9 @@ directions share the adapters' part evenly among the enabled adapters (so each o
 shrinks as more run), or among those that have something to do: an encode's adapters whose
 subtree the tree holds, a decode's, once its input is read, those that received entries,
 which then flush. Each adapter divides its share among its own buffers
-(``DecodeContext.memory``, ``EncodeContext.memory``). What runs once the rest is done takes
-the whole budget: the self-test's decode, and its comparison's line sorts.
+(``DecodeContext.memory``, ``EncodeContext.memory``). An encode writes its snapshot in
+slices held in the channels' share, idle once every record is collected. What runs once
+the rest is done takes the whole budget: the self-test's decode, and its comparison's line sorts.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ READ_CHUNKS: Final = 2
 #: budgets may be passed by that much a chunk).
 _MAX_READ_CHUNK: Final = 4 << 20
 _MIN_READ_CHUNK: Final = 4 << 10
+#: A slice of an encode's snapshot writing at most.
+_MAX_WRITE_SLICE: Final = 1 << 20
 
 Direction = Literal["decode", "encode"]
 
@@ -164,6 +167,12 @@ class MemoryBudget:
         :meth:`batch_bytes` (``reader=True``): a batch's size, within a page and 4 MiB."""
         size = self.batch_bytes(buffered, streams=streams, reader=True)
         return min(_MAX_READ_CHUNK, max(_MIN_READ_CHUNK, size))
+
+    def write_slice(self, held: int) -> int:
+        """The bytes an encode frames per slice of its snapshot writing when ``held`` slices
+        are alive at once: the channels' share (idle once every record is collected) over
+        them, within a page and 1 MiB."""
+        return min(_MAX_WRITE_SLICE, max(_MIN_READ_CHUNK, self.share("channels") // held))
 
     def ledger_entries(self) -> int:
         """How many digests a checksum ledger keeps in memory before it spills them."""

@@ -22,6 +22,7 @@ from elastickv_async._core.dump.checksums import ChecksumLedger, walk_digests
 from elastickv_async._core.dump.verify import check_input_tree
 from elastickv_async._core.encode import api as encode_api
 from elastickv_async._core.encode import selftest
+from elastickv_async._core.encode.output import SLICE_BYTES, SLICES_HELD, SnapshotStream
 from elastickv_async._core.encode.readdigests import ReadDigests
 from elastickv_async._core.encode.sortframe import FramedSorter
 from elastickv_async._core.errors import UsageError
@@ -443,9 +444,17 @@ async def test_each_encoder_gets_its_share(
             sorts.append(budget)
             super().__init__(spill_dir, budget, **kwargs)
 
+    slices: list[int] = []
+
+    class Stream(SnapshotStream):
+        async def write(self, slice_bytes: int = SLICE_BYTES) -> None:
+            slices.append(slice_bytes)
+            await super().write(slice_bytes)
+
     monkeypatch.setattr(encode_api, "EncodeContext", context)
     monkeypatch.setattr(encode_api, "check_input_tree", checked)
     monkeypatch.setattr(encode_api, "FramedSorter", Sorter)
+    monkeypatch.setattr(encode_api, "SnapshotStream", Stream)
     await encode_snapshot(
         tree, tmp_path / "out.fsm", EncodeOptions(workers=0, memory_budget=budget)
     )
@@ -454,6 +463,18 @@ async def test_each_encoder_gets_its_share(
     # The CHECKSUMS check runs once the encoders are done, its walk with their part too.
     assert walks == [shares.share("walk") + shares.share("adapters")]
     assert sorts == [shares.share("sort")]
+    # The snapshot is written once the channels are idle: its slices take their share.
+    assert slices == [shares.write_slice(SLICES_HELD)]
+
+
+def test_write_slices_fit_the_channels_share() -> None:
+    """The slices an encode's writing holds at once fit the channels' share, within a page
+    (the smallest budgets) and 1 MiB (the largest)."""
+    budget = MemoryBudget(DEFAULT_MEMORY_BUDGET, "encode", ADAPTERS)
+    per_slice = budget.write_slice(SLICES_HELD)
+    assert SLICES_HELD * per_slice <= budget.share("channels") < SLICES_HELD * (per_slice + 1)
+    assert MemoryBudget(TINY, "encode", ADAPTERS).write_slice(SLICES_HELD) == 4 << 10
+    assert MemoryBudget(1 << 30, "encode", ADAPTERS).write_slice(SLICES_HELD) == 1 << 20
 
 
 async def test_an_encoder_alone_in_the_tree_takes_the_adapters_whole_part(

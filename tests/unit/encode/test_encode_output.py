@@ -15,7 +15,12 @@ import anyio.to_thread
 import pytest
 from support import raises_code
 
-from elastickv_async._core.encode.output import FrameWriter, SnapshotStream, hash_beside
+from elastickv_async._core.encode.output import (
+    HANDOFF_DEPTH,
+    FrameWriter,
+    SnapshotStream,
+    hash_beside,
+)
 from elastickv_async._core.errors import DumpTreeError
 
 pytestmark = pytest.mark.anyio
@@ -227,3 +232,34 @@ async def test_a_failing_job_beside_ends_the_write() -> None:
 
     with raises_code(DumpTreeError, "ErrEncodeAdapterData", match="body changed"):
         await SnapshotStream(io.BytesIO(), records(), 5).write(slice_bytes=1)
+
+
+async def test_the_writer_runs_ahead_of_a_late_hasher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the stream's hashing is held up on the first slice, the writing thread goes on
+    until HANDOFF_DEPTH slices wait behind it (and it writes the next): a hashing thread slow
+    to wake does not stall it at every slice. The stream and its hash are unchanged."""
+    recs = [(b"k%03d" % i + b"\xff" * 8, bytes([i]) * 100_000) for i in range(12)]
+    ahead = HANDOFF_DEPTH + 2  # the slice being hashed, those waiting, the one being written
+    produced = 0
+    reached = threading.Event()
+    hash_blocks = FrameWriter.hash_blocks
+
+    def held_up(writer: FrameWriter, blocks: list[bytes]) -> None:
+        # A deadlock guard, not a timing: the writer gets there at once or never.
+        assert reached.wait(60), f"the writer stopped after {produced} records"
+        hash_blocks(writer, blocks)
+
+    def records() -> Iterator[tuple[bytes, bytes]]:
+        nonlocal produced
+        for rec in recs:
+            produced += 1
+            if produced == ahead:
+                reached.set()
+            yield rec
+
+    monkeypatch.setattr(FrameWriter, "hash_blocks", held_up)
+    sink = io.BytesIO()
+    stream = SnapshotStream(sink, records(), 5)
+    await stream.write(slice_bytes=1)
+    assert sink.getvalue() == _framed(recs, 5)
+    assert stream.sha256 == hashlib.sha256(sink.getvalue()).hexdigest()

@@ -59,7 +59,7 @@ from . import publish as disk
 from .collect import CHANNEL_BUFFER, LARGE_VALUE, collect_records
 from .framing import ts_suffix
 from .info import EncodeInfo, TimeRebase
-from .output import FramedBlocks, SnapshotStream
+from .output import SLICES_HELD, FramedBlocks, SnapshotStream
 from .readdigests import ReadDigests
 from .sortframe import FramedSorter
 
@@ -411,7 +411,7 @@ class _Run:
                     stream = SnapshotStream(fh, FramedBlocks(sorter.blocks()), ts)
                     meter.output(files=lambda: 0, bytes_=lambda: stream.bytes_written)
                     meter.stage("write", unit="entries", done=lambda: stream.entries, total=total)
-                    await stream.write()
+                    await stream.write(self.memory.write_slice(SLICES_HELD))
                 if verify is not None and read is not None and check_after:
                     await verify(read)
             except BaseException:

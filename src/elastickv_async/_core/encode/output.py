@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import BinaryIO, Final, Generic, TypeVar
@@ -29,17 +30,34 @@ from .framing import KEY_LEN as _KEY_LEN
 from .framing import VALUE_HEAD as _VALUE_HEAD
 from .framing import header
 
-__all__ = ["FrameWriter", "FramedBlocks", "SnapshotStream", "hash_beside"]
+__all__ = [
+    "HANDOFF_DEPTH",
+    "SLICES_HELD",
+    "SLICE_BYTES",
+    "FrameWriter",
+    "FramedBlocks",
+    "SnapshotStream",
+    "hash_beside",
+]
 
 #: Small pieces are gathered into blocks of this size before one write + hash update.
 _BLOCK: Final = 1 << 20
 #: A value at least this large is written on its own instead of being copied into a block.
 _LARGE: Final = _BLOCK // 4
-#: Bytes framed per slice of :meth:`SnapshotStream.write`. Written blocks are held until they
-#: are hashed: the slice being hashed, the one handed over and the one being written, so
-#: small slices keep the write's memory below the collect's (a slice holds at least one
-#: record, so a record of 1 MiB is a slice of its own).
+#: Bytes framed per slice of :meth:`SnapshotStream.write` when the caller names no size
+#: (a run sizes its slices from its memory budget: see
+#: :meth:`~elastickv_async._core.memory.MemoryBudget.write_slice`).
 SLICE_BYTES: Final = 512 << 10
+#: Slices waiting for each hashing thread at most: the writing thread runs that far ahead
+#: before it waits, so a hashing thread that is late to wake does not stall it at once.
+#: Written blocks are held until hashed: the slice being written, and per hashing thread
+#: the ones waiting and the one it works on (a slice holds at least one record, so a record
+#: of 1 MiB is a slice of its own).
+HANDOFF_DEPTH: Final = 2
+#: Slices alive at once (see :data:`HANDOFF_DEPTH`): the one being written, and for each of
+#: the two hashing threads (the stream's, and the one running :func:`hash_beside` jobs,
+#: which hold values read for their slice) the ones waiting and the one being hashed.
+SLICES_HELD: Final = 1 + 2 * (HANDOFF_DEPTH + 1)
 
 
 #: The jobs queued by :func:`hash_beside` during the slice being written (in the writing
@@ -215,8 +233,9 @@ _T = TypeVar("_T")
 
 
 class _Handoff(Generic[_T]):
-    """Work handed from the writing thread to another one, one piece at a time (a written
-    slice's blocks, or the jobs queued while it was written).
+    """Work handed from the writing thread to another one, in order, :data:`HANDOFF_DEPTH`
+    pieces waiting at most (a written slice's blocks, or the jobs queued while it was
+    written).
 
     Either side closes it when it stops: :meth:`get` then returns what is still held, then
     ``None``; :meth:`put` returns False (nothing more will be taken).
@@ -224,26 +243,29 @@ class _Handoff(Generic[_T]):
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._held: _T | None = None
+        self._held: deque[_T] = deque()
         self._closed = False
 
     def put(self, written: _T) -> bool:
-        """Hand ``written`` over once the previous piece was taken; False if closed."""
+        """Hand ``written`` over once fewer than :data:`HANDOFF_DEPTH` pieces wait; False if
+        closed."""
         with self._changed:
-            while self._held is not None and not self._closed:
+            while len(self._held) >= HANDOFF_DEPTH and not self._closed:
                 self._changed.wait()
             if self._closed:
                 return False
-            self._held = written
+            self._held.append(written)
             self._changed.notify()
             return True
 
     def get(self) -> _T | None:
         """The next piece handed over, or ``None`` once closed and emptied."""
         with self._changed:
-            while self._held is None and not self._closed:
+            while not self._held and not self._closed:
                 self._changed.wait()
-            written, self._held = self._held, None
+            if not self._held:
+                return None
+            written = self._held.popleft()
             self._changed.notify()
             return written
 
