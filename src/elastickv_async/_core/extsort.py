@@ -129,7 +129,11 @@ def fan_in(read_share: int, per_run: int) -> int:
 
 
 class ValueSource(Protocol):
-    """Reads deferred values back when their records are merged (in a worker thread)."""
+    """Reads deferred values back when their records are merged (in a worker thread).
+
+    A source with a ``close()`` method (files it keeps open between reads) has it called when
+    the sorter holding its values is closed.
+    """
 
     def read(self, token: bytes, length: int) -> bytes:
         """The ``length`` bytes named by ``token`` (raise when they are no longer there)."""
@@ -438,6 +442,10 @@ class ExternalSorter:
         for path in [*self._runs, *([self._side] if self._side is not None else [])]:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        for source in self._sources:
+            release = getattr(source, "close", None)
+            if release is not None:
+                release()
         self._runs = []
         self._side = None
 

@@ -20,8 +20,14 @@ from support import DigestLog, encode_context, hand_built_fsm, raises_code
 from elastickv_async import DecodeOptions, EncodeOptions, decode_snapshot, encode_snapshot
 from elastickv_async._adapters.base import Deferred
 from elastickv_async._adapters.s3 import keymap
-from elastickv_async._adapters.s3.encode import S3Encoder
-from elastickv_async._core.dump.tree import TreeDir, TreeEntry, TreeFile, recording_reads
+from elastickv_async._adapters.s3.encode import S3Encoder, _Bodies
+from elastickv_async._core.dump.tree import (
+    DumpTree,
+    TreeDir,
+    TreeEntry,
+    TreeFile,
+    recording_reads,
+)
 from elastickv_async._core.encode.output import SnapshotStream
 from elastickv_async._core.errors import DumpTreeError, UnsafeDumpEntry
 from elastickv_async._core.memory import MIN_MEMORY_BUDGET
@@ -415,6 +421,66 @@ async def test_deferred_bodies_written_to_a_stream_are_hashed_by_its_hashing_thr
     for name, body in bodies.items():
         assert digests.digests[f"s3/b/{name}"] == hashlib.sha256(body).digest()
     assert recorders and readers and recorders.isdisjoint(readers)
+
+
+async def test_deferred_bodies_open_their_directory_once_until_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bodies read in key order open each directory once (not the path from the root at
+    every chunk); the directory kept open is closed by ``close()``, and a read after it
+    opens its own again. The chunks are the bodies' bytes."""
+    bodies = {
+        f"{d}/{n}": os.urandom(MIB + 100 * (i + 1))
+        for i, (d, n) in enumerate([("x", "a"), ("x", "b"), ("y", "c"), ("y", "d")])
+    }
+    root = _tree(tmp_path, bodies)
+    records = await _walked(root, tmp_path / "scratch")
+    opened: list[TreeDir] = []
+    open_dir = DumpTree.open_dir
+
+    def spy(tree: DumpTree, parts: Any) -> TreeDir | None:
+        directory = open_dir(tree, parts)
+        if directory is not None:
+            opened.append(directory)
+        return directory
+
+    monkeypatch.setattr(DumpTree, "open_dir", spy)
+    for rel, body in bodies.items():
+        assert b"".join(await _read_chunks(records, rel, [0, 1])) == body
+    assert [d.rel for d in opened] == ["s3/b/x", "s3/b/y"]
+    assert opened[0].fd == -1 and opened[1].fd >= 0  # the one in use stays open
+    source = next(v for v in records.values() if isinstance(v, Deferred)).source
+    assert isinstance(source, _Bodies)
+    await anyio.to_thread.run_sync(source.close)
+    assert opened[1].fd == -1
+    assert b"".join(await _read_chunks(records, "x/a", [0, 1])) == bodies["x/a"]
+    assert [d.rel for d in opened] == ["s3/b/x", "s3/b/y", "s3/b/x"]
+    await anyio.to_thread.run_sync(source.close)
+
+
+async def test_an_encode_closes_the_directory_its_bodies_kept_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once an encode is over, no directory opened for its deferred bodies is left open."""
+    bodies = {"a/big": os.urandom(2 * MIB), "b/mid": os.urandom(100 << 10)}
+    records = [bucket_meta(b"bk")]
+    for rel, body in bodies.items():
+        records += simple_object(b"bk", rel.encode(), body, etag="e")
+    (tmp_path / "in.fsm").write_bytes(hand_built_fsm(1 << 40, records))
+    await decode_snapshot(tmp_path / "in.fsm", tmp_path / "tree", DecodeOptions(workers=0))
+    opened: list[TreeDir] = []
+    directory = _Bodies._directory
+
+    def spy(bodies: _Bodies, parts: tuple[str, ...]) -> TreeDir:
+        found = directory(bodies, parts)
+        opened.append(found)
+        return found
+
+    monkeypatch.setattr(_Bodies, "_directory", spy)
+    out = tmp_path / "out.fsm"
+    await encode_snapshot(tmp_path / "tree", out, EncodeOptions(workers=0))
+    assert len(opened) == 3  # a/big's two chunks, then b/mid
+    assert all(d.fd == -1 for d in opened)
 
 
 async def test_a_small_body_that_grows_before_it_is_read_is_a_typed_error(

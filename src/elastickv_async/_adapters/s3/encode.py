@@ -15,6 +15,7 @@ the output. A full-fidelity tree's incomplete uploads are replayed from
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -164,6 +165,10 @@ class _Bodies:
     one), a body read chunk after chunk from its start to its listed size records its SHA-256
     as a file read to its end does, so the CHECKSUMS check does not read it again. Chunks
     arriving in another order (never, in key order) only leave the body to that check.
+
+    The directory of the last body read stays open for the next one (in key order, bodies
+    come a directory at a time) until :meth:`close`, which the sorter holding the chunks
+    calls when it is closed.
     """
 
     def __init__(self, tree: DumpTree) -> None:
@@ -172,6 +177,10 @@ class _Bodies:
         #: Bodies being hashed: the offset of the chunk due next, and the hash so far.
         self._hashing: dict[_BodyKey, tuple[int, hashlib._Hash]] = {}
         self._lock = threading.Lock()
+        #: The directory kept open, by its parts, and what closes it.
+        self._open: tuple[tuple[str, ...], TreeDir] | None = None
+        self._closing = contextlib.ExitStack()
+        self._dir_lock = threading.Lock()
 
     def read(self, token: bytes, length: int) -> bytes:
         """The chunk ``token`` names, from its body re-opened and checked against the listing."""
@@ -179,12 +188,11 @@ class _Bodies:
         path = token[_TOKEN.size :]
         parts = tuple(os.fsdecode(path).split("/"))
         entry = TreeEntry(parts[-1], False, size, (dev, ino))
-        with (
-            map_os_errors(DumpTreeError, "cannot read the dump tree", code="ErrEncodeAdapterData"),
-            self._tree.directory(parts[:-1]) as directory,
-            directory.open_file(entry) as body,
-        ):
-            chunk = _read_exact(body, offset, length)
+        with map_os_errors(DumpTreeError, "cannot read the dump tree", code="ErrEncodeAdapterData"):
+            with self._dir_lock:
+                body = self._directory(parts[:-1]).open_file(entry)
+            with body:
+                chunk = _read_exact(body, offset, length)
         if len(chunk) != length:
             raise _changed_size(parts)
         if self.recorder is not None:
@@ -194,6 +202,22 @@ class _Bodies:
             if not hash_beside(job):
                 job()
         return chunk
+
+    def _directory(self, parts: tuple[str, ...]) -> TreeDir:
+        """The open directory ``parts``: the one kept open, or opened now in its place."""
+        if self._open is not None and self._open[0] == parts:
+            return self._open[1]
+        self._closing.close()
+        self._open = None
+        directory = self._closing.enter_context(self._tree.directory(parts))
+        self._open = (parts, directory)
+        return directory
+
+    def close(self) -> None:
+        """Close the directory kept open (a later read opens its own again)."""
+        with self._dir_lock:
+            self._open = None
+            self._closing.close()
 
     def _hash(self, key: _BodyKey, offset: int, chunk: bytes, file_size: int, rel: str) -> None:
         """Add ``chunk``, read at ``offset``, to its body's hash; record the digest as ``rel``'s
