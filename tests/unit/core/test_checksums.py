@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import shutil
 import subprocess
 from pathlib import Path
@@ -263,6 +264,38 @@ def test_a_large_directory_is_walked_through_sorted_runs(
     (tmp_path / "t" / "d3" / "f0100.json").symlink_to("f0003.json")
     with raises_code(UnsafeDumpEntry, "ErrUnsafeDumpEntry", match="a symlink"):
         list(walk_digests(DumpTree(tmp_path / "t"), memory=2000))
+
+
+def test_a_walk_whose_listings_fit_makes_no_spill_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk makes its temporary directory only when a listing spills: none for listings
+    within its memory, one (removed at the end, as when the walk is left early) for a
+    listing past it."""
+    import tempfile
+
+    (tmp_path / "t").mkdir()
+    _big_tree(tmp_path / "t", 200)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    made: list[str] = []
+    mkdtemp = tempfile.mkdtemp
+
+    def counting(*args: object, **kwargs: object) -> str:
+        made.append(mkdtemp(*args, **kwargs))  # type: ignore[call-overload]
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", counting)
+    expected = list(walk_digests(DumpTree(tmp_path / "t")))
+    assert made == []
+    monkeypatch.setattr(checksums, "_CHUNK", 5)
+    assert list(walk_digests(DumpTree(tmp_path / "t"), memory=2000)) == expected
+    assert len(made) == 1 and list((tmp_path / "tmp").iterdir()) == []
+    walk = walk_digests(DumpTree(tmp_path / "t"), memory=2000)
+    assert [path for path, _ in itertools.islice(walk, 2)] == [b"MANIFEST.json", b"d0/f0000.json"]
+    assert len(made) == 2 and list((tmp_path / "tmp").iterdir()) != []
+    walk.close()
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 @pytest.mark.anyio

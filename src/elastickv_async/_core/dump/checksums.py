@@ -11,8 +11,9 @@ import hashlib
 import itertools
 import os
 import tempfile
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from operator import itemgetter
 from pathlib import Path
 from typing import Final, cast
@@ -130,8 +131,27 @@ class _Known:
 Listed = tuple[Sequence[bytes], Sequence[bytes]]
 
 
+class _SpillRoot:
+    """A private temporary directory for the walk's spilled listings, made when a listing
+    first spills (most trees' listings fit the walk's memory: they make none)."""
+
+    def __init__(self) -> None:
+        self._made: tempfile.TemporaryDirectory[str] | None = None
+
+    def path(self, name: str) -> Path:
+        """``name`` inside the directory (made now if it is not yet)."""
+        if self._made is None:
+            self._made = tempfile.TemporaryDirectory(prefix="elastickv-walk-")
+        return Path(self._made.name, name)
+
+    def cleanup(self) -> None:
+        """Remove the directory, if it was made."""
+        if self._made is not None:
+            self._made.cleanup()
+
+
 def _path_order(
-    directory: TreeDir, extra_dirs: frozenset[str], spill: Path, memory: int
+    directory: TreeDir, extra_dirs: frozenset[str], spill: Callable[[], Path], memory: int
 ) -> Iterator[Listed]:
     """The entries of ``directory`` and ``extra_dirs`` as raw names, a directory's with a
     trailing slash, sorted (the byte order of their full paths), :data:`_BATCH` at a time.
@@ -139,7 +159,7 @@ def _path_order(
     :data:`_ODD` (anything else: it gets the full check where it is reached). A listed
     name in ``extra_dirs`` is left out.
 
-    A listing larger than ``memory`` bytes is sorted through runs under ``spill``.
+    A listing larger than ``memory`` bytes is sorted through runs under ``spill()``.
     """
     entries: list[tuple[bytes, bytes]] = [(os.fsencode(name) + b"/", _DIR) for name in extra_dirs]
     size = 0
@@ -166,7 +186,7 @@ def _path_order(
                 entries += zip(keys, kinds, strict=True)
                 size += sum(map(len, keys)) + ENTRY_OVERHEAD * len(keys)
                 if size >= memory:
-                    sorter = sorter or ExternalSorter(spill, memory)
+                    sorter = sorter or ExternalSorter(spill(), memory)
                     sorter.add_many(entries)
                     sorter.spill()
                     entries, size = [], 0
@@ -199,7 +219,7 @@ def _walk(
     directory: TreeDir,
     tally: HashTally,
     known: _Known | None,
-    spill: Path,
+    spill: _SpillRoot,
     spills: Iterator[int],
     memory: int,
     redirected: frozenset[str] = frozenset(),
@@ -210,7 +230,8 @@ def _walk(
     # Paths stay raw bytes: a known file costs no name decoding.
     prefix = os.fsencode(directory.rel) + b"/" if directory.rel else b""
     batch: list[tuple[bytes, bytes]] = []
-    for keys, flags in _path_order(directory, redirected, spill / str(next(spills)), memory):
+    spill_dir = partial(spill.path, str(next(spills)))
+    for keys, flags in _path_order(directory, redirected, spill_dir, memory):
         if _DIR in flags or (not prefix and _CHECKSUMS_RAW in keys):
             for key, flag in zip(keys, flags, strict=True):
                 if flag == _DIR:
@@ -315,20 +336,21 @@ def walk_digest_batches(
 ) -> Generator[list[tuple[bytes, bytes]], None, None]:
     """:func:`walk_digests` in lists of consecutive files (none empty)."""
     tally = tally if tally is not None else HashTally()
-    with (
-        tree.open_root() as root,
-        tempfile.TemporaryDirectory(prefix="elastickv-walk-") as spill,
-    ):
-        yield from _walk(
-            tree,
-            root,
-            tally,
-            _Known(known) if known is not None else None,
-            Path(spill),
-            itertools.count(),
-            memory,
-            frozenset(tree.roots.redirected),
-        )
+    spill = _SpillRoot()
+    try:
+        with tree.open_root() as root:
+            yield from _walk(
+                tree,
+                root,
+                tally,
+                _Known(known) if known is not None else None,
+                spill,
+                itertools.count(),
+                memory,
+                frozenset(tree.roots.redirected),
+            )
+    finally:
+        spill.cleanup()
 
 
 def hash_tree(tree: DumpTree, tally: HashTally | None = None) -> dict[bytes, str]:
