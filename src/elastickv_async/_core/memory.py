@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from typing import Final, Literal
+
+import msgspec
 
 from .errors import UsageError
 
@@ -105,8 +106,7 @@ def check_budget(size: int, name: str = "memory_budget") -> int:
     return size
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryBudget:
+class MemoryBudget(msgspec.Struct, frozen=True):
     """A run's memory budget of ``total`` bytes, shared by its parts and ``adapters``."""
 
     total: int

@@ -17,7 +17,6 @@ import os
 import shutil
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from itertools import accumulate, repeat
@@ -27,6 +26,7 @@ from typing import Any, Final, TextIO
 
 import anyio
 import anyio.to_thread
+import msgspec
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from .._adapters.base import (
@@ -134,8 +134,7 @@ def _claim_input_and_output(source: Path, output: Path, *, force: bool, tag: str
     return claim_output(output, force=force, tag=tag)
 
 
-@dataclass(slots=True)
-class _Redirect:
+class _Redirect(msgspec.Struct):
     """A redirected adapter's root, claimed like the output, and the scratch inside it.
 
     Its scratch shares the root's filesystem, so finished scratch files are renamed into
@@ -767,8 +766,7 @@ class _DecodeRun:
         self.report.count("output.bytes_written", writer.bytes_written + len(manifest))
 
 
-@dataclass(frozen=True, slots=True)
-class StreamOutcome:
+class StreamOutcome(msgspec.Struct, frozen=True):
     """What decoding a stream of visible entries into a shared tree produced.
 
     ``checksums`` is the file holding the CHECKSUMS lines of the files written, sorted by

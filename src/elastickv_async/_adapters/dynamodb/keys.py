@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from ..._core.dump.names import b64url_decode, b64url_segment
 from ..._core.errors import AdapterRecordError
@@ -65,16 +66,14 @@ _UINT64_LIMIT: Final = 1 << 64
 _UNSAFE_NAMES: Final = frozenset({b"", b".", b".."})
 
 
-@dataclass(frozen=True, slots=True)
-class TableKey:
+class TableKey(msgspec.Struct, frozen=True):
     """A parsed ``!ddb|meta|table|`` key: the encoded segment and the table name it names."""
 
     encoded: str
     name: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ItemKey:
+class ItemKey(msgspec.Struct, frozen=True):
     """A parsed ``!ddb|item|`` key (the primary-key payload is not interpreted)."""
 
     encoded_table: str

@@ -10,19 +10,22 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import tempfile
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from operator import itemgetter
 from pathlib import Path
-from typing import Final, cast
+from typing import TYPE_CHECKING, Final, cast
+
+import msgspec
 
 from ..digests import DigestLedger
 from ..errors import DumpTreeError
 from ..extsort import ENTRY_OVERHEAD, ExternalSorter
 from ..memory import DEFAULT_WALK_MEMORY
 from .tree import DumpTree, TreeDir
+
+if TYPE_CHECKING:
+    import tempfile
 
 __all__ = [
     "CHECKSUMS_NAME",
@@ -90,8 +93,7 @@ def checksum_lines(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
     return b"".join([b"%s  %s\n" % (digest.hex().encode(), rel) for rel, digest in entries])
 
 
-@dataclass(slots=True)
-class HashTally:
+class HashTally(msgspec.Struct):
     """What :func:`hash_tree` has read so far (read by a progress display from another thread)."""
 
     files: int = 0
@@ -141,6 +143,9 @@ class _SpillRoot:
     def path(self, name: str) -> Path:
         """``name`` inside the directory (made now if it is not yet)."""
         if self._made is None:
+            # Loaded here: a walk that never spills (and a decode, which never walks) does not.
+            import tempfile
+
             self._made = tempfile.TemporaryDirectory(prefix="elastickv-walk-")
         return Path(self._made.name, name)
 

@@ -13,11 +13,11 @@ runs in a worker thread while the producers wait on the full channel (backpressu
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import anyio
 import anyio.to_thread
+import msgspec
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from ..._adapters.base import (
@@ -49,8 +49,7 @@ CHANNEL_BUFFER: Final = 4
 LARGE_VALUE: Final = 64 << 10
 
 
-@dataclass(frozen=True, slots=True)
-class _Job:
+class _Job(msgspec.Struct, frozen=True):
     name: str
     encoder: EncodeAdapter | BatchEncodeAdapter
 
