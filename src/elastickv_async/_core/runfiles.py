@@ -20,7 +20,6 @@ import errno
 import fcntl
 import os
 import re
-import secrets
 import shutil
 import stat
 from pathlib import Path
@@ -55,7 +54,7 @@ _LEFTOVER: Final = re.compile(
 
 def new_tag() -> str:
     """A fresh run tag: ``elastickv-async-<pid>-<8 hex>``."""
-    return f"elastickv-async-{os.getpid()}-{secrets.token_hex(4)}"
+    return f"elastickv-async-{os.getpid()}-{os.urandom(4).hex()}"
 
 
 def leftover_owner(name: str) -> int | None:

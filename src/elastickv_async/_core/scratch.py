@@ -26,7 +26,6 @@ import errno
 import hashlib
 import heapq
 import os
-import secrets
 import struct
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from operator import itemgetter
@@ -319,7 +318,7 @@ class PayloadFiles:
 
     def assemble(self, ranges: Sequence[Range]) -> Path:
         """Copy ``ranges`` into a new scratch file (kernel-side when possible); return its path."""
-        target = self.root / f"body-{secrets.token_hex(8)}.tmp"
+        target = self.root / f"body-{os.urandom(8).hex()}.tmp"
         out = os.open(target, _NEW_FLAGS, _FILE_MODE)
         fds: dict[int, int] = {}
         try:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import pickle
 import sys
 from collections.abc import Callable
 from operator import attrgetter
@@ -45,7 +44,6 @@ import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 
-from . import worker_process
 from .dump.tree import active_recorder
 from .errors import ExecutionError, UsageError
 
@@ -116,7 +114,10 @@ class _Process:
     """
 
     def __init__(self, process: anyio.abc.Process, requests: int, replies: int) -> None:
+        from .worker_process import HEADER
+
         self.process = process
+        self._header = HEADER
         #: Calls sent or about to be, whose replies are not read yet.
         self.outstanding = 0
         self._requests = requests
@@ -137,7 +138,7 @@ class _Process:
 
     async def send(self, frame: bytes) -> None:
         """Write one frame (the first, ``sys.path``, and each request) whole."""
-        views = [memoryview(worker_process.HEADER.pack(len(frame))), memoryview(frame)]
+        views = [memoryview(self._header.pack(len(frame))), memoryview(frame)]
         while views:
             try:
                 written = os.writev(self._requests, views)
@@ -168,8 +169,8 @@ class _Process:
         return bytes(buffer)
 
     async def _receive(self) -> tuple[bytes, bytes]:
-        head = await self._read_exactly(1 + worker_process.HEADER.size)
-        (size,) = worker_process.HEADER.unpack_from(head, 1)
+        head = await self._read_exactly(1 + self._header.size)
+        (size,) = self._header.unpack_from(head, 1)
         return head[:1], await self._read_exactly(size)
 
     async def call(self, request: bytes) -> tuple[bytes, bytes]:
@@ -290,6 +291,12 @@ class Workers:
                 await self._running.pop().aclose()
 
     async def _start(self) -> _Process:
+        # pickle and the worker's protocol load with the first process: most short runs
+        # start none.
+        import pickle
+
+        from . import worker_process
+
         requests_in, requests = os.pipe()
         replies, replies_out = os.pipe()
         for end in (requests, replies):
@@ -332,6 +339,10 @@ class Workers:
         if self._limiter is None:
             # A worker thread runs in a copy of this context: reads record where they should.
             return await anyio.to_thread.run_sync(func, *args)
+        import pickle
+
+        from . import worker_process
+
         recorder = active_recorder()
         request = pickle.dumps((func, args, recorder is not None), pickle.HIGHEST_PROTOCOL)
         async with self._limiter:
