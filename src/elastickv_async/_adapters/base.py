@@ -16,14 +16,13 @@ import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import msgspec
 
 from .._core.dump.manifest import ManifestField
 from .._core.dump.tree import DumpTree
-from .._core.dump.writer import DumpWriter, WriteLane
 from .._core.errors import DumpTreeError, UsageError
 from .._core.extsort import Deferred, ValueSource
 from .._core.memory import DEFAULT_ADAPTER_MEMORY, DEFAULT_ENCODE_ADAPTER_MEMORY
@@ -31,6 +30,10 @@ from .._core.options import DecodeOptions
 from .._core.report import EventLog, Report
 from .._core.snapshot.entry import Entry, SnapshotHeader
 from .._core.workers import Workers
+
+if TYPE_CHECKING:
+    # Only decoders write: an encode never loads the writer.
+    from .._core.dump.writer import DumpWriter, WriteLane
 
 __all__ = [
     "BYTES",

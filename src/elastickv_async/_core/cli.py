@@ -38,7 +38,6 @@ from .concurrency import task_group
 from .console import Console, human_bytes, human_duration, silence_stdout, warnings_phrase
 from .dump.manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE
 from .dump.roots import parse_root_flags
-from .dump.writer import write_file_atomic
 from .entry import PROG
 from .errors import ElasticKVError, UsageError
 from .memory import DEFAULT_MEMORY_BUDGET, parse_size
@@ -667,6 +666,8 @@ def _write_report(
         "options": _options_doc(args),
     }
     doc |= report.to_dict()
+    from .dump.writer import write_file_atomic
+
     write_file_atomic(path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shlex
 from pathlib import Path
 from typing import Final
 
@@ -66,6 +65,9 @@ def _takes_path(action: argparse.Action) -> bool:
 
 
 def _words(items: list[str]) -> str:
+    # Loaded only when a script is printed: every command builds the parser with SHELLS.
+    import shlex
+
     return shlex.quote(" ".join(items))
 
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import AdapterSpec, sorted_scopes
 from . import options
-from .inventory import DynamoDBInventory
 from .keys import (
     GSI_PREFIX,
     ITEM_PREFIX,
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from ..base import DecodeContext, EncodeContext
     from .decode import DynamoDBDecoder
     from .encode import DynamoDBEncoder
+    from .inventory import DynamoDBInventory
 
 __all__ = ["SPEC"]
 
@@ -47,6 +47,13 @@ def _encoder(ctx: EncodeContext) -> DynamoDBEncoder:
     return DynamoDBEncoder(ctx)
 
 
+def _inventory() -> DynamoDBInventory:
+    # Only inspect counts: a decode or encode never loads the inventory.
+    from .inventory import DynamoDBInventory
+
+    return DynamoDBInventory()
+
+
 SPEC = AdapterSpec(
     name=ROOT,
     routed_prefixes=(TABLE_META_PREFIX, TABLE_GEN_PREFIX, ITEM_PREFIX, GSI_PREFIX),
@@ -59,7 +66,7 @@ SPEC = AdapterSpec(
     partition_unit=partition_unit,
     scope_unit=partition_unit,
     merge_scopes=sorted_scopes,
-    inventory=DynamoDBInventory,
+    inventory=_inventory,
     decode_options=options.DynamoDBOptions,
     manifest_fields=options.manifest_fields,
     read_manifest=options.read_manifest,

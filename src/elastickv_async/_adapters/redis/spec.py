@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 from ..._core.dump.keymap import KEYMAP_FILE
 from ..base import BYTES, LINE_SET, AdapterSpec, FileComparison
 from . import options
-from .inventory import RedisInventory
 from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, route_key, user_key
 
 if TYPE_CHECKING:
     from ..base import DecodeContext, EncodeContext
     from .decode import RedisDecoder
     from .encode import RedisEncoder
+    from .inventory import RedisInventory
 
 __all__ = ["SPEC", "self_test_comparison"]
 
@@ -57,6 +57,13 @@ def _encoder(ctx: EncodeContext) -> RedisEncoder:
     return RedisEncoder(ctx)
 
 
+def _inventory() -> RedisInventory:
+    # Only inspect counts: a decode or encode never loads the inventory.
+    from .inventory import RedisInventory
+
+    return RedisInventory()
+
+
 SPEC = AdapterSpec(
     name="redis",  # the tree's top directory, layout.ROOT
     routed_prefixes=ROUTED_PREFIXES,
@@ -66,7 +73,7 @@ SPEC = AdapterSpec(
     encoder=_encoder,
     encode_rank=1,
     route_key=route_key,
-    inventory=RedisInventory,
+    inventory=_inventory,
     scope_unit=user_key,
     scope_glob=True,
     decode_options=options.RedisOptions,

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import AdapterSpec
 from . import keys, options
-from .inventory import S3Inventory
 from .layout import ROOT, self_test_comparison
 
 if TYPE_CHECKING:
     from ..base import DecodeContext, EncodeContext
     from .decode import S3Decoder
     from .encode import S3Encoder
+    from .inventory import S3Inventory
 
 __all__ = ["SPEC"]
 
@@ -36,6 +36,13 @@ def _encoder(ctx: EncodeContext) -> S3Encoder:
     from .encode import S3Encoder
 
     return S3Encoder(ctx)
+
+
+def _inventory() -> S3Inventory:
+    # Only inspect counts: a decode or encode never loads the inventory.
+    from .inventory import S3Inventory
+
+    return S3Inventory()
 
 
 SPEC = AdapterSpec(
@@ -58,7 +65,7 @@ SPEC = AdapterSpec(
     encode_rank=3,
     route_key=keys.route_key,
     partition_unit=keys.partition_unit,
-    inventory=S3Inventory,
+    inventory=_inventory,
     scope_unit=keys.partition_unit,
     decode_options=options.S3Options,
     manifest_fields=options.manifest_fields,

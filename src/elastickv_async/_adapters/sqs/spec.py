@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import AdapterSpec, sorted_scopes
 from . import options
-from .inventory import SQSInventory
 from .keys import INTERNAL_PREFIXES, ROUTED_PREFIXES, partition_unit, route_key
 from .layout import ROOT, self_test_comparison
 
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
     from ..base import DecodeContext, EncodeContext
     from .decode import SQSDecoder
     from .encode import SQSEncoder
+    from .inventory import SQSInventory
 
 __all__ = ["SPEC"]
 
@@ -39,6 +39,13 @@ def _encoder(ctx: EncodeContext) -> SQSEncoder:
     return SQSEncoder(ctx)
 
 
+def _inventory() -> SQSInventory:
+    # Only inspect counts: a decode or encode never loads the inventory.
+    from .inventory import SQSInventory
+
+    return SQSInventory()
+
+
 SPEC = AdapterSpec(
     name=ROOT,
     routed_prefixes=ROUTED_PREFIXES,
@@ -51,7 +58,7 @@ SPEC = AdapterSpec(
     partition_unit=partition_unit,
     scope_unit=partition_unit,
     merge_scopes=sorted_scopes,
-    inventory=SQSInventory,
+    inventory=_inventory,
     decode_options=options.SQSOptions,
     manifest_fields=options.manifest_fields,
     read_manifest=options.read_manifest,
