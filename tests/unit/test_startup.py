@@ -97,6 +97,39 @@ def test_a_clean_decode_and_encode_load_no_logging_library_and_no_package_metada
     assert sorted(set(_NOT_AT_START) & modules) == []
 
 
+#: Loaded only by the runs that use them, so by no small decode or encode: pickle and the
+#: worker protocol (no worker process starts), secrets (run tags come from os.urandom),
+#: shlex (completion scripts), the adapters' inventories (inspect).
+_NOT_IN_A_SMALL_RUN = (
+    "pickle",
+    "elastickv_async._core.worker_process",
+    "secrets",
+    "shlex",
+    *(f"elastickv_async._adapters.{name}.inventory" for name in ("dynamodb", "redis", "s3", "sqs")),
+)
+
+
+@pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
+def test_a_small_decode_and_encode_load_only_what_they_use(tmp_path: Path) -> None:
+    assert SHARED is not None
+    case = SHARED / "golden" / "public" / "s3_basic"
+    tree = tmp_path / "tree"
+    modules, _ = _run_fresh(
+        "decode", "--quiet", "--input", str(case / "input.fsm"), "--output", str(tree)
+    )
+    assert (tree / "MANIFEST.json").is_file()
+    assert "elastickv_async._core.workers" in modules
+    assert sorted(set(_NOT_IN_A_SMALL_RUN) & modules) == []
+    # Only the CHECKSUMS walk spills to a temporary directory, and a decode does not walk.
+    assert "tempfile" not in modules
+    out = tmp_path / "out.fsm"
+    modules, _ = _run_fresh("encode", "--quiet", "--input", str(tree), "--output", str(out))
+    assert out.read_bytes() == (case / "input.fsm").read_bytes()
+    assert sorted(set(_NOT_IN_A_SMALL_RUN) & modules) == []
+    # Only decoders write files.
+    assert "elastickv_async._core.dump.writer" not in modules
+
+
 def _decode_orphans(tmp_path: Path, *extra: str) -> tuple[set[str], str]:
     """Decode the golden case whose S3 chunks are orphans (a warning) in a fresh interpreter."""
     assert SHARED is not None
