@@ -153,3 +153,60 @@ def test_a_run_that_warns_gathers_its_warnings_through_structlog(tmp_path: Path)
     assert "structlog" in modules
     events = [w["event"] for w in json.loads(report.read_text())["warnings"]]
     assert "s3_orphan_chunks" in events
+
+
+_GC_PROBE = """
+import gc, json, sys
+from elastickv_async._core import cli
+from elastickv_async._core.entry import main
+
+seen = {}
+build = cli._build_parser
+decode = cli._COMMANDS["decode"]
+
+
+def probed_build():
+    seen.setdefault("parser_collects", []).append(gc.isenabled())
+    return build()
+
+
+async def probed_decode(args, report):
+    seen.setdefault("command_collects", []).append(gc.isenabled())
+    seen.setdefault("frozen", []).append(gc.get_freeze_count())
+    await decode(args, report)
+
+
+cli._build_parser = probed_build
+cli._COMMANDS["decode"] = probed_decode
+base, argv = sys.argv[1], sys.argv[2:]
+codes = [main([*argv, "--output", base + "-1"])]
+seen["collects_after"] = [gc.isenabled()]
+gc.disable()
+codes.append(main([*argv, "--output", base + "-2"]))
+seen["collects_after"].append(gc.isenabled())
+print(json.dumps({"codes": codes, **seen}))
+"""
+
+
+@pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
+def test_the_collector_waits_for_the_command_and_the_start_up_objects_are_frozen(
+    tmp_path: Path,
+) -> None:
+    assert SHARED is not None
+    case = SHARED / "golden" / "public" / "s3_basic"
+    argv = ["decode", "--quiet", "--input", str(case / "input.fsm")]
+    done = subprocess.run(
+        [sys.executable, "-c", _GC_PROBE, str(tmp_path / "t"), *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["codes"] == [0, 0]
+    assert (tmp_path / "t-1" / "MANIFEST.json").is_file()
+    # The parser is built with the collector paused; the command collects (unless the
+    # caller had switched the collector off), with the start-up's objects frozen.
+    assert seen["parser_collects"] == [False, False]
+    assert seen["command_collects"] == [True, False]
+    assert all(frozen > 10_000 for frozen in seen["frozen"])
+    assert seen["collects_after"] == [True, False]

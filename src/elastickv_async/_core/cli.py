@@ -18,7 +18,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -541,16 +541,20 @@ _COMMANDS: Final = {
 _STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 
-def _run(args: argparse.Namespace, report: Report) -> int | None:
+def _run(
+    args: argparse.Namespace, report: Report, started: Callable[[], None] | None = None
+) -> int | None:
     """Run the command; return the number of the signal that stopped it, if one did.
 
     SIGINT and SIGTERM cancel the command, whose cleanup (scratch, temp files, locks) then
-    runs as it does for any cancellation.
+    runs as it does for any cancellation. ``started`` is called as the event loop starts.
     """
     command = _COMMANDS[args.command]
     stopped_by: list[int] = []
 
     async def runner() -> None:
+        if started is not None:
+            started()
         async with task_group() as tg:
 
             async def stop_on_signal() -> None:
@@ -728,18 +732,22 @@ def _summary(args: argparse.Namespace, report: Report, duration: float) -> str:
 _QUIET_COMMANDS: Final = frozenset({"inspect"})
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``elastickv-async`` command; returns the exit code."""
+def main(argv: Sequence[str] | None = None, *, started: Callable[[], None] | None = None) -> int:
+    """Entry point of the ``elastickv-async`` command; returns the exit code.
+
+    ``started`` is called once the start-up is over, as the command's event loop starts
+    (:func:`elastickv_async._core.entry.main` resumes the garbage collector there).
+    """
     raw = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(raw)
+        return _main(raw, started)
     except BrokenPipeError:
         # Our reader (``| head``) is gone: stop quietly, as coreutils do.
         silence_stdout()
         return 128 + signal.SIGPIPE
 
 
-def _main(raw: list[str]) -> int:
+def _main(raw: list[str], started: Callable[[], None] | None) -> int:
     parser = _build_parser()
     if not raw:
         # Like git: a bare command prints what it can do, on stderr, and fails.
@@ -776,7 +784,7 @@ def _main(raw: list[str]) -> int:
     error: dict[str, Any] | None = None
     stopped_by: int | None = None
     try:
-        stopped_by = _run(args, report)
+        stopped_by = _run(args, report, started)
     except BrokenPipeError:
         raise
     except (ElasticKVError, OSError) as exc:
