@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -338,6 +337,9 @@ def _compare(
     finally:
         batches.close()
     tally.files = tally.bytes = 0
+    # Loaded here: a CHECKSUMS written by this tool (sorted) never needs it.
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="elastickv-verify-") as spill:
         ledger = ChecksumLedger(Path(spill), limit=max(1, memory // 2 // LEDGER_ENTRY_BYTES))
         try:

@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -679,6 +678,9 @@ async def encode_snapshot(
         if options.scratch_root is not None:
             places.append(options.scratch_root)
         elif options.self_test:
+            # Loaded only here: an encode without a self-test has no use for tempfile.
+            import tempfile
+
             places.append(Path(tempfile.gettempdir()))
         removed = await anyio.to_thread.run_sync(_remove_leftovers, places)
         if removed:
