@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -298,6 +299,61 @@ async def test_install_of_a_0600_file_changes_no_mode(
     assert chmods == []
     assert stat.S_IMODE((root / "bucket" / "obj").stat().st_mode) == 0o600
     assert (root / "bucket" / "obj").read_bytes() == b"body"
+
+
+async def test_install_many_moves_each_file_and_opens_a_directory_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of scratch files is moved in one call: each lands with its digest (given, or
+    hashed from the file), and consecutive files of one directory share its descriptor."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    bodies = {f"bucket/a/{n}": b"a%d" % n for n in range(5)} | {"bucket/b/x": b"bx"}
+    files = []
+    for n, (rel, body) in enumerate(bodies.items()):
+        src = scratch / str(n)
+        src.write_bytes(body)
+        # The first file's digest is left to the writer to take.
+        files.append((rel, src, hashlib.sha256(body).digest() if n else None))
+    root = tmp_path / "root"
+    root.mkdir()
+    writer = DumpWriter(root)
+    opened: list[tuple[str, ...]] = []
+    open_dir = writer._open_dir
+
+    def counting_open_dir(parts: Any, *, create: bool) -> int:
+        opened.append(tuple(parts))
+        return open_dir(parts, create=create)
+
+    monkeypatch.setattr(writer, "_open_dir", counting_open_dir)
+    await writer.install_many(files)
+    assert opened == [("bucket", "a"), ("bucket", "b")]
+    for rel, body in bodies.items():
+        assert (root / rel).read_bytes() == body
+        assert stat.S_IMODE((root / rel).stat().st_mode) == 0o600
+        assert writer.ledger.get(rel) == hashlib.sha256(body).digest()
+    assert list(scratch.iterdir()) == []
+    assert (writer.files_written, writer.bytes_written) == (6, sum(map(len, bodies.values())))
+
+
+async def test_install_many_copies_across_filesystems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where rename fails with EXDEV, the file is copied into place and the source removed."""
+    src = tmp_path / "obj"
+    src.write_bytes(b"body")
+    root = tmp_path / "root"
+    root.mkdir()
+
+    def cross_device(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EXDEV, "cross-device link")
+
+    monkeypatch.setattr(os, "rename", cross_device)
+    writer = DumpWriter(root)
+    await writer.install_many([("bucket/obj", src, None)])
+    assert (root / "bucket" / "obj").read_bytes() == b"body"
+    assert not src.exists()
+    assert writer.ledger.get("bucket/obj") == hashlib.sha256(b"body").digest()
 
 
 async def test_write_many_writes_each_file(tmp_path: Path, scheme: str) -> None:

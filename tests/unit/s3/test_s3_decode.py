@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -399,7 +400,12 @@ async def test_scratch_is_removed_after_an_injected_write_failure(
         seen.append(src)
         raise OutputError("injected")
 
+    async def failing_install_many(files: Sequence[tuple[str, Path, bytes | None]]) -> None:
+        seen.extend(src for _, src, _ in files)
+        raise OutputError("injected")
+
     monkeypatch.setattr(h.decoder._ctx.writer, "install", failing_install)
+    monkeypatch.setattr(h.decoder._ctx.writer, "install_many", failing_install_many)
     with pytest.raises(OutputError, match="injected"):
         await h.run(records)
     assert seen and seen[0].is_relative_to(h.scratch)  # the failure hit with spill files present
@@ -427,16 +433,22 @@ async def test_scratch_is_removed_when_finalize_is_cancelled(
 
 
 def _record_installs(h: Harness, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes | None]:
-    """The digest each ``writer.install`` of the harness's decoder is given, by path."""
+    """The digest each ``writer.install`` or ``install_many`` of the harness's decoder is
+    given, by path."""
     writer = h.decoder._ctx.writer
-    install = writer.install
+    install, install_many = writer.install, writer.install_many
     moved: dict[str, bytes | None] = {}
 
     async def recording_install(rel: str, src: Path, *, sha256: bytes | None = None) -> None:
         moved[rel] = sha256
         await install(rel, src, sha256=sha256)
 
+    async def recording_install_many(files: Sequence[tuple[str, Path, bytes | None]]) -> None:
+        moved.update((rel, sha256) for rel, _, sha256 in files)
+        await install_many(files)
+
     monkeypatch.setattr(writer, "install", recording_install)
+    monkeypatch.setattr(writer, "install_many", recording_install_many)
     return moved
 
 

@@ -24,6 +24,7 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -74,8 +75,6 @@ _APPEND_BYTES: Final = 4 << 20
 #: Bodies that cannot be moved into place are read and written in batches up to this size
 #: (or a batch's bytes, when smaller); larger ones are copied file to file in a worker thread.
 _SMALL_BODY: Final = 1 << 20
-#: Bodies moved into place concurrently (each move hashes its file in a worker thread).
-_MOVERS: Final = 4
 #: Batches of one bucket (small files written, bodies moved) in flight at once, so that a
 #: batch of sidecars is written while the bodies of the previous batch are moved.
 _IN_FLIGHT: Final = 2
@@ -538,22 +537,11 @@ class _BucketFlush:
         self._batches.start_soon(run)
 
     async def _move_bodies(self) -> None:
-        """Start moving the collected bodies into place, a few at a time."""
+        """Start moving the collected bodies into place, in one worker-thread call."""
         if not self._moves:
             return
-        moves = iter(self._moves)
-        self._moves = []
-
-        async def mover() -> None:
-            for rel, path, digest in moves:
-                await self._ctx.writer.install(rel, path, sha256=digest)
-
-        async def batch() -> None:
-            async with task_group() as tg:
-                for _ in range(_MOVERS):
-                    tg.start_soon(mover)
-
-        await self._start(batch)
+        moves, self._moves = self._moves, []
+        await self._start(partial(self._ctx.writer.install_many, moves))
 
     def _consume(self, obj: _Object) -> None:
         """Delete the object's spill file after the next batched write, unless shared."""

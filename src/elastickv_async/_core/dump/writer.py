@@ -289,31 +289,65 @@ class DumpWriter:
 
         ``known`` is the file's SHA-256, when the caller took it as it wrote the file.
         """
-        parts = check_relpath(rel)
-        dir_fd = self._open_dir(parts[:-1], create=True)
+        return self._install_many_sync([(rel, src, known)])
+
+    def _install_many_sync(self, files: Sequence[tuple[str, Path, bytes | None]]) -> int:
+        # Consecutive files in one directory share its descriptor, and the batch takes the
+        # ledger's lock once.
+        total = 0
+        dir_rel: str | None = None
+        dir_fd = -1
+        digests: list[tuple[str, bytes]] = []
         try:
-            name = parts[-1]
-            self._check_target(dir_fd, name, rel)
-            st = os.stat(src, follow_symlinks=False)
-            size = st.st_size
-            try:
-                digest = known if known is not None else bytes.fromhex(sha256_file(src))
-                if stat.S_IMODE(st.st_mode) != FILE_MODE:  # scratch files are mostly 0600
-                    os.chmod(src, FILE_MODE)
-                if self._fsync:
-                    fd = os.open(src, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                os.rename(src, name, dst_dir_fd=dir_fd)
-                self.ledger.record(rel, digest)
-                return size
-            except OSError as exc:
-                if exc.errno != 18:  # EXDEV: copy instead
-                    raise
+            for rel, src, known in files:
+                head, _, name = rel.rpartition("/")
+                if head != dir_rel or dir_fd < 0:
+                    parts = check_relpath(rel)
+                    if dir_fd >= 0:
+                        os.close(dir_fd)
+                        dir_fd = -1
+                    dir_fd = self._open_dir(parts[:-1], create=True)
+                    dir_rel = head
+                else:
+                    _check_name(name, rel)
+                moved = self._move_in(dir_fd, name, rel, src, known)
+                if moved is None:  # another filesystem: copied, and recorded by the copy
+                    total += self._copy_in(rel, src)
+                else:
+                    digests.append((rel, moved[0]))
+                    total += moved[1]
         finally:
-            os.close(dir_fd)
+            if dir_fd >= 0:
+                os.close(dir_fd)
+            self.ledger.record_many(digests)
+        return total
+
+    def _move_in(
+        self, dir_fd: int, name: str, rel: str, src: Path, known: bytes | None
+    ) -> tuple[bytes, int] | None:
+        """Rename ``src`` to ``name`` in ``dir_fd``; its digest and size, or ``None`` when
+        ``src`` is on another filesystem (nothing moved)."""
+        self._check_target(dir_fd, name, rel)
+        st = os.stat(src, follow_symlinks=False)
+        try:
+            digest = known if known is not None else bytes.fromhex(sha256_file(src))
+            if stat.S_IMODE(st.st_mode) != FILE_MODE:  # scratch files are mostly 0600
+                os.chmod(src, FILE_MODE)
+            if self._fsync:
+                fd = os.open(src, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.rename(src, name, dst_dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            return None
+        return digest, st.st_size
+
+    def _copy_in(self, rel: str, src: Path) -> int:
+        """Write a copy of ``src`` at ``rel``, then delete ``src``."""
 
         def chunks() -> Iterable[bytes]:
             with open(src, "rb") as fh:
@@ -361,6 +395,12 @@ class DumpWriter:
         there; it is then not read again.
         """
         await self._run(1, self._install_sync, rel, src, sha256)
+
+    async def install_many(self, files: Sequence[tuple[str, Path, bytes | None]]) -> None:
+        """:meth:`install` several ``(rel, src, sha256)`` in one worker-thread call (each
+        file still moved atomically; list those of one directory together)."""
+        if files:
+            await self._run(len(files), self._install_many_sync, files)
 
     @contextlib.asynccontextmanager
     async def behind(self) -> AsyncIterator[WriteLane]:
