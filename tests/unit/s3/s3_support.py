@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,19 @@ class Harness:
         for i in range(0, len(entries), batch):
             await self.decoder.handle(entries[i : i + batch])
         return await self.decoder.finalize()
+
+    async def consume(
+        self, records: Iterable[tuple[bytes, bytes]], batch: int = 3
+    ) -> dict[str, Any]:
+        """Like :meth:`run`, through the decoder's :meth:`~S3Decoder.consume` (as the
+        pipeline calls it)."""
+        entries = routed(records)
+
+        async def batches() -> AsyncIterator[list[Routed]]:
+            for i in range(0, len(entries), batch):
+                yield entries[i : i + batch]
+
+        return await self.decoder.consume(batches())
 
     def files(self) -> dict[str, bytes]:
         """Every regular file written, by slash path (``os.fsdecode`` of raw names)."""

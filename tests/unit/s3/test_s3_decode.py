@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import struct
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from s3_support import (
 )
 from support import raises_code
 
+from elastickv_async._adapters.base import Routed
 from elastickv_async._core.errors import AdapterRecordError, OutputError
 from elastickv_async._core.memory import DEFAULT_ADAPTER_MEMORY
 
@@ -479,6 +481,77 @@ async def test_bodies_alone_in_their_spill_file_are_moved_not_rewritten(
     }
     assert files["s3/b/shared"] == b"newer"
     assert _spill_left(h) == []
+
+
+async def test_consume_spills_payloads_behind_the_next_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through consume(), a batch of payloads is appended while the decoder goes on with the
+    next batches: the first append holds until the next batch reached the decoder."""
+    bodies = {f"k{n}".encode(): _body(3000, seed=n) for n in range(4)}
+    records = [bucket_meta(b"b")]
+    for key, body in bodies.items():
+        records += simple_object(b"b", key, body)
+    h = harness(tmp_path)
+    h.decoder._ctx.memory = 4096  # a blob's payload fills a batch of appends
+    handle, append = h.decoder.handle, h.decoder._spill.append
+    handled = 0
+    went_on = threading.Event()
+
+    async def counting_handle(batch: Sequence[Routed]) -> None:
+        nonlocal handled
+        handled += 1
+        if handled == 2:
+            went_on.set()
+        await handle(batch)
+
+    def held_append(writes: Sequence[tuple[int, bytes]]) -> None:
+        if not went_on.is_set():
+            # A guard, not a timing: appending before returning never gets here.
+            assert went_on.wait(30), "the decoder waited for its first append"
+        append(writes)
+
+    monkeypatch.setattr(h.decoder, "handle", counting_handle)
+    monkeypatch.setattr(h.decoder._spill, "append", held_append)
+    moved = _record_installs(h, monkeypatch)
+    await h.consume(records, batch=1)
+    files = h.files()
+    assert all(files[f"s3/b/{key.decode()}"] == body for key, body in bodies.items())
+    assert moved == {
+        f"s3/b/{key.decode()}": hashlib.sha256(body).digest() for key, body in bodies.items()
+    }
+    assert _spill_left(h) == []
+
+
+async def test_consume_appends_and_hashes_a_batch_on_two_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spill files' writes and the bodies' SHA-256 of one batch run at once, on two
+    worker threads (each waits for the other to have started)."""
+    body = _body(5000)
+    h = harness(tmp_path)
+    both = threading.Barrier(2, timeout=30)  # a guard against a hang, not a timing
+    append, hash_payloads = h.decoder._spill.append, h.decoder._hash_payloads
+    threads: set[int] = set()
+
+    def meeting_append(writes: Sequence[tuple[int, bytes]]) -> None:
+        threads.add(threading.get_ident())
+        both.wait()
+        append(writes)
+
+    def meeting_hash(blobs: Any) -> None:
+        threads.add(threading.get_ident())
+        both.wait()
+        hash_payloads(blobs)
+
+    monkeypatch.setattr(h.decoder._spill, "append", meeting_append)
+    monkeypatch.setattr(h.decoder, "_hash_payloads", meeting_hash)
+    moved = _record_installs(h, monkeypatch)
+    h.decoder._ctx.memory = 4096
+    await h.consume([bucket_meta(b"b"), *simple_object(b"b", b"k", body)], batch=1)
+    assert len(threads) == 2
+    assert h.files()["s3/b/k"] == body
+    assert moved == {"s3/b/k": hashlib.sha256(body).digest()}
 
 
 async def test_a_body_whose_chunks_arrive_apart_is_hashed_from_its_file(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import anyio
 import anyio.to_thread
-from anyio.abc import TaskGroup
+from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
 from ..._core.concurrency import task_group
 from ..._core.dump.keymap import keymap_line
@@ -108,6 +108,10 @@ class _Object:
     digest: bytes | None = None
     #: False once payloads arrived after the digest was final: the file must be read to hash.
     hashed_whole: bool = True
+
+
+#: Payloads to append to the spill files, and the blob payloads among them to hash.
+_Spill = tuple[list[tuple[int, bytes]], list[tuple[_Object, bytes]]]
 
 
 @dataclass(slots=True)
@@ -212,6 +216,8 @@ class S3Decoder:
         self._writes: list[tuple[int, bytes]] = []
         self._blobs: list[tuple[_Object, bytes]] = []
         self._pending = 0
+        #: Where :meth:`_append` hands its work while :meth:`consume` runs.
+        self._behind: ObjectSendStream[_Spill] | None = None
 
     # --- handle --------------------------------------------------------------------------------
 
@@ -277,30 +283,55 @@ class S3Decoder:
         if digests:
             # Checked with this batch, so that a bad chunkblob is the error a run reports
             # even when a later record is bad too.
-            mismatch = await self._append(digests)
+            mismatch = await anyio.to_thread.run_sync(self._spill.first_digest_mismatch, digests)
             if mismatch is not None:
                 raise record_error(
                     "ErrS3ChunkBlobHashMismatch",
                     f"chunkblob {mismatch[0].hex()} hashes to {mismatch[1].hex()}",
                 )
-        elif self._pending >= min(_APPEND_BYTES, max(1, self._ctx.memory // 4)):
+        if self._pending >= min(_APPEND_BYTES, max(1, self._ctx.memory // 4)):
             await self._append()
 
-    async def _append(
-        self, digests: Sequence[tuple[bytes, bytes]] = ()
-    ) -> tuple[bytes, bytes] | None:
-        """Append the pending payloads and hash the blobs among them, in one worker-thread
-        call that also checks the ``digests`` of chunkblobs; the first mismatch, if any."""
-        writes, blobs = self._writes, self._blobs
+    async def consume(self, batches: AsyncIterable[Sequence[Routed]]) -> dict[str, Any]:
+        """:meth:`handle` every batch, then :meth:`finalize`, with the payloads spilled
+        behind: a batch of them is appended by one worker thread and hashed by another
+        while the next batches are read and indexed (so two batches of payloads are held at
+        most, each about a quarter of the adapter's memory share)."""
+        send, receive = anyio.create_memory_object_stream[_Spill]()
+        async with task_group() as tg:
+            tg.start_soon(self._spill_behind, receive)
+            async with send:
+                self._behind = send
+                try:
+                    async for batch in batches:
+                        await self.handle(batch)
+                finally:
+                    self._behind = None
+        return await self.finalize()
+
+    async def _spill_behind(self, spills: ObjectReceiveStream[_Spill]) -> None:
+        async with spills:
+            async for writes, blobs in spills:
+                async with task_group() as tg:
+                    tg.start_soon(anyio.to_thread.run_sync, self._spill.append, writes)
+                    tg.start_soon(anyio.to_thread.run_sync, self._hash_payloads, blobs)
+
+    async def _append(self) -> None:
+        """Append the pending payloads and hash the blobs among them: behind the caller
+        while :meth:`consume` runs (it waits only for the batch before), else in one
+        worker-thread call before returning."""
+        spill = (self._writes, self._blobs)
         self._writes, self._blobs, self._pending = [], [], 0
+        if self._behind is not None:
+            await self._behind.send(spill)
+        else:
+            await anyio.to_thread.run_sync(self._append_sync, *spill)
 
-        def append() -> tuple[bytes, bytes] | None:
-            if writes:
-                self._spill.append(writes)
-                self._hash_payloads(blobs)
-            return self._spill.first_digest_mismatch(digests) if digests else None
-
-        return await anyio.to_thread.run_sync(append)
+    def _append_sync(
+        self, writes: Sequence[tuple[int, bytes]], blobs: list[tuple[_Object, bytes]]
+    ) -> None:
+        self._spill.append(writes)
+        self._hash_payloads(blobs)
 
     def _hash_payloads(self, blobs: list[tuple[_Object, bytes]]) -> None:
         """Add each blob payload to its object's spill-file digest, in append order.
