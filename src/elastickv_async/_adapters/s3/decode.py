@@ -67,10 +67,10 @@ from .values import (
 
 __all__ = ["S3Decoder"]
 
-#: Payloads wait in memory until this many bytes are pending (or a quarter of the adapter's
-#: memory share, when less), then go to the spill files in one worker-thread call: an
-#: object's records usually make an input batch of their own, and a thread hop per batch
-#: cost more than the appends themselves.
+#: Payloads wait in memory until this many bytes are pending (or an eighth of the adapter's
+#: memory share, when less: one batch is spilled while the next one fills), then go to the
+#: spill files together: an object's records usually make an input batch of their own, and a
+#: thread hop per batch cost more than the appends themselves.
 _APPEND_BYTES: Final = 4 << 20
 #: Bodies that cannot be moved into place are read and written in batches up to this size
 #: (or a batch's bytes, when smaller); larger ones are copied file to file in a worker thread.
@@ -289,14 +289,14 @@ class S3Decoder:
                     "ErrS3ChunkBlobHashMismatch",
                     f"chunkblob {mismatch[0].hex()} hashes to {mismatch[1].hex()}",
                 )
-        if self._pending >= min(_APPEND_BYTES, max(1, self._ctx.memory // 4)):
+        if self._pending >= min(_APPEND_BYTES, max(1, self._ctx.memory // 8)):
             await self._append()
 
     async def consume(self, batches: AsyncIterable[Sequence[Routed]]) -> dict[str, Any]:
         """:meth:`handle` every batch, then :meth:`finalize`, with the payloads spilled
         behind: a batch of them is appended by one worker thread and hashed by another
         while the next batches are read and indexed (so two batches of payloads are held at
-        most, each about a quarter of the adapter's memory share)."""
+        most, each about an eighth of the adapter's memory share)."""
         send, receive = anyio.create_memory_object_stream[_Spill]()
         async with task_group() as tg:
             tg.start_soon(self._spill_behind, receive)
