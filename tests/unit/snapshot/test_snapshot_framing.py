@@ -167,6 +167,45 @@ def test_errors_do_not_depend_on_chunking(sizes: list[int]) -> None:
         decode_pieces(data, sizes)
 
 
+@given(
+    st.lists(st.integers(min_value=1, max_value=30), max_size=6),
+    st.sampled_from(["ErrSnapshotKeyTooLarge", "ErrSnapshotValueTooLarge", "ErrSnapshotTruncated"]),
+)
+def test_error_offsets_do_not_depend_on_chunking(sizes: list[int], code: str) -> None:
+    """A bad entry after a few good ones is reported with the same message (its file offset
+    or key) however the bytes arrive."""
+    good = [version(b"k%d" % i, 1, b"v" * i) for i in range(6)]
+    bad = {
+        "ErrSnapshotKeyTooLarge": u64le(1 << 40) + b"x" * 8,
+        "ErrSnapshotValueTooLarge": u64le(9) + b"badkey-ts" + u64le(1 << 40),
+        "ErrSnapshotTruncated": version(b"cut", 1, b"v" * 20)[:-5],
+    }[code]
+    data = stream(1, [*good, bad])
+    with raises_code(SnapshotFormatError, code) as whole:
+        decode_pieces(data, [])
+    with raises_code(SnapshotFormatError, code) as cut:
+        decode_pieces(data, sizes)
+    assert str(cut.value) == str(whole.value)
+
+
+def test_a_chunk_fed_after_a_cut_entry_is_framed_in_place() -> None:
+    """Only the entry that straddles two chunks is copied: the rest of the new chunk is
+    framed where it was read, not joined to the leftover first."""
+    entries = [version(b"k%07d" % i, 1, b"v" * 200) for i in range(100)]
+    data = stream(5, entries)
+    cut = 16 + 10 * len(entries[0]) + 50  # inside the 11th entry
+    decoder = FrameDecoder()
+    decoder.feed(data[:cut])
+    assert decoder.read_header(at_eof=False) is not None
+    assert len(decoder.decode(1000, at_eof=False)) == 10
+    following = data[cut:]
+    decoder.feed(following)
+    got = decoder.decode(1000, at_eof=True)
+    assert [e.key for e in got] == [b"k%07d" % i for i in range(10, 100)]
+    assert decoder._buf is following
+    assert decoder.done
+
+
 def test_need_covers_a_large_value() -> None:
     """Once the lengths are known, ``need`` asks for the whole rest of the entry at once."""
     body = b"x" * 10_000

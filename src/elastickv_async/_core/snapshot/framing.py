@@ -110,6 +110,12 @@ class FrameDecoder:
         self._pos = 0
         #: File offset of ``_buf[0]``.
         self._base = 0
+        #: Bytes fed while ``_buf`` still held an unfinished entry: framing goes on in them
+        #: from ``_next_pos`` once that entry is complete (see :meth:`_advance`).
+        self._next: bytes | None = None
+        self._next_pos = 0
+        #: File offset of ``_next[0]``.
+        self._next_base = 0
         self.need = 1
         self.header: SnapshotHeader | None = None
         self.done = False
@@ -119,17 +125,56 @@ class FrameDecoder:
         self.writer_registry_rows = 0
 
     def feed(self, data: bytes) -> None:
-        """Append the next bytes of the stream."""
-        if self._pos >= len(self._buf):
+        """Append the next bytes of the stream.
+
+        The bytes fed are not joined to what is left of the buffer: only the entry that
+        straddles the two is copied, once framing reaches it, so a chunk of small entries is
+        framed where it was read instead of being copied whole behind a few leftover bytes.
+        """
+        if self._next is not None or self.header is None:
+            # Not expected of the reader (it feeds once framing stalls), nor worth the care
+            # for the few bytes of a header: join.
+            self._join(data)
+        elif self._pos >= len(self._buf):
             self._base += len(self._buf)
             self._buf = data
+            self._pos = 0
         else:
-            self._base += self._pos
-            rest = self._buf[self._pos :]
-            # Let the consumed bytes go before the join: two chunks at once, not three.
-            self._buf = b""
-            self._buf = rest + data
+            self._next = data
+            self._next_pos = 0
+            self._next_base = self._base + len(self._buf)
+
+    def _join(self, data: bytes) -> None:
+        """Make the buffer what is left of it, of :attr:`_next` and ``data``, in one copy."""
+        parts = [memoryview(self._buf)[self._pos :]]
+        if self._next is not None:
+            parts.append(memoryview(self._next)[self._next_pos :])
+            self._next = None
+        parts.append(memoryview(data))
+        self._base += self._pos
+        self._buf = b"".join(parts)
         self._pos = 0
+
+    def _advance(self) -> None:
+        """Go on into :attr:`_next` once the buffer stalled: directly when nothing of the
+        buffer is left, else with the :attr:`need` bytes that let the straddling entry
+        progress joined to its start (one entry copied, not the chunk)."""
+        data = self._next
+        assert data is not None
+        start = self._next_pos
+        if self._pos >= len(self._buf):
+            self._buf, self._pos, self._base = data, start, self._next_base
+            self._next = None
+            return
+        stop = min(len(data), start + max(1, self.need))
+        head = memoryview(self._buf)[self._pos :]
+        self._base += self._pos
+        self._buf = b"".join((head, memoryview(data)[start:stop]))
+        self._pos = 0
+        if stop == len(data):
+            self._next = None
+        else:
+            self._next_pos = stop
 
     # --- header --------------------------------------------------------------------------
 
@@ -260,10 +305,16 @@ class FrameDecoder:
                         pos = vend
                         continue
             self._pos = pos
-            entry = self._slow_entry(at_eof)
+            entry = self._slow_entry(at_eof and self._next is None)
             if entry is None:
-                if self.done or self._pos == pos:
-                    break  # the stream ended, or more data is needed
+                if self.done:
+                    break
+                if self._pos == pos:  # more data is needed
+                    if self._next is None:
+                        break
+                    self._advance()
+                    buf = self._buf
+                    n = len(buf)
             else:
                 append(entry)
                 count += 1
