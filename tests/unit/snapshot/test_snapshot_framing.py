@@ -206,6 +206,28 @@ def test_a_chunk_fed_after_a_cut_entry_is_framed_in_place() -> None:
     assert decoder.done
 
 
+def test_a_value_cut_between_chunks_is_copied_once() -> None:
+    """A large value cut by a chunk boundary is joined from its two parts straight into the
+    entry's value: no copy of the whole entry is made first."""
+    body = bytes(range(256)) * 4096  # 1 MiB
+    data = stream(1, [version(b"big", 1, body), version(b"after", 1, b"v")])
+    cut = 16 + 8 + 11 + 8 + 9 + len(body) // 2
+    decoder = FrameDecoder()
+    decoder.feed(data[:cut])
+    assert decoder.read_header(at_eof=False) is not None
+    assert decoder.decode(10, at_eof=False) == []
+    following = data[cut:]
+    tracemalloc.start()
+    try:
+        decoder.feed(following)
+        got = decoder.decode(10, at_eof=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got == [Entry(b"big", body, 1, 0, False), Entry(b"after", b"v", 1, 0, False)]
+    assert peak < len(body) * 3 // 2
+
+
 def test_need_covers_a_large_value() -> None:
     """Once the lengths are known, ``need`` asks for the whole rest of the entry at once."""
     body = b"x" * 10_000

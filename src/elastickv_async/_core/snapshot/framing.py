@@ -155,26 +155,65 @@ class FrameDecoder:
         self._buf = b"".join(parts)
         self._pos = 0
 
-    def _advance(self) -> None:
+    def _advance(self) -> Entry | None:
         """Go on into :attr:`_next` once the buffer stalled: directly when nothing of the
-        buffer is left, else with the :attr:`need` bytes that let the straddling entry
-        progress joined to its start (one entry copied, not the chunk)."""
+        buffer is left, else past the straddling entry.
+
+        An ordinary entry cut inside its value is returned, its value joined from its two
+        parts (the one copy a value costs anyway); any other cut entry gets the :attr:`need`
+        bytes that let it progress joined to its start (one entry copied, not the chunk).
+        """
         data = self._next
         assert data is not None
         start = self._next_pos
-        if self._pos >= len(self._buf):
+        buf, pos = self._buf, self._pos
+        n = len(buf)
+        if pos >= n:
             self._buf, self._pos, self._base = data, start, self._next_base
             self._next = None
-            return
+            return None
+        if n - pos >= 8:
+            (klen,) = _U64LE(buf, pos)
+            kend = pos + 8 + klen
+            if (
+                8 <= klen <= MAX_ENCODED_KEY_SIZE
+                and kend + _VAL_HEAD_SIZE <= n
+                and not (
+                    klen in _OPERATIONAL_LENGTHS and buf.startswith(_OPERATIONAL_PREFIXES, pos + 8)
+                )
+            ):
+                vlen, flags, expire_at = _VAL_HEAD(buf, kend)
+                missing = kend + 8 + vlen - n
+                if (
+                    VALUE_HEADER_SIZE <= vlen <= MAX_ENCODED_VALUE_SIZE
+                    and flags <= TOMBSTONE_FLAG
+                    and 0 < missing <= len(data) - start
+                ):
+                    value = b"".join(
+                        (
+                            memoryview(buf)[kend + _VAL_HEAD_SIZE :],
+                            memoryview(data)[start : start + missing],
+                        )
+                    )
+                    entry = Entry(
+                        buf[pos + 8 : kend - 8],
+                        value,
+                        _U64BE(buf, kend - 8)[0] ^ _TS_MASK,
+                        expire_at,
+                        flags == TOMBSTONE_FLAG,
+                    )
+                    self._buf, self._pos, self._base = data, start + missing, self._next_base
+                    self._next = None
+                    return entry
         stop = min(len(data), start + max(1, self.need))
-        head = memoryview(self._buf)[self._pos :]
-        self._base += self._pos
-        self._buf = b"".join((head, memoryview(data)[start:stop]))
+        self._base += pos
+        self._buf = b"".join((memoryview(buf)[pos:], memoryview(data)[start:stop]))
         self._pos = 0
         if stop == len(data):
             self._next = None
         else:
             self._next_pos = stop
+        return None
 
     # --- header --------------------------------------------------------------------------
 
@@ -312,10 +351,10 @@ class FrameDecoder:
                 if self._pos == pos:  # more data is needed
                     if self._next is None:
                         break
-                    self._advance()
+                    entry = self._advance()
                     buf = self._buf
                     n = len(buf)
-            else:
+            if entry is not None:
                 append(entry)
                 count += 1
             pos = self._pos
