@@ -3,10 +3,11 @@
 Records arrive in key order: blob chunks, bucket metas, chunkblobs, chunkrefs, manifests,
 upload records. Payloads are appended to scratch payload files
 (:class:`~elastickv_async._core.scratch.PayloadFiles`) as they come, a few MiB at a time (one
-file per object, one for all chunkblobs); beyond those pending bytes only their offsets, the
-parsed manifests and bucket metas stay in memory. :meth:`S3Decoder.finalize` then lays out
-each bucket (see :mod:`.layout`), assembles every body in part/chunk order and writes it, one
-task per bucket.
+file per object, one for all chunkblobs), and the bodies hashed as they are appended, by two
+worker threads while the next records are read (:meth:`S3Decoder.consume`); beyond those
+pending bytes only their offsets, the parsed manifests and bucket metas stay in memory.
+:meth:`S3Decoder.finalize` then lays out each bucket (see :mod:`.layout`), assembles every
+body in part/chunk order and writes it, one task per bucket.
 A body whose chunks already sit in its payload file in final order (the common case: one
 object's chunks arrive together, in order) is moved into place without being copied, whatever
 its size: a rename instead of a second write, and one file created instead of two.
