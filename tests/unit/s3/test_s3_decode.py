@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import struct
@@ -521,6 +522,25 @@ async def test_consume_spills_payloads_behind_the_next_batches(
         f"s3/b/{key.decode()}": hashlib.sha256(body).digest() for key, body in bodies.items()
     }
     assert _spill_left(h) == []
+
+
+async def test_consume_fails_with_the_error_of_a_spill_behind_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spill file that cannot be written fails the run with that error while the decoder
+    is handing over the next batch: nothing waits for a lane that is gone."""
+    records = [bucket_meta(b"b")]
+    for n in range(6):
+        records += simple_object(b"b", b"k%d" % n, _body(3000, seed=n))
+    h = harness(tmp_path)
+    h.decoder._ctx.memory = 4096
+
+    def full_disk(writes: Sequence[tuple[int, bytes]]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(h.decoder._spill, "append", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        await h.consume(records, batch=1)
 
 
 async def test_consume_appends_and_hashes_a_batch_on_two_threads(

@@ -299,7 +299,9 @@ class S3Decoder:
         while the next batches are read and indexed (so two batches of payloads are held at
         most, each about an eighth of the adapter's memory share)."""
         send, receive = anyio.create_memory_object_stream[_Spill]()
-        async with task_group() as tg:
+        # The receiving end is closed after the spilling task ends, not by it: a send
+        # waiting when a spill fails is then cancelled instead of failing a second time.
+        async with receive, task_group() as tg:
             tg.start_soon(self._spill_behind, receive)
             async with send:
                 self._behind = send
@@ -311,11 +313,10 @@ class S3Decoder:
         return await self.finalize()
 
     async def _spill_behind(self, spills: ObjectReceiveStream[_Spill]) -> None:
-        async with spills:
-            async for writes, blobs in spills:
-                async with task_group() as tg:
-                    tg.start_soon(anyio.to_thread.run_sync, self._spill.append, writes)
-                    tg.start_soon(anyio.to_thread.run_sync, self._hash_payloads, blobs)
+        async for writes, blobs in spills:
+            async with task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, self._spill.append, writes)
+                tg.start_soon(anyio.to_thread.run_sync, self._hash_payloads, blobs)
 
     async def _append(self) -> None:
         """Append the pending payloads and hash the blobs among them: behind the caller
