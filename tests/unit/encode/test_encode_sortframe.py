@@ -110,6 +110,40 @@ def test_blocks_are_the_defined_stream_in_memory_or_spilled(
     assert not any(p.is_file() for p in (tmp_path / "sort").rglob("*"))
 
 
+@pytest.mark.parametrize("budget", [1 << 30, 20_000, 1])
+def test_long_values_are_written_as_read_not_copied_into_their_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """In memory or spilled, a deferred or large value of APART_BYTES or more is a block of
+    its own (no records in it), a deferred one the very bytes its source read, not a copy.
+    The stream and the records counted are those of every value copied into its frame."""
+    monkeypatch.setattr(sortframe, "CHUNK_BYTES", 2048)
+    source = _Source()
+    records = _records(3, 400, source)
+    resolved = [
+        (key + SUFFIX, source.values[v.token] if isinstance(v, Deferred) else v)
+        for key, v in records
+    ]
+    long_values = [v for _, v in sorted(resolved) if len(v) >= 1000]
+    deferred = {id(source.values[v.token]) for _, v in records if isinstance(v, Deferred)}
+    streams = []
+    for apart in (1 << 40, 1000):
+        monkeypatch.setattr(sortframe, "APART_BYTES", apart)
+        sorter = FramedSorter(tmp_path / f"sort{apart}", budget, large_value=LARGE)
+        _fill(sorter, records, 16)
+        blocks = list(sorter.blocks())
+        sorter.close()
+        alone = [block for block, entries in blocks if entries == 0]
+        assert alone == (long_values if apart == 1000 else [])
+        assert len(deferred & {id(block) for block in alone}) == (
+            len([v for v in long_values if id(v) in deferred]) if apart == 1000 else 0
+        )
+        assert sum(entries for _, entries in blocks) == len(records)
+        streams.append(b"EKVPBBL1" + (7).to_bytes(8, "little") + b"".join(b for b, _ in blocks))
+    assert streams[0] == streams[1] == _expected(records, source)
+    assert len(long_values) > 20
+
+
 @pytest.mark.parametrize("where", ["batch", "runs", "general", "plain-and-general"])
 def test_a_duplicate_key_is_refused_wherever_its_twin_waits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str

@@ -11,7 +11,8 @@ does by merging the sorted pieces.
 
 Deferred values (read only when written) and large ones (parked in a side file) keep the
 general :class:`~elastickv_async._core.extsort.ExternalSorter`; its records join the
-merge as one more source, framed as they come out of it.
+merge as one more source, framed as they come out of it (a long value is not copied into
+its frame: it is written as it was read, after its frame's head).
 
 The merge stays within the sorter's budget: the in-memory tail keeps at most half of it (a
 larger one is spilled as the last run), the general sorter a quarter, and the runs' chunks
@@ -28,7 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Iterator, Sequence
 from operator import eq, itemgetter
 from pathlib import Path
@@ -40,15 +42,20 @@ from ..snapshot.framing import TS_SIZE, VALUE_HEADER_SIZE
 from ..sortedruns import Entry, merge_rounds, read_run, write_run
 from .framing import KEY_LEN, VALUE_HEAD
 
-__all__ = ["CHUNK_BYTES", "FramedSorter"]
+__all__ = ["APART_BYTES", "CHUNK_BYTES", "FramedSorter"]
 
 #: A chunk of a run (or taken from the in-memory tail or the general sorter) at most, and at
 #: least, in the bytes its entries hold in memory (frame, key, :data:`ENTRY_OVERHEAD`); the
 #: sorter's budget sets the size in between.
 CHUNK_BYTES: Final = 256 << 10
+#: A deferred or large value this long is written as it was read, not copied into its
+#: frame (see :meth:`FramedSorter.blocks`).
+APART_BYTES: Final = 64 << 10
 _MIN_CHUNK: Final = 4 << 10
 _KEY: Final = itemgetter(0)
 _FRAME: Final = itemgetter(1)
+#: A value written apart from its frame's head: the record's key, the head, the value.
+_Apart = tuple[bytes, bytes, bytes]
 
 
 def duplicate_key(key: bytes) -> DumpTreeError:
@@ -106,6 +113,25 @@ def _chunks(entries: list[Entry], chunk_bytes: int) -> Iterator[list[Entry]]:
     for end in _chunk_ends(entries, chunk_bytes):
         yield entries[start:end]
         start = end
+
+
+def _with_values_apart(
+    entries: list[Entry], keys: list[bytes], apart: deque[_Apart]
+) -> Iterator[tuple[bytes, int]]:
+    """The blocks of a round (``entries``, their ``keys``) holding the heads of values
+    waiting in ``apart``: each value is a block of its own (no records in it) after the
+    block that ends with its head."""
+    start = 0
+    while apart and apart[0][0] <= keys[-1]:
+        key, head, value = apart.popleft()
+        at = bisect_left(keys, key, lo=start)
+        # Keys are unique here (duplicates were refused): the entry is the one holding head.
+        assert entries[at][1] is head
+        yield b"".join(map(_FRAME, entries[start : at + 1])), at + 1 - start
+        yield value, 0
+        start = at + 1
+    if start < len(entries):
+        yield b"".join(map(_FRAME, entries[start:])), len(entries) - start
 
 
 class FramedSorter:
@@ -225,12 +251,26 @@ class FramedSorter:
 
         compact_runs(self._runs, width, width - 2, merge_group)
 
-    def _general_chunks(self, general: ExternalSorter) -> Iterator[list[Entry]]:
-        """The general sorter's records, framed, in chunks of about :attr:`chunk_bytes`."""
+    def _general_chunks(
+        self, general: ExternalSorter, apart: deque[_Apart]
+    ) -> Iterator[list[Entry]]:
+        """The general sorter's records, framed, in chunks of about :attr:`chunk_bytes`.
+
+        A value of :data:`APART_BYTES` or more is not copied into its frame: the entry holds
+        the frame's head only, and the value waits in ``apart`` (in key order) until
+        :meth:`blocks` writes it after its head.
+        """
         chunk: list[Entry] = []
         size = 0
+        key_len, value_head = KEY_LEN.pack, VALUE_HEAD.pack
         for key, value in general.merged():
-            entry = (key, _frame(key, value))
+            if len(value) >= APART_BYTES:
+                head = key_len(len(key)) + key + value_head(len(value) + VALUE_HEADER_SIZE)
+                entry = (key, head)
+                apart.append((key, head, value))
+                size += len(value)
+            else:
+                entry = (key, _frame(key, value))
             chunk.append(entry)
             size += _cost(entry)
             if size >= self.chunk_bytes:
@@ -240,9 +280,10 @@ class FramedSorter:
             yield chunk
 
     def blocks(self) -> Iterator[tuple[bytes, int]]:
-        """Every record framed, sorted by key, as ``(bytes, records in them)`` blocks; a key
-        equal to the one before raises ``ErrEncodeDuplicateKey`` (blocking: iterate in a
-        worker thread)."""
+        """Every record framed, sorted by key, as ``(bytes, records in them)`` blocks (a value
+        of :data:`APART_BYTES` or more from the general sorter is a block of its own, with no
+        records, after the one ending with its frame's head); a key equal to the one before
+        raises ``ErrEncodeDuplicateKey`` (blocking: iterate in a worker thread)."""
         if (self._runs or self._general is not None) and self._buffered > self._budget // 2:
             # Beside other sources the tail keeps half the budget (see the module docstring).
             self._spill_buffer()
@@ -251,8 +292,9 @@ class FramedSorter:
         self._compact()
         sources = [read_run(run) for run in self._runs]
         sources.append(_chunks(tail, self.chunk_bytes))
+        apart: deque[_Apart] = deque()
         if self._general is not None:
-            sources.append(self._general_chunks(self._general))
+            sources.append(self._general_chunks(self._general, apart))
         previous: bytes | None = None
         for entries in merge_rounds(sources):
             keys = list(map(_KEY, entries))
@@ -261,7 +303,10 @@ class FramedSorter:
                     raise duplicate_key(keys[0])
                 raise duplicate_key(next(a for a, b in itertools.pairwise(keys) if a == b))
             previous = keys[-1]
-            yield b"".join(map(_FRAME, entries)), len(entries)
+            if apart and apart[0][0] <= previous:
+                yield from _with_values_apart(entries, keys, apart)
+            else:
+                yield b"".join(map(_FRAME, entries)), len(entries)
 
     def close(self) -> None:
         """Drop the buffer and remove every run (blocking)."""
