@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from operator import eq, itemgetter
 from pathlib import Path
 from typing import Final
@@ -27,9 +27,10 @@ from .sortedruns import Entry, merge_rounds, read_run, write_run
 __all__ = ["DigestLedger"]
 
 _KEY: Final = itemgetter(0)
-#: Entries per chunk of a run are ``limit`` over this: a merge of every run's current chunk
-#: holds about as many digests as the buffer did.
-_CHUNKS_PER_LIMIT: Final = MERGE_FAN_IN
+#: Digests of the buffer per run a merge reads at once: each open run costs about as much as
+#: a few dozen digests held (its file, its reader, its chunk's list), so a small ledger
+#: merges fewer runs at a time instead of passing its bound by the runs' fixed cost.
+_ENTRIES_PER_RUN: Final = 32
 #: Digests per chunk of a ledger that never spills.
 _MEMORY_CHUNK: Final = 4096
 #: Paths are file names joined with "/", so they hold no NUL byte: one encode for a batch
@@ -37,7 +38,7 @@ _MEMORY_CHUNK: Final = 4096
 _SEPARATOR: Final = "\0"
 
 
-def _raw_paths(paths: list[str]) -> list[bytes]:
+def _raw_paths(paths: Sequence[str]) -> list[bytes]:
     """``paths`` as raw bytes (``os.fsencode`` on Linux), in one encode when they allow."""
     raw = _SEPARATOR.join(paths).encode("utf-8", "surrogateescape").split(b"\0")
     if len(raw) != len(paths):
@@ -69,10 +70,14 @@ class DigestLedger:
     def __init__(self, spill_dir: Path | None, *, limit: int) -> None:
         self._dir = spill_dir
         self._limit = max(1, limit) if spill_dir is not None else sys.maxsize
+        #: Runs one merge reads (3 at least: two merged beside the in-memory tail).
+        self._fan_in = min(MERGE_FAN_IN, max(3, self._limit // _ENTRIES_PER_RUN))
+        # A run's chunks are a share of the limit: a merge of every run's current chunk
+        # holds about as many digests as the buffer did.
         self._chunk = (
-            max(1, self._limit // _CHUNKS_PER_LIMIT) if spill_dir is not None else _MEMORY_CHUNK
+            max(1, self._limit // self._fan_in) if spill_dir is not None else _MEMORY_CHUNK
         )
-        self._paths: list[str] = []
+        self._paths: list[bytes] = []
         self._digests: list[bytes] = []
         self._runs: list[Path] = []
         #: How many merges each run's digests went through (see :meth:`_merge_level`).
@@ -94,7 +99,9 @@ class DigestLedger:
         with self._lock:
             while pairs := list(itertools.islice(source, self._limit - len(self._paths))):
                 paths, values = zip(*pairs, strict=True)
-                self._paths += paths
+                # Held as raw bytes, the form they are sorted and spilled in: smaller than
+                # the str, and a spill converts nothing.
+                self._paths += _raw_paths(paths)
                 self._digests += values
                 if len(self._paths) >= self._limit:
                     self._spill()
@@ -102,10 +109,11 @@ class DigestLedger:
     def get(self, rel: str) -> bytes | None:
         """The digest last recorded for ``rel`` if it is still in memory, not spilled (a
         linear search: for tests and tools)."""
+        raw = rel.encode("utf-8", "surrogateescape")
         with self._lock:
             paths = self._paths
             for i in range(len(paths) - 1, -1, -1):
-                if paths[i] == rel:
+                if paths[i] == raw:
                     return self._digests[i]
         return None
 
@@ -115,7 +123,8 @@ class DigestLedger:
         self._paths, self._digests = [], []
         if not paths:
             return []
-        entries = list(zip(_raw_paths(paths), digests, strict=True))
+        entries = list(zip(paths, digests, strict=True))
+        del paths, digests  # the lists go before the sort allocates its keys
         # Stable: of equal paths, the one recorded last stays last.
         entries.sort(key=_KEY)
         return _last_of_each(entries)
@@ -128,6 +137,7 @@ class DigestLedger:
         self._runs.append(path)
         self._levels.append(0)
         write_run(path, self._chunks(entries))
+        del entries  # before a merge reads every run's first chunk
         self.spills += 1
         self._merge_level()
 
@@ -135,7 +145,7 @@ class DigestLedger:
         # The newest runs merged into one as soon as enough of them share a level (a
         # binary-counter scheme, wider): the runs on disk stay few while recording, and each
         # digest is rewritten once per level, a logarithmic number of times.
-        width = max(2, MERGE_FAN_IN - 1)
+        width = max(2, self._fan_in - 1)
         while len(self._levels) >= width and len(set(self._levels[-width:])) == 1:
             level = self._levels[-1]
             group = self._runs[-width:]
@@ -148,7 +158,10 @@ class DigestLedger:
     def _merge_runs(self, group: list[Path]) -> Path:
         """A new run of ``group``'s runs merged (the newest digest of a path winning)."""
         path = self._new_run_path()
-        write_run(path, self._merged([read_run(run) for run in group]))
+        merged = self._merged([read_run(run) for run in group])
+        # A round can hold every source's chunk: cut back to chunks of one spill's size, so
+        # a later merge of merged runs holds no more than the first ones did.
+        write_run(path, (piece for chunk in merged for piece in self._chunks(chunk)))
         return path
 
     def _new_run_path(self) -> Path:
@@ -159,6 +172,9 @@ class DigestLedger:
 
     def _chunks(self, entries: list[Entry]) -> Iterator[list[Entry]]:
         size = self._chunk
+        if len(entries) <= size:
+            yield entries
+            return
         for start in range(0, len(entries), size):
             yield entries[start : start + size]
 
@@ -166,7 +182,7 @@ class DigestLedger:
         # Before the listing, what the levels left beyond the fan-in, in passes: each pass
         # rewrites a run at most once, and a merged run takes its group's place, so the
         # newest digest still wins. Keep a slot for the in-memory tail.
-        compact_runs(self._runs, MERGE_FAN_IN, MERGE_FAN_IN - 1, self._merge_runs)
+        compact_runs(self._runs, self._fan_in, self._fan_in - 1, self._merge_runs)
         self._levels = [0] * len(self._runs)  # levels only time the merges while recording
 
     def _merged(self, sources: list[Iterator[list[Entry]]]) -> Iterator[list[Entry]]:

@@ -37,9 +37,11 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "DEFAULT_WALK_MEMORY",
     "LEDGER_ENTRY_BYTES",
+    "LEDGER_FIXED_BYTES",
     "MIN_MEMORY_BUDGET",
     "READ_CHUNKS",
     "MemoryBudget",
+    "ledger_entries",
     "parse_size",
 ]
 
@@ -49,9 +51,15 @@ DEFAULT_MEMORY_BUDGET: Final = 48 << 20
 MIN_MEMORY_BUDGET: Final = 64 << 10
 #: Largest budget accepted (a typo's guard).
 _MAX_MEMORY_BUDGET: Final = 1 << 40
-#: What one path and its digest cost in a checksum ledger (the path, the digest, the dict
-#: slot, and the sorted copy made when it spills).
+#: What one path and its digest cost in a digest ledger (:mod:`~._core.digests`), measured
+#: with tracemalloc while recording, spilling and listing: the raw path (33 bytes and its
+#: length), the digest (65), their two list slots, and while a spill sorts them their pair
+#: (56) and the sort's keys; a merge of spilled runs holds about as many. About 180 bytes and
+#: the path's: this covers paths of up to some 70 bytes (the bench's trees average 45).
 LEDGER_ENTRY_BYTES: Final = 256
+#: What a digest ledger holds whatever its size (its open runs while merging, the runs'
+#: read and write buffers), kept out of the digests' room.
+LEDGER_FIXED_BYTES: Final = 48 << 10
 #: Chunks of the input the snapshot reader holds at once: the one being framed (or its
 #: leftover) and the next one, read before the first is let go.
 READ_CHUNKS: Final = 2
@@ -104,6 +112,12 @@ def check_budget(size: int, name: str = "memory_budget") -> int:
             f"{_MAX_MEMORY_BUDGET >> 30}GiB, not {size} bytes"
         )
     return size
+
+
+def ledger_entries(memory: int) -> int:
+    """How many digests a ledger given ``memory`` bytes keeps before it spills them: what
+    :data:`LEDGER_FIXED_BYTES` leaves, at :data:`LEDGER_ENTRY_BYTES` each (at least one)."""
+    return max(1, (memory - LEDGER_FIXED_BYTES) // LEDGER_ENTRY_BYTES)
 
 
 class MemoryBudget(msgspec.Struct, frozen=True):
@@ -175,5 +189,7 @@ class MemoryBudget(msgspec.Struct, frozen=True):
         return min(_MAX_WRITE_SLICE, max(_MIN_READ_CHUNK, self.share("channels") // held))
 
     def ledger_entries(self) -> int:
-        """How many digests a checksum ledger keeps in memory before it spills them."""
-        return max(1, self.share("checksums") // LEDGER_ENTRY_BYTES)
+        """How many digests a checksum ledger keeps in memory before it spills them: what
+        the checksums' share leaves beside the ledger's fixed cost, at
+        :data:`LEDGER_ENTRY_BYTES` each."""
+        return ledger_entries(self.share("checksums"))

@@ -105,4 +105,6 @@ def read_run(path: Path) -> Iterator[list[Entry]]:
                 chunk = marshal.loads(data)
             except (EOFError, ValueError, TypeError):
                 raise OutputError(f"scratch file {str(path)!r} is damaged") from None
+            # Not kept while the chunk is out: a merge holds every source's chunk at once.
+            del data
             yield chunk

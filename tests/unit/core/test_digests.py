@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from elastickv_async._core import digests, sortedruns
 from elastickv_async._core.digests import DigestLedger
 from elastickv_async._core.dump.checksums import ChecksumLedger, checksum_line
 from elastickv_async._core.encode.readdigests import ReadDigests
+from elastickv_async._core.memory import MemoryBudget
 
 #: Path segments: ASCII, non-ASCII, an undecodable byte (as os.fsdecode gives it), prefixes
 #: of each other, "/" ordering below most other characters, names CHECKSUMS escapes, and
@@ -222,3 +224,42 @@ def test_spilled_runs_are_merged_by_level_each_digest_rewritten_a_few_times(
     assert list(ledger.items()) == [(rel.encode(), digest) for rel, digest in records]
     ledger.close()
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def _fresh(start: int, count: int) -> list[tuple[str, bytes]]:
+    """``count`` new paths of 64 characters and their digests (made here, so the ledger is
+    the only one holding them once recorded)."""
+    return [
+        (
+            f"dynamodb/orders/items/customer-{i:07d}/{'x' * 20}.json",
+            hashlib.sha256(b"%d" % i).digest(),
+        )
+        for i in range(start, start + count)
+    ]
+
+
+@pytest.mark.parametrize("budget", [2 << 20, 4 << 20])
+def test_a_ledger_holds_no_more_than_the_checksums_share(tmp_path: Path, budget: int) -> None:
+    """Recording enough digests to spill and merge runs, then listing them, a ledger of the
+    budget's ``ledger_entries`` allocates at most the checksums' share (tracemalloc)."""
+    memory = MemoryBudget(budget, "decode", ("dynamodb",))
+    limit = memory.ledger_entries()
+    ledger = DigestLedger(tmp_path / "spill", limit=limit)
+    total = limit * 40
+    tracemalloc.start()
+    try:
+        batch = 32
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for start in range(0, total, batch):
+            ledger.record_many(_fresh(start, min(batch, total - start)))
+        recording = tracemalloc.get_traced_memory()[1] - before
+        tracemalloc.reset_peak()
+        listed = sum(1 for _ in ledger.items())
+        listing = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+        ledger.close()
+    assert listed == total
+    assert ledger.spills >= 40
+    assert max(recording, listing) <= memory.share("checksums")

@@ -23,7 +23,7 @@ import anyio.to_thread
 from ..._adapters.registry import REGISTRY
 from ..errors import ChecksumMismatch, ManifestError, UsageError
 from ..gojson_read import GoJSONError, get_str, loads
-from ..memory import DEFAULT_WALK_MEMORY, LEDGER_ENTRY_BYTES
+from ..memory import DEFAULT_WALK_MEMORY, ledger_entries
 from ..progress import ProgressCallback, ProgressMeter
 from ..report import Report
 from .checksums import (
@@ -341,7 +341,7 @@ def _compare(
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="elastickv-verify-") as spill:
-        ledger = ChecksumLedger(Path(spill), limit=max(1, memory // 2 // LEDGER_ENTRY_BYTES))
+        ledger = ChecksumLedger(Path(spill), limit=ledger_entries(memory // 2))
         try:
             checksums.rewind()
             ledger.record_many(
