@@ -57,7 +57,7 @@ def test_cluster_commands_refuse_a_bad_budget_like_decode(
 def test_cluster_commands_accept_a_budget(tmp_path: Path) -> None:
     """The smallest budget gives the tree and the group files of the default one."""
     inputs = _inputs(tmp_path)
-    for name, budget in (("default", []), ("tiny", ["--memory-budget", "64KiB"])):
+    for name, budget in (("default", []), ("tiny", ["--memory-budget", f"{MIN_MEMORY_BUDGET}"])):
         tree, groups = tmp_path / f"tree-{name}", tmp_path / f"groups-{name}"
         assert main(["decode-cluster", *inputs, "--output", str(tree), "--quiet", *budget]) == 0
         encode = ["encode-cluster", "--input", str(tree), "--output-dir", str(groups)]

@@ -40,7 +40,7 @@ from .dump.manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE
 from .dump.roots import parse_root_flags
 from .entry import PROG
 from .errors import ElasticKVError, UsageError
-from .memory import DEFAULT_MEMORY_BUDGET, parse_size
+from .memory import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET, parse_size
 from .options import DecodeOptions, EncodeOptions
 from .report import Report
 from .restore import command as restore_command
@@ -306,6 +306,11 @@ def _build_parser() -> _Parser:
         "--depth", type=int, default=2, metavar="N", help="group prefixes up to their N-th '|'"
     )
     ins.add_argument("--json", action="store_true", help="print JSON instead of text")
+    ins.add_argument(
+        *_MEMORY_FLAG,
+        **_MEMORY_OPTIONS
+        | {"help": "bytes the reader's chunks and the batch being counted may hold"},
+    )
 
     ver = sub.add_parser("verify", parents=[common], help="check a dump tree against its CHECKSUMS")
     ver.add_argument("--input", required=True, help="the dump tree root")
@@ -397,9 +402,10 @@ _MEMORY_FLAG: Final = ("--memory-budget",)
 _MEMORY_OPTIONS: Final[dict[str, Any]] = {
     "metavar": "SIZE",
     "default": f"{DEFAULT_MEMORY_BUDGET >> 20}MiB",
-    "help": "bytes the run's buffers (channels, sorts, spill buffers, checksum ledger) may "
-    "hold together, shared among them (bytes, or with KiB, MiB, GiB; at least 64KiB); "
-    "smaller spills more to scratch, the output is the same",
+    "help": "bytes the run's buffers (channels, read and write buffers, sorts, spill "
+    "buffers, digest ledgers) may hold together, shared among them (bytes, or with KiB, MiB, "
+    f"GiB; at least {MIN_MEMORY_BUDGET >> 10}KiB); smaller spills more to scratch, the output "
+    "is the same",
 }
 
 
@@ -519,7 +525,7 @@ async def _verify(args: argparse.Namespace, report: Report) -> None:
 async def _inspect(args: argparse.Namespace, report: Report) -> None:
     from .inspection import inspect_snapshot
 
-    found = await inspect_snapshot(args.input, depth=args.depth)
+    found = await inspect_snapshot(args.input, depth=args.depth, memory_budget=_memory_budget(args))
     report.snapshot.update(found.to_dict())
     if args.json:
         print(json.dumps(found.to_dict(), indent=2))

@@ -72,10 +72,10 @@ class DigestLedger:
         self._limit = max(1, limit) if spill_dir is not None else sys.maxsize
         #: Runs one merge reads (3 at least: two merged beside the in-memory tail).
         self._fan_in = min(MERGE_FAN_IN, max(3, self._limit // _ENTRIES_PER_RUN))
-        # A run's chunks are a share of the limit: a merge of every run's current chunk
-        # holds about as many digests as the buffer did.
+        # A run's chunks are a share of half the limit: a merge of every run's current chunk
+        # holds half as many digests as the buffer did, the in-memory tail the other half.
         self._chunk = (
-            max(1, self._limit // self._fan_in) if spill_dir is not None else _MEMORY_CHUNK
+            max(1, self._limit // (2 * self._fan_in)) if spill_dir is not None else _MEMORY_CHUNK
         )
         self._paths: list[bytes] = []
         self._digests: list[bytes] = []
@@ -207,6 +207,8 @@ class DigestLedger:
         lists (none empty). Consumes what is in memory: call once, at the end (blocking: call
         and iterate in a worker thread; runs beyond the merge's fan-in are merged first)."""
         with self._lock:
+            if self._runs and len(self._paths) > self._limit // 2:
+                self._spill()  # the tail leaves half the limit to the runs' chunks
             tail = self._buffered()
         self._compact()
         sources = [read_run(run) for run in self._runs]

@@ -19,6 +19,7 @@ from .._adapters.base import Inventory, InventoryRow
 from .._adapters.registry import REGISTRY
 from .console import human_bytes
 from .errors import escape_key
+from .memory import DEFAULT_MEMORY_BUDGET, MemoryBudget
 from .routing import Router
 from .snapshot.entry import SnapshotHeader
 from .snapshot.mvcc import VisibilityResolver
@@ -126,8 +127,14 @@ def _counts(counts: dict[str, int]) -> str:
     )
 
 
-async def inspect_snapshot(path: str | os.PathLike[str], *, depth: int = 2) -> SnapshotInspection:
-    """Read the snapshot at ``path`` once and summarise it (nothing is written)."""
+async def inspect_snapshot(
+    path: str | os.PathLike[str], *, depth: int = 2, memory_budget: int = DEFAULT_MEMORY_BUDGET
+) -> SnapshotInspection:
+    """Read the snapshot at ``path`` once and summarise it (nothing is written), reading
+    within ``memory_budget`` bytes (the per-prefix counts and the inventories come beside
+    it: they grow with the snapshot's distinct prefixes and names, not its size)."""
+    memory = MemoryBudget(memory_budget, "decode", REGISTRY.names())
+    chunk = memory.scan_chunk()
     router = Router({spec.name: spec for spec in REGISTRY}, REGISTRY.names())
     prefixes: dict[bytes, PrefixCounts] = {}
     inventories: dict[str, Inventory] = {
@@ -144,10 +151,10 @@ async def inspect_snapshot(path: str | os.PathLike[str], *, depth: int = 2) -> S
             counts.route = "mixed"
         return counts
 
-    async with open_snapshot(Path(path)) as snap:
+    async with open_snapshot(Path(path), chunk_size=chunk) as snap:
         header = snap.header
         resolver = VisibilityResolver(header.last_commit_ts)
-        async for batch in snap.batches(4096):
+        async for batch in snap.batches(memory.scan_entries(), chunk):
             for entry in batch:
                 counts = bucket(entry.key)
                 counts.versions += 1

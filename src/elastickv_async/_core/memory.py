@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_ENCODE_ADAPTER_MEMORY",
     "DEFAULT_MEMORY_BUDGET",
     "DEFAULT_WALK_MEMORY",
+    "ENTRY_BYTES",
     "LEDGER_ENTRY_BYTES",
     "LEDGER_FIXED_BYTES",
     "MIN_MEMORY_BUDGET",
@@ -48,7 +49,7 @@ __all__ = [
 #: The default budget: what the buffering parts may hold together.
 DEFAULT_MEMORY_BUDGET: Final = 48 << 20
 #: Smaller budgets are refused: every part needs a little room to make progress.
-MIN_MEMORY_BUDGET: Final = 64 << 10
+MIN_MEMORY_BUDGET: Final = 512 << 10
 #: Largest budget accepted (a typo's guard).
 _MAX_MEMORY_BUDGET: Final = 1 << 40
 #: What one path and its digest cost in a digest ledger (:mod:`~._core.digests`), measured
@@ -57,16 +58,25 @@ _MAX_MEMORY_BUDGET: Final = 1 << 40
 #: (56) and the sort's keys; a merge of spilled runs holds about as many. About 180 bytes and
 #: the path's: this covers paths of up to some 70 bytes (the bench's trees average 45).
 LEDGER_ENTRY_BYTES: Final = 256
-#: What a digest ledger holds whatever its size (its open runs while merging, the runs'
-#: read and write buffers), kept out of the digests' room.
-LEDGER_FIXED_BYTES: Final = 48 << 10
+#: What a digest ledger holds whatever its size (its runs open while merging, a run's write
+#: buffer, the merge's state: 17-21 KiB measured with a handful of digests), kept out of
+#: the digests' room.
+LEDGER_FIXED_BYTES: Final = 24 << 10
 #: Chunks of the input the snapshot reader holds at once: the one being framed (or its
 #: leftover) and the next one, read before the first is let go.
 READ_CHUNKS: Final = 2
-#: A read chunk at most (the reader's own default), and at least (a page: the smallest
-#: budgets may be passed by that much a chunk).
+#: A read chunk at most (the reader's own default).
 _MAX_READ_CHUNK: Final = 4 << 20
-_MIN_READ_CHUNK: Final = 4 << 10
+#: What a snapshot entry costs beside its value: the entry object and a short key.
+ENTRY_BYTES: Final = 160
+#: Entries counted at once by a reader that only counts (more cost more calls, no memory).
+_MAX_SCAN_ENTRIES: Final = 4096
+#: A page: no buffer is smaller (the smallest budgets may be passed by that much a buffer).
+_MIN_BUFFER: Final = 4 << 10
+#: An encode's output file buffers take at most one of this many parts of its output's
+#: share, and 1 MiB (larger writes bypass them anyway).
+_OUTPUT_PER_BUFFERS: Final = 8
+_MAX_OUTPUT_BUFFER: Final = 1 << 20
 #: A slice of an encode's snapshot writing at most.
 _MAX_WRITE_SLICE: Final = 1 << 20
 
@@ -180,13 +190,43 @@ class MemoryBudget(msgspec.Struct, frozen=True):
         """The bytes the snapshot reader reads at once beside the channels of
         :meth:`batch_bytes` (``reader=True``): a batch's size, within a page and 4 MiB."""
         size = self.batch_bytes(buffered, streams=streams, reader=True)
-        return min(_MAX_READ_CHUNK, max(_MIN_READ_CHUNK, size))
+        return min(_MAX_READ_CHUNK, max(_MIN_BUFFER, size))
+
+    def output(self) -> int:
+        """encode: the bytes writing the snapshot may hold (the files' write buffers, see
+        :meth:`output_buffer`, and the slices being framed, written and hashed): the
+        channel's part, which the collect no longer uses once the writing starts."""
+        if self.direction != "encode":
+            raise ValueError("only an encode writes a snapshot")
+        return self.share("channels")
+
+    def output_buffer(self, files: int = 1) -> int:
+        """encode: the write buffer of each of ``files`` output files written at once (the
+        snapshot, or ``encode-cluster``'s groups): an eighth of :meth:`output` among them,
+        within a page and 1 MiB. Framed blocks larger than the buffer bypass it; it only
+        gathers the small writes."""
+        size = self.output() // (_OUTPUT_PER_BUFFERS * max(1, files))
+        return min(_MAX_OUTPUT_BUFFER, max(_MIN_BUFFER, size))
+
+    def scan_chunk(self) -> int:
+        """The bytes a reader that only counts (``decode --dry-run``, ``inspect``) reads at
+        once: its :data:`READ_CHUNKS` chunks and the batch of entries being counted (read
+        as a chunk's worth) share the whole budget, nothing else holding data beside them;
+        within a page and 4 MiB."""
+        size = self.total // (READ_CHUNKS + 1)
+        return min(_MAX_READ_CHUNK, max(_MIN_BUFFER, size))
+
+    def scan_entries(self) -> int:
+        """The entries of a batch that :meth:`scan_chunk`'s reader counts at once: as many
+        as a chunk's worth at :data:`ENTRY_BYTES` each (the entry object and a short key),
+        4096 at most."""
+        return max(1, min(_MAX_SCAN_ENTRIES, self.scan_chunk() // ENTRY_BYTES))
 
     def write_slice(self, held: int) -> int:
         """The bytes an encode frames per slice of its snapshot writing when ``held`` slices
         are alive at once: the channels' share (idle once every record is collected) over
         them, within a page and 1 MiB."""
-        return min(_MAX_WRITE_SLICE, max(_MIN_READ_CHUNK, self.share("channels") // held))
+        return min(_MAX_WRITE_SLICE, max(_MIN_BUFFER, self.share("channels") // held))
 
     def ledger_entries(self) -> int:
         """How many digests a checksum ledger keeps in memory before it spills them: what

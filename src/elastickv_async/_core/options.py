@@ -56,7 +56,7 @@ class DecodeOptions:
     #: Bytes the run's buffers may hold together (channels, the adapters' sort and spill
     #: buffers, the checksum ledger): one budget shared by every part, each adapter's share
     #: smaller when more adapters run (see :mod:`elastickv_async._core.memory`). At least
-    #: 64 KiB; a smaller budget spills more, the output is the same.
+    #: 512 KiB; a smaller budget spills more, the output is the same.
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     #: A batch on an adapter channel is sent at this many entries or value bytes, whichever
     #: comes first; each channel buffers ``channel_buffer`` batches. ``batch_bytes`` is an

@@ -21,6 +21,7 @@ import anyio.to_thread
 
 from .._adapters.registry import REGISTRY
 from .dump.roots import checked_output_roots
+from .memory import MemoryBudget
 from .options import DecodeOptions
 from .pipeline import normalise_options
 from .routing import INTERNAL, Router
@@ -127,10 +128,12 @@ async def plan_decode(
     adapters = {name: AdapterPlan() for name in enabled}
     in_scope = {name: f.keep for name, f in scope_filters(options.scope, specs).items()}
     internal = unknown = 0
-    async with open_snapshot(Path(input_path)) as snap:
+    memory = MemoryBudget(options.memory_budget, "decode", enabled)
+    chunk = memory.scan_chunk()
+    async with open_snapshot(Path(input_path), chunk_size=chunk) as snap:
         header = snap.header
         resolver = VisibilityResolver(header.last_commit_ts)
-        async for batch in snap.batches(4096):
+        async for batch in snap.batches(memory.scan_entries(), chunk):
             for entry in resolver.resolve(batch):
                 target, prefix = router.route(entry.key)
                 if target is None:

@@ -18,7 +18,7 @@ from elastickv_async._core import digests, sortedruns
 from elastickv_async._core.digests import DigestLedger
 from elastickv_async._core.dump.checksums import ChecksumLedger, checksum_line
 from elastickv_async._core.encode.readdigests import ReadDigests
-from elastickv_async._core.memory import MemoryBudget
+from elastickv_async._core.memory import MIN_MEMORY_BUDGET, MemoryBudget
 
 #: Path segments: ASCII, non-ASCII, an undecodable byte (as os.fsdecode gives it), prefixes
 #: of each other, "/" ordering below most other characters, names CHECKSUMS escapes, and
@@ -238,14 +238,15 @@ def _fresh(start: int, count: int) -> list[tuple[str, bytes]]:
     ]
 
 
-@pytest.mark.parametrize("budget", [2 << 20, 4 << 20])
+@pytest.mark.parametrize("budget", [MIN_MEMORY_BUDGET, 2 << 20, 4 << 20, 16 << 20])
 def test_a_ledger_holds_no_more_than_the_checksums_share(tmp_path: Path, budget: int) -> None:
-    """Recording enough digests to spill and merge runs, then listing them, a ledger of the
-    budget's ``ledger_entries`` allocates at most the checksums' share (tracemalloc)."""
+    """Recording enough digests to spill and merge runs, then listing them with a tail of
+    almost a full buffer, a ledger of the budget's ``ledger_entries`` allocates at most the
+    checksums' share (tracemalloc)."""
     memory = MemoryBudget(budget, "decode", ("dynamodb",))
     limit = memory.ledger_entries()
     ledger = DigestLedger(tmp_path / "spill", limit=limit)
-    total = limit * 40
+    total = limit * 40 + limit - 1
     tracemalloc.start()
     try:
         batch = 32

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import subprocess
 import sys
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,22 +23,26 @@ from elastickv_async._core import extsort, pipeline
 from elastickv_async._core.dump.checksums import ChecksumLedger, walk_digests
 from elastickv_async._core.dump.verify import check_input_tree
 from elastickv_async._core.encode import api as encode_api
-from elastickv_async._core.encode import selftest
+from elastickv_async._core.encode import publish, selftest, sortframe
 from elastickv_async._core.encode.output import SLICE_BYTES, SLICES_HELD, SnapshotStream
 from elastickv_async._core.encode.readdigests import ReadDigests
 from elastickv_async._core.encode.sortframe import FramedSorter
 from elastickv_async._core.errors import UsageError
+from elastickv_async._core.inspection import inspect_snapshot
 from elastickv_async._core.memory import (
     DEFAULT_ADAPTER_MEMORY,
     DEFAULT_ENCODE_ADAPTER_MEMORY,
     DEFAULT_MEMORY_BUDGET,
     DEFAULT_WALK_MEMORY,
     LEDGER_ENTRY_BYTES,
+    LEDGER_FIXED_BYTES,
     MIN_MEMORY_BUDGET,
     READ_CHUNKS,
     MemoryBudget,
+    ledger_entries,
     parse_size,
 )
+from elastickv_async._core.plan import plan_decode
 from elastickv_async._core.report import Report, make_logger
 from elastickv_async._core.snapshot import reader
 
@@ -135,9 +141,9 @@ def test_the_reader_chunks_take_places_beside_the_batches(streams: int) -> None:
     ("text", "size"),
     [
         ("48MiB", 48 << 20),
-        ("64KiB", 64 << 10),
+        ("512KiB", 512 << 10),
         ("1GiB", 1 << 30),
-        ("70000", 70_000),
+        ("700000", 700_000),
         ("1 MiB", 1 << 20),
     ],
 )
@@ -145,7 +151,9 @@ def test_sizes(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "abc", "12MB", "-1MiB", "1.5MiB", "0", "1KiB", "2000GiB"])
+@pytest.mark.parametrize(
+    "text", ["", "abc", "12MB", "-1MiB", "1.5MiB", "0", "1KiB", "64KiB", "2000GiB"]
+)
 def test_bad_sizes(text: str) -> None:
     with pytest.raises(UsageError, match="--memory-budget"):
         parse_size(text)
@@ -400,11 +408,18 @@ async def test_the_snapshot_is_read_in_chunks_of_the_channels_share(
 ENCODE_PARTS = ("sort", "read", "walk", "names-strings", "ttl-strings", "dedup")
 
 
+#: :data:`MIX` with a Redis strings directory larger than the CHECKSUMS walk's share (the
+#: walk's and the adapters' parts) of the smallest budget, and than the Redis encoder's.
+LARGE_MIX = dataclasses.replace(MIX, summary="large", redis_strings=3000)
+
+
 async def test_a_tiny_budget_makes_the_encode_parts_spill_and_changes_nothing(
-    tmp_path: Path, snapshot: Path, spills: Spills
+    tmp_path: Path, spills: Spills
 ) -> None:
     """Encode under the smallest budget spills every buffering part (none does under the
     default budget) and writes the very bytes of the default budget's snapshot."""
+    snapshot = tmp_path / "large.fsm"
+    benchlib.write_fsm(snapshot, bench_reference.records(LARGE_MIX, seed=7))
     tree = tmp_path / "tree"
     await _decode(snapshot, tree, DEFAULT_MEMORY_BUDGET)
     spills.counts.clear()
@@ -520,3 +535,129 @@ async def test_the_self_test_decodes_within_the_budget(
     assert spills.counts["sqs"] > 0
     # The comparison runs alone, after the decode: its line sorts share the whole budget.
     assert compared == [TINY]
+
+
+# --- what a part needs whatever its share -----------------------------------------------------
+
+
+def _sorter_floor() -> int:
+    """The smallest budget an external sort keeps to: half of it for the read buffers of the
+    fewest runs it merges (a page each) and a page to write a run."""
+    return 2 * (extsort.fan_in(0, 1) + 1) * extsort._MIN_RUN_BUFFER
+
+
+def _framed_sort_floor() -> int:
+    """The smallest budget the encoder's sort keeps to: a quarter of it for the fewest
+    sources it merges, two pages each."""
+    return 4 * extsort.fan_in(0, 1) * 2 * sortframe._MIN_CHUNK
+
+
+@pytest.mark.parametrize("count", [1, 4])
+def test_the_smallest_budget_holds_every_parts_floor(count: int) -> None:
+    """Buffers never go below a page, sorts never merge fewer than three runs and a digest
+    ledger has a fixed cost: the smallest accepted budget gives every part at least that."""
+    adapters = ADAPTERS[:count]
+    decode = MemoryBudget(MIN_MEMORY_BUDGET, "decode", adapters)
+    encode = MemoryBudget(MIN_MEMORY_BUDGET, "encode", adapters)
+    for budget in (decode, encode):
+        assert budget.share("checksums") >= LEDGER_FIXED_BYTES + LEDGER_ENTRY_BYTES
+        assert ledger_entries(budget.share("checksums")) > 1
+        assert all(budget.adapter(name) >= 2 * _sorter_floor() for name in adapters)
+        assert (READ_CHUNKS + 1) * budget.scan_chunk() <= budget.total
+    assert READ_CHUNKS * decode.read_chunk(4, streams=count) <= decode.share("channels") // 2
+    assert 8 * encode.output_buffer() <= encode.output()
+    assert encode.share("walk") >= _sorter_floor()
+    assert encode.share("sort") >= _framed_sort_floor()
+    with pytest.raises(UsageError):
+        MemoryBudget(MIN_MEMORY_BUDGET - 1, "decode", adapters)
+
+
+def test_the_output_buffers_follow_the_budget() -> None:
+    """An encode's output files share an eighth of the channel's part (free once the
+    records are collected), within a page and 1 MiB."""
+    default = MemoryBudget(DEFAULT_MEMORY_BUDGET, "encode", ADAPTERS)
+    assert default.output() == default.share("channels")
+    assert default.output_buffer() == default.share("channels") // 8 < 1 << 20
+    assert default.output_buffer(3) == default.share("channels") // 24
+    assert MemoryBudget(1 << 30, "encode", ADAPTERS).output_buffer() == 1 << 20
+    assert MemoryBudget(TINY, "encode", ADAPTERS).output_buffer(64) == 4 << 10
+    with pytest.raises(ValueError, match="only an encode"):
+        MemoryBudget(DEFAULT_MEMORY_BUDGET, "decode", ADAPTERS).output()
+
+
+def test_an_output_file_allocates_the_buffer_it_is_given(tmp_path: Path) -> None:
+    """``create_temp`` allocates the buffer asked for, not a fixed one (tracemalloc)."""
+    peaks = {}
+    for size in (4 << 10, 1 << 20):
+        tracemalloc.start()
+        try:
+            fh = publish.create_temp(tmp_path / f"{size}.tmp", size)
+            peaks[size] = tracemalloc.get_traced_memory()[1]
+            fh.write(b"x")
+            publish.finish_temp(fh)
+        finally:
+            tracemalloc.stop()
+    assert peaks[4 << 10] < 64 << 10 <= 1 << 20 <= peaks[1 << 20]
+
+
+@pytest.mark.parametrize("budget", [TINY, DEFAULT_MEMORY_BUDGET])
+async def test_the_encode_writes_through_a_buffer_of_its_budget(
+    tmp_path: Path, snapshot: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """The snapshot file's write buffer is the budget's, and the bytes do not change."""
+    tree = tmp_path / "tree"
+    await _decode(snapshot, tree, DEFAULT_MEMORY_BUDGET)
+    asked: list[int] = []
+    create = publish.create_temp
+
+    def created(path: Path, buffer: int) -> Any:
+        asked.append(buffer)
+        return create(path, buffer)
+
+    monkeypatch.setattr(publish, "create_temp", created)
+    await encode_snapshot(
+        tree, tmp_path / "out.fsm", EncodeOptions(workers=0, memory_budget=budget)
+    )
+    monkeypatch.undo()
+    assert asked == [MemoryBudget(budget, "encode", ADAPTERS).output_buffer()]
+    if budget == TINY:
+        await encode_snapshot(tree, tmp_path / "default.fsm", EncodeOptions(workers=0))
+        assert (tmp_path / "out.fsm").read_bytes() == (tmp_path / "default.fsm").read_bytes()
+
+
+@pytest.mark.parametrize("budget", [TINY, 4 << 20])
+async def test_dry_run_and_inspect_read_within_the_budget(
+    tmp_path: Path, snapshot: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """``decode --dry-run`` and ``inspect`` read in chunks, and count batches, of the budget
+    (a chunk's worth of entries), and find the same as under the default budget."""
+    sizes: list[int] = []
+    batches: list[tuple[int, int]] = []
+    read = reader._ChunkSource.read
+    batched = reader.Snapshot.batches
+
+    def counted(self: reader._ChunkSource, size: int) -> bytes:
+        sizes.append(size)
+        return read(self, size)
+
+    def counted_batches(self: reader.Snapshot, max_entries: int, max_bytes: int) -> Any:
+        batches.append((max_entries, max_bytes))
+        return batched(self, max_entries, max_bytes)
+
+    found = {}
+    for size in (budget, DEFAULT_MEMORY_BUDGET):
+        monkeypatch.setattr(reader._ChunkSource, "read", counted)
+        monkeypatch.setattr(reader.Snapshot, "batches", counted_batches)
+        sizes.clear()
+        batches.clear()
+        options = DecodeOptions(memory_budget=size)
+        planned = await plan_decode(snapshot, options, output=tmp_path / "never")
+        inspected = await inspect_snapshot(snapshot, memory_budget=size)
+        monkeypatch.undo()
+        memory = MemoryBudget(size, "decode", ADAPTERS)
+        assert min(sizes) == memory.scan_chunk()
+        assert batches == [(memory.scan_entries(), memory.scan_chunk())] * 2
+        found[size] = (planned.to_dict(), inspected.to_dict())
+    assert MemoryBudget(budget, "decode", ADAPTERS).scan_chunk() < reader.DEFAULT_CHUNK_SIZE
+    assert found[budget] == found[DEFAULT_MEMORY_BUDGET]
+    assert not (tmp_path / "never").exists()

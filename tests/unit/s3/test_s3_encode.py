@@ -680,15 +680,15 @@ async def test_keymap_errors_are_the_same_held_or_sorted(
 async def test_the_smallest_budget_spills_the_keymap_and_writes_the_same_snapshot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A decoded bucket of 400 renamed keys (``--rename-collisions``), encoded under the
+    """A decoded bucket of 2000 renamed keys (``--rename-collisions``), encoded under the
     smallest ``--memory-budget``, spills its KEYMAP and gives the default budget's bytes."""
     records = [bucket_meta(b"bk")]
-    for i in range(400):
-        records += simple_object(b"bk", b"d%d/k%03d.elastickv-meta.json" % (i % 9, i), b"%d" % i)
+    for i in range(2000):
+        records += simple_object(b"bk", b"d%d/k%04d.elastickv-meta.json" % (i % 9, i), b"%d" % i)
     (tmp_path / "in.fsm").write_bytes(hand_built_fsm(1 << 40, records))
     options = DecodeOptions(workers=0, adapter_options={"s3": {"rename_collisions": True}})
     await decode_snapshot(tmp_path / "in.fsm", tmp_path / "tree", options)
-    assert (tmp_path / "tree/s3/bk/KEYMAP.jsonl").read_text().count("\n") == 400
+    assert (tmp_path / "tree/s3/bk/KEYMAP.jsonl").read_text().count("\n") == 2000
 
     spills = _keymap_spills(monkeypatch)
     await encode_snapshot(tmp_path / "tree", tmp_path / "default.fsm", EncodeOptions(workers=0))

@@ -284,11 +284,13 @@ class _Splitter:
         return True
 
 
-def _open_group_files(directory: Path, groups: Mapping[int, int]) -> dict[int, BinaryIO]:
+def _open_group_files(
+    directory: Path, groups: Mapping[int, int], buffer: int
+) -> dict[int, BinaryIO]:
     files: dict[int, BinaryIO] = {}
     try:
         for group in groups:
-            files[group] = disk.create_temp(directory / group_file_name(group))
+            files[group] = disk.create_temp(directory / group_file_name(group), buffer)
     except BaseException:
         for fh in files.values():
             disk.close_quietly(fh)
@@ -379,7 +381,10 @@ class _Run:
                 )
             for key, value in catalog_rows(plan.catalog.routes):
                 sorter.add(key + suffixes[plan.catalog_group], value)
-            files = await anyio.to_thread.run_sync(_open_group_files, directory, plan.stamps)
+            buffer = self.memory.output_buffer(len(plan.stamps))
+            files = await anyio.to_thread.run_sync(
+                _open_group_files, directory, plan.stamps, buffer
+            )
             writers = {g: FrameWriter(fh, plan.stamps[g]) for g, fh in files.items()}
             try:
                 splitter = _Splitter(sorter.merged(), writers, plan.owner)

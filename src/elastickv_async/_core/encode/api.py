@@ -398,7 +398,7 @@ class _Run:
                     ts_suffix(ts),
                     batch_bytes=self.memory.batch_bytes(CHANNEL_BUFFER, streams=1),
                 )
-            fh = await anyio.to_thread.run_sync(disk.create_temp, temp)
+            fh = await anyio.to_thread.run_sync(disk.create_temp, temp, self.memory.output_buffer())
             # Deferred values (large object bodies) are read, and their digests recorded, as the
             # snapshot is written: checking the tree beside the writing would read them twice.
             check_after = verify is not None and sorter.defers_reads

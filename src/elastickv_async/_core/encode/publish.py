@@ -42,7 +42,6 @@ __all__ = [
 
 FILE_MODE: Final = 0o600
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
-_TEMP_BUFFER: Final = 1 << 20
 _TEMP_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
 
 
@@ -77,9 +76,11 @@ def _create(path: Path) -> int:
     return fd
 
 
-def create_temp(path: Path) -> BinaryIO:
-    """Create ``path`` exclusively, mode 0600, and return it open for buffered writing."""
-    return os.fdopen(_create(path), "wb", buffering=_TEMP_BUFFER)
+def create_temp(path: Path, buffer: int) -> BinaryIO:
+    """Create ``path`` exclusively, mode 0600, and return it open for writing through a
+    ``buffer``-byte buffer (the run's budget sizes it:
+    :meth:`~elastickv_async._core.memory.MemoryBudget.output_buffer`)."""
+    return os.fdopen(_create(path), "wb", buffering=buffer)
 
 
 def finish_temp(fh: BinaryIO) -> None:
