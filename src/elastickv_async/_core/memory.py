@@ -16,9 +16,15 @@ directions share the adapters' part evenly among the enabled adapters (so each o
 shrinks as more run), or among those that have something to do: an encode's adapters whose
 subtree the tree holds, a decode's, once its input is read, those that received entries,
 which then flush. Each adapter divides its share among its own buffers
-(``DecodeContext.memory``, ``EncodeContext.memory``). An encode writes its snapshot in
-slices held in the channels' share, idle once every record is collected. What runs once
-the rest is done takes the whole budget: the self-test's decode, and its comparison's line sorts.
+(``DecodeContext.memory``, ``EncodeContext.memory``). What runs once the rest is done takes
+the whole budget: the self-test's decode, and its comparison's line sorts. Once an encode's
+records are collected, its channel's part serves the writing of the snapshot (the files'
+write buffers, :meth:`MemoryBudget.output_buffer`). A reader that only counts (``decode
+--dry-run``, ``inspect``) has the whole budget for its chunks and batch.
+
+No buffer is smaller than a page, no merge reads fewer than three runs, and a digest ledger
+has a fixed cost: :data:`MIN_MEMORY_BUDGET` is the least budget whose every part has room
+for those.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ __all__ = [
 
 #: The default budget: what the buffering parts may hold together.
 DEFAULT_MEMORY_BUDGET: Final = 48 << 20
-#: Smaller budgets are refused: every part needs a little room to make progress.
+#: Smaller budgets are refused: below it, the one-page floors of the sorts' buffers and the
+#: digest ledger's fixed cost would pass their parts' shares.
 MIN_MEMORY_BUDGET: Final = 512 << 10
 #: Largest budget accepted (a typo's guard).
 _MAX_MEMORY_BUDGET: Final = 1 << 40
