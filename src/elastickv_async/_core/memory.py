@@ -76,7 +76,8 @@ READ_CHUNKS: Final = 2
 _MAX_READ_CHUNK: Final = 4 << 20
 #: What a snapshot entry costs beside its value: the entry object and a short key.
 ENTRY_BYTES: Final = 160
-#: Entries counted at once by a reader that only counts (more cost more calls, no memory).
+#: Entries a reader that only counts takes at once, at most (its work is per entry: larger
+#: batches would save little).
 _MAX_SCAN_ENTRIES: Final = 4096
 #: A page: no buffer is smaller (the smallest budgets may be passed by that much a buffer).
 _MIN_BUFFER: Final = 4 << 10
@@ -217,10 +218,10 @@ class MemoryBudget(msgspec.Struct, frozen=True):
 
     def scan_chunk(self) -> int:
         """The bytes a reader that only counts (``decode --dry-run``, ``inspect``) reads at
-        once: its :data:`READ_CHUNKS` chunks and the batch of entries being counted (read
-        as a chunk's worth) share the whole budget, nothing else holding data beside them;
-        within a page and 4 MiB."""
-        size = self.total // (READ_CHUNKS + 1)
+        once: its :data:`READ_CHUNKS` chunks and the batch of entries being counted (what
+        was left of one chunk and the next one read for it: two chunks' worth) share the
+        whole budget, nothing else holding data beside them; within a page and 4 MiB."""
+        size = self.total // (READ_CHUNKS + 2)
         return min(_MAX_READ_CHUNK, max(_MIN_BUFFER, size))
 
     def scan_entries(self) -> int:

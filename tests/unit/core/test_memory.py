@@ -563,7 +563,7 @@ def test_the_smallest_budget_holds_every_parts_floor(count: int) -> None:
         assert budget.share("checksums") >= LEDGER_FIXED_BYTES + LEDGER_ENTRY_BYTES
         assert ledger_entries(budget.share("checksums")) > 1
         assert all(budget.adapter(name) >= 2 * _sorter_floor() for name in adapters)
-        assert (READ_CHUNKS + 1) * budget.scan_chunk() <= budget.total
+        assert (READ_CHUNKS + 2) * budget.scan_chunk() <= budget.total
     assert READ_CHUNKS * decode.read_chunk(4, streams=count) <= decode.share("channels") // 2
     assert 8 * encode.output_buffer() <= encode.output()
     assert encode.share("walk") >= _sorter_floor()
