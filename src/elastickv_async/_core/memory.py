@@ -19,7 +19,8 @@ which then flush. Each adapter divides its share among its own buffers
 (``DecodeContext.memory``, ``EncodeContext.memory``). What runs once the rest is done takes
 the whole budget: the self-test's decode, and its comparison's line sorts. Once an encode's
 records are collected, its channel's part serves the writing of the snapshot (the files'
-write buffers, :meth:`MemoryBudget.output_buffer`). A reader that only counts (``decode
+write buffers, :meth:`MemoryBudget.output_buffer`, and the slices being framed, written and
+hashed, :meth:`MemoryBudget.write_slice`). A reader that only counts (``decode
 --dry-run``, ``inspect``) has the whole budget for its chunks and batch.
 
 No buffer is smaller than a page, no merge reads fewer than three runs, and a digest ledger
@@ -215,6 +216,13 @@ class MemoryBudget(msgspec.Struct, frozen=True):
         gathers the small writes."""
         size = self.output() // (_OUTPUT_PER_BUFFERS * max(1, files))
         return min(_MAX_OUTPUT_BUFFER, max(_MIN_BUFFER, size))
+
+    def write_slice(self, held: int) -> int:
+        """encode: the bytes framed per slice of the snapshot's writing when ``held`` slices
+        are alive at once: what :meth:`output_buffer` leaves of :meth:`output` over them,
+        within a page and 1 MiB."""
+        size = (self.output() - self.output_buffer()) // max(1, held)
+        return min(_MAX_WRITE_SLICE, max(_MIN_BUFFER, size))
 
     def scan_chunk(self) -> int:
         """The bytes a reader that only counts (``decode --dry-run``, ``inspect``) reads at

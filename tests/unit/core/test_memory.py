@@ -585,6 +585,20 @@ def test_the_output_buffers_follow_the_budget() -> None:
         MemoryBudget(DEFAULT_MEMORY_BUDGET, "decode", ADAPTERS).output()
 
 
+@pytest.mark.parametrize("held", [1, 7])
+def test_write_slices_take_what_the_output_buffer_leaves(held: int) -> None:
+    """The slices of an encode's writing alive at once and its file's buffer fit the
+    output's share together, within a page (the smallest budget) and 1 MiB a slice."""
+    for total in (MIN_MEMORY_BUDGET, DEFAULT_MEMORY_BUDGET):
+        budget = MemoryBudget(total, "encode", ADAPTERS)
+        per_slice = budget.write_slice(held)
+        assert budget.output_buffer() + held * per_slice <= budget.output()
+        assert per_slice >= 4 << 10
+    assert MemoryBudget(1 << 30, "encode", ADAPTERS).write_slice(held) == 1 << 20
+    with pytest.raises(ValueError, match="only an encode"):
+        MemoryBudget(DEFAULT_MEMORY_BUDGET, "decode", ADAPTERS).write_slice(held)
+
+
 def test_an_output_file_allocates_the_buffer_it_is_given(tmp_path: Path) -> None:
     """``create_temp`` allocates the buffer asked for, not a fixed one (tracemalloc)."""
     peaks = {}
