@@ -238,12 +238,6 @@ class MemoryBudget(msgspec.Struct, frozen=True):
         4096 at most."""
         return max(1, min(_MAX_SCAN_ENTRIES, self.scan_chunk() // ENTRY_BYTES))
 
-    def write_slice(self, held: int) -> int:
-        """The bytes an encode frames per slice of its snapshot writing when ``held`` slices
-        are alive at once: the channels' share (idle once every record is collected) over
-        them, within a page and 1 MiB."""
-        return min(_MAX_WRITE_SLICE, max(_MIN_BUFFER, self.share("channels") // held))
-
     def ledger_entries(self) -> int:
         """How many digests a checksum ledger keeps in memory before it spills them: what
         the checksums' share leaves beside the ledger's fixed cost, at

@@ -482,16 +482,6 @@ async def test_each_encoder_gets_its_share(
     assert slices == [shares.write_slice(SLICES_HELD)]
 
 
-def test_write_slices_fit_the_channels_share() -> None:
-    """The slices an encode's writing holds at once fit the channels' share, within a page
-    (the smallest budgets) and 1 MiB (the largest)."""
-    budget = MemoryBudget(DEFAULT_MEMORY_BUDGET, "encode", ADAPTERS)
-    per_slice = budget.write_slice(SLICES_HELD)
-    assert SLICES_HELD * per_slice <= budget.share("channels") < SLICES_HELD * (per_slice + 1)
-    assert MemoryBudget(TINY, "encode", ADAPTERS).write_slice(SLICES_HELD) == 4 << 10
-    assert MemoryBudget(1 << 30, "encode", ADAPTERS).write_slice(SLICES_HELD) == 1 << 20
-
-
 async def test_an_encoder_alone_in_the_tree_takes_the_adapters_whole_part(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
