@@ -92,6 +92,32 @@ def test_sides_alternate_who_goes_first() -> None:
     ]
 
 
+def test_later_outputs_outlive_every_run_then_are_discarded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run right after a big tree is deleted pays for the deletion in inode allocation, so
+    # no output may disappear while runs remain; the first output of each side is kept.
+    present: list[list[str]] = []
+
+    def fake_run(argv: list[str], log: Path) -> bench_reference.Run:
+        present.append(sorted(p.name for p in tmp_path.iterdir()))
+        out = Path(argv[-1])
+        out.mkdir()
+        (out / "file").write_bytes(b"x")
+        return bench_reference.Run(1.0, 1)
+
+    monkeypatch.setattr(bench_reference, "run_child", fake_run)
+    op = bench_reference.Operation()
+    outputs = {side: tmp_path / f"tree-{side}" for side in ("ours", "ref")}
+    commands = {side: (lambda out: ["tool", str(out)]) for side in outputs}
+    bench_reference._measure(op, commands, outputs, tmp_path, 3)
+
+    assert len(op.ours.runs) == len(op.ref.runs) == 3
+    # The last run (the reference's, in the third round) sees every earlier output.
+    assert present[-1] == ["ours-again-1", "ours-again-2", "ref-again-1", "tree-ours", "tree-ref"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tree-ours", "tree-ref"]
+
+
 def test_generated_snapshot_is_ordered_complete_and_seeded(tmp_path: Path) -> None:
     mix = Mix("m", dynamodb_items=10, redis_strings=4, redis_hashes=2, sqs_messages=8, s3_objects=3)
     # FsmWriter refuses out-of-order keys, so writing at all proves the merge's order.
