@@ -15,7 +15,7 @@ import pytest
 
 from elastickv_async._core.dump import writer as writer_module
 from elastickv_async._core.dump.roots import TreeRoots
-from elastickv_async._core.dump.writer import DumpWriter
+from elastickv_async._core.dump.writer import DumpWriter, split_by_directory
 from elastickv_async._core.errors import OutputError
 from elastickv_async._core.runfiles import leftover_owner
 
@@ -461,6 +461,56 @@ async def test_a_lane_takes_a_batch_while_the_previous_one_is_written(
     assert writer.bytes_written == 5
     assert (tmp_path / "e" / "c").read_bytes() == b"c"
     assert writer.ledger.get("d/b") == hashlib.sha256(b"bb").digest()
+
+
+def test_split_by_directory_keeps_each_directory_whole_and_in_order() -> None:
+    files = [
+        ("t/a/1", b"1"),
+        ("t/a/2", b"2"),
+        ("t/b/1", b"3"),
+        ("t/c/1", b"4"),
+        ("t/a/3", b"5"),
+        ("t/d/1", b"6"),
+        ("t/c/2", b"7"),
+        ("t/e/1", b"8"),
+    ]
+    first, second = split_by_directory(files)
+    # New directories go to the first half until it holds half the files.
+    assert {rel.rpartition("/")[0] for rel, _ in first} == {"t/a", "t/b", "t/c"}
+    assert {rel.rpartition("/")[0] for rel, _ in second} == {"t/d", "t/e"}
+    # Each half keeps the batch's order.
+    assert list(first) == [f for f in files if f in first]
+    assert list(second) == [f for f in files if f in second]
+    assert sorted([*first, *second]) == sorted(files)
+    one_dir = [("s/x", b"1"), ("s/y", b"2"), ("s/x", b"3")]
+    assert split_by_directory(one_dir) == (one_dir,)
+    assert split_by_directory([("s/x", b"1")]) == ([("s/x", b"1")],)
+
+
+async def test_a_lane_writes_the_halves_of_a_batch_at_once_and_batches_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch over several directories is written by two threads at the same time; the
+    next batch waits for both, so a path written by two batches ends with the later one."""
+    both = threading.Barrier(2, timeout=60)  # a guard against a hang, not a measurement
+    met: list[int] = []
+    real = DumpWriter._write_many_sync
+
+    def write_many_sync(self: DumpWriter, files: list[tuple[str, bytes]]) -> int:
+        if len(met) < 2:
+            met.append(both.wait())  # raises BrokenBarrierError unless both halves run
+        return real(self, files)
+
+    monkeypatch.setattr(DumpWriter, "_write_many_sync", write_many_sync)
+    writer = DumpWriter(tmp_path)
+    async with writer.behind() as lane:
+        await lane.write_many([("a/1", b"old"), ("a/2", b"x"), ("b/1", b"y"), ("b/2", b"z")])
+        await lane.write_many([("a/1", b"new"), ("b/3", b"w")])
+    assert sorted(met) == [0, 1]
+    assert writer.files_written == 6
+    assert (tmp_path / "a" / "1").read_bytes() == b"new"
+    assert writer.ledger.get("a/1") == hashlib.sha256(b"new").digest()
+    assert (tmp_path / "b" / "3").read_bytes() == b"w"
 
 
 async def test_a_failed_write_in_the_lane_stops_the_block(tmp_path: Path) -> None:
