@@ -72,7 +72,7 @@ __all__ = ["S3Decoder"]
 #: memory share, when less: one batch is spilled while the next one fills), then go to the
 #: spill files together: an object's records usually make an input batch of their own, and a
 #: thread hop per batch cost more than the appends themselves.
-_APPEND_BYTES: Final = 4 << 20
+_APPEND_BYTES: Final = 2 << 20
 #: Bodies that cannot be moved into place are read and written in batches up to this size
 #: (or a batch's bytes, when smaller); larger ones are copied file to file in a worker thread.
 _SMALL_BODY: Final = 1 << 20
