@@ -76,25 +76,34 @@ def _run_fresh(*argv: str) -> tuple[set[str], str]:
     return set(result["modules"]), done.stderr
 
 
-@pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
-def test_a_clean_decode_and_encode_load_no_logging_library_and_no_package_metadata(
-    tmp_path: Path,
-) -> None:
-    assert SHARED is not None
+@pytest.fixture(scope="module")
+def small_run_modules(tmp_path_factory: pytest.TempPathFactory) -> tuple[set[str], set[str]]:
+    """Modules loaded by a small S3 decode and by the encode of its tree, each in a fresh
+    interpreter; the encode must give back the decoded snapshot."""
+    if SHARED is None:
+        pytest.skip("golden corpus absent")
     case = SHARED / "golden" / "public" / "s3_basic"
-    tree = tmp_path / "tree"
-    modules, _ = _run_fresh(
+    work = tmp_path_factory.mktemp("small-run")
+    tree = work / "tree"
+    decoded, _ = _run_fresh(
         "decode", "--quiet", "--input", str(case / "input.fsm"), "--output", str(tree)
     )
     assert (tree / "MANIFEST.json").is_file()
-    assert "elastickv_async._core.snapshot.footer" in modules
-    assert sorted(set(_NOT_AT_START) & modules) == []
-    # Another adapter's tree layout stays out of an S3 run.
-    assert "elastickv_async._adapters.redis.layout" not in modules
-    out = tmp_path / "out.fsm"
-    modules, _ = _run_fresh("encode", "--quiet", "--input", str(tree), "--output", str(out))
+    out = work / "out.fsm"
+    encoded, _ = _run_fresh("encode", "--quiet", "--input", str(tree), "--output", str(out))
     assert out.read_bytes() == (case / "input.fsm").read_bytes()
-    assert sorted(set(_NOT_AT_START) & modules) == []
+    return decoded, encoded
+
+
+def test_a_clean_decode_and_encode_load_no_logging_library_and_no_package_metadata(
+    small_run_modules: tuple[set[str], set[str]],
+) -> None:
+    decoded, encoded = small_run_modules
+    assert "elastickv_async._core.snapshot.footer" in decoded
+    assert sorted(set(_NOT_AT_START) & decoded) == []
+    # Another adapter's tree layout stays out of an S3 run.
+    assert "elastickv_async._adapters.redis.layout" not in decoded
+    assert sorted(set(_NOT_AT_START) & encoded) == []
 
 
 #: Loaded only by the runs that use them, so by no small decode or encode: pickle and the
@@ -109,27 +118,19 @@ _NOT_IN_A_SMALL_RUN = (
 )
 
 
-@pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
-def test_a_small_decode_and_encode_load_only_what_they_use(tmp_path: Path) -> None:
-    assert SHARED is not None
-    case = SHARED / "golden" / "public" / "s3_basic"
-    tree = tmp_path / "tree"
-    modules, _ = _run_fresh(
-        "decode", "--quiet", "--input", str(case / "input.fsm"), "--output", str(tree)
-    )
-    assert (tree / "MANIFEST.json").is_file()
-    assert "elastickv_async._core.workers" in modules
-    assert sorted(set(_NOT_IN_A_SMALL_RUN) & modules) == []
+def test_a_small_decode_and_encode_load_only_what_they_use(
+    small_run_modules: tuple[set[str], set[str]],
+) -> None:
+    decoded, encoded = small_run_modules
+    assert "elastickv_async._core.workers" in decoded
+    assert sorted(set(_NOT_IN_A_SMALL_RUN) & decoded) == []
     # Only a self-test, or a CHECKSUMS walk whose listing spills, uses the temporary
     # directory (and a decode does not walk).
-    assert "tempfile" not in modules
-    out = tmp_path / "out.fsm"
-    modules, _ = _run_fresh("encode", "--quiet", "--input", str(tree), "--output", str(out))
-    assert out.read_bytes() == (case / "input.fsm").read_bytes()
-    assert sorted(set(_NOT_IN_A_SMALL_RUN) & modules) == []
-    assert "tempfile" not in modules
+    assert "tempfile" not in decoded
+    assert sorted(set(_NOT_IN_A_SMALL_RUN) & encoded) == []
+    assert "tempfile" not in encoded
     # Only decoders write files.
-    assert "elastickv_async._core.dump.writer" not in modules
+    assert "elastickv_async._core.dump.writer" not in encoded
 
 
 def _decode_orphans(tmp_path: Path, *extra: str) -> tuple[set[str], str]:
