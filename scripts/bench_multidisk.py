@@ -7,10 +7,12 @@ adapters' subtrees on other filesystems (``decode --output-root``), alternately.
 The snapshot is one of ``bench_reference.MIXES`` (default ``all``), generated under
 ``--workdir``, where the one-filesystem decode also writes its tree (put ``--workdir`` on the
 main disk). Each ``DIR`` is a directory on another filesystem; every run writes a fresh
-subdirectory of it, removed afterwards. Both layouts run ``--runs`` times, alternating who
-goes first; the table shows the minimum and the median wall time and the peak RSS. Before
-timing, one split tree is checked: ``verify`` must pass and its CHECKSUMS must equal the
-one-filesystem tree's but for the MANIFEST.json line.
+subdirectory of it. Both layouts run ``--runs`` times, alternating who goes first; the table
+shows the minimum and the median wall time and the peak RSS. Before timing, one split tree is
+checked: ``verify`` must pass and its CHECKSUMS must equal the one-filesystem tree's but for
+the MANIFEST.json line. Every tree is removed only after the last run: a run that follows the
+deletion of a large tree pays for it in inode allocation on ext4 without a journal (see
+``bench_reference._measure``), more for the layout that keeps more files on that disk.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import shutil
 import statistics
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +52,26 @@ def _row(name: str, runs: list[Run], base: float) -> str:
     median = statistics.median(r.seconds for r in runs)
     rss = max(r.peak_rss_kib for r in runs) / 1024
     return f"| {name} | {best:.2f} | {median:.2f} | {base / best:.2f} | {rss:.0f} |"
+
+
+#: A layout: given a run's label, the decode's argv and the directories it writes.
+Layout = Callable[[str], tuple[list[str], list[Path]]]
+
+
+def _alternate(
+    layouts: dict[str, Layout], runs: int, log: Path, written: list[Path]
+) -> dict[str, list[Run]]:
+    """Run every layout ``runs`` times, alternating which goes first; each run's outputs
+    are added to ``written``, for the caller to remove once every run is done."""
+    timed: dict[str, list[Run]] = {name: [] for name in layouts}
+    order = list(layouts)
+    for i in range(runs):
+        for name in order if i % 2 == 0 else order[::-1]:
+            argv, outputs = layouts[name](str(i))
+            written.extend(outputs)
+            timed[name].append(run_child(argv, log))
+            print(f"  run {i + 1} {name}: {timed[name][-1].seconds:.2f}s", flush=True)
+    return timed
 
 
 def run(
@@ -91,33 +114,31 @@ def run(
             extra = [f"--output-root={name}={path}" for name, path in dirs.items()]
             return [*decode, str(out), *extra], [out, *dirs.values()]
 
-        layouts = {"one filesystem": one, "split": split}
-        # Not timed: the split tree must be the one-filesystem tree, redistributed.
-        checks = {}
-        for name, layout in layouts.items():
-            argv, outputs = layout("check")
-            run_child(argv, work / "check.log")
-            checks[name] = outputs
-        run_child([cli, "verify", "--quiet", "--input", str(checks["split"][0])], work / "v.log")
-        same = _checksums_but_manifest(checks["split"][0]) == _checksums_but_manifest(
-            checks["one filesystem"][0]
-        )
-        print(f"  split tree verified; CHECKSUMS {'identical' if same else 'DIFFER'}", flush=True)
-        for outputs in checks.values():
-            for path in outputs:
-                shutil.rmtree(path)
-        if not same:
-            return 1
-
-        timed: dict[str, list[Run]] = {name: [] for name in layouts}
-        order = list(layouts)
-        for i in range(runs):
-            for name in order if i % 2 == 0 else order[::-1]:
-                argv, outputs = layouts[name](str(i))
-                timed[name].append(run_child(argv, work / "run.log"))
-                for path in outputs:
-                    shutil.rmtree(path)
-                print(f"  run {i + 1} {name}: {timed[name][-1].seconds:.2f}s", flush=True)
+        layouts: dict[str, Layout] = {"one filesystem": one, "split": split}
+        written: list[Path] = []
+        try:
+            # Not timed: the split tree must be the one-filesystem tree, redistributed.
+            checks = {}
+            for name, layout in layouts.items():
+                argv, outputs = layout("check")
+                written.extend(outputs)
+                run_child(argv, work / "check.log")
+                checks[name] = outputs
+            run_child(
+                [cli, "verify", "--quiet", "--input", str(checks["split"][0])], work / "v.log"
+            )
+            same = _checksums_but_manifest(checks["split"][0]) == _checksums_but_manifest(
+                checks["one filesystem"][0]
+            )
+            print(
+                f"  split tree verified; CHECKSUMS {'identical' if same else 'DIFFER'}", flush=True
+            )
+            if not same:
+                return 1
+            timed = _alternate(layouts, runs, work / "run.log", written)
+        finally:
+            for path in written:
+                shutil.rmtree(path, ignore_errors=True)
 
     base = min(r.seconds for r in timed["one filesystem"])
     load = os.getloadavg()
