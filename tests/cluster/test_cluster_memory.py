@@ -16,7 +16,9 @@ from elastickv_async._core.cluster import encode as cluster_encode
 from elastickv_async._core.cluster.api import decode_cluster
 from elastickv_async._core.cluster.encode import encode_cluster
 from elastickv_async._core.cluster.work import decode_partition
+from elastickv_async._core.dump import checksums
 from elastickv_async._core.encode import api as encode_api
+from elastickv_async._core.encode.output import FrameWriter
 from elastickv_async._core.errors import UsageError
 from elastickv_async._core.memory import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET, MemoryBudget
 from elastickv_async._core.options import DecodeOptions, EncodeOptions
@@ -222,3 +224,39 @@ async def test_checksums_merge_the_partitions_listings_from_files_a_group_at_a_t
     others = [line for line in checksums[1].splitlines() if not line.endswith(b"  MANIFEST.json")]
     assert len(manifest) == 1 and rest == others and len(rest) > 3
     await verify_tree(tmp_path / "rounds")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("budget", [MIN_MEMORY_BUDGET, DEFAULT_MEMORY_BUDGET])
+async def test_the_write_blocks_of_both_cluster_commands_follow_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """decode-cluster joins the merged CHECKSUMS into the budget's listing blocks, and
+    encode-cluster's group files gather their records into the budget's frame blocks."""
+    listed: list[int] = []
+    joined = checksums.joined_blocks
+
+    def joining(lines: Any, block_size: int) -> Any:
+        listed.append(block_size)
+        return joined(lines, block_size)
+
+    monkeypatch.setattr(cluster_api, "joined_blocks", joining)
+    selected = ("dynamodb", "s3", "redis", "sqs")
+    options = DecodeOptions(memory_budget=budget)
+    await decode_cluster(_inputs(tmp_path)[1::2], tmp_path / "tree", options)
+    assert listed == [MemoryBudget(budget, "decode", selected).listing_block()]
+
+    framed: list[int] = []
+
+    class Writer(FrameWriter):
+        def __init__(self, *args: Any, block_size: int, **kwargs: Any) -> None:
+            framed.append(block_size)
+            super().__init__(*args, block_size=block_size, **kwargs)
+
+    monkeypatch.setattr(cluster_encode, "FrameWriter", Writer)
+    encode = EncodeOptions(workers=0, memory_budget=budget)
+    await encode_cluster(tmp_path / "tree", tmp_path / "groups", encode)
+    shares = MemoryBudget(budget, "encode", selected)
+    assert framed == [shares.frame_block(2)] * 2
+    # Each group's write buffer, gathered pieces and their joined copy: within the output's.
+    assert 2 * (shares.output_buffer(2) + 2 * shares.frame_block(2)) <= shares.output()

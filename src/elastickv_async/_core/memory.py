@@ -88,6 +88,10 @@ _OUTPUT_PER_BUFFERS: Final = 8
 _MAX_OUTPUT_BUFFER: Final = 1 << 20
 #: A slice of an encode's snapshot writing at most.
 _MAX_WRITE_SLICE: Final = 1 << 20
+#: A block of a decode's CHECKSUMS listing at most, and the parts of the channels' share it
+#: takes (its lines and their joined block are held at once: twice that).
+_MAX_LISTING_BLOCK: Final = 1 << 20
+_LISTING_PER_CHANNELS: Final = 4
 
 Direction = Literal["decode", "encode"]
 
@@ -217,12 +221,30 @@ class MemoryBudget(msgspec.Struct, frozen=True):
         size = self.output() // (_OUTPUT_PER_BUFFERS * max(1, files))
         return min(_MAX_OUTPUT_BUFFER, max(_MIN_BUFFER, size))
 
+    def frame_block(self, files: int) -> int:
+        """encode: the framed records each of ``files`` output files written at once
+        (``encode-cluster``'s groups) gathers before one write: what their write buffers
+        (:meth:`output_buffer`) leave of :meth:`output`, shared among them, half of it for
+        the gathered pieces and half for their joined copy; within a page and 1 MiB."""
+        files = max(1, files)
+        size = (self.output() - files * self.output_buffer(files)) // (2 * files)
+        return min(_MAX_WRITE_SLICE, max(_MIN_BUFFER, size))
+
     def write_slice(self, held: int) -> int:
         """encode: the bytes framed per slice of the snapshot's writing when ``held`` slices
         are alive at once: what :meth:`output_buffer` leaves of :meth:`output` over them,
         within a page and 1 MiB."""
         size = (self.output() - self.output_buffer()) // max(1, held)
         return min(_MAX_WRITE_SLICE, max(_MIN_BUFFER, size))
+
+    def listing_block(self) -> int:
+        """decode: the bytes of CHECKSUMS lines joined into one write as the run ends. The
+        input is read and the adapters are done by then, so the block takes its room from
+        the channels' part, idle from then on: a quarter of it, within a page and 1 MiB."""
+        if self.direction != "decode":
+            raise ValueError("only a decode lists its checksums")
+        size = self.share("channels") // _LISTING_PER_CHANNELS
+        return min(_MAX_LISTING_BLOCK, max(_MIN_BUFFER, size))
 
     def scan_chunk(self) -> int:
         """The bytes a reader that only counts (``decode --dry-run``, ``inspect``) reads at

@@ -753,7 +753,10 @@ class _DecodeRun:
         writer = self.writer
         if self.options.checksums != CHECKSUMS_NONE:
             self.meter.stage("checksums", unit="files", total=writer.files_written)
-            listing = self.ledger.listing({MANIFEST_NAME: hashlib.sha256(manifest).digest()})
+            listing = self.ledger.listing(
+                {MANIFEST_NAME: hashlib.sha256(manifest).digest()},
+                block_size=self.memory.listing_block(),
+            )
             await writer.write_chunks(CHECKSUMS_NAME, listing)
         scratch = [self.scratch] + [r.scratch.path for r in self.redirects.values() if r.scratch]
         for path in scratch:
@@ -805,7 +808,9 @@ async def decode_entries(
     try:
         async with run.workers:
             await run.decode_stream(header, now_ms, batches)
-        await anyio.to_thread.run_sync(_write_listing, run.ledger, checksums)
+        await anyio.to_thread.run_sync(
+            _write_listing, run.ledger, checksums, run.memory.listing_block()
+        )
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(run.ledger.close)
@@ -819,9 +824,9 @@ async def decode_entries(
     )
 
 
-def _write_listing(ledger: ChecksumLedger, path: Path) -> None:
+def _write_listing(ledger: ChecksumLedger, path: Path, block_size: int) -> None:
     """The ledger's CHECKSUMS lines into the file ``path``, a block at a time (a scratch
     file: a retried partition replaces its killed attempt's)."""
     with open(path, "wb") as fh:
-        for block in ledger.listing({}):
+        for block in ledger.listing({}, block_size=block_size):
             fh.write(block)

@@ -109,7 +109,7 @@ def test_checksums_listing_is_the_model_plus_extra_without_checksums(
     ledger.close()
     ledger = ChecksumLedger(spill, limit=limit)
     _record(ledger, batches, "many")
-    listing = b"".join(ledger.listing(extra))
+    listing = b"".join(ledger.listing(extra, block_size=256))
     ledger.close()
     assert listing == b"".join(
         checksum_line(digest.hex(), rel)

@@ -403,6 +403,42 @@ async def test_the_snapshot_is_read_in_chunks_of_the_channels_share(
     assert Counter(size == chunk for size in sizes)[True] > len(sizes) // 2
 
 
+@pytest.mark.parametrize("budget", [TINY, DEFAULT_MEMORY_BUDGET, 1 << 30])
+def test_the_checksums_listing_takes_the_idle_channels_part(budget: int) -> None:
+    """The CHECKSUMS listing's block, with the lines joined into it, fits the channels'
+    share, idle once the input is read (never less than a page, never more than 1 MiB)."""
+    shares = MemoryBudget(budget, "decode", ADAPTERS)
+    block = shares.listing_block()
+    assert 4 << 10 <= block <= 1 << 20
+    assert 2 * block <= shares.share("channels")
+    with pytest.raises(ValueError, match="decode"):
+        MemoryBudget(budget, "encode", ADAPTERS).listing_block()
+
+
+@pytest.mark.parametrize("budget", [TINY, DEFAULT_MEMORY_BUDGET])
+async def test_the_checksums_are_written_in_blocks_of_the_budget(
+    tmp_path: Path, snapshot: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """The decode joins its CHECKSUMS lines into blocks of the budget's listing block (one
+    line past it at most), and the file is the same whatever the block."""
+    blocks: list[int] = []
+    listing = ChecksumLedger.listing
+
+    def measured(self: ChecksumLedger, extra: Any, *, block_size: int) -> Iterator[bytes]:
+        assert block_size == MemoryBudget(budget, "decode", ADAPTERS).listing_block()
+        for block in listing(self, extra, block_size=block_size):
+            blocks.append(len(block))
+            yield block
+
+    monkeypatch.setattr(ChecksumLedger, "listing", measured)
+    await _decode(snapshot, tmp_path / "out", budget)
+    block = MemoryBudget(budget, "decode", ADAPTERS).listing_block()
+    assert max(blocks) < block + 4096
+    if budget == TINY:
+        assert len(blocks) > 1
+    assert (tmp_path / "out" / "CHECKSUMS").stat().st_size == sum(blocks)
+
+
 #: What spills in an encode: the sort, the ledger of read digests, the CHECKSUMS walk's
 #: listings, the Redis encoder's names and TTL sidecar, the SQS encoder's FIFO dedup claims.
 ENCODE_PARTS = ("sort", "read", "walk", "names-strings", "ttl-strings", "dedup")

@@ -9,6 +9,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio.from_thread
 import anyio.to_thread
@@ -118,6 +119,36 @@ def test_frame_writer_add_and_slices_interleave() -> None:
     assert writer.position == writer.bytes_written == len(sink.getvalue())
     with raises_code(DumpTreeError, "ErrEncodeDuplicateKey", match="b'k049'"):
         writer.add(*recs[-1])
+
+
+class _Writes(io.BytesIO):
+    """A sink that remembers the size of every write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def write(self, data: Any, /) -> int:
+        self.sizes.append(len(data))
+        return super().write(data)
+
+
+@pytest.mark.parametrize("block_size", [4096, 64 << 10, 1 << 20])
+def test_frame_writer_gathers_small_records_into_blocks_of_its_size(block_size: int) -> None:
+    """Whatever the block size, the stream is the same; small records go out in writes of
+    about the block (one record past it at most), a value of a quarter block or more on its
+    own."""
+    recs = [(b"k%05d" % i + b"\xff" * 8, bytes([i % 251]) * (i % 700)) for i in range(3000)]
+    recs[1234] = (recs[1234][0], b"L" * (block_size // 4))
+    sink = _Writes()
+    writer = FrameWriter(sink, 9, block_size=block_size)
+    for key, body in recs[:1000]:
+        writer.add(key, body)
+    assert writer.add_some(iter(recs[1000:]), 1 << 30)
+    assert sink.getvalue() == _framed(recs, 9)
+    assert block_size // 4 in sink.sizes
+    assert max(size for size in sink.sizes if size != block_size // 4) < block_size + 1024
+    assert len(sink.sizes) >= len(sink.getvalue()) // (block_size + 1024)
 
 
 async def test_duplicate_after_a_slice_boundary_is_refused() -> None:

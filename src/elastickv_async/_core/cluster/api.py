@@ -68,11 +68,9 @@ _POINT_IN_TIME_NOTE: Final = (
 #: Groups resolved, and partitions decoded, at once on one machine (each is mostly one core
 #: of framing and decoding work, and holds open files and buffers).
 _LOCAL_GROUP_CONCURRENCY: Final = 2
-#: The partitions' CHECKSUMS listings merged at once, each file's read buffer at least
-#: this, and the blocks the merged listing is written in.
+#: The partitions' CHECKSUMS listings merged at once, and each file's read buffer at least.
 _LISTING_FAN_IN: Final = 64
 _MIN_LISTING_BUFFER: Final = 4 << 10
-_LISTING_BLOCK: Final = 256 << 10
 _LOCAL_PARTITION_CONCURRENCY: Final = 4
 
 
@@ -167,15 +165,18 @@ def _merged_lines(files: Sequence[BinaryIO], extra: Sequence[bytes] = ()) -> Ite
     return heapq.merge(*files, extra, key=_checksum_path)
 
 
-def _listing(parts: Sequence[Path], manifest: bytes, scratch: Path, memory: int) -> Iterator[bytes]:
+def _listing(
+    parts: Sequence[Path], manifest: bytes, scratch: Path, memory: MemoryBudget
+) -> Iterator[bytes]:
     """CHECKSUMS of the whole tree: the partitions' sorted listings (files) and MANIFEST.json,
-    merged, in blocks (blocking: iterate in a worker thread).
+    merged, in blocks of ``memory``'s listing block (blocking: iterate in a worker thread).
 
     At most :data:`_LISTING_FAN_IN` files are open at once (more are merged into files under
-    ``scratch`` first, a group at a time), their read buffers sharing ``memory`` bytes.
+    ``scratch`` first, a group at a time), their read buffers sharing the checksums' share.
     """
+    block_size = memory.listing_block()
     own = checksum_line(hashlib.sha256(manifest).hexdigest(), MANIFEST_NAME.encode())
-    buffering = max(_MIN_LISTING_BUFFER, memory // (_LISTING_FAN_IN + 1))
+    buffering = max(_MIN_LISTING_BUFFER, memory.share("checksums") // (_LISTING_FAN_IN + 1))
     paths = list(parts)
     for number in itertools.count():
         if len(paths) <= _LISTING_FAN_IN:
@@ -185,12 +186,12 @@ def _listing(parts: Sequence[Path], manifest: bytes, scratch: Path, memory: int)
         with contextlib.ExitStack() as stack:
             files = [stack.enter_context(open(p, "rb", buffering=buffering)) for p in group]
             out = stack.enter_context(open(merged, "xb", buffering=buffering))
-            for block in joined_blocks(_merged_lines(files), _LISTING_BLOCK):
+            for block in joined_blocks(_merged_lines(files), block_size):
                 out.write(block)
         paths.append(merged)
     with contextlib.ExitStack() as stack:
         files = [stack.enter_context(open(p, "rb", buffering=buffering)) for p in paths]
-        yield from joined_blocks(_merged_lines(files, [own]), _LISTING_BLOCK)
+        yield from joined_blocks(_merged_lines(files, [own]), block_size)
 
 
 async def _local_groups(
@@ -436,7 +437,7 @@ async def _finish(
         full_fidelity=options.full_fidelity,
     ).to_json()
     writer = DumpWriter(held.path, jobs=options.jobs, fsync=options.fsync)
-    memory = MemoryBudget(options.memory_budget, "decode", options.adapters).share("checksums")
+    memory = MemoryBudget(options.memory_budget, "decode", options.adapters)
     listing = _listing([p.outcome.checksums for p in parts], manifest, scratch, memory)
     await writer.write_chunks(CHECKSUMS_NAME, listing)
     # The tree is complete but for its MANIFEST: the scratch goes first.

@@ -385,7 +385,10 @@ class _Run:
             files = await anyio.to_thread.run_sync(
                 _open_group_files, directory, plan.stamps, buffer
             )
-            writers = {g: FrameWriter(fh, plan.stamps[g]) for g, fh in files.items()}
+            block = self.memory.frame_block(len(plan.stamps))
+            writers = {
+                g: FrameWriter(fh, plan.stamps[g], block_size=block) for g, fh in files.items()
+            }
             try:
                 splitter = _Splitter(sorter.merged(), writers, plan.owner)
                 meter.output(files=lambda: 0, bytes_=lambda: splitter.bytes_written)

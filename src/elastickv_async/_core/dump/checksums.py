@@ -380,12 +380,13 @@ class ChecksumLedger(DigestLedger):
     def __init__(self, spill_dir: Path | None = None, *, limit: int = 100_000) -> None:
         super().__init__(spill_dir, limit=limit)
 
-    def listing(self, extra: Mapping[str, bytes]) -> Iterator[bytes]:
-        """CHECKSUMS content for every recorded path plus ``extra``, in ~1 MiB blocks.
+    def listing(self, extra: Mapping[str, bytes], *, block_size: int) -> Iterator[bytes]:
+        """CHECKSUMS content for every recorded path plus ``extra``, in blocks of about
+        ``block_size`` bytes (whole lines each).
 
         Lines are sorted bytewise by path. Blocking: iterate in a worker thread.
         """
-        return joined_blocks(self._lines(extra), _BLOCK)
+        return joined_blocks(self._lines(extra), block_size)
 
     def _lines(self, extra: Mapping[str, bytes]) -> Iterator[bytes]:
         for chunk in self._listed_chunks(extra, keep_checksums=False):

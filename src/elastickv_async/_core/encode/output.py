@@ -40,10 +40,12 @@ __all__ = [
     "hash_beside",
 ]
 
-#: Small pieces are gathered into blocks of this size before one write + hash update.
-_BLOCK: Final = 1 << 20
-#: A value at least this large is written on its own instead of being copied into a block.
-_LARGE: Final = _BLOCK // 4
+#: Small pieces are gathered into blocks of this size (unless the caller names a size)
+#: before one write + hash update.
+BLOCK_BYTES: Final = 1 << 20
+#: A value at least this part of a block is written on its own instead of being copied
+#: into one.
+_LARGE_PART: Final = 4
 #: Bytes framed per slice of :meth:`SnapshotStream.write` when the caller names no size
 #: (a run sizes its slices from its memory budget: see
 #: :meth:`~elastickv_async._core.memory.MemoryBudget.write_slice`).
@@ -90,13 +92,23 @@ def _duplicate(key: bytes) -> DumpTreeError:
 class FrameWriter:
     """Frames ``(encoded_key, body)`` records, pushed sorted by key, into ``out``.
 
-    Refuses a key equal to the previous one. :meth:`finish` writes what is still buffered.
-    With ``defer_hashing``, written blocks are kept for :meth:`take_written` and
+    Refuses a key equal to the previous one. :meth:`finish` writes what is still buffered:
+    small records are gathered into blocks of about ``block_size`` bytes. With
+    ``defer_hashing``, written blocks are kept for :meth:`take_written` and
     :meth:`hash_blocks` instead of being hashed as they are written.
     """
 
-    def __init__(self, out: BinaryIO, last_commit_ts: int, *, defer_hashing: bool = False) -> None:
+    def __init__(
+        self,
+        out: BinaryIO,
+        last_commit_ts: int,
+        *,
+        defer_hashing: bool = False,
+        block_size: int = BLOCK_BYTES,
+    ) -> None:
         self._out = out
+        self._block = block_size
+        self._large = max(1, block_size // _LARGE_PART)
         self._digest = hashlib.sha256()
         self._written: list[bytes] | None = [] if defer_hashing else None
         self._pending: list[bytes] = [header(last_commit_ts)]
@@ -139,14 +151,14 @@ class FrameWriter:
     def _frame(self, key: bytes, body: bytes) -> None:
         key_len = _KEY_LEN.pack(len(key))
         value_head = _VALUE_HEAD.pack(len(body) + VALUE_HEADER_SIZE)
-        if len(body) >= _LARGE:
+        if len(body) >= self._large:
             self._pending += (key_len, key, value_head)
             self.finish()
             self._emit(body)
             return
         self._pending += (key_len, key, value_head, body)
         self._pending_size += len(key) + len(body) + 8 + _VALUE_HEAD.size
-        if self._pending_size >= _BLOCK:
+        if self._pending_size >= self._block:
             self.finish()
 
     def add_some(self, records: Iterator[tuple[bytes, bytes]], budget: int) -> bool:
@@ -161,13 +173,14 @@ class FrameWriter:
         key_len = _KEY_LEN.pack
         value_head = _VALUE_HEAD.pack
         head_size = _VALUE_HEAD.size + 8
+        block, large = self._block, self._large
         try:
             for key, body in records:
                 if key == previous:
                     raise _duplicate(key)
                 previous = key
                 entries += 1
-                if len(body) >= _LARGE:
+                if len(body) >= large:
                     self._pending_size = size
                     self._frame(key, body)
                     pending = self._pending
@@ -180,7 +193,7 @@ class FrameWriter:
                         body,
                     )
                     size += len(key) + len(body) + head_size
-                    if size >= _BLOCK:
+                    if size >= block:
                         self._pending_size = size
                         self.finish()
                         pending = self._pending
