@@ -108,12 +108,16 @@ def test_a_clean_decode_and_encode_load_no_logging_library_and_no_package_metada
 
 #: Loaded only by the runs that use them, so by no small decode or encode: pickle and the
 #: worker protocol (no worker process starts), secrets (run tags come from os.urandom),
-#: shlex (completion scripts), the adapters' inventories (inspect).
+#: shlex (completion scripts), the adapters' inventories (inspect), the other commands'
+#: flags (only the command's own parser is built).
 _NOT_IN_A_SMALL_RUN = (
     "pickle",
     "elastickv_async._core.worker_process",
     "secrets",
     "shlex",
+    "elastickv_async._core.completion",
+    "elastickv_async._core.cluster.cli",
+    "elastickv_async._core.restore.command",
     *(f"elastickv_async._adapters.{name}.inventory" for name in ("dynamodb", "redis", "s3", "sqs")),
 )
 
@@ -168,9 +172,9 @@ build = cli._build_parser
 decode = cli._COMMANDS["decode"]
 
 
-def probed_build():
+def probed_build(*args):
     seen.setdefault("parser_collects", []).append(gc.isenabled())
-    return build()
+    return build(*args)
 
 
 async def probed_decode(args, report):

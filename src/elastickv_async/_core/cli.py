@@ -27,13 +27,6 @@ import anyio
 from .._adapters.base import OptionField, option_fields
 from .._adapters.registry import REGISTRY
 from .._version import __version__
-from .cluster.cli import (
-    add_decode_cluster,
-    add_encode_cluster,
-    run_decode_cluster,
-    run_encode_cluster,
-)
-from .completion import SHELLS, completion_script
 from .concurrency import task_group
 from .console import Console, human_bytes, human_duration, silence_stdout, warnings_phrase
 from .dump.manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE
@@ -43,7 +36,6 @@ from .errors import ElasticKVError, UsageError
 from .memory import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET, parse_size
 from .options import DecodeOptions, EncodeOptions
 from .report import Report
-from .restore import command as restore_command
 from .scope import parse_scope_flag
 
 __all__ = ["main"]
@@ -70,6 +62,32 @@ _EXAMPLES: Final = {
     "completion": "source <(elastickv-async completion bash)",
     "prepare-restore": "elastickv-async prepare-restore --input restored.fsm --data-dir /var/lib/"
     "elastickv/1 --index 100 --peers 1=10.0.0.1:50051",
+}
+
+
+#: The commands, in the order ``--help`` lists them, with the line it gives each.
+_COMMAND_HELP: Final = {
+    "decode": "decode a .fsm snapshot into a dump tree",
+    "decode-cluster": "decode every Raft group's snapshot of a cluster into one dump tree",
+    "encode": "encode a dump tree into a .fsm snapshot",
+    "encode-cluster": "encode a cluster dump tree into one .fsm per Raft group",
+    "inspect": "summarise a .fsm: header, footer, meta keys, an inventory of what each adapter "
+    "holds, and counts per key prefix",
+    "verify": "check a dump tree against its CHECKSUMS",
+    "completion": "print a shell completion script",
+    "prepare-restore": "turn an encoded .fsm + encode_info.json into a fresh Raft data directory",
+}
+
+#: The parsers a command's own parsing needs (a cluster command copies its single-snapshot
+#: twin's flags); ``completion`` describes every command, so it needs them all.
+_PARSERS_OF: Final = {
+    "decode": {"decode"},
+    "decode-cluster": {"decode", "decode-cluster"},
+    "encode": {"encode"},
+    "encode-cluster": {"encode", "encode-cluster"},
+    "inspect": {"inspect"},
+    "verify": {"verify"},
+    "prepare-restore": {"prepare-restore"},
 }
 
 
@@ -133,7 +151,30 @@ def _normalise_go_flags(argv: Sequence[str], known: set[str], switches: set[str]
     return out
 
 
-def _build_parser() -> _Parser:
+def _settled(argv: Sequence[str], known: set[str], switches: set[str]) -> bool:
+    """Whether one command's long flags (``known``, ``switches``) rewrite every Go spelling
+    in ``argv`` as the long flags of all commands would (see :func:`_normalise_go_flags`).
+
+    ``-name`` is rewritten when any command has ``--name``, and ``--name=value`` read as a
+    switch when any command has that switch: a name the one command lacks needs them all.
+    """
+    for arg in argv:
+        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
+            if arg[1:].split("=", 1)[0] not in known:
+                return False
+            arg = "-" + arg
+        if arg.startswith("--") and "=" in arg and arg[2:].split("=", 1)[0] not in switches:
+            return False
+    return True
+
+
+def _build_parser(command: str | None = None) -> _Parser:
+    """The command line parser; for ``command``, only the parsers it needs get their flags.
+
+    The other commands' parsers are still listed (``--help``, a misspelt command's error)
+    but empty: building every flag loads every command's modules.
+    """
+    building = _PARSERS_OF[command] if command is not None else _COMMAND_HELP.keys()
     parser = _Parser(
         prog=PROG,
         description="Decode elastickv .fsm snapshots into a backup tree and back.",
@@ -179,8 +220,64 @@ def _build_parser() -> _Parser:
         help="async backend (asyncio uses uvloop when installed)",
     )
 
+    parsers: dict[str, _Parser] = {}
+    for name, line in _COMMAND_HELP.items():
+        if name not in building:
+            sub.add_parser(name, help=line, add_help=False)
+        elif name == "completion":
+            parsers[name] = sub.add_parser(
+                name,
+                help=line,
+                description="Print a completion script, e.g. `source <(elastickv-async "
+                "completion bash)` in ~/.bashrc, or `elastickv-async completion zsh > "
+                "~/.zfunc/_elastickv-async`.",
+            )
+        else:
+            parsers[name] = sub.add_parser(name, parents=[common], help=line)
+    if "decode" in building:
+        _add_decode_flags(parsers["decode"], parsers.get("decode-cluster"))
+    if "encode" in building:
+        _add_encode_flags(parsers["encode"], parsers.get("encode-cluster"))
+    if "inspect" in building:
+        ins = parsers["inspect"]
+        ins.add_argument(
+            "--input", required=True, help="the .fsm snapshot file, - for standard input"
+        )
+        ins.add_argument(
+            "--depth", type=int, default=2, metavar="N", help="group prefixes up to their N-th '|'"
+        )
+        ins.add_argument("--json", action="store_true", help="print JSON instead of text")
+        ins.add_argument(
+            *_MEMORY_FLAG,
+            **_MEMORY_OPTIONS
+            | {"help": "bytes the reader's chunks and the batch being counted may hold"},
+        )
+    if "verify" in building:
+        ver = parsers["verify"]
+        ver.add_argument("--input", required=True, help="the dump tree root")
+        ver.add_argument(*_TREE_ROOT_FLAG, **_TREE_ROOT_OPTIONS)
+    if "completion" in building:
+        from .completion import SHELLS
+
+        parsers["completion"].add_argument("shell", choices=SHELLS, help="the shell to complete in")
+    if "prepare-restore" in building:
+        from .restore.command import add_arguments
+
+        add_arguments(parsers["prepare-restore"])
+    for action in sub._choices_actions:
+        command_parser = sub.choices[action.dest]
+        command_parser.description = (
+            command_parser.description or (action.help or "").capitalize() + "."
+        )
+        example = _EXAMPLES.get(action.dest)
+        if example and command_parser.epilog is None:
+            command_parser.epilog = f"{_EXIT_CODES}\n\nexample:\n  {example}"
+    return parser
+
+
+def _add_decode_flags(dec: _Parser, cluster: _Parser | None) -> None:
+    """``decode``'s flags, and ``decode-cluster``'s when its parser is given."""
     names = ",".join(REGISTRY.names())
-    dec = sub.add_parser("decode", parents=[common], help="decode a .fsm snapshot into a dump tree")
     dec.add_argument(
         "--input", help="the .fsm snapshot file, - for standard input (or --input-snap-dir)"
     )
@@ -206,7 +303,10 @@ def _build_parser() -> _Parser:
     )
 
     dec.add_argument(*_MEMORY_FLAG, **_MEMORY_OPTIONS)
-    add_decode_cluster(sub, common, dec)
+    if cluster is not None:
+        from .cluster.cli import add_decode_cluster
+
+        add_decode_cluster(cluster, dec)
     # After decode-cluster copied decode's flags: a cluster dump has no single snapshot
     # directory and always has CHECKSUMS.
     dec.add_argument(
@@ -260,7 +360,10 @@ def _build_parser() -> _Parser:
         "checks completeness only",
     )
 
-    enc = sub.add_parser("encode", parents=[common], help="encode a dump tree into a .fsm snapshot")
+
+def _add_encode_flags(enc: _Parser, cluster: _Parser | None) -> None:
+    """``encode``'s flags, and ``encode-cluster``'s when its parser is given."""
+    names = ",".join(REGISTRY.names())
     enc.add_argument("--input", required=True, help="the dump tree root (holds MANIFEST.json)")
     enc.add_argument("--output", required=True, help="the .fsm file to write")
     enc.add_argument("--adapter", default=names, help=f"comma-separated adapters ({names}; 'all')")
@@ -291,47 +394,12 @@ def _build_parser() -> _Parser:
     )
     _add_adapter_flags(enc, encode=True)
     enc.add_argument(*_MEMORY_FLAG, **_MEMORY_OPTIONS)
-    add_encode_cluster(sub, common, enc)
+    if cluster is not None:
+        from .cluster.cli import add_encode_cluster
+
+        add_encode_cluster(cluster, enc)
     # After encode-cluster copied encode's flags: a cluster tree is never split.
     enc.add_argument(*_TREE_ROOT_FLAG, **_TREE_ROOT_OPTIONS)
-
-    ins = sub.add_parser(
-        "inspect",
-        parents=[common],
-        help="summarise a .fsm: header, footer, meta keys, an inventory of what each adapter "
-        "holds, and counts per key prefix",
-    )
-    ins.add_argument("--input", required=True, help="the .fsm snapshot file, - for standard input")
-    ins.add_argument(
-        "--depth", type=int, default=2, metavar="N", help="group prefixes up to their N-th '|'"
-    )
-    ins.add_argument("--json", action="store_true", help="print JSON instead of text")
-    ins.add_argument(
-        *_MEMORY_FLAG,
-        **_MEMORY_OPTIONS
-        | {"help": "bytes the reader's chunks and the batch being counted may hold"},
-    )
-
-    ver = sub.add_parser("verify", parents=[common], help="check a dump tree against its CHECKSUMS")
-    ver.add_argument("--input", required=True, help="the dump tree root")
-    ver.add_argument(*_TREE_ROOT_FLAG, **_TREE_ROOT_OPTIONS)
-
-    comp = sub.add_parser(
-        "completion",
-        help="print a shell completion script",
-        description="Print a completion script, e.g. `source <(elastickv-async completion bash)` "
-        "in ~/.bashrc, or `elastickv-async completion zsh > ~/.zfunc/_elastickv-async`.",
-    )
-    comp.add_argument("shell", choices=SHELLS, help="the shell to complete in")
-
-    restore_command.add_parser(sub, common)
-    for action in sub._choices_actions:
-        command = sub.choices[action.dest]
-        command.description = command.description or (action.help or "").capitalize() + "."
-        example = _EXAMPLES.get(action.dest)
-        if example and command.epilog is None:
-            command.epilog = f"{_EXIT_CODES}\n\nexample:\n  {example}"
-    return parser
 
 
 def _adapter_fields(*, encode: bool) -> list[tuple[str, OptionField]]:
@@ -533,14 +601,32 @@ async def _inspect(args: argparse.Namespace, report: Report) -> None:
         print("\n".join(found.lines()))
 
 
+async def _decode_cluster(args: argparse.Namespace, report: Report) -> None:
+    from .cluster.cli import run_decode_cluster
+
+    await run_decode_cluster(args, report)
+
+
+async def _encode_cluster(args: argparse.Namespace, report: Report) -> None:
+    from .cluster.cli import run_encode_cluster
+
+    await run_encode_cluster(args, report)
+
+
+async def _prepare_restore(args: argparse.Namespace, report: Report) -> None:
+    from .restore.command import run
+
+    await run(args, report)
+
+
 _COMMANDS: Final = {
     "decode": _decode,
-    "decode-cluster": run_decode_cluster,
+    "decode-cluster": _decode_cluster,
     "encode": _encode,
-    "encode-cluster": run_encode_cluster,
+    "encode-cluster": _encode_cluster,
     "inspect": _inspect,
     "verify": _verify,
-    "prepare-restore": restore_command.run,
+    "prepare-restore": _prepare_restore,
 }
 
 
@@ -754,17 +840,26 @@ def main(argv: Sequence[str] | None = None, *, started: Callable[[], None] | Non
 
 
 def _main(raw: list[str], started: Callable[[], None] | None) -> int:
-    parser = _build_parser()
+    # A command line that starts with its command needs only that command's parser, unless
+    # it spells a flag the Go way that only every command's flags can settle.
+    command = raw[0] if raw and raw[0] in _PARSERS_OF else None
+    parser = _build_parser(command)
+    flags = _long_flags(parser)
+    if command is not None and not _settled(raw, *flags):
+        parser = _build_parser()
+        flags = _long_flags(parser)
     if not raw:
         # Like git: a bare command prints what it can do, on stderr, and fails.
         parser.print_help(sys.stderr)
         return 1
     try:
-        args = parser.parse_args(_normalise_go_flags(raw, *_long_flags(parser)))
+        args = parser.parse_args(_normalise_go_flags(raw, *flags))
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     if args.command == "completion":
+        from .completion import completion_script
+
         sys.stdout.write(completion_script(parser, args.shell))
         return 0
     console = Console(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
-from elastickv_async._core.cli import _normalise_go_flags, main
+from elastickv_async._core.cli import _build_parser, _normalise_go_flags, main
 
 
 def test_go_flag_spellings_are_accepted() -> None:
@@ -17,6 +18,56 @@ def test_go_flag_spellings_are_accepted() -> None:
         ["decode", "-input", "a.fsm", "--include-orphans=true", "-cluster-id=c"], known, switches
     ) == ["decode", "--input", "a.fsm", "--include-orphans", "--cluster-id=c"]
     assert _normalise_go_flags(["--include-orphans=false"], known, switches) == []
+
+
+def _command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+_COMMANDS = [
+    "decode",
+    "decode-cluster",
+    "encode",
+    "encode-cluster",
+    "inspect",
+    "verify",
+    "prepare-restore",
+]
+
+
+@pytest.mark.parametrize("command", _COMMANDS)
+def test_a_command_builds_only_the_parsers_it_needs_and_they_are_the_full_ones(
+    command: str,
+) -> None:
+    full = _build_parser()
+    alone = _build_parser(command)
+    assert alone.format_help() == full.format_help()
+    full_parsers, alone_parsers = _command_parsers(full), _command_parsers(alone)
+    assert list(alone_parsers) == list(full_parsers)
+    needed = {command, command.removesuffix("-cluster")}
+    for name, parser in alone_parsers.items():
+        if name in needed:
+            assert parser.format_help() == full_parsers[name].format_help()
+        else:
+            assert parser._actions == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        # Another command's flag, spelt the Go way, is rewritten as it always was.
+        (["decode", "--output", "o", "-self-test"], "unrecognized arguments: --self-test"),
+        (["decode", "--output", "o", "--json=maybe"], "invalid boolean value 'maybe' for --json"),
+        (["encode", "--output", "o", "--input", "i", "-fresh-cluster"], "--fresh-cluster"),
+        (["decode-cluster", "--output", "o", "-input=x", "-json"], "arguments: --json"),
+    ],
+)
+def test_go_spellings_of_other_commands_flags_fail_as_with_every_parser(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 1
+    assert error in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Final
+from typing import Final
 
 from ..errors import UsageError
 from ..report import Report
@@ -13,13 +13,9 @@ __all__ = ["add_decode_cluster", "add_encode_cluster", "run_decode_cluster", "ru
 _OWN: Final = frozenset({"help", "input", "output"})
 
 
-def add_decode_cluster(sub: Any, common: argparse.ArgumentParser, decode: Any) -> None:
-    """Add ``decode-cluster``: its own flags plus every flag of ``decode`` but ``--input``."""
-    parser = sub.add_parser(
-        "decode-cluster",
-        parents=[common],
-        help="decode every Raft group's snapshot of a cluster into one dump tree",
-    )
+def add_decode_cluster(parser: argparse.ArgumentParser, decode: argparse.ArgumentParser) -> None:
+    """Give ``decode-cluster``'s ``parser`` its own flags plus every flag of ``decode`` but
+    ``--input``."""
     parser.add_argument(
         "--input",
         action="append",
@@ -87,13 +83,9 @@ async def run_decode_cluster(args: argparse.Namespace, report: Report) -> None:
     )
 
 
-def add_encode_cluster(sub: Any, common: argparse.ArgumentParser, encode: Any) -> None:
-    """Add ``encode-cluster``: ``encode``'s flags, ``--output-dir`` and ``--routes``."""
-    parser = sub.add_parser(
-        "encode-cluster",
-        parents=[common],
-        help="encode a cluster dump tree into one .fsm per Raft group",
-    )
+def add_encode_cluster(parser: argparse.ArgumentParser, encode: argparse.ArgumentParser) -> None:
+    """Give ``encode-cluster``'s ``parser`` ``encode``'s flags, ``--output-dir`` and
+    ``--routes``."""
     parser.add_argument(
         "--output-dir",
         required=True,

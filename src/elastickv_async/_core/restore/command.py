@@ -5,20 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from ..report import Report, make_logger
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_arguments", "run"]
 
 
-def add_parser(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
-    """Register ``prepare-restore`` with the flags of ``elastickv-snapshot-prepare-restore``."""
-    p = sub.add_parser(
-        "prepare-restore",
-        parents=[common],
-        help="turn an encoded .fsm + encode_info.json into a fresh Raft data directory",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Give ``prepare-restore``'s parser the flags of ``elastickv-snapshot-prepare-restore``."""
     p.add_argument("--input", required=True, help="encoded .fsm payload (from encode)")
     p.add_argument(
         "--encode-info",
@@ -52,8 +46,9 @@ def add_parser(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPa
 
 async def run(args: argparse.Namespace, report: Report) -> None:
     """Prepare the data directory and record what was written in the report."""
-    # Loaded here: every command builds this one's flags, only this one needs the Raft
-    # state writer (and its CRC32C, whose package looks its own version up on import).
+    # Loaded here: a listing of every command's flags (completion, --help) builds this
+    # one's, only this one needs the Raft state writer (and its CRC32C, whose package looks
+    # its own version up on import).
     from .prepare import PrepareRestoreOptions, describe, prepare_restore
 
     result = await prepare_restore(
