@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from support import shared_dir
@@ -59,7 +60,15 @@ import json, sys
 from elastickv_async._core.entry import main
 
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+made = sorted(
+    f"{name}.{value.__qualname__}"
+    for name, module in list(sys.modules.items())
+    if name.startswith("elastickv_async")
+    for value in list(vars(module).values())
+    if isinstance(value, type) and value.__module__ == name
+    and "__dataclass_fields__" in vars(value)
+)
+print(json.dumps({"code": code, "modules": sorted(sys.modules), "dataclasses": made}))
 """
 
 #: Loaded by no decode or encode that logs no warning: structlog (the logger is built at the
@@ -67,17 +76,25 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 _NOT_AT_START = ("structlog", "crc32c", "importlib.metadata", "email")
 
 
-def _run_fresh(*argv: str) -> tuple[set[str], str]:
+class _Fresh(NamedTuple):
+    """What a run in a fresh interpreter loaded: modules, and our dataclasses among them."""
+
+    modules: set[str]
+    stderr: str
+    dataclasses: set[str]
+
+
+def _run_fresh(*argv: str) -> _Fresh:
     done = subprocess.run(
         [sys.executable, "-c", _RUN, *argv], capture_output=True, text=True, check=True
     )
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["code"] == 0, done.stderr
-    return set(result["modules"]), done.stderr
+    return _Fresh(set(result["modules"]), done.stderr, set(result["dataclasses"]))
 
 
 @pytest.fixture(scope="module")
-def small_run_modules(tmp_path_factory: pytest.TempPathFactory) -> tuple[set[str], set[str]]:
+def small_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[_Fresh, _Fresh]:
     """Modules loaded by a small S3 decode and by the encode of its tree, each in a fresh
     interpreter; the encode must give back the decoded snapshot."""
     if SHARED is None:
@@ -85,14 +102,21 @@ def small_run_modules(tmp_path_factory: pytest.TempPathFactory) -> tuple[set[str
     case = SHARED / "golden" / "public" / "s3_basic"
     work = tmp_path_factory.mktemp("small-run")
     tree = work / "tree"
-    decoded, _ = _run_fresh(
+    decoded = _run_fresh(
         "decode", "--quiet", "--input", str(case / "input.fsm"), "--output", str(tree)
     )
     assert (tree / "MANIFEST.json").is_file()
     out = work / "out.fsm"
-    encoded, _ = _run_fresh("encode", "--quiet", "--input", str(tree), "--output", str(out))
+    encoded = _run_fresh("encode", "--quiet", "--input", str(tree), "--output", str(out))
     assert out.read_bytes() == (case / "input.fsm").read_bytes()
     return decoded, encoded
+
+
+@pytest.fixture(scope="module")
+def small_run_modules(small_runs: tuple[_Fresh, _Fresh]) -> tuple[set[str], set[str]]:
+    """Modules loaded by the small decode and by the encode of its tree."""
+    decoded, encoded = small_runs
+    return decoded.modules, encoded.modules
 
 
 def test_a_clean_decode_and_encode_load_no_logging_library_and_no_package_metadata(
@@ -142,7 +166,8 @@ def _decode_orphans(tmp_path: Path, *extra: str) -> tuple[set[str], str]:
     assert SHARED is not None
     case = SHARED / "golden" / "public" / "s3_orphans_flag"
     argv = ["decode", "--quiet", "--input", str(case / "input.fsm")]
-    return _run_fresh(*argv, "--output", str(tmp_path / "t"), *extra)
+    modules, stderr, _ = _run_fresh(*argv, "--output", str(tmp_path / "t"), *extra)
+    return modules, stderr
 
 
 @pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
@@ -160,6 +185,52 @@ def test_a_run_that_warns_gathers_its_warnings_through_structlog(tmp_path: Path)
     assert "structlog" in modules
     events = [w["event"] for w in json.loads(report.read_text())["warnings"]]
     assert "s3_orphan_chunks" in events
+
+
+#: The dataclasses a small decode or encode may define: the public types (options, contexts,
+#: specs, the exported records), whose ``fields()`` and ``replace()`` callers use, and the
+#: S3 decoder's and the reader's own. Every other record on the start-up path is a cheaper
+#: msgspec Struct: a dataclass generates and compiles its methods as it is defined.
+_DATACLASSES_AT_START = {
+    *(
+        f"elastickv_async._adapters.{name}"
+        for name in (
+            "base.AdapterSpec",
+            "base.DecodeContext",
+            "base.EncodeContext",
+            "base.NoOptions",
+            "dynamodb.options.DynamoDBOptions",
+            "redis.options.RedisOptions",
+            "s3.options.S3Options",
+            "sqs.options.SQSOptions",
+            "s3.decode._Bucket",
+            "s3.decode._Object",
+            "s3.decode._SmallFiles",
+        )
+    ),
+    *(
+        f"elastickv_async._core.{name}"
+        for name in (
+            "options.DecodeOptions",
+            "options.EncodeOptions",
+            "progress.Progress",
+            "report.Report",
+            "report.WarningSummary",
+            "snapshot.entry.SnapshotHeader",
+            "snapshot.reader.SnapshotStats",
+            "encode.api.EncodeResult",
+        )
+    ),
+}
+
+
+def test_a_small_decode_and_encode_define_no_other_dataclass(
+    small_runs: tuple[_Fresh, _Fresh],
+) -> None:
+    decoded, encoded = small_runs
+    assert "elastickv_async._core.options.DecodeOptions" in decoded.dataclasses
+    assert sorted(decoded.dataclasses - _DATACLASSES_AT_START) == []
+    assert sorted(encoded.dataclasses - _DATACLASSES_AT_START) == []
 
 
 _GC_PROBE = """

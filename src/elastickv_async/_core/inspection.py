@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
+
 from .._adapters.base import Inventory, InventoryRow
 from .._adapters.registry import REGISTRY
 from .console import human_bytes
@@ -177,7 +179,7 @@ async def inspect_snapshot(
         meta=dict(stats.meta),
         encryption_writer_rows=stats.encryption_writer_rows,
         entries=stats.entries,
-        mvcc=dataclasses.asdict(resolver.stats),
+        mvcc=msgspec.structs.asdict(resolver.stats),
         prefixes=prefixes,
         inventory={name: inv.rows() for name, inv in inventories.items()},
     )

@@ -540,7 +540,7 @@ class _DecodeRun:
         mvcc = resolver.stats
         if ignore_future_versions and mvcc.future_versions and not mvcc.straddling_keys:
             raise _HeaderBelowData
-        self._account(header, snap.stats, dataclasses.asdict(mvcc))
+        self._account(header, snap.stats, msgspec.structs.asdict(mvcc))
         self._check_index(snap.stats)
         await self._finish(header, snap.stats)
         return self.report

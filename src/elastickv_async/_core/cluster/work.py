@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import anyio
 import anyio.to_thread
+import msgspec
 
 from ..._adapters.registry import REGISTRY
 from ..errors import ElasticKVError
@@ -144,7 +145,7 @@ async def _resolve_once(
         runs=runs,
         counters=counters,
         unknown_families=unknown,
-        mvcc=dataclasses.asdict(resolver.stats),
+        mvcc=msgspec.structs.asdict(resolver.stats),
         catalog_rows=catalog_rows,
         relaxed=not strict,
     )

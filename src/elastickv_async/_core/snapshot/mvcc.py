@@ -19,8 +19,9 @@ from __future__ import annotations
 import heapq
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from .entry import Entry
 
@@ -31,8 +32,7 @@ _TS_SUFFIX = struct.Struct(">Q").pack
 _RANGE_END: Final = b"\xff" * 8
 
 
-@dataclass(slots=True)
-class ResolverStats:
+class ResolverStats(msgspec.Struct):
     """Counts of what the resolver did with each raw version.
 
     ``visible``: versions emitted (one per visible key). ``versions_superseded``: versions older
