@@ -56,10 +56,12 @@ def test_the_public_names_resolve_on_first_use() -> None:
 
 
 _RUN = """
-import json, sys
+import gc, json, re, sys
 from elastickv_async._core.entry import main
 
 code = main(sys.argv[1:])
+gc.unfreeze()
+patterns = sorted({repr(p.pattern) for p in gc.get_objects() if isinstance(p, re.Pattern)})
 made = sorted(
     f"{name}.{value.__qualname__}"
     for name, module in list(sys.modules.items())
@@ -68,7 +70,8 @@ made = sorted(
     if isinstance(value, type) and value.__module__ == name
     and "__dataclass_fields__" in vars(value)
 )
-print(json.dumps({"code": code, "modules": sorted(sys.modules), "dataclasses": made}))
+doc = {"code": code, "modules": sorted(sys.modules), "dataclasses": made, "patterns": patterns}
+print(json.dumps(doc))
 """
 
 #: Loaded by no decode or encode that logs no warning: structlog (the logger is built at the
@@ -82,6 +85,8 @@ class _Fresh(NamedTuple):
     modules: set[str]
     stderr: str
     dataclasses: set[str]
+    #: The compiled regular expressions alive at the end, as ``repr(pattern.pattern)``.
+    patterns: set[str]
 
 
 def _run_fresh(*argv: str) -> _Fresh:
@@ -90,7 +95,12 @@ def _run_fresh(*argv: str) -> _Fresh:
     )
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["code"] == 0, done.stderr
-    return _Fresh(set(result["modules"]), done.stderr, set(result["dataclasses"]))
+    return _Fresh(
+        set(result["modules"]),
+        done.stderr,
+        set(result["dataclasses"]),
+        set(result["patterns"]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +176,8 @@ def _decode_orphans(tmp_path: Path, *extra: str) -> tuple[set[str], str]:
     assert SHARED is not None
     case = SHARED / "golden" / "public" / "s3_orphans_flag"
     argv = ["decode", "--quiet", "--input", str(case / "input.fsm")]
-    modules, stderr, _ = _run_fresh(*argv, "--output", str(tmp_path / "t"), *extra)
-    return modules, stderr
+    fresh = _run_fresh(*argv, "--output", str(tmp_path / "t"), *extra)
+    return fresh.modules, fresh.stderr
 
 
 @pytest.mark.skipif(SHARED is None, reason="golden corpus absent")
@@ -231,6 +241,32 @@ def test_a_small_decode_and_encode_define_no_other_dataclass(
     assert "elastickv_async._core.options.DecodeOptions" in decoded.dataclasses
     assert sorted(decoded.dataclasses - _DATACLASSES_AT_START) == []
     assert sorted(encoded.dataclasses - _DATACLASSES_AT_START) == []
+
+
+#: Regular expressions only rare inputs need (a lone surrogate, a Go document to compact,
+#: a name read back from a tree, DynamoDB or SQS keys, incomplete uploads,
+#: ``--last-commit-ts``): compiled on first use.
+_RARE_PATTERNS = {
+    repr(pattern)
+    for pattern in (
+        "[\ud800-\udfff]",
+        r'("(?:[^"\\]|\\.)*")|[ \t\n\r]+',
+        r"(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})*",
+        rb"[A-Za-z0-9_-]*",
+        rb"[0-9]+",
+        rb'"generation":\d+',
+        r"[0-9a-fA-F]+",
+    )
+}
+
+
+def test_a_small_decode_and_encode_compile_no_regular_expression_of_a_rare_input(
+    small_runs: tuple[_Fresh, _Fresh],
+) -> None:
+    decoded, encoded = small_runs
+    assert repr(r"[0-9a-fA-F]{32}__") in decoded.patterns
+    assert sorted(_RARE_PATTERNS & decoded.patterns) == []
+    assert sorted(_RARE_PATTERNS & encoded.patterns) == []
 
 
 _GC_PROBE = """

@@ -28,6 +28,7 @@ typed error.
 from __future__ import annotations
 
 import binascii
+import functools
 import json
 import json.decoder
 import re
@@ -76,8 +77,20 @@ _INT_RANGES: Final[Mapping[str, tuple[int, int]]] = {
 _INT_LITERAL: Final = re.compile(r"-?[0-9]+")
 # Possibly a "-0" number (or text inside a string, which only costs the slower exact path).
 _NEG_ZERO: Final = re.compile(rb"-0(?![0-9.eE])")
-_SURROGATE: Final = re.compile("[\ud800-\udfff]")
-_STRING_OR_WS: Final = re.compile(r'("(?:[^"\\]|\\.)*")|[ \t\n\r]+', re.DOTALL)
+
+
+# Compiled on first use (a lone surrogate, a document to compact): most runs never need
+# them, and compiling at import is paid by every start-up.
+@functools.cache
+def _surrogate() -> re.Pattern[str]:
+    return re.compile("[\ud800-\udfff]")
+
+
+@functools.cache
+def _string_or_ws() -> re.Pattern[str]:
+    return re.compile(r'("(?:[^"\\]|\\.)*")|[ \t\n\r]+', re.DOTALL)
+
+
 _WHITESPACE: Final = " \t\n\r"
 #: The C string scanner json itself uses: (decoded string, index after the closing quote).
 _scanstring: Final[Callable[[str, int], tuple[str, int]]] = json.decoder.scanstring  # type: ignore[attr-defined]
@@ -133,7 +146,7 @@ def _skip_ws(text: str, pos: int) -> int:
 
 def _fix_text(value: Any) -> Any:
     if isinstance(value, str) and not isinstance(value, _Number):
-        return _SURROGATE.sub("\ufffd", value)
+        return _surrogate().sub("\ufffd", value)
     return value
 
 
@@ -453,7 +466,7 @@ def compact(raw: str) -> str:
     """Go's ``json.Compact`` without HTML escaping: drop whitespace outside strings."""
     if not any(c in raw for c in _WHITESPACE):
         return raw
-    return _STRING_OR_WS.sub(lambda m: m.group(1) or "", raw)
+    return _string_or_ws().sub(lambda m: m.group(1) or "", raw)
 
 
 def _members(text: str, pos: int) -> list[tuple[str, int, int]]:
@@ -471,7 +484,7 @@ def _members(text: str, pos: int) -> list[tuple[str, int, int]]:
         key, pos = _scanstring(text, pos + 1)
         start = _skip_ws(text, _skip_ws(text, pos) + 1)  # past the ':'
         _, end = _PLAIN.raw_decode(text, start)
-        out.append((_SURROGATE.sub("\ufffd", key), start, end))
+        out.append((_surrogate().sub("\ufffd", key), start, end))
         pos = _skip_ws(text, end)
         if text[pos] == "}":
             return out

@@ -58,12 +58,22 @@ ORDERED_KEY_ENCODING: Final = 2
 
 _SEGMENT_ESCAPE: Final = b"\x00\xff"
 _SEGMENT_TERMINATOR: Final = b"\x00\x01"
-_DECIMAL: Final = re.compile(rb"[0-9]+")
-_URL_ALPHABET: Final = re.compile(rb"[A-Za-z0-9_-]*")
 _UINT64_LIMIT: Final = 1 << 64
 #: Table names whose directory would not be a child of dynamodb/ (the empty name is
 #: reachable because the base64 decoder skips CR/LF).
 _UNSAFE_NAMES: Final = frozenset({b"", b".", b".."})
+
+
+# Compiled on first use: only DynamoDB rows need them, and compiling at import is paid by
+# every start-up (the spec loads these keys).
+@functools.cache
+def _decimal() -> re.Pattern[bytes]:
+    return re.compile(rb"[0-9]+")
+
+
+@functools.cache
+def _url_alphabet() -> re.Pattern[bytes]:
+    return re.compile(rb"[A-Za-z0-9_-]*")
 
 
 class TableKey(msgspec.Struct, frozen=True):
@@ -86,7 +96,7 @@ def _decode_table_segment(segment: bytes, key: bytes) -> bytes:
     cleaned = segment.replace(b"\r", b"").replace(b"\n", b"")
     # b64url_decode maps the URL alphabet onto the standard one, so it would also take "+"
     # and "/"; Go's RawURLEncoding rejects them.
-    if _URL_ALPHABET.fullmatch(cleaned) is None:
+    if _url_alphabet().fullmatch(cleaned) is None:
         raise record_error(
             "ErrDDBMalformedKey", f"table segment of key {key[:64]!r} is not base64url"
         )
@@ -136,7 +146,7 @@ def parse_item_key(key: bytes) -> ItemKey:
             "ErrDDBMalformedKey", f"item key {key[:64]!r} lacks its generation/key separator"
         )
     gen_text = after_table[:gen_end]
-    if _DECIMAL.fullmatch(gen_text) is None or int(gen_text) >= _UINT64_LIMIT:
+    if _decimal().fullmatch(gen_text) is None or int(gen_text) >= _UINT64_LIMIT:
         raise record_error(
             "ErrDDBMalformedKey", f"item key {key[:64]!r} has a bad generation {gen_text!r}"
         )

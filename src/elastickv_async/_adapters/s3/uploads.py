@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from typing import Final
 
@@ -31,9 +32,15 @@ __all__ = ["parse_line", "record_line", "restore_records", "same_after_restore"]
 #: The record families a ``records.jsonl`` may hold, each keyed ``prefix + seg(bucket) +
 #: u64(generation) + ...``.
 _FAMILIES: Final = (keys.UPLOAD_META_PREFIX, keys.UPLOAD_PART_PREFIX, keys.BLOB_PREFIX)
+
+
 #: The upload meta value's generation (Go's json.Marshal of a flat struct: a key can only be
 #: an unescaped quote-name-quote-colon, which no string value contains).
-_META_GENERATION: Final = re.compile(rb'"generation":\d+')
+@functools.cache
+def _meta_generation() -> re.Pattern[bytes]:
+    # Compiled on first use: only a tree with incomplete uploads needs it, and compiling at
+    # import is paid by every start-up.
+    return re.compile(rb'"generation":\d+')
 
 
 def record_line(prefix: bytes, key: bytes, value: bytes) -> bytes:
@@ -73,7 +80,7 @@ def parse_line(line: bytes) -> tuple[bytes, bytes, bytes]:
 def _at_restore_generation(prefix: bytes, key: bytes, value: bytes) -> tuple[bytes, bytes]:
     key = keys.with_generation(key, prefix, RESTORE_GENERATION)
     if prefix == keys.UPLOAD_META_PREFIX:
-        value = _META_GENERATION.sub(b'"generation":%d' % RESTORE_GENERATION, value, count=1)
+        value = _meta_generation().sub(b'"generation":%d' % RESTORE_GENERATION, value, count=1)
     return key, value
 
 

@@ -9,6 +9,7 @@ last_modified_hlc, content_*, cache_control, user_metadata, parts[...]}``. Dump 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Annotated, Any, Final, TypeAlias
@@ -334,8 +335,14 @@ def parse_public_bucket(raw: bytes) -> dict[str, Any]:
 
 
 _INT_RANGES: Final = {"i64": (-(1 << 63), (1 << 63) - 1), "u32": (0, (1 << 32) - 1)}
-_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _MISSING: Final = object()
+
+
+@functools.cache
+def _surrogate() -> re.Pattern[str]:
+    # Compiled on first use: only a value with escapes in it is searched, and compiling at
+    # import is paid by every start-up.
+    return re.compile("[\ud800-\udfff]")
 
 
 class _NotPlain(Exception):
@@ -386,7 +393,7 @@ def _plain_struct(raw: bytes, fields: tuple[Field, ...]) -> dict[str, Any] | Non
         if value is _MISSING:
             out[field.name] = "" if kind == "str" else None if kind == "map_str" else 0
         elif kind == "str":
-            if type(value) is not str or (escaped and _SURROGATE.search(value)):
+            if type(value) is not str or (escaped and _surrogate().search(value)):
                 return None
             out[field.name] = value
         elif kind == "map_str":
@@ -395,7 +402,7 @@ def _plain_struct(raw: bytes, fields: tuple[Field, ...]) -> dict[str, Any] | Non
             for key, item in value.items():
                 if type(item) is not str:
                     return None
-                if escaped and (_SURROGATE.search(key) or _SURROGATE.search(item)):
+                if escaped and (_surrogate().search(key) or _surrogate().search(item)):
                     return None
             out[field.name] = value
         elif kind in _INT_RANGES:

@@ -9,6 +9,7 @@ family and terminate the queue segment with ``|``:
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Iterable
@@ -93,7 +94,6 @@ _TERMINATOR: Final = b"|"
 _U32: Final = struct.Struct(">I")
 _U64: Final = struct.Struct(">Q")
 _PARTITIONED_TRAILER: Final = _U32.size + _U64.size
-_B64URL_RUN: Final = re.compile(rb"[A-Za-z0-9_-]*")
 _B64URL_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 _FNV32_OFFSET: Final = 2166136261
@@ -109,9 +109,16 @@ def _malformed(key: bytes, why: str) -> AdapterRecordError:
     return record_error("ErrSQSMalformedKey", f"malformed SQS key {key_repr(key)}: {why}", key=key)
 
 
+@functools.cache
+def _b64url_run() -> re.Pattern[bytes]:
+    # Compiled on first use: only SQS keys need it, and compiling at import is paid by every
+    # start-up (the spec loads these keys).
+    return re.compile(rb"[A-Za-z0-9_-]*")
+
+
 def _b64url_run_end(data: bytes) -> int:
     """Length of the leading base64url run of ``data`` (where a classic queue segment ends)."""
-    match = _B64URL_RUN.match(data)
+    match = _b64url_run().match(data)
     return match.end() if match else 0
 
 

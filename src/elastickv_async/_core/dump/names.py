@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from typing import Final
@@ -40,8 +41,18 @@ _UNRESERVED_BYTES: Final = bytes(sorted(_UNRESERVED))
 _ENCODE_TABLE: Final = tuple(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in range(256))
 _URL_ALPHABET: Final = bytes.maketrans(b"+/", b"-_")
 _SHA_SHAPE: Final = re.compile(r"[0-9a-fA-F]{32}__")
-_PERCENT_DECODABLE: Final = re.compile(r"(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})*")
-_B64URL: Final = re.compile(rb"[A-Za-z0-9_-]*")
+
+
+# Compiled on first use (a name read back from a tree): most runs decode none, and
+# compiling at import is paid by every start-up.
+@functools.cache
+def _percent_decodable() -> re.Pattern[str]:
+    return re.compile(r"(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})*")
+
+
+@functools.cache
+def _b64url() -> re.Pattern[bytes]:
+    return re.compile(rb"[A-Za-z0-9_-]*")
 
 
 def _percent_encode(raw: bytes) -> str:
@@ -97,7 +108,7 @@ def b64url_decode(text: str | bytes) -> bytes:
     """
     data = text.encode("ascii") if isinstance(text, str) else text
     # b64decode maps the URL alphabet onto the standard one first, so '+' and '/' would pass.
-    if _B64URL.fullmatch(data) is None or len(data) % 4 == 1:
+    if _b64url().fullmatch(data) is None or len(data) % 4 == 1:
         raise ValueError("invalid base64url text")
     try:
         decoded = base64.b64decode(data + b"=" * (-len(data) % 4), altchars=b"-_", validate=True)
@@ -135,7 +146,7 @@ def decode_segment(segment: str) -> bytes:
             raise DumpTreeError(
                 f"bad binary segment {segment!r}: {exc}", code="ErrInvalidEncodedSegment"
             ) from None
-    if _PERCENT_DECODABLE.fullmatch(segment) is None:
+    if _percent_decodable().fullmatch(segment) is None:
         raise DumpTreeError(
             f"segment {segment!r} is not percent-encoded", code="ErrInvalidEncodedSegment"
         )

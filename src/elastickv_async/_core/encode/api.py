@@ -71,8 +71,6 @@ _UINT64_MAX: Final = (1 << 64) - 1
 #: The check of the input against its CHECKSUMS, given the digests of the files read.
 Verify = Callable[[ReadDigests], Coroutine[Any, Any, None]]
 
-_DECIMAL: Final = re.compile(r"[0-9]+")
-_HEX: Final = re.compile(r"[0-9a-fA-F]+")
 #: The lower 16 bits of an HLC timestamp are its logical counter; the rest is Unix ms.
 _HLC_LOGICAL_BITS: Final = 16
 
@@ -102,10 +100,11 @@ def parse_last_commit_ts(text: str) -> int:
     if not digits:
         raise UsageError("--last-commit-ts is empty")
     if digits[:2] in ("0x", "0X"):
-        digits, base, pattern = digits[2:], 16, _HEX
+        digits, base, pattern = digits[2:], 16, r"[0-9a-fA-F]+"
     else:
-        base, pattern = 10, _DECIMAL
-    if not pattern.fullmatch(digits):
+        base, pattern = 10, r"[0-9]+"
+    # Compiled (and cached by re) only here: most encodes have no --last-commit-ts.
+    if not re.fullmatch(pattern, digits):
         raise UsageError(f"--last-commit-ts {text!r} is not an unsigned integer")
     value = int(digits, base)
     if value > _UINT64_MAX:
