@@ -46,6 +46,20 @@ def test_version_loads_neither_the_engine_nor_the_parser() -> None:
     assert loaded == set()
 
 
+def test_help_builds_no_command_s_flags() -> None:
+    code = "import json, sys\nfrom elastickv_async._core.entry import main\n" + (
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("usage: elastickv-async")
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "elastickv_async._core.cli" in loaded
+    # Loaded only when the commands' flags are built.
+    assert "elastickv_async._core.cluster.cli" not in loaded
+    assert "elastickv_async._core.restore.command" not in loaded
+
+
 def test_the_public_names_resolve_on_first_use() -> None:
     import elastickv_async
     from elastickv_async._core import errors, options

@@ -18,7 +18,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -78,16 +78,19 @@ _COMMAND_HELP: Final = {
     "prepare-restore": "turn an encoded .fsm + encode_info.json into a fresh Raft data directory",
 }
 
-#: The parsers a command's own parsing needs (a cluster command copies its single-snapshot
-#: twin's flags); ``completion`` describes every command, so it needs them all.
-_PARSERS_OF: Final = {
-    "decode": {"decode"},
-    "decode-cluster": {"decode", "decode-cluster"},
-    "encode": {"encode"},
-    "encode-cluster": {"encode", "encode-cluster"},
-    "inspect": {"inspect"},
-    "verify": {"verify"},
-    "prepare-restore": {"prepare-restore"},
+#: The parsers a command line needs, by its first word: a command's own (a cluster command
+#: copies its single-snapshot twin's flags), none for the list of commands ``--help``
+#: prints. ``completion`` describes every command, so it needs them all (it is not here).
+_PARSERS_OF: Final[dict[str, frozenset[str]]] = {
+    "decode": frozenset({"decode"}),
+    "decode-cluster": frozenset({"decode", "decode-cluster"}),
+    "encode": frozenset({"encode"}),
+    "encode-cluster": frozenset({"encode", "encode-cluster"}),
+    "inspect": frozenset({"inspect"}),
+    "verify": frozenset({"verify"}),
+    "prepare-restore": frozenset({"prepare-restore"}),
+    "-h": frozenset(),
+    "--help": frozenset(),
 }
 
 
@@ -168,13 +171,14 @@ def _settled(argv: Sequence[str], known: set[str], switches: set[str]) -> bool:
     return True
 
 
-def _build_parser(command: str | None = None) -> _Parser:
-    """The command line parser; for ``command``, only the parsers it needs get their flags.
+def _build_parser(building: Collection[str] | None = None) -> _Parser:
+    """The command line parser; with ``building``, only those commands' parsers get flags.
 
     The other commands' parsers are still listed (``--help``, a misspelt command's error)
     but empty: building every flag loads every command's modules.
     """
-    building = _PARSERS_OF[command] if command is not None else _COMMAND_HELP.keys()
+    if building is None:
+        building = _COMMAND_HELP.keys()
     parser = _Parser(
         prog=PROG,
         description="Decode elastickv .fsm snapshots into a backup tree and back.",
@@ -840,12 +844,13 @@ def main(argv: Sequence[str] | None = None, *, started: Callable[[], None] | Non
 
 
 def _main(raw: list[str], started: Callable[[], None] | None) -> int:
-    # A command line that starts with its command needs only that command's parser, unless
-    # it spells a flag the Go way that only every command's flags can settle.
-    command = raw[0] if raw and raw[0] in _PARSERS_OF else None
-    parser = _build_parser(command)
+    # A command line that starts with its command (or --help) needs only that command's
+    # parser, unless it spells a flag the Go way that only every command's flags can settle.
+    # A bare command line prints what --help prints.
+    building = _PARSERS_OF.get(raw[0] if raw else "--help")
+    parser = _build_parser(building)
     flags = _long_flags(parser)
-    if command is not None and not _settled(raw, *flags):
+    if building is not None and not _settled(raw, *flags):
         parser = _build_parser()
         flags = _long_flags(parser)
     if not raw:

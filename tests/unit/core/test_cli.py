@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from elastickv_async._core.cli import _build_parser, _normalise_go_flags, main
+from elastickv_async._core.cli import _PARSERS_OF, _build_parser, _normalise_go_flags, main
 
 
 def test_go_flag_spellings_are_accepted() -> None:
@@ -25,7 +25,7 @@ def _command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.Argu
     return dict(sub.choices)
 
 
-_COMMANDS = [
+_FIRST_WORDS = [
     "decode",
     "decode-cluster",
     "encode",
@@ -33,19 +33,20 @@ _COMMANDS = [
     "inspect",
     "verify",
     "prepare-restore",
+    "--help",
 ]
 
 
-@pytest.mark.parametrize("command", _COMMANDS)
-def test_a_command_builds_only_the_parsers_it_needs_and_they_are_the_full_ones(
+@pytest.mark.parametrize("command", _FIRST_WORDS)
+def test_a_command_line_builds_only_the_parsers_its_first_word_needs_as_the_full_ones(
     command: str,
 ) -> None:
     full = _build_parser()
-    alone = _build_parser(command)
+    alone = _build_parser(_PARSERS_OF[command])
     assert alone.format_help() == full.format_help()
     full_parsers, alone_parsers = _command_parsers(full), _command_parsers(alone)
     assert list(alone_parsers) == list(full_parsers)
-    needed = {command, command.removesuffix("-cluster")}
+    needed = {command, command.removesuffix("-cluster")} - {"-h", "--help"}
     for name, parser in alone_parsers.items():
         if name in needed:
             assert parser.format_help() == full_parsers[name].format_help()
@@ -61,6 +62,7 @@ def test_a_command_builds_only_the_parsers_it_needs_and_they_are_the_full_ones(
         (["decode", "--output", "o", "--json=maybe"], "invalid boolean value 'maybe' for --json"),
         (["encode", "--output", "o", "--input", "i", "-fresh-cluster"], "--fresh-cluster"),
         (["decode-cluster", "--output", "o", "-input=x", "-json"], "arguments: --json"),
+        (["--help", "--force=maybe"], "invalid boolean value 'maybe' for --force"),
     ],
 )
 def test_go_spellings_of_other_commands_flags_fail_as_with_every_parser(
