@@ -239,7 +239,6 @@ _DATACLASSES_AT_START = {
             "options.EncodeOptions",
             "progress.Progress",
             "report.Report",
-            "report.WarningSummary",
             "snapshot.entry.SnapshotHeader",
             "snapshot.reader.SnapshotStats",
             "encode.api.EncodeResult",

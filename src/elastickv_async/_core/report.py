@@ -15,6 +15,8 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
 
+import msgspec
+
 if TYPE_CHECKING:
     from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -23,13 +25,12 @@ __all__ = ["DeferredLogger", "EventLog", "Report", "WarningSummary", "make_logge
 _WARNING_LEVELS: Final = frozenset({"warning", "warn", "error", "critical"})
 
 
-@dataclass(slots=True)
-class WarningSummary:
+class WarningSummary(msgspec.Struct):
     """All occurrences of one warning event: how many, and the fields of the first few."""
 
     event: str
     count: int = 0
-    examples: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 @dataclass(slots=True)

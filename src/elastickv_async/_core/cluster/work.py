@@ -306,7 +306,9 @@ def merge_report(into: Report, other: Report) -> None:
     for name, value in other.counters.items():
         into.count(name, value)
     for event, summary in other.warnings.items():
-        mine = into.warnings.setdefault(event, dataclasses.replace(summary, count=0, examples=[]))
+        mine = into.warnings.setdefault(
+            event, msgspec.structs.replace(summary, count=0, examples=[])
+        )
         mine.count += summary.count
         room = into.max_examples - len(mine.examples)
         mine.examples.extend(summary.examples[: max(room, 0)])
