@@ -20,23 +20,19 @@ import stat
 import sys
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-import anyio
-
-from .._adapters.base import OptionField, option_fields
-from .._adapters.registry import REGISTRY
 from .._version import __version__
-from .concurrency import task_group
-from .console import Console, human_bytes, human_duration, silence_stdout, warnings_phrase
-from .dump.manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE
-from .dump.roots import parse_root_flags
 from .entry import PROG
 from .errors import ElasticKVError, UsageError
-from .memory import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET, parse_size
-from .options import DecodeOptions, EncodeOptions
-from .report import Report
-from .scope import parse_scope_flag
+
+# The engine (adapters, options, report, console, anyio) is loaded where it is used:
+# --help and a misspelt command need none of it.
+if TYPE_CHECKING:
+    from .._adapters.base import OptionField
+    from .console import Console
+    from .options import DecodeOptions, EncodeOptions
+    from .report import Report
 
 __all__ = ["main"]
 
@@ -253,7 +249,7 @@ def _build_parser(building: Collection[str] | None = None) -> _Parser:
         ins.add_argument("--json", action="store_true", help="print JSON instead of text")
         ins.add_argument(
             *_MEMORY_FLAG,
-            **_MEMORY_OPTIONS
+            **_memory_options()
             | {"help": "bytes the reader's chunks and the batch being counted may hold"},
         )
     if "verify" in building:
@@ -281,6 +277,9 @@ def _build_parser(building: Collection[str] | None = None) -> _Parser:
 
 def _add_decode_flags(dec: _Parser, cluster: _Parser | None) -> None:
     """``decode``'s flags, and ``decode-cluster``'s when its parser is given."""
+    from .._adapters.registry import REGISTRY
+    from .dump.manifest import CHECKSUM_ALGORITHM, CHECKSUMS_NONE
+
     names = ",".join(REGISTRY.names())
     dec.add_argument(
         "--input", help="the .fsm snapshot file, - for standard input (or --input-snap-dir)"
@@ -306,7 +305,7 @@ def _add_decode_flags(dec: _Parser, cluster: _Parser | None) -> None:
         "queue timestamps, in-flight messages, incomplete uploads) so a restore brings it back",
     )
 
-    dec.add_argument(*_MEMORY_FLAG, **_MEMORY_OPTIONS)
+    dec.add_argument(*_MEMORY_FLAG, **_memory_options())
     if cluster is not None:
         from .cluster.cli import add_decode_cluster
 
@@ -367,6 +366,8 @@ def _add_decode_flags(dec: _Parser, cluster: _Parser | None) -> None:
 
 def _add_encode_flags(enc: _Parser, cluster: _Parser | None) -> None:
     """``encode``'s flags, and ``encode-cluster``'s when its parser is given."""
+    from .._adapters.registry import REGISTRY
+
     names = ",".join(REGISTRY.names())
     enc.add_argument("--input", required=True, help="the dump tree root (holds MANIFEST.json)")
     enc.add_argument("--output", required=True, help="the .fsm file to write")
@@ -397,7 +398,7 @@ def _add_encode_flags(enc: _Parser, cluster: _Parser | None) -> None:
         help="do not check the input tree against its CHECKSUMS first",
     )
     _add_adapter_flags(enc, encode=True)
-    enc.add_argument(*_MEMORY_FLAG, **_MEMORY_OPTIONS)
+    enc.add_argument(*_MEMORY_FLAG, **_memory_options())
     if cluster is not None:
         from .cluster.cli import add_encode_cluster
 
@@ -408,6 +409,9 @@ def _add_encode_flags(enc: _Parser, cluster: _Parser | None) -> None:
 
 def _adapter_fields(*, encode: bool) -> list[tuple[str, OptionField]]:
     """Every adapter option of one direction, as ``(adapter name, field)``."""
+    from .._adapters.base import option_fields
+    from .._adapters.registry import REGISTRY
+
     return [
         (spec.name, f)
         for spec in REGISTRY
@@ -471,21 +475,34 @@ _WORKERS_HELP: Final = (
 
 
 _MEMORY_FLAG: Final = ("--memory-budget",)
-_MEMORY_OPTIONS: Final[dict[str, Any]] = {
-    "metavar": "SIZE",
-    "default": f"{DEFAULT_MEMORY_BUDGET >> 20}MiB",
-    "help": "bytes the run's buffers (channels, read and write buffers, sorts, spill "
-    "buffers, digest ledgers) may hold together, shared among them (bytes, or with KiB, MiB, "
-    f"GiB; at least {MIN_MEMORY_BUDGET >> 10}KiB); smaller spills more to scratch, the output "
-    "is the same",
-}
+
+
+def _memory_options() -> dict[str, Any]:
+    """``--memory-budget``'s ``add_argument`` options."""
+    from .memory import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
+
+    return {
+        "metavar": "SIZE",
+        "default": f"{DEFAULT_MEMORY_BUDGET >> 20}MiB",
+        "help": "bytes the run's buffers (channels, read and write buffers, sorts, spill "
+        "buffers, digest ledgers) may hold together, shared among them (bytes, or with KiB, "
+        f"MiB, GiB; at least {MIN_MEMORY_BUDGET >> 10}KiB); smaller spills more to scratch, "
+        "the output is the same",
+    }
 
 
 def _memory_budget(args: argparse.Namespace) -> int:
+    from .memory import parse_size
+
     return parse_size(args.memory_budget)
 
 
 def _decode_options(args: argparse.Namespace) -> DecodeOptions:
+    from .._adapters.registry import REGISTRY
+    from .dump.manifest import CHECKSUM_ALGORITHM
+    from .options import DecodeOptions
+    from .scope import parse_scope_flag
+
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     scope = parse_scope_flag(getattr(args, "scope", []))
@@ -507,6 +524,7 @@ def _decode_options(args: argparse.Namespace) -> DecodeOptions:
 
 
 async def _decode(args: argparse.Namespace, report: Report) -> None:
+    from .dump.roots import parse_root_flags
     from .pipeline import decode_snapshot
 
     output_roots = parse_root_flags(args.output_root, "--output-root")
@@ -551,7 +569,9 @@ async def _decode(args: argparse.Namespace, report: Report) -> None:
 
 def encode_options(args: argparse.Namespace) -> EncodeOptions:
     """The :class:`EncodeOptions` of ``encode``'s flags (``encode-cluster`` shares them)."""
+    from .._adapters.registry import REGISTRY
     from .encode.api import parse_last_commit_ts
+    from .options import EncodeOptions
 
     return EncodeOptions(
         adapters="all"
@@ -569,6 +589,7 @@ def encode_options(args: argparse.Namespace) -> EncodeOptions:
 
 
 async def _encode(args: argparse.Namespace, report: Report) -> None:
+    from .dump.roots import parse_root_flags
     from .encode.api import encode_snapshot
 
     await encode_snapshot(
@@ -584,6 +605,7 @@ async def _encode(args: argparse.Namespace, report: Report) -> None:
 
 
 async def _verify(args: argparse.Namespace, report: Report) -> None:
+    from .dump.roots import parse_root_flags
     from .dump.verify import verify_tree
 
     await verify_tree(
@@ -645,6 +667,10 @@ def _run(
     SIGINT and SIGTERM cancel the command, whose cleanup (scratch, temp files, locks) then
     runs as it does for any cancellation. ``started`` is called as the event loop starts.
     """
+    import anyio
+
+    from .concurrency import task_group
+
     command = _COMMANDS[args.command]
     stopped_by: list[int] = []
 
@@ -779,6 +805,9 @@ def _plain_path(value: Any) -> Any:
 
 def _summary(args: argparse.Namespace, report: Report, duration: float) -> str:
     """The one human line that ends a successful run."""
+    from .console import human_bytes, human_duration, warnings_phrase
+    from .dump.manifest import CHECKSUMS_NONE
+
     counters = report.counters
     took = human_duration(duration)
     warned = warnings_phrase(report)
@@ -838,6 +867,8 @@ def main(argv: Sequence[str] | None = None, *, started: Callable[[], None] | Non
     try:
         return _main(raw, started)
     except BrokenPipeError:
+        from .console import silence_stdout
+
         # Our reader (``| head``) is gone: stop quietly, as coreutils do.
         silence_stdout()
         return 128 + signal.SIGPIPE
@@ -867,6 +898,9 @@ def _main(raw: list[str], started: Callable[[], None] | None) -> int:
 
         sys.stdout.write(completion_script(parser, args.shell))
         return 0
+    from .console import Console, human_duration
+    from .report import Report
+
     console = Console(
         args.command,
         json_lines=args.log_format == "json",
