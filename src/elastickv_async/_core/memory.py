@@ -73,6 +73,11 @@ LEDGER_FIXED_BYTES: Final = 24 << 10
 #: Chunks of the input the snapshot reader holds at once: the one being framed (or its
 #: leftover) and the next one, read before the first is let go.
 READ_CHUNKS: Final = 2
+#: A decode's snapshot reader takes this part of the channels' share (one in this many) for
+#: its chunks and the batch it frames from them, whatever the number of channels beside it:
+#: chunks of a fixed size, not a batch's (which shrinks as more adapters run), keep the reads
+#: (each a thread hop) few per MiB where values are large.
+_READER_PART: Final = 3
 #: A read chunk at most (the reader's own default).
 _MAX_READ_CHUNK: Final = 4 << 20
 #: What a snapshot entry costs beside its value: the entry object and a short key.
@@ -194,16 +199,21 @@ class MemoryBudget(msgspec.Struct, frozen=True):
         """The bytes of one batch when ``streams`` channels each hold ``buffered`` batches
         (plus the one being filled and the one being consumed) and two more batches are on
         their way in (the reader's and the one being routed): the channels' share over all
-        of them. With ``reader``, the snapshot reader's :data:`READ_CHUNKS` chunks of a
-        batch's size (:meth:`read_chunk`) take their places beside them. At least 1."""
-        held = streams * (buffered + 2) + 2 + (READ_CHUNKS if reader else 0)
-        return max(1, self.share("channels") // held)
+        of them. With ``reader``, the snapshot reader's part (:meth:`read_chunk`) is set
+        aside first. At least 1."""
+        held = streams * (buffered + 2) + 2
+        return max(1, (self.share("channels") - (self._reader_part() if reader else 0)) // held)
 
-    def read_chunk(self, buffered: int, *, streams: int = 1) -> int:
-        """The bytes the snapshot reader reads at once beside the channels of
-        :meth:`batch_bytes` (``reader=True``): a batch's size, within a page and 4 MiB."""
-        size = self.batch_bytes(buffered, streams=streams, reader=True)
+    def read_chunk(self) -> int:
+        """The bytes a decode's snapshot reader reads at once beside the channels of
+        :meth:`batch_bytes` (``reader=True``): a third of the channels' share holds its
+        :data:`READ_CHUNKS` chunks and the batch framed from them (about a chunk's worth),
+        within a page and 4 MiB each."""
+        size = self._reader_part() // (READ_CHUNKS + 1)
         return min(_MAX_READ_CHUNK, max(_MIN_BUFFER, size))
+
+    def _reader_part(self) -> int:
+        return self.share("channels") // _READER_PART
 
     def output(self) -> int:
         """encode: the bytes writing the snapshot may hold (the files' write buffers, see

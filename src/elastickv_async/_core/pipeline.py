@@ -466,7 +466,7 @@ class _DecodeRun:
             self.options.batch_bytes,
             self.memory.batch_bytes(buffered, streams=streams, reader=True),
         )
-        self.read_chunk = self.memory.read_chunk(buffered, streams=streams)
+        self.read_chunk = self.memory.read_chunk()
         self.scope_filters = scope_filters(self.options.scope, self.specs)
         #: The ``_meta_applied_index`` the snapshot must carry (see :func:`decode_snapshot`).
         self.expected_index: int | None = None

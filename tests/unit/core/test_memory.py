@@ -125,16 +125,20 @@ def test_batches_and_ledger_follow_the_budget() -> None:
 
 @pytest.mark.parametrize("streams", [1, 4])
 def test_the_reader_chunks_take_places_beside_the_batches(streams: int) -> None:
-    """With the reader's chunks, the batches and the chunks together fit the channels' share
-    (the reader's chunks are a batch's size, within a page and 4 MiB)."""
+    """With the reader's chunks, the batches, the chunks and the batch framed from them (a
+    chunk's worth) together fit the channels' share; the chunks take a third of it whatever
+    the number of channels (within a page and 4 MiB), so they stay large when many run."""
     budget = MemoryBudget(DEFAULT_MEMORY_BUDGET, "decode", ADAPTERS[:streams])
     per_batch = budget.batch_bytes(4, streams=streams, reader=True)
-    chunk = budget.read_chunk(4, streams=streams)
-    assert chunk == per_batch < budget.batch_bytes(4, streams=streams)
-    held = (streams * (4 + 2) + 2) * per_batch + READ_CHUNKS * chunk
+    chunk = budget.read_chunk()
+    assert per_batch < budget.batch_bytes(4, streams=streams)
+    held = (streams * (4 + 2) + 2) * per_batch + (READ_CHUNKS + 1) * chunk
     assert held <= budget.share("channels")
-    assert MemoryBudget(TINY, "decode", ADAPTERS).read_chunk(4, streams=4) == 4 << 10
-    assert MemoryBudget(1 << 30, "decode", ("s3",)).read_chunk(4) == 4 << 20
+    assert chunk == budget.share("channels") // 3 // (READ_CHUNKS + 1) == 1 << 20
+    assert chunk > per_batch
+    tiny = MemoryBudget(TINY, "decode", ADAPTERS)
+    assert 4 << 10 < tiny.read_chunk() == tiny.share("channels") // 3 // (READ_CHUNKS + 1)
+    assert MemoryBudget(1 << 30, "decode", ("s3",)).read_chunk() == 4 << 20
 
 
 @pytest.mark.parametrize(
@@ -396,7 +400,7 @@ async def test_the_snapshot_is_read_in_chunks_of_the_channels_share(
 
     monkeypatch.setattr(reader._ChunkSource, "read", counted)
     await _decode(snapshot, tmp_path / "out", budget)
-    chunk = MemoryBudget(budget, "decode", ADAPTERS).read_chunk(4, streams=4)
+    chunk = MemoryBudget(budget, "decode", ADAPTERS).read_chunk()
     assert chunk < reader.DEFAULT_CHUNK_SIZE
     assert min(sizes) == chunk
     # The file's S3 chunks are larger than a TINY chunk: each is read in one piece.
@@ -590,7 +594,7 @@ def test_the_smallest_budget_holds_every_parts_floor(count: int) -> None:
         assert ledger_entries(budget.share("checksums")) > 1
         assert all(budget.adapter(name) >= 2 * _sorter_floor() for name in adapters)
         assert (READ_CHUNKS + 2) * budget.scan_chunk() <= budget.total
-    assert READ_CHUNKS * decode.read_chunk(4, streams=count) <= decode.share("channels") // 2
+    assert (READ_CHUNKS + 1) * decode.read_chunk() <= decode.share("channels") // 2
     assert 8 * encode.output_buffer() <= encode.output()
     assert encode.share("walk") >= _sorter_floor()
     assert encode.share("sort") >= _framed_sort_floor()
