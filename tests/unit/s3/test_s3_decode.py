@@ -574,6 +574,44 @@ async def test_consume_appends_and_hashes_a_batch_on_two_threads(
     assert moved == {"s3/b/k": hashlib.sha256(body).digest()}
 
 
+async def test_the_hash_lane_goes_on_while_the_write_lane_is_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spill's write and hash lanes each take the batches in order on their own: the
+    second batch is hashed while the first one is still being written (the first append
+    waits for it), and both bodies come out whole with their spill-time digests."""
+    first, second = _body(5000, 1), _body(6000, 2)
+    h = harness(tmp_path)
+    second_hashed = threading.Event()
+    append, hash_payloads = h.decoder._spill.append, h.decoder._hash_payloads
+    appends: list[int] = []
+
+    def held_append(writes: Sequence[tuple[int, bytes]]) -> None:
+        appends.append(len(writes))
+        if len(appends) == 1:
+            assert second_hashed.wait(30)  # a guard against a hang, not a timing
+        append(writes)
+
+    def hash_and_tell(blobs: Any) -> None:
+        hash_payloads(blobs)
+        if any(data == second for _, data in blobs):
+            second_hashed.set()
+
+    monkeypatch.setattr(h.decoder._spill, "append", held_append)
+    monkeypatch.setattr(h.decoder, "_hash_payloads", hash_and_tell)
+    moved = _record_installs(h, monkeypatch)
+    h.decoder._ctx.memory = 4096  # a blob's payload fills a batch of appends
+    records = [bucket_meta(b"b"), *simple_object(b"b", b"a", first)]
+    await h.consume([*records, *simple_object(b"b", b"b", second)], batch=1)
+    assert appends == [1, 1]
+    assert h.files()["s3/b/a"] == first
+    assert h.files()["s3/b/b"] == second
+    assert moved == {
+        "s3/b/a": hashlib.sha256(first).digest(),
+        "s3/b/b": hashlib.sha256(second).digest(),
+    }
+
+
 async def test_a_body_whose_chunks_arrive_apart_is_hashed_from_its_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -661,7 +699,7 @@ async def test_payloads_are_spilled_in_few_appends_with_the_same_tree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An input batch often holds one object's records: its payloads wait until enough are
-    pending (a quarter of the memory share at most) and go to the spill files in one call.
+    pending (a sixth of the memory share at most) and go to the spill files in one call.
     The tree and the digests handed to the writer are those of one append per batch."""
     records = [bucket_meta(b"b")]
     for n in range(120):

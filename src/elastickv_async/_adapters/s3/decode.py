@@ -3,9 +3,10 @@
 Records arrive in key order: blob chunks, bucket metas, chunkblobs, chunkrefs, manifests,
 upload records. Payloads are appended to scratch payload files
 (:class:`~elastickv_async._core.scratch.PayloadFiles`) as they come, a few MiB at a time (one
-file per object, one for all chunkblobs), and the bodies hashed as they are appended, by two
-worker threads while the next records are read (:meth:`S3Decoder.consume`); beyond those
-pending bytes only their offsets, the parsed manifests and bucket metas stay in memory.
+file per object, one for all chunkblobs), and the bodies hashed as they are appended, by a
+write lane and a hash lane (each its own worker thread) while the next records are read
+(:meth:`S3Decoder.consume`); beyond those pending bytes only their offsets, the parsed
+manifests and bucket metas stay in memory.
 :meth:`S3Decoder.finalize` then lays out each bucket (see :mod:`.layout`), assembles every
 body in part/chunk order and writes it, one task per bucket.
 A body whose chunks already sit in its payload file in final order (the common case: one
@@ -31,7 +32,9 @@ from typing import Any, Final
 
 import anyio
 import anyio.to_thread
-from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
+import msgspec
+from anyio.abc import ObjectReceiveStream, TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ..._core.concurrency import task_group
 from ..._core.dump.keymap import keymap_line
@@ -68,11 +71,17 @@ from .values import (
 
 __all__ = ["S3Decoder"]
 
-#: Payloads wait in memory until this many bytes are pending (or an eighth of the adapter's
-#: memory share, when less: one batch is spilled while the next one fills), then go to the
-#: spill files together: an object's records usually make an input batch of their own, and a
-#: thread hop per batch cost more than the appends themselves.
-_APPEND_BYTES: Final = 2 << 20
+#: Payloads wait in memory until this many bytes are pending (or their part of the adapter's
+#: memory share, when less: see :data:`_SPILLS_HELD`), then go to the spill files together:
+#: an object's records usually make an input batch of their own, and a thread hop per batch
+#: cost more than the appends themselves.
+_APPEND_BYTES: Final = 4 << 20
+#: Spill batches alive at once while the input is read: the one filling and those the lanes
+#: still write or hash. Together they hold at most half of the adapter's memory share (the
+#: share's other buffers serve the flush, which starts once the input is read), so each
+#: batch is at most a ``2 * _SPILLS_HELD``-th of it; two in flight let each lane take its
+#: next batch as soon as it is done with one, instead of waiting for the other lane.
+_SPILLS_HELD: Final = 3
 #: Bodies that cannot be moved into place are read and written in batches up to this size
 #: (or a batch's bytes, when smaller); larger ones are copied file to file in a worker thread.
 _SMALL_BODY: Final = 1 << 20
@@ -111,8 +120,21 @@ class _Object:
     hashed_whole: bool = True
 
 
-#: Payloads to append to the spill files, and the blob payloads among them to hash.
-_Spill = tuple[list[tuple[int, bytes]], list[tuple[_Object, bytes]]]
+class _Spill(msgspec.Struct):
+    """Payloads to append to the spill files, and the blob payloads among them to hash."""
+
+    writes: list[tuple[int, bytes]]
+    blobs: list[tuple[_Object, bytes]]
+    #: The lanes (write, hash) that are not done with it yet.
+    lanes: int = 2
+
+
+class _Lanes(msgspec.Struct, frozen=True):
+    """The spill lanes' inputs, and a slot per batch in flight (see :meth:`S3Decoder.consume`)."""
+
+    write: MemoryObjectSendStream[_Spill]
+    hash: MemoryObjectSendStream[_Spill]
+    slots: anyio.Semaphore
 
 
 @dataclass(slots=True)
@@ -218,7 +240,7 @@ class S3Decoder:
         self._blobs: list[tuple[_Object, bytes]] = []
         self._pending = 0
         #: Where :meth:`_append` hands its work while :meth:`consume` runs.
-        self._behind: ObjectSendStream[_Spill] | None = None
+        self._behind: _Lanes | None = None
 
     # --- handle --------------------------------------------------------------------------------
 
@@ -290,21 +312,26 @@ class S3Decoder:
                     "ErrS3ChunkBlobHashMismatch",
                     f"chunkblob {mismatch[0].hex()} hashes to {mismatch[1].hex()}",
                 )
-        if self._pending >= min(_APPEND_BYTES, max(1, self._ctx.memory // 8)):
+        if self._pending >= min(_APPEND_BYTES, max(1, self._ctx.memory // (2 * _SPILLS_HELD))):
             await self._append()
 
     async def consume(self, batches: AsyncIterable[Sequence[Routed]]) -> dict[str, Any]:
         """:meth:`handle` every batch, then :meth:`finalize`, with the payloads spilled
-        behind: a batch of them is appended by one worker thread and hashed by another
-        while the next batches are read and indexed (so two batches of payloads are held at
-        most, each about an eighth of the adapter's memory share)."""
-        send, receive = anyio.create_memory_object_stream[_Spill]()
-        # The receiving end is closed after the spilling task ends, not by it: a send
-        # waiting when a spill fails is then cancelled instead of failing a second time.
-        async with receive, task_group() as tg:
-            tg.start_soon(self._spill_behind, receive)
-            async with send:
-                self._behind = send
+        behind: each batch of them is appended by the write lane and hashed by the hash lane
+        (each in order, on its own worker thread) while the next batches are read and
+        indexed; at most :data:`_SPILLS_HELD` batches are held."""
+        in_flight = _SPILLS_HELD - 1
+        # Each lane's input can take every batch in flight: handing one over never waits.
+        to_write, writes = anyio.create_memory_object_stream[_Spill](in_flight)
+        to_hash, hashes = anyio.create_memory_object_stream[_Spill](in_flight)
+        slots = anyio.Semaphore(in_flight)
+        # The receiving ends are closed after the lanes end, not by them: when a lane fails,
+        # the wait for a slot it would have freed is cancelled, no hand-off fails again.
+        async with writes, hashes, task_group() as tg:
+            tg.start_soon(self._lane, writes, self._write_spill, slots)
+            tg.start_soon(self._lane, hashes, self._hash_spill, slots)
+            async with to_write, to_hash:
+                self._behind = _Lanes(to_write, to_hash, slots)
                 try:
                     async for batch in batches:
                         await self.handle(batch)
@@ -312,22 +339,39 @@ class S3Decoder:
                     self._behind = None
         return await self.finalize()
 
-    async def _spill_behind(self, spills: ObjectReceiveStream[_Spill]) -> None:
-        async for writes, blobs in spills:
-            async with task_group() as tg:
-                tg.start_soon(anyio.to_thread.run_sync, self._spill.append, writes)
-                tg.start_soon(anyio.to_thread.run_sync, self._hash_payloads, blobs)
+    async def _lane(
+        self,
+        spills: ObjectReceiveStream[_Spill],
+        work: Callable[[_Spill], None],
+        slots: anyio.Semaphore,
+    ) -> None:
+        """Run ``work`` on each batch in a worker thread, in order; a batch's slot is freed
+        once both lanes are done with it."""
+        async for spill in spills:
+            await anyio.to_thread.run_sync(work, spill)
+            spill.lanes -= 1
+            if not spill.lanes:
+                slots.release()
 
     async def _append(self) -> None:
         """Append the pending payloads and hash the blobs among them: behind the caller
-        while :meth:`consume` runs (it waits only for the batch before), else in one
-        worker-thread call before returning."""
-        spill = (self._writes, self._blobs)
+        while :meth:`consume` runs (it waits only while :data:`_SPILLS_HELD` batches are
+        held), else in one worker-thread call before returning."""
+        spill = _Spill(self._writes, self._blobs)
         self._writes, self._blobs, self._pending = [], [], 0
-        if self._behind is not None:
-            await self._behind.send(spill)
+        lanes = self._behind
+        if lanes is not None:
+            await lanes.slots.acquire()
+            lanes.write.send_nowait(spill)
+            lanes.hash.send_nowait(spill)
         else:
-            await anyio.to_thread.run_sync(self._append_sync, *spill)
+            await anyio.to_thread.run_sync(self._append_sync, spill.writes, spill.blobs)
+
+    def _write_spill(self, spill: _Spill) -> None:
+        self._spill.append(spill.writes)
+
+    def _hash_spill(self, spill: _Spill) -> None:
+        self._hash_payloads(spill.blobs)
 
     def _append_sync(
         self, writes: Sequence[tuple[int, bytes]], blobs: list[tuple[_Object, bytes]]
