@@ -168,7 +168,7 @@ def test_a_clean_decode_and_encode_load_no_logging_library_and_no_package_metada
 #: Loaded only by the runs that use them, so by no small decode or encode: pickle and the
 #: worker protocol (no worker process starts), secrets (run tags come from os.urandom),
 #: shlex (completion scripts), the adapters' inventories (inspect), the other commands'
-#: flags (only the command's own parser is built).
+#: flags (only the command's own parser is built), the progress samples (nobody listens).
 _NOT_IN_A_SMALL_RUN = (
     "pickle",
     "elastickv_async._core.worker_process",
@@ -177,6 +177,7 @@ _NOT_IN_A_SMALL_RUN = (
     "elastickv_async._core.completion",
     "elastickv_async._core.cluster.cli",
     "elastickv_async._core.restore.command",
+    "elastickv_async._core.progress",
     *(f"elastickv_async._adapters.{name}.inventory" for name in ("dynamodb", "redis", "s3", "sqs")),
 )
 
@@ -248,7 +249,6 @@ _DATACLASSES_AT_START = {
         for name in (
             "options.DecodeOptions",
             "options.EncodeOptions",
-            "progress.Progress",
             "report.Report",
             "snapshot.entry.SnapshotHeader",
             "snapshot.reader.SnapshotStats",

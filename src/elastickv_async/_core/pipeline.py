@@ -22,7 +22,7 @@ from functools import partial
 from itertools import accumulate, repeat
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import anyio
 import anyio.to_thread
@@ -45,8 +45,8 @@ from .dump.roots import TreeRoots, checked_output_roots
 from .dump.writer import DumpWriter
 from .errors import OutputError, SnapshotFormatError, UsageError
 from .memory import MemoryBudget, check_budget
+from .meter import ProgressMeter
 from .options import DecodeOptions
-from .progress import ProgressCallback, ProgressMeter
 from .report import Report, make_logger
 from .routing import INTERNAL, Router, prefix_family
 from .runfiles import (
@@ -63,6 +63,9 @@ from .snapshot.mvcc import VisibilityResolver
 from .snapshot.reader import STDIN, Snapshot, SnapshotStats, open_snapshot
 from .snapshot.source import snapshot_index_from_path
 from .workers import AUTO_MIN_BYTES, Workers, auto_processes
+
+if TYPE_CHECKING:
+    from .progress import ProgressCallback
 
 __all__ = [
     "INCOMPLETE_MARKER",

@@ -13,16 +13,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio.to_thread
 
 from .errors import ElasticKVError, UsageError
 from .options import DecodeOptions
 from .pipeline import decode_snapshot
-from .progress import ProgressCallback
 from .report import Report
 from .snapshot.source import snapshots_in
+
+if TYPE_CHECKING:
+    from .progress import ProgressCallback
 
 __all__ = ["SnapDirRun", "decode_snap_dir", "merge_reports"]
 

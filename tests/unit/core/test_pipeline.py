@@ -18,8 +18,8 @@ from elastickv_async._core.cli import main
 from elastickv_async._core.dump.checksums import compute_checksums
 from elastickv_async._core.dump.writer import DumpWriter
 from elastickv_async._core.errors import SnapshotFormatError
+from elastickv_async._core.meter import ProgressMeter
 from elastickv_async._core.pipeline import _DecodeRun
-from elastickv_async._core.progress import ProgressMeter
 from elastickv_async._core.report import Report, make_logger
 from elastickv_async._core.runfiles import leftover_owner
 from elastickv_async._core.snapshot.entry import Entry

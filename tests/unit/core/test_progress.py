@@ -8,7 +8,7 @@ import pytest
 from support import REPO_ROOT
 
 from elastickv_async import EncodeOptions, Progress, decode_snapshot, encode_snapshot, verify_tree
-from elastickv_async._core.progress import ProgressMeter
+from elastickv_async._core.meter import ProgressMeter
 
 pytestmark = pytest.mark.anyio
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, Final, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO
 
 import anyio
 import anyio.to_thread
@@ -67,14 +67,17 @@ from ..encode.selftest import diff_trees
 from ..errors import DataError, OutputError, SelfTestMismatch, UsageError, map_os_errors
 from ..extsort import ExternalSorter
 from ..memory import MemoryBudget
+from ..meter import ProgressMeter
 from ..options import EncodeOptions
-from ..progress import ProgressCallback, ProgressMeter
 from ..report import Report, make_logger
 from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag
 from ..snapshot.framing import TS_SIZE
 from ..workers import Workers
 from .inputs import GroupInput
 from .routes import CATALOG_PREFIX, CATALOG_VERSION_KEY, RouteCatalog, catalog_rows
+
+if TYPE_CHECKING:
+    from ..progress import ProgressCallback
 
 __all__ = ["SET_MARKER", "ClusterEncodeResult", "GroupFile", "encode_cluster", "group_file_name"]
 

@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio.to_thread
 
@@ -24,7 +24,7 @@ from ..._adapters.registry import REGISTRY
 from ..errors import ChecksumMismatch, ManifestError, UsageError
 from ..gojson_read import GoJSONError, get_str, loads
 from ..memory import DEFAULT_WALK_MEMORY, ledger_entries
-from ..progress import ProgressCallback, ProgressMeter
+from ..meter import ProgressMeter
 from ..report import Report
 from .checksums import (
     CHECKSUMS_NAME,
@@ -42,6 +42,9 @@ from .manifest import (
 )
 from .roots import TreeRoots, recorded_tree_roots
 from .tree import DumpTree, TreeDir, TreeFile
+
+if TYPE_CHECKING:
+    from ..progress import ProgressCallback
 
 __all__ = ["check_input_tree", "check_tree", "open_split_tree", "verify_tree"]
 

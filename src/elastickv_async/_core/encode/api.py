@@ -49,8 +49,8 @@ from ..errors import (
 )
 from ..gocompat import go_trim_space
 from ..memory import DEFAULT_ENCODE_ADAPTER_MEMORY, MemoryBudget, check_budget
+from ..meter import ProgressMeter
 from ..options import DecodeOptions, EncodeOptions
-from ..progress import Progress, ProgressCallback, ProgressMeter
 from ..report import EventLog, Report, make_logger
 from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag, remove_leftovers
 from ..workers import AUTO_MIN_LISTING, Workers, auto_processes
@@ -63,6 +63,7 @@ from .readdigests import ReadDigests
 from .sortframe import FramedSorter
 
 if TYPE_CHECKING:
+    from ..progress import Progress, ProgressCallback
     from .selftest import SelfTestOutcome
 
 __all__ = ["EncodeResult", "encode_snapshot", "parse_last_commit_ts"]

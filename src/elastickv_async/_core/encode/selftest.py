@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import anyio.to_thread
@@ -41,9 +41,11 @@ from ..extsort import ExternalSorter
 from ..memory import DEFAULT_MEMORY_BUDGET
 from ..options import DecodeOptions
 from ..pipeline import decode_snapshot
-from ..progress import ProgressCallback
 from ..report import Report
 from ..runfiles import make_locked_dir, new_tag
+
+if TYPE_CHECKING:
+    from ..progress import ProgressCallback
 
 __all__ = ["MAX_MISMATCH_LINES", "SelfTestOutcome", "diff_trees", "run_self_test"]
 
