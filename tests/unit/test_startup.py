@@ -224,9 +224,9 @@ def test_a_run_that_warns_gathers_its_warnings_through_structlog(tmp_path: Path)
 
 
 #: The dataclasses a small decode or encode may define: the public types (options, contexts,
-#: specs, the exported records), whose ``fields()`` and ``replace()`` callers use, and the
-#: S3 decoder's and the reader's own. Every other record on the start-up path is a cheaper
-#: msgspec Struct: a dataclass generates and compiles its methods as it is defined.
+#: specs, the exported records), whose ``fields()`` and ``replace()`` callers use. Every
+#: other record on the start-up path is a cheaper msgspec Struct: a dataclass generates and
+#: compiles its methods as it is defined.
 _DATACLASSES_AT_START = {
     *(
         f"elastickv_async._adapters.{name}"
@@ -239,9 +239,6 @@ _DATACLASSES_AT_START = {
             "redis.options.RedisOptions",
             "s3.options.S3Options",
             "sqs.options.SQSOptions",
-            "s3.decode._Bucket",
-            "s3.decode._Object",
-            "s3.decode._SmallFiles",
         )
     ),
     *(
@@ -251,7 +248,6 @@ _DATACLASSES_AT_START = {
             "options.EncodeOptions",
             "report.Report",
             "snapshot.entry.SnapshotHeader",
-            "snapshot.reader.SnapshotStats",
             "encode.api.EncodeResult",
         )
     ),

@@ -25,7 +25,6 @@ import hashlib
 import os
 import shutil
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -98,20 +97,19 @@ _STALE_HINT: Final = (
 )
 
 
-@dataclass(slots=True)
-class _Object:
+class _Object(msgspec.Struct):
     """Everything seen for one ``(bucket, generation, object key)``."""
 
     key: bytes
     gen: int
     fid: int | None = None
     #: Blob chunks seen for this object (their payloads are found through :class:`_Payloads`).
-    chunks: set[ChunkKey] = field(default_factory=set)
-    refs: dict[ChunkKey, ChunkRef] = field(default_factory=dict)
+    chunks: set[ChunkKey] = msgspec.field(default_factory=set)
+    refs: dict[ChunkKey, ChunkRef] = msgspec.field(default_factory=dict)
     manifest: LiveManifest | None = None
     #: The store key of each blob chunk, kept in full-fidelity mode only: the chunks of an
     #: upload in progress are written as raw records.
-    blob_keys: dict[ChunkKey, bytes] = field(default_factory=dict)
+    blob_keys: dict[ChunkKey, bytes] = msgspec.field(default_factory=dict)
     #: The SHA-256 of the spill file ``fid``, taken as its payloads are appended: running
     #: while they arrive, then final (see :meth:`S3Decoder._hash_payloads`).
     hasher: hashlib._Hash | None = None
@@ -137,25 +135,23 @@ class _Lanes(msgspec.Struct, frozen=True):
     slots: anyio.Semaphore
 
 
-@dataclass(slots=True)
-class _Bucket:
+class _Bucket(msgspec.Struct):
     name: bytes
     meta: LiveBucketMeta | None = None
-    objects: dict[tuple[bytes, int], _Object] = field(default_factory=dict)
+    objects: dict[tuple[bytes, int], _Object] = msgspec.field(default_factory=dict)
     uploads_fid: int | None = None
     uploads: int = 0
 
 
-@dataclass(slots=True)
-class _SmallFiles:
+class _SmallFiles(msgspec.Struct):
     """Small output files (sidecars, small bodies, orphan chunks) waiting for one batched write."""
 
     #: Bytes after which the batch is written.
     limit: int
-    ready: list[tuple[str, bytes]] = field(default_factory=list)
+    ready: list[tuple[str, bytes]] = msgspec.field(default_factory=list)
     #: Files whose bytes are still in spill files: ``(path, ranges)``.
-    spilled: list[tuple[str, list[Range]]] = field(default_factory=list)
-    consumed: list[int] = field(default_factory=list)
+    spilled: list[tuple[str, list[Range]]] = msgspec.field(default_factory=list)
+    consumed: list[int] = msgspec.field(default_factory=list)
     size: int = 0
 
     def full(self) -> bool:

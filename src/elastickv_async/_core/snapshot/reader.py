@@ -25,11 +25,11 @@ import stat
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final, Literal
 
 import anyio
+import msgspec
 
 from ..errors import UsageError, map_os_errors
 from .entry import Entry, SnapshotHeader
@@ -44,8 +44,7 @@ DEFAULT_CHUNK_SIZE: Final = 4 << 20
 STDIN = "-"
 
 
-@dataclass(slots=True)
-class SnapshotStats:
+class SnapshotStats(msgspec.Struct):
     """What the reader saw; complete once :meth:`Snapshot.batches` has run to its end.
 
     ``payload_crc32c`` is the CRC32C (Castagnoli) of the whole file content excluding a
@@ -61,7 +60,7 @@ class SnapshotStats:
     entries: int = 0
     footer: Literal["valid", "absent"] = "absent"
     payload_crc32c: int = 0
-    meta: dict[str, int] = field(default_factory=dict)
+    meta: dict[str, int] = msgspec.field(default_factory=dict)
     encryption_writer_rows: int = 0
 
 
