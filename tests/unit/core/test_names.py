@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 
 import pytest
 from hypothesis import given
@@ -18,6 +19,7 @@ from elastickv_async._core.dump.names import (
     decode_segment,
     encode_binary_segment,
     encode_segment,
+    is_b64url,
     is_sha_fallback,
 )
 from elastickv_async._core.errors import DumpTreeError
@@ -135,3 +137,13 @@ def test_b64url_segment_is_raw_url_encoding(raw: bytes) -> None:
     assert b64url_segment(raw) == expected
     assert b64url_encode(raw) == expected.decode("ascii")
     assert b64url_decode(expected) == raw
+
+
+def test_is_b64url_accepts_exactly_the_url_alphabet() -> None:
+    """Every byte value alone and among alphabet bytes: only A-Z, a-z, 0-9, '-' and '_'
+    pass (no padding, no '+' or '/'); the empty string does."""
+    alphabet = re.compile(rb"[A-Za-z0-9_-]*")
+    assert is_b64url(b"")
+    for value in range(256):
+        for data in (bytes([value]), b"ab" + bytes([value]) + b"Z9"):
+            assert is_b64url(data) == (alphabet.fullmatch(data) is not None), data

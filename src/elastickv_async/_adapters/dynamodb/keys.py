@@ -13,7 +13,7 @@ from typing import Final
 
 import msgspec
 
-from ..._core.dump.names import b64url_decode, b64url_segment
+from ..._core.dump.names import b64url_decode, b64url_segment, is_b64url
 from ..._core.errors import AdapterRecordError
 from .errors import record_error
 
@@ -64,16 +64,11 @@ _UINT64_LIMIT: Final = 1 << 64
 _UNSAFE_NAMES: Final = frozenset({b"", b".", b".."})
 
 
-# Compiled on first use: only DynamoDB rows need them, and compiling at import is paid by
+# Compiled on first use: only DynamoDB rows need it, and compiling at import is paid by
 # every start-up (the spec loads these keys).
 @functools.cache
 def _decimal() -> re.Pattern[bytes]:
     return re.compile(rb"[0-9]+")
-
-
-@functools.cache
-def _url_alphabet() -> re.Pattern[bytes]:
-    return re.compile(rb"[A-Za-z0-9_-]*")
 
 
 class TableKey(msgspec.Struct, frozen=True):
@@ -96,7 +91,7 @@ def _decode_table_segment(segment: bytes, key: bytes) -> bytes:
     cleaned = segment.replace(b"\r", b"").replace(b"\n", b"")
     # b64url_decode maps the URL alphabet onto the standard one, so it would also take "+"
     # and "/"; Go's RawURLEncoding rejects them.
-    if _url_alphabet().fullmatch(cleaned) is None:
+    if not is_b64url(cleaned):
         raise record_error(
             "ErrDDBMalformedKey", f"table segment of key {key[:64]!r} is not base64url"
         )

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable
 from typing import Final
 
-from ..._core.dump.names import b64url_decode, b64url_segment
+from ..._core.dump.names import b64url_decode, b64url_segment, is_b64url
 from ..._core.errors import AdapterRecordError
 from .errors import record_error
 
@@ -94,7 +94,6 @@ _TERMINATOR: Final = b"|"
 _U32: Final = struct.Struct(">I")
 _U64: Final = struct.Struct(">Q")
 _PARTITIONED_TRAILER: Final = _U32.size + _U64.size
-_B64URL_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 _FNV32_OFFSET: Final = 2166136261
 _FNV32_PRIME: Final = 16777619
@@ -130,8 +129,7 @@ def _check_segment(seg: bytes, key: bytes, what: str) -> None:
     """
     if not seg:
         raise _malformed(key, f"empty {what} segment")
-    # Deleting the alphabet is one C pass: a third cheaper than the regular expression.
-    if seg.translate(None, _B64URL_ALPHABET):
+    if not is_b64url(seg):
         raise _malformed(key, f"{what} segment is not base64url")
     if len(seg) % 4 == 1:
         raise _malformed(key, f"{what} segment has an impossible base64url length")
@@ -223,7 +221,7 @@ def message_data_queues(data_keys: Iterable[bytes]) -> list[tuple[str, int | Non
             head, queue = key[:size], (encoded, partition)
         queues.append(queue)
     # The checks of _check_segment, over every segment at once.
-    if b"".join(ids).translate(None, _B64URL_ALPHABET):
+    if not is_b64url(b"".join(ids)):
         return None
     if 1 in {len(seg) & 3 for seg in ids}:
         return None

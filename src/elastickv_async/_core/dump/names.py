@@ -26,6 +26,7 @@ __all__ = [
     "decode_segment",
     "encode_binary_segment",
     "encode_segment",
+    "is_b64url",
     "is_binary_segment",
     "is_sha_fallback",
     "sha_fallback",
@@ -50,9 +51,8 @@ def _percent_decodable() -> re.Pattern[str]:
     return re.compile(r"(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})*")
 
 
-@functools.cache
-def _b64url() -> re.Pattern[bytes]:
-    return re.compile(rb"[A-Za-z0-9_-]*")
+#: The base64url alphabet (RFC 4648 section 5), without padding.
+_B64URL_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def _percent_encode(raw: bytes) -> str:
@@ -101,6 +101,13 @@ def b64url_encode(raw: bytes) -> str:
     return b64url_segment(raw).decode("ascii")
 
 
+def is_b64url(data: bytes) -> bool:
+    """Whether ``data`` holds only base64url alphabet bytes (no padding; empty is)."""
+    # Deleting the alphabet is one C pass, cheaper than a regular expression and nothing to
+    # compile at start-up.
+    return not data.translate(None, _B64URL_ALPHABET)
+
+
 def b64url_decode(text: str | bytes) -> bytes:
     """Decode base64url without padding like Go's non-strict ``RawURLEncoding``.
 
@@ -108,7 +115,7 @@ def b64url_decode(text: str | bytes) -> bytes:
     """
     data = text.encode("ascii") if isinstance(text, str) else text
     # b64decode maps the URL alphabet onto the standard one first, so '+' and '/' would pass.
-    if _b64url().fullmatch(data) is None or len(data) % 4 == 1:
+    if not is_b64url(data) or len(data) % 4 == 1:
         raise ValueError("invalid base64url text")
     try:
         decoded = base64.b64decode(data + b"=" * (-len(data) % 4), altchars=b"-_", validate=True)
