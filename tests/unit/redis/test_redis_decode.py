@@ -16,6 +16,7 @@ from support import REPO_ROOT, raises_code
 
 from elastickv_async._adapters.redis import decode as decode_module
 from elastickv_async._adapters.redis import rows as rows_module
+from elastickv_async._adapters.redis.assemble import assemble_key
 from elastickv_async._core.dump.writer import DumpWriter
 from elastickv_async._core.errors import AdapterRecordError
 
@@ -654,6 +655,55 @@ async def test_expired_keys_kept_on_request(tmp_path: Path) -> None:
     assert "redis.expired_keys_omitted" not in out.report.counters
 
 
+@pytest.mark.parametrize("now_ms", [0, NOW])
+async def test_a_new_format_string_ignores_the_ttl_row_for_every_type_of_its_key(
+    tmp_path: Path, now_ms: int
+) -> None:
+    """A new-format string owns its key's !redis|ttl| row and ignores it: the hash and set
+    of that key get no TTL from it, and it is no orphan (an expired string too)."""
+    out = await decode_rows(
+        tmp_path,
+        [
+            (wide(b"!hs|fld|", b"k", b"f"), b"v"),
+            (b"!redis|str|k", new_str(b"body")),
+            (b"!redis|ttl|k", U64(NOW + 5)),
+            (wide(b"!st|mem|", b"k", b"m"), b""),
+            (wide(b"!hs|fld|", b"x", b"f"), b"v"),
+            (b"!redis|str|x", new_str(b"old", NOW - 5)),
+            (b"!redis|ttl|x", U64(NOW + 5)),
+        ],
+        now_ms=now_ms,
+    )
+    assert out.text("hashes/k.json").endswith('"expire_at_ms": null\n}')
+    assert out.text("sets/k.json").endswith('"expire_at_ms": null\n}')
+    assert out.text("hashes/x.json").endswith('"expire_at_ms": null\n}')
+    assert (DB + "strings/x.bin" in out.files) == (now_ms == 0)
+    assert out.warnings("redis_orphan_ttl") == []
+
+
+async def test_new_format_strings_and_their_ttl_rows_are_not_assembled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new-format string is written as it arrives and its TTL row is ignored, so the
+    assembly at the end sees neither: only the keys that still need it are assembled."""
+    assembled: list[bytes] = []
+
+    def counted(user_key: bytes, *args: Any) -> Any:
+        assembled.append(user_key)
+        return assemble_key(user_key, *args)
+
+    monkeypatch.setattr(decode_module, "assemble_key", counted)
+    rows = [(b"!redis|str|s%03d" % i, new_str(b"v", TTL)) for i in range(50)]
+    rows += [(b"!redis|ttl|s%03d" % i, TTL_BYTES) for i in range(50)]
+    rows += [(b"!redis|str|legacy", b"raw"), (b"!redis|ttl|legacy", TTL_BYTES)]
+    rows += [(wide(b"!hs|fld|", b"h", b"f"), b"v"), (b"!redis|ttl|orphan", TTL_BYTES)]
+    out = await decode_rows(tmp_path, rows, now_ms=NOW)
+    assert sorted(assembled) == [b"h", b"legacy", b"orphan"]
+    assert len(out.text("strings_ttl.jsonl").splitlines()) == 51
+    [warning] = out.warnings("redis_orphan_ttl")
+    assert warning["count"] == 1
+
+
 # --- bounded memory ---------------------------------------------------------------------------
 
 
@@ -795,7 +845,7 @@ def test_a_worker_call_leaves_no_garbage_cycle_behind() -> None:
     gc.disable()
     try:
         out = rows_module.decode_rows(rows, 0, None, 0)
-        assert len(out.facts) == 50
+        assert len(out.ttl_facts) == 50
         del out
         assert gc.collect() == 0
     finally:

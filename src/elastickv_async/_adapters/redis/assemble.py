@@ -18,7 +18,7 @@ The rules are the reference's, applied to a key whose rows are all known:
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -51,11 +51,13 @@ __all__ = [
     "assemble_key",
     "collection_tag",
     "ttl_owner",
+    "unowned_ttls",
 ]
 
 Facts = Mapping[Row, Sequence[bytes]]
 _Meta = TypeVar("_Meta", CountMeta, ListMeta)
 
+_ROW_AT: Final = -9  # a fact key's row class byte, before its 8-byte arrival
 _SIMPLE_GROUP: Final = b"\x00"
 _WIDE_GROUP: Final = b"\x01"
 _ARRIVAL: Final = struct.Struct(">Q")
@@ -134,6 +136,27 @@ def ttl_owner(rows: set[Row]) -> Kind | None:
         return max(before)[1]
     after = [(row, kind) for kind, row in first.items() if row > Row.TTL]
     return min(after)[1] if after else None
+
+
+def unowned_ttls(records: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    """The ``!redis|ttl|`` facts of ``records`` (TTL facts and new-format string facts,
+    merged in sort order) whose key has no new-format string.
+
+    A string's row sorts after every other type's row before the TTL range, so a key's
+    string always owns its TTL row (:func:`ttl_owner`), and a new-format string ignores it:
+    for the key's other types and the orphan count the row is then as good as absent.
+    The string itself was written on arrival; nothing of either fact is left to assemble.
+    """
+    string_key = None
+    string_row = int(Row.STRING)
+    for record in records:
+        sort_key = record[0]
+        ordered = sort_key[:_ROW_AT]
+        # A key's string fact sorts before its TTL fact (row class 11 before 12).
+        if sort_key[_ROW_AT] == string_row:
+            string_key = ordered
+        elif ordered != string_key:
+            yield record
 
 
 class _Key:

@@ -18,8 +18,10 @@ and re-encoding it at the same ``last_commit_ts`` keeps every TTL in the future.
 
 from __future__ import annotations
 
+import heapq
 import struct
 from collections.abc import Generator, Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,7 +33,7 @@ from ..._core.dump.keymap import KEYMAP_FILE
 from ..._core.extsort import ExternalSorter
 from ..base import DecodeContext, Routed, WritesBehind
 from . import layout
-from .assemble import KeyOutput, assemble_key
+from .assemble import KeyOutput, assemble_key, unowned_ttls
 from .facts import Row, split_fact_key, user_key_of
 from .options import RedisOptions
 from .rows import SIDECARS, Row3, Rows, decode_rows
@@ -68,9 +70,12 @@ def _take(source: Iterator[tuple[bytes, bytes]], limit: int) -> list[tuple[bytes
     return out
 
 
-def _merged(sorter: ExternalSorter) -> Generator[tuple[bytes, bytes], None, None]:
-    """The sorter's merge as a generator that can be closed (closing its run files)."""
-    yield from sorter.merged()
+def _merged(
+    facts: ExternalSorter, ttl_facts: ExternalSorter
+) -> Generator[tuple[bytes, bytes], None, None]:
+    """Every fact to assemble, in sort order, as a generator that can be closed (closing the
+    sorters' run files)."""
+    yield from heapq.merge(facts.merged(), unowned_ttls(ttl_facts.merged()), key=itemgetter(0))
 
 
 def _append(path: Path, data: bytes) -> None:
@@ -94,19 +99,21 @@ class RedisDecoder(WritesBehind):
         # Undoes an encode --rebase-time (the self-test's decode); 0 otherwise.
         self._unshift_ms = -ctx.options.time_shift_ms
         # Each sort spills into its own scratch subdirectory, created by its first spill. They
-        # share the adapter's memory, in eighths: three for the facts (every collection's
-        # rows), one each for the KEYMAP records and the late sidecar lines (one short line
-        # per key); the rows gathered for a decode call, the merged facts taken per hop and
-        # the files gathered per write batch have an eighth each.
+        # share the adapter's memory, in eighths: two for the facts (every collection's
+        # rows), one for the TTL facts (with the strings that own them), one each for the
+        # KEYMAP records and the late sidecar lines (one short line per key); the rows
+        # gathered for a decode call, the merged facts taken per hop and the files gathered
+        # per write batch have an eighth each.
         eighth = max(1, ctx.memory // 8)
-        self._facts = ExternalSorter(ctx.scratch / "facts", 3 * eighth)
+        self._facts = ExternalSorter(ctx.scratch / "facts", 2 * eighth)
+        self._ttl_facts = ExternalSorter(ctx.scratch / "ttl", eighth)
         self._keymap = ExternalSorter(ctx.scratch / "keymap", eighth)
         # Sidecar lines of !redis|ttl| rows, produced key by key but written in row order.
         self._late = ExternalSorter(ctx.scratch / "late", eighth)
         self._decode_bytes = min(DECODE_BYTES, eighth)
         self._merge_bytes = min(MERGE_BYTES, eighth)
         self._write_bytes = min(WRITE_BATCH_BYTES, eighth)
-        self._sorters = (self._facts, self._keymap, self._late)
+        self._sorters = (self._facts, self._ttl_facts, self._keymap, self._late)
         self._sidecar_paths = {name: ctx.scratch / name for name in SIDECARS}
         self._sidecar_lines: dict[str, list[bytes]] = {name: [] for name in self._sidecar_paths}
         self._sidecar_used: set[str] = set()
@@ -179,9 +186,8 @@ class RedisDecoder(WritesBehind):
         self._apply(decoded[0])
 
     def _apply(self, out: Rows) -> None:
-        add = self._facts.add
-        for key, value in out.facts:
-            add(key, value)
+        self._facts.add_many(out.facts)
+        self._ttl_facts.add_many(out.ttl_facts)
         self._files += out.files
         for name, lines in out.sidecar.items():
             self._sidecar_lines[name] += lines
@@ -226,7 +232,7 @@ class RedisDecoder(WritesBehind):
     # --- finalize ----------------------------------------------------------------------------
 
     async def _assemble_all(self) -> None:
-        merged = _merged(self._facts)
+        merged = _merged(self._facts, self._ttl_facts)
         current: bytes | None = None
         facts: dict[Row, list[bytes]] = {}
         arrivals: dict[Row, int] = {}

@@ -80,6 +80,10 @@ class Rows:
 
     #: ``(fact sort key, fact value)`` for the external sort.
     facts: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: The facts of ``!redis|ttl|`` rows and the (empty) facts of new-format strings, sorted
+    #: apart: such a string owns its key's TTL row and ignores it, so neither reaches the
+    #: assembly (see :func:`.assemble.unowned_ttls`).
+    ttl_facts: list[tuple[bytes, bytes]] = field(default_factory=list)
     #: ``(path, content)`` of string and HLL files.
     files: list[tuple[str, bytes]] = field(default_factory=list)
     #: Lines per sidecar name.
@@ -168,6 +172,9 @@ class _RowDecoder:
         self.out.facts.append((fact_key(user_key, row, arrival), value))
         return arrival
 
+    def _ttl_fact(self, user_key: bytes, row: Row, value: bytes) -> None:
+        self.out.ttl_facts.append((fact_key(user_key, row, self._position), value))
+
     def _file(self, path: str, data: bytes) -> None:
         self.out.files.append((f"{layout.DB_DIR}/{path}", data))
 
@@ -229,8 +236,12 @@ class _RowDecoder:
             self._fact(user_key, row, pack_simple(SimpleFact(False, False, 0, value.body)))
             return
         omitted = cutoff is not None and value.ttl_flag and value.ttl_ms <= cutoff
-        fact = SimpleFact(value.new_format, value.ttl_flag, value.ttl_ms, omitted=omitted)
-        arrival = self._fact(user_key, row, pack_simple(fact))
+        arrival = self._position
+        if kind == Kind.STRING and value.new_format:
+            self._ttl_fact(user_key, row, b"")
+        else:
+            fact = SimpleFact(value.new_format, value.ttl_flag, value.ttl_ms, omitted=omitted)
+            self._fact(user_key, row, pack_simple(fact))
         if omitted:
             self.out.expired += 1
             return
@@ -256,7 +267,7 @@ class _RowDecoder:
 
     def _ttl(self, key: bytes, value: bytes) -> None:
         ttl = shifted_ttl(decode_ttl_value(value), self._unshift_ms) or 0
-        self._fact(key[len(keys.TTL) :], Row.TTL, pack_ttl(ttl))
+        self._ttl_fact(key[len(keys.TTL) :], Row.TTL, pack_ttl(ttl))
 
     # --- legacy blobs ------------------------------------------------------------------------
 
