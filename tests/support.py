@@ -8,11 +8,16 @@ import os
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 
-from elastickv_async._adapters.base import DecodeContext, EncodeContext
+from elastickv_async._adapters.base import (
+    BatchEncodeAdapter,
+    DecodeContext,
+    EncodeBatch,
+    EncodeContext,
+)
 from elastickv_async._adapters.registry import REGISTRY
 from elastickv_async._core.dump.writer import DumpWriter
 from elastickv_async._core.errors import ElasticKVError
@@ -156,3 +161,14 @@ def count_tree_opens(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     monkeypatch.setattr(TreeDir, "open_file", counting)
     monkeypatch.setattr(TreeDir, "_read_listed", counting_listed)
     return opened
+
+
+async def produced(encoder: BatchEncodeAdapter) -> list[tuple[bytes, bytes]]:
+    """Every record ``encoder`` sends, in the order it sends them."""
+    out: list[tuple[bytes, bytes]] = []
+
+    async def send(batch: EncodeBatch) -> None:
+        out.extend(cast(list[tuple[bytes, bytes]], batch))
+
+    await encoder.produce(send)
+    return out

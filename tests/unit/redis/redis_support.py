@@ -6,11 +6,11 @@ import struct
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from support import decode_context
+from support import decode_context, produced
 
-from elastickv_async._adapters.base import DecodeContext, EncodeBatch, EncodeContext, Routed
+from elastickv_async._adapters.base import DecodeContext, EncodeContext, Routed
 from elastickv_async._adapters.redis import SPEC
 from elastickv_async._adapters.redis.decode import RedisDecoder
 from elastickv_async._adapters.redis.encode import RedisEncoder
@@ -144,17 +144,6 @@ async def encode_tree_in_order(
         if memory is not None:
             ctx.memory = memory
         return await produced(RedisEncoder(ctx))
-
-
-async def produced(encoder: RedisEncoder) -> list[tuple[bytes, bytes]]:
-    """Every record ``encoder`` sends, in the order it sends them."""
-    out: list[tuple[bytes, bytes]] = []
-
-    async def send(batch: EncodeBatch) -> None:
-        out.extend(cast(list[tuple[bytes, bytes]], batch))
-
-    await encoder.produce(send)
-    return out
 
 
 def wide(prefix: bytes, user_key: bytes, suffix: bytes = b"") -> bytes:

@@ -23,10 +23,9 @@ from redis_support import (
     encode_tree,
     encode_tree_in_order,
     list_seq,
-    produced,
     wide,
 )
-from support import REPO_ROOT, raises_code
+from support import REPO_ROOT, produced, raises_code
 
 from elastickv_async._adapters.base import EncodeBatch, EncodeContext
 from elastickv_async._adapters.redis import encode as redis_encode

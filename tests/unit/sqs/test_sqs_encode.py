@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import raises_code, shared_dir
+from support import produced, raises_code, shared_dir
 
 from elastickv_async._adapters.base import EncodeContext
 from elastickv_async._adapters.sqs.encode import SQSEncoder
@@ -35,7 +35,7 @@ async def encode(root: Path, *, memory: int | None = None) -> dict[bytes, bytes]
     ctx = EncodeContext(input_root=root, log=make_logger(report), report=report, scratch=root)
     if memory is not None:
         ctx.memory = memory
-    records = [r async for batch in SQSEncoder(ctx).batches() for r in batch]
+    records = await produced(SQSEncoder(ctx))
     keys = [k for k, _ in records]
     assert len(keys) == len(set(keys)), "duplicate keys"
     return dict(records)
@@ -357,7 +357,7 @@ async def test_records_cost_their_size_in_memory(tmp_path: Path) -> None:
     )
     tracemalloc.start()
     try:
-        records = [r async for batch in SQSEncoder(ctx).batches() for r in batch]
+        records = await produced(SQSEncoder(ctx))
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -12,9 +12,11 @@ import random
 from pathlib import Path
 from typing import Any
 
+import anyio
 import anyio.to_thread
 import orjson
 import pytest
+from support import produced
 from test_sqs_encode import HT, encode, fifo, queue_dir
 
 from elastickv_async._adapters.base import EncodeContext
@@ -22,7 +24,12 @@ from elastickv_async._adapters.sqs import encode as sqs_encode
 from elastickv_async._adapters.sqs.dedup import DedupClaims
 from elastickv_async._adapters.sqs.encode import SQSEncoder
 from elastickv_async._adapters.sqs.keys import RESTORE_GENERATION
-from elastickv_async._adapters.sqs.lines import QueueSettings, message_records
+from elastickv_async._adapters.sqs.lines import (
+    QueueSettings,
+    encode_lines,
+    message_records,
+    started,
+)
 from elastickv_async._adapters.sqs.plain import PlainQueue
 from elastickv_async._adapters.sqs.values import QueueConfig, parse_dump_message, shifted
 from elastickv_async._core.errors import DumpTreeError
@@ -234,7 +241,7 @@ async def test_duplicate_message_ids_still_reach_the_core(tmp_path: Path) -> Non
     ctx = EncodeContext(
         input_root=tmp_path, log=make_logger(report), report=report, scratch=tmp_path
     )
-    records = [r async for batch in SQSEncoder(ctx).batches() for r in batch]
+    records = await produced(SQSEncoder(ctx))
     data = [k for k, _ in records if k.startswith(b"!sqs|msg|data|")]
     assert len(data) == 2 and data[0] == data[1]
     dedup = [json.loads(v) for k, v in records if k.startswith(b"!sqs|msg|dedup|")]
@@ -262,7 +269,7 @@ async def encode_with(root: Path, processes: int, *, full_fidelity: bool = False
             full_fidelity=full_fidelity,
             workers=workers,
         )
-        return [r async for batch in SQSEncoder(ctx).batches() for r in batch]
+        return await produced(SQSEncoder(ctx))
 
 
 def mixed_tree(root: Path) -> None:
@@ -337,3 +344,74 @@ async def test_the_first_failure_in_line_order_is_raised(
     queue_dir(tmp_path / "b", "c", {}, lines)
     with pytest.raises(DumpTreeError, match="message without message_id"):
         await encode_with(tmp_path / "b", processes)
+
+
+@pytest.mark.anyio
+async def test_a_worker_process_is_handed_its_next_run_while_it_encodes_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs go to a started worker process ahead of the outcomes before them: the first
+    call it gets is held back until a second one comes (it would never come if each run
+    waited for the one before), and the outcomes are still sent in line order."""
+    lines = [BASE | {"message_id": f"m{i:03}", "send_timestamp_millis": i} for i in range(40)]
+    queue_dir(tmp_path, "q", {}, lines)
+    monkeypatch.setattr(sqs_encode, "_BATCH", 2)
+    second = anyio.Event()
+    calls = 0
+    run = Workers.run
+
+    async def held_back(self: Workers, func: Any, *args: Any) -> Any:
+        nonlocal calls
+        if func is encode_lines:
+            calls += 1
+            if calls == 1:
+                with anyio.fail_after(10):
+                    await second.wait()
+            elif calls == 2:
+                second.set()
+        return await run(self, func, *args)
+
+    report = Report()
+    async with Workers(1) as workers:
+        await workers.run(started)
+        monkeypatch.setattr(Workers, "run", held_back)
+        ctx = EncodeContext(
+            input_root=tmp_path,
+            log=make_logger(report),
+            report=report,
+            scratch=tmp_path,
+            workers=workers,
+        )
+        records = await produced(SQSEncoder(ctx))
+    assert calls >= 2
+    byage = [k for k, _ in records if k.startswith(b"!sqs|msg|byage|")]
+    assert byage == sorted(byage) and len(byage) == 40  # sent in line order
+
+
+@pytest.mark.anyio
+async def test_runs_of_lines_fit_the_encoders_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runs out at once hold half the encoder's share with their records: long lines
+    come in shorter runs (each still at least one line), and every line once, in order."""
+    body = "x" * 3000
+    lines = [BASE | {"message_id": f"m{i:03}", "body": body} for i in range(300)]
+    queue_dir(tmp_path, "q", {}, lines)
+    taken: list[list[bytes]] = []
+    encode_run = sqs_encode.encode_lines
+
+    def spying(settings: QueueSettings, run: list[bytes]) -> Any:
+        taken.append(run)
+        return encode_run(settings, run)
+
+    monkeypatch.setattr(sqs_encode, "encode_lines", spying)
+    memory = 200 << 10
+    records = await encode(tmp_path, memory=memory)
+    limit = memory // 2 // sqs_encode._RUN_GROWTH  # one run out at once without processes
+    line = len(orjson.dumps(lines[0])) + 1
+    assert all(sum(map(len, run)) < limit + line for run in taken)
+    assert len(taken) > 1 and all(taken)
+    assert [orjson.loads(x)["message_id"] for run in taken for x in run] == [
+        f"m{i:03}" for i in range(300)
+    ]
+    assert sum(k.startswith(b"!sqs|msg|data|") for k in records) == 300

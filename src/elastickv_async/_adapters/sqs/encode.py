@@ -14,24 +14,34 @@ time by the context's shift.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import IO, Any, Final
 
 import anyio
 import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..._core.concurrency import task_group
 from ..._core.dump.names import encode_segment
 from ..._core.dump.tree import DumpTree
 from ..._core.gojson_read import GoJSONError, iter_values
-from ..._core.workers import Workers
-from ..base import EncodeContext, SendBatch, send_batches
+from ..._core.workers import OUTSTANDING, Workers
+from ..base import EncodeContext, SendBatch
 from . import keys, layout
 from .dedup import DedupClaims
 from .errors import tree_error
 from .keys import RESTORE_GENERATION
-from .lines import PER_QUEUE, Encoded, QueueSettings, Record, encode_lines, encode_values
+from .lines import (
+    PER_QUEUE,
+    Encoded,
+    QueueSettings,
+    Record,
+    encode_lines,
+    encode_values,
+    started,
+)
 from .values import FORMAT_VERSION, QueueConfig, parse_queue_json, stored_meta_value
 
 __all__ = ["SQSEncoder"]
@@ -42,8 +52,14 @@ PER_MESSAGE_GROUP_ID: Final = "perMessageGroupId"
 SCOPE_MESSAGE_GROUP: Final = "messageGroup"
 SCOPE_QUEUE: Final = "queue"
 
-#: Lines encoded per call (some 2-3 MiB of records).
+#: Lines encoded per call at most.
 _BATCH: Final = 2048
+#: What a run holds in memory at its peak, in multiples of its lines' bytes: the lines,
+#: their records (some three times as large: base64 bodies, keys, stored documents) and a
+#: worker process's reply on its way.
+_RUN_GROWTH: Final = 5
+#: Lanes per worker process: it holds its next run while it encodes one.
+PROCESS_LANES: Final = OUTSTANDING
 
 
 # --- file access (worker threads) ---------------------------------------------------------------
@@ -119,15 +135,16 @@ class _Lines:
     def __init__(self, fh: IO[bytes]) -> None:
         self._fh = fh
 
-    def take(self, runs: int) -> list[list[bytes]]:
-        """Up to ``runs`` runs of ``_BATCH`` lines; fewer (or none) at the end."""
-        out = []
-        for _ in range(runs):
-            run = list(islice(self._fh, _BATCH))
-            if not run:
+    def take(self, size: int) -> list[bytes]:
+        """The next ``_BATCH`` lines, or fewer holding ``size`` bytes (at least one line);
+        none at the end."""
+        run = []
+        for line in islice(self._fh, _BATCH):
+            run.append(line)
+            size -= len(line)
+            if size <= 0:
                 break
-            out.append(run)
-        return out
+        return run
 
     def rest(self) -> bytes:
         """Everything not taken yet."""
@@ -174,13 +191,25 @@ def _stream_run(settings: QueueSettings, values: Iterator[tuple[Any, str]]) -> E
         raise tree_error("ErrSQSEncodeInvalidMessage", f"{settings.rel}: {exc}") from None
 
 
-class SQSEncoder:
-    """Encode adapter for ``sqs/``: yields ``(user_key, user_value)`` records.
+class _Run:
+    """One run of lines on its way: encoded by a lane, applied by the sender in line order."""
 
-    The lines of each ``messages.jsonl`` are encoded a run at a time, one run per worker
-    process (``ctx.workers``) at once, or one in a worker thread without them; the outcomes
-    are taken in line order. This process keeps no run for itself: meanwhile it sorts what
-    the previous runs gave.
+    __slots__ = ("done", "lines", "result")
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
+        self.result = Encoded()
+        self.done = anyio.Event()
+
+
+class SQSEncoder:
+    """Encode adapter for ``sqs/``: sends ``(user_key, user_value)`` records.
+
+    The lines of each ``messages.jsonl`` are encoded a run at a time in lanes: two per worker
+    process (``ctx.workers``; a process holds its next run while it encodes one), and one
+    worker thread, which stops once the processes have started when there are any. The
+    outcomes are applied and sent in line order while the lanes encode the next runs, and
+    meanwhile the core sorts what was sent.
     """
 
     def __init__(self, ctx: EncodeContext) -> None:
@@ -194,16 +223,26 @@ class SQSEncoder:
         self._queues = 0
 
     async def produce(self, send: SendBatch) -> None:
-        """Send the lists :meth:`batches` yields (a ``BatchEncodeAdapter``)."""
-        await send_batches(self.batches(), send)
+        """Send the records of every queue directory, queue by queue (a
+        ``BatchEncodeAdapter``)."""
+        names = await self._tree.run(_queue_dirs, self._tree)
+        if not names:
+            return  # no worker process started for nothing
+        async with task_group() as tg:
+            # The worker processes start while the first queue is opened and read.
+            warm = anyio.Event()
+            tg.start_soon(self._start_workers, warm)
+            for name in names:
+                await self._queue(name, send, warm)
 
-    async def batches(self) -> AsyncIterator[list[Record]]:
-        """Every record of every queue directory, queue by queue, a read batch at a time."""
-        for name in await self._tree.run(_queue_dirs, self._tree):
-            async for batch in self._queue_batches(name):
-                yield batch
+    async def _start_workers(self, warm: anyio.Event) -> None:
+        """Start every worker process (one first call each), then set ``warm``."""
+        async with task_group() as tg:
+            for _ in range(self._workers.processes):
+                tg.start_soon(self._workers.run, started)
+        warm.set()
 
-    async def _queue_batches(self, dirname: str) -> AsyncIterator[list[Record]]:
+    async def _queue(self, dirname: str, send: SendBatch, warm: anyio.Event) -> None:
         cfg, fh = await self._tree.run(_open_queue, self._tree, dirname)
         name = cfg.name.encode()
         settings = QueueSettings(
@@ -223,13 +262,16 @@ class SQSEncoder:
         )
         state = _QueueState(claims)
         try:
-            yield [
-                (keys.queue_meta_key(name), stored_meta_value(cfg, RESTORE_GENERATION)),
-                (keys.queue_gen_key(name), str(RESTORE_GENERATION).encode()),
-            ]
+            await send(
+                [
+                    (keys.queue_meta_key(name), stored_meta_value(cfg, RESTORE_GENERATION)),
+                    (keys.queue_gen_key(name), str(RESTORE_GENERATION).encode()),
+                ]
+            )
             if fh is not None:
-                async for batch in self._message_batches(settings, _Lines(fh), state):
-                    yield batch
+                rest = await self._messages(settings, _Lines(fh), state, send, warm)
+                if rest is not None:
+                    await self._stream(settings, rest, state, send)
                 if state.missing_id:
                     raise tree_error(
                         "ErrSQSEncodeInvalidMessage",
@@ -238,7 +280,7 @@ class SQSEncoder:
                 self._ctx.report.count("sqs.messages_encoded", state.messages)
                 rows = claims.rows()
                 while batch := await self._tree.run(_take, rows):
-                    yield batch
+                    await send(batch)
         finally:
             if fh is not None:
                 fh.close()  # a read-only descriptor: closing it does not block
@@ -246,62 +288,118 @@ class SQSEncoder:
                 await anyio.to_thread.run_sync(claims.close)
         if cfg.fifo and state.max_sequence > 0:
             # The live sender reads this as the last issued number and adds one.
-            yield [(keys.queue_seq_key(name), str(state.max_sequence).encode())]
+            await send([(keys.queue_seq_key(name), str(state.max_sequence).encode())])
         self._ctx.report.count("sqs.queues_encoded")
 
-    async def _message_batches(
-        self, settings: QueueSettings, lines: _Lines, state: _QueueState
-    ) -> AsyncIterator[list[Record]]:
-        """The records of every message (the dedup rows aside), each gated first."""
-        while runs := await self._tree.run(lines.take, max(1, self._workers.processes)):
-            for index, result in enumerate(await self._encode(settings, runs)):
-                records = await self._tree.run(state.apply, result)
-                if records:
-                    yield records
-                if result.failure is not None:
-                    raise tree_error(*result.failure)
-                if result.stream_from is not None:
-                    # Not one object per line: the rest is read as Go's json.Decoder would.
-                    taken = [*runs[index][result.stream_from :], *_joined(runs[index + 1 :])]
-                    rest = b"".join(taken) + await self._tree.run(lines.rest)
-                    async for batch in self._stream_batches(settings, rest, state):
-                        yield batch
-                    return
+    async def _messages(
+        self,
+        settings: QueueSettings,
+        lines: _Lines,
+        state: _QueueState,
+        send: SendBatch,
+        warm: anyio.Event,
+    ) -> bytes | None:
+        """Send the records of every message (the dedup rows aside), each gated first.
 
-    async def _stream_batches(
-        self, settings: QueueSettings, data: bytes, state: _QueueState
-    ) -> AsyncIterator[list[Record]]:
+        Returns the rest of the file from the first line that is not one JSON value (to be
+        read as Go's ``json.Decoder`` would), else ``None``. At most one run more than the
+        lanes is out at once (read and not yet sent), so a lane that finishes finds its next
+        run waiting.
+        """
+        lanes = PROCESS_LANES * self._workers.processes
+        ahead = lanes + 1
+        # The runs out at once share half the encoder's share (the claims have the rest).
+        run_bytes = max(1, self._ctx.memory // 2 // (ahead * _RUN_GROWTH))
+        to_lanes, for_lanes = anyio.create_memory_object_stream[_Run](ahead)
+        # The lanes share one receiving end, closed here: a lane cancelled before it ran
+        # never held it.
+        with for_lanes:
+            async with task_group() as tg:
+                for _ in range(lanes):
+                    tg.start_soon(self._process_lane, settings, for_lanes, warm)
+                tg.start_soon(self._thread_lane, settings, for_lanes, warm)
+                with to_lanes:
+                    rest = await self._send_runs(settings, lines, state, send, to_lanes, run_bytes)
+                # A stop on a line that is not one object leaves the runs after it to be
+                # read again: their lanes' work is dropped.
+                tg.cancel_scope.cancel()
+        return rest
+
+    async def _send_runs(
+        self,
+        settings: QueueSettings,
+        lines: _Lines,
+        state: _QueueState,
+        send: SendBatch,
+        to_lanes: MemoryObjectSendStream[_Run],
+        run_bytes: int,
+    ) -> bytes | None:
+        """Hand runs to the lanes and send their outcomes in line order (see
+        :meth:`_messages`)."""
+        out: deque[_Run] = deque()
+        ahead = to_lanes.statistics().max_buffer_size
+        more = True
+        while True:
+            while more and len(out) < ahead:
+                taken = await self._tree.run(lines.take, run_bytes)
+                more = bool(taken)
+                if more:
+                    out.append(_Run(taken))
+                    to_lanes.send_nowait(out[-1])
+            if not out:
+                return None
+            run = out.popleft()
+            await run.done.wait()
+            result = run.result
+            records = await self._tree.run(state.apply, result)
+            if records:
+                await send(records)
+            if result.failure is not None:
+                raise tree_error(*result.failure)
+            if result.stream_from is not None:
+                # Not one object per line: the rest is read as Go's json.Decoder would.
+                taken = [*run.lines[result.stream_from :], *_joined(out)]
+                return b"".join(taken) + await self._tree.run(lines.rest)
+
+    async def _process_lane(
+        self, settings: QueueSettings, runs: MemoryObjectReceiveStream[_Run], warm: anyio.Event
+    ) -> None:
+        await warm.wait()
+        async for run in runs:
+            run.result = await self._workers.run(encode_lines, settings, run.lines)
+            run.done.set()
+
+    async def _thread_lane(
+        self, settings: QueueSettings, runs: MemoryObjectReceiveStream[_Run], warm: anyio.Event
+    ) -> None:
+        # Beside worker processes, encoding here would hold the GIL the core's sort and the
+        # processes' replies wait for: this lane only bridges their start-up.
+        beside = self._workers.processes > 0
+        while not (beside and warm.is_set()):
+            try:
+                run = await runs.receive()
+            except anyio.EndOfStream:
+                return
+            run.result = await anyio.to_thread.run_sync(encode_lines, settings, run.lines)
+            run.done.set()
+
+    async def _stream(
+        self, settings: QueueSettings, data: bytes, state: _QueueState, send: SendBatch
+    ) -> None:
         values = iter_values(data)
         while True:
             result = await self._tree.run(_stream_run, settings, values)
             records = await self._tree.run(state.apply, result)
             if records:
-                yield records
+                await send(records)
             if result.failure is not None:
                 raise tree_error(*result.failure)
             if not result.messages:
                 return
 
-    async def _encode(self, settings: QueueSettings, runs: list[list[bytes]]) -> list[Encoded]:
-        """Encode ``runs`` side by side, one in each worker process (or the one in a worker
-        thread without them); the outcomes in run order."""
-        results: list[Encoded] = [Encoded() for _ in runs]
 
-        async def one(index: int) -> None:
-            if index < self._workers.processes:
-                results[index] = await self._workers.run(encode_lines, settings, runs[index])
-            else:
-                results[index] = await anyio.to_thread.run_sync(encode_lines, settings, runs[index])
-
-        # The group is entered and left within this call, never across a yield.
-        async with task_group() as tg:
-            for index in range(len(runs)):
-                tg.start_soon(one, index)
-        return results
-
-
-def _joined(runs: list[list[bytes]]) -> list[bytes]:
-    return [line for run in runs for line in run]
+def _joined(runs: Iterable[_Run]) -> list[bytes]:
+    return [line for run in runs for line in run.lines]
 
 
 def _take(rows: Iterator[Record]) -> list[Record]:

@@ -24,7 +24,7 @@ from .keys import RESTORE_GENERATION
 from .plain import PlainQueue
 from .values import Message, QueueConfig, parse_dump_message, shifted, stored_value
 
-__all__ = ["Encoded", "QueueSettings", "encode_lines", "encode_values"]
+__all__ = ["Encoded", "QueueSettings", "encode_lines", "encode_values", "started"]
 
 #: The live HT-FIFO throughput mode that routes every group to partition 0.
 PER_QUEUE: Final = "perQueue"
@@ -65,6 +65,11 @@ class Encoded:
     failure: tuple[TreeCode, str] | None = None
     #: The index of the first line that is not one JSON value; nothing from it on was read.
     stream_from: int | None = None
+
+
+def started() -> None:
+    """Nothing: the first call of a worker process, which starts it and imports this module
+    there before its lanes send runs."""
 
 
 def encode_lines(settings: QueueSettings, lines: list[bytes]) -> Encoded:
