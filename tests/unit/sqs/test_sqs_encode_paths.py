@@ -398,7 +398,7 @@ async def test_runs_of_lines_fit_the_encoders_share(
     lines = [BASE | {"message_id": f"m{i:03}", "body": body} for i in range(300)]
     queue_dir(tmp_path, "q", {}, lines)
     taken: list[list[bytes]] = []
-    encode_run = sqs_encode.encode_lines
+    encode_run = encode_lines
 
     def spying(settings: QueueSettings, run: list[bytes]) -> Any:
         taken.append(run)
