@@ -49,7 +49,6 @@ from .errors import ExecutionError, UsageError
 
 __all__ = [
     "AUTO_MIN_BYTES",
-    "AUTO_MIN_FILES",
     "AUTO_MIN_LISTING",
     "OUTSTANDING",
     "Workers",
@@ -61,11 +60,10 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 #: ``auto`` starts worker processes for a snapshot at least this large, or a tree whose
-#: CHECKSUMS is at least this long (some 2,500 files), or with as many files or bytes:
-#: below that, starting them costs more than they save.
+#: CHECKSUMS is at least this long (some 2,500 files): below that, starting them costs
+#: more than they save.
 AUTO_MIN_BYTES: Final = 16 << 20
 AUTO_MIN_LISTING: Final = 256 << 10
-AUTO_MIN_FILES: Final = 2500
 
 
 def available_cpus() -> int:

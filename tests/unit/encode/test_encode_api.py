@@ -16,8 +16,6 @@ from encode_support import fake_specs, hand_built_fsm, make_tree, use_specs
 from support import REPO_ROOT, count_tree_opens, raises_code, shared_dir
 
 from elastickv_async._adapters.base import EncodeContext
-from elastickv_async._core import workers as workers_module
-from elastickv_async._core.dump.roots import TreeRoots
 from elastickv_async._core.encode import api, selftest
 from elastickv_async._core.encode.api import encode_snapshot, parse_last_commit_ts
 from elastickv_async._core.errors import (
@@ -34,7 +32,6 @@ from elastickv_async._core.errors import (
 from elastickv_async._core.options import DecodeOptions, EncodeOptions
 from elastickv_async._core.report import Report
 from elastickv_async._core.runfiles import leftover_owner
-from elastickv_async._core.workers import AUTO_MIN_BYTES, AUTO_MIN_FILES
 
 pytestmark = pytest.mark.anyio
 
@@ -690,50 +687,3 @@ async def test_the_checksums_check_reads_no_file_the_encoders_read(
     victim.write_bytes(victim.read_bytes() + b" ")
     with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=sorted(data_files)[-1]):
         await encode_snapshot(tree, tmp_path / "again.fsm", EncodeOptions(workers=workers))
-
-
-def auto_processes_for(root: Path, monkeypatch: pytest.MonkeyPatch) -> int:
-    """The worker processes an encode of ``root`` starts by default, on two CPUs."""
-    monkeypatch.setattr(workers_module, "available_cpus", lambda: 2)
-    return api._workers(EncodeOptions(workers=None), TreeRoots(root)).processes
-
-
-def test_auto_workers_count_a_few_large_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A tree of a few files is worth a worker process once they hold AUTO_MIN_BYTES (one
-    large messages.jsonl), not before; a symlink to a large file adds nothing."""
-    queue = tmp_path / "tree" / "sqs" / "q"
-    queue.mkdir(parents=True)
-    (tmp_path / "tree" / "CHECKSUMS").write_text("0" * 64 + "  sqs/q/messages.jsonl\n")
-    messages = queue / "messages.jsonl"
-    with messages.open("wb") as fh:
-        fh.truncate(AUTO_MIN_BYTES // 2)
-    big = tmp_path / "outside.bin"
-    with big.open("wb") as fh:
-        fh.truncate(AUTO_MIN_BYTES)
-    (queue / "link").symlink_to(big)
-    (tmp_path / "tree" / "linked").symlink_to(tmp_path, target_is_directory=True)
-    assert auto_processes_for(tmp_path / "tree", monkeypatch) == 0
-    with messages.open("r+b") as fh:
-        fh.truncate(AUTO_MIN_BYTES)
-    assert auto_processes_for(tmp_path / "tree", monkeypatch) == 1
-    assert api._workers(EncodeOptions(workers=0), TreeRoots(tmp_path / "tree")).processes == 0
-
-
-def test_auto_workers_count_many_small_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Without a CHECKSUMS long enough to tell, as many files as it would list are enough,
-    in a redirected adapter subtree too."""
-    main, other = tmp_path / "main", tmp_path / "other"
-    main.mkdir()
-    items = other / "dynamodb" / "t" / "items"
-    items.mkdir(parents=True)
-    for n in range(AUTO_MIN_FILES - 1):
-        (items / f"{n}.json").write_bytes(b"{}")
-    roots = TreeRoots(main, {"dynamodb": other})
-    monkeypatch.setattr(workers_module, "available_cpus", lambda: 2)
-    assert api._workers(EncodeOptions(workers=None), roots).processes == 0
-    (items / "last.json").write_bytes(b"{}")
-    assert api._workers(EncodeOptions(workers=None), roots).processes == 1

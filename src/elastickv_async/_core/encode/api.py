@@ -53,7 +53,7 @@ from ..meter import ProgressMeter
 from ..options import DecodeOptions, EncodeOptions
 from ..report import EventLog, Report, make_logger
 from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag, remove_leftovers
-from ..workers import AUTO_MIN_BYTES, AUTO_MIN_FILES, AUTO_MIN_LISTING, Workers, auto_processes
+from ..workers import AUTO_MIN_LISTING, Workers, auto_processes
 from . import publish as disk
 from .collect import CHANNEL_BUFFER, LARGE_VALUE, collect_records
 from .framing import ts_suffix
@@ -542,38 +542,15 @@ def _with_subtree(root: Path | TreeRoots, specs: Sequence[AdapterSpec]) -> list[
     return out
 
 
-def _workers(options: EncodeOptions, roots: TreeRoots) -> Workers:
-    """The run's worker processes: ``options.workers``, or auto by the tree's size (its
-    CHECKSUMS length, else the bytes of its files: a few large files are work too)."""
+def _workers(options: EncodeOptions, root: Path) -> Workers:
+    """The run's worker processes: ``options.workers``, or auto by the CHECKSUMS length."""
     if options.workers is not None:
         return Workers(options.workers)
     try:
-        listing = os.stat(roots.main / CHECKSUMS_NAME, follow_symlinks=False).st_size
+        listing = os.stat(root / CHECKSUMS_NAME, follow_symlinks=False).st_size
     except OSError:
         listing = 0
-    large = listing >= AUTO_MIN_LISTING or _holds_at_least(roots, AUTO_MIN_BYTES)
-    return Workers(auto_processes(large=large))
-
-
-def _holds_at_least(roots: TreeRoots, size: int) -> bool:
-    """Whether the tree's regular files hold ``size`` bytes, or are as many as a long
-    CHECKSUMS lists: a walk that stops as soon as it knows, following no symlink."""
-    pending = [roots.main, *(path / name for name, path in roots.redirected.items())]
-    total = files = 0
-    while pending:
-        try:
-            with os.scandir(pending.pop()) as listed:
-                for entry in listed:
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append(Path(entry.path))
-                    elif entry.is_file(follow_symlinks=False):
-                        files += 1
-                        total += entry.stat(follow_symlinks=False).st_size
-                        if total >= size or files >= AUTO_MIN_FILES:
-                            return True
-        except OSError:
-            continue  # unreadable here: the encode itself says so
-    return False
+    return Workers(auto_processes(large=listing >= AUTO_MIN_LISTING))
 
 
 async def _verify_input(
@@ -671,7 +648,7 @@ async def encode_snapshot(
     shift_ms = rebase.shift_ms if rebase is not None else 0
 
     meter = ProgressMeter(progress)
-    workers = await anyio.to_thread.run_sync(_workers, options, roots)
+    workers = await anyio.to_thread.run_sync(_workers, options, root)
     run = _Run(
         roots,
         out,
