@@ -16,7 +16,7 @@ from support import REPO_ROOT, raises_code
 
 from elastickv_async._adapters.redis import decode as decode_module
 from elastickv_async._adapters.redis import rows as rows_module
-from elastickv_async._adapters.redis.assemble import assemble_key
+from elastickv_async._adapters.redis.assemble import SUB_BLOB, SUB_TTL, arrival_tag, assemble_key
 from elastickv_async._core.dump.writer import DumpWriter
 from elastickv_async._core.errors import AdapterRecordError
 
@@ -177,6 +177,25 @@ async def test_no_keymap_when_all_names_reversible(tmp_path: Path) -> None:
     """KEYMAP.jsonl only exists when a name needed the SHA fallback."""
     out = await decode_rows(tmp_path, [(b"!redis|str|k", new_str(b"v"))])
     assert DB + "KEYMAP.jsonl" not in out.files
+
+
+async def test_strings_with_reversible_names_build_no_keymap_sort_tag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A string's KEYMAP sort tags are built only when its name is a SHA fallback (the
+    one string here, whose blob and inline TTL each get a KEYMAP line)."""
+    tags: list[int] = []
+
+    def counted(arrival: int, sub: int = SUB_BLOB) -> bytes:
+        tags.append(sub)
+        return arrival_tag(arrival, sub)
+
+    monkeypatch.setattr(rows_module, "arrival_tag", counted)
+    rows = [(b"!redis|str|s%03d" % i, new_str(b"v", TTL)) for i in range(40)]
+    rows += [(b"!redis|str|" + b"L" * 250, new_str(b"long", TTL))]
+    out = await decode_rows(tmp_path, rows)
+    assert tags == [SUB_BLOB, SUB_TTL]
+    assert len(out.text("KEYMAP.jsonl").splitlines()) == 2
 
 
 # --- hashes -----------------------------------------------------------------------------------

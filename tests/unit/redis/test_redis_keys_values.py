@@ -120,6 +120,22 @@ def test_metas() -> None:
     assert values.decode_count_delta(struct.pack(">q", -4), "ErrRedisInvalidSetMeta") == -4
 
 
+def test_decoded_values_and_metas_are_not_tracked_by_the_garbage_collector() -> None:
+    """A worker call decodes one value per string and one meta per collection: holding only
+    bytes and numbers, they stay out of the collector's generations, which every collection
+    of a big batch would otherwise walk."""
+    import gc
+
+    decoded = [
+        values.decode_string_value(b"\xff\x01\x01" + struct.pack(">Q", 7) + b"v"),
+        values.decode_hll_value(b"sketch"),
+        values.decode_count_meta(struct.pack(">QQ", 3, 9), "ErrRedisInvalidSetMeta"),
+        values.decode_list_meta(struct.pack(">qqQ", -2, 1, 3)),
+        values.decode_stream_meta(struct.pack(">QQQ", 4, 10, 2)),
+    ]
+    assert [gc.is_tracked(value) for value in decoded] == [False] * len(decoded)
+
+
 def test_scores() -> None:
     """Scores are 8-byte big-endian doubles; NaN and other sizes are refused."""
     assert values.decode_score(values.encode_score(-0.5)) == -0.5

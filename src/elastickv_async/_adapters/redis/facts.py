@@ -121,16 +121,21 @@ _U32: Final = struct.Struct(">I")
 _SEQ: Final = struct.Struct(">Q")
 #: Row class byte plus 8-byte arrival number after the ordered user key.
 _SUFFIX_LEN: Final = 1 + _SEQ.size
+_ESCAPED_NUL: Final = b"\x00\xff"
+_KEY_END: Final = b"\x00\x01"
+#: The ordered key's terminator and each row class byte.
+_ROW_AFTER_KEY: Final = {row: _KEY_END + bytes((row,)) for row in Row}
 
 
 def ordered_key(user_key: bytes) -> bytes:
     """Order-preserving, self-delimiting form of a user key (00 -> 00 FF, then 00 01)."""
-    return user_key.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
+    return user_key.replace(b"\x00", _ESCAPED_NUL) + _KEY_END
 
 
 def fact_key(user_key: bytes, row: Row, arrival: int) -> bytes:
     """Sort key of a fact: by user key bytes, then row class, then arrival order."""
-    return ordered_key(user_key) + bytes((row,)) + _SEQ.pack(arrival)
+    # ordered_key inlined, its terminator joined to the row class byte: called per row.
+    return user_key.replace(b"\x00", _ESCAPED_NUL) + _ROW_AFTER_KEY[row] + _SEQ.pack(arrival)
 
 
 def split_fact_key(key: bytes) -> tuple[bytes, Row, int]:

@@ -10,10 +10,12 @@ the row's place in it): the order they give is the snapshot order, whatever the 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
+
+import msgspec
+import msgspec.structs
 
 from ..._core.dump.keymap import KIND_SHA_FALLBACK, keymap_line
 from ..._core.dump.names import encode_segment, is_sha_fallback
@@ -69,6 +71,12 @@ _WithTTL = TypeVar("_WithTTL", SimpleValue, CountMeta, ListMeta, StreamMeta)
 RUN_LIMIT: Final = 8 << 20
 #: The sidecars of strings and HLLs whose TTL is inline, filled as their rows arrive.
 SIDECARS: Final = (layout.STRINGS_TTL, layout.HLL_TTL)
+
+#: Where a string's or HLL's file goes (the path up to its name), and its sidecar.
+_SIMPLE_OUT: Final = {
+    Kind.STRING: (f"{layout.DB_DIR}/{layout.STRINGS}/", layout.STRINGS_TTL),
+    Kind.HLL: (f"{layout.DB_DIR}/{layout.HLL}/", layout.HLL_TTL),
+}
 
 #: ``(routing prefix, key, value)`` of one visible row.
 Row3 = tuple[bytes, bytes, bytes]
@@ -175,13 +183,6 @@ class _RowDecoder:
     def _ttl_fact(self, user_key: bytes, row: Row, value: bytes) -> None:
         self.out.ttl_facts.append((fact_key(user_key, row, self._position), value))
 
-    def _file(self, path: str, data: bytes) -> None:
-        self.out.files.append((f"{layout.DB_DIR}/{path}", data))
-
-    def _keymap_line(self, user_key: bytes, segment: str, tag: bytes) -> None:
-        if is_sha_fallback(segment):
-            self.out.keymap.append((tag, keymap_line(segment, user_key, KIND_SHA_FALLBACK)))
-
     def _run_for(self, row: Row, user_key: bytes) -> _Run:
         run = self._run
         if run is None or run.row != row or run.user_key != user_key or run.size > RUN_LIMIT:
@@ -225,32 +226,37 @@ class _RowDecoder:
 
     def _simple(self, key: bytes, prefix: bytes, row: Row, kind: Kind, value: SimpleValue) -> None:
         user_key = key[len(prefix) :]
-        directory, sidecar = (
-            (layout.STRINGS, layout.STRINGS_TTL)
-            if kind == Kind.STRING
-            else (layout.HLL, layout.HLL_TTL)
-        )
         cutoff = self._cutoff
-        if cutoff is not None and not value.new_format:
-            # Its TTL lives in !redis|ttl|, which sorts later: decide when it is known.
-            self._fact(user_key, row, pack_simple(SimpleFact(False, False, 0, value.body)))
-            return
-        omitted = cutoff is not None and value.ttl_flag and value.ttl_ms <= cutoff
-        arrival = self._position
-        if kind == Kind.STRING and value.new_format:
-            self._ttl_fact(user_key, row, b"")
+        out = self.out
+        if not value.new_format:
+            if cutoff is not None:
+                # Its TTL lives in !redis|ttl|, which sorts later: decide when it is known.
+                self._fact(user_key, row, pack_simple(SimpleFact(False, False, 0, value.body)))
+                return
+            # Kept whatever its TTL: only that TTL's sidecar line waits for the row.
+            self._fact(user_key, row, pack_simple(SimpleFact(False, False, 0)))
+            omitted = False
         else:
-            fact = SimpleFact(value.new_format, value.ttl_flag, value.ttl_ms, omitted=omitted)
-            self._fact(user_key, row, pack_simple(fact))
+            omitted = cutoff is not None and value.ttl_flag and value.ttl_ms <= cutoff
+            if kind == Kind.STRING:
+                self._ttl_fact(user_key, row, b"")
+            else:
+                fact = SimpleFact(True, value.ttl_flag, value.ttl_ms, omitted=omitted)
+                self._fact(user_key, row, pack_simple(fact))
         if omitted:
-            self.out.expired += 1
+            out.expired += 1
             return
+        head, sidecar = _SIMPLE_OUT[kind]
         segment = encode_segment(user_key)
-        self._file(f"{directory}/{segment}{layout.BIN_EXT}", value.body)
-        self._keymap_line(user_key, segment, arrival_tag(arrival, SUB_BLOB))
-        if value.ttl_ms:
-            self.out.sidecar[sidecar].append(layout.ttl_line(segment, value.ttl_ms))
-            self._keymap_line(user_key, segment, arrival_tag(arrival, SUB_TTL))
+        out.files.append((f"{head}{segment}{layout.BIN_EXT}", value.body))
+        ttl_ms = value.ttl_ms
+        if ttl_ms:
+            out.sidecar[sidecar].append(layout.ttl_line(segment, ttl_ms))
+        if is_sha_fallback(segment):
+            line = keymap_line(segment, user_key, KIND_SHA_FALLBACK)
+            out.keymap.append((arrival_tag(self._position, SUB_BLOB), line))
+            if ttl_ms:
+                out.keymap.append((arrival_tag(self._position, SUB_TTL), line))
 
     def _string(self, key: bytes, value: bytes) -> None:
         simple = self._unshift(decode_string_value(value))
@@ -263,7 +269,9 @@ class _RowDecoder:
     def _unshift(self, value: _WithTTL) -> _WithTTL:
         if not self._unshift_ms:
             return value
-        return dataclasses.replace(value, ttl_ms=shifted_ttl(value.ttl_ms, self._unshift_ms) or 0)
+        return msgspec.structs.replace(
+            value, ttl_ms=shifted_ttl(value.ttl_ms, self._unshift_ms) or 0
+        )
 
     def _ttl(self, key: bytes, value: bytes) -> None:
         ttl = shifted_ttl(decode_ttl_value(value), self._unshift_ms) or 0

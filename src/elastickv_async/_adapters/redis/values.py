@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+import msgspec
+
 from .errors import RecordCode, record_error
 
 # The protobuf runtime loads only where a blob is parsed or written: the tree layout, which
@@ -99,8 +101,7 @@ def shifted_ttl(expire_at_ms: int | None, shift_ms: int) -> int | None:
     return min(max(expire_at_ms + shift_ms, 1), _INT64_MAX)
 
 
-@dataclass(frozen=True, slots=True)
-class SimpleValue:
+class SimpleValue(msgspec.Struct, frozen=True, gc=False):
     """A decoded string or HLL value.
 
     ``new_format`` values own their TTL (later ``!redis|ttl|`` rows are ignored); ``ttl_flag``
@@ -163,8 +164,7 @@ def encode_ttl_value(ttl_ms: int) -> bytes:
     return _U64.pack(ttl_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class CountMeta:
+class CountMeta(msgspec.Struct, frozen=True, gc=False):
     """A hash/set/zset meta row; ``inline`` (16-byte form) makes ``ttl_ms`` authoritative."""
 
     declared_len: int
@@ -198,8 +198,7 @@ def decode_count_delta(value: bytes, code: RecordCode) -> int:
     return int(_I64.unpack(value)[0])
 
 
-@dataclass(frozen=True, slots=True)
-class ListMeta:
+class ListMeta(msgspec.Struct, frozen=True, gc=False):
     """A list meta row (``Head ‖ Tail ‖ Len [‖ ExpireAtMs]``); only Len and the TTL matter here."""
 
     declared_len: int
@@ -238,8 +237,7 @@ def decode_list_delta(value: bytes) -> int:
     return int(_LIST_DELTA.unpack(value)[1])
 
 
-@dataclass(frozen=True, slots=True)
-class StreamMeta:
+class StreamMeta(msgspec.Struct, frozen=True, gc=False):
     """A stream meta row; the 48-byte form's trim cursor is not client-visible and is dropped."""
 
     length: int
