@@ -12,7 +12,15 @@ from support import raises_code
 
 from elastickv_async._adapters.redis import SPEC, keys, values
 from elastickv_async._adapters.redis.assemble import ttl_owner
-from elastickv_async._adapters.redis.facts import Kind, Row, fact_key, split_fact_key, user_key_of
+from elastickv_async._adapters.redis.facts import (
+    Kind,
+    Row,
+    fact_key,
+    pack,
+    split_fact_key,
+    unpack,
+    user_key_of,
+)
 from elastickv_async._core.errors import AdapterRecordError
 
 
@@ -149,6 +157,17 @@ def test_stream_entry_value_round_trip() -> None:
     value = values.encode_stream_entry("1-2", ["a", "b"])
     assert value == b"\x00RXE\x01\x0a\x031-2\x12\x01a\x12\x01b"
     assert values.decode_stream_entry(value) == ("a", "b")
+
+
+@given(st.lists(st.binary(max_size=300), max_size=40))
+def test_packed_items_are_a_messagepack_array_of_the_bytes(items: list[bytes]) -> None:
+    """A run of rows is packed as a MessagePack array of binaries (framed and parsed in C),
+    and unpacks to the same byte strings, empty ones and long ones alike."""
+    import msgspec
+
+    packed = pack(items)
+    assert msgspec.msgpack.decode(packed) == items
+    assert unpack(packed) == items
 
 
 def test_fact_keys_order_by_user_key_then_row() -> None:

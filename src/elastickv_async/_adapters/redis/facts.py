@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+import msgspec
+import msgspec.msgpack
+
 from .values import CountMeta, ListMeta, StreamEntry, StreamMeta
 
 __all__ = [
@@ -117,7 +120,8 @@ CREATING_ROWS: Final = frozenset(ROW_KIND) - {
     Row.ZSET_DELTA,
 }
 
-_U32: Final = struct.Struct(">I")
+_ENCODE_ITEMS: Final = msgspec.msgpack.Encoder().encode
+_DECODE_ITEMS: Final = msgspec.msgpack.Decoder(list[bytes]).decode
 _SEQ: Final = struct.Struct(">Q")
 #: Row class byte plus 8-byte arrival number after the ordered user key.
 _SUFFIX_LEN: Final = 1 + _SEQ.size
@@ -149,24 +153,14 @@ def user_key_of(ordered: bytes) -> bytes:
 
 
 def pack(items: Sequence[bytes]) -> bytes:
-    """Length-prefixed concatenation of byte strings."""
-    parts = []
-    for item in items:
-        parts.append(_U32.pack(len(item)))
-        parts.append(item)
-    return b"".join(parts)
+    """Byte strings as one value (a MessagePack array: framed and parsed in C, where a run
+    of a collection's rows would otherwise cost a Python step per row both ways)."""
+    return _ENCODE_ITEMS(items)
 
 
 def unpack(data: bytes) -> list[bytes]:
     """Invert :func:`pack`."""
-    out = []
-    pos, end = 0, len(data)
-    while pos < end:
-        (size,) = _U32.unpack_from(data, pos)
-        pos += _U32.size
-        out.append(data[pos : pos + size])
-        pos += size
-    return out
+    return _DECODE_ITEMS(data)
 
 
 # --- fact values ------------------------------------------------------------------------------
