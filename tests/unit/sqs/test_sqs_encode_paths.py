@@ -258,9 +258,15 @@ async def test_gates_still_apply_to_quick_path_neighbours(tmp_path: Path) -> Non
         await encode(tmp_path)
 
 
-async def encode_with(root: Path, processes: int, *, full_fidelity: bool = False) -> list[Any]:
+async def encode_with(
+    root: Path, processes: int, *, full_fidelity: bool = False, warm: bool = False
+) -> list[Any]:
+    """The records of ``root``'s SQS tree with ``processes`` worker processes (``warm``: the
+    processes started before the encoder is)."""
     report = Report()
     async with Workers(processes) as workers:
+        if warm:
+            await workers.run(started)
         ctx = EncodeContext(
             input_root=root,
             log=make_logger(report),
@@ -371,18 +377,8 @@ async def test_a_worker_process_is_handed_its_next_run_while_it_encodes_one(
                 second.set()
         return await run(self, func, *args)
 
-    report = Report()
-    async with Workers(1) as workers:
-        await workers.run(started)
-        monkeypatch.setattr(Workers, "run", held_back)
-        ctx = EncodeContext(
-            input_root=tmp_path,
-            log=make_logger(report),
-            report=report,
-            scratch=tmp_path,
-            workers=workers,
-        )
-        records = await produced(SQSEncoder(ctx))
+    monkeypatch.setattr(Workers, "run", held_back)
+    records = await encode_with(tmp_path, 1, warm=True)
     assert calls >= 2
     byage = [k for k, _ in records if k.startswith(b"!sqs|msg|byage|")]
     assert byage == sorted(byage) and len(byage) == 40  # sent in line order
