@@ -44,6 +44,7 @@ import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 
+from .concurrency import task_group
 from .dump.tree import active_recorder
 from .errors import ExecutionError, UsageError
 
@@ -328,6 +329,15 @@ class Workers:
         # Only now may other calls find it: this frame comes first.
         self._running.append(started)
         return started
+
+    async def start_all(self, first: Callable[[], object], started: anyio.Event) -> None:
+        """Start every worker process with one call of ``first`` (a no-op whose import loads
+        the caller's worker module there), then set ``started``: lanes that wait for it
+        find the processes ready instead of each waiting for a start-up."""
+        async with task_group() as tg:
+            for _ in range(self.processes):
+                tg.start_soon(self.run, first)
+        started.set()
 
     async def run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
         """``func(*args)`` in a worker process (or thread); its exception is raised here.

@@ -142,6 +142,31 @@ async def test_a_process_starts_at_the_first_call_not_on_entry(
     assert len(pids) == 1
 
 
+def _nothing() -> None:
+    pass
+
+
+async def test_start_all_starts_every_process_before_it_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """start_all sets its event once each process has answered a first call; calls after it
+    start no process."""
+    started: list[int] = []
+    start = Workers._start
+
+    async def counted(self: Workers) -> object:
+        started.append(1)
+        return await start(self)
+
+    monkeypatch.setattr(Workers, "_start", counted)
+    ready = anyio.Event()
+    async with Workers(2) as workers:
+        await workers.start_all(_nothing, ready)
+        assert ready.is_set() and len(started) == 2
+        pids = {(await workers.run(_pid_and_square, n))[0] for n in range(4)}
+    assert len(started) == 2 and len(pids) <= 2
+
+
 def test_negative_process_count_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         Workers(-1)

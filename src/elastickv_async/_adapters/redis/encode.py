@@ -255,18 +255,11 @@ class RedisEncoder:
             async with task_group() as tg:
                 # The worker processes start while the first directory is listed and planned.
                 warm = anyio.Event()
-                tg.start_soon(self._start_workers, warm)
+                tg.start_soon(self._workers.start_all, started, warm)
                 for directory, ext in TYPE_DIRS:
                     await self._directory(found, directory, ext, send, warm)
         finally:
             found.db.close()
-
-    async def _start_workers(self, warm: anyio.Event) -> None:
-        """Start every worker process (one first call each), then set ``warm``."""
-        async with task_group() as tg:
-            for _ in range(self._workers.processes):
-                tg.start_soon(self._workers.run, started)
-        warm.set()
 
     async def _directory(
         self, found: _Tree, directory: str, ext: str, send: SendBatch, warm: anyio.Event

@@ -231,16 +231,9 @@ class SQSEncoder:
         async with task_group() as tg:
             # The worker processes start while the first queue is opened and read.
             warm = anyio.Event()
-            tg.start_soon(self._start_workers, warm)
+            tg.start_soon(self._workers.start_all, started, warm)
             for name in names:
                 await self._queue(name, send, warm)
-
-    async def _start_workers(self, warm: anyio.Event) -> None:
-        """Start every worker process (one first call each), then set ``warm``."""
-        async with task_group() as tg:
-            for _ in range(self._workers.processes):
-                tg.start_soon(self._workers.run, started)
-        warm.set()
 
     async def _queue(self, dirname: str, send: SendBatch, warm: anyio.Event) -> None:
         cfg, fh = await self._tree.run(_open_queue, self._tree, dirname)
