@@ -120,19 +120,23 @@ async def test_a_worker_process_that_dies_is_a_typed_error_and_the_pool_goes_on(
     assert square == 9
 
 
-async def test_a_process_starts_at_the_first_call_not_on_entry(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A run whose input gives its worker-using adapters nothing (an S3-only snapshot) pays
-    for no process; the first call starts one and the next calls reuse it."""
-    started: list[int] = []
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One item per worker process started."""
+    starts: list[int] = []
     start = Workers._start
 
     async def counted(self: Workers) -> object:
-        started.append(1)
+        starts.append(1)
         return await start(self)
 
     monkeypatch.setattr(Workers, "_start", counted)
+    return starts
+
+
+async def test_a_process_starts_at_the_first_call_not_on_entry(started: list[int]) -> None:
+    """A run whose input gives its worker-using adapters nothing (an S3-only snapshot) pays
+    for no process; the first call starts one and the next calls reuse it."""
     async with Workers(2):
         pass
     assert started == []
@@ -146,19 +150,9 @@ def _nothing() -> None:
     pass
 
 
-async def test_start_all_starts_every_process_before_it_says_so(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_start_all_starts_every_process_before_it_says_so(started: list[int]) -> None:
     """start_all sets its event once each process has answered a first call; calls after it
     start no process."""
-    started: list[int] = []
-    start = Workers._start
-
-    async def counted(self: Workers) -> object:
-        started.append(1)
-        return await start(self)
-
-    monkeypatch.setattr(Workers, "_start", counted)
     ready = anyio.Event()
     async with Workers(2) as workers:
         await workers.start_all(_nothing, ready)
