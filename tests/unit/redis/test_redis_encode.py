@@ -497,7 +497,7 @@ async def test_listing_and_sidecar_sorted_through_runs_restore_the_tree(
     """A type directory and its TTL sidecar larger than their part of the encoder's memory
     share go through spilled runs; the records are those of an in-memory sort, and decode
     back to the same tree."""
-    from elastickv_async._adapters.redis import streams
+    from elastickv_async._core.dump import listing
     from elastickv_async._core.extsort import ExternalSorter
 
     files = _large_tree(tmp_path / "in")
@@ -510,7 +510,7 @@ async def test_listing_and_sidecar_sorted_through_runs_restore_the_tree(
         spill(self)
 
     monkeypatch.setattr(ExternalSorter, "spill", counting)
-    monkeypatch.setattr(streams, "_LIST_BATCH", 8)
+    monkeypatch.setattr(listing, "_LIST_BATCH", 8)
     spilled = await encode_tree(tmp_path / "in", memory=16 * 512)
     assert spills.count("names-strings") > 10 and spills.count("ttl-strings") > 0
     assert spilled == in_memory
@@ -764,36 +764,6 @@ def test_plain_names_decode_in_one_batch_as_decode_segment_does() -> None:
     assert _plain_keys([]) is None
 
 
-@pytest.mark.parametrize("spill", [False, True])
-def test_listing_is_in_byte_order_with_its_irregular_entries(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spill: bool
-) -> None:
-    """The listing gives every name once, in byte order of the names (not code point order:
-    a name that is not UTF-8 sorts by its bytes), in chunks, with the entries that are not
-    regular files, whether sorted in memory or through spilled runs."""
-    from elastickv_async._adapters.redis import streams
-    from elastickv_async._core.dump.tree import DumpTree
-
-    if spill:
-        monkeypatch.setattr(streams, "_LIST_BATCH", 3)
-    raw = [b"a", b"a-", b"a.x", b"b", b"\xc3\xa9", b"\xef\xbf\xbd", b"\xed", b"\xff", b"z"]
-    raw += [b"n%03d" % i for i in range(40)]
-    directory = tmp_path / "d"
-    directory.mkdir()
-    for name in raw:
-        (directory / os.fsdecode(name)).write_bytes(b"v")
-    os.mkdir(directory / "sub")
-    os.symlink("a", directory / "link")
-    raw += [b"sub", b"link"]
-    with DumpTree(tmp_path).open_dir(("d",)) as listed:  # type: ignore[union-attr]
-        memory = 512 if spill else 1 << 20
-        chunks = list(streams.sorted_listing(listed, tmp_path / "scratch", 4, memory))
-    assert all(0 < len(names) <= 4 for names, _odd in chunks)
-    assert [os.fsencode(n) for names, _odd in chunks for n in names] == sorted(raw)
-    assert {n for _names, odd in chunks for n in odd} == {"sub", "link"}
-    assert all(odd <= set(names) for names, odd in chunks)
-
-
 _DOCS = [
     '{"format_version":1,"fields":[{"name":"a","value":"b"},{"name":"\\u00e9","value":""}]}',
     '{"format_version":1,"members":["x","y\\n"],"items":["i"],"expire_at_ms":0}',
@@ -969,6 +939,7 @@ async def test_each_part_of_the_encoder_takes_its_bytes_of_the_share(
     (shared by the round's slices), the TTL sidecar at most seven and the names fourteen less
     what the TTLs hold."""
     from elastickv_async._adapters.redis import streams
+    from elastickv_async._core.dump import listing as listing_module
     from elastickv_async._core.extsort import ExternalSorter
 
     _large_tree(tmp_path)
@@ -987,7 +958,7 @@ async def test_each_part_of_the_encoder_takes_its_bytes_of_the_share(
         return merged(self)
 
     listed: dict[str, int] = {}
-    sorted_listing = streams.sorted_listing
+    sorted_listing = listing_module.sorted_listing
 
     def listing(directory: Any, scratch: Path, chunk: int, memory: int) -> Any:
         listed[scratch.name] = memory

@@ -37,21 +37,14 @@ import anyio
 import anyio.to_thread
 
 from ..._core.concurrency import task_group
+from ..._core.dump.listing import Listed, raw_name, sorted_listing
 from ..._core.dump.tree import DumpTree, TreeDir
 from ..._core.extsort import ExternalSorter
 from ..base import EncodeContext, SendBatch
 from . import layout
 from .errors import tree_error
 from .slices import TYPE_DIRS, Built, Slice, encode_slice, started
-from .streams import (
-    Listed,
-    SortedLookup,
-    bounded_keymap,
-    raw_name,
-    sorted_keymap,
-    sorted_listing,
-    sorted_ttls,
-)
+from .streams import SortedLookup, bounded_keymap, sorted_keymap, sorted_ttls
 
 __all__ = ["RedisEncoder"]
 

@@ -11,26 +11,23 @@ while they fit their part; past it, each directory joins them the same way
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
-import sys
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final, cast
 
 from ..._core.dump.keymap import KEYMAP_FILE, read_keymap_blocks
+from ..._core.dump.listing import name_of, raw_name
 from ..._core.dump.tree import TreeDir
 from ..._core.extsort import ENTRY_OVERHEAD, ExternalSorter
 from . import layout
 from .values import shifted_ttl
 
 __all__ = [
-    "Listed",
     "SortedLookup",
     "bounded_keymap",
     "sorted_keymap",
-    "sorted_listing",
     "sorted_ttls",
 ]
 
@@ -42,76 +39,6 @@ _TTL_LINE: Final = re.compile(
 _U64_MAX: Final = (1 << 64) - 1
 #: Decimal digits of the largest ``uint64``: only that long a number can exceed it.
 _U64_DIGITS: Final = len(str(_U64_MAX))
-_REGULAR: Final = b""
-_IRREGULAR: Final = b"!"
-
-#: A run of consecutive names of a listing, and those of them whose ``d_type`` is not a
-#: regular file.
-Listed = tuple[list[str], frozenset[str]]
-#: Rough bytes a listed name holds in memory beside its characters (the str, its list slot).
-_NAME_OVERHEAD: Final = 80
-#: Directory entries taken from ``scandir`` at once.
-_LIST_BATCH: Final = 4096
-#: The file names' encoding, as ``os.fsencode`` applies it.
-_FS_ENCODING: Final = sys.getfilesystemencoding()
-_FS_ERRORS: Final = sys.getfilesystemencodeerrors()
-
-
-def raw_name(name: str) -> bytes:
-    """The bytes of the file name ``name`` (``os.fsencode`` without its type checks)."""
-    return name.encode(_FS_ENCODING, _FS_ERRORS)
-
-
-def sorted_listing(
-    directory: TreeDir, scratch: Path, chunk: int, memory: int
-) -> Generator[Listed, None, None]:
-    """Every entry of ``directory`` in byte order of the names, ``chunk`` names at a time,
-    with those whose ``d_type`` is not a regular file (no ``stat`` call: entries are checked
-    where they are read).
-
-    A directory whose names fit in ``memory`` bytes is sorted in memory; a larger one
-    through runs under ``scratch``, removed when the iterator is exhausted or closed.
-    """
-    names: list[str] = []
-    irregular: set[str] = set()
-    size = 0
-    sorter: ExternalSorter | None = None
-    try:
-        with os.scandir(directory.fd) as listing:
-            while entries := list(itertools.islice(listing, _LIST_BATCH)):
-                part = [entry.name for entry in entries]
-                names += part
-                irregular.update(e.name for e in entries if not e.is_file(follow_symlinks=False))
-                size += sum(map(len, part)) + _NAME_OVERHEAD * len(part)
-                if size >= memory:
-                    sorter = sorter or ExternalSorter(scratch, memory)
-                    _spill_names(sorter, names, irregular)
-                    names, irregular, size = [], set(), 0
-        if sorter is None:
-            # Code point order is the UTF-8 byte order, except for the surrogates that stand
-            # for undecodable bytes: only ASCII names are sorted as they are.
-            names.sort(key=None if "".join(names).isascii() else raw_name)
-            for start in range(0, len(names), chunk):
-                part = names[start : start + chunk]
-                yield part, frozenset(irregular.intersection(part)) if irregular else _NONE
-            return
-        _spill_names(sorter, names, irregular)
-        merged = sorter.merged()
-        while batch := list(itertools.islice(merged, chunk)):
-            part = [os.fsdecode(raw) for raw, _flag in batch]
-            odd = frozenset(n for n, (_raw, flag) in zip(part, batch, strict=True) if flag)
-            yield part, odd
-    finally:
-        if sorter is not None:
-            sorter.close()
-
-
-_NONE: Final[frozenset[str]] = frozenset()
-
-
-def _spill_names(sorter: ExternalSorter, names: list[str], irregular: set[str]) -> None:
-    sorter.add_many([(raw_name(n), _IRREGULAR if n in irregular else _REGULAR) for n in names])
-    sorter.spill()
 
 
 class SortedLookup:
@@ -128,7 +55,7 @@ class SortedLookup:
         head, records = self._head, self._records
         found: dict[str, bytes] = {}
         while head is not None and head[0] <= last:
-            found[head[0].decode(_FS_ENCODING, _FS_ERRORS)] = head[1]
+            found[name_of(head[0])] = head[1]
             head = next(records, None)
         self._head = head
         return found
