@@ -69,6 +69,7 @@ def _users(root: Path) -> Path:
         (lambda t: (t / "items/u9.txt").symlink_to("/etc/passwd"), "ErrUnsafeDumpEntry"),
         (lambda t: os.mkfifo(t / "items/u9.json"), "ErrUnsafeDumpEntry"),
         (lambda t: os.link(t / "items/u1.json", t / "items/u9.json"), "ErrUnsafeDumpEntry"),
+        (lambda t: os.link(t / "_schema.json", t / "items/notes.txt"), "ErrUnsafeDumpEntry"),
         (lambda t: (t / "items/u1/deeper").mkdir(parents=True), "ErrDDBEncodeInvalidItem"),
         (lambda t: (t / "items/u1.json").write_text("{"), "ErrDDBEncodeInvalidItem"),
         (
@@ -110,6 +111,61 @@ async def test_items_must_be_a_directory_and_other_files_are_ignored(tmp_path: P
     (_users(root) / "items").write_text("")
     with pytest.raises(DumpTreeError, match="expected a directory"):
         await _records(root, tmp_path)
+
+
+async def test_item_files_are_read_without_a_stat_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The item files a listing types as regular files are opened and checked as they are
+    read: only the other entries (a hash directory, a symlink) are looked up first."""
+    from elastickv_async._core.dump.tree import TreeDir
+
+    root = _tree(tmp_path)
+    items = _users(root) / "items"
+    for number in range(5, 40):
+        shutil.copy(items / "u1.json", items / f"u{number}.json")
+    baseline = await _records(root, tmp_path)
+    looked_up: list[str] = []
+    lookup = TreeDir.lookup
+
+    def counting(self: TreeDir, name: str) -> Any:
+        looked_up.append(self.path(name))
+        return lookup(self, name)
+
+    monkeypatch.setattr(TreeDir, "lookup", counting)
+    assert await _records(root, tmp_path) == baseline
+    assert not [rel for rel in looked_up if rel.startswith("dynamodb/users/items/")]
+    (items / "u7").mkdir()
+    shutil.move(items / "u7.json", items / "u7" / "r.json")
+    looked_up.clear()
+    assert len(await _records(root, tmp_path)) == len(baseline)
+    assert [rel for rel in looked_up if rel.startswith("dynamodb/users/items/")] == [
+        "dynamodb/users/items/u7"
+    ]
+
+
+async def test_items_go_to_the_worker_processes_as_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of items is one object of lists (pickled a list at a time), not an object per
+    item."""
+    from elastickv_async._adapters.dynamodb.items import ItemBatch
+
+    sent: list[Any] = []
+    run = Workers.run
+
+    async def recording(self: Workers, func: Any, *args: Any) -> Any:
+        sent.append(args)
+        return await run(self, func, *args)
+
+    monkeypatch.setattr(Workers, "run", recording)
+    records = await _records_in_order(golden_case("enc_ddb_gsi") / "input", tmp_path, 1)
+    assert sorted(records) == sorted(read_fsm(golden_case("enc_ddb_gsi") / "expected.fsm"))
+    assert sent and all(len(args) == 1 and type(args[0]) is ItemBatch for args in sent)
+    batch = sent[0][0]
+    assert type(batch.wheres) is list and type(batch.raws) is list
+    assert len(batch.wheres) == len(batch.raws) == 4
+    assert {type(raw) for raw in batch.raws} == {bytes}
 
 
 def _write_schema(root: Path, directory: str, **changes: Any) -> None:

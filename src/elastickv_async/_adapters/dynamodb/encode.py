@@ -8,13 +8,15 @@ when the manifest says ``dynamodb_layout: "jsonl"``.
 
 The tree is read in one worker thread at a time through the context's
 :class:`~elastickv_async._core.dump.tree.DumpTree` (symlinks, special files and hard links are
-refused, never followed), a chunk of item files per call. The items of a chunk are parsed and
-encoded (:mod:`.items`) in the context's worker processes while the next chunk is read, so
-memory stays bounded whatever the table size.
+refused, never followed), a chunk of item files per call: an items directory is listed with
+the entries' types, and its regular files are read one after the other, each checked as it is
+opened. The items of a chunk are parsed and encoded (:mod:`.items`) in the context's worker
+processes while the next chunk is read, so memory stays bounded whatever the table size.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, Generator, Iterator
 from typing import Final
 
@@ -22,11 +24,12 @@ import anyio
 import anyio.to_thread
 
 from ..._core.concurrency import task_group
+from ..._core.dump.listing import sorted_listing
 from ..._core.dump.names import encode_segment
-from ..._core.dump.tree import MAX_RECORD_FILE, TreeDir, TreeEntry
+from ..._core.dump.tree import MAX_RECORD_FILE, TreeDir
 from ..base import EncodeContext, SendBatch, send_batches
 from .errors import tree_error
-from .items import RawItem, Record, encode_items, gsi_rows, item_key
+from .items import ItemBatch, RawItem, Record, encode_items, gsi_rows, item_key
 from .keys import RESTORE_GENERATION, table_gen_key, table_meta_key
 from .layout import ITEMS_DIR, LAYOUT_JSONL, ROOT, SCHEMA_FILE, load_json, public_to_schema
 from .values import encode_schema
@@ -54,6 +57,9 @@ class _Walker:
         self._tree = ctx.tree
         self._jsonl = ctx.decoded_with.layout == LAYOUT_JSONL
         self._chunk_bytes = max(1, min(CHUNK_BYTES, ctx.memory // 4))
+        # An items directory's listing and a hash directory's in it are held at once.
+        self._listing_memory = max(1, ctx.memory // 8)
+        self._scratch = ctx.scratch / "dynamodb"
         self._units = self._walk()
 
     def next_chunk(self) -> list[Unit]:
@@ -117,26 +123,64 @@ class _Walker:
             else:
                 yield from self._file_items(items, blob)
 
-    @staticmethod
-    def _file_items(items: TreeDir, schema: bytes) -> Iterator[RawItem]:
-        for entry in items.entries():
-            if not entry.is_dir:
-                if entry.name.endswith(".json"):
-                    yield _read_item(items, entry, schema)
+    def _file_items(self, items: TreeDir, schema: bytes) -> Iterator[RawItem]:
+        for unit in self._listed(items, schema, "items"):
+            if isinstance(unit, RawItem):
+                yield unit
                 continue
-            hash_dir = items.subdir(entry.name)
+            hash_dir = items.subdir(unit)
             if hash_dir is None:
                 continue
             with hash_dir:
-                for child in hash_dir.entries():
-                    if child.is_dir:
-                        where = hash_dir.path(child.name)
+                for child in self._listed(hash_dir, schema, "hash"):
+                    if not isinstance(child, RawItem):
+                        where = hash_dir.path(child)
                         raise tree_error(
                             "ErrDDBEncodeInvalidItem",
                             f"{where}: items are at most two directory levels deep",
                         )
-                    if child.name.endswith(".json"):
-                        yield _read_item(hash_dir, child, schema)
+                    yield child
+
+    def _listed(self, directory: TreeDir, schema: bytes, scratch: str) -> Iterator[RawItem | str]:
+        """The items of ``directory``'s ``*.json`` files and the names of its subdirectories
+        (``str``), in byte order of the names.
+
+        A run of names the listing typed as regular files is read in one loop, each file
+        checked as it is opened (no ``lstat`` per name); any other entry is looked up and
+        checked first (a symlink or special file is refused, never followed).
+        """
+        listing = sorted_listing(
+            directory, self._scratch / f"{scratch}-listing", CHUNK_UNITS, self._listing_memory
+        )
+        with contextlib.closing(listing):
+            for names, odd in listing:
+                run: list[str] = []
+                for name in names:
+                    if name not in odd:
+                        if name.endswith(".json"):
+                            run.append(name)
+                        else:
+                            directory.lookup(name)  # refused if hard-linked, else skipped
+                        continue
+                    yield from self._read_run(directory, run, schema)
+                    run = []
+                    entry = directory.lookup(name)
+                    if entry is None:
+                        continue
+                    if entry.is_dir:
+                        yield name
+                    elif name.endswith(".json"):
+                        with directory.open_file(entry) as file:
+                            yield RawItem(file.rel, file.read_all(), schema, line=False)
+                yield from self._read_run(directory, run, schema)
+
+    @staticmethod
+    def _read_run(directory: TreeDir, names: list[str], schema: bytes) -> Iterator[RawItem]:
+        reads = directory.read_listed_many(names)
+        with contextlib.closing(reads):
+            for name, data in reads:
+                if data is not None:  # else removed since the listing
+                    yield RawItem(directory.path(name), data, schema, line=False)
 
     @staticmethod
     def _bundle_items(items: TreeDir, schema: bytes) -> Iterator[RawItem]:
@@ -164,11 +208,6 @@ class _Walker:
                             f"{where}: a line is longer than {MAX_RECORD_FILE:,} bytes",
                         )
                     yield RawItem(where, line, schema, line=True)
-
-
-def _read_item(directory: TreeDir, entry: TreeEntry, schema: bytes) -> RawItem:
-    with directory.open_file(entry) as file:
-        return RawItem(file.rel, file.read_all(), schema, line=False)
 
 
 class DynamoDBEncoder:
@@ -202,7 +241,7 @@ class DynamoDBEncoder:
         workers = self._ctx.workers
         shares = max(1, workers.processes)
         # Records as they are, or items to encode (results[i] for parts[i]); in walk order.
-        parts: list[list[RawItem]] = []
+        parts: list[ItemBatch | None] = []
         results: list[list[Record]] = []
         items: list[RawItem] = []
         for unit in chunk:
@@ -211,7 +250,7 @@ class DynamoDBEncoder:
                     parts.append(share)
                     results.append([])
                 items = []
-                parts.append([])
+                parts.append(None)
                 results.append([unit])
             else:
                 items.append(unit)
@@ -220,8 +259,8 @@ class DynamoDBEncoder:
             results.append([])
         upcoming: list[Unit] = []
 
-        async def encode(index: int) -> None:
-            results[index] = await workers.run(encode_items, parts[index])
+        async def encode(index: int, batch: ItemBatch) -> None:
+            results[index] = await workers.run(encode_items, batch)
 
         async def walk() -> None:
             upcoming.extend(await self._ctx.tree.run(walker.next_chunk))
@@ -229,14 +268,20 @@ class DynamoDBEncoder:
         async with task_group() as tg:
             tg.start_soon(walk)
             for index, part in enumerate(parts):
-                if part:
-                    tg.start_soon(encode, index)
+                if part is not None:
+                    tg.start_soon(encode, index, part)
         return [record for result in results for record in result], upcoming
 
 
-def _shares(items: list[RawItem], shares: int) -> list[list[RawItem]]:
-    """``items`` cut into up to ``shares`` consecutive runs of near-equal length."""
+def _shares(items: list[RawItem], shares: int) -> Iterator[ItemBatch]:
+    """``items`` (consecutive, of one table) cut into up to ``shares`` batches of near-equal
+    length."""
     if not items:
-        return []
+        return
     size = -(-len(items) // shares)
-    return [items[i : i + size] for i in range(0, len(items), size)]
+    first = items[0]
+    for start in range(0, len(items), size):
+        part = items[start : start + size]
+        yield ItemBatch(
+            first.schema, first.line, [item.where for item in part], [item.raw for item in part]
+        )

@@ -7,7 +7,7 @@ module imports only what encoding items needs, so that a worker process starts q
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -19,7 +19,7 @@ from .layout import binary_value, load_json, public_to_item
 from .numbers import numeric_key_bytes
 from .values import encode_item, encode_item_json
 
-__all__ = ["RawItem", "Record", "encode_items", "gsi_rows", "item_key"]
+__all__ = ["ItemBatch", "RawItem", "Record", "encode_items", "gsi_rows", "item_key"]
 
 Record = tuple[bytes, bytes]
 
@@ -91,8 +91,7 @@ def _item_records(schema: DynamoTableSchema, item: DynamoItem, where: str) -> It
 
 
 class RawItem(NamedTuple):
-    """An item's JSON as read from the tree, waiting to be encoded (a named tuple: a
-    chunk's items are pickled to the worker processes, and tuples pickle fastest)."""
+    """An item's JSON as read from the tree, waiting to be encoded in an :class:`ItemBatch`."""
 
     #: Where it came from (a path, or ``path:line`` for a JSON-lines part).
     where: str
@@ -101,6 +100,19 @@ class RawItem(NamedTuple):
     schema: bytes
     #: A JSON-lines item, which must be an object (an item file may also be ``null``).
     line: bool
+
+
+class ItemBatch(NamedTuple):
+    """Items of one table to encode in one call, as columns: a batch is pickled to a worker
+    process as a few lists, not as an object per item (three times faster both ways)."""
+
+    #: The table's schema, serialised (generated message classes do not pickle).
+    schema: bytes
+    #: JSON-lines items, which must be objects (an item file may also be ``null``).
+    lines: bool
+    #: Where each item came from (a path, or ``path:line`` for a JSON-lines part).
+    wheres: list[str]
+    raws: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,20 +201,18 @@ def _fast_records(plan: _Plan, doc: Any) -> list[Record] | None:
     return records
 
 
-def encode_items(items: Sequence[RawItem]) -> list[Record]:
+def encode_items(batch: ItemBatch) -> list[Record]:
     """Parse and encode a batch of items: each item's record, then its GSI rows."""
     records: list[Record] = []
-    for unit in items:
-        doc = load_json(unit.raw, unit.where, "ErrDDBEncodeInvalidItem")
-        if unit.line and not isinstance(doc, dict):
-            raise tree_error(
-                "ErrDDBEncodeInvalidItem", f"{unit.where}: a line must be one JSON object"
-            )
-        plan = _plan(unit.schema)
+    plan = _plan(batch.schema)
+    for where, raw in zip(batch.wheres, batch.raws, strict=True):
+        doc = load_json(raw, where, "ErrDDBEncodeInvalidItem")
+        if batch.lines and not isinstance(doc, dict):
+            raise tree_error("ErrDDBEncodeInvalidItem", f"{where}: a line must be one JSON object")
         fast = _fast_records(plan, doc)
         if fast is None:
-            item = public_to_item(doc, unit.where)
-            records.extend(_item_records(plan.schema, item, unit.where))
+            item = public_to_item(doc, where)
+            records.extend(_item_records(plan.schema, item, where))
         else:
             records.extend(fast)
     return records
