@@ -88,8 +88,9 @@ def test_item_body_requires_magic_and_proto() -> None:
     assert item_body(b"\x00DI\x01") == b""
 
 
-_names = st.text(max_size=4)
-_strings = st.text(max_size=6)
+# Long ones too: an entry, a list element or a map past 127 bytes needs a longer length.
+_names = st.one_of(st.text(max_size=4), st.text(min_size=60, max_size=130))
+_strings = st.one_of(st.text(max_size=6), st.text(min_size=60, max_size=130))
 _scalars = st.one_of(
     st.builds(lambda v: {"S": v}, _strings),
     st.builds(lambda v: {"N": v}, _strings),

@@ -166,7 +166,11 @@ def _json_value_bytes(obj: Any) -> bytes | None:
     ((kind, value),) = obj.items()
     tag = _STRING_TAGS.get(kind)
     if tag is not None:
-        return _framed(tag, value.encode()) if type(value) is str else None
+        if type(value) is not str:
+            return None
+        data = value.encode()
+        size = len(data)
+        return tag + _SHORT[size] + data if size < 0x80 else tag + _varint(size) + data
     if type(value) is bool:
         return _BOOL_VALUES.get((kind, value))
     tag = _SET_TAGS.get(kind)
@@ -186,11 +190,17 @@ def _json_value_bytes(obj: Any) -> bytes | None:
             encoded = _json_value_bytes(element)
             if encoded is None:
                 return None
-            elements.append(_framed(_FIELD1, encoded))
+            size = len(encoded)
+            elements.append(
+                _FIELD1 + _SHORT[size] + encoded if size < 0x80 else _framed(_FIELD1, encoded)
+            )
         return _framed(_LIST_TAG, b"".join(elements))
     if kind == "M" and type(value) is dict:
         body = _json_map_bytes(value)
-        return None if body is None else _framed(_MAP_TAG, body)
+        if body is None:
+            return None
+        size = len(body)
+        return _MAP_TAG + _SHORT[size] + body if size < 0x80 else _framed(_MAP_TAG, body)
     return None
 
 
@@ -200,8 +210,15 @@ def _json_map_bytes(attributes: dict[str, Any]) -> bytes | None:
         encoded = _json_value_bytes(attributes[name])
         if encoded is None:
             return None
-        entry = _framed(_FIELD1, name.encode()) + _framed(_FIELD2, encoded)
-        entries.append(_framed(_FIELD1, entry))
+        key = name.encode()
+        # The common entry: every length a one-byte varint, the entry built in one step.
+        inner = len(key) + len(encoded) + 4
+        if inner < 0x80:
+            entries.append(
+                b"\x0a%c\x0a%c%b\x12%c%b" % (inner, len(key), key, len(encoded), encoded)
+            )
+        else:
+            entries.append(_framed(_FIELD1, _framed(_FIELD1, key) + _framed(_FIELD2, encoded)))
     return b"".join(entries)
 
 
