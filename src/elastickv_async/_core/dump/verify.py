@@ -122,23 +122,32 @@ def _agreeing(
     blocks = iter(blocks)
     count = 0
     previous: bytes | None = None
+    # CHECKSUMS read so far, compared up to ``at``: a batch (a directory's files, often a
+    # few lines) moves ``at`` on; only reading more copies what is left of a block.
     data = b""
+    at = 0
     for batch in batches:
         expected = b"".join([d.hex().encode() + b"  " + path + b"\n" for path, d in batch])
-        while len(data) < len(expected) and (block := next(blocks, None)) is not None:
-            data += block
-        if data.startswith(expected):
-            data = data[len(expected) :]
+        if len(data) - at < len(expected):
+            pieces = [data[at:]]
+            held = len(pieces[0])
+            while held < len(expected) and (block := next(blocks, None)) is not None:
+                pieces.append(block)
+                held += len(block)
+            data = b"".join(pieces)
+            at = 0
+        if data.startswith(expected, at):
+            at += len(expected)
             count += len(batch)
             previous = batch[-1][0]
             continue
         actual = itertools.chain(batch, itertools.chain.from_iterable(batches))
         more, differing, shown = _agreeing_lines(
-            itertools.chain([data], blocks), actual, count, previous
+            itertools.chain([data[at:]], blocks), actual, count, previous
         )
         return count + more, differing, shown
     more, differing, shown = _agreeing_lines(
-        itertools.chain([data], blocks), iter(()), count, previous
+        itertools.chain([data[at:]], blocks), iter(()), count, previous
     )
     return count + more, differing, shown
 
