@@ -14,6 +14,7 @@ import pytest
 from support import raises_code
 
 from elastickv_async._core.dump import checksums
+from elastickv_async._core.dump import tree as tree_module
 from elastickv_async._core.dump.checksums import (
     ChecksumLedger,
     checksum_line,
@@ -347,14 +348,18 @@ async def test_verify_parses_the_lines_after_the_first_that_differs(tmp_path: Pa
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("at", [0, 3, 4, 17, 40])
+@pytest.mark.parametrize("block", [None, 100])
 async def test_verify_compares_whole_batches_then_lines_from_the_batch_that_differs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int, block: int | None
 ) -> None:
     """The walk's files are compared a batch at a time with the bytes of CHECKSUMS; from the
     first batch that differs, line by line: whichever batch the difference falls in (batches
     of 4 here), a respelled line still verifies, a malformed one is named by its number and
-    a wrong digest by its path."""
+    a wrong digest by its path; also when CHECKSUMS is read in blocks shorter than a batch's
+    lines, so that batches start and end inside blocks."""
     monkeypatch.setattr(checksums, "_BATCH", 4)
+    if block is not None:
+        monkeypatch.setattr(tree_module, "_READ_BLOCK", block)
     _big_tree(tmp_path, 40)
     await _list(tmp_path)
     lines = _checksums_lines(tmp_path)
