@@ -15,6 +15,7 @@ from support import raises_code
 
 from elastickv_async._core.dump import checksums
 from elastickv_async._core.dump import tree as tree_module
+from elastickv_async._core.dump import verify as verify_module
 from elastickv_async._core.dump.checksums import (
     ChecksumLedger,
     checksum_line,
@@ -356,10 +357,16 @@ async def test_verify_compares_whole_batches_then_lines_from_the_batch_that_diff
     first batch that differs, line by line: whichever batch the difference falls in (batches
     of 4 here), a respelled line still verifies, a malformed one is named by its number and
     a wrong digest by its path; also when CHECKSUMS is read in blocks shorter than a batch's
-    lines, so that batches start and end inside blocks."""
+    lines, so that batches start and end inside blocks. Every CHECKSUMS here is in order: none
+    is taken for an unsorted one (which would be sorted and verified whole)."""
     monkeypatch.setattr(checksums, "_BATCH", 4)
     if block is not None:
         monkeypatch.setattr(tree_module, "_READ_BLOCK", block)
+
+    def unsorted(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an ordered CHECKSUMS was sorted again")
+
+    monkeypatch.setattr(verify_module, "ChecksumLedger", unsorted)
     _big_tree(tmp_path, 40)
     await _list(tmp_path)
     lines = _checksums_lines(tmp_path)
