@@ -75,14 +75,17 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def auto_processes(*, large: bool) -> int:
+def auto_processes(*, large: bool, per_cpu: bool = False) -> int:
     """How many worker processes ``workers=None`` means: for a ``large`` input, one per CPU
-    but one, since the run's own process keeps reading and writing on a core of its own;
-    none for a small input or on a single CPU. Each worker costs its start-up (some 0.3 s of
-    imports) and some 35-50 MiB of memory, which a third process on two cores would not earn.
+    but one, since the run's own process keeps reading and writing on a core of its own, or
+    one per CPU with ``per_cpu`` (an encode: its own process mostly waits for the workers'
+    records, listing and sorting between them); none for a small input or on a single CPU.
+    Each worker costs its start-up (some 0.3 s of imports) and some 35-50 MiB of memory.
     """
     cpus = available_cpus()
-    return cpus - 1 if large and cpus > 1 else 0
+    if not large or cpus < 2:
+        return 0
+    return cpus if per_cpu else cpus - 1
 
 
 #: Calls a worker process holds at once: the one it runs and the next, waiting in its pipe,

@@ -14,6 +14,7 @@ import anyio
 import pytest
 from support import REPO_ROOT, DigestLog, run_independent_files
 
+from elastickv_async._core import workers as workers_module
 from elastickv_async._core.cli import main
 from elastickv_async._core.dump.tree import DumpTree, recording_reads
 from elastickv_async._core.encode.api import encode_snapshot
@@ -25,7 +26,7 @@ from elastickv_async._core.errors import (
 )
 from elastickv_async._core.options import DecodeOptions, EncodeOptions
 from elastickv_async._core.pipeline import decode_snapshot
-from elastickv_async._core.workers import Workers, auto_processes, available_cpus
+from elastickv_async._core.workers import AUTO_MIN_LISTING, Workers, auto_processes
 
 pytestmark = pytest.mark.anyio
 
@@ -166,9 +167,27 @@ def test_negative_process_count_is_a_usage_error() -> None:
         Workers(-1)
 
 
-def test_auto_leaves_a_cpu_to_the_run_and_starts_nothing_for_a_small_input() -> None:
-    assert auto_processes(large=False) == 0
-    assert auto_processes(large=True) == available_cpus() - 1
+def test_auto_leaves_a_cpu_to_the_run_and_starts_nothing_for_a_small_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert auto_processes(large=False) == auto_processes(large=False, per_cpu=True) == 0
+    for cpus, spare, each in ((1, 0, 0), (2, 1, 2), (8, 7, 8)):
+        monkeypatch.setattr(workers_module, "available_cpus", lambda cpus=cpus: cpus)
+        assert auto_processes(large=True) == spare
+        assert auto_processes(large=True, per_cpu=True) == each
+
+
+def test_an_encode_of_a_large_tree_starts_a_worker_per_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from elastickv_async._core.encode import api
+
+    monkeypatch.setattr(workers_module, "available_cpus", lambda: 2)
+    (tmp_path / "CHECKSUMS").write_bytes(b"x" * AUTO_MIN_LISTING)
+    assert api._workers(EncodeOptions(workers=None), tmp_path).processes == 2
+    assert api._workers(EncodeOptions(workers=1), tmp_path).processes == 1
+    (tmp_path / "CHECKSUMS").write_bytes(b"x" * (AUTO_MIN_LISTING - 1))
+    assert api._workers(EncodeOptions(workers=None), tmp_path).processes == 0
 
 
 @needs_sample

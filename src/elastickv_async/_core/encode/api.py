@@ -550,7 +550,7 @@ def _workers(options: EncodeOptions, root: Path) -> Workers:
         listing = os.stat(root / CHECKSUMS_NAME, follow_symlinks=False).st_size
     except OSError:
         listing = 0
-    return Workers(auto_processes(large=listing >= AUTO_MIN_LISTING))
+    return Workers(auto_processes(large=listing >= AUTO_MIN_LISTING, per_cpu=True))
 
 
 async def _verify_input(
