@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
 from support import raises_code
 
+from elastickv_async._adapters.s3 import layout
 from elastickv_async._adapters.s3.layout import (
     Placement,
     blob_file_name,
@@ -147,3 +149,19 @@ def test_orphan_chunk_file_names() -> None:
     assert long == hashlib.sha256(b"u" * 240).hexdigest()[:32] + (
         "_0000000000000001_0000000000000000_0000000000000000.bin"
     )
+
+
+def test_a_plain_key_s_path_is_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key kept at its own path is checked once: the check that admits it also admits
+    the placement, which KEYMAP does not record."""
+    checked: list[bytes] = []
+    path_ok = layout._path_ok
+
+    def counting(path: bytes, *, recorded: bool) -> bool:
+        checked.append(path)
+        return path_ok(path, recorded=recorded)
+
+    monkeypatch.setattr(layout, "_path_ok", counting)
+    keys = [b"a/b.txt", b"a/c.txt", b"d"]
+    assert {k: p.path for k, p in _plan(keys).items()} == {k: k for k in keys}
+    assert sorted(checked) == sorted(keys)

@@ -88,6 +88,8 @@ KIND_DIR_MARKER: Final = "s3-dir-marker"
 #: The filesystem's limit for one name; a body's name leaves room for the sidecar suffix.
 NAME_MAX: Final = 255
 _LEAF_MAX: Final = NAME_MAX - len(META_SUFFIX)
+#: Segments no filesystem holds as a name.
+_DOT_NAMES: Final = frozenset({b"", b".", b".."})
 
 
 class Placement(msgspec.Struct, frozen=True):
@@ -97,16 +99,18 @@ class Placement(msgspec.Struct, frozen=True):
     kind: str | None
 
 
-def _prefixes(path: bytes) -> Iterator[bytes]:
+def _prefixes(path: bytes) -> list[bytes]:
     """Every proper directory prefix of ``path`` (``a``, ``a/b`` for ``a/b/c``)."""
-    i = path.find(b"/")
-    while i >= 0:
-        yield path[:i]
-        i = path.find(b"/", i + 1)
+    out = []
+    head, sep, _ = path.rpartition(b"/")
+    while sep:
+        out.append(head)
+        head, sep, _ = head.rpartition(b"/")
+    return out
 
 
 def _segment_ok(seg: bytes) -> bool:
-    return seg not in (b"", b".", b"..") and b"\x00" not in seg and len(seg) <= NAME_MAX
+    return seg not in _DOT_NAMES and b"\x00" not in seg and len(seg) <= NAME_MAX
 
 
 def _utf8(raw: bytes) -> bool:
@@ -122,10 +126,15 @@ def _path_ok(path: bytes, *, recorded: bool) -> bool:
 
     A recorded path must be valid UTF-8, since KEYMAP.jsonl stores it as a JSON string.
     """
+    # One loop, no generator: every key is checked once or twice per bucket flush.
+    if b"\x00" in path:
+        return False
     segs = path.split(b"/")
+    for seg in segs:
+        if seg in _DOT_NAMES or len(seg) > NAME_MAX:
+            return False
     return (
-        all(_segment_ok(s) for s in segs)
-        and len(segs[-1]) <= _LEAF_MAX
+        len(segs[-1]) <= _LEAF_MAX
         and not segs[-1].endswith(META_SUFFIX)
         and segs[0] not in RESERVED_ROOT
         and (not recorded or _utf8(path))
@@ -186,15 +195,17 @@ def plan_objects(
     Raises ``ErrS3MetaSuffixCollision`` for a reserved-suffix key without
     ``rename_collisions``.
     """
-    mapped_all = {_map_reserved(k) for k in all_keys}
+    mapped_of = {k: _map_reserved(k) for k in all_keys}
+    mapped_all = set(mapped_of.values())
     dir_prefixes: set[bytes] = set()
     for mapped in mapped_all:
-        dir_prefixes.update(_prefixes(mapped))
+        if b"/" in mapped:
+            dir_prefixes.update(_prefixes(mapped))
 
     tentative: dict[bytes, Placement] = {}
     deferred: dict[bytes, Placement | None] = {}  # key -> preferred derived placement
     for key in sorted(placed):
-        mapped = _map_reserved(key)
+        mapped = mapped_of[key] if key in mapped_of else _map_reserved(key)
         reserved_kind = KIND_RESERVED_NAME if mapped != key else None
         if key.endswith(META_SUFFIX):
             if not rename_collisions:
@@ -213,8 +224,11 @@ def plan_objects(
             marker = mapped[:-1] + b"/" + DIR_MARKER_NAME if mapped.endswith(b"/") else b""
             deferred[key] = Placement(marker, KIND_DIR_MARKER) if marker else None
             continue
+        if choice.kind is None:  # the path checked just above, and recorded nowhere
+            tentative[key] = choice
+            continue
         taken = choice.kind in (KIND_META_RENAME, KIND_LEAF_DATA) and choice.path in mapped_all
-        if taken or not _path_ok(choice.path, recorded=choice.kind is not None):
+        if taken or not _path_ok(choice.path, recorded=True):
             deferred[key] = None
         else:
             tentative[key] = choice
@@ -223,7 +237,8 @@ def plan_objects(
     # that is some other key's directory or sidecar, or that another key also maps to.
     dirs: set[bytes] = set()
     for choice in tentative.values():
-        dirs.update(_prefixes(choice.path))
+        if b"/" in choice.path:
+            dirs.update(_prefixes(choice.path))
     owner: dict[bytes, bytes] = {}
     for key in sorted(tentative, key=lambda k: (tentative[k].kind is not None, k)):
         path = tentative[key].path
