@@ -268,6 +268,23 @@ def test_the_plain_manifest_path_reads_what_the_go_rules_reader_reads(
         assert fast == general
 
 
+def test_a_plain_manifest_is_read_by_msgspec_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest fast path reads the JSON in C (msgspec), not with the stdlib reader and
+    its Python hooks; repeated keys are still declined."""
+
+    class NoStdlib:
+        def decode(self, text: str) -> Any:
+            raise AssertionError("the stdlib JSON reader read a manifest")
+
+    monkeypatch.setattr(values, "_PLAIN_JSON", NoStdlib())
+    plain = b'{"upload_id": "u", "etag": "e", "size_bytes": 5, "parts": [{"part_no": 1}]}'
+    assert values._plain_manifest_doc(plain) == decode_struct(
+        parse_tree(plain), values._LIVE_MANIFEST
+    )
+    assert values._plain_manifest_doc(b'{"etag": "a", "etag": "b"}') is None
+    assert values._plain_manifest_doc(b'{"etag": "a:b"}') is None  # a colon in a string
+
+
 def test_plain_manifests_take_the_msgspec_path_and_odd_ones_do_not() -> None:
     plain = (
         b'{"upload_id": "u", "etag": "e", "size_bytes": 5, "user_metadata": {"a": "b"}, '

@@ -217,20 +217,50 @@ class _PlainManifest(msgspec.Struct, forbid_unknown_fields=True):
     parts: list[_PlainPart] | None = None
 
 
+@functools.cache
+def _negative_zero() -> re.Pattern[bytes]:
+    # Compiled on first use, like _surrogate: most values hold no "-0" at all.
+    return re.compile(rb"[:,\[][ \t\n\r]*-0")
+
+
+def _members(node: object) -> int:
+    """The members of every JSON object in ``node`` (as msgspec decodes it), nested included."""
+    if type(node) is dict:
+        total = len(node)
+        values: Any = node.values()
+    elif type(node) is list:
+        total, values = 0, node
+    else:
+        return 0
+    for value in values:
+        if type(value) is dict or type(value) is list:
+            total += _members(value)
+    return total
+
+
 def _plain_manifest_doc(value: bytes) -> dict[str, Any] | None:
     """The manifest as :func:`decode_struct` gives it, when the value is plain; ``None``
     when the Go-rules reader must decide.
 
-    The C JSON reader refuses what Go reads its own way (a repeated key, whose earlier value
-    Go would still check or merge, ``-0``, fractions); msgspec then checks each field's
-    type in C. A ``\\u`` escape could be a lone surrogate (Go reads U+FFFD) or spell a
-    name: the Go-rules reader takes it.
+    msgspec reads the JSON and checks each field's type, all in C. What Go reads its own
+    way is declined before or after: a repeated key (Go would still check or merge its
+    earlier value), ``-0``, fractions. A ``\\u`` escape could be a lone surrogate (Go reads
+    U+FFFD) or spell a name: the Go-rules reader takes it.
     """
-    if b"\\u" in value:
+    if b"\\u" in value or (b"-0" in value and _negative_zero().search(value)):
+        return None
+    # Repeated keys: msgspec keeps the last one silently. Where every colon directly follows
+    # a quote, the colons number the members plus the colons inside strings; the members
+    # kept can equal that only when no key repeats (and no string holds a colon).
+    colons = value.count(b":")
+    if value.count(b'":') != colons:
         return None
     try:
-        live = msgspec.convert(_PLAIN_JSON.decode(value.decode("utf-8")), _PlainManifest)
-    except (_NotPlain, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        tree = msgspec.json.decode(value)
+        if _members(tree) != colons:
+            return None
+        live = msgspec.convert(tree, _PlainManifest)
+    except (msgspec.DecodeError, RecursionError):
         return None
     except msgspec.ValidationError:  # a name or a type the struct does not take
         return None
