@@ -26,6 +26,20 @@ def test_segments_unescape_nul_bytes() -> None:
     assert keys.parse_manifest_key(key) == (b"b\x001", 1, b"o\x00\x00")
 
 
+def test_a_segment_without_escaped_nul_is_sliced_not_rebuilt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every key of a bucket is parsed on the event loop: a segment holding no ``00`` byte
+    (nearly all) is one slice of the key, not rebuilt byte run by byte run."""
+
+    def no_rebuild(*args: object) -> bytearray:
+        raise AssertionError("a plain segment was rebuilt")
+
+    monkeypatch.setattr(keys, "bytearray", no_rebuild, raising=False)
+    key = b"!s3|obj|head|" + seg(b"bucket") + u64(3) + seg(b"a/b.txt")
+    assert keys.parse_manifest_key(key) == (b"bucket", 3, b"a/b.txt")
+
+
 @pytest.mark.parametrize(
     "key",
     [

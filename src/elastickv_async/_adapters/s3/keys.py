@@ -75,6 +75,9 @@ def encode_ordered_segment(raw: bytes) -> bytes:
 
 def _segment(key: bytes, offset: int) -> tuple[bytes, int] | None:
     """Decode the segment at ``offset``; return it and the offset after its terminator."""
+    j = key.find(b"\x00", offset)
+    if 0 <= j < len(key) - 1 and key[j + 1] == _TERMINATOR:
+        return key[offset:j], j + 2  # no escaped zero: the bytes as they are
     out = bytearray()
     i = offset
     while True:
