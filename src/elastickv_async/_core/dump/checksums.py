@@ -166,7 +166,10 @@ def _path_order(
 
     A listing larger than ``memory`` bytes is sorted through runs under ``spill()``.
     """
-    entries: list[tuple[bytes, bytes]] = [(os.fsencode(name) + b"/", _DIR) for name in extra_dirs]
+    # The names are sorted alone (a directory holds each once); the flags of the few
+    # entries that are not regular files wait in ``flagged``.
+    names: list[bytes] = [os.fsencode(name) + b"/" for name in extra_dirs]
+    flagged: dict[bytes, bytes] = dict.fromkeys(names, _DIR)
     size = 0
     sorter: ExternalSorter | None = None
     try:
@@ -177,37 +180,46 @@ def _path_order(
                 if not chunk:
                     continue
                 kinds = [
-                    _DIR
-                    if entry.is_dir(follow_symlinks=False)
-                    else _PLAIN
+                    _PLAIN
                     if entry.is_file(follow_symlinks=False)
+                    else _DIR
+                    if entry.is_dir(follow_symlinks=False)
                     else _ODD
                     for entry in chunk
                 ]
                 # One encode for the chunk (no name holds a NUL byte), not one call per name.
                 keys = os.fsencode("\0".join(entry.name for entry in chunk)).split(b"\0")
-                if _DIR in kinds:
+                if _DIR in kinds or _ODD in kinds:
                     keys = [k + b"/" if f == _DIR else k for k, f in zip(keys, kinds, strict=True)]
-                entries += zip(keys, kinds, strict=True)
+                    flagged.update((k, f) for k, f in zip(keys, kinds, strict=True) if f != _PLAIN)
+                names += keys
                 size += sum(map(len, keys)) + ENTRY_OVERHEAD * len(keys)
                 if size >= memory:
                     sorter = sorter or ExternalSorter(spill(), memory)
-                    sorter.add_many(entries)
+                    sorter.add_many(_flagged(names, flagged))
                     sorter.spill()
-                    entries, size = [], 0
+                    names, flagged, size = [], {}, 0
         if sorter is None:
-            entries.sort(key=_NAME)
-            for start in range(0, len(entries), _BATCH):
-                yield _unzipped(entries[start : start + _BATCH])
+            names.sort()
+            for start in range(0, len(names), _BATCH):
+                keys = names[start : start + _BATCH]
+                flags = (
+                    [flagged.get(key, _PLAIN) for key in keys] if flagged else [_PLAIN] * len(keys)
+                )
+                yield keys, flags
             return
-        sorter.add_many(entries)
-        entries = []
+        sorter.add_many(_flagged(names, flagged))
+        names, flagged = [], {}
         merged = sorter.merged()
-        while part := list(itertools.islice(merged, _BATCH)):
-            yield _unzipped(part)
+        while pairs := list(itertools.islice(merged, _BATCH)):
+            yield _unzipped(pairs)
     finally:
         if sorter is not None:
             sorter.close()
+
+
+def _flagged(names: list[bytes], flagged: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    return [(name, flagged.get(name, _PLAIN)) for name in names]
 
 
 def _unzipped(entries: list[tuple[bytes, bytes]]) -> Listed:
