@@ -190,7 +190,8 @@ def plan_objects(
     """Choose the body path of every key in ``placed`` (the objects that have a manifest).
 
     ``all_keys`` are all objects of the bucket's active generation, with or without a
-    manifest: like the reference, every one of them claims its parent directories. Paths
+    manifest (``placed`` among them): like the reference, every one of them claims its parent
+    directories. Paths
     never collide with each other, with their sidecars or with the dump's own files.
     Raises ``ErrS3MetaSuffixCollision`` for a reserved-suffix key without
     ``rename_collisions``.
@@ -205,7 +206,7 @@ def plan_objects(
     tentative: dict[bytes, Placement] = {}
     deferred: dict[bytes, Placement | None] = {}  # key -> preferred derived placement
     for key in sorted(placed):
-        mapped = mapped_of[key] if key in mapped_of else _map_reserved(key)
+        mapped = mapped_of[key]
         reserved_kind = KIND_RESERVED_NAME if mapped != key else None
         if key.endswith(META_SUFFIX):
             if not rename_collisions:
