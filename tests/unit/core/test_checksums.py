@@ -234,6 +234,26 @@ def test_known_digests_stand_for_files_already_read(tmp_path: Path) -> None:
         dict(walk_digests(DumpTree(tmp_path), known=known))
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_known_digests_are_taken_in_batches_as_one_at_a_time(seed: int) -> None:
+    """Known digests asked for in ascending batches give each path its own digest or None,
+    whatever the mix: batches that are exactly the next known paths, known paths no file
+    has (passed over), files with none, batches larger than what is left."""
+    import random
+
+    rng = random.Random(seed)
+    universe = sorted({bytes(rng.choices(b"ab/", k=rng.randint(1, 6))) for _ in range(300)})
+    known = {p: hashlib.sha256(p).digest() for p in universe if rng.random() < 0.7}
+    asked = [p for p in universe if rng.random() < (0.8 if p in known else 0.5)]
+    taken = checksums._Known(iter(sorted(known.items())))
+    start, got = 0, []
+    while start < len(asked):
+        size = rng.choice([1, 2, 5, 17, 64, 400])
+        got += taken.take_many(asked[start : start + size])
+        start += size
+    assert got == [known.get(p) for p in asked]
+
+
 def test_a_large_directory_is_walked_through_sorted_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

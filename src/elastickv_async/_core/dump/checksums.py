@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+from binascii import hexlify
+from bisect import bisect_left
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from operator import itemgetter
@@ -34,6 +36,7 @@ __all__ = [
     "checksum_lines",
     "compute_checksums",
     "hash_tree",
+    "plain_lines",
     "sha256_file",
     "walk_digest_batches",
     "walk_digests",
@@ -42,6 +45,7 @@ __all__ = [
 CHECKSUMS_NAME: Final = "CHECKSUMS"
 _CHECKSUMS_RAW: Final = CHECKSUMS_NAME.encode()
 _NAME: Final = itemgetter(0)
+_DIGEST: Final = itemgetter(1)
 _BLOCK: Final = 1 << 20
 #: Names encoded at once while a directory is listed.
 _CHUNK: Final = 4096
@@ -86,11 +90,20 @@ def checksum_line(hexdigest: str, relpath: bytes) -> bytes:
 def checksum_lines(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
     """The CHECKSUMS lines of ``(raw path, digest)`` entries, joined (each as
     :func:`checksum_line` gives it)."""
-    paths = b"\0".join([rel for rel, _ in entries])
-    if b"\n" in paths or b"\r" in paths or b"\\" in paths:
+    paths = list(map(_NAME, entries))
+    joined = b"\0".join(paths)
+    if b"\n" in joined or b"\r" in joined or b"\\" in joined:
         return b"".join([checksum_line(digest.hex(), rel) for rel, digest in entries])
-    # No path needs escaping: every line has the plain form.
-    return b"".join([b"%s  %s\n" % (digest.hex().encode(), rel) for rel, digest in entries])
+    return plain_lines(paths, map(_DIGEST, entries))
+
+
+def plain_lines(paths: list[bytes], digests: Iterable[bytes]) -> bytes:
+    """The CHECKSUMS lines of files whose ``paths`` need no escaping, with their
+    ``digests``, joined: built by one format of the whole run, in C."""
+    flat: list[bytes] = [b""] * (2 * len(paths))
+    flat[0::2] = map(hexlify, digests)
+    flat[1::2] = paths
+    return (b"%s  %s\n" * len(paths)) % tuple(flat)
 
 
 class HashTally(msgspec.Struct):
@@ -103,29 +116,62 @@ class HashTally(msgspec.Struct):
 
 
 class _Known:
-    """Digests already taken of some files, sorted by raw path, consumed in that order."""
+    """Digests already taken of some files, sorted by raw path, consumed in that order.
+
+    They are pulled from the source a batch's worth at a time and held as two columns, so
+    a batch of paths that are exactly the next known ones (a directory whose files the
+    caller read, the common case) is matched by one list comparison.
+    """
 
     def __init__(self, items: Iterator[tuple[bytes, bytes]]) -> None:
         self._items = items
-        self._head = next(items, None)
+        self._paths: list[bytes] = []
+        self._digests: list[bytes] = []
+        #: Where the paths not yet passed start.
+        self._at = 0
+
+    def _pull(self, count: int) -> bool:
+        """Hold at least ``count`` paths not yet passed, if the source has them; whether
+        any was added."""
+        held = len(self._paths) - self._at
+        if held >= count:
+            return False
+        pulled = list(itertools.islice(self._items, count - held))
+        if not pulled:
+            return False
+        at = self._at
+        self._paths = [*self._paths[at:], *map(_NAME, pulled)]
+        self._digests = [*self._digests[at:], *map(_DIGEST, pulled)]
+        self._at = 0
+        return True
 
     def take(self, rel: bytes) -> bytes | None:
         """The digest of ``rel`` if it is known (paths must be asked in ascending order)."""
         return self.take_many([rel])[0]
 
-    def take_many(self, rels: Sequence[bytes]) -> list[bytes | None]:
+    def take_many(self, rels: list[bytes]) -> Sequence[bytes | None]:
         """:meth:`take` of each of ``rels`` (ascending, and above any path asked before)."""
-        head, items = self._head, self._items
+        count = len(rels)
+        self._pull(count)
+        at = self._at
+        if self._paths[at : at + count] == rels:
+            self._at = at + count
+            return self._digests[at : at + count]
         found: list[bytes | None] = []
         for rel in rels:
-            while head is not None and head[0] < rel:
-                head = next(items, None)
-            if head is not None and head[0] == rel:
-                found.append(head[1])
-                head = next(items, None)
+            # Known paths below ``rel`` belong to no file the walk lists: passed over.
+            at = bisect_left(self._paths, rel, self._at)
+            while at == len(self._paths):
+                self._at = at
+                if not self._pull(count):
+                    break
+                at = bisect_left(self._paths, rel, self._at)
+            if at < len(self._paths) and self._paths[at] == rel:
+                found.append(self._digests[at])
+                at += 1
             else:
                 found.append(None)
-        self._head = head
+            self._at = at
         return found
 
 
@@ -286,7 +332,7 @@ def _files(
 ) -> list[tuple[bytes, bytes]]:
     """``(raw path, digest)`` of the files ``keys`` of ``directory`` (listed with ``flags``):
     the known digest of a file the listing shows as regular, else the file hashed now."""
-    raws = [prefix + key for key in keys] if prefix else list(keys)
+    raws = list(map(prefix.__add__, keys)) if prefix else list(keys)
     digests = known.take_many(raws) if known is not None else [None] * len(raws)
     if None not in digests and _ODD not in flags:
         return list(zip(raws, cast(list[bytes], digests), strict=True))

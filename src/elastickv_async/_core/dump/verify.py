@@ -15,6 +15,7 @@ import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -30,6 +31,7 @@ from .checksums import (
     CHECKSUMS_NAME,
     ChecksumLedger,
     HashTally,
+    plain_lines,
     walk_digest_batches,
     walk_digests,
 )
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = ["check_input_tree", "check_tree", "open_split_tree", "verify_tree"]
 
+_PATH: Final = itemgetter(0)
+_DIGEST: Final = itemgetter(1)
 _LINE: Final = re.compile(rb"(\\?)([0-9a-f]{64}) [ *](.+)")
 #: Differences named in the error; the rest are counted.
 _SHOWN: Final = 5
@@ -127,7 +131,7 @@ def _agreeing(
     data = b""
     at = 0
     for batch in batches:
-        expected = b"".join([d.hex().encode() + b"  " + path + b"\n" for path, d in batch])
+        expected = plain_lines(list(map(_PATH, batch)), map(_DIGEST, batch))
         if len(data) - at < len(expected):
             pieces = [data[at:]]
             held = len(pieces[0])
