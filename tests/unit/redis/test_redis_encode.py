@@ -748,8 +748,9 @@ async def test_the_slices_out_at_once_stay_within_the_window(
 
 def test_plain_names_decode_in_one_batch_as_decode_segment_does() -> None:
     """A slice's plain names are decoded at once to the keys decode_segment gives (escapes
-    in either case, an escaped "%" or "/" included); a slice holding any other name (SHA
-    fallback, b64. form, too long, not percent-encoded) is left to decode_segment."""
+    in either case, an escaped "%" or "/" included, empty names too); a slice holding any
+    other name (SHA fallback, b64. form, too long, not percent-encoded) is left to
+    decode_segment."""
     from elastickv_async._adapters.redis.slices import _plain_keys
     from elastickv_async._core.dump.names import decode_segment, encode_segment
 
@@ -758,6 +759,11 @@ def test_plain_names_decode_in_one_batch_as_decode_segment_does() -> None:
     keys = _plain_keys(plain)
     assert keys == [decode_segment(s) for s in plain]
     assert keys[: len(raw)] == raw
+    # Without a key holding a "/", the slice is decoded whole and cut at the separators.
+    slashless = [s for s in plain if "%2f" not in s.lower()]
+    assert len(slashless) == len(plain) - 1
+    assert _plain_keys(slashless) == [decode_segment(s) for s in slashless]
+    assert _plain_keys(["a", "", "%2f", "b"]) == [b"a", b"", b"/", b"b"]
     sha = encode_segment(b"L" * 300)
     for odd in [sha, "b64.AAE", "a" * 241, "bad%zz", "sp ace", "new\nline", "pct%4"]:
         assert _plain_keys([*plain, odd]) is None

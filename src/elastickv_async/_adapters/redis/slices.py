@@ -37,8 +37,10 @@ __all__ = ["TYPE_DIRS", "Built", "Note", "Record", "Slice", "encode_slice", "sta
 
 Record = tuple[bytes, bytes]
 
-#: Names made of unreserved characters and %HH escapes, each followed by a "/".
-_PLAIN_NAMES: Final = re.compile(r"(?:(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})*/)*")
+#: In names joined by "/": a character that is neither unreserved nor part of an escape,
+#: and a "%" that does not start a %HH escape.
+_NOT_PLAIN: Final = re.compile(r"[^A-Za-z0-9._%/-]")
+_BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 #: Where a SHA-fallback name has its "__".
 _SHA_SEPARATOR: Final = slice(32, 34)
 
@@ -190,13 +192,19 @@ def _plain_keys(segments: list[str]) -> list[bytes] | None:
     names any problem."""
     if not segments or max(map(len, segments)) > SEGMENT_MAX_BYTES:
         return None
-    # One match for the slice: no name holds a "/".
-    if _PLAIN_NAMES.fullmatch("/".join(segments) + "/") is None:
+    # Checked on the slice's names joined (no name holds a "/"): each check is one C scan.
+    joined = "/".join(segments)
+    if _NOT_PLAIN.search(joined) is not None or _BAD_ESCAPE.search(joined) is not None:
         return None
-    if any(s[_SHA_SEPARATOR] == "__" or s.startswith(BINARY_PREFIX) for s in segments):
+    if ("__" in joined and any(s[_SHA_SEPARATOR] == "__" for s in segments)) or (
+        BINARY_PREFIX in joined and any(s.startswith(BINARY_PREFIX) for s in segments)
+    ):
         return None
-    # Only unreserved ASCII and %HH escapes are left: as \xHH escapes, C decodes them.
-    return [escape_decode(s.replace("%", "\\x").encode("ascii"))[0] for s in segments]
+    # Only unreserved ASCII and %HH escapes are left: as \xHH escapes, C decodes them, the
+    # whole slice at once unless a key holds a "/" of its own.
+    if "%2F" in joined or "%2f" in joined:
+        return [escape_decode(s.replace("%", "\\x").encode("ascii"))[0] for s in segments]
+    return escape_decode(joined.replace("%", "\\x").encode("ascii"))[0].split(b"/")
 
 
 def _resolve(keymap: dict[str, bytes], segment: str) -> bytes:
