@@ -26,7 +26,12 @@ from elastickv_async._core.errors import (
 )
 from elastickv_async._core.options import DecodeOptions, EncodeOptions
 from elastickv_async._core.pipeline import decode_snapshot
-from elastickv_async._core.workers import AUTO_MIN_LISTING, Workers, auto_processes
+from elastickv_async._core.workers import (
+    AUTO_MIN_BYTES,
+    AUTO_MIN_LISTING,
+    Workers,
+    auto_processes,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -180,14 +185,46 @@ def test_auto_leaves_a_cpu_to_the_run_and_starts_nothing_for_a_small_input(
 def test_an_encode_of_a_large_tree_starts_a_worker_per_cpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """auto: a worker per CPU for a tree of many files (a long CHECKSUMS, or many entries
+    without one) or of few large files (an SQS queue's messages, even in a redirected
+    adapter root); none for a small tree, however its links point."""
+    from elastickv_async._core.dump.roots import TreeRoots
     from elastickv_async._core.encode import api
 
+    def auto(roots: Path | TreeRoots) -> int:
+        return api._workers(EncodeOptions(workers=None), TreeRoots.of(roots)).processes
+
     monkeypatch.setattr(workers_module, "available_cpus", lambda: 2)
-    (tmp_path / "CHECKSUMS").write_bytes(b"x" * AUTO_MIN_LISTING)
-    assert api._workers(EncodeOptions(workers=None), tmp_path).processes == 2
-    assert api._workers(EncodeOptions(workers=1), tmp_path).processes == 1
-    (tmp_path / "CHECKSUMS").write_bytes(b"x" * (AUTO_MIN_LISTING - 1))
-    assert api._workers(EncodeOptions(workers=None), tmp_path).processes == 0
+    long_listing = tmp_path / "long"
+    long_listing.mkdir()
+    (long_listing / "CHECKSUMS").write_bytes(b"x" * AUTO_MIN_LISTING)
+    assert auto(long_listing) == 2
+    assert api._workers(EncodeOptions(workers=1), TreeRoots(long_listing)).processes == 1
+    (long_listing / "CHECKSUMS").write_bytes(b"x" * (AUTO_MIN_LISTING - 1))
+    assert auto(long_listing) == 0
+
+    few_large = tmp_path / "large" / "sqs" / "q"
+    few_large.mkdir(parents=True)
+    with open(few_large / "messages.jsonl", "wb") as file:
+        file.truncate(AUTO_MIN_BYTES - 1000)
+    (tmp_path / "large" / "CHECKSUMS").write_bytes(b"x" * 200)
+    (tmp_path / "large" / "big").symlink_to(few_large / "messages.jsonl")
+    assert auto(tmp_path / "large") == 0
+    (few_large / "_queue.json").write_bytes(b"x" * 800)
+    assert auto(tmp_path / "large") == 2
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (tmp_path / "large" / "sqs").rename(moved / "sqs")
+    assert auto(tmp_path / "large") == 0
+    assert auto(TreeRoots(tmp_path / "large", {"sqs": moved})) == 2
+
+    many = tmp_path / "many" / "redis"
+    many.mkdir(parents=True)
+    for index in range(api._AUTO_MIN_ENTRIES):
+        (many / f"k{index}").touch()
+    assert auto(tmp_path / "many") == 2
+    (many / "k0").unlink()
+    assert auto(tmp_path / "many") == 0
 
 
 @needs_sample

@@ -40,6 +40,7 @@ from ..._adapters.base import AdapterSpec, EncodeContext
 from ..._adapters.registry import REGISTRY
 from ..concurrency import task_group
 from ..dump.manifest import MANIFEST_NAME, Manifest
+from ..dump.roots import TreeRoots
 from ..dump.tree import recording_reads
 from ..encode import publish as disk
 from ..encode.api import (
@@ -581,7 +582,7 @@ async def encode_cluster(
         meter,
         tag,
         sort_budget,
-        await anyio.to_thread.run_sync(_workers, options, root),
+        await anyio.to_thread.run_sync(_workers, options, TreeRoots(root)),
     )
     lock = PathLock(out)
     await anyio.to_thread.run_sync(lock.acquire)

@@ -53,7 +53,7 @@ from ..meter import ProgressMeter
 from ..options import DecodeOptions, EncodeOptions
 from ..report import EventLog, Report, make_logger
 from ..runfiles import LockedDir, PathLock, make_locked_dir, new_tag, remove_leftovers
-from ..workers import AUTO_MIN_LISTING, Workers, auto_processes
+from ..workers import AUTO_MIN_BYTES, AUTO_MIN_LISTING, Workers, auto_processes
 from . import publish as disk
 from .collect import CHANNEL_BUFFER, LARGE_VALUE, collect_records
 from .framing import ts_suffix
@@ -542,15 +542,50 @@ def _with_subtree(root: Path | TreeRoots, specs: Sequence[AdapterSpec]) -> list[
     return out
 
 
-def _workers(options: EncodeOptions, root: Path) -> Workers:
-    """The run's worker processes: ``options.workers``, or auto by the CHECKSUMS length."""
+def _workers(options: EncodeOptions, roots: TreeRoots) -> Workers:
+    """The run's worker processes: ``options.workers``, or auto by the tree's size."""
     if options.workers is not None:
         return Workers(options.workers)
+    return Workers(auto_processes(large=_large_tree(roots), per_cpu=True))
+
+
+#: Entries the ``auto`` sizing walk looks at before it calls a tree large: about as many
+#: files as a CHECKSUMS of :data:`AUTO_MIN_LISTING` bytes lists.
+_AUTO_MIN_ENTRIES: Final = AUTO_MIN_LISTING // 100
+
+
+def _large_tree(roots: TreeRoots) -> bool:
+    """Whether the tree at ``roots`` is worth worker processes: a CHECKSUMS of
+    :data:`AUTO_MIN_LISTING` bytes or more (many files), else :data:`AUTO_MIN_BYTES` of
+    files (a few large ones, say an SQS queue's messages). The walk follows no link and
+    stops at either bound, or past :data:`_AUTO_MIN_ENTRIES` entries."""
     try:
-        listing = os.stat(root / CHECKSUMS_NAME, follow_symlinks=False).st_size
+        if os.stat(roots.main / CHECKSUMS_NAME, follow_symlinks=False).st_size >= AUTO_MIN_LISTING:
+            return True
     except OSError:
-        listing = 0
-    return Workers(auto_processes(large=listing >= AUTO_MIN_LISTING, per_cpu=True))
+        pass
+    size = entries = 0
+    pending = [roots.main, *roots.redirected.values()]
+    while pending:
+        try:
+            listing = os.scandir(pending.pop())
+        except OSError:
+            continue  # the encode itself names what it cannot read
+        with listing:
+            for entry in listing:
+                entries += 1
+                if entries > _AUTO_MIN_ENTRIES:
+                    return True
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=False):
+                        size += entry.stat(follow_symlinks=False).st_size
+                        if size >= AUTO_MIN_BYTES:
+                            return True
+                except OSError:
+                    continue
+    return False
 
 
 async def _verify_input(
@@ -648,7 +683,7 @@ async def encode_snapshot(
     shift_ms = rebase.shift_ms if rebase is not None else 0
 
     meter = ProgressMeter(progress)
-    workers = await anyio.to_thread.run_sync(_workers, options, root)
+    workers = await anyio.to_thread.run_sync(_workers, options, roots)
     run = _Run(
         roots,
         out,
