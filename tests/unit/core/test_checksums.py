@@ -246,7 +246,8 @@ def test_known_digests_are_taken_in_batches_as_one_at_a_time(seed: int) -> None:
     known = {p: hashlib.sha256(p).digest() for p in universe if rng.random() < 0.7}
     asked = [p for p in universe if rng.random() < (0.8 if p in known else 0.5)]
     taken = checksums._Known(iter(sorted(known.items())))
-    start, got = 0, []
+    got: list[bytes | None] = []
+    start = 0
     while start < len(asked):
         size = rng.choice([1, 2, 5, 17, 64, 400])
         got += taken.take_many(asked[start : start + size])
