@@ -255,6 +255,28 @@ def test_known_digests_are_taken_in_batches_as_one_at_a_time(seed: int) -> None:
     assert got == [known.get(p) for p in asked]
 
 
+def test_a_tree_of_small_directories_is_walked_in_full_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files of many small directories share batches (one a directory would make the check
+    of a DynamoDB tree, 10k hash directories, compare 10k small batches): every batch but
+    the last holds at least a batch's worth, and they give every file in path order."""
+    for outer in range(6):
+        for inner in range(5):
+            directory = tmp_path / f"t{outer}" / f"h{inner}"
+            directory.mkdir(parents=True)
+            for name in ("a.json", "b.json", "c.json"):
+                (directory / name).write_bytes(name.encode())
+    (tmp_path / "t3" / "loose").write_bytes(b"l")
+    expected = list(walk_digests(DumpTree(tmp_path)))
+    assert len(expected) == 91
+    assert [len(batch) for batch in checksums.walk_digest_batches(DumpTree(tmp_path))] == [91]
+    monkeypatch.setattr(checksums, "_BATCH", 7)
+    batches = list(checksums.walk_digest_batches(DumpTree(tmp_path)))
+    assert all(len(batch) >= 7 for batch in batches[:-1]) and len(batches) > 5
+    assert [entry for batch in batches for entry in batch] == expected
+
+
 def test_a_large_directory_is_walked_through_sorted_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

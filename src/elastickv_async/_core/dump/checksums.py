@@ -285,41 +285,45 @@ def _walk(
     spill: _SpillRoot,
     spills: Iterator[int],
     memory: int,
+    pending: list[tuple[bytes, bytes]],
     redirected: frozenset[str] = frozenset(),
 ) -> Iterator[list[tuple[bytes, bytes]]]:
-    """The files of ``directory`` and below in path order, in lists: a file costs one level
-    of generators, however deep it is. A directory's listing past ``memory`` bytes is sorted
-    under ``spill``, in a directory numbered by ``spills``."""
+    """The files of ``directory`` and below in path order, gathered in ``pending`` and
+    yielded :data:`_BATCH` at a time (the caller yields what is left at the end): a file
+    costs one level of generators however deep it is, and a tree of many small directories
+    gives as few batches as one directory. A directory's listing past ``memory`` bytes is
+    sorted under ``spill``, in a directory numbered by ``spills``."""
     # Paths stay raw bytes: a known file costs no name decoding.
     prefix = os.fsencode(directory.rel) + b"/" if directory.rel else b""
-    batch: list[tuple[bytes, bytes]] = []
     spill_dir = partial(spill.path, str(next(spills)))
     for keys, flags in _path_order(directory, redirected, spill_dir, memory):
         if _DIR in flags or (not prefix and _CHECKSUMS_RAW in keys):
             for key, flag in zip(keys, flags, strict=True):
                 if flag == _DIR:
-                    if batch:
-                        tally.files += len(batch)
-                        yield batch
-                        batch = []
                     name = os.fsdecode(key[:-1])
                     # A redirected subtree is read from the adapter's own root.
                     sub = tree.open_dir((name,)) if name in redirected else directory.subdir(name)
                     if sub is not None:
                         with sub:
-                            yield from _walk(tree, sub, tally, known, spill, spills, memory)
+                            yield from _walk(
+                                tree, sub, tally, known, spill, spills, memory, pending
+                            )
                 elif prefix + key != _CHECKSUMS_RAW:
-                    batch += _files(directory, prefix, (key,), (flag,), known, tally)
+                    pending += _files(directory, prefix, (key,), (flag,), known, tally)
         else:
             # A run of files only: their known digests are taken together.
-            batch += _files(directory, prefix, keys, flags, known, tally)
-        if len(batch) >= _BATCH:
-            tally.files += len(batch)
-            yield batch
-            batch = []
-    if batch:
-        tally.files += len(batch)
-        yield batch
+            pending += _files(directory, prefix, keys, flags, known, tally)
+        if len(pending) >= _BATCH:
+            yield _taken(pending, tally)
+
+
+def _taken(pending: list[tuple[bytes, bytes]], tally: HashTally) -> list[tuple[bytes, bytes]]:
+    """What ``pending`` holds, counted; ``pending`` is emptied (it is shared by the walk's
+    levels)."""
+    batch = pending[:]
+    pending.clear()
+    tally.files += len(batch)
+    return batch
 
 
 def _files(
@@ -400,6 +404,7 @@ def walk_digest_batches(
     """:func:`walk_digests` in lists of consecutive files (none empty)."""
     tally = tally if tally is not None else HashTally()
     spill = _SpillRoot()
+    pending: list[tuple[bytes, bytes]] = []
     try:
         with tree.open_root() as root:
             yield from _walk(
@@ -410,8 +415,11 @@ def walk_digest_batches(
                 spill,
                 itertools.count(),
                 memory,
+                pending,
                 frozenset(tree.roots.redirected),
             )
+        if pending:
+            yield _taken(pending, tally)
     finally:
         spill.cleanup()
 
