@@ -557,7 +557,7 @@ _AUTO_MIN_ENTRIES: Final = AUTO_MIN_LISTING // 100
 def _large_tree(roots: TreeRoots) -> bool:
     """Whether the tree at ``roots`` is worth worker processes: a CHECKSUMS of
     :data:`AUTO_MIN_LISTING` bytes or more (many files), else :data:`AUTO_MIN_BYTES` of
-    files (a few large ones, say an SQS queue's messages). The walk follows no link and
+    files (a few large ones, say a message queue's). The walk follows no link and
     stops at either bound, or past :data:`_AUTO_MIN_ENTRIES` entries."""
     try:
         if os.stat(roots.main / CHECKSUMS_NAME, follow_symlinks=False).st_size >= AUTO_MIN_LISTING:
