@@ -64,6 +64,35 @@ def test_escaped_form_for_newline_and_backslash() -> None:
     assert checksum_line(digest, b"a\nb\\c") == b"\\" + b"0" * 64 + b"  a\\nb\\\\c\n"
 
 
+def test_escaped_names_are_checked_whole_like_plain_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tree whose names need CHECKSUMS' escaped form is checked batch by batch like any
+    other (no line of its CHECKSUMS parsed when it matches), and a changed file among them
+    is still named."""
+    (tmp_path / "MANIFEST.json").write_bytes(b"{}\n")
+    (tmp_path / "a").mkdir()
+    for name, body in (("x\ny", b"1"), ("b\\c", b"2"), ("plain", b"3")):
+        (tmp_path / "a" / name).write_bytes(body)
+    (tmp_path / "CHECKSUMS").write_bytes(compute_checksums(tmp_path))
+    assert (tmp_path / "CHECKSUMS").read_bytes().count(b"\n\\") == 2
+
+    parse_line = verify_module._parse_line
+    parsed: list[int] = []
+
+    def counting(line: bytes, number: int) -> tuple[bytes, bytes]:
+        parsed.append(number)
+        return parse_line(line, number)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(verify_module, "_parse_line", counting)
+        assert verify_module.check_tree(DumpTree(tmp_path)) == (4, "sha256")
+    assert parsed == [1]  # only the first line, to tell an empty CHECKSUMS
+    (tmp_path / "a" / "b\\c").write_bytes(b"changed")
+    with raises_code(ChecksumMismatch, "ErrChecksumMismatch", match=r"a/b\\c: sha256 differs"):
+        verify_module.check_tree(DumpTree(tmp_path))
+
+
 @pytest.mark.parametrize("limit", [1, 2, 1000])
 def test_ledger_listing_matches_walk(tmp_path: Path, limit: int) -> None:
     """The ledger (spilling after `limit` paths) lists exactly what hashing the tree gives,

@@ -36,7 +36,6 @@ __all__ = [
     "checksum_lines",
     "compute_checksums",
     "hash_tree",
-    "plain_lines",
     "sha256_file",
     "walk_digest_batches",
     "walk_digests",
@@ -94,10 +93,10 @@ def checksum_lines(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
     joined = b"\0".join(paths)
     if b"\n" in joined or b"\r" in joined or b"\\" in joined:
         return b"".join([checksum_line(digest.hex(), rel) for rel, digest in entries])
-    return plain_lines(paths, map(_DIGEST, entries))
+    return _plain_lines(paths, map(_DIGEST, entries))
 
 
-def plain_lines(paths: list[bytes], digests: Iterable[bytes]) -> bytes:
+def _plain_lines(paths: list[bytes], digests: Iterable[bytes]) -> bytes:
     """The CHECKSUMS lines of files whose ``paths`` need no escaping, with their
     ``digests``, joined: built by one format of the whole run, in C."""
     flat: list[bytes] = [b""] * (2 * len(paths))

@@ -15,7 +15,6 @@ import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -31,7 +30,7 @@ from .checksums import (
     CHECKSUMS_NAME,
     ChecksumLedger,
     HashTally,
-    plain_lines,
+    checksum_lines,
     walk_digest_batches,
     walk_digests,
 )
@@ -50,8 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = ["check_input_tree", "check_tree", "open_split_tree", "verify_tree"]
 
-_PATH: Final = itemgetter(0)
-_DIGEST: Final = itemgetter(1)
 _LINE: Final = re.compile(rb"(\\?)([0-9a-f]{64}) [ *](.+)")
 #: Differences named in the error; the rest are counted.
 _SHOWN: Final = 5
@@ -116,22 +113,23 @@ def _agreeing(
     blocks: Iterator[bytes], batches: Iterator[list[tuple[bytes, bytes]]]
 ) -> tuple[int, int, list[str]]:
     """:func:`_differences` of CHECKSUMS (read in ``blocks``) and the walk's ``batches``,
-    each batch's lines first built and compared whole with the bytes of CHECKSUMS at that
-    place: a tree that matches costs a line built per file, and no parsing.
+    each batch's lines first built as :func:`.checksums.checksum_lines` writes them and
+    compared whole with the bytes of CHECKSUMS at that place: a tree that matches costs a
+    line built per file, and no parsing.
 
-    From the first batch that differs in any way (another spelling, an escaped name, a
-    blank line, a file missing or not listed, another digest), the lines are compared one by
-    one by :func:`_agreeing_lines`.
+    From the first batch that differs in any way (another spelling, a blank line, a file
+    missing or not listed, another digest), the lines are compared one by one by
+    :func:`_agreeing_lines`.
     """
     blocks = iter(blocks)
     count = 0
     previous: bytes | None = None
-    # CHECKSUMS read so far, compared up to ``at``: a batch (a directory's files, often a
-    # few lines) moves ``at`` on; only reading more copies what is left of a block.
+    # CHECKSUMS read so far, compared up to ``at``: a batch moves ``at`` on; only reading
+    # more copies what is left of a block.
     data = b""
     at = 0
     for batch in batches:
-        expected = plain_lines(list(map(_PATH, batch)), map(_DIGEST, batch))
+        expected = checksum_lines(batch)
         if len(data) - at < len(expected):
             pieces = [data[at:]]
             held = len(pieces[0])
